@@ -1,0 +1,336 @@
+"""The event catalog: every fact fleetbus records, as frozen, keyword-only msgspec Structs.
+
+Each event is tagged on the wire by its stable `type` name and carries the envelope fields of
+`Event`. Events are past-tense facts and never change once written; a breaking change to one
+bumps its `version` default and registers an upcaster in `events.codec`.
+
+Each event belongs to one aggregate (taskset, override, cluster, schedule, rollout, report); its
+subject `fleet.evt.<aggregate>.<id>` (reports: `fleet.report.<cluster>.<taskset>`) is the unit of
+optimistic concurrency on the log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from events import subjects
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The envelope every event carries."""
+
+    id: str
+    """UUIDv7: sortable by creation time; also the `Nats-Msg-Id` that makes appends idempotent."""
+    occurred_at: datetime
+    actor: str
+    """Who caused it: `user:<token name>`, `scheduler`, `cluster:<name>`, ..."""
+    correlation_id: str = ""
+    """Shared by every event that one user command led to, however indirectly."""
+    causation_id: str = ""
+    """The id of the event (or command) that directly caused this one."""
+    version: int = 1
+
+    aggregate: ClassVar[str]
+
+    @property
+    def aggregate_id(self) -> str:
+        raise TypeError(f"{type(self).__name__} is not a concrete event")
+
+    @property
+    def subject(self) -> str:
+        return subjects.event_subject(self.aggregate, self.aggregate_id)
+
+    @property
+    def type_name(self) -> str:
+        return str(type(self).__struct_config__.tag)
+
+
+# --- shared payload parts ---------------------------------------------------------------------
+
+
+class Placement(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a taskset goes: explicit clusters, and/or a Kubernetes-style label selector."""
+
+    clusters: list[str] = msgspec.field(default_factory=list)
+    selector: str = ""
+
+
+class RolloutStrategy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a new version spreads: in waves of `batch_size` clusters (0 = all at once).
+
+    `max_unavailable` caps clusters that are updating at once (0 = no cap beyond the batch);
+    `pause_seconds` waits between waves; more than `failure_threshold` failed clusters in a
+    rollout halts it.
+    """
+
+    batch_size: int = 0
+    max_unavailable: int = 0
+    pause_seconds: float = 0.0
+    failure_threshold: int = 0
+
+
+# --- taskset aggregate ------------------------------------------------------------------------
+
+
+class TasksetPublished(Event, tag="TasksetPublished"):
+    """An immutable snapshot of a taskset: version N of its normalized body."""
+
+    aggregate: ClassVar[str] = "taskset"
+    taskset: str
+    taskset_version: int
+    digest: str
+    """Canonical digest of the normalized Taskset."""
+    source_digest: str
+    format: Literal["helm", "kustomize", "yaml"]
+    body: bytes
+    """The normalized Taskset, canonical JSON compressed with zlib (see `taskset.codec`)."""
+    body_size: int
+    placement: Placement = msgspec.field(default_factory=Placement)
+    rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Helm values the snapshot was rendered with (empty for other formats)."""
+    chart_archive: str = ""
+    """Content address of the chart archive in the hub's object store, for re-rendering."""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.taskset
+
+
+class TasksetRetired(Event, tag="TasksetRetired"):
+    aggregate: ClassVar[str] = "taskset"
+    taskset: str
+    reason: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.taskset
+
+
+# --- override aggregate -----------------------------------------------------------------------
+
+
+class OverrideSet(Event, tag="OverrideSet"):
+    """A per-cluster or per-selector customisation of a taskset: Helm values or patches.
+
+    Each patch is `{"target": {"kind", "namespace", "name"}, "mergePatch": {...}}` (RFC 7386)
+    or `{"target": ..., "jsonPatch": [...]}` (RFC 6902).
+    """
+
+    aggregate: ClassVar[str] = "override"
+    taskset: str
+    name: str
+    cluster: str = ""
+    selector: str = ""
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    patches: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.taskset}.{self.name}"
+
+
+class OverrideRemoved(Event, tag="OverrideRemoved"):
+    aggregate: ClassVar[str] = "override"
+    taskset: str
+    name: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.taskset}.{self.name}"
+
+
+# --- cluster aggregate ------------------------------------------------------------------------
+
+
+class ClusterRegistered(Event, tag="ClusterRegistered"):
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    certificate_fingerprint: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
+class ClusterLabelsChanged(Event, tag="ClusterLabelsChanged"):
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+    labels: dict[str, str]
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
+class ClusterDeregistered(Event, tag="ClusterDeregistered"):
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
+class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired"):
+    """The hub found a cluster's inventory digest differing from its desired state, re-sent it."""
+
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+    tasksets: list[str]
+    edge_digest: str = ""
+    hub_digest: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
+# --- schedule and rollout aggregates ----------------------------------------------------------
+
+
+class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled"):
+    """The scheduler wrote a new desired state of one taskset for one cluster."""
+
+    aggregate: ClassVar[str] = "schedule"
+    cluster: str
+    taskset: str
+    taskset_version: int
+    generation: int
+    digest: str
+    wave: int = 0
+    removed: bool = False
+    overrides: list[str] = msgspec.field(default_factory=list)
+    caused_by: list[str] = msgspec.field(default_factory=list)
+    """Ids of the events that led to this decision."""
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.taskset}.{self.cluster}"
+
+
+class RolloutAdvanced(Event, tag="RolloutAdvanced"):
+    aggregate: ClassVar[str] = "rollout"
+    taskset: str
+    taskset_version: int
+    wave: int
+    total_waves: int
+    clusters: list[str]
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.taskset
+
+
+class RolloutHalted(Event, tag="RolloutHalted"):
+    aggregate: ClassVar[str] = "rollout"
+    taskset: str
+    taskset_version: int
+    wave: int
+    failed: list[str]
+    reason: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.taskset
+
+
+class RolloutResumed(Event, tag="RolloutResumed"):
+    aggregate: ClassVar[str] = "rollout"
+    taskset: str
+    taskset_version: int
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.taskset
+
+
+# --- reports from clusters (REPORTS stream) ---------------------------------------------------
+
+
+class Report(Event, frozen=True, kw_only=True):
+    """A fact observed on a cluster about one of its ClusterTasks."""
+
+    aggregate: ClassVar[str] = "report"
+    cluster: str
+    taskset: str
+    taskset_version: int = 0
+    generation: int = 0
+    digest: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.cluster}.{self.taskset}"
+
+    @property
+    def subject(self) -> str:
+        return subjects.report_subject(self.cluster, self.taskset)
+
+
+class TaskApplied(Report, tag="TaskApplied"):
+    objects: int = 0
+    removed: bool = False
+    """True when this reports a completed removal (preDelete ran, objects deleted)."""
+    duration_s: float = 0.0
+
+
+class TaskFailed(Report, tag="TaskFailed"):
+    phase: str = ""
+    object: str = ""
+    reason: str = ""
+
+
+class DriftDetected(Report, tag="DriftDetected"):
+    object: str
+    fields: list[str] = msgspec.field(default_factory=list)
+    deleted: bool = False
+    policy: Literal["correct", "report", "ignore"] = "correct"
+
+
+class DriftCorrected(Report, tag="DriftCorrected"):
+    object: str
+    fields: list[str] = msgspec.field(default_factory=list)
+
+
+HubEvent = (
+    TasksetPublished
+    | TasksetRetired
+    | OverrideSet
+    | OverrideRemoved
+    | ClusterRegistered
+    | ClusterLabelsChanged
+    | ClusterDeregistered
+    | AntiEntropyRepaired
+    | ClusterTaskScheduled
+    | RolloutAdvanced
+    | RolloutHalted
+    | RolloutResumed
+)
+ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
+AnyEvent = HubEvent | ReportEvent
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    str(cls.__struct_config__.tag): cls
+    for cls in (
+        TasksetPublished,
+        TasksetRetired,
+        OverrideSet,
+        OverrideRemoved,
+        ClusterRegistered,
+        ClusterLabelsChanged,
+        ClusterDeregistered,
+        AntiEntropyRepaired,
+        ClusterTaskScheduled,
+        RolloutAdvanced,
+        RolloutHalted,
+        RolloutResumed,
+        TaskApplied,
+        TaskFailed,
+        DriftDetected,
+        DriftCorrected,
+    )
+}

@@ -1,0 +1,82 @@
+"""JetStream stream definitions of the hub (domain `hub`), as the server's own JSON config.
+
+They are plain data so that what the hub creates can be read, diffed and tested without a
+server. `events.store.ensure_streams` creates or updates them idempotently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import subjects
+
+HUB_DOMAIN = "hub"
+EVENTS_STREAM = "EVENTS"
+DESIRED_STREAM = "DESIRED"
+REPORTS_STREAM = "REPORTS"
+
+NANOS = 1_000_000_000
+DUPLICATE_WINDOW_S = 10 * 60
+"""How long a retried append (same event id) is recognised and stored once."""
+
+MAX_PAYLOAD = 8 * 1024 * 1024
+"""The hub's nats-server `max_payload`: no single message (event, ClusterTask) may exceed it."""
+
+
+def events_stream(replicas: int = 1) -> dict[str, Any]:
+    """The append-only log: every publish, override, decision and registration."""
+    return {
+        "name": EVENTS_STREAM,
+        "subjects": [f"{subjects.EVENTS_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
+        "allow_atomic": True,
+        "allow_direct": True,
+        "deny_delete": True,
+        "deny_purge": True,
+        "max_msg_size": MAX_PAYLOAD,
+    }
+
+
+def desired_stream(replicas: int = 1) -> dict[str, Any]:
+    """Last value per (cluster, taskset): the ClusterTask every cluster should run."""
+    return {
+        "name": DESIRED_STREAM,
+        "subjects": [f"{subjects.DESIRED_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "duplicate_window": 2 * 60 * NANOS,
+        "allow_direct": True,
+        "allow_rollup_hdrs": True,
+        "compression": "s2",
+        "max_msg_size": MAX_PAYLOAD,
+    }
+
+
+def reports_stream(
+    sources: list[dict[str, Any]] | None = None, replicas: int = 1
+) -> dict[str, Any]:
+    """Every cluster report, sourced from the edges' outboxes; it has no subjects of its own."""
+    config: dict[str, Any] = {
+        "name": REPORTS_STREAM,
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
+        "allow_direct": True,
+        "max_msg_size": MAX_PAYLOAD,
+    }
+    if sources:
+        config["sources"] = sources
+    return config
+
+
+def hub_streams(replicas: int = 1) -> list[dict[str, Any]]:
+    return [events_stream(replicas), desired_stream(replicas), reports_stream(None, replicas)]

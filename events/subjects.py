@@ -1,0 +1,36 @@
+"""Subject names. Every fleetbus subject lives under `fleet.`; names are single subject tokens.
+
+Taskset, cluster and override names are DNS-1123 labels (see `taskset.names`), so they never
+contain `.`, `*`, `>` or whitespace and are always safe as one token.
+"""
+
+from __future__ import annotations
+
+EVENTS_PREFIX = "fleet.evt"
+DESIRED_PREFIX = "fleet.desired"
+REPORT_PREFIX = "fleet.report"
+INVENTORY_PREFIX = "fleet.inventory"
+
+
+def event_subject(aggregate: str, aggregate_id: str) -> str:
+    return f"{EVENTS_PREFIX}.{aggregate}.{aggregate_id}"
+
+
+def desired_subject(cluster: str, taskset: str) -> str:
+    return f"{DESIRED_PREFIX}.{cluster}.{taskset}"
+
+
+def desired_filter(cluster: str) -> str:
+    return f"{DESIRED_PREFIX}.{cluster}.>"
+
+
+def report_subject(cluster: str, taskset: str) -> str:
+    return f"{REPORT_PREFIX}.{cluster}.{taskset}"
+
+
+def report_filter(cluster: str) -> str:
+    return f"{REPORT_PREFIX}.{cluster}.>"
+
+
+def inventory_subject(cluster: str) -> str:
+    return f"{INVENTORY_PREFIX}.{cluster}"

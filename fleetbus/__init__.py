@@ -1,0 +1,1 @@
+"""fleetbus: the CLI and composition root that wires the components together."""

