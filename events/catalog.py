@@ -213,6 +213,30 @@ class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled", frozen=True, kw_on
         return f"{self.taskset}.{self.cluster}"
 
 
+class ClusterTaskRefused(Event, tag="ClusterTaskRefused", frozen=True, kw_only=True):
+    """The scheduler could not write a new desired state of a taskset for one cluster.
+
+    The cluster keeps what it had. Typical reasons: the result of the overrides is over the
+    payload limit, or an override no longer applies to the published version.
+    """
+
+    aggregate: ClassVar[str] = "schedule"
+    cluster: str
+    taskset: str
+    taskset_version: int
+    reason: str
+    input_digest: str = ""
+    """Identifies what was refused (version and override revisions), so it is refused once."""
+    size: int = 0
+    limit: int = 0
+    overrides: list[str] = msgspec.field(default_factory=list)
+    caused_by: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.taskset}.{self.cluster}"
+
+
 class RolloutAdvanced(Event, tag="RolloutAdvanced", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "rollout"
     taskset: str
@@ -306,6 +330,7 @@ HubEvent = (
     | ClusterDeregistered
     | AntiEntropyRepaired
     | ClusterTaskScheduled
+    | ClusterTaskRefused
     | RolloutAdvanced
     | RolloutHalted
     | RolloutResumed
@@ -325,6 +350,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClusterDeregistered,
         AntiEntropyRepaired,
         ClusterTaskScheduled,
+        ClusterTaskRefused,
         RolloutAdvanced,
         RolloutHalted,
         RolloutResumed,
