@@ -1,0 +1,110 @@
+"""Materializing: the Taskset one cluster gets for one version, with its overrides folded in.
+
+Clusters that share a version and the same applicable overrides share one result, so a
+publish to a thousand clusters without overrides renders and digests once. A result that does
+not fit in one DESIRED message is a refusal, not an error: the cluster keeps what it had.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from events.streams import MAX_PAYLOAD
+from scheduler.state import SchedulerState
+from taskset.codec import encode_taskset
+from taskset.digest import digest_of
+from taskset.errors import FleetbusError
+from taskset.model import Taskset
+from taskset.overrides import HelmRenderer, customize, overrides_for
+
+DESIRED_HEADROOM = 16 * 1024
+"""Room left in a DESIRED message for the ClusterTask's own fields and the NATS headers."""
+
+DESIRED_LIMIT = MAX_PAYLOAD - DESIRED_HEADROOM
+"""The largest compressed Taskset a ClusterTask may carry."""
+
+
+@dataclass(frozen=True)
+class Materialized:
+    taskset: Taskset
+    digest: str
+    size: int
+    overrides: tuple[str, ...]
+    input_digest: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    overrides: tuple[str, ...]
+    input_digest: str
+    size: int = 0
+    limit: int = 0
+
+
+class Materializer:
+    """Computes (and remembers) what a cluster gets; the renderer is the only port it uses."""
+
+    def __init__(
+        self,
+        renderer: HelmRenderer | None,
+        *,
+        limit: int = DESIRED_LIMIT,
+        cache_size: int = 256,
+    ) -> None:
+        self.renderer = renderer
+        self.limit = limit
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Materialized | Refusal] = OrderedDict()
+
+    def __call__(
+        self, state: SchedulerState, cluster: str, taskset: str, version: int
+    ) -> Materialized | Refusal:
+        record = state.tasksets[taskset].versions[version]
+        labels = state.clusters.get(cluster, {})
+        applicable = overrides_for(cluster, labels, state.overrides.get(taskset, {}).values())
+        names = tuple(o.name for o in applicable)
+        input_digest = digest_of(
+            {
+                "taskset": taskset,
+                "version": version,
+                "digest": record.digest,
+                "overrides": [o.revision for o in applicable],
+                "limit": self.limit,
+            }
+        )
+        cached = self._cache.get(input_digest)
+        if cached is not None:
+            self._cache.move_to_end(input_digest)
+            return cached
+        result: Materialized | Refusal
+        try:
+            customized = customize(record.snapshot(), applicable, self.renderer)
+        except FleetbusError as e:
+            result = Refusal(reason=str(e), overrides=names, input_digest=input_digest)
+        else:
+            size = len(encode_taskset(customized))
+            if size > self.limit:
+                result = Refusal(
+                    reason=(
+                        f"taskset {taskset} v{version} with overrides {', '.join(names) or '-'} "
+                        f"is {size:,} bytes compressed, over the limit of {self.limit:,} bytes"
+                    ),
+                    overrides=names,
+                    input_digest=input_digest,
+                    size=size,
+                    limit=self.limit,
+                )
+            else:
+                result = Materialized(
+                    taskset=customized,
+                    digest=digest_of(customized),
+                    size=size,
+                    overrides=names,
+                    input_digest=input_digest,
+                )
+        self._cache[input_digest] = result
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return result

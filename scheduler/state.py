@@ -1,0 +1,368 @@
+"""The scheduler's state: a fold of EVENTS and REPORTS, rebuilt from the log at every start.
+
+Nothing here is persisted on its own: after a crash the scheduler replays the log and arrives
+at the same state, so it neither forgets a decision nor makes one twice. The fold is written
+as in-place updates of plain dicts, because it is replayed over every event of the fleet at
+start-up; it performs no I/O and reads no clock (times come from the stored events).
+
+Report origins are checked here: a report sourced from an edge outbox carries the hub-written
+`Nats-Stream-Source` header, and a report whose claimed cluster differs from the outbox it came
+from is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from events.catalog import (
+    ClusterDeregistered,
+    ClusterLabelsChanged,
+    ClusterRegistered,
+    ClusterTaskRefused,
+    ClusterTaskScheduled,
+    Event,
+    OverrideRemoved,
+    OverrideSet,
+    Placement,
+    RolloutAdvanced,
+    RolloutHalted,
+    RolloutResumed,
+    RolloutStrategy,
+    TaskApplied,
+    TaskFailed,
+    TasksetPublished,
+    TasksetRetired,
+)
+from events.subjects import event_subject
+from scheduler.rollout import Outcome, RolloutView
+from taskset.codec import decode_taskset
+from taskset.overrides import Override, OverrideError, Snapshot, parse_patches
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_ACTOR = "scheduler"
+ALL_TASKSETS = "*"
+"""Marker in a dirty set: every taskset needs a new decision (a cluster changed)."""
+
+_SOURCE_CLUSTER = re.compile(r"REPORTS-([a-z0-9]([-a-z0-9]*[a-z0-9])?)")
+
+
+@dataclass
+class SnapshotRecord:
+    """One published version; its body is decoded only when a cluster needs it."""
+
+    version: int
+    digest: str
+    format: str
+    body: bytes
+    values: dict[str, Any]
+    chart_archive: str
+    placement: Placement
+    rollout: RolloutStrategy
+    _snapshot: Snapshot | None = None
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            taskset = decode_taskset(self.body)
+            archive = self.chart_archive or (
+                taskset.source.chart_archive if taskset.source is not None else ""
+            )
+            self._snapshot = Snapshot(taskset=taskset, values=self.values, chart_archive=archive)
+        return self._snapshot
+
+
+@dataclass
+class TasksetRecord:
+    versions: dict[int, SnapshotRecord] = field(default_factory=dict)
+    latest: int = 0
+    retired: bool = False
+
+    @property
+    def current(self) -> SnapshotRecord | None:
+        return self.versions.get(self.latest)
+
+
+@dataclass(frozen=True)
+class ScheduledRecord:
+    """The last ClusterTask the scheduler wrote for one (cluster, taskset)."""
+
+    version: int
+    generation: int
+    digest: str
+    removed: bool
+    overrides: tuple[str, ...] = ()
+    wave: int = 0
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """The latest outcome a cluster reported for one taskset."""
+
+    failed: bool
+    version: int
+    generation: int
+    removed: bool
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RefusalRecord:
+    version: int
+    input_digest: str
+    at: datetime
+
+
+@dataclass
+class RolloutRecord:
+    version: int
+    waves: list[tuple[str, ...]] = field(default_factory=list)
+    halted: bool = False
+    resumed_at: datetime | None = None
+
+    def view(self) -> RolloutView:
+        return RolloutView(version=self.version, waves=tuple(self.waves), halted=self.halted)
+
+    def wave_of(self, cluster: str) -> int | None:
+        for index, wave in enumerate(self.waves):
+            if cluster in wave:
+                return index
+        return None
+
+
+@dataclass
+class SchedulerState:
+    clusters: dict[str, dict[str, str]] = field(default_factory=dict)
+    deregistered: set[str] = field(default_factory=set)
+    tasksets: dict[str, TasksetRecord] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
+    scheduled: dict[str, dict[str, ScheduledRecord]] = field(default_factory=dict)
+    """taskset -> cluster -> last ClusterTask written."""
+    generations: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(cluster, taskset) -> highest generation ever written, kept across deregistration."""
+    refused: dict[tuple[str, str], RefusalRecord] = field(default_factory=dict)
+    rollouts: dict[str, RolloutRecord] = field(default_factory=dict)
+    reports: dict[tuple[str, str], ReportRecord] = field(default_factory=dict)
+    subject_seqs: dict[str, int] = field(default_factory=dict)
+    """Last stream sequence per subject the scheduler appends to (for conditional appends)."""
+    causes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """taskset -> (event id, correlation id) of events not yet answered by a decision."""
+    last_cause: dict[str, tuple[str, str]] = field(default_factory=dict)
+    global_causes: list[tuple[str, str]] = field(default_factory=list)
+    events_seq: int = 0
+    reports_seq: int = 0
+
+    # --- folding ------------------------------------------------------------------------------
+
+    def apply_event(self, seq: int, subject: str, stored_at: datetime, event: Event) -> set[str]:
+        """Fold one EVENTS message; return the tasksets whose decisions may have changed."""
+        self.events_seq = max(self.events_seq, seq)
+        self.subject_seqs[subject] = max(self.subject_seqs.get(subject, 0), seq)
+        dirty: set[str] = set()
+        match event:
+            case TasksetPublished():
+                record = self.tasksets.setdefault(event.taskset, TasksetRecord())
+                record.versions[event.taskset_version] = SnapshotRecord(
+                    version=event.taskset_version,
+                    digest=event.digest,
+                    format=event.format,
+                    body=event.body,
+                    values=event.values,
+                    chart_archive=event.chart_archive,
+                    placement=event.placement,
+                    rollout=event.rollout,
+                )
+                record.latest = max(record.latest, event.taskset_version)
+                record.retired = False
+                dirty.add(event.taskset)
+            case TasksetRetired():
+                if event.taskset in self.tasksets:
+                    self.tasksets[event.taskset].retired = True
+                dirty.add(event.taskset)
+            case OverrideSet():
+                try:
+                    patches = parse_patches(event.patches) if event.patches else ()
+                except OverrideError as e:
+                    log.warning("ignoring unreadable override %s: %s", event.name, e)
+                    patches = ()
+                self.overrides.setdefault(event.taskset, {})[event.name] = Override(
+                    taskset=event.taskset,
+                    name=event.name,
+                    cluster=event.cluster,
+                    selector=event.selector,
+                    values=event.values,
+                    patches=patches,
+                    revision=event.id,
+                )
+                dirty.add(event.taskset)
+            case OverrideRemoved():
+                self.overrides.get(event.taskset, {}).pop(event.name, None)
+                dirty.add(event.taskset)
+            case ClusterRegistered():
+                self.clusters[event.cluster] = dict(event.labels)
+                self.deregistered.discard(event.cluster)
+                dirty.add(ALL_TASKSETS)
+            case ClusterLabelsChanged():
+                if event.cluster in self.clusters:
+                    self.clusters[event.cluster] = dict(event.labels)
+                    dirty.add(ALL_TASKSETS)
+            case ClusterDeregistered():
+                self.clusters.pop(event.cluster, None)
+                self.deregistered.add(event.cluster)
+                for by_cluster in self.scheduled.values():
+                    by_cluster.pop(event.cluster, None)
+                for key in [k for k in self.refused if k[0] == event.cluster]:
+                    del self.refused[key]
+                dirty.add(ALL_TASKSETS)
+            case ClusterTaskScheduled():
+                if event.cluster in self.clusters:
+                    self.scheduled.setdefault(event.taskset, {})[event.cluster] = ScheduledRecord(
+                        version=event.taskset_version,
+                        generation=event.generation,
+                        digest=event.digest,
+                        removed=event.removed,
+                        overrides=tuple(event.overrides),
+                        wave=event.wave,
+                    )
+                    self.refused.pop((event.cluster, event.taskset), None)
+                key = (event.cluster, event.taskset)
+                self.generations[key] = max(self.generations.get(key, 0), event.generation)
+            case ClusterTaskRefused():
+                if event.cluster in self.clusters:
+                    self.refused[(event.cluster, event.taskset)] = RefusalRecord(
+                        version=event.taskset_version,
+                        input_digest=event.input_digest,
+                        at=stored_at,
+                    )
+                dirty.add(event.taskset)
+            case RolloutAdvanced():
+                rollout = self._rollout(event.taskset, event.taskset_version)
+                while len(rollout.waves) <= event.wave:
+                    rollout.waves.append(())
+                rollout.waves[event.wave] = tuple(event.clusters)
+                dirty.add(event.taskset)
+            case RolloutHalted():
+                self._rollout(event.taskset, event.taskset_version).halted = True
+                dirty.add(event.taskset)
+            case RolloutResumed():
+                rollout = self._rollout(event.taskset, event.taskset_version)
+                rollout.halted = False
+                rollout.resumed_at = stored_at
+                dirty.add(event.taskset)
+        self._note_cause(event, dirty)
+        return dirty
+
+    def apply_report(
+        self,
+        seq: int,
+        stored_at: datetime,
+        event: Event,
+        headers: Mapping[str, str] | None = None,
+    ) -> set[str]:
+        """Fold one REPORTS message; return the tasksets whose rollout may move."""
+        self.reports_seq = max(self.reports_seq, seq)
+        if not isinstance(event, TaskApplied | TaskFailed):
+            return set()
+        origin = report_origin(headers)
+        if origin is not None and origin != event.cluster:
+            log.warning(
+                "ignoring report %s: it claims cluster %s but came from %s",
+                event.id,
+                event.cluster,
+                origin,
+            )
+            return set()
+        key = (event.cluster, event.taskset)
+        self.reports[key] = ReportRecord(
+            failed=isinstance(event, TaskFailed),
+            version=event.taskset_version,
+            generation=event.generation,
+            removed=isinstance(event, TaskApplied) and event.removed,
+            at=stored_at,
+        )
+        self._note_cause(event, {event.taskset})
+        return {event.taskset}
+
+    def _rollout(self, taskset: str, version: int) -> RolloutRecord:
+        rollout = self.rollouts.get(taskset)
+        if rollout is None or rollout.version != version:
+            rollout = RolloutRecord(version=version)
+            self.rollouts[taskset] = rollout
+        return rollout
+
+    def _note_cause(self, event: Event, dirty: set[str]) -> None:
+        cause = (event.id, event.correlation_id or event.id)
+        answered = event.actor == SCHEDULER_ACTOR and isinstance(
+            event, ClusterTaskScheduled | ClusterTaskRefused | RolloutAdvanced | RolloutHalted
+        )
+        if answered:
+            taskset = getattr(event, "taskset", "")
+            self.causes.pop(taskset, None)
+            self.global_causes.clear()
+            return
+        if ALL_TASKSETS in dirty:
+            self.global_causes.append(cause)
+            for name in self.tasksets:
+                self.last_cause[name] = cause
+            return
+        for name in dirty:
+            self.causes.setdefault(name, []).append(cause)
+            self.last_cause[name] = cause
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def causes_of(self, taskset: str) -> list[tuple[str, str]]:
+        """The events a decision about `taskset` answers (at least the latest relevant one)."""
+        causes = self.global_causes + self.causes.get(taskset, [])
+        if causes:
+            return causes[-32:]
+        last = self.last_cause.get(taskset)
+        return [last] if last else []
+
+    def taskset_names(self) -> list[str]:
+        return sorted(self.tasksets)
+
+    def rollout_for(self, taskset: str, version: int) -> RolloutRecord:
+        rollout = self.rollouts.get(taskset)
+        if rollout is None or rollout.version != version:
+            return RolloutRecord(version=version)
+        return rollout
+
+    def outcome(
+        self, cluster: str, taskset: str, version: int, resumed_at: datetime | None
+    ) -> tuple[Outcome, datetime | None]:
+        """How `cluster` fared with `version`, at the generation it was last given."""
+        record = self.scheduled.get(taskset, {}).get(cluster)
+        if record is None or record.removed or record.version != version:
+            refusal = self.refused.get((cluster, taskset))
+            if refusal is not None and refusal.version == version:
+                return _failure(refusal.at, resumed_at), refusal.at
+            return "pending", None
+        report = self.reports.get((cluster, taskset))
+        if report is None or report.version != version or report.generation < record.generation:
+            return "pending", None
+        if report.failed:
+            return _failure(report.at, resumed_at), report.at
+        return "applied", report.at
+
+    def schedule_subject(self, taskset: str, cluster: str) -> str:
+        return event_subject("schedule", f"{taskset}.{cluster}")
+
+
+def _failure(at: datetime, resumed_at: datetime | None) -> Outcome:
+    return "forgiven" if resumed_at is not None and at <= resumed_at else "failed"
+
+
+def report_origin(headers: Mapping[str, str] | None) -> str | None:
+    """The cluster whose outbox a sourced report came from, per the hub's own header."""
+    if not headers:
+        return None
+    source = headers.get("Nats-Stream-Source")
+    if not source:
+        return None
+    match = _SOURCE_CLUSTER.search(source.split(" ", 1)[0])
+    return match.group(1) if match else None
