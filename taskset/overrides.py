@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
-import orjson
 import yaml
 
 from taskset.errors import FleetbusError
@@ -446,12 +444,18 @@ def customize(
 # --- showing what overrides do ---------------------------------------------------------------
 
 SECRET_FIELDS = ("data", "stringData")
+MASK = "<masked>"
+MASK_CHANGED = "<masked, changed>"
 
 
-def redact_secrets(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `manifest` with Secret values replaced by a short digest of each value.
+def redact_secrets(
+    manifest: dict[str, Any], compared_with: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A copy of `manifest` with every Secret value replaced by a fixed marker.
 
-    Changes stay visible (the digest changes) while the values themselves are never shown.
+    No length or hash of a value is shown (a short password's hash is as good as the password).
+    When `compared_with` is given, values that differ from it are marked as changed, so a diff
+    still shows that an override changes a Secret without showing what to.
     """
     if manifest.get("kind") != "Secret":
         return manifest
@@ -459,17 +463,21 @@ def redact_secrets(manifest: dict[str, Any]) -> dict[str, Any]:
     for field in SECRET_FIELDS:
         values = manifest.get(field)
         if isinstance(values, dict):
+            other = (compared_with or {}).get(field)
+            other = other if isinstance(other, dict) else {}
             shown[field] = {
-                key: "<redacted sha256:"
-                + hashlib.sha256(orjson.dumps(value)).hexdigest()[:12]
-                + ">"
+                key: MASK_CHANGED
+                if compared_with is not None and other.get(key, object()) != value
+                else MASK
                 for key, value in values.items()
             }
     return shown
 
 
-def manifest_yaml(manifest: dict[str, Any]) -> str:
-    return yaml.safe_dump(redact_secrets(manifest), sort_keys=True, default_flow_style=False)
+def manifest_yaml(manifest: dict[str, Any], compared_with: dict[str, Any] | None = None) -> str:
+    return yaml.safe_dump(
+        redact_secrets(manifest, compared_with), sort_keys=True, default_flow_style=False
+    )
 
 
 def _objects_by_place(taskset: Taskset) -> dict[tuple[str, str], dict[str, Any]]:
@@ -484,7 +492,11 @@ def preview_diff(before: Taskset, after: Taskset) -> str:
     for place in sorted(set(old) | set(new)):
         phase, ref = place
         a = manifest_yaml(old[place]).splitlines(keepends=True) if place in old else []
-        b = manifest_yaml(new[place]).splitlines(keepends=True) if place in new else []
+        b = (
+            manifest_yaml(new[place], old.get(place, {})).splitlines(keepends=True)
+            if place in new
+            else []
+        )
         if a == b:
             continue
         chunks.extend(

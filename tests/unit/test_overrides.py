@@ -352,6 +352,7 @@ def test_preview_is_a_unified_diff_per_object_with_secrets_redacted() -> None:
     assert "-  replicas: 1\n" in diff
     assert "+  replicas: 3\n" in diff
     assert "Secret/creds" in diff
+    assert "+  password: <masked, changed>" in diff
     assert "hunter2" not in diff
     assert "s3cret" not in diff
     assert "untouched" not in diff
