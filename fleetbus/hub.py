@@ -45,6 +45,10 @@ class HubOptions:
     nats_port: int = 4222
     leaf_port: int = 443
     sim_clusters: int = 0
+    nats_urls: tuple[str, ...] = ()
+    """An external NATS cluster to run on instead of the embedded nats-server (all its nodes)."""
+    replicas: int = 1
+    """Replicas of every hub stream: 3 on a 3-node cluster survives the loss of one node."""
 
 
 def start_hub_nats(
@@ -77,7 +81,7 @@ def start_hub_nats(
     return server
 
 
-async def connect_hub_store(data: DataDir, url: str) -> EventStore:
+async def connect_hub_store(data: DataDir, url: str | list[str]) -> EventStore:
     creds = data.secrets()
     nc = await connect(url, name="fleetbus-hub", user="hub", password=creds["hub_password"])
     return EventStore(nc)
@@ -87,9 +91,13 @@ async def run_hub(options: HubOptions) -> None:
     data = DataDir(options.data_dir)
     data.create()
     lock = data.lock()
-    check_port_free(options.nats_host, options.nats_port, "--nats-port")
+    if not options.nats_urls:
+        check_port_free(options.nats_host, options.nats_port, "--nats-port")
     check_port_free(options.http_host, options.http_port, "--http")
-    server = start_hub_nats(data, host=options.nats_host, port=options.nats_port)
+    server: NatsServer | None = None
+    if not options.nats_urls:
+        server = start_hub_nats(data, host=options.nats_host, port=options.nats_port)
+    nats_urls = list(options.nats_urls) if server is None else [server.client_url]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,8 +106,8 @@ async def run_hub(options: HubOptions) -> None:
     http_task: asyncio.Task[None] | None = None
     store: EventStore | None = None
     try:
-        store = await connect_hub_store(data, server.client_url)
-        await store.ensure_streams(hub_streams())
+        store = await connect_hub_store(data, nats_urls)
+        await store.ensure_streams(hub_streams(options.replicas))
         http = _EmbeddedHttpServer(
             uvicorn.Config(
                 create_app(),
@@ -111,7 +119,8 @@ async def run_hub(options: HubOptions) -> None:
         )
         http_task = asyncio.create_task(http.serve(), name="http")
         info: dict[str, Any] = {
-            "nats_url": server.client_url,
+            "nats_url": nats_urls[0],
+            "nats_urls": nats_urls,
             "http_url": f"http://{options.http_host}:{options.http_port}",
             "data_dir": str(options.data_dir.resolve()),
         }
@@ -134,7 +143,8 @@ async def run_hub(options: HubOptions) -> None:
                 await asyncio.wait_for(http_task, timeout=5)
         if store is not None:
             await store.close()
-        server.stop()
+        if server is not None:
+            server.stop()
         data.hub_json.unlink(missing_ok=True)
         lock.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

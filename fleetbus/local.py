@@ -13,7 +13,7 @@ async def open_local_store(data_dir: Path) -> EventStore:
     info = data.read_hub_info()
     creds = data.secrets()
     nc = await connect(
-        str(info["nats_url"]),
+        [str(url) for url in info.get("nats_urls", [info["nats_url"]])],
         name="fleetbus-cli",
         user="hub",
         password=creds["hub_password"],

@@ -28,7 +28,45 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--sim-clusters", type=int, default=0, metavar="N", help="also run N simulated clusters"
     )
+    parser.add_argument(
+        "--nats-url",
+        type=nats_urls,
+        default=(),
+        metavar="URL[,URL...]",
+        help="run on this external NATS cluster (every node's URL) instead of the embedded "
+        "nats-server; its FLEET account must have user `hub` with the password in "
+        "<data-dir>/secrets.json (see infra/nats/cluster-node.conf.tmpl)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=stream_replicas,
+        default=1,
+        metavar="N",
+        help="replicas of every hub stream (3 on a 3-node cluster survives losing a node)",
+    )
     parser.set_defaults(handler=handle)
+
+
+def nats_urls(text: str) -> tuple[str, ...]:
+    urls = tuple(url.strip() for url in text.split(",") if url.strip())
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest:
+            raise argparse.ArgumentTypeError(
+                f"expected nats://HOST:PORT or tls://HOST:PORT URLs separated by commas, "
+                f"got {url!r}"
+            )
+    if not urls:
+        raise argparse.ArgumentTypeError("expected at least one NATS URL")
+    return urls
+
+
+def stream_replicas(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 5:
+        raise argparse.ArgumentTypeError(
+            f"replicas must be 1 to 5 (JetStream's limit), not {text!r}"
+        )
+    return int(text)
 
 
 async def handle(args: argparse.Namespace) -> int:
@@ -41,6 +79,8 @@ async def handle(args: argparse.Namespace) -> int:
             nats_port=args.nats_port,
             leaf_port=args.leaf_port,
             sim_clusters=args.sim_clusters,
+            nats_urls=args.nats_url,
+            replicas=args.replicas,
         )
     )
     return 0

@@ -1,0 +1,162 @@
+"""The hub's chart archive store: Helm chart .tgz files kept by content in JetStream.
+
+A published Helm taskset must be re-rendered later with per-cluster values, so the chart it
+was rendered from is kept on the hub, in the JetStream Object Store bucket `CHARTS`. Archives
+are content-addressed: the object's name is `sha256:<hex>` of its bytes, which is what
+`TasksetPublished.chart_archive` holds. Storing the same archive twice stores it once; reading
+one checks its bytes against its name, so a snapshot can never be re-rendered from the wrong
+chart.
+
+This is an adapter module: it speaks NATS, retries transient failures with bounded backoff,
+and lets no `nats` exception out (they become `events.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import api as js_api
+from nats.js.object_store import ObjectStore
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from events.errors import EventLogError, EventLogUnavailable
+
+T = TypeVar("T")
+
+CHARTS_BUCKET = "CHARTS"
+ADDRESS_PREFIX = "sha256:"
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+
+
+class ChartArchiveMissing(EventLogError):
+    """No archive with this address is stored on the hub."""
+
+
+class ChartArchiveCorrupt(EventLogError):
+    """The stored bytes do not hash to the address they are stored under."""
+
+
+def chart_address(archive: bytes) -> str:
+    """The content address of a chart archive: `sha256:<hex>` of its bytes."""
+    return ADDRESS_PREFIX + hashlib.sha256(archive).hexdigest()
+
+
+def _check_address(address: str) -> None:
+    digest = address.removeprefix(ADDRESS_PREFIX)
+    valid = address.startswith(ADDRESS_PREFIX) and len(digest) == 64
+    if not valid or any(char not in "0123456789abcdef" for char in digest):
+        raise ChartArchiveMissing(f"{address!r} is not a chart archive address (sha256:<hex>)")
+
+
+class ChartStore:
+    """Put and get chart archives by content address, in the hub's `CHARTS` bucket."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        domain: str | None = None,
+        timeout: float = 10.0,
+        attempts: int = 5,
+        replicas: int = 1,
+    ) -> None:
+        self.js = nc.jetstream(domain=domain, timeout=timeout)
+        self.attempts = attempts
+        self.replicas = replicas
+        self._bucket: ObjectStore | None = None
+
+    async def _open(self) -> ObjectStore:
+        """The bucket, created on first use (creating an identical bucket again is a no-op)."""
+        if self._bucket is None:
+            try:
+                self._bucket = await self.js.object_store(CHARTS_BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                self._bucket = await self.js.create_object_store(
+                    CHARTS_BUCKET,
+                    js_api.ObjectStoreConfig(
+                        description="Helm chart archives of published tasksets, by sha256",
+                        storage=js_api.StorageType.FILE,
+                        replicas=self.replicas,
+                    ),
+                )
+        return self._bucket
+
+    async def put(self, archive: bytes) -> str:
+        """Store `archive` (once) and return its address."""
+        address = chart_address(archive)
+
+        async def store() -> None:
+            bucket = await self._open()
+            try:
+                info = await bucket.get_info(address)
+            except nats.js.errors.ObjectNotFoundError:
+                info = None
+            if info is not None and info.size == len(archive):
+                return
+            await bucket.put(address, archive)
+
+        await self._with_retries(store, f"store chart archive {address}")
+        return address
+
+    async def get(self, address: str) -> bytes:
+        """The archive stored under `address`; raises `ChartArchiveMissing` if there is none."""
+        _check_address(address)
+
+        async def fetch() -> bytes:
+            bucket = await self._open()
+            result = await bucket.get(address)
+            return bytes(result.data or b"")
+
+        data = await self._with_retries(fetch, f"read chart archive {address}")
+        if chart_address(data) != address:
+            raise ChartArchiveCorrupt(
+                f"the stored chart archive {address} does not match its digest"
+            )
+        return data
+
+    async def contains(self, address: str) -> bool:
+        _check_address(address)
+
+        async def look() -> bool:
+            bucket = await self._open()
+            try:
+                await bucket.get_info(address)
+            except nats.js.errors.ObjectNotFoundError:
+                return False
+            return True
+
+        return await self._with_retries(look, f"look up chart archive {address}")
+
+    async def _with_retries(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run `operation`, retrying transient transport errors; translate the rest."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_TRANSIENT),
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    return await operation()
+        except nats.js.errors.ObjectNotFoundError as e:
+            raise ChartArchiveMissing(f"cannot {what}: no such archive on the hub") from e
+        except nats.js.errors.DigestMismatchError as e:
+            raise ChartArchiveCorrupt(f"cannot {what}: stored chunks fail their digest") from e
+        except _TRANSIENT as e:
+            raise EventLogUnavailable(f"cannot {what}: no answer from JetStream ({e!r})") from e
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot {what}: {e}") from e
+        raise AssertionError("unreachable: tenacity either returns or raises")

@@ -1,0 +1,198 @@
+"""YAML text to Kubernetes documents, each remembering where it came from.
+
+Every source format ends up as YAML text (files, `kubectl kustomize` output, Helm's rendered
+templates); this module is the one place it is parsed, so every format reports a bad document
+the same way: file and line.
+
+The parser reads YAML the way Kubernetes' own YAML-to-JSON conversion does, so the objects are
+the ones the apiserver would see: timestamps stay strings (an annotation holding a date is a
+string, not a datetime), `!!binary` stays its base64 text (which is what a Secret's `data`
+wants), mapping keys become strings, and a `kind: List` expands into its items.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from normalizer.errors import InvalidYaml, SourceNotFound
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class KubernetesYamlLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """A safe loader with Kubernetes' scalar rules (see the module docstring)."""
+
+
+def _construct_plain_string(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    value = loader.construct_scalar(node)  # type: ignore[arg-type]
+    return str(value)
+
+
+KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_plain_string)
+KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:binary", _construct_plain_string)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDocument:
+    """One parsed document and where it was read: a source name and the line it starts on."""
+
+    source: str
+    line: int
+    manifest: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+def parse_documents(text: str, source: str) -> list[SourceDocument]:
+    """Every non-empty document of a multi-document YAML stream, in order.
+
+    Raises `InvalidYaml` (with the line) for text that is not YAML, and for a document that is
+    not a mapping.
+    """
+    documents: list[SourceDocument] = []
+    for line, value in _load_all(text, source):
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise InvalidYaml(
+                source,
+                line,
+                f"a document must be a mapping (a Kubernetes object), not a {_yaml_type(value)}",
+            )
+        manifest = _json_compatible(value, source, line)
+        assert isinstance(manifest, dict)
+        documents.extend(_expand_list(SourceDocument(source, line, manifest)))
+    return documents
+
+
+def parse_single_mapping(text: str, source: str) -> dict[str, Any]:
+    """The one mapping a values file holds (`{}` for an empty file)."""
+    loaded = list(_load_all(text, source))
+    values = [(line, value) for line, value in loaded if value is not None]
+    if not values:
+        return {}
+    if len(values) > 1:
+        raise InvalidYaml(source, values[1][0], "expected one YAML document, found several")
+    line, value = values[0]
+    if not isinstance(value, dict):
+        raise InvalidYaml(source, line, f"expected a mapping, not a {_yaml_type(value)}")
+    mapping = _json_compatible(value, source, line)
+    assert isinstance(mapping, dict)
+    return mapping
+
+
+def _load_all(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    loader = KubernetesYamlLoader(text)
+    try:
+        while True:
+            try:
+                if not loader.check_node():
+                    return
+                node = loader.get_node()
+                line = node.start_mark.line + 1 if node is not None else 1
+                value = loader.construct_document(node)
+            except yaml.MarkedYAMLError as e:
+                mark = e.problem_mark or e.context_mark
+                line_no = mark.line + 1 if mark is not None else None
+                problem = " ".join(part for part in (e.context, e.problem) if part)
+                raise InvalidYaml(source, line_no, problem or "unparseable") from e
+            except yaml.YAMLError as e:
+                raise InvalidYaml(source, None, str(e)) from e
+            yield line, value
+    finally:
+        loader.dispose()
+
+
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+def _json_compatible(value: Any, source: str, line: int) -> Any:
+    """`value` as JSON-shaped data: string keys (like Kubernetes' YAML-to-JSON), no sets."""
+    if isinstance(value, dict):
+        return {_key_text(key): _json_compatible(item, source, line) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_compatible(item, source, line) for item in value]
+    if isinstance(value, set | frozenset | tuple | bytes):
+        raise InvalidYaml(source, line, f"a {type(value).__name__} has no JSON form")
+    return value
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+def _expand_list(document: SourceDocument) -> list[SourceDocument]:
+    manifest = document.manifest
+    kind = manifest.get("kind")
+    if kind == "List" and isinstance(manifest.get("items"), list):
+        items: list[SourceDocument] = []
+        for index, item in enumerate(manifest["items"]):
+            if not isinstance(item, dict):
+                raise InvalidYaml(
+                    document.source,
+                    document.line,
+                    f"item {index} of a List must be a mapping, not a {_yaml_type(item)}",
+                )
+            items.append(SourceDocument(document.source, document.line, item))
+        return items
+    return [document]
+
+
+def read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise SourceNotFound(f"{path} does not exist") from e
+    except OSError as e:
+        raise SourceNotFound(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidYaml(str(path), None, f"not UTF-8 text (byte {e.start})") from e
+
+
+def yaml_files(directory: Path) -> list[Path]:
+    """The *.yaml and *.yml files under `directory`, recursively, sorted by relative path.
+
+    Hidden files and directories (`.git`, `.github`) are left out.
+    """
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        found.extend(
+            Path(root, name)
+            for name in files
+            if name.endswith(YAML_SUFFIXES) and not name.startswith(".")
+        )
+    return sorted(found, key=lambda path: path.relative_to(directory).as_posix())
+
+
+def read_yaml_path(path: Path) -> list[SourceDocument]:
+    """The documents of a YAML file, or of every YAML file under a directory."""
+    if path.is_dir():
+        documents: list[SourceDocument] = []
+        for file in yaml_files(path):
+            documents.extend(parse_documents(read_text(file), str(file)))
+        return documents
+    return parse_documents(read_text(path), str(path))

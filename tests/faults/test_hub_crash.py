@@ -1,0 +1,94 @@
+"""R1: kill -9 the hub's nats-server while several writer processes append; nothing is lost.
+
+Writers are separate processes, each on its own connection, appending a seeded mix of
+conditional appends, unconditional appends and atomic batches. The test kills the server with
+SIGKILL at seeded points of the burst, keeps it down for a seeded time, starts it again on the
+same store, and lets the writers retry what went unanswered (same event ids). Afterwards every
+acknowledged event is in the log exactly once, at the sequence its acknowledgement named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from events.store import EventStore
+from tests.conftest import HubNats
+from tests.faults.harness import (
+    WriterFleet,
+    check_exactly_once,
+    read_log,
+    record_figures,
+    split_evenly,
+    wait_for,
+)
+
+WRITERS = 4
+
+
+def kill_points(rng: random.Random, total: int, kills: int) -> list[int]:
+    """Acknowledged-event counts at which to kill: one inside each equal slice of the burst."""
+    width = total / (kills + 1)
+    return [int(width * (index + rng.uniform(0.6, 1.4))) for index in range(kills)]
+
+
+@pytest.mark.parametrize(
+    ("seed", "total", "kills"),
+    [
+        pytest.param(1126, 10_000, 2, id="seed=1126-events=10000-kills=2"),
+        pytest.param(7, 10_000, 3, id="seed=7-events=10000-kills=3", marks=pytest.mark.long),
+        pytest.param(4242, 30_000, 5, id="seed=4242-events=30000-kills=5", marks=pytest.mark.long),
+    ],
+)
+async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once(
+    hub_nats: HubNats, event_store: EventStore, tmp_path: Path, seed: int, total: int, kills: int
+) -> None:
+    rng = random.Random(seed)
+    fleet = WriterFleet(
+        urls=[hub_nats.url],
+        password=hub_nats.password,
+        directory=tmp_path / "writers",
+        seed=seed,
+        counts=split_evenly(total, WRITERS),
+    )
+    started = time.monotonic()
+    outages: list[dict[str, float]] = []
+    fleet.start()
+    try:
+        for point in kill_points(rng, total, kills):
+            await wait_for(
+                lambda point=point: fleet.acknowledged() >= point,  # type: ignore[misc]
+                f"{point} acknowledged appends",
+                within=120,
+            )
+            acknowledged = fleet.acknowledged()
+            hub_nats.server.kill()
+            downtime = rng.uniform(0.2, 1.5)
+            await asyncio.sleep(downtime)  # the outage itself
+            await asyncio.to_thread(hub_nats.server.start)
+            outages.append({"at_ack": acknowledged, "down_s": round(downtime, 2)})
+            assert acknowledged < total, "the kill came after the burst: it proves nothing"
+        await fleet.wait(within=180)
+    finally:
+        fleet.kill_all()
+    elapsed = time.monotonic() - started
+    log = await read_log(event_store)
+    check_exactly_once(fleet, log)
+    assert len(log) == total
+    record_figures(
+        "R1 hub nats-server kill -9",
+        seed=seed,
+        writers=WRITERS,
+        appended=total,
+        stored=len(log),
+        faults_injected=len(outages),
+        commands_retried=fleet.retried_commands(),
+        outages=outages,
+        events_lost=0,
+        duplicates=0,
+        seconds=round(elapsed, 1),
+    )
