@@ -10,7 +10,7 @@ the rules are the same whatever the packaging:
 - phases come from annotations (`normalizer.phases`); a Helm chart's `crds/` come first in
   `init`, because Helm installs them before any hook runs (fleetbus then keeps them applied
   like any other object, where Helm would never upgrade them);
-- an object defined twice, or a custom resource in an earlier phase than its CRD, is refused;
+- an object defined twice, or one in an earlier phase than its CRD or Namespace, is refused;
 - each phase is put in install order (`taskset.ordering`).
 """
 
@@ -26,7 +26,7 @@ from normalizer.errors import (
     DuplicateObject,
     EmptySource,
     InvalidObject,
-    MisplacedCustomResource,
+    MisplacedObject,
     UnsupportedSource,
 )
 from normalizer.phases import Classified, PhasePlacement, classify, wait_policy
@@ -39,7 +39,7 @@ from taskset.manifests import (
 )
 from taskset.model import PHASES, ObjectRef, Phase, SourceInfo, Step, Taskset
 from taskset.names import MAX_NAME, check_name
-from taskset.ordering import GroupKind, misplaced_resources, order_phase
+from taskset.ordering import GroupKind, misplaced_objects, order_phase
 
 _NOT_IN_NAME = re.compile(r"[^a-z0-9]+")
 
@@ -151,11 +151,11 @@ def build_taskset(
         pre_delete=order_phase(phases["preDelete"]),
         source=source,
     )
-    misplaced = misplaced_resources(taskset)
+    misplaced = misplaced_objects(taskset)
     if misplaced:
-        raise MisplacedCustomResource(
-            f"{misplaced[0]}; move it to the same or a later phase (fleetbus.io/phase, or the "
-            "Helm hook of the resource)"
+        raise MisplacedObject(
+            f"{misplaced[0]}; move one of them so the object comes in the same or a later "
+            "phase (fleetbus.io/phase, or its Helm hook)"
         )
     return BuiltTaskset(taskset, tuple(left_out))
 

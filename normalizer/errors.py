@@ -59,8 +59,8 @@ class DuplicateObject(NormalizerError):
     """Two documents define the same object (API group, kind, namespace and name)."""
 
 
-class MisplacedCustomResource(NormalizerError):
-    """A custom resource sits in an earlier phase than the CRD that defines its kind."""
+class MisplacedObject(NormalizerError):
+    """An object sits in an earlier phase than the CRD of its kind or its Namespace."""
 
 
 class InvalidValues(NormalizerError):

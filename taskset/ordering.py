@@ -14,9 +14,11 @@ Inside a phase the order is total and depends on nothing but the steps:
 3. then by kind rank (the table below), kind, namespace and name.
 
 A custom resource whose definition is in the same phase always follows it: it never runs at a
-lower stage or weight than its CRD, and among equals it sorts after every listed kind. A custom
-resource in an earlier phase than its definition cannot be applied at all; `misplaced_resources`
-finds those so the normalizer can refuse them. Removal runs the install order backwards.
+lower stage or weight than its CRD, and among equals it sorts after every listed kind. In the
+same way an object never runs at a lower stage or weight than the Namespace it lives in. An
+object in an earlier phase than its CRD or its Namespace cannot be applied at all;
+`misplaced_objects` finds those so the normalizer can refuse them. Removal runs the install
+order backwards.
 """
 
 from __future__ import annotations
@@ -120,26 +122,51 @@ def _stage_and_weight(step: Step) -> tuple[int, int]:
     return (stage, hook.weight)
 
 
-def _phase_key(step: Step, definitions: dict[GroupKind, tuple[int, int]]) -> tuple[object, ...]:
+Prerequisite = tuple[str, str, str]
+"""What an object needs to exist first: ("kind", group, kind) or ("namespace", "", name)."""
+
+
+def provided_by(step: Step) -> Prerequisite | None:
+    """What a step creates that others may need: a custom kind (CRD) or a namespace."""
+    kind = defined_kind(step)
+    if kind is not None:
+        return ("kind", kind.group, kind.kind)
+    ref = step.ref
+    if ref.kind == "Namespace" and ref.group == "":
+        return ("namespace", "", ref.name)
+    return None
+
+
+def required_by(step: Step) -> list[Prerequisite]:
+    """What a step needs: the definition of its kind, and its namespace."""
+    ref = step.ref
+    needs: list[Prerequisite] = [("kind", ref.group, ref.kind)]
+    if ref.namespace:
+        needs.append(("namespace", "", ref.namespace))
+    return needs
+
+
+def _phase_key(step: Step, provided: dict[Prerequisite, tuple[int, int]]) -> tuple[object, ...]:
     ref = step.ref
     stage_weight = _stage_and_weight(step)
     rank = install_rank(ref.kind)
-    definition = definitions.get(GroupKind.of_ref(ref))
-    if definition is not None:
-        stage_weight = max(stage_weight, definition)
-        rank = UNLISTED_RANK
+    for need in required_by(step):
+        if need in provided:
+            stage_weight = max(stage_weight, provided[need])
+            if need[0] == "kind":
+                rank = UNLISTED_RANK
     return (*stage_weight, rank, ref.kind, ref.namespace, ref.name, ref.api_version)
 
 
 def order_phase(steps: Iterable[Step]) -> list[Step]:
     """The steps of one phase in install order (see the module docstring)."""
     steps = list(steps)
-    definitions: dict[GroupKind, tuple[int, int]] = {}
+    provided: dict[Prerequisite, tuple[int, int]] = {}
     for step in steps:
-        kind = defined_kind(step)
-        if kind is not None:
-            definitions[kind] = max(definitions.get(kind, (0, 0)), _stage_and_weight(step))
-    return sorted(steps, key=lambda step: _phase_key(step, definitions))
+        what = provided_by(step)
+        if what is not None:
+            provided[what] = max(provided.get(what, (0, 0)), _stage_and_weight(step))
+    return sorted(steps, key=lambda step: _phase_key(step, provided))
 
 
 def removal_order(steps: Sequence[Step]) -> list[Step]:
@@ -159,36 +186,36 @@ def order_taskset(taskset: Taskset) -> Taskset:
 
 
 @dataclass(frozen=True, slots=True)
-class MisplacedResource:
-    """A custom resource placed in an earlier phase than the CRD that defines its kind."""
+class Misplaced:
+    """An object placed in an earlier phase than its CRD or its Namespace is created in."""
 
     resource: ObjectRef
     phase: Phase
-    definition: ObjectRef
-    definition_phase: Phase
+    prerequisite: ObjectRef
+    prerequisite_phase: Phase
 
     def __str__(self) -> str:
+        role = "namespace" if self.prerequisite.kind == "Namespace" else "definition"
         return (
-            f"{self.resource} is in phase {self.phase}, but its definition {self.definition} "
-            f"is only created in the later phase {self.definition_phase}"
+            f"{self.resource} is in phase {self.phase}, but its {role} {self.prerequisite} "
+            f"is only created in the later phase {self.prerequisite_phase}"
         )
 
 
-def misplaced_resources(taskset: Taskset) -> list[MisplacedResource]:
-    """Custom resources that would be applied before their CRD exists, across phases."""
+def misplaced_objects(taskset: Taskset) -> list[Misplaced]:
+    """Objects that would be applied before their CRD or Namespace exists, across phases."""
     index = {phase: position for position, phase in enumerate(PHASES)}
-    first_defined: dict[GroupKind, tuple[Phase, ObjectRef]] = {}
+    first_provided: dict[Prerequisite, tuple[Phase, ObjectRef]] = {}
     for phase, step in taskset.steps():
-        kind = defined_kind(step)
-        if kind is not None and kind not in first_defined:
-            first_defined[kind] = (phase, step.ref)
-    found: list[MisplacedResource] = []
+        what = provided_by(step)
+        if what is not None and what not in first_provided:
+            first_provided[what] = (phase, step.ref)
+    found: list[Misplaced] = []
     for phase, step in taskset.steps():
-        ref = step.ref
-        definition = first_defined.get(GroupKind.of_ref(ref))
-        if definition is None:
-            continue
-        definition_phase, definition_ref = definition
-        if index[phase] < index[definition_phase]:
-            found.append(MisplacedResource(ref, phase, definition_ref, definition_phase))
+        for need in required_by(step):
+            if need not in first_provided:
+                continue
+            prerequisite_phase, prerequisite = first_provided[need]
+            if index[phase] < index[prerequisite_phase]:
+                found.append(Misplaced(step.ref, phase, prerequisite, prerequisite_phase))
     return found

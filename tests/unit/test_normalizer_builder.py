@@ -10,7 +10,7 @@ from normalizer.errors import (
     DuplicateObject,
     EmptySource,
     InvalidObject,
-    MisplacedCustomResource,
+    MisplacedObject,
     UnsupportedSource,
 )
 from taskset.model import SourceInfo, Taskset
@@ -184,7 +184,7 @@ def test_a_hook_for_two_events_lands_in_both_phases() -> None:
 
 
 def test_a_custom_resource_before_its_definition_is_refused() -> None:
-    with pytest.raises(MisplacedCustomResource, match="Widget/apps/w is in phase init"):
+    with pytest.raises(MisplacedObject, match="Widget/apps/w is in phase init"):
         build(
             CRD_WIDGETS % "Namespaced" + "---\napiVersion: example.com/v1\nkind: Widget\n"
             "metadata: {name: w, annotations: {fleetbus.io/phase: init}}\n"

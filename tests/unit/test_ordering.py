@@ -11,7 +11,7 @@ from taskset.ordering import (
     INSTALL_ORDER,
     UNLISTED_RANK,
     install_rank,
-    misplaced_resources,
+    misplaced_objects,
     order_phase,
     order_taskset,
     removal_order,
@@ -297,8 +297,30 @@ def test_a_custom_resource_in_an_earlier_phase_than_its_crd_is_found() -> None:
         install=[step(crd("Widget")), step(obj("Widget", "fine", "a"))],
         pre_delete=[step(obj("Widget", "also-fine", "a"), hook(0, "pre-delete"))],
     )
-    found = misplaced_resources(taskset)
-    assert [(str(m.resource), m.phase, m.definition_phase) for m in found] == [
+    found = misplaced_objects(taskset)
+    assert [(str(m.resource), m.phase, m.prerequisite_phase) for m in found] == [
         ("Widget/a/early", "init", "install")
     ]
     assert "Widget/a/early is in phase init" in str(found[0])
+
+
+def test_an_object_never_runs_before_the_namespace_it_lives_in() -> None:
+    steps = [
+        step(obj("Job", "early", "app"), hook(-10)),
+        step(obj("Namespace", "app"), hook(5)),
+        step(obj("Job", "elsewhere", "other"), hook(-10)),
+    ]
+    assert names(order_phase(steps)) == ["Job/other/elsewhere", "Namespace/app", "Job/app/early"]
+
+
+def test_an_object_in_an_earlier_phase_than_its_namespace_is_found() -> None:
+    taskset = Taskset(
+        name="t",
+        init=[step(obj("Job", "migrate", "app"), hook(0))],
+        install=[step(obj("Namespace", "app")), step(obj("ConfigMap", "c", "app"))],
+    )
+    [found] = misplaced_objects(taskset)
+    assert str(found) == (
+        "Job/app/migrate is in phase init, but its namespace Namespace/app "
+        "is only created in the later phase install"
+    )
