@@ -49,7 +49,7 @@ class EventDecoder:
     def decode(self, data: bytes, *, seq: int | None = None, subject: str = "") -> Event:
         try:
             header = self._header.decode(data)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec: bad UTF-8 in a string
             raise UndecodableEvent(f"not an event envelope: {e}", seq, subject) from e
         current = self._current.get(header.type)
         if current is None:
@@ -78,7 +78,12 @@ class EventDecoder:
                 raw["version"] = version
             upcast_event: Event = msgspec.convert(raw, AnyEvent)
             return upcast_event
-        except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONDecodeError) as e:
+        except (
+            msgspec.ValidationError,
+            msgspec.DecodeError,
+            orjson.JSONDecodeError,
+            UnicodeDecodeError,
+        ) as e:
             raise UndecodableEvent(f"{header.type}: {e}", seq, subject) from e
 
 

@@ -1,0 +1,110 @@
+"""Running a hypothesis fuzz target a fixed number of times, seeded, with a per-case deadline.
+
+Each fuzz test names its seed and case count in its id; `run_fuzz` runs exactly that many
+generated cases (hypothesis' generate phase, then shrinking if one fails), with no example
+database (nothing is remembered between runs: the seed alone repeats a run), and fails any case
+that takes longer than the deadline — a hang is a failure like a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+T = TypeVar("T")
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+
+
+def run_fuzz(
+    strategy: st.SearchStrategy[T],
+    target: Callable[[T], None],
+    *,
+    cases: int,
+    fuzz_seed: int,
+    deadline_ms: int = 2000,
+) -> int:
+    """Feed `cases` generated inputs to `target`; returns how many it ran."""
+    ran = 0
+
+    @seed(fuzz_seed)
+    @settings(
+        max_examples=cases,
+        deadline=timedelta(milliseconds=deadline_ms),
+        database=None,
+        phases=(Phase.generate, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
+    @given(strategy)
+    def case(value: T) -> None:
+        nonlocal ran
+        ran += 1
+        target(value)
+
+    case()
+    return ran
+
+
+JSON_SCALARS: st.SearchStrategy[Any] = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+
+json_values: st.SearchStrategy[Any] = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+def fixture_documents() -> list[dict[str, Any]]:
+    """Every stored event fixture as a dict: valid events to mutate."""
+    return [json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))]
+
+
+@st.composite
+def mutated_document(draw: st.DrawFn, documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """A valid document with 1-4 fields dropped, replaced by any JSON value, or added."""
+    document = dict(draw(st.sampled_from(documents)))
+    for _ in range(draw(st.integers(1, 4))):
+        keys = sorted(document)
+        action = draw(st.sampled_from(("drop", "replace", "add")))
+        if action == "drop" and keys:
+            document.pop(draw(st.sampled_from(keys)))
+        elif action == "replace" and keys:
+            document[draw(st.sampled_from(keys))] = draw(json_values)
+        else:
+            document[draw(st.text(max_size=12))] = draw(json_values)
+    return document
+
+
+@st.composite
+def mutated_bytes(draw: st.DrawFn, samples: list[bytes]) -> bytes:
+    """Valid bytes with 1-8 bytes flipped, inserted or deleted, or cut short."""
+    data = bytearray(draw(st.sampled_from(samples)))
+    for _ in range(draw(st.integers(1, 8))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(("flip", "insert", "delete", "truncate")))
+        if action == "flip":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif action == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=4))
+        elif action == "delete":
+            del data[at]
+        else:
+            del data[at:]
+    return bytes(data)
