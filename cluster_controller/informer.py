@@ -1,0 +1,191 @@
+"""List-then-watch, owned here: one kind, one label selector, a cache, and a callback per change.
+
+Client libraries handle an expired resourceVersion badly (the official clients retry once with
+the same version and raise; lightkube silently restarts from scratch, replaying everything as
+ADDED). The loop here follows kopf's `continuous_watch`:
+
+    list → remember the list's resourceVersion → watch from it with bookmarks → on every event,
+    BOOKMARK included, remember its resourceVersion → when the server ends the watch (its
+    `timeoutSeconds`), watch again from that version → on 410 Gone, list again and diff the new
+    list against the cache, so deletions missed during the gap still arrive as DELETED.
+
+Connection trouble is retried with capped exponential backoff, resuming from the last version;
+any other error from the apiserver ends `run()` with that error: fail loudly, never spin.
+
+The cache can hold whole objects (for the controller's own resources, which reconcilers read) or
+only resourceVersions (for applied objects, watched for readiness and drift only: an edge
+controller should not keep a second copy of every object it manages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from cluster_controller.errors import KubeUnavailable, ResourceVersionExpired
+from cluster_controller.kube import Kube, ResourceInfo
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+"""(namespace, name); namespace is "" for cluster-scoped objects."""
+OnEvent = Callable[[str, dict[str, Any]], None]
+"""Called with "ADDED", "MODIFIED" or "DELETED" and the object; must be quick (enqueue only)."""
+
+MAX_BACKOFF = 30.0
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    metadata = obj.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _newer_or_same(held: str, incoming: str) -> bool:
+    """Whether the cached version is at least as new as `incoming`.
+
+    resourceVersions are opaque, but within one object they only grow; the apiserver's are
+    decimal etcd revisions. Anything unparsable counts as newer, so it is never dropped.
+    """
+    try:
+        return int(held) >= int(incoming)
+    except ValueError:
+        return False
+
+
+class Informer:
+    def __init__(
+        self,
+        kube: Kube,
+        info: ResourceInfo,
+        *,
+        on_event: OnEvent,
+        label_selector: str = "",
+        namespace: str = "",
+        keep_objects: bool = True,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.kube = kube
+        self.info = info
+        self.label_selector = label_selector
+        self.namespace = namespace
+        self.keep_objects = keep_objects
+        self.watch_timeout = watch_timeout
+        self._on_event = on_event
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._versions: dict[Key, str] = {}
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+        self.relists = 0
+        """How many times the informer listed again after its version expired."""
+
+    # --- cache -------------------------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get((namespace, name))
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._objects.values())
+
+    def keys(self) -> list[Key]:
+        return list(self._versions)
+
+    def remember(self, obj: dict[str, Any]) -> None:
+        """Take in an object the controller just wrote, unless the cache already has newer."""
+        key = key_of(obj)
+        if key in self._versions and _newer_or_same(self._versions[key], _version(obj)):
+            return
+        self._store(obj)
+
+    def _store(self, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        self._versions[key] = _version(obj)
+        if self.keep_objects:
+            self._objects[key] = obj
+
+    def _forget(self, key: Key) -> None:
+        self._versions.pop(key, None)
+        self._objects.pop(key, None)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """List, then watch for ever; returns only by cancellation or a non-transient error."""
+        failures = 0
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                await self._watch()
+                failures = 0
+            except ResourceVersionExpired:
+                log.info(
+                    "%s: resourceVersion %s expired, listing again",
+                    self.info.plural,
+                    self.resource_version,
+                )
+                self.relists += 1
+                need_list = True
+            except KubeUnavailable as e:
+                failures += 1
+                delay = min(MAX_BACKOFF, 0.25 * 2**failures)
+                log.warning("%s: %s; retrying in %.1fs", self.info.plural, e, delay)
+                await asyncio.sleep(delay)
+
+    async def _list(self) -> None:
+        listing = await self.kube.list(
+            self.info, namespace=self.namespace, label_selector=self.label_selector
+        )
+        seen: set[Key] = set()
+        for obj in listing.items:
+            key = key_of(obj)
+            seen.add(key)
+            previous = self._versions.get(key)
+            self._store(obj)
+            if previous is None:
+                self._on_event("ADDED", obj)
+            elif previous != _version(obj):
+                self._on_event("MODIFIED", obj)
+        for key in [k for k in self._versions if k not in seen]:
+            gone = self._objects.get(key) or self._tombstone(key)
+            self._forget(key)
+            self._on_event("DELETED", gone)
+        self.resource_version = listing.resource_version
+        self.synced.set()
+
+    def _tombstone(self, key: Key) -> dict[str, Any]:
+        namespace, name = key
+        metadata: dict[str, Any] = {"name": name}
+        if namespace:
+            metadata["namespace"] = namespace
+        return {"apiVersion": self.info.api_version, "kind": self.info.kind, "metadata": metadata}
+
+    async def _watch(self) -> None:
+        async for event in self.kube.watch(
+            self.info,
+            resource_version=self.resource_version,
+            namespace=self.namespace,
+            label_selector=self.label_selector,
+            timeout_seconds=self.watch_timeout,
+        ):
+            if event.resource_version:
+                self.resource_version = event.resource_version
+            if event.type == "BOOKMARK":
+                continue
+            key = key_of(event.object)
+            if event.type == "DELETED":
+                self._forget(key)
+            elif key in self._versions and _newer_or_same(
+                self._versions[key], event.resource_version
+            ):
+                continue
+            else:
+                self._store(event.object)
+            self._on_event(event.type, event.object)
