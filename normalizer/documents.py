@@ -102,15 +102,27 @@ def _load_all(text: str, source: str) -> Iterator[tuple[int, Any]]:
                 line = node.start_mark.line + 1 if node is not None else 1
                 value = loader.construct_document(node)
             except yaml.MarkedYAMLError as e:
-                mark = e.problem_mark or e.context_mark
-                line_no = mark.line + 1 if mark is not None else None
-                problem = " ".join(part for part in (e.context, e.problem) if part)
-                raise InvalidYaml(source, line_no, problem or "unparseable") from e
+                raise InvalidYaml(source, *_located_problem(e)) from e
             except yaml.YAMLError as e:
                 raise InvalidYaml(source, None, str(e)) from e
             yield line, value
     finally:
         loader.dispose()
+
+
+def _located_problem(error: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line of a YAML error and what is wrong, with where the construct began if elsewhere.
+
+    e.g. (5, "did not find expected ',' or ']' (while parsing a flow sequence on line 4)").
+    """
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = error.problem or error.context or "unparseable"
+    if error.context and error.problem:
+        context_line = error.context_mark.line + 1 if error.context_mark is not None else None
+        where = f" on line {context_line}" if context_line not in (None, line) else ""
+        problem = f"{problem} ({error.context}{where})"
+    return line, problem
 
 
 def _yaml_type(value: Any) -> str:
