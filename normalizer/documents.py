@@ -12,6 +12,7 @@ wants), mapping keys become strings, and a `kind: List` expands into its items.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,15 +134,50 @@ def _yaml_type(value: Any) -> str:
     return type(value).__name__
 
 
+MAX_DOCUMENT_VALUES = 1_000_000
+"""More values than any Kubernetes object can hold (etcd keeps at most ~1.5 MB per object)."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _json_compatible(value: Any, source: str, line: int) -> Any:
-    """`value` as JSON-shaped data: string keys (like Kubernetes' YAML-to-JSON), no sets."""
-    if isinstance(value, dict):
-        return {_key_text(key): _json_compatible(item, source, line) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_compatible(item, source, line) for item in value]
-    if isinstance(value, set | frozenset | tuple | bytes):
-        raise InvalidYaml(source, line, f"a {type(value).__name__} has no JSON form")
-    return value
+    """`value` as JSON-shaped data: string keys (like Kubernetes' YAML-to-JSON), no sets.
+
+    YAML aliases are expanded here, so the expansion is counted: a few lines of nested aliases
+    (a "billion laughs") would otherwise grow into billions of values and hang whoever reads
+    them. Numbers must be what Kubernetes' JSON can carry: 64-bit integers, finite floats.
+    """
+    remaining = MAX_DOCUMENT_VALUES
+
+    def convert(item: Any) -> Any:
+        nonlocal remaining
+        remaining -= 1
+        if remaining < 0:
+            raise InvalidYaml(
+                source,
+                line,
+                f"the document expands to more than {MAX_DOCUMENT_VALUES:,} values "
+                "(through YAML aliases?); no Kubernetes object is that large",
+            )
+        if isinstance(item, dict):
+            return {_key_text(key): convert(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [convert(inner) for inner in item]
+        if isinstance(item, set | frozenset | tuple | bytes):
+            raise InvalidYaml(source, line, f"a {type(item).__name__} has no JSON form")
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise InvalidYaml(
+                    source,
+                    line,
+                    f"the integer {item} does not fit in 64 bits; quote it to keep it as a string",
+                )
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidYaml(
+                source, line, f"{item} is not a number JSON can carry; quote it to keep it as text"
+            )
+        return item
+
+    return convert(value)
 
 
 def _key_text(key: Any) -> str:

@@ -8,8 +8,10 @@ that takes longer than the deadline — a hang is a failure like a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +24,30 @@ T = TypeVar("T")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 
 
+class CaseHung(AssertionError):
+    """A fuzz case used more CPU than any input may: a hang, stopped while it happened."""
+
+
+@contextlib.contextmanager
+def cpu_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the code inside if it burns `seconds` of CPU time (an endless loop).
+
+    CPU time (SIGVTALRM) rather than wall time: SIGALRM belongs to pytest-timeout, and a loaded
+    machine must not turn a slow case into a false hang.
+    """
+
+    def expired(signum: int, frame: object) -> None:
+        raise CaseHung(f"a case used more than {seconds}s of CPU: it hangs")
+
+    previous = signal.signal(signal.SIGVTALRM, expired)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
 def run_fuzz(
     strategy: st.SearchStrategy[T],
     target: Callable[[T], None],
@@ -29,8 +55,13 @@ def run_fuzz(
     cases: int,
     fuzz_seed: int,
     deadline_ms: int = 2000,
+    cpu_limit_s: float = 10.0,
 ) -> int:
-    """Feed `cases` generated inputs to `target`; returns how many it ran."""
+    """Feed `cases` generated inputs to `target`; returns how many it ran.
+
+    A case fails if it raises, if it takes longer than `deadline_ms` (wall time, checked by
+    hypothesis after it returns), or if it burns `cpu_limit_s` of CPU (interrupted: a hang).
+    """
     ran = 0
 
     @seed(fuzz_seed)
@@ -46,7 +77,8 @@ def run_fuzz(
     def case(value: T) -> None:
         nonlocal ran
         ran += 1
-        target(value)
+        with cpu_limit(cpu_limit_s):
+            target(value)
 
     case()
     return ran
