@@ -11,26 +11,32 @@ from collections.abc import Sequence
 from taskset.errors import FleetbusError
 
 COMMANDS = (
+    "fleetbus.commands.edge",
     "fleetbus.commands.up",
     "fleetbus.commands.events",
     "fleetbus.commands.render",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+EDGE_ONLY = ("fleetbus.commands.edge",)
+"""`fleetbus edge` loads only its own module: an edge install has no hub packages."""
+
+
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleetbus",
         description="Run configuration across a fleet of Kubernetes clusters.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(EDGE_ONLY if words[:1] == ["edge"] else COMMANDS)
+    args = parser.parse_args(words)
     try:
         code = args.handler(args)
         if asyncio.iscoroutine(code):

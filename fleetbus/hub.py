@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import uvicorn
 from api.app import create_app
 from events.store import EventStore, connect
 from events.streams import hub_streams
+from fleetbus.access import LeafListener
 from fleetbus.datadir import DataDir, write_private
+from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
 from fleetbus.errors import ServerFailed
 from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
 
@@ -49,16 +52,25 @@ class HubOptions:
     """An external NATS cluster to run on instead of the embedded nats-server (all its nodes)."""
     replicas: int = 1
     """Replicas of every hub stream: 3 on a 3-node cluster survives the loss of one node."""
+    leaf_host: str = "0.0.0.0"
+    leaf_ws_port: int | None = None
+    """Also accept leaf nodes over WebSocket (wss://) here, for edges behind HTTP proxies."""
+    public_host: str | None = None
+    """The name edges dial; in the hub's certificate and the bundles' hub URLs."""
 
 
-def start_hub_nats(
-    data: DataDir, *, host: str, port: int, leaf_block: str = "", cluster_users: str = ""
-) -> NatsServer:
-    """Render the hub's nats-server config into the data dir and start the server."""
-    data.create()
+def hub_config_text(
+    data: DataDir,
+    *,
+    host: str,
+    port: int,
+    monitor_port: int,
+    leaf_block: str = "",
+    cluster_users: str = "",
+) -> str:
+    """The hub's nats-server config; re-rendered whenever the registered clusters change."""
     creds = data.secrets()
-    monitor_port = free_port()
-    config = render_template(
+    return render_template(
         "hub.conf.tmpl",
         server_name="fleetbus-hub",
         host=host,
@@ -69,6 +81,22 @@ def start_hub_nats(
         hub_password=creds["hub_password"],
         cluster_users=cluster_users,
         leafnodes=leaf_block,
+    )
+
+
+def start_hub_nats(
+    data: DataDir, *, host: str, port: int, leaf_block: str = "", cluster_users: str = ""
+) -> NatsServer:
+    """Render the hub's nats-server config into the data dir and start the server."""
+    data.create()
+    monitor_port = free_port()
+    config = hub_config_text(
+        data,
+        host=host,
+        port=port,
+        monitor_port=monitor_port,
+        leaf_block=leaf_block,
+        cluster_users=cluster_users,
     )
     write_private(data.nats_conf, config.encode())
     server = NatsServer(
@@ -95,8 +123,23 @@ async def run_hub(options: HubOptions) -> None:
         check_port_free(options.nats_host, options.nats_port, "--nats-port")
     check_port_free(options.http_host, options.http_port, "--http")
     server: NatsServer | None = None
+    edge_services: EdgeServices | None = None
+    listener: LeafListener | None = None
     if not options.nats_urls:
-        server = start_hub_nats(data, host=options.nats_host, port=options.nats_port)
+        check_port_free(options.leaf_host, options.leaf_port, "--leaf-port")
+        if options.leaf_ws_port is not None:
+            check_port_free(options.leaf_host, options.leaf_ws_port, "--leaf-ws-port")
+        listener = prepare_listener(
+            data,
+            host=options.leaf_host,
+            port=options.leaf_port,
+            ws_port=options.leaf_ws_port,
+            public_host=options.public_host,
+            now=datetime.now(UTC),
+        )
+        server = start_hub_nats(
+            data, host=options.nats_host, port=options.nats_port, leaf_block=listener.render()
+        )
     nats_urls = list(options.nats_urls) if server is None else [server.client_url]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,6 +151,23 @@ async def run_hub(options: HubOptions) -> None:
     try:
         store = await connect_hub_store(data, nats_urls)
         await store.ensure_streams(hub_streams(options.replicas))
+        if server is not None and listener is not None:
+            monitor_port = server.monitor_port
+            edge_services = EdgeServices(
+                store=store,
+                server=server,
+                data=data,
+                listener=listener,
+                config_text=lambda leaf_block, users: hub_config_text(
+                    data,
+                    host=options.nats_host,
+                    port=options.nats_port,
+                    monitor_port=monitor_port,
+                    leaf_block=leaf_block,
+                    cluster_users=users,
+                ),
+            )
+            await edge_services.start(sim_clusters=options.sim_clusters)
         http = _EmbeddedHttpServer(
             uvicorn.Config(
                 create_app(),
@@ -124,6 +184,8 @@ async def run_hub(options: HubOptions) -> None:
             "http_url": f"http://{options.http_host}:{options.http_port}",
             "data_dir": str(options.data_dir.resolve()),
         }
+        if edge_services is not None:
+            info.update(leaf_urls(edge_services.listener, options.public_host))
         data.write_hub_info(info)
         print(
             f"fleetbus hub up: api {info['http_url']}  nats {info['nats_url']}  "
@@ -141,6 +203,8 @@ async def run_hub(options: HubOptions) -> None:
             http.should_exit = True
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(http_task, timeout=5)
+        if edge_services is not None:
+            await edge_services.stop()
         if store is not None:
             await store.close()
         if server is not None:

@@ -26,6 +26,22 @@ def register(subparsers: Any) -> None:
         "--leaf-port", type=int, default=443, help="TLS leafnode port edges dial (443 needs root)"
     )
     parser.add_argument(
+        "--leaf-ws-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also accept edges' leaf connections over WebSocket (wss://) on this port",
+    )
+    parser.add_argument(
+        "--leaf-host", default="0.0.0.0", metavar="ADDR", help="address the leafnode port binds"
+    )
+    parser.add_argument(
+        "--public-host",
+        default=None,
+        metavar="HOST",
+        help="name edges dial to reach this hub (hub certificate SAN, bundles' hub URLs)",
+    )
+    parser.add_argument(
         "--sim-clusters", type=int, default=0, metavar="N", help="also run N simulated clusters"
     )
     parser.add_argument(
@@ -79,6 +95,9 @@ async def handle(args: argparse.Namespace) -> int:
             nats_port=args.nats_port,
             leaf_port=args.leaf_port,
             sim_clusters=args.sim_clusters,
+            leaf_host=args.leaf_host,
+            leaf_ws_port=args.leaf_ws_port,
+            public_host=args.public_host,
             nats_urls=args.nats_url,
             replicas=args.replicas,
         )

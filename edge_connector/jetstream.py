@@ -1,0 +1,207 @@
+"""The connector's NATS adapter: its desired-state feeds, its outbox and its inventory sender.
+
+This is the only module of `edge_connector` that speaks NATS; nothing from `nats` leaves it.
+
+Two feeds implement `DesiredFeed`:
+- `MirrorFeed` reads the leaf's filtered mirror of DESIRED (`DESIRED-<cluster>`, local domain)
+  with an ordered consumer starting at the last message per subject: the full state at start,
+  then every change, and it keeps working while the hub is unreachable.
+- `DurableFeed` pulls the cluster's hub-provisioned durable consumer (`edge-<cluster>` on
+  DESIRED, domain `hub`), for edges without a leaf (clusters that connect as plain clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+from edge_connector.connector import Delivery
+from edge_connector.errors import EdgeUnavailable
+from events import edges, subjects
+from events.catalog import Report
+from events.inventory import InventoryDigest, encode_inventory
+from events.store import EventStore, connect
+from events.streams import DESIRED_STREAM, DUPLICATE_WINDOW_S, HUB_DOMAIN, MAX_PAYLOAD, NANOS
+from taskset.codec import CorruptPayload, decode_cluster_task
+from taskset.model import ClusterTask
+
+log = logging.getLogger(__name__)
+
+OUTBOX_MAX_AGE_S = 7 * 24 * 3600
+"""How long an edge keeps reports the hub has not sourced (a week of hub outage)."""
+OUTBOX_MAX_BYTES = 1024 * 1024 * 1024
+
+
+def outbox_config(cluster: str) -> dict[str, Any]:
+    """The cluster's outbox: every report it writes, until the hub has sourced it."""
+    return {
+        "name": edges.outbox_stream(cluster),
+        "subjects": [subjects.report_filter(cluster)],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "max_age": OUTBOX_MAX_AGE_S * NANOS,
+        "max_bytes": OUTBOX_MAX_BYTES,
+        "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
+        "max_msg_size": MAX_PAYLOAD,
+    }
+
+
+def mirror_config(cluster: str, hub_domain: str = HUB_DOMAIN) -> dict[str, Any]:
+    """The cluster's own slice of DESIRED, mirrored into the leaf's domain."""
+    return {
+        "name": edges.mirror_stream(cluster),
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "max_msgs_per_subject": 1,
+        "max_msg_size": MAX_PAYLOAD,
+        "mirror": {
+            "name": DESIRED_STREAM,
+            "filter_subject": subjects.desired_filter(cluster),
+            "external": {
+                "api": f"$JS.{hub_domain}.API",
+                "deliver": edges.desired_deliver_prefix(cluster),
+            },
+        },
+    }
+
+
+async def connect_local(url: str, *, cluster: str, user: str, password: str) -> NatsClient:
+    """Connect to the edge's own nats-server (or the hub, for `client` clusters)."""
+    return await connect(
+        url,
+        name=f"fleetbus-edge-{cluster}",
+        user=user,
+        password=password,
+        inbox_prefix=edges.inbox_prefix(cluster),
+    )
+
+
+def _decode(msg: Msg) -> ClusterTask | None:
+    try:
+        return decode_cluster_task(msg.data)
+    except CorruptPayload as e:
+        log.warning("undecodable ClusterTask on %s: %s", msg.subject, e)
+        return None
+
+
+async def _no_ack() -> None:
+    return None
+
+
+class MirrorFeed:
+    """The cluster's desired state from the leaf's local mirror stream."""
+
+    def __init__(self, nc: NatsClient, cluster: str) -> None:
+        self.nc = nc
+        self.cluster = cluster
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_message(msg: Msg) -> None:
+            await queue.put(msg)
+
+        js = self.nc.jetstream()
+        config = js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT)
+        try:
+            sub = await js.subscribe(
+                subjects.desired_filter(self.cluster),
+                stream=edges.mirror_stream(self.cluster),
+                ordered_consumer=True,
+                config=config,
+                cb=on_message,
+                idle_heartbeat=2.0,
+            )
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            raise EdgeUnavailable(f"cannot read {edges.mirror_stream(self.cluster)}: {e}") from e
+        try:
+            while True:
+                msg = await queue.get()
+                yield Delivery(subject=msg.subject, task=_decode(msg), ack=_no_ack)
+        finally:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await sub.unsubscribe()
+
+
+class DurableFeed:
+    """The cluster's desired state pulled from its durable consumer on the hub."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        cluster: str,
+        *,
+        hub_domain: str = HUB_DOMAIN,
+        batch: int = 100,
+        wait: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.cluster = cluster
+        self.hub_domain = hub_domain
+        self.batch = batch
+        self.wait = wait
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        js = self.nc.jetstream(domain=self.hub_domain)
+        sub = await js.pull_subscribe_bind(
+            durable=edges.desired_durable(self.cluster), stream=DESIRED_STREAM
+        )
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=self.wait, heartbeat=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except (nats.errors.Error, nats.js.errors.Error) as e:
+                    # The hub is away or restarting: pull requests are lost then; ask again.
+                    log.info("pulling desired state failed (%s); retrying", e)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in msgs:
+                    yield Delivery(subject=msg.subject, task=_decode(msg), ack=_acker(msg))
+        finally:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await sub.unsubscribe()
+
+
+def _acker(msg: Msg) -> Any:
+    async def ack() -> None:
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            await msg.ack()
+
+    return ack
+
+
+class OutboxSink:
+    """Appends report events to the cluster's outbox (idempotent: `Nats-Msg-Id` = event id)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def append(self, event: Report) -> None:
+        await self.store.append([event])
+
+
+class InventoryPublisher:
+    """Sends inventory digests on `fleet.inventory.<cluster>` (core NATS: not stored)."""
+
+    def __init__(self, nc: NatsClient, cluster: str) -> None:
+        self.nc = nc
+        self.subject = subjects.inventory_subject(cluster)
+
+    async def publish(self, inventory: InventoryDigest) -> None:
+        try:
+            await self.nc.publish(self.subject, encode_inventory(inventory))
+        except nats.errors.Error as e:
+            raise EdgeUnavailable(f"cannot send inventory digest: {e}") from e

@@ -1,0 +1,527 @@
+"""The Kubernetes executor: each ClusterTask becomes Step and Task resources for the controller.
+
+The connector never touches the objects of a taskset itself. It writes what the cluster
+controller (`fleetbus controller`) reconciles and reads back what the controller reports:
+
+* `apply` server-side applies one Step resource per object of the taskset (each holds exactly
+  one object, so no resource grows past etcd's ~1.5 MB limit however large the taskset), then
+  the Task naming them phase by phase, and waits until the Task's status describes this
+  generation: Ready (→ `TaskApplied`) or Failed (→ `TaskFailed`, naming phase, object and
+  reason).
+* `remove` deletes the Task; the controller's finalizer runs preDelete and deletes the objects;
+  the call returns once the Task is gone.
+* `drift` follows the Steps: each new drift detection the controller counted in a Step's status
+  comes out once as a `DriftObserved` (the connector turns it into `DriftDetected` and, under
+  policy `correct`, waits through `apply` for the correction: `DriftCorrected`). What was
+  reported is remembered on the Step itself, so a restarted connector neither repeats nor loses
+  observations.
+* `inventory` reads the Tasks' statuses: what is applied, and a digest of it.
+
+The contract with the controller is the CRDs in `cluster_controller/crds/`; this module does not
+import the controller (components never import each other). It is the connector's only module
+that speaks to the apiserver, through lightkube.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx2 as httpx
+import msgspec
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.core.exceptions import ConfigError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+
+from edge_connector.errors import ApplyFailed, ConnectorError
+from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
+from taskset.digest import digest_of
+from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = "fleetbus.io/v1alpha1"
+TaskResource = create_namespaced_resource("fleetbus.io", "v1alpha1", "Task", "tasks")
+StepResource = create_namespaced_resource("fleetbus.io", "v1alpha1", "Step", "steps")
+
+FIELD_MANAGER = "fleetbus-connector"
+DEFAULT_NAMESPACE = "fleetbus-system"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TASK = "fleetbus.io/task"
+LABEL_CLUSTER = "fleetbus.io/cluster"
+DRIFT_REPORTED = "fleetbus.io/drift-reported"
+"""Annotation on a Step: how many of its drift detections the connector has passed on."""
+MAX_NAME = 63
+MAX_BACKOFF = 30.0
+
+
+# --- the resources written for a ClusterTask (pure) ---------------------------------------------
+
+
+def step_name(taskset: str, phase: Phase, ref: ObjectRef) -> str:
+    """A Step's name: stable for the same object in the same phase, across taskset versions."""
+    identity = f"{phase}|{ref.api_version}|{ref.kind}|{ref.namespace}|{ref.name}"
+    suffix = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    head = taskset[: MAX_NAME - len(suffix) - 1].rstrip("-")
+    return f"{head}-{suffix}"
+
+
+class TaskResources(msgspec.Struct, frozen=True, kw_only=True):
+    task: dict[str, Any]
+    steps: list[dict[str, Any]]
+
+
+def _labels(task: ClusterTask) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: "fleetbus",
+        LABEL_TASK: task.taskset_name,
+        LABEL_CLUSTER: task.cluster,
+    }
+
+
+def _step_spec(task: str, phase: Phase, step: Step) -> dict[str, Any]:
+    spec: dict[str, Any] = {"task": task, "phase": phase, "object": step.object, "wait": step.wait}
+    if step.job is not None:
+        spec["job"] = step.job
+    if step.hook is not None:
+        spec["hook"] = msgspec.to_builtins(step.hook)
+    return spec
+
+
+def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
+    """The Task and its Steps for a ClusterTask, as manifests to server-side apply.
+
+    Taskset phases map onto the Task as: init → `.spec.init` (run before the Tasklet exists),
+    install and postInstall → the Tasklet template, preDelete → `.spec.preDelete`.
+    """
+    taskset = task.taskset
+    if taskset is None:
+        raise ApplyFailed(phase="init", object="-", reason="the ClusterTask carries no taskset")
+    name = task.taskset_name
+    names: dict[Phase, list[str]] = {phase: [] for phase in PHASES}
+    steps: list[dict[str, Any]] = []
+    for phase, step in taskset.steps():
+        step_id = step_name(name, phase, step.ref)
+        if step_id in names[phase]:
+            raise ApplyFailed(
+                phase=phase, object=str(step.ref), reason="the object appears twice in the phase"
+            )
+        names[phase].append(step_id)
+        steps.append(
+            {
+                "apiVersion": GROUP_VERSION,
+                "kind": "Step",
+                "metadata": {"name": step_id, "namespace": namespace, "labels": _labels(task)},
+                "spec": _step_spec(name, phase, step),
+            }
+        )
+    manifest = {
+        "apiVersion": GROUP_VERSION,
+        "kind": "Task",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": _labels(task),
+            "annotations": {"fleetbus.io/overrides": ",".join(task.overrides)},
+        },
+        "spec": {
+            "taskset": name,
+            "version": task.version,
+            "generation": task.generation,
+            "digest": task.digest,
+            "namespace": taskset.namespace,
+            "driftPolicy": taskset.drift_policy,
+            "ignorePaths": list(taskset.ignore_paths),
+            "init": names["init"],
+            "template": {
+                "spec": {"install": names["install"], "postInstall": names["postInstall"]}
+            },
+            "preDelete": names["preDelete"],
+        },
+    }
+    return TaskResources(task=manifest, steps=steps)
+
+
+# --- reading the controller's answer (pure) ----------------------------------------------------
+
+Verdict = Literal["ready", "failed", "pending"]
+
+
+class TaskReading(msgspec.Struct, frozen=True, kw_only=True):
+    verdict: Verdict
+    phase: str = ""
+    object: str = ""
+    reason: str = ""
+    objects: int = 0
+
+
+def read_task(
+    obj: Mapping[str, Any] | None, *, generation: int, digest: str, wait_for_correction: bool
+) -> TaskReading:
+    """Whether a Task's status answers for `generation`/`digest`, and what it says."""
+    if obj is None:
+        return TaskReading(verdict="pending", reason="the Task does not exist")
+    status = obj.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < generation or status.get("digest") != digest:
+        return TaskReading(verdict="pending", reason="the controller has not seen this version")
+    phase = str(status.get("currentPhase") or "")
+    message = str(status.get("message") or "")
+    if status.get("phase") == "Failed":
+        reason = str(status.get("reason") or "Failed")
+        return TaskReading(
+            verdict="failed",
+            phase=phase or "install",
+            object=str(status.get("failedObject") or status.get("failedStep") or "-"),
+            reason=f"{reason}: {message}" if message else reason,
+        )
+    drifted = int((status.get("drift") or {}).get("drifted") or 0)
+    if status.get("phase") == "Ready" and not (wait_for_correction and drifted):
+        return TaskReading(verdict="ready", objects=int(status.get("objects") or 0))
+    return TaskReading(verdict="pending", phase=phase, reason=message or "in progress")
+
+
+def drift_observation(step: Mapping[str, Any]) -> DriftObserved | None:
+    """A Step's newest drift detection if the connector has not passed it on yet."""
+    metadata = step.get("metadata") or {}
+    drift = (step.get("status") or {}).get("drift") or {}
+    detected = int(drift.get("detected") or 0)
+    reported = int((metadata.get("annotations") or {}).get(DRIFT_REPORTED) or 0)
+    if detected <= reported:
+        return None
+    spec = step.get("spec") or {}
+    ref = (step.get("status") or {}).get("object") or {}
+    obj = ObjectRef(
+        api_version=str(ref.get("apiVersion") or (spec.get("object") or {}).get("apiVersion")),
+        kind=str(ref.get("kind") or (spec.get("object") or {}).get("kind")),
+        name=str(ref.get("name") or ((spec.get("object") or {}).get("metadata") or {}).get("name")),
+        namespace=str(ref.get("namespace") or ""),
+    )
+    at = str(drift.get("lastDetectedAt") or "")
+    try:
+        observed_at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        observed_at = datetime.now(UTC)
+    return DriftObserved(
+        taskset=str(spec.get("task") or ""),
+        object=str(obj),
+        fields=[str(f) for f in drift.get("fields") or []],
+        deleted=bool(drift.get("deleted")),
+        observation=f"{metadata.get('uid', '')}#{detected}",
+        observed_at=observed_at,
+    )
+
+
+def applied_tasks(tasks: Sequence[Mapping[str, Any]]) -> dict[str, AppliedTask]:
+    """Tasks whose status is Ready for their current spec, by taskset name."""
+    applied = {}
+    for obj in tasks:
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        if (
+            status.get("phase") != "Ready"
+            or int(status.get("observedGeneration") or 0) < generation
+        ):
+            continue
+        applied[str(spec.get("taskset"))] = AppliedTask(
+            generation=int(status.get("generation") or 0),
+            digest=str(status.get("digest") or ""),
+            version=int(status.get("version") or 0),
+            objects=int(status.get("objects") or 0),
+        )
+    return applied
+
+
+# --- the executor ------------------------------------------------------------------------------
+
+
+def _plain(resource: Any) -> dict[str, Any]:
+    """A generic lightkube resource (a dict subclass) as the plain dict the apiserver sent."""
+    return dict(resource)
+
+
+def _api_message(e: ApiError) -> str:
+    status = e.status
+    return str(getattr(status, "message", "") or e)
+
+
+def _code(e: ApiError) -> int:
+    return int(getattr(e.status, "code", 0) or 0)
+
+
+class KubernetesExecutor:
+    """Writes Task and Step resources; reads their status. See the module docstring."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        cluster: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        apply_timeout: float = 900.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.namespace = namespace
+        self.apply_timeout = apply_timeout
+        self.clock = clock
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Condition()
+        self._synced = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_kubeconfig(
+        cls,
+        kubeconfig: Path | None,
+        *,
+        cluster: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        apply_timeout: float = 900.0,
+    ) -> KubernetesExecutor:
+        try:
+            config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+            client = AsyncClient(config, field_manager=FIELD_MANAGER)
+        except (ConfigError, OSError, ValueError) as e:
+            raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
+        return cls(client, cluster=cluster, namespace=namespace, apply_timeout=apply_timeout)
+
+    # --- the executor port ---------------------------------------------------------------------
+
+    async def apply(self, task: ClusterTask) -> ApplyResult:
+        started = time.monotonic()
+        resources = task_resources(task, self.namespace)
+        await self._ensure_watch()
+        for step in resources.steps:
+            phase = str(step["spec"]["phase"])
+            await self._apply(
+                StepResource, step, phase=phase, obj=str(ObjectRef.of(step["spec"]["object"]))
+            )
+        stored = await self._apply(TaskResource, resources.task, phase="init", obj="Task")
+        generation = int((stored.get("metadata") or {}).get("generation") or 0)
+        taskset = task.taskset
+        correct = taskset is not None and taskset.drift_policy == "correct"
+
+        def reading() -> TaskReading:
+            current = self._newer(self._tasks.get(task.taskset_name), stored)
+            return read_task(
+                current, generation=generation, digest=task.digest, wait_for_correction=correct
+            )
+
+        outcome = await self._wait(lambda: reading().verdict != "pending")
+        result = reading()
+        if result.verdict == "ready":
+            return ApplyResult(objects=result.objects, duration_s=time.monotonic() - started)
+        if result.verdict == "failed":
+            raise ApplyFailed(phase=result.phase, object=result.object, reason=result.reason)
+        raise ApplyFailed(
+            phase=result.phase or "init",
+            object=result.object or "-",
+            reason=f"not ready after {self.apply_timeout:.0f}s: {result.reason}"
+            if not outcome
+            else result.reason,
+        )
+
+    async def remove(self, task: ClusterTask) -> ApplyResult:
+        started = time.monotonic()
+        await self._ensure_watch()
+        name = task.taskset_name
+        try:
+            await self.client.delete(TaskResource, name, namespace=self.namespace)
+        except ApiError as e:
+            if _code(e) != 404:
+                raise ApplyFailed(phase="preDelete", object="Task", reason=_api_message(e)) from e
+        except httpx.TransportError as e:
+            raise ApplyFailed(
+                phase="preDelete", object="Task", reason=f"Kubernetes API unreachable: {e!r}"
+            ) from e
+        gone = await self._wait(lambda: name not in self._tasks)
+        if not gone:
+            status = (self._tasks.get(name) or {}).get("status") or {}
+            raise ApplyFailed(
+                phase="preDelete",
+                object=str(status.get("failedObject") or "-"),
+                reason=f"not removed after {self.apply_timeout:.0f}s: "
+                f"{status.get('message') or 'waiting for the controller'}",
+            )
+        await self._delete_leftover_steps(name)
+        return ApplyResult(objects=0, duration_s=time.monotonic() - started)
+
+    async def inventory(self) -> ExecutorInventory:
+        await self._ensure_watch()
+        tasks = [self._tasks[name] for name in sorted(self._tasks)]
+        applied = applied_tasks(tasks)
+        live = {
+            str((t.get("spec") or {}).get("taskset")): {
+                "digest": (t.get("status") or {}).get("digest", ""),
+                "phase": (t.get("status") or {}).get("phase", ""),
+                "drifted": ((t.get("status") or {}).get("drift") or {}).get("drifted", 0),
+            }
+            for t in tasks
+        }
+        objects = sum(int((t.get("status") or {}).get("objects") or 0) for t in tasks)
+        return ExecutorInventory(applied=applied, live_digest=digest_of(live), objects=objects)
+
+    async def drift(self) -> AsyncIterator[DriftObserved]:
+        """Every new drift detection on this executor's Steps, once; forever."""
+        failures = 0
+        while True:
+            try:
+                listing = self.client.list(
+                    StepResource, namespace=self.namespace, labels={LABEL_CLUSTER: self.cluster}
+                )
+                async for step in listing:
+                    observed = await self._observe_drift(_plain(step))
+                    if observed is not None:
+                        yield observed
+                version = listing.resourceVersion
+                async for _, step in self.client.watch(
+                    StepResource,
+                    namespace=self.namespace,
+                    labels={LABEL_CLUSTER: self.cluster},
+                    resource_version=version,
+                    server_timeout=300,
+                ):
+                    observed = await self._observe_drift(_plain(step))
+                    if observed is not None:
+                        yield observed
+                    failures = 0
+            except ApiError as e:
+                if _code(e) != 410:
+                    raise ConnectorError(f"watching Steps failed: {_api_message(e)}") from e
+            except httpx.TransportError as e:
+                failures += 1
+                delay = min(MAX_BACKOFF, 0.25 * 2**failures)
+                log.warning("Step watch interrupted (%r); again in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        await self.client.close()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _apply(
+        self, resource: Any, manifest: dict[str, Any], *, phase: str, obj: str
+    ) -> dict[str, Any]:
+        try:
+            stored = await self.client.apply(
+                resource.from_dict(manifest), field_manager=FIELD_MANAGER, force=True
+            )
+        except ApiError as e:
+            raise ApplyFailed(phase=phase, object=obj, reason=_api_message(e)) from e
+        except httpx.TransportError as e:
+            raise ApplyFailed(
+                phase=phase, object=obj, reason=f"Kubernetes API unreachable: {e!r}"
+            ) from e
+        return _plain(stored)
+
+    async def _observe_drift(self, step: dict[str, Any]) -> DriftObserved | None:
+        observed = drift_observation(step)
+        if observed is None:
+            return None
+        detected = int((((step.get("status") or {}).get("drift")) or {}).get("detected") or 0)
+        name = str(step["metadata"]["name"])
+        try:
+            await self.client.patch(
+                StepResource,
+                name,
+                {"metadata": {"annotations": {DRIFT_REPORTED: str(detected)}}},
+                namespace=self.namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as e:
+            if _code(e) == 404:
+                return None
+            raise ConnectorError(f"cannot mark drift of Step {name} reported: {e}") from e
+        return observed
+
+    async def _delete_leftover_steps(self, task: str) -> None:
+        try:
+            async for step in self.client.list(
+                StepResource, namespace=self.namespace, labels={LABEL_TASK: task}
+            ):
+                name = step.metadata.name if step.metadata is not None else None
+                if name:
+                    await self.client.delete(StepResource, name, namespace=self.namespace)
+        except ApiError as e:
+            if _code(e) != 404:
+                raise ApplyFailed(phase="preDelete", object="Step", reason=_api_message(e)) from e
+
+    @staticmethod
+    def _newer(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+        def version(obj: dict[str, Any] | None) -> int:
+            try:
+                return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+            except ValueError:
+                return 0
+
+        return a if a is not None and version(a) >= version(b) else b
+
+    async def _wait(self, done: Callable[[], bool]) -> bool:
+        """Wait until `done()` holds after some Task change; False on the apply timeout."""
+        try:
+            async with asyncio.timeout(self.apply_timeout), self._changed:
+                await self._changed.wait_for(done)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _ensure_watch(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_tasks(), name="kube-executor-tasks")
+        await self._synced.wait()
+
+    async def _watch_tasks(self) -> None:
+        """List-then-watch this executor's Tasks; re-list on 410; retry on connection loss."""
+        failures = 0
+        while True:
+            try:
+                listing = self.client.list(
+                    TaskResource, namespace=self.namespace, labels={LABEL_CLUSTER: self.cluster}
+                )
+                fresh = {}
+                async for item in listing:
+                    obj = _plain(item)
+                    fresh[str(obj["metadata"]["name"])] = obj
+                async with self._changed:
+                    self._tasks = fresh
+                    self._synced.set()
+                    self._changed.notify_all()
+                async for event, item in self.client.watch(
+                    TaskResource,
+                    namespace=self.namespace,
+                    labels={LABEL_CLUSTER: self.cluster},
+                    resource_version=listing.resourceVersion,
+                    server_timeout=300,
+                ):
+                    obj = _plain(item)
+                    name = str(obj["metadata"]["name"])
+                    async with self._changed:
+                        if event == "DELETED":
+                            self._tasks.pop(name, None)
+                        else:
+                            self._tasks[name] = obj
+                        self._changed.notify_all()
+                    failures = 0
+            except ApiError as e:
+                if _code(e) != 410:
+                    log.error("watching Tasks failed: %s", _api_message(e))
+                    failures += 1
+                    await asyncio.sleep(min(MAX_BACKOFF, 0.25 * 2**failures))
+            except httpx.TransportError as e:
+                failures += 1
+                delay = min(MAX_BACKOFF, 0.25 * 2**failures)
+                log.warning("Task watch interrupted (%r); again in %.1fs", e, delay)
+                await asyncio.sleep(delay)

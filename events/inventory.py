@@ -1,0 +1,59 @@
+"""Inventory digests: what an edge holds and runs, sent on `fleet.inventory.<cluster>`.
+
+They travel by core NATS (frequent, only the latest matters, never logged) and serve two ends:
+liveness, and anti-entropy. The hub compares `desired` with its own DESIRED stream and
+re-delivers whatever the edge lacks or holds stale; `applied` and `live_digest` say what the
+cluster actually runs, for status and for spotting an executor that lost its state.
+
+Both sides compute `desired_digest` with `desired_state_digest`, so a cluster in sync costs the
+hub one digest comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import msgspec
+
+from taskset.digest import digest_of
+
+
+class TasksetState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One taskset's ClusterTask as a generation and a content digest (tombstone: removed)."""
+
+    generation: int
+    digest: str
+    removed: bool = False
+
+
+class InventoryDigest(msgspec.Struct, frozen=True, kw_only=True):
+    cluster: str
+    sent_at: datetime
+    desired: dict[str, TasksetState] = msgspec.field(default_factory=dict)
+    """The desired state the edge holds, per taskset (tombstones included)."""
+    desired_digest: str = ""
+    applied: dict[str, TasksetState] = msgspec.field(default_factory=dict)
+    """What the executor reports as applied, per taskset."""
+    live_digest: str = ""
+    """Digest of the live objects the executor manages."""
+    objects: int = 0
+
+
+def desired_state_digest(desired: Mapping[str, TasksetState]) -> str:
+    return digest_of(
+        {name: [s.generation, s.digest, s.removed] for name, s in sorted(desired.items())}
+    )
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(InventoryDigest)
+
+
+def encode_inventory(inventory: InventoryDigest) -> bytes:
+    return _encoder.encode(inventory)
+
+
+def decode_inventory(data: bytes) -> InventoryDigest:
+    """Raises `msgspec.DecodeError` / `msgspec.ValidationError` on a malformed digest."""
+    return _decoder.decode(data)

@@ -1,0 +1,323 @@
+"""`fleetbus edge`: one cluster's edge — its leaf nats-server as a child process, and the connector.
+
+The leaf runs in the cluster's own JetStream domain (`edge-<cluster>`) and dials the hub with
+the cluster's certificate; it listens on loopback only (clients and monitoring). On it the
+connector keeps two streams: the outbox `REPORTS-<cluster>` (the hub sources it) and the
+filtered mirror `DESIRED-<cluster>` of the cluster's desired state (read even while the hub is
+away). Clusters of large simulated fleets skip the leaf and connect to the hub as plain clients
+(`EdgeRuntime.client`), pulling their durable consumer and writing into a hub-side outbox.
+
+This module is the edge's entry point (`python -m fleetbus.edge`, `fleetbus edge`): it imports
+neither the Helm engine nor any hub component, so an edge install stays small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from nats.aio.client import Client as NatsClient
+
+from edge_connector.connector import Connector, ConnectorSettings, DesiredFeed
+from edge_connector.errors import BundleError
+from edge_connector.executor import Executor
+from edge_connector.jetstream import (
+    DurableFeed,
+    InventoryPublisher,
+    MirrorFeed,
+    OutboxSink,
+    connect_local,
+    mirror_config,
+    outbox_config,
+)
+from edge_connector.simulator import SimExecutor
+from events import edges
+from events.store import EventStore
+from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
+from fleetbus.datadir import write_private
+from fleetbus.natsserver import NatsServer, free_port
+from taskset.errors import FleetbusError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path(".fleetbus-edge")
+CONNECTOR_USER = "connector"
+
+
+@dataclass(frozen=True)
+class EdgeState:
+    """The edge's own files: JetStream store, rendered config, log, local password."""
+
+    root: Path
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "nats"
+
+    @property
+    def nats_conf(self) -> Path:
+        return self.root / "leaf.conf"
+
+    @property
+    def nats_log(self) -> Path:
+        return self.root / "nats.log"
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        self.store_dir.mkdir(exist_ok=True)
+
+    def connector_password(self) -> str:
+        path = self.root / "secrets.json"
+        if path.exists():
+            return str(orjson.loads(path.read_bytes())["connector_password"])
+        password = secrets.token_urlsafe(24)
+        write_private(path, orjson.dumps({"connector_password": password}))
+        return password
+
+
+def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
+    """Render the leaf config from the bundle and start the leaf nats-server (blocking)."""
+    state.create()
+    port, monitor_port = free_port(), free_port()
+    text = leaf_config(
+        bundle.settings,
+        port=port,
+        monitor_port=monitor_port,
+        store_dir=state.store_dir.resolve(),
+        connector_password=state.connector_password(),
+        ca_file=bundle.ca_file.resolve(),
+        cert_file=bundle.cert_file.resolve(),
+        key_file=bundle.key_file.resolve(),
+    )
+    write_private(state.nats_conf, text.encode())
+    server = NatsServer(
+        config_path=state.nats_conf,
+        client_url=f"nats://127.0.0.1:{port}",
+        monitor_port=monitor_port,
+        log_path=state.nats_log,
+    )
+    server.start()
+    return server
+
+
+def load_executor(kubeconfig: Path | None, cluster: str) -> Executor:
+    """The simulator, or the Kubernetes executor when a kubeconfig is given."""
+    if kubeconfig is None:
+        return SimExecutor(name=cluster)
+    try:
+        module = importlib.import_module("edge_connector.kubernetes")
+    except ModuleNotFoundError as e:
+        raise BundleError(
+            "this fleetbus build has no Kubernetes executor (edge_connector.kubernetes); "
+            "run with --sim, or install a build that has it"
+        ) from e
+    executor: Executor = module.KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster)
+    return executor
+
+
+@dataclass
+class EdgeRuntime:
+    """A running edge: optional leaf nats-server, the connection, the connector task."""
+
+    settings: EdgeSettings
+    executor: Executor
+    nc: NatsClient
+    connector: Connector
+    server: NatsServer | None = None
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def cluster(self) -> str:
+        return self.settings.cluster
+
+    @classmethod
+    async def leaf(
+        cls,
+        bundle: EdgeBundle,
+        state: EdgeState,
+        executor: Executor,
+        *,
+        inventory_interval: float | None = None,
+    ) -> EdgeRuntime:
+        """Start the leaf nats-server and the connector on it."""
+        server = await asyncio.to_thread(start_leaf, bundle, state)
+        try:
+            nc = await connect_local(
+                server.client_url,
+                cluster=bundle.cluster,
+                user=CONNECTOR_USER,
+                password=state.connector_password(),
+            )
+        except FleetbusError:
+            server.stop()
+            raise
+        try:
+            local = EventStore(nc, stream=edges.outbox_stream(bundle.cluster))
+            await local.ensure_stream(outbox_config(bundle.cluster))
+            await local.ensure_stream(mirror_config(bundle.cluster, bundle.settings.hub_domain))
+            feed: DesiredFeed
+            if bundle.settings.desired_source == "durable":
+                feed = DurableFeed(nc, bundle.cluster, hub_domain=bundle.settings.hub_domain)
+            else:
+                feed = MirrorFeed(nc, bundle.cluster)
+            runtime = cls._assemble(
+                bundle.settings, executor, nc, local, feed, inventory_interval, server
+            )
+        except BaseException:
+            await nc.close()
+            server.stop()
+            raise
+        runtime.start()
+        return runtime
+
+    @classmethod
+    async def client(
+        cls,
+        settings: EdgeSettings,
+        hub_url: str,
+        password: str,
+        executor: Executor,
+        *,
+        inventory_interval: float | None = None,
+    ) -> EdgeRuntime:
+        """A cluster connected to the hub as a plain client (large simulated fleets)."""
+        nc = await connect_local(
+            hub_url, cluster=settings.cluster, user=settings.cluster, password=password
+        )
+        outbox = EventStore(nc, stream=edges.outbox_stream(settings.cluster))
+        feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)
+        runtime = cls._assemble(settings, executor, nc, outbox, feed, inventory_interval, None)
+        runtime.start()
+        return runtime
+
+    @classmethod
+    def _assemble(
+        cls,
+        settings: EdgeSettings,
+        executor: Executor,
+        nc: NatsClient,
+        outbox: EventStore,
+        feed: DesiredFeed,
+        inventory_interval: float | None,
+        server: NatsServer | None,
+    ) -> EdgeRuntime:
+        connector = Connector(
+            settings=ConnectorSettings(
+                cluster=settings.cluster,
+                inventory_interval=inventory_interval or settings.inventory_interval,
+            ),
+            feed=feed,
+            executor=executor,
+            reports=OutboxSink(outbox),
+            inventory_sink=InventoryPublisher(nc, settings.cluster),
+        )
+        return cls(settings=settings, executor=executor, nc=nc, connector=connector, server=server)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.connector.run(), name=f"edge-{self.cluster}")
+
+    async def wait(self) -> None:
+        """Return when the connector stops (it only does on an unexpected error)."""
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.nc.close()
+        await self.executor.close()
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+
+
+async def run_edge(
+    bundle_dir: Path, state_dir: Path, kubeconfig: Path | None, stop: asyncio.Event | None = None
+) -> None:
+    """Run one edge until SIGINT/SIGTERM (or `stop`)."""
+    bundle = read_edge_bundle(bundle_dir)
+    executor = load_executor(kubeconfig, bundle.cluster)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor)
+    try:
+        print(
+            f"fleetbus edge up: cluster {bundle.cluster}  hub {', '.join(bundle.settings.hub_urls)}"
+            f"  leaf {runtime.server.client_url if runtime.server else '-'}"
+            f"  executor {'kubernetes' if kubeconfig else 'simulator'}  (Ctrl-C to stop)",
+            flush=True,
+        )
+        waiter = asyncio.create_task(stop.wait())
+        running = asyncio.create_task(runtime.wait())
+        done, _ = await asyncio.wait({waiter, running}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if running in done:
+            running.result()
+        running.cancel()
+    finally:
+        await runtime.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        print("fleetbus edge stopped", flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="bundle written by `fleetbus cluster register NAME --out DIR`",
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="F",
+        help="apply to the Kubernetes cluster of this kubeconfig",
+    )
+    target.add_argument(
+        "--sim", action="store_true", help="apply to an in-memory simulated cluster"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="D",
+        help="the leaf's JetStream store and config (default ./.fleetbus-edge)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m fleetbus.edge`: the edge alone, without the hub's command set."""
+    parser = argparse.ArgumentParser(prog="fleetbus-edge", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(run_edge(args.bundle, args.state_dir, args.kubeconfig))
+    except FleetbusError as e:
+        print(f"fleetbus edge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

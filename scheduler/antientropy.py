@@ -1,0 +1,288 @@
+"""Anti-entropy: compare each cluster's inventory digest with DESIRED, re-deliver what differs.
+
+Edges send `fleet.inventory.<cluster>` digests (core NATS, see `events.inventory`). For each
+one the hub reads the cluster's slice of DESIRED (one batched direct get, last message per
+subject) and compares digests; in the common case they are equal and nothing else happens. When
+they differ, `decide_repair` names the tasksets the edge lacks or holds stale, leaving out
+messages written in the last `settle` seconds (still on their way to the edge) and clusters
+repaired within `cooldown`. Each is re-delivered by writing the same ClusterTask again on its
+subject, conditional on the sequence just read (a concurrent scheduler write wins and delivers
+anyway), which reaches the edge's mirror or durable consumer as a new message; then
+`AntiEntropyRepaired` is appended to the log.
+
+The digest's origin is its subject: the hub only lets cluster C publish on
+`fleet.inventory.C`, and a digest whose body names another cluster is dropped.
+
+`DesiredReader` is the NATS adapter of this module (direct gets, conditional re-writes, the
+inventory subscription); everything above it is pure or plain sequencing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import nats.errors
+import orjson
+from nats.aio.msg import Msg
+
+from events import subjects
+from events.catalog import AntiEntropyRepaired
+from events.errors import ConcurrencyConflict, EventLogError, EventLogUnavailable
+from events.ids import new_event_id
+from events.inventory import (
+    InventoryDigest,
+    TasksetState,
+    decode_inventory,
+    desired_state_digest,
+)
+from events.store import EventStore
+from events.streams import DESIRED_STREAM
+from taskset.codec import CorruptPayload, decode_cluster_task
+
+log = logging.getLogger(__name__)
+
+INVENTORY_WILDCARD = f"{subjects.INVENTORY_PREFIX}.*"
+MAX_TASKSETS_PER_CLUSTER = 10_000
+
+
+@dataclass(frozen=True)
+class DesiredEntry:
+    """The last DESIRED message of one (cluster, taskset) subject."""
+
+    subject: str
+    seq: int
+    stored_at: datetime
+    state: TasksetState
+    payload: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def hub_digest(entries: Mapping[str, DesiredEntry]) -> str:
+    return desired_state_digest({name: entry.state for name, entry in entries.items()})
+
+
+def decide_repair(
+    entries: Mapping[str, DesiredEntry],
+    inventory: InventoryDigest,
+    now: datetime,
+    *,
+    settle: timedelta,
+) -> list[str]:
+    """Tasksets whose desired state the edge lacks or holds stale, settled long enough."""
+    stale = []
+    for name, entry in sorted(entries.items()):
+        held = inventory.desired.get(name)
+        if held == entry.state:
+            continue
+        if held is None and entry.state.removed:
+            continue  # the edge forgot a removal it already carried out: nothing to deliver
+        if now - entry.stored_at < settle:
+            continue
+        stale.append(name)
+    return stale
+
+
+def cooling_down(last_repair: datetime | None, now: datetime, cooldown: timedelta) -> bool:
+    return last_repair is not None and now - last_repair < cooldown
+
+
+def taskset_of(subject: str) -> str:
+    return subject.rsplit(".", 1)[-1]
+
+
+def _state_of(headers: Mapping[str, str], payload: bytes) -> TasksetState | None:
+    generation = headers.get("Fleetbus-Generation")
+    digest = headers.get("Fleetbus-Digest")
+    if generation is not None and digest is not None:
+        return TasksetState(
+            generation=int(generation),
+            digest=digest,
+            removed=headers.get("Fleetbus-Removed") == "true",
+        )
+    try:
+        task = decode_cluster_task(payload)
+    except CorruptPayload:
+        return None
+    return TasksetState(generation=task.generation, digest=task.digest, removed=task.removed)
+
+
+class DesiredReader:
+    """Reads a cluster's slice of DESIRED and re-writes single subjects (the NATS adapter)."""
+
+    def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
+        self.store = store
+        self.nc = store.nc
+        self.timeout = timeout
+
+    async def cluster_entries(self, cluster: str) -> dict[str, DesiredEntry]:
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def collect(msg: Msg) -> None:
+            await queue.put(msg)
+
+        request = {
+            "multi_last": [subjects.desired_filter(cluster)],
+            "batch": MAX_TASKSETS_PER_CLUSTER,
+        }
+        entries: dict[str, DesiredEntry] = {}
+        try:
+            sub = await self.nc.subscribe(inbox, cb=collect)
+            try:
+                await self.nc.publish(
+                    f"{self.store.api_prefix}.DIRECT.GET.{DESIRED_STREAM}",
+                    orjson.dumps(request),
+                    reply=inbox,
+                )
+                while True:
+                    msg = await asyncio.wait_for(queue.get(), self.timeout)
+                    headers = dict(msg.headers or {})
+                    status = headers.get("Status")
+                    if status == "204" or status == "404":
+                        break  # end of batch / no message for this cluster
+                    if status is not None:
+                        raise EventLogUnavailable(
+                            f"direct get of {cluster}'s desired state: status {status} "
+                            f"{headers.get('Description', '')}"
+                        )
+                    subject = headers.get("Nats-Subject", "")
+                    state = _state_of(headers, msg.data)
+                    if state is None:
+                        log.warning("undecodable ClusterTask on %s", subject)
+                        continue
+                    entries[taskset_of(subject)] = DesiredEntry(
+                        subject=subject,
+                        seq=int(headers.get("Nats-Sequence", "0")),
+                        stored_at=datetime.fromisoformat(
+                            headers.get("Nats-Time-Stamp", "").replace("Z", "+00:00")
+                        ),
+                        state=state,
+                        payload=msg.data,
+                        headers={k: v for k, v in headers.items() if k.startswith("Fleetbus-")},
+                    )
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        except TimeoutError as e:
+            raise EventLogUnavailable(f"no answer reading {cluster}'s desired state") from e
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"reading {cluster}'s desired state failed: {e}") from e
+        return entries
+
+    async def redeliver(self, entry: DesiredEntry) -> None:
+        """Write `entry` again on its subject, unless something newer was written meanwhile."""
+        headers = {
+            **entry.headers,
+            "Nats-Msg-Id": f"repair.{entry.subject}.{entry.seq}",
+            "Nats-Expected-Last-Subject-Sequence": str(entry.seq),
+        }
+        try:
+            reply = await self.nc.request(
+                entry.subject, entry.payload, timeout=self.timeout, headers=headers
+            )
+        except (nats.errors.Error, TimeoutError) as e:
+            raise EventLogUnavailable(f"re-delivery on {entry.subject} failed: {e}") from e
+        answer = orjson.loads(reply.data) if reply.data else {}
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error:
+            if int(error.get("err_code", 0)) == 10071:
+                raise ConcurrencyConflict(entry.subject, entry.seq, str(error.get("description")))
+            raise EventLogUnavailable(f"re-delivery on {entry.subject}: {error}")
+
+    async def inventories(self) -> AsyncIterator[tuple[str, bytes]]:
+        """(subject, payload) of every inventory digest, forever."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
+
+        async def deliver(msg: Msg) -> None:
+            if not queue.full():
+                queue.put_nowait(msg)
+
+        try:
+            sub = await self.nc.subscribe(INVENTORY_WILDCARD, cb=deliver)
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot subscribe to inventory digests: {e}") from e
+        try:
+            while True:
+                msg = await queue.get()
+                yield msg.subject, msg.data
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class AntiEntropyService:
+    store: EventStore
+    settle: timedelta = timedelta(seconds=10)
+    cooldown: timedelta = timedelta(seconds=30)
+    clock: Callable[[], datetime] = utc_now
+    last_seen: dict[str, datetime] = field(default_factory=dict)
+    """When each cluster last sent an inventory digest (liveness)."""
+    last_repair: dict[str, datetime] = field(default_factory=dict)
+    repairs: int = 0
+
+    def __post_init__(self) -> None:
+        self.reader = DesiredReader(self.store)
+
+    async def run(self) -> None:
+        async for subject, payload in self.reader.inventories():
+            try:
+                await self.check(subject, payload)
+            except EventLogError as e:
+                log.warning("anti-entropy check on %s skipped: %s", subject, e)
+
+    async def check(self, subject: str, payload: bytes) -> AntiEntropyRepaired | None:
+        """Compare one inventory digest with DESIRED; repair and record what differs."""
+        cluster = subject.rsplit(".", 1)[-1]
+        try:
+            inventory = decode_inventory(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("malformed inventory digest on %s: %s", subject, e)
+            return None
+        if inventory.cluster != cluster:
+            log.warning(
+                "inventory digest on %s names cluster %r; dropped", subject, inventory.cluster
+            )
+            return None
+        now = self.clock()
+        self.last_seen[cluster] = now
+        if cooling_down(self.last_repair.get(cluster), now, self.cooldown):
+            return None
+        entries = await self.reader.cluster_entries(cluster)
+        digest = hub_digest(entries)
+        if digest == inventory.desired_digest:
+            return None
+        stale = decide_repair(entries, inventory, now, settle=self.settle)
+        repaired = []
+        for name in stale:
+            try:
+                await self.reader.redeliver(entries[name])
+            except ConcurrencyConflict:
+                continue  # written again meanwhile: that write is the delivery
+            repaired.append(name)
+        if not repaired:
+            return None
+        self.last_repair[cluster] = now
+        event = AntiEntropyRepaired(
+            id=new_event_id(),
+            occurred_at=now,
+            actor="hub:anti-entropy",
+            cluster=cluster,
+            tasksets=repaired,
+            edge_digest=inventory.desired_digest,
+            hub_digest=digest,
+        )
+        await self.store.append([event])
+        self.repairs += 1
+        log.info("anti-entropy re-delivered %s to %s", ", ".join(repaired), cluster)
+        return event

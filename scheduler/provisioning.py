@@ -1,0 +1,269 @@
+"""Per-cluster delivery on the hub, provisioned from the log: consumers on DESIRED, REPORTS sources.
+
+For every registered cluster the hub owns two things, so an edge never has to create them:
+- a durable pull consumer `edge-<cluster>` on DESIRED filtered on `fleet.desired.<cluster>.>`
+  (deliver last per subject, explicit ack): the only consumer on DESIRED an edge may pull;
+- a source of REPORTS: the cluster's outbox `REPORTS-<cluster>`, in the edge's own JetStream
+  domain (leaf clusters) or in the hub's domain (clusters connected as plain clients), filtered
+  on `fleet.report.<cluster>.>` so a report an edge files under another cluster's name is never
+  copied. The hub writes the `Nats-Stream-Source` header of each copy: that is the origin.
+
+`ProvisioningService` folds `ClusterRegistered` / `ClusterLabelsChanged` / `ClusterDeregistered`
+at start and follows them; the plan (which consumers, which sources) is computed by pure
+functions from the set of clusters, so a restart converges to the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from events import edges, subjects
+from events.catalog import ClusterDeregistered, ClusterLabelsChanged, ClusterRegistered, Event
+from events.errors import AppendRefused
+from events.store import EventStore
+from events.streams import (
+    DESIRED_STREAM,
+    DUPLICATE_WINDOW_S,
+    MAX_PAYLOAD,
+    NANOS,
+    REPORTS_STREAM,
+    reports_stream,
+)
+
+log = logging.getLogger(__name__)
+
+CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
+ACK_WAIT_S = 30
+CONSUMER_NOT_FOUND = 10014
+STREAM_NOT_FOUND = 10059
+
+Clusters = dict[str, str]
+"""Registered cluster name -> how it connects (`events.edges.LEAF` or `CLIENT`)."""
+
+
+def evolve_clusters(clusters: Mapping[str, str], event: Event) -> Clusters:
+    updated = dict(clusters)
+    match event:
+        case ClusterRegistered():
+            updated[event.cluster] = edges.connection_of(event.labels)
+        case ClusterLabelsChanged() if event.cluster in updated:
+            updated[event.cluster] = edges.connection_of(event.labels)
+        case ClusterDeregistered():
+            updated.pop(event.cluster, None)
+    return updated
+
+
+def durable_config(cluster: str) -> dict[str, Any]:
+    return {
+        "durable_name": edges.desired_durable(cluster),
+        "description": f"desired state of cluster {cluster}",
+        "filter_subject": subjects.desired_filter(cluster),
+        "deliver_policy": "last_per_subject",
+        "ack_policy": "explicit",
+        "ack_wait": ACK_WAIT_S * NANOS,
+        "max_deliver": -1,
+        "max_ack_pending": 1000,
+        "replay_policy": "instant",
+    }
+
+
+def report_source(cluster: str, connection: str) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "name": edges.outbox_stream(cluster),
+        "filter_subject": subjects.report_filter(cluster),
+    }
+    if connection == edges.LEAF:
+        source["external"] = {
+            "api": f"$JS.{edges.edge_domain(cluster)}.API",
+            "deliver": edges.reports_deliver_prefix(cluster),
+        }
+    return source
+
+
+def reports_config(clusters: Mapping[str, str], replicas: int = 1) -> dict[str, Any]:
+    sources = [report_source(name, clusters[name]) for name in sorted(clusters)]
+    return reports_stream(sources, replicas)
+
+
+def hub_outbox_config(cluster: str, replicas: int = 1) -> dict[str, Any]:
+    """The outbox of a cluster connected as a plain client: a stream in the hub's domain."""
+    return {
+        "name": edges.outbox_stream(cluster),
+        "subjects": [subjects.report_filter(cluster)],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_age": 7 * 24 * 3600 * NANOS,
+        "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
+        "max_msg_size": MAX_PAYLOAD,
+    }
+
+
+class Provisioner:
+    """The JetStream calls that make one plan real; each is idempotent."""
+
+    def __init__(self, store: EventStore, replicas: int = 1) -> None:
+        self.store = store
+        self.replicas = replicas
+
+    async def ensure_durable(self, cluster: str) -> None:
+        config = durable_config(cluster)
+        durable = config["durable_name"]
+        await self.store.api_request(
+            f"CONSUMER.CREATE.{DESIRED_STREAM}.{durable}.{config['filter_subject']}",
+            {"stream_name": DESIRED_STREAM, "config": config, "action": ""},
+        )
+
+    async def reset_durable(self, cluster: str) -> None:
+        """Start the cluster's durable over: it delivers the full desired state again."""
+        await self.delete_durable(cluster)
+        await self.ensure_durable(cluster)
+
+    async def delete_durable(self, cluster: str) -> None:
+        await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
+
+    async def ensure_hub_outbox(self, cluster: str) -> None:
+        await self.store.ensure_stream(hub_outbox_config(cluster, self.replicas))
+
+    async def delete_hub_outbox(self, cluster: str) -> None:
+        await self._delete(f"STREAM.DELETE.{edges.outbox_stream(cluster)}")
+
+    async def ensure_reports(self, clusters: Mapping[str, str]) -> None:
+        await self.store.ensure_stream(reports_config(clusters, self.replicas))
+
+    async def _delete(self, api: str) -> None:
+        try:
+            await self.store.api_request(api)
+        except AppendRefused as e:
+            if f"code {CONSUMER_NOT_FOUND}" in str(e) or f"code {STREAM_NOT_FOUND}" in str(e):
+                return
+            raise
+
+
+def stalled_sources(info: Mapping[str, Any], *, stale_ns: int) -> list[str]:
+    """Clusters whose REPORTS source has never connected or has been silent for `stale_ns`.
+
+    A healthy source hears from its edge at least every second (data or heartbeat)."""
+    stalled = []
+    for source in info.get("sources") or []:
+        name = str(source.get("name", ""))
+        if not name.startswith(edges.OUTBOX_PREFIX):
+            continue
+        active = int(source.get("active", -1))
+        if active < 0 or active > stale_ns:
+            stalled.append(name[len(edges.OUTBOX_PREFIX) :])
+    return stalled
+
+
+class ProvisioningService:
+    """Keeps consumers and REPORTS sources equal to the registered clusters."""
+
+    def __init__(self, store: EventStore, *, replicas: int = 1) -> None:
+        self.store = store
+        self.provisioner = Provisioner(store, replicas)
+        self.clusters: Clusters = {}
+        self.provisioned: Clusters = {}
+        self.applied_seq = 0
+        self.ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    async def converge(self, seq: int) -> None:
+        """Bring JetStream to the plan for `self.clusters`, then record `seq` as applied."""
+        wanted = dict(self.clusters)
+        for name in sorted(set(self.provisioned) - set(wanted)):
+            await self.provisioner.delete_durable(name)
+        for name, connection in sorted(wanted.items()):
+            if self.provisioned.get(name) == connection:
+                continue
+            await self.provisioner.ensure_durable(name)
+            if connection == edges.CLIENT:
+                await self.provisioner.ensure_hub_outbox(name)
+        await self.provisioner.ensure_reports(wanted)
+        for name, connection in sorted(self.provisioned.items()):
+            if connection == edges.CLIENT and wanted.get(name) != edges.CLIENT:
+                await self.provisioner.delete_hub_outbox(name)
+        self.provisioned = wanted
+        self.applied_seq = seq
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def revive_sources(self, reachable: set[str], *, stale_s: float = 3.0) -> list[str]:
+        """Restart the REPORTS sources of reachable clusters whose sourcing has stalled.
+
+        nats-server retries a source that could not reach its edge with a backoff growing to
+        minutes; an edge that is demonstrably back (it just sent an inventory digest) should
+        not wait that long. Removing and re-adding the source makes the server set it up at
+        once, resuming after the last message it copied (and `Nats-Msg-Id` de-duplicates).
+        """
+        if not self.ready.is_set():
+            return []
+        info = await self.store.stream_info(REPORTS_STREAM)
+        stalled = [
+            name
+            for name in stalled_sources(info, stale_ns=int(stale_s * NANOS))
+            if name in reachable and name in self.provisioned
+        ]
+        if not stalled:
+            return []
+        without = {n: c for n, c in self.provisioned.items() if n not in stalled}
+        await self.provisioner.ensure_reports(without)
+        await self.provisioner.ensure_reports(self.provisioned)
+        log.info("restarted REPORTS sourcing of %s", ", ".join(stalled))
+        return stalled
+
+    async def wait_applied(self, seq: int) -> None:
+        """Wait until the event at `seq` is provisioned (bound it with `asyncio.timeout`)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.applied_seq >= seq)
+
+    async def run(self) -> None:
+        """Replay the cluster events, converge, then follow; safe to call again after an error."""
+        last = 0
+        self.clusters = {}
+        async for stored in self.store.read(subject=CLUSTER_EVENTS, skip_undecodable=True):
+            self.clusters = evolve_clusters(self.clusters, stored.event)
+            last = stored.seq
+        # What an earlier run provisioned is not known: ensure everything once.
+        await self.converge(last)
+        self.ready.set()
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+        async def follow() -> None:
+            async for stored in self.store.follow(
+                from_seq=last + 1, subject=CLUSTER_EVENTS, skip_undecodable=True
+            ):
+                await queue.put((stored.seq, stored.event))
+
+        follower = asyncio.create_task(follow(), name="provisioning-follow")
+        getter: asyncio.Future[tuple[int, Event]] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, follower}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    follower.result()
+                    return
+                seq, event = getter.result()
+                before = dict(self.clusters)
+                self.clusters = evolve_clusters(self.clusters, event)
+                while not queue.empty():
+                    seq, event = queue.get_nowait()
+                    self.clusters = evolve_clusters(self.clusters, event)
+                if self.clusters != before:
+                    await self.converge(seq)
+                else:
+                    self.applied_seq = seq
+        finally:
+            if getter is not None:
+                getter.cancel()
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower

@@ -1,0 +1,285 @@
+"""A hub with its edge-facing services and real edges, all on loopback, for the edge tests.
+
+The hub is a real nats-server with the TLS leafnode listener (on a free port, never 443) and
+the real access, provisioning and anti-entropy services; each edge is a real leaf nats-server
+child process with the real connector in front of an in-memory simulated cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edge_connector.simulator import SimExecutor
+from events import edges
+from events.catalog import ClusterDeregistered, ClusterRegistered, Event
+from events.codec import EventDecoder
+from events.ids import new_event_id
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM, hub_streams
+from fleetbus.bundle import EdgeBundle, EdgeSettings, read_edge_bundle, write_edge_bundle
+from fleetbus.datadir import DataDir
+from fleetbus.edge import EdgeRuntime, EdgeState
+from fleetbus.edgehub import EdgeServices, hub_pki, prepare_listener
+from fleetbus.hub import hub_config_text, start_hub_nats
+from fleetbus.natsserver import NatsServer, free_port
+from fleetbus.pki import IssuedCertificate
+from taskset.codec import encode_cluster_task
+from taskset.digest import digest_of
+from taskset.model import ClusterTask, Step, Taskset
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    within: float = 20.0,
+    what: str = "condition",
+) -> None:
+    """Poll `check` until it is true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sample_taskset(name: str, *, replicas: int = 1, drift_policy: str = "correct") -> Taskset:
+    def cm(n: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": n, "namespace": "apps"},
+        }
+
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"replicas": replicas},
+    }
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{name}-migrate"}}
+    return Taskset(
+        name=name,
+        namespace="apps",
+        init=[Step(object={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}})],
+        install=[Step(object=cm(f"{name}-config")), Step(object=deployment)],
+        post_install=[Step(object=cm(f"{name}-done"), job=job, wait="complete")],
+        pre_delete=[Step(object=cm(f"{name}-goodbye"))],
+        drift_policy=drift_policy,  # type: ignore[arg-type]
+    )
+
+
+def cluster_task(
+    cluster: str, taskset: Taskset, *, generation: int = 1, removed: bool = False
+) -> ClusterTask:
+    return ClusterTask(
+        cluster=cluster,
+        taskset_name=taskset.name,
+        version=generation,
+        generation=generation,
+        digest=digest_of(taskset),
+        taskset=taskset,
+        removed=removed,
+    )
+
+
+@dataclass
+class EdgeHub:
+    """A running hub with its edge services, and helpers to drive it."""
+
+    root: Path
+    data: DataDir
+    server: NatsServer
+    store: EventStore
+    services: EdgeServices
+    leaf_port: int
+    ws_port: int | None
+    edges: list[EdgeRuntime] = field(default_factory=list)
+
+    @property
+    def password(self) -> str:
+        return self.data.secrets()["hub_password"]
+
+    @property
+    def leaf_url(self) -> str:
+        return f"tls://127.0.0.1:{self.leaf_port}"
+
+    def issue(self, cluster: str) -> IssuedCertificate:
+        return hub_pki(self.data).load_ca().issue_cluster(cluster, datetime.now(UTC))
+
+    async def append(self, event: Event) -> int:
+        result = await self.store.append([event])
+        return result.sequences[-1]
+
+    async def register(
+        self,
+        cluster: str,
+        *,
+        labels: dict[str, str] | None = None,
+        inventory_interval: float = 0.3,
+        desired_source: str = "mirror",
+    ) -> EdgeBundle:
+        """Issue a certificate, write the bundle, register, wait until effective."""
+        issued = self.issue(cluster)
+        ca_pem = hub_pki(self.data).ca_cert.read_bytes()
+        settings = EdgeSettings(
+            cluster=cluster,
+            hub_urls=[self.leaf_url],
+            inventory_interval=inventory_interval,
+            desired_source=desired_source,
+        )
+        out = write_edge_bundle(
+            self.root / "bundles" / cluster, settings, ca_pem=ca_pem, issued=issued
+        )
+        seq = await self.append(
+            ClusterRegistered(
+                id=new_event_id(),
+                occurred_at=datetime.now(UTC),
+                actor="test",
+                cluster=cluster,
+                labels=labels or {},
+                certificate_fingerprint=issued.fingerprint,
+            )
+        )
+        await self.wait_effective(seq)
+        return read_edge_bundle(out)
+
+    async def deregister(self, cluster: str) -> None:
+        seq = await self.append(
+            ClusterDeregistered(
+                id=new_event_id(), occurred_at=datetime.now(UTC), actor="test", cluster=cluster
+            )
+        )
+        await self.wait_effective(seq)
+
+    async def wait_effective(self, seq: int) -> None:
+        async with asyncio.timeout(20):
+            await self.services.access.wait_applied(seq)
+            await self.services.provisioning.wait_applied(seq)
+
+    async def start_edge(
+        self, bundle: EdgeBundle, *, state: Path | None = None, executor: SimExecutor | None = None
+    ) -> EdgeRuntime:
+        runtime = await EdgeRuntime.leaf(
+            bundle,
+            EdgeState(state or self.root / "edges" / bundle.cluster),
+            executor or SimExecutor(name=bundle.cluster),
+        )
+        self.edges.append(runtime)
+        return runtime
+
+    async def stop_edge(self, runtime: EdgeRuntime) -> None:
+        await runtime.stop()
+        self.edges.remove(runtime)
+
+    async def write_desired(self, task: ClusterTask) -> int:
+        """Write a ClusterTask to DESIRED the way the scheduler does."""
+        reply = await self.store.nc.request(
+            f"fleet.desired.{task.cluster}.{task.taskset_name}",
+            encode_cluster_task(task),
+            timeout=5,
+            headers={
+                "Nats-Msg-Id": f"{task.cluster}.{task.taskset_name}.{task.generation}",
+                "Fleetbus-Generation": str(task.generation),
+                "Fleetbus-Version": str(task.version),
+                "Fleetbus-Digest": task.digest,
+                "Fleetbus-Removed": "true" if task.removed else "false",
+            },
+        )
+        ack = orjson.loads(reply.data)
+        assert "seq" in ack, ack
+        return int(ack["seq"])
+
+    async def reports(self) -> list[tuple[str | None, Event, dict[str, str]]]:
+        """Every message in REPORTS: (origin by source header, event, headers)."""
+        info = await self.store.stream_info(REPORTS_STREAM)
+        last = int(info["state"]["last_seq"])
+        decoder = EventDecoder()
+        found = []
+        for seq in range(int(info["state"]["first_seq"] or 1), last + 1):
+            reply = await self.store.nc.request(
+                f"$JS.API.DIRECT.GET.{REPORTS_STREAM}", orjson.dumps({"seq": seq}), timeout=5
+            )
+            headers = dict(reply.headers or {})
+            if headers.get("Status"):
+                continue
+            found.append((edges.report_origin(headers), decoder.decode(reply.data), headers))
+        return found
+
+    async def restart_server(self) -> None:
+        await asyncio.to_thread(self.server.start)
+
+
+@asynccontextmanager
+async def edge_hub(
+    root: Path,
+    *,
+    ws: bool = False,
+    settle: float = 0.5,
+    cooldown: float = 1.0,
+) -> AsyncIterator[EdgeHub]:
+    data = DataDir(root / "hub")
+    data.create()
+    leaf_port = free_port()
+    ws_port = free_port() if ws else None
+    listener = prepare_listener(
+        data,
+        host="127.0.0.1",
+        port=leaf_port,
+        ws_port=ws_port,
+        public_host=None,
+        now=datetime.now(UTC),
+    )
+    port = free_port()
+    server = await asyncio.to_thread(
+        start_hub_nats, data, host="127.0.0.1", port=port, leaf_block=listener.render()
+    )
+    store: EventStore | None = None
+    services: EdgeServices | None = None
+    hub: EdgeHub | None = None
+    try:
+        nc = await connect(server.client_url, user="hub", password=data.secrets()["hub_password"])
+        store = EventStore(nc)
+        await store.ensure_streams(hub_streams())
+        monitor_port = server.monitor_port
+        services = EdgeServices(
+            store=store,
+            server=server,
+            data=data,
+            listener=listener,
+            config_text=lambda leaf_block, users: hub_config_text(
+                data,
+                host="127.0.0.1",
+                port=port,
+                monitor_port=monitor_port,
+                leaf_block=leaf_block,
+                cluster_users=users,
+            ),
+            antientropy_settle=timedelta(seconds=settle),
+            antientropy_cooldown=timedelta(seconds=cooldown),
+        )
+        await services.start()
+        hub = EdgeHub(root, data, server, store, services, leaf_port, ws_port)
+        yield hub
+    finally:
+        if hub is not None:
+            for runtime in list(hub.edges):
+                await runtime.stop()
+        if services is not None:
+            await services.stop()
+        if store is not None:
+            await store.close()
+        await asyncio.to_thread(server.stop)

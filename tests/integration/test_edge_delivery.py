@@ -1,0 +1,72 @@
+"""A hub and two edges over mutual TLS: desired state goes down, reports come back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_connector.simulator import SimExecutor
+from events.catalog import TaskApplied
+from tests.integration.edge_harness import (
+    cluster_task,
+    edge_hub,
+    eventually,
+    sample_taskset,
+)
+
+
+async def test_two_edges_apply_their_own_desired_state_and_the_hub_sees_both_reports(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        bundle_a = await hub.register("alpha")
+        bundle_b = await hub.register("beta")
+        sim_a, sim_b = SimExecutor(name="alpha"), SimExecutor(name="beta")
+        await hub.start_edge(bundle_a, executor=sim_a)
+        await hub.start_edge(bundle_b, executor=sim_b)
+        web = sample_taskset("web")
+        await hub.write_desired(cluster_task("alpha", web, generation=1))
+        await hub.write_desired(cluster_task("beta", web, generation=3))
+
+        await eventually(lambda: "web" in sim_a.applied and "web" in sim_b.applied, what="apply")
+        assert sim_a.applied["web"].generation == 1
+        assert sim_b.applied["web"].generation == 3
+
+        async def both_reported() -> bool:
+            origins = {
+                (origin, event.generation)
+                for origin, event, _ in await hub.reports()
+                if isinstance(event, TaskApplied)
+            }
+            return {("alpha", 1), ("beta", 3)} <= origins
+
+        await eventually(both_reported, what="TaskApplied from both edges in REPORTS")
+
+
+async def test_phases_run_in_order_and_a_tombstone_runs_pre_delete_then_deletes(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        bundle = await hub.register("alpha")
+        sim = SimExecutor(name="alpha")
+        await hub.start_edge(bundle, executor=sim)
+        web = sample_taskset("web")
+        await hub.write_desired(cluster_task("alpha", web, generation=1))
+        await eventually(lambda: "web" in sim.applied, what="apply")
+        phases = [r.phase for r in sim.history if r.action == "apply"]
+        assert phases == ["init", "install", "install", "postInstall"]
+        assert [r.action for r in sim.history][-1] == "job"
+
+        await hub.write_desired(cluster_task("alpha", web, generation=2, removed=True))
+        await eventually(lambda: "web" not in sim.applied, what="removal")
+        assert sim.owned_objects("web") == []
+        removal = sim.history[len(phases) + 1 :]
+        assert (removal[0].phase, removal[0].action) == ("preDelete", "run")
+        assert all(r.action == "delete" for r in removal[1:])
+
+        async def removal_reported() -> bool:
+            return any(
+                isinstance(event, TaskApplied) and event.removed and origin == "alpha"
+                for origin, event, _ in await hub.reports()
+            )
+
+        await eventually(removal_reported, what="the removal's TaskApplied in REPORTS")
