@@ -43,6 +43,14 @@ if [[ "${ENVTEST_FORCE:-}" != 1 && -x "$bin" && -f "$stamp" && "$(cat "$stamp")"
     exit 0
 fi
 
+# Stamp /version like a release build, so clients' version-skew checks see
+# the real version instead of "v0.0.0-master".
+k8s_version="$(cd "$here" && GOFLAGS=-mod=mod "$go_bin" list -m -f '{{.Version}}' k8s.io/kubernetes)"
+k8s_minor="${k8s_version#v1.}"
+k8s_minor="${k8s_minor%%.*}"
+vpkg=k8s.io/component-base/version
+ldflags="-s -w -X $vpkg.gitVersion=$k8s_version -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$k8s_minor -X $vpkg.gitTreeState=clean"
+
 mkdir -p "$bin_dir"
 echo "building kube-envtest (takes several minutes on a cold Go build cache)..."
 rm -f "$stamp"
@@ -51,7 +59,7 @@ rm -f "$stamp"
     # -mod=mod: go.mod/go.sum are committed complete; this only avoids
     # failing on a missing vendor directory or an outer GOFLAGS setting.
     GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" CGO_ENABLED=0 \
-        "$go_bin" build -buildvcs=false -trimpath -ldflags="-s -w" -o "$bin.tmp" .
+        "$go_bin" build -buildvcs=false -trimpath -ldflags="$ldflags" -o "$bin.tmp" .
 )
 mv -f "$bin.tmp" "$bin"
 echo "$want" >"$stamp"

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	certutil "k8s.io/client-go/util/cert"
 	kubeapiservertesting "k8s.io/kubernetes/cmd/kube-apiserver/app/testing"
@@ -150,6 +152,10 @@ func serve(ctx context.Context, h *host, root, kubeconfig string) error {
 	flags := []string{
 		"--authorization-mode=RBAC",
 		"--token-auth-file=" + tokenFile,
+		// The helper points --peer-ca-file (for the peer proxy, on by
+		// default) at <cert-dir>/apiserver.crt, so the serving pair lives
+		// there under that name.
+		"--cert-dir=" + pki,
 		"--tls-cert-file=" + certFile,
 		"--tls-private-key-file=" + keyFile,
 	}
@@ -197,9 +203,19 @@ func startEtcd(h *host, dir string) (string, error) {
 		cfg.ListenPeerUrls = []url.URL{peerURL}
 		cfg.AdvertisePeerUrls = []url.URL{peerURL}
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		// Errors only; raised to fatal just before Close, which otherwise
+		// logs every listener it closes as an error.
+		level := zap.NewAtomicLevelAt(zapcore.ErrorLevel)
+		zcfg := zap.NewProductionConfig()
+		zcfg.Level = level
+		zcfg.OutputPaths = []string{"stderr"}
+		zcfg.ErrorOutputPaths = []string{"stderr"}
+		lg, err := zcfg.Build()
+		if err != nil {
+			return "", err
+		}
 		cfg.Logger = "zap"
-		cfg.LogLevel = "error"
-		cfg.LogOutputs = []string{"stderr"}
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg.Named("etcd"))
 
 		if err := os.RemoveAll(dir); err != nil {
 			return "", err
@@ -219,7 +235,10 @@ func startEtcd(h *host, dir string) (string, error) {
 			e.Close()
 			return "", errors.New("etcd took too long to start")
 		}
-		h.Cleanup(e.Close)
+		h.Cleanup(func() {
+			level.SetLevel(zapcore.FatalLevel)
+			e.Close()
+		})
 		go func() {
 			if err, ok := <-e.Err(); ok && err != nil {
 				fmt.Fprintf(os.Stderr, "kube-envtest: etcd: %v\n", err)
