@@ -14,6 +14,7 @@ HUB_DOMAIN = "hub"
 EVENTS_STREAM = "EVENTS"
 DESIRED_STREAM = "DESIRED"
 REPORTS_STREAM = "REPORTS"
+LEASES_STREAM = "LEASES"
 
 NANOS = 1_000_000_000
 DUPLICATE_WINDOW_S = 10 * 60
@@ -60,9 +61,18 @@ def desired_stream(replicas: int = 1) -> dict[str, Any]:
 
 
 def reports_stream(
-    sources: list[dict[str, Any]] | None = None, replicas: int = 1
+    sources: list[dict[str, Any]] | None = None,
+    replicas: int = 1,
+    *,
+    local_subjects: bool = False,
 ) -> dict[str, Any]:
-    """Every cluster report, sourced from the edges' outboxes; it has no subjects of its own."""
+    """Every cluster report, sourced from the edges' outboxes; it has no subjects of its own.
+
+    `local_subjects=True` also captures `fleet.report.>` published straight into the hub, for
+    a hub whose clusters connect to it directly (tests, single-host setups). Never combine it
+    with edges whose outboxes capture the same subjects in their own domain: both would store
+    each report.
+    """
     config: dict[str, Any] = {
         "name": REPORTS_STREAM,
         "retention": "limits",
@@ -75,7 +85,25 @@ def reports_stream(
     }
     if sources:
         config["sources"] = sources
+    if local_subjects:
+        config["subjects"] = [f"{subjects.REPORT_PREFIX}.>"]
     return config
+
+
+def leases_stream(replicas: int = 1) -> dict[str, Any]:
+    """Leader leases of hub services (one message per lease, expiring by per-message TTL)."""
+    return {
+        "name": LEASES_STREAM,
+        "subjects": ["fleet.lease.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "allow_msg_ttl": True,
+        "allow_direct": True,
+        "duplicate_window": 5 * NANOS,
+    }
 
 
 def hub_streams(replicas: int = 1) -> list[dict[str, Any]]:

@@ -1,0 +1,58 @@
+"""`fleetbus scheduler`: run the scheduler on its own, next to (or instead of) the hub's.
+
+`fleetbus up` runs a scheduler itself; this command runs another one against the same hub,
+for a separate process or host. Only the holder of the lease decides; the others wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from events.charts import ChartStore
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM
+from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
+from fleetbus.renderer import ChartArchiveRenderer
+from scheduler.service import SchedulerService
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("scheduler", help="run a scheduler against a running hub")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--nats-url", default=None, help="hub NATS URL (default: from the data dir)"
+    )
+    parser.add_argument("--holder", default=None, help="name this scheduler holds the lease as")
+    parser.set_defaults(handler=handle)
+
+
+async def handle(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    data = DataDir(args.data_dir)
+    url = args.nats_url or str(data.read_hub_info()["nats_url"])
+    nc = await connect(
+        url, name="fleetbus-scheduler", user="hub", password=data.secrets()["hub_password"]
+    )
+    store = EventStore(nc)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        service = SchedulerService(
+            store,
+            EventStore(nc, stream=REPORTS_STREAM),
+            ChartArchiveRenderer(ChartStore(nc)),
+            holder=args.holder,
+        )
+        await service.run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await store.close()
+    return 0

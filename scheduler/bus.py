@@ -1,0 +1,262 @@
+"""The scheduler's NATS adapter: DESIRED writes and scans, durable readers, the leader lease.
+
+This is the only module of `scheduler` that imports nats; its errors leave it translated.
+
+- DESIRED writes carry `Nats-Msg-Id` = `<cluster>.<taskset>.<generation>` (a retried write is
+  stored once) and the generation, version and digest as headers, so the start-up scan can
+  read what every cluster holds without decompressing bodies.
+- Durable pull consumers on EVENTS and REPORTS track what the scheduler has acted on; their
+  pending count is its lag.
+- The lease is one message on `fleet.lease.scheduler` in the LEASES stream, written with
+  `Nats-Expected-Last-Subject-Sequence` (compare-and-set) and a per-message TTL: the holder
+  renews it well inside the TTL; if the holder dies, the message expires and a waiting
+  scheduler takes over. Only the holder decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from events.catalog import Event
+from events.errors import EventLogError, EventLogUnavailable, UndecodableEvent
+from events.store import EventStore
+from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
+from events.subjects import desired_filter
+from scheduler.decide import DesiredWrite
+from scheduler.errors import DesiredWriteFailed, LeaseLost, SchedulerError
+from taskset.codec import encode_cluster_task
+
+log = logging.getLogger(__name__)
+
+LEASE_SUBJECT = "fleet.lease.scheduler"
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    asyncio.TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message from a durable consumer, decoded, with what is needed to acknowledge it."""
+
+    stream: str
+    seq: int
+    subject: str
+    stored_at: datetime
+    event: Event | None
+    headers: dict[str, str] | None
+    msg: Msg
+
+    async def ack(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.msg.ack()
+
+
+class SchedulerBus:
+    def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
+        self.store = store
+        self.nc = store.nc
+        self.js = store.js
+        self.timeout = timeout
+
+    async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> Msg:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_TRANSIENT),
+                stop=stop_after_attempt(5),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self.nc.request(
+                        subject, payload, timeout=self.timeout, headers=headers
+                    )
+        except _TRANSIENT as e:
+            raise EventLogUnavailable(f"no answer for {subject}: {e!r}") from e
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"request on {subject} failed: {e}") from e
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    # --- DESIRED ----------------------------------------------------------------------------
+
+    async def write_desired(self, write: DesiredWrite) -> None:
+        task = write.task
+        headers = {
+            "Nats-Msg-Id": write.msg_id,
+            "Fleetbus-Generation": str(task.generation),
+            "Fleetbus-Version": str(task.version),
+            "Fleetbus-Digest": task.digest,
+            "Fleetbus-Removed": "true" if task.removed else "false",
+        }
+        reply = await self._request(write.subject, encode_cluster_task(task), headers)
+        _check_ack(reply, write.subject)
+
+    async def stored_generations(self) -> dict[str, int]:
+        """DESIRED subject -> generation of the ClusterTask it holds (headers only)."""
+        info = await self.store.stream_info(DESIRED_STREAM)
+        if int(info["state"]["messages"]) == 0:
+            return {}
+        config = js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=js_api.AckPolicy.NONE,
+            headers_only=True,
+            inactive_threshold=30.0,
+        )
+        generations: dict[str, int] = {}
+        try:
+            sub = await self.js.pull_subscribe(">", stream=DESIRED_STREAM, config=config)
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            raise EventLogUnavailable(f"cannot scan {DESIRED_STREAM}: {e}") from e
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(1000, timeout=self.timeout)
+                except nats.errors.TimeoutError:
+                    break
+                pending = 1
+                for msg in msgs:
+                    generation = (msg.headers or {}).get("Fleetbus-Generation")
+                    if generation is not None:
+                        generations[msg.subject] = int(generation)
+                    pending = msg.metadata.num_pending
+                if pending == 0:
+                    break
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            raise EventLogUnavailable(f"cannot scan {DESIRED_STREAM}: {e}") from e
+        finally:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await sub.unsubscribe()
+        return generations
+
+    async def purge_cluster(self, cluster: str) -> None:
+        """Drop every ClusterTask of a deregistered cluster from DESIRED."""
+        await self.store.api_request(
+            f"STREAM.PURGE.{DESIRED_STREAM}", {"filter": desired_filter(cluster)}
+        )
+
+    # --- durable readers --------------------------------------------------------------------
+
+    async def deliveries(
+        self, stream: str, durable: str, start_seq: int, stop: asyncio.Event
+    ) -> AsyncIterator[list[Delivered]]:
+        """Batches from durable `durable` on `stream`, created at `start_seq` if it is new."""
+        config = js_api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            ack_wait=120.0,
+            max_ack_pending=20000,
+        )
+        try:
+            try:
+                await self.js.consumer_info(stream, durable)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_consumer(stream, config)
+            sub = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            raise EventLogUnavailable(f"cannot consume {stream} as {durable}: {e}") from e
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(500, timeout=2.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.Error, nats.js.errors.Error) as e:
+                    log.warning("fetch from %s failed, retrying: %s", stream, e)
+                    await asyncio.sleep(0.5)
+                    continue
+                batch = [self._decode(stream, msg) for msg in msgs]
+                if batch:
+                    yield batch
+        finally:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await sub.unsubscribe()
+
+    def _decode(self, stream: str, msg: Msg) -> Delivered:
+        meta = msg.metadata
+        try:
+            event: Event | None = self.store.decoder.decode(
+                msg.data, seq=meta.sequence.stream, subject=msg.subject
+            )
+        except UndecodableEvent as bad:
+            log.warning("skipping undecodable message %s on %s: %s", bad.seq, stream, bad.reason)
+            event = None
+        return Delivered(
+            stream=stream,
+            seq=meta.sequence.stream,
+            subject=msg.subject,
+            stored_at=meta.timestamp,
+            event=event,
+            headers=dict(msg.headers) if msg.headers else None,
+            msg=msg,
+        )
+
+    # --- the lease --------------------------------------------------------------------------
+
+    async def ensure_lease_stream(self) -> None:
+        await self.store.ensure_stream(leases_stream())
+
+    async def lease_holder(self) -> tuple[int, str]:
+        """(sequence, holder) of the current lease message, (0, "") when nobody holds it."""
+        reply = await self._request(
+            f"{self.store.api_prefix}.DIRECT.GET.{LEASES_STREAM}",
+            orjson.dumps({"last_by_subj": LEASE_SUBJECT}),
+            {},
+        )
+        headers = reply.headers or {}
+        if headers.get("Status") == "404":
+            return 0, ""
+        if headers.get("Status") not in (None, "200"):
+            raise EventLogUnavailable(f"lease lookup: status {headers.get('Status')}")
+        body: dict[str, Any] = orjson.loads(reply.data)
+        return int(headers.get("Nats-Sequence", "0")), str(body.get("holder", ""))
+
+    async def write_lease(self, holder: str, expected: int, ttl_s: int) -> int:
+        """Compare-and-set the lease; the new sequence, or LeaseLost if someone else wrote."""
+        headers = {
+            "Nats-Expected-Last-Subject-Sequence": str(expected),
+            "Nats-TTL": f"{ttl_s}s",
+        }
+        reply = await self._request(LEASE_SUBJECT, orjson.dumps({"holder": holder}), headers)
+        try:
+            ack = orjson.loads(reply.data)
+        except orjson.JSONDecodeError as e:
+            raise SchedulerError(f"unreadable lease acknowledgement: {reply.data!r}") from e
+        error = ack.get("error") if isinstance(ack, dict) else None
+        if error:
+            if int(error.get("err_code", 0)) in (10071, 10164):
+                raise LeaseLost(f"the scheduler lease changed hands ({error.get('description')})")
+            raise SchedulerError(f"lease write refused: {error.get('description')}")
+        return int(ack["seq"])
+
+    async def release_lease(self, seq: int) -> None:
+        with contextlib.suppress(EventLogError):
+            await self.store.api_request(f"STREAM.MSG.DELETE.{LEASES_STREAM}", {"seq": seq})
+
+
+def _check_ack(reply: Msg, subject: str) -> None:
+    if reply.headers and reply.headers.get("Status") == "503":
+        raise DesiredWriteFailed(f"no stream answered for {subject} (503)")
+    try:
+        ack = orjson.loads(reply.data)
+    except orjson.JSONDecodeError as e:
+        raise DesiredWriteFailed(f"unreadable acknowledgement for {subject}") from e
+    if not isinstance(ack, dict) or ack.get("error") or "seq" not in ack:
+        raise DesiredWriteFailed(f"write to {subject} refused: {ack!r}")

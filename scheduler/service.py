@@ -1,0 +1,376 @@
+"""The scheduler service: hold the lease, rebuild state from the log, then decide as events come.
+
+Start-up: wait for the lease; fold all of EVENTS and REPORTS; read which generation DESIRED
+holds for every subject; purge DESIRED of deregistered clusters; decide every taskset once
+(this also repairs a crash between appending a decision and writing DESIRED). Then follow
+both streams through durable consumers and decide again for the tasksets each batch touched,
+and when a rollout pause ends.
+
+Every decision is appended to the log before DESIRED is written, each append conditional on
+the schedule subject's last sequence, so two schedulers can never both write a generation;
+a conflict means the lease was lost, and the service stops deciding and starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from events.catalog import ClusterDeregistered, Event
+from events.errors import ConcurrencyConflict, EventLogError
+from events.ids import new_event_id
+from events.store import EventStore
+from events.streams import EVENTS_STREAM, REPORTS_STREAM
+from scheduler.bus import Delivered, SchedulerBus
+from scheduler.decide import Decision, decide_taskset
+from scheduler.errors import LeaseLost
+from scheduler.materialize import Materializer
+from scheduler.ports import ChartRenderer
+from scheduler.state import ALL_TASKSETS, SchedulerState
+from taskset.errors import FleetbusError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+APPEND_CONCURRENCY = 64
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Lease:
+    """The scheduler's leader lease (see `scheduler.bus`): acquire, keep renewed, release."""
+
+    def __init__(self, bus: SchedulerBus, holder: str, ttl_s: int = 15) -> None:
+        self.bus = bus
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.seq = 0
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait until this process holds the lease (True), or `stop` is set (False)."""
+        await self.bus.ensure_lease_stream()
+        announced = False
+        while not stop.is_set():
+            seq, holder = await self.bus.lease_holder()
+            if seq == 0 or holder == self.holder:
+                try:
+                    self.seq = await self.bus.write_lease(self.holder, seq, self.ttl_s)
+                    log.info("scheduler %s holds the lease", self.holder)
+                    return True
+                except LeaseLost:
+                    pass
+            elif not announced:
+                log.info("scheduler %s waits: %s holds the lease", self.holder, holder)
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.ttl_s / 4))
+        return False
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Renew well inside the TTL until `stop`; raise LeaseLost if another took it."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.ttl_s / 3)
+            if stop.is_set():
+                return
+            try:
+                self.seq = await self.bus.write_lease(self.holder, self.seq, self.ttl_s)
+            except LeaseLost:
+                # Expired while this process was busy: take it back only if nobody else has.
+                # Even then nothing is decided twice: every append is conditional.
+                seq, _ = await self.bus.lease_holder()
+                if seq != 0:
+                    raise
+                log.warning("scheduler %s renews an expired lease", self.holder)
+                self.seq = await self.bus.write_lease(self.holder, 0, self.ttl_s)
+
+    async def release(self) -> None:
+        if self.seq:
+            await self.bus.release_lease(self.seq)
+            self.seq = 0
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        store: EventStore,
+        reports: EventStore,
+        renderer: ChartRenderer | None,
+        *,
+        holder: str | None = None,
+        clock: Clock = utc_now,
+        lease_ttl_s: int = 15,
+        durable_prefix: str = "scheduler",
+    ) -> None:
+        self.store = store
+        self.reports = reports
+        self.bus = SchedulerBus(store)
+        self.renderer = renderer
+        self.materializer = Materializer(renderer)
+        self.holder = holder or f"scheduler-{uuid.uuid4().hex[:12]}"
+        self.clock = clock
+        self.lease_ttl_s = lease_ttl_s
+        self.durable_prefix = durable_prefix
+        self.state = SchedulerState()
+        self.stored: dict[str, int] = {}
+        self.wakeups: dict[str, datetime] = {}
+        self._own_seqs: set[int] = set()
+        self._events_floor = 0
+        self._reports_floor = 0
+        self.ready = asyncio.Event()
+        """Set once start-up decisions are made (for tests and health checks)."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; wait for the lease first; start over if it is lost."""
+        while not stop.is_set():
+            lease = Lease(self.bus, self.holder, self.lease_ttl_s)
+            if not await lease.acquire(stop):
+                return
+            lost = asyncio.Event()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    keeper = group.create_task(self._keep(lease, stop, lost), name="lease")
+                    await self._lead(stop, lost)
+                    keeper.cancel()
+            except* (LeaseLost, ConcurrencyConflict) as group_error:
+                log.warning(
+                    "scheduler %s stops deciding: %s", self.holder, group_error.exceptions[0]
+                )
+            except* EventLogError as group_error:
+                log.warning(
+                    "scheduler %s lost the log, starting over: %s",
+                    self.holder,
+                    group_error.exceptions[0],
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+            finally:
+                self.ready.clear()
+                with contextlib.suppress(EventLogError):
+                    await lease.release()
+
+    async def _keep(self, lease: Lease, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        try:
+            await lease.keep(stop)
+        except LeaseLost:
+            lost.set()
+            raise
+
+    async def _lead(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        await self.rebuild()
+        halt = asyncio.Event()
+
+        async def watch() -> None:
+            done = asyncio.create_task(stop.wait())
+            gone = asyncio.create_task(lost.wait())
+            try:
+                await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                done.cancel()
+                gone.cancel()
+            halt.set()
+
+        queue: asyncio.Queue[list[Delivered]] = asyncio.Queue(maxsize=16)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(watch(), name="scheduler-watch")
+            group.create_task(
+                self._feed(EVENTS_STREAM, "events", self._events_floor, queue, halt),
+                name="scheduler-events",
+            )
+            group.create_task(
+                self._feed(REPORTS_STREAM, "reports", self._reports_floor, queue, halt),
+                name="scheduler-reports",
+            )
+            self.ready.set()
+            halted = asyncio.create_task(halt.wait())
+            try:
+                while not halt.is_set():
+                    getter = asyncio.create_task(queue.get())
+                    try:
+                        done, _ = await asyncio.wait(
+                            {getter, halted},
+                            timeout=self._next_wakeup_in(),
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    finally:
+                        if not getter.done():
+                            getter.cancel()
+                    if getter not in done:
+                        if not halt.is_set():
+                            await self.decide(self._due())
+                        continue
+                    await self.handle(getter.result())
+            finally:
+                halted.cancel()
+        if lost.is_set():
+            raise LeaseLost("the lease was lost while deciding")
+
+    async def _feed(
+        self,
+        stream: str,
+        kind: str,
+        floor: int,
+        queue: asyncio.Queue[list[Delivered]],
+        halt: asyncio.Event,
+    ) -> None:
+        durable = f"{self.durable_prefix}-{kind}"
+        async for batch in self.bus.deliveries(stream, durable, floor + 1, halt):
+            put = asyncio.create_task(queue.put(batch))
+            stopped = asyncio.create_task(halt.wait())
+            done, _ = await asyncio.wait({put, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if put not in done:
+                put.cancel()
+                return
+
+    # --- start-up --------------------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Fold the whole log, learn what DESIRED holds, repair, and decide everything once."""
+        self.state = SchedulerState()
+        self._own_seqs.clear()
+        self.wakeups.clear()
+        async for stored in self.store.read(skip_undecodable=True):
+            self.state.apply_event(stored.seq, stored.subject, stored.stored_at, stored.event)
+        self._events_floor = self.state.events_seq
+        async for stored in self.reports.read(skip_undecodable=True):
+            self.state.apply_report(stored.seq, stored.stored_at, stored.event, stored.headers)
+        self._reports_floor = self.state.reports_seq
+        self.stored = await self.bus.stored_generations()
+        for cluster in sorted(self.state.deregistered - set(self.state.clusters)):
+            await self.bus.purge_cluster(cluster)
+            self._forget_stored(cluster)
+        await self.decide(set(self.state.tasksets))
+        log.info(
+            "scheduler %s rebuilt: %d clusters, %d tasksets, EVENTS at %d, REPORTS at %d",
+            self.holder,
+            len(self.state.clusters),
+            len(self.state.tasksets),
+            self._events_floor,
+            self._reports_floor,
+        )
+
+    def _forget_stored(self, cluster: str) -> None:
+        prefix = f"fleet.desired.{cluster}."
+        for subject in [s for s in self.stored if s.startswith(prefix)]:
+            del self.stored[subject]
+
+    # --- live -------------------------------------------------------------------------------
+
+    async def handle(self, batch: list[Delivered]) -> None:
+        """Fold a batch, decide for what it touched, then acknowledge it."""
+        dirty: set[str] = set()
+        purges: list[str] = []
+        for delivered in batch:
+            if delivered.stream == EVENTS_STREAM:
+                if delivered.seq <= self._events_floor or delivered.seq in self._own_seqs:
+                    self._own_seqs.discard(delivered.seq)
+                    continue
+                if delivered.event is None:
+                    continue
+                dirty |= self.state.apply_event(
+                    delivered.seq, delivered.subject, delivered.stored_at, delivered.event
+                )
+                if isinstance(delivered.event, ClusterDeregistered):
+                    purges.append(delivered.event.cluster)
+            else:
+                if delivered.seq <= self._reports_floor or delivered.event is None:
+                    continue
+                dirty |= self.state.apply_report(
+                    delivered.seq, delivered.stored_at, delivered.event, delivered.headers
+                )
+        for cluster in purges:
+            if cluster not in self.state.clusters:
+                await self.bus.purge_cluster(cluster)
+                self._forget_stored(cluster)
+        if ALL_TASKSETS in dirty:
+            dirty = set(self.state.tasksets)
+        await self.decide(dirty)
+        for delivered in batch:
+            await delivered.ack()
+
+    def _next_wakeup_in(self) -> float | None:
+        if not self.wakeups:
+            return None
+        soonest = min(self.wakeups.values())
+        return max(0.0, (soonest - self.clock()).total_seconds()) + 0.01
+
+    def _due(self) -> set[str]:
+        now = self.clock()
+        due = {name for name, at in self.wakeups.items() if at <= now}
+        for name in due:
+            del self.wakeups[name]
+        return due
+
+    async def decide(self, tasksets: set[str]) -> None:
+        await self._prepare_charts(tasksets)
+        now = self.clock()
+        decisions: list[tuple[str, Decision]] = []
+        for name in sorted(tasksets):
+            decision = decide_taskset(
+                self.state, name, now, self.materializer, new_event_id, self.stored
+            )
+            decisions.append((name, decision))
+        for name, decision in decisions:
+            await self.execute(decision)
+            if decision.wake_at is not None:
+                self.wakeups[name] = decision.wake_at
+            else:
+                self.wakeups.pop(name, None)
+
+    async def _prepare_charts(self, tasksets: set[str]) -> None:
+        """Fetch the chart archives that values overrides of these tasksets will re-render."""
+        if self.renderer is None:
+            return
+        for name in sorted(tasksets):
+            if not any(o.values for o in self.state.overrides.get(name, {}).values()):
+                continue
+            record = self.state.tasksets.get(name)
+            if record is None:
+                continue
+            versions = {record.latest} | {
+                r.version for r in self.state.scheduled.get(name, {}).values()
+            }
+            for version in sorted(versions):
+                snapshot = record.versions.get(version)
+                if snapshot is None or snapshot.format != "helm":
+                    continue
+                archive = snapshot.snapshot().chart_archive
+                if not archive:
+                    continue
+                try:
+                    await self.renderer.prepare(archive)
+                except FleetbusError as e:
+                    # The decision will refuse the values override for this cluster, saying why.
+                    log.warning("cannot prepare chart %s of %s: %s", archive, name, e)
+
+    async def execute(self, decision: Decision) -> None:
+        """Append the decision's events (conditionally), fold them, then write DESIRED."""
+        events = decision.events
+        while events and events[0].aggregate == "rollout":
+            # The rollout step goes first, so the log reads in the order it was decided.
+            seq = await self._append(events[0])
+            self._own_seqs.add(seq)
+            self.state.apply_event(seq, events[0].subject, self.clock(), events[0])
+            events = events[1:]
+        for start in range(0, len(events), APPEND_CONCURRENCY):
+            chunk = events[start : start + APPEND_CONCURRENCY]
+            seqs = await asyncio.gather(*(self._append(event) for event in chunk))
+            for event, seq in zip(chunk, seqs, strict=True):
+                self._own_seqs.add(seq)
+                self.state.apply_event(seq, event.subject, self.clock(), event)
+        for write in decision.writes:
+            await self.bus.write_desired(write)
+            self.stored[write.subject] = write.task.generation
+
+    async def _append(self, event: Event) -> int:
+        expected = self.state.subject_seqs.get(event.subject, 0)
+        result = await self.store.append([event], expected=expected)
+        return result.sequences[0]
