@@ -30,3 +30,16 @@ class HubNotFound(HubError):
 
 class DataDirLocked(HubError):
     pass
+
+
+class HubUnreachable(HubError):
+    """The hub's HTTP API did not answer (wrong address, hub stopped, network)."""
+
+
+class HubRequestFailed(HubError):
+    """The hub answered a request with an error; the message is the hub's own."""
+
+    def __init__(self, status: int, message: str, detail: object = None) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{message} (HTTP {status})")

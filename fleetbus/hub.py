@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from api.context import ADMIN_TOKEN_FILE, HubContext
 from events.store import EventStore, connect
 from events.streams import hub_streams
 from fleetbus.access import LeafListener
@@ -148,6 +149,7 @@ async def run_hub(options: HubOptions) -> None:
     http: _EmbeddedHttpServer | None = None
     http_task: asyncio.Task[None] | None = None
     store: EventStore | None = None
+    api_context: HubContext | None = None
     try:
         store = await connect_hub_store(data, nats_urls)
         await store.ensure_streams(hub_streams(options.replicas))
@@ -168,9 +170,13 @@ async def run_hub(options: HubOptions) -> None:
                 ),
             )
             await edge_services.start(sim_clusters=options.sim_clusters)
+        api_context = HubContext.for_store(store, options.data_dir)
+        api_context.tokens.ensure_admin_token(
+            options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
+        )
         http = _EmbeddedHttpServer(
             uvicorn.Config(
-                create_app(),
+                create_app(api_context),
                 host=options.http_host,
                 port=options.http_port,
                 log_level="warning",
@@ -199,6 +205,8 @@ async def run_hub(options: HubOptions) -> None:
             raise ServerFailed(f"HTTP server stopped: {exc or 'could not serve'}")
         stopped.cancel()
     finally:
+        if api_context is not None:
+            api_context.shutdown.set()
         if http is not None and http_task is not None:
             http.should_exit = True
             with contextlib.suppress(asyncio.TimeoutError):

@@ -1,103 +1,136 @@
-"""`fleetbus events`: replay the log for audit, or follow it live."""
+"""`fleetbus events`: replay the log for audit, or follow it live.
+
+Reads the hub's API: replay pages through `/api/v1/events` by sequence, `--follow` reads the
+live stream (Server-Sent Events) and resumes by itself after a dropped connection. Secrets never
+reach the terminal: the hub leaves them out of what it sends.
+"""
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import sys
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 import orjson
 
-from events.catalog import (
-    ClusterTaskScheduled,
-    Event,
-    OverrideSet,
-    Report,
-    TasksetPublished,
-)
-from events.store import StoredEvent
-from fleetbus.datadir import DEFAULT_DATA_DIR
-from fleetbus.local import open_local_store
+from fleetbus.client import HubClient, Params, add_hub_options
+from fleetbus.errors import HubRequestFailed
 from fleetbus.options import timestamp
+
+STREAMS = ("events", "reports", "all")
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("events", help="print the event log (audit replay)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--from-seq", type=int, default=None, metavar="N")
     parser.add_argument("--since", type=timestamp, default=None, metavar="T")
     parser.add_argument("--until", type=timestamp, default=None, metavar="T")
-    parser.add_argument("--follow", action="store_true", help="keep printing new events")
+    parser.add_argument("--cluster", default=None, metavar="C", help="only events about C")
+    parser.add_argument("--taskset", default=None, metavar="N", help="only events about N")
+    parser.add_argument(
+        "--stream",
+        choices=STREAMS,
+        default="events",
+        help="hub events (default), cluster reports, or all of them in time order",
+    )
+    parser.add_argument(
+        "--follow", action="store_true", help="keep printing new events (--until is ignored)"
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_hub_options(parser)
     parser.set_defaults(handler=handle)
 
 
-async def handle(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        if args.follow:
-            stream = store.follow(from_seq=args.from_seq, since=args.since, skip_undecodable=True)
-        else:
-            stream = store.read(
-                from_seq=args.from_seq, since=args.since, until=args.until, skip_undecodable=True
-            )
-        if args.output == "json" and not args.follow:
-            rows = [event_record(stored) async for stored in stream]
-            sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
-            return 0
-        if args.output == "table":
-            print(f"{'SEQ':>6}  {'TIME':<24}  {'TYPE':<22}  {'ACTOR':<18}  DETAIL")
-        async for stored in stream:
-            if args.output == "json":
-                sys.stdout.buffer.write(orjson.dumps(event_record(stored)) + b"\n")
-            else:
-                print(table_row(stored))
-            sys.stdout.flush()
-        return 0
-    finally:
-        await store.close()
-
-
-def event_record(stored: StoredEvent) -> dict[str, Any]:
-    """A JSON-ready record of a stored event, with snapshot bodies left out."""
-    body: dict[str, Any] = msgspec.to_builtins(stored.event)
-    if isinstance(stored.event, TasksetPublished):
-        body["body"] = f"<{stored.event.body_size} bytes, digest {stored.event.digest}>"
-    return {
-        "seq": stored.seq,
-        "subject": stored.subject,
-        "stored_at": stored.stored_at.isoformat(),
-        "event": body,
+def handle(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    filters: Params = {
+        "cluster": args.cluster,
+        "taskset": args.taskset,
     }
+    records = follow(client, args, filters) if args.follow else replay(client, args, filters)
+    if args.output == "json" and not args.follow:
+        rows = list(records)
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    if args.output == "table":
+        print(f"{'SEQ':>7}  {'TIME':<24}  {'TYPE':<22}  {'ACTOR':<18}  DETAIL")
+    for record in records:
+        if args.output == "json":
+            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+        else:
+            print(table_row(record, tagged=args.stream == "all"))
+        sys.stdout.flush()
+    return 0
 
 
-def table_row(stored: StoredEvent) -> str:
-    event = stored.event
-    time = stored.stored_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:23] + "Z"
-    return (
-        f"{stored.seq:>6}  {time:<24}  {event.type_name:<22}  {event.actor[:18]:<18}  "
-        f"{describe(event)}"
+def replay(
+    client: HubClient,
+    args: argparse.Namespace,
+    filters: Params,
+    ends: dict[str, int] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every matching record; `ends` receives the last sequence of each stream read."""
+    ends = {} if ends is None else ends
+    common: dict[str, Any] = {
+        **filters,
+        "since": args.since.isoformat() if args.since else None,
+        "until": args.until.isoformat() if args.until else None,
+    }
+    if args.stream != "all":
+        return pages(client, {**common, "stream": args.stream, "from_seq": args.from_seq}, ends)
+    return heapq.merge(
+        pages(client, {**common, "stream": "events", "from_seq": args.from_seq}, ends),
+        pages(client, {**common, "stream": "reports"}, ends),
+        key=lambda record: str(record["stored_at"]),
     )
 
 
-def describe(event: Event) -> str:
-    """One line saying what an event means, for people reading the log."""
-    match event:
-        case TasksetPublished():
-            return f"{event.taskset} v{event.taskset_version} ({event.format}, {event.digest[:19]})"
-        case OverrideSet():
-            scope = f"cluster {event.cluster}" if event.cluster else f"selector {event.selector}"
-            return f"{event.taskset}/{event.name} on {scope}"
-        case ClusterTaskScheduled():
-            what = "removal" if event.removed else f"v{event.taskset_version}"
-            return f"{event.taskset} {what} -> {event.cluster} (gen {event.generation})"
-        case Report():
-            return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
-    fields = {
-        name: getattr(event, name)
-        for name in event.__struct_fields__
-        if name not in ("id", "occurred_at", "actor", "correlation_id", "causation_id", "version")
-    }
-    return " ".join(f"{k}={v}" for k, v in fields.items())
+def pages(
+    client: HubClient, params: dict[str, Any], ends: dict[str, int]
+) -> Iterator[dict[str, Any]]:
+    """Every matching record, one page after the other, following `next_from_seq`."""
+    while True:
+        page = client.get("/api/v1/events", {**params, "limit": 500})
+        yield from page["events"]
+        if page["next_from_seq"] is None:
+            ends[str(page["stream"])] = int(page["last_seq"])
+            return
+        params = {**params, "from_seq": page["next_from_seq"]}
+
+
+def follow(
+    client: HubClient, args: argparse.Namespace, filters: Params
+) -> Iterator[dict[str, Any]]:
+    params: Params = {**filters, "streams": args.stream, "from_seq": args.from_seq}
+    if args.since is not None:
+        # Catch up from the requested time first, then go on live from where that ended.
+        ends: dict[str, int] = {}
+        window = argparse.Namespace(**{**vars(args), "until": None})
+        yield from replay(client, window, filters, ends)
+        params = {
+            **filters,
+            "streams": args.stream,
+            "from_seq": ends["events"] + 1 if "events" in ends else None,
+            "reports_from_seq": ends["reports"] + 1 if "reports" in ends else None,
+        }
+    for message in client.stream("/api/v1/events/stream", params):
+        if message.event == "stream-error":
+            raise_stream_error(message.json())
+        if message.event == "message":
+            yield message.json()
+
+
+def raise_stream_error(body: dict[str, Any]) -> None:
+    raise HubRequestFailed(503, str(body.get("error", "the live stream failed")))
+
+
+def table_row(record: dict[str, Any], *, tagged: bool = False) -> str:
+    stored = str(record["stored_at"]).replace("+00:00", "Z")
+    time = stored[:23] + "Z" if len(stored) > 23 else stored
+    seq = str(record["seq"])
+    if tagged:
+        seq = ("r" if record["stream"] == "reports" else "e") + seq
+    actor = str(record["event"].get("actor", ""))[:18]
+    return f"{seq:>7}  {time:<24}  {record['type']:<22}  {actor:<18}  {record['summary']}"

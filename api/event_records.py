@@ -1,0 +1,170 @@
+"""Events as the API shows them: one record per stored event, with secrets left out.
+
+The log holds everything a cluster needs, including Secret objects inside taskset snapshots and
+passwords inside Helm values. The API (and so the CLI and the dashboard, which only read the API)
+never shows them: snapshot bodies are replaced by their size and digest, values under keys that
+name a secret are masked, and patches of Secret objects lose their data.
+
+`concerns` decides whether an event is about a cluster or a taskset, for the `cluster=` and
+`taskset=` filters of replay and of the live stream.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from events.catalog import (
+    AntiEntropyRepaired,
+    ClusterTaskScheduled,
+    DriftCorrected,
+    DriftDetected,
+    Event,
+    OverrideRemoved,
+    OverrideSet,
+    Report,
+    RolloutAdvanced,
+    RolloutHalted,
+    TaskApplied,
+    TaskFailed,
+    TasksetPublished,
+)
+from events.store import StoredEvent
+
+StreamName = Literal["events", "reports"]
+
+REDACTED = "<redacted>"
+SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|private[-_]?key|api[-_]?key", re.I)
+ENVELOPE = frozenset({"id", "occurred_at", "actor", "correlation_id", "causation_id", "version"})
+
+
+class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored event: where it sits in its stream, a line for people, and its payload."""
+
+    stream: StreamName
+    seq: int
+    subject: str
+    stored_at: datetime
+    type: str
+    summary: str
+    event: dict[str, Any]
+
+
+def redact_values(value: Any) -> Any:
+    """`value` with every entry under a secret-sounding key masked, at any depth."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if SECRET_KEY.search(str(key)) and value[key] not in (None, "")
+            else redact_values(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_values(item) for item in value]
+    return value
+
+
+def redact_patches(patches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Patches of Secret objects keep their target but lose their content."""
+    shown: list[dict[str, Any]] = []
+    for patch in patches:
+        target = patch.get("target") or {}
+        if isinstance(target, dict) and str(target.get("kind", "")).lower() == "secret":
+            shown.append({"target": target, "patch": REDACTED})
+        else:
+            shown.append(redact_values(patch))
+    return shown
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The event as a JSON-ready dict, safe to show."""
+    body: dict[str, Any] = msgspec.to_builtins(event)
+    body["type"] = event.type_name
+    if isinstance(event, TasksetPublished):
+        body["body"] = f"<{event.body_size} bytes, digest {event.digest}>"
+    if "values" in body:
+        body["values"] = redact_values(body["values"])
+    if isinstance(event, OverrideSet):
+        body["patches"] = redact_patches(body.get("patches") or [])
+    return body
+
+
+def describe(event: Event) -> str:
+    """One line saying what an event means, for people reading the log."""
+    match event:
+        case TasksetPublished():
+            return f"{event.taskset} v{event.taskset_version} ({event.format}, {event.digest[:19]})"
+        case OverrideSet():
+            scope = f"cluster {event.cluster}" if event.cluster else f"selector {event.selector}"
+            return f"{event.taskset}/{event.name} on {scope}"
+        case OverrideRemoved():
+            return f"{event.taskset}/{event.name} removed"
+        case ClusterTaskScheduled():
+            what = "removal" if event.removed else f"v{event.taskset_version}"
+            return f"{event.taskset} {what} -> {event.cluster} (gen {event.generation})"
+        case RolloutAdvanced():
+            return (
+                f"{event.taskset} v{event.taskset_version} wave {event.wave + 1}/"
+                f"{event.total_waves}: {', '.join(event.clusters)}"
+            )
+        case RolloutHalted():
+            return (
+                f"{event.taskset} v{event.taskset_version} halted at wave {event.wave + 1}: "
+                f"{', '.join(event.failed)} failed" + (f" ({event.reason})" if event.reason else "")
+            )
+        case TaskApplied():
+            what = "removed" if event.removed else f"applied v{event.taskset_version}"
+            return (
+                f"{event.cluster}: {event.taskset} {what} "
+                f"({event.objects} objects, {event.duration_s:.1f}s)"
+            )
+        case TaskFailed():
+            where = f" at {event.object}" if event.object else ""
+            return (
+                f"{event.cluster}: {event.taskset} v{event.taskset_version} "
+                f"failed{where}: {event.reason}"
+            )
+        case DriftDetected():
+            how = "deleted" if event.deleted else ", ".join(event.fields) or "changed"
+            return f"{event.cluster}: {event.taskset} drift on {event.object} ({how})"
+        case DriftCorrected():
+            return f"{event.cluster}: {event.taskset} drift on {event.object} corrected"
+        case Report():
+            return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
+    fields = {
+        name: getattr(event, name) for name in event.__struct_fields__ if name not in ENVELOPE
+    }
+    return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def event_record(stream: StreamName, stored: StoredEvent) -> EventRecord:
+    return EventRecord(
+        stream=stream,
+        seq=stored.seq,
+        subject=stored.subject,
+        stored_at=stored.stored_at,
+        type=stored.event.type_name,
+        summary=describe(stored.event),
+        event=event_payload(stored.event),
+    )
+
+
+def concerns(event: Event, *, cluster: str | None, taskset: str | None) -> bool:
+    """Whether `event` is about `cluster` and about `taskset` (a None filter matches all)."""
+    if taskset is not None and getattr(event, "taskset", None) != taskset:
+        return False
+    if cluster is None:
+        return True
+    match event:
+        case RolloutAdvanced():
+            return cluster in event.clusters
+        case RolloutHalted():
+            return cluster in event.failed
+        case OverrideSet():
+            return event.cluster == cluster
+        case AntiEntropyRepaired():
+            return event.cluster == cluster
+    return getattr(event, "cluster", None) == cluster

@@ -1,0 +1,1 @@
+"""Route handlers of the HTTP API, one module per resource; `api.app` assembles them."""

@@ -1,0 +1,139 @@
+"""`/api/v1/events`: replay the log page by page, or follow it live (Server-Sent Events).
+
+Replay pages by stream sequence: a page holds at most `limit` events at or after `from_seq`
+that pass the filters, and `next_from_seq` is the sequence of the next matching event (null at
+the end), so paging never skips nor repeats an event even while the log grows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import get
+from litestar.params import FromQuery, HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent
+
+from api.auth import ACCEPTS_TICKET, Role, requires
+from api.context import Hub
+from api.errors import InvalidRequest
+from api.event_records import EventRecord, StreamName, concerns, event_record
+from api.log_readers import closing
+from api.sse import Cursor, LiveFilter, live_messages
+from taskset.names import check_name
+
+MAX_PAGE = 1000
+
+
+class EventPage(msgspec.Struct, frozen=True, kw_only=True):
+    stream: StreamName
+    events: list[EventRecord]
+    next_from_seq: int | None
+    """Pass as `from_seq` to get the next page; null when this page reached the end."""
+    last_seq: int
+    """The newest sequence of the stream when the page was read."""
+
+
+def _names(cluster: str | None, taskset: str | None) -> None:
+    if cluster is not None:
+        check_name("cluster", cluster)
+    if taskset is not None:
+        check_name("taskset", taskset)
+
+
+@get(
+    "/api/v1/events",
+    guards=[requires(Role.viewer)],
+    summary="Replay the event log",
+    description="Events in stream order, filtered by time, cluster and taskset, one page at a "
+    "time. `stream=reports` replays what clusters reported instead of hub events.",
+    tags=["events"],
+)
+async def replay_events(
+    hub: Hub,
+    stream: FromQuery[StreamName] = "events",
+    from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+    cluster: FromQuery[str | None] = None,
+    taskset: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
+) -> EventPage:
+    _names(cluster, taskset)
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest("`until` is before `since`", {"since": since, "until": until})
+    store = hub.store if stream == "events" else hub.reports
+    last_seq = await store.last_sequence()
+    records: list[EventRecord] = []
+    next_from_seq: int | None = None
+    async with closing(
+        store.read(
+            from_seq=from_seq,
+            since=since if from_seq is None else None,
+            until=until,
+            skip_undecodable=True,
+        )
+    ) as stored_events:
+        async for stored in stored_events:
+            if since is not None and stored.stored_at < since:
+                continue
+            if not concerns(stored.event, cluster=cluster, taskset=taskset):
+                continue
+            if len(records) == limit:
+                next_from_seq = stored.seq
+                break
+            records.append(event_record(stream, stored))
+    return EventPage(stream=stream, events=records, next_from_seq=next_from_seq, last_seq=last_seq)
+
+
+@get(
+    "/api/v1/events/stream",
+    guards=[requires(Role.viewer)],
+    opt={ACCEPTS_TICKET: True},
+    summary="Follow the event log live (Server-Sent Events)",
+    description="Each message is one event record as JSON; its id is a cursor over both "
+    "streams that `Last-Event-ID` resumes from. Without a cursor or `from_seq` only new "
+    "events are sent. Browsers authenticate with `ticket` (POST /api/v1/stream-tickets).",
+    tags=["events"],
+    media_type="text/event-stream",
+)
+async def stream_events(
+    hub: Hub,
+    streams: FromQuery[Literal["all", "events", "reports"]] = "all",
+    from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
+    reports_from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
+    cluster: FromQuery[str | None] = None,
+    taskset: FromQuery[str | None] = None,
+    ticket: FromQuery[str | None] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+) -> ServerSentEvent:
+    _names(cluster, taskset)
+    cursor = Cursor.parse(last_event_id) if last_event_id else None
+    if last_event_id and cursor is None:
+        raise InvalidRequest(
+            f"Last-Event-ID {last_event_id!r} is not a cursor of this stream (like '12-40')"
+        )
+    if cursor is None:
+        events_end = await hub.store.last_sequence()
+        reports_end = await hub.reports.last_sequence()
+        cursor = Cursor(
+            events=from_seq - 1 if from_seq is not None else events_end,
+            reports=reports_from_seq - 1 if reports_from_seq is not None else reports_end,
+        )
+    selected: frozenset[StreamName] = (
+        frozenset({"events", "reports"}) if streams == "all" else frozenset({streams})
+    )
+    return ServerSentEvent(
+        live_messages(
+            {"events": hub.store, "reports": hub.reports},
+            cursor,
+            LiveFilter(streams=selected, cluster=cluster, taskset=taskset),
+            stop=hub.shutdown,
+            heartbeat_s=hub.sse_heartbeat_s,
+            metrics=hub.metrics,
+        )
+    )
+
+
+ROUTES = [replay_events, stream_events]

@@ -1,0 +1,303 @@
+"""The CLI's way to the hub: its HTTP API, with a bearer token.
+
+Every command that talks to a hub goes through `HubClient`, so the CLI works the same against a
+hub on this machine and one across the network, and never needs NATS credentials. Which hub and
+which token, in order:
+
+1. `--server URL` / `--token T` on the command line;
+2. `FLEETBUS_SERVER` / `FLEETBUS_TOKEN` in the environment;
+3. the data dir of a hub started by `fleetbus up` (`--data-dir`, default `./.fleetbus`): its
+   `hub.json` says where the API listens and `admin.token` holds the admin token.
+
+Plain `urllib` (no HTTP library in the edge install); errors come back as one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
+from fleetbus.errors import HubRequestFailed, HubUnreachable
+
+ADMIN_TOKEN_FILE = "admin.token"
+SERVER_ENV = "FLEETBUS_SERVER"
+TOKEN_ENV = "FLEETBUS_TOKEN"
+Params = Mapping[str, str | int | float | bool | list[str] | None]
+
+
+def add_hub_options(parser: argparse.ArgumentParser) -> None:
+    """`--server`, `--token` and `--data-dir`: how a command finds the hub."""
+    group = parser.add_argument_group("hub")
+    group.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help=f"hub API, e.g. http://hub:8080 (default: ${SERVER_ENV}, else the local hub)",
+    )
+    group.add_argument(
+        "--token",
+        default=None,
+        metavar="T",
+        help=f"bearer token (default: ${TOKEN_ENV}, else the local hub's admin token)",
+    )
+    if not any(action.dest == "data_dir" for action in parser._actions):
+        group.add_argument(
+            "--data-dir",
+            type=Path,
+            default=DEFAULT_DATA_DIR,
+            metavar="D",
+            help="data dir of a local hub started by `fleetbus up` (default ./.fleetbus)",
+        )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart request."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One Server-Sent Event."""
+
+    data: str
+    event: str = "message"
+    id: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class HubClient:
+    def __init__(self, server: str, token: str | None, *, timeout: float = 60.0) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> HubClient:
+        server = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or None
+        token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+        data_dir = Path(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR)
+        if server is None:
+            info = DataDir(data_dir).read_hub_info()
+            server = loopback(str(info["http_url"]))
+            if token is None:
+                token = read_token_file(data_dir / ADMIN_TOKEN_FILE)
+        return cls(server, token)
+
+    # --- requests -------------------------------------------------------------------------
+
+    def get(self, path: str, params: Params | None = None) -> Any:
+        return self._json(self.request("GET", path, params=params))
+
+    def post(self, path: str, body: Any = None, params: Params | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else b""
+        return self._json(
+            self.request("POST", path, params=params, body=data, content_type="application/json")
+        )
+
+    def put(self, path: str, body: Any) -> Any:
+        data = json.dumps(body).encode()
+        return self._json(self.request("PUT", path, body=data, content_type="application/json"))
+
+    def delete(self, path: str, params: Params | None = None) -> Any:
+        return self._json(self.request("DELETE", path, params=params))
+
+    def post_multipart(
+        self, path: str, fields: Mapping[str, str], files: Mapping[str, Upload]
+    ) -> Any:
+        body, content_type = encode_multipart(fields, files)
+        return self._json(self.request("POST", path, body=body, content_type=content_type))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        with self.open(
+            method,
+            path,
+            params=params,
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            timeout=timeout,
+        ) as response:
+            data: bytes = response.read()
+            return data
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request and return the open response (for streaming); raise on an error."""
+        url = self.server + path + query_string(params)
+        request = urllib.request.Request(url, data=body, method=method)
+        request.add_header("Accept", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as e:
+            raise self._failure(method, path, e) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            raise HubUnreachable(f"cannot reach the hub at {self.server}: {reason}") from e
+
+    def _failure(self, method: str, path: str, error: urllib.error.HTTPError) -> HubRequestFailed:
+        raw = error.read()
+        try:
+            answer = json.loads(raw)
+            message = str(answer.get("error") or raw.decode(errors="replace"))
+            detail = answer.get("detail")
+        except (ValueError, AttributeError):
+            message, detail = raw.decode(errors="replace").strip() or error.reason, None
+        if error.code == 401 and not self.token:
+            message += f" (pass --token or set ${TOKEN_ENV})"
+        return HubRequestFailed(error.code, message, detail)
+
+    @staticmethod
+    def _json(data: bytes) -> Any:
+        return json.loads(data) if data else None
+
+    # --- live events ----------------------------------------------------------------------
+
+    def stream(
+        self, path: str, params: Params | None = None, *, reconnect: bool = True
+    ) -> Iterator[ServerEvent]:
+        """Server-Sent Events from `path`, resuming after a dropped connection."""
+        last_id = ""
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            try:
+                with self.open("GET", path, params=params, headers=headers) as response:
+                    failures = 0
+                    for event in parse_sse(response):
+                        if event.id:
+                            last_id = event.id
+                        yield event
+            except (HubUnreachable, ConnectionError, TimeoutError) as e:
+                failures += 1
+                if not reconnect or failures > 5:
+                    raise HubUnreachable(f"lost the event stream from {self.server}: {e}") from e
+            if not reconnect:
+                return
+            time.sleep(min(0.5 * 2**failures, 5.0))
+
+
+def parse_sse(lines: Any) -> Iterator[ServerEvent]:
+    """Server-Sent Events from an iterable of raw lines (a urllib response)."""
+    data: list[str] = []
+    event = "message"
+    event_id = ""
+    for raw in lines:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield ServerEvent(data="\n".join(data), event=event, id=event_id)
+            data, event = [], "message"
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event = value
+        elif field == "id":
+            event_id = value
+
+
+def encode_multipart(fields: Mapping[str, str], files: Mapping[str, Upload]) -> tuple[bytes, str]:
+    boundary = "fleetbus-" + secrets.token_hex(16)
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode()
+            + b"\r\n"
+        )
+    for name, upload in files.items():
+        filename = upload.filename.replace('"', "")
+        parts.append(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: {upload.content_type}\r\n\r\n'
+            ).encode()
+            + upload.content
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def query_string(params: Params | None) -> str:
+    if not params:
+        return ""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None or value == [] or value is False:
+            continue
+        if isinstance(value, list):
+            pairs.extend((key, str(item)) for item in value)
+        elif value is True:
+            pairs.append((key, "true"))
+        else:
+            pairs.append((key, str(value)))
+    return "?" + urllib.parse.urlencode(pairs) if pairs else ""
+
+
+def loopback(url: str) -> str:
+    """A hub listening on every address is reached on loopback from this machine."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.hostname in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if parsed.hostname != "::" else "[::1]"
+        return parsed._replace(netloc=f"{host}:{parsed.port}").geturl()
+    return url
+
+
+def read_token_file(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except PermissionError as e:
+        raise HubRequestFailed(
+            401, f"cannot read the admin token {path}: {e.strerror}; pass --token"
+        ) from e

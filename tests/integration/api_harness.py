@@ -1,0 +1,85 @@
+"""A live hub API for tests: the real app on uvicorn on a free port, over a real event store.
+
+Tests talk to it over real HTTP (httpx), so streaming, body limits and headers behave as they do
+under `fleetbus up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from api.app import create_app
+from api.auth import Role
+from api.context import HubContext
+from events.store import EventStore
+from fleetbus.natsserver import free_port
+
+
+@dataclass
+class LiveApi:
+    hub: HubContext
+    url: str
+    tokens: dict[Role, str] = field(default_factory=dict)
+
+    def client(self, role: Role | None = None, **kwargs: object) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30.0, **kwargs)  # type: ignore[arg-type]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the test decides when it stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_api(hub: HubContext) -> AsyncIterator[str]:
+    """Serve `create_app(hub)` on a free loopback port until the block ends."""
+    port = free_port()
+    server = _QuietServer(
+        uvicorn.Config(
+            create_app(hub),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+    deadline = asyncio.get_running_loop().time() + 15
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("uvicorn did not start within 15 s")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        hub.shutdown.set()
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)
+
+
+@contextlib.asynccontextmanager
+async def live_api(store: EventStore, data_dir: Path) -> AsyncIterator[LiveApi]:
+    """A served API with one token per role."""
+    hub = HubContext.for_store(store, data_dir)
+    tokens = {
+        role: hub.tokens.create(role=role, name=f"test-{role.value}", now=datetime.now(UTC))[1]
+        for role in Role
+    }
+    async with serve_api(hub) as url:
+        yield LiveApi(hub=hub, url=url, tokens=tokens)

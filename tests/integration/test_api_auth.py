@@ -1,0 +1,235 @@
+"""Who may call what: the auth matrix of every route, tokens, and stream tickets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import OPENAPI_PATH, create_app, describe_routes
+from api.auth import Role, StreamTickets, TokenStore
+from api.context import HubContext
+from events.store import EventStore
+from tests.integration.api_harness import LiveApi, live_api
+
+ROLES: tuple[Role | None, ...] = (None, Role.viewer, Role.publisher, Role.admin)
+RANK = {Role.viewer: 1, Role.publisher: 2, Role.admin: 3}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One route: what it needs, and a request that succeeds for a caller allowed to make it."""
+
+    method: str
+    path: str
+    needs: Role | None
+    ok: int = 200
+    json: Any = None
+    setup: Callable[[LiveApi], Awaitable[dict[str, str]]] | None = None
+    """Makes what the request works on; returns values to format into `path`."""
+    stream: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+
+
+async def a_spare_token(api: LiveApi) -> dict[str, str]:
+    record, _ = api.hub.tokens.create(
+        role=Role.viewer, name=f"spare-{os.urandom(3).hex()}", now=datetime.now(UTC)
+    )
+    return {"token": record.id}
+
+
+def created_name() -> dict[str, str]:
+    return {"role": "viewer", "name": f"made-{os.urandom(3).hex()}"}
+
+
+CASES: list[Case] = [
+    Case("GET", "/healthz", None),
+    Case("GET", "/api/v1/openapi.json", None),
+    Case("GET", "/metrics", Role.viewer),
+    Case("GET", "/api/v1/whoami", Role.viewer),
+    Case("GET", "/api/v1/events", Role.viewer),
+    Case("GET", "/api/v1/events/stream", Role.viewer, stream=True),
+    Case("POST", "/api/v1/stream-tickets", Role.viewer, ok=201),
+    Case("GET", "/api/v1/tokens", Role.admin),
+    Case("POST", "/api/v1/tokens", Role.admin, ok=201, json=created_name),
+    Case("DELETE", "/api/v1/tokens/{token}", Role.admin, setup=a_spare_token),
+]
+
+
+def expected_status(case: Case, role: Role | None) -> int:
+    if case.needs is None:
+        return case.ok
+    if role is None:
+        return 401
+    return case.ok if RANK[role] >= RANK[case.needs] else 403
+
+
+async def call(client: httpx.AsyncClient, api: LiveApi, case: Case) -> int:
+    values = await case.setup(api) if case.setup else {}
+    path = case.path.format(**values)
+    body = case.json() if callable(case.json) else case.json
+    if case.stream:
+        async with client.stream(case.method, path, params=case.params) as response:
+            return response.status_code
+    response = await client.request(case.method, path, json=body, params=case.params)
+    return response.status_code
+
+
+async def test_every_route_answers_401_403_or_success_by_role(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    mismatches: list[str] = []
+    async with live_api(event_store, tmp_path / "hub") as api:
+        for case in CASES:
+            for role in ROLES:
+                async with api.client(role) as client:
+                    status = await call(client, api, case)
+                want = expected_status(case, role)
+                if status != want:
+                    who = role.value if role else "no token"
+                    mismatches.append(f"{case.method} {case.path} as {who}: {status}, want {want}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+async def test_the_matrix_covers_every_route_of_the_app(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    hub = HubContext.for_store(event_store, tmp_path)
+    app = create_app(hub)
+    covered = {(case.method, case.path.split("{")[0]) for case in CASES}
+    missing = []
+    for route in describe_routes(app):
+        if route["public"] or route["path"].startswith(OPENAPI_PATH):
+            continue
+        prefix = route["path"].split("{")[0]
+        for method in route["methods"]:
+            if method in ("HEAD", "OPTIONS"):
+                continue
+            if (method, prefix) not in covered:
+                missing.append(f"{method} {route['path']}")
+    assert not missing, f"routes missing from the auth matrix: {missing}"
+
+
+async def test_an_unknown_or_revoked_token_is_refused_with_401(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api:
+        async with api.client() as client:
+            bogus = await client.get(
+                "/api/v1/whoami", headers={"Authorization": "Bearer fbt_123456789abc_nope"}
+            )
+            garbage = await client.get("/api/v1/whoami", headers={"Authorization": "Bearer x"})
+        assert bogus.status_code == 401
+        assert garbage.status_code == 401
+        assert bogus.json()["error"].startswith("the bearer token is not valid")
+        assert bogus.headers["www-authenticate"].startswith("Bearer")
+
+        async with api.client(Role.admin) as admin:
+            made = (await admin.post("/api/v1/tokens", json={"role": "viewer"})).json()
+            headers = {"Authorization": f"Bearer {made['token']}"}
+            assert (await admin.get("/api/v1/whoami", headers=headers)).status_code == 200
+            revoked = await admin.delete(f"/api/v1/tokens/{made['info']['name']}")
+            assert revoked.status_code == 200
+            assert (await admin.get("/api/v1/whoami", headers=headers)).status_code == 401
+
+
+async def test_a_forbidden_answer_names_the_role_needed(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
+        response = await client.get("/api/v1/tokens")
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "this needs the admin role; token 'test-viewer' is a viewer",
+        "detail": {"required": "admin", "role": "viewer"},
+    }
+
+
+async def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    record, token = store.create(role=Role.publisher, name="ci", now=datetime.now(UTC))
+    text = (tmp_path / "tokens.json").read_text()
+    assert token not in text
+    assert token.split("_")[-1] not in text
+    assert record.sha256 in text
+    assert stat.S_IMODE((tmp_path / "tokens.json").stat().st_mode) == 0o600
+    reloaded = TokenStore(tmp_path / "tokens.json")
+    principal = reloaded.authenticate(token)
+    assert principal is not None
+    assert (principal.name, principal.role) == ("ci", Role.publisher)
+    assert reloaded.authenticate(token + "x") is None
+
+
+async def test_token_names_are_unique_labels(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    store.create(role=Role.viewer, name="grafana", now=datetime.now(UTC))
+    with pytest.raises(Exception, match="exists already"):
+        store.create(role=Role.admin, name="grafana", now=datetime.now(UTC))
+    with pytest.raises(Exception, match="invalid token name"):
+        store.create(role=Role.admin, name="Not A Label", now=datetime.now(UTC))
+
+
+async def test_the_admin_token_file_is_created_once_and_kept(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    path = tmp_path / "admin.token"
+    first = store.ensure_admin_token(path, now=datetime.now(UTC))
+    again = TokenStore(tmp_path / "tokens.json").ensure_admin_token(path, now=datetime.now(UTC))
+    assert first == again == path.read_text().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    principal = store.authenticate(first)
+    assert principal is not None
+    assert principal.role is Role.admin
+
+    path.write_text("fbt_000000000000_stale\n")
+    replaced = store.ensure_admin_token(path, now=datetime.now(UTC))
+    assert replaced != first
+    assert store.authenticate(first) is None, "the old admin token is revoked when replaced"
+    assert [r.name for r in store.list()].count("admin") == 1
+
+
+async def test_stream_tickets_expire_and_die_with_their_token(tmp_path: Path) -> None:
+    tokens = TokenStore(tmp_path / "tokens.json")
+    record, token = tokens.create(role=Role.viewer, name="browser", now=datetime.now(UTC))
+    principal = tokens.authenticate(token)
+    assert principal is not None
+    tickets = StreamTickets(ttl=timedelta(seconds=60))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ticket, expires = tickets.issue(principal, now=now)
+    assert expires == now + timedelta(seconds=60)
+    assert tickets.verify(ticket, tokens, now=now + timedelta(seconds=59)) == principal
+    assert tickets.verify(ticket, tokens, now=now + timedelta(seconds=61)) is None
+    assert StreamTickets().verify(ticket, tokens, now=now) is None, "another hub's key"
+    tampered = ticket[:-2] + ("A" if ticket[-2] != "A" else "B") + ticket[-1]
+    assert tickets.verify(tampered, tokens, now=now) is None
+    tokens.revoke(record.name)
+    assert tickets.verify(ticket, tokens, now=now) is None
+
+
+async def test_a_stream_ticket_opens_the_live_stream_and_nothing_else(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api:
+        async with api.client(Role.viewer) as client:
+            issued = await client.post("/api/v1/stream-tickets")
+        ticket = issued.json()["ticket"]
+        async with api.client() as anonymous:
+            async with anonymous.stream(
+                "GET", "/api/v1/events/stream", params={"ticket": ticket}
+            ) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                first = await asyncio.wait_for(anext(response.aiter_lines()), timeout=10)
+                assert first.startswith(":")
+            elsewhere = await anonymous.get("/api/v1/events", params={"ticket": ticket})
+            forged = await anonymous.get("/api/v1/events/stream", params={"ticket": ticket + "x"})
+        assert elsewhere.status_code == 401
+        assert forged.status_code == 401
+        assert "ticket" in forged.json()["error"]
