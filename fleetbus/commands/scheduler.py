@@ -28,6 +28,13 @@ def register(subparsers: Any) -> None:
         "--nats-url", default=None, help="hub NATS URL (default: from the data dir)"
     )
     parser.add_argument("--holder", default=None, help="name this scheduler holds the lease as")
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="how long the lease outlives a scheduler that died without releasing it",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -49,6 +56,7 @@ async def handle(args: argparse.Namespace) -> int:
             EventStore(nc, stream=REPORTS_STREAM),
             ChartArchiveRenderer(ChartStore(nc)),
             holder=args.holder,
+            lease_ttl_s=args.lease_ttl,
         )
         await service.run(stop)
     finally:
