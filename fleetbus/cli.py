@@ -15,6 +15,7 @@ COMMANDS = (
     "fleetbus.commands.up",
     "fleetbus.commands.events",
     "fleetbus.commands.render",
+    "fleetbus.commands.publish",
     "fleetbus.commands.token",
     "fleetbus.commands.scheduler",
 )
