@@ -18,6 +18,9 @@ COMMANDS = (
     "fleetbus.commands.publish",
     "fleetbus.commands.token",
     "fleetbus.commands.scheduler",
+    "fleetbus.commands.cluster",
+    "fleetbus.commands.override",
+    "fleetbus.commands.rollout",
 )
 
 
