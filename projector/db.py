@@ -1,0 +1,226 @@
+"""The SQLite adapter of the projector: the one module that imports aiosqlite.
+
+Writers open the database read-write in WAL mode (readers never block the projector); readers
+(the CLI, the API) open it read-only. Every projected batch is one transaction that includes
+the new stream positions, so a crash never leaves a view ahead of or behind its position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from projector.errors import ProjectionMissing, ProjectionUnreadable
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasksets (
+    name TEXT PRIMARY KEY,
+    latest_version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    format TEXT NOT NULL,
+    placement TEXT NOT NULL,
+    rollout TEXT NOT NULL,
+    retired INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS taskset_versions (
+    taskset TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    source_digest TEXT NOT NULL,
+    format TEXT NOT NULL,
+    body_size INTEGER NOT NULL,
+    published_at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (taskset, version)
+);
+CREATE TABLE IF NOT EXISTS overrides (
+    taskset TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    set_at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (taskset, name)
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    name TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,
+    registered INTEGER NOT NULL,
+    registered_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_status (
+    cluster TEXT NOT NULL,
+    taskset TEXT NOT NULL,
+    desired_version INTEGER,
+    desired_generation INTEGER,
+    desired_digest TEXT,
+    removed INTEGER NOT NULL DEFAULT 0,
+    wave INTEGER,
+    overrides TEXT,
+    scheduled_at TEXT,
+    refused_version INTEGER,
+    refused_reason TEXT,
+    applied_version INTEGER,
+    applied_generation INTEGER,
+    applied_digest TEXT,
+    applied_removed INTEGER NOT NULL DEFAULT 0,
+    failed_version INTEGER,
+    failed_generation INTEGER,
+    failed_reason TEXT,
+    last_outcome TEXT,
+    last_outcome_generation INTEGER,
+    last_report_at TEXT,
+    drift_count INTEGER NOT NULL DEFAULT 0,
+    drifted INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    PRIMARY KEY (cluster, taskset)
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    taskset TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    wave INTEGER NOT NULL,
+    total_waves INTEGER NOT NULL,
+    halted INTEGER NOT NULL DEFAULT 0,
+    failed TEXT NOT NULL DEFAULT '[]',
+    reason TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    type TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    taskset TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    causation_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (stream, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_by_cluster ON audit (cluster, taskset, time);
+CREATE INDEX IF NOT EXISTS audit_by_taskset ON audit (taskset, time);
+CREATE INDEX IF NOT EXISTS audit_by_correlation ON audit (correlation_id);
+"""
+
+TABLES: dict[str, str] = {
+    "positions": "stream",
+    "tasksets": "name",
+    "taskset_versions": "taskset, version",
+    "overrides": "taskset, name",
+    "clusters": "name",
+    "cluster_status": "cluster, taskset",
+    "rollouts": "taskset",
+    "audit": "stream, seq",
+}
+"""Every projected table and its primary key (the order rows are hashed in)."""
+
+Row = dict[str, Any]
+
+
+class ProjectionDb:
+    """One connection to the projection database."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self.connection = connection
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> ProjectionDb:
+        """Open (creating if needed) for writing."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = await aiosqlite.connect(path)
+            connection.row_factory = aiosqlite.Row
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await connection.executescript(SCHEMA)
+            await connection.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            await connection.commit()
+        except sqlite3.Error as e:
+            raise ProjectionUnreadable(f"cannot open the projection {path}: {e}") from e
+        return cls(connection, path)
+
+    @classmethod
+    async def open_readonly(cls, path: Path) -> ProjectionDb:
+        if not await asyncio.to_thread(path.exists):
+            raise ProjectionMissing(
+                f"no projection at {path}: start the hub with `fleetbus up`, "
+                "or build one with `fleetbus projector rebuild`"
+            )
+        try:
+            connection = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+            connection.row_factory = aiosqlite.Row
+        except sqlite3.Error as e:
+            raise ProjectionUnreadable(f"cannot open the projection {path}: {e}") from e
+        return cls(connection, path)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            async with self.connection.execute(sql, params) as cursor:
+                rows = await cursor.fetchall()
+        except sqlite3.Error as e:
+            raise ProjectionUnreadable(f"query on {self.path} failed: {e}") from e
+        return [dict(row) for row in rows]
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            await self.connection.execute(sql, params)
+        except sqlite3.Error as e:
+            raise ProjectionUnreadable(f"write to {self.path} failed: {e}") from e
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[ProjectionDb]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        await self.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            await self.connection.rollback()
+            raise
+        try:
+            await self.connection.commit()
+        except sqlite3.Error as e:
+            raise ProjectionUnreadable(f"commit to {self.path} failed: {e}") from e
+
+    async def positions(self) -> dict[str, int]:
+        rows = await self.fetch_all("SELECT stream, seq FROM positions")
+        return {str(row["stream"]): int(row["seq"]) for row in rows}
+
+    async def table_digests(self) -> dict[str, str]:
+        """sha256 of every projected table's rows in primary-key order."""
+        digests = {}
+        for table, key in TABLES.items():
+            hasher = hashlib.sha256()
+            for row in await self.fetch_all(f"SELECT * FROM {table} ORDER BY {key}"):
+                hasher.update(repr(sorted(row.items())).encode())
+            digests[table] = "sha256:" + hasher.hexdigest()
+        return digests

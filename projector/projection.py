@@ -1,0 +1,350 @@
+"""How each event changes the read models.
+
+Each table column is owned by one stream: desired state by EVENTS, observed state by REPORTS.
+A row's `state` is recomputed from all of its columns on every write (`status_state`, pure), so
+the tables end up the same whatever order the two streams were interleaved in: a rebuild from
+sequence 1 hashes equal to the live projection. Deregistered clusters are flagged, not deleted,
+for the same reason. Times come from the events and the streams, never from a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+
+from events.catalog import (
+    ClusterDeregistered,
+    ClusterLabelsChanged,
+    ClusterRegistered,
+    ClusterTaskRefused,
+    ClusterTaskScheduled,
+    DriftCorrected,
+    DriftDetected,
+    Event,
+    OverrideRemoved,
+    OverrideSet,
+    Report,
+    RolloutAdvanced,
+    RolloutHalted,
+    RolloutResumed,
+    TaskApplied,
+    TaskFailed,
+    TasksetPublished,
+    TasksetRetired,
+)
+
+Row = dict[str, Any]
+
+
+class Writer(Protocol):
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(msgspec.to_builtins(value), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def status_state(row: Row) -> str:
+    """The one-word state of a (cluster, taskset) from its desired and observed columns."""
+    desired = row.get("desired_generation")
+    if row.get("refused_version") is not None:
+        return "refused"
+    if desired is None:
+        return "unscheduled"
+    outcome_generation = row.get("last_outcome_generation") or 0
+    if row.get("removed"):
+        if row.get("applied_removed") and (row.get("applied_generation") or 0) >= desired:
+            return "removed"
+        return "removing"
+    if outcome_generation < desired:
+        return "pending"
+    if row.get("last_outcome") == "failed":
+        return "failed"
+    if row.get("drifted"):
+        return "drifted"
+    return "applied"
+
+
+async def _update_status(db: Writer, cluster: str, taskset: str, changes: Row) -> None:
+    row = await db.fetch_one(
+        "SELECT * FROM cluster_status WHERE cluster = ? AND taskset = ?", (cluster, taskset)
+    )
+    merged: Row = dict(row) if row is not None else {"cluster": cluster, "taskset": taskset}
+    if "drift_increment" in changes:
+        merged["drift_count"] = (merged.get("drift_count") or 0) + changes.pop("drift_increment")
+    if "last_report_at" in changes and merged.get("last_report_at"):
+        changes["last_report_at"] = max(changes["last_report_at"], merged["last_report_at"])
+    merged.update(changes)
+    merged["state"] = status_state(merged)
+    merged.setdefault("removed", 0)
+    merged.setdefault("applied_removed", 0)
+    merged.setdefault("drift_count", 0)
+    merged.setdefault("drifted", 0)
+    columns = sorted(merged)
+    await db.execute(
+        f"INSERT OR REPLACE INTO cluster_status ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)})",
+        [merged[c] for c in columns],
+    )
+
+
+async def project_event(
+    db: Writer, stream: str, seq: int, stored_at: datetime, event: Event
+) -> None:
+    """Apply one event to the read models (inside the caller's transaction)."""
+    await _audit(db, stream, seq, stored_at, event)
+    match event:
+        case TasksetPublished():
+            await db.execute(
+                "INSERT OR REPLACE INTO taskset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.taskset,
+                    event.taskset_version,
+                    event.digest,
+                    event.source_digest,
+                    event.format,
+                    event.body_size,
+                    iso(event.occurred_at),
+                    event.actor,
+                    event.id,
+                ),
+            )
+            await db.execute(
+                "INSERT INTO tasksets VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (name) DO UPDATE"
+                " SET latest_version = excluded.latest_version, digest = excluded.digest,"
+                " format = excluded.format, placement = excluded.placement,"
+                " rollout = excluded.rollout, retired = 0, updated_at = excluded.updated_at"
+                " WHERE excluded.latest_version >= tasksets.latest_version",
+                (
+                    event.taskset,
+                    event.taskset_version,
+                    event.digest,
+                    event.format,
+                    dumps(event.placement),
+                    dumps(event.rollout),
+                    iso(event.occurred_at),
+                ),
+            )
+        case TasksetRetired():
+            await db.execute(
+                "UPDATE tasksets SET retired = 1, updated_at = ? WHERE name = ?",
+                (iso(event.occurred_at), event.taskset),
+            )
+        case OverrideSet():
+            body = {"values": event.values} if event.values else {"patches": event.patches}
+            await db.execute(
+                "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.taskset,
+                    event.name,
+                    event.cluster,
+                    event.selector,
+                    "values" if event.values else "patch",
+                    dumps(body),
+                    iso(event.occurred_at),
+                    event.actor,
+                    event.id,
+                ),
+            )
+        case OverrideRemoved():
+            await db.execute(
+                "DELETE FROM overrides WHERE taskset = ? AND name = ?", (event.taskset, event.name)
+            )
+        case ClusterRegistered():
+            await db.execute(
+                "INSERT OR REPLACE INTO clusters VALUES (?, ?, 1, ?, ?)",
+                (
+                    event.cluster,
+                    dumps(event.labels),
+                    iso(event.occurred_at),
+                    iso(event.occurred_at),
+                ),
+            )
+        case ClusterLabelsChanged():
+            await db.execute(
+                "UPDATE clusters SET labels = ?, updated_at = ? WHERE name = ?",
+                (dumps(event.labels), iso(event.occurred_at), event.cluster),
+            )
+        case ClusterDeregistered():
+            await db.execute(
+                "UPDATE clusters SET registered = 0, updated_at = ? WHERE name = ?",
+                (iso(event.occurred_at), event.cluster),
+            )
+        case ClusterTaskScheduled():
+            await _update_status(
+                db,
+                event.cluster,
+                event.taskset,
+                {
+                    "desired_version": event.taskset_version,
+                    "desired_generation": event.generation,
+                    "desired_digest": event.digest,
+                    "removed": int(event.removed),
+                    "wave": event.wave,
+                    "overrides": dumps(event.overrides),
+                    "scheduled_at": iso(event.occurred_at),
+                    "refused_version": None,
+                    "refused_reason": None,
+                },
+            )
+        case ClusterTaskRefused():
+            await _update_status(
+                db,
+                event.cluster,
+                event.taskset,
+                {"refused_version": event.taskset_version, "refused_reason": event.reason},
+            )
+        case RolloutAdvanced():
+            await db.execute(
+                "INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, 0, '[]', '', ?)",
+                (
+                    event.taskset,
+                    event.taskset_version,
+                    event.wave,
+                    event.total_waves,
+                    iso(event.occurred_at),
+                ),
+            )
+        case RolloutHalted():
+            await db.execute(
+                "INSERT INTO rollouts VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (taskset) DO"
+                " UPDATE SET version = excluded.version, wave = excluded.wave, halted = 1,"
+                " failed = excluded.failed, reason = excluded.reason,"
+                " updated_at = excluded.updated_at",
+                (
+                    event.taskset,
+                    event.taskset_version,
+                    event.wave,
+                    event.wave + 1,
+                    dumps(event.failed),
+                    event.reason,
+                    iso(event.occurred_at),
+                ),
+            )
+        case RolloutResumed():
+            await db.execute(
+                "UPDATE rollouts SET halted = 0, reason = '', updated_at = ?"
+                " WHERE taskset = ? AND version = ?",
+                (iso(event.occurred_at), event.taskset, event.taskset_version),
+            )
+        case TaskApplied():
+            await _update_status(
+                db,
+                event.cluster,
+                event.taskset,
+                {
+                    "applied_version": event.taskset_version,
+                    "applied_generation": event.generation,
+                    "applied_digest": event.digest,
+                    "applied_removed": int(event.removed),
+                    "last_outcome": "applied",
+                    "last_outcome_generation": event.generation,
+                    "last_report_at": iso(stored_at),
+                    "drifted": 0,
+                },
+            )
+        case TaskFailed():
+            await _update_status(
+                db,
+                event.cluster,
+                event.taskset,
+                {
+                    "failed_version": event.taskset_version,
+                    "failed_generation": event.generation,
+                    "failed_reason": f"{event.phase} {event.object}: {event.reason}".strip(),
+                    "last_outcome": "failed",
+                    "last_outcome_generation": event.generation,
+                    "last_report_at": iso(stored_at),
+                },
+            )
+        case DriftDetected():
+            await _update_status(
+                db,
+                event.cluster,
+                event.taskset,
+                {
+                    "drift_increment": 1,
+                    "drifted": int(event.policy != "ignore"),
+                    "last_report_at": iso(stored_at),
+                },
+            )
+        case DriftCorrected():
+            await _update_status(
+                db,
+                event.cluster,
+                event.taskset,
+                {"drifted": 0, "last_report_at": iso(stored_at)},
+            )
+
+
+async def _audit(db: Writer, stream: str, seq: int, stored_at: datetime, event: Event) -> None:
+    cluster = getattr(event, "cluster", "")
+    taskset = getattr(event, "taskset", "")
+    await db.execute(
+        "INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            stream,
+            seq,
+            iso(stored_at),
+            event.type_name,
+            cluster if isinstance(cluster, str) else "",
+            taskset if isinstance(taskset, str) else "",
+            event.actor,
+            event.correlation_id,
+            event.causation_id,
+            event.id,
+            summarize(event),
+        ),
+    )
+
+
+def summarize(event: Event) -> str:
+    """One line saying what happened, for the audit trail."""
+    match event:
+        case TasksetPublished():
+            return f"{event.taskset} v{event.taskset_version} published ({event.format})"
+        case TasksetRetired():
+            return f"{event.taskset} retired"
+        case OverrideSet():
+            scope = f"cluster {event.cluster}" if event.cluster else f"selector {event.selector}"
+            kind = "values" if event.values else "patches"
+            return f"override {event.name} ({kind}) of {event.taskset} set on {scope}"
+        case OverrideRemoved():
+            return f"override {event.name} of {event.taskset} removed"
+        case ClusterRegistered():
+            return f"cluster {event.cluster} registered"
+        case ClusterLabelsChanged():
+            labels = ",".join(f"{k}={v}" for k, v in sorted(event.labels.items()))
+            return f"cluster {event.cluster} labels {labels or '-'}"
+        case ClusterDeregistered():
+            return f"cluster {event.cluster} deregistered"
+        case ClusterTaskScheduled():
+            what = "removal" if event.removed else f"v{event.taskset_version}"
+            return f"{event.taskset} {what} for {event.cluster} (generation {event.generation})"
+        case ClusterTaskRefused():
+            return f"{event.taskset} v{event.taskset_version} refused for {event.cluster}"
+        case RolloutAdvanced():
+            return (
+                f"{event.taskset} v{event.taskset_version} wave {event.wave + 1}/"
+                f"{event.total_waves}: {', '.join(event.clusters)}"
+            )
+        case RolloutHalted():
+            return f"{event.taskset} v{event.taskset_version} halted: {', '.join(event.failed)}"
+        case RolloutResumed():
+            return f"{event.taskset} v{event.taskset_version} resumed"
+        case Report():
+            return (
+                f"{event.type_name} {event.taskset} v{event.taskset_version} "
+                f"generation {event.generation} on {event.cluster}"
+            )
+    return event.type_name

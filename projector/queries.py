@@ -1,0 +1,194 @@
+"""Reads of the projection shared by the CLI and the HTTP API: plain SQL, no writes.
+
+Each function takes anything with `fetch_all` (the read-only `ProjectionDb`), so the API and
+the CLI ask the same questions the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+
+Row = dict[str, Any]
+
+
+class Reader(Protocol):
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+
+class StatusRow(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: str
+    cluster: str
+    state: str
+    desired_version: int | None = None
+    desired_generation: int | None = None
+    desired_digest: str | None = None
+    applied_version: int | None = None
+    applied_generation: int | None = None
+    applied_digest: str | None = None
+    removed: bool = False
+    wave: int | None = None
+    overrides: list[str] = msgspec.field(default_factory=list)
+    drift_count: int = 0
+    last_report_at: str | None = None
+    error: str | None = None
+
+
+class ClusterRow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    labels: dict[str, str]
+    registered: bool
+    registered_at: str
+
+
+class RolloutRow(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: str
+    version: int
+    wave: int
+    total_waves: int
+    state: str
+    failed: list[str]
+    reason: str
+    applied: int
+    targets: int
+
+
+class AuditRow(msgspec.Struct, frozen=True, kw_only=True):
+    stream: str
+    seq: int
+    time: str
+    type: str
+    cluster: str
+    taskset: str
+    actor: str
+    correlation_id: str
+    causation_id: str
+    event_id: str
+    summary: str
+
+
+async def fleet_status(db: Reader, taskset: str | None = None) -> list[StatusRow]:
+    """Per taskset and registered cluster: desired and applied version, state, drift."""
+    sql = (
+        "SELECT s.* FROM cluster_status s JOIN clusters c ON c.name = s.cluster"
+        " WHERE c.registered = 1"
+    )
+    params: list[Any] = []
+    if taskset is not None:
+        sql += " AND s.taskset = ?"
+        params.append(taskset)
+    sql += " ORDER BY s.taskset, s.cluster"
+    rows = await db.fetch_all(sql, params)
+    return [
+        StatusRow(
+            taskset=row["taskset"],
+            cluster=row["cluster"],
+            state=row["state"],
+            desired_version=row["desired_version"],
+            desired_generation=row["desired_generation"],
+            desired_digest=row["desired_digest"],
+            applied_version=row["applied_version"],
+            applied_generation=row["applied_generation"],
+            applied_digest=row["applied_digest"],
+            removed=bool(row["removed"]),
+            wave=row["wave"],
+            overrides=orjson.loads(row["overrides"]) if row["overrides"] else [],
+            drift_count=row["drift_count"],
+            last_report_at=row["last_report_at"],
+            error=row["refused_reason"]
+            if row["state"] == "refused"
+            else (row["failed_reason"] if row["state"] == "failed" else None),
+        )
+        for row in rows
+    ]
+
+
+async def clusters(db: Reader, *, include_deregistered: bool = False) -> list[ClusterRow]:
+    sql = "SELECT * FROM clusters"
+    if not include_deregistered:
+        sql += " WHERE registered = 1"
+    rows = await db.fetch_all(sql + " ORDER BY name")
+    return [
+        ClusterRow(
+            name=row["name"],
+            labels=orjson.loads(row["labels"]),
+            registered=bool(row["registered"]),
+            registered_at=row["registered_at"],
+        )
+        for row in rows
+    ]
+
+
+async def rollouts(db: Reader, taskset: str | None = None) -> list[RolloutRow]:
+    """Rollouts with their progress; `complete` once every target applied the version."""
+    sql = "SELECT * FROM rollouts"
+    params: list[Any] = []
+    if taskset is not None:
+        sql += " WHERE taskset = ?"
+        params.append(taskset)
+    result = []
+    for row in await db.fetch_all(sql + " ORDER BY taskset", params):
+        counts = await db.fetch_all(
+            "SELECT count(*) AS targets,"
+            " sum(CASE WHEN s.applied_version = ? AND s.state = 'applied' THEN 1 ELSE 0 END)"
+            " AS applied FROM cluster_status s JOIN clusters c ON c.name = s.cluster"
+            " WHERE c.registered = 1 AND s.taskset = ? AND s.removed = 0",
+            (row["version"], row["taskset"]),
+        )
+        targets = int(counts[0]["targets"] or 0)
+        applied = int(counts[0]["applied"] or 0)
+        if row["halted"]:
+            state = "halted"
+        elif row["wave"] + 1 >= row["total_waves"] and applied >= targets:
+            state = "complete"
+        else:
+            state = "progressing"
+        result.append(
+            RolloutRow(
+                taskset=row["taskset"],
+                version=row["version"],
+                wave=row["wave"],
+                total_waves=row["total_waves"],
+                state=state,
+                failed=orjson.loads(row["failed"]),
+                reason=row["reason"],
+                applied=applied,
+                targets=targets,
+            )
+        )
+    return result
+
+
+async def audit_trail(
+    db: Reader,
+    *,
+    cluster: str | None = None,
+    taskset: str | None = None,
+    correlation_id: str | None = None,
+    limit: int = 1000,
+) -> list[AuditRow]:
+    """The audit index, oldest first, filtered by cluster, taskset or correlation."""
+    clauses = []
+    params: list[Any] = []
+    for column, value in (
+        ("cluster", cluster),
+        ("taskset", taskset),
+        ("correlation_id", correlation_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = await db.fetch_all(
+        f"SELECT * FROM (SELECT * FROM audit{where} ORDER BY time DESC, stream, seq DESC"
+        " LIMIT ?) ORDER BY time, stream, seq",
+        [*params, limit],
+    )
+    return [AuditRow(**row) for row in rows]
+
+
+async def positions(db: Reader) -> dict[str, int]:
+    return {row["stream"]: int(row["seq"]) for row in await db.fetch_all("SELECT * FROM positions")}
