@@ -29,6 +29,9 @@ class _Header(msgspec.Struct):
 
 _ENCODER = msgspec.json.Encoder()
 
+_MSGSPEC_INPUT_ERRORS = (UnicodeDecodeError, RecursionError)
+"""What msgspec raises, besides DecodeError, for bad UTF-8 in a string and for nesting too deep."""
+
 
 def encode_event(event: Event) -> bytes:
     return _ENCODER.encode(event)
@@ -49,7 +52,7 @@ class EventDecoder:
     def decode(self, data: bytes, *, seq: int | None = None, subject: str = "") -> Event:
         try:
             header = self._header.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec: bad UTF-8 in a string
+        except (msgspec.DecodeError, *_MSGSPEC_INPUT_ERRORS) as e:
             raise UndecodableEvent(f"not an event envelope: {e}", seq, subject) from e
         current = self._current.get(header.type)
         if current is None:
@@ -82,7 +85,7 @@ class EventDecoder:
             msgspec.ValidationError,
             msgspec.DecodeError,
             orjson.JSONDecodeError,
-            UnicodeDecodeError,
+            *_MSGSPEC_INPUT_ERRORS,
         ) as e:
             raise UndecodableEvent(f"{header.type}: {e}", seq, subject) from e
 

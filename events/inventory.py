@@ -56,4 +56,9 @@ def encode_inventory(inventory: InventoryDigest) -> bytes:
 
 def decode_inventory(data: bytes) -> InventoryDigest:
     """Raises `msgspec.DecodeError` / `msgspec.ValidationError` on a malformed digest."""
-    return _decoder.decode(data)
+    try:
+        return _decoder.decode(data)
+    except (UnicodeDecodeError, RecursionError) as e:
+        # msgspec's own errors for bad UTF-8 in a string and for nesting too deep: an edge
+        # controls these bytes, so they must fail like any other malformed digest.
+        raise msgspec.DecodeError(f"malformed inventory digest: {e}") from e

@@ -30,7 +30,7 @@ def encode_taskset(taskset: Taskset) -> bytes:
 def decode_taskset(body: bytes) -> Taskset:
     try:
         return _taskset_decoder.decode(zlib.decompress(body))
-    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
+    except (zlib.error, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CorruptPayload(f"not a taskset body: {e}") from e
 
 
@@ -41,5 +41,5 @@ def encode_cluster_task(task: ClusterTask) -> bytes:
 def decode_cluster_task(data: bytes) -> ClusterTask:
     try:
         return _cluster_task_decoder.decode(zlib.decompress(data))
-    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
+    except (zlib.error, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CorruptPayload(f"not a ClusterTask: {e}") from e

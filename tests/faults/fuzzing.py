@@ -101,6 +101,20 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 )
 
 
+@st.composite
+def deeply_nested(draw: st.DrawFn, documents: list[dict[str, Any]]) -> bytes:
+    """A valid document with one field nested hundreds to tens of thousands of levels deep."""
+    document = json.dumps(draw(st.sampled_from(documents))).encode()
+    depth = draw(st.integers(100, 20_000))
+    opener, closer = draw(st.sampled_from(((b"[", b"]"), (b'{"a":', b"}"))))
+    nested = (
+        opener * depth + b"1" + closer * depth
+        if opener == b'{"a":'
+        else opener * depth + closer * depth
+    )
+    return document[:-1] + b', "nested": ' + nested + b"}"
+
+
 def fixture_documents() -> list[dict[str, Any]]:
     """Every stored event fixture as a dict: valid events to mutate."""
     return [json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))]

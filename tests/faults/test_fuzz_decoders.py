@@ -25,6 +25,7 @@ from taskset.codec import CorruptPayload, decode_cluster_task, decode_taskset
 from taskset.model import ClusterTask, Taskset
 from tests.faults.fuzzing import (
     FIXTURES,
+    deeply_nested,
     fixture_documents,
     json_values,
     mutated_bytes,
@@ -63,6 +64,7 @@ event_inputs = st.one_of(
     envelopes,
     mutated_document(DOCUMENTS).map(as_json),
     mutated_bytes(FIXTURE_BYTES),
+    deeply_nested(DOCUMENTS),
 )
 
 DECODER = EventDecoder()
@@ -131,6 +133,7 @@ wire_inputs = st.one_of(
     taskset_documents.map(lambda value: zlib.compress(as_json(value))),
     cluster_task_documents.map(lambda value: zlib.compress(as_json(value))),
     cluster_task_documents.map(as_json),
+    deeply_nested(DOCUMENTS).map(zlib.compress),
 )
 
 
