@@ -1,0 +1,81 @@
+"""`fleetbus state --cluster C [--at T]`: the desired state of a cluster, now or at any past time.
+
+Computed from the log, not from DESIRED: EVENTS up to T are replayed through the scheduler's
+own fold and override functions, so the answer is right for any moment. Secret values are
+masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import yaml
+
+from events.charts import ChartStore
+from fleetbus.datadir import DEFAULT_DATA_DIR
+from fleetbus.local import open_local_store
+from fleetbus.options import timestamp
+from fleetbus.renderer import ChartArchiveRenderer
+from scheduler.history import DesiredStateAt, desired_state_at
+from taskset.names import check_name
+from taskset.secrets import mask_secrets
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("state", help="the desired state of a cluster, as of a time")
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument(
+        "--at", type=timestamp, default=None, metavar="T", help="as of this time (default: now)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    parser.set_defaults(handler=handle)
+
+
+def state_document(state: DesiredStateAt, at: datetime | None) -> dict[str, Any]:
+    tasks = []
+    for entry in state.tasks:
+        task = entry.task
+        if task.taskset is not None:
+            task = msgspec.structs.replace(task, taskset=mask_secrets(task.taskset))
+        tasks.append(
+            {
+                "scheduledAt": entry.scheduled_at.isoformat(),
+                "sequence": entry.seq,
+                "verified": entry.verified,
+                **({"problem": entry.problem} if entry.problem else {}),
+                "clusterTask": msgspec.to_builtins(task),
+            }
+        )
+    return {
+        "cluster": state.cluster,
+        "asOf": (at or datetime.now(UTC)).isoformat(),
+        "registered": state.registered,
+        "labels": state.labels,
+        "logSequence": state.last_seq,
+        "tasks": tasks,
+    }
+
+
+async def handle(args: argparse.Namespace) -> int:
+    check_name("cluster", args.cluster)
+    store = await open_local_store(args.data_dir)
+    try:
+        renderer = ChartArchiveRenderer(ChartStore(store.nc))
+        state = await desired_state_at(
+            store.read(until=args.at, skip_undecodable=True), args.cluster, renderer
+        )
+    finally:
+        await store.close()
+    document = state_document(state, args.at)
+    if args.output == "json":
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+    return 0

@@ -1,0 +1,123 @@
+"""The desired state of a cluster as of any moment, recomputed from the log.
+
+Replaying EVENTS up to a time through the same fold (`SchedulerState`) and the same pure
+override functions (`Materializer`) the scheduler uses gives, for each ClusterTask the
+scheduler wrote for the cluster, exactly what it wrote: the content is recomputed from the
+state at the point in the log where the decision was recorded, and checked against the digest
+the decision recorded (`verified`). So `state --at T` is right for any past T, long after
+DESIRED has moved on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from events.catalog import ClusterDeregistered, ClusterTaskScheduled
+from events.store import StoredEvent
+from scheduler.materialize import Materialized, Materializer
+from scheduler.ports import ChartRenderer
+from scheduler.state import SchedulerState
+from taskset.errors import FleetbusError
+from taskset.model import ClusterTask
+from taskset.overrides import overrides_for
+
+
+@dataclass(frozen=True)
+class HistoricalTask:
+    task: ClusterTask
+    scheduled_at: datetime
+    seq: int
+    verified: bool
+    """The recomputed content has the digest the scheduler recorded."""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class DesiredStateAt:
+    cluster: str
+    registered: bool
+    labels: dict[str, str]
+    tasks: list[HistoricalTask]
+    last_seq: int
+
+
+async def desired_state_at(
+    events: AsyncIterable[StoredEvent], cluster: str, renderer: ChartRenderer | None = None
+) -> DesiredStateAt:
+    """Fold `events` (the log up to the moment asked about) for `cluster`'s desired state."""
+    state = SchedulerState()
+    materialize = Materializer(renderer)
+    current: dict[str, HistoricalTask] = {}
+    last_seq = 0
+    async for stored in events:
+        event = stored.event
+        last_seq = stored.seq
+        if isinstance(event, ClusterDeregistered) and event.cluster == cluster:
+            current.clear()
+        if isinstance(event, ClusterTaskScheduled) and event.cluster == cluster:
+            if event.removed:
+                current.pop(event.taskset, None)
+            else:
+                current[event.taskset] = await _recompute(
+                    state, materialize, renderer, event, stored
+                )
+        state.apply_event(stored.seq, stored.subject, stored.stored_at, event)
+    registered = cluster in state.clusters
+    return DesiredStateAt(
+        cluster=cluster,
+        registered=registered,
+        labels=dict(state.clusters.get(cluster, {})),
+        tasks=[current[name] for name in sorted(current)] if registered else [],
+        last_seq=last_seq,
+    )
+
+
+async def _recompute(
+    state: SchedulerState,
+    materialize: Materializer,
+    renderer: ChartRenderer | None,
+    event: ClusterTaskScheduled,
+    stored: StoredEvent,
+) -> HistoricalTask:
+    record = state.tasksets.get(event.taskset)
+    snapshot = record.versions.get(event.taskset_version) if record else None
+    problem = ""
+    result = None
+    if snapshot is None:
+        problem = f"version {event.taskset_version} of {event.taskset} is not on the log"
+    else:
+        labels = state.clusters.get(event.cluster, {})
+        applicable = overrides_for(
+            event.cluster, labels, state.overrides.get(event.taskset, {}).values()
+        )
+        archive = snapshot.snapshot().chart_archive
+        if renderer is not None and archive and any(o.values for o in applicable):
+            try:
+                await renderer.prepare(archive)
+            except FleetbusError as e:
+                problem = str(e)
+        result = materialize(state, event.cluster, event.taskset, event.taskset_version)
+    content = result.taskset if isinstance(result, Materialized) else None
+    if result is not None and not isinstance(result, Materialized):
+        problem = problem or result.reason
+    verified = isinstance(result, Materialized) and result.digest == event.digest
+    if content is not None and not verified and not problem:
+        problem = "recomputed content differs from the digest the scheduler recorded"
+    return HistoricalTask(
+        task=ClusterTask(
+            cluster=event.cluster,
+            taskset_name=event.taskset,
+            version=event.taskset_version,
+            generation=event.generation,
+            digest=event.digest,
+            taskset=content,
+            wave=event.wave,
+            overrides=list(event.overrides),
+        ),
+        scheduled_at=stored.stored_at,
+        seq=stored.seq,
+        verified=verified,
+        problem=problem,
+    )
