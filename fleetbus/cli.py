@@ -21,6 +21,9 @@ COMMANDS = (
     "fleetbus.commands.cluster",
     "fleetbus.commands.override",
     "fleetbus.commands.rollout",
+    "fleetbus.commands.status",
+    "fleetbus.commands.state",
+    "fleetbus.commands.projector",
 )
 
 
