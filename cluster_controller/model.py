@@ -28,6 +28,8 @@ FINALIZER = "fleetbus.io/cleanup"
 LABEL_TASK = "fleetbus.io/task"
 LABEL_TASK_NAMESPACE = "fleetbus.io/task-namespace"
 LABEL_STEP = "fleetbus.io/step"
+LABEL_GENERATION = "fleetbus.io/generation"
+"""On a Step: the ClusterTask generation it was written for (by the connector)."""
 LABEL_STEP_JOB = "fleetbus.io/step-job"
 """On a Step's Job and its ServiceAccount, Role and RoleBinding: the Step they serve."""
 LABEL_NAMESPACE_OWNER = "fleetbus.io/namespace"
@@ -187,6 +189,8 @@ class StepStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     applied_at: str = msgspec.field(default="", name="appliedAt")
     completed_digest: str = msgspec.field(default="", name="completedDigest")
     """Digest of the spec whose object (and Job) last became ready: a finished Job stays done."""
+    rejected_digest: str = msgspec.field(default="", name="rejectedDigest")
+    """Digest of a spec the apiserver refused to apply: not tried again until the spec changes."""
     ready: bool = False
     reason: str = ""
     message: str = ""

@@ -127,6 +127,8 @@ class Sighting(msgspec.Struct, frozen=True, kw_only=True):
     applied: bool = False
     """This pass applied the Step's current spec."""
     object_uid: str = ""
+    object_ref: ObjectRef | None = None
+    """The object as located: its namespace resolved (none if cluster-scoped)."""
     job: JobState | None = None
     service_account: str = ""
     permanent_failure: bool = False
@@ -182,6 +184,9 @@ class StepRunner:
             applied_digest = digest
         done = applied_digest == digest and readiness.current
         completed = digest if done else old.completed_digest
+        rejected = digest if sighting.permanent_failure else old.rejected_digest
+        if sighting.applied:
+            rejected = ""
         phase: StepPhase
         if done or completed == digest:
             phase = "Ready"
@@ -191,16 +196,16 @@ class StepRunner:
             phase = "Applied"
         else:
             phase = "Pending"
-        ref = step.spec.ref
         return msgspec.structs.replace(
             old,
             phase=phase,
             observed_generation=step.metadata.generation,
-            object=ref,
+            object=sighting.object_ref or old.object or step.spec.ref,
             uid=sighting.object_uid or old.uid,
             applied_digest=applied_digest,
             applied_at=now if sighting.applied else old.applied_at,
             completed_digest=completed,
+            rejected_digest=rejected,
             ready=phase == "Ready",
             reason=readiness.reason,
             message=readiness.message,
@@ -299,14 +304,20 @@ class StepRunner:
                 )
                 continue
             sighting = sightings.get(name)
+            readiness = sighting.readiness if sighting is not None else None
+            digest = step_digest(step.spec)
+            if readiness is None and step.status.rejected_digest == digest:
+                readiness = Readiness(
+                    status="Failed", reason=step.status.reason, message=step.status.message
+                )
             states.append(
                 StepState(
                     name=name,
-                    ref=step.spec.ref,
-                    digest=step_digest(step.spec),
+                    ref=step.status.object or step.spec.ref,
+                    digest=digest,
                     applied_digest=step.status.applied_digest,
                     completed_digest=step.status.completed_digest,
-                    readiness=sighting.readiness if sighting is not None else None,
+                    readiness=readiness,
                 )
             )
         return states
@@ -362,13 +373,21 @@ class StepRunner:
             manifest, field_manager=FIELD_MANAGER, force=True, info=info
         )
         self.on_kind(info)
-        return await self._with_job(ctx, step, applied, applied=True)
+        return await self._with_job(
+            ctx, step, applied, applied=True, located=self._located(step, namespace)
+        )
 
     async def _observe(self, ctx: TaskContext, step: StepResource) -> Sighting:
         info, namespace = await self.locate(ctx, step)
         live = await self.kube.get(info, step.spec.ref.name, namespace)
         self.on_kind(info)
-        return await self._with_job(ctx, step, live, applied=False)
+        return await self._with_job(
+            ctx, step, live, applied=False, located=self._located(step, namespace)
+        )
+
+    @staticmethod
+    def _located(step: StepResource, namespace: str) -> ObjectRef:
+        return msgspec.structs.replace(step.spec.ref, namespace=namespace)
 
     async def _with_job(
         self,
@@ -377,13 +396,16 @@ class StepRunner:
         live: dict[str, Any] | None,
         *,
         applied: bool,
+        located: ObjectRef,
     ) -> Sighting:
         """Readiness of the object, then of the Step's Job (created once the object is ready)."""
         now = self.clock()
         readiness = object_readiness(step, live, now)
         uid = str(((live or {}).get("metadata") or {}).get("uid") or "")
         if step.spec.job is None or not readiness.current:
-            return Sighting(readiness=readiness, applied=applied, object_uid=uid)
+            return Sighting(
+                readiness=readiness, applied=applied, object_uid=uid, object_ref=located
+            )
         namespace = str(((live or {}).get("metadata") or {}).get("namespace") or "") or (
             ctx.default_namespace
         )
@@ -422,6 +444,7 @@ class StepRunner:
             ),
             applied=applied,
             object_uid=uid,
+            object_ref=located,
             job=JobState(name=job_name, state=state, message=job_readiness.message),
             service_account=account,
         )

@@ -31,6 +31,7 @@ from cluster_controller.model import (
     API_VERSION,
     FIELD_MANAGER,
     FINALIZER,
+    LABEL_GENERATION,
     LABEL_MANAGED_BY,
     LABEL_TASK,
     MANAGED_BY,
@@ -328,7 +329,8 @@ class TaskReconciler:
         self, ctx: TaskContext, task: TaskResource, steps: dict[str, StepResource]
     ) -> None:
         """Remove what the Task no longer names (a previous version's objects)."""
-        stale = plan_prune(task.spec.all_steps(), self._removals(steps))
+        settled = {name for name, step in steps.items() if _settled_for(step, task)}
+        stale = plan_prune(task.spec.all_steps(), self._removals(steps, settled))
         if not stale:
             return
         waiting = await self.runner.remove(ctx, stale, steps)
@@ -468,3 +470,16 @@ def task_key_of_step(obj: dict[str, Any]) -> TaskKey | None:
     if not task:
         return None
     return (str(metadata.get("namespace") or ""), str(task))
+
+
+def _settled_for(step: StepResource, task: TaskResource) -> bool:
+    """Whether a Step belongs to the Task's present or past, never to a version yet to come.
+
+    The connector writes a new version's Steps before it updates the Task, so a Step the Task
+    does not name yet may be about to be named: only Steps already applied, or labelled with a
+    generation the Task has reached, can be stale.
+    """
+    if step.status.applied_digest:
+        return True
+    generation = step.metadata.labels.get(LABEL_GENERATION, "")
+    return generation.isdigit() and int(generation) <= task.spec.generation

@@ -56,6 +56,8 @@ DEFAULT_NAMESPACE = "fleetbus-system"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TASK = "fleetbus.io/task"
 LABEL_CLUSTER = "fleetbus.io/cluster"
+LABEL_GENERATION = "fleetbus.io/generation"
+"""On a Step: the generation it was written for; the controller never prunes a newer one."""
 DRIFT_REPORTED = "fleetbus.io/drift-reported"
 """Annotation on a Step: how many of its drift detections the connector has passed on."""
 MAX_NAME = 63
@@ -118,7 +120,11 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
             {
                 "apiVersion": GROUP_VERSION,
                 "kind": "Step",
-                "metadata": {"name": step_id, "namespace": namespace, "labels": _labels(task)},
+                "metadata": {
+                    "name": step_id,
+                    "namespace": namespace,
+                    "labels": {**_labels(task), LABEL_GENERATION: str(task.generation)},
+                },
                 "spec": _step_spec(name, phase, step),
             }
         )
