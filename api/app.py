@@ -35,7 +35,7 @@ from api.auth import PUBLIC, Principal, TokenAuthentication
 from api.context import HubContext
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import HubMetrics, observe_streams
-from api.routes import access, events, system
+from api.routes import access, events, system, tasksets
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 API_VERSION = "1"
@@ -141,7 +141,13 @@ def create_app(hub: HubContext) -> Litestar:
         name="dashboard",
     )
     return Litestar(
-        route_handlers=[*system.ROUTES, *events.ROUTES, *access.ROUTES, dashboard],
+        route_handlers=[
+            *system.ROUTES,
+            *events.ROUTES,
+            *access.ROUTES,
+            *tasksets.ROUTES,
+            dashboard,
+        ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},
         middleware=[
             DefineMiddleware(RequestLog, metrics=hub.metrics),

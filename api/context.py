@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 
 from api.auth import StreamTickets, TokenStore
 from api.metrics import HubMetrics
+from events.charts import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 
@@ -35,6 +36,8 @@ class HubContext:
     tokens: TokenStore
     reports: EventStore
     """The REPORTS stream, on the same connection as `store`."""
+    charts: ChartStore
+    """Helm chart archives of published tasksets, by content address."""
     tickets: StreamTickets = field(default_factory=StreamTickets)
     metrics: HubMetrics = field(default_factory=HubMetrics)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
@@ -50,6 +53,7 @@ class HubContext:
             data_dir=data_dir,
             tokens=TokenStore(data_dir / TOKENS_FILE),
             reports=EventStore(store.nc, stream=REPORTS_STREAM, timeout=store.timeout),
+            charts=ChartStore(store.nc, timeout=max(store.timeout, 10.0)),
         )
 
 

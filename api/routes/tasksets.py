@@ -1,0 +1,187 @@
+"""`/api/v1/tasksets`: publish a new version from an upload, retire a taskset.
+
+A publish is one multipart request: `source` is the upload (a Helm chart .tgz, a Kustomize or
+YAML directory as .tar.gz, or a YAML file) and `spec` is a JSON document with the name,
+namespace, Helm values, placement and rollout. Archives are unpacked by `api.archives` into a
+temporary directory and refused, naming the entry, when they try anything outside it; the
+normalizer then reads the directory exactly as it reads one on the CLI's disk. Normalizing runs
+in a worker thread: rendering a chart must not stall the live streams.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, post
+from litestar.datastructures import UploadFile
+from litestar.params import JSONBody, MultipartBody, PathParameter
+
+from api.archives import archive_root, extract_archive, is_archive
+from api.auth import Role, principal_of, requires
+from api.context import Hub
+from api.errors import InvalidRequest, RequestTooLarge
+from api.publishing import publish_taskset, retire_taskset
+from events.catalog import Placement, RolloutStrategy
+from normalizer import NormalizedSource, NormalizeOptions, normalize
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+
+
+class PublishSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What to publish the uploaded source as."""
+
+    name: Name | None = None
+    """The taskset's name; taken from the chart or directory when omitted (YAML files need it)."""
+    namespace: Name = "default"
+    format: Literal["helm", "kustomize", "yaml"] | None = None
+    """Detected from the upload when omitted."""
+    path: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    """The directory inside the archive to read (a Kustomize overlay next to its bases);
+    by default the archive's top directory."""
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Helm values (charts only)."""
+    placement: Placement = msgspec.field(default_factory=Placement)
+    rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+
+
+@dataclass
+class PublishForm:
+    spec: str
+    """The PublishSpec as JSON."""
+    source: UploadFile
+
+
+class Published(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: str
+    version: int
+    digest: str
+    changed: bool
+    """False when the same content, placement and rollout were already published."""
+    sequence: int = 0
+    body_size: int = 0
+    left_out: list[str] = msgspec.field(default_factory=list)
+    """Objects deliberately not taken (Helm test and rollback hooks)."""
+
+
+class RetireRequest(msgspec.Struct, frozen=True, kw_only=True):
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class Retired(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: str
+    version: int
+    sequence: int
+
+
+def parse_spec(text: str) -> PublishSpec:
+    try:
+        return msgspec.json.decode(text, type=PublishSpec)
+    except msgspec.ValidationError as e:
+        raise InvalidRequest(f"invalid publish spec: {e}") from e
+    except msgspec.DecodeError as e:
+        raise InvalidRequest(f"the `spec` field is not JSON: {e}") from e
+
+
+def normalize_upload(data: bytes, filename: str, spec: PublishSpec) -> NormalizedSource:
+    """Unpack (safely) and normalize an upload; runs in a worker thread."""
+    values = [spec.values] if spec.values else []
+    options = NormalizeOptions(
+        name=spec.name, namespace=spec.namespace, format=spec.format, values=values
+    )
+    if not is_archive(data):
+        if spec.format not in (None, "yaml"):
+            raise InvalidRequest(
+                f"{filename or 'the upload'} is not a tar or tar.gz archive, so it cannot be "
+                f"a {spec.format} source; upload the directory as .tar.gz"
+            )
+        if spec.name is None:
+            raise InvalidRequest("a YAML upload needs a taskset name: set `name` in the spec")
+        return normalize(data, NormalizeOptions(name=spec.name, namespace=spec.namespace))
+    with tempfile.TemporaryDirectory(prefix="fleetbus-upload-") as tmp:
+        extract_archive(data, Path(tmp))
+        return normalize(source_directory(Path(tmp), spec.path), options)
+
+
+def source_directory(extracted: Path, path: str) -> Path:
+    """The directory of an unpacked upload that holds the source."""
+    if not path:
+        return archive_root(extracted)
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise InvalidRequest(f"`path` {path!r} must be a relative path inside the archive")
+    for base in (extracted, archive_root(extracted)):
+        candidate = base.joinpath(*relative.parts)
+        if candidate.is_dir() and not candidate.is_symlink():
+            return candidate
+    raise InvalidRequest(f"`path` {path!r} is not a directory of the uploaded archive")
+
+
+@post(
+    "/api/v1/tasksets",
+    guards=[requires(Role.publisher)],
+    tags=["tasksets"],
+    summary="Publish a taskset version from an uploaded chart, overlay or YAML",
+    status_code=201,
+)
+async def publish(
+    request: Request[Any, Any, Any],
+    hub: Hub,
+    data: MultipartBody[PublishForm],
+) -> Published:
+    spec = parse_spec(data.spec)
+    upload = await data.source.read()
+    if len(upload) > hub.max_body_bytes:
+        raise RequestTooLarge(f"the upload is over the limit of {hub.max_body_bytes:,} bytes")
+    source = await anyio.to_thread.run_sync(
+        normalize_upload, upload, data.source.filename or "", spec
+    )
+    outcome = await publish_taskset(
+        hub.store,
+        hub.charts,
+        source,
+        actor=principal_of(request).actor,
+        now=datetime.now(UTC),
+        placement=spec.placement,
+        rollout=spec.rollout,
+    )
+    return Published(
+        taskset=outcome.taskset,
+        version=outcome.version,
+        digest=outcome.digest,
+        changed=outcome.changed,
+        sequence=outcome.sequence,
+        body_size=outcome.body_size,
+        left_out=list(source.left_out),
+    )
+
+
+@post(
+    "/api/v1/tasksets/{name:str}/retire",
+    guards=[requires(Role.publisher)],
+    tags=["tasksets"],
+    summary="Retire a taskset: every cluster removes it (running preDelete first)",
+    status_code=200,
+)
+async def retire(
+    request: Request[Any, Any, Any],
+    hub: Hub,
+    name: Annotated[str, PathParameter(max_length=63)],
+    data: JSONBody[RetireRequest | None] = None,
+) -> Retired:
+    outcome = await retire_taskset(
+        hub.store,
+        name,
+        actor=principal_of(request).actor,
+        now=datetime.now(UTC),
+        reason=data.reason if data else "",
+    )
+    return Retired(taskset=outcome.taskset, version=outcome.version, sequence=outcome.sequence)
+
+
+ROUTES = [publish, retire]

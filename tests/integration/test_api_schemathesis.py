@@ -1,0 +1,79 @@
+"""Property-based fuzzing of the whole API from its own OpenAPI document: no input is a 500.
+
+Schemathesis generates requests for every operation the document describes (valid ones and
+ones that break the schema) and sends them, with an admin token, to the real app on uvicorn.
+The live stream is left out (a request to it never ends by design; its own tests cover it).
+The number of examples is bounded so the run takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import schemathesis
+from hypothesis import HealthCheck, Phase
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
+
+from api.auth import Role
+from events.store import EventStore
+from tests.integration.api_harness import live_api
+from tests.integration.test_api_events import append_each, override, published, registered
+
+EXAMPLES_PER_OPERATION = 30
+TIME_BUDGET_S = 60.0
+
+
+def fuzz(url: str, token: str) -> tuple[list[str], int]:
+    """Failures (operation and what went wrong) and the number of requests made."""
+    schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
+    failures: list[str] = []
+    operations = []
+    for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            failures.append(f"the document has an invalid operation: {result.err()}")
+        else:
+            operations.append(result.ok())
+    calls = 0
+    headers = {"Authorization": f"Bearer {token}"}
+    for operation in operations:
+        if operation.path.endswith("/events/stream"):
+            continue
+
+        @hypothesis.settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @hypothesis.given(case=operation.as_strategy())
+        def check(case: schemathesis.Case[Any]) -> None:
+            nonlocal calls
+            calls += 1
+            response = case.call(base_url=url, headers=headers, timeout=30)
+            case.validate_response(response, checks=[not_a_server_error])
+
+        try:
+            check()
+        except Exception as e:  # noqa: BLE001 - every failure of any operation is collected
+            failures.append(f"{operation.method.upper()} {operation.path}: {e}")
+    return failures, calls
+
+
+async def test_schemathesis_finds_no_server_error_in_any_operation(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(event_store, [registered("east"), published("web"), override("web", "east")])
+    async with live_api(event_store, tmp_path / "hub") as api:
+        started = time.monotonic()
+        failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])
+        elapsed = time.monotonic() - started
+    assert not failures, "\n\n".join(failures)
+    assert calls >= 100, f"only {calls} requests were generated"
+    assert elapsed < TIME_BUDGET_S, f"fuzzing took {elapsed:.0f}s"
