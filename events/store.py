@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,9 +54,28 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 """The server's limit on messages in one atomic batch."""
+MAX_BATCHES_IN_FLIGHT = 32
+"""Atomic batches `append_many` keeps open at once (the server allows 50 per stream)."""
+APPEND_WINDOW = 2048
+"""Messages `append_many` keeps in flight before it waits for their answers."""
+
+_RawStored = tuple[int, str, datetime, bytes, dict[str, str] | None]
+"""A stored message before decoding: seq, subject, stored_at, data, headers."""
+
+NANOS_PER_SECOND = 1_000_000_000
+
+REPLAY_BATCH = 5000
+"""Messages per pull request of a replay."""
+REPLAY_BATCH_BYTES = 16 * 1024 * 1024
+"""Bytes per pull request of a replay (twice the largest message): bounds a replay's memory."""
+REPLAY_IDLE_S = 300
+"""A replay's consumer outlives a reader that stops pulling by this long (it is deleted when the
+read ends; this only cleans up after a reader that died)."""
 
 CONFLICT_CODES = frozenset({10071, 10164})
 """Wrong last sequence; and its form inside an atomic batch."""
+BATCH_INCOMPLETE = 10176
+"""An atomic batch the server did not take in whole (e.g. too many batches were open)."""
 DUPLICATE_IN_BATCH = 10201
 """An atomic batch carries a message id the stream already holds: a retried command."""
 
@@ -82,6 +102,48 @@ class StoredEvent:
 class AppendResult:
     sequences: list[int]
     duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One command's events for `append_many`: appended all or nothing, like `append`."""
+
+    events: Sequence[Event]
+    expected: int | None = None
+
+
+_ANY_SPACE = re.compile(r"\s")
+_HEADER_SPACE = " \t\r\n\x0b\x0c"
+"""What `bytes.strip()` strips: nats-py's parser strips exactly these around names and values."""
+
+
+class _Client(NatsClient):
+    """nats-py's client with a header parser that costs one regex pass per message.
+
+    Replays read every message with its headers (a direct get carries six of its own), and
+    nats-py's line-by-line parser, which scans each name for whitespace one character at a
+    time, was most of the cost of a replay. Well-formed headers give the same dict: names that
+    are not tokens are skipped, values are stripped and decoded as UTF-8 with replacement.
+    """
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        return parse_header_lines(raw)
+
+
+def parse_header_lines(raw: bytes) -> dict[str, str]:
+    """The header block of a NATS message (`Name: value` lines) as a dict.
+
+    Names must be ASCII without whitespace; other lines are skipped.
+    """
+    headers: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.strip(_HEADER_SPACE)
+            if name.isascii() and _ANY_SPACE.search(name) is None:
+                headers[name] = value.strip(_HEADER_SPACE)
+    return headers
 
 
 async def connect(
@@ -111,10 +173,12 @@ async def connect(
         options["tls"] = tls
     if inbox_prefix is not None:
         options["inbox_prefix"] = inbox_prefix
+    client = _Client()
     try:
-        return await nats.connect(**options)
+        await client.connect(**options)
     except (TimeoutError, nats.errors.Error, OSError) as e:
         raise EventLogUnavailable(f"cannot connect to NATS at {url}: {e}") from e
+    return client
 
 
 class EventStore:
@@ -227,6 +291,150 @@ class EventStore:
                 raise
             return stored
 
+    async def append_many(
+        self, commands: Sequence[Append], *, window: int = APPEND_WINDOW
+    ) -> list[AppendResult | EventLogError]:
+        """Append many independent commands, pipelined; the outcome of each, in order.
+
+        Each command is appended as `append` would (conditional, idempotent, all or nothing),
+        but up to `window` messages are in flight at once instead of one round trip per
+        command: this is how a writer reaches the log's throughput. A command whose answer is
+        a conflict, a transient error or no answer in time is retried alone through `append`,
+        so a command that was in fact stored is still recognised as stored. The error of one
+        command (a conflict, a refusal) is its outcome and never stops the others.
+        """
+        outcomes: list[AppendResult | EventLogError | None] = [None] * len(commands)
+        prefix = self.nc.new_inbox()
+        answers: dict[str, asyncio.Future[Msg]] = {}
+
+        async def answer(msg: Msg) -> None:
+            future = answers.pop(msg.subject, None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+
+        try:
+            sub = await self.nc.subscribe(
+                f"{prefix}.*", cb=answer, pending_msgs_limit=0, pending_bytes_limit=0
+            )
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot append: {e}") from e
+        try:
+            start = 0
+            while start < len(commands):
+                end, messages, batches = start, 0, 0
+                while end < len(commands) and messages < window and batches < MAX_BATCHES_IN_FLIGHT:
+                    size = len(commands[end].events)
+                    messages += max(1, size)
+                    batches += size > 1
+                    end += 1
+                await self._append_chunk(commands, start, end, prefix, answers, outcomes)
+                start = end
+        finally:
+            answers.clear()
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return [outcome if outcome is not None else AppendResult([]) for outcome in outcomes]
+
+    async def _append_chunk(
+        self,
+        commands: Sequence[Append],
+        start: int,
+        end: int,
+        prefix: str,
+        answers: dict[str, asyncio.Future[Msg]],
+        outcomes: list[AppendResult | EventLogError | None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        waiting: dict[int, asyncio.Future[Msg]] = {}
+        for index in range(start, end):
+            command = commands[index]
+            try:
+                payloads = self._checked_payloads(command.events)
+            except EventLogError as refused:
+                outcomes[index] = refused
+                continue
+            if not payloads:
+                outcomes[index] = AppendResult([])
+                continue
+            reply = f"{prefix}.{index}"
+            waiting[index] = answers[reply] = loop.create_future()
+            try:
+                await self._publish_command(command, payloads, reply)
+            except nats.errors.Error as e:
+                raise EventLogUnavailable(f"append of {command.events[0].subject}: {e}") from e
+        if waiting:
+            await asyncio.wait(waiting.values(), timeout=self.timeout)
+        for index, future in waiting.items():
+            command = commands[index]
+            if future.done():
+                try:
+                    outcomes[index] = self._acknowledged(command, future.result())
+                    continue
+                except (ConcurrencyConflict, _DuplicateInBatch, EventLogUnavailable):
+                    pass  # decided below, alone
+                except EventLogError as refused:
+                    outcomes[index] = refused
+                    continue
+            else:
+                future.cancel()
+                answers.pop(f"{prefix}.{index}", None)
+            try:
+                outcomes[index] = await self.append(command.events, expected=command.expected)
+            except EventLogError as failed:
+                outcomes[index] = failed
+
+    def _checked_payloads(self, events: Sequence[Event]) -> list[bytes]:
+        if len(events) > MAX_BATCH:
+            raise AppendRefused(
+                f"a command may append at most {MAX_BATCH} events at once, not {len(events)}"
+            )
+        payloads = [encode_event(event) for event in events]
+        for event, payload in zip(events, payloads, strict=True):
+            if len(payload) > MAX_PAYLOAD:
+                raise PayloadTooLarge(
+                    f"event {event.type_name} {event.id}", len(payload), MAX_PAYLOAD
+                )
+        return payloads
+
+    async def _publish_command(
+        self, command: Append, payloads: Sequence[bytes], reply: str
+    ) -> None:
+        """Publish one command's messages; only the last asks for an answer (on `reply`)."""
+        events = command.events
+        if len(events) == 1:
+            headers = {"Nats-Msg-Id": events[0].id}
+            if command.expected is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(command.expected)
+            await self.nc.publish(events[0].subject, payloads[0], reply=reply, headers=headers)
+            return
+        batch_id = uuid.uuid4().hex
+        last = len(events)
+        for index, (event, payload) in enumerate(zip(events, payloads, strict=True), start=1):
+            headers = {
+                "Nats-Msg-Id": event.id,
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(index),
+            }
+            if index == 1 and command.expected is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(command.expected)
+            if index < last:
+                await self.nc.publish(event.subject, payload, headers=headers)
+            else:
+                headers["Nats-Batch-Commit"] = "1"
+                await self.nc.publish(event.subject, payload, reply=reply, headers=headers)
+
+    def _acknowledged(self, command: Append, reply: Msg) -> AppendResult:
+        events = command.events
+        if len(events) > 1 and b'"err_code":%d' % BATCH_INCOMPLETE in reply.data:
+            # Other writers' batches filled the server's allowance of open batches.
+            raise EventLogUnavailable(f"batch to {events[0].subject} was not accepted whole")
+        ack = _parse_ack(reply, events[0].subject, command.expected)
+        if len(events) == 1:
+            return AppendResult([int(ack["seq"])], duplicate=bool(ack.get("duplicate")))
+        end = int(ack["seq"])
+        count = int(ack.get("count", len(events)))
+        return AppendResult(list(range(end - count + 1, end + 1)))
+
     async def _already_stored(self, events: Sequence[Event]) -> AppendResult | None:
         """The result of an earlier identical append, if the log already holds it."""
         first = events[0]
@@ -286,7 +494,7 @@ class EventStore:
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def read(
+    def read(
         self,
         *,
         from_seq: int | None = None,
@@ -295,9 +503,9 @@ class EventStore:
         subject: str | None = None,
         skip_undecodable: bool = False,
         on_undecodable: Callable[[UndecodableEvent], None] | None = None,
-    ) -> AsyncIterator[StoredEvent]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Replay the log from a sequence or a time up to what it held when the read began."""
-        async for stored in self._consume(
+        return self._consume(
             from_seq=from_seq,
             since=since,
             until=until,
@@ -305,10 +513,9 @@ class EventStore:
             follow=False,
             skip_undecodable=skip_undecodable,
             on_undecodable=on_undecodable,
-        ):
-            yield stored
+        )
 
-    async def follow(
+    def follow(
         self,
         *,
         from_seq: int | None = None,
@@ -316,9 +523,9 @@ class EventStore:
         subject: str | None = None,
         skip_undecodable: bool = False,
         on_undecodable: Callable[[UndecodableEvent], None] | None = None,
-    ) -> AsyncIterator[StoredEvent]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Replay like `read`, then keep yielding new events as they are appended."""
-        async for stored in self._consume(
+        return self._consume(
             from_seq=from_seq,
             since=since,
             until=None,
@@ -326,8 +533,7 @@ class EventStore:
             follow=True,
             skip_undecodable=skip_undecodable,
             on_undecodable=on_undecodable,
-        ):
-            yield stored
+        )
 
     async def _consume(
         self,
@@ -339,17 +545,184 @@ class EventStore:
         follow: bool,
         skip_undecodable: bool,
         on_undecodable: Callable[[UndecodableEvent], None] | None,
-    ) -> AsyncIterator[StoredEvent]:
-        if not follow:
-            info = await self.stream_info()
-            state = info["state"]
-            if int(state["messages"]) == 0:
+    ) -> AsyncGenerator[StoredEvent, None]:
+        info = await self.stream_info()
+        state = info["state"]
+        end_seq = int(state["last_seq"])
+        empty = int(state["messages"]) == 0 or (from_seq is not None and from_seq > end_seq)
+        if empty and not follow:
+            return
+        tail_from = from_seq
+        if not empty:
+            # What the stream already holds comes in large pull batches; only the tail of a
+            # follow needs a push consumer.
+            replay = self._replay_pulled(
+                from_seq=from_seq, since=since, subject=subject, end_seq=end_seq
+            )
+            async with contextlib.aclosing(replay):
+                async for batch in replay:
+                    for seq, subj, stored_at, data, headers in batch:
+                        if until is not None and stored_at > until:
+                            return
+                        stored = self._stored_event(
+                            seq, subj, stored_at, data, headers, skip_undecodable, on_undecodable
+                        )
+                        if stored is not None:
+                            yield stored
+            if not follow:
                 return
-            end_seq = int(state["last_seq"])
-            if from_seq is not None and from_seq > end_seq:
-                return
+            tail_from = max(end_seq + 1, from_seq or 0)
+        tail = self._consume_ordered(
+            from_seq=tail_from,
+            since=since,
+            until=until,
+            subject=subject,
+            follow=follow,
+            end_seq=end_seq,
+            skip_undecodable=skip_undecodable,
+            on_undecodable=on_undecodable,
+        )
+        async with contextlib.aclosing(tail):
+            async for stored in tail:
+                yield stored
+
+    def _stored_event(
+        self,
+        seq: int,
+        subject: str,
+        stored_at: datetime,
+        data: bytes,
+        headers: dict[str, str] | None,
+        skip_undecodable: bool,
+        on_undecodable: Callable[[UndecodableEvent], None] | None,
+    ) -> StoredEvent | None:
+        try:
+            event = self.decoder.decode(data, seq=seq, subject=subject)
+        except UndecodableEvent as bad:
+            if not skip_undecodable:
+                raise
+            (on_undecodable or _log_undecodable)(bad)
+            return None
+        return StoredEvent(seq, subject, stored_at, event, headers)
+
+    async def _replay_pulled(
+        self,
+        *,
+        from_seq: int | None,
+        since: datetime | None,
+        subject: str | None,
+        end_seq: int,
+    ) -> AsyncGenerator[list[_RawStored], None]:
+        """Batches of (seq, subject, stored_at, data, headers) of messages up to `end_seq`.
+
+        A short-lived pull consumer (no acks, in memory) serves batches of `REPLAY_BATCH`;
+        the next batch is requested as soon as one is complete, so the server sends it while
+        this one is decoded. Stream sequence and storage time come from each message's reply
+        subject, so only the message's own headers are parsed.
+        """
+        name = f"replay-{uuid.uuid4().hex[:20]}"
+        config: dict[str, Any] = {
+            "name": name,
+            "ack_policy": "none",
+            "inactive_threshold": REPLAY_IDLE_S * NANOS_PER_SECOND,
+            "mem_storage": True,
+            "num_replicas": 1,
+        }
+        if subject:
+            config["filter_subject"] = subject
+        if from_seq is not None:
+            config["deliver_policy"] = "by_start_sequence"
+            config["opt_start_seq"] = max(1, from_seq)
+        elif since is not None:
+            config["deliver_policy"] = "by_start_time"
+            config["opt_start_time"] = _rfc3339(since)
         else:
-            end_seq = 0
+            config["deliver_policy"] = "all"
+        create = f"{self.api_prefix}.CONSUMER.CREATE.{self.stream}.{name}"
+        if subject:
+            create += f".{subject}"
+        answer = orjson.loads(
+            (
+                await self._request(
+                    create, orjson.dumps({"stream_name": self.stream, "config": config}), None
+                )
+            ).data
+        )
+        if isinstance(answer, dict) and answer.get("error"):
+            error = answer["error"]
+            raise EventLogUnavailable(
+                f"cannot read {self.stream}: {error.get('description')} "
+                f"(code {error.get('err_code')})"
+            )
+        inbox = self.nc.new_inbox()
+        # One pull request is outstanding at a time, so whatever arrives on the inbox (the
+        # messages keep their own subjects) belongs to the newest batch.
+        receiving = _PulledBatch(REPLAY_BATCH)
+
+        async def collect(msg: Msg) -> None:
+            receiving.add(msg)
+
+        async def pull() -> _PulledBatch:
+            nonlocal receiving
+            receiving = _PulledBatch(REPLAY_BATCH)
+            body = {"batch": REPLAY_BATCH, "max_bytes": REPLAY_BATCH_BYTES, "no_wait": True}
+            try:
+                await self.nc.publish(
+                    f"{self.api_prefix}.CONSUMER.MSG.NEXT.{self.stream}.{name}",
+                    orjson.dumps(body),
+                    reply=inbox,
+                )
+            except nats.errors.Error as e:
+                raise EventLogUnavailable(f"cannot read {self.stream}: {e}") from e
+            return receiving
+
+        try:
+            sub = await self.nc.subscribe(
+                inbox, cb=collect, pending_msgs_limit=0, pending_bytes_limit=0
+            )
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot read {self.stream}: {e}") from e
+        try:
+            pending: _PulledBatch | None = await pull()
+            while pending is not None:
+                await pending.wait(self.timeout * 2, self.stream)
+                current, pending = pending, None
+                if current.messages and current.last_seq < end_seq and current.more:
+                    pending = await pull()
+                batch: list[_RawStored] = []
+                for msg in current.messages:
+                    seq, nanos = _ack_position(msg.reply)
+                    if seq > end_seq:
+                        break
+                    batch.append((seq, msg.subject, _from_nanos(nanos), msg.data, msg.headers))
+                if batch:
+                    yield batch
+                if len(batch) < len(current.messages):
+                    return
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+            with contextlib.suppress(EventLogError):
+                await self._request(
+                    f"{self.api_prefix}.CONSUMER.DELETE.{self.stream}.{name}",
+                    b"",
+                    None,
+                    retry=False,
+                )
+
+    async def _consume_ordered(
+        self,
+        *,
+        from_seq: int | None,
+        since: datetime | None,
+        until: datetime | None,
+        subject: str | None,
+        follow: bool,
+        end_seq: int,
+        skip_undecodable: bool,
+        on_undecodable: Callable[[UndecodableEvent], None] | None,
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """An ordered push consumer: the tail of `follow`, and reads of non-direct streams."""
         config = js_api.ConsumerConfig(
             ack_policy=js_api.AckPolicy.NONE,
             filter_subject=subject,
@@ -369,6 +742,8 @@ class EventStore:
             await queue.put(msg)
 
         try:
+            # While `deliver` waits for room in the queue, messages wait in the subscription;
+            # flow control bounds them. A count limit would drop them silently instead.
             sub = await self.js.subscribe(
                 subject or ">",
                 stream=self.stream,
@@ -376,7 +751,7 @@ class EventStore:
                 config=config,
                 cb=deliver,
                 idle_heartbeat=2.0,
-                pending_msgs_limit=65536,
+                pending_msgs_limit=0,
             )
         except (nats.errors.Error, nats.js.errors.Error) as e:
             raise EventLogUnavailable(f"cannot read {self.stream}: {e}") from e
@@ -397,14 +772,18 @@ class EventStore:
                 stored_at = _stored_at(msg)
                 if until is not None and stored_at > until:
                     return
-                try:
-                    event = self.decoder.decode(msg.data, seq=seq, subject=msg.subject)
-                except UndecodableEvent as bad:
-                    if not skip_undecodable:
-                        raise
-                    (on_undecodable or _log_undecodable)(bad)
-                else:
-                    yield StoredEvent(seq, msg.subject, stored_at, event, msg.headers)
+                if since is None or stored_at >= since:
+                    stored = self._stored_event(
+                        seq,
+                        msg.subject,
+                        stored_at,
+                        msg.data,
+                        msg.headers,
+                        skip_undecodable,
+                        on_undecodable,
+                    )
+                    if stored is not None:
+                        yield stored
                 if not follow and (seq >= end_seq or meta.num_pending == 0):
                     return
         finally:
@@ -493,11 +872,78 @@ def _stored_at(msg: Msg) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
 
 
+class _PulledBatch:
+    """The answer to one pull request of a replay, filled by the subscription callback."""
+
+    __slots__ = ("done", "last_seq", "messages", "more", "received", "size", "status")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.messages: list[Msg] = []
+        self.done = asyncio.Event()
+        self.status = ""
+        self.received = 0
+        self.last_seq = 0
+        self.more = True
+
+    def add(self, msg: Msg) -> None:
+        self.received += 1
+        if not msg.reply:
+            # A status ends the request: 404 nothing (more) to deliver now, 408 expired,
+            # 409 with messages: the byte budget of the request is used up.
+            self.status = (msg.headers or {}).get("Status", "")
+            self.more = self.status == "409"
+            self.done.set()
+            return
+        self.messages.append(msg)
+        self.last_seq, _ = _ack_position(msg.reply)
+        if len(self.messages) >= self.size:
+            self.done.set()
+
+    async def wait(self, idle_timeout: float, stream: str) -> None:
+        """Until the batch is complete; fails when nothing arrived for `idle_timeout`."""
+        while True:
+            seen = self.received
+            try:
+                await asyncio.wait_for(self.done.wait(), idle_timeout)
+            except TimeoutError:
+                if self.received == seen:
+                    raise EventLogUnavailable(
+                        f"reading {stream}: no answer for {idle_timeout:.0f} s"
+                    ) from None
+                continue
+            if self.status in ("", "404", "408") or (self.status == "409" and self.messages):
+                return
+            raise EventLogUnavailable(f"reading {stream}: pull request answered {self.status}")
+
+
+def _ack_position(reply: str) -> tuple[int, int]:
+    """(stream sequence, storage time in ns) from a JetStream message's reply subject.
+
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`, or the form with
+    domain and account hash after `ACK` (and possibly a trailing token).
+    """
+    tokens = reply.split(".")
+    base = 2 if len(tokens) == 9 else 4
+    return int(tokens[base + 3]), int(tokens[base + 5])
+
+
+def _from_nanos(nanos: int) -> datetime:
+    """A storage time in ns as a UTC datetime, rounded down to the µs (see `_stored_at`)."""
+    seconds, rest = divmod(nanos, NANOS_PER_SECOND)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _log_undecodable(bad: UndecodableEvent) -> None:
     log.warning("skipping undecodable message", extra={"seq": bad.seq, "reason": bad.reason})
 
 
 __all__ = [
+    "Append",
     "AppendResult",
     "EventLogError",
     "EventStore",

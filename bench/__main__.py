@@ -1,0 +1,120 @@
+"""`python -m bench --full|--quick [--only P1,P4]`: run the figures, write the report.
+
+Each figure runs in its own event loop, one after the other, so one figure's leftovers never
+slow the next. A figure that raises is reported as failed (with its traceback on stderr) and
+the run exits non-zero; a figure whose component does not exist yet is reported as not measured,
+which is not a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench import p4_log
+from bench.figure import FULL, QUICK, FigureResult, Mode, Target
+from bench.machine import collect
+from bench.published import PUBLISHED
+from bench.report import RunReport, format_quantity, write_outputs
+
+REPO = Path(__file__).resolve().parent.parent
+
+FigureRun = Callable[[Mode], Coroutine[Any, Any, FigureResult]]
+
+FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
+    module.KEY: (module.TITLE, module.TARGETS, module.run) for module in (p4_log,)
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--full", action="store_true", help="the sizes BENCHMARKS.md quotes")
+    size.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated figures to run (e.g. P1,P4); the report files are then left "
+        "alone unless --write is given",
+    )
+    parser.add_argument("--write", action="store_true", help="write the report even with --only")
+    parser.add_argument("--out", type=Path, default=REPO, help="where BENCHMARKS.md goes")
+    return parser.parse_args(argv)
+
+
+def run_figure(key: str, mode: Mode) -> tuple[FigureResult, bool]:
+    title, targets, run = FIGURES[key]
+    print(f"[bench] {key} {title} ({mode.name}) …", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    result: FigureResult
+    try:
+        result = asyncio.run(run(mode))
+        ok = True
+    except Exception as e:  # noqa: BLE001 - a broken figure must not hide the others
+        traceback.print_exc()
+        result = FigureResult(
+            key=key,
+            title=title,
+            targets=targets,
+            not_measured=f"the run failed: {type(e).__name__}: {e}",
+        )
+        ok = False
+    result = msgspec.structs.replace(result, seconds=time.monotonic() - started)
+    for metric in result.metrics:
+        shown = format_quantity(metric.value, metric.unit)
+        if metric.value is None:
+            shown = f"not measured ({metric.missing})"
+        print(f"[bench]   {metric.label}: {shown}", file=sys.stderr, flush=True)
+    if result.not_measured:
+        print(f"[bench]   not measured: {result.not_measured}", file=sys.stderr, flush=True)
+    print(f"[bench]   {result.seconds:.0f} s", file=sys.stderr, flush=True)
+    return result, ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    mode = QUICK if args.quick else FULL
+    keys = [k.strip().upper() for k in args.only.split(",") if k.strip()] or list(FIGURES)
+    unknown = [k for k in keys if k not in FIGURES]
+    if unknown:
+        print(f"unknown figure(s): {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+        return 2
+    machine = collect(REPO)
+    started_at = datetime.now(UTC).replace(microsecond=0).isoformat()
+    started = time.monotonic()
+    results: list[FigureResult] = []
+    all_ok = True
+    for key in keys:
+        result, ok = run_figure(key, mode)
+        results.append(result)
+        all_ok = all_ok and ok
+    report = RunReport(
+        mode=mode.name,
+        started_at=started_at,
+        duration_s=time.monotonic() - started,
+        machine=machine,
+        figures=results,
+    )
+    if not args.only or args.write:
+        markdown = args.out / "BENCHMARKS.md"
+        results_json = args.out / "bench" / "results.json"
+        results_json.parent.mkdir(parents=True, exist_ok=True)
+        write_outputs(report, PUBLISHED, markdown, results_json)
+        print(f"[bench] wrote {markdown} and {results_json}", file=sys.stderr)
+    print(f"[bench] done in {report.duration_s / 60:.1f} min", file=sys.stderr)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The benchmark framework's pure parts: percentiles, ratios, verdicts, /proc, the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.figure import FigureResult, Metric, Target, format_number
+from bench.machine import MachineInfo, parse_cpu_model, parse_mem_total_gib
+from bench.procstat import cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
+from bench.published import PUBLISHED
+from bench.report import (
+    REQUIRED_KEYS,
+    RunReport,
+    format_quantity,
+    render_markdown,
+    results_document,
+)
+from bench.summary import median, percentile, rate, ratio, spread
+
+MACHINE = MachineInfo(
+    cpu_model="Test CPU @ 3.0GHz",
+    cores=2,
+    usable_cores=2,
+    memory_gib=23.5,
+    python="3.11.7",
+    nats_server="nats-server: v2.15.1",
+    nats_py="2.16.0",
+    kernel="6.1.0",
+    load_average=(0.1, 0.2, 0.3),
+    commit="abc1234",
+)
+
+
+def test_percentiles_interpolate_between_ranks_like_numpy() -> None:
+    samples = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(samples, 50) == pytest.approx(2.5)
+    assert percentile(samples, 0) == 1.0
+    assert percentile(samples, 100) == 4.0
+    assert percentile(samples, 99) == pytest.approx(3.97)
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentiles_do_not_depend_on_sample_order() -> None:
+    assert percentile([5.0, 1.0, 3.0], 50) == 3.0
+    assert median([10.0, 0.0, 5.0, 20.0]) == pytest.approx(7.5)
+
+
+def test_percentiles_of_nothing_or_out_of_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], 101)
+
+
+def test_a_spread_summarises_count_percentiles_and_extremes() -> None:
+    result = spread([float(i) for i in range(1, 101)])
+    assert result.n == 100
+    assert result.p50 == pytest.approx(50.5)
+    assert result.p99 == pytest.approx(99.01)
+    assert (result.min, result.max) == (1.0, 100.0)
+    assert result.mean == pytest.approx(50.5)
+
+
+def test_a_ratio_needs_both_numbers_and_a_positive_baseline() -> None:
+    assert ratio(3.0, 1.5) == pytest.approx(2.0)
+    assert ratio(None, 1.0) is None
+    assert ratio(1.0, None) is None
+    assert ratio(1.0, 0.0) is None
+
+
+def test_a_rate_over_no_time_is_a_bug_not_infinity() -> None:
+    assert rate(1000, 0.5) == 2000.0
+    with pytest.raises(ValueError, match="cannot compute a rate"):
+        rate(10, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("target", "value", "verdict"),
+    [
+        (Target(metric="p99_s", label="p99", bound=2.0, unit="s"), 1.9, "met"),
+        (Target(metric="p99_s", label="p99", bound=2.0, unit="s"), 2.0, "met"),
+        (Target(metric="p99_s", label="p99", bound=2.0, unit="s"), 2.1, "missed"),
+        (Target(metric="cpu", label="cpu", bound=1.0, unit="%", strict=True), 1.0, "missed"),
+        (Target(metric="r", label="r", bound=5e4, unit="/s", better="higher"), 5e4, "met"),
+        (Target(metric="r", label="r", bound=5e4, unit="/s", better="higher"), 4e4, "missed"),
+        (
+            Target(metric="r", label="r", bound=5e4, unit="/s", better="higher"),
+            None,
+            "not measured",
+        ),
+    ],
+)
+def test_targets_judge_values_in_the_direction_that_is_better(
+    target: Target, value: float | None, verdict: str
+) -> None:
+    assert target.judge(value) == verdict
+
+
+def test_target_conditions_read_like_the_spec() -> None:
+    assert Target(metric="a", label="a", bound=2.0, unit="s").condition == "≤ 2.00 s"
+    assert Target(metric="a", label="a", bound=1.0, unit="%", strict=True).condition == "< 1.00 %"
+    assert (
+        Target(metric="a", label="a", bound=20000, unit="/s", better="higher").condition
+        == "≥ 20,000 /s"
+    )
+
+
+def test_numbers_and_quantities_are_formatted_for_reading() -> None:
+    assert format_number(1234567.8) == "1,234,568"
+    assert format_number(0.0042) == "0.0042"
+    assert format_quantity(0.4567, "s") == "457 ms"
+    assert format_quantity(0.0042, "s") == "4.2 ms"
+    assert format_quantity(12.5, "s") == "12.5 s"
+    assert format_quantity(2.345, "x") == "2.35x"
+    assert format_quantity(None, "s") == "—"
+
+
+def test_proc_status_and_stat_texts_give_rss_and_cpu_ticks() -> None:
+    status = "Name:\tpython\nVmPeak:\t 99999 kB\nVmRSS:\t   51200 kB\nThreads:\t3\n"
+    assert parse_rss_kib(status) == 51200
+    stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 25 0 0 20 0 3 0"
+    assert parse_cpu_ticks(stat) == 175
+    assert cpu_percent_of_core(ticks=5, seconds=10.0, ticks_per_second=100) == pytest.approx(0.5)
+
+
+def test_cpu_and_memory_are_read_from_proc_texts() -> None:
+    assert parse_cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+    assert parse_cpu_model("nothing here") == "unknown"
+    assert parse_mem_total_gib("MemTotal:       24576000 kB\n") == pytest.approx(23.4375)
+
+
+def measured_figure() -> FigureResult:
+    return FigureResult(
+        key="P4",
+        title="Event log",
+        metrics=[
+            Metric(
+                key="append_per_s",
+                label="appends/s",
+                unit="/s",
+                value=25000.0,
+                better="higher",
+                runs=[24000.0, 25000.0, 26000.0],
+            ),
+            Metric(
+                key="fold_per_s",
+                label="projector fold",
+                unit="/s",
+                value=None,
+                better="higher",
+                missing="the projector does not exist yet",
+            ),
+        ],
+        targets=[
+            Target(metric="append_per_s", label="appends", bound=20000, unit="/s", better="higher")
+        ],
+        method="One hub.",
+        notes=["The client bounds it."],
+        extra={"replay_events": 1000},
+    )
+
+
+def report_with(*figures: FigureResult, mode: str = "full") -> RunReport:
+    return RunReport(
+        mode=mode,
+        started_at="2026-01-01T00:00:00+00:00",
+        duration_s=600.0,
+        machine=MACHINE,
+        figures=list(figures),
+    )
+
+
+def test_results_json_has_every_promised_key_measured_or_not() -> None:
+    missing = FigureResult(key="P3", title="Drift", not_measured="no controller yet")
+    doc = results_document(report_with(measured_figure(), missing))
+    for figure, keys in REQUIRED_KEYS.items():
+        assert set(keys) <= set(doc[figure]), figure
+    assert doc["P4"]["append_per_s"] == 25000.0
+    assert doc["P4"]["fold_per_s"] is None
+    assert doc["P4"]["missing"] == {"fold_per_s": "the projector does not exist yet"}
+    assert doc["P4"]["runs"]["append_per_s"] == [24000.0, 25000.0, 26000.0]
+    assert doc["P4"]["targets"][0]["verdict"] == "met"
+    assert doc["P3"]["measured"] is False
+    assert doc["P3"]["not_measured"] == "no controller yet"
+    assert doc["P1"]["not_measured"] == "not run in this invocation"
+    assert doc["machine"]["cpu_model"] == "Test CPU @ 3.0GHz"
+
+
+def test_the_report_shows_targets_reasons_and_published_sources() -> None:
+    missing = FigureResult(
+        key="P3",
+        title="Drift",
+        targets=[Target(metric="p99_s", label="drift p99", bound=1.0, unit="s")],
+        not_measured="no controller yet",
+    )
+    text = render_markdown(report_with(measured_figure(), missing), PUBLISHED)
+    assert "| P4 | appends ≥ 20,000 /s | 25,000 /s | met |" in text
+    assert "| P3 | drift p99 ≤ 1.00 s | not measured: no controller yet | — |" in text
+    assert "not measured: the projector does not exist yet" in text
+    assert "3 runs: median 25,000 /s" in text
+    assert "Test CPU @ 3.0GHz" in text
+    assert "**their hardware**" in text
+    for item in PUBLISHED:
+        assert item.source in text
+
+
+def test_a_quick_report_says_it_is_not_the_one_to_quote() -> None:
+    text = render_markdown(report_with(measured_figure(), mode="quick"), PUBLISHED)
+    assert "Quick mode" in text
+    assert "make bench-quick" in text
+
+
+def test_every_published_figure_names_a_source_and_a_figure_of_ours() -> None:
+    assert {item.project.split()[0] for item in PUBLISHED} >= {"Karmada", "Flux", "Argo", "Rancher"}
+    for item in PUBLISHED:
+        assert item.source.startswith("https://")
+        assert item.closest in REQUIRED_KEYS
