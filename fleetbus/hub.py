@@ -27,6 +27,7 @@ from fleetbus.access import LeafListener
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
 from fleetbus.errors import ServerFailed
+from fleetbus.hub_services import HubServices, start_hub_services
 from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ async def run_hub(options: HubOptions) -> None:
     http_task: asyncio.Task[None] | None = None
     store: EventStore | None = None
     api_context: HubContext | None = None
+    hub_services: HubServices | None = None
     try:
         store = await connect_hub_store(data, nats_urls)
         await store.ensure_streams(hub_streams(options.replicas))
@@ -170,6 +172,7 @@ async def run_hub(options: HubOptions) -> None:
                 ),
             )
             await edge_services.start(sim_clusters=options.sim_clusters)
+        hub_services = start_hub_services(store, data)
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
@@ -213,6 +216,8 @@ async def run_hub(options: HubOptions) -> None:
                 await asyncio.wait_for(http_task, timeout=5)
         if edge_services is not None:
             await edge_services.stop()
+        if hub_services is not None:
+            await hub_services.stop()
         if store is not None:
             await store.close()
         if server is not None:
