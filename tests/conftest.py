@@ -20,7 +20,7 @@ from fleetbus.datadir import DataDir
 from fleetbus.hub import start_hub_nats
 from fleetbus.natsserver import NatsServer, free_port
 
-# kube_envtest plugin registered below once available
+pytest_plugins = ["tests.kube_envtest"]
 
 
 @dataclass
