@@ -94,6 +94,10 @@ class ChartStore:
                 )
         return self._bucket
 
+    async def ensure(self) -> None:
+        """Create the bucket now (the hub may call this at start; first use creates it too)."""
+        await self._with_retries(self._open, "open the chart archive bucket")
+
     async def put(self, archive: bytes) -> str:
         """Store `archive` (once) and return its address."""
         address = chart_address(archive)

@@ -150,6 +150,8 @@ async def test_the_chart_store_keeps_one_copy_per_content_and_names_what_is_miss
     event_store: EventStore,
 ) -> None:
     charts = ChartStore(event_store.nc)
+    await charts.ensure()
+    assert (await event_store.stream_info("OBJ_CHARTS"))["state"]["messages"] == 0
     archive = os.urandom(300_000)
     address = await charts.put(archive)
     assert await charts.put(archive) == address
