@@ -30,11 +30,13 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import nats.errors
 import orjson
 
 from events import edges, subjects
@@ -44,7 +46,7 @@ from events.catalog import (
     ClusterRegistered,
     Event,
 )
-from events.store import EventStore
+from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, HUB_DOMAIN
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.errors import HubError
@@ -59,6 +61,7 @@ RESERVED_NAMES = frozenset({"hub", "sys", "fleetbus", "connector"})
 """NATS user names the hub and edges use for themselves; no cluster may take one."""
 
 LEAF_CONNECTION_TYPES = ("LEAFNODE", "LEAFNODE_WS")
+FLEET_ACCOUNT = "FLEET"
 
 
 class AccessError(HubError):
@@ -214,6 +217,37 @@ class LeafListener:
         return text
 
 
+def revoked_clusters(
+    before: Mapping[str, ClusterAccess], after: Mapping[str, ClusterAccess]
+) -> set[str]:
+    """Clusters whose admitted certificate (or way of connecting) is no longer the same."""
+    return {name for name, access in before.items() if after.get(name) != access}
+
+
+def stale_leafs(
+    leafs: Sequence[Mapping[str, object]], allowed: set[str], revoked: set[str]
+) -> list[tuple[int, str]]:
+    """(connection id, name) of the FLEET leaf connections to drop."""
+    fleet = [leaf for leaf in leafs if leaf.get("account") == FLEET_ACCOUNT]
+    names = Counter(str(leaf.get("name")) for leaf in fleet)
+    return [
+        (int(str(leaf["id"])), str(leaf.get("name")))
+        for leaf in fleet
+        if (name := str(leaf.get("name"))) in revoked or name not in allowed or names[name] > 1
+    ]
+
+
+def leaf_connections(monitor_port: int) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/leafz", timeout=2.0) as reply:
+        leafz = orjson.loads(reply.read())
+    return list(leafz.get("leafs") or [])
+
+
+def hub_server_id(monitor_port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/varz", timeout=2.0) as reply:
+        return str(orjson.loads(reply.read())["server_id"])
+
+
 ConfigText = Callable[[str, str], str]
 """(leafnodes block, cluster users) -> the hub's whole nats-server config."""
 
@@ -309,6 +343,7 @@ class ClusterAccessService:
         self.applied_seq = 0
         self._applied = asyncio.Condition()
         self._rendered = self._current_config()
+        self._effective: dict[str, ClusterAccess] = {}
 
     def _current_config(self) -> str:
         try:
@@ -323,17 +358,61 @@ class ClusterAccessService:
         return self.config_text(leaf_block, users)
 
     async def apply(self, seq: int) -> None:
-        """Write the config for the current set, reload if it changed, record `seq`."""
+        """Write the config for the current set, reload if it changed, drop the leaf
+        connections of revoked certificates, record `seq`."""
         text = self.render()
         if text != self._rendered:
             write_private(self.data.nats_conf, text.encode())
             await asyncio.to_thread(reload_and_wait, self.server)
             self._rendered = text
             log.info("hub access updated: %d clusters", len(self.clusters))
+        revoked = revoked_clusters(self._effective, self.clusters)
+        self._effective = dict(self.clusters)
+        await self.drop_stale_leafs(revoked)
         self.applied_seq = seq
         self.state.write(seq, list(self.clusters))
         async with self._applied:
             self._applied.notify_all()
+
+    async def drop_stale_leafs(self, revoked: set[str]) -> None:
+        """Close leaf connections that no current certificate would admit.
+
+        nats-server re-checks plain clients against the users on reload, but not accepted leaf
+        connections, so the hub kicks them itself (system account `KICK` request). A leaf is
+        known by the server name its edge gives itself (`edge-<cluster>`); besides the revoked
+        clusters' leafs, any leaf whose name belongs to no registered cluster, or that shares
+        its name with another leaf, is dropped: honest edges reconnect within a second, a
+        revoked certificate cannot.
+        """
+        leafs = await asyncio.to_thread(leaf_connections, self.server.monitor_port)
+        allowed = {
+            edges.edge_domain(a.name) for a in self.clusters.values() if a.connection == edges.LEAF
+        }
+        targets = stale_leafs(leafs, allowed, {edges.edge_domain(name) for name in revoked})
+        if not targets:
+            return
+        server_id = await asyncio.to_thread(hub_server_id, self.server.monitor_port)
+        secrets = self.data.secrets()
+        nc = await connect(
+            self.server.client_url,
+            name="fleetbus-hub-access",
+            user="sys",
+            password=secrets["sys_password"],
+            max_reconnect_attempts=0,
+        )
+        try:
+            for cid, name in targets:
+                try:
+                    await nc.request(
+                        f"$SYS.REQ.SERVER.{server_id}.KICK",
+                        orjson.dumps({"cid": cid}),
+                        timeout=5.0,
+                    )
+                except (nats.errors.Error, TimeoutError) as e:
+                    raise AccessError(f"could not drop the leaf connection of {name}: {e}") from e
+                log.info("dropped leaf connection %s (%s)", cid, name)
+        finally:
+            await nc.close()
 
     async def wait_applied(self, seq: int) -> None:
         """Wait until the event at `seq` is effective (bound it with `asyncio.timeout`)."""

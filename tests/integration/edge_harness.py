@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -283,3 +284,46 @@ async def edge_hub(
         if store is not None:
             await store.close()
         await asyncio.to_thread(server.stop)
+
+
+def leaf_connections(server: NatsServer) -> list[dict[str, Any]]:
+    """The hub's current leaf connections (monitoring endpoint `/leafz`)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.monitor_port}/leafz", timeout=2) as r:
+        leafz: dict[str, Any] = orjson.loads(r.read())
+    return list(leafz.get("leafs") or [])
+
+
+def leaf_names(server: NatsServer) -> set[str]:
+    return {str(leaf.get("name")) for leaf in leaf_connections(server)}
+
+
+def start_raw_leaf(root: Path, name: str, hub_url: str, tls_block: str) -> NatsServer:
+    """A leaf nats-server with a hand-written TLS block, for connections meant to fail."""
+    root.mkdir(parents=True, exist_ok=True)
+    port, monitor_port = free_port(), free_port()
+    config = root / "leaf.conf"
+    config.write_text(
+        f'server_name: "{name}"\n'
+        f'listen: "127.0.0.1:{port}"\n'
+        f'http: "127.0.0.1:{monitor_port}"\n'
+        "leafnodes {\n"
+        '  reconnect: "1s"\n'
+        f'  remotes: [ {{ urls: ["{hub_url}"], tls {{ {tls_block} }} }} ]\n'
+        "}\n"
+    )
+    server = NatsServer(
+        config_path=config,
+        client_url=f"nats://127.0.0.1:{port}",
+        monitor_port=monitor_port,
+        log_path=root / "nats.log",
+    )
+    server.start()
+    return server
+
+
+def log_mentions(server: NatsServer, *needles: str) -> bool:
+    try:
+        text = server.log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    return any(needle in text for needle in needles)

@@ -1,0 +1,342 @@
+"""Cluster isolation: what one cluster's credentials can and cannot do on the hub.
+
+Every case runs against a real hub nats-server and real leaf nats-servers on loopback. "Cluster
+A's credentials" means a client of A's leaf, whose link to the hub is A's certificate: every
+request it makes into the hub is checked against A's permissions. Each denial is paired with
+the same request for A's own resources succeeding, so a test cannot pass because nothing works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import nats.errors
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from edge_connector.simulator import SimExecutor
+from events.catalog import TaskApplied
+from events.codec import encode_event
+from events.inventory import InventoryDigest, encode_inventory
+from fleetbus.edge import EdgeRuntime
+from fleetbus.edgehub import hub_pki
+from fleetbus.pki import CertificateAuthority, cluster_of_certificate, identity_of_certificate
+from tests.integration.edge_harness import (
+    EdgeHub,
+    cluster_task,
+    edge_hub,
+    eventually,
+    leaf_names,
+    log_mentions,
+    sample_taskset,
+    start_raw_leaf,
+)
+
+DENIED = (nats.errors.NoRespondersError, nats.errors.TimeoutError)
+
+
+@dataclass
+class TwoClusters:
+    hub: EdgeHub
+    alpha: EdgeRuntime
+    beta: EdgeRuntime
+    sim_alpha: SimExecutor
+    sim_beta: SimExecutor
+
+    @property
+    def a(self) -> NatsClient:
+        """A client on alpha's leaf: everything it sends to the hub travels as alpha."""
+        return self.alpha.nc
+
+
+@pytest.fixture
+async def clusters(tmp_path: Path) -> AsyncIterator[TwoClusters]:
+    async with edge_hub(tmp_path) as hub:
+        bundle_a = await hub.register("alpha")
+        bundle_b = await hub.register("beta")
+        sim_a, sim_b = SimExecutor(name="alpha"), SimExecutor(name="beta")
+        alpha = await hub.start_edge(bundle_a, executor=sim_a)
+        beta = await hub.start_edge(bundle_b, executor=sim_b)
+        web = sample_taskset("web")
+        await hub.write_desired(cluster_task("alpha", web))
+        await hub.write_desired(cluster_task("beta", web))
+        await eventually(lambda: "web" in sim_a.applied and "web" in sim_b.applied, what="apply")
+        yield TwoClusters(hub, alpha, beta, sim_a, sim_b)
+
+
+async def request(nc: NatsClient, subject: str, body: object = None) -> bytes:
+    payload = orjson.dumps(body) if body is not None else b""
+    reply = await nc.request(subject, payload, timeout=1.5)
+    return reply.data
+
+
+async def test_a_cluster_certificate_maps_to_the_user_named_by_its_dns_san(tmp_path: Path) -> None:
+    async with edge_hub(tmp_path) as hub:
+        issued = hub.issue("alpha")
+        identity = identity_of_certificate(issued.cert_pem)
+        assert identity == f"alpha.{issued.fingerprint[:16]}"
+        assert cluster_of_certificate(issued.cert_pem) == "alpha"
+        bundle = await hub.register("alpha")
+        await hub.start_edge(bundle)
+        await eventually(lambda: "edge-alpha" in leaf_names(hub.server), what="alpha's leaf")
+        config = hub.data.nats_conf.read_text()
+        registered = identity_of_certificate(bundle.cert_file.read_bytes())
+        assert f'"user": "{registered}"' in config
+
+
+async def test_cluster_a_cannot_pull_cluster_b_durable_consumer(clusters: TwoClusters) -> None:
+    own = await request(clusters.a, "$JS.hub.API.CONSUMER.INFO.DESIRED.edge-alpha")
+    assert orjson.loads(own)["name"] == "edge-alpha"
+    with pytest.raises(DENIED):
+        await request(
+            clusters.a,
+            "$JS.hub.API.CONSUMER.MSG.NEXT.DESIRED.edge-beta",
+            {"batch": 1, "expires": 1_000_000_000},
+        )
+    with pytest.raises(DENIED):
+        await request(clusters.a, "$JS.hub.API.CONSUMER.INFO.DESIRED.edge-beta")
+
+
+async def test_cluster_a_cannot_create_a_consumer_filtered_on_cluster_b_subjects(
+    clusters: TwoClusters,
+) -> None:
+    config = {"name": "peek", "filter_subject": "fleet.desired.beta.>", "ack_policy": "none"}
+    with pytest.raises(DENIED):
+        await request(
+            clusters.a,
+            "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek.fleet.desired.beta.>",
+            {"stream_name": "DESIRED", "config": config},
+        )
+    # A create whose subject names alpha but whose body filters on beta is refused by the server.
+    answer = orjson.loads(
+        await request(
+            clusters.a,
+            "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek.fleet.desired.alpha.>",
+            {"stream_name": "DESIRED", "config": config},
+        )
+    )
+    assert answer["error"]["err_code"] == 10131
+    with pytest.raises(DENIED):
+        await request(clusters.a, "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek", {"config": config})
+
+
+async def test_cluster_a_cannot_direct_get_cluster_b_desired_state(clusters: TwoClusters) -> None:
+    own = await clusters.a.request(
+        "$JS.hub.API.DIRECT.GET.DESIRED.fleet.desired.alpha.web", b"", timeout=1.5
+    )
+    assert (own.headers or {}).get("Nats-Subject") == "fleet.desired.alpha.web"
+    with pytest.raises(DENIED):
+        await request(clusters.a, "$JS.hub.API.DIRECT.GET.DESIRED.fleet.desired.beta.web")
+    with pytest.raises(DENIED):
+        await request(
+            clusters.a,
+            "$JS.hub.API.DIRECT.GET.DESIRED",
+            {"multi_last": ["fleet.desired.beta.>"], "batch": 10},
+        )
+
+
+async def test_cluster_a_cannot_publish_cluster_b_inventory(clusters: TwoClusters) -> None:
+    hub_nc = clusters.hub.store.nc
+    received: list[str] = []
+
+    async def collect(msg: Msg) -> None:
+        received.append(msg.subject)
+
+    sub = await hub_nc.subscribe("fleet.inventory.*", cb=collect)
+    try:
+        await hub_nc.flush()
+        forged = InventoryDigest(cluster="beta", sent_at=datetime.now(UTC))
+        own = InventoryDigest(cluster="alpha", sent_at=datetime.now(UTC))
+        marker = len(received)
+        await clusters.a.publish("fleet.inventory.beta", encode_inventory(forged))
+        await clusters.a.publish("fleet.inventory.alpha", encode_inventory(own))
+        await clusters.a.flush()
+        await eventually(lambda: "fleet.inventory.alpha" in received[marker:], what="own digest")
+        # One connection, one path: alpha's own digest arrived after the forged one would have.
+        assert "fleet.inventory.beta" not in received[marker:]
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_a_report_filed_under_another_cluster_is_dropped_or_attributed_to_its_writer(
+    clusters: TwoClusters,
+) -> None:
+    # A compromised edge controls its own nats-server: it widens its outbox to every report
+    # subject and writes reports in beta's name, in the subject and in the payload.
+    wide = {
+        "name": "REPORTS-alpha",
+        "subjects": ["fleet.report.>"],
+        "storage": "file",
+        "duplicate_window": 600_000_000_000,
+    }
+    answer = orjson.loads(await request(clusters.a, "$JS.API.STREAM.UPDATE.REPORTS-alpha", wide))
+    assert "error" not in answer, answer
+    forged = TaskApplied(
+        id="0190f5c0-0000-7000-8000-00000000f0f1",
+        occurred_at=datetime.now(UTC),
+        actor="cluster:beta",
+        cluster="beta",
+        taskset="web",
+        generation=99,
+    )
+    by_subject = forged
+    by_payload = TaskApplied(
+        id="0190f5c0-0000-7000-8000-00000000f0f2",
+        occurred_at=datetime.now(UTC),
+        actor="cluster:beta",
+        cluster="beta",
+        taskset="db",
+        generation=98,
+    )
+    await clusters.a.request(
+        "fleet.report.beta.web", encode_event(by_subject), headers={"Nats-Msg-Id": by_subject.id}
+    )
+    await clusters.a.request(
+        "fleet.report.alpha.db", encode_event(by_payload), headers={"Nats-Msg-Id": by_payload.id}
+    )
+
+    async def payload_forgery_arrived() -> bool:
+        return any(event.id == by_payload.id for _, event, _ in await clusters.hub.reports())
+
+    await eventually(payload_forgery_arrived, what="alpha's outbox to be sourced")
+    reports = await clusters.hub.reports()
+    forged_ids = {by_subject.id, by_payload.id}
+    assert not [
+        event for origin, event, _ in reports if origin == "beta" and event.id in forged_ids
+    ]
+    assert [origin for origin, event, _ in reports if event.id == by_payload.id] == ["alpha"]
+    assert not [event for _, event, _ in reports if event.id == by_subject.id]
+
+
+async def test_a_leaf_without_a_certificate_is_refused(tmp_path: Path) -> None:
+    async with edge_hub(tmp_path) as hub:
+        await hub.register("alpha")
+        ca = hub_pki(hub.data).ca_cert
+        leaf = await asyncio.to_thread(
+            start_raw_leaf, tmp_path / "nocert", "edge-nocert", hub.leaf_url, f'ca_file: "{ca}"'
+        )
+        try:
+            await eventually(
+                lambda: log_mentions(hub.server, "client didn't provide a certificate"),
+                what="the hub to refuse the handshake",
+            )
+            assert "edge-nocert" not in leaf_names(hub.server)
+        finally:
+            leaf.stop()
+
+
+async def test_a_leaf_with_a_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
+    async with edge_hub(tmp_path) as hub:
+        await hub.register("alpha")
+        other = CertificateAuthority.create(datetime.now(UTC), name="someone else")
+        issued = other.issue_cluster("alpha", datetime.now(UTC))
+        root = tmp_path / "foreign"
+        root.mkdir()
+        (root / "c.crt").write_bytes(issued.cert_pem)
+        (root / "c.key").write_bytes(issued.key_pem)
+        ca = hub_pki(hub.data).ca_cert
+        tls = f'cert_file: "{root / "c.crt"}", key_file: "{root / "c.key"}", ca_file: "{ca}"'
+        leaf = await asyncio.to_thread(start_raw_leaf, root, "edge-foreign", hub.leaf_url, tls)
+        try:
+            # Go's TLS client offers a certificate only if it chains to a CA the server
+            # asks for; either way the handshake fails and no leaf connects.
+            await eventually(
+                lambda: log_mentions(hub.server, "TLS leafnode handshake error"),
+                what="the hub to refuse the foreign certificate",
+            )
+            assert "edge-foreign" not in leaf_names(hub.server)
+        finally:
+            leaf.stop()
+
+
+async def test_deregistering_a_cluster_drops_its_leaf_and_refuses_its_certificate(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        bundle = await hub.register("gamma")
+        edge = await hub.start_edge(bundle)
+        assert edge.server is not None
+        await eventually(lambda: "edge-gamma" in leaf_names(hub.server), what="gamma's leaf")
+        await hub.deregister("gamma")
+        await eventually(
+            lambda: "edge-gamma" not in leaf_names(hub.server), what="the leaf to be dropped"
+        )
+        await eventually(
+            lambda: log_mentions(hub.server, "Authorization Violation", "authentication error"),
+            what="the revoked certificate to be refused on reconnect",
+        )
+        assert "edge-gamma" not in leaf_names(hub.server)
+
+
+async def test_re_registering_a_cluster_revokes_its_previous_certificate(tmp_path: Path) -> None:
+    async with edge_hub(tmp_path) as hub:
+        old = await hub.register("delta")
+        old_cert = old.cert_file.read_bytes()
+        edge = await hub.start_edge(old)
+        await eventually(lambda: "edge-delta" in leaf_names(hub.server), what="delta's leaf")
+        await hub.register("delta")  # a new certificate for the same cluster
+        await eventually(
+            lambda: "edge-delta" not in leaf_names(hub.server),
+            what="the old certificate's leaf to be dropped",
+        )
+        assert identity_of_certificate(old_cert) not in hub.data.nats_conf.read_text()
+        assert edge.server is not None
+
+
+async def websocket_connect_as_client(port: int, context: ssl.SSLContext) -> str:
+    """Open a NATS WebSocket *client* connection (not a leaf) and return the server's answer
+    to CONNECT: a minimal RFC 6455 client, enough for one exchange."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="localhost"
+    )
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        status = await reader.readuntil(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 101"), status
+        answer = b""
+        payload = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\nPING\r\n'
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        writer.write(bytes([0x82, 0x80 | len(payload)]) + mask + masked)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while b"-ERR" not in answer and b"PONG" not in answer:
+                header = await reader.readexactly(2)
+                length = header[1] & 0x7F
+                if length == 126:
+                    length = int.from_bytes(await reader.readexactly(2), "big")
+                elif length == 127:
+                    length = int.from_bytes(await reader.readexactly(8), "big")
+                answer += await reader.readexactly(length)
+        return answer.decode(errors="replace")
+    finally:
+        writer.close()
+
+
+async def test_a_cluster_certificate_cannot_log_in_as_a_plain_client(tmp_path: Path) -> None:
+    async with edge_hub(tmp_path, ws=True) as hub:
+        assert hub.ws_port is not None
+        bundle = await hub.register("alpha")
+        context = ssl.create_default_context(cafile=str(bundle.ca_file))
+        context.load_cert_chain(str(bundle.cert_file), str(bundle.key_file))
+        answer = await websocket_connect_as_client(hub.ws_port, context)
+        assert answer.startswith("INFO ")
+        assert "-ERR 'Authorization Violation'" in answer
+        assert "PONG" not in answer
