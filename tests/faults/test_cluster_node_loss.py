@@ -4,7 +4,9 @@ Three nats-server processes on loopback (configs from `infra/nats/cluster-node.c
 carry EVENTS, DESIRED and REPORTS with three replicas. Writer processes connected to all three
 nodes append a burst; at a seeded point the test kills (SIGKILL) the node leading EVENTS, or a
 follower. Appends must go on after the kill, every acknowledged event must be in the log exactly
-once, and the killed node, started again, must catch up to the same last sequence.
+once, and the killed node, started again, must catch up to the same last sequence. The
+projector, connected to all three nodes, follows the log through the loss and ends equal to a
+clean replay.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.faults.nats_cluster import NatsCluster
+from tests.faults.projection import clean_replay_digests, start_projector
 
 WRITERS = 3
 
@@ -114,6 +117,9 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
         timeout=3.0,
     )
     started = time.monotonic()
+    projector = await start_projector(
+        nats_cluster.urls, nats_cluster.password, tmp_path / "projector.db"
+    )
     fleet.start()
     try:
         kill_at = int(total * rng.uniform(0.2, 0.5))
@@ -137,8 +143,14 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
         )
         resumed_after = time.monotonic() - killed_at
         await fleet.wait(within=240)
+        last = await cluster_store.last_sequence()
+        await wait_for(
+            lambda: projector.caught_up(last), f"the projector reaching sequence {last}", 120
+        )
     finally:
         fleet.kill_all()
+        await projector.stop()
+    assert await projector.digests() == await clean_replay_digests(cluster_store, tmp_path)
     log = await read_log(cluster_store)
     check_exactly_once(fleet, log)
     assert len(log) == total
@@ -167,5 +179,6 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
         faults_injected=1,
         events_lost=0,
         duplicates=0,
+        projection_equals_clean_replay=True,
         seconds=round(time.monotonic() - started, 1),
     )

@@ -5,6 +5,9 @@ conditional appends, unconditional appends and atomic batches. The test kills th
 SIGKILL at seeded points of the burst, keeps it down for a seeded time, starts it again on the
 same store, and lets the writers retry what went unanswered (same event ids). Afterwards every
 acknowledged event is in the log exactly once, at the sequence its acknowledgement named.
+
+The projector follows the log through every kill; once it has caught up, its read models must
+hash equal to a clean replay of the log into a fresh database.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tests.faults.harness import (
     split_evenly,
     wait_for,
 )
+from tests.faults.projection import clean_replay_digests, start_projector
 
 WRITERS = 4
 
@@ -57,6 +61,7 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
     )
     started = time.monotonic()
     outages: list[dict[str, float]] = []
+    projector = await start_projector([hub_nats.url], hub_nats.password, tmp_path / "projector.db")
     fleet.start()
     try:
         for point in kill_points(rng, total, kills):
@@ -73,12 +78,18 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
             outages.append({"at_ack": acknowledged, "down_s": round(downtime, 2)})
             assert acknowledged < total, "the kill came after the burst: it proves nothing"
         await fleet.wait(within=180)
+        last = await event_store.last_sequence()
+        await wait_for(
+            lambda: projector.caught_up(last), f"the projector reaching sequence {last}", 120
+        )
     finally:
         fleet.kill_all()
+        await projector.stop()
     elapsed = time.monotonic() - started
     log = await read_log(event_store)
     check_exactly_once(fleet, log)
     assert len(log) == total
+    assert await projector.digests() == await clean_replay_digests(event_store, tmp_path)
     record_figures(
         "R1 hub nats-server kill -9",
         seed=seed,
@@ -90,5 +101,6 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
         outages=outages,
         events_lost=0,
         duplicates=0,
+        projection_equals_clean_replay=True,
         seconds=round(elapsed, 1),
     )
