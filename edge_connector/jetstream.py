@@ -53,6 +53,7 @@ def outbox_config(cluster: str) -> dict[str, Any]:
         "max_bytes": OUTBOX_MAX_BYTES,
         "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
         "max_msg_size": MAX_PAYLOAD,
+        "allow_direct": True,
     }
 
 

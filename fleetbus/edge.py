@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import secrets
 import signal
@@ -29,7 +28,6 @@ import orjson
 from nats.aio.client import Client as NatsClient
 
 from edge_connector.connector import Connector, ConnectorSettings, DesiredFeed
-from edge_connector.errors import BundleError
 from edge_connector.executor import Executor
 from edge_connector.jetstream import (
     DurableFeed,
@@ -115,15 +113,10 @@ def load_executor(kubeconfig: Path | None, cluster: str) -> Executor:
     """The simulator, or the Kubernetes executor when a kubeconfig is given."""
     if kubeconfig is None:
         return SimExecutor(name=cluster)
-    try:
-        module = importlib.import_module("edge_connector.kubernetes")
-    except ModuleNotFoundError as e:
-        raise BundleError(
-            "this fleetbus build has no Kubernetes executor (edge_connector.kubernetes); "
-            "run with --sim, or install a build that has it"
-        ) from e
-    executor: Executor = module.KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster)
-    return executor
+    # Imported only here: a simulated edge never loads the Kubernetes client.
+    from edge_connector.kube_executor import KubernetesExecutor
+
+    return KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster)
 
 
 @dataclass
