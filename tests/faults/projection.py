@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events.store import EventStore, connect
-from events.streams import REPORTS_STREAM
+from events.streams import EVENTS_STREAM, REPORTS_STREAM
 from projector.db import ProjectionDb
 from projector.service import ProjectorService, rebuild_projection
 
@@ -22,11 +22,12 @@ class LiveProjector:
     stop_event: asyncio.Event
     task: asyncio.Task[None]
 
-    def caught_up(self, last_seq: int) -> bool:
+    def caught_up(self, last_seq: int, stream: str = EVENTS_STREAM) -> bool:
+        """Whether the projection has reached `last_seq` of `stream` (fails if it died)."""
         if self.task.done():
             error = self.task.exception()
             raise AssertionError(f"the projector stopped: {error!r}")
-        return self.service.positions.get("EVENTS", 0) >= last_seq
+        return self.service.positions.get(stream, 0) >= last_seq
 
     async def stop(self) -> None:
         self.stop_event.set()
