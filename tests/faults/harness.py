@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from events.store import EventStore
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -188,3 +190,7 @@ def record_figures(suite: str, **figures: object) -> None:
 
 def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
+
+
+LONG = (pytest.mark.long, pytest.mark.timeout(3600))
+"""Marks of a long variant: run by `make test-long`, with room beyond the default timeout."""

@@ -23,6 +23,7 @@ from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM, hub_streams
 from fleetbus.datadir import DataDir
 from tests.faults.harness import (
+    LONG,
     WriterFleet,
     check_exactly_once,
     read_log,
@@ -82,15 +83,13 @@ async def test_every_hub_stream_is_replicated_on_all_three_nodes(
     ("seed", "total", "victim"),
     [
         pytest.param(311, 3_000, "leader", id="seed=311-events=3000-kill=leader"),
-        pytest.param(
-            97, 10_000, "leader", id="seed=97-events=10000-kill=leader", marks=pytest.mark.long
-        ),
+        pytest.param(97, 10_000, "leader", id="seed=97-events=10000-kill=leader", marks=LONG),
         pytest.param(
             5150,
             10_000,
             "follower",
             id="seed=5150-events=10000-kill=follower",
-            marks=pytest.mark.long,
+            marks=LONG,
         ),
     ],
 )

@@ -24,7 +24,7 @@ from events.catalog import Report
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
-from tests.faults.harness import record_figures, wait_for
+from tests.faults.harness import LONG, record_figures, wait_for
 from tests.faults.projection import clean_replay_digests, start_projector
 from tests.integration.edge_harness import cluster_task, edge_hub, sample_taskset
 
@@ -37,7 +37,7 @@ async def report_ids(reports: EventStore) -> list[str]:
     ("seed", "wanted"),
     [
         pytest.param(1001, 1_000, id="seed=1001-reports=1000"),
-        pytest.param(3003, 5_000, id="seed=3003-reports=5000", marks=pytest.mark.long),
+        pytest.param(3003, 5_000, id="seed=3003-reports=5000", marks=LONG),
     ],
 )
 async def test_reports_made_while_the_hub_is_unreachable_all_arrive_exactly_once(

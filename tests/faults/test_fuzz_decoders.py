@@ -32,7 +32,7 @@ from tests.faults.fuzzing import (
     mutated_document,
     run_fuzz,
 )
-from tests.faults.harness import record_figures
+from tests.faults.harness import LONG, record_figures
 
 DOCUMENTS = fixture_documents()
 FIXTURE_BYTES = [path.read_bytes() for path in sorted(FIXTURES.glob("*.json"))]
@@ -91,7 +91,7 @@ def decode_or_refuse(data: bytes) -> None:
     ("fuzz_seed", "cases"),
     [
         pytest.param(20261126, 1_500, id="seed=20261126-cases=1500"),
-        pytest.param(77, 20_000, id="seed=77-cases=20000", marks=pytest.mark.long),
+        pytest.param(77, 10_000, id="seed=77-cases=10000", marks=LONG),
     ],
 )
 def test_the_event_decoder_returns_an_event_or_refuses_whatever_the_bytes(
@@ -153,7 +153,7 @@ def decode_wire_or_refuse(data: bytes) -> None:
     ("fuzz_seed", "cases"),
     [
         pytest.param(1126, 600, id="seed=1126-cases=600"),
-        pytest.param(78, 10_000, id="seed=78-cases=10000", marks=pytest.mark.long),
+        pytest.param(78, 10_000, id="seed=78-cases=10000", marks=LONG),
     ],
 )
 def test_taskset_and_cluster_task_wire_forms_decode_or_refuse_whatever_the_bytes(

@@ -26,7 +26,7 @@ from normalizer import NormalizeOptions, normalize
 from taskset.codec import decode_taskset, encode_taskset
 from taskset.errors import FleetbusError
 from tests.faults.fuzzing import json_values, run_fuzz
-from tests.faults.harness import record_figures
+from tests.faults.harness import LONG, record_figures
 
 YAML_TOKENS = [
     "---\n",
@@ -220,7 +220,7 @@ def normalize_or_refuse(data: bytes) -> None:
     ("fuzz_seed", "cases"),
     [
         pytest.param(4711, 600, id="seed=4711-cases=600"),
-        pytest.param(815, 10_000, id="seed=815-cases=10000", marks=pytest.mark.long),
+        pytest.param(815, 10_000, id="seed=815-cases=10000", marks=LONG),
     ],
 )
 def test_the_normalizer_makes_a_taskset_or_a_clear_error_whatever_the_bytes(

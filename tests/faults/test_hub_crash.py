@@ -22,6 +22,7 @@ import pytest
 from events.store import EventStore
 from tests.conftest import HubNats
 from tests.faults.harness import (
+    LONG,
     WriterFleet,
     check_exactly_once,
     read_log,
@@ -44,8 +45,8 @@ def kill_points(rng: random.Random, total: int, kills: int) -> list[int]:
     ("seed", "total", "kills"),
     [
         pytest.param(1126, 10_000, 2, id="seed=1126-events=10000-kills=2"),
-        pytest.param(7, 10_000, 3, id="seed=7-events=10000-kills=3", marks=pytest.mark.long),
-        pytest.param(4242, 30_000, 5, id="seed=4242-events=30000-kills=5", marks=pytest.mark.long),
+        pytest.param(7, 10_000, 3, id="seed=7-events=10000-kills=3", marks=LONG),
+        pytest.param(4242, 30_000, 5, id="seed=4242-events=30000-kills=5", marks=LONG),
     ],
 )
 async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once(
