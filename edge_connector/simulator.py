@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -153,7 +153,7 @@ class SimExecutor:
             applied=dict(self.applied), live_digest=digest_of(live), objects=len(live)
         )
 
-    async def drift(self) -> AsyncIterator[DriftObserved]:
+    async def drift(self) -> AsyncGenerator[DriftObserved, None]:
         while True:
             yield await self._drift.get()
 
