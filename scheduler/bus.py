@@ -127,7 +127,7 @@ class SchedulerBus:
             while True:
                 try:
                     msgs = await sub.fetch(1000, timeout=self.timeout)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
                     break
                 pending = 1
                 for msg in msgs:
@@ -176,7 +176,7 @@ class SchedulerBus:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(500, timeout=2.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
                     continue
                 except (nats.errors.Error, nats.js.errors.Error) as e:
                     log.warning("fetch from %s failed, retrying: %s", stream, e)
