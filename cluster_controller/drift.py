@@ -30,7 +30,13 @@ from cluster_controller.model import DriftStatus
 
 _UNTRACKED = {"apiVersion", "kind", "status"}
 """Top-level fields that are not drift: identity and the object's own status."""
-_UNTRACKED_METADATA = {"name", "namespace", "generateName", "managedFields", "resourceVersion"}
+_UNTRACKED_METADATA = {
+    "name",
+    "namespace",
+    "generateName",
+    "managedFields",
+    "resourceVersion",
+}
 
 
 def escape(segment: str) -> str:
@@ -220,7 +226,9 @@ def _get(node: Any, parts: list[str]) -> tuple[bool, Any]:
 
 
 def respect_ignored(
-    manifest: Mapping[str, Any], live: Mapping[str, Any] | None, ignore_paths: Sequence[str]
+    manifest: Mapping[str, Any],
+    live: Mapping[str, Any] | None,
+    ignore_paths: Sequence[str],
 ) -> dict[str, Any]:
     """The manifest to apply over an existing object: ignored paths take the live value.
 
@@ -304,7 +312,10 @@ def decide_drift(
 
 def record_correction(current: DriftStatus, now: str) -> DriftStatus:
     return msgspec.structs.replace(
-        current, state="Corrected", corrected=current.corrected + 1, last_corrected_at=now
+        current,
+        state="Corrected",
+        corrected=current.corrected + 1,
+        last_corrected_at=now,
     )
 
 

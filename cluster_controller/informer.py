@@ -165,7 +165,11 @@ class Informer:
         metadata: dict[str, Any] = {"name": name}
         if namespace:
             metadata["namespace"] = namespace
-        return {"apiVersion": self.info.api_version, "kind": self.info.kind, "metadata": metadata}
+        return {
+            "apiVersion": self.info.api_version,
+            "kind": self.info.kind,
+            "metadata": metadata,
+        }
 
     async def _watch(self) -> None:
         async for event in self.kube.watch(

@@ -137,7 +137,9 @@ def compute_status(obj: Mapping[str, Any] | None, now: datetime) -> Readiness:
 def _generic_status(obj: Mapping[str, Any]) -> Readiness | None:
     if _field(obj, "metadata.deletionTimestamp"):
         return Readiness(
-            status="Terminating", reason="Terminating", message="Resource scheduled for deletion"
+            status="Terminating",
+            reason="Terminating",
+            message="Resource scheduled for deletion",
         )
     generation = _field(obj, "metadata.generation")
     observed = _field(obj, "status.observedGeneration")
@@ -150,7 +152,8 @@ def _generic_status(obj: Mapping[str, Any]) -> Readiness | None:
     reconciling = condition(obj, "Reconciling")
     if reconciling is not None and reconciling.get("status") == "True":
         return _in_progress(
-            str(reconciling.get("reason") or "Reconciling"), str(reconciling.get("message") or "")
+            str(reconciling.get("reason") or "Reconciling"),
+            str(reconciling.get("message") or ""),
         )
     stalled = condition(obj, "Stalled")
     if stalled is not None and stalled.get("status") == "True":
@@ -272,7 +275,8 @@ def _pod(obj: Mapping[str, Any], now: datetime) -> Readiness:
         crashing = _crash_looping_containers(obj)
         if crashing:
             return _failed(
-                "ContainerCrashLooping", f"Containers in CrashLoop state: {', '.join(crashing)}"
+                "ContainerCrashLooping",
+                f"Containers in CrashLoop state: {', '.join(crashing)}",
             )
         return _in_progress("PodRunningNotReady", "Pod is running but is not Ready")
     if phase == "Pending":

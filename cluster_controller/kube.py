@@ -63,6 +63,10 @@ REQUEST_TIMEOUT = 30.0
 
 WatchType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
+_CONVERSION_FAILURE = "failed to convert new object"
+"""How the apiserver answers (with a 500) a server-side apply whose values cannot be decoded
+into the kind's type, e.g. a malformed quantity: the object is wrong, retrying cannot help."""
+
 
 class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     """How the apiserver serves one kind: its REST path segments and scope."""
@@ -130,7 +134,7 @@ def _status_error(code: int, body: bytes, what: str) -> KubeApiError | KubeUnava
         return Forbidden(code, reason or "Forbidden", message, what)
     if code == 410:
         return ResourceVersionExpired(code, reason or "Expired", message, what)
-    if code in (400, 422):
+    if code in (400, 422) or (code == 500 and _CONVERSION_FAILURE in message):
         return KubeRejected(code, reason or "Invalid", message, what)
     if code == 429 or code >= 500:
         return KubeUnavailable(f"{what}: apiserver answered {code} {reason}: {message}".strip())
@@ -194,7 +198,9 @@ class Kube:
         if self._config is None:
             raise KubeConfigError("this client was not made from a kubeconfig")
         config = KubeConfig.from_one(
-            cluster=self._config.cluster, user=User(token=token), fname=self._config.fname
+            cluster=self._config.cluster,
+            user=User(token=token),
+            fname=self._config.fname,
         ).get()
         assert config is not None
         http = lightkube_http_client(
@@ -228,7 +234,11 @@ class Kube:
             request_headers["Content-Type"] = content_type
         try:
             response = await self._http.request(
-                method, path, params=dict(params or {}), content=content, headers=request_headers
+                method,
+                path,
+                params=dict(params or {}),
+                content=content,
+                headers=request_headers,
             )
         except httpx.TransportError as e:
             raise KubeUnavailable(f"{what}: cannot reach the apiserver: {e!r}") from e
@@ -315,7 +325,9 @@ class Kube:
     ) -> dict[str, Any] | None:
         try:
             return await self.request(
-                "GET", info.path(namespace, name), what=f"get {info.kind} {namespace}/{name}"
+                "GET",
+                info.path(namespace, name),
+                what=f"get {info.kind} {namespace}/{name}",
             )
         except NotFound:
             return None

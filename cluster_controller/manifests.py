@@ -125,7 +125,12 @@ def step_job(
     metadata = job.setdefault("metadata", {})
     metadata["name"] = job_name
     metadata["namespace"] = namespace
-    for server_field in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+    for server_field in (
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ):
         metadata.pop(server_field, None)
     job.pop("status", None)
     metadata["labels"] = {
@@ -188,7 +193,11 @@ def step_job_rbac(
                 "name": service_account,
             },
             "subjects": [
-                {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+                {
+                    "kind": "ServiceAccount",
+                    "name": service_account,
+                    "namespace": namespace,
+                }
             ],
         },
     ]

@@ -248,7 +248,7 @@ class TaskStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     conditions: list[Condition] = msgspec.field(default_factory=list)
 
 
-class PartStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class PartStatus(msgspec.Struct, frozen=True, kw_only=True):
     ready: bool = False
     count: int = 0
     message: str = ""
@@ -349,7 +349,8 @@ def set_condition(conditions: list[Condition], new: Condition, now: str) -> list
         keep_time = existing.status == new.status and existing.last_transition_time
         result.append(
             msgspec.structs.replace(
-                new, last_transition_time=existing.last_transition_time if keep_time else now
+                new,
+                last_transition_time=existing.last_transition_time if keep_time else now,
             )
         )
     if not placed:

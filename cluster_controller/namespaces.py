@@ -52,7 +52,11 @@ CORE_NAMESPACE = ResourceInfo(
 )
 PART_KINDS: dict[str, ResourceInfo] = {
     "ResourceQuota": ResourceInfo(
-        group="", version="v1", kind="ResourceQuota", plural="resourcequotas", namespaced=True
+        group="",
+        version="v1",
+        kind="ResourceQuota",
+        plural="resourcequotas",
+        namespaced=True,
     ),
     "LimitRange": ResourceInfo(
         group="", version="v1", kind="LimitRange", plural="limitranges", namespaced=True
@@ -124,7 +128,10 @@ def part_ready(obj: dict[str, Any], now: datetime) -> tuple[bool, str]:
             return False, f"{name} is {phase or 'not active yet'}"
         return True, ""
     readiness = compute_status(obj, now)
-    return readiness.current, "" if readiness.current else f"{name}: {readiness.message}"
+    return (
+        readiness.current,
+        "" if readiness.current else f"{name}: {readiness.message}",
+    )
 
 
 class NamespaceReconciler:
@@ -282,7 +289,11 @@ class NamespaceReconciler:
         )
         if failure is not None:
             status = self._status(
-                resource, phase="Failed", parts=parts, reason=failure[0], message=failure[1]
+                resource,
+                phase="Failed",
+                parts=parts,
+                reason=failure[0],
+                message=failure[1],
             )
         elif all_ready:
             status = self._status(

@@ -187,7 +187,10 @@ def _blocked(step: StepState, default_reason: str, default_message: str) -> Bloc
     reason = readiness.reason if readiness is not None and readiness.reason else default_reason
     message = readiness.message if readiness is not None and readiness.message else default_message
     return Blocked(
-        step=step.name, reason=reason, message=f"{step.ref}: {message}", object=str(step.ref)
+        step=step.name,
+        reason=reason,
+        message=f"{step.ref}: {message}",
+        object=str(step.ref),
     )
 
 
@@ -205,7 +208,11 @@ def plan_phase(steps: Sequence[StepState]) -> PhasePlan:
         if missing:
             return PhasePlan(
                 waiting=[
-                    Blocked(step=s.name, reason="StepMissing", message=f"Step {s.name} not found")
+                    Blocked(
+                        step=s.name,
+                        reason="StepMissing",
+                        message=f"Step {s.name} not found",
+                    )
                     for s in missing
                 ],
                 stage=stage,

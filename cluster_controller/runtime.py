@@ -94,7 +94,11 @@ class Controller:
             kube, TASK, namespace=scope, on_event=self._on_task, watch_timeout=timeout
         )
         self.tasklets = Informer(
-            kube, TASKLET, namespace=scope, on_event=self._on_tasklet, watch_timeout=timeout
+            kube,
+            TASKLET,
+            namespace=scope,
+            on_event=self._on_tasklet,
+            watch_timeout=timeout,
         )
         self.steps = Informer(
             kube, STEP, namespace=scope, on_event=self._on_step, watch_timeout=timeout
@@ -104,7 +108,11 @@ class Controller:
         )
         self.recorder = EventRecorder(kube, instance=self.options.instance)
         self.runner = StepRunner(
-            kube, self.recorder, clock=clock, on_kind=self.watch_kind, remember=self.steps.remember
+            kube,
+            self.recorder,
+            clock=clock,
+            on_kind=self.watch_kind,
+            remember=self.steps.remember,
         )
         self.task_reconciler = TaskReconciler(
             kube,
@@ -259,7 +267,10 @@ class Controller:
         seen: set[tuple[str, str]] = set()
         for obj in self.steps.items():
             ref = (obj.get("status") or {}).get("object") or {}
-            api_version, kind = str(ref.get("apiVersion") or ""), str(ref.get("kind") or "")
+            api_version, kind = (
+                str(ref.get("apiVersion") or ""),
+                str(ref.get("kind") or ""),
+            )
             if not api_version or not kind or (api_version, kind) in seen:
                 continue
             seen.add((api_version, kind))

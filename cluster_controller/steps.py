@@ -35,7 +35,12 @@ from cluster_controller.errors import (
     KubeRejected,
     NotFound,
 )
-from cluster_controller.kstatus import NOT_FOUND, Readiness, compute_status, job_complete
+from cluster_controller.kstatus import (
+    NOT_FOUND,
+    Readiness,
+    compute_status,
+    job_complete,
+)
 from cluster_controller.kube import Kube, ResourceInfo
 from cluster_controller.manifests import (
     namespaced,
@@ -69,14 +74,26 @@ from taskset.model import ObjectRef, Phase
 log = logging.getLogger(__name__)
 
 STEP = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Step", plural="steps", namespaced=True
+    group="fleetbus.io",
+    version="v1alpha1",
+    kind="Step",
+    plural="steps",
+    namespaced=True,
 )
 JOB = ResourceInfo(group="batch", version="v1", kind="Job", plural="jobs", namespaced=True)
 SERVICE_ACCOUNT = ResourceInfo(
-    group="", version="v1", kind="ServiceAccount", plural="serviceaccounts", namespaced=True
+    group="",
+    version="v1",
+    kind="ServiceAccount",
+    plural="serviceaccounts",
+    namespaced=True,
 )
 ROLE = ResourceInfo(
-    group="rbac.authorization.k8s.io", version="v1", kind="Role", plural="roles", namespaced=True
+    group="rbac.authorization.k8s.io",
+    version="v1",
+    kind="Role",
+    plural="roles",
+    namespaced=True,
 )
 ROLE_BINDING = ResourceInfo(
     group="rbac.authorization.k8s.io",
@@ -161,7 +178,10 @@ class StepRunner:
         body = {
             "apiVersion": API_VERSION,
             "kind": "Step",
-            "metadata": {"name": step.metadata.name, "namespace": step.metadata.namespace},
+            "metadata": {
+                "name": step.metadata.name,
+                "namespace": step.metadata.namespace,
+            },
             "status": status_body(status),
         }
         try:
@@ -308,7 +328,9 @@ class StepRunner:
             digest = step_digest(step.spec)
             if readiness is None and step.status.rejected_digest == digest:
                 readiness = Readiness(
-                    status="Failed", reason=step.status.reason, message=step.status.message
+                    status="Failed",
+                    reason=step.status.reason,
+                    message=step.status.message,
                 )
             states.append(
                 StepState(
@@ -467,7 +489,9 @@ class StepRunner:
 
     async def _delete_stale_jobs(self, step: StepResource, namespace: str, keep: str) -> None:
         listing = await self.kube.list(
-            JOB, namespace=namespace, label_selector=f"{LABEL_STEP_JOB}={step.metadata.name}"
+            JOB,
+            namespace=namespace,
+            label_selector=f"{LABEL_STEP_JOB}={step.metadata.name}",
         )
         for job in listing.items:
             name = str(job["metadata"]["name"])
@@ -529,7 +553,11 @@ class StepRunner:
             if suspects:
                 manifest = respect_ignored(desired, live, ctx.ignore_paths)
                 would_be = await self.kube.apply(
-                    manifest, field_manager=FIELD_MANAGER, force=True, dry_run=True, info=info
+                    manifest,
+                    field_manager=FIELD_MANAGER,
+                    force=True,
+                    dry_run=True,
+                    info=info,
                 )
                 fields = confirmed_fields(manifest, would_be, live, ignore_paths=ctx.ignore_paths)
         now = self.clock()
@@ -586,7 +614,10 @@ class StepRunner:
     # --- removal -----------------------------------------------------------------------------
 
     async def remove(
-        self, ctx: TaskContext, removals: Sequence[Removal], steps: dict[str, StepResource]
+        self,
+        ctx: TaskContext,
+        removals: Sequence[Removal],
+        steps: dict[str, StepResource],
     ) -> list[str]:
         """Delete the objects of `removals` stage by stage (already in removal order).
 
@@ -646,7 +677,10 @@ class StepRunner:
         if metadata.get("deletionTimestamp"):
             return not metadata.get("finalizers") or info.group != "fleetbus.io"
         await self.kube.delete(
-            info, step.spec.ref.name, namespace=namespace, uid=str(metadata.get("uid") or "")
+            info,
+            step.spec.ref.name,
+            namespace=namespace,
+            uid=str(metadata.get("uid") or ""),
         )
         after = await self.kube.get(info, step.spec.ref.name, namespace)
         if after is None:

@@ -46,19 +46,36 @@ from cluster_controller.model import (
 )
 from cluster_controller.plan import RUN_PHASES, Removal, plan_prune, removal_order
 from cluster_controller.recorder import rfc3339
-from cluster_controller.rollup import PhaseOutcome, drift_summary, task_status, tasklet_status
+from cluster_controller.rollup import (
+    PhaseOutcome,
+    drift_summary,
+    task_status,
+    tasklet_status,
+)
 from cluster_controller.steps import StepRunner, TaskContext
 
 log = logging.getLogger(__name__)
 
 TASK = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Task", plural="tasks", namespaced=True
+    group="fleetbus.io",
+    version="v1alpha1",
+    kind="Task",
+    plural="tasks",
+    namespaced=True,
 )
 TASKLET = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Tasklet", plural="tasklets", namespaced=True
+    group="fleetbus.io",
+    version="v1alpha1",
+    kind="Tasklet",
+    plural="tasklets",
+    namespaced=True,
 )
 STEP = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Step", plural="steps", namespaced=True
+    group="fleetbus.io",
+    version="v1alpha1",
+    kind="Step",
+    plural="steps",
+    namespaced=True,
 )
 
 TaskKey = tuple[str, str]
@@ -126,7 +143,11 @@ class TaskReconciler:
     # --- writes ------------------------------------------------------------------------------
 
     async def _write_status(
-        self, info: ResourceInfo, metadata: Any, current: dict[str, Any], status: msgspec.Struct
+        self,
+        info: ResourceInfo,
+        metadata: Any,
+        current: dict[str, Any],
+        status: msgspec.Struct,
     ) -> None:
         body = status_body(status)
         if current.get("status") == body:
@@ -310,7 +331,11 @@ class TaskReconciler:
         return outcomes
 
     async def _check_drift(
-        self, key: TaskKey, ctx: TaskContext, task: TaskResource, steps: dict[str, StepResource]
+        self,
+        key: TaskKey,
+        ctx: TaskContext,
+        task: TaskResource,
+        steps: dict[str, StepResource],
     ) -> None:
         suspects = self.suspects.pop(key, set())
         wanted = set(task.spec.all_steps())
@@ -414,6 +439,15 @@ class TaskReconciler:
             )
             return msgspec.structs.replace(base, message=message)
 
+        pre_delete = await self.runner.run_phase(ctx, "preDelete", task.spec.pre_delete, steps)
+        if not pre_delete.complete:
+            await self._write_status(
+                TASK,
+                task.metadata,
+                obj,
+                deleting_status(pre_delete, "running preDelete steps"),
+            )
+            return Outcome(retry_after=RETRY_TRANSIENT if pre_delete.errors else None)
         tasklet_obj = self.tasklets.get(namespace, name)
         if tasklet_obj is not None:
             tasklet = decode_tasklet(tasklet_obj)
@@ -430,23 +464,13 @@ class TaskReconciler:
                     ctx, tasklet, tasklet_obj, steps, task_deleting=True
                 )
                 if not done:
-                    pending = PhaseOutcome(phase="preDelete", total=0, ready=0)
                     await self._write_status(
                         TASK,
                         task.metadata,
                         obj,
-                        deleting_status(pending, "waiting for the Tasklet to be removed"),
+                        deleting_status(pre_delete, "waiting for the Tasklet to be removed"),
                     )
                     return Outcome()
-        pre_delete = await self.runner.run_phase(ctx, "preDelete", task.spec.pre_delete, steps)
-        if not pre_delete.complete:
-            await self._write_status(
-                TASK,
-                task.metadata,
-                obj,
-                deleting_status(pre_delete, "running preDelete steps"),
-            )
-            return Outcome(retry_after=RETRY_TRANSIENT if pre_delete.errors else None)
         waiting = await self.runner.remove(ctx, removal_order(self._removals(steps)), steps)
         if waiting:
             await self._write_status(
@@ -462,14 +486,6 @@ class TaskReconciler:
         await self._set_finalizer(TASK, obj, False)
         log.info("Task %s/%s removed", namespace, name)
         return Outcome()
-
-
-def task_key_of_step(obj: dict[str, Any]) -> TaskKey | None:
-    metadata = obj.get("metadata") or {}
-    task = (obj.get("spec") or {}).get("task")
-    if not task:
-        return None
-    return (str(metadata.get("namespace") or ""), str(task))
 
 
 def _settled_for(step: StepResource, task: TaskResource) -> bool:
