@@ -107,15 +107,19 @@ def _js_hub(api: str) -> str:
     return f"$JS.{HUB_DOMAIN}.API.{api}"
 
 
-def _desired_rights(cluster: str) -> list[str]:
+def _desired_rights(cluster: str, api: Callable[[str], str] = _js_hub) -> list[str]:
     durable = edges.desired_durable(cluster)
     return [
-        _js_hub(f"CONSUMER.MSG.NEXT.{DESIRED_STREAM}.{durable}"),
-        _js_hub(f"CONSUMER.INFO.{DESIRED_STREAM}.{durable}"),
+        api(f"CONSUMER.MSG.NEXT.{DESIRED_STREAM}.{durable}"),
+        api(f"CONSUMER.INFO.{DESIRED_STREAM}.{durable}"),
         f"$JS.ACK.{DESIRED_STREAM}.{durable}.>",
         f"$JS.ACK.{HUB_DOMAIN}.*.{DESIRED_STREAM}.{durable}.>",
-        _js_hub(f"DIRECT.GET.{DESIRED_STREAM}.{subjects.desired_filter(cluster)}"),
+        api(f"DIRECT.GET.{DESIRED_STREAM}.{subjects.desired_filter(cluster)}"),
     ]
+
+
+def _js_local(api: str) -> str:
+    return f"$JS.API.{api}"
 
 
 def leaf_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
@@ -142,8 +146,10 @@ def leaf_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
 
 def client_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
     """Rights of a cluster that connects as a plain client of the hub (large simulated fleets)."""
+    # A client of the hub itself asks with the `$JS.hub.API` prefix, but the server maps it to
+    # its local `$JS.API` before checking permissions: the rights name the mapped subjects.
     publish = [
-        *_desired_rights(cluster),
+        *_desired_rights(cluster, _js_local),
         subjects.report_filter(cluster),
         subjects.inventory_subject(cluster),
     ]

@@ -231,6 +231,7 @@ async def edge_hub(
     ws: bool = False,
     settle: float = 0.5,
     cooldown: float = 1.0,
+    sim_clusters: int = 0,
 ) -> AsyncIterator[EdgeHub]:
     data = DataDir(root / "hub")
     data.create()
@@ -272,8 +273,8 @@ async def edge_hub(
             antientropy_settle=timedelta(seconds=settle),
             antientropy_cooldown=timedelta(seconds=cooldown),
         )
-        await services.start()
         hub = EdgeHub(root, data, server, store, services, leaf_port, ws_port)
+        await services.start(sim_clusters=sim_clusters, sim_inventory_interval=0.3)
         yield hub
     finally:
         if hub is not None:
