@@ -13,15 +13,24 @@ from pathlib import Path
 
 from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
 from events.store import EventStore
+from taskset.digest import digest_of
 from tests.conftest import HubNats
 from tests.integration.scheduler_harness import (
     desired,
     events_of,
     reports_store,
+    running_scheduler,
     versions,
     wait_for,
 )
-from tests.scheduler_fixtures import applied, deployment, make_taskset, published, registered
+from tests.scheduler_fixtures import (
+    applied,
+    deployment,
+    envelope,
+    make_taskset,
+    published,
+    registered,
+)
 
 CLUSTERS = ["a", "b", "c", "d", "e", "f"]
 
@@ -126,3 +135,28 @@ async def report_each(reports: EventStore, events: list[TaskApplied]) -> None:
 
 async def _at(store: EventStore, expected: dict[str, int]) -> bool:
     return await versions(store, list(expected)) == expected
+
+
+async def test_a_decision_logged_but_not_yet_written_to_desired_is_written_at_restart(
+    event_store: EventStore,
+) -> None:
+    """The crash window of the scheduler: ClusterTaskScheduled appended, DESIRED not written."""
+    taskset = make_taskset("web")
+    await event_store.append([registered("a"), published(taskset, 1, clusters=["a"])])
+    logged = ClusterTaskScheduled(
+        **envelope("scheduler"),
+        cluster="a",
+        taskset="web",
+        taskset_version=1,
+        generation=1,
+        digest=digest_of(taskset),
+    )
+    await event_store.append([logged])
+    assert await desired(event_store, "a", "web") is None
+    async with running_scheduler(event_store):
+        await wait_for(lambda: _at(event_store, {"a": 1}), what="DESIRED repaired")
+    task = await desired(event_store, "a", "web")
+    assert task is not None
+    assert (task.generation, task.digest) == (1, logged.digest)
+    scheduled = await events_of(event_store, ClusterTaskScheduled)
+    assert [e.id for e in scheduled] == [logged.id]
