@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from cluster_controller.errors import KubeUnavailable, ResourceVersionExpired
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import ObjectList, ResourceInfo, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,24 @@ OnEvent = Callable[[str, dict[str, Any]], None]
 """Called with "ADDED", "MODIFIED" or "DELETED" and the object; must be quick (enqueue only)."""
 
 MAX_BACKOFF = 30.0
+
+
+class WatchSource(Protocol):
+    """What an informer needs from the apiserver (`cluster_controller.kube.Kube` is one)."""
+
+    async def list(
+        self, info: ResourceInfo, *, namespace: str = "", label_selector: str = "", limit: int = 500
+    ) -> ObjectList: ...
+
+    def watch(
+        self,
+        info: ResourceInfo,
+        *,
+        resource_version: str,
+        namespace: str = "",
+        label_selector: str = "",
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[WatchEvent]: ...
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -61,7 +79,7 @@ def _newer_or_same(held: str, incoming: str) -> bool:
 class Informer:
     def __init__(
         self,
-        kube: Kube,
+        kube: WatchSource,
         info: ResourceInfo,
         *,
         on_event: OnEvent,
@@ -69,6 +87,7 @@ class Informer:
         namespace: str = "",
         keep_objects: bool = True,
         watch_timeout: int = 300,
+        backoff_base: float = 0.25,
     ) -> None:
         self.kube = kube
         self.info = info
@@ -76,6 +95,7 @@ class Informer:
         self.namespace = namespace
         self.keep_objects = keep_objects
         self.watch_timeout = watch_timeout
+        self.backoff_base = backoff_base
         self._on_event = on_event
         self._objects: dict[Key, dict[str, Any]] = {}
         self._versions: dict[Key, str] = {}
@@ -135,7 +155,7 @@ class Informer:
                 need_list = True
             except KubeUnavailable as e:
                 failures += 1
-                delay = min(MAX_BACKOFF, 0.25 * 2**failures)
+                delay = min(MAX_BACKOFF, self.backoff_base * 2**failures)
                 log.warning("%s: %s; retrying in %.1fs", self.info.plural, e, delay)
                 await asyncio.sleep(delay)
 
