@@ -33,6 +33,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -51,7 +52,7 @@ from events.streams import DESIRED_STREAM, HUB_DOMAIN
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.errors import HubError
 from fleetbus.natsserver import NatsServer
-from fleetbus.pki import HubPki, cluster_identity
+from fleetbus.pki import HubPki, IssuedCertificate, cluster_identity
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +295,17 @@ class AccessState:
 
     path: Path
 
-    def write(self, applied_seq: int, clusters: Sequence[str]) -> None:
-        write_private(
-            self.path, orjson.dumps({"applied_seq": applied_seq, "clusters": sorted(clusters)})
-        )
+    def write(self, applied_seq: int, clusters: Mapping[str, ClusterAccess]) -> None:
+        admitted = {name: access.fingerprint for name, access in sorted(clusters.items())}
+        write_private(self.path, orjson.dumps({"applied_seq": applied_seq, "clusters": admitted}))
+
+    def admitted(self) -> dict[str, str]:
+        """Registered cluster -> fingerprint of the certificate the hub admits for it."""
+        try:
+            clusters = orjson.loads(self.path.read_bytes())["clusters"]
+        except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
+            return {}
+        return {str(k): str(v) for k, v in clusters.items()} if isinstance(clusters, dict) else {}
 
     def applied_seq(self) -> int:
         try:
@@ -314,17 +322,41 @@ APPLY_WAIT_S = 30.0
 """How long a registration waits for the hub to make it effective."""
 
 
-async def wait_until_applied(data: DataDir, seq: int) -> None:
-    """Wait until the running hub has made the cluster event at `seq` effective."""
+async def wait_for_access(data: DataDir, cluster: str, fingerprint: str | None) -> None:
+    """Wait until the running hub admits `cluster` with this certificate (None: no longer)."""
     state = access_state(data)
     deadline = time.monotonic() + APPLY_WAIT_S
-    while state.applied_seq() < seq:
+
+    def effective() -> bool:
+        admitted = state.admitted()
+        if fingerprint is None:
+            return cluster not in admitted
+        return admitted.get(cluster) == fingerprint
+
+    while not effective():
         if time.monotonic() > deadline:
             raise AccessError(
-                f"the hub has not applied cluster change #{seq} after {APPLY_WAIT_S:.0f}s; "
-                f"is `fleetbus up` running on {data.root}?"
+                f"the hub has not applied the change to cluster {cluster} after "
+                f"{APPLY_WAIT_S:.0f}s; is `fleetbus up` running on {data.root}?"
             )
         await asyncio.sleep(0.05)
+
+
+def issue_cluster_certificate(data: DataDir, cluster: str, now: datetime) -> IssuedCertificate:
+    """A new client certificate for `cluster` from the hub's CA."""
+    return HubPki(data.root / "pki").load_ca().issue_cluster(cluster, now)
+
+
+def hub_leaf_urls(data: DataDir) -> list[str]:
+    """The leafnode URLs a running hub advertises (`--public-host`, `--leaf-port`)."""
+    info = data.read_hub_info()
+    urls = info.get("leaf_urls")
+    if not urls:
+        raise AccessError(
+            f"the hub on {data.root} has no leafnode listener (it runs on an external NATS "
+            "cluster); edges cannot join it"
+        )
+    return [str(url) for url in urls]
 
 
 class ClusterAccessService:
@@ -376,7 +408,7 @@ class ClusterAccessService:
         self._effective = dict(self.clusters)
         await self.drop_stale_leafs(revoked)
         self.applied_seq = seq
-        self.state.write(seq, list(self.clusters))
+        self.state.write(seq, self.clusters)
         async with self._applied:
             self._applied.notify_all()
 

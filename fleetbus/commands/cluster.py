@@ -1,7 +1,9 @@
 """`fleetbus cluster`: register, list, relabel and deregister clusters.
 
-`register --out DIR` also writes the cluster's bundle: everything an edge needs to join the
-hub. `write_bundle` is the one place the bundle is assembled.
+`register --out DIR` also issues the cluster's client certificate (from the hub's CA, its
+fingerprint recorded in `ClusterRegistered`), waits until the hub admits it, and writes the
+cluster's bundle: everything an edge needs to join the hub. `write_bundle` is the one place the
+bundle is assembled. `rm` waits until the hub has revoked the cluster's access.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from api.clusters import (
     register_cluster,
 )
 from api.errors import InvalidRequest
+from fleetbus.access import hub_leaf_urls, issue_cluster_certificate, wait_for_access
+from fleetbus.bundle import EdgeSettings, write_edge_bundle
 from fleetbus.commands.publish import local_actor
-from fleetbus.datadir import DEFAULT_DATA_DIR
+from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
 from fleetbus.local import open_local_store
+from fleetbus.pki import HubPki, IssuedCertificate
 
 
 def register(subparsers: Any) -> None:
@@ -67,8 +72,16 @@ def labels_text(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
-def write_bundle(out: Path, record: ClusterRecord) -> Path:
-    """Write the cluster's bundle directory (`cluster.json`: name and labels)."""
+def write_bundle(
+    out: Path,
+    record: ClusterRecord,
+    *,
+    data: DataDir | None = None,
+    issued: IssuedCertificate | None = None,
+) -> Path:
+    """Write the cluster's bundle directory: `cluster.json` (name and labels) and, with a
+    certificate, the edge's files (CA, certificate, key, leaf config, connector settings,
+    Helm values; see `fleetbus.bundle`)."""
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
     path = out / "cluster.json"
@@ -76,6 +89,12 @@ def write_bundle(out: Path, record: ClusterRecord) -> Path:
         orjson.dumps({"name": record.name, "labels": record.labels}, option=orjson.OPT_INDENT_2)
         + b"\n"
     )
+    if data is not None and issued is not None:
+        settings = EdgeSettings(
+            cluster=record.name, hub_urls=hub_leaf_urls(data), labels=dict(record.labels)
+        )
+        ca_pem = HubPki(data.root / "pki").ca_cert.read_bytes()
+        write_edge_bundle(out, settings, ca_pem=ca_pem, issued=issued)
     return out
 
 
@@ -83,16 +102,32 @@ async def handle_register(args: argparse.Namespace) -> int:
     labels, removed = parse_label_arguments(args.label)
     if removed:
         raise InvalidRequest("--label takes KEY=VALUE")
+    data = DataDir(args.data_dir)
+    now = datetime.now(UTC)
+    # Only a bundle carries the key, so a certificate is issued only when one is written;
+    # and only for a hub edges can reach (checked before anything is recorded).
+    issued = None
+    if args.out is not None:
+        hub_leaf_urls(data)
+        issued = issue_cluster_certificate(data, args.name, now)
     store = await open_local_store(args.data_dir)
     try:
         record = await register_cluster(
-            store, args.name, labels, actor=local_actor(), now=datetime.now(UTC)
+            store,
+            args.name,
+            labels,
+            actor=local_actor(),
+            now=now,
+            certificate_fingerprint=issued.fingerprint if issued else "",
         )
     finally:
         await store.close()
     print(f"cluster {record.name} registered ({labels_text(record.labels)})")
-    if args.out is not None:
-        print(f"bundle written to {write_bundle(args.out, record)}")
+    if args.out is not None and issued is not None:
+        await wait_for_access(data, record.name, issued.fingerprint)
+        print(f"bundle written to {write_bundle(args.out, record, data=data, issued=issued)}")
+    else:
+        print("no bundle written (--out DIR): its edge cannot connect until it has one")
     return 0
 
 
@@ -136,5 +171,6 @@ async def handle_rm(args: argparse.Namespace) -> int:
         )
     finally:
         await store.close()
-    print(f"cluster {record.name} deregistered")
+    await wait_for_access(DataDir(args.data_dir), record.name, None)
+    print(f"cluster {record.name} deregistered; its access to the hub is revoked")
     return 0
