@@ -35,7 +35,16 @@ from api.auth import PUBLIC, Principal, TokenAuthentication
 from api.context import HubContext
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import HubMetrics, observe_streams
-from api.routes import access, events, system, tasksets
+from api.routes import (
+    access,
+    clusters,
+    events,
+    fleet,
+    overrides,
+    rollouts,
+    system,
+    tasksets,
+)
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 API_VERSION = "1"
@@ -104,7 +113,9 @@ def openapi_config() -> OpenAPIConfig:
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(
-                    type="http", scheme="bearer", description="A fleetbus token (fbt_...)"
+                    type="http",
+                    scheme="bearer",
+                    description="A fleetbus token (fbt_...)",
                 )
             }
         ),
@@ -146,6 +157,10 @@ def create_app(hub: HubContext) -> Litestar:
             *events.ROUTES,
             *access.ROUTES,
             *tasksets.ROUTES,
+            *fleet.ROUTES,
+            *clusters.ROUTES,
+            *overrides.ROUTES,
+            *rollouts.ROUTES,
             dashboard,
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},

@@ -85,7 +85,8 @@ def extract_archive(data: bytes, into: Path, limits: ArchiveLimits | None = None
             for member in archive:
                 if len(names) >= limits.max_entries:
                     raise ArchiveTooLarge(
-                        member.name, f"the archive has more than {limits.max_entries} entries"
+                        member.name,
+                        f"the archive has more than {limits.max_entries} entries",
                     )
                 relative = _entry_path(member.name)
                 names.append(member.name)
@@ -121,12 +122,14 @@ def extract_archive(data: bytes, into: Path, limits: ArchiveLimits | None = None
                     link = member.linkname
                     if not link or os.path.isabs(link):
                         raise UnsafeArchive(
-                            member.name, f"symbolic link to absolute path {link!r} is not allowed"
+                            member.name,
+                            f"symbolic link to absolute path {link!r} is not allowed",
                         )
                     resolved = Path(os.path.realpath(target.parent / link))
                     if not _inside(root, resolved):
                         raise UnsafeArchive(
-                            member.name, f"symbolic link to {link!r} points outside the archive"
+                            member.name,
+                            f"symbolic link to {link!r} points outside the archive",
                         )
                     if target.exists() or target.is_symlink():
                         raise UnsafeArchive(member.name, "the entry appears twice")
@@ -147,7 +150,8 @@ def extract_archive(data: bytes, into: Path, limits: ArchiveLimits | None = None
                     files.add(relative)
                 else:
                     raise UnsafeArchive(
-                        member.name, "devices, FIFOs and other special files are not allowed"
+                        member.name,
+                        "devices, FIFOs and other special files are not allowed",
                     )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise InvalidRequest(f"the upload is not a readable tar or tar.gz archive: {e}") from e

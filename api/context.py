@@ -4,28 +4,61 @@
 services) and hands it to `api.app.create_app`; route handlers receive it by dependency
 injection as `hub`. Keeping it one explicit object makes the API testable against any store
 and data dir, with no module-level state.
+
+What only the composition root can do (issue certificates and pack edge bundles, render Helm
+charts, know which clusters are connected) comes in through the small ports below, so `api`
+never imports `fleetbus`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from litestar.di import NamedDependency
 
 from api.auth import StreamTickets, TokenStore
 from api.metrics import HubMetrics
+from api.overrides import PreparedRenderer
 from events.charts import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
+from projector.db import ProjectionDb
+from projector.service import PROJECTION_FILE
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest request body the API reads (uploads included); larger ones get 413."""
 
 TOKENS_FILE = "tokens.json"
 ADMIN_TOKEN_FILE = "admin.token"
+CONNECTED_WITHIN = timedelta(seconds=90)
+"""A cluster heard from this recently (inventory digest or report) counts as connected."""
+
+
+@dataclass(frozen=True)
+class IssuedBundle:
+    """A cluster's freshly issued certificate, and its edge bundle as a .tar.gz."""
+
+    fingerprint: str
+    archive: bytes
+
+
+class ClusterEnrollment(Protocol):
+    """Issues what a cluster needs to join (certificate, key, hub URLs), as one archive."""
+
+    def issue(self, cluster: str, labels: Mapping[str, str], now: datetime) -> IssuedBundle: ...
+
+    async def wait_applied(self, seq: int) -> None:
+        """Return once the hub lets the cluster registered at `seq` connect."""
+
+
+def nobody_seen() -> Mapping[str, datetime]:
+    return {}
 
 
 @dataclass
@@ -38,23 +71,45 @@ class HubContext:
     """The REPORTS stream, on the same connection as `store`."""
     charts: ChartStore
     """Helm chart archives of published tasksets, by content address."""
+    projection: Path
+    """The projector's SQLite read models (read-only here)."""
     tickets: StreamTickets = field(default_factory=StreamTickets)
     metrics: HubMetrics = field(default_factory=HubMetrics)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the hub stops: live streams end so the HTTP server can close."""
+    enrollment: ClusterEnrollment | None = None
+    """None on a hub without a leafnode listener: it registers clusters but issues no bundle."""
+    renderer: PreparedRenderer | None = None
+    """Re-renders Helm charts with override values (for previews)."""
+    last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
+    """When each cluster last sent an inventory digest."""
     max_body_bytes: int = MAX_BODY_BYTES
     sse_heartbeat_s: float = 15.0
 
     @classmethod
     def for_store(cls, store: EventStore, data_dir: Path) -> HubContext:
-        """A context over a connected store, with the tokens kept in `data_dir`."""
+        """A context over a connected store, with tokens and read models in `data_dir`."""
         return cls(
             store=store,
             data_dir=data_dir,
             tokens=TokenStore(data_dir / TOKENS_FILE),
             reports=EventStore(store.nc, stream=REPORTS_STREAM, timeout=store.timeout),
             charts=ChartStore(store.nc, timeout=max(store.timeout, 10.0)),
+            projection=data_dir / PROJECTION_FILE,
         )
+
+    @contextlib.asynccontextmanager
+    async def read_models(self) -> AsyncIterator[ProjectionDb]:
+        """A read-only connection to the projection, for one request.
+
+        Opened per request: the projector may swap in a rebuilt file at any time, and a new
+        connection always sees the current one.
+        """
+        db = await ProjectionDb.open_readonly(self.projection)
+        try:
+            yield db
+        finally:
+            await db.close()
 
 
 Hub: TypeAlias = NamedDependency[HubContext]

@@ -134,10 +134,16 @@ def error_response(status: int, message: str, detail: Any = None) -> Response[Er
 def fleetbus_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     status = status_for(error)
     detail = error.detail if isinstance(error, ApiError) else None
-    if status >= 500:
+    if status == 500:
         log.error(
             "request failed",
             exc_info=error,
+            extra={"method": request.method, "path": request.url.path},
+        )
+    elif status > 500:
+        log.warning(
+            "request failed: %s",
+            error,
             extra={"method": request.method, "path": request.url.path},
         )
     return error_response(status, str(error), detail)

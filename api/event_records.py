@@ -19,6 +19,10 @@ import msgspec
 
 from events.catalog import (
     AntiEntropyRepaired,
+    ClusterDeregistered,
+    ClusterLabelsChanged,
+    ClusterRegistered,
+    ClusterTaskRefused,
     ClusterTaskScheduled,
     DriftCorrected,
     DriftDetected,
@@ -28,16 +32,20 @@ from events.catalog import (
     Report,
     RolloutAdvanced,
     RolloutHalted,
+    RolloutResumed,
     TaskApplied,
     TaskFailed,
     TasksetPublished,
+    TasksetRetired,
 )
 from events.store import StoredEvent
 
 StreamName = Literal["events", "reports"]
 
 REDACTED = "<redacted>"
-SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|private[-_]?key|api[-_]?key", re.I)
+SECRET_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|credential|private[-_]?key|api[-_]?key", re.IGNORECASE
+)
 ENVELOPE = frozenset({"id", "occurred_at", "actor", "correlation_id", "causation_id", "version"})
 
 
@@ -58,7 +66,7 @@ def redact_values(value: Any) -> Any:
     if isinstance(value, dict):
         return {
             key: REDACTED
-            if SECRET_KEY.search(str(key)) and value[key] not in (None, "")
+            if SECRET_KEY.search(str(key)) and item not in (None, "")
             else redact_values(item)
             for key, item in value.items()
         }
@@ -92,6 +100,10 @@ def event_payload(event: Event) -> dict[str, Any]:
     return body
 
 
+def label_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+
+
 def describe(event: Event) -> str:
     """One line saying what an event means, for people reading the log."""
     match event:
@@ -102,6 +114,23 @@ def describe(event: Event) -> str:
             return f"{event.taskset}/{event.name} on {scope}"
         case OverrideRemoved():
             return f"{event.taskset}/{event.name} removed"
+        case TasksetRetired():
+            return f"{event.taskset} retired" + (f": {event.reason}" if event.reason else "")
+        case ClusterRegistered():
+            return f"{event.cluster} registered ({label_text(event.labels)})"
+        case ClusterLabelsChanged():
+            return f"{event.cluster} labels now {label_text(event.labels)}"
+        case ClusterDeregistered():
+            return f"{event.cluster} deregistered"
+        case AntiEntropyRepaired():
+            return f"{event.cluster}: re-sent {', '.join(event.tasksets) or 'nothing'}"
+        case RolloutResumed():
+            return f"{event.taskset} v{event.taskset_version} rollout resumed"
+        case ClusterTaskRefused():
+            return (
+                f"{event.taskset} v{event.taskset_version} refused for {event.cluster}: "
+                f"{event.reason}"
+            )
         case ClusterTaskScheduled():
             what = "removal" if event.removed else f"v{event.taskset_version}"
             return f"{event.taskset} {what} -> {event.cluster} (gen {event.generation})"

@@ -15,7 +15,9 @@ from typing import Any
 from events.store import StoredEvent
 
 
-def closing(events: AsyncIterator[StoredEvent]) -> contextlib.aclosing[AsyncGenerator[StoredEvent]]:
+def closing(
+    events: AsyncIterator[StoredEvent],
+) -> contextlib.aclosing[AsyncGenerator[StoredEvent]]:
     """A store reader that is closed (its consumer deleted) as soon as the caller stops early."""
     assert isinstance(events, AsyncGenerator)
     return contextlib.aclosing(events)

@@ -19,7 +19,13 @@ import asyncio
 import logging
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from api.log_readers import cancel_and_wait, closing
 from events.catalog import (
@@ -57,7 +63,10 @@ class HubMetrics:
             registry=r,
         )
         self.stream_messages = Gauge(
-            "fleetbus_stream_messages", "Messages held by each hub stream", ["stream"], registry=r
+            "fleetbus_stream_messages",
+            "Messages held by each hub stream",
+            ["stream"],
+            registry=r,
         )
         self.consumer_lag = Gauge(
             "fleetbus_consumer_lag",
@@ -72,7 +81,9 @@ class HubMetrics:
             registry=r,
         )
         self.clusters_registered = Gauge(
-            "fleetbus_clusters_registered", "Clusters registered with the hub", registry=r
+            "fleetbus_clusters_registered",
+            "Clusters registered with the hub",
+            registry=r,
         )
         self.clusters_connected = Gauge(
             "fleetbus_clusters_connected",
@@ -140,7 +151,9 @@ class HubMetrics:
             registry=r,
         )
         self.sse_clients = Gauge(
-            "fleetbus_sse_clients", "Clients following the live event stream", registry=r
+            "fleetbus_sse_clients",
+            "Clients following the live event stream",
+            registry=r,
         )
         self._published_at: dict[tuple[str, int], datetime] = {}
         self._first_applied: set[tuple[str, str, int]] = set()

@@ -102,20 +102,25 @@ async def live_messages(
             if getter is None:
                 getter = asyncio.create_task(queue.get())
             done, _ = await asyncio.wait(
-                {getter, stopping}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                {getter, stopping},
+                timeout=heartbeat_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if getter in done:
                 item = getter.result()
                 getter = None
                 if isinstance(item, EventLogError):
                     yield ServerSentEventMessage(
-                        event="stream-error", data=_ENCODER.encode({"error": str(item)}).decode()
+                        event="stream-error",
+                        data=_ENCODER.encode({"error": str(item)}).decode(),
                     )
                     return
                 name, stored = item
                 cursor.advance(name, stored.seq)
                 if not concerns(
-                    stored.event, cluster=live_filter.cluster, taskset=live_filter.taskset
+                    stored.event,
+                    cluster=live_filter.cluster,
+                    taskset=live_filter.taskset,
                 ):
                     continue
                 record = event_record(name, stored)

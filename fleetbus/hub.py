@@ -26,9 +26,11 @@ from events.streams import hub_streams
 from fleetbus.access import LeafListener
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
+from fleetbus.enrollment import connect_api_to_edges
 from fleetbus.errors import ServerFailed
 from fleetbus.hub_services import HubServices, start_hub_services
 from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
+from fleetbus.renderer import ChartArchiveRenderer
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,9 @@ async def run_hub(options: HubOptions) -> None:
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
+        api_context.renderer = ChartArchiveRenderer(api_context.charts)
+        if edge_services is not None:
+            connect_api_to_edges(api_context, edge_services, options.public_host)
         http = _EmbeddedHttpServer(
             uvicorn.Config(
                 create_app(api_context),

@@ -192,3 +192,56 @@ async def audit_trail(
 
 async def positions(db: Reader) -> dict[str, int]:
     return {row["stream"]: int(row["seq"]) for row in await db.fetch_all("SELECT * FROM positions")}
+
+
+class TasksetRow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    latest_version: int
+    digest: str
+    format: str
+    placement: dict[str, Any]
+    rollout: dict[str, Any]
+    retired: bool
+    updated_at: str
+
+
+class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: str
+    version: int
+    digest: str
+    source_digest: str
+    format: str
+    body_size: int
+    published_at: str
+    actor: str
+    event_id: str
+
+
+async def tasksets(db: Reader, *, include_retired: bool = True) -> list[TasksetRow]:
+    """Every published taskset with its latest version, placement and rollout."""
+    sql = "SELECT * FROM tasksets"
+    if not include_retired:
+        sql += " WHERE retired = 0"
+    rows = await db.fetch_all(sql + " ORDER BY name")
+    return [
+        TasksetRow(
+            name=row["name"],
+            latest_version=row["latest_version"],
+            digest=row["digest"],
+            format=row["format"],
+            placement=orjson.loads(row["placement"]),
+            rollout=orjson.loads(row["rollout"]),
+            retired=bool(row["retired"]),
+            updated_at=row["updated_at"],
+        )
+        for row in rows
+    ]
+
+
+async def taskset_versions(db: Reader, taskset: str) -> list[VersionRow]:
+    """The published versions of a taskset, newest first."""
+    rows = await db.fetch_all(
+        "SELECT * FROM taskset_versions WHERE taskset = ? ORDER BY version DESC",
+        (taskset,),
+    )
+    return [VersionRow(**row) for row in rows]

@@ -61,12 +61,22 @@ class StreamTicket(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime
 
 
-@get("/api/v1/tokens", guards=[requires(Role.admin)], tags=["tokens"], summary="List tokens")
+@get(
+    "/api/v1/tokens",
+    guards=[requires(Role.admin)],
+    tags=["tokens"],
+    summary="List tokens",
+)
 async def list_tokens(hub: Hub) -> list[TokenInfo]:
     return [TokenInfo.of(record) for record in hub.tokens.list()]
 
 
-@post("/api/v1/tokens", guards=[requires(Role.admin)], tags=["tokens"], summary="Create a token")
+@post(
+    "/api/v1/tokens",
+    guards=[requires(Role.admin)],
+    tags=["tokens"],
+    summary="Create a token",
+)
 async def create_token(
     request: Request[Any, Any, Any], hub: Hub, data: JSONBody[NewToken]
 ) -> CreatedToken:
@@ -88,7 +98,12 @@ async def revoke_token(hub: Hub, token: Annotated[str, PathParameter(max_length=
     return TokenInfo.of(hub.tokens.revoke(token))
 
 
-@get("/api/v1/whoami", guards=[requires(Role.viewer)], tags=["tokens"], summary="The caller")
+@get(
+    "/api/v1/whoami",
+    guards=[requires(Role.viewer)],
+    tags=["tokens"],
+    summary="The caller",
+)
 async def whoami(request: Request[Any, Any, Any]) -> Caller:
     return Caller.of(principal_of(request))
 

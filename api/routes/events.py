@@ -7,7 +7,7 @@ the end), so paging never skips nor repeats an event even while the log grows.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -24,6 +24,7 @@ from api.sse import Cursor, LiveFilter, live_messages
 from taskset.names import check_name
 
 MAX_PAGE = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,6 +34,13 @@ class EventPage(msgspec.Struct, frozen=True, kw_only=True):
     """Pass as `from_seq` to get the next page; null when this page reached the end."""
     last_seq: int
     """The newest sequence of the stream when the page was read."""
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time without a zone is UTC (as the CLI reads it)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _names(cluster: str | None, taskset: str | None) -> None:
@@ -61,6 +69,9 @@ async def replay_events(
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> EventPage:
     _names(cluster, taskset)
+    since, until = as_utc(since), as_utc(until)
+    if since is not None and since <= EPOCH:
+        since = None  # nothing is older than the log: read from its start
     if since is not None and until is not None and until < since:
         raise InvalidRequest("`until` is before `since`", {"since": since, "until": until})
     store = hub.store if stream == "events" else hub.reports

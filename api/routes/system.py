@@ -13,6 +13,7 @@ from litestar import Response, get
 from api.auth import PUBLIC, Role, requires
 from api.context import Hub
 from api.metrics import CONTENT_TYPE
+from api.routes.fleet import collect_fleet_metrics
 from events.errors import EventLogError
 from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM
 
@@ -45,6 +46,7 @@ async def healthz(hub: Hub) -> Response[Health]:
 )
 async def metrics(hub: Hub) -> Response[bytes]:
     await hub.metrics.collect_streams(hub.store, [EVENTS_STREAM, DESIRED_STREAM, REPORTS_STREAM])
+    await collect_fleet_metrics(hub)
     return Response(hub.metrics.exposition(), media_type=CONTENT_TYPE)
 
 

@@ -20,7 +20,9 @@ from api.app import create_app
 from api.auth import Role
 from api.context import HubContext
 from events.store import EventStore
+from events.streams import EVENTS_STREAM, REPORTS_STREAM
 from fleetbus.natsserver import free_port
+from projector.service import ProjectorService
 
 
 @dataclass
@@ -28,6 +30,7 @@ class LiveApi:
     hub: HubContext
     url: str
     tokens: dict[Role, str] = field(default_factory=dict)
+    projector: ProjectorService | None = None
 
     def client(self, role: Role | None = None, **kwargs: object) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
@@ -74,12 +77,50 @@ async def serve_api(hub: HubContext) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def live_api(store: EventStore, data_dir: Path) -> AsyncIterator[LiveApi]:
-    """A served API with one token per role."""
+async def live_api(
+    store: EventStore, data_dir: Path, *, projector: bool = False
+) -> AsyncIterator[LiveApi]:
+    """A served API with one token per role; with `projector`, its read models kept current."""
     hub = HubContext.for_store(store, data_dir)
     tokens = {
         role: hub.tokens.create(role=role, name=f"test-{role.value}", now=datetime.now(UTC))[1]
         for role in Role
     }
-    async with serve_api(hub) as url:
-        yield LiveApi(hub=hub, url=url, tokens=tokens)
+    async with contextlib.AsyncExitStack() as stack:
+        if projector:
+            service = await stack.enter_async_context(running_projector(hub))
+        url = await stack.enter_async_context(serve_api(hub))
+        api = LiveApi(hub=hub, url=url, tokens=tokens)
+        if projector:
+            api.projector = service
+        yield api
+
+
+@contextlib.asynccontextmanager
+async def running_projector(hub: HubContext) -> AsyncIterator[ProjectorService]:
+    """The projector following the hub's streams into `hub.projection`, as `fleetbus up` runs it."""
+    service = ProjectorService(hub.store, hub.reports, hub.projection)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop), name="projector")
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+
+
+async def projected(api: LiveApi) -> None:
+    """Wait until the projector has caught up with the end of both streams."""
+    service = api.projector
+    assert service is not None, "start the API with projector=True"
+    events_end = await api.hub.store.last_sequence()
+    reports_end = await api.hub.reports.last_sequence()
+    async with asyncio.timeout(20):
+        while True:
+            service.progress.clear()
+            if (
+                service.positions.get(EVENTS_STREAM, 0) >= events_end
+                and service.positions.get(REPORTS_STREAM, 0) >= reports_end
+            ):
+                return
+            await service.progress.wait()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,11 +19,28 @@ import pytest
 from api.app import OPENAPI_PATH, create_app, describe_routes
 from api.auth import Role, StreamTickets, TokenStore
 from api.context import HubContext
+from events.catalog import RolloutHalted
+from events.ids import new_event_id
 from events.store import EventStore
-from tests.integration.api_harness import LiveApi, live_api
+from fleetbus.enrollment import BundleEnrollment
+from fleetbus.pki import HubPki
+from tests.integration.api_harness import LiveApi, live_api, projected
+from tests.integration.test_api_events import NOW, append_each, published, registered
+from tests.integration.test_api_fleet import PATCH
+from tests.integration.test_api_tasksets import CONFIGMAP
 
 ROLES: tuple[Role | None, ...] = (None, Role.viewer, Role.publisher, Role.admin)
 RANK = {Role.viewer: 1, Role.publisher: 2, Role.admin: 3}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one call sends: the path's values, and a JSON body or a multipart form."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    form: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes]] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,35 +51,113 @@ class Case:
     path: str
     needs: Role | None
     ok: int = 200
-    json: Any = None
-    setup: Callable[[LiveApi], Awaitable[dict[str, str]]] | None = None
-    """Makes what the request works on; returns values to format into `path`."""
+    prepare: Callable[[LiveApi], Awaitable[Request]] | None = None
+    """Makes what this call works on (a fresh token, taskset, cluster...) and its request."""
     stream: bool = False
     params: dict[str, str] = field(default_factory=dict)
 
 
-async def a_spare_token(api: LiveApi) -> dict[str, str]:
-    record, _ = api.hub.tokens.create(
-        role=Role.viewer, name=f"spare-{os.urandom(3).hex()}", now=datetime.now(UTC)
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{os.urandom(3).hex()}"
+
+
+async def as_admin(api: LiveApi, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async with api.client(Role.admin) as admin:
+        response = await admin.request(method, path, **kwargs)
+    assert response.status_code < 300, response.text
+    return response
+
+
+async def a_spare_token(api: LiveApi) -> Request:
+    record, _ = api.hub.tokens.create(role=Role.viewer, name=fresh("spare"), now=datetime.now(UTC))
+    return Request(values={"token": record.id})
+
+
+async def a_new_token(api: LiveApi) -> Request:
+    return Request(json={"role": "viewer", "name": fresh("made")})
+
+
+async def an_upload(api: LiveApi) -> Request:
+    spec = json.dumps({"name": fresh("upload"), "namespace": "web"})
+    return Request(form={"spec": spec}, files={"source": ("settings.yaml", CONFIGMAP)})
+
+
+async def a_published_taskset(api: LiveApi) -> Request:
+    name = fresh("retiree")
+    await append_each(api.hub.store, [published(name)])
+    return Request(values={"name": name}, json={"reason": "matrix"})
+
+
+async def a_new_cluster(api: LiveApi) -> Request:
+    return Request(json={"name": fresh("edge"), "labels": {"env": "dev"}})
+
+
+async def a_label_change(api: LiveApi) -> Request:
+    return Request(values={"name": "east"}, json={"set": {"tier": fresh("t")}})
+
+
+async def a_registered_cluster(api: LiveApi) -> Request:
+    name = fresh("leaving")
+    await append_each(api.hub.store, [registered(name)])
+    return Request(values={"name": name})
+
+
+async def an_override(api: LiveApi) -> Request:
+    return Request(values={"name": fresh("green")}, json={"cluster": "east", "patches": [PATCH]})
+
+
+async def an_override_to_remove(api: LiveApi) -> Request:
+    name = fresh("gone")
+    body = {"cluster": "east", "patches": [PATCH]}
+    await as_admin(api, "PUT", f"/api/v1/tasksets/settings/overrides/{name}", json=body)
+    return Request(values={"name": name})
+
+
+async def a_halted_rollout(api: LiveApi) -> Request:
+    name = fresh("halted")
+    halted = RolloutHalted(
+        id=new_event_id(),
+        occurred_at=NOW,
+        actor="scheduler",
+        taskset=name,
+        taskset_version=1,
+        wave=0,
+        failed=["east"],
     )
-    return {"token": record.id}
+    await append_each(api.hub.store, [published(name), halted])
+    return Request(values={"name": name})
 
 
-def created_name() -> dict[str, str]:
-    return {"role": "viewer", "name": f"made-{os.urandom(3).hex()}"}
-
-
+V, P, A = Role.viewer, Role.publisher, Role.admin
 CASES: list[Case] = [
     Case("GET", "/healthz", None),
     Case("GET", "/api/v1/openapi.json", None),
-    Case("GET", "/metrics", Role.viewer),
-    Case("GET", "/api/v1/whoami", Role.viewer),
-    Case("GET", "/api/v1/events", Role.viewer),
-    Case("GET", "/api/v1/events/stream", Role.viewer, stream=True),
-    Case("POST", "/api/v1/stream-tickets", Role.viewer, ok=201),
-    Case("GET", "/api/v1/tokens", Role.admin),
-    Case("POST", "/api/v1/tokens", Role.admin, ok=201, json=created_name),
-    Case("DELETE", "/api/v1/tokens/{token}", Role.admin, setup=a_spare_token),
+    Case("GET", "/", None),
+    Case("GET", "/app.js", None),
+    Case("GET", "/style.css", None),
+    Case("GET", "/metrics", V),
+    Case("GET", "/api/v1/whoami", V),
+    Case("GET", "/api/v1/events", V),
+    Case("GET", "/api/v1/events/stream", V, stream=True),
+    Case("POST", "/api/v1/stream-tickets", V, ok=201),
+    Case("GET", "/api/v1/status", V),
+    Case("GET", "/api/v1/clusters", V),
+    Case("GET", "/api/v1/clusters/east", V),
+    Case("GET", "/api/v1/tasksets", V),
+    Case("GET", "/api/v1/tasksets/settings", V),
+    Case("GET", "/api/v1/tasksets/settings/overrides", V),
+    Case("GET", "/api/v1/tasksets/settings/overrides-preview", V, params={"cluster": "east"}),
+    Case("POST", "/api/v1/tasksets", P, ok=201, prepare=an_upload),
+    Case("POST", "/api/v1/tasksets/{name}/retire", P, prepare=a_published_taskset),
+    Case("PUT", "/api/v1/tasksets/settings/overrides/{name}", P, prepare=an_override),
+    Case("DELETE", "/api/v1/tasksets/settings/overrides/{name}", P, prepare=an_override_to_remove),
+    Case("POST", "/api/v1/tasksets/{name}/rollout/resume", P, prepare=a_halted_rollout),
+    Case("POST", "/api/v1/clusters", A, ok=201, prepare=a_new_cluster),
+    Case("PATCH", "/api/v1/clusters/{name}/labels", A, prepare=a_label_change),
+    Case("DELETE", "/api/v1/clusters/{name}", A, prepare=a_registered_cluster),
+    Case("GET", "/api/v1/tokens", A),
+    Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
+    Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),
 ]
 
 
@@ -72,30 +169,50 @@ def expected_status(case: Case, role: Role | None) -> int:
     return case.ok if RANK[role] >= RANK[case.needs] else 403
 
 
-async def call(client: httpx.AsyncClient, api: LiveApi, case: Case) -> int:
-    values = await case.setup(api) if case.setup else {}
-    path = case.path.format(**values)
-    body = case.json() if callable(case.json) else case.json
+async def call(client: httpx.AsyncClient, api: LiveApi, case: Case) -> tuple[int, str]:
+    request = await case.prepare(api) if case.prepare else Request()
+    path = case.path.format(**request.values)
     if case.stream:
         async with client.stream(case.method, path, params=case.params) as response:
-            return response.status_code
-    response = await client.request(case.method, path, json=body, params=case.params)
-    return response.status_code
+            return response.status_code, ""
+    response = await client.request(
+        case.method,
+        path,
+        params=case.params,
+        json=request.json,
+        data=request.form,
+        files=request.files,
+    )
+    return response.status_code, response.text[:200]
 
 
 async def test_every_route_answers_401_403_or_success_by_role(
     event_store: EventStore, tmp_path: Path
 ) -> None:
+    pki = HubPki(tmp_path / "pki")
+    pki.ensure_ca(datetime.now(UTC))
+    await append_each(event_store, [registered("east")])
     mismatches: list[str] = []
-    async with live_api(event_store, tmp_path / "hub") as api:
+    async with live_api(event_store, tmp_path / "hub", projector=True) as api:
+        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        await as_admin(
+            api,
+            "POST",
+            "/api/v1/tasksets",
+            data={"spec": json.dumps({"name": "settings", "namespace": "web"})},
+            files={"source": ("settings.yaml", CONFIGMAP)},
+        )
+        await projected(api)
         for case in CASES:
             for role in ROLES:
                 async with api.client(role) as client:
-                    status = await call(client, api, case)
+                    status, text = await call(client, api, case)
                 want = expected_status(case, role)
                 if status != want:
                     who = role.value if role else "no token"
-                    mismatches.append(f"{case.method} {case.path} as {who}: {status}, want {want}")
+                    mismatches.append(
+                        f"{case.method} {case.path} as {who}: {status}, want {want}: {text}"
+                    )
     assert not mismatches, "\n".join(mismatches)
 
 
@@ -104,16 +221,16 @@ async def test_the_matrix_covers_every_route_of_the_app(
 ) -> None:
     hub = HubContext.for_store(event_store, tmp_path)
     app = create_app(hub)
-    covered = {(case.method, case.path.split("{")[0]) for case in CASES}
+    calls = [(case.method, re.sub(r"\{[^}]+\}", "x", case.path)) for case in CASES]
     missing = []
     for route in describe_routes(app):
         if route["public"] or route["path"].startswith(OPENAPI_PATH):
             continue
-        prefix = route["path"].split("{")[0]
+        pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", route["path"]) + "$")
         for method in route["methods"]:
             if method in ("HEAD", "OPTIONS"):
                 continue
-            if (method, prefix) not in covered:
+            if not any(m == method and pattern.match(path) for m, path in calls):
                 missing.append(f"{method} {route['path']}")
     assert not missing, f"routes missing from the auth matrix: {missing}"
 

@@ -243,8 +243,8 @@ async def test_the_live_stream_sends_new_events_and_resumes_from_its_cursor(
             resumed = [await next_event(stream) for _ in range(3)]
     summaries = sorted(json.loads(m["data"])["summary"] for m in resumed)
     assert summaries == [
-        "cluster=missed labels={} certificate_fingerprint=",
         "east: web applied v1 (4 objects, 1.5s)",
+        "missed registered (no labels)",
         "missed: web applied v1 (4 objects, 1.5s)",
     ]
     assert resumed[-1]["id"] == "3-2"
@@ -293,3 +293,16 @@ async def test_a_malformed_last_event_id_is_refused(
         response = await client.get("/api/v1/events/stream", headers={"Last-Event-ID": "yesterday"})
     assert response.status_code == 400
     assert "Last-Event-ID" in response.json()["error"]
+
+
+async def test_times_before_the_epoch_or_without_a_zone_are_read_sensibly(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(event_store, [registered("east")])
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
+        ancient = await client.get("/api/v1/events", params={"since": "0112-08-11T13:19:00Z"})
+        naive = await client.get("/api/v1/events", params={"since": "2000-01-01T00:00:00"})
+        naive_until = await client.get("/api/v1/events", params={"until": "2000-01-01T00:00:00"})
+    assert [e["seq"] for e in ancient.json()["events"]] == [1]
+    assert [e["seq"] for e in naive.json()["events"]] == [1]
+    assert naive_until.json()["events"] == []

@@ -2,6 +2,7 @@
 
 Schemathesis generates requests for every operation the document describes (valid ones and
 ones that break the schema) and sends them, with an admin token, to the real app on uvicorn.
+The hub is complete: the projector runs and clusters can be enrolled, so a 503 is a bug too.
 The live stream is left out (a request to it never ends by design; its own tests cover it).
 The number of examples is bounded so the run takes well under a minute.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from schemathesis.core.result import Err
 
 from api.auth import Role
 from events.store import EventStore
-from tests.integration.api_harness import live_api
+from fleetbus.enrollment import BundleEnrollment
+from fleetbus.pki import HubPki
+from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import append_each, override, published, registered
 
 EXAMPLES_PER_OPERATION = 30
@@ -70,7 +74,11 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
     event_store: EventStore, tmp_path: Path
 ) -> None:
     await append_each(event_store, [registered("east"), published("web"), override("web", "east")])
-    async with live_api(event_store, tmp_path / "hub") as api:
+    pki = HubPki(tmp_path / "pki")
+    pki.ensure_ca(datetime.now(UTC))
+    async with live_api(event_store, tmp_path / "hub", projector=True) as api:
+        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        await projected(api)
         started = time.monotonic()
         failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])
         elapsed = time.monotonic() - started

@@ -1,0 +1,570 @@
+// The fleetbus dashboard: plain ES modules, no build step, served by the hub itself.
+//
+// Everything shown comes from the hub's API (/api/v1), which leaves secrets out; the page adds
+// nothing of its own and builds the DOM with textContent only, never HTML from data. The token
+// is asked for once and kept in sessionStorage (gone when the tab closes). The live feed is an
+// EventSource on /api/v1/events/stream, authenticated by a one-minute stream ticket because
+// EventSource cannot send an Authorization header; each event also refreshes the current view.
+
+const TOKEN_KEY = "fleetbus.token";
+const FEED_LIMIT = 200;
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  source: null,
+  cursor: null,
+  refreshTimer: null,
+  reconnectTimer: null,
+};
+
+// --- DOM helpers -------------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function put(parent, ...children) {
+  parent.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return parent;
+}
+
+function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+  return node;
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 60) return `${Math.round(seconds)}s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)}h ago`;
+  return `${Math.round(seconds / 86400)}d ago`;
+}
+
+function time(iso) {
+  return iso ? el("time", { datetime: iso, title: iso }, ago(iso)) : el("span", { class: "muted" }, "—");
+}
+
+const taskLink = (name) => el("a", { href: `#/taskset/${encodeURIComponent(name)}` }, name);
+const clusterLink = (name) => el("a", { href: `#/cluster/${encodeURIComponent(name)}` }, name);
+
+function badge(stateName, text) {
+  return el("span", { class: `badge state-${stateName}` }, text ?? stateName);
+}
+
+function labels(map) {
+  const entries = Object.entries(map || {});
+  if (!entries.length) return el("span", { class: "muted" }, "no labels");
+  return el("span", { class: "labels" }, entries.map(([k, v]) => el("span", { class: "label" }, `${k}=${v}`)));
+}
+
+function progressBar(done, total, failed = 0) {
+  const pct = total ? Math.round((100 * done) / total) : 0;
+  const failedPct = total ? Math.round((100 * failed) / total) : 0;
+  return el(
+    "div",
+    { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
+    el("div", { class: "bar done", style: `width:${pct}%` }),
+    el("div", { class: "bar failed", style: `width:${failedPct}%` }),
+    el("span", { class: "progress-text" }, `${done}/${total} applied` + (failed ? `, ${failed} failed` : "")),
+  );
+}
+
+// --- API ---------------------------------------------------------------------------------------
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Accept: "application/json", Authorization: `Bearer ${state.token}`, ...(options.headers || {}) },
+  });
+  if (response.status === 401) throw new Unauthorized((await response.json()).error);
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+// --- sign in -----------------------------------------------------------------------------------
+
+async function signIn() {
+  const dialog = document.getElementById("login");
+  const form = document.getElementById("login-form");
+  const input = document.getElementById("token");
+  const error = document.getElementById("login-error");
+  while (true) {
+    if (state.token) {
+      try {
+        const me = await api("/api/v1/whoami");
+        document.getElementById("who").textContent = `${me.name} (${me.role})`;
+        document.getElementById("logout").hidden = false;
+        if (dialog.open) dialog.close();
+        return me;
+      } catch (e) {
+        if (!(e instanceof Unauthorized)) throw e;
+        error.textContent = e.message;
+        state.token = null;
+        sessionStorage.removeItem(TOKEN_KEY);
+      }
+    }
+    if (!dialog.open) dialog.showModal();
+    input.value = "";
+    input.focus();
+    await new Promise((resolve) => form.addEventListener("submit", resolve, { once: true }));
+    state.token = input.value.trim();
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+  }
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  if (state.source) state.source.close();
+  location.reload();
+}
+
+// --- live feed ---------------------------------------------------------------------------------
+
+function setLive(text, ok) {
+  const live = document.getElementById("live");
+  live.textContent = text;
+  live.classList.toggle("on", ok);
+}
+
+async function connectLive() {
+  clearTimeout(state.reconnectTimer);
+  if (state.source) state.source.close();
+  let ticket;
+  try {
+    ticket = (await api("/api/v1/stream-tickets", { method: "POST" })).ticket;
+  } catch (e) {
+    setLive("offline", false);
+    state.reconnectTimer = setTimeout(connectLive, 5000);
+    return;
+  }
+  const params = new URLSearchParams({ ticket });
+  if (state.cursor) {
+    const [events, reports] = state.cursor.split("-").map(Number);
+    params.set("from_seq", String(events + 1));
+    params.set("reports_from_seq", String(reports + 1));
+  }
+  const source = new EventSource(`/api/v1/events/stream?${params}`);
+  state.source = source;
+  source.onopen = () => setLive("live", true);
+  source.onmessage = (message) => {
+    state.cursor = message.lastEventId || state.cursor;
+    addToFeed(JSON.parse(message.data));
+    scheduleRefresh();
+  };
+  source.addEventListener("stream-error", () => source.close());
+  source.onerror = () => {
+    setLive("reconnecting…", false);
+    // The browser retries by itself while the ticket is valid; once it gives up (the ticket
+    // expired or the hub restarted), ask for a new ticket and resume from the cursor.
+    if (source.readyState === EventSource.CLOSED) {
+      state.reconnectTimer = setTimeout(connectLive, 2000);
+    }
+  };
+}
+
+function addToFeed(record) {
+  const feed = document.getElementById("feed");
+  const kind = record.stream === "reports" ? "report" : "event";
+  const item = el(
+    "li",
+    { class: `feed-item ${kind} type-${record.type}`, dataset: { type: record.type } },
+    el("div", { class: "feed-head" }, el("strong", {}, record.type), " ", time(record.stored_at)),
+    el("div", { class: "feed-summary" }, record.summary),
+    el("div", { class: "feed-actor muted" }, record.event.actor || ""),
+  );
+  feed.prepend(item);
+  while (feed.children.length > FEED_LIMIT) feed.lastChild.remove();
+}
+
+async function loadRecentFeed() {
+  const feed = document.getElementById("feed");
+  clear(feed);
+  for (const stream of ["events", "reports"]) {
+    const head = await api(`/api/v1/events?stream=${stream}&limit=1`);
+    const from = Math.max(1, head.last_seq - 24);
+    if (!head.last_seq) continue;
+    const page = await api(`/api/v1/events?stream=${stream}&from_seq=${from}&limit=25`);
+    page.events.forEach(addToFeed);
+  }
+  const sorted = [...feed.children].sort((a, b) =>
+    (b.querySelector("time")?.getAttribute("datetime") || "").localeCompare(
+      a.querySelector("time")?.getAttribute("datetime") || "",
+    ),
+  );
+  sorted.forEach((item) => feed.append(item));
+}
+
+function scheduleRefresh() {
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(() => route(false), 400);
+}
+
+// --- views -------------------------------------------------------------------------------------
+//
+// Shapes (see /api/v1/openapi.json): a cell is a projector StatusRow (cluster, taskset, state,
+// desired_version, applied_version, drift_count, last_report_at, error, wave); a taskset view
+// carries `rollout` ({state, wave, total_waves, applied, targets, failed, reason}) or null.
+
+const drifted = (cell) => cell.state === "drifted" || cell.drift_count > 0;
+
+function cellContent(cell) {
+  if (!cell) return el("span", { class: "muted" }, "·");
+  const desired = cell.desired_version;
+  const appliedVersion = cell.applied_version;
+  const version =
+    appliedVersion && desired && appliedVersion !== desired
+      ? `v${appliedVersion} → v${desired}`
+      : desired
+        ? `v${desired}`
+        : cell.state;
+  const title = [
+    `desired ${desired ? "v" + desired : "—"}`,
+    `applied ${appliedVersion ? "v" + appliedVersion : "nothing yet"}`,
+    `state ${cell.state}`,
+    cell.drift_count ? `${cell.drift_count} drift report(s)` : "",
+    cell.error || "",
+  ]
+    .filter(Boolean)
+    .join("\n");
+  return el(
+    "span",
+    { class: `cell state-${cell.state}`, title, dataset: { state: cell.state } },
+    version,
+    drifted(cell) ? el("span", { class: "drift", title: "drift detected" }, " ⚠") : null,
+  );
+}
+
+function rolloutBadge(rollout) {
+  if (!rollout) return null;
+  return badge(rollout.state, `${rollout.state} ${rollout.applied}/${rollout.targets}`);
+}
+
+function renderFleet(view, status) {
+  const cells = new Map(status.cells.map((c) => [`${c.cluster}\u0000${c.taskset}`, c]));
+  const connected = status.clusters.filter((c) => c.connected).length;
+  const driftCount = status.cells.filter(drifted).length;
+  const rolling = status.tasksets.filter((t) => t.rollout?.state === "progressing").length;
+  const halted = status.tasksets.filter((t) => t.rollout?.state === "halted").length;
+  const card = (value, label, cls = "") =>
+    el("div", { class: `card ${cls}`, dataset: { metric: label } }, el("b", {}, String(value)), label);
+  put(view, 
+    el("h1", {}, "Fleet"),
+    el(
+      "section",
+      { class: "cards" },
+      card(status.clusters.length, "clusters"),
+      card(connected, "connected"),
+      card(status.tasksets.length, "tasksets"),
+      card(rolling, "rolling out"),
+      card(halted, "halted", halted ? "alert" : ""),
+      card(driftCount, "drifted", driftCount ? "warn" : ""),
+    ),
+  );
+  if (!status.clusters.length) {
+    put(view, el("p", { class: "empty" }, "No clusters yet: fleetbus cluster register NAME"));
+    return;
+  }
+  const head = el(
+    "tr",
+    {},
+    el("th", { class: "corner" }, "cluster \\ taskset"),
+    status.tasksets.map((t) =>
+      el(
+        "th",
+        { class: t.retired ? "retired" : "", dataset: { taskset: t.name } },
+        taskLink(t.name),
+        el("div", { class: "muted small" }, `v${t.version}`, t.retired ? " · retired" : ""),
+        el("div", {}, rolloutBadge(t.rollout)),
+      ),
+    ),
+  );
+  const rows = status.clusters.map((cluster) =>
+    el(
+      "tr",
+      { dataset: { cluster: cluster.name } },
+      el(
+        "th",
+        { class: "row-head" },
+        el("span", {
+          class: cluster.connected ? "dot on" : "dot",
+          title: cluster.connected ? "connected" : `last seen ${ago(cluster.last_seen)}`,
+        }),
+        clusterLink(cluster.name),
+        el("div", {}, labels(cluster.labels)),
+      ),
+      status.tasksets.map((t) =>
+        el("td", { dataset: { taskset: t.name } }, cellContent(cells.get(`${cluster.name}\u0000${t.name}`))),
+      ),
+    ),
+  );
+  put(view, el("div", { class: "matrix-wrap" }, el("table", { class: "matrix", id: "matrix" }, el("thead", {}, head), el("tbody", {}, rows))));
+  if (!status.tasksets.length) {
+    put(view, el("p", { class: "empty" }, "Nothing published yet: fleetbus publish PATH --name N"));
+  }
+}
+
+function describePlacement(placement) {
+  const parts = [];
+  if (placement.selector) parts.push(`selector ${placement.selector}`);
+  if (placement.clusters?.length) parts.push(`clusters ${placement.clusters.join(", ")}`);
+  return parts.join("; ") || "no clusters";
+}
+
+function describeStrategy(strategy) {
+  const parts = [strategy.batch_size ? `waves of ${strategy.batch_size}` : "all at once"];
+  if (strategy.max_unavailable) parts.push(`at most ${strategy.max_unavailable} updating`);
+  if (strategy.pause_seconds) parts.push(`${strategy.pause_seconds}s between waves`);
+  parts.push(`halts after ${strategy.failure_threshold} failed`);
+  return parts.join(", ");
+}
+
+function renderTaskset(view, detail) {
+  const t = detail.taskset;
+  const r = t.rollout;
+  put(view, 
+    el("h1", {}, "Taskset ", el("code", {}, t.name), t.retired ? badge("retired") : null),
+    el(
+      "dl",
+      { class: "facts" },
+      el("dt", {}, "version"),
+      el("dd", {}, `v${t.version} (${t.format})`),
+      el("dt", {}, "digest"),
+      el("dd", {}, el("code", {}, t.digest)),
+      el("dt", {}, "published"),
+      el("dd", {}, time(detail.published_at), detail.published_by ? ` by ${detail.published_by}` : ""),
+      el("dt", {}, "placement"),
+      el("dd", {}, describePlacement(t.placement)),
+      el("dt", {}, "rollout"),
+      el("dd", {}, describeStrategy(t.strategy)),
+    ),
+  );
+  if (r) {
+    put(view, 
+      el("h2", {}, `Rollout of v${r.version} `, badge(r.state), el("span", { class: "muted small" }, `wave ${r.wave + 1} of ${r.total_waves}`)),
+      progressBar(r.applied, r.targets, r.failed.length),
+      r.reason ? el("p", { class: "error" }, r.reason) : null,
+    );
+  } else {
+    put(view, el("h2", {}, "Rollout"), el("p", { class: "muted" }, "Not scheduled yet."));
+  }
+  put(view, 
+    el(
+      "ol",
+      { class: "waves" },
+      detail.waves.map((wave) =>
+        el(
+          "li",
+          { class: `wave ${!r || wave.wave <= r.wave ? "started" : "waiting"}` },
+          el("span", { class: "wave-name" }, `wave ${wave.wave + 1}`),
+          wave.clusters.map((c) =>
+            el(
+              "span",
+              { class: `chip state-${c.state}`, title: c.error || c.state },
+              clusterLink(c.cluster),
+              " ",
+              c.applied_version ? `v${c.applied_version}` : "—",
+            ),
+          ),
+        ),
+      ),
+    ),
+    el("h2", {}, "Versions"),
+    el(
+      "table",
+      { class: "list" },
+      el("thead", {}, el("tr", {}, ["version", "digest", "size", "published", "by"].map((h) => el("th", {}, h)))),
+      el(
+        "tbody",
+        {},
+        detail.versions.map((v) =>
+          el(
+            "tr",
+            {},
+            el("td", {}, `v${v.version}`),
+            el("td", {}, el("code", {}, v.digest.slice(0, 19))),
+            el("td", {}, `${v.body_size.toLocaleString()} B`),
+            el("td", {}, time(v.published_at)),
+            el("td", {}, v.actor),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function auditTable(rows, empty) {
+  if (!rows.length) return el("p", { class: "muted" }, empty);
+  return el(
+    "table",
+    { class: "list" },
+    el("thead", {}, el("tr", {}, ["when", "type", "taskset", "what"].map((h) => el("th", {}, h)))),
+    el(
+      "tbody",
+      {},
+      rows.map((row) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, time(row.time)),
+          el("td", {}, badge(row.type === "TaskFailed" ? "failed" : row.type.startsWith("Drift") ? "drifted" : "applied", row.type)),
+          el("td", {}, row.taskset ? taskLink(row.taskset) : ""),
+          el("td", {}, row.summary),
+        ),
+      ),
+    ),
+  );
+}
+
+function renderCluster(view, detail) {
+  const c = detail.cluster;
+  put(view, 
+    el(
+      "h1",
+      {},
+      "Cluster ",
+      el("code", {}, c.name),
+      el("span", { class: c.connected ? "dot on" : "dot" }),
+      el("span", { class: "muted small" }, c.connected ? "connected" : "not connected"),
+    ),
+    el(
+      "dl",
+      { class: "facts" },
+      el("dt", {}, "labels"),
+      el("dd", {}, labels(c.labels)),
+      el("dt", {}, "registered"),
+      el("dd", {}, time(c.registered_at)),
+      el("dt", {}, "last seen"),
+      el("dd", {}, time(c.last_seen)),
+      el("dt", {}, "last report"),
+      el("dd", {}, detail.reports.length ? [time(detail.reports[0].time), " ", detail.reports[0].summary] : "none yet"),
+    ),
+    el("h2", {}, "Tasksets"),
+    detail.cells.length
+      ? el(
+          "table",
+          { class: "list" },
+          el("thead", {}, el("tr", {}, ["taskset", "desired", "applied", "state", "last report", "overrides", "message"].map((h) => el("th", {}, h)))),
+          el(
+            "tbody",
+            {},
+            detail.cells.map((cell) =>
+              el(
+                "tr",
+                {},
+                el("td", {}, taskLink(cell.taskset)),
+                el("td", {}, cell.desired_version ? `v${cell.desired_version}` : "—"),
+                el("td", {}, cell.applied_version ? `v${cell.applied_version}` : "—"),
+                el("td", {}, badge(cell.state), drifted(cell) ? el("span", { class: "drift" }, ` ⚠ ${cell.drift_count}`) : null),
+                el("td", {}, time(cell.last_report_at)),
+                el("td", {}, cell.overrides.join(", ") || el("span", { class: "muted" }, "none")),
+                el("td", { class: "muted" }, cell.error || ""),
+              ),
+            ),
+          ),
+        )
+      : el("p", { class: "muted" }, "No taskset is placed on this cluster."),
+    el("h2", {}, "Drift history"),
+    auditTable(detail.drift, "No drift seen."),
+    el("h2", {}, "Latest reports"),
+    auditTable(detail.reports, "No reports yet."),
+  );
+}
+
+async function renderEvents(view) {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const stream = params.get("stream") || "events";
+  const head = await api(`/api/v1/events?stream=${stream}&limit=1`);
+  const from = Math.max(1, head.last_seq - 99);
+  const query = new URLSearchParams({ stream, limit: "100", from_seq: String(from) });
+  for (const key of ["cluster", "taskset"]) if (params.get(key)) query.set(key, params.get(key));
+  if (params.get("cluster") || params.get("taskset")) query.delete("from_seq");
+  const page = await api(`/api/v1/events?${query}`);
+  const filter = el(
+    "form",
+    {
+      class: "filters",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const data = new FormData(e.target);
+        const next = new URLSearchParams();
+        for (const [k, v] of data.entries()) if (v) next.set(k, String(v));
+        location.hash = `#/events?${next}`;
+      },
+    },
+    el("select", { name: "stream" }, ["events", "reports"].map((s) => el("option", { value: s, selected: s === stream }, s))),
+    el("input", { name: "cluster", placeholder: "cluster", value: params.get("cluster") || "" }),
+    el("input", { name: "taskset", placeholder: "taskset", value: params.get("taskset") || "" }),
+    el("button", { type: "submit" }, "Filter"),
+  );
+  put(view, 
+    el("h1", {}, "Events"),
+    filter,
+    el(
+      "table",
+      { class: "list events" },
+      el("thead", {}, el("tr", {}, ["seq", "time", "type", "actor", "what"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, page.events.slice().reverse().map((e) => el("tr", {}, el("td", {}, String(e.seq)), el("td", {}, time(e.stored_at)), el("td", {}, e.type), el("td", {}, e.event.actor || ""), el("td", {}, e.summary)))),
+    ),
+    page.next_from_seq ? el("p", { class: "muted" }, "Showing the first 100 matches; narrow the filters to see more.") : null,
+  );
+}
+
+// --- routing -----------------------------------------------------------------------------------
+
+let routing = 0;
+
+async function route(showLoading = true) {
+  const ticket = ++routing;
+  const hash = location.hash || "#/";
+  const [path] = hash.slice(1).split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] === "events" ? "events" : "fleet")));
+  const view = document.getElementById("view");
+  const next = el("div", { class: "page" });
+  if (showLoading) clear(view).append(el("p", { class: "muted" }, "Loading…"));
+  try {
+    if (parts[0] === "taskset" && parts[1]) renderTaskset(next, await api(`/api/v1/tasksets/${encodeURIComponent(parts[1])}`));
+    else if (parts[0] === "cluster" && parts[1]) renderCluster(next, await api(`/api/v1/clusters/${encodeURIComponent(parts[1])}`));
+    else if (parts[0] === "events") await renderEvents(next);
+    else renderFleet(next, await api("/api/v1/status"));
+  } catch (e) {
+    if (e instanceof Unauthorized) {
+      state.token = null;
+      sessionStorage.removeItem(TOKEN_KEY);
+      await start();
+      return;
+    }
+    next.append(el("p", { class: "error" }, e.message));
+  }
+  if (ticket !== routing) return; // a newer navigation won
+  clear(view).append(next);
+  document.body.dataset.ready = "true";
+}
+
+async function start() {
+  await signIn();
+  await Promise.all([route(), loadRecentFeed().catch(() => {}), connectLive()]);
+}
+
+document.getElementById("logout").addEventListener("click", signOut);
+window.addEventListener("hashchange", () => route());
+setInterval(() => document.querySelectorAll("time[datetime]").forEach((t) => (t.textContent = ago(t.getAttribute("datetime")))), 10000);
+start();

@@ -1,0 +1,126 @@
+"""`/api/v1/clusters` (writes): register a cluster and get its bundle, relabel, deregister.
+
+Registration answers with the cluster's edge bundle as a .tar.gz: its certificate and key are
+issued for this answer and kept nowhere else, so the request is admin-only and the answer is
+the only copy (register again after deregistering to get a new one).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, patch, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, PathParameter
+
+from api.auth import Role, principal_of, requires
+from api.clusters import (
+    change_cluster_labels,
+    cluster_subject,
+    deregister_cluster,
+    register_cluster,
+)
+from api.context import Hub
+from api.errors import ServiceUnavailable
+
+NameParam = Annotated[str, PathParameter(max_length=63)]
+BUNDLE_MEDIA_TYPE = "application/gzip"
+
+
+class NewCluster(msgspec.Struct, frozen=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(max_length=63)]
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class LabelChange(msgspec.Struct, frozen=True, kw_only=True):
+    set: dict[str, str] = msgspec.field(default_factory=dict)
+    remove: list[str] = msgspec.field(default_factory=list)
+
+
+class ClusterRecordView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    labels: dict[str, str]
+    registered: bool
+
+
+@post(
+    "/api/v1/clusters",
+    guards=[requires(Role.admin)],
+    tags=["clusters"],
+    summary="Register a cluster; the answer is its edge bundle (.tar.gz)",
+    status_code=201,
+    media_type=BUNDLE_MEDIA_TYPE,
+    responses={
+        201: ResponseSpec(
+            data_container=bytes,
+            media_type=BUNDLE_MEDIA_TYPE,
+            description="The edge bundle: CA, cluster certificate and key, leaf config, values",
+        )
+    },
+)
+async def register(
+    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[NewCluster]
+) -> Response[bytes]:
+    if hub.enrollment is None:
+        raise ServiceUnavailable(
+            "this hub has no leafnode listener, so it cannot issue cluster certificates"
+        )
+    now = datetime.now(UTC)
+    issued = hub.enrollment.issue(data.name, data.labels, now)
+    record = await register_cluster(
+        hub.store,
+        data.name,
+        data.labels,
+        actor=principal_of(request).actor,
+        now=now,
+        certificate_fingerprint=issued.fingerprint,
+    )
+    await hub.enrollment.wait_applied(await hub.store.subject_version(cluster_subject(record.name)))
+    return Response(
+        issued.archive,
+        status_code=201,
+        media_type=BUNDLE_MEDIA_TYPE,
+        headers={
+            "Content-Disposition": f'attachment; filename="{record.name}-bundle.tar.gz"',
+            "X-Fleetbus-Cluster": record.name,
+        },
+    )
+
+
+@patch(
+    "/api/v1/clusters/{name:str}/labels",
+    guards=[requires(Role.admin)],
+    tags=["clusters"],
+    summary="Set and remove labels of a cluster",
+)
+async def relabel(
+    request: Request[Any, Any, Any], hub: Hub, name: NameParam, data: JSONBody[LabelChange]
+) -> ClusterRecordView:
+    record = await change_cluster_labels(
+        hub.store,
+        name,
+        data.set,
+        data.remove,
+        actor=principal_of(request).actor,
+        now=datetime.now(UTC),
+    )
+    return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
+
+
+@delete(
+    "/api/v1/clusters/{name:str}",
+    guards=[requires(Role.admin)],
+    tags=["clusters"],
+    summary="Deregister a cluster: its tasksets are no longer placed, its access is revoked",
+    status_code=200,
+)
+async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> ClusterRecordView:
+    record = await deregister_cluster(
+        hub.store, name, actor=principal_of(request).actor, now=datetime.now(UTC)
+    )
+    return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
+
+
+ROUTES = [register, relabel, remove]

@@ -1,0 +1,291 @@
+"""The fleet as the projector sees it: status matrix, clusters, tasksets and their rollouts.
+
+Read-only views over the projector's SQLite read models (`projector.queries`), shaped for the
+dashboard and the CLI. They lag the log by the projector's delay (milliseconds); `positions`
+says up to which sequence of each stream a view is current.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import get
+from litestar.params import FromQuery, PathParameter
+
+from api.auth import Role, requires
+from api.context import CONNECTED_WITHIN, Hub, HubContext
+from api.errors import NotFound, register_status
+from projector import queries
+from projector.db import ProjectionDb
+from projector.errors import ProjectionMissing, ProjectionUnreadable
+from projector.queries import (
+    AuditRow,
+    ClusterRow,
+    RolloutRow,
+    StatusRow,
+    TasksetRow,
+    VersionRow,
+)
+from taskset.names import check_name
+
+register_status(ProjectionMissing, 503)
+register_status(ProjectionUnreadable, 503)
+
+DRIFT_TYPES = ("DriftDetected", "DriftCorrected")
+REPORT_TYPES = ("TaskApplied", "TaskFailed", "DriftDetected", "DriftCorrected")
+
+NameParam = Annotated[str, PathParameter(max_length=63)]
+
+
+class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    labels: dict[str, str]
+    registered_at: str
+    connected: bool
+    """Heard from (inventory digest or report) within the last 90 seconds."""
+    last_seen: datetime | None = None
+
+
+class RolloutView(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    wave: int
+    """The wave reached, from 0."""
+    total_waves: int
+    state: str
+    """`progressing`, `halted` or `complete`."""
+    applied: int
+    targets: int
+    failed: list[str] = msgspec.field(default_factory=list)
+    reason: str = ""
+
+
+class TasksetView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    digest: str
+    format: str
+    retired: bool
+    placement: dict[str, Any]
+    strategy: dict[str, Any]
+    """How new versions spread (batch size, pause, failure threshold)."""
+    rollout: RolloutView | None = None
+    updated_at: str
+
+
+class FleetStatus(msgspec.Struct, frozen=True, kw_only=True):
+    clusters: list[ClusterView]
+    tasksets: list[TasksetView]
+    cells: list[StatusRow]
+    """One per (cluster, taskset) the scheduler placed: desired and applied version, state."""
+    positions: dict[str, int]
+    """The last sequence of each stream these views include."""
+
+
+class WaveView(msgspec.Struct, frozen=True, kw_only=True):
+    wave: int
+    clusters: list[StatusRow]
+
+
+class TasksetDetail(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: TasksetView
+    versions: list[VersionRow]
+    waves: list[WaveView]
+    published_at: str
+    published_by: str
+
+
+class ClusterDetail(msgspec.Struct, frozen=True, kw_only=True):
+    cluster: ClusterView
+    cells: list[StatusRow]
+    drift: list[AuditRow]
+    """Drift detected and corrected on this cluster, newest first."""
+    reports: list[AuditRow]
+    """The cluster's latest reports, newest first."""
+
+
+def rollout_view(row: RolloutRow | None) -> RolloutView | None:
+    if row is None:
+        return None
+    return RolloutView(
+        version=row.version,
+        wave=row.wave,
+        total_waves=row.total_waves,
+        state=row.state,
+        applied=row.applied,
+        targets=row.targets,
+        failed=row.failed,
+        reason=row.reason,
+    )
+
+
+def taskset_view(row: TasksetRow, rollout: RolloutRow | None) -> TasksetView:
+    return TasksetView(
+        name=row.name,
+        version=row.latest_version,
+        digest=row.digest,
+        format=row.format,
+        retired=row.retired,
+        placement=row.placement,
+        strategy=row.rollout,
+        rollout=rollout_view(rollout),
+        updated_at=row.updated_at,
+    )
+
+
+def cluster_views(
+    rows: list[ClusterRow], cells: list[StatusRow], hub: HubContext, now: datetime
+) -> list[ClusterView]:
+    seen = dict(hub.last_seen())
+    for cell in cells:
+        if cell.last_report_at:
+            reported = datetime.fromisoformat(cell.last_report_at)
+            if cell.cluster not in seen or seen[cell.cluster] < reported:
+                seen[cell.cluster] = reported
+    return [
+        ClusterView(
+            name=row.name,
+            labels=row.labels,
+            registered_at=row.registered_at,
+            connected=row.name in seen and now - seen[row.name] < CONNECTED_WITHIN,
+            last_seen=seen.get(row.name),
+        )
+        for row in rows
+    ]
+
+
+async def load_status(db: ProjectionDb, hub: HubContext, taskset: str | None) -> FleetStatus:
+    cells = await queries.fleet_status(db, taskset)
+    rollouts = {row.taskset: row for row in await queries.rollouts(db, taskset)}
+    tasksets = [
+        taskset_view(row, rollouts.get(row.name))
+        for row in await queries.tasksets(db)
+        if taskset is None or row.name == taskset
+    ]
+    all_cells = cells if taskset is None else await queries.fleet_status(db)
+    clusters = cluster_views(await queries.clusters(db), all_cells, hub, datetime.now(UTC))
+    return FleetStatus(
+        clusters=clusters,
+        tasksets=tasksets,
+        cells=[cell for cell in cells if cell.state != "removed"],
+        positions=await queries.positions(db),
+    )
+
+
+@get(
+    "/api/v1/status",
+    guards=[requires(Role.viewer)],
+    tags=["fleet"],
+    summary="The fleet matrix: every cluster, every taskset, and each placement's state",
+)
+async def fleet_status(hub: Hub, taskset: FromQuery[str | None] = None) -> FleetStatus:
+    if taskset is not None:
+        check_name("taskset", taskset)
+    async with hub.read_models() as db:
+        status = await load_status(db, hub, taskset)
+    if taskset is not None and not status.tasksets:
+        raise NotFound(f"taskset {taskset} has never been published")
+    return status
+
+
+@get(
+    "/api/v1/clusters",
+    guards=[requires(Role.viewer)],
+    tags=["clusters"],
+    summary="Registered clusters, with labels and whether they are connected",
+)
+async def list_clusters(hub: Hub) -> list[ClusterView]:
+    async with hub.read_models() as db:
+        cells = await queries.fleet_status(db)
+        return cluster_views(await queries.clusters(db), cells, hub, datetime.now(UTC))
+
+
+@get(
+    "/api/v1/clusters/{name:str}",
+    guards=[requires(Role.viewer)],
+    tags=["clusters"],
+    summary="One cluster: its tasksets, latest reports and drift history",
+)
+async def cluster_detail(hub: Hub, name: NameParam) -> ClusterDetail:
+    check_name("cluster", name)
+    async with hub.read_models() as db:
+        rows = [row for row in await queries.clusters(db) if row.name == name]
+        if not rows:
+            raise NotFound(f"cluster {name} is not registered")
+        cells = [c for c in await queries.fleet_status(db) if c.cluster == name]
+        trail = await queries.audit_trail(db, cluster=name, limit=500)
+    newest_first = list(reversed(trail))
+    [view] = cluster_views(rows, cells, hub, datetime.now(UTC))
+    return ClusterDetail(
+        cluster=view,
+        cells=[cell for cell in cells if cell.state != "removed"],
+        drift=[row for row in newest_first if row.type in DRIFT_TYPES][:100],
+        reports=[row for row in newest_first if row.stream == "REPORTS"][:20],
+    )
+
+
+@get(
+    "/api/v1/tasksets",
+    guards=[requires(Role.viewer)],
+    tags=["tasksets"],
+    summary="Published tasksets with their latest version and rollout",
+)
+async def list_tasksets(hub: Hub) -> list[TasksetView]:
+    async with hub.read_models() as db:
+        rollouts = {row.taskset: row for row in await queries.rollouts(db)}
+        return [taskset_view(row, rollouts.get(row.name)) for row in await queries.tasksets(db)]
+
+
+@get(
+    "/api/v1/tasksets/{name:str}",
+    guards=[requires(Role.viewer)],
+    tags=["tasksets"],
+    summary="One taskset: versions, rollout waves and where each cluster stands",
+)
+async def taskset_detail(hub: Hub, name: NameParam) -> TasksetDetail:
+    check_name("taskset", name)
+    async with hub.read_models() as db:
+        rows = [row for row in await queries.tasksets(db) if row.name == name]
+        if not rows:
+            raise NotFound(f"taskset {name} has never been published")
+        rollouts = await queries.rollouts(db, name)
+        versions = await queries.taskset_versions(db, name)
+        cells = [c for c in await queries.fleet_status(db, name) if c.state != "removed"]
+    by_wave: dict[int, list[StatusRow]] = {}
+    for cell in cells:
+        by_wave.setdefault(cell.wave or 0, []).append(cell)
+    latest = versions[0] if versions else None
+    return TasksetDetail(
+        taskset=taskset_view(rows[0], rollouts[0] if rollouts else None),
+        versions=versions,
+        waves=[WaveView(wave=w, clusters=by_wave[w]) for w in sorted(by_wave)],
+        published_at=latest.published_at if latest else rows[0].updated_at,
+        published_by=latest.actor if latest else "",
+    )
+
+
+async def collect_fleet_metrics(hub: HubContext) -> None:
+    """Levels from the read models: clusters, rollout progress, placements by state."""
+    try:
+        async with hub.read_models() as db:
+            cells = await queries.fleet_status(db)
+            clusters = cluster_views(await queries.clusters(db), cells, hub, datetime.now(UTC))
+            rollouts = await queries.rollouts(db)
+    except (ProjectionMissing, ProjectionUnreadable):
+        return  # the projector has not written its first batch yet
+    metrics = hub.metrics
+    metrics.clusters_registered.set(len(clusters))
+    metrics.clusters_connected.set(sum(1 for c in clusters if c.connected))
+    metrics.rollout_progress.clear()
+    for rollout in rollouts:
+        ratio = rollout.applied / rollout.targets if rollout.targets else 1.0
+        metrics.rollout_progress.labels(taskset=rollout.taskset).set(ratio)
+    metrics.rollout_clusters.clear()
+    counts = Counter((cell.taskset, cell.state) for cell in cells if cell.state != "removed")
+    for (taskset, state), count in counts.items():
+        metrics.rollout_clusters.labels(taskset=taskset, state=state).set(count)
+
+
+ROUTES = [fleet_status, list_clusters, cluster_detail, list_tasksets, taskset_detail]

@@ -1,0 +1,71 @@
+"""Cluster enrollment for the HTTP API: a certificate from the hub's CA and the edge bundle, packed.
+
+`POST /api/v1/clusters` answers with everything the new cluster needs, as a .tar.gz of the
+bundle directory `fleetbus.bundle.write_edge_bundle` writes (the same files as
+`fleetbus cluster register --out DIR`). The certificate's private key exists only in that
+answer: nothing of it is kept on the hub but the public key's fingerprint, in the
+`ClusterRegistered` event. This lives in the composition root because it needs the CA and the
+cluster access service; the API sees it only through `api.context.ClusterEnrollment`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from api.context import HubContext, IssuedBundle
+from fleetbus.access import ClusterAccessService
+from fleetbus.bundle import EdgeSettings, write_edge_bundle
+from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls
+from fleetbus.pki import HubPki
+
+APPLY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class BundleEnrollment:
+    pki: HubPki
+    hub_urls: list[str]
+    """Leafnode URLs the cluster dials (all tls:// or all wss://)."""
+    access: ClusterAccessService | None = None
+
+    def issue(self, cluster: str, labels: Mapping[str, str], now: datetime) -> IssuedBundle:
+        ca = self.pki.load_ca()
+        issued = ca.issue_cluster(cluster, now)
+        settings = EdgeSettings(cluster=cluster, hub_urls=self.hub_urls, labels=dict(labels))
+        with tempfile.TemporaryDirectory(prefix="fleetbus-bundle-") as tmp:
+            root = write_edge_bundle(
+                Path(tmp) / cluster, settings, ca_pem=ca.cert_pem, issued=issued
+            )
+            return IssuedBundle(fingerprint=issued.fingerprint, archive=pack(root, cluster))
+
+    async def wait_applied(self, seq: int) -> None:
+        if self.access is None:
+            return
+        async with asyncio.timeout(APPLY_TIMEOUT_S):
+            await self.access.wait_applied(seq)
+
+
+def pack(directory: Path, arcname: str) -> bytes:
+    """`directory` as a .tar.gz whose single top-level directory is `arcname`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname=arcname)
+    return buffer.getvalue()
+
+
+def connect_api_to_edges(context: HubContext, edges: EdgeServices, public_host: str | None) -> None:
+    """Give the API what the edge side knows: how to enroll clusters, and who is connected."""
+    context.enrollment = BundleEnrollment(
+        pki=hub_pki(edges.data),
+        hub_urls=leaf_urls(edges.listener, public_host)["leaf_urls"],
+        access=edges.access,
+    )
+    antientropy = edges.antientropy
+    context.last_seen = lambda: antientropy.last_seen

@@ -1,0 +1,342 @@
+"""The dashboard in a real browser: headless Chromium on `fleetbus up --sim-clusters 3`.
+
+Chromium is Debian's package (`scripts/install-browser.sh`), driven over the DevTools protocol
+with `websockets`: no browser download, no driver binary. The test signs in with the hub's
+admin token, sees the three simulated clusters in the fleet matrix, publishes a taskset through
+the API, and sees the matrix change with no reload (the live event stream refreshes it) until
+every cluster runs the new version. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from fleetbus.natsserver import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+SIM_CLUSTERS = ["sim-1", "sim-2", "sim-3"]
+CONFIGMAP = b"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: greeting
+  namespace: demo
+data:
+  message: hello fleet
+"""
+
+
+class DevToolsError(Exception):
+    pass
+
+
+class Browser:
+    """Headless Chromium and one DevTools connection to it (flattened sessions)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, ws: ClientConnection) -> None:
+        self.process = process
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.reader = asyncio.create_task(self._read(), name="devtools-reader")
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def launch(cls, profile: Path) -> AsyncIterator[Browser]:
+        process = await asyncio.create_subprocess_exec(
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--window-size=1440,900",
+            "about:blank",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        browser: Browser | None = None
+        try:
+            url = await _devtools_url(process)
+            ws = await websockets.connect(url, max_size=64 * 1024 * 1024)
+            browser = cls(process, ws)
+            yield browser
+        finally:
+            if browser is not None:
+                await browser.close()
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw)
+            future = self.pending.pop(message.get("id", -1), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    async def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
+        message_id = next(self.ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[message_id] = future
+        message: dict[str, Any] = {"id": message_id, "method": method, "params": params or {}}
+        if session is not None:
+            message["sessionId"] = session
+        await self.ws.send(json.dumps(message))
+        answer = await asyncio.wait_for(future, timeout=30)
+        if "error" in answer:
+            raise DevToolsError(f"{method}: {answer['error']}")
+        result: dict[str, Any] = answer.get("result", {})
+        return result
+
+    async def new_page(self, width: int = 1440, height: int = 900) -> Page:
+        target = await self.send("Target.createTarget", {"url": "about:blank"})
+        attached = await self.send(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
+        page = Page(self, attached["sessionId"])
+        await page.call("Page.enable")
+        await page.call("Runtime.enable")
+        await page.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        return page
+
+    async def close(self) -> None:
+        with contextlib.suppress(DevToolsError, websockets.ConnectionClosed, TimeoutError):
+            await self.send("Browser.close")
+        await self.ws.close()
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+async def _devtools_url(process: asyncio.subprocess.Process) -> str:
+    assert process.stderr is not None
+    seen: list[str] = []
+    async with asyncio.timeout(30):
+        while True:
+            line = (await process.stderr.readline()).decode(errors="replace")
+            if not line:
+                raise DevToolsError("chromium exited: " + "".join(seen[-20:]))
+            seen.append(line)
+            match = re.search(r"DevTools listening on (ws://\S+)", line)
+            if match:
+                # Keep draining stderr so chromium never blocks on a full pipe.
+                asyncio.get_running_loop().create_task(_drain(process.stderr))
+                return match.group(1)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+class Page:
+    def __init__(self, browser: Browser, session: str) -> None:
+        self.browser = browser
+        self.session = session
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.browser.send(method, params, self.session)
+
+    async def goto(self, url: str) -> None:
+        await self.call("Page.navigate", {"url": url})
+        await self.wait_for("document.readyState === 'complete'")
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+        )
+        if "exceptionDetails" in result:
+            raise DevToolsError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, within: float = 30.0) -> Any:
+        """Poll a JavaScript expression until it is truthy; return its value."""
+        last: Any = None
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    last = await self.evaluate(expression)
+                    if last:
+                        return last
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(f"never true: {expression} (last value {last!r})") from None
+
+    async def screenshot(self, path: Path) -> None:
+        shot = await self.call("Page.captureScreenshot", {"format": "png"})
+        await asyncio.to_thread(write_file, path, base64.b64decode(shot["data"]))
+
+
+def write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@contextlib.asynccontextmanager
+async def fleetbus_up(data_dir: Path, sim_clusters: int) -> AsyncIterator[tuple[str, str]]:
+    """`fleetbus up` as a child process; yields the API URL and the admin token."""
+    http_port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fleetbus.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--http",
+        f"127.0.0.1:{http_port}",
+        "--nats-port",
+        str(free_port()),
+        "--leaf-port",
+        str(free_port()),
+        "--leaf-host",
+        "127.0.0.1",
+        "--sim-clusters",
+        str(sim_clusters),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    output = bytearray()
+
+    async def collect() -> None:
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            output.extend(chunk)
+
+    collector = asyncio.create_task(collect())
+    try:
+        async with asyncio.timeout(90), httpx.AsyncClient() as client:
+            while True:
+                if process.returncode is not None:
+                    raise AssertionError(f"fleetbus up exited:\n{output.decode()[-4000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{url}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)
+        token = (await asyncio.to_thread((data_dir / "admin.token").read_text)).strip()
+        yield url, token
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await collector
+
+
+async def publish(url: str, token: str, name: str, selector: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        response = await client.post(
+            "/api/v1/tasksets",
+            data={
+                "spec": json.dumps(
+                    {"name": name, "namespace": "demo", "placement": {"selector": selector}}
+                )
+            },
+            files={"source": ("greeting.yaml", CONFIGMAP, "application/yaml")},
+        )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+MATRIX_CLUSTERS = "[...document.querySelectorAll('#matrix tbody tr')].map(r => r.dataset.cluster)"
+
+
+def cell_states(taskset: str) -> str:
+    return (
+        f"[...document.querySelectorAll('#matrix td[data-taskset=\"{taskset}\"] .cell')]"
+        ".map(c => c.dataset.state)"
+    )
+
+
+@pytest.mark.timeout(240)
+async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path: Path) -> None:
+    if not await asyncio.to_thread(CHROMIUM.exists):
+        pytest.fail("no /usr/bin/chromium: run scripts/install-browser.sh (make install does)")
+    async with (
+        fleetbus_up(tmp_path / "hub", len(SIM_CLUSTERS)) as (url, token),
+        Browser.launch(tmp_path / "chromium-profile") as browser,
+    ):
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        await page.wait_for("document.getElementById('login').open")
+        await page.evaluate(
+            f"document.getElementById('token').value = {json.dumps(token)};"
+            "document.getElementById('login-form').requestSubmit(); true"
+        )
+        await page.wait_for("document.body.dataset.ready === 'true'")
+        assert await page.wait_for(
+            f"JSON.stringify({MATRIX_CLUSTERS}) === JSON.stringify({json.dumps(SIM_CLUSTERS)})"
+        )
+        assert await page.evaluate("sessionStorage.getItem('fleetbus.token')") == token
+        assert await page.wait_for("document.getElementById('live').textContent === 'live'")
+        page_loads = await page.evaluate("performance.getEntriesByType('navigation').length")
+
+        result = await publish(url, token, "greeting", "fleetbus.io/sim=true")
+        assert result["version"] == 1
+
+        await page.wait_for("!!document.querySelector('#matrix th[data-taskset=\"greeting\"]')")
+        states = await page.wait_for(
+            "(s => s.length === 3 && s.every(x => x === 'applied') && s)"
+            f"({cell_states('greeting')})",
+            within=90,
+        )
+        assert states == ["applied", "applied", "applied"]
+        feed = await page.evaluate(
+            "[...document.querySelectorAll('#feed .feed-item')].map(i => i.dataset.type)"
+        )
+        assert "TasksetPublished" in feed
+        assert "TaskApplied" in feed
+        assert await page.evaluate("performance.getEntriesByType('navigation').length") == (
+            page_loads
+        ), "the matrix changed without a reload"
+        assert token not in await page.evaluate("document.body.innerText"), "token never shown"
+        await page.screenshot(ARTIFACTS / "dashboard-fleet.png")
+
+        await page.evaluate("location.hash = '#/taskset/greeting'; true")
+        await page.wait_for("!!document.querySelector('.waves .wave')")
+        await page.wait_for(
+            "document.querySelector('.progress-text')?.textContent === '3/3 applied'"
+        )
+        await page.screenshot(ARTIFACTS / "dashboard-taskset.png")
+
+        await page.evaluate("location.hash = '#/cluster/sim-2'; true")
+        await page.wait_for("document.querySelector('h1 code')?.textContent === 'sim-2'")
+        await page.wait_for("document.querySelectorAll('table.list tbody tr').length > 0")
+        await page.screenshot(ARTIFACTS / "dashboard-cluster.png")
+    shot = await asyncio.to_thread((ARTIFACTS / "dashboard-fleet.png").stat)
+    assert shot.st_size > 10_000
