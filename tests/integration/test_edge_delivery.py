@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from edge_connector.simulator import SimExecutor
 from events.catalog import TaskApplied
+from fleetbus.bundle import EdgeBundle
 from tests.integration.edge_harness import (
     cluster_task,
     edge_hub,
@@ -70,3 +73,26 @@ async def test_phases_run_in_order_and_a_tombstone_runs_pre_delete_then_deletes(
             )
 
         await eventually(removal_reported, what="the removal's TaskApplied in REPORTS")
+
+
+async def test_an_edge_behind_an_http_proxy_can_join_over_websocket_leafnodes(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path, ws=True) as hub:
+        bundle = await hub.register("alpha")
+        settings = msgspec.structs.replace(
+            bundle.settings, hub_urls=[f"wss://127.0.0.1:{hub.ws_port}"]
+        )
+        over_ws = EdgeBundle(root=bundle.root, settings=settings)
+        sim = SimExecutor(name="alpha")
+        await hub.start_edge(over_ws, executor=sim)
+        await hub.write_desired(cluster_task("alpha", sample_taskset("web")))
+        await eventually(lambda: "web" in sim.applied, what="apply over a WebSocket leaf")
+
+        async def reported() -> bool:
+            return any(
+                isinstance(event, TaskApplied) and origin == "alpha"
+                for origin, event, _ in await hub.reports()
+            )
+
+        await eventually(reported, what="the report over the WebSocket leaf")
