@@ -515,7 +515,10 @@ class StepRunner:
             return False
         if step.metadata.deleting or step.status.phase in ("Deleting", "Pending"):
             return False
-        if not step.status.applied_digest or step.status.applied_digest != step_digest(step.spec):
+        digest = step_digest(step.spec)
+        if step.status.applied_digest != digest or step.status.rejected_digest == digest:
+            return False
+        if not step.status.uid:
             return False
         return not is_job(step.spec.ref)
 
@@ -583,15 +586,25 @@ class StepRunner:
         drift = decision.status
         if decision.correct:
             manifest = respect_ignored(desired, live, ctx.ignore_paths)
-            await self.kube.apply(manifest, field_manager=FIELD_MANAGER, force=True, info=info)
-            drift = record_correction(drift, stamp)
-            await self.recorder.record(
-                involved,
-                event_type="Normal",
-                reason="DriftCorrected",
-                message=f"{step.spec.ref}: re-applied ({what})",
-                now=now,
-            )
+            try:
+                await self.kube.apply(manifest, field_manager=FIELD_MANAGER, force=True, info=info)
+            except KubeRejected as e:
+                await self.recorder.record(
+                    involved,
+                    event_type="Warning",
+                    reason="DriftCorrectionFailed",
+                    message=f"{step.spec.ref}: {e}",
+                    now=now,
+                )
+            else:
+                drift = record_correction(drift, stamp)
+                await self.recorder.record(
+                    involved,
+                    event_type="Normal",
+                    reason="DriftCorrected",
+                    message=f"{step.spec.ref}: re-applied ({what})",
+                    now=now,
+                )
         status = msgspec.structs.replace(
             step.status,
             drift=drift,

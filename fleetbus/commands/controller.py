@@ -1,0 +1,150 @@
+"""`fleetbus controller`: run the cluster controller against one Kubernetes cluster.
+
+It installs or upgrades its CRDs first (server-side apply, then waits for them to be
+Established), optionally waits to lead through a Lease, and reconciles until SIGINT/SIGTERM.
+It loads nothing of the hub: an edge install runs it with the base dependencies only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cluster_controller.crds import install_crds
+from cluster_controller.kube import Kube
+from cluster_controller.leader import LeaderElection
+from cluster_controller.runtime import Controller, ControllerOptions
+from fleetbus.jsonlog import configure_json_logging
+
+log = logging.getLogger("fleetbus.controller")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "controller", help="run the cluster controller (Task, Tasklet, Step, Namespace CRDs)"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        metavar="F",
+        help="kubeconfig to use (default: the in-cluster ServiceAccount, else $KUBECONFIG, "
+        "else ~/.kube/config)",
+    )
+    parser.add_argument("--context", default=None, help="kubeconfig context to use")
+    parser.add_argument(
+        "--namespace",
+        default="",
+        metavar="NS",
+        help="reconcile Tasks and Steps in this namespace only (default: every namespace)",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="reconciles run at once")
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="full drift re-check interval",
+    )
+    parser.add_argument(
+        "--skip-crds",
+        action="store_true",
+        help="do not install or upgrade the CRDs (when something else manages them)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="lead through a Lease before reconciling (run more than one replica safely)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default="fleetbus-system",
+        metavar="NS",
+        help="namespace of the leader-election Lease",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    parser.set_defaults(handler=handle)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def handle(args: argparse.Namespace) -> int:
+    configure_json_logging(getattr(logging, args.log_level))
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    kube = Kube.connect(args.kubeconfig, context=args.context, user_agent="fleetbus-controller")
+    try:
+        if not args.skip_crds:
+            names = await install_crds(kube)
+            print(f"fleetbus controller: CRDs established: {', '.join(names)}", file=sys.stderr)
+        await run_until_signalled(kube, args)
+    finally:
+        await kube.close()
+    return 0
+
+
+async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    identity = f"{socket.gethostname()}-{id(kube):x}"
+    controller = Controller(
+        kube,
+        ControllerOptions(
+            namespace=args.namespace,
+            workers=args.workers,
+            resync_seconds=args.resync,
+            instance=identity,
+        ),
+        clock=utc_now,
+    )
+    election = (
+        LeaderElection(kube, namespace=args.lease_namespace, identity=identity, clock=utc_now)
+        if args.leader_elect
+        else None
+    )
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if election is not None:
+            acquiring = asyncio.create_task(election.acquire())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not acquiring.done():
+                acquiring.cancel()
+                return
+            acquiring.result()
+            tasks.append(asyncio.create_task(election.keep(), name="lease"))
+        ready = asyncio.Event()
+        tasks.append(asyncio.create_task(controller.run(ready), name="controller"))
+        tasks.append(asyncio.create_task(_announce(ready), name="announce"))
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        for task in done:
+            if task is not stopping:
+                task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _announce(ready: asyncio.Event) -> None:
+    await ready.wait()
+    print("fleetbus controller: reconciling (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    await asyncio.Event().wait()

@@ -1,0 +1,135 @@
+"""`fleetbus controller` as a process: installs its CRDs, reconciles, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster_controller.kube import Kube
+from taskset.model import Step, Taskset
+from tests.integration.controller_harness import (
+    STEP,
+    TASK,
+    ControllerEnv,
+    cluster_task,
+    unique,
+)
+from tests.kube_envtest import KubeAPIServer
+
+pytestmark = pytest.mark.kube
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fleetbus(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fleetbus.cli", *args]
+
+
+@pytest.fixture
+def controller_process(
+    kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> Iterator[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        fleetbus(
+            "controller",
+            "--kubeconfig",
+            str(kube_apiserver.kubeconfig),
+            "--namespace",
+            kube_namespace,
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@pytest.fixture
+async def kube(kube_apiserver: KubeAPIServer) -> AsyncIterator[Kube]:
+    client = Kube.connect(kube_apiserver.kubeconfig)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    assert process.stderr is not None
+    lines: list[str] = []
+    while True:
+        line = await asyncio.to_thread(process.stderr.readline)
+        if not line:
+            raise AssertionError(f"controller exited before {marker!r}:\n{''.join(lines)}")
+        lines.append(line)
+        if marker in line:
+            return lines
+
+
+async def test_the_controller_command_installs_its_crds_reconciles_and_stops_on_sigterm(
+    controller_process: subprocess.Popen[str], kube: Kube, kube_namespace: str
+) -> None:
+    startup = await asyncio.wait_for(read_until(controller_process, "reconciling"), 120)
+    assert any("CRDs established" in line for line in startup)
+
+    env = ControllerEnv(kube=kube, controller=None, namespace=kube_namespace)  # type: ignore[arg-type]
+    name = unique("cli")
+    taskset = Taskset(
+        name=name,
+        namespace=kube_namespace,
+        install=[
+            Step(
+                object={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": name},
+                    "data": {"a": "1"},
+                }
+            )
+        ],
+    )
+    await env.publish(cluster_task(taskset))
+    status = await env.task_phase(name, "Ready")
+    assert status["progress"] == "1/1"
+    assert (await kube.list(STEP, namespace=kube_namespace)).items
+    assert await kube.get(TASK, name, kube_namespace) is not None
+
+    controller_process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(controller_process.wait, 30)
+
+    assert code == 0
+
+
+def test_an_unusable_kubeconfig_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.kubeconfig"
+
+    result = subprocess.run(
+        fleetbus("controller", "--kubeconfig", str(missing)),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fleetbus: error: cannot use kubeconfig {missing}: Configuration file {missing} not found"
+    ]
