@@ -24,11 +24,14 @@ COMMANDS = (
     "fleetbus.commands.status",
     "fleetbus.commands.state",
     "fleetbus.commands.projector",
+    "fleetbus.commands.controller",
 )
 
 
 EDGE_ONLY = ("fleetbus.commands.edge",)
 """`fleetbus edge` loads only its own module: an edge install has no hub packages."""
+CONTROLLER_ONLY = ("fleetbus.commands.controller",)
+"""`fleetbus controller` runs at the edge too: it loads only its own module."""
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
@@ -44,7 +47,13 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(EDGE_ONLY if words[:1] == ["edge"] else COMMANDS)
+    parser = build_parser(
+        EDGE_ONLY
+        if words[:1] == ["edge"]
+        else CONTROLLER_ONLY
+        if words[:1] == ["controller"]
+        else COMMANDS
+    )
     args = parser.parse_args(words)
     try:
         code = args.handler(args)
