@@ -6,8 +6,8 @@ injection as `hub`. Keeping it one explicit object makes the API testable agains
 and data dir, with no module-level state.
 
 What only the composition root can do (issue certificates and pack edge bundles, render Helm
-charts, know which clusters are connected) comes in through the small ports below, so `api`
-never imports `fleetbus`.
+charts, replay the scheduler's fold for a past moment, know which clusters are connected) comes
+in through the small ports below, so `api` never imports `fleetbus` or `scheduler`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from litestar.di import NamedDependency
 
@@ -57,6 +57,12 @@ class ClusterEnrollment(Protocol):
         """Return once the hub lets the cluster registered at `seq` connect."""
 
 
+class DesiredStateHistory(Protocol):
+    """The desired state of a cluster at any moment, folded from the log (secrets masked)."""
+
+    async def state_at(self, cluster: str, at: datetime | None) -> dict[str, Any]: ...
+
+
 def nobody_seen() -> Mapping[str, datetime]:
     return {}
 
@@ -81,6 +87,8 @@ class HubContext:
     """None on a hub without a leafnode listener: it registers clusters but issues no bundle."""
     renderer: PreparedRenderer | None = None
     """Re-renders Helm charts with override values (for previews)."""
+    history: DesiredStateHistory | None = None
+    """Answers "what should cluster C run as of T"."""
     last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
     """When each cluster last sent an inventory digest."""
     max_body_bytes: int = MAX_BODY_BYTES

@@ -1,4 +1,6 @@
-"""Cluster enrollment for the HTTP API: a certificate from the hub's CA and the edge bundle, packed.
+"""What the composition root gives the HTTP API: cluster enrollment and desired-state history.
+
+Enrollment: a certificate from the hub's CA and the edge bundle, packed.
 
 `POST /api/v1/clusters` answers with everything the new cluster needs, as a .tar.gz of the
 bundle directory `fleetbus.bundle.write_edge_bundle` writes (the same files as
@@ -6,6 +8,9 @@ bundle directory `fleetbus.bundle.write_edge_bundle` writes (the same files as
 answer: nothing of it is kept on the hub but the public key's fingerprint, in the
 `ClusterRegistered` event. This lives in the composition root because it needs the CA and the
 cluster access service; the API sees it only through `api.context.ClusterEnrollment`.
+
+History: "what should cluster C run as of T" is the scheduler's own fold over the log up to T
+(`scheduler.history`), which `api` may not import; it sees it as `DesiredStateHistory`.
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from api.context import HubContext, IssuedBundle
+from events.store import EventStore
 from fleetbus.access import ClusterAccessService
 from fleetbus.bundle import EdgeSettings, write_edge_bundle
+from fleetbus.commands.state import state_document
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls
 from fleetbus.pki import HubPki
+from fleetbus.renderer import ChartArchiveRenderer
+from scheduler.history import desired_state_at
 
 APPLY_TIMEOUT_S = 30.0
 
@@ -69,3 +79,17 @@ def connect_api_to_edges(context: HubContext, edges: EdgeServices, public_host: 
     )
     antientropy = edges.antientropy
     context.last_seen = lambda: antientropy.last_seen
+
+
+@dataclass
+class LogStateHistory:
+    """`fleetbus state` for the API: the log replayed through the scheduler's fold."""
+
+    store: EventStore
+    renderer: ChartArchiveRenderer | None = None
+
+    async def state_at(self, cluster: str, at: datetime | None) -> dict[str, Any]:
+        state = await desired_state_at(
+            self.store.read(until=at, skip_undecodable=True), cluster, self.renderer
+        )
+        return state_document(state, at)

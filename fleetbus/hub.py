@@ -26,7 +26,7 @@ from events.streams import hub_streams
 from fleetbus.access import LeafListener
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
-from fleetbus.enrollment import connect_api_to_edges
+from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
 from fleetbus.hub_services import HubServices, start_hub_services
 from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
@@ -180,6 +180,7 @@ async def run_hub(options: HubOptions) -> None:
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
+        api_context.history = LogStateHistory(store, api_context.renderer)
         if edge_services is not None:
             connect_api_to_edges(api_context, edge_services, options.public_host)
         http = _EmbeddedHttpServer(

@@ -120,6 +120,9 @@ async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> 
     record = await deregister_cluster(
         hub.store, name, actor=principal_of(request).actor, now=datetime.now(UTC)
     )
+    if hub.enrollment is not None:
+        # Answer once the cluster's connection is really refused.
+        await hub.enrollment.wait_applied(await hub.store.subject_version(cluster_subject(name)))
     return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
 
 

@@ -17,7 +17,7 @@ from litestar.params import FromQuery, PathParameter
 
 from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
-from api.errors import NotFound, register_status
+from api.errors import NotFound, ServiceUnavailable, register_status
 from projector import queries
 from projector.db import ProjectionDb
 from projector.errors import ProjectionMissing, ProjectionUnreadable
@@ -266,6 +266,25 @@ async def taskset_detail(hub: Hub, name: NameParam) -> TasksetDetail:
     )
 
 
+@get(
+    "/api/v1/clusters/{name:str}/state",
+    guards=[requires(Role.viewer)],
+    tags=["clusters"],
+    summary="What a cluster should run, now or as of a past time (from the log)",
+    description="Replays the log up to `at` through the scheduler's own decisions; every "
+    "ClusterTask in force then, with Secret values masked.",
+)
+async def cluster_state(
+    hub: Hub, name: NameParam, at: FromQuery[datetime | None] = None
+) -> dict[str, Any]:
+    check_name("cluster", name)
+    if hub.history is None:
+        raise ServiceUnavailable("this hub cannot replay desired state")
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return await hub.history.state_at(name, at)
+
+
 async def collect_fleet_metrics(hub: HubContext) -> None:
     """Levels from the read models: clusters, rollout progress, placements by state."""
     try:
@@ -288,4 +307,11 @@ async def collect_fleet_metrics(hub: HubContext) -> None:
         metrics.rollout_clusters.labels(taskset=taskset, state=state).set(count)
 
 
-ROUTES = [fleet_status, list_clusters, cluster_detail, list_tasksets, taskset_detail]
+ROUTES = [
+    fleet_status,
+    list_clusters,
+    cluster_detail,
+    cluster_state,
+    list_tasksets,
+    taskset_detail,
+]

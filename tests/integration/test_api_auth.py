@@ -22,7 +22,7 @@ from api.context import HubContext
 from events.catalog import RolloutHalted
 from events.ids import new_event_id
 from events.store import EventStore
-from fleetbus.enrollment import BundleEnrollment
+from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from fleetbus.pki import HubPki
 from tests.integration.api_harness import LiveApi, live_api, projected
 from tests.integration.test_api_events import NOW, append_each, published, registered
@@ -143,6 +143,7 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/status", V),
     Case("GET", "/api/v1/clusters", V),
     Case("GET", "/api/v1/clusters/east", V),
+    Case("GET", "/api/v1/clusters/east/state", V),
     Case("GET", "/api/v1/tasksets", V),
     Case("GET", "/api/v1/tasksets/settings", V),
     Case("GET", "/api/v1/tasksets/settings/overrides", V),
@@ -195,6 +196,7 @@ async def test_every_route_answers_401_403_or_success_by_role(
     mismatches: list[str] = []
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        api.hub.history = LogStateHistory(api.hub.store)
         await as_admin(
             api,
             "POST",

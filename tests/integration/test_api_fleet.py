@@ -20,7 +20,7 @@ from events.catalog import (
 )
 from events.ids import new_event_id
 from events.store import EventStore
-from fleetbus.enrollment import BundleEnrollment
+from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from fleetbus.pki import HubPki, cluster_of_certificate
 from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import (
@@ -292,3 +292,31 @@ async def test_resuming_a_rollout_that_is_not_halted_is_a_conflict(
 def msg_generation(event: Event) -> Event:
     """A report for generation 1, the generation `scheduled` writes."""
     return msgspec.structs.replace(event, generation=1)
+
+
+async def test_the_state_of_a_cluster_can_be_asked_for_any_moment(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(event_store, [registered("east")])
+    async with live_api(event_store, tmp_path / "hub") as api:
+        api.hub.history = LogStateHistory(event_store)
+        async with api.client(Role.viewer) as client:
+            now = await client.get("/api/v1/clusters/east/state")
+            before = await client.get(
+                "/api/v1/clusters/east/state", params={"at": "2000-01-01T00:00:00Z"}
+            )
+            bad = await client.get("/api/v1/clusters/Not_A_Name/state")
+    assert now.status_code == 200, now.text
+    assert (now.json()["cluster"], now.json()["registered"]) == ("east", True)
+    assert now.json()["tasks"] == []
+    assert before.json()["registered"] is False
+    assert before.json()["asOf"].startswith("2000-01-01")
+    assert bad.status_code == 400
+
+
+async def test_state_needs_a_hub_that_can_replay_it(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
+        response = await client.get("/api/v1/clusters/east/state")
+    assert response.status_code == 503

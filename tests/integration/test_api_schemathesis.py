@@ -23,7 +23,7 @@ from schemathesis.core.result import Err
 
 from api.auth import Role
 from events.store import EventStore
-from fleetbus.enrollment import BundleEnrollment
+from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from fleetbus.pki import HubPki
 from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import append_each, override, published, registered
@@ -78,6 +78,7 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
     pki.ensure_ca(datetime.now(UTC))
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        api.hub.history = LogStateHistory(api.hub.store)
         await projected(api)
         started = time.monotonic()
         failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])
