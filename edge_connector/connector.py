@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from edge_connector import decisions
-from edge_connector.errors import ApplyFailed
+from edge_connector.errors import ApplyFailed, ConnectorError
 from edge_connector.executor import DriftObserved, Executor
 from events.catalog import Report
 from events.errors import EventLogError
@@ -137,20 +137,32 @@ class Connector:
     # --- loops -------------------------------------------------------------------------------
 
     async def _feed_loop(self) -> None:
-        async for delivery in self.feed.deliveries():
-            task = delivery.task
-            if task is None:
-                log.warning("undecodable desired state on %s; skipped", delivery.subject)
-            elif task.cluster != self.cluster:
-                log.warning(
-                    "desired state for cluster %s on %s ignored", task.cluster, delivery.subject
-                )
-            else:
-                # Even an unchanged task is reconciled: a re-delivery (anti-entropy) means the
-                # hub saw this cluster lacking it, and reconciling what is applied is a no-op.
-                self.held[task.taskset_name] = task
-                self._schedule(task.taskset_name)
-            await delivery.ack()
+        """Follow the feed; if it breaks (its server restarting), follow it again."""
+        delay = 0.5
+        while True:
+            try:
+                async for delivery in self.feed.deliveries():
+                    delay = 0.5
+                    await self._receive(delivery)
+            except (ConnectorError, EventLogError) as e:
+                log.warning("desired state feed interrupted (%s); resuming in %.1fs", e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.outbox_retry_max)
+
+    async def _receive(self, delivery: Delivery) -> None:
+        task = delivery.task
+        if task is None:
+            log.warning("undecodable desired state on %s; skipped", delivery.subject)
+        elif task.cluster != self.cluster:
+            log.warning(
+                "desired state for cluster %s on %s ignored", task.cluster, delivery.subject
+            )
+        else:
+            # Even an unchanged task is reconciled: a re-delivery (anti-entropy) means the hub
+            # saw this cluster lacking it, and reconciling what is applied is a no-op.
+            self.held[task.taskset_name] = task
+            self._schedule(task.taskset_name)
+        await delivery.ack()
 
     def _schedule(self, name: str, delay: float = 0.0) -> None:
         self._pending.add(name)

@@ -1,0 +1,205 @@
+"""The connector service against in-memory ports: feed, simulated cluster, outbox, inventory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from edge_connector.connector import Connector, ConnectorSettings, Delivery
+from edge_connector.errors import EdgeUnavailable
+from edge_connector.simulator import SimExecutor
+from events.catalog import DriftCorrected, DriftDetected, Report, TaskApplied, TaskFailed
+from events.errors import EventLogUnavailable
+from events.inventory import InventoryDigest
+from taskset.digest import digest_of
+from taskset.model import ClusterTask, Step, Taskset
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def web(replicas: int = 1, **options: object) -> Taskset:
+    return Taskset(
+        name="web",
+        install=[
+            Step(
+                object={
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "apps"},
+                    "spec": {"replicas": replicas},
+                }
+            )
+        ],
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def task(taskset: Taskset, generation: int = 1, removed: bool = False) -> ClusterTask:
+    return ClusterTask(
+        cluster="alpha",
+        taskset_name=taskset.name,
+        version=generation,
+        generation=generation,
+        digest=digest_of(taskset),
+        taskset=taskset,
+        removed=removed,
+    )
+
+
+class QueueFeed:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[ClusterTask | None] = asyncio.Queue()
+        self.acked = 0
+        self.breaks = 0
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        while True:
+            task = await self.queue.get()
+            if task is None:
+                self.breaks += 1
+                raise EdgeUnavailable("feed broke")
+
+            async def ack() -> None:
+                self.acked += 1
+
+            yield Delivery(subject=f"fleet.desired.alpha.{task.taskset_name}", task=task, ack=ack)
+
+
+class ListOutbox:
+    def __init__(self, failures: int = 0) -> None:
+        self.events: list[Report] = []
+        self.failures = failures
+
+    async def append(self, event: Report) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise EventLogUnavailable("outbox away")
+        self.events.append(event)
+
+
+class ListInventory:
+    def __init__(self) -> None:
+        self.sent: list[InventoryDigest] = []
+
+    async def publish(self, inventory: InventoryDigest) -> None:
+        self.sent.append(inventory)
+
+
+async def until(check: Callable[[], bool], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+class Rig:
+    def __init__(self, outbox_failures: int = 0) -> None:
+        self.feed = QueueFeed()
+        self.sim = SimExecutor(name="alpha", clock=lambda: NOW)
+        self.outbox = ListOutbox(outbox_failures)
+        self.inventory = ListInventory()
+        self.connector = Connector(
+            settings=ConnectorSettings(
+                cluster="alpha", inventory_interval=0.01, retry_base=0.01, outbox_retry_max=0.02
+            ),
+            feed=self.feed,
+            executor=self.sim,
+            reports=self.outbox,
+            inventory_sink=self.inventory,
+            clock=lambda: NOW,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Rig:
+        self.task = asyncio.create_task(self.connector.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    def of(self, kind: type[Report]) -> list[Report]:
+        return [e for e in self.outbox.events if isinstance(e, kind)]
+
+
+async def test_a_delivered_task_is_applied_acknowledged_and_reported() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(task(web()))
+        await until(lambda: len(rig.of(TaskApplied)) == 1)
+        assert rig.sim.applied["web"].generation == 1
+        assert rig.feed.acked == 1
+
+
+async def test_a_failed_apply_is_reported_once_and_retried_until_it_succeeds() -> None:
+    async with Rig() as rig:
+        rig.sim.fail("web", times=3, reason="quota exceeded")
+        await rig.feed.queue.put(task(web()))
+        await until(lambda: len(rig.of(TaskApplied)) == 1)
+        failed = rig.of(TaskFailed)
+        assert len(failed) == 1
+        assert isinstance(failed[0], TaskFailed)
+        assert failed[0].reason == "quota exceeded"
+
+
+async def test_a_tombstone_removes_and_reports_the_removal() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(task(web()))
+        await until(lambda: "web" in rig.sim.applied)
+        await rig.feed.queue.put(task(web(), generation=2, removed=True))
+        await until(lambda: any(getattr(e, "removed", False) for e in rig.of(TaskApplied)))
+        assert rig.sim.objects == {}
+
+
+async def test_drift_is_detected_corrected_and_both_are_reported() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(task(web(replicas=2)))
+        await until(lambda: "web" in rig.sim.applied)
+        rig.sim.edit("Deployment/apps/web", "/spec/replicas", 7)
+        await until(lambda: len(rig.of(DriftCorrected)) == 1)
+        assert rig.sim.objects["Deployment/apps/web"].manifest["spec"]["replicas"] == 2
+        detected = rig.of(DriftDetected)
+        assert len(detected) == 1
+        assert rig.of(DriftCorrected)[0].causation_id == detected[0].id
+
+
+async def test_drift_on_an_ignored_path_is_left_alone() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(task(web(ignore_paths=["/spec/replicas"])))
+        await until(lambda: "web" in rig.sim.applied)
+        rig.sim.edit("Deployment/apps/web", "/spec/replicas", 7)
+        rig.sim.delete("Deployment/apps/web")
+        await until(lambda: len(rig.of(DriftCorrected)) == 1)
+        assert [e.deleted for e in rig.of(DriftDetected)] == [True]  # type: ignore[attr-defined]
+
+
+async def test_reports_wait_in_order_while_the_outbox_is_unavailable() -> None:
+    async with Rig(outbox_failures=5) as rig:
+        await rig.feed.queue.put(task(web()))
+        await rig.feed.queue.put(task(web(replicas=3), generation=2))
+        await until(lambda: len(rig.of(TaskApplied)) >= 1 and rig.outbox.failures == 0)
+        await until(lambda: rig.sim.applied["web"].generation == 2)
+        await until(lambda: rig.connector.reported == len(rig.outbox.events))
+        generations = [e.generation for e in rig.of(TaskApplied)]
+        assert generations == sorted(generations)
+
+
+async def test_the_feed_is_followed_again_after_it_breaks() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(None)
+        await rig.feed.queue.put(task(web()))
+        await until(lambda: "web" in rig.sim.applied)
+        assert rig.feed.breaks == 1
+
+
+async def test_inventory_digests_say_what_is_held_and_applied() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(task(web()))
+        await until(lambda: any("web" in d.applied for d in rig.inventory.sent))
+        latest = rig.inventory.sent[-1]
+        assert latest.cluster == "alpha"
+        assert latest.desired["web"].generation == 1
+        assert latest.objects == 1
