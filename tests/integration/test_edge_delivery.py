@@ -96,3 +96,21 @@ async def test_an_edge_behind_an_http_proxy_can_join_over_websocket_leafnodes(
             )
 
         await eventually(reported, what="the report over the WebSocket leaf")
+
+
+async def test_an_edge_can_pull_its_hub_durable_consumer_instead_of_its_mirror(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        bundle = await hub.register("alpha", desired_source="durable")
+        sim = SimExecutor(name="alpha")
+        await hub.start_edge(bundle, executor=sim)
+        await hub.write_desired(cluster_task("alpha", sample_taskset("web")))
+        await hub.write_desired(cluster_task("alpha", sample_taskset("db")))
+        await eventually(lambda: {"web", "db"} <= set(sim.applied), what="apply from the durable")
+
+        async def all_acknowledged() -> bool:
+            info = await hub.store.api_request("CONSUMER.INFO.DESIRED.edge-alpha")
+            return bool(info["num_ack_pending"] == 0 and info["num_pending"] == 0)
+
+        await eventually(all_acknowledged, what="the durable to be acknowledged")
