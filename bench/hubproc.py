@@ -1,0 +1,169 @@
+"""The hub as users run it, in child processes: `fleetbus up` (with its nats-server) and
+`fleetbus scheduler`, on free loopback ports in a temporary data dir.
+
+Benchmarks that measure the whole loop or the hub's footprint start these instead of calling
+services in-process, so memory and CPU are the hub's own and the simulated fleet of
+`fleetbus up --sim-clusters N` runs exactly as a user would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procstat import children_of, rss_mib
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM
+from fleetbus.datadir import DataDir
+from fleetbus.natsserver import free_port
+
+
+class HubFailed(RuntimeError):
+    """A hub process exited or never came up; carries the tail of its output."""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no output)"
+        return "\n".join(text[-lines:])
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise HubFailed(
+                f"{self.name} exited with code {self.process.returncode}:\n{self.tail()}"
+            )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def tree_rss_mib(self) -> float:
+        """RSS of the process and its direct children (a hub's nats-server)."""
+        return self.rss_mib() + self.children_rss_mib()
+
+    def rss_mib(self) -> float:
+        return rss_mib(self.pid)
+
+    def children_rss_mib(self) -> float:
+        return sum(rss_mib(pid) for pid in children_of(self.pid))
+
+
+def spawn(name: str, args: list[str], log: Path) -> Child:
+    output = log.open("wb")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fleetbus.cli", *args],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        output.close()
+    return Child(name, process, log)
+
+
+@dataclass
+class RunningHub:
+    root: Path
+    data: DataDir
+    hub: Child
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def nats_url(self) -> str:
+        return str(self.data.read_hub_info()["nats_url"])
+
+    async def store(self) -> EventStore:
+        nc = await connect(
+            self.nats_url,
+            name="fleetbus-bench",
+            user="hub",
+            password=self.data.secrets()["hub_password"],
+        )
+        return EventStore(nc)
+
+    @staticmethod
+    def reports(store: EventStore) -> EventStore:
+        return EventStore(store.nc, stream=REPORTS_STREAM)
+
+    def start_scheduler(self) -> Child:
+        child = spawn(
+            "fleetbus scheduler",
+            ["scheduler", "--data-dir", str(self.data.root), "--holder", "bench-scheduler"],
+            self.root / "scheduler.log",
+        )
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        for child in (self.hub, *self.children):
+            child.check()
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    *, sim_clusters: int = 0, startup_timeout: float = 300.0
+) -> AsyncIterator[RunningHub]:
+    """`fleetbus up` in a temporary data dir; stopped (and its children) on exit."""
+    with tempfile.TemporaryDirectory(prefix="fleetbus-bench-hub-") as tmp:
+        root = Path(tmp)
+        data = DataDir(root / "hub")
+        args = [
+            "up",
+            "--data-dir",
+            str(data.root),
+            "--http",
+            f"127.0.0.1:{free_port()}",
+            "--nats-port",
+            str(free_port()),
+            "--leaf-port",
+            str(free_port()),
+            "--leaf-host",
+            "127.0.0.1",
+            "--sim-clusters",
+            str(sim_clusters),
+        ]
+        hub = spawn("fleetbus up", args, root / "hub.log")
+        running = RunningHub(root=root, data=data, hub=hub)
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while not data.hub_json.exists():
+                hub.check()
+                if time.monotonic() > deadline:
+                    raise HubFailed(f"fleetbus up not ready after {startup_timeout:.0f} s")
+                await asyncio.sleep(0.2)
+            yield running
+        finally:
+            for child in reversed(running.children):
+                child.stop()
+            hub.stop()
