@@ -273,6 +273,7 @@ class StepRunner:
                             status="Failed", reason="ApplyRejected", message=str(e)
                         ),
                         permanent_failure=True,
+                        object_ref=await self._located_or_declared(ctx, step),
                     )
                 except ControllerError as e:
                     errors[name] = Blocked(
@@ -406,6 +407,13 @@ class StepRunner:
         return await self._with_job(
             ctx, step, live, applied=False, located=self._located(step, namespace)
         )
+
+    async def _located_or_declared(self, ctx: TaskContext, step: StepResource) -> ObjectRef:
+        try:
+            _, namespace = await self.locate(ctx, step)
+        except ControllerError:
+            return step.spec.ref
+        return self._located(step, namespace)
 
     @staticmethod
     def _located(step: StepResource, namespace: str) -> ObjectRef:

@@ -283,6 +283,7 @@ class KubernetesExecutor:
         self._changed = asyncio.Condition()
         self._synced = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        self._watch_error = ""
 
     @classmethod
     def from_kubeconfig(
@@ -485,9 +486,19 @@ class KubernetesExecutor:
         return True
 
     async def _ensure_watch(self) -> None:
+        """Start following this executor's Tasks; fail if they cannot be listed in time."""
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_tasks(), name="kube-executor-tasks")
-        await self._synced.wait()
+        try:
+            async with asyncio.timeout(self.apply_timeout):
+                await self._synced.wait()
+        except TimeoutError as e:
+            raise ApplyFailed(
+                phase="init",
+                object="Task",
+                reason=f"cannot list Tasks in {self.namespace} (is the fleetbus controller "
+                f"installed?): {self._watch_error or 'no answer'}",
+            ) from e
 
     async def _watch_tasks(self) -> None:
         """List-then-watch this executor's Tasks; re-list on 410; retry on connection loss."""
@@ -523,10 +534,12 @@ class KubernetesExecutor:
                     failures = 0
             except ApiError as e:
                 if _code(e) != 410:
-                    log.error("watching Tasks failed: %s", _api_message(e))
+                    self._watch_error = _api_message(e)
+                    log.error("watching Tasks failed: %s", self._watch_error)
                     failures += 1
                     await asyncio.sleep(min(MAX_BACKOFF, 0.25 * 2**failures))
             except httpx.TransportError as e:
+                self._watch_error = f"Kubernetes API unreachable: {e!r}"
                 failures += 1
                 delay = min(MAX_BACKOFF, 0.25 * 2**failures)
                 log.warning("Task watch interrupted (%r); again in %.1fs", e, delay)
