@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -152,6 +153,45 @@ class LiveHub:
                 return HttpAnswer(response.status, response.read(), dict(response.headers))
         except urllib.error.HTTPError as e:
             return HttpAnswer(e.code, e.read(), dict(e.headers))
+
+    def upload(self, token: str, spec: dict[str, Any], filename: str, content: bytes) -> HttpAnswer:
+        """`POST /api/v1/tasksets` as a multipart form: the `spec` JSON and the `source` file."""
+        boundary = "fleetbus-test-" + os.urandom(8).hex()
+        parts = [
+            (b'Content-Disposition: form-data; name="spec"\r\n\r\n', orjson.dumps(spec)),
+            (
+                f'Content-Disposition: form-data; name="source"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode(),
+                content,
+            ),
+        ]
+        body = b"".join(
+            b"--" + boundary.encode() + b"\r\n" + head + data + b"\r\n" for head, data in parts
+        )
+        body += b"--" + boundary.encode() + b"--\r\n"
+        return self.http(
+            "POST",
+            "/api/v1/tasksets",
+            token=token,
+            body=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+
+    def declare_body(self, method: str, path: str, length: int) -> tuple[int, bytes]:
+        """Send only the headers of a request announcing a `length`-byte JSON body; return the
+        status and body the hub answers with before (or instead of) reading it."""
+        token = self.admin_token()
+        with socket.create_connection(("127.0.0.1", self.http_port), timeout=30) as conn:
+            conn.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
 
     def cli(
         self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import io
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
+import yaml
 
 from fleetbus.cli import main
 from tests.faults.harness import record_figures
 from tests.security.bad_inputs import BAD_SOURCES, CONFIGMAP, BadSource
-from tests.security.live_hub import LiveHub
+from tests.security.live_hub import HttpAnswer, LiveHub
 from tests.security.test_bad_input_bus import BAD_APPENDS, GARBAGE_INVENTORIES
 
 
@@ -174,6 +177,330 @@ def test_the_bad_input_table_has_at_least_fifty_cases() -> None:
         "cli_arguments": len(CLI_CASES),
         "bus_inventory_garbage": len(GARBAGE_INVENTORIES),
         "bus_refused_appends": len(BAD_APPENDS),
+        "api_uploads": len(BAD_SOURCES) - len(API_VALID_UPLOADS),
+        "api_requests": len(API_CASES) + 2,
+        "api_publish_specs": len(PUBLISH_SPEC_CASES),
     }
     record_figures("R5 bad input table", total=sum(tables.values()), **tables)
     assert sum(tables.values()) >= 50
+
+
+def source_upload(path: Path) -> tuple[str, bytes]:
+    """What a user uploads for a source: a file as it is, a directory as a .tar.gz."""
+    if path.is_file():
+        return path.name, path.read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(path, arcname=path.name)
+    return f"{path.name}.tar.gz", buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def api_hub(live_hub: LiveHub) -> LiveHub:
+    """The hub with a registered cluster `east` and a published YAML taskset `web`."""
+    token = live_hub.admin_token()
+    registered = live_hub.http(
+        "POST",
+        "/api/v1/clusters",
+        token=token,
+        body=b'{"name": "east", "labels": {"env": "prod"}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert registered.status == 201, registered.body[:300]
+    published = live_hub.upload(token, {"name": "web"}, "web.yaml", CONFIGMAP + b"data: {k: v}\n")
+    assert published.status == 201, published.body
+    return live_hub
+
+
+def assert_clear_http_error(answer: HttpAnswer, status: int, expect: str) -> None:
+    assert answer.status == status, f"{answer.status}: {answer.body[:300]!r}"
+    error = answer.json()["error"]
+    assert expect in error, f"{expect!r} not in {error!r}"
+    assert "Traceback" not in error
+    assert "internal error" not in error
+
+
+API_SOURCE_EXPECT = {
+    # The API unpacks uploads itself and refuses unsafe archives before Helm sees them.
+    "archive-path-traversal": "'..' components",
+    "archive-gzip-of-garbage": "not a readable tar",
+    "archive-not-gzip": "not a readable tar",
+    "archive-gzip-bomb": "holds no Kubernetes objects",
+}
+API_VALID_UPLOADS = {"archive-without-chart-yaml"}
+"""A .tar.gz without Chart.yaml is a plain YAML directory to the API (the CLI was told .tgz)."""
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in BAD_SOURCES if c.id not in API_VALID_UPLOADS], ids=lambda case: case.id
+)
+def test_a_bad_source_uploaded_to_the_api_is_a_400_and_writes_nothing(
+    case: BadSource, api_hub: LiveHub, tmp_path: Path
+) -> None:
+    before = api_hub.last_sequences()
+    path = case.write(tmp_path)
+    filename, content = source_upload(path)
+    spec: dict[str, object] = {"name": "bad-upload"}
+    if case.values is not None:
+        spec["values"] = yaml.safe_load(case.values)
+    answer = api_hub.upload(api_hub.admin_token(), spec, filename, content)
+    assert_clear_http_error(answer, 400, API_SOURCE_EXPECT.get(case.id, case.expect))
+    assert api_hub.last_sequences() == before
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    id: str
+    method: str
+    path: str
+    body: bytes | None
+    status: int
+    expect: str
+    content_type: str = "application/json"
+
+
+def json_body(value: object) -> bytes:
+    return orjson.dumps(value)
+
+
+def target(name: str) -> dict[str, str]:
+    return {"kind": "ConfigMap", "namespace": "default", "name": name}
+
+
+API_CASES = [
+    ApiCase("json-truncated", "POST", "/api/v1/clusters", b'{"name": ', 400, "truncated"),
+    ApiCase("json-not-json", "POST", "/api/v1/clusters", b"name=x", 400, "malformed"),
+    ApiCase(
+        "cluster-name-invalid",
+        "POST",
+        "/api/v1/clusters",
+        json_body({"name": "Bad_Name"}),
+        400,
+        "invalid cluster name",
+    ),
+    ApiCase(
+        "cluster-label-key-invalid",
+        "POST",
+        "/api/v1/clusters",
+        json_body({"name": "fresh", "labels": {"bad key!": "v"}}),
+        400,
+        "invalid label key",
+    ),
+    ApiCase(
+        "cluster-already-registered",
+        "POST",
+        "/api/v1/clusters",
+        json_body({"name": "east"}),
+        409,
+        "east",
+    ),
+    ApiCase("cluster-path-with-dots", "GET", "/api/v1/clusters/a.b", None, 400, "invalid cluster"),
+    ApiCase(
+        "labels-of-a-missing-cluster",
+        "PATCH",
+        "/api/v1/clusters/ghost/labels",
+        json_body({"set": {"a": "b"}}),
+        404,
+        "not registered",
+    ),
+    ApiCase("deregister-missing-cluster", "DELETE", "/api/v1/clusters/ghost", None, 404, "ghost"),
+    ApiCase(
+        "override-on-a-missing-taskset",
+        "PUT",
+        "/api/v1/tasksets/nope/overrides/o1",
+        json_body({"cluster": "east", "patches": [{"target": target("a"), "mergePatch": {}}]}),
+        404,
+        "never been published",
+    ),
+    ApiCase(
+        "override-on-a-missing-object",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body(
+            {"cluster": "east", "patches": [{"target": target("nothere"), "mergePatch": {}}]}
+        ),
+        400,
+        "does not have",
+    ),
+    ApiCase(
+        "override-for-a-missing-cluster",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body({"cluster": "ghost", "patches": [{"target": target("a"), "mergePatch": {}}]}),
+        404,
+        "not registered",
+    ),
+    ApiCase(
+        "override-values-on-a-yaml-taskset",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body({"cluster": "east", "values": {"a": 1}}),
+        400,
+        "use a patch instead",
+    ),
+    ApiCase(
+        "override-name-invalid",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/Bad_Name",
+        json_body({"cluster": "east", "values": {"a": 1}}),
+        400,
+        "invalid override name",
+    ),
+    ApiCase(
+        "override-cluster-and-selector",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body({"cluster": "east", "selector": "env=prod", "values": {}}),
+        400,
+        "exactly one of a cluster or a selector",
+    ),
+    ApiCase(
+        "override-selector-invalid",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body({"selector": "env in (a", "patches": []}),
+        400,
+        "invalid selector",
+    ),
+    ApiCase(
+        "override-json-patch-unknown-op",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body(
+            {
+                "cluster": "east",
+                "patches": [{"target": target("a"), "jsonPatch": [{"op": "frob", "path": "/x"}]}],
+            }
+        ),
+        400,
+        "`op` must be one of",
+    ),
+    ApiCase(
+        "override-json-patch-missing-path",
+        "PUT",
+        "/api/v1/tasksets/web/overrides/o1",
+        json_body(
+            {
+                "cluster": "east",
+                "patches": [
+                    {"target": target("a"), "jsonPatch": [{"op": "remove", "path": "/data/no"}]}
+                ],
+            }
+        ),
+        400,
+        "does not exist",
+    ),
+    ApiCase(
+        "remove-a-missing-override",
+        "DELETE",
+        "/api/v1/tasksets/web/overrides/nothere",
+        None,
+        404,
+        "no override named",
+    ),
+    ApiCase(
+        "retire-a-missing-taskset",
+        "POST",
+        "/api/v1/tasksets/nope/retire",
+        b"{}",
+        404,
+        "never published",
+    ),
+    ApiCase(
+        "resume-a-rollout-not-halted",
+        "POST",
+        "/api/v1/tasksets/web/rollout/resume",
+        None,
+        409,
+        "not halted",
+    ),
+    ApiCase(
+        "token-with-an-unknown-role",
+        "POST",
+        "/api/v1/tokens",
+        json_body({"role": "god"}),
+        400,
+        "Validation failed",
+    ),
+    ApiCase("revoke-a-missing-token", "DELETE", "/api/v1/tokens/nothere", None, 404, "no token"),
+    ApiCase("events-from-seq-negative", "GET", "/api/v1/events?from_seq=-5", None, 400, "from_seq"),
+    ApiCase("events-since-not-a-time", "GET", "/api/v1/events?since=yesterday", None, 400, "since"),
+    ApiCase("events-limit-too-large", "GET", "/api/v1/events?limit=100000000", None, 400, "limit"),
+    ApiCase("events-unknown-stream", "GET", "/api/v1/events?stream=secrets", None, 400, "stream"),
+    ApiCase("state-at-not-a-time", "GET", "/api/v1/clusters/east/state?at=never", None, 400, "at"),
+    ApiCase(
+        "preview-for-a-missing-cluster",
+        "GET",
+        "/api/v1/tasksets/web/overrides-preview?cluster=ghost",
+        None,
+        404,
+        "not registered",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=lambda case: case.id)
+def test_a_bad_api_request_is_a_clear_4xx_and_writes_nothing(
+    case: ApiCase, api_hub: LiveHub
+) -> None:
+    before = api_hub.last_sequences()
+    headers = {"Content-Type": case.content_type} if case.body is not None else {}
+    answer = api_hub.http(
+        case.method, case.path, token=api_hub.admin_token(), body=case.body, headers=headers
+    )
+    assert_clear_http_error(answer, case.status, case.expect)
+    assert api_hub.last_sequences() == before
+
+
+PUBLISH_SPEC_CASES = [
+    ("spec-selector-invalid", {"name": "x", "placement": {"selector": "env in (a"}}, "selector"),
+    ("spec-cluster-name-invalid", {"name": "x", "placement": {"clusters": ["Bad_C"]}}, "cluster"),
+    ("spec-namespace-invalid", {"name": "x", "namespace": "Bad NS"}, "namespace"),
+    ("spec-path-escapes-the-archive", {"name": "x", "path": "../../etc"}, "relative path"),
+    ("spec-rollout-negative", {"name": "x", "rollout": {"batch_size": -1}}, "negative"),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expect"),
+    [(spec, expect) for _, spec, expect in PUBLISH_SPEC_CASES],
+    ids=[case_id for case_id, _, _ in PUBLISH_SPEC_CASES],
+)
+def test_a_bad_publish_spec_is_a_400_and_writes_nothing(
+    spec: dict[str, object], expect: str, api_hub: LiveHub, tmp_path: Path
+) -> None:
+    before = api_hub.last_sequences()
+    directory = tmp_path / "app"
+    directory.mkdir()
+    (directory / "cm.yaml").write_bytes(CONFIGMAP)
+    filename, content = source_upload(directory)
+    answer = api_hub.upload(api_hub.admin_token(), spec, filename, content)
+    assert_clear_http_error(answer, 400, expect)
+    assert api_hub.last_sequences() == before
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(api_hub: LiveHub) -> None:
+    before = api_hub.last_sequences()
+    status, body = api_hub.declare_body("POST", "/api/v1/clusters", 17 << 20)
+    assert status == 413, body[:300]
+    assert "too large" in orjson.loads(body)["error"]
+    assert api_hub.last_sequences() == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a JSON body nested thousands deep makes the API answer 500 (RecursionError while "
+    "decoding the body) instead of 400",
+)
+def test_a_json_body_nested_too_deep_is_a_400(api_hub: LiveHub) -> None:
+    before = api_hub.last_sequences()
+    body = b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    answer = api_hub.http(
+        "POST",
+        "/api/v1/clusters",
+        token=api_hub.admin_token(),
+        body=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert api_hub.last_sequences() == before
+    assert answer.status == 400, answer.body[:200]
