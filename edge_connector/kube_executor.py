@@ -291,15 +291,27 @@ class KubernetesExecutor:
         kubeconfig: Path | None,
         *,
         cluster: str,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
         apply_timeout: float = 900.0,
     ) -> KubernetesExecutor:
+        """An executor on the kubeconfig's cluster.
+
+        Tasks and Steps go to `namespace`, else to the kubeconfig context's namespace (the edge
+        Helm chart sets its release namespace there), else to `fleetbus-system`.
+        """
         try:
             config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+            single = config.get()
             client = AsyncClient(config, field_manager=FIELD_MANAGER)
         except (ConfigError, OSError, ValueError) as e:
             raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
-        return cls(client, cluster=cluster, namespace=namespace, apply_timeout=apply_timeout)
+        chosen = namespace or (single.context.namespace if single is not None else None)
+        return cls(
+            client,
+            cluster=cluster,
+            namespace=chosen or DEFAULT_NAMESPACE,
+            apply_timeout=apply_timeout,
+        )
 
     # --- the executor port ---------------------------------------------------------------------
 

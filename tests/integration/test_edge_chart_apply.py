@@ -1,0 +1,50 @@
+"""The fleetbus-edge chart's objects are valid Kubernetes objects: the real apiserver accepts them.
+
+Every rendered object is server-side applied with `dryRun=All` (admission and validation run,
+nothing is stored), in a fresh namespace standing for the release namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from cluster_controller.kube import Kube
+from fleetbus.bundle import EdgeSettings, helm_values
+from fleetbus.pki import CertificateAuthority
+from tests.kube_envtest import KubeAPIServer
+from tests.unit.test_edge_chart import render
+
+pytestmark = pytest.mark.kube
+
+
+@pytest.fixture
+async def kube(kube_apiserver: KubeAPIServer) -> AsyncIterator[Kube]:
+    client = Kube.connect(kube_apiserver.kubeconfig)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_every_object_the_chart_renders_passes_the_apiservers_validation(
+    kube: Kube, kube_namespace: str
+) -> None:
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.create(now)
+    values = helm_values(
+        EdgeSettings(cluster="edge-oslo", hub_urls=["wss://hub.example.com:443"]),
+        ca.cert_pem,
+        ca.issue_cluster("edge-oslo", now),
+    )
+    documents = render(values, namespace=kube_namespace)
+
+    accepted = []
+    for document in documents:
+        answer = await kube.apply(document, field_manager="helm-test", dry_run=True)
+        accepted.append((answer["kind"], answer["metadata"]["name"]))
+
+    assert len(accepted) == len(documents) == 12
+    assert ("StatefulSet", "fleetbus-edge-connector") in accepted

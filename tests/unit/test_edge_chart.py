@@ -1,0 +1,170 @@
+"""The fleetbus-edge Helm chart, rendered and linted with the Helm engine (helm-python-sdk).
+
+It is rendered with the values a real registration bundle carries (`fleetbus.bundle`), and the
+rendered settings are read back the way the connector reads its bundle.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+from helm_python import Chart, HelmValuesError, lint
+from lightkube import KubeConfig
+
+from cluster_controller.crds import CRD_FILES
+from fleetbus.bundle import EdgeSettings, helm_values
+from fleetbus.pki import CertificateAuthority
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "ops" / "charts" / "fleetbus-edge"
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def bundle_values() -> dict[str, Any]:
+    ca = CertificateAuthority.create(NOW)
+    issued = ca.issue_cluster("edge-berlin", NOW)
+    settings = EdgeSettings(
+        cluster="edge-berlin",
+        hub_urls=["tls://hub.example.com:443"],
+        labels={"region": "eu"},
+        inventory_interval=15.0,
+    )
+    return helm_values(settings, ca.cert_pem, issued)
+
+
+def render(values: dict[str, Any], namespace: str = "fleetbus-system") -> list[dict[str, Any]]:
+    chart = Chart.load(CHART)
+    try:
+        files = chart.render(values, name="fleetbus-edge", namespace=namespace, is_install=True)
+    finally:
+        chart.close()
+    documents: list[dict[str, Any]] = []
+    for path, text in files.items():
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        documents.extend(d for d in yaml.safe_load_all(text) if d)
+    return documents
+
+
+def find(documents: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
+    matches = [d for d in documents if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+    assert len(matches) == 1, f"{kind} *{suffix}: {[d['metadata']['name'] for d in matches]}"
+    return matches[0]
+
+
+def test_the_chart_renders_controller_connector_rbac_and_bundle(
+    bundle_values: dict[str, Any],
+) -> None:
+    documents = render(bundle_values)
+
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+            "ConfigMap",
+            "Secret",
+            "Deployment",
+            "StatefulSet",
+            "NetworkPolicy",
+        ]
+    )
+    assert all(
+        d["metadata"].get("namespace") == "fleetbus-system"
+        for d in documents
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding")
+    )
+    controller = find(documents, "Deployment", "-controller")
+    args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "controller"
+    assert "--kubeconfig=/etc/fleetbus/kube/config" in args
+    assert "--leader-elect" in args
+    assert "--namespace=fleetbus-system" in args
+    connector = find(documents, "StatefulSet", "-connector")
+    pod = connector["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][:2] == ["edge", "--bundle=/etc/fleetbus/bundle"]
+    assert pod["containers"][0]["image"] == "ghcr.io/fleetbus/fleetbus-edge:0.1.0"
+    assert connector["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {
+        "requests": {"storage": "2Gi"}
+    }
+    secret = find(documents, "Secret")
+    assert secret["stringData"]["cluster.key"] == bundle_values["tls"]["key"]
+
+
+def test_the_rendered_settings_are_what_the_connector_reads_from_a_bundle(
+    bundle_values: dict[str, Any],
+) -> None:
+    settings_map = find(render(bundle_values), "ConfigMap", "-settings")
+
+    settings = msgspec.json.decode(settings_map["data"]["edge.json"], type=EdgeSettings)
+
+    assert settings.cluster == "edge-berlin"
+    assert settings.hub_urls == ["tls://hub.example.com:443"]
+    assert settings.inventory_interval == 15.0
+    assert settings.labels == {"region": "eu"}
+
+
+def test_the_pods_kubeconfig_uses_their_service_account_and_the_release_namespace(
+    bundle_values: dict[str, Any], tmp_path: Path
+) -> None:
+    kubeconfig = find(render(bundle_values, namespace="edge"), "ConfigMap", "-kubeconfig")
+    path = tmp_path / "config"
+    path.write_text(kubeconfig["data"]["config"])
+
+    single = KubeConfig.from_file(path).get()
+
+    assert single is not None
+    assert single.context.namespace == "edge"
+    assert single.user is not None
+    assert single.user.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert single.cluster.server == "https://kubernetes.default.svc"
+
+
+def test_the_controller_may_be_confined_to_listed_rules(bundle_values: dict[str, Any]) -> None:
+    rule = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["*"]}
+    values = {**bundle_values, "controller": {"clusterAdmin": False, "rules": [rule]}}
+
+    role = find(render(values), "ClusterRole")
+
+    assert rule in role["rules"]
+    assert {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]} not in role["rules"]
+
+
+def test_the_charts_crds_are_the_controllers_own() -> None:
+    chart = Chart.load(CHART)
+    try:
+        crds = {c["filename"].rpartition("/")[2]: c["data"] for c in chart.crds}
+    finally:
+        chart.close()
+
+    assert sorted(crds) == sorted(CRD_FILES)
+    for name in CRD_FILES:
+        source = (REPO / "cluster_controller" / "crds" / name).read_text()
+        data = crds[name]
+        text = data if isinstance(data, str) else bytes(data).decode()
+        assert yaml.safe_load(text) == yaml.safe_load(source), name
+
+
+def test_values_without_a_bundle_are_refused_by_the_schema() -> None:
+    with pytest.raises(HelmValuesError, match="tls"):
+        render({"cluster": "edge-berlin"})
+
+
+def test_the_chart_lints_clean_with_bundle_values(bundle_values: dict[str, Any]) -> None:
+    report = lint(CHART, bundle_values, strict=True, namespace="fleetbus-system")
+
+    errors = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["total_charts_linted"] == 1
+    assert errors == []
+    assert report["errors"] in ([], None)
