@@ -104,6 +104,9 @@ class Materializer:
                     overrides=names,
                     input_digest=input_digest,
                 )
+        if isinstance(result, Refusal) and not result.size:
+            # A render that failed may work next time (the chart store was unreachable).
+            return result
         self._cache[input_digest] = result
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
