@@ -23,6 +23,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -33,7 +34,7 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from api.auth import PUBLIC, Principal, TokenAuthentication
 from api.context import HubContext
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, status_for
 from api.metrics import HubMetrics, observe_streams
 from api.routes import (
     access,
@@ -76,6 +77,11 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, record_status)
+        except Exception as error:
+            # Raised before any response (auth, guards): the handler outside answers it.
+            status = error.status_code if isinstance(error, HTTPException) else status_for(error)
+            self._observe(scope, status, time.perf_counter() - started)
+            raise
         finally:
             user = scope.get("user")
             access_log.info(

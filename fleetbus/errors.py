@@ -42,4 +42,4 @@ class HubRequestFailed(HubError):
     def __init__(self, status: int, message: str, detail: object = None) -> None:
         self.status = status
         self.detail = detail
-        super().__init__(f"{message} (HTTP {status})")
+        super().__init__(message)

@@ -2,24 +2,27 @@
 
 The source is normalized before the hub is contacted, so a bad chart, overlay or bundle fails
 with nothing written. Publishing the same content with the same placement and rollout again
-prints "unchanged" and appends nothing.
+prints "unchanged" and appends nothing. Both talk to the hub's API (`fleetbus.client`): the
+source is uploaded (`fleetbus.uploads`) and the hub normalizes and publishes it; `--wait`
+then follows the rollout (`fleetbus.rollout_wait`).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-from datetime import UTC, datetime
+import sys
 from pathlib import Path
 from typing import Any
 
-from api.publishing import publish_taskset, retire_taskset
-from events.catalog import Placement, RolloutStrategy
-from events.charts import ChartStore
-from fleetbus.commands.render import add_source_arguments, normalize_from_args
+import orjson
+
+from fleetbus.client import HubClient, Upload, add_hub_options
+from fleetbus.commands.render import STDIN, add_source_arguments
 from fleetbus.datadir import DEFAULT_DATA_DIR
-from fleetbus.local import open_local_store
-from normalizer import NormalizedSource
+from fleetbus.rollout_wait import wait_for_rollout
+from fleetbus.uploads import PackedSource, pack_source
+from normalizer import NormalizedSource, NormalizeOptions, load_values_file, normalize
 
 
 def non_negative_int(text: str) -> int:
@@ -97,7 +100,20 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="failed clusters tolerated before the rollout halts",
     )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the rollout with a progress bar; exit non-zero if it halts",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=non_negative_seconds,
+        default=600.0,
+        metavar="S",
+        help="give up waiting after S seconds (default 600)",
+    )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    add_hub_options(parser)
     parser.set_defaults(handler=handle_publish)
 
     retire = subparsers.add_parser(
@@ -106,56 +122,69 @@ def register(subparsers: Any) -> None:
     retire.add_argument("name", metavar="NAME")
     retire.add_argument("--reason", default="", help="why, for the audit log")
     retire.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    add_hub_options(retire)
     retire.set_defaults(handler=handle_retire)
 
 
-def handle_publish(args: argparse.Namespace) -> Any:
+def handle_publish(args: argparse.Namespace) -> int:
     """Normalize first (no hub needed, nothing written on a bad source), then publish."""
-    source = normalize_from_args(args)
-    return _publish(args, source)
-
-
-async def _publish(args: argparse.Namespace, source: NormalizedSource) -> int:
-    placement = Placement(clusters=list(args.cluster), selector=args.selector)
-    rollout = RolloutStrategy(
-        batch_size=args.batch_size,
-        max_unavailable=args.max_unavailable,
-        pause_seconds=args.pause,
-        failure_threshold=args.failure_threshold,
+    stdin = sys.stdin.buffer.read() if args.path == STDIN else None
+    source = normalize_locally(args, stdin)
+    packed = (
+        PackedSource(Upload("stdin.yaml", stdin, "application/yaml"))
+        if stdin is not None
+        else pack_source(Path(args.path))
     )
-    store = await open_local_store(args.data_dir)
-    try:
-        outcome = await publish_taskset(
-            store,
-            ChartStore(store.nc, timeout=store.timeout),
-            source,
-            actor=local_actor(),
-            now=datetime.now(UTC),
-            placement=placement,
-            rollout=rollout,
-        )
-    finally:
-        await store.close()
-    if outcome.changed:
+    spec = {
+        "name": args.name,
+        "namespace": args.namespace,
+        "format": source.taskset.source.format if source.taskset.source else args.format,
+        "values": source.values,
+        "path": packed.path,
+        "placement": {"clusters": list(args.cluster), "selector": args.selector},
+        "rollout": {
+            "batch_size": args.batch_size,
+            "max_unavailable": args.max_unavailable,
+            "pause_seconds": args.pause,
+            "failure_threshold": args.failure_threshold,
+        },
+    }
+    client = HubClient.from_args(args)
+    outcome = client.post_multipart(
+        "/api/v1/tasksets", {"spec": orjson.dumps(spec).decode()}, {"source": packed.upload}
+    )
+    if outcome["changed"]:
         print(
-            f"published {outcome.taskset} v{outcome.version} ({outcome.digest}, "
-            f"{outcome.body_size:,} bytes compressed) at sequence {outcome.sequence}"
+            f"published {outcome['taskset']} v{outcome['version']} ({outcome['digest']}, "
+            f"{outcome['body_size']:,} bytes compressed) at sequence {outcome['sequence']}"
         )
     else:
-        print(f"unchanged: {outcome.taskset} v{outcome.version} ({outcome.digest})")
+        print(f"unchanged: {outcome['taskset']} v{outcome['version']} ({outcome['digest']})")
+    if args.wait:
+        return wait_for_rollout(
+            client, outcome["taskset"], outcome["version"], timeout_s=args.wait_timeout
+        )
     return 0
 
 
-async def handle_retire(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        outcome = await retire_taskset(
-            store, args.name, actor=local_actor(), now=datetime.now(UTC), reason=args.reason
-        )
-    finally:
-        await store.close()
+def normalize_locally(args: argparse.Namespace, stdin: bytes | None) -> NormalizedSource:
+    options = NormalizeOptions(
+        name=args.name,
+        namespace=args.namespace,
+        format=args.format,
+        values=[load_values_file(path) for path in args.values],
+    )
+    normalized = normalize(stdin if stdin is not None else Path(args.path), options)
+    for line in normalized.left_out:
+        print(f"fleetbus: note: {line}", file=sys.stderr)
+    return normalized
+
+
+def handle_retire(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    outcome = client.post(f"/api/v1/tasksets/{args.name}/retire", {"reason": args.reason})
     print(
-        f"retired {outcome.taskset} (last version v{outcome.version}) "
-        f"at sequence {outcome.sequence}"
+        f"retired {outcome['taskset']} (last version v{outcome['version']}) "
+        f"at sequence {outcome['sequence']}"
     )
     return 0

@@ -2,7 +2,8 @@
 
 Computed from the log, not from DESIRED: EVENTS up to T are replayed through the scheduler's
 own fold and override functions, so the answer is right for any moment. Secret values are
-masked.
+masked. The hub computes it (`GET /api/v1/clusters/C/state?at=T`, which calls
+`state_document` below); this command asks it.
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
 import yaml
 
-from events.charts import ChartStore
-from fleetbus.datadir import DEFAULT_DATA_DIR
-from fleetbus.local import open_local_store
+from fleetbus.client import HubClient, add_hub_options
 from fleetbus.options import timestamp
-from fleetbus.renderer import ChartArchiveRenderer
-from scheduler.history import DesiredStateAt, desired_state_at
+from scheduler.history import DesiredStateAt
 from taskset.names import check_name
 from taskset.secrets import mask_secrets
 
@@ -33,8 +30,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--at", type=timestamp, default=None, metavar="T", help="as of this time (default: now)"
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    add_hub_options(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -63,17 +60,11 @@ def state_document(state: DesiredStateAt, at: datetime | None) -> dict[str, Any]
     }
 
 
-async def handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     check_name("cluster", args.cluster)
-    store = await open_local_store(args.data_dir)
-    try:
-        renderer = ChartArchiveRenderer(ChartStore(store.nc))
-        state = await desired_state_at(
-            store.read(until=args.at, skip_undecodable=True), args.cluster, renderer
-        )
-    finally:
-        await store.close()
-    document = state_document(state, args.at)
+    client = HubClient.from_args(args)
+    at = args.at.isoformat() if args.at else None
+    document = client.get(f"/api/v1/clusters/{args.cluster}/state", {"at": at})
     if args.output == "json":
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     else:

@@ -1,29 +1,26 @@
 """`fleetbus status [TASKSET]`: per cluster, what it should run, what it runs, and how it is.
 
-Reads the hub's projection (`projector.db` in the data dir) read-only.
+Reads the hub's projection through its API (`GET /api/v1/status`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
 
-from fleetbus.datadir import DEFAULT_DATA_DIR
-from projector.db import ProjectionDb
-from projector.queries import fleet_status, rollouts
-from projector.service import PROJECTION_FILE
+from fleetbus.client import HubClient, add_hub_options
+from projector.queries import RolloutRow, StatusRow
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("status", help="desired and applied state per cluster")
     parser.add_argument("taskset", nargs="?", default=None)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_hub_options(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -33,13 +30,14 @@ def version_text(version: int | None, generation: int | None) -> str:
     return f"v{version}" + (f" (gen {generation})" if generation is not None else "")
 
 
-async def handle(args: argparse.Namespace) -> int:
-    db = await ProjectionDb.open_readonly(args.data_dir / PROJECTION_FILE)
-    try:
-        rows = await fleet_status(db, args.taskset)
-        progress = await rollouts(db, args.taskset)
-    finally:
-        await db.close()
+def handle(args: argparse.Namespace) -> int:
+    status = HubClient.from_args(args).get("/api/v1/status", {"taskset": args.taskset})
+    rows = msgspec.convert(status["cells"], list[StatusRow])
+    progress = [
+        RolloutRow(taskset=taskset["name"], **taskset["rollout"])
+        for taskset in status["tasksets"]
+        if taskset["rollout"] is not None
+    ]
     if args.output == "json":
         document = {
             "status": msgspec.to_builtins(rows),

@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=handle_list)
 
     revoke = commands.add_parser("revoke", help="revoke a token by id or name")
-    revoke.add_argument("token", metavar="ID_OR_NAME")
+    revoke.add_argument("target", metavar="ID_OR_NAME")
     add_hub_options(revoke)
     revoke.set_defaults(handler=handle_revoke)
 
@@ -65,6 +65,6 @@ def handle_list(args: argparse.Namespace) -> int:
 
 def handle_revoke(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
-    revoked = client.delete(f"/api/v1/tokens/{args.token}")
+    revoked = client.delete(f"/api/v1/tokens/{args.target}")
     print(f"revoked {revoked['role']} token {revoked['name']} (id {revoked['id']})")
     return 0

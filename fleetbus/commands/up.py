@@ -8,6 +8,7 @@ from typing import Any
 
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.hub import HubOptions, run_hub
+from fleetbus.jsonlog import configure_json_logging
 from fleetbus.options import host_port
 
 
@@ -86,6 +87,7 @@ def stream_replicas(text: str) -> int:
 
 
 async def handle(args: argparse.Namespace) -> int:
+    configure_json_logging()
     host, port = args.http
     await run_hub(
         HubOptions(

@@ -76,16 +76,21 @@ async def serve_api(hub: HubContext) -> AsyncIterator[str]:
         await asyncio.wait_for(task, timeout=15)
 
 
+def fresh_token(hub: HubContext, role: Role) -> str:
+    """A token named `test-<role>` (replacing one an earlier API on this data dir made)."""
+    name = f"test-{role.value}"
+    if any(record.name == name for record in hub.tokens.list()):
+        hub.tokens.revoke(name)
+    return hub.tokens.create(role=role, name=name, now=datetime.now(UTC))[1]
+
+
 @contextlib.asynccontextmanager
 async def live_api(
     store: EventStore, data_dir: Path, *, projector: bool = False
 ) -> AsyncIterator[LiveApi]:
     """A served API with one token per role; with `projector`, its read models kept current."""
     hub = HubContext.for_store(store, data_dir)
-    tokens = {
-        role: hub.tokens.create(role=role, name=f"test-{role.value}", now=datetime.now(UTC))[1]
-        for role in Role
-    }
+    tokens = {role: fresh_token(hub, role) for role in Role}
     async with contextlib.AsyncExitStack() as stack:
         if projector:
             service = await stack.enter_async_context(running_projector(hub))

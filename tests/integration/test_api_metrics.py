@@ -184,3 +184,34 @@ E = TypeVar("E", bound=Event)
 
 def msg_replace(event: E, **changes: object) -> E:
     return msgspec.structs.replace(event, **changes)
+
+
+async def test_refused_requests_are_counted_with_their_status(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api:
+        async with api.client() as anonymous:
+            await anonymous.get("/api/v1/whoami")
+        async with api.client(Role.viewer) as viewer:
+            await viewer.get("/api/v1/tokens")
+            samples = await scrape(viewer)
+    assert (
+        value(
+            samples,
+            "fleetbus_http_requests_total",
+            method="GET",
+            route="/api/v1/whoami",
+            status="401",
+        )
+        == 1
+    )
+    assert (
+        value(
+            samples,
+            "fleetbus_http_requests_total",
+            method="GET",
+            route="/api/v1/tokens",
+            status="403",
+        )
+        == 1
+    )

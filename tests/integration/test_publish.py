@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,10 +38,12 @@ OVERLAY = DATA / "kustomize" / "overlay"
 
 
 @pytest.fixture
-def data_dir(hub_nats: HubNats, event_store: EventStore) -> str:
-    """A data dir whose hub.json points the CLI at the test's hub (streams already ensured)."""
-    hub_nats.data.write_hub_info({"nats_url": hub_nats.url})
-    return str(hub_nats.data.root)
+async def data_dir(hub_nats: HubNats, event_store: EventStore) -> AsyncIterator[str]:
+    """A data dir whose hub.json and admin.token point the CLI at the test's hub API."""
+    async with live_api(event_store, hub_nats.data.root) as api:
+        hub_nats.data.write_hub_info({"nats_url": hub_nats.url, "http_url": api.url})
+        (hub_nats.data.root / "admin.token").write_text(api.tokens[Role.admin])
+        yield str(hub_nats.data.root)
 
 
 async def cli(*argv: str) -> int:
