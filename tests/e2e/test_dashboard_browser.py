@@ -338,5 +338,14 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         await page.wait_for("document.querySelector('h1 code')?.textContent === 'sim-2'")
         await page.wait_for("document.querySelectorAll('table.list tbody tr').length > 0")
         await page.screenshot(ARTIFACTS / "dashboard-cluster.png")
+
+        await page.evaluate("location.hash = '#/events'; true")
+        await page.wait_for("document.querySelectorAll('table.events tbody tr').length >= 8")
+        types = await page.evaluate(
+            "[...document.querySelectorAll('table.events tbody tr td:nth-child(3)')]"
+            ".map(td => td.textContent)"
+        )
+        assert "TasksetPublished" in types
+        await page.screenshot(ARTIFACTS / "dashboard-events.png")
     shot = await asyncio.to_thread((ARTIFACTS / "dashboard-fleet.png").stat)
     assert shot.st_size > 10_000
