@@ -13,8 +13,9 @@ Connection trouble is retried with capped exponential backoff, resuming from the
 any other error from the apiserver ends `run()` with that error: fail loudly, never spin.
 
 The cache can hold whole objects (for the controller's own resources, which reconcilers read) or
-only resourceVersions (for applied objects, watched for readiness and drift only: an edge
-controller should not keep a second copy of every object it manages).
+only each object's identity, labels and resourceVersion (for applied objects, watched for
+readiness and drift only: an edge controller should not keep a second copy of every object it
+manages, but a deletion noticed on a re-list must still say which Task and Step it hits).
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def key_of(obj: dict[str, Any]) -> Key:
 
 def _version(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What an informer without object cache keeps: identity and labels, for DELETED events."""
+    metadata = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            key: metadata[key]
+            for key in ("name", "namespace", "labels", "resourceVersion", "uid")
+            if key in metadata
+        },
+    }
 
 
 def _newer_or_same(held: str, incoming: str) -> bool:
@@ -125,8 +140,7 @@ class Informer:
     def _store(self, obj: dict[str, Any]) -> None:
         key = key_of(obj)
         self._versions[key] = _version(obj)
-        if self.keep_objects:
-            self._objects[key] = obj
+        self._objects[key] = obj if self.keep_objects else _slim(obj)
 
     def _forget(self, key: Key) -> None:
         self._versions.pop(key, None)

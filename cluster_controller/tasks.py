@@ -258,7 +258,7 @@ class TaskReconciler:
             tasklet=tasklet_outcomes,
             tasklet_name=tasklet_name,
             drift=drift_summary(steps[n].status for n in wanted if n in steps),
-            objects=len(wanted),
+            objects=len(wanted) - len(task.spec.pre_delete),
             deleting=False,
             now=rfc3339(self.clock()),
         )

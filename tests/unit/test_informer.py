@@ -167,3 +167,31 @@ async def test_an_event_older_than_what_the_controller_wrote_is_not_taken_in() -
     cached = watcher.get("ns", "a")
     assert cached is not None
     assert cached["metadata"]["resourceVersion"] == "12"
+
+
+async def test_without_an_object_cache_a_deletion_found_on_re_list_still_carries_its_labels() -> (
+    None
+):
+    labelled = cm("a", "1")
+    labelled["metadata"]["labels"] = {"fleetbus.io/step": "s1"}
+    labelled["data"] = {"big": "x" * 1000}
+    api = ScriptedApiserver(
+        lists=[
+            ObjectList(items=[labelled], resource_version="10"),
+            ObjectList(items=[], resource_version="40"),
+        ],
+        watches=[ResourceVersionExpired(410, "Expired", "too old resource version")],
+    )
+    deleted: list[dict[str, Any]] = []
+
+    def record(event_type: str, obj: dict[str, Any]) -> None:
+        if event_type == "DELETED":
+            deleted.append(obj)
+
+    watcher = Informer(api, CONFIGMAP, on_event=record, keep_objects=False, backoff_base=0.0)
+
+    with pytest.raises(EndOfScript):
+        await watcher.run()
+
+    assert [d["metadata"]["labels"] for d in deleted] == [{"fleetbus.io/step": "s1"}]
+    assert "data" not in deleted[0]
