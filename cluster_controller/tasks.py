@@ -35,6 +35,7 @@ from cluster_controller.model import (
     LABEL_MANAGED_BY,
     LABEL_TASK,
     MANAGED_BY,
+    Meta,
     StepResource,
     TaskletResource,
     TaskResource,
@@ -145,7 +146,7 @@ class TaskReconciler:
     async def _write_status(
         self,
         info: ResourceInfo,
-        metadata: Any,
+        metadata: Meta,
         current: dict[str, Any],
         status: msgspec.Struct,
     ) -> None:

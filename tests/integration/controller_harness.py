@@ -60,7 +60,8 @@ def cluster_task(taskset: Taskset, *, generation: int = 1, version: int = 1) -> 
 @dataclass
 class ControllerEnv:
     kube: Kube
-    controller: Controller
+    controller: Controller | None
+    """The in-process controller, or None when one runs elsewhere (as a process)."""
     namespace: str
     """Where Tasks and Steps live (the test's namespace)."""
 

@@ -88,7 +88,7 @@ async def test_the_controller_command_installs_its_crds_reconciles_and_stops_on_
     startup = await asyncio.wait_for(read_until(controller_process, "reconciling"), 120)
     assert any("CRDs established" in line for line in startup)
 
-    env = ControllerEnv(kube=kube, controller=None, namespace=kube_namespace)  # type: ignore[arg-type]
+    env = ControllerEnv(kube=kube, controller=None, namespace=kube_namespace)
     name = unique("cli")
     taskset = Taskset(
         name=name,

@@ -170,6 +170,7 @@ async def test_with_policy_report_the_edit_stays_and_is_reported(
     assert live["data"]["level"] == "9"
     assert await env.events(step_name, "DriftCorrected") == []
 
+    assert env.controller is not None
     env.controller.resync()
     await env.wait_for("the resync pass to finish", lambda: _idle(env))
     assert (await step_drift(env, name, SETTINGS))["detected"] == 1
@@ -231,4 +232,4 @@ async def _when(value: Any, predicate: Any) -> Any:
 
 
 async def _idle(env: ControllerEnv) -> bool:
-    return not env.controller.queue.busy()
+    return env.controller is not None and not env.controller.queue.busy()
