@@ -91,7 +91,7 @@ def _labels(task: ClusterTask) -> dict[str, str]:
 def _step_spec(task: str, phase: Phase, step: Step) -> dict[str, Any]:
     spec: dict[str, Any] = {"task": task, "phase": phase, "object": step.object, "wait": step.wait}
     if step.job is not None:
-        spec["job"] = step.job
+        spec["job"] = {"apiVersion": "batch/v1", "kind": "Job", **step.job}
     if step.hook is not None:
         spec["hook"] = msgspec.to_builtins(step.hook)
     return spec

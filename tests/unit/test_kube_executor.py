@@ -58,7 +58,11 @@ def test_each_object_gets_its_own_step_and_the_task_names_them_by_phase() -> Non
     assert spec["ignorePaths"] == ["/spec/replicas"]
     assert spec["namespace"] == "shop"
     first = resources.steps[0]
-    assert first["spec"]["job"] == {"kind": "Job", "metadata": {"name": "j"}}
+    assert first["spec"]["job"] == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+    }
     assert first["metadata"]["labels"]["fleetbus.io/generation"] == "7"
     assert first["metadata"]["labels"]["fleetbus.io/cluster"] == "edge-1"
     assert resources.steps[3]["spec"]["wait"] == "none"
