@@ -233,3 +233,23 @@ async def _when(value: Any, predicate: Any) -> Any:
 
 async def _idle(env: ControllerEnv) -> bool:
     return env.controller is not None and not env.controller.queue.busy()
+
+
+async def test_a_deletion_while_the_controller_was_down_is_corrected_when_it_starts_again(
+    kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    name = unique("offline")
+    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as first:
+        await first.publish(cluster_task(configmap_taskset(name, kube_namespace, "correct")))
+        await first.task_phase(name, "Ready")
+
+    kube_apiserver.kubectl("delete", "configmap", "settings", "-n", kube_namespace)
+
+    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as second:
+        again = await second.exists("v1", "ConfigMap", "settings", kube_namespace)
+        drift = await second.wait_for(
+            "the correction in the Step's status",
+            lambda: _when(step_drift(second, name, SETTINGS), lambda d: d.get("corrected") == 1),
+        )
+    assert again["data"] == {"mode": "fast", "level": "3"}
+    assert drift["deleted"] is True
