@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from bench import p4_log, p6_hub_footprint
+from bench import p1_convergence, p2_convergence_10k, p4_log, p6_hub_footprint
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
 from bench.published import PUBLISHED
@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 FigureRun = Callable[[Mode], Coroutine[Any, Any, FigureResult]]
 
 FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
-    module.KEY: (module.TITLE, module.TARGETS, module.run) for module in (p4_log, p6_hub_footprint)
+    module.KEY: (module.TITLE, module.TARGETS, module.run)
+    for module in (p1_convergence, p2_convergence_10k, p4_log, p6_hub_footprint)
 }
 
 

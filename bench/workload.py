@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
+
 from api.publishing import PublishTaskset, TasksetHistory, decide_publish
 from events.catalog import (
     ClusterRegistered,
@@ -104,3 +106,16 @@ def replica_overrides(taskset: str, clusters: list[str], now: datetime) -> list[
         )
         for i, cluster in enumerate(clusters)
     ]
+
+
+def variant(source: NormalizedSource, number: int) -> NormalizedSource:
+    """The same application with its page saying `number`: new content, so a new version."""
+    steps = []
+    for step in source.taskset.install:
+        if step.ref.kind == "ConfigMap":
+            manifest = dict(step.object)
+            manifest["data"] = {**manifest.get("data", {}), "revision": str(number)}
+            step = msgspec.structs.replace(step, object=manifest)
+        steps.append(step)
+    taskset = msgspec.structs.replace(source.taskset, install=steps)
+    return NormalizedSource(taskset=taskset, values=source.values)

@@ -1,0 +1,278 @@
+"""Publish → applied on every cluster, measured against the real hub, and its raw NATS baseline.
+
+The system under test is what a user runs: `fleetbus up --sim-clusters N` (the simulated
+clusters live in the hub process and connect to its nats-server as NATS clients, each with its
+own per-cluster credentials), `fleetbus scheduler`, and a few clusters that are separate
+`fleetbus edge --sim` processes with their own leaf nats-server, registered with
+`fleetbus cluster register` like real edges. A publish goes through the same function as
+`fleetbus publish` (`api.publishing.publish_taskset`); a cluster has converged when its
+`TaskApplied` for the new version is in the hub's REPORTS stream. The clock starts just before
+the publish.
+
+The baseline delivers the same ClusterTask bytes with core NATS to N subscribers (N
+connections sharing one process) that each answer "applied", timed from the first publish to
+each answer: the cost of the fan-out alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from api.publishing import publish_taskset
+from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
+from bench.raw_responders import SUBJECT_PREFIX
+from bench.workload import TASKSET, example_source, variant
+from events.catalog import ClusterTaskScheduled, Placement, TaskApplied
+from events.charts import ChartStore
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM
+from fleetbus.edgehub import SIM_LABEL
+from normalizer import NormalizedSource
+from taskset.codec import encode_cluster_task
+from taskset.digest import digest_of
+from taskset.model import ClusterTask
+
+REPO = Path(__file__).resolve().parent.parent
+
+LEAF_EDGES = 4
+"""Clusters that run as separate `fleetbus edge --sim` processes behind their own leaf node."""
+
+
+@dataclass
+class Fleet:
+    hub: RunningHub
+    store: EventStore
+    clusters: set[str]
+    edges: list[Child] = field(default_factory=list)
+    versions: int = 0
+    source: NormalizedSource = field(default_factory=example_source)
+
+
+@dataclass(frozen=True)
+class Convergence:
+    latencies: list[float]
+    """Seconds from the publish to each cluster's TaskApplied in REPORTS."""
+    expected: int
+    applied: frozenset[str] = frozenset()
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    """Where each cluster's time went, from the stored events' own times (one clock: this
+    machine): `scheduled` publish → its ClusterTaskScheduled stored; `applied` → the edge's
+    TaskApplied occurred; `reported` → that report stored in the hub's REPORTS."""
+
+    @property
+    def complete(self) -> bool:
+        return len(self.latencies) == self.expected
+
+
+async def register_leaf_edge(hub: RunningHub, name: str) -> Child:
+    bundle = hub.root / "edges" / name / "bundle"
+    register = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fleetbus.cli",
+        "cluster",
+        "register",
+        name,
+        "--label",
+        f"{SIM_LABEL}=true",
+        "--out",
+        str(bundle),
+        "--data-dir",
+        str(hub.data.root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(register.communicate(), timeout=120)
+    if register.returncode != 0:
+        raise HubFailed(f"fleetbus cluster register {name} failed: {output.decode()[-500:]}")
+    child = spawn(
+        f"fleetbus edge {name}",
+        ["edge", "--bundle", str(bundle), "--sim", "--state-dir", str(bundle.parent / "state")],
+        hub.root / f"edge-{name}.log",
+    )
+    hub.children.append(child)
+    return child
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(clusters: int, *, leaf_edges: int = LEAF_EDGES) -> AsyncIterator[Fleet]:
+    """A hub with `clusters` clusters: `leaf_edges` of them real leaf edges, the rest sims."""
+    sims = clusters - leaf_edges
+    async with running_hub(sim_clusters=sims) as hub:
+        hub.start_scheduler()
+        store = await hub.store()
+        try:
+            names = {f"sim-{i}" for i in range(1, sims + 1)}
+            for index in range(1, leaf_edges + 1):
+                name = f"leaf-{index}"
+                await register_leaf_edge(hub, name)
+                names.add(name)
+            yield Fleet(hub=hub, store=store, clusters=names)
+        finally:
+            await store.close()
+
+
+async def converge(fleet: Fleet, within: float) -> Convergence:
+    """Publish the next version to every cluster; time each cluster's TaskApplied."""
+    fleet.versions += 1
+    version = fleet.versions
+    reports = EventStore(fleet.store.nc, stream=REPORTS_STREAM)
+    start_seq = await reports.last_sequence() + 1
+    applied: dict[str, float] = {}
+    moments: dict[str, tuple[datetime, datetime]] = {}
+    everyone = asyncio.Event()
+
+    async def watch() -> None:
+        async for stored in reports.follow(from_seq=start_seq, skip_undecodable=True):
+            event = stored.event
+            if (
+                isinstance(event, TaskApplied)
+                and event.taskset == TASKSET
+                and event.taskset_version == version
+                and not event.removed
+                and event.cluster in fleet.clusters
+                and event.cluster not in applied
+            ):
+                applied[event.cluster] = time.monotonic()
+                moments[event.cluster] = (event.occurred_at, stored.stored_at)
+                if len(applied) == len(fleet.clusters):
+                    everyone.set()
+                    return
+
+    watcher = asyncio.create_task(watch(), name="bench-reports")
+    await asyncio.sleep(0.5)  # the follow's consumer exists before the publish
+    started = time.monotonic()
+    published_at = datetime.now(UTC)
+    outcome = await publish_taskset(
+        fleet.store,
+        ChartStore(fleet.store.nc),
+        variant(fleet.source, version),
+        actor="user:bench",
+        now=published_at,
+        placement=Placement(selector=f"{SIM_LABEL}=true"),
+    )
+    if outcome.version != version:
+        raise RuntimeError(f"published version {outcome.version}, expected {version}")
+    deadline = started + within
+    while not everyone.is_set() and time.monotonic() < deadline:
+        fleet.hub.check()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everyone.wait(), timeout=1.0)
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    scheduled = await scheduled_times(fleet.store, outcome.sequence, version)
+    stages: dict[str, list[float]] = {"scheduled": [], "applied": [], "reported": []}
+    for cluster, (occurred, reported) in moments.items():
+        at = scheduled.get(cluster)
+        if at is None:
+            continue
+        stages["scheduled"].append((at - published_at).total_seconds())
+        stages["applied"].append((occurred - at).total_seconds())
+        stages["reported"].append((reported - occurred).total_seconds())
+    return Convergence(
+        latencies=sorted(at - started for at in applied.values()),
+        expected=len(fleet.clusters),
+        applied=frozenset(applied),
+        stages=stages,
+    )
+
+
+async def scheduled_times(store: EventStore, from_seq: int, version: int) -> dict[str, datetime]:
+    """When each cluster's ClusterTaskScheduled for `version` was stored."""
+    times: dict[str, datetime] = {}
+    async for stored in store.read(
+        from_seq=from_seq, subject=f"fleet.evt.schedule.{TASKSET}.*", skip_undecodable=True
+    ):
+        event = stored.event
+        if isinstance(event, ClusterTaskScheduled) and event.taskset_version == version:
+            times.setdefault(event.cluster, stored.stored_at)
+    return times
+
+
+def cluster_task_bytes(source: NormalizedSource, cluster: str, version: int) -> bytes:
+    """The DESIRED message a cluster gets for this taskset (no overrides)."""
+    taskset = variant(source, version).taskset
+    return encode_cluster_task(
+        ClusterTask(
+            cluster=cluster,
+            taskset_name=taskset.name,
+            version=version,
+            generation=version,
+            digest=digest_of(taskset),
+            taskset=taskset,
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def raw_responders(url: str, password: str, count: int) -> AsyncIterator[None]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.raw_responders",
+        "--url",
+        url,
+        "--user",
+        "hub",
+        "--password-stdin",
+        "--count",
+        str(count),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=str(REPO),
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(password.encode() + b"\n")
+    await process.stdin.drain()
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=300)
+        if line.strip() != b"ready":
+            raise HubFailed(f"raw responders did not start: {line!r}")
+        yield
+    finally:
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def raw_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
+    """Publish `payload` to each responder; seconds from the first publish to each answer."""
+    nc = await connect(url, name="bench-raw", user="hub", password=password)
+    try:
+        inbox = nc.new_inbox()
+        answered: dict[str, float] = {}
+        everyone = asyncio.Event()
+
+        async def answer(msg: object) -> None:
+            subject = getattr(msg, "subject", "")
+            answered.setdefault(subject, time.monotonic())
+            if len(answered) == count:
+                everyone.set()
+
+        sub = await nc.subscribe(f"{inbox}.*", cb=answer)
+        await nc.flush()
+        started = time.monotonic()
+        for index in range(count):
+            await nc.publish(f"{SUBJECT_PREFIX}.{index}", payload, reply=f"{inbox}.{index}")
+        await nc.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everyone.wait(), timeout=60)
+        await sub.unsubscribe()
+        if len(answered) != count:
+            raise RuntimeError(f"raw baseline: {len(answered)} of {count} subscribers answered")
+        return sorted(at - started for at in answered.values())
+    finally:
+        await nc.close()

@@ -1,0 +1,236 @@
+"""P1 — convergence: publish → every cluster reports applied, at 100 and 1,000 clusters.
+
+Each size gets its own hub (see `bench.convergence` for the topology). A first version is
+published and waited for (warm-up: connections, consumers and caches settle); then each measured
+run publishes the next version and times every cluster. The raw NATS baseline runs in between,
+on the same hub, with the same payload and the same number of subscribers, so the ratio
+compares two measurements taken minutes apart on the same machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.convergence import (
+    LEAF_EDGES,
+    Convergence,
+    Fleet,
+    cluster_task_bytes,
+    converge,
+    raw_fanout,
+    raw_responders,
+    running_fleet,
+)
+from bench.figure import FigureResult, Metric, Mode, Target
+from bench.hubproc import HubFailed
+from bench.report import format_quantity
+from bench.summary import percentile, ratio, spread
+
+KEY = "P1"
+TITLE = "Convergence: publish → applied on every cluster (100 and 1,000 clusters)"
+TARGETS = [
+    Target(metric="p99_s", label="p99 at 1,000 clusters", bound=2.0, unit="s"),
+    Target(metric="ratio_to_raw", label="p99 ratio to raw NATS at 1,000", bound=3.0, unit="x"),
+]
+WARMUP_S = 240.0
+RUN_S = 120.0
+
+
+@dataclass
+class SizeResult:
+    ours: list[list[float]] = field(default_factory=list)
+    raw: list[list[float]] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    failure: str = ""
+    """Why the measurement stopped early (a version not applied everywhere in time)."""
+
+
+def _missing(fleet: Fleet, run: Convergence, within: float) -> str:
+    late = sorted(fleet.clusters - set(run.applied))
+    shown = ", ".join(late[:5]) + (", …" if len(late) > 5 else "")
+    return (
+        f"{len(run.latencies)} of {run.expected} clusters applied version {fleet.versions} "
+        f"within {within:.0f} s (missing: {shown})"
+    )
+
+
+async def measure(clusters: int, repeats: int) -> SizeResult:
+    """Per run: the fleet's latencies and the raw baseline's, `repeats` runs each."""
+    result = SizeResult()
+    async with running_fleet(clusters) as fleet:
+        first = await converge(fleet, within=WARMUP_S)
+        if not first.complete:
+            result.failure = "warm-up: " + _missing(fleet, first, WARMUP_S)
+            result.stages = first.stages
+            return result
+        password = fleet.hub.data.secrets()["hub_password"]
+        async with raw_responders(fleet.hub.nats_url, password, clusters):
+            for _ in range(repeats):
+                run = await converge(fleet, within=RUN_S)
+                for stage, values in run.stages.items():
+                    result.stages.setdefault(stage, []).extend(values)
+                if not run.complete:
+                    result.failure = _missing(fleet, run, RUN_S)
+                    return result
+                result.ours.append(run.latencies)
+                payload = cluster_task_bytes(fleet.source, "sim-1", fleet.versions)
+                result.raw.append(await raw_fanout(fleet.hub.nats_url, password, payload, clusters))
+    return result
+
+
+def size_metrics(clusters: int, ours: list[list[float]], raw: list[list[float]]) -> list[Metric]:
+    pooled = [x for run in ours for x in run]
+    pooled_raw = [x for run in raw for x in run]
+    ours_spread = spread(pooled)
+    raw_spread = spread(pooled_raw)
+    suffix = f"_{clusters}"
+    at = f"{clusters:,} clusters"
+    return [
+        Metric(
+            key=f"p50_s{suffix}",
+            label=f"p50 publish → applied, {at}",
+            unit="s",
+            value=ours_spread.p50,
+            samples=ours_spread,
+            runs=[percentile(run, 50) for run in ours],
+        ),
+        Metric(
+            key=f"p99_s{suffix}",
+            label=f"p99 publish → applied, {at}",
+            unit="s",
+            value=ours_spread.p99,
+            runs=[percentile(run, 99) for run in ours],
+        ),
+        Metric(
+            key=f"max_s{suffix}",
+            label=f"last cluster applied, {at}",
+            unit="s",
+            value=ours_spread.max,
+            runs=[max(run) for run in ours],
+        ),
+        Metric(
+            key=f"raw_p99_s{suffix}",
+            label=f"raw NATS publish → reply, p99, {at}",
+            unit="s",
+            value=raw_spread.p99,
+            samples=raw_spread,
+            runs=[percentile(run, 99) for run in raw],
+        ),
+        Metric(
+            key=f"ratio_p50{suffix}",
+            label=f"p50 ratio to raw NATS, {at}",
+            unit="x",
+            value=ratio(ours_spread.p50, raw_spread.p50),
+        ),
+        Metric(
+            key=f"ratio_p99{suffix}",
+            label=f"p99 ratio to raw NATS, {at}",
+            unit="x",
+            value=ratio(ours_spread.p99, raw_spread.p99),
+        ),
+    ]
+
+
+STAGES = {
+    "scheduled": "publish → ClusterTaskScheduled stored (scheduler)",
+    "applied": "→ TaskApplied on the cluster (DESIRED, delivery, apply)",
+    "reported": "→ report stored in the hub's REPORTS (outbox, sourcing)",
+}
+
+
+def stage_note(clusters: int, stages: dict[str, list[float]]) -> str:
+    """Where the time went at one size, from the stored events' own timestamps."""
+    parts = []
+    for stage, label in STAGES.items():
+        values = stages.get(stage) or []
+        if values:
+            parts.append(
+                f"{label}: p50 {format_quantity(percentile(values, 50), 's')}, "
+                f"p99 {format_quantity(percentile(values, 99), 's')}"
+            )
+    return f"Where the time goes at {clusters:,} clusters: " + "; ".join(parts) + "."
+
+
+async def run(mode: Mode) -> FigureResult:
+    sizes = (100,) if mode.quick else (100, 1000)
+    metrics: list[Metric] = []
+    failures: dict[int, str] = {}
+    stage_notes: list[str] = []
+    headline: dict[str, float | None] = {}
+    for clusters in sizes:
+        try:
+            result = await measure(clusters, mode.repeats)
+        except HubFailed as e:
+            failures[clusters] = str(e).splitlines()[0]
+            continue
+        if result.stages:
+            stage_notes.append(stage_note(clusters, result.stages))
+        if result.failure:
+            failures[clusters] = result.failure
+            continue
+        found = size_metrics(clusters, result.ours, result.raw)
+        metrics += found
+        by_key = {m.key: m.value for m in found}
+        headline = {
+            "clusters": clusters,
+            "p50_s": by_key[f"p50_s_{clusters}"],
+            "p99_s": by_key[f"p99_s_{clusters}"],
+            "ratio_to_raw": by_key[f"ratio_p99_{clusters}"],
+        }
+    largest = max(sizes)
+    missing = ""
+    if largest in failures:
+        missing = f"not measured at {largest:,} clusters: {failures[largest]}"
+    elif mode.quick:
+        missing = "quick mode runs 100 clusters only"
+    at_largest = headline.get("clusters") == largest
+    metrics = [
+        Metric(
+            key="p99_s",
+            label=f"p99 publish → applied at {largest:,} clusters",
+            unit="s",
+            value=headline.get("p99_s") if at_largest else None,
+            missing=missing,
+        ),
+        Metric(
+            key="p50_s",
+            label=f"p50 publish → applied at {largest:,} clusters",
+            unit="s",
+            value=headline.get("p50_s") if at_largest else None,
+            missing=missing,
+        ),
+        Metric(
+            key="ratio_to_raw",
+            label=f"p99 ratio to raw NATS at {largest:,} clusters",
+            unit="x",
+            value=headline.get("ratio_to_raw") if at_largest else None,
+            missing=missing,
+        ),
+        *metrics,
+    ]
+    notes = [f"Not measured at {n:,} clusters: {why}" for n, why in failures.items()]
+    notes += stage_notes
+    method = (
+        f"Sizes: {', '.join(f'{n:,}' for n in sizes)} clusters, each on a fresh hub: "
+        f"`fleetbus up --sim-clusters N-{LEAF_EDGES}` (simulated clusters in the hub process, "
+        "each a NATS client of the hub with its own credentials, durable consumer and outbox), "
+        f"{LEAF_EDGES} clusters registered with `fleetbus cluster register` and run as "
+        "`fleetbus edge --sim` processes behind their own leaf nats-server, and "
+        "`fleetbus scheduler`. One warm-up version, then "
+        f"{mode.repeats} measured version(s), each published with `publish_taskset` (what "
+        "`fleetbus publish` calls) to a selector matching every cluster; a cluster's latency "
+        "is from just before the publish to its TaskApplied for that version arriving in the "
+        "hub's REPORTS stream. Raw baseline, after each run on the same hub: the same "
+        "ClusterTask bytes published with core NATS to N subscriptions (N connections in one "
+        "process), each replying `applied`, timed from the first publish to each reply. "
+        "Percentiles pool every cluster of every run."
+    )
+    return FigureResult(
+        key=KEY,
+        title=TITLE,
+        metrics=metrics,
+        targets=TARGETS,
+        method=method,
+        notes=notes,
+        extra={"clusters": headline.get("clusters"), "sizes": list(sizes)},
+    )

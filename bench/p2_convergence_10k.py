@@ -1,0 +1,123 @@
+"""P2 — convergence at 10,000 clusters: how long until every cluster has applied a publish.
+
+Same loop and topology as P1 (`bench.convergence`), at 10,000 clusters: the simulated clusters
+all live in the one `fleetbus up` process (fewer, bigger processes), four more are
+`fleetbus edge --sim` processes behind leaf nodes. The first version published is the cold
+delivery to a fleet that has never had the taskset; the second is a routine update. Each run is
+capped in time so the whole benchmark stays bounded; a cap reached is reported with how many
+clusters had applied by then and where their time went.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.convergence import LEAF_EDGES, Convergence, converge, running_fleet
+from bench.figure import FigureResult, Metric, Mode, Target
+from bench.hubproc import HubFailed
+from bench.p1_convergence import stage_note
+from bench.summary import spread
+
+KEY = "P2"
+TITLE = "Convergence at 10,000 clusters"
+TARGETS = [
+    Target(metric="all_applied_s", label="all 10,000 clusters applied", bound=15.0, unit="s")
+]
+FIRST_S = 300.0
+UPDATE_S = 180.0
+
+
+def _status(run: Convergence, within: float) -> str:
+    return f"{len(run.latencies):,} of {run.expected:,} clusters applied within {within:.0f} s"
+
+
+async def run(mode: Mode) -> FigureResult:
+    clusters = 300 if mode.quick else 10_000
+    metrics: list[Metric] = []
+    notes: list[str] = []
+    started = time.monotonic()
+    runs: dict[str, Convergence] = {}
+    failure = ""
+    startup_s: float | None = None
+    try:
+        async with running_fleet(clusters) as fleet:
+            startup_s = time.monotonic() - started
+            for label, within in (("first", FIRST_S), ("update", UPDATE_S)):
+                result = await converge(fleet, within=within)
+                runs[label] = result
+                if result.stages:
+                    notes.append(f"{label} version: " + stage_note(clusters, result.stages))
+                if not result.complete:
+                    failure = f"{label} version: {_status(result, within)}"
+                    break
+    except HubFailed as e:
+        failure = str(e).splitlines()[0]
+
+    def finished(label: str) -> float | None:
+        result = runs.get(label)
+        return max(result.latencies) if result is not None and result.complete else None
+
+    update = runs.get("update")
+    missing = failure or ("quick mode runs 300 clusters" if mode.quick else "")
+    metrics.append(
+        Metric(
+            key="all_applied_s",
+            label=f"update → all {clusters:,} clusters applied",
+            unit="s",
+            value=finished("update") if not mode.quick else None,
+            missing=missing if (mode.quick or finished("update") is None) else "",
+        )
+    )
+    for label, text in (("first", "first delivery"), ("update", "update")):
+        measured = runs.get(label)
+        if measured is None or not measured.latencies:
+            continue
+        pooled = spread(measured.latencies)
+        metrics.append(
+            Metric(
+                key=f"{label}_all_applied_s",
+                label=f"{text} → all {clusters:,} clusters applied",
+                unit="s",
+                value=finished(label),
+                missing="" if measured.complete else _status(measured, FIRST_S),
+            )
+        )
+        metrics.append(
+            Metric(
+                key=f"{label}_p50_s",
+                label=f"{text}, p50 publish → applied ({len(measured.latencies):,} clusters)",
+                unit="s",
+                value=pooled.p50,
+                samples=pooled,
+            )
+        )
+    if startup_s is not None:
+        metrics.append(
+            Metric(
+                key="startup_s",
+                label=f"fleetbus up with {clusters - LEAF_EDGES:,} simulated clusters, to ready",
+                unit="s",
+                value=startup_s,
+            )
+        )
+    if update is not None and update.complete and not mode.quick:
+        notes.insert(0, f"Every one of the {clusters:,} clusters applied the update.")
+    method = (
+        f"{clusters:,} clusters on one hub: `fleetbus up --sim-clusters {clusters - LEAF_EDGES:,}` "
+        "(every simulated cluster in the hub process, each its own NATS client with its own "
+        f"credentials, durable consumer and outbox stream), {LEAF_EDGES} `fleetbus edge --sim` "
+        "processes each behind its own leaf nats-server, and `fleetbus scheduler`: three "
+        "Python processes and five nats-servers on one machine. A first version is published "
+        f"(cold delivery, capped at {FIRST_S:.0f} s), then a second (update, capped at "
+        f"{UPDATE_S:.0f} s); the figure is the time from the update's publish until the last "
+        "cluster's TaskApplied is in the hub's REPORTS stream."
+    )
+    return FigureResult(
+        key=KEY,
+        title=TITLE,
+        metrics=metrics,
+        targets=TARGETS,
+        method=method,
+        notes=notes,
+        extra={"clusters": clusters},
+    )
