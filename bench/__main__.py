@@ -21,7 +21,13 @@ from typing import Any
 
 import msgspec
 
-from bench import p1_convergence, p2_convergence_10k, p4_log, p6_hub_footprint
+from bench import (
+    p1_convergence,
+    p2_convergence_10k,
+    p4_log,
+    p5_connector_footprint,
+    p6_hub_footprint,
+)
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
 from bench.published import PUBLISHED
@@ -33,7 +39,13 @@ FigureRun = Callable[[Mode], Coroutine[Any, Any, FigureResult]]
 
 FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
     module.KEY: (module.TITLE, module.TARGETS, module.run)
-    for module in (p1_convergence, p2_convergence_10k, p4_log, p6_hub_footprint)
+    for module in (
+        p1_convergence,
+        p2_convergence_10k,
+        p4_log,
+        p5_connector_footprint,
+        p6_hub_footprint,
+    )
 }
 
 

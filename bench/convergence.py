@@ -72,7 +72,10 @@ class Convergence:
         return len(self.latencies) == self.expected
 
 
-async def register_leaf_edge(hub: RunningHub, name: str) -> Child:
+async def register_leaf_edge(
+    hub: RunningHub, name: str, executor: tuple[str, ...] = ("--sim",)
+) -> Child:
+    """Register a cluster like a user does, and run its edge (`fleetbus edge`) as a process."""
     bundle = hub.root / "edges" / name / "bundle"
     register = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -95,7 +98,7 @@ async def register_leaf_edge(hub: RunningHub, name: str) -> Child:
         raise HubFailed(f"fleetbus cluster register {name} failed: {output.decode()[-500:]}")
     child = spawn(
         f"fleetbus edge {name}",
-        ["edge", "--bundle", str(bundle), "--sim", "--state-dir", str(bundle.parent / "state")],
+        ["edge", "--bundle", str(bundle), *executor, "--state-dir", str(bundle.parent / "state")],
         hub.root / f"edge-{name}.log",
     )
     hub.children.append(child)
