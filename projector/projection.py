@@ -9,7 +9,7 @@ for the same reason. Times come from the events and the streams, never from a cl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from events.catalog import (
     TasksetPublished,
     TasksetRetired,
 )
+from events.edges import report_origin
 
 Row = dict[str, Any]
 
@@ -99,9 +100,30 @@ async def _update_status(db: Writer, cluster: str, taskset: str, changes: Row) -
 
 
 async def project_event(
-    db: Writer, stream: str, seq: int, stored_at: datetime, event: Event
+    db: Writer,
+    stream: str,
+    seq: int,
+    stored_at: datetime,
+    event: Event,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Apply one event to the read models (inside the caller's transaction)."""
+    """Apply one event to the read models (inside the caller's transaction).
+
+    A report sourced from one cluster's outbox that names another cluster is a forgery: it
+    stays in the audit trail, marked, and changes no status.
+    """
+    if isinstance(event, Report):
+        origin = report_origin(headers)
+        if origin is not None and origin != event.cluster:
+            await _audit(
+                db,
+                stream,
+                seq,
+                stored_at,
+                event,
+                note=f"ignored: it came from the outbox of cluster {origin}",
+            )
+            return
     await _audit(db, stream, seq, stored_at, event)
     match event:
         case TasksetPublished():
@@ -287,7 +309,9 @@ async def project_event(
             )
 
 
-async def _audit(db: Writer, stream: str, seq: int, stored_at: datetime, event: Event) -> None:
+async def _audit(
+    db: Writer, stream: str, seq: int, stored_at: datetime, event: Event, note: str = ""
+) -> None:
     cluster = getattr(event, "cluster", "")
     taskset = getattr(event, "taskset", "")
     await db.execute(
@@ -303,7 +327,7 @@ async def _audit(db: Writer, stream: str, seq: int, stored_at: datetime, event: 
             event.correlation_id,
             event.causation_id,
             event.id,
-            summarize(event),
+            f"{summarize(event)} ({note})" if note else summarize(event),
         ),
     )
 

@@ -35,7 +35,9 @@ async def project_batch(db: ProjectionDb, batch: list[tuple[str, StoredEvent]]) 
         for stream, stored in batch:
             if stored.seq <= positions.get(stream, 0):
                 continue
-            await project_event(db, stream, stored.seq, stored.stored_at, stored.event)
+            await project_event(
+                db, stream, stored.seq, stored.stored_at, stored.event, stored.headers
+            )
             positions[stream] = stored.seq
             applied += 1
         for stream, seq in positions.items():

@@ -13,7 +13,6 @@ from is ignored.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +37,7 @@ from events.catalog import (
     TasksetPublished,
     TasksetRetired,
 )
+from events.edges import report_origin
 from events.subjects import event_subject
 from scheduler.rollout import Outcome, RolloutView
 from taskset.codec import decode_taskset
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 SCHEDULER_ACTOR = "scheduler"
 ALL_TASKSETS = "*"
 """Marker in a dirty set: every taskset needs a new decision (a cluster changed)."""
-
-_SOURCE_CLUSTER = re.compile(r"REPORTS-([a-z0-9]([-a-z0-9]*[a-z0-9])?)")
 
 
 @dataclass
@@ -355,14 +353,3 @@ class SchedulerState:
 
 def _failure(at: datetime, resumed_at: datetime | None) -> Outcome:
     return "forgiven" if resumed_at is not None and at <= resumed_at else "failed"
-
-
-def report_origin(headers: Mapping[str, str] | None) -> str | None:
-    """The cluster whose outbox a sourced report came from, per the hub's own header."""
-    if not headers:
-        return None
-    source = headers.get("Nats-Stream-Source")
-    if not source:
-        return None
-    match = _SOURCE_CLUSTER.search(source.split(" ", 1)[0])
-    return match.group(1) if match else None

@@ -288,11 +288,6 @@ async def test_api_tokens_are_no_nats_credentials(fleet: Fleet, tmp_path: Path) 
     assert not let_in, "\n".join(let_in)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the projector attributes a report to the cluster its payload names, not to the "
-    "cluster whose outbox it came from (Nats-Stream-Source)",
-)
 async def test_a_report_written_in_another_clusters_name_does_not_change_that_clusters_status(
     fleet: Fleet, tmp_path: Path
 ) -> None:
