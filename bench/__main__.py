@@ -24,6 +24,7 @@ import msgspec
 from bench import (
     p1_convergence,
     p2_convergence_10k,
+    p3_drift,
     p4_log,
     p5_connector_footprint,
     p6_hub_footprint,
@@ -42,6 +43,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
     for module in (
         p1_convergence,
         p2_convergence_10k,
+        p3_drift,
         p4_log,
         p5_connector_footprint,
         p6_hub_footprint,
