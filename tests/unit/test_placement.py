@@ -16,11 +16,12 @@ from events.catalog import (
     RolloutResumed,
     RolloutStrategy,
 )
+from events.edges import report_origin
 from events.ids import new_event_id
 from scheduler.decide import DesiredWrite, decide_taskset
 from scheduler.materialize import Materializer
 from scheduler.placement import place_taskset
-from scheduler.state import SchedulerState, report_origin
+from scheduler.state import SchedulerState
 from taskset.model import ClusterTask
 from tests.scheduler_fixtures import (
     T0,
