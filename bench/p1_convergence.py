@@ -32,6 +32,8 @@ TARGETS = [
     Target(metric="p99_s", label="p99 at 1,000 clusters", bound=2.0, unit="s"),
     Target(metric="ratio_to_raw", label="p99 ratio to raw NATS at 1,000", bound=3.0, unit="x"),
 ]
+TARGET_SIZE = 1000
+"""The size the targets are set at; the headline keys of results.json are measured there."""
 WARMUP_S = 240.0
 RUN_S = 120.0
 
@@ -177,12 +179,12 @@ async def run(mode: Mode) -> FigureResult:
             "p99_s": by_key[f"p99_s_{clusters}"],
             "ratio_to_raw": by_key[f"ratio_p99_{clusters}"],
         }
-    largest = max(sizes)
+    largest = TARGET_SIZE
     missing = ""
-    if largest in failures:
-        missing = f"not measured at {largest:,} clusters: {failures[largest]}"
-    elif mode.quick:
+    if mode.quick:
         missing = "quick mode runs 100 clusters only"
+    elif largest in failures:
+        missing = f"not measured at {largest:,} clusters: {failures[largest]}"
     at_largest = headline.get("clusters") == largest
     metrics = [
         Metric(
@@ -232,5 +234,5 @@ async def run(mode: Mode) -> FigureResult:
         targets=TARGETS,
         method=method,
         notes=notes,
-        extra={"clusters": headline.get("clusters"), "sizes": list(sizes)},
+        extra={"clusters": TARGET_SIZE if at_largest else None, "sizes": list(sizes)},
     )

@@ -68,11 +68,14 @@ async def run(mode: Mode) -> FigureResult:
         results["sim"] = await footprint(mode, None)
     except HubFailed as e:
         failures["sim"] = str(e).splitlines()[0]
-    try:
-        async with kube_apiserver() as kubeconfig:
-            results["kube"] = await footprint(mode, kubeconfig)
-    except (HubFailed, EnvtestUnavailable) as e:
-        failures["kube"] = str(e).splitlines()[0]
+    if mode.quick:
+        failures["kube"] = "quick mode measures the simulator only"
+    else:
+        try:
+            async with kube_apiserver() as kubeconfig:
+                results["kube"] = await footprint(mode, kubeconfig)
+        except (HubFailed, EnvtestUnavailable) as e:
+            failures["kube"] = str(e).splitlines()[0]
 
     def value(kind: str, key: str) -> float | None:
         return results.get(kind, {}).get(key)
