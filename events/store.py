@@ -137,13 +137,27 @@ def parse_header_lines(raw: bytes) -> dict[str, str]:
     Names must be ASCII without whitespace; other lines are skipped.
     """
     headers: dict[str, str] = {}
+    names = _HEADER_NAMES
     for line in raw.decode("utf-8", "replace").split("\r\n"):
-        name, colon, value = line.partition(":")
+        raw_name, colon, value = line.partition(":")
         if colon:
-            name = name.strip(_HEADER_SPACE)
-            if name.isascii() and _ANY_SPACE.search(name) is None:
+            name = names[raw_name] if raw_name in names else _header_name(raw_name)
+            if name is not None:
                 headers[name] = value.strip(_HEADER_SPACE)
     return headers
+
+
+_HEADER_NAMES: dict[str, str | None] = {}
+"""Header names as written on the wire → the name, or None for an invalid one. The same few
+names come with every message; the cache stops growing at 1,024 entries."""
+
+
+def _header_name(raw_name: str) -> str | None:
+    name = raw_name.strip(_HEADER_SPACE)
+    valid = name if name.isascii() and _ANY_SPACE.search(name) is None else None
+    if len(_HEADER_NAMES) < 1024:
+        _HEADER_NAMES[raw_name] = valid
+    return valid
 
 
 async def connect(
@@ -875,7 +889,7 @@ def _stored_at(msg: Msg) -> datetime:
 class _PulledBatch:
     """The answer to one pull request of a replay, filled by the subscription callback."""
 
-    __slots__ = ("done", "last_seq", "messages", "more", "received", "size", "status")
+    __slots__ = ("done", "messages", "more", "received", "size", "status")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -883,7 +897,6 @@ class _PulledBatch:
         self.done = asyncio.Event()
         self.status = ""
         self.received = 0
-        self.last_seq = 0
         self.more = True
 
     def add(self, msg: Msg) -> None:
@@ -896,9 +909,12 @@ class _PulledBatch:
             self.done.set()
             return
         self.messages.append(msg)
-        self.last_seq, _ = _ack_position(msg.reply)
         if len(self.messages) >= self.size:
             self.done.set()
+
+    @property
+    def last_seq(self) -> int:
+        return _ack_position(self.messages[-1].reply)[0] if self.messages else 0
 
     async def wait(self, idle_timeout: float, stream: str) -> None:
         """Until the batch is complete; fails when nothing arrived for `idle_timeout`."""
