@@ -18,7 +18,7 @@ envtest:
 	infra/envtest/build.sh
 
 run: install
-	$(BIN)/fleetbus up --sim-clusters 3
+	scripts/run-demo.sh
 
 lint: install
 	$(BIN)/ruff format --check .
