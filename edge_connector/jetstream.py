@@ -145,13 +145,15 @@ class DurableFeed:
         *,
         hub_domain: str = HUB_DOMAIN,
         batch: int = 100,
-        wait: float = 5.0,
+        wait: float = 20.0,
+        heartbeat: float = 5.0,
     ) -> None:
         self.nc = nc
         self.cluster = cluster
         self.hub_domain = hub_domain
         self.batch = batch
         self.wait = wait
+        self.heartbeat = heartbeat
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         js = self.nc.jetstream(domain=self.hub_domain)
@@ -161,7 +163,8 @@ class DurableFeed:
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(self.batch, timeout=self.wait, heartbeat=1.0)
+                    # A long poll: an idle cluster costs the hub two requests per `wait`.
+                    msgs = await sub.fetch(self.batch, timeout=self.wait, heartbeat=self.heartbeat)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 except (nats.errors.Error, nats.js.errors.Error) as e:

@@ -232,6 +232,7 @@ async def edge_hub(
     settle: float = 0.5,
     cooldown: float = 1.0,
     sim_clusters: int = 0,
+    sim_inventory_interval: float = 0.3,
 ) -> AsyncIterator[EdgeHub]:
     data = DataDir(root / "hub")
     data.create()
@@ -274,7 +275,9 @@ async def edge_hub(
             antientropy_cooldown=timedelta(seconds=cooldown),
         )
         hub = EdgeHub(root, data, server, store, services, leaf_port, ws_port)
-        await services.start(sim_clusters=sim_clusters, sim_inventory_interval=0.3)
+        await services.start(
+            sim_clusters=sim_clusters, sim_inventory_interval=sim_inventory_interval
+        )
         yield hub
     finally:
         if hub is not None:
