@@ -38,6 +38,7 @@ from fleetbus.natsserver import NatsServer
 from fleetbus.pki import CertificateAuthority, HubPki, public_key_fingerprint
 from scheduler.antientropy import AntiEntropyService
 from scheduler.provisioning import ProvisioningService
+from taskset.errors import FleetbusError
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,9 @@ class SimFleet:
 
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run a log-following service; when the log is unreachable (hub nats-server restarting),
-    start it again from the log after a pause. Each service rebuilds its state from the log."""
+    """Run a log-following service; when it fails for an expected reason (the log unreachable
+    while the hub's nats-server restarts, a reload refused), start it again from the log after
+    a pause. Each service rebuilds its state from the log, so a restart loses nothing."""
     delay = 0.5
     while True:
         try:
@@ -202,8 +204,10 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
             return
         except EventLogError as e:
             log.warning("%s interrupted (%s); restarting in %.1fs", name, e, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        except FleetbusError as e:
+            log.error("%s failed (%s); restarting in %.1fs", name, e, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 @dataclass
