@@ -29,7 +29,13 @@ from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
 from fleetbus.hub_services import HubServices, start_hub_services
-from fleetbus.natsserver import NatsServer, check_port_free, free_port, render_template
+from fleetbus.natsserver import (
+    NatsServer,
+    check_port_free,
+    claim_server,
+    free_port,
+    render_template,
+)
 from fleetbus.renderer import ChartArchiveRenderer
 
 log = logging.getLogger(__name__)
@@ -124,6 +130,8 @@ async def run_hub(options: HubOptions) -> None:
     data.create()
     lock = data.lock()
     if not options.nats_urls:
+        # A nats-server left running by a hub that was killed gives its ports back first.
+        claim_server(data.nats_conf)
         check_port_free(options.nats_host, options.nats_port, "--nats-port")
     check_port_free(options.http_host, options.http_port, "--http")
     server: NatsServer | None = None

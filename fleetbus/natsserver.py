@@ -7,6 +7,7 @@ server fleetbus runs is started, watched and stopped here, so none is ever left 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import IO
 
 from fleetbus.errors import BinaryNotFound, PortInUse, ServerFailed
 
@@ -67,6 +69,85 @@ def render_template(name: str, **values: object) -> str:
     return Template(text).substitute({k: str(v) for k, v in values.items()})
 
 
+_OWNED: dict[Path, IO[bytes]] = {}
+"""Server configs this process owns, with the lock that says so (held while the process lives)."""
+
+
+def _lock_path(config_path: Path) -> Path:
+    return config_path.with_name(config_path.name + ".lock")
+
+
+def pid_path(config_path: Path) -> Path:
+    """Where the nats-server of `config_path` writes its pid (`-P`)."""
+    return config_path.with_name(config_path.name + ".pid")
+
+
+def claim_server(config_path: Path) -> None:
+    """Own the nats-server of `config_path`, stopping one a dead owner left running.
+
+    nats-server runs in its own session, so when the fleetbus process that started it is
+    killed (kill -9, OOM) it keeps running, holding its ports and its JetStream store. The
+    owner holds an flock on `<config>.lock` for as long as it lives; the kernel drops it when
+    the owner dies. So whoever gets the lock and finds a server of this config still running
+    knows its owner is gone: it stops that server (SIGTERM, then SIGKILL) before starting its
+    own, instead of failing on a taken port or running two servers on one store.
+    """
+    key = config_path.resolve()
+    if key not in _OWNED:
+        handle = _lock_path(config_path).open("wb")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            handle.close()
+            raise ServerFailed(
+                f"the nats-server of {config_path} belongs to another running fleetbus "
+                "process; stop that one first"
+            ) from e
+        _OWNED[key] = handle
+    leftover = _server_of(config_path)
+    if leftover is not None:
+        _stop_pid(leftover)
+
+
+def release_server(config_path: Path) -> None:
+    handle = _OWNED.pop(config_path.resolve(), None)
+    if handle is not None:
+        handle.close()
+
+
+def _server_of(config_path: Path) -> int | None:
+    """The pid of a live nats-server running `config_path`, from its pid file."""
+    try:
+        pid = int(pid_path(config_path).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    if state == "Z" or not cmdline[0].endswith(b"nats-server"):
+        return None
+    return pid if str(config_path).encode() in cmdline else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _alive(pid):
+            return
+    raise ServerFailed(f"a leftover nats-server (pid {pid}) did not stop")
+
+
 @dataclass
 class NatsServer:
     """One nats-server process with its config file, log file and monitoring port."""
@@ -80,10 +161,19 @@ class NatsServer:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the server and wait until it is healthy, with JetStream ready."""
+        claim_server(self.config_path)
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
-                [str(self.binary), "-c", str(self.config_path), "-l", str(self.log_path)],
+                [
+                    str(self.binary),
+                    "-c",
+                    str(self.config_path),
+                    "-l",
+                    str(self.log_path),
+                    "-P",
+                    str(pid_path(self.config_path)),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -134,6 +224,7 @@ class NatsServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop: SIGTERM (lame-duck free), then SIGKILL if it lingers."""
         if self.process is None or self.process.poll() is not None:
+            release_server(self.config_path)
             return
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -141,6 +232,7 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+        release_server(self.config_path)
 
     def kill(self) -> None:
         """kill -9: for fault tests. Everything acknowledged must survive this."""
