@@ -54,9 +54,12 @@ class Child:
                 f"{self.name} exited with code {self.process.returncode}:\n{self.tail()}"
             )
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM, then SIGKILL; and its own children (a nats-server runs in a session of its
+        own), so nothing it started outlives it even when it had to be killed."""
         if self.process.poll() is not None:
             return
+        children = [(pid, _cmdline(pid)) for pid in children_of(self.process.pid)]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -65,6 +68,9 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+        for pid, cmdline in children:
+            if cmdline and _cmdline(pid) == cmdline:  # still that child, not a reused pid
+                _stop_pid(pid)
 
     def tree_rss_mib(self) -> float:
         """RSS of the process and its direct children (a hub's nats-server)."""
@@ -75,6 +81,30 @@ class Child:
 
     def children_rss_mib(self) -> float:
         return sum(rss_mib(pid) for pid in children_of(self.pid))
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a leftover child by its pid: SIGTERM, then SIGKILL after `timeout`."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def spawn(name: str, args: list[str], log: Path) -> Child:

@@ -43,21 +43,21 @@ SETTLE_S = 10.0
 
 
 async def footprint(mode: Mode, kubeconfig: Path | None) -> dict[str, float]:
-    idle_window = 10.0 if mode.quick else 60.0
+    idle_window = 10.0 if mode.quick else 30.0
     async with single_edge(kubeconfig) as edge:
         sources = [small_taskset(f"app-{i:03d}") for i in range(TASKSETS)]
         await edge.publish_all(sources, within=240.0 if kubeconfig is None else 420.0)
         await asyncio.sleep(SETTLE_S)
-        idle = await sample_idle(edge.edge.pid, idle_window)
+        watched = [edge.edge.pid] + ([edge.controller.pid] if edge.controller else [])
+        samples = await asyncio.gather(*(sample_idle(pid, idle_window) for pid in watched))
         measured = {
-            "rss": idle.rss_mib,
-            "idle_cpu": idle.cpu_pct,
+            "rss": samples[0].rss_mib,
+            "idle_cpu": samples[0].cpu_pct,
             "leaf_rss": edge.edge.children_rss_mib(),
         }
-        if edge.controller is not None:
-            controller_idle = await sample_idle(edge.controller.pid, idle_window)
-            measured["controller_rss"] = controller_idle.rss_mib
-            measured["controller_idle_cpu"] = controller_idle.cpu_pct
+        if len(samples) > 1:
+            measured["controller_rss"] = samples[1].rss_mib
+            measured["controller_idle_cpu"] = samples[1].cpu_pct
         return measured
 
 
@@ -122,7 +122,7 @@ async def run(mode: Mode) -> FigureResult:
             missing=failures.get("kube", ""),
         ),
     ]
-    window = 10 if mode.quick else 60
+    window = 10 if mode.quick else 30
     method = (
         f"{TASKSETS} tasksets (a Namespace and a ConfigMap each) published with "
         "`publish_taskset` to one cluster registered with `fleetbus cluster register` whose "

@@ -215,3 +215,24 @@ def test_every_published_figure_names_a_source_and_a_figure_of_ours() -> None:
     for item in PUBLISHED:
         assert item.source.startswith("https://")
         assert item.closest in REQUIRED_KEYS
+
+
+def test_a_convergence_breakdown_names_each_stage_with_its_percentiles() -> None:
+    from bench.p1_convergence import stage_note
+
+    note = stage_note(
+        1000,
+        {"scheduled": [0.01, 0.02, 0.03], "applied": [1.0, 2.0, 3.0], "reported": [0.005]},
+    )
+    assert note.startswith("Where the time goes at 1,000 clusters:")
+    assert "(scheduler): p50 20 ms" in note
+    assert "(DESIRED, delivery, apply): p50 2.00 s, p99 2.98 s" in note
+    assert "(outbox, sourcing): p50 5.0 ms" in note
+
+
+def test_a_stage_without_samples_is_left_out_of_the_breakdown() -> None:
+    from bench.p1_convergence import stage_note
+
+    note = stage_note(100, {"scheduled": [0.1]})
+    assert "scheduler" in note
+    assert "sourcing" not in note
