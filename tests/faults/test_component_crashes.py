@@ -24,16 +24,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
 from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
+from events.edges import report_origin
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
 from tests.faults.components import Component, kill_nats_servers_under, nats_servers_under
 from tests.faults.harness import LONG, record_figures, wait_for
 from tests.faults.projection import clean_replay_digests
 from tests.integration.edge_harness import EdgeHub, edge_hub
-from tests.integration.scheduler_harness import events_of, versions
+from tests.integration.scheduler_harness import desired, events_of, versions
 from tests.scheduler_fixtures import config_map, make_taskset, published
+from tests.security.live_hub import LiveHub
 
 TASKSET = "web"
 
@@ -288,3 +293,176 @@ async def publish(hub: EdgeHub, version: int) -> None:
             )
         ]
     )
+
+
+async def hub_view(
+    hub: LiveHub, names: list[str]
+) -> tuple[dict[str, int | None], set[tuple[str, int]]]:
+    """From the hub's NATS, as the hub's own user: the version each cluster holds in DESIRED,
+    and the (cluster, generation) of every TaskApplied in REPORTS, by its source header."""
+    info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
+    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
+    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
+    try:
+        store = EventStore(nc)
+        held: dict[str, int | None] = {}
+        for cluster in names:
+            task = await desired(store, cluster, TASKSET)
+            held[cluster] = None if task is None else task.version
+        applied = {
+            (report_origin(stored.headers or {}) or "?", stored.event.generation)
+            async for stored in EventStore(nc, stream=REPORTS_STREAM).read()
+            if isinstance(stored.event, TaskApplied) and stored.event.taskset == TASKSET
+        }
+        return held, applied
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("seed", "clusters", "faults"),
+    [
+        pytest.param(2718, 3, 4, id="seed=2718-clusters=3-faults=4"),
+        pytest.param(31337, 4, 12, id="seed=31337-clusters=4-faults=12", marks=LONG),
+    ],
+)
+async def test_killing_the_hub_process_and_edges_mid_rollout_converges(
+    tmp_path: Path, seed: int, clusters: int, faults: int
+) -> None:
+    """The deployed shape: `fleetbus up` runs the scheduler and the projector in its own process,
+    so killing them means killing the hub (its nats-server lives on, orphaned, until the hub
+    starts again and takes it over); each edge is `fleetbus edge --sim`."""
+    rng = random.Random(seed)
+    names = [f"c{index}" for index in range(1, clusters + 1)]
+    hub = LiveHub(tmp_path / "hub")
+    data = ("--data-dir", str(hub.data_dir))
+    edges: dict[str, Component] = {}
+    injected: list[str] = []
+    started = time.monotonic()
+    try:
+        await asyncio.to_thread(hub.start)
+        for cluster in names:
+            bundle = tmp_path / "bundles" / cluster
+            done = await asyncio.to_thread(
+                hub.cli, "cluster", "register", cluster, "--label", "env=prod",
+                "--out", str(bundle), *data,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            edges[cluster] = Component(
+                f"edge {cluster}",
+                [
+                    "-m", "fleetbus.cli", "edge", "--bundle", str(bundle), "--sim",
+                    "--state-dir", str(tmp_path / "edges" / cluster),
+                ],
+                tmp_path / f"edge-{cluster}.log",
+            )  # fmt: skip
+            edges[cluster].start()
+
+        async def publish_version(version: int) -> None:
+            source = tmp_path / f"web-v{version}.yaml"
+            source.write_text(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-config}\n"
+                f"data: {{version: '{version}'}}\n"
+            )
+            done = await asyncio.to_thread(
+                hub.cli, "publish", str(source), "--name", TASKSET, "--selector", "env=prod",
+                "--batch-size", "1", *data,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+
+        version = 1
+        await publish_version(version)
+        plan = ["hub", f"edge {rng.choice(names)}"]
+        plan += [rng.choice(["hub", *(f"edge {c}" for c in names)]) for _ in range(faults - 2)]
+        rng.shuffle(plan)
+        for index, victim in enumerate(plan):
+            if index == len(plan) // 2:
+                version += 1
+                await publish_version(version)
+            await asyncio.sleep(rng.uniform(0.3, 2.5))  # a random point of the rollout
+            if victim == "hub":
+                assert hub.process is not None
+                hub.process.kill()
+                hub.process.wait(10)
+                await asyncio.sleep(rng.uniform(0.1, 2.0))
+                await asyncio.to_thread(hub.start)
+            else:
+                edge = edges[victim.split()[1]]
+                edge.kill9()
+                await asyncio.sleep(rng.uniform(0.1, 2.0))
+                edge.start()
+            injected.append(victim)
+
+        async def converged() -> bool:
+            held, _ = await hub_view(hub, names)
+            return held == dict.fromkeys(names, version)
+
+        await wait_for(converged, f"every cluster holding version {version}", 120, 0.5)
+
+        async def reported() -> bool:
+            scheduled = await scheduled_generations(hub, names)
+            _, applied = await hub_view(hub, names)
+            return all((c, g) in applied for c, g in scheduled.items())
+
+        await wait_for(reported, "every cluster reporting its last generation", 120, 0.5)
+        status = await asyncio.to_thread(hub.cli, "status", TASKSET, "-o", "json", *data)
+        assert status.returncode == 0, status.stderr
+
+        async def projected() -> bool:
+            return await projected_everywhere(hub.data_dir / "projector.db", names, version)
+
+        await wait_for(projected, f"the hub's projection showing version {version}", 60, 0.5)
+        for edge in edges.values():
+            edge.stop()  # no more reports: the log is still from here on
+
+        async def projection_equals_a_clean_replay() -> bool:
+            live = await asyncio.to_thread(hub.cli, "projector", "digest", *data)
+            clean = tmp_path / f"clean-{time.monotonic_ns()}.db"
+            rebuilt = await asyncio.to_thread(
+                hub.cli, "projector", "rebuild", "--out", str(clean), *data
+            )
+            assert rebuilt.returncode == 0, rebuilt.stderr
+            replay = await asyncio.to_thread(
+                hub.cli, "projector", "digest", "--db", str(clean), *data
+            )
+            return bool(orjson.loads(live.stdout) == orjson.loads(replay.stdout))
+
+        await wait_for(
+            projection_equals_a_clean_replay, "the projection equal to a clean replay", 60, 0.5
+        )
+    finally:
+        for edge in edges.values():
+            edge.stop()
+        await asyncio.to_thread(hub.stop)
+        kill_nats_servers_under(tmp_path)
+    record_figures(
+        "R4 hub process kill -9 mid-rollout",
+        seed=seed,
+        clusters=clusters,
+        versions=version,
+        faults_injected=len(injected),
+        killed=dict(collections.Counter(name.split()[0] for name in injected)),
+        cluster_tasks_doubled=0,
+        reports_lost=0,
+        projection_equals_clean_replay=True,
+        seconds=round(time.monotonic() - started, 1),
+    )
+
+
+async def scheduled_generations(hub: LiveHub, names: list[str]) -> dict[str, int]:
+    """The last generation scheduled for each cluster; fails if any was decided twice."""
+    info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
+    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
+    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
+    try:
+        scheduled = await events_of(EventStore(nc), ClusterTaskScheduled)
+    finally:
+        await nc.close()
+    per_generation = collections.Counter(
+        (e.cluster, e.generation) for e in scheduled if e.taskset == TASKSET
+    )
+    doubled = {key: n for key, n in per_generation.items() if n > 1}
+    assert not doubled, f"ClusterTasks decided twice: {doubled}"
+    return {
+        cluster: max((g for c, g in per_generation if c == cluster), default=0) for cluster in names
+    }
