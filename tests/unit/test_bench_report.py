@@ -6,6 +6,7 @@ import pytest
 
 from bench.figure import FigureResult, Metric, Target, format_number
 from bench.machine import MachineInfo, parse_cpu_model, parse_mem_total_gib
+from bench.p1_convergence import stage_note
 from bench.procstat import cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
 from bench.published import PUBLISHED
 from bench.report import (
@@ -218,8 +219,6 @@ def test_every_published_figure_names_a_source_and_a_figure_of_ours() -> None:
 
 
 def test_a_convergence_breakdown_names_each_stage_with_its_percentiles() -> None:
-    from bench.p1_convergence import stage_note
-
     note = stage_note(
         1000,
         {"scheduled": [0.01, 0.02, 0.03], "applied": [1.0, 2.0, 3.0], "reported": [0.005]},
@@ -231,8 +230,6 @@ def test_a_convergence_breakdown_names_each_stage_with_its_percentiles() -> None
 
 
 def test_a_stage_without_samples_is_left_out_of_the_breakdown() -> None:
-    from bench.p1_convergence import stage_note
-
     note = stage_note(100, {"scheduled": [0.1]})
     assert "scheduler" in note
     assert "sourcing" not in note
