@@ -44,6 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 LEAF_EDGES = 4
 """Clusters that run as separate `fleetbus edge --sim` processes behind their own leaf node."""
+STARTUP_S = 180.0
+"""How long `fleetbus up --sim-clusters N` may take to be ready."""
 
 
 @dataclass
@@ -109,7 +111,7 @@ async def register_leaf_edge(
 async def running_fleet(clusters: int, *, leaf_edges: int = LEAF_EDGES) -> AsyncIterator[Fleet]:
     """A hub with `clusters` clusters: `leaf_edges` of them real leaf edges, the rest sims."""
     sims = clusters - leaf_edges
-    async with running_hub(sim_clusters=sims) as hub:
+    async with running_hub(sim_clusters=sims, startup_timeout=STARTUP_S) as hub:
         hub.start_scheduler()
         store = await hub.store()
         try:
