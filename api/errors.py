@@ -179,6 +179,9 @@ def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) 
         return fleetbus_error_handler(request, error)
     if isinstance(error, HTTPException):
         return http_error_handler(request, error)
+    if isinstance(error, RecursionError) and "deserializ" in str(error):
+        # msgspec refuses JSON nested deeper than the interpreter's recursion limit.
+        return error_response(400, "invalid request: the JSON body is nested too deeply")
     log.error(
         "unexpected error",
         exc_info=error,
