@@ -22,7 +22,12 @@ from litestar import Request, post
 from litestar.datastructures import UploadFile
 from litestar.params import JSONBody, MultipartBody, PathParameter
 
-from api.archives import archive_root, extract_archive, is_archive
+from api.archives import (
+    archive_root,
+    check_kustomize_references,
+    extract_archive,
+    is_archive,
+)
 from api.auth import Role, principal_of, requires
 from api.context import Hub
 from api.errors import InvalidRequest, RequestTooLarge
@@ -105,7 +110,9 @@ def normalize_upload(data: bytes, filename: str, spec: PublishSpec) -> Normalize
         return normalize(data, NormalizeOptions(name=spec.name, namespace=spec.namespace))
     with tempfile.TemporaryDirectory(prefix="fleetbus-upload-") as tmp:
         extract_archive(data, Path(tmp))
-        return normalize(source_directory(Path(tmp), spec.path), options)
+        directory = source_directory(Path(tmp), spec.path)
+        check_kustomize_references(Path(tmp), directory)
+        return normalize(directory, options)
 
 
 def source_directory(extracted: Path, path: str) -> Path:

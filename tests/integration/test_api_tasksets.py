@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,37 @@ async def test_retire_removes_a_published_taskset_once(
     assert "already retired" in again.json()["error"]
     assert unknown.status_code == 404
     assert "never published" in unknown.json()["error"]
+
+
+OUTSIDE_KUSTOMIZATION = b"resources: [cm.yaml]\n"
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        pytest.param("../outside", "points outside the upload", id="parent directory"),
+        pytest.param("https://github.com/example/repo//base?ref=v1", "is remote", id="remote base"),
+    ],
+)
+async def test_a_kustomize_upload_may_not_reach_past_itself(
+    event_store: EventStore, tmp_path: Path, reference: str, message: str
+) -> None:
+    # A kustomization on the hub's own disk, next to where uploads are unpacked.
+    outside = Path(tempfile.gettempdir()) / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "kustomization.yaml").write_bytes(OUTSIDE_KUSTOMIZATION)
+    (outside / "cm.yaml").write_bytes(CONFIGMAP)
+    upload = tar_gz(
+        [
+            (
+                "app/kustomization.yaml",
+                f'resources: ["{reference}", "../{"../" * 3}tmp/outside"]\n'.encode(),
+            )
+        ]
+    )
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.publisher) as c:
+        response = await publish(c, upload, "app.tar.gz", name="escape", format="kustomize")
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    assert response.json()["detail"]["entry"] == "app/kustomization.yaml"
+    assert [s async for s in event_store.read()] == []
