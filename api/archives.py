@@ -198,8 +198,9 @@ def check_kustomize_references(extracted: Path, directory: Path) -> None:
 
     Kustomize follows `resources: [../x]` to any directory holding a kustomization, wherever
     it is, and fetches remote ones. On the hub, an upload must build from its own files only:
-    every local reference, followed transitively, must stay inside the extracted archive, and
-    remote references are refused (vendor them into the upload).
+    every directory it refers to, followed transitively, must be inside the extracted archive,
+    and remote references are refused (vendor them into the upload). Files outside a
+    kustomization's directory are refused by kustomize itself.
     """
     root = Path(os.path.realpath(extracted))
     seen: set[Path] = set()
@@ -230,11 +231,13 @@ def check_kustomize_references(extracted: Path, directory: Path) -> None:
                         "their own files only (vendor it into the upload)",
                     )
                 target = Path(os.path.realpath(current / reference))
+                if not target.is_dir():
+                    continue  # kustomize itself refuses files outside the kustomization
                 if not _inside(root, target):
                     raise UnsafeArchive(
                         entry_name, f"{key} entry {reference!r} points outside the upload"
                     )
-                if target.is_dir() and target not in seen:
+                if target not in seen:
                     seen.add(target)
                     visit(target)
 
