@@ -125,6 +125,24 @@ async def connect_hub_store(data: DataDir, url: str | list[str]) -> EventStore:
     return EventStore(nc)
 
 
+async def keep_nats_running(server: NatsServer) -> None:
+    """Start the hub's nats-server again whenever it dies (a crash, the OOM killer, kill -9).
+
+    It comes back with the same config, store and ports: clients and leaf nodes reconnect by
+    themselves, and JetStream still holds every acknowledged event.
+    """
+    while True:
+        process = server.process
+        if process is not None:
+            code = await asyncio.to_thread(process.wait)
+            log.warning("the hub's nats-server exited (code %s); starting it again", code)
+        try:
+            await asyncio.to_thread(server.start)
+        except ServerFailed as e:
+            log.error("the hub's nats-server did not start again (%s); retrying", e)
+            await asyncio.sleep(1.0)
+
+
 async def run_hub(options: HubOptions) -> None:
     data = DataDir(options.data_dir)
     data.create()
@@ -162,6 +180,9 @@ async def run_hub(options: HubOptions) -> None:
     store: EventStore | None = None
     api_context: HubContext | None = None
     hub_services: HubServices | None = None
+    watchdog: asyncio.Task[None] | None = None
+    if server is not None:
+        watchdog = asyncio.create_task(keep_nats_running(server), name="nats-watchdog")
     try:
         store = await connect_hub_store(data, nats_urls)
         await store.ensure_streams(hub_streams(options.replicas))
@@ -222,6 +243,8 @@ async def run_hub(options: HubOptions) -> None:
             raise ServerFailed(f"HTTP server stopped: {exc or 'could not serve'}")
         stopped.cancel()
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if api_context is not None:
             api_context.shutdown.set()
         if http is not None and http_task is not None:

@@ -13,13 +13,17 @@ hash equal to a clean replay of the log into a fresh database.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
-from events.store import EventStore
+from events.store import EventStore, connect
 from tests.conftest import HubNats
 from tests.faults.harness import (
     LONG,
@@ -31,6 +35,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.faults.projection import clean_replay_digests, start_projector
+from tests.security.live_hub import LiveHub
 
 WRITERS = 4
 
@@ -105,3 +110,94 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
         projection_equals_clean_replay=True,
         seconds=round(elapsed, 1),
     )
+
+
+@pytest.mark.parametrize(
+    ("seed", "total", "kills"),
+    [
+        pytest.param(65, 3_000, 2, id="seed=65-events=3000-kills=2"),
+        pytest.param(66, 10_000, 4, id="seed=66-events=10000-kills=4", marks=LONG),
+    ],
+)
+async def test_fleetbus_up_starts_its_nats_server_again_after_kill_9_and_loses_nothing(
+    tmp_path: Path, seed: int, total: int, kills: int
+) -> None:
+    """The same fault under `fleetbus up`: nobody restarts the nats-server but the hub itself."""
+    rng = random.Random(seed)
+    hub = LiveHub(tmp_path / "hub")
+    await asyncio.to_thread(hub.start)
+    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
+    url = f"nats://127.0.0.1:{hub.nats_port}"
+    fleet = WriterFleet(
+        urls=[url],
+        password=password,
+        directory=tmp_path / "writers",
+        seed=seed,
+        counts=split_evenly(total, WRITERS),
+    )
+    killed: list[int] = []
+    back_after: list[float] = []
+    fleet.start()
+    try:
+        for point in kill_points(rng, total, kills):
+            await wait_for(
+                lambda point=point: fleet.acknowledged() >= point,  # type: ignore[misc]
+                f"{point} acknowledged appends",
+                within=120,
+            )
+            pid = int((hub.data_dir / "nats.conf.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(fleet.acknowledged())
+            gone_at = time.monotonic()
+            await wait_for(
+                lambda pid=pid: served_by_another_pid(hub, pid),  # type: ignore[misc]
+                "the hub starting its nats-server again",
+                within=60,
+                interval=0.1,
+            )
+            back_after.append(round(time.monotonic() - gone_at, 2))
+        await fleet.wait(within=180)
+        nc = await connect(url, user="hub", password=password)
+        store = EventStore(nc)
+        try:
+            log = await read_log(store)
+        finally:
+            await store.close()
+        check_exactly_once(fleet, log)
+        assert len(log) == total
+        assert hub.process is not None
+        assert hub.process.poll() is None, "the hub died with its nats-server"
+        health = await asyncio.to_thread(hub.http, "GET", "/healthz")
+        assert health.status == 200, health.body
+    finally:
+        fleet.kill_all()
+        await asyncio.to_thread(hub.stop)
+    assert "starting it again" in hub.log_text()
+    record_figures(
+        "R1 nats-server kill -9 under fleetbus up",
+        seed=seed,
+        writers=WRITERS,
+        appended=total,
+        stored=len(log),
+        faults_injected=len(killed),
+        killed_at_ack=killed,
+        nats_back_after_s=back_after,
+        events_lost=0,
+        duplicates=0,
+    )
+
+
+def served_by_another_pid(hub: LiveHub, old_pid: int) -> bool:
+    """The hub's nats-server answers health checks again, as a new process."""
+    try:
+        pid = int((hub.data_dir / "nats.conf.pid").read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == old_pid:
+        return False
+    try:
+        url = f"http://127.0.0.1:{hub.monitor_port()}/healthz"
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
