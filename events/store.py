@@ -179,6 +179,7 @@ async def connect(
         "reconnect_time_wait": 0.5,
         "connect_timeout": connect_timeout,
         "allow_reconnect": True,
+        "error_cb": _connection_trouble,
     }
     if user is not None:
         options["user"] = user
@@ -193,6 +194,13 @@ async def connect(
     except (TimeoutError, nats.errors.Error, OSError) as e:
         raise EventLogUnavailable(f"cannot connect to NATS at {url}: {e}") from e
     return client
+
+
+async def _connection_trouble(error: Exception) -> None:
+    """nats-py reports every failed (re)connect attempt here. The reconnect logic handles them
+    and `connect` raises one clear error when it gives up, so they are no user's business: its
+    default logs each with a traceback, which would end up on a CLI user's terminal."""
+    log.debug("NATS connection trouble: %s", error)
 
 
 class EventStore:

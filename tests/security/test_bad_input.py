@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from fleetbus.cli import main
+from fleetbus.natsserver import free_port
 from tests.faults.harness import record_figures
 from tests.security.bad_inputs import BAD_SOURCES, CONFIGMAP, BadSource
 from tests.security.live_hub import HttpAnswer, LiveHub
@@ -97,6 +98,8 @@ class CliCase:
     expect: str
     stdin: bytes | None = None
     values: bytes = b"replicas: 2\n"
+    own_process: bool = False
+    """Run as a real process: what libraries log goes to its stderr as a user would see it."""
 
 
 CLI_CASES = [
@@ -137,6 +140,18 @@ CLI_CASES = [
     CliCase("events-since-not-a-time", ("events", "--since", "yesterday"), "expected a time"),
     CliCase("events-from-seq-not-a-number", ("events", "--from-seq", "abc"), "invalid int value"),
     CliCase("events-without-a-hub", ("events", "--data-dir", "{empty}"), "fleetbus up"),
+    CliCase(
+        "cluster-ls-when-the-hubs-nats-is-down",
+        ("cluster", "ls", "--data-dir", "{deadhub}"),
+        "cannot connect to NATS",
+        own_process=True,
+    ),
+    CliCase(
+        "status-when-the-hubs-api-is-down",
+        ("status", "--data-dir", "{deadhub}"),
+        "cannot reach the hub",
+        own_process=True,
+    ),
     CliCase("up-http-not-host-port", ("up", "--http", "nope"), "expected HOST:PORT"),
     CliCase("up-nats-url-not-a-url", ("up", "--nats-url", "foo"), "expected nats://"),
     CliCase("up-replicas-out-of-range", ("up", "--replicas", "9"), "replicas must be 1 to 5"),
@@ -158,7 +173,22 @@ def test_a_bad_cli_argument_is_one_clear_error_and_writes_nothing(
     (chart / "templates" / "cm.yaml").write_bytes(CONFIGMAP)
     values = tmp_path / "values.yaml"
     values.write_bytes(case.values)
+    dead = tmp_path / "dead-hub"
+    dead.mkdir()
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    (dead / "hub.json").write_bytes(
+        orjson.dumps(
+            {
+                "nats_url": f"nats://{closed}",
+                "nats_urls": [f"nats://{closed}"],
+                "http_url": f"http://{closed}",
+                "data_dir": str(dead),
+            }
+        )
+    )
+    (dead / "secrets.json").write_bytes(b'{"hub_password": "x", "sys_password": "y"}')
     places = {
+        "{deadhub}": str(dead),
         "{ok}": str(ok),
         "{chart}": str(chart),
         "{values}": str(values),
@@ -167,7 +197,12 @@ def test_a_bad_cli_argument_is_one_clear_error_and_writes_nothing(
         "{data}": str(live_hub.data_dir),
     }
     argv = [places.get(arg, arg) for arg in case.argv]
-    assert_one_clear_error(run_cli(argv, capsys, case.stdin), case.expect)
+    if case.own_process:
+        done = live_hub.cli(*argv, stdin=case.stdin)
+        outcome = CliOutcome(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
+    else:
+        outcome = run_cli(argv, capsys, case.stdin)
+    assert_one_clear_error(outcome, case.expect)
     assert live_hub.last_sequences() == before
 
 
