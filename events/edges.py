@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from events import subjects
-
 EDGE_DOMAIN_PREFIX = "edge-"
 OUTBOX_PREFIX = "REPORTS-"
 MIRROR_PREFIX = "DESIRED-"
@@ -82,7 +80,3 @@ def report_origin(headers: Mapping[str, str] | None) -> str | None:
         return None
     cluster = stream[len(OUTBOX_PREFIX) :]
     return cluster or None
-
-
-def report_filter(cluster: str) -> str:
-    return subjects.report_filter(cluster)

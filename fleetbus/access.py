@@ -307,12 +307,6 @@ class AccessState:
             return {}
         return {str(k): str(v) for k, v in clusters.items()} if isinstance(clusters, dict) else {}
 
-    def applied_seq(self) -> int:
-        try:
-            return int(orjson.loads(self.path.read_bytes())["applied_seq"])
-        except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
-            return 0
-
 
 def access_state(data: DataDir) -> AccessState:
     return AccessState(data.root / "access.json")

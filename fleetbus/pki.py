@@ -350,7 +350,3 @@ def _covers(cert_pem: bytes, hosts: list[str], now: datetime) -> bool:
         except ValueError:
             wanted.add(host)
     return wanted <= present
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
