@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -415,21 +416,35 @@ class ClusterAccessService:
         clusters' leafs, any leaf whose name belongs to no registered cluster, or that shares
         its name with another leaf, is dropped: honest edges reconnect within a second, a
         revoked certificate cannot.
+
+        The name is the edge's own claim. So on a revocation every other leaf must also prove
+        it: a request on `$JS.edge-<cluster>.API` can only reach the leaf whose certificate is
+        that cluster's (the hub lets no other leaf subscribe to it). A revoked edge that
+        called itself by another cluster's name gets no such request and is dropped too.
         """
         leafs = await asyncio.to_thread(leaf_connections, self.server.monitor_port)
         allowed = {
             edges.edge_domain(a.name) for a in self.clusters.values() if a.connection == edges.LEAF
         }
         targets = stale_leafs(leafs, allowed, {edges.edge_domain(name) for name in revoked})
+        if revoked:
+            dropping = {cid for cid, _ in targets}
+            rest = [
+                (int(str(leaf["id"])), str(leaf.get("name")))
+                for leaf in leafs
+                if leaf.get("account") == FLEET_ACCOUNT and int(str(leaf["id"])) not in dropping
+            ]
+            proven = await asyncio.gather(*(self._answers_as(name) for _, name in rest))
+            targets += [leaf for leaf, ok in zip(rest, proven, strict=True) if not ok]
         if not targets:
             return
         server_id = await asyncio.to_thread(hub_server_id, self.server.monitor_port)
-        secrets = self.data.secrets()
+        hub_secrets = self.data.secrets()
         nc = await connect(
             self.server.client_url,
             name="fleetbus-hub-access",
             user="sys",
-            password=secrets["sys_password"],
+            password=hub_secrets["sys_password"],
             max_reconnect_attempts=0,
         )
         try:
@@ -445,6 +460,25 @@ class ClusterAccessService:
                 log.info("dropped leaf connection %s (%s)", cid, name)
         finally:
             await nc.close()
+
+    async def _answers_as(self, leaf_name: str) -> bool:
+        """Whether the leaf named `edge-<cluster>` serves that cluster's JetStream domain.
+
+        The reply subject is under `$JSC.R.`, the only reply prefix a leaf may publish to."""
+        nc = self.store.nc
+        reply = f"$JSC.R.{secrets.token_hex(8)}"
+        try:
+            sub = await nc.subscribe(reply, max_msgs=1)
+            try:
+                await nc.publish(f"$JS.{leaf_name}.API.INFO", b"", reply=reply)
+                answer = await sub.next_msg(timeout=2.0)
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        except (nats.errors.Error, TimeoutError):
+            return False
+        # Nobody subscribed: the server itself answers with status 503.
+        return (answer.headers or {}).get("Status") != "503"
 
     async def wait_applied(self, seq: int) -> None:
         """Wait until the event at `seq` is effective (bound it with `asyncio.timeout`)."""

@@ -28,14 +28,17 @@ from edge_connector.simulator import SimExecutor
 from events.catalog import TaskApplied
 from events.codec import encode_event
 from events.inventory import InventoryDigest, encode_inventory
+from fleetbus.bundle import leaf_config
 from fleetbus.edge import EdgeRuntime
 from fleetbus.edgehub import hub_pki
+from fleetbus.natsserver import NatsServer, free_port
 from fleetbus.pki import CertificateAuthority, cluster_of_certificate, identity_of_certificate
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,
     edge_hub,
     eventually,
+    leaf_connections,
     leaf_names,
     log_mentions,
     sample_taskset,
@@ -43,6 +46,10 @@ from tests.integration.edge_harness import (
 )
 
 DENIED = (nats.errors.NoRespondersError, nats.errors.TimeoutError)
+
+
+def leaf_ids(server: NatsServer, name: str) -> list[int]:
+    return [int(leaf["id"]) for leaf in leaf_connections(server) if leaf.get("name") == name]
 
 
 @dataclass
@@ -340,3 +347,49 @@ async def test_a_cluster_certificate_cannot_log_in_as_a_plain_client(tmp_path: P
         assert answer.startswith("INFO ")
         assert "-ERR 'Authorization Violation'" in answer
         assert "PONG" not in answer
+
+
+async def test_a_revoked_edge_that_claims_another_clusters_name_is_dropped_too(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        honest = await hub.start_edge(await hub.register("gamma"))
+        await hub.register("beta")  # registered, its edge offline
+        alpha = await hub.register("alpha")
+        # alpha's certificate, but its leaf calls itself edge-beta.
+        root = tmp_path / "impostor"
+        root.mkdir()
+        config = leaf_config(
+            alpha.settings,
+            port=free_port(),
+            monitor_port=free_port(),
+            store_dir=root / "js",
+            connector_password="x",
+            ca_file=alpha.ca_file,
+            cert_file=alpha.cert_file,
+            key_file=alpha.key_file,
+        ).replace('server_name: "edge-alpha"', 'server_name: "edge-beta"')
+        (root / "leaf.conf").write_text(config)
+        monitor = int(config.split('http: "127.0.0.1:')[1].split('"')[0])
+        impostor = NatsServer(
+            config_path=root / "leaf.conf",
+            client_url="nats://unused",
+            monitor_port=monitor,
+            log_path=root / "nats.log",
+        )
+        await asyncio.to_thread(impostor.start)
+        try:
+            await eventually(
+                lambda: {"edge-beta", "edge-gamma"} <= leaf_names(hub.server),
+                what="the impostor and the honest edge connected",
+            )
+            gamma_before = leaf_ids(hub.server, "edge-gamma")
+            await hub.deregister("alpha")
+            await eventually(
+                lambda: "edge-beta" not in leaf_names(hub.server), what="the impostor dropped"
+            )
+            assert honest.server is not None
+            # The honest edge proved who it is and kept its connection.
+            assert leaf_ids(hub.server, "edge-gamma") == gamma_before
+        finally:
+            await asyncio.to_thread(impostor.stop)
