@@ -4,11 +4,12 @@ Edges send `fleet.inventory.<cluster>` digests (core NATS, see `events.inventory
 one the hub reads the cluster's slice of DESIRED (one batched direct get, last message per
 subject) and compares digests; in the common case they are equal and nothing else happens. When
 they differ, `decide_repair` names the tasksets the edge lacks or holds stale, leaving out
-messages written in the last `settle` seconds (still on their way to the edge) and clusters
-repaired within `cooldown`. Each is re-delivered by writing the same ClusterTask again on its
-subject, conditional on the sequence just read (a concurrent scheduler write wins and delivers
-anyway), which reaches the edge's mirror or durable consumer as a new message; then
-`AntiEntropyRepaired` is appended to the log.
+messages written in the last `settle` seconds (still on their way to the edge); clusters
+repaired within `cooldown` are skipped, and only what two consecutive digests lacked is
+repaired (a freshly started edge may report before its mirror caught up). Each is re-delivered
+by writing the same ClusterTask again on its subject, conditional on the sequence just read (a
+concurrent scheduler write wins and delivers anyway), which reaches the edge's mirror or
+durable consumer as a new message; then `AntiEntropyRepaired` is appended to the log.
 
 The digest's origin is its subject: the hub only lets cluster C publish on
 `fleet.inventory.C`, and a digest whose body names another cluster is dropped.
@@ -86,6 +87,17 @@ def decide_repair(
             continue
         stale.append(name)
     return stale
+
+
+def confirmed(previous: Mapping[str, int] | None, current: Mapping[str, int]) -> list[str]:
+    """Tasksets two consecutive digests of a cluster lacked, at the same DESIRED message.
+
+    One digest is not enough: an edge that has just (re)started may send its first digest
+    before its mirror caught up. A second one, an inventory interval later, is.
+    """
+    if not previous:
+        return []
+    return sorted(name for name, seq in current.items() if previous.get(name) == seq)
 
 
 def cooling_down(last_repair: datetime | None, now: datetime, cooldown: timedelta) -> bool:
@@ -230,6 +242,8 @@ class AntiEntropyService:
     """When each cluster last sent an inventory digest (liveness)."""
     last_repair: dict[str, datetime] = field(default_factory=dict)
     repairs: int = 0
+    _suspects: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per cluster, what its last digest lacked: (taskset -> DESIRED sequence)."""
 
     def __post_init__(self) -> None:
         self.reader = DesiredReader(self.store)
@@ -261,8 +275,14 @@ class AntiEntropyService:
         entries = await self.reader.cluster_entries(cluster)
         digest = hub_digest(entries)
         if digest == inventory.desired_digest:
+            self._suspects.pop(cluster, None)
             return None
-        stale = decide_repair(entries, inventory, now, settle=self.settle)
+        found = {
+            name: entries[name].seq
+            for name in decide_repair(entries, inventory, now, settle=self.settle)
+        }
+        stale = confirmed(self._suspects.get(cluster), found)
+        self._suspects[cluster] = found
         repaired = []
         for name in stale:
             try:
@@ -272,6 +292,7 @@ class AntiEntropyService:
             repaired.append(name)
         if not repaired:
             return None
+        self._suspects.pop(cluster, None)
         self.last_repair[cluster] = now
         event = AntiEntropyRepaired(
             id=new_event_id(),

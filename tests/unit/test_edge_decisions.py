@@ -27,7 +27,7 @@ from fleetbus.access import (
     revoked_clusters,
     stale_leafs,
 )
-from scheduler.antientropy import DesiredEntry, cooling_down, decide_repair, hub_digest
+from scheduler.antientropy import DesiredEntry, confirmed, cooling_down, decide_repair, hub_digest
 from scheduler.provisioning import (
     durable_config,
     evolve_clusters,
@@ -317,3 +317,9 @@ def test_stale_leafs_are_revoked_unknown_or_duplicated_names() -> None:
         (4, "edge-gamma"),
         (5, "intruder"),
     ]
+
+
+def test_a_repair_needs_two_consecutive_digests_lacking_the_same_message() -> None:
+    assert confirmed(None, {"web": 4}) == []
+    assert confirmed({"web": 4, "db": 2}, {"web": 4, "db": 3, "new": 1}) == ["web"]
+    assert confirmed({"web": 4}, {}) == []
