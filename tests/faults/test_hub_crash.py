@@ -41,8 +41,10 @@ WRITERS = 4
 
 
 def kill_points(rng: random.Random, total: int, kills: int) -> list[int]:
-    """Acknowledged-event counts at which to kill: one inside each equal slice of the burst."""
-    width = total / (kills + 1)
+    """Acknowledged-event counts at which to kill: one inside each equal slice of the first
+    60% of the burst, so the writers are still busy when the last kill comes even after a slow
+    restart."""
+    width = 0.6 * total / (kills + 1)
     return [int(width * (index + rng.uniform(0.6, 1.4))) for index in range(kills)]
 
 
