@@ -51,8 +51,17 @@ class Child:
     def check(self) -> None:
         if self.process.poll() is not None:
             raise HubFailed(
-                f"{self.name} exited with code {self.process.returncode}:\n{self.tail()}"
+                f"{self.name} exited with code {self.process.returncode}: {self.last_error()}"
             )
+
+    def last_error(self) -> str:
+        """The last line of its output that names an error (else its last line), shortened."""
+        lines = [line.strip() for line in self.tail(60).splitlines() if line.strip()]
+        errors = [
+            line for line in lines if "rror" in line or "failed" in line or "Exception" in line
+        ]
+        chosen = (errors or lines or ["(no output)"])[-1]
+        return chosen[:300]
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, then SIGKILL; and its own children (a nats-server runs in a session of its
