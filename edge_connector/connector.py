@@ -20,14 +20,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from edge_connector import decisions
 from edge_connector.errors import ApplyFailed, ConnectorError
-from edge_connector.executor import DriftObserved, Executor
+from edge_connector.executor import AppliedTask, DriftObserved, Executor
 from events.catalog import Report
 from events.errors import EventLogError
 from events.inventory import InventoryDigest
@@ -255,15 +255,31 @@ class Connector:
         self.report(decisions.corrected_event(task, observed, decision.events[0].id, self.clock()))
 
     async def _inventory_loop(self) -> None:
+        """Send a digest every interval, and re-check what is held against what runs."""
         # The first digest goes out soon after start: it tells the hub this edge is back.
         delay = min(self.settings.inventory_interval, 1.0)
         while True:
             await asyncio.sleep(delay)
             delay = self.settings.inventory_interval
             try:
-                await self.inventory_sink.publish(await self.inventory())
+                executor_inventory = await self.executor.inventory()
+                self._recheck(executor_inventory.applied)
+                await self.inventory_sink.publish(
+                    decisions.inventory_digest(
+                        self.cluster, self.held, executor_inventory, self.clock()
+                    )
+                )
             except FleetbusError as e:
                 log.warning("inventory digest not sent: %s", e)
+
+    def _recheck(self, applied: Mapping[str, AppliedTask]) -> None:
+        """Reconcile held tasks the executor no longer runs as held (its state was lost)."""
+        for name, task in self.held.items():
+            if name in self._inflight or name in self._pending:
+                continue
+            if decisions.plan_task(task, applied.get(name)) != "none":
+                log.info("%s no longer runs as desired on %s; reconciling", name, self.cluster)
+                self._schedule(name)
 
     async def _outbox_loop(self) -> None:
         while True:

@@ -203,3 +203,12 @@ async def test_inventory_digests_say_what_is_held_and_applied() -> None:
         assert latest.cluster == "alpha"
         assert latest.desired["web"].generation == 1
         assert latest.objects == 1
+
+
+async def test_a_cluster_that_lost_its_state_is_reconciled_from_what_is_held() -> None:
+    async with Rig() as rig:
+        await rig.feed.queue.put(task(web()))
+        await until(lambda: "web" in rig.sim.applied)
+        rig.sim.wipe()
+        await until(lambda: "web" in rig.sim.applied)
+        assert len(rig.of(TaskApplied)) == 2
