@@ -9,12 +9,15 @@ they held before (their last sequences, read from nats-server's own monitoring, 
 
 from __future__ import annotations
 
+import http.server
 import io
 import sys
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -534,3 +537,47 @@ def test_a_json_body_nested_too_deep_is_a_400(api_hub: LiveHub) -> None:
     )
     assert api_hub.last_sequences() == before
     assert answer.status == 400, answer.body[:200]
+
+
+class _RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a ConfigMap, and remembers that somebody asked."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        body = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fetched}\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
+    api_hub: LiveHub, tmp_path: Path
+) -> None:
+    """A Kustomize overlay may name remote resources; uploaded to the hub, it must not turn
+    the hub into a client of whatever address the uploader picks (an internal service, a
+    cloud metadata endpoint)."""
+    _RecordingHandler.asked = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        overlay = tmp_path / "overlay"
+        overlay.mkdir()
+        url = f"http://127.0.0.1:{server.server_address[1]}/internal/secret.yaml"
+        (overlay / "kustomization.yaml").write_text(f"resources:\n- {url}\n")
+        before = api_hub.last_sequences()
+        filename, content = source_upload(overlay)
+        answer = api_hub.upload(api_hub.admin_token(), {"name": "fetcher"}, filename, content)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert _RecordingHandler.asked == [], f"the hub fetched {_RecordingHandler.asked}"
+    assert_clear_http_error(answer, 400, "is remote")
+    assert api_hub.last_sequences() == before
