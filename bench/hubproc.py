@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.natsserver import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class HubFailed(RuntimeError):
@@ -55,13 +58,8 @@ class Child:
             )
 
     def last_error(self) -> str:
-        """The last line of its output that names an error (else its last line), shortened."""
-        lines = [line.strip() for line in self.tail(60).splitlines() if line.strip()]
-        errors = [
-            line for line in lines if "rror" in line or "failed" in line or "Exception" in line
-        ]
-        chosen = (errors or lines or ["(no output)"])[-1]
-        return chosen[:300]
+        """Its last error, with the last place in this repository a traceback passed through."""
+        return describe_failure(self.tail(200))
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, then SIGKILL; and its own children (a nats-server runs in a session of its
@@ -90,6 +88,28 @@ class Child:
 
     def children_rss_mib(self) -> float:
         return sum(rss_mib(pid) for pid in children_of(self.pid))
+
+
+_FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def describe_failure(output: str) -> str:
+    """One line for a process's output: its last exception and where (in this repository)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    place = ""
+    error = ""
+    for line in lines:
+        frame = _FRAME.search(line)
+        if frame is not None:
+            path = Path(frame["path"])
+            if path.is_relative_to(REPO) and ".venv" not in path.parts:
+                place = f"{path.relative_to(REPO)}:{frame['line']} ({frame['function']})"
+        elif _EXCEPTION.match(line):
+            error = line
+    if not error:
+        return (lines or ["(no output)"])[-1][:300]
+    return (f"{error} at {place}" if place else error)[:300]
 
 
 def _cmdline(pid: int) -> bytes:

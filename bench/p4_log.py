@@ -98,16 +98,19 @@ async def batched_appends(store: EventStore, events: Sequence[Event]) -> float:
     return rate(len(events), time.perf_counter() - started)
 
 
-async def replay(store: EventStore, expected: int) -> float:
-    """Read the whole log, keeping nothing: the rate of `EventStore.read` itself."""
+async def replay(store: EventStore, expected: int) -> tuple[float, float]:
+    """Read the whole log, keeping nothing: the rate of `EventStore.read` itself, and the
+    share of one core this process used meanwhile (near 100 %: the client is the bound)."""
     count = 0
     started = time.perf_counter()
+    cpu = time.process_time()
     async for _ in store.read():
         count += 1
     elapsed = time.perf_counter() - started
+    used = time.process_time() - cpu
     if count != expected:
         raise RuntimeError(f"replay returned {count} events, the log holds {expected}")
-    return rate(count, elapsed)
+    return rate(count, elapsed), 100.0 * used / elapsed
 
 
 async def first_events(store: EventStore, count: int) -> list[StoredEvent]:
@@ -159,6 +162,7 @@ async def run(mode: Mode) -> FigureResult:
         "replay": [],
         "scheduler_fold": [],
         "projector_fold": [],
+        "replay_cpu": [],
     }
     async with throwaway_hub() as hub:
         store = await hub.store()
@@ -190,7 +194,9 @@ async def run(mode: Mode) -> FigureResult:
                 written += count
             held = await store.last_sequence()
             for _ in range(mode.repeats):
-                runs["replay"].append(await replay(store, held))
+                replay_rate, client_cpu = await replay(store, held)
+                runs["replay"].append(replay_rate)
+                runs["replay_cpu"].append(client_cpu)
             kept = await first_events(store, 100_000)
             for _ in range(mode.repeats):
                 runs["scheduler_fold"].append(scheduler_fold(kept))
@@ -243,6 +249,13 @@ async def run(mode: Mode) -> FigureResult:
             value=headline("replay"),
             better="higher",
             runs=runs["replay"],
+        ),
+        Metric(
+            key="replay_client_cpu_pct",
+            label="replaying process's CPU during the replay (share of one core)",
+            unit="%",
+            value=headline("replay_cpu"),
+            runs=runs["replay_cpu"],
         ),
         Metric(
             key="fold_per_s",

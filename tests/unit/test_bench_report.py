@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.figure import FigureResult, Metric, Target, format_number
+from bench.hubproc import REPO, describe_failure
 from bench.machine import MachineInfo, parse_cpu_model, parse_mem_total_gib
 from bench.p1_convergence import stage_note
 from bench.procstat import cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
@@ -233,3 +234,18 @@ def test_a_stage_without_samples_is_left_out_of_the_breakdown() -> None:
     note = stage_note(100, {"scheduled": [0.1]})
     assert "scheduler" in note
     assert "sourcing" not in note
+
+
+def test_a_failed_process_is_described_by_its_last_exception_and_our_frame() -> None:
+    output = (
+        "starting\n"
+        "Traceback (most recent call last):\n"
+        f'  File "{REPO}/fleetbus/edgehub.py", line 131, in start\n'
+        "    await self.provisioning.wait_applied(last)\n"
+        '  File "/usr/lib/python3.11/asyncio/timeouts.py", line 115, in __aexit__\n'
+        "    raise TimeoutError from exc_val\n"
+        "TimeoutError\n"
+    )
+    assert describe_failure(output) == "TimeoutError at fleetbus/edgehub.py:131 (start)"
+    assert describe_failure("all good\nlast words\n") == "last words"
+    assert describe_failure("") == "(no output)"
