@@ -32,8 +32,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--stream",
         choices=STREAMS,
-        default="events",
-        help="hub events (default), cluster reports, or all of them in time order",
+        default=None,
+        help="hub events, cluster reports, or all of them in time order (default: all with "
+        "--cluster, whose story includes its reports; hub events otherwise)",
     )
     parser.add_argument(
         "--follow", action="store_true", help="keep printing new events (--until is ignored)"
@@ -44,6 +45,8 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.stream is None:
+        args.stream = "all" if args.cluster and args.from_seq is None else "events"
     client = HubClient.from_args(args)
     filters: Params = {
         "cluster": args.cluster,

@@ -164,7 +164,7 @@ async def test_publish_reaches_the_apiserver_and_drift_comes_back_corrected(
         assert corrected[0]["causation_id"] == detected[0]["id"]
         restored: Any = await controller.get("v1", "ConfigMap", "board-config", kube_namespace)
         assert restored["data"]["title"] == "Fleet board"
-        table = await asyncio.to_thread(hub.fleetbus, "events", "--stream", "all")
+        table = await asyncio.to_thread(hub.fleetbus, "events", "--cluster", CLUSTER)
         assert "DriftCorrected" in table.stdout
     finally:
         await edge.stop()
