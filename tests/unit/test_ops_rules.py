@@ -1,0 +1,40 @@
+"""The shipped Prometheus rules query only metrics the hub exposes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from api.metrics import HubMetrics
+
+RULES = Path(__file__).resolve().parents[2] / "ops" / "prometheus" / "fleetbus-rules.yaml"
+
+
+def exposed_samples() -> set[str]:
+    names: set[str] = set()
+    for family in HubMetrics().registry.collect():
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        if family.type == "histogram":
+            names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return names
+
+
+def test_every_alert_queries_only_metrics_the_hub_exposes() -> None:
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    assert len(rules) >= 5
+    exposed = exposed_samples()
+    for rule in rules:
+        used = set(re.findall(r"\bfleetbus_[a-z_]+", rule["expr"]))
+        assert used, rule["alert"]
+        assert used <= exposed, f"{rule['alert']} uses unknown metrics {sorted(used - exposed)}"
+        assert rule["annotations"]["summary"]
+
+
+def test_alert_names_are_unique() -> None:
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    names = [rule["alert"] for rule in rules]
+    assert len(names) == len(set(names))
