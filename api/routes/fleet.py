@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import get
-from litestar.params import FromQuery, PathParameter
+from litestar.params import FromQuery, PathParameter, QueryParameter
 
 from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
@@ -47,6 +47,8 @@ class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
     connected: bool
     """Heard from (inventory digest or report) within the last 90 seconds."""
     last_seen: datetime | None = None
+    registered: bool = True
+    """False for a deregistered cluster (listed only with `all=true`)."""
 
 
 class RolloutView(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,6 +153,7 @@ def cluster_views(
             registered_at=row.registered_at,
             connected=row.name in seen and now - seen[row.name] < CONNECTED_WITHIN,
             last_seen=seen.get(row.name),
+            registered=row.registered,
         )
         for row in rows
     ]
@@ -196,10 +199,16 @@ async def fleet_status(hub: Hub, taskset: FromQuery[str | None] = None) -> Fleet
     tags=["clusters"],
     summary="Registered clusters, with labels and whether they are connected",
 )
-async def list_clusters(hub: Hub) -> list[ClusterView]:
+async def list_clusters(
+    hub: Hub,
+    include_deregistered: Annotated[
+        bool, QueryParameter(name="all", description="also list deregistered clusters")
+    ] = False,
+) -> list[ClusterView]:
     async with hub.read_models() as db:
         cells = await queries.fleet_status(db)
-        return cluster_views(await queries.clusters(db), cells, hub, datetime.now(UTC))
+        rows = await queries.clusters(db, include_deregistered=include_deregistered)
+        return cluster_views(rows, cells, hub, datetime.now(UTC))
 
 
 @get(
