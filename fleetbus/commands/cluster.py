@@ -1,70 +1,76 @@
-"""`fleetbus cluster`: register, list, relabel and deregister clusters.
+"""`fleetbus cluster`: register, list, relabel and deregister clusters, through the hub's API.
 
-`register --out DIR` also issues the cluster's client certificate (from the hub's CA, its
-fingerprint recorded in `ClusterRegistered`), waits until the hub admits it, and writes the
-cluster's bundle: everything an edge needs to join the hub. `write_bundle` is the one place the
-bundle is assembled. `rm` waits until the hub has revoked the cluster's access.
+`register` asks the hub (`POST /api/v1/clusters`, admin) to record the cluster and issue its
+client certificate; the answer, sent once the hub admits the cluster, is the cluster's edge
+bundle as a .tar.gz. The key in it exists nowhere else, so `--out DIR` unpacks it
+(`fleetbus.bundle_unpack`: checked member by member, key 0600) and without `--out` it is
+dropped: that cluster's edge cannot connect until it is removed and registered again with one.
+`--out` must name a new or empty directory, or one holding an earlier bundle of the same
+cluster (which is then renewed in place); anything else is refused before the hub is asked.
+
+`rm` answers once the hub has revoked the cluster's access. `ls` reads the hub's read models,
+after waiting (briefly) until they include everything on the log, so it lists what a command
+just before it did.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
+import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import orjson
 
-from api.clusters import (
-    ClusterRecord,
-    change_cluster_labels,
-    deregister_cluster,
-    list_clusters,
-    parse_label_arguments,
-    register_cluster,
-)
+from api.clusters import parse_label_arguments
 from api.errors import InvalidRequest
-from fleetbus.access import hub_leaf_urls, issue_cluster_certificate, wait_for_access
-from fleetbus.bundle import EdgeSettings, write_edge_bundle
-from fleetbus.commands.publish import local_actor
-from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
-from fleetbus.local import open_local_store
-from fleetbus.pki import HubPki, IssuedCertificate
+from edge_connector.errors import BundleError
+from events.streams import EVENTS_STREAM
+from fleetbus.bundle_unpack import BundleTarget, prepare_bundle_dir, unpack_bundle
+from fleetbus.client import HubClient, add_hub_options
+
+BUNDLE_MEDIA_TYPE = "application/gzip"
+READ_MODELS_WAIT_S = 10.0
+LAST_SEQUENCE = 2**53
+"""A sequence past any log's end: an events page from there is empty but says where it ends."""
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("cluster", help="register, list, label and remove clusters")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    add = verbs.add_parser("register", parents=[common], help="register a cluster")
+    add = verbs.add_parser("register", help="register a cluster")
     add.add_argument("name")
     add.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     add.add_argument(
-        "--out", type=Path, default=None, metavar="DIR", help="write the cluster's bundle into DIR"
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the cluster's bundle into DIR (new, empty, or an earlier bundle of NAME)",
     )
+    add_hub_options(add)
     add.set_defaults(handler=handle_register)
 
-    ls = verbs.add_parser("ls", parents=[common], help="list registered clusters")
+    ls = verbs.add_parser("ls", help="list registered clusters")
     ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
     ls.add_argument("--all", action="store_true", help="include deregistered clusters")
+    add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
 
-    label = verbs.add_parser(
-        "label", parents=[common], help="set (KEY=VALUE) or remove (KEY-) labels"
-    )
+    label = verbs.add_parser("label", help="set (KEY=VALUE) or remove (KEY-) labels")
     label.add_argument("name")
     label.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    add_hub_options(label)
     label.set_defaults(handler=handle_label)
 
-    rm = verbs.add_parser(
-        "rm", parents=[common], help="deregister a cluster (its tasksets are no longer placed)"
-    )
+    rm = verbs.add_parser("rm", help="deregister a cluster (its tasksets are no longer placed)")
     rm.add_argument("name")
+    add_hub_options(rm)
     rm.set_defaults(handler=handle_rm)
 
 
@@ -72,105 +78,112 @@ def labels_text(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
-def write_bundle(
-    out: Path,
-    record: ClusterRecord,
-    *,
-    data: DataDir | None = None,
-    issued: IssuedCertificate | None = None,
-) -> Path:
-    """Write the cluster's bundle directory: `cluster.json` (name and labels) and, with a
-    certificate, the edge's files (CA, certificate, key, leaf config, connector settings,
-    Helm values; see `fleetbus.bundle`)."""
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
-    path = out / "cluster.json"
-    path.write_bytes(
-        orjson.dumps({"name": record.name, "labels": record.labels}, option=orjson.OPT_INDENT_2)
-        + b"\n"
-    )
-    if data is not None and issued is not None:
-        settings = EdgeSettings(
-            cluster=record.name, hub_urls=hub_leaf_urls(data), labels=dict(record.labels)
-        )
-        ca_pem = HubPki(data.root / "pki").ca_cert.read_bytes()
-        write_edge_bundle(out, settings, ca_pem=ca_pem, issued=issued)
-    return out
+def cluster_path(name: str, *rest: str) -> str:
+    return "/".join(["/api/v1/clusters", urllib.parse.quote(name, safe=""), *rest])
 
 
-async def handle_register(args: argparse.Namespace) -> int:
+def handle_register(args: argparse.Namespace) -> int:
     labels, removed = parse_label_arguments(args.label)
     if removed:
         raise InvalidRequest("--label takes KEY=VALUE")
-    data = DataDir(args.data_dir)
-    now = datetime.now(UTC)
-    # Only a bundle carries the key, so a certificate is issued only when one is written;
-    # and only for a hub edges can reach (checked before anything is recorded).
-    issued = None
+    client = HubClient.from_args(args)
+    target: BundleTarget | None = None
     if args.out is not None:
-        hub_leaf_urls(data)
-        issued = issue_cluster_certificate(data, args.name, now)
-    store = await open_local_store(args.data_dir)
+        target = prepare_bundle_dir(args.out, args.name)
+    written = False
     try:
-        record = await register_cluster(
-            store,
-            args.name,
-            labels,
-            actor=local_actor(),
-            now=now,
-            certificate_fingerprint=issued.fingerprint if issued else "",
+        archive = client.request(
+            "POST",
+            "/api/v1/clusters",
+            body=json.dumps({"name": args.name, "labels": labels}).encode(),
+            content_type="application/json",
+            headers={"Accept": BUNDLE_MEDIA_TYPE},
         )
+        print(f"cluster {args.name} registered ({labels_text(labels)})")
+        if target is None:
+            print(
+                "no bundle written (--out DIR): its edge cannot connect until it has one "
+                f"(`fleetbus cluster rm {args.name}`, then register it again with --out DIR)"
+            )
+            return 0
+        try:
+            bundle = unpack_bundle(archive, target)
+        except BundleError as e:
+            raise BundleError(
+                f"{e}; cluster {args.name} is registered without a usable bundle: "
+                f"`fleetbus cluster rm {args.name}`, then register it again"
+            ) from e
+        written = True
     finally:
-        await store.close()
-    print(f"cluster {record.name} registered ({labels_text(record.labels)})")
-    if args.out is not None and issued is not None:
-        await wait_for_access(data, record.name, issued.fingerprint)
-        print(f"bundle written to {write_bundle(args.out, record, data=data, issued=issued)}")
-    else:
-        print("no bundle written (--out DIR): its edge cannot connect until it has one")
+        if target is not None and not written:
+            target.discard()
+    print(f"bundle written to {bundle.root}")
     return 0
 
 
-async def handle_ls(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        records = await list_clusters(store, include_deregistered=args.all)
-    finally:
-        await store.close()
+def wait_for_read_models(client: HubClient, timeout_s: float = READ_MODELS_WAIT_S) -> None:
+    """Wait until the hub's read models include every event logged before this call.
+
+    The read models trail the log by the projector's delay (milliseconds, when it runs), so
+    without this a `cluster ls` right after `cluster register` could miss the new cluster.
+    After `timeout_s` (a stopped projector) the list is shown anyway, with a note.
+    """
+    end = int(client.get("/api/v1/events", {"from_seq": LAST_SEQUENCE, "limit": 1})["last_seq"])
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        position = int(client.get("/api/v1/status")["positions"].get(EVENTS_STREAM, 0))
+        if position >= end:
+            return
+        if time.monotonic() >= deadline:
+            print(
+                f"fleetbus: note: the hub's read models are {end - position} event(s) behind "
+                "its log; this list may be out of date",
+                file=sys.stderr,
+            )
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def registered_at_text(value: str | None) -> str:
+    if not value:
+        return "-"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def handle_ls(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    wait_for_read_models(client)
+    clusters: list[dict[str, Any]] = client.get("/api/v1/clusters", {"all": args.all})
     if args.output == "json":
-        sys.stdout.buffer.write(
-            orjson.dumps(msgspec.to_builtins(records), option=orjson.OPT_INDENT_2) + b"\n"
-        )
+        sys.stdout.buffer.write(orjson.dumps(clusters, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     print(f"{'NAME':<24}  {'STATE':<12}  {'REGISTERED':<20}  LABELS")
-    for record in records:
-        when = record.registered_at.strftime("%Y-%m-%dT%H:%M:%SZ") if record.registered_at else "-"
-        state = "registered" if record.registered else "deregistered"
-        print(f"{record.name:<24}  {state:<12}  {when:<20}  {labels_text(record.labels)}")
+    for cluster in clusters:
+        when = registered_at_text(cluster.get("registered_at"))
+        state = "registered" if cluster.get("registered", True) else "deregistered"
+        print(f"{cluster['name']:<24}  {state:<12}  {when:<20}  {labels_text(cluster['labels'])}")
     return 0
 
 
-async def handle_label(args: argparse.Namespace) -> int:
+def handle_label(args: argparse.Namespace) -> int:
     labels, removed = parse_label_arguments(args.labels)
-    store = await open_local_store(args.data_dir)
-    try:
-        record = await change_cluster_labels(
-            store, args.name, labels, removed, actor=local_actor(), now=datetime.now(UTC)
+    client = HubClient.from_args(args)
+    body = json.dumps({"set": labels, "remove": removed}).encode()
+    answer = json.loads(
+        client.request(
+            "PATCH", cluster_path(args.name, "labels"), body=body, content_type="application/json"
         )
-    finally:
-        await store.close()
-    print(f"cluster {record.name} labels: {labels_text(record.labels)}")
+    )
+    print(f"cluster {answer['name']} labels: {labels_text(answer['labels'])}")
     return 0
 
 
-async def handle_rm(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        record = await deregister_cluster(
-            store, args.name, actor=local_actor(), now=datetime.now(UTC)
-        )
-    finally:
-        await store.close()
-    await wait_for_access(DataDir(args.data_dir), record.name, None)
-    print(f"cluster {record.name} deregistered; its access to the hub is revoked")
+def handle_rm(args: argparse.Namespace) -> int:
+    answer = HubClient.from_args(args).delete(cluster_path(args.name))
+    print(f"cluster {answer['name']} deregistered; its access to the hub is revoked")
     return 0

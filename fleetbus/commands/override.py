@@ -3,13 +3,18 @@
 Values files are YAML mappings of Helm values; patch files are YAML, one patch or a list of
 `{target: {kind, namespace, name}, mergePatch: {...}}` (RFC 7386) or `{target, jsonPatch: [...]}`
 (RFC 6902). Precedence: selector overrides first, then cluster ones (which win), by name.
+
+Every verb goes through the hub's API (`/api/v1/tasksets/{taskset}/overrides`): the hub checks
+an override against the taskset's latest snapshot before it records it, and renders previews
+(Helm values re-render the chart kept on the hub). Secret values come back masked.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+import urllib.parse
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +22,14 @@ import orjson
 import yaml
 
 from api.errors import InvalidRequest
-from api.overrides import (
-    SetOverride,
-    list_overrides,
-    preview_overrides,
-    remove_override,
-    set_override,
-)
-from events.charts import ChartStore
-from fleetbus.commands.publish import local_actor
-from fleetbus.datadir import DEFAULT_DATA_DIR
-from fleetbus.local import open_local_store
-from fleetbus.renderer import ChartArchiveRenderer
+from fleetbus.client import HubClient, add_hub_options
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("override", help="set, remove, list and preview overrides")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    set_ = verbs.add_parser(
-        "set", parents=[common], help="set (or replace) an override of a taskset"
-    )
+    set_ = verbs.add_parser("set", help="set (or replace) an override of a taskset")
     set_.add_argument("taskset")
     set_.add_argument("--name", required=True, help="the override's name")
     where = set_.add_mutually_exclusive_group(required=True)
@@ -56,25 +46,25 @@ def register(subparsers: Any) -> None:
     what.add_argument(
         "--patch", type=Path, default=None, metavar="FILE", help="merge or JSON patches (YAML)"
     )
+    add_hub_options(set_)
     set_.set_defaults(handler=handle_set)
 
-    rm = verbs.add_parser("rm", parents=[common], help="remove an override")
+    rm = verbs.add_parser("rm", help="remove an override")
     rm.add_argument("taskset")
     rm.add_argument("--name", required=True)
+    add_hub_options(rm)
     rm.set_defaults(handler=handle_rm)
 
-    ls = verbs.add_parser(
-        "ls", parents=[common], help="list a taskset's overrides in the order they apply"
-    )
+    ls = verbs.add_parser("ls", help="list a taskset's overrides in the order they apply")
     ls.add_argument("taskset")
     ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
 
-    preview = verbs.add_parser(
-        "preview", parents=[common], help="diff what the overrides make on one cluster"
-    )
+    preview = verbs.add_parser("preview", help="diff what the overrides make on one cluster")
     preview.add_argument("taskset")
     preview.add_argument("--cluster", required=True)
+    add_hub_options(preview)
     preview.set_defaults(handler=handle_preview)
 
 
@@ -83,69 +73,81 @@ def read_yaml_file(path: Path, what: str) -> Any:
         return yaml.safe_load(path.read_text())
     except OSError as e:
         raise InvalidRequest(f"cannot read {what} file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise InvalidRequest(f"{path}: not UTF-8 text (byte {e.start})") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise InvalidRequest(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
 
 
-async def handle_set(args: argparse.Namespace) -> int:
+def overrides_path(taskset: str, *rest: str) -> str:
+    """`/api/v1/tasksets/TASKSET/...`, each part quoted (the hub checks the names)."""
+    return "/".join(
+        ["/api/v1/tasksets", *(urllib.parse.quote(p, safe="") for p in (taskset, *rest))]
+    )
+
+
+def json_body(document: dict[str, Any], source: Path) -> bytes:
+    """The request body; YAML can hold what JSON cannot (sets, binary), named as the file's."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as e:
+        raise InvalidRequest(f"{source}: cannot be sent as JSON: {e}") from e
+
+
+def handle_set(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
-    patches: list[dict[str, Any]] = []
+    patches: list[Any] = []
     if args.values is not None:
+        source = args.values
         loaded = read_yaml_file(args.values, "values")
         if not isinstance(loaded, dict) or not loaded:
             raise InvalidRequest(f"{args.values}: values must be a non-empty YAML mapping")
         values = loaded
     else:
+        source = args.patch
         loaded = read_yaml_file(args.patch, "patch")
         patches = loaded if isinstance(loaded, list) else [loaded]
-    command = SetOverride(
-        taskset=args.taskset,
-        name=args.name,
-        cluster=args.cluster,
-        selector=args.selector,
-        values=values,
-        patches=patches,
-        actor=local_actor(),
+    body = json_body(
+        {"cluster": args.cluster, "selector": args.selector, "values": values, "patches": patches},
+        source,
     )
-    store = await open_local_store(args.data_dir)
-    try:
-        event = await set_override(store, command, datetime.now(UTC))
-    finally:
-        await store.close()
-    scope = f"cluster {event.cluster}" if event.cluster else f"selector {event.selector}"
-    print(f"override {event.name} of {event.taskset} set on {scope}")
+    client = HubClient.from_args(args)
+    answer = orjson.loads(
+        client.request(
+            "PUT",
+            overrides_path(args.taskset, "overrides", args.name),
+            body=body,
+            content_type="application/json",
+        )
+    )
+    scope = (
+        f"cluster {answer['cluster']}" if answer["cluster"] else f"selector {answer['selector']}"
+    )
+    print(f"override {answer['name']} of {answer['taskset']} set on {scope}")
     return 0
 
 
-async def handle_rm(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        await remove_override(
-            store, args.taskset, args.name, actor=local_actor(), now=datetime.now(UTC)
-        )
-    finally:
-        await store.close()
+def handle_rm(args: argparse.Namespace) -> int:
+    HubClient.from_args(args).delete(overrides_path(args.taskset, "overrides", args.name))
     print(f"override {args.name} of {args.taskset} removed")
     return 0
 
 
-async def handle_ls(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        overrides = await list_overrides(store, args.taskset)
-    finally:
-        await store.close()
+def handle_ls(args: argparse.Namespace) -> int:
+    overrides: list[dict[str, Any]] = HubClient.from_args(args).get(
+        overrides_path(args.taskset, "overrides")
+    )
     if args.output == "json":
         rows = [
             {
-                "name": o.name,
-                "cluster": o.cluster,
-                "selector": o.selector,
-                "kind": "values" if o.values else "patch",
-                "set_at": o.occurred_at.isoformat(),
-                "actor": o.actor,
+                "name": o["name"],
+                "cluster": o["cluster"],
+                "selector": o["selector"],
+                "kind": "values" if o["values"] else "patch",
+                "set_at": datetime.fromisoformat(o["set_at"]).isoformat(),
+                "actor": o["set_by"],
             }
             for o in overrides
         ]
@@ -153,25 +155,23 @@ async def handle_ls(args: argparse.Namespace) -> int:
         return 0
     print(f"{'NAME':<24}  {'KIND':<7}  {'TARGET':<32}  ACTOR")
     for o in overrides:
-        target = f"cluster {o.cluster}" if o.cluster else f"selector {o.selector}"
-        kind = "values" if o.values else "patch"
-        print(f"{o.name:<24}  {kind:<7}  {target:<32}  {o.actor}")
+        target = f"cluster {o['cluster']}" if o["cluster"] else f"selector {o['selector']}"
+        kind = "values" if o["values"] else "patch"
+        print(f"{o['name']:<24}  {kind:<7}  {target:<32}  {o['set_by']}")
     return 0
 
 
-async def handle_preview(args: argparse.Namespace) -> int:
-    store = await open_local_store(args.data_dir)
-    try:
-        renderer = ChartArchiveRenderer(ChartStore(store.nc))
-        preview = await preview_overrides(store, args.taskset, args.cluster, renderer)
-    finally:
-        await store.close()
-    applied = ", ".join(preview.overrides) or "none"
+def handle_preview(args: argparse.Namespace) -> int:
+    preview = HubClient.from_args(args).get(
+        overrides_path(args.taskset, "overrides-preview"), {"cluster": args.cluster}
+    )
+    applied = ", ".join(preview["overrides"]) or "none"
     print(
-        f"# {preview.taskset} v{preview.version} on {preview.cluster}; overrides: {applied}",
+        f"# {preview['taskset']} v{preview['version']} on {preview['cluster']}; "
+        f"overrides: {applied}",
         file=sys.stderr,
     )
-    sys.stdout.write(preview.diff or "")
-    if not preview.diff:
+    sys.stdout.write(preview["diff"] or "")
+    if not preview["diff"]:
         print("# the overrides change nothing on this cluster", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+from api.auth import Role
 from api.clusters import (
     ClusterAlreadyRegistered,
     ClusterNotFound,
@@ -29,11 +31,13 @@ from api.overrides import (
     set_override,
 )
 from api.rollouts import RolloutNotHalted, resume_rollout
-from events.catalog import Event, RolloutHalted, RolloutResumed
-from events.store import EventStore, connect
-from events.streams import hub_streams
+from events.catalog import RolloutHalted, RolloutResumed
+from events.store import EventStore
 from fleetbus.cli import main
+from fleetbus.enrollment import BundleEnrollment
+from fleetbus.pki import HubPki
 from tests.conftest import HubNats
+from tests.integration.api_harness import live_api
 from tests.integration.scheduler_harness import FakeChartRenderer
 from tests.scheduler_fixtures import config_map, deployment, envelope, make_taskset, published
 
@@ -175,47 +179,67 @@ async def test_only_a_halted_rollout_of_the_latest_version_can_be_resumed(
         await resume_rollout(event_store, "web", actor="user:a", now=NOW)
 
 
-def prepare_hub(hub: HubNats, *events: Event) -> None:
-    """Streams in place, `hub.json` written (as `fleetbus up` does), and `events` appended."""
-    hub.data.write_hub_info({"nats_url": hub.url})
+@pytest.fixture
+async def served(
+    hub_nats: HubNats, event_store: EventStore, tmp_path: Path
+) -> AsyncIterator[list[str]]:
+    """`--data-dir` of a hub whose API the CLI finds by `hub.json` and `admin.token`: with its
+    projector (for `cluster ls`) and a CA to enroll clusters with (as under `fleetbus up`)."""
+    pki = HubPki(tmp_path / "pki")
+    pki.ensure_ca(datetime.now(UTC))
+    async with live_api(event_store, hub_nats.data.root, projector=True) as api:
+        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        hub_nats.data.write_hub_info({"nats_url": hub_nats.url, "http_url": api.url})
+        (hub_nats.data.root / "admin.token").write_text(api.tokens[Role.admin])
+        yield ["--data-dir", str(hub_nats.data.root)]
 
-    async def setup() -> None:
-        nc = await connect(hub.url, user="hub", password=hub.password)
-        store = EventStore(nc)
-        await store.ensure_streams(hub_streams())
-        if events:
-            await store.append(list(events))
-        await store.close()
 
-    asyncio.run(setup())
+async def cli(*argv: str) -> int:
+    """Run the CLI as a user would: its own event loop, in its own thread."""
+    return await asyncio.to_thread(main, list(argv))
 
 
-def test_the_cli_registers_lists_labels_and_removes_clusters(
-    hub_nats: HubNats, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_the_cli_registers_lists_labels_and_removes_clusters(
+    served: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prepare_hub(hub_nats)
-    data = ["--data-dir", str(hub_nats.data.root)]
-    # `--out` (certificate and edge bundle) needs a hub with its leafnode listener: see
-    # tests/integration/test_edge_cli.py.
-    assert main(["cluster", "register", "edge-1", "--label", "env=prod", *data]) == 0
-    assert main(["cluster", "register", "edge-1", *data]) == 2
+    data = served
+    # `--out` (the edge bundle written to a directory): see tests/integration/test_edge_cli.py.
+    assert await cli("cluster", "register", "edge-1", "--label", "env=prod", *data) == 0
+    assert await cli("cluster", "register", "edge-1", *data) == 2
     assert "already registered" in capsys.readouterr().err
-    assert main(["cluster", "label", "edge-1", "tier=web", "env-", *data]) == 0
+    assert await cli("cluster", "label", "edge-1", "tier=web", "env-", *data) == 0
     capsys.readouterr()
-    assert main(["cluster", "ls", "-o", "json", *data]) == 0
+    assert await cli("cluster", "ls", "-o", "json", *data) == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert [(c["name"], c["labels"]) for c in listed] == [("edge-1", {"tier": "web"})]
-    assert main(["cluster", "rm", "edge-1", *data]) == 0
-    assert main(["cluster", "rm", "edge-1", *data]) == 2
+    assert await cli("cluster", "rm", "edge-1", *data) == 0
+    assert await cli("cluster", "rm", "edge-1", *data) == 2
 
 
-def test_the_cli_sets_previews_and_removes_an_override(
-    hub_nats: HubNats, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_the_cli_lists_deregistered_clusters_only_when_asked(
+    served: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prepare_hub(hub_nats)
-    data = ["--data-dir", str(hub_nats.data.root)]
-    assert main(["cluster", "register", "edge-1", "--label", "env=prod", *data]) == 0
-    prepare_hub(hub_nats, published(make_taskset("web"), 1, selector="env=prod"))
+    data = served
+    assert await cli("cluster", "register", "edge-1", *data) == 0
+    assert await cli("cluster", "register", "edge-2", "--label", "env=dev", *data) == 0
+    assert await cli("cluster", "rm", "edge-1", *data) == 0
+    capsys.readouterr()
+    assert await cli("cluster", "ls", *data) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["NAME", "STATE", "REGISTERED", "LABELS"]
+    assert [row.split()[:2] for row in table[1:]] == [["edge-2", "registered"]]
+    assert table[1].split()[3] == "env=dev"
+    assert await cli("cluster", "ls", "--all", *data) == 0
+    rows = [row.split()[:2] for row in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [["edge-1", "deregistered"], ["edge-2", "registered"]]
+
+
+async def test_the_cli_sets_previews_and_removes_an_override(
+    served: list[str], event_store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = served
+    assert await cli("cluster", "register", "edge-1", "--label", "env=prod", *data) == 0
+    await event_store.append([published(make_taskset("web"), 1, selector="env=prod")])
     patch = tmp_path / "patch.yaml"
     patch.write_text(
         yaml.safe_dump(
@@ -226,45 +250,41 @@ def test_the_cli_sets_previews_and_removes_an_override(
         )
     )
     assert (
-        main(
-            [
-                "override",
-                "set",
-                "web",
-                "--name",
-                "two",
-                "--selector",
-                "env=prod",
-                "--patch",
-                str(patch),
-                *data,
-            ]
+        await cli(
+            "override",
+            "set",
+            "web",
+            "--name",
+            "two",
+            "--selector",
+            "env=prod",
+            "--patch",
+            str(patch),
+            *data,
         )
         == 0
     )
     capsys.readouterr()
-    assert main(["override", "preview", "web", "--cluster", "edge-1", *data]) == 0
+    assert await cli("override", "preview", "web", "--cluster", "edge-1", *data) == 0
     shown = capsys.readouterr()
     assert "+  replicas: 2" in shown.out
     assert "overrides: two" in shown.err
     values = tmp_path / "values.yaml"
     values.write_text("replicas: 3\n")
     assert (
-        main(
-            [
-                "override",
-                "set",
-                "web",
-                "--name",
-                "v",
-                "--cluster",
-                "edge-1",
-                "--values",
-                str(values),
-                *data,
-            ]
+        await cli(
+            "override",
+            "set",
+            "web",
+            "--name",
+            "v",
+            "--cluster",
+            "edge-1",
+            "--values",
+            str(values),
+            *data,
         )
         == 2
     )
     assert "not a Helm chart" in capsys.readouterr().err
-    assert main(["override", "rm", "web", "--name", "two", *data]) == 0
+    assert await cli("override", "rm", "web", "--name", "two", *data) == 0

@@ -144,9 +144,15 @@ CLI_CASES = [
     CliCase("events-from-seq-not-a-number", ("events", "--from-seq", "abc"), "invalid int value"),
     CliCase("events-without-a-hub", ("events", "--data-dir", "{empty}"), "fleetbus up"),
     CliCase(
-        "cluster-ls-when-the-hubs-nats-is-down",
-        ("cluster", "ls", "--data-dir", "{deadhub}"),
+        "projector-rebuild-when-the-hubs-nats-is-down",
+        ("projector", "rebuild", "--data-dir", "{deadhub}"),
         "cannot connect to NATS",
+        own_process=True,
+    ),
+    CliCase(
+        "cluster-ls-when-the-hubs-api-is-down",
+        ("cluster", "ls", "--data-dir", "{deadhub}"),
+        "cannot reach the hub",
         own_process=True,
     ),
     CliCase(
