@@ -33,9 +33,10 @@ from api.overrides import (
 from api.rollouts import RolloutNotHalted, resume_rollout
 from events.catalog import RolloutHalted, RolloutResumed
 from events.store import EventStore
+from fleetbus.bundle import read_edge_bundle
 from fleetbus.cli import main
 from fleetbus.enrollment import BundleEnrollment
-from fleetbus.pki import HubPki
+from fleetbus.pki import HubPki, cluster_of_certificate
 from tests.conftest import HubNats
 from tests.integration.api_harness import live_api
 from tests.integration.scheduler_harness import FakeChartRenderer
@@ -288,3 +289,68 @@ async def test_the_cli_sets_previews_and_removes_an_override(
     )
     assert "not a Helm chart" in capsys.readouterr().err
     assert await cli("override", "rm", "web", "--name", "two", *data) == 0
+
+
+async def test_register_into_a_directory_of_other_files_is_refused_and_registers_nothing(
+    served: list[str], event_store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    last = await event_store.last_sequence()
+    assert await cli("cluster", "register", "edge-1", "--out", str(home), *served) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "not empty" in error
+    assert await event_store.last_sequence() == last
+    assert [p.name for p in home.iterdir()] == ["notes.txt"]
+
+
+async def test_registering_again_after_rm_renews_the_bundle_in_its_directory(
+    served: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "edge-1"
+    assert await cli("cluster", "register", "edge-1", "--out", str(out), *served) == 0
+    assert f"bundle written to {out}" in capsys.readouterr().out
+    first = read_edge_bundle(out).cert_file.read_bytes()
+    assert await cli("cluster", "register", "edge-2", "--out", str(out), *served) == 2
+    assert "bundle of cluster edge-1" in capsys.readouterr().err
+    assert await cli("cluster", "rm", "edge-1", *served) == 0
+    assert await cli("cluster", "register", "edge-1", "--out", str(out), *served) == 0
+    renewed = read_edge_bundle(out)
+    assert renewed.cert_file.read_bytes() != first
+    assert cluster_of_certificate(renewed.cert_file.read_bytes()) == "edge-1"
+
+
+async def test_the_cli_lists_overrides_in_the_order_they_apply(
+    served: list[str], event_store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli("cluster", "register", "edge-1", "--label", "env=prod", *served) == 0
+    await event_store.append([published(make_taskset("web"), 1, selector="env=prod")])
+    patch = tmp_path / "patch.yaml"
+    patch.write_text(
+        yaml.safe_dump(
+            [{"target": {"kind": "Deployment", "name": "web"}, "mergePatch": {"spec": {}}}]
+        )
+    )
+    for name, where in (("mine", ("--cluster", "edge-1")), ("prod", ("--selector", "env=prod"))):
+        code = await cli(
+            "override", "set", "web", "--name", name, *where, "--patch", str(patch), *served
+        )
+        assert code == 0
+    capsys.readouterr()
+    assert await cli("override", "ls", "web", "-o", "json", *served) == 0
+    rows = orjson.loads(capsys.readouterr().out)
+    assert [(r["name"], r["cluster"], r["selector"], r["kind"]) for r in rows] == [
+        ("prod", "", "env=prod", "patch"),
+        ("mine", "edge-1", "", "patch"),
+    ]
+    assert all(datetime.fromisoformat(r["set_at"]).tzinfo is not None for r in rows)
+    assert {r["actor"] for r in rows} == {"user:test-admin"}, "the token's name"
+    assert await cli("override", "ls", "web", *served) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["NAME", "KIND", "TARGET", "ACTOR"]
+    assert [line.split()[:4] for line in table[1:]] == [
+        ["prod", "patch", "selector", "env=prod"],
+        ["mine", "patch", "cluster", "edge-1"],
+    ]
