@@ -4,6 +4,10 @@
 a running hub's projector notices and continues from the rebuilt positions. `--out FILE`
 builds elsewhere and leaves the live database alone. `digest` prints a hash per table, so two
 projections at the same positions can be compared.
+
+Unlike the commands that go through the hub's API, these are admin tools of the hub's own
+machine: `rebuild` reads the log with the hub's NATS credentials and writes the projection file,
+both from the hub's data dir (`--data-dir`); `digest` reads the projection file.
 """
 
 from __future__ import annotations
@@ -24,9 +28,20 @@ from projector.service import PROJECTION_FILE, rebuild_projection
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("projector", help="rebuild or fingerprint the read models")
+    parser = subparsers.add_parser(
+        "projector",
+        help="rebuild or fingerprint the read models (on the hub's machine: needs its data dir)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="D",
+        help="the hub's data dir (NATS credentials, projection file; default ./.fleetbus)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     rebuild = verbs.add_parser("rebuild", parents=[common], help="replay the log from seq 1")
     rebuild.add_argument(

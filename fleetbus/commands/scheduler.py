@@ -2,6 +2,10 @@
 
 `fleetbus up` runs a scheduler itself; this command runs another one against the same hub,
 for a separate process or host. Only the holder of the lease decides; the others wait.
+
+It is a hub service, not a client: it speaks NATS as the hub's own user, with the password
+from the hub's data dir (on another host: a copy of its `secrets.json`, and `--nats-url`), not
+through the HTTP API.
 """
 
 from __future__ import annotations
@@ -22,8 +26,19 @@ from scheduler.service import SchedulerService
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("scheduler", help="run a scheduler against a running hub")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser = subparsers.add_parser(
+        "scheduler",
+        help="run a scheduler against a running hub (a hub service: needs the hub's data dir)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="D",
+        help="the hub's data dir: its NATS address and the hub service password",
+    )
     parser.add_argument(
         "--nats-url", default=None, help="hub NATS URL (default: from the data dir)"
     )
