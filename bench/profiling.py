@@ -33,5 +33,5 @@ def profiled(work: Callable[[], T], top: int = 3) -> tuple[T, float, list[str]]:
     for (filename, line, function), (_, _, own, _, _) in rows[:top]:
         where = Path(filename)
         shown = str(where.relative_to(REPO)) if where.is_relative_to(REPO) else where.name
-        lines.append(f"`{shown}:{line}` ({function}): {own:.2f} s of {total:.2f} s")
+        lines.append(f"`{shown}:{line}` (`{function}`): {own:.2f} s of {total:.2f} s")
     return result, total, lines
