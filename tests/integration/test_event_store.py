@@ -11,7 +11,7 @@ import pytest
 
 from events.catalog import ClusterLabelsChanged, ClusterRegistered, Event
 from events.codec import EventDecoder
-from events.errors import ConcurrencyConflict, UndecodableEvent
+from events.errors import ConcurrencyConflict, EventLogError, UndecodableEvent
 from events.ids import new_event_id
 from events.store import EventStore, StoredEvent, connect
 from tests.conftest import HubNats
@@ -213,3 +213,11 @@ async def test_a_retried_batch_is_stored_once(event_store: EventStore) -> None:
     assert again.duplicate
     assert again.sequences == first.sequences
     assert len(await read_all(event_store)) == 2
+
+
+async def test_the_hubs_service_user_cannot_delete_the_log(event_store: EventStore) -> None:
+    await event_store.append([registered("kept")])
+    impatient = EventStore(event_store.nc, timeout=1.0, attempts=1)
+    with pytest.raises(EventLogError):
+        await impatient.api_request("STREAM.DELETE.EVENTS")
+    assert await event_store.last_sequence() == 1
