@@ -10,6 +10,7 @@ in a worker thread: rendering a chart must not stall the live streams.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,10 +31,11 @@ from api.archives import (
 )
 from api.auth import Role, principal_of, requires
 from api.context import Hub
-from api.errors import InvalidRequest, RequestTooLarge
+from api.errors import ApiError, InvalidRequest, RequestTooLarge
 from api.publishing import publish_taskset, retire_taskset
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from taskset.errors import FleetbusError
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 
@@ -109,10 +111,20 @@ def normalize_upload(data: bytes, filename: str, spec: PublishSpec) -> Normalize
             raise InvalidRequest("a YAML upload needs a taskset name: set `name` in the spec")
         return normalize(data, NormalizeOptions(name=spec.name, namespace=spec.namespace))
     with tempfile.TemporaryDirectory(prefix="fleetbus-upload-") as tmp:
-        extract_archive(data, Path(tmp))
-        directory = source_directory(Path(tmp), spec.path)
-        check_kustomize_references(Path(tmp), directory)
-        return normalize(directory, options)
+        try:
+            extract_archive(data, Path(tmp))
+            directory = source_directory(Path(tmp), spec.path)
+            check_kustomize_references(Path(tmp), directory)
+            return normalize(directory, options)
+        except ApiError:
+            raise
+        except FleetbusError as e:
+            # Name files as they are in the upload, never by the hub's temporary directory.
+            upload = filename or "the upload"
+            message = str(e)
+            for root in {tmp, os.path.realpath(tmp)}:
+                message = message.replace(f"{root}/", f"{upload}:").replace(root, upload)
+            raise InvalidRequest(message) from e
 
 
 def source_directory(extracted: Path, path: str) -> Path:

@@ -186,6 +186,20 @@ async def test_an_archive_that_unpacks_too_large_is_refused(
     assert "unpacks to more than" in response.json()["error"]
 
 
+async def test_errors_in_an_upload_name_its_files_never_the_hubs_temporary_directory(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    empty = tar_gz([("app/notes.yaml", b"# nothing here\n"), ("app/broken.yaml", b"a: [\n")])
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.publisher) as c:
+        response = await publish(c, empty, "app.tar.gz", name="app")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "broken.yaml" in error
+    assert "app.tar.gz" in error
+    assert "fleetbus-upload-" not in error
+    assert [s async for s in event_store.read()] == []
+
+
 async def test_a_body_over_the_limit_is_refused_with_413(
     event_store: EventStore, tmp_path: Path
 ) -> None:
