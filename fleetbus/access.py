@@ -15,8 +15,8 @@ expressed from the client's side.
 
 The set of clusters is never stored anywhere but the log: `ClusterAccessService` folds the
 `fleet.evt.cluster.>` events at start, follows them, rewrites the server config and reloads
-it, and records the last event it has made effective, which is what `fleetbus cluster
-register/rm` wait for.
+it, and records the last event it has made effective, which is what the API's cluster
+registration and deregistration wait for.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -53,7 +52,7 @@ from events.streams import DESIRED_STREAM, HUB_DOMAIN
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.errors import HubError
 from fleetbus.natsserver import NatsServer
-from fleetbus.pki import HubPki, IssuedCertificate, cluster_identity
+from fleetbus.pki import HubPki, cluster_identity
 
 log = logging.getLogger(__name__)
 
@@ -300,58 +299,9 @@ class AccessState:
         admitted = {name: access.fingerprint for name, access in sorted(clusters.items())}
         write_private(self.path, orjson.dumps({"applied_seq": applied_seq, "clusters": admitted}))
 
-    def admitted(self) -> dict[str, str]:
-        """Registered cluster -> fingerprint of the certificate the hub admits for it."""
-        try:
-            clusters = orjson.loads(self.path.read_bytes())["clusters"]
-        except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
-            return {}
-        return {str(k): str(v) for k, v in clusters.items()} if isinstance(clusters, dict) else {}
-
 
 def access_state(data: DataDir) -> AccessState:
     return AccessState(data.root / "access.json")
-
-
-APPLY_WAIT_S = 30.0
-"""How long a registration waits for the hub to make it effective."""
-
-
-async def wait_for_access(data: DataDir, cluster: str, fingerprint: str | None) -> None:
-    """Wait until the running hub admits `cluster` with this certificate (None: no longer)."""
-    state = access_state(data)
-    deadline = time.monotonic() + APPLY_WAIT_S
-
-    def effective() -> bool:
-        admitted = state.admitted()
-        if fingerprint is None:
-            return cluster not in admitted
-        return admitted.get(cluster) == fingerprint
-
-    while not effective():
-        if time.monotonic() > deadline:
-            raise AccessError(
-                f"the hub has not applied the change to cluster {cluster} after "
-                f"{APPLY_WAIT_S:.0f}s; is `fleetbus up` running on {data.root}?"
-            )
-        await asyncio.sleep(0.05)
-
-
-def issue_cluster_certificate(data: DataDir, cluster: str, now: datetime) -> IssuedCertificate:
-    """A new client certificate for `cluster` from the hub's CA."""
-    return HubPki(data.root / "pki").load_ca().issue_cluster(cluster, now)
-
-
-def hub_leaf_urls(data: DataDir) -> list[str]:
-    """The leafnode URLs a running hub advertises (`--public-host`, `--leaf-port`)."""
-    info = data.read_hub_info()
-    urls = info.get("leaf_urls")
-    if not urls:
-        raise AccessError(
-            f"the hub on {data.root} has no leafnode listener (it runs on an external NATS "
-            "cluster); edges cannot join it"
-        )
-    return [str(url) for url in urls]
 
 
 class ClusterAccessService:

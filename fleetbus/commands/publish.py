@@ -10,7 +10,6 @@ then follows the rollout (`fleetbus.rollout_wait`).
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,14 +42,6 @@ def non_negative_seconds(text: str) -> float:
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
-
-
-def local_actor() -> str:
-    """Who runs the CLI on this machine, for the events' `actor`."""
-    try:
-        return f"user:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "user:local"
 
 
 def register(subparsers: Any) -> None:
