@@ -219,7 +219,10 @@ async def running_hub(
             while not data.hub_json.exists():
                 hub.check()
                 if time.monotonic() > deadline:
-                    raise HubFailed(f"fleetbus up not ready after {startup_timeout:.0f} s")
+                    raise HubFailed(
+                        f"fleetbus up not ready after {startup_timeout:.0f} s; its last output: "
+                        + hub.last_error()
+                    )
                 await asyncio.sleep(0.2)
             yield running
         finally:

@@ -59,6 +59,8 @@ async def run(mode: Mode) -> FigureResult:
         return max(result.latencies) if result is not None and result.complete else None
 
     update = runs.get("update")
+    if failure:
+        notes.insert(0, f"Not measured: {failure}")
     missing = failure or (f"quick mode runs {QUICK_CLUSTERS} clusters" if mode.quick else "")
     metrics.append(
         Metric(
@@ -104,7 +106,7 @@ async def run(mode: Mode) -> FigureResult:
     if update is not None and update.complete and not mode.quick:
         notes.insert(0, f"Every one of the {clusters:,} clusters applied the update.")
     method = (
-        f"{clusters:,} clusters on one hub: `fleetbus up --sim-clusters {clusters - LEAF_EDGES:,}` "
+        f"{clusters:,} clusters on one hub: `fleetbus up --sim-clusters {clusters - LEAF_EDGES}` "
         "(every simulated cluster in the hub process, each its own NATS client with its own "
         f"credentials, durable consumer and outbox stream), {LEAF_EDGES} `fleetbus edge --sim` "
         "processes each behind its own leaf nats-server, and `fleetbus scheduler`: three "
