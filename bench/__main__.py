@@ -92,6 +92,9 @@ def run_figure(key: str, mode: Mode) -> tuple[FigureResult, bool]:
         print(f"[bench]   {metric.label}: {shown}", file=sys.stderr, flush=True)
     if result.not_measured:
         print(f"[bench]   not measured: {result.not_measured}", file=sys.stderr, flush=True)
+    for note in result.notes:
+        if note.startswith(("Where the time goes", "Not measured")):
+            print(f"[bench]   {note}", file=sys.stderr, flush=True)
     print(f"[bench]   {result.seconds:.0f} s", file=sys.stderr, flush=True)
     return result, ok
 

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nats.errors
+from nats.js import api as js_api
+
 from api.publishing import publish_taskset
 from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
 from bench.raw_responders import SUBJECT_PREFIX
@@ -33,10 +36,10 @@ from bench.workload import TASKSET, example_source, variant
 from events.catalog import ClusterTaskScheduled, Placement, TaskApplied
 from events.charts import ChartStore
 from events.store import EventStore, connect
-from events.streams import REPORTS_STREAM
+from events.streams import DESIRED_STREAM, REPORTS_STREAM
 from fleetbus.edgehub import SIM_LABEL
 from normalizer import NormalizedSource
-from taskset.codec import encode_cluster_task
+from taskset.codec import CorruptPayload, decode_cluster_task, encode_cluster_task
 from taskset.digest import digest_of
 from taskset.model import ClusterTask
 
@@ -65,9 +68,10 @@ class Convergence:
     expected: int
     applied: frozenset[str] = frozenset()
     stages: dict[str, list[float]] = field(default_factory=dict)
-    """Where each cluster's time went, from the stored events' own times (one clock: this
-    machine): `scheduled` publish → its ClusterTaskScheduled stored; `applied` → the edge's
-    TaskApplied occurred; `reported` → that report stored in the hub's REPORTS."""
+    """Where each cluster's time went, from the stored messages' own times (one clock: this
+    machine): `scheduled` publish → its ClusterTaskScheduled stored; `desired` → its ClusterTask
+    stored in DESIRED; `applied` → the edge's TaskApplied occurred; `reported` → that report
+    stored in the hub's REPORTS."""
 
     @property
     def complete(self) -> bool:
@@ -175,13 +179,16 @@ async def converge(fleet: Fleet, within: float) -> Convergence:
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
     scheduled = await scheduled_times(fleet.store, outcome.sequence, version)
-    stages: dict[str, list[float]] = {"scheduled": [], "applied": [], "reported": []}
+    desired = await desired_times(fleet.store, version)
+    stages: dict[str, list[float]] = {"scheduled": [], "desired": [], "applied": [], "reported": []}
     for cluster, (occurred, reported) in moments.items():
         at = scheduled.get(cluster)
-        if at is None:
+        written = desired.get(cluster)
+        if at is None or written is None:
             continue
         stages["scheduled"].append((at - published_at).total_seconds())
-        stages["applied"].append((occurred - at).total_seconds())
+        stages["desired"].append((written - at).total_seconds())
+        stages["applied"].append((occurred - written).total_seconds())
         stages["reported"].append((reported - occurred).total_seconds())
     return Convergence(
         latencies=sorted(at - started for at in applied.values()),
@@ -200,6 +207,37 @@ async def scheduled_times(store: EventStore, from_seq: int, version: int) -> dic
         event = stored.event
         if isinstance(event, ClusterTaskScheduled) and event.taskset_version == version:
             times.setdefault(event.cluster, stored.stored_at)
+    return times
+
+
+async def desired_times(store: EventStore, version: int) -> dict[str, datetime]:
+    """When each cluster's ClusterTask for `version` was stored in DESIRED."""
+    js = store.nc.jetstream()
+    sub = await js.pull_subscribe(
+        f"fleet.desired.*.{TASKSET}",
+        stream=DESIRED_STREAM,
+        config=js_api.ConsumerConfig(
+            ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True
+        ),
+    )
+    times: dict[str, datetime] = {}
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(1000, timeout=2.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            for msg in msgs:
+                try:
+                    task = decode_cluster_task(msg.data)
+                except CorruptPayload:
+                    continue
+                if task.version == version and not task.removed:
+                    times[task.cluster] = msg.metadata.timestamp
+            if msgs and msgs[-1].metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
     return times
 
 

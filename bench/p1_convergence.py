@@ -135,7 +135,8 @@ def size_metrics(clusters: int, ours: list[list[float]], raw: list[list[float]])
 
 STAGES = {
     "scheduled": "publish → ClusterTaskScheduled stored (scheduler)",
-    "applied": "→ TaskApplied on the cluster (DESIRED, delivery, apply)",
+    "desired": "→ ClusterTask stored in DESIRED (scheduler)",
+    "applied": "→ TaskApplied on the cluster (delivery, apply)",
     "reported": "→ report stored in the hub's REPORTS (outbox, sourcing)",
 }
 
