@@ -114,3 +114,21 @@ async def test_an_edge_can_pull_its_hub_durable_consumer_instead_of_its_mirror(
             return bool(info["num_ack_pending"] == 0 and info["num_pending"] == 0)
 
         await eventually(all_acknowledged, what="the durable to be acknowledged")
+
+
+async def test_a_durable_pull_hands_over_a_new_task_without_waiting_for_its_poll_to_expire(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        bundle = await hub.register("alpha", desired_source="durable")
+        sim = SimExecutor(name="alpha")
+        await hub.start_edge(bundle, executor=sim)
+
+        async def long_poll_open() -> bool:
+            info = await hub.store.api_request("CONSUMER.INFO.DESIRED.edge-alpha")
+            return bool(info.get("num_waiting", 0) >= 1)
+
+        await eventually(long_poll_open, what="the edge's long poll")
+        await hub.write_desired(cluster_task("alpha", sample_taskset("web")))
+        # The poll lasts 20 s; the task must not wait for it to run out.
+        await eventually(lambda: "web" in sim.applied, within=10.0, what="apply mid-poll")
