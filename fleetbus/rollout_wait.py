@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from fleetbus.client import HubClient
+from fleetbus.errors import HubRequestFailed
 
 BAR_WIDTH = 30
 POLL_S = 1.0
@@ -74,7 +75,15 @@ def wait_for_rollout(
     interactive = out.isatty()
     shown = ""
     while True:
-        status = client.get("/api/v1/status", {"taskset": taskset})
+        try:
+            status = client.get("/api/v1/status", {"taskset": taskset})
+        except HubRequestFailed as e:
+            # The read models trail the log by a moment: a taskset published a moment ago
+            # may not be known to them yet. Anything else is an answer.
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
+            continue
         progress = progress_of(status, taskset, version)
         line = bar(progress)
         if line != shown:
