@@ -11,8 +11,9 @@ Ordering rules:
   fleetbus Namespaces, ClusterRoles), then `*Class` kinds, then everything else. A stage is
   applied as a whole and the next starts only once every Step of it is ready, so a custom
   resource always waits for its CRD to be Established and a Deployment for its Namespace.
-* Inside a stage, objects are applied in Helm's install order (`kind_sorter.go`), ties kept in
-  the order the taskset lists them. Removal goes the exact reverse way.
+* Inside a stage, objects are applied in the shared install order (`taskset.ordering`, Helm's
+  `kind_sorter.go`), ties kept in the order the taskset lists them. Removal goes the exact
+  reverse way.
 """
 
 from __future__ import annotations
@@ -23,48 +24,7 @@ import msgspec
 
 from cluster_controller.kstatus import Readiness
 from taskset.model import ObjectRef, Phase
-
-HELM_INSTALL_ORDER: tuple[str, ...] = (
-    "PriorityClass",
-    "Namespace",
-    "NetworkPolicy",
-    "ResourceQuota",
-    "LimitRange",
-    "PodSecurityPolicy",
-    "PodDisruptionBudget",
-    "ServiceAccount",
-    "Secret",
-    "SecretList",
-    "ConfigMap",
-    "StorageClass",
-    "PersistentVolume",
-    "PersistentVolumeClaim",
-    "CustomResourceDefinition",
-    "ClusterRole",
-    "ClusterRoleList",
-    "ClusterRoleBinding",
-    "ClusterRoleBindingList",
-    "Role",
-    "RoleList",
-    "RoleBinding",
-    "RoleBindingList",
-    "Service",
-    "DaemonSet",
-    "Pod",
-    "ReplicationController",
-    "ReplicaSet",
-    "Deployment",
-    "HorizontalPodAutoscaler",
-    "StatefulSet",
-    "Job",
-    "CronJob",
-    "IngressClass",
-    "Ingress",
-    "APIService",
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-)
-_RANK = {kind: i for i, kind in enumerate(HELM_INSTALL_ORDER)}
+from taskset.ordering import install_rank as kind_install_rank
 
 STAGE_DEFINITIONS = 0
 STAGE_CLASSES = 1
@@ -76,8 +36,12 @@ RUN_PHASES: tuple[Phase, ...] = ("init", "install", "postInstall")
 
 
 def install_rank(ref: ObjectRef) -> int:
-    """Helm's install position of a kind; unknown kinds (custom resources) go last."""
-    return _RANK.get(ref.kind, len(HELM_INSTALL_ORDER))
+    """The install position of a kind (`taskset.ordering`, after Helm's); unknown kinds last.
+
+    Inside a stage it is Helm's order: the one place the shared order departs from Helm's
+    (CRDs right after Namespaces) falls in the definitions stage, where it changes nothing.
+    """
+    return kind_install_rank(ref.kind)
 
 
 def stage_of(ref: ObjectRef) -> int:
