@@ -113,7 +113,7 @@ def decide_taskset(
             continue
         if cluster in started:
             version = view.version
-            wave = next(i for i, w in enumerate(view.waves) if cluster in w)
+            wave = view.wave_of[cluster]
         elif previous is not None and not previous.removed:
             version, wave = previous.version, previous.wave
         else:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
 from events.catalog import RolloutStrategy
@@ -45,9 +46,14 @@ class RolloutView:
     waves: tuple[tuple[str, ...], ...] = ()
     halted: bool = False
 
-    @property
+    @cached_property
     def started(self) -> frozenset[str]:
-        return frozenset(c for wave in self.waves for c in wave)
+        return frozenset(self.wave_of)
+
+    @cached_property
+    def wave_of(self) -> dict[str, int]:
+        """The wave each started cluster is in (computed once: fleets have 10,000 clusters)."""
+        return {cluster: index for index, wave in enumerate(self.waves) for cluster in wave}
 
 
 @dataclass(frozen=True)
