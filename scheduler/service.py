@@ -366,9 +366,13 @@ class SchedulerService:
             for event, seq in zip(chunk, seqs, strict=True):
                 self._own_seqs.add(seq)
                 self.state.apply_event(seq, event.subject, self.clock(), event)
-        for write in decision.writes:
-            await self.bus.write_desired(write)
-            self.stored[write.subject] = write.task.generation
+        writes = decision.writes
+        for start in range(0, len(writes), APPEND_CONCURRENCY):
+            # One subject per write: they are independent, so they go in flight together.
+            batch = writes[start : start + APPEND_CONCURRENCY]
+            await asyncio.gather(*(self.bus.write_desired(write) for write in batch))
+            for write in batch:
+                self.stored[write.subject] = write.task.generation
 
     async def _append(self, event: Event) -> int:
         expected = self.state.subject_seqs.get(event.subject, 0)
