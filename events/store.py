@@ -887,11 +887,9 @@ def _stored_at(msg: Msg) -> datetime:
     nats-py's own metadata divides nanoseconds as a float, which can round up past the
     true time; replays `since` a stored time must include that message, so use integers.
     """
-    nanos = int((msg.reply or "").split(".")[-2]) if msg.reply else 0
-    if not nanos:
+    if not msg.reply:
         return msg.metadata.timestamp
-    seconds, rest = divmod(nanos, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    return _from_nanos(_ack_position(msg.reply)[1])
 
 
 class _PulledBatch:
