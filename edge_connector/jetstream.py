@@ -28,7 +28,9 @@ from edge_connector.connector import Delivery
 from edge_connector.errors import EdgeUnavailable
 from events import edges, subjects
 from events.catalog import Report
+from events.errors import EventLogUnavailable
 from events.inventory import InventoryDigest, encode_inventory
+from events.pull import ContinuousPull, PullSettings
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, DUPLICATE_WINDOW_S, HUB_DOMAIN, MAX_PAYLOAD, NANOS
 from taskset.codec import CorruptPayload, decode_cluster_task
@@ -136,7 +138,10 @@ class MirrorFeed:
 
 
 class DurableFeed:
-    """The cluster's desired state pulled from its durable consumer on the hub."""
+    """The cluster's desired state pulled from its durable consumer on the hub.
+
+    An idle cluster costs the hub one pull request per `expires` and a heartbeat per
+    `heartbeat`; a ClusterTask reaches it one network round trip after it is stored."""
 
     def __init__(
         self,
@@ -144,39 +149,27 @@ class DurableFeed:
         cluster: str,
         *,
         hub_domain: str = HUB_DOMAIN,
-        batch: int = 100,
-        wait: float = 20.0,
-        heartbeat: float = 5.0,
+        settings: PullSettings | None = None,
     ) -> None:
         self.nc = nc
         self.cluster = cluster
         self.hub_domain = hub_domain
-        self.batch = batch
-        self.wait = wait
-        self.heartbeat = heartbeat
+        self.settings = settings or PullSettings(batch=100, expires=30.0, heartbeat=5.0)
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        js = self.nc.jetstream(domain=self.hub_domain)
-        sub = await js.pull_subscribe_bind(
-            durable=edges.desired_durable(self.cluster), stream=DESIRED_STREAM
+        pull = ContinuousPull(
+            self.nc,
+            api_prefix=f"$JS.{self.hub_domain}.API",
+            stream=DESIRED_STREAM,
+            durable=edges.desired_durable(self.cluster),
+            settings=self.settings,
         )
         try:
-            while True:
-                try:
-                    # A long poll: an idle cluster costs the hub two requests per `wait`.
-                    msgs = await sub.fetch(self.batch, timeout=self.wait, heartbeat=self.heartbeat)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except (nats.errors.Error, nats.js.errors.Error) as e:
-                    # The hub is away or restarting: pull requests are lost then; ask again.
-                    log.info("pulling desired state failed (%s); retrying", e)
-                    await asyncio.sleep(1.0)
-                    continue
+            async for msgs in pull.batches():
                 for msg in msgs:
                     yield Delivery(subject=msg.subject, task=_decode(msg), ack=_acker(msg))
-        finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await sub.unsubscribe()
+        except EventLogUnavailable as e:
+            raise EdgeUnavailable(f"cannot pull the desired state of {self.cluster}: {e}") from e
 
 
 def _acker(msg: Msg) -> Any:

@@ -32,6 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from events.catalog import Event
 from events.errors import EventLogError, EventLogUnavailable, UndecodableEvent
+from events.pull import ContinuousPull, PullSettings
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
 from events.subjects import desired_filter
@@ -169,25 +170,30 @@ class SchedulerBus:
                 await self.js.consumer_info(stream, durable)
             except nats.js.errors.NotFoundError:
                 await self.js.add_consumer(stream, config)
-            sub = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
         except (nats.errors.Error, nats.js.errors.Error) as e:
             raise EventLogUnavailable(f"cannot consume {stream} as {durable}: {e}") from e
+        pull = ContinuousPull(
+            self.store.nc,
+            api_prefix=self.store.api_prefix,
+            stream=stream,
+            durable=durable,
+            settings=PullSettings(batch=500),
+        )
+        batches = pull.batches()
+        stopped = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(500, timeout=2.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except (nats.errors.Error, nats.js.errors.Error) as e:
-                    log.warning("fetch from %s failed, retrying: %s", stream, e)
-                    await asyncio.sleep(0.5)
-                    continue
-                batch = [self._decode(stream, msg) for msg in msgs]
-                if batch:
-                    yield batch
+                received = asyncio.ensure_future(anext(batches))
+                await asyncio.wait({received, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not received.done():
+                    received.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await received
+                    return
+                yield [self._decode(stream, msg) for msg in received.result()]
         finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await sub.unsubscribe()
+            stopped.cancel()
+            await batches.aclose()
 
     def _decode(self, stream: str, msg: Msg) -> Delivered:
         meta = msg.metadata
