@@ -11,6 +11,11 @@ For every registered cluster the hub owns two things, so an edge never has to cr
 `ProvisioningService` folds `ClusterRegistered` / `ClusterLabelsChanged` / `ClusterDeregistered`
 at start and follows them; the plan (which consumers, which sources) is computed by pure
 functions from the set of clusters, so a restart converges to the same state.
+
+Making a plan real at 10,000 clusters is 20,000 JetStream API requests. One at a time that is
+20,000 round trips; all at once it overflows the server's JetStream API queue (requests are
+dropped and time out). `run_bounded` keeps `API_CONCURRENCY` requests in flight: the server
+stays busy and nothing is dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from events import edges, subjects
@@ -40,6 +46,8 @@ CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
 ACK_WAIT_S = 30
 CONSUMER_NOT_FOUND = 10014
 STREAM_NOT_FOUND = 10059
+API_CONCURRENCY = 48
+"""JetStream API requests one plan keeps in flight; far below the server's API queue limit."""
 
 Clusters = dict[str, str]
 """Registered cluster name -> how it connects (`events.edges.LEAF` or `CLIENT`)."""
@@ -104,6 +112,30 @@ def hub_outbox_config(cluster: str, replicas: int = 1) -> dict[str, Any]:
     }
 
 
+async def run_bounded(
+    calls: Iterable[Callable[[], Awaitable[None]]], *, limit: int = API_CONCURRENCY
+) -> None:
+    """Run every call with at most `limit` of them in flight.
+
+    The first failure is raised as is (not wrapped) once the calls still in flight are
+    cancelled; calls not started yet are not started."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    pending = iter(calls)
+
+    async def worker() -> None:
+        for call in pending:
+            await call()
+
+    workers = [asyncio.create_task(worker(), name="provisioning-call") for _ in range(limit)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
 class Provisioner:
     """The JetStream calls that make one plan real; each is idempotent."""
 
@@ -124,6 +156,16 @@ class Provisioner:
         await self.delete_durable(cluster)
         await self.ensure_durable(cluster)
 
+    async def reset_durables(self, clusters: Iterable[str]) -> None:
+        """`reset_durable` for many clusters, a bounded number at a time."""
+        await run_bounded(partial(self.reset_durable, name) for name in clusters)
+
+    async def ensure_cluster(self, cluster: str, connection: str) -> None:
+        """The cluster's durable consumer and, for a plain-client cluster, its hub outbox."""
+        await self.ensure_durable(cluster)
+        if connection == edges.CLIENT:
+            await self.ensure_hub_outbox(cluster)
+
     async def delete_durable(self, cluster: str) -> None:
         await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
 
@@ -143,6 +185,31 @@ class Provisioner:
             if f"code {CONSUMER_NOT_FOUND}" in str(e) or f"code {STREAM_NOT_FOUND}" in str(e):
                 return
             raise
+
+
+def removed_clusters(provisioned: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
+    """Clusters provisioned before that are no longer registered: their durables go."""
+    return sorted(set(provisioned) - set(wanted))
+
+
+def clusters_to_ensure(
+    provisioned: Mapping[str, str], wanted: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Registered clusters not yet provisioned for the way they connect now."""
+    return [
+        (name, connection)
+        for name, connection in sorted(wanted.items())
+        if provisioned.get(name) != connection
+    ]
+
+
+def hub_outboxes_to_delete(provisioned: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
+    """Hub-side outboxes of clusters that are gone or no longer connect as plain clients."""
+    return [
+        name
+        for name, connection in sorted(provisioned.items())
+        if connection == edges.CLIENT and wanted.get(name) != edges.CLIENT
+    ]
 
 
 def stalled_sources(info: Mapping[str, Any], *, stale_ns: int) -> list[str]:
@@ -175,18 +242,20 @@ class ProvisioningService:
     async def converge(self, seq: int) -> None:
         """Bring JetStream to the plan for `self.clusters`, then record `seq` as applied."""
         wanted = dict(self.clusters)
-        for name in sorted(set(self.provisioned) - set(wanted)):
-            await self.provisioner.delete_durable(name)
-        for name, connection in sorted(wanted.items()):
-            if self.provisioned.get(name) == connection:
-                continue
-            await self.provisioner.ensure_durable(name)
-            if connection == edges.CLIENT:
-                await self.provisioner.ensure_hub_outbox(name)
-        await self.provisioner.ensure_reports(wanted)
-        for name, connection in sorted(self.provisioned.items()):
-            if connection == edges.CLIENT and wanted.get(name) != edges.CLIENT:
-                await self.provisioner.delete_hub_outbox(name)
+        provisioner = self.provisioner
+        await run_bounded(
+            partial(provisioner.delete_durable, name)
+            for name in removed_clusters(self.provisioned, wanted)
+        )
+        await run_bounded(
+            partial(provisioner.ensure_cluster, name, connection)
+            for name, connection in clusters_to_ensure(self.provisioned, wanted)
+        )
+        await provisioner.ensure_reports(wanted)
+        await run_bounded(
+            partial(provisioner.delete_hub_outbox, name)
+            for name in hub_outboxes_to_delete(self.provisioned, wanted)
+        )
         self.provisioned = wanted
         self.applied_seq = seq
         async with self._changed:

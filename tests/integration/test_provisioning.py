@@ -1,0 +1,99 @@
+"""Provisioning many clusters at once: every durable, outbox and REPORTS source, none missing.
+
+The plan for a fleet is made real with many JetStream API requests in flight; these tests
+check the result on a real nats-server, cluster by cluster, not how long it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from events import edges
+from events.catalog import ClusterDeregistered, ClusterRegistered, Event
+from events.store import EventStore
+from events.streams import DESIRED_STREAM, REPORTS_STREAM
+from scheduler.provisioning import ProvisioningService
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+CLUSTERS = 400
+
+
+def registration(name: str, client: bool) -> ClusterRegistered:
+    labels = {edges.CONNECTION_LABEL: edges.CLIENT} if client else {}
+    return ClusterRegistered(
+        id=f"reg-{name}",
+        occurred_at=NOW,
+        actor="test",
+        cluster=name,
+        labels=labels,
+        certificate_fingerprint="" if client else "ab" * 32,
+    )
+
+
+async def names(
+    store: EventStore, api: str, key: str, body: dict[str, str] | None = None
+) -> set[str]:
+    """Every name a paged JetStream NAMES request lists."""
+    found: set[str] = set()
+    while True:
+        answer = await store.api_request(api, {**(body or {}), "offset": len(found)})
+        page = answer.get(key) or []
+        found.update(page)
+        if not page or len(found) >= int(answer["total"]):
+            return found
+
+
+async def append_all(store: EventStore, events: list[Event]) -> int:
+    last = 0
+    for start in range(0, len(events), 500):
+        result = await store.append(events[start : start + 500])
+        last = max(result.sequences)
+    return last
+
+
+async def test_every_one_of_hundreds_of_registered_clusters_is_provisioned(
+    event_store: EventStore,
+) -> None:
+    clusters = {f"c-{i}": i % 2 == 0 for i in range(CLUSTERS)}
+    last = await append_all(
+        event_store, [registration(name, client) for name, client in clusters.items()]
+    )
+    service = ProvisioningService(event_store)
+    running = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(120):
+            await service.wait_applied(last)
+        durables = await names(event_store, f"CONSUMER.NAMES.{DESIRED_STREAM}", "consumers")
+        assert {edges.desired_durable(name) for name in clusters} <= durables
+        streams = await names(event_store, "STREAM.NAMES", "streams")
+        outboxes = {edges.outbox_stream(name) for name, client in clusters.items() if client}
+        assert outboxes <= streams
+        assert not {edges.outbox_stream(n) for n, c in clusters.items() if not c} & streams
+        info = await event_store.stream_info(REPORTS_STREAM)
+        sourced = {source["name"] for source in info["config"]["sources"]}
+        assert sourced == {edges.outbox_stream(name) for name in clusters}
+
+        gone = [name for name in clusters if int(name.split("-")[1]) % 4 < 2]
+        last = await append_all(
+            event_store,
+            [
+                ClusterDeregistered(id=f"dereg-{n}", occurred_at=NOW, actor="test", cluster=n)
+                for n in gone
+            ],
+        )
+        async with asyncio.timeout(120):
+            await service.wait_applied(last)
+        durables = await names(event_store, f"CONSUMER.NAMES.{DESIRED_STREAM}", "consumers")
+        assert not {edges.desired_durable(name) for name in gone} & durables
+        kept = set(clusters) - set(gone)
+        assert {edges.desired_durable(name) for name in kept} <= durables
+        streams = await names(event_store, "STREAM.NAMES", "streams")
+        assert not {edges.outbox_stream(name) for name in gone} & streams
+        info = await event_store.stream_info(REPORTS_STREAM)
+        assert {s["name"] for s in info["config"]["sources"]} == {
+            edges.outbox_stream(name) for name in kept
+        }
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -1,0 +1,78 @@
+"""The provisioning plan (what to create and delete) and its bounded runner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from events import edges
+from scheduler.provisioning import (
+    clusters_to_ensure,
+    hub_outboxes_to_delete,
+    removed_clusters,
+    run_bounded,
+)
+
+BEFORE = {"a": edges.LEAF, "b": edges.CLIENT, "c": edges.CLIENT, "d": edges.LEAF}
+AFTER = {"a": edges.LEAF, "b": edges.LEAF, "d": edges.CLIENT, "e": edges.CLIENT}
+
+
+def test_a_plan_creates_what_is_new_or_reconnected_and_deletes_what_is_gone() -> None:
+    assert removed_clusters(BEFORE, AFTER) == ["c"]
+    assert clusters_to_ensure(BEFORE, AFTER) == [
+        ("b", edges.LEAF),
+        ("d", edges.CLIENT),
+        ("e", edges.CLIENT),
+    ]
+    assert hub_outboxes_to_delete(BEFORE, AFTER) == ["b", "c"]
+
+
+def test_a_plan_for_an_unchanged_fleet_does_nothing() -> None:
+    assert removed_clusters(BEFORE, BEFORE) == []
+    assert clusters_to_ensure(BEFORE, BEFORE) == []
+    assert hub_outboxes_to_delete(BEFORE, BEFORE) == []
+
+
+def recorder(
+    done: list[int], in_flight: list[int], peak: list[int]
+) -> Callable[[int], Callable[[], Awaitable[None]]]:
+    def call(index: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            in_flight.append(index)
+            peak[0] = max(peak[0], len(in_flight))
+            await asyncio.sleep(0)
+            in_flight.remove(index)
+            done.append(index)
+
+        return run
+
+    return call
+
+
+async def test_bounded_calls_all_run_with_no_more_than_the_limit_in_flight() -> None:
+    done: list[int] = []
+    in_flight: list[int] = []
+    peak = [0]
+    call = recorder(done, in_flight, peak)
+    await run_bounded((call(i) for i in range(1000)), limit=7)
+    assert sorted(done) == list(range(1000))
+    assert peak[0] == 7
+
+
+async def test_the_first_failure_of_bounded_calls_surfaces_as_itself() -> None:
+    started: list[int] = []
+
+    def call(index: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            started.append(index)
+            await asyncio.sleep(0)
+            if index == 3:
+                raise LookupError("cluster 3 refused")
+
+        return run
+
+    with pytest.raises(LookupError, match="cluster 3 refused"):
+        await run_bounded((call(i) for i in range(1000)), limit=4)
+    assert len(started) < 1000
