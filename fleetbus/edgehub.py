@@ -10,14 +10,23 @@
   the real connector. Up to `LEAF_SIM_LIMIT` of them get their own leaf nats-server exactly
   like a real edge; a larger fleet connects its clusters to the hub as plain clients with
   per-cluster credentials (same rights, hub-side outboxes, durable consumers) so a laptop can
-  simulate hundreds of clusters without hundreds of processes.
+  simulate hundreds of clusters without hundreds of processes. Past `IN_PROCESS_SIM_LIMIT`
+  clusters (or with `--sim-processes K`) the client sims run in K worker processes
+  (`fleetbus.simworker`), about `SIMS_PER_PROCESS` each: one event loop cannot drive
+  thousands of connectors. The hub still registers and provisions every sim itself.
+
+Starting thousands of sims is paced: their durables are reset and their connections opened a
+bounded number at a time, and the wait for provisioning grows with the fleet, so a 10,000
+cluster fleet starts without flooding the JetStream API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,13 +38,14 @@ from events.catalog import ClusterRegistered, Event
 from events.errors import EventLogError
 from events.ids import new_event_id
 from events.store import EventStore
-from fleetbus.access import ClusterAccessService, ConfigText, LeafListener, client_password
+from fleetbus.access import ClusterAccessService, ConfigText, LeafListener
 from fleetbus.bundle import EdgeSettings, read_edge_bundle, write_edge_bundle
 from fleetbus.datadir import DataDir
 from fleetbus.edge import EdgeRuntime, EdgeState
-from fleetbus.errors import ServerFailed
+from fleetbus.errors import InvalidSimFleet, ServerFailed
 from fleetbus.natsserver import NatsServer
 from fleetbus.pki import CertificateAuthority, HubPki, public_key_fingerprint
+from fleetbus.simworker import SimWorker, start_bounded, start_client_sim, worker_slices
 from scheduler.antientropy import AntiEntropyService
 from scheduler.provisioning import ProvisioningService
 from taskset.errors import FleetbusError
@@ -47,6 +57,40 @@ REACHABLE_WITHIN = timedelta(seconds=90)
 """A cluster that sent an inventory digest this recently counts as connected."""
 REVIVE_COOLDOWN = timedelta(seconds=10)
 SIM_LABEL = "fleetbus.io/sim"
+IN_PROCESS_SIM_LIMIT = 1000
+"""Without `--sim-processes`, fleets up to this size run in the hub process."""
+SIMS_PER_PROCESS = 2500
+"""Without `--sim-processes`, a larger fleet gets one worker process per this many sims."""
+SIM_BUDGET_BASE_S = 60.0
+SIM_BUDGET_PER_CLUSTER_S = 0.03
+"""Each wait of a sim fleet's start (access and provisioning; connecting) may take the base
+plus this per cluster: 60 s for a few, 6 minutes for 10,000."""
+
+
+def sim_processes_for(clusters: int, requested: int | None) -> int:
+    """Worker processes for `clusters` sims: `requested`, or by size (0 = in the hub process).
+
+    Raises `InvalidSimFleet` for a request that cannot be met."""
+    if requested is None:
+        if clusters <= IN_PROCESS_SIM_LIMIT:
+            return 0
+        return math.ceil(clusters / SIMS_PER_PROCESS)
+    if requested < 1:
+        raise InvalidSimFleet(
+            f"--sim-processes must be at least 1, not {requested} "
+            f"(leave it out to run up to {IN_PROCESS_SIM_LIMIT:,} sims in the hub process)"
+        )
+    if requested > clusters:
+        raise InvalidSimFleet(
+            f"--sim-processes {requested} is more than --sim-clusters {clusters}: "
+            "each worker process runs at least one simulated cluster"
+        )
+    return requested
+
+
+def sim_budget(clusters: int) -> float:
+    """Seconds one stage of starting `clusters` sims may take before the start fails."""
+    return SIM_BUDGET_BASE_S + SIM_BUDGET_PER_CLUSTER_S * clusters
 
 
 def hub_pki(data: DataDir) -> HubPki:
@@ -102,11 +146,14 @@ class SimFleet:
     hub_client_url: str
     leaf_url: str
     inventory_interval: float = 30.0
+    processes: int = 0
+    """Worker processes running the sims; 0 runs them in this process."""
     runtimes: list[EdgeRuntime] = field(default_factory=list)
+    workers: list[SimWorker] = field(default_factory=list)
 
     @property
     def leaf(self) -> bool:
-        return self.count <= LEAF_SIM_LIMIT
+        return self.count <= LEAF_SIM_LIMIT and self.processes == 0
 
     def names(self) -> list[str]:
         return [f"sim-{i}" for i in range(1, self.count + 1)]
@@ -125,14 +172,55 @@ class SimFleet:
         for start in range(0, len(registrations), 500):
             result = await self.store.append(registrations[start : start + 500])
             last = max(result.sequences or [last])
+        budget = sim_budget(self.count)
+        started = time.monotonic()
         if last:
-            async with asyncio.timeout(60):
-                await self.access.wait_applied(last)
-                await self.provisioning.wait_applied(last)
-        self.runtimes = list(await asyncio.gather(*(self._start_one(n) for n in self.names())))
+            try:
+                async with asyncio.timeout(budget):
+                    await self.access.wait_applied(last)
+                    await self.provisioning.wait_applied(last)
+            except TimeoutError as e:
+                raise ServerFailed(
+                    f"access and provisioning of {self.count:,} simulated clusters took longer "
+                    f"than {budget:.0f} s"
+                ) from e
+        if not self.leaf:
+            # Fresh in-memory clusters need their full desired state: start their durables over.
+            await self.provisioning.provisioner.reset_durables(self.names())
+        provisioned = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                if self.processes:
+                    await self._start_workers()
+                else:
+                    self.runtimes = await start_bounded(self.names(), self._start_one)
+        except TimeoutError as e:
+            raise ServerFailed(
+                f"connecting {self.count:,} simulated clusters took longer than {budget:.0f} s"
+            ) from e
         log.info(
-            "simulated fleet up: %d clusters (%s)", self.count, "leaf" if self.leaf else "client"
+            "simulated fleet up: %d clusters (%s) in %s; "
+            "provisioned in %.1f s, connected in %.1f s",
+            self.count,
+            "leaf" if self.leaf else "client",
+            f"{self.processes} worker processes" if self.processes else "the hub process",
+            provisioned - started,
+            time.monotonic() - provisioned,
         )
+
+    async def _start_workers(self) -> None:
+        secret = self.data.secrets()["hub_password"]
+        for first, last in worker_slices(self.count, self.processes):
+            self.workers.append(
+                await SimWorker.spawn(
+                    first,
+                    last,
+                    hub_url=self.hub_client_url,
+                    hub_secret=secret,
+                    inventory_interval=self.inventory_interval,
+                )
+            )
+        await asyncio.gather(*(worker.wait_ready() for worker in self.workers))
 
     def _registration(
         self, ca: CertificateAuthority, index: int, name: str, now: datetime
@@ -171,24 +259,21 @@ class SimFleet:
         )
 
     async def _start_one(self, name: str) -> EdgeRuntime:
-        executor = SimExecutor(name=name)
         if self.leaf:
             bundle = read_edge_bundle(self.sim_dir(name) / "bundle")
             return await EdgeRuntime.leaf(
                 bundle,
                 EdgeState(self.sim_dir(name) / "state"),
-                executor,
+                SimExecutor(name=name),
                 inventory_interval=self.inventory_interval,
             )
-        # A fresh in-memory cluster needs its full desired state: start its durable over.
-        await self.provisioning.provisioner.reset_durable(name)
-        settings = EdgeSettings(
-            cluster=name, hub_urls=["tls://unused:0"], inventory_interval=self.inventory_interval
+        return await start_client_sim(
+            name, self.hub_client_url, self.data.secrets()["hub_password"], self.inventory_interval
         )
-        password = client_password(self.data.secrets()["hub_password"], name)
-        return await EdgeRuntime.client(settings, self.hub_client_url, password, executor)
 
     async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
+        self.workers = []
         await asyncio.gather(*(runtime.stop() for runtime in self.runtimes))
         self.runtimes = []
 
@@ -243,8 +328,16 @@ class EdgeServices:
             clock=self.clock,
         )
 
-    async def start(self, *, sim_clusters: int = 0, sim_inventory_interval: float = 30.0) -> None:
-        """Start the services; return once access and provisioning reflect the whole log."""
+    async def start(
+        self,
+        *,
+        sim_clusters: int = 0,
+        sim_inventory_interval: float = 30.0,
+        sim_processes: int | None = None,
+    ) -> None:
+        """Start the services; return once access and provisioning reflect the whole log
+        and the simulated clusters (if any) are connected."""
+        processes = sim_processes_for(sim_clusters, sim_processes) if sim_clusters else 0
         access_ready = asyncio.Event()
         self.tasks = [
             asyncio.create_task(
@@ -284,6 +377,7 @@ class EdgeServices:
                 hub_client_url=self.server.client_url,
                 leaf_url=f"tls://127.0.0.1:{self.listener.port}",
                 inventory_interval=sim_inventory_interval,
+                processes=processes,
             )
             await self.sims.start(self.clock())
 

@@ -24,6 +24,10 @@ class ServerFailed(HubError):
     pass
 
 
+class InvalidSimFleet(HubError):
+    """`--sim-clusters` / `--sim-processes` that cannot be run as asked."""
+
+
 class HubNotFound(HubError):
     pass
 

@@ -58,6 +58,9 @@ class HubOptions:
     nats_port: int = 4222
     leaf_port: int = 443
     sim_clusters: int = 0
+    sim_processes: int | None = None
+    """Worker processes for the simulated clusters; None decides by fleet size
+    (`fleetbus.edgehub.sim_processes_for`)."""
     nats_urls: tuple[str, ...] = ()
     """An external NATS cluster to run on instead of the embedded nats-server (all its nodes)."""
     replicas: int = 1
@@ -202,7 +205,9 @@ async def run_hub(options: HubOptions) -> None:
                     cluster_users=users,
                 ),
             )
-            await edge_services.start(sim_clusters=options.sim_clusters)
+            await edge_services.start(
+                sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
+            )
         hub_services = start_hub_services(store, data)
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.tokens.ensure_admin_token(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetbus.datadir import DEFAULT_DATA_DIR
+from fleetbus.edgehub import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import configure_json_logging
 from fleetbus.options import host_port
@@ -44,6 +45,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--sim-clusters", type=int, default=0, metavar="N", help="also run N simulated clusters"
+    )
+    parser.add_argument(
+        "--sim-processes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run the simulated clusters in K worker processes, each connecting its share to "
+        f"the hub as plain NATS clients (default: in the hub process up to "
+        f"{IN_PROCESS_SIM_LIMIT:,} clusters, else one worker per {SIMS_PER_PROCESS:,})",
     )
     parser.add_argument(
         "--nats-url",
@@ -87,6 +97,8 @@ def stream_replicas(text: str) -> int:
 
 
 async def handle(args: argparse.Namespace) -> int:
+    if args.sim_processes is not None:
+        sim_processes_for(args.sim_clusters, args.sim_processes)
     configure_json_logging()
     host, port = args.http
     await run_hub(
@@ -97,6 +109,7 @@ async def handle(args: argparse.Namespace) -> int:
             nats_port=args.nats_port,
             leaf_port=args.leaf_port,
             sim_clusters=args.sim_clusters,
+            sim_processes=args.sim_processes,
             leaf_host=args.leaf_host,
             leaf_ws_port=args.leaf_ws_port,
             public_host=args.public_host,
