@@ -112,10 +112,15 @@ async def register_leaf_edge(
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(clusters: int, *, leaf_edges: int = LEAF_EDGES) -> AsyncIterator[Fleet]:
-    """A hub with `clusters` clusters: `leaf_edges` of them real leaf edges, the rest sims."""
+async def running_fleet(
+    clusters: int, *, leaf_edges: int = LEAF_EDGES, sim_processes: int | None = None
+) -> AsyncIterator[Fleet]:
+    """A hub with `clusters` clusters: `leaf_edges` of them real leaf edges, the rest sims
+    (in `sim_processes` worker processes of the hub; None: the hub decides by fleet size)."""
     sims = clusters - leaf_edges
-    async with running_hub(sim_clusters=sims, startup_timeout=STARTUP_S) as hub:
+    async with running_hub(
+        sim_clusters=sims, startup_timeout=STARTUP_S, sim_processes=sim_processes
+    ) as hub:
         hub.start_scheduler()
         store = await hub.store()
         try:

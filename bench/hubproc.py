@@ -191,9 +191,11 @@ class RunningHub:
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    *, sim_clusters: int = 0, startup_timeout: float = 300.0
+    *, sim_clusters: int = 0, startup_timeout: float = 300.0, sim_processes: int | None = None
 ) -> AsyncIterator[RunningHub]:
-    """`fleetbus up` in a temporary data dir; stopped (and its children) on exit."""
+    """`fleetbus up` in a temporary data dir; stopped (and its children) on exit.
+
+    `sim_processes` is passed as `--sim-processes` (None: the hub's own choice by fleet size)."""
     with tempfile.TemporaryDirectory(prefix="fleetbus-bench-hub-") as tmp:
         root = Path(tmp)
         data = DataDir(root / "hub")
@@ -212,6 +214,8 @@ async def running_hub(
             "--sim-clusters",
             str(sim_clusters),
         ]
+        if sim_processes is not None:
+            args += ["--sim-processes", str(sim_processes)]
         hub = spawn("fleetbus up", args, root / "hub.log")
         running = RunningHub(root=root, data=data, hub=hub)
         try:

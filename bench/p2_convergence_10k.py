@@ -1,7 +1,8 @@
 """P2 — convergence at 10,000 clusters: how long until every cluster has applied a publish.
 
-Same loop and topology as P1 (`bench.convergence`), at 10,000 clusters: the simulated clusters
-all live in the one `fleetbus up` process (fewer, bigger processes), four more are
+Same loop and topology as P1 (`bench.convergence`), at 10,000 clusters: `fleetbus up` registers
+and provisions the simulated clusters and runs them in `SIM_PROCESSES` worker processes (fewer,
+bigger processes: one event loop cannot drive 10,000 connectors), four more are
 `fleetbus edge --sim` processes behind leaf nodes. The first version published is the cold
 delivery to a fleet that has never had the taskset; the second is a routine update. Each run is
 capped in time so the whole benchmark stays bounded; a cap reached is reported with how many
@@ -24,6 +25,8 @@ TARGETS = [
     Target(metric="all_applied_s", label="all 10,000 clusters applied", bound=15.0, unit="s")
 ]
 FIRST_S = 180.0
+SIM_PROCESSES = 4
+"""Worker processes of `fleetbus up --sim-processes` (2,499 simulated clusters each)."""
 QUICK_CLUSTERS = 150
 UPDATE_S = 90.0
 
@@ -34,6 +37,9 @@ def _status(run: Convergence, within: float) -> str:
 
 async def run(mode: Mode) -> FigureResult:
     clusters = QUICK_CLUSTERS if mode.quick else 10_000
+    sims = clusters - LEAF_EDGES
+    processes = min(SIM_PROCESSES, sims)
+    per_process = -(-sims // processes)
     metrics: list[Metric] = []
     notes: list[str] = []
     started = time.monotonic()
@@ -41,7 +47,7 @@ async def run(mode: Mode) -> FigureResult:
     failure = ""
     startup_s: float | None = None
     try:
-        async with running_fleet(clusters) as fleet:
+        async with running_fleet(clusters, sim_processes=processes) as fleet:
             startup_s = time.monotonic() - started
             for label, within in (("first", FIRST_S), ("update", UPDATE_S)):
                 result = await converge(fleet, within=within)
@@ -106,11 +112,15 @@ async def run(mode: Mode) -> FigureResult:
     if update is not None and update.complete and not mode.quick:
         notes.insert(0, f"Every one of the {clusters:,} clusters applied the update.")
     method = (
-        f"{clusters:,} clusters on one hub: `fleetbus up --sim-clusters {clusters - LEAF_EDGES}` "
-        "(every simulated cluster in the hub process, each its own NATS client with its own "
+        f"{clusters:,} clusters on one hub: `fleetbus up --sim-clusters {sims} "
+        f"--sim-processes {processes}` (the hub process registers and provisions every "
+        f"simulated cluster; {processes} worker processes run up to {per_process:,} of them "
+        "each, every one its own NATS client of the hub's nats-server with its own "
         f"credentials, durable consumer and outbox stream), {LEAF_EDGES} `fleetbus edge --sim` "
-        "processes each behind its own leaf nats-server, and `fleetbus scheduler`: three "
-        "Python processes and five nats-servers on one machine. A first version is published "
+        "processes each behind its own leaf nats-server, and `fleetbus scheduler`: "
+        f"{2 + processes + LEAF_EDGES} Python processes (hub, {processes} sim workers, "
+        f"{LEAF_EDGES} edges, scheduler) and {1 + LEAF_EDGES} nats-servers on one machine. "
+        "A first version is published "
         f"(cold delivery, capped at {FIRST_S:.0f} s), then a second (update, capped at "
         f"{UPDATE_S:.0f} s); the figure is the time from the update's publish until the last "
         "cluster's TaskApplied is in the hub's REPORTS stream."
