@@ -1,0 +1,219 @@
+"""`fleetbus up --sim-clusters N --sim-processes K`: simulated clusters in worker processes.
+
+The hub registers and provisions every simulated cluster, K child processes run them; a
+published taskset reaches every cluster and comes back as reports, and neither Ctrl-C nor a
+killed hub leaves a worker behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from events.catalog import TaskApplied
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM
+from fleetbus.datadir import DataDir
+from fleetbus.natsserver import free_port
+from tests.e2e.test_hub_process import nats_servers_using
+
+FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
+BOARD = Path(__file__).resolve().parents[2] / "examples" / "yaml" / "status-board"
+CLUSTERS = 12
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def sim_workers_of(hub_pid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"fleetbus.simworker" in cmdline and parent_of(int(entry.name)) == hub_pid:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def wait_until(predicate: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+class SimHub:
+    def __init__(self, data_dir: Path) -> None:
+        self.data = DataDir(data_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workers: list[int] = []
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                *FLEETBUS,
+                "up",
+                "--data-dir",
+                str(self.data.root),
+                "--http",
+                f"127.0.0.1:{free_port()}",
+                "--nats-port",
+                str(free_port()),
+                "--leaf-port",
+                str(free_port()),
+                "--leaf-host",
+                "127.0.0.1",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        process = self.process
+        wait_until(
+            lambda: self.data.hub_json.exists() or process.poll() is not None, "hub ready", 120
+        )
+        assert process.poll() is None, "fleetbus up exited while starting"
+        self.workers = sim_workers_of(process.pid)
+
+    def fleetbus(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FLEETBUS, *args, "--data-dir", str(self.data.root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    async def applied(self, taskset: str) -> set[str]:
+        """Clusters whose TaskApplied for `taskset` is in the hub's REPORTS stream."""
+        info = self.data.read_hub_info()
+        nc = await connect(
+            str(info["nats_url"]), user="hub", password=self.data.secrets()["hub_password"]
+        )
+        reports = EventStore(nc, stream=REPORTS_STREAM)
+        found: set[str] = set()
+        try:
+            last = await reports.last_sequence()
+            if last:
+                async for stored in reports.read(skip_undecodable=True):
+                    event = stored.event
+                    if isinstance(event, TaskApplied) and event.taskset == taskset:
+                        found.add(event.cluster)
+                    if stored.seq >= last:
+                        break
+        finally:
+            await nc.close()
+        return found
+
+
+@pytest.fixture
+def sim_hub(tmp_path: Path) -> Iterator[SimHub]:
+    hub = SimHub(tmp_path / "data")
+    yield hub
+    if hub.process is not None and hub.process.poll() is None:
+        hub.process.kill()
+        hub.process.wait(10)
+    for pid in [*hub.workers, *nats_servers_using(hub.data.root)]:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_sims_in_worker_processes_apply_a_published_taskset_and_stop_with_the_hub(
+    sim_hub: SimHub,
+) -> None:
+    sim_hub.start("--sim-clusters", str(CLUSTERS), "--sim-processes", "2")
+    assert sim_hub.process is not None
+    assert len(sim_hub.workers) == 2
+    assert sim_hub.process.pid not in sim_hub.workers
+    published = sim_hub.fleetbus(
+        "publish", str(BOARD), "--name", "board", "--selector", "fleetbus.io/sim=true"
+    )
+    assert published.returncode == 0, published.stderr
+    expected = {f"sim-{i}" for i in range(1, CLUSTERS + 1)}
+    deadline = time.monotonic() + 90
+    applied: set[str] = set()
+    while applied != expected:
+        assert time.monotonic() < deadline, f"applied only on {sorted(applied)}"
+        await asyncio.sleep(0.3)
+        applied = await sim_hub.applied("board")
+
+    sim_hub.process.send_signal(signal.SIGINT)
+    assert sim_hub.process.wait(60) == 0
+    assert [pid for pid in sim_hub.workers if alive(pid)] == []
+    assert nats_servers_using(sim_hub.data.root) == []
+
+
+def test_a_killed_hub_takes_its_sim_workers_with_it(sim_hub: SimHub) -> None:
+    sim_hub.start("--sim-clusters", "4", "--sim-processes", "2")
+    assert sim_hub.process is not None
+    assert len(sim_hub.workers) == 2
+    sim_hub.process.kill()
+    sim_hub.process.wait(10)
+    wait_until(
+        lambda: not any(alive(pid) for pid in sim_hub.workers), "workers exit after the hub", 30
+    )
+
+
+@pytest.mark.parametrize(
+    ("processes", "message"),
+    [
+        ("0", "--sim-processes must be at least 1, not 0"),
+        ("-2", "--sim-processes must be at least 1, not -2"),
+        ("13", "--sim-processes 13 is more than --sim-clusters 12"),
+    ],
+)
+def test_an_impossible_number_of_sim_processes_is_one_clear_error(
+    sim_hub: SimHub, processes: str, message: str
+) -> None:
+    result = subprocess.run(
+        [
+            *FLEETBUS,
+            "up",
+            "--data-dir",
+            str(sim_hub.data.root),
+            "--http",
+            f"127.0.0.1:{free_port()}",
+            "--nats-port",
+            str(free_port()),
+            "--sim-clusters",
+            "12",
+            "--sim-processes",
+            processes,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"fleetbus: error: {message}")
+    assert nats_servers_using(sim_hub.data.root) == []
