@@ -26,7 +26,7 @@ from events.ids import new_event_id
 from events.store import EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
 from scheduler.bus import Delivered, SchedulerBus
-from scheduler.decide import Decision, decide_taskset
+from scheduler.decide import Decision, DesiredWrite, decide_taskset
 from scheduler.errors import LeaseLost
 from scheduler.materialize import Materializer
 from scheduler.ports import ChartRenderer
@@ -38,6 +38,20 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 APPEND_CONCURRENCY = 64
+
+
+def cluster_units(
+    events: list[Event], writes: list[DesiredWrite]
+) -> dict[str, tuple[list[Event], list[DesiredWrite]]]:
+    """A decision split per cluster, each part in its original order; the part under "" holds
+    the events that concern no single cluster (they go first)."""
+    units: dict[str, tuple[list[Event], list[DesiredWrite]]] = {"": ([], [])}
+    for event in events:
+        cluster = getattr(event, "cluster", "")
+        units.setdefault(cluster if isinstance(cluster, str) else "", ([], []))[0].append(event)
+    for write in writes:
+        units.setdefault(write.task.cluster, ([], []))[1].append(write)
+    return units
 
 
 def utc_now() -> datetime:
@@ -352,27 +366,38 @@ class SchedulerService:
                     log.warning("cannot prepare chart %s of %s: %s", archive, name, e)
 
     async def execute(self, decision: Decision) -> None:
-        """Append the decision's events (conditionally), fold them, then write DESIRED."""
+        """Append the decision's events (conditionally), fold them, then write DESIRED.
+
+        The order holds per cluster: a cluster's ClusterTask is written only once the events
+        deciding it are in the log. Clusters are independent, so up to `APPEND_CONCURRENCY`
+        of them are in flight at once, each writing as soon as its own events are stored
+        rather than after every other cluster's."""
         events = decision.events
         while events and events[0].aggregate == "rollout":
             # The rollout step goes first, so the log reads in the order it was decided.
-            seq = await self._append(events[0])
-            self._own_seqs.add(seq)
-            self.state.apply_event(seq, events[0].subject, self.clock(), events[0])
+            await self._append_and_fold(events[0])
             events = events[1:]
-        for start in range(0, len(events), APPEND_CONCURRENCY):
-            chunk = events[start : start + APPEND_CONCURRENCY]
-            seqs = await asyncio.gather(*(self._append(event) for event in chunk))
-            for event, seq in zip(chunk, seqs, strict=True):
-                self._own_seqs.add(seq)
-                self.state.apply_event(seq, event.subject, self.clock(), event)
-        writes = decision.writes
-        for start in range(0, len(writes), APPEND_CONCURRENCY):
-            # One subject per write: they are independent, so they go in flight together.
-            batch = writes[start : start + APPEND_CONCURRENCY]
-            await asyncio.gather(*(self.bus.write_desired(write) for write in batch))
-            for write in batch:
-                self.stored[write.subject] = write.task.generation
+        units = cluster_units(events, decision.writes)
+        for event in units.pop("", ([], []))[0]:
+            await self._append_and_fold(event)
+        window = asyncio.Semaphore(APPEND_CONCURRENCY)
+
+        async def execute_unit(unit_events: list[Event], writes: list[DesiredWrite]) -> None:
+            async with window:
+                for event in unit_events:
+                    await self._append_and_fold(event)
+                for write in writes:
+                    await self.bus.write_desired(write)
+                    self.stored[write.subject] = write.task.generation
+
+        async with asyncio.TaskGroup() as group:
+            for unit_events, writes in units.values():
+                group.create_task(execute_unit(unit_events, writes))
+
+    async def _append_and_fold(self, event: Event) -> None:
+        seq = await self._append(event)
+        self._own_seqs.add(seq)
+        self.state.apply_event(seq, event.subject, self.clock(), event)
 
     async def _append(self, event: Event) -> int:
         expected = self.state.subject_seqs.get(event.subject, 0)

@@ -21,6 +21,7 @@ from events.ids import new_event_id
 from scheduler.decide import DesiredWrite, decide_taskset
 from scheduler.materialize import Materializer
 from scheduler.placement import place_taskset
+from scheduler.service import cluster_units
 from scheduler.state import SchedulerState
 from taskset.model import ClusterTask
 from tests.scheduler_fixtures import (
@@ -287,3 +288,24 @@ def test_a_desired_write_lost_after_its_event_is_written_again_at_the_same_gener
 
 def t(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def test_a_decision_splits_into_one_part_per_cluster_each_in_its_own_order() -> None:
+    h = Harness()
+    h.append(registered("a", env="prod"), registered("b", env="prod"), registered("c", env="dev"))
+    publish = published(make_taskset("web"), 1, selector="env=prod")
+    h.state.apply_event(next(h.seq), publish.subject, h.now, publish)
+    decision = decide_taskset(h.state, "web", h.now, h.materialize, new_event_id, {})
+    units = cluster_units(decision.events, decision.writes)
+
+    assert set(units) == {"", "a", "b"}
+    for cluster in ("a", "b"):
+        events, writes = units[cluster]
+        assert events, f"cluster {cluster} has its ClusterTaskScheduled"
+        assert all(getattr(e, "cluster", None) == cluster for e in events)
+        assert [w.task.cluster for w in writes] == [cluster]
+        assert [e for e in decision.events if getattr(e, "cluster", None) == cluster] == events
+    every_event = [e for events, _ in units.values() for e in events]
+    every_write = [w for _, writes in units.values() for w in writes]
+    assert sorted(e.id for e in every_event) == sorted(e.id for e in decision.events)
+    assert sorted(w.subject for w in every_write) == sorted(w.subject for w in decision.writes)
