@@ -56,6 +56,8 @@ LEAF_SIM_LIMIT = 20
 REACHABLE_WITHIN = timedelta(seconds=90)
 """A cluster that sent an inventory digest this recently counts as connected."""
 REVIVE_COOLDOWN = timedelta(seconds=10)
+REVIVE_PAUSE_PER_SOURCE = 0.001
+"""Seconds added to the pause between source-revival checks per REPORTS source."""
 SIM_LABEL = "fleetbus.io/sim"
 IN_PROCESS_SIM_LIMIT = 1000
 """Without `--sim-processes`, fleets up to this size run in the hub process."""
@@ -163,6 +165,9 @@ class SimFleet:
 
     async def start(self, now: datetime) -> None:
         ca = hub_pki(self.data).load_ca()
+        # A durable provisioned for a cluster registered only now has delivered nothing yet;
+        # one of an earlier start may have, and an in-memory sim needs everything again.
+        earlier = [name for name in self.names() if name in self.access.clusters]
         registrations: list[Event] = []
         for index, name in enumerate(self.names(), start=1):
             wanted = self._registration(ca, index, name, now)
@@ -185,8 +190,7 @@ class SimFleet:
                     f"than {budget:.0f} s"
                 ) from e
         if not self.leaf:
-            # Fresh in-memory clusters need their full desired state: start their durables over.
-            await self.provisioning.provisioner.reset_durables(self.names())
+            await self.provisioning.provisioner.reset_durables(earlier)
         provisioned = time.monotonic()
         try:
             async with asyncio.timeout(budget):
@@ -309,6 +313,9 @@ class EdgeServices:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sims: SimFleet | None = None
     revive_interval: float = 2.0
+    """Pause between checks for stalled REPORTS sources, plus `REVIVE_PAUSE_PER_SOURCE` per
+    source: each check reads REPORTS' info, which nats-server builds source by source (at
+    10,000 sources a check every 2 s costs the server a tenth of a core)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _revived: dict[str, datetime] = field(default_factory=dict)
 
@@ -384,7 +391,8 @@ class EdgeServices:
     async def _revive_sources(self) -> None:
         """Restart stalled REPORTS sourcing of clusters that are demonstrably connected."""
         while True:
-            await asyncio.sleep(self.revive_interval)
+            sources = len(self.provisioning.provisioned)
+            await asyncio.sleep(self.revive_interval + REVIVE_PAUSE_PER_SOURCE * sources)
             now = self.clock()
             reachable = {
                 name

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,26 +112,38 @@ class SimHub:
             check=False,
         )
 
-    async def applied(self, taskset: str) -> set[str]:
-        """Clusters whose TaskApplied for `taskset` is in the hub's REPORTS stream."""
+    async def applied(self, taskset: str) -> Counter[str]:
+        """How many TaskApplied for `taskset` each cluster has in the hub's REPORTS stream."""
         info = self.data.read_hub_info()
         nc = await connect(
             str(info["nats_url"]), user="hub", password=self.data.secrets()["hub_password"]
         )
         reports = EventStore(nc, stream=REPORTS_STREAM)
-        found: set[str] = set()
+        found: Counter[str] = Counter()
         try:
             last = await reports.last_sequence()
             if last:
                 async for stored in reports.read(skip_undecodable=True):
                     event = stored.event
                     if isinstance(event, TaskApplied) and event.taskset == taskset:
-                        found.add(event.cluster)
+                        found[event.cluster] += 1
                     if stored.seq >= last:
                         break
         finally:
             await nc.close()
         return found
+
+
+async def wait_applied(hub: SimHub, *, times: int, clusters: int = CLUSTERS) -> None:
+    """Until every sim-1..sim-`clusters` has applied the board `times` times (in REPORTS)."""
+    expected = {f"sim-{i}" for i in range(1, clusters + 1)}
+    deadline = time.monotonic() + 90
+    while True:
+        applied = await hub.applied("board")
+        if {name for name in expected if applied[name] >= times} == expected:
+            return
+        assert time.monotonic() < deadline, f"applied {times} times: only {dict(applied)}"
+        await asyncio.sleep(0.3)
 
 
 @pytest.fixture
@@ -156,18 +169,28 @@ async def test_sims_in_worker_processes_apply_a_published_taskset_and_stop_with_
         "publish", str(BOARD), "--name", "board", "--selector", "fleetbus.io/sim=true"
     )
     assert published.returncode == 0, published.stderr
-    expected = {f"sim-{i}" for i in range(1, CLUSTERS + 1)}
-    deadline = time.monotonic() + 90
-    applied: set[str] = set()
-    while applied != expected:
-        assert time.monotonic() < deadline, f"applied only on {sorted(applied)}"
-        await asyncio.sleep(0.3)
-        applied = await sim_hub.applied("board")
+    await wait_applied(sim_hub, times=1)
 
     sim_hub.process.send_signal(signal.SIGINT)
     assert sim_hub.process.wait(60) == 0
     assert [pid for pid in sim_hub.workers if alive(pid)] == []
     assert nats_servers_using(sim_hub.data.root) == []
+
+
+async def test_the_sims_of_a_restarted_hub_get_their_whole_desired_state_again(
+    sim_hub: SimHub,
+) -> None:
+    sim_hub.start("--sim-clusters", "4", "--sim-processes", "2")
+    assert sim_hub.process is not None
+    published = sim_hub.fleetbus(
+        "publish", str(BOARD), "--name", "board", "--selector", "fleetbus.io/sim=true"
+    )
+    assert published.returncode == 0, published.stderr
+    await wait_applied(sim_hub, times=1, clusters=4)
+    sim_hub.process.send_signal(signal.SIGINT)
+    assert sim_hub.process.wait(60) == 0
+    sim_hub.start("--sim-clusters", "4", "--sim-processes", "2")
+    await wait_applied(sim_hub, times=2, clusters=4)
 
 
 def test_a_killed_hub_takes_its_sim_workers_with_it(sim_hub: SimHub) -> None:
