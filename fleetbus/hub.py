@@ -205,9 +205,22 @@ async def run_hub(options: HubOptions) -> None:
                     cluster_users=users,
                 ),
             )
-            await edge_services.start(
-                sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
+            starting = asyncio.create_task(
+                edge_services.start(
+                    sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
+                ),
+                name="edge-services-start",
             )
+            interrupted = asyncio.create_task(stop.wait())
+            await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            interrupted.cancel()
+            if not starting.done():
+                # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()
         hub_services = start_hub_services(store, data)
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.tokens.ensure_admin_token(

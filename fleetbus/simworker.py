@@ -223,10 +223,21 @@ async def run_worker(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     names = [sim_name(index) for index in range(args.first, args.last + 1)]
     started = time.monotonic()
-    runtimes = await start_bounded(
-        names,
-        lambda name: start_client_sim(name, args.hub_url, secret, args.inventory_interval),
+    starting = asyncio.create_task(
+        start_bounded(
+            names,
+            lambda name: start_client_sim(name, args.hub_url, secret, args.inventory_interval),
+        )
     )
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not starting.done():
+        # Stopped while connecting: exiting closes whatever connections were opened.
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return 0
+    runtimes = starting.result()
     try:
         log.info(
             "%d simulated clusters %s..%s connected in %.1f s",
