@@ -5,14 +5,18 @@ reader of REPORTS (which attributes reports) must agree on these names, so they 
 nowhere else. All of them are derived from the cluster name, a DNS-1123 label, so each is one
 valid subject token.
 
-Origin of a report: the hub copies each edge outbox into REPORTS and writes the
+Origin of a report: the hub copies each leaf edge's outbox into REPORTS and writes the
 `Nats-Stream-Source` header itself (`REPORTS-<cluster>:<hash> <seq> ...`). That header, not the
-subject nor the payload (both written by the edge), says which cluster a report came from.
+payload (written by the edge), says which cluster a report came from. A cluster connected as a
+plain client publishes its reports straight into REPORTS, on subjects only it may publish on:
+there the subject says it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from events.subjects import REPORT_PREFIX
 
 EDGE_DOMAIN_PREFIX = "edge-"
 OUTBOX_PREFIX = "REPORTS-"
@@ -25,10 +29,11 @@ CONNECTION_LABEL = "fleetbus.io/connection"
 """Cluster label saying how its edge reaches the hub: `leaf` (default) or `client`."""
 LEAF = "leaf"
 CLIENT = "client"
-"""A cluster that connects as a plain NATS client of the hub (large simulated fleets): its
-outbox is a stream in the hub's own domain and it pulls its durable consumer directly."""
+"""A cluster that connects as a plain NATS client of the hub (large simulated fleets): it
+publishes its reports straight into REPORTS and pulls its durable consumer directly."""
 
 SOURCE_HEADER = "Nats-Stream-Source"
+REPORT_SUBJECTS = f"{REPORT_PREFIX}."
 
 
 def edge_domain(cluster: str) -> str:
@@ -70,13 +75,20 @@ def connection_of(labels: Mapping[str, str]) -> str:
     return CLIENT if labels.get(CONNECTION_LABEL) == CLIENT else LEAF
 
 
-def report_origin(headers: Mapping[str, str] | None) -> str | None:
-    """The cluster a REPORTS message came from, by the source header the hub wrote; else None."""
-    if not headers:
+def report_origin(subject: str, headers: Mapping[str, str] | None) -> str | None:
+    """The cluster a REPORTS message came from; None when nothing vouches for one.
+
+    A copy sourced from an edge's outbox carries the source header the hub wrote: that names
+    the outbox, hence the cluster. A report published straight into the hub by a cluster
+    connected as a client has no such header; its subject vouches for it, because a client
+    cluster may publish only on its own `fleet.report.<cluster>.>` and a leaf edge on none of
+    them."""
+    source = (headers or {}).get(SOURCE_HEADER, "")
+    if source:
+        stream = source.split(" ", 1)[0].split(":", 1)[0]
+        if not stream.startswith(OUTBOX_PREFIX):
+            return None
+        return stream[len(OUTBOX_PREFIX) :] or None
+    if not subject.startswith(REPORT_SUBJECTS):
         return None
-    source = headers.get(SOURCE_HEADER, "")
-    stream = source.split(" ", 1)[0].split(":", 1)[0]
-    if not stream.startswith(OUTBOX_PREFIX):
-        return None
-    cluster = stream[len(OUTBOX_PREFIX) :]
-    return cluster or None
+    return subject[len(REPORT_SUBJECTS) :].split(".", 1)[0] or None

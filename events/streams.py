@@ -61,20 +61,17 @@ def desired_stream(replicas: int = 1) -> dict[str, Any]:
 
 
 def reports_stream(
-    sources: list[dict[str, Any]] | None = None,
-    replicas: int = 1,
-    *,
-    local_subjects: bool = False,
+    sources: list[dict[str, Any]] | None = None, replicas: int = 1
 ) -> dict[str, Any]:
-    """Every cluster report, sourced from the edges' outboxes; it has no subjects of its own.
+    """Every cluster report: sourced from the outboxes of leaf edges, and published straight
+    into the hub by clusters connected as clients (`fleet.report.<cluster>.>`).
 
-    `local_subjects=True` also captures `fleet.report.>` published straight into the hub, for
-    a hub whose clusters connect to it directly (tests, single-host setups). Never combine it
-    with edges whose outboxes capture the same subjects in their own domain: both would store
-    each report.
+    A leaf edge's reports are never stored twice: its connection may not publish on report
+    subjects into the hub, so they arrive only as copies of its outbox.
     """
     config: dict[str, Any] = {
         "name": REPORTS_STREAM,
+        "subjects": [f"{subjects.REPORT_PREFIX}.>"],
         "retention": "limits",
         "storage": "file",
         "discard": "old",
@@ -85,8 +82,6 @@ def reports_stream(
     }
     if sources:
         config["sources"] = sources
-    if local_subjects:
-        config["subjects"] = [f"{subjects.REPORT_PREFIX}.>"]
     return config
 
 

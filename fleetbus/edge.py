@@ -5,7 +5,8 @@ the cluster's certificate; it listens on loopback only (clients and monitoring).
 connector keeps two streams: the outbox `REPORTS-<cluster>` (the hub sources it) and the
 filtered mirror `DESIRED-<cluster>` of the cluster's desired state (read even while the hub is
 away). Clusters of large simulated fleets skip the leaf and connect to the hub as plain clients
-(`EdgeRuntime.client`), pulling their durable consumer and writing into a hub-side outbox.
+(`EdgeRuntime.client`), pulling their durable consumer and publishing their reports straight
+into the hub's REPORTS stream.
 
 This module is the edge's entry point (`python -m fleetbus.edge`, `fleetbus edge`): it imports
 neither the Helm engine nor any hub component, so an edge install stays small.
@@ -41,6 +42,7 @@ from edge_connector.jetstream import (
 from edge_connector.simulator import SimExecutor
 from events import edges
 from events.store import EventStore
+from events.streams import REPORTS_STREAM
 from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
 from fleetbus.datadir import write_private
 from fleetbus.natsserver import NatsServer, free_port
@@ -188,9 +190,10 @@ class EdgeRuntime:
         nc = await connect_local(
             hub_url, cluster=settings.cluster, user=settings.cluster, password=password
         )
-        outbox = EventStore(nc, stream=edges.outbox_stream(settings.cluster))
+        # No outbox: its reports go straight into the hub's REPORTS (on its own subjects only).
+        reports = EventStore(nc, stream=REPORTS_STREAM)
         feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)
-        runtime = cls._assemble(settings, executor, nc, outbox, feed, inventory_interval, None)
+        runtime = cls._assemble(settings, executor, nc, reports, feed, inventory_interval, None)
         runtime.start()
         return runtime
 

@@ -9,10 +9,10 @@
 - `SimFleet` for `--sim-clusters N`: clusters sim-1..sim-N, each an in-memory executor behind
   the real connector. Up to `LEAF_SIM_LIMIT` of them get their own leaf nats-server exactly
   like a real edge; a larger fleet connects its clusters to the hub as plain clients with
-  per-cluster credentials (same rights, hub-side outboxes, durable consumers) so a laptop can
-  simulate hundreds of clusters without hundreds of processes. Past `IN_PROCESS_SIM_LIMIT`
-  clusters (or with `--sim-processes K`) the client sims run in K worker processes
-  (`fleetbus.simworker`), about `SIMS_PER_PROCESS` each: one event loop cannot drive
+  per-cluster credentials (durable consumers, reports published straight into REPORTS) so a
+  laptop can simulate hundreds of clusters without hundreds of processes. Past
+  `IN_PROCESS_SIM_LIMIT` clusters (or with `--sim-processes K`) the client sims run in K worker
+  processes (`fleetbus.simworker`), about `SIMS_PER_PROCESS` each: one event loop cannot drive
   thousands of connectors. The hub still registers and provisions every sim itself.
 
 Starting thousands of sims is paced: their durables are reset and their connections opened a

@@ -106,6 +106,7 @@ async def project_event(
     stored_at: datetime,
     event: Event,
     headers: Mapping[str, str] | None = None,
+    subject: str = "",
 ) -> None:
     """Apply one event to the read models (inside the caller's transaction).
 
@@ -113,7 +114,7 @@ async def project_event(
     stays in the audit trail, marked, and changes no status.
     """
     if isinstance(event, Report):
-        origin = report_origin(headers)
+        origin = report_origin(subject, headers)
         if origin is not None and origin != event.cluster:
             await _audit(
                 db,

@@ -36,7 +36,13 @@ async def project_batch(db: ProjectionDb, batch: list[tuple[str, StoredEvent]]) 
             if stored.seq <= positions.get(stream, 0):
                 continue
             await project_event(
-                db, stream, stored.seq, stored.stored_at, stored.event, stored.headers
+                db,
+                stream,
+                stored.seq,
+                stored.stored_at,
+                stored.event,
+                stored.headers,
+                stored.subject,
             )
             positions[stream] = stored.seq
             applied += 1

@@ -1,12 +1,18 @@
 """Per-cluster delivery on the hub, provisioned from the log: consumers on DESIRED, REPORTS sources.
 
-For every registered cluster the hub owns two things, so an edge never has to create them:
+For every registered cluster the hub owns what an edge needs, so an edge never creates it:
 - a durable pull consumer `edge-<cluster>` on DESIRED filtered on `fleet.desired.<cluster>.>`
   (deliver last per subject, explicit ack): the only consumer on DESIRED an edge may pull;
-- a source of REPORTS: the cluster's outbox `REPORTS-<cluster>`, in the edge's own JetStream
-  domain (leaf clusters) or in the hub's domain (clusters connected as plain clients), filtered
-  on `fleet.report.<cluster>.>` so a report an edge files under another cluster's name is never
-  copied. The hub writes the `Nats-Stream-Source` header of each copy: that is the origin.
+- for a leaf cluster, a source of REPORTS: the cluster's outbox `REPORTS-<cluster>` in the
+  edge's own JetStream domain, filtered on `fleet.report.<cluster>.>` so a report an edge files
+  under another cluster's name is never copied. The hub writes the `Nats-Stream-Source` header
+  of each copy: that is the origin. A cluster connected as a plain client needs no source: it
+  publishes into REPORTS itself, on the only report subjects its user may publish on.
+
+A source is a consumer the server keeps running (flow control, heartbeats), so the hub pays
+per leaf cluster; client clusters cost the hub one durable each. Hubs that ran before clients
+published directly may still hold hub-side outboxes (`REPORTS-<cluster>` streams capturing
+`fleet.report.<cluster>.>`): they would overlap REPORTS' subjects, so they are removed first.
 
 `ProvisioningService` folds `ClusterRegistered` / `ClusterLabelsChanged` / `ClusterDeregistered`
 at start and follows them; the plan (which consumers, which sources) is computed by pure
@@ -31,14 +37,7 @@ from events import edges, subjects
 from events.catalog import ClusterDeregistered, ClusterLabelsChanged, ClusterRegistered, Event
 from events.errors import AppendRefused
 from events.store import EventStore
-from events.streams import (
-    DESIRED_STREAM,
-    DUPLICATE_WINDOW_S,
-    MAX_PAYLOAD,
-    NANOS,
-    REPORTS_STREAM,
-    reports_stream,
-)
+from events.streams import DESIRED_STREAM, NANOS, REPORTS_STREAM, reports_stream
 
 log = logging.getLogger(__name__)
 
@@ -79,37 +78,26 @@ def durable_config(cluster: str) -> dict[str, Any]:
     }
 
 
-def report_source(cluster: str, connection: str) -> dict[str, Any]:
-    source: dict[str, Any] = {
+def report_source(cluster: str) -> dict[str, Any]:
+    """REPORTS' source for a leaf cluster: its outbox, in its own domain, its subjects only."""
+    return {
         "name": edges.outbox_stream(cluster),
         "filter_subject": subjects.report_filter(cluster),
-    }
-    if connection == edges.LEAF:
-        source["external"] = {
+        "external": {
             "api": f"$JS.{edges.edge_domain(cluster)}.API",
             "deliver": edges.reports_deliver_prefix(cluster),
-        }
-    return source
+        },
+    }
 
 
 def reports_config(clusters: Mapping[str, str], replicas: int = 1) -> dict[str, Any]:
-    sources = [report_source(name, clusters[name]) for name in sorted(clusters)]
+    sources = [report_source(name) for name in sorted(clusters) if clusters[name] == edges.LEAF]
     return reports_stream(sources, replicas)
 
 
-def hub_outbox_config(cluster: str, replicas: int = 1) -> dict[str, Any]:
-    """The outbox of a cluster connected as a plain client: a stream in the hub's domain."""
-    return {
-        "name": edges.outbox_stream(cluster),
-        "subjects": [subjects.report_filter(cluster)],
-        "retention": "limits",
-        "storage": "file",
-        "discard": "old",
-        "num_replicas": replicas,
-        "max_age": 7 * 24 * 3600 * NANOS,
-        "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
-        "max_msg_size": MAX_PAYLOAD,
-    }
+def leftover_outboxes(stream_names: Iterable[str]) -> list[str]:
+    """Hub-side outbox streams (of earlier client clusters) among the hub's streams."""
+    return sorted(name for name in stream_names if name.startswith(edges.OUTBOX_PREFIX))
 
 
 async def run_bounded(
@@ -160,20 +148,25 @@ class Provisioner:
         """`reset_durable` for many clusters, a bounded number at a time."""
         await run_bounded(partial(self.reset_durable, name) for name in clusters)
 
-    async def ensure_cluster(self, cluster: str, connection: str) -> None:
-        """The cluster's durable consumer and, for a plain-client cluster, its hub outbox."""
-        await self.ensure_durable(cluster)
-        if connection == edges.CLIENT:
-            await self.ensure_hub_outbox(cluster)
-
     async def delete_durable(self, cluster: str) -> None:
         await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
 
-    async def ensure_hub_outbox(self, cluster: str) -> None:
-        await self.store.ensure_stream(hub_outbox_config(cluster, self.replicas))
-
-    async def delete_hub_outbox(self, cluster: str) -> None:
-        await self._delete(f"STREAM.DELETE.{edges.outbox_stream(cluster)}")
+    async def delete_leftover_outboxes(self) -> list[str]:
+        """Remove hub-side outbox streams; the names of those removed."""
+        names: list[str] = []
+        offset = 0
+        while True:
+            page = await self.store.api_request(
+                "STREAM.NAMES", {"subject": f"{subjects.REPORT_PREFIX}.>", "offset": offset}
+            )
+            batch = [str(name) for name in page.get("streams") or []]
+            names += batch
+            offset += len(batch)
+            if not batch or offset >= int(page.get("total", 0)):
+                break
+        leftovers = leftover_outboxes(names)
+        await run_bounded(partial(self._delete, f"STREAM.DELETE.{name}") for name in leftovers)
+        return leftovers
 
     async def ensure_reports(self, clusters: Mapping[str, str]) -> None:
         await self.store.ensure_stream(reports_config(clusters, self.replicas))
@@ -200,15 +193,6 @@ def clusters_to_ensure(
         (name, connection)
         for name, connection in sorted(wanted.items())
         if provisioned.get(name) != connection
-    ]
-
-
-def hub_outboxes_to_delete(provisioned: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
-    """Hub-side outboxes of clusters that are gone or no longer connect as plain clients."""
-    return [
-        name
-        for name, connection in sorted(provisioned.items())
-        if connection == edges.CLIENT and wanted.get(name) != edges.CLIENT
     ]
 
 
@@ -248,14 +232,14 @@ class ProvisioningService:
             for name in removed_clusters(self.provisioned, wanted)
         )
         await run_bounded(
-            partial(provisioner.ensure_cluster, name, connection)
-            for name, connection in clusters_to_ensure(self.provisioned, wanted)
+            partial(provisioner.ensure_durable, name)
+            for name, _ in clusters_to_ensure(self.provisioned, wanted)
         )
+        if not self.ready.is_set():
+            removed = await provisioner.delete_leftover_outboxes()
+            if removed:
+                log.info("removed %d hub-side outbox streams of client clusters", len(removed))
         await provisioner.ensure_reports(wanted)
-        await run_bounded(
-            partial(provisioner.delete_hub_outbox, name)
-            for name in hub_outboxes_to_delete(self.provisioned, wanted)
-        )
         self.provisioned = wanted
         self.applied_seq = seq
         async with self._changed:

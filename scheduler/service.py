@@ -255,7 +255,9 @@ class SchedulerService:
             self.state.apply_event(stored.seq, stored.subject, stored.stored_at, stored.event)
         self._events_floor = self.state.events_seq
         async for stored in self.reports.read(skip_undecodable=True):
-            self.state.apply_report(stored.seq, stored.stored_at, stored.event, stored.headers)
+            self.state.apply_report(
+                stored.seq, stored.stored_at, stored.event, stored.headers, stored.subject
+            )
         self._reports_floor = self.state.reports_seq
         self.stored = await self.bus.stored_generations()
         for cluster in sorted(self.state.deregistered - set(self.state.clusters)):
@@ -298,7 +300,11 @@ class SchedulerService:
                 if delivered.seq <= self._reports_floor or delivered.event is None:
                     continue
                 dirty |= self.state.apply_report(
-                    delivered.seq, delivered.stored_at, delivered.event, delivered.headers
+                    delivered.seq,
+                    delivered.stored_at,
+                    delivered.event,
+                    delivered.headers,
+                    delivered.subject,
                 )
         for cluster in purges:
             if cluster not in self.state.clusters:

@@ -260,12 +260,13 @@ class SchedulerState:
         stored_at: datetime,
         event: Event,
         headers: Mapping[str, str] | None = None,
+        subject: str = "",
     ) -> set[str]:
         """Fold one REPORTS message; return the tasksets whose rollout may move."""
         self.reports_seq = max(self.reports_seq, seq)
         if not isinstance(event, TaskApplied | TaskFailed):
             return set()
-        origin = report_origin(headers)
+        origin = report_origin(subject, headers)
         if origin is not None and origin != event.cluster:
             log.warning(
                 "ignoring report %s: it claims cluster %s but came from %s",

@@ -310,7 +310,7 @@ async def hub_view(
             task = await desired(store, cluster, TASKSET)
             held[cluster] = None if task is None else task.version
         applied = {
-            (report_origin(stored.headers or {}) or "?", stored.event.generation)
+            (report_origin(stored.subject, stored.headers) or "?", stored.event.generation)
             async for stored in EventStore(nc, stream=REPORTS_STREAM).read()
             if isinstance(stored.event, TaskApplied) and stored.event.taskset == TASKSET
         }

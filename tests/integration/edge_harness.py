@@ -217,7 +217,10 @@ class EdgeHub:
             headers = dict(reply.headers or {})
             if headers.get("Status"):
                 continue
-            found.append((edges.report_origin(headers), decoder.decode(reply.data), headers))
+            subject = headers.get("Nats-Subject", "")
+            found.append(
+                (edges.report_origin(subject, headers), decoder.decode(reply.data), headers)
+            )
         return found
 
     async def restart_server(self) -> None:

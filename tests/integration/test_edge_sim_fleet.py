@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats.errors
@@ -11,6 +12,8 @@ import pytest
 from edge_connector.simulator import SimExecutor
 from events import edges
 from events.catalog import ClusterRegistered, TaskApplied
+from events.codec import encode_event
+from events.ids import new_event_id
 from events.store import connect
 from fleetbus.access import client_password
 from tests.integration.edge_harness import (
@@ -83,7 +86,7 @@ async def test_a_large_simulated_fleet_connects_as_clients_with_per_cluster_righ
                 for origin, event, _ in await hub.reports()
             )
 
-        await eventually(reported, what="sim-21's report sourced from its hub-side outbox")
+        await eventually(reported, what="sim-21's report in REPORTS, published on its own subject")
 
         # sim-1's credentials reach sim-1's durable only.
         nc = await connect(
@@ -99,3 +102,41 @@ async def test_a_large_simulated_fleet_connects_as_clients_with_per_cluster_righ
                 await nc.request("$JS.hub.API.CONSUMER.INFO.DESIRED.edge-sim-2", b"", timeout=1)
         finally:
             await nc.close()
+
+
+async def test_a_client_cluster_reports_only_under_its_own_name(tmp_path: Path) -> None:
+    async with edge_hub(tmp_path, sim_clusters=22) as hub:
+        nc = await connect(
+            hub.server.client_url,
+            user="sim-1",
+            password=client_password(hub.password, "sim-1"),
+            inbox_prefix=edges.inbox_prefix("sim-1"),
+        )
+        try:
+            claims_sim_2 = TaskApplied(
+                id=new_event_id(),
+                occurred_at=datetime.now(UTC),
+                actor="cluster:sim-2",
+                cluster="sim-2",
+                taskset="web",
+                generation=7,
+            )
+            body = encode_event(claims_sim_2)
+            # On sim-2's subject: refused by the server, nothing stored.
+            with pytest.raises((nats.errors.NoRespondersError, nats.errors.TimeoutError)):
+                await nc.request(
+                    "fleet.report.sim-2.web", body, timeout=1, headers={"Nats-Msg-Id": "x-1"}
+                )
+            # On its own subject it is stored, and it counts as sim-1's, whatever it claims.
+            ack = await nc.request(
+                "fleet.report.sim-1.web", body, timeout=5, headers={"Nats-Msg-Id": "x-2"}
+            )
+            assert orjson.loads(ack.data)["stream"] == "REPORTS"
+        finally:
+            await nc.close()
+        stored = [
+            (origin, headers.get("Nats-Msg-Id"))
+            for origin, event, headers in await hub.reports()
+            if event.id == claims_sim_2.id
+        ]
+        assert stored == [("sim-1", "x-2")]

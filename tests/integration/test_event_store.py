@@ -14,6 +14,7 @@ from events.codec import EventDecoder
 from events.errors import ConcurrencyConflict, EventLogError, UndecodableEvent
 from events.ids import new_event_id
 from events.store import EventStore, StoredEvent, connect
+from events.streams import REPORTS_STREAM
 from tests.conftest import HubNats
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "events"
@@ -45,9 +46,8 @@ async def read_all(store: EventStore, **kwargs: object) -> list[StoredEvent]:
 
 async def test_every_event_type_round_trips_through_the_log(event_store: EventStore) -> None:
     decoder = EventDecoder()
-    # Reports live in an edge outbox; stand one up the way an edge does.
-    outbox = EventStore(event_store.nc, stream="OUTBOX")
-    await outbox.ensure_stream({"name": "OUTBOX", "subjects": ["fleet.report.>"]})
+    # Reports published into the hub land in REPORTS (the way client clusters write them).
+    outbox = EventStore(event_store.nc, stream=REPORTS_STREAM)
     originals: list[Event] = []
     for path in sorted(FIXTURES.glob("*.json")):
         event = decoder.decode(path.read_bytes())

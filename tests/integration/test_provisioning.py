@@ -1,4 +1,4 @@
-"""Provisioning many clusters at once: every durable, outbox and REPORTS source, none missing.
+"""Provisioning many clusters at once: every durable and REPORTS source, none missing.
 
 The plan for a fleet is made real with many JetStream API requests in flight; these tests
 check the result on a real nats-server, cluster by cluster, not how long it took.
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.store import EventStore
-from events.streams import DESIRED_STREAM, REPORTS_STREAM
+from events.streams import DESIRED_STREAM, REPORTS_STREAM, reports_stream
 from scheduler.provisioning import ProvisioningService
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -66,13 +66,10 @@ async def test_every_one_of_hundreds_of_registered_clusters_is_provisioned(
             await service.wait_applied(last)
         durables = await names(event_store, f"CONSUMER.NAMES.{DESIRED_STREAM}", "consumers")
         assert {edges.desired_durable(name) for name in clusters} <= durables
-        streams = await names(event_store, "STREAM.NAMES", "streams")
-        outboxes = {edges.outbox_stream(name) for name, client in clusters.items() if client}
-        assert outboxes <= streams
-        assert not {edges.outbox_stream(n) for n, c in clusters.items() if not c} & streams
         info = await event_store.stream_info(REPORTS_STREAM)
         sourced = {source["name"] for source in info["config"]["sources"]}
-        assert sourced == {edges.outbox_stream(name) for name in clusters}
+        # Leaf clusters are sourced; client clusters publish into REPORTS themselves.
+        assert sourced == {edges.outbox_stream(n) for n, client in clusters.items() if not client}
 
         gone = [name for name in clusters if int(name.split("-")[1]) % 4 < 2]
         last = await append_all(
@@ -88,12 +85,44 @@ async def test_every_one_of_hundreds_of_registered_clusters_is_provisioned(
         assert not {edges.desired_durable(name) for name in gone} & durables
         kept = set(clusters) - set(gone)
         assert {edges.desired_durable(name) for name in kept} <= durables
-        streams = await names(event_store, "STREAM.NAMES", "streams")
-        assert not {edges.outbox_stream(name) for name in gone} & streams
         info = await event_store.stream_info(REPORTS_STREAM)
         assert {s["name"] for s in info["config"]["sources"]} == {
-            edges.outbox_stream(name) for name in kept
+            edges.outbox_stream(name) for name in kept if not clusters[name]
         }
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_hub_side_outboxes_of_an_earlier_hub_are_removed_and_reports_get_their_subjects(
+    event_store: EventStore,
+) -> None:
+    # A hub from before client clusters published directly: REPORTS without subjects, and a
+    # hub-side outbox stream per client cluster, capturing that cluster's report subjects.
+    older = reports_stream()
+    del older["subjects"]
+    await event_store.api_request(f"STREAM.UPDATE.{REPORTS_STREAM}", older)
+    await event_store.ensure_stream(
+        {
+            "name": edges.outbox_stream("sim-1"),
+            "subjects": ["fleet.report.sim-1.>"],
+            "storage": "file",
+            "num_replicas": 1,
+        }
+    )
+    last = await append_all(event_store, [registration("sim-1", client=True)])
+    service = ProvisioningService(event_store)
+    running = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(60):
+            await service.wait_applied(last)
+        streams = await names(event_store, "STREAM.NAMES", "streams")
+        assert edges.outbox_stream("sim-1") not in streams
+        assert REPORTS_STREAM in streams
+        info = await event_store.stream_info(REPORTS_STREAM)
+        assert info["config"]["subjects"] == ["fleet.report.>"]
+        ack = await event_store.nc.request("fleet.report.sim-1.web", b"{}", timeout=5)
+        assert b'"stream":"REPORTS"' in ack.data.replace(b" ", b"")
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -226,13 +226,11 @@ def test_provisioning_folds_registrations_and_plans_consumers_and_sources() -> N
     assert config["filter_subject"] == "fleet.desired.alpha.>"
     assert config["deliver_policy"] == "last_per_subject"
     assert config["ack_policy"] == "explicit"
-    assert report_source("alpha", edges.LEAF)["external"]["api"] == "$JS.edge-alpha.API"
-    assert "external" not in report_source("sim-30", edges.CLIENT)
+    assert report_source("alpha")["external"]["api"] == "$JS.edge-alpha.API"
     reports = reports_config(clusters)
-    assert [s["filter_subject"] for s in reports["sources"]] == [
-        "fleet.report.alpha.>",
-        "fleet.report.sim-30.>",
-    ]
+    # A client cluster publishes into REPORTS itself: only the leaf cluster is sourced.
+    assert [s["filter_subject"] for s in reports["sources"]] == ["fleet.report.alpha.>"]
+    assert reports["subjects"] == ["fleet.report.>"]
     assert reports["duplicate_window"] > 0
     gone = evolve_clusters(
         clusters, ClusterDeregistered(id="x", occurred_at=NOW, actor="t", cluster="alpha")

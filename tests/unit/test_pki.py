@@ -97,4 +97,23 @@ def test_loading_a_missing_ca_says_to_start_the_hub(tmp_path: Path) -> None:
 def test_a_reports_origin_is_the_outbox_named_in_the_source_header(
     headers: dict[str, str] | None, origin: str | None
 ) -> None:
-    assert report_origin(headers) == origin
+    assert report_origin("", headers) == origin
+
+
+@pytest.mark.parametrize(
+    ("subject", "headers", "origin"),
+    [
+        ("fleet.report.sim-7.web", None, "sim-7"),
+        ("fleet.report.sim-7.web", {"Nats-Msg-Id": "x"}, "sim-7"),
+        # A sourced copy: the header decides, whatever the subject says.
+        ("fleet.report.sim-7.web", {"Nats-Stream-Source": "REPORTS-alpha 1 > > x"}, "alpha"),
+        ("fleet.report.sim-7.web", {"Nats-Stream-Source": "EVENTS:abc 1 > > x"}, None),
+        ("fleet.evt.cluster.sim-7", None, None),
+        ("fleet.report.", None, None),
+        ("", None, None),
+    ],
+)
+def test_a_report_published_straight_into_the_hub_comes_from_the_cluster_its_subject_names(
+    subject: str, headers: dict[str, str] | None, origin: str | None
+) -> None:
+    assert report_origin(subject, headers) == origin

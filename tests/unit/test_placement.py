@@ -247,13 +247,21 @@ def test_decisions_name_their_causes() -> None:
 
 
 def test_a_report_from_another_clusters_outbox_is_not_believed() -> None:
-    assert report_origin({"Nats-Stream-Source": "REPORTS-edge-2 17 > >"}) == "edge-2"
-    assert report_origin(None) is None
+    assert report_origin("", {"Nats-Stream-Source": "REPORTS-edge-2 17 > >"}) == "edge-2"
+    assert report_origin("", None) is None
     state = SchedulerState()
     forged = applied("edge-1", "web", 1, 1)
     assert state.apply_report(1, T0, forged, {"Nats-Stream-Source": "REPORTS-edge-2 1"}) == set()
     assert state.reports == {}
     assert state.apply_report(2, T0, forged, {"Nats-Stream-Source": "REPORTS-edge-1 2"}) == {"web"}
+
+
+def test_a_report_a_client_cluster_published_under_its_own_subject_cannot_claim_another() -> None:
+    state = SchedulerState()
+    forged = applied("edge-1", "web", 1, 1)
+    assert state.apply_report(1, T0, forged, None, "fleet.report.edge-2.web") == set()
+    assert state.reports == {}
+    assert state.apply_report(2, T0, forged, None, "fleet.report.edge-1.web") == {"web"}
 
 
 def test_replaying_the_log_gives_the_same_state_and_no_new_decision() -> None:

@@ -10,7 +10,7 @@ import pytest
 from events import edges
 from scheduler.provisioning import (
     clusters_to_ensure,
-    hub_outboxes_to_delete,
+    leftover_outboxes,
     removed_clusters,
     run_bounded,
 )
@@ -26,13 +26,16 @@ def test_a_plan_creates_what_is_new_or_reconnected_and_deletes_what_is_gone() ->
         ("d", edges.CLIENT),
         ("e", edges.CLIENT),
     ]
-    assert hub_outboxes_to_delete(BEFORE, AFTER) == ["b", "c"]
 
 
 def test_a_plan_for_an_unchanged_fleet_does_nothing() -> None:
     assert removed_clusters(BEFORE, BEFORE) == []
     assert clusters_to_ensure(BEFORE, BEFORE) == []
-    assert hub_outboxes_to_delete(BEFORE, BEFORE) == []
+
+
+def test_only_hub_side_outboxes_are_leftovers_to_remove() -> None:
+    names = ["REPORTS", "REPORTS-sim-2", "EVENTS", "REPORTS-sim-10", "DESIRED"]
+    assert leftover_outboxes(names) == ["REPORTS-sim-10", "REPORTS-sim-2"]
 
 
 def recorder(
