@@ -140,8 +140,9 @@ class MirrorFeed:
 class DurableFeed:
     """The cluster's desired state pulled from its durable consumer on the hub.
 
-    An idle cluster costs the hub one pull request per `expires` and a heartbeat per
-    `heartbeat`; a ClusterTask reaches it one network round trip after it is stored."""
+    A ClusterTask reaches it one network round trip after it is stored. An idle cluster costs
+    the hub one pull request a minute and a heartbeat every 10 s (1,000 messages a second for
+    10,000 idle clusters); a request lost with a restarting hub is noticed within 21 s."""
 
     def __init__(
         self,
@@ -154,7 +155,7 @@ class DurableFeed:
         self.nc = nc
         self.cluster = cluster
         self.hub_domain = hub_domain
-        self.settings = settings or PullSettings(batch=100, expires=30.0, heartbeat=5.0)
+        self.settings = settings or PullSettings(batch=100, expires=60.0, heartbeat=10.0)
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         pull = ContinuousPull(
