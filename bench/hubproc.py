@@ -193,7 +193,8 @@ class RunningHub:
 async def running_hub(
     *, sim_clusters: int = 0, startup_timeout: float = 300.0, sim_processes: int | None = None
 ) -> AsyncIterator[RunningHub]:
-    """`fleetbus up` in a temporary data dir; stopped (and its children) on exit.
+    """`fleetbus up --no-scheduler` in a temporary data dir; stopped (and its children) on exit.
+    Scheduling is `start_scheduler`'s process: one scheduler, on a core of its own.
 
     `sim_processes` is passed as `--sim-processes` (None: the hub's own choice by fleet size)."""
     with tempfile.TemporaryDirectory(prefix="fleetbus-bench-hub-") as tmp:
@@ -213,6 +214,8 @@ async def running_hub(
             "127.0.0.1",
             "--sim-clusters",
             str(sim_clusters),
+            # The hub's one scheduler is the `fleetbus scheduler` process each benchmark starts.
+            "--no-scheduler",
         ]
         if sim_processes is not None:
             args += ["--sim-processes", str(sim_processes)]

@@ -137,7 +137,7 @@ STAGES = {
     "scheduled": "publish → ClusterTaskScheduled stored (scheduler)",
     "desired": "→ ClusterTask stored in DESIRED (scheduler)",
     "applied": "→ TaskApplied on the cluster (delivery, apply)",
-    "reported": "→ report stored in the hub's REPORTS (outbox, sourcing)",
+    "reported": "→ report stored in the hub's REPORTS (publish; sourcing for leaf edges)",
 }
 
 
@@ -155,13 +155,13 @@ def stage_note(clusters: int, stages: dict[str, list[float]]) -> str:
 
 
 BOUNDS = (
-    "What bounds the rest: the simulated clusters are coroutines of the one `fleetbus up` "
-    "process, which also serves the API, provisions consumers and restarts stalled sources; "
-    "on 2 cores the tail of delivery and apply is that process's event loop working through "
-    "1,000 pull consumers, 1,000 simulated applies and 1,000 outbox appends, in Python, while "
-    "the raw baseline's subscribers do nothing but reply. In a real fleet each cluster runs its "
-    "own connector. The scheduler's share is DESIRED writes: one acknowledged write per "
-    "cluster, 64 in flight."
+    "What bounds the rest: every process of the loop shares two cores (nats-server, the hub "
+    "with its projector and API, the scheduler, the simulated clusters, the four leaf edges). "
+    "Once a cluster's ClusterTask is stored, delivery, apply and report take one round trip "
+    "each (the stage figures above); the time before that is the scheduler working through "
+    "the fleet: per cluster one conditional append of its ClusterTaskScheduled and one "
+    "acknowledged DESIRED write, 64 clusters in flight, each writing DESIRED as soon as its own "
+    "event is stored. The raw baseline's subscribers do nothing but reply to one publish each."
 )
 
 
@@ -227,11 +227,13 @@ async def run(mode: Mode) -> FigureResult:
     notes.append(BOUNDS)
     method = (
         f"Sizes: {', '.join(f'{n:,}' for n in sizes)} clusters, each on a fresh hub: "
-        f"`fleetbus up --sim-clusters N-{LEAF_EDGES}` (simulated clusters in the hub process, "
-        "each a NATS client of the hub with its own credentials, durable consumer and outbox), "
+        f"`fleetbus up --no-scheduler --sim-clusters N-{LEAF_EDGES}` (simulated clusters in "
+        "the hub process, each a NATS client of the hub with its own credentials and durable "
+        "consumer, publishing its reports straight into REPORTS), "
         f"{LEAF_EDGES} clusters registered with `fleetbus cluster register` and run as "
         "`fleetbus edge --sim` processes behind their own leaf nats-server, and "
-        "`fleetbus scheduler`. One warm-up version, then "
+        "`fleetbus scheduler` (the one scheduler, in a process of its own). One warm-up "
+        "version, then "
         f"{mode.repeats} measured version(s), each published with `publish_taskset` (what "
         "`fleetbus publish` calls) to a selector matching every cluster; a cluster's latency "
         "is from just before the publish to its TaskApplied for that version arriving in the "

@@ -113,14 +113,14 @@ async def run(mode: Mode) -> FigureResult:
     if update is not None and update.complete and not mode.quick:
         notes.insert(0, f"Every one of the {clusters:,} clusters applied the update.")
     method = (
-        f"{clusters:,} clusters on one hub: `fleetbus up --sim-clusters {sims} "
+        f"{clusters:,} clusters on one hub: `fleetbus up --no-scheduler --sim-clusters {sims} "
         f"--sim-processes {processes}` (the hub process registers and provisions every "
         f"simulated cluster; {processes} worker processes run up to {per_process:,} of them "
         "each, every one its own NATS client of the hub's nats-server with its own "
         "credentials and durable consumer, publishing its reports straight into REPORTS), "
         f"{LEAF_EDGES} `fleetbus edge --sim` "
-        "processes each behind its own leaf nats-server, and `fleetbus scheduler` (it and the "
-        "scheduler inside `fleetbus up` share one leader lease: whichever holds it schedules): "
+        "processes each behind its own leaf nats-server, and `fleetbus scheduler` (the one "
+        "scheduler, in a process of its own): "
         f"{2 + processes + LEAF_EDGES} Python processes (hub, {processes} sim workers, "
         f"{LEAF_EDGES} edges, scheduler) and {1 + LEAF_EDGES} nats-servers on one machine. "
         "A first version is published "

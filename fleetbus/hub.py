@@ -58,6 +58,8 @@ class HubOptions:
     nats_port: int = 4222
     leaf_port: int = 443
     sim_clusters: int = 0
+    scheduler: bool = True
+    """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
     (`fleetbus.edgehub.sim_processes_for`)."""
@@ -221,7 +223,7 @@ async def run_hub(options: HubOptions) -> None:
                     await starting
                 return
             starting.result()
-        hub_services = start_hub_services(store, data)
+        hub_services = start_hub_services(store, data, scheduler=options.scheduler)
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)

@@ -3,6 +3,9 @@
 `fleetbus up` starts both next to the HTTP API. The scheduler takes the leader lease (a
 scheduler started elsewhere with `fleetbus scheduler` waits for it, or holds it first); the
 projector keeps `projector.db` in the data dir up to date for `fleetbus status` and the API.
+`fleetbus up --no-scheduler` leaves scheduling to `fleetbus scheduler` processes: a scheduler
+in its own process has a core (and an interpreter lock) to itself, where the one inside the
+hub shares them with the projector, the API and the edge-facing services.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class HubServices:
-    scheduler: SchedulerService
+    scheduler: SchedulerService | None
+    """None when scheduling is left to `fleetbus scheduler` processes."""
     projector: ProjectorService
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -41,15 +45,22 @@ class HubServices:
                 log.exception("%s failed", task.get_name())
 
 
-def start_hub_services(store: EventStore, data: DataDir) -> HubServices:
+def start_hub_services(store: EventStore, data: DataDir, *, scheduler: bool = True) -> HubServices:
     reports = EventStore(store.nc, stream=REPORTS_STREAM)
     services = HubServices(
         scheduler=SchedulerService(
             store, reports, ChartArchiveRenderer(ChartStore(store.nc)), holder="hub-scheduler"
-        ),
+        )
+        if scheduler
+        else None,
         projector=ProjectorService(store, reports, data.root / PROJECTION_FILE),
     )
-    for name, service in (("scheduler", services.scheduler), ("projector", services.projector)):
+    running: list[tuple[str, SchedulerService | ProjectorService]] = [
+        ("projector", services.projector)
+    ]
+    if services.scheduler is not None:
+        running.insert(0, ("scheduler", services.scheduler))
+    for name, service in running:
         task = asyncio.create_task(_supervised(name, service, services.stop_event), name=name)
         services.tasks.append(task)
     return services

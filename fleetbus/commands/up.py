@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
         "--sim-clusters", type=int, default=0, metavar="N", help="also run N simulated clusters"
     )
     parser.add_argument(
+        "--no-scheduler",
+        dest="scheduler",
+        action="store_false",
+        help="run no scheduler in the hub: scheduling is left to `fleetbus scheduler` "
+        "processes (its own core; several for failover, one leads)",
+    )
+    parser.add_argument(
         "--sim-processes",
         type=int,
         default=None,
@@ -109,6 +116,7 @@ async def handle(args: argparse.Namespace) -> int:
             nats_port=args.nats_port,
             leaf_port=args.leaf_port,
             sim_clusters=args.sim_clusters,
+            scheduler=args.scheduler,
             sim_processes=args.sim_processes,
             leaf_host=args.leaf_host,
             leaf_ws_port=args.leaf_ws_port,

@@ -240,3 +240,32 @@ def test_an_impossible_number_of_sim_processes_is_one_clear_error(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"fleetbus: error: {message}")
     assert nats_servers_using(sim_hub.data.root) == []
+
+
+async def test_a_hub_without_its_own_scheduler_schedules_only_once_a_scheduler_process_runs(
+    sim_hub: SimHub,
+) -> None:
+    sim_hub.start("--sim-clusters", "3", "--no-scheduler")
+    published = sim_hub.fleetbus(
+        "publish", str(BOARD), "--name", "board", "--selector", "fleetbus.io/sim=true"
+    )
+    assert published.returncode == 0, published.stderr
+    # Nobody schedules: the sims stay empty (the publish is in the log, nothing is decided).
+    await asyncio.sleep(3.0)
+    assert await sim_hub.applied("board") == Counter()
+
+    scheduler = await asyncio.create_subprocess_exec(
+        *FLEETBUS,
+        "scheduler",
+        "--data-dir",
+        str(sim_hub.data.root),
+        "--holder",
+        "outside",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_applied(sim_hub, times=1, clusters=3)
+    finally:
+        scheduler.send_signal(signal.SIGINT)
+        await asyncio.wait_for(scheduler.wait(), 30)
