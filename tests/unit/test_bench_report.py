@@ -227,7 +227,7 @@ def test_a_convergence_breakdown_names_each_stage_with_its_percentiles() -> None
     assert note.startswith("Where the time goes at 1,000 clusters:")
     assert "(scheduler): p50 20 ms" in note
     assert "(delivery, apply): p50 2.00 s, p99 2.98 s" in note
-    assert "(outbox, sourcing): p50 5.0 ms" in note
+    assert "(publish; sourcing for leaf edges): p50 5.0 ms" in note
 
 
 def test_a_stage_without_samples_is_left_out_of_the_breakdown() -> None:
