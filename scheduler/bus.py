@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,6 +43,8 @@ from taskset.codec import encode_cluster_task
 log = logging.getLogger(__name__)
 
 LEASE_SUBJECT = "fleet.lease.scheduler"
+DESIRED_WINDOW = 512
+"""DESIRED writes one pipelined batch keeps in flight."""
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -97,16 +99,70 @@ class SchedulerBus:
     # --- DESIRED ----------------------------------------------------------------------------
 
     async def write_desired(self, write: DesiredWrite) -> None:
-        task = write.task
-        headers = {
-            "Nats-Msg-Id": write.msg_id,
-            "Fleetbus-Generation": str(task.generation),
-            "Fleetbus-Version": str(task.version),
-            "Fleetbus-Digest": task.digest,
-            "Fleetbus-Removed": "true" if task.removed else "false",
-        }
-        reply = await self._request(write.subject, encode_cluster_task(task), headers)
+        reply = await self._request(
+            write.subject, encode_cluster_task(write.task), _desired_headers(write)
+        )
         _check_ack(reply, write.subject)
+
+    async def write_desired_many(
+        self, writes: Sequence[DesiredWrite], *, window: int = DESIRED_WINDOW
+    ) -> None:
+        """Write many ClusterTasks (one subject each), pipelined: up to `window` in flight.
+
+        One round trip per write is what a decision over thousands of clusters cannot afford;
+        here the writes go out back to back and their acknowledgements come back on one
+        subscription. A write without a good answer in time is written again alone through
+        `write_desired` (its message id makes a repeat harmless); a refusal raises there."""
+        if not writes:
+            return
+        loop = asyncio.get_running_loop()
+        prefix = self.nc.new_inbox()
+        answers: dict[str, asyncio.Future[Msg]] = {}
+
+        async def answer(msg: Msg) -> None:
+            future = answers.pop(msg.subject, None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+
+        try:
+            sub = await self.nc.subscribe(
+                f"{prefix}.*", cb=answer, pending_msgs_limit=0, pending_bytes_limit=0
+            )
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot write {DESIRED_STREAM}: {e}") from e
+        try:
+            for start in range(0, len(writes), window):
+                waiting: dict[int, asyncio.Future[Msg]] = {}
+                for index in range(start, min(start + window, len(writes))):
+                    write = writes[index]
+                    reply = f"{prefix}.{index}"
+                    waiting[index] = answers[reply] = loop.create_future()
+                    try:
+                        await self.nc.publish(
+                            write.subject,
+                            encode_cluster_task(write.task),
+                            reply=reply,
+                            headers=_desired_headers(write),
+                        )
+                    except nats.errors.Error as e:
+                        raise EventLogUnavailable(f"cannot write {write.subject}: {e}") from e
+                await asyncio.wait(waiting.values(), timeout=self.timeout)
+                for index, future in waiting.items():
+                    write = writes[index]
+                    if future.done():
+                        try:
+                            _check_ack(future.result(), write.subject)
+                            continue
+                        except DesiredWriteFailed:
+                            pass  # written again alone: a refusal raises there, with its reason
+                    else:
+                        future.cancel()
+                        answers.pop(f"{prefix}.{index}", None)
+                    await self.write_desired(write)
+        finally:
+            answers.clear()
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def stored_generations(self) -> dict[str, int]:
         """DESIRED subject -> generation of the ClusterTask it holds (headers only)."""
@@ -255,6 +311,17 @@ class SchedulerBus:
     async def release_lease(self, seq: int) -> None:
         with contextlib.suppress(EventLogError):
             await self.store.api_request(f"STREAM.MSG.DELETE.{LEASES_STREAM}", {"seq": seq})
+
+
+def _desired_headers(write: DesiredWrite) -> dict[str, str]:
+    task = write.task
+    return {
+        "Nats-Msg-Id": write.msg_id,
+        "Fleetbus-Generation": str(task.generation),
+        "Fleetbus-Version": str(task.version),
+        "Fleetbus-Digest": task.digest,
+        "Fleetbus-Removed": "true" if task.removed else "false",
+    }
 
 
 def _check_ack(reply: Msg, subject: str) -> None:

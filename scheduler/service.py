@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from events.catalog import ClusterDeregistered, Event
 from events.errors import ConcurrencyConflict, EventLogError
 from events.ids import new_event_id
-from events.store import EventStore
+from events.store import Append, EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
 from scheduler.bus import Delivered, SchedulerBus
 from scheduler.decide import Decision, DesiredWrite, decide_taskset
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-APPEND_CONCURRENCY = 64
+EXECUTE_CHUNK = 512
+"""Clusters whose events are appended together before their ClusterTasks are written."""
 
 
 def cluster_units(
@@ -52,6 +53,20 @@ def cluster_units(
     for write in writes:
         units.setdefault(write.task.cluster, ([], []))[1].append(write)
     return units
+
+
+def subject_rounds(events: list[Event]) -> list[list[Event]]:
+    """The events in rounds where no subject appears twice, each subject's events in order:
+    an append conditional on a subject must see that subject's previous append stored."""
+    rounds: list[list[Event]] = []
+    seen: dict[str, int] = {}
+    for event in events:
+        index = seen.get(event.subject, -1) + 1
+        seen[event.subject] = index
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(event)
+    return rounds
 
 
 def utc_now() -> datetime:
@@ -375,9 +390,10 @@ class SchedulerService:
         """Append the decision's events (conditionally), fold them, then write DESIRED.
 
         The order holds per cluster: a cluster's ClusterTask is written only once the events
-        deciding it are in the log. Clusters are independent, so up to `APPEND_CONCURRENCY`
-        of them are in flight at once, each writing as soon as its own events are stored
-        rather than after every other cluster's."""
+        deciding it are in the log. Clusters are independent, so they go in chunks of
+        `EXECUTE_CHUNK`: a chunk's events are appended pipelined (`append_many`, each still
+        conditional on its subject), then its ClusterTasks are written pipelined while the
+        next chunk's events are appended."""
         events = decision.events
         while events and events[0].aggregate == "rollout":
             # The rollout step goes first, so the log reads in the order it was decided.
@@ -386,19 +402,48 @@ class SchedulerService:
         units = cluster_units(events, decision.writes)
         for event in units.pop("", ([], []))[0]:
             await self._append_and_fold(event)
-        window = asyncio.Semaphore(APPEND_CONCURRENCY)
+        clusters = list(units)
+        writing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(clusters), EXECUTE_CHUNK):
+                chunk = clusters[start : start + EXECUTE_CHUNK]
+                await self._append_all([event for name in chunk for event in units[name][0]])
+                writes = [write for name in chunk for write in units[name][1]]
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._write_all(writes))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
 
-        async def execute_unit(unit_events: list[Event], writes: list[DesiredWrite]) -> None:
-            async with window:
-                for event in unit_events:
-                    await self._append_and_fold(event)
-                for write in writes:
-                    await self.bus.write_desired(write)
-                    self.stored[write.subject] = write.task.generation
+    async def _append_all(self, events: list[Event]) -> None:
+        """Append independent events pipelined, each conditional on its own subject; fold the
+        stored ones, then raise the first failure."""
+        for round_ in subject_rounds(events):
+            commands = [
+                Append(events=[event], expected=self.state.subject_seqs.get(event.subject, 0))
+                for event in round_
+            ]
+            outcomes = await self.store.append_many(commands)
+            failure: EventLogError | None = None
+            for event, outcome in zip(round_, outcomes, strict=True):
+                if isinstance(outcome, EventLogError):
+                    failure = failure or outcome
+                    continue
+                seq = outcome.sequences[0]
+                self._own_seqs.add(seq)
+                self.state.apply_event(seq, event.subject, self.clock(), event)
+            if failure is not None:
+                raise failure
 
-        async with asyncio.TaskGroup() as group:
-            for unit_events, writes in units.values():
-                group.create_task(execute_unit(unit_events, writes))
+    async def _write_all(self, writes: list[DesiredWrite]) -> None:
+        await self.bus.write_desired_many(writes)
+        for write in writes:
+            self.stored[write.subject] = write.task.generation
 
     async def _append_and_fold(self, event: Event) -> None:
         seq = await self._append(event)

@@ -21,7 +21,7 @@ from events.ids import new_event_id
 from scheduler.decide import DesiredWrite, decide_taskset
 from scheduler.materialize import Materializer
 from scheduler.placement import place_taskset
-from scheduler.service import cluster_units
+from scheduler.service import cluster_units, subject_rounds
 from scheduler.state import SchedulerState
 from taskset.model import ClusterTask
 from tests.scheduler_fixtures import (
@@ -317,3 +317,10 @@ def test_a_decision_splits_into_one_part_per_cluster_each_in_its_own_order() -> 
     every_write = [w for _, writes in units.values() for w in writes]
     assert sorted(e.id for e in every_event) == sorted(e.id for e in decision.events)
     assert sorted(w.subject for w in every_write) == sorted(w.subject for w in decision.writes)
+
+
+def test_events_on_one_subject_go_in_successive_rounds_in_their_order() -> None:
+    a1, b1, a2, c1, a3 = (registered(n) for n in ("a", "b", "a", "c", "a"))
+    rounds = subject_rounds([a1, b1, a2, c1, a3])
+    assert rounds == [[a1, b1, c1], [a2], [a3]]
+    assert subject_rounds([]) == []

@@ -1,0 +1,52 @@
+"""The scheduler's pipelined DESIRED writes on a real nats-server: every one stored, once."""
+
+from __future__ import annotations
+
+from events.store import EventStore
+from events.streams import DESIRED_STREAM
+from scheduler.bus import SchedulerBus
+from scheduler.decide import DesiredWrite
+from taskset.digest import digest_of
+from taskset.model import ClusterTask
+from tests.integration.scheduler_harness import desired
+from tests.scheduler_fixtures import make_taskset
+
+
+def write_for(cluster: str, generation: int) -> DesiredWrite:
+    taskset = make_taskset("web")
+    return DesiredWrite(
+        ClusterTask(
+            cluster=cluster,
+            taskset_name="web",
+            version=generation,
+            generation=generation,
+            digest=digest_of(taskset),
+            taskset=taskset,
+        )
+    )
+
+
+async def test_more_writes_than_one_window_are_all_stored_with_their_headers(
+    event_store: EventStore,
+) -> None:
+    bus = SchedulerBus(event_store)
+    writes = [write_for(f"c-{i}", generation=3) for i in range(300)]
+    await bus.write_desired_many(writes, window=64)
+
+    generations = await bus.stored_generations()
+    assert generations == {write.subject: 3 for write in writes}
+    task = await desired(event_store, "c-299", "web")
+    assert task is not None
+    assert task.generation == 3
+
+
+async def test_writing_the_same_generations_again_stores_nothing_new(
+    event_store: EventStore,
+) -> None:
+    bus = SchedulerBus(event_store)
+    writes = [write_for(f"c-{i}", generation=1) for i in range(40)]
+    await bus.write_desired_many(writes, window=16)
+    before = (await event_store.stream_info(DESIRED_STREAM))["state"]["last_seq"]
+    await bus.write_desired_many(writes, window=16)
+    after = (await event_store.stream_info(DESIRED_STREAM))["state"]["last_seq"]
+    assert after == before
