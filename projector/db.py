@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
 from projector.errors import ProjectionMissing, ProjectionUnreadable
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,12 +137,56 @@ TABLES: dict[str, str] = {
 Row = dict[str, Any]
 
 
-class ProjectionDb:
-    """One connection to the projection database."""
+def _open_direct(path: Path) -> sqlite3.Connection:
+    """The writer's connection for batches: used from one worker thread at a time."""
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+
+class DirectWriter:
+    """Statements straight on a sqlite3 connection, for work run inside a batch's thread.
+
+    Its methods are coroutines only to satisfy the projection's `Writer`: they never suspend,
+    so a projection that awaits nothing else runs to completion in one `send`."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.connection.execute(sql, params)
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row = self.connection.execute(sql, params).fetchone()
+        return dict(row) if row is not None else None
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [dict(row) for row in self.connection.execute(sql, params).fetchall()]
+
+
+def run_to_completion(work: Coroutine[Any, Any, T]) -> T:
+    """Drive a coroutine that never suspends; refuse one that does."""
+    try:
+        work.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    work.close()
+    raise RuntimeError("a batch suspended inside the database thread (it awaited I/O)")
+
+
+class ProjectionDb:
+    """One connection to the projection database (and, for a writer, a second one for batches:
+    a batch runs in one thread hop instead of one per statement)."""
+
+    def __init__(
+        self, connection: aiosqlite.Connection, path: Path, direct: sqlite3.Connection | None = None
+    ) -> None:
         self.connection = connection
         self.path = path
+        self._direct = direct
+        self._batch_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> ProjectionDb:
@@ -158,9 +203,10 @@ class ProjectionDb:
                 (str(SCHEMA_VERSION),),
             )
             await connection.commit()
+            direct = await asyncio.to_thread(_open_direct, path)
         except sqlite3.Error as e:
             raise ProjectionUnreadable(f"cannot open the projection {path}: {e}") from e
-        return cls(connection, path)
+        return cls(connection, path, direct)
 
     @classmethod
     async def open_readonly(cls, path: Path) -> ProjectionDb:
@@ -177,7 +223,34 @@ class ProjectionDb:
         return cls(connection, path)
 
     async def close(self) -> None:
+        if self._direct is not None:
+            await asyncio.to_thread(self._direct.close)
         await self.connection.close()
+
+    async def write_batch(self, work: Callable[[DirectWriter], Coroutine[Any, Any, T]]) -> T:
+        """Run `work` as one transaction in a worker thread, its statements straight on SQLite.
+
+        `work` may await only the writer it is given (it must not suspend); committed when it
+        returns, rolled back if it raises."""
+        if self._direct is None:
+            raise ProjectionUnreadable(f"the projection {self.path} is open read-only")
+        direct = self._direct
+
+        def in_thread() -> T:
+            direct.execute("BEGIN IMMEDIATE")
+            try:
+                result = run_to_completion(work(DirectWriter(direct)))
+            except BaseException:
+                direct.rollback()
+                raise
+            direct.commit()
+            return result
+
+        async with self._batch_lock:
+            try:
+                return await asyncio.to_thread(in_thread)
+            except sqlite3.Error as e:
+                raise ProjectionUnreadable(f"write to {self.path} failed: {e}") from e
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:

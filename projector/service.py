@@ -18,7 +18,7 @@ from pathlib import Path
 from events.errors import EventLogError
 from events.store import EventStore, StoredEvent
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
-from projector.db import ProjectionDb
+from projector.db import DirectWriter, ProjectionDb
 from projector.projection import project_event
 
 log = logging.getLogger(__name__)
@@ -29,27 +29,36 @@ PROJECTION_FILE = "projector.db"
 
 async def project_batch(db: ProjectionDb, batch: list[tuple[str, StoredEvent]]) -> int:
     """Project a batch in one transaction with its positions; returns how many were new."""
+    return await db.write_batch(lambda writer: _project(writer, batch))
+
+
+async def _project(db: DirectWriter, batch: list[tuple[str, StoredEvent]]) -> int:
     applied = 0
-    async with db.transaction():
-        positions = await db.positions()
-        for stream, stored in batch:
-            if stored.seq <= positions.get(stream, 0):
-                continue
-            await project_event(
-                db,
-                stream,
-                stored.seq,
-                stored.stored_at,
-                stored.event,
-                stored.headers,
-                stored.subject,
-            )
-            positions[stream] = stored.seq
-            applied += 1
-        for stream, seq in positions.items():
-            await db.execute(
-                "INSERT OR REPLACE INTO positions (stream, seq) VALUES (?, ?)", (stream, seq)
-            )
+    positions = {
+        str(row["stream"]): int(row["seq"])
+        for row in await db.fetch_all("SELECT stream, seq FROM positions")
+    }
+    changed: set[str] = set()
+    for stream, stored in batch:
+        if stored.seq <= positions.get(stream, 0):
+            continue
+        await project_event(
+            db,
+            stream,
+            stored.seq,
+            stored.stored_at,
+            stored.event,
+            stored.headers,
+            stored.subject,
+        )
+        positions[stream] = stored.seq
+        changed.add(stream)
+        applied += 1
+    for stream in sorted(changed):
+        await db.execute(
+            "INSERT OR REPLACE INTO positions (stream, seq) VALUES (?, ?)",
+            (stream, positions[stream]),
+        )
     return applied
 
 
