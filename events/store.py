@@ -30,6 +30,7 @@ import nats.js.errors
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api as js_api
 from tenacity import (
     AsyncRetrying,
@@ -326,21 +327,7 @@ class EventStore:
         command (a conflict, a refusal) is its outcome and never stops the others.
         """
         outcomes: list[AppendResult | EventLogError | None] = [None] * len(commands)
-        prefix = self.nc.new_inbox()
-        answers: dict[str, asyncio.Future[Msg]] = {}
-
-        async def answer(msg: Msg) -> None:
-            future = answers.pop(msg.subject, None)
-            if future is not None and not future.done():
-                future.set_result(msg)
-
-        try:
-            sub = await self.nc.subscribe(
-                f"{prefix}.*", cb=answer, pending_msgs_limit=0, pending_bytes_limit=0
-            )
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"cannot append: {e}") from e
-        try:
+        async with PendingReplies(self.nc, "append") as replies:
             start = 0
             while start < len(commands):
                 end, messages, batches = start, 0, 0
@@ -349,12 +336,8 @@ class EventStore:
                     messages += max(1, size)
                     batches += size > 1
                     end += 1
-                await self._append_chunk(commands, start, end, prefix, answers, outcomes)
+                await self._append_chunk(commands, start, end, replies, outcomes)
                 start = end
-        finally:
-            answers.clear()
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
         return [outcome if outcome is not None else AppendResult([]) for outcome in outcomes]
 
     async def _append_chunk(
@@ -362,11 +345,9 @@ class EventStore:
         commands: Sequence[Append],
         start: int,
         end: int,
-        prefix: str,
-        answers: dict[str, asyncio.Future[Msg]],
+        replies: PendingReplies,
         outcomes: list[AppendResult | EventLogError | None],
     ) -> None:
-        loop = asyncio.get_running_loop()
         waiting: dict[int, asyncio.Future[Msg]] = {}
         for index in range(start, end):
             command = commands[index]
@@ -378,8 +359,7 @@ class EventStore:
             if not payloads:
                 outcomes[index] = AppendResult([])
                 continue
-            reply = f"{prefix}.{index}"
-            waiting[index] = answers[reply] = loop.create_future()
+            reply, waiting[index] = replies.expect(index)
             try:
                 await self._publish_command(command, payloads, reply)
             except nats.errors.Error as e:
@@ -398,8 +378,7 @@ class EventStore:
                     outcomes[index] = refused
                     continue
             else:
-                future.cancel()
-                answers.pop(f"{prefix}.{index}", None)
+                replies.forget(index)
             try:
                 outcomes[index] = await self.append(command.events, expected=command.expected)
             except EventLogError as failed:
@@ -890,6 +869,56 @@ def _stored_at(msg: Msg) -> datetime:
     if not msg.reply:
         return msg.metadata.timestamp
     return _from_nanos(_ack_position(msg.reply)[1])
+
+
+class PendingReplies:
+    """Answers to many requests published back to back, each awaited through its own future.
+
+    One subscription on `<inbox>.*` serves them all, so a pipeline of requests costs one
+    publish each instead of a request-reply round trip (and a task) each. Use it as an async
+    context manager around the publishes; `expect(key)` gives the reply subject to publish with
+    and the future its answer resolves."""
+
+    def __init__(self, nc: NatsClient, purpose: str) -> None:
+        self.nc = nc
+        self.purpose = purpose
+        self.prefix = nc.new_inbox()
+        self._futures: dict[str, asyncio.Future[Msg]] = {}
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> PendingReplies:
+        async def answer(msg: Msg) -> None:
+            future = self._futures.pop(msg.subject, None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+
+        try:
+            self._sub = await self.nc.subscribe(
+                f"{self.prefix}.*", cb=answer, pending_msgs_limit=0, pending_bytes_limit=0
+            )
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot {self.purpose}: {e}") from e
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+
+    def expect(self, key: int) -> tuple[str, asyncio.Future[Msg]]:
+        reply = f"{self.prefix}.{key}"
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._futures[reply] = future
+        return reply, future
+
+    def forget(self, key: int) -> None:
+        """Stop waiting for `key` (its answer did not come in time)."""
+        future = self._futures.pop(f"{self.prefix}.{key}", None)
+        if future is not None:
+            future.cancel()
 
 
 class _PulledBatch:

@@ -33,7 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from events.catalog import Event
 from events.errors import EventLogError, EventLogUnavailable, UndecodableEvent
 from events.pull import ContinuousPull, PullSettings
-from events.store import EventStore
+from events.store import EventStore, PendingReplies
 from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
 from events.subjects import desired_filter
 from scheduler.decide import DesiredWrite
@@ -115,28 +115,12 @@ class SchedulerBus:
         `write_desired` (its message id makes a repeat harmless); a refusal raises there."""
         if not writes:
             return
-        loop = asyncio.get_running_loop()
-        prefix = self.nc.new_inbox()
-        answers: dict[str, asyncio.Future[Msg]] = {}
-
-        async def answer(msg: Msg) -> None:
-            future = answers.pop(msg.subject, None)
-            if future is not None and not future.done():
-                future.set_result(msg)
-
-        try:
-            sub = await self.nc.subscribe(
-                f"{prefix}.*", cb=answer, pending_msgs_limit=0, pending_bytes_limit=0
-            )
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"cannot write {DESIRED_STREAM}: {e}") from e
-        try:
+        async with PendingReplies(self.nc, f"write {DESIRED_STREAM}") as replies:
             for start in range(0, len(writes), window):
                 waiting: dict[int, asyncio.Future[Msg]] = {}
                 for index in range(start, min(start + window, len(writes))):
                     write = writes[index]
-                    reply = f"{prefix}.{index}"
-                    waiting[index] = answers[reply] = loop.create_future()
+                    reply, waiting[index] = replies.expect(index)
                     try:
                         await self.nc.publish(
                             write.subject,
@@ -156,13 +140,8 @@ class SchedulerBus:
                         except DesiredWriteFailed:
                             pass  # written again alone: a refusal raises there, with its reason
                     else:
-                        future.cancel()
-                        answers.pop(f"{prefix}.{index}", None)
+                        replies.forget(index)
                     await self.write_desired(write)
-        finally:
-            answers.clear()
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
 
     async def stored_generations(self) -> dict[str, int]:
         """DESIRED subject -> generation of the ClusterTask it holds (headers only)."""
