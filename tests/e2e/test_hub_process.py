@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fleetbus.natsserver import free_port
+from tests.processes import nats_servers_under
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
 
@@ -35,25 +36,6 @@ def healthy(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def nats_servers_using(data_dir: Path) -> list[int]:
-    """Pids of nats-server processes whose config lives in `data_dir`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            cmdline
-            and cmdline[0].endswith(b"nats-server")
-            and str(data_dir).encode() in b" ".join(cmdline)
-        ):
-            pids.append(int(entry.name))
-    return pids
 
 
 class Hub:
@@ -105,7 +87,7 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
     if hub.process is not None and hub.process.poll() is None:
         hub.process.kill()
         hub.process.wait(10)
-    for pid in nats_servers_using(hub.data_dir):
+    for pid in nats_servers_under(hub.data_dir):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -129,10 +111,10 @@ asyncio.run(main())
 
 def test_up_serves_health_and_ctrl_c_leaves_no_process_behind(hub: Hub) -> None:
     hub.start()
-    assert len(nats_servers_using(hub.data_dir)) == 1
+    assert len(nats_servers_under(hub.data_dir)) == 1
     assert (hub.data_dir / "hub.json").exists()
     assert hub.interrupt() == 0
-    assert nats_servers_using(hub.data_dir) == []
+    assert nats_servers_under(hub.data_dir) == []
     assert not (hub.data_dir / "hub.json").exists()
 
 
@@ -179,7 +161,7 @@ def test_a_taken_port_gets_a_clear_message_and_no_traceback(hub: Hub) -> None:
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "--nats-port" in result.stderr
     assert "Traceback" not in result.stderr
-    assert nats_servers_using(hub.data_dir) == []
+    assert nats_servers_under(hub.data_dir) == []
 
 
 def test_a_missing_nats_server_binary_gets_a_clear_message(hub: Hub, tmp_path: Path) -> None:

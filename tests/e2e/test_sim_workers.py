@@ -24,7 +24,7 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.natsserver import free_port
-from tests.e2e.test_hub_process import nats_servers_using
+from tests.processes import nats_servers_under, pids_where
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
 BOARD = Path(__file__).resolve().parents[2] / "examples" / "yaml" / "status-board"
@@ -49,17 +49,9 @@ def alive(pid: int) -> bool:
 
 
 def sim_workers_of(hub_pid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"fleetbus.simworker" in cmdline and parent_of(int(entry.name)) == hub_pid:
-            pids.append(int(entry.name))
-    return sorted(pids)
+    return pids_where(
+        lambda pid, cmdline: b"fleetbus.simworker" in cmdline and parent_of(pid) == hub_pid
+    )
 
 
 def wait_until(predicate: object, what: str, timeout: float = 60.0) -> None:
@@ -153,7 +145,7 @@ def sim_hub(tmp_path: Path) -> Iterator[SimHub]:
     if hub.process is not None and hub.process.poll() is None:
         hub.process.kill()
         hub.process.wait(10)
-    for pid in [*hub.workers, *nats_servers_using(hub.data.root)]:
+    for pid in [*hub.workers, *nats_servers_under(hub.data.root)]:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
@@ -174,7 +166,7 @@ async def test_sims_in_worker_processes_apply_a_published_taskset_and_stop_with_
     sim_hub.process.send_signal(signal.SIGINT)
     assert sim_hub.process.wait(60) == 0
     assert [pid for pid in sim_hub.workers if alive(pid)] == []
-    assert nats_servers_using(sim_hub.data.root) == []
+    assert nats_servers_under(sim_hub.data.root) == []
 
 
 async def test_the_sims_of_a_restarted_hub_get_their_whole_desired_state_again(
@@ -239,7 +231,7 @@ def test_an_impossible_number_of_sim_processes_is_one_clear_error(
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"fleetbus: error: {message}")
-    assert nats_servers_using(sim_hub.data.root) == []
+    assert nats_servers_under(sim_hub.data.root) == []
 
 
 async def test_a_hub_without_its_own_scheduler_schedules_only_once_a_scheduler_process_runs(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.faults.harness import REPO
+from tests.processes import nats_servers_under
 
 
 @dataclass
@@ -73,25 +74,6 @@ class Component:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def nats_servers_under(directory: Path) -> list[int]:
-    """Pids of nats-server processes whose config lives under `directory`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            cmdline
-            and cmdline[0].endswith(b"nats-server")
-            and str(directory).encode() in b" ".join(cmdline)
-        ):
-            pids.append(int(entry.name))
-    return pids
 
 
 def kill_nats_servers_under(directory: Path) -> None:

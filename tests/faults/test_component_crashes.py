@@ -32,11 +32,12 @@ from events.edges import report_origin
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
-from tests.faults.components import Component, kill_nats_servers_under, nats_servers_under
+from tests.faults.components import Component, kill_nats_servers_under
 from tests.faults.harness import LONG, record_figures, wait_for
 from tests.faults.projection import clean_replay_digests
 from tests.integration.edge_harness import EdgeHub, edge_hub
 from tests.integration.scheduler_harness import desired, events_of, versions
+from tests.processes import nats_servers_under
 from tests.scheduler_fixtures import config_map, make_taskset, published
 from tests.security.live_hub import LiveHub
 

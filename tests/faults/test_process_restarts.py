@@ -14,9 +14,10 @@ import subprocess
 from pathlib import Path
 
 from events.catalog import TaskApplied
-from tests.faults.components import Component, kill_nats_servers_under, nats_servers_under
+from tests.faults.components import Component, kill_nats_servers_under
 from tests.faults.harness import record_figures, wait_for
 from tests.integration.edge_harness import cluster_task, edge_hub, sample_taskset
+from tests.processes import nats_servers_under
 from tests.security.live_hub import FLEETBUS, REPO, LiveHub
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from fleetbus.natsserver import free_port
+from tests.processes import nats_servers_under
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
@@ -103,7 +104,7 @@ class LiveHub:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
-        for pid in _nats_servers_using(self.data_dir):
+        for pid in nats_servers_under(self.data_dir):
             os.kill(pid, signal.SIGKILL)
 
     def log_text(self) -> str:
@@ -206,21 +207,3 @@ class LiveHub:
             check=False,
             env={**os.environ, **(env or {})},
         )
-
-
-def _nats_servers_using(data_dir: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            cmdline
-            and cmdline[0].endswith(b"nats-server")
-            and str(data_dir).encode() in b" ".join(cmdline)
-        ):
-            pids.append(int(entry.name))
-    return pids
