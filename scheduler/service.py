@@ -39,6 +39,8 @@ Clock = Callable[[], datetime]
 
 EXECUTE_CHUNK = 512
 """Clusters whose events are appended together before their ClusterTasks are written."""
+COALESCE_LIMIT = 20_000
+"""Deliveries one handling may take from the queue at once (see `coalesced`)."""
 
 
 def cluster_units(
@@ -67,6 +69,21 @@ def subject_rounds(events: list[Event]) -> list[list[Event]]:
             rounds.append([])
         rounds[index].append(event)
     return rounds
+
+
+def coalesced(
+    first: list[Delivered], queue: asyncio.Queue[list[Delivered]], limit: int = COALESCE_LIMIT
+) -> list[Delivered]:
+    """`first` and the batches already waiting behind it, taken whole until there are `limit`
+    deliveries.
+
+    Each batch handled costs a decision over every cluster of the tasksets it touched; a burst
+    of reports (thousands of clusters answering one publish) is decided on once, not once per
+    pull batch."""
+    batch = list(first)
+    while len(batch) < limit and not queue.empty():
+        batch.extend(queue.get_nowait())
+    return batch
 
 
 def utc_now() -> datetime:
@@ -235,7 +252,7 @@ class SchedulerService:
                         if not halt.is_set():
                             await self.decide(self._due())
                         continue
-                    await self.handle(getter.result())
+                    await self.handle(coalesced(getter.result(), queue))
             finally:
                 halted.cancel()
         if lost.is_set():

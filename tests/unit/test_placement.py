@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from datetime import datetime, timedelta
+from typing import cast
+
+from nats.aio.msg import Msg
 
 from events.catalog import (
     ClusterTaskRefused,
@@ -18,10 +22,11 @@ from events.catalog import (
 )
 from events.edges import report_origin
 from events.ids import new_event_id
+from scheduler.bus import Delivered
 from scheduler.decide import DesiredWrite, decide_taskset
 from scheduler.materialize import Materializer
 from scheduler.placement import place_taskset
-from scheduler.service import cluster_units, subject_rounds
+from scheduler.service import cluster_units, coalesced, subject_rounds
 from scheduler.state import SchedulerState
 from taskset.model import ClusterTask
 from tests.scheduler_fixtures import (
@@ -324,3 +329,25 @@ def test_events_on_one_subject_go_in_successive_rounds_in_their_order() -> None:
     rounds = subject_rounds([a1, b1, a2, c1, a3])
     assert rounds == [[a1, b1, c1], [a2], [a3]]
     assert subject_rounds([]) == []
+
+
+def _delivered(seq: int) -> Delivered:
+    return Delivered(
+        stream="REPORTS",
+        seq=seq,
+        subject="fleet.report.a.web",
+        stored_at=T0,
+        event=None,
+        headers=None,
+        msg=cast(Msg, None),
+    )
+
+
+async def test_batches_waiting_behind_one_are_handled_with_it_up_to_a_limit() -> None:
+    queue: asyncio.Queue[list[Delivered]] = asyncio.Queue()
+    for start in (3, 5, 7):
+        queue.put_nowait([_delivered(start), _delivered(start + 1)])
+    taken = coalesced([_delivered(1), _delivered(2)], queue, limit=5)
+    assert [d.seq for d in taken] == [1, 2, 3, 4, 5, 6]
+    assert [d.seq for d in queue.get_nowait()] == [7, 8]
+    assert [d.seq for d in coalesced([_delivered(9)], queue)] == [9]
