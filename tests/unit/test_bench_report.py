@@ -8,7 +8,8 @@ from bench.figure import FigureResult, Metric, Target, format_number
 from bench.hubproc import REPO, describe_failure
 from bench.machine import MachineInfo, parse_cpu_model, parse_mem_total_gib
 from bench.p1_convergence import stage_note
-from bench.procstat import cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
+from bench.p2_convergence_10k import cpu_note
+from bench.procstat import CLOCK_TICKS, cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
 from bench.published import PUBLISHED
 from bench.report import (
     REQUIRED_KEYS,
@@ -249,3 +250,13 @@ def test_a_failed_process_is_described_by_its_last_exception_and_our_frame() -> 
     assert describe_failure(output) == "TimeoutError at fleetbus/edgehub.py:131 (start)"
     assert describe_failure("all good\nlast words\n") == "last words"
     assert describe_failure("") == "(no output)"
+
+
+def test_the_update_cpu_note_orders_roles_by_use_and_sums_them() -> None:
+    ticks = CLOCK_TICKS
+    note = cpu_note({"scheduler": 3 * ticks, "hub's nats-server": 18 * ticks}, seconds=20.0)
+    assert note.startswith("CPU used during the update (20.0 s of wall time, from /proc): ")
+    assert note.index("hub's nats-server 18.0 s (90 % of a core)") < note.index(
+        "scheduler 3.0 s (15 % of a core)"
+    )
+    assert "; 21.0 s in all of the " in note
