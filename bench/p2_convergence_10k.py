@@ -110,14 +110,15 @@ async def run(mode: Mode) -> FigureResult:
                 before, started_at = process_ticks(fleet), time.monotonic()
                 result = await converge(fleet, within=within)
                 runs[label] = result
+                seconds = time.monotonic() - started_at
+                if result.stages:
+                    notes.append(f"{label} version: " + stage_note(clusters, result.stages))
                 if label == "update":
                     used = {
                         role: ticks - before.get(role, 0)
                         for role, ticks in process_ticks(fleet).items()
                     }
-                    notes.append(cpu_note(used, time.monotonic() - started_at))
-                if result.stages:
-                    notes.append(f"{label} version: " + stage_note(clusters, result.stages))
+                    notes.append(cpu_note(used, seconds))
                 if not result.complete:
                     failure = f"{label} version: {_status(result, within)}"
                     break
