@@ -104,6 +104,7 @@ class ContinuousPull:
             raise EventLogUnavailable(f"cannot pull {self.stream}/{self.durable}: {e}") from e
         settings = self.settings
         silence = 2 * settings.heartbeat + 1.0
+        last_trouble = ""
         try:
             credit = await self._request(inbox)
             while True:
@@ -128,12 +129,18 @@ class ContinuousPull:
                 if data:
                     yield data
                 if ended and ended != EXPIRED_STATUS:
-                    log.info(
-                        "pull request on %s/%s ended with status %s; asking again",
-                        *self._names(),
-                        ended,
-                    )
+                    # Said once per new status: a consumer not created yet answers every second.
+                    if ended != last_trouble:
+                        log.info(
+                            "pull request on %s/%s ended with status %s; asking again",
+                            *self._names(),
+                            ended,
+                        )
                     await asyncio.sleep(RETRY_PAUSE_S)
+                if data:
+                    last_trouble = ""
+                elif ended:
+                    last_trouble = ended
                 if ended or credit <= 0:
                     credit = await self._request(inbox)
         finally:
