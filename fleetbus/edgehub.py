@@ -391,13 +391,19 @@ class EdgeServices:
     async def _revive_sources(self) -> None:
         """Restart stalled REPORTS sourcing of clusters that are demonstrably connected."""
         while True:
-            sources = len(self.provisioning.provisioned)
-            await asyncio.sleep(self.revive_interval + REVIVE_PAUSE_PER_SOURCE * sources)
+            # Only leaf clusters are sourced; clients publish into REPORTS themselves.
+            sourced = {
+                name
+                for name, connection in self.provisioning.provisioned.items()
+                if connection == edges.LEAF
+            }
+            await asyncio.sleep(self.revive_interval + REVIVE_PAUSE_PER_SOURCE * len(sourced))
             now = self.clock()
             reachable = {
                 name
                 for name, seen in self.antientropy.last_seen.items()
-                if now - seen < REACHABLE_WITHIN
+                if name in sourced
+                and now - seen < REACHABLE_WITHIN
                 and now - self._revived.get(name, datetime.min.replace(tzinfo=UTC))
                 > REVIVE_COOLDOWN
             }
