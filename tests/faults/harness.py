@@ -80,8 +80,8 @@ class WriterFleet:
                             "tests.faults.append_writer",
                             "--urls",
                             ",".join(self.urls),
-                            "--password",
-                            self.password,
+                            # One argument: a password may start with "-".
+                            f"--password={self.password}",
                             "--writer",
                             str(writer),
                             "--count",

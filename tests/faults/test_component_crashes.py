@@ -73,8 +73,8 @@ async def fleet_processes(
                 "tests.faults.projector_process",
                 "--urls",
                 hub.server.client_url,
-                "--password",
-                hub.password,
+                # One argument: a password may start with "-".
+                f"--password={hub.password}",
                 "--db",
                 str(root / "projector.db"),
             ],
