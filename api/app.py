@@ -46,6 +46,7 @@ from api.routes import (
     system,
     tasksets,
 )
+from events.tasks import cancel_and_wait
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 API_VERSION = "1"
@@ -143,8 +144,7 @@ def create_app(hub: HubContext) -> Litestar:
             yield
         finally:
             hub.shutdown.set()
-            observer.cancel()
-            await asyncio.gather(observer, return_exceptions=True)
+            await cancel_and_wait([observer])
 
     def provide_hub() -> HubContext:
         return hub

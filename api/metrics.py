@@ -27,7 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from api.log_readers import cancel_and_wait, closing
+from api.log_readers import closing
 from events.catalog import (
     DriftCorrected,
     DriftDetected,
@@ -37,6 +37,7 @@ from events.catalog import (
 )
 from events.errors import EventLogError
 from events.store import EventStore, StoredEvent
+from events.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

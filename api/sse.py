@@ -23,10 +23,11 @@ import msgspec
 from litestar.response import ServerSentEventMessage
 
 from api.event_records import StreamName, concerns, event_record
-from api.log_readers import cancel_and_wait, closing
+from api.log_readers import closing
 from api.metrics import HubMetrics
 from events.errors import EventLogError
 from events.store import EventStore, StoredEvent
+from events.tasks import cancel_and_wait
 
 RETRY_MS = 3000
 _CURSOR = re.compile(r"^(\d+)-(\d+)$")

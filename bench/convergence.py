@@ -37,6 +37,7 @@ from events.catalog import ClusterTaskScheduled, Placement, TaskApplied
 from events.charts import ChartStore
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from fleetbus.edgehub import SIM_LABEL
 from normalizer import NormalizedSource
 from taskset.codec import CorruptPayload, decode_cluster_task, encode_cluster_task
@@ -180,9 +181,7 @@ async def converge(fleet: Fleet, within: float) -> Convergence:
         fleet.hub.check()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(everyone.wait(), timeout=1.0)
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    await cancel_and_wait([watcher])
     scheduled = await scheduled_times(fleet.store, outcome.sequence, version)
     desired = await desired_times(fleet.store, version)
     stages: dict[str, list[float]] = {"scheduled": [], "desired": [], "applied": [], "reported": []}

@@ -23,6 +23,7 @@ from events.catalog import Placement, TaskApplied, TaskFailed
 from events.charts import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from normalizer import NormalizedSource, NormalizeOptions, normalize
 
 CLUSTER = "bench-edge"
@@ -106,9 +107,7 @@ class SingleEdge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), timeout=1.0)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait([watcher])
 
 
 @contextlib.asynccontextmanager

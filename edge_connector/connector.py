@@ -31,6 +31,7 @@ from edge_connector.executor import AppliedTask, DriftObserved, Executor
 from events.catalog import Report
 from events.errors import EventLogError
 from events.inventory import InventoryDigest
+from events.tasks import cancel_and_wait
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
 
@@ -114,14 +115,10 @@ class Connector:
             for task in done:
                 task.result()
         finally:
-            for task in [*loops, *self._inflight.values()]:
-                task.cancel()
-            await asyncio.gather(*loops, *self._inflight.values(), return_exceptions=True)
+            await cancel_and_wait([*loops, *self._inflight.values()])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._outbox_drained()), timeout=5.0)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await cancel_and_wait([writer])
 
     async def _outbox_drained(self) -> None:
         await self._outbox.join()

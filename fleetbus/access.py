@@ -49,6 +49,7 @@ from events.catalog import (
 )
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, HUB_DOMAIN
+from events.tasks import cancel_and_wait
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.errors import HubError
 from fleetbus.natsserver import NatsServer
@@ -475,8 +476,4 @@ class ClusterAccessService:
                     self.clusters = evolve_access(self.clusters, event)
                 await self.apply(seq)
         finally:
-            if getter is not None:
-                getter.cancel()
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await cancel_and_wait([follower, *([getter] if getter is not None else [])])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import secrets
 import signal
@@ -43,6 +42,7 @@ from edge_connector.simulator import SimExecutor
 from events import edges
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
 from fleetbus.datadir import write_private
 from fleetbus.natsserver import NatsServer, free_port
@@ -230,9 +230,7 @@ class EdgeRuntime:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
         await self.nc.close()
         await self.executor.close()

@@ -38,6 +38,7 @@ from events.catalog import ClusterRegistered, Event
 from events.errors import EventLogError
 from events.ids import new_event_id
 from events.store import EventStore
+from events.tasks import cancel_and_wait
 from fleetbus.access import ClusterAccessService, ConfigText, LeafListener
 from fleetbus.bundle import EdgeSettings, read_edge_bundle, write_edge_bundle
 from fleetbus.datadir import DataDir
@@ -414,9 +415,7 @@ class EdgeServices:
     async def stop(self) -> None:
         if self.sims is not None:
             await self.sims.stop()
-        for task in self.tasks:
-            task.cancel()
-        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        results = await cancel_and_wait(self.tasks)
         for result in results:
             if isinstance(result, Exception):
                 log.error("hub edge service failed", exc_info=result)

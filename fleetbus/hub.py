@@ -23,6 +23,7 @@ from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
 from events.store import EventStore, connect
 from events.streams import hub_streams
+from events.tasks import cancel_and_wait
 from fleetbus.access import LeafListener
 from fleetbus.datadir import DataDir, write_private
 from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
@@ -218,9 +219,7 @@ async def run_hub(options: HubOptions) -> None:
             interrupted.cancel()
             if not starting.done():
                 # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
+                await cancel_and_wait([starting])
                 return
             starting.result()
         hub_services = start_hub_services(store, data, scheduler=options.scheduler)

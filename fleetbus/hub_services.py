@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from events.charts import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from fleetbus.datadir import DataDir
 from fleetbus.renderer import ChartArchiveRenderer
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 15.0
+"""How long the services get to stop on their own before they are cancelled."""
 
 
 @dataclass
@@ -35,14 +39,18 @@ class HubServices:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self) -> None:
+        """Ask the services to stop; cancel those still running after `STOP_GRACE_S`."""
         self.stop_event.set()
+        if not self.tasks:
+            return
+        _, late = await asyncio.wait(self.tasks, timeout=STOP_GRACE_S)
+        for task in late:
+            log.warning("%s did not stop in time; cancelling it", task.get_name())
+        await cancel_and_wait(late)
         for task in self.tasks:
-            try:
-                await asyncio.wait_for(task, timeout=15)
-            except TimeoutError:
-                log.warning("%s did not stop in time", task.get_name())
-            except Exception:
-                log.exception("%s failed", task.get_name())
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                log.error("%s failed", task.get_name(), exc_info=error)
 
 
 def start_hub_services(store: EventStore, data: DataDir, *, scheduler: bool = True) -> HubServices:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from edge_connector.simulator import SimExecutor
+from events.tasks import cancel_and_wait
 from fleetbus.access import client_password
 from fleetbus.bundle import EdgeSettings
 from fleetbus.edge import EdgeRuntime
@@ -234,8 +235,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     stopped.cancel()
     if not starting.done():
         # Stopped while connecting: exiting closes whatever connections were opened.
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
+        await cancel_and_wait([starting])
         return 0
     runtimes = starting.result()
     try:

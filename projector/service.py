@@ -18,6 +18,7 @@ from pathlib import Path
 from events.errors import EventLogError
 from events.store import EventStore, StoredEvent
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from projector.db import DirectWriter, ProjectionDb
 from projector.projection import project_event
 
@@ -108,8 +109,7 @@ class ProjectorService:
                     if await asyncio.to_thread(_inode, self.path) != inode:
                         log.info("projection %s was replaced; reopening it", self.path)
                         break
-                for feeder in feeders:
-                    feeder.cancel()
+                await cancel_and_wait(feeders)
         finally:
             await db.close()
 

@@ -36,6 +36,7 @@ from events.pull import ContinuousPull, PullSettings
 from events.store import EventStore, PendingReplies
 from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
 from events.subjects import desired_filter
+from events.tasks import cancel_and_wait
 from scheduler.decide import DesiredWrite
 from scheduler.errors import DesiredWriteFailed, LeaseLost, SchedulerError
 from taskset.codec import encode_cluster_task
@@ -221,9 +222,7 @@ class SchedulerBus:
                 received = asyncio.ensure_future(anext(batches))
                 await asyncio.wait({received, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if not received.done():
-                    received.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await received
+                    await cancel_and_wait([received])
                     return
                 yield [self._decode(stream, msg) for msg in received.result()]
         finally:

@@ -27,7 +27,6 @@ stays busy and nothing is dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
@@ -38,6 +37,7 @@ from events.catalog import ClusterDeregistered, ClusterLabelsChanged, ClusterReg
 from events.errors import AppendRefused
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, NANOS, REPORTS_STREAM, reports_stream
+from events.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,7 @@ async def run_bounded(
     try:
         await asyncio.gather(*workers)
     finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await cancel_and_wait(workers)
 
 
 class Provisioner:
@@ -315,8 +313,4 @@ class ProvisioningService:
                 else:
                     self.applied_seq = seq
         finally:
-            if getter is not None:
-                getter.cancel()
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await cancel_and_wait([follower, *([getter] if getter is not None else [])])

@@ -25,6 +25,7 @@ from events.errors import ConcurrencyConflict, EventLogError
 from events.ids import new_event_id
 from events.store import Append, EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from scheduler.bus import Delivered, SchedulerBus
 from scheduler.decide import Decision, DesiredWrite, decide_taskset
 from scheduler.errors import LeaseLost
@@ -184,7 +185,7 @@ class SchedulerService:
                 async with asyncio.TaskGroup() as group:
                     keeper = group.create_task(self._keep(lease, stop, lost), name="lease")
                     await self._lead(stop, lost)
-                    keeper.cancel()
+                    await cancel_and_wait([keeper])
             except* (LeaseLost, ConcurrencyConflict) as group_error:
                 log.warning(
                     "scheduler %s stops deciding: %s", self.holder, group_error.exceptions[0]
@@ -433,9 +434,7 @@ class SchedulerService:
                 await writing
         finally:
             if writing is not None and not writing.done():
-                writing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+                await cancel_and_wait([writing])
 
     async def _append_all(self, events: list[Event]) -> None:
         """Append independent events pipelined, each conditional on its own subject; fold the

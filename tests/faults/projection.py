@@ -4,12 +4,12 @@ replay its read models must equal once it has caught up."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from events.store import EventStore, connect
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from projector.db import ProjectionDb
 from projector.service import ProjectorService, rebuild_projection
 
@@ -34,9 +34,7 @@ class LiveProjector:
         try:
             await asyncio.wait_for(asyncio.shield(self.task), timeout=15)
         except TimeoutError:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_and_wait([self.task])
         finally:
             await self.store.close()
 

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 
 from events.pull import ContinuousPull, PullSettings
 from events.store import EventStore, connect
+from events.tasks import cancel_and_wait
 from tests.conftest import HubNats
 
 STREAM = "PULLTEST"
@@ -70,9 +71,7 @@ class Reader:
         return time.monotonic() - started
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait([self._task])
         await self._batches.aclose()
 
 

@@ -13,6 +13,7 @@ from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, REPORTS_STREAM, reports_stream
+from events.tasks import cancel_and_wait
 from scheduler.provisioning import ProvisioningService
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -90,8 +91,7 @@ async def test_every_one_of_hundreds_of_registered_clusters_is_provisioned(
             edges.outbox_stream(name) for name in kept if not clusters[name]
         }
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await cancel_and_wait([running])
 
 
 async def test_hub_side_outboxes_of_an_earlier_hub_are_removed_and_reports_get_their_subjects(
@@ -124,5 +124,4 @@ async def test_hub_side_outboxes_of_an_earlier_hub_are_removed_and_reports_get_t
         ack = await event_store.nc.request("fleet.report.sim-1.web", b"{}", timeout=5)
         assert b'"stream":"REPORTS"' in ack.data.replace(b" ", b"")
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await cancel_and_wait([running])

@@ -9,7 +9,6 @@ refused with a typed error. In every case, the hub's streams hold exactly what t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from events.ids import new_event_id
 from events.inventory import InventoryDigest, desired_state_digest, encode_inventory
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, EVENTS_STREAM, MAX_PAYLOAD, REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from scheduler.antientropy import AntiEntropyService
 from taskset.errors import FleetbusError
 from tests.faults.harness import wait_for
@@ -90,9 +90,7 @@ async def test_garbage_inventory_digests_do_not_stop_anti_entropy_nor_write_anyt
         assert not task.done(), f"anti-entropy stopped: {task.exception()!r}"
         assert "a" not in service.last_seen
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
     assert await last_sequences(event_store) == before
 
 
