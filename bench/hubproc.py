@@ -191,12 +191,17 @@ class RunningHub:
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    *, sim_clusters: int = 0, startup_timeout: float = 300.0, sim_processes: int | None = None
+    *,
+    sim_clusters: int = 0,
+    startup_timeout: float = 300.0,
+    sim_processes: int | None = None,
+    nats_memory_limit: str = "",
 ) -> AsyncIterator[RunningHub]:
     """`fleetbus up --no-scheduler` in a temporary data dir; stopped (and its children) on exit.
     Scheduling is `start_scheduler`'s process: one scheduler, on a core of its own.
 
-    `sim_processes` is passed as `--sim-processes` (None: the hub's own choice by fleet size)."""
+    `sim_processes` is passed as `--sim-processes` (None: the hub's own choice by fleet size),
+    `nats_memory_limit` as `--nats-memory-limit` (empty: none)."""
     with tempfile.TemporaryDirectory(prefix="fleetbus-bench-hub-") as tmp:
         root = Path(tmp)
         data = DataDir(root / "hub")
@@ -219,6 +224,8 @@ async def running_hub(
         ]
         if sim_processes is not None:
             args += ["--sim-processes", str(sim_processes)]
+        if nats_memory_limit:
+            args += ["--nats-memory-limit", nats_memory_limit]
         hub = spawn("fleetbus up", args, root / "hub.log")
         running = RunningHub(root=root, data=data, hub=hub)
         try:

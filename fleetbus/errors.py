@@ -28,6 +28,10 @@ class InvalidSimFleet(HubError):
     """`--sim-clusters` / `--sim-processes` that cannot be run as asked."""
 
 
+class ConflictingOptions(HubError):
+    """Options of one command that cannot be used together."""
+
+
 class HubNotFound(HubError):
     pass
 

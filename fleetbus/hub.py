@@ -73,6 +73,8 @@ class HubOptions:
     """Also accept leaf nodes over WebSocket (wss://) here, for edges behind HTTP proxies."""
     public_host: str | None = None
     """The name edges dial; in the hub's certificate and the bundles' hub URLs."""
+    nats_memory_limit: str = ""
+    """A soft memory limit for the embedded nats-server (`GOMEMLIMIT` syntax); empty: none."""
 
 
 def hub_config_text(
@@ -101,7 +103,13 @@ def hub_config_text(
 
 
 def start_hub_nats(
-    data: DataDir, *, host: str, port: int, leaf_block: str = "", cluster_users: str = ""
+    data: DataDir,
+    *,
+    host: str,
+    port: int,
+    leaf_block: str = "",
+    cluster_users: str = "",
+    memory_limit: str = "",
 ) -> NatsServer:
     """Render the hub's nats-server config into the data dir and start the server."""
     data.create()
@@ -120,6 +128,7 @@ def start_hub_nats(
         client_url=f"nats://{host}:{port}",
         monitor_port=monitor_port,
         log_path=data.nats_log,
+        memory_limit=memory_limit,
     )
     server.start()
     return server
@@ -174,7 +183,11 @@ async def run_hub(options: HubOptions) -> None:
             now=datetime.now(UTC),
         )
         server = start_hub_nats(
-            data, host=options.nats_host, port=options.nats_port, leaf_block=listener.render()
+            data,
+            host=options.nats_host,
+            port=options.nats_port,
+            leaf_block=listener.render(),
+            memory_limit=options.nats_memory_limit,
         )
     nats_urls = list(options.nats_urls) if server is None else [server.client_url]
     stop = asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, datetime
 
 
@@ -22,3 +23,24 @@ def timestamp(text: str) -> datetime:
             f"expected a time like 2026-11-24T10:00:00Z, got {text!r}"
         ) from e
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+MEMORY_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+MIN_NATS_MEMORY_LIMIT = 64 << 20
+_MEMORY_SIZE = re.compile(r"(\d+)(B|KiB|MiB|GiB|TiB)?")
+
+
+def memory_limit(text: str) -> str:
+    """A Go memory limit (`GOMEMLIMIT` syntax, e.g. 768MiB or 2GiB), at least 64MiB."""
+    match = _MEMORY_SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 768MiB or 2GiB (units B, KiB, MiB, GiB, TiB), got {text!r}"
+        )
+    number, unit = match.groups()
+    size = int(number) * MEMORY_UNITS[unit or "B"]
+    if size < MIN_NATS_MEMORY_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text.strip()} is below the smallest limit nats-server is given, 64MiB"
+        )
+    return f"{number}{unit or 'B'}"

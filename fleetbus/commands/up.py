@@ -8,9 +8,10 @@ from typing import Any
 
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.edgehub import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
+from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import configure_json_logging
-from fleetbus.options import host_port
+from fleetbus.options import host_port, memory_limit
 
 
 def register(subparsers: Any) -> None:
@@ -72,6 +73,15 @@ def register(subparsers: Any) -> None:
         "<data-dir>/secrets.json (see infra/nats/cluster-node.conf.tmpl)",
     )
     parser.add_argument(
+        "--nats-memory-limit",
+        type=memory_limit,
+        default=None,
+        metavar="SIZE",
+        help="soft memory limit of the embedded nats-server, e.g. 768MiB or 2GiB (Go's "
+        "GOMEMLIMIT): it collects and returns freed memory sooner as it nears the limit; "
+        "set it below the memory the hub's host or container may use",
+    )
+    parser.add_argument(
         "--replicas",
         type=stream_replicas,
         default=1,
@@ -104,6 +114,11 @@ def stream_replicas(text: str) -> int:
 
 
 async def handle(args: argparse.Namespace) -> int:
+    if args.nats_url and args.nats_memory_limit:
+        raise ConflictingOptions(
+            "--nats-memory-limit applies to the embedded nats-server; with --nats-url the "
+            "NATS cluster is yours to configure (set GOMEMLIMIT in its nodes' environment)"
+        )
     if args.sim_processes is not None:
         sim_processes_for(args.sim_clusters, args.sim_processes)
     configure_json_logging()
@@ -123,6 +138,7 @@ async def handle(args: argparse.Namespace) -> int:
             public_host=args.public_host,
             nats_urls=args.nats_url,
             replicas=args.replicas,
+            nats_memory_limit=args.nats_memory_limit or "",
         )
     )
     return 0

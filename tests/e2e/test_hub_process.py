@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,7 +46,7 @@ class Hub:
         self.nats_port = free_port()
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         self.process = subprocess.Popen(
             [
                 *FLEETBUS,
@@ -58,6 +59,7 @@ class Hub:
                 str(self.nats_port),
                 "--leaf-port",
                 str(free_port()),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -89,6 +91,16 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
         hub.process.wait(10)
     for pid in nats_servers_under(hub.data_dir):
         os.kill(pid, signal.SIGKILL)
+
+
+def nats_varz(data_dir: Path) -> dict[str, object]:
+    """The hub nats-server's own /varz, from the monitoring address in its config."""
+    config = (data_dir / "nats.conf").read_text()
+    address = re.search(r'^http: "([^"]+)"', config, re.M)
+    assert address is not None, config
+    with urllib.request.urlopen(f"http://{address.group(1)}/varz", timeout=5) as response:
+        varz: dict[str, object] = json.load(response)
+    return varz
 
 
 def append_cluster(hub: Hub, name: str) -> None:
@@ -134,6 +146,64 @@ def test_a_second_up_on_the_same_data_dir_resumes_with_every_event(hub: Hub) -> 
     assert "edge-2" in table.stdout
     assert "edge-1" not in table.stdout
     assert hub.interrupt() == 0
+
+
+def test_the_embedded_nats_server_runs_under_the_memory_limit_given_also_after_a_restart(
+    hub: Hub,
+) -> None:
+    hub.start("--nats-memory-limit", "700MiB")
+    assert nats_varz(hub.data_dir)["gomemlimit"] == 700 * 2**20
+    [first] = nats_servers_under(hub.data_dir)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: [p for p in nats_servers_under(hub.data_dir) if p != first], 60)
+    wait_until(lambda: healthy(f"http://127.0.0.1:{hub.http_port}/healthz"), 60)
+    assert nats_varz(hub.data_dir)["gomemlimit"] == 700 * 2**20
+    assert hub.interrupt() == 0
+
+
+def test_without_a_memory_limit_the_embedded_nats_server_has_none(hub: Hub) -> None:
+    hub.start()
+    # nats-server leaves `gomemlimit` out of /varz when Go runs without a limit.
+    limit = nats_varz(hub.data_dir).get("gomemlimit")
+    assert limit is None or int(str(limit)) >= 2**62
+    assert hub.interrupt() == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--nats-memory-limit", "12XB"], "expected a size like 768MiB or 2GiB"),
+        (["--nats-memory-limit", "1MiB"], "1MiB is below the smallest limit"),
+        (
+            ["--nats-memory-limit", "1GiB", "--nats-url", "nats://127.0.0.1:4222"],
+            "--nats-memory-limit applies to the embedded nats-server",
+        ),
+    ],
+)
+def test_a_memory_limit_that_cannot_be_applied_is_one_clear_error(
+    hub: Hub, extra: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [
+            *FLEETBUS,
+            "up",
+            "--data-dir",
+            str(hub.data_dir),
+            "--nats-port",
+            str(free_port()),
+            "--http",
+            f"127.0.0.1:{free_port()}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert nats_servers_under(hub.data_dir) == []
 
 
 def test_a_taken_port_gets_a_clear_message_and_no_traceback(hub: Hub) -> None:
