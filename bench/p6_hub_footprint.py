@@ -133,7 +133,9 @@ def rss_bounds(footprint: dict[str, float]) -> str:
         f"{footprint['hub_rss']:,.0f} MB ({100 * nats / footprint['hub_rss']:.0f} %). It holds "
         "a durable consumer on DESIRED for each of the 10,000 clusters and a REPORTS source for "
         "each leaf cluster, and here no edge is connected, so every source keeps retrying its "
-        "edge. The Python processes are the rest: `fleetbus up` "
+        f"edge: the server had {footprint['nats_rss_when_scheduled']:,.0f} MB when the last "
+        f"ClusterTask was stored and {nats:,.0f} MB some 15 s later, with nothing else "
+        "happening. The Python processes are the rest: `fleetbus up` "
         f"{footprint['hub_process_rss']:,.0f} MB, `fleetbus scheduler` "
         f"{footprint['scheduler_rss']:,.0f} MB."
     )
@@ -189,6 +191,7 @@ async def hub_footprint(mode: Mode, clusters: int, nats_memory_limit: str = "") 
                     )
                 await asyncio.sleep(0.5)
             scheduled_s = time.monotonic() - started
+            nats_rss_when_scheduled = hub.hub.children_rss_mib()
             await asyncio.sleep(5.0)
             idle = await sample_idle(hub.hub.pid, 10.0 if not mode.quick else 3.0)
             hub_python_rss = hub.hub.rss_mib()
@@ -202,6 +205,7 @@ async def hub_footprint(mode: Mode, clusters: int, nats_memory_limit: str = "") 
         "hub_rss": hub_rss + scheduler_rss,
         "hub_process_rss": hub_python_rss,
         "hub_nats_rss": hub_nats_rss,
+        "nats_rss_when_scheduled": nats_rss_when_scheduled,
         "scheduler_rss": scheduler_rss,
         "hub_idle_cpu": idle.cpu_pct,
     }
@@ -315,6 +319,13 @@ async def run(mode: Mode) -> FigureResult:
             label="of which the hub's nats-server",
             unit="MB",
             value=footprint.get("hub_nats_rss"),
+            missing=footprint_error,
+        ),
+        Metric(
+            key="hub_nats_rss_when_scheduled_mb",
+            label="the hub's nats-server when the last ClusterTask was stored (15 s earlier)",
+            unit="MB",
+            value=footprint.get("nats_rss_when_scheduled"),
             missing=footprint_error,
         ),
         Metric(
