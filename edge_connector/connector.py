@@ -37,6 +37,9 @@ from taskset.model import ClusterTask
 
 log = logging.getLogger(__name__)
 
+OUTBOX_DRAIN_S = 5.0
+"""How long a stopping connector waits for its queued reports to be stored."""
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -117,7 +120,9 @@ class Connector:
         finally:
             await cancel_and_wait([*loops, *self._inflight.values()])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._outbox_drained()), timeout=5.0)
+                await asyncio.wait_for(
+                    asyncio.shield(self._outbox_drained()), timeout=OUTBOX_DRAIN_S
+                )
             await cancel_and_wait([writer])
 
     async def _outbox_drained(self) -> None:

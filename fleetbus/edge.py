@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 from nats.aio.client import Client as NatsClient
 
-from edge_connector.connector import Connector, ConnectorSettings, DesiredFeed
+from edge_connector.connector import OUTBOX_DRAIN_S, Connector, ConnectorSettings, DesiredFeed
 from edge_connector.executor import Executor
 from edge_connector.jetstream import (
     DurableFeed,
@@ -230,7 +230,8 @@ class EdgeRuntime:
 
     async def stop(self) -> None:
         if self._task is not None:
-            await cancel_and_wait([self._task])
+            # The connector stores its queued reports before it ends: give it that long.
+            await cancel_and_wait([self._task], every_s=OUTBOX_DRAIN_S + 1.0)
             self._task = None
         await self.nc.close()
         await self.executor.close()

@@ -103,6 +103,30 @@ def nats_varz(data_dir: Path) -> dict[str, object]:
     return varz
 
 
+def refused_up(
+    data_dir: Path, *extra: str, nats_port: int = 0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`fleetbus up` that is expected to refuse to start: how it exited and what it said."""
+    return subprocess.run(
+        [
+            *FLEETBUS,
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--nats-port",
+            str(nats_port or free_port()),
+            "--http",
+            f"127.0.0.1:{free_port()}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
 def append_cluster(hub: Hub, name: str) -> None:
     code = f"""
 import asyncio, datetime
@@ -183,23 +207,7 @@ def test_without_a_memory_limit_the_embedded_nats_server_has_none(hub: Hub) -> N
 def test_a_memory_limit_that_cannot_be_applied_is_one_clear_error(
     hub: Hub, extra: list[str], message: str
 ) -> None:
-    result = subprocess.run(
-        [
-            *FLEETBUS,
-            "up",
-            "--data-dir",
-            str(hub.data_dir),
-            "--nats-port",
-            str(free_port()),
-            "--http",
-            f"127.0.0.1:{free_port()}",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = refused_up(hub.data_dir, *extra)
     assert result.returncode == 2
     assert message in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
@@ -211,22 +219,7 @@ def test_a_taken_port_gets_a_clear_message_and_no_traceback(hub: Hub) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                *FLEETBUS,
-                "up",
-                "--data-dir",
-                str(hub.data_dir),
-                "--nats-port",
-                str(port),
-                "--http",
-                f"127.0.0.1:{free_port()}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = refused_up(hub.data_dir, nats_port=port)
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "--nats-port" in result.stderr
@@ -235,22 +228,8 @@ def test_a_taken_port_gets_a_clear_message_and_no_traceback(hub: Hub) -> None:
 
 
 def test_a_missing_nats_server_binary_gets_a_clear_message(hub: Hub, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            *FLEETBUS,
-            "up",
-            "--data-dir",
-            str(hub.data_dir),
-            "--nats-port",
-            str(free_port()),
-            "--http",
-            f"127.0.0.1:{free_port()}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "FLEETBUS_NATS_SERVER": str(tmp_path / "nope")},
+    result = refused_up(
+        hub.data_dir, env={**os.environ, "FLEETBUS_NATS_SERVER": str(tmp_path / "nope")}
     )
     assert result.returncode == 2
     assert "is not an executable file" in result.stderr
