@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +49,7 @@ from events.errors import (
     PayloadTooLarge,
     UndecodableEvent,
 )
-from events.streams import EVENTS_STREAM, MAX_PAYLOAD
+from events.streams import EVENTS_STREAM, MANAGED_ELSEWHERE, MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,11 @@ class EventStore:
             )
         return answer
 
-    async def ensure_stream(self, config: dict[str, Any]) -> None:
-        """Create the stream, or bring an existing one to `config`. Idempotent."""
+    async def ensure_stream(self, config: dict[str, Any], *, keep: Sequence[str] = ()) -> None:
+        """Create the stream, or bring an existing one to `config`. Idempotent.
+
+        The fields named in `keep` keep an existing stream's values (another component
+        manages them), whatever `config` says."""
         name = config["name"]
         reply = await self._request(
             f"{self.api_prefix}.STREAM.CREATE.{name}", orjson.dumps(config), None
@@ -256,13 +259,23 @@ class EventStore:
         if not error:
             return
         if error.get("err_code") == 10058:  # stream name already in use (config differs)
+            if keep:
+                current = (await self.stream_info(name))["config"]
+                config = {key: value for key, value in config.items() if key not in keep}
+                config |= {key: current[key] for key in keep if key in current}
             await self.api_request(f"STREAM.UPDATE.{name}", config)
             return
         raise AppendRefused(f"cannot create stream {name}: {error.get('description')}")
 
-    async def ensure_streams(self, configs: Sequence[dict[str, Any]]) -> None:
+    async def ensure_streams(
+        self,
+        configs: Sequence[dict[str, Any]],
+        *,
+        keep: Mapping[str, Sequence[str]] = MANAGED_ELSEWHERE,
+    ) -> None:
+        """`ensure_stream` for each config; `keep` names, per stream, the fields to keep."""
         for config in configs:
-            await self.ensure_stream(config)
+            await self.ensure_stream(config, keep=keep.get(config["name"], ()))
 
     async def stream_info(self, stream: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = await self.api_request(f"STREAM.INFO.{stream or self.stream}")

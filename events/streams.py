@@ -101,5 +101,10 @@ def leases_stream(replicas: int = 1) -> dict[str, Any]:
     }
 
 
+MANAGED_ELSEWHERE: dict[str, tuple[str, ...]] = {REPORTS_STREAM: ("sources",)}
+"""Config fields of the hub streams that one component owns: REPORTS' sources are the leaf
+clusters' outboxes, kept by provisioning. Ensuring the streams at start keeps what is there."""
+
+
 def hub_streams(replicas: int = 1) -> list[dict[str, Any]]:
     return [events_stream(replicas), desired_stream(replicas), reports_stream(None, replicas)]

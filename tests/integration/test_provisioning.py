@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.store import EventStore
-from events.streams import DESIRED_STREAM, REPORTS_STREAM, reports_stream
+from events.streams import DESIRED_STREAM, REPORTS_STREAM, hub_streams, reports_stream
 from events.tasks import cancel_and_wait
 from scheduler.provisioning import ProvisioningService
 
@@ -125,3 +125,30 @@ async def test_hub_side_outboxes_of_an_earlier_hub_are_removed_and_reports_get_t
         assert b'"stream":"REPORTS"' in ack.data.replace(b" ", b"")
     finally:
         await cancel_and_wait([running])
+
+
+async def test_a_hub_ensuring_its_streams_at_start_keeps_the_leaf_clusters_sources(
+    event_store: EventStore,
+) -> None:
+    leaves = ["edge-1", "edge-2", "edge-3"]
+    last = await append_all(event_store, [registration(name, client=False) for name in leaves])
+    service = ProvisioningService(event_store)
+    running = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(60):
+            await service.wait_applied(last)
+    finally:
+        await cancel_and_wait([running])
+    sourced = {edges.outbox_stream(name) for name in leaves}
+
+    # What `fleetbus up` does first on every start, before provisioning runs again.
+    await event_store.ensure_streams(hub_streams())
+    info = await event_store.stream_info(REPORTS_STREAM)
+    assert {source["name"] for source in info["config"]["sources"]} == sourced
+
+    # Only the fields another component owns are kept: the rest still follows the config.
+    described = {**reports_stream(), "description": "every cluster report"}
+    await event_store.ensure_stream(described, keep=("sources",))
+    info = await event_store.stream_info(REPORTS_STREAM)
+    assert info["config"]["description"] == "every cluster report"
+    assert {source["name"] for source in info["config"]["sources"]} == sourced
