@@ -24,12 +24,12 @@ from litestar.di import NamedDependency
 
 from api.auth import StreamTickets, TokenStore
 from api.metrics import HubMetrics
-from api.overrides import PreparedRenderer
 from events.charts import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
+from registry.overrides import PreparedRenderer
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest request body the API reads (uploads included); larger ones get 413."""

@@ -1,12 +1,14 @@
 """Errors of the HTTP API, and how every error becomes one JSON answer.
 
-`ApiError` is the root of what `api` raises on purpose. Each subclass carries the HTTP status it
-means, so services in this package can say "not found" or "conflict" without knowing HTTP, and
-the handlers below turn them into `{"error": "...", "detail": ...}`.
+`ApiError` is the root of what `api` raises on purpose (authentication, uploads, request
+shapes). Each subclass carries the HTTP status it means, and the handlers below turn every error
+into `{"error": "...", "detail": ...}`.
 
-Errors raised by the other packages (`taskset`, `events`, `normalizer`, `projector`) are mapped
-by `status_for`: a `FleetbusError` is always the caller's business (4xx) or an unavailable
-dependency (503), never a 500. Only a bug is a 500, and its traceback goes to the log, not to the
+The write side (`registry`) refuses commands in its own words, `registry.errors`; this is the one
+place that says which HTTP status each kind of refusal is. Errors raised by the other packages
+(`taskset`, `events`, `normalizer`, `projector`) are mapped the same way by `status_for`: a
+`FleetbusError` is always the caller's business (4xx) or an unavailable dependency (503), never
+a 500. Only a bug is a 500, and its traceback goes to the log, not to the
 client.
 """
 
@@ -27,6 +29,14 @@ from events.errors import (
     UndecodableEvent,
 )
 from events.errors import PayloadTooLarge as EventTooLarge
+from registry.errors import (
+    CommandTooLarge,
+    HistoryUnavailable,
+    InvalidCommand,
+    RegistryError,
+    StateConflict,
+    UnknownAggregate,
+)
 from taskset.errors import FleetbusError, InvalidName
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,11 @@ EXTRA_STATUS: dict[type[BaseException], int] = {
     EventLogUnavailable: 503,
     UndecodableEvent: 500,
     AppendRefused: 503,
+    InvalidCommand: 400,
+    UnknownAggregate: 404,
+    StateConflict: 409,
+    CommandTooLarge: 413,
+    HistoryUnavailable: 503,
 }
 """Statuses of errors from other packages; the most specific class in an error's MRO wins."""
 
@@ -133,7 +148,7 @@ def error_response(status: int, message: str, detail: Any = None) -> Response[Er
 
 def fleetbus_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     status = status_for(error)
-    detail = error.detail if isinstance(error, ApiError) else None
+    detail = error.detail if isinstance(error, ApiError | RegistryError) else None
     if status == 500:
         log.error(
             "request failed",

@@ -5,7 +5,7 @@ clusters live in the hub process and connect to its nats-server as NATS clients,
 own per-cluster credentials), `fleetbus scheduler`, and a few clusters that are separate
 `fleetbus edge --sim` processes with their own leaf nats-server, registered with
 `fleetbus cluster register` like real edges. A publish goes through the same function as
-`fleetbus publish` (`api.publishing.publish_taskset`); a cluster has converged when its
+`fleetbus publish` (`registry.tasksets.publish_taskset`); a cluster has converged when its
 `TaskApplied` for the new version is in the hub's REPORTS stream. The clock starts just before
 the publish.
 
@@ -29,7 +29,6 @@ from pathlib import Path
 import nats.errors
 from nats.js import api as js_api
 
-from api.publishing import publish_taskset
 from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
 from bench.raw_responders import SUBJECT_PREFIX
 from bench.workload import TASKSET, example_source, variant
@@ -40,6 +39,7 @@ from events.streams import DESIRED_STREAM, REPORTS_STREAM
 from events.tasks import cancel_and_wait
 from fleetbus.edgehub import SIM_LABEL
 from normalizer import NormalizedSource
+from registry.tasksets import publish_taskset
 from taskset.codec import CorruptPayload, decode_cluster_task, encode_cluster_task
 from taskset.digest import digest_of
 from taskset.model import ClusterTask

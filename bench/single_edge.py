@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.publishing import publish_taskset
 from bench.convergence import register_leaf_edge
 from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
 from events.catalog import Placement, TaskApplied, TaskFailed
@@ -25,6 +24,7 @@ from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from registry.tasksets import publish_taskset
 
 CLUSTER = "bench-edge"
 

@@ -1,7 +1,7 @@
 """What the benchmarks deliver: the example YAML bundle as a taskset, a registered fleet, overrides.
 
 The taskset is `examples/yaml/status-board` run through the real normalizer and the real
-publish decision (`api.publishing.decide_publish`), so its size and shape are those of a small
+publish decision (`registry.tasksets.decide_publish`), so its size and shape are those of a small
 real application (a Namespace, CRDs, a ConfigMap, a Deployment, a Service, Jobs).
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import msgspec
 
-from api.publishing import PublishTaskset, TasksetHistory, decide_publish
 from events.catalog import (
     ClusterRegistered,
     Event,
@@ -23,6 +22,7 @@ from events.catalog import (
 )
 from events.ids import new_event_id
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from registry.tasksets import PublishTaskset, TasksetHistory, decide_publish
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "yaml" / "status-board"

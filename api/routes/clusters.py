@@ -16,14 +16,14 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import Role, principal_of, requires
-from api.clusters import (
+from api.context import Hub
+from api.errors import ServiceUnavailable
+from registry.clusters import (
     change_cluster_labels,
     cluster_subject,
     deregister_cluster,
     register_cluster,
 )
-from api.context import Hub
-from api.errors import ServiceUnavailable
 
 NameParam = Annotated[str, PathParameter(max_length=63)]
 BUNDLE_MEDIA_TYPE = "application/gzip"

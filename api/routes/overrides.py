@@ -1,7 +1,7 @@
 """`/api/v1/tasksets/{taskset}/overrides`: list, set, remove and preview per-cluster overrides.
 
 An override is checked against the taskset's latest snapshot before it is written (see
-`api.overrides`); the preview is a unified diff with Secret values masked.
+`registry.overrides`); the preview is a unified diff with Secret values masked.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from api.auth import Role, principal_of, requires
 from api.context import Hub
 from api.event_records import redact_patches, redact_values
-from api.overrides import (
+from events.catalog import OverrideSet
+from registry.overrides import (
     SetOverride,
     list_overrides,
     preview_overrides,
     remove_override,
     set_override,
 )
-from events.catalog import OverrideSet
 
 NameParam = Annotated[str, PathParameter(max_length=63)]
 

@@ -11,7 +11,7 @@ from litestar.params import PathParameter
 
 from api.auth import Role, principal_of, requires
 from api.context import Hub
-from api.rollouts import resume_rollout
+from registry.rollouts import resume_rollout
 
 
 class Resumed(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,9 +32,9 @@ from api.archives import (
 from api.auth import Role, principal_of, requires
 from api.context import Hub
 from api.errors import ApiError, InvalidRequest, RequestTooLarge
-from api.publishing import publish_taskset, retire_taskset
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from registry.tasksets import publish_taskset, retire_taskset
 from taskset.errors import FleetbusError
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]

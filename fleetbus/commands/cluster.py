@@ -26,12 +26,12 @@ from typing import Any
 
 import orjson
 
-from api.clusters import parse_label_arguments
 from api.errors import InvalidRequest
 from edge_connector.errors import BundleError
 from events.streams import EVENTS_STREAM
 from fleetbus.bundle_unpack import BundleTarget, prepare_bundle_dir, unpack_bundle
 from fleetbus.client import HubClient, add_hub_options
+from registry.clusters import parse_label_arguments
 
 BUNDLE_MEDIA_TYPE = "application/gzip"
 READ_MODELS_WAIT_S = 10.0

@@ -13,13 +13,6 @@ from pathlib import Path
 import pytest
 
 from api.auth import Role
-from api.publishing import (
-    PublishTaskset,
-    TasksetHistory,
-    decide_publish,
-    load_history,
-    publish_taskset,
-)
 from events.catalog import TasksetPublished, TasksetRetired
 from events.charts import ChartArchiveMissing, ChartStore, chart_address
 from events.errors import ConcurrencyConflict, EventLogUnavailable
@@ -27,6 +20,13 @@ from events.store import EventStore, StoredEvent, connect
 from fleetbus.cli import main
 from normalizer import NormalizeOptions, normalize
 from normalizer.helm import render_chart_archive
+from registry.tasksets import (
+    PublishTaskset,
+    TasksetHistory,
+    decide_publish,
+    load_history,
+    publish_taskset,
+)
 from taskset.codec import decode_taskset
 from tests.conftest import HubNats
 from tests.integration.api_harness import live_api

@@ -12,31 +12,34 @@ import pytest
 import yaml
 
 from api.auth import Role
-from api.clusters import (
-    ClusterAlreadyRegistered,
-    ClusterNotFound,
-    change_cluster_labels,
-    deregister_cluster,
-    list_clusters,
-    register_cluster,
-)
-from api.errors import InvalidRequest
-from api.overrides import (
-    OverrideNotFound,
-    OverrideRefused,
-    SetOverride,
-    list_overrides,
-    preview_overrides,
-    remove_override,
-    set_override,
-)
-from api.rollouts import RolloutNotHalted, resume_rollout
 from events.catalog import RolloutHalted, RolloutResumed
 from events.store import EventStore
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.cli import main
 from fleetbus.enrollment import BundleEnrollment
 from fleetbus.pki import HubPki, cluster_of_certificate
+from registry.clusters import (
+    change_cluster_labels,
+    deregister_cluster,
+    list_clusters,
+    register_cluster,
+)
+from registry.errors import (
+    ClusterAlreadyRegistered,
+    ClusterNotFound,
+    InvalidCommand,
+    OverrideNotFound,
+    OverrideRefused,
+    RolloutNotHalted,
+)
+from registry.overrides import (
+    SetOverride,
+    list_overrides,
+    preview_overrides,
+    remove_override,
+    set_override,
+)
+from registry.rollouts import resume_rollout
 from tests.conftest import HubNats
 from tests.integration.api_harness import live_api
 from tests.integration.scheduler_harness import FakeChartRenderer
@@ -49,7 +52,7 @@ async def test_clusters_register_relabel_and_deregister(event_store: EventStore)
     await register_cluster(event_store, "edge-1", {"env": "prod"}, actor="user:a", now=NOW)
     with pytest.raises(ClusterAlreadyRegistered, match="already registered"):
         await register_cluster(event_store, "edge-1", {}, actor="user:a", now=NOW)
-    with pytest.raises(InvalidRequest, match="invalid label key"):
+    with pytest.raises(InvalidCommand, match="invalid label key"):
         await register_cluster(event_store, "edge-2", {"bad key": "x"}, actor="user:a", now=NOW)
     record = await change_cluster_labels(
         event_store, "edge-1", {"tier": "web"}, ["env"], actor="user:a", now=NOW

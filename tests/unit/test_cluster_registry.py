@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.clusters import (
-    ClusterAlreadyRegistered,
-    ClusterNotFound,
+from events.catalog import ClusterLabelsChanged, ClusterRegistered, OverrideSet, RolloutResumed
+from projector.projection import status_state
+from registry.clusters import (
     ClusterRecord,
     decide_deregister,
     decide_labels,
@@ -16,11 +16,22 @@ from api.clusters import (
     evolve_cluster,
     parse_label_arguments,
 )
-from api.errors import InvalidRequest
-from api.overrides import LatestSnapshot, OverrideRefused, SetOverride, decide_set_override
-from api.rollouts import RolloutHistory, RolloutNotHalted, decide_resume
-from events.catalog import ClusterLabelsChanged, ClusterRegistered, OverrideSet, RolloutResumed
-from projector.projection import status_state
+from registry.errors import (
+    ClusterAlreadyRegistered,
+    ClusterNotFound,
+    InvalidCommand,
+    OverrideRefused,
+    RolloutNotHalted,
+)
+from registry.overrides import (
+    LatestSnapshot,
+    SetOverride,
+    decide_set_override,
+)
+from registry.rollouts import (
+    RolloutHistory,
+    decide_resume,
+)
 from taskset.errors import InvalidName
 from taskset.overrides import Snapshot
 from tests.scheduler_fixtures import deployment, make_taskset
@@ -33,7 +44,7 @@ def test_label_arguments_set_with_equals_and_remove_with_a_trailing_dash() -> No
         {"env": "prod", "empty": ""},
         ["tier"],
     )
-    with pytest.raises(InvalidRequest, match="KEY=VALUE or KEY-"):
+    with pytest.raises(InvalidCommand, match="KEY=VALUE or KEY-"):
         parse_label_arguments(["oops"])
 
 
@@ -92,7 +103,7 @@ def test_an_override_that_cannot_apply_is_refused_saying_why(
     fields: dict[str, object], message: str
 ) -> None:
     command = SetOverride(taskset="web", name="o", actor="a", **fields)  # type: ignore[arg-type]
-    with pytest.raises((OverrideRefused, InvalidRequest), match=message):
+    with pytest.raises((OverrideRefused, InvalidCommand), match=message):
         decide_set_override(latest(), ["edge-1"], command, NOW)
 
 

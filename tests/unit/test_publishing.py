@@ -9,22 +9,24 @@ from typing import cast
 
 import pytest
 
-from api.errors import ServiceUnavailable
-from api.publishing import (
-    PublishTaskset,
-    RetireTaskset,
+from events.catalog import Placement, RolloutStrategy, TasksetPublished, TasksetRetired
+from events.store import EventStore, StoredEvent
+from events.streams import MAX_PAYLOAD
+from registry.errors import (
+    HistoryUnavailable,
     TasksetAlreadyRetired,
-    TasksetHistory,
     TasksetNotFound,
     TasksetTooLarge,
+)
+from registry.tasksets import (
+    PublishTaskset,
+    RetireTaskset,
+    TasksetHistory,
     decide_publish,
     decide_retire,
     evolve,
     load_history,
 )
-from events.catalog import Placement, RolloutStrategy, TasksetPublished, TasksetRetired
-from events.store import EventStore, StoredEvent
-from events.streams import MAX_PAYLOAD
 from taskset.codec import decode_taskset
 from taskset.digest import digest_of
 from taskset.errors import InvalidName
@@ -190,5 +192,5 @@ class _LogThatLosesEvents:
 
 async def test_a_history_that_cannot_be_read_back_is_not_decided_on() -> None:
     store = cast(EventStore, _LogThatLosesEvents())
-    with pytest.raises(ServiceUnavailable, match="up to sequence 7, but reading it back stopped"):
+    with pytest.raises(HistoryUnavailable, match="up to sequence 7, but reading it back stopped"):
         await load_history(store, "web")

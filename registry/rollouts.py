@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from api.errors import Conflict
 from events.catalog import (
     Event,
     RolloutAdvanced,
@@ -22,11 +21,8 @@ from events.catalog import (
 from events.ids import new_event_id
 from events.store import EventStore
 from events.subjects import event_subject
+from registry.errors import RolloutNotHalted
 from taskset.names import check_name
-
-
-class RolloutNotHalted(Conflict):
-    pass
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from api.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge, ServiceUnavailable
 from events.catalog import Event, Placement, RolloutStrategy, TasksetPublished, TasksetRetired
 from events.codec import encode_event
 from events.ids import new_event_id
@@ -33,6 +32,13 @@ from events.store import EventStore
 from events.streams import MAX_PAYLOAD
 from events.subjects import event_subject
 from normalizer import NormalizedSource
+from registry.errors import (
+    HistoryUnavailable,
+    InvalidCommand,
+    TasksetAlreadyRetired,
+    TasksetNotFound,
+    TasksetTooLarge,
+)
 from taskset.codec import encode_taskset
 from taskset.digest import digest_of
 from taskset.model import Taskset
@@ -40,30 +46,6 @@ from taskset.names import check_name
 from taskset.selectors import parse_selector
 
 TASKSET_AGGREGATE = "taskset"
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class TasksetTooLarge(RequestTooLarge):
-    def __init__(self, name: str, body_size: int, event_size: int, limit: int) -> None:
-        self.body_size = body_size
-        self.event_size = event_size
-        self.limit = limit
-        super().__init__(
-            f"taskset {name} is {body_size:,} bytes compressed ({event_size:,} bytes as an "
-            f"event), over the limit of {limit:,} bytes ({limit / 1024 / 1024:g} MiB) for one "
-            "snapshot; split it into several tasksets",
-            {"body_size": body_size, "event_size": event_size, "limit": limit},
-        )
-
-
-class TasksetNotFound(NotFound):
-    pass
-
-
-class TasksetAlreadyRetired(Conflict):
-    pass
 
 
 # --- the aggregate ----------------------------------------------------------------------------
@@ -136,7 +118,7 @@ def check_rollout(rollout: RolloutStrategy) -> RolloutStrategy:
     for field in ("batch_size", "max_unavailable", "pause_seconds", "failure_threshold"):
         value = getattr(rollout, field)
         if value < 0:
-            raise InvalidRequest(f"rollout {field} must not be negative, got {value}")
+            raise InvalidCommand(f"rollout {field} must not be negative, got {value}")
     return rollout
 
 
@@ -147,7 +129,7 @@ def decide_publish(history: TasksetHistory, command: PublishTaskset, now: dateti
     placement = check_placement(command.placement)
     rollout = check_rollout(command.rollout)
     if taskset.source is None:
-        raise InvalidRequest(f"taskset {taskset.name} has no source information to publish")
+        raise InvalidCommand(f"taskset {taskset.name} has no source information to publish")
     digest = digest_of(taskset)
     if (
         history.exists
@@ -256,7 +238,7 @@ async def load_history(store: EventStore, name: str) -> tuple[TasksetHistory, in
             read_up_to = stored.seq
     if read_up_to != expected:
         # Deciding on a partial history could publish "version 1" again; refuse instead.
-        raise ServiceUnavailable(
+        raise HistoryUnavailable(
             f"the log holds taskset {name} up to sequence {expected}, but reading it back "
             f"stopped at {read_up_to}; try again"
         )
@@ -313,14 +295,14 @@ async def _keep_chart_archive(charts: ChartArchives, source: NormalizedSource) -
         return
     if source.chart_archive is None:
         if not await charts.contains(address):
-            raise InvalidRequest(
+            raise InvalidCommand(
                 f"taskset {source.taskset.name} names chart archive {address}, which the hub "
                 "does not hold; publish the chart itself"
             )
         return
     stored = await charts.put(source.chart_archive)
     if stored != address:
-        raise InvalidRequest(
+        raise InvalidCommand(
             f"the chart archive given hashes to {stored}, not to {address} as the taskset says"
         )
 

@@ -20,12 +20,18 @@ from typing import Any, Protocol
 
 import msgspec
 
-from api.clusters import ClusterNotFound, list_clusters
-from api.errors import Conflict, InvalidRequest, NotFound
 from events.catalog import Event, OverrideRemoved, OverrideSet, TasksetPublished, TasksetRetired
 from events.ids import new_event_id
 from events.store import EventStore
 from events.subjects import EVENTS_PREFIX, event_subject
+from registry.clusters import list_clusters
+from registry.errors import (
+    ClusterNotFound,
+    OverrideNotFound,
+    OverrideRefused,
+    StateConflict,
+    TasksetNotPublished,
+)
 from taskset.codec import decode_taskset
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
@@ -45,18 +51,6 @@ from taskset.overrides import (
 from taskset.selectors import InvalidSelector, parse_selector
 
 OVERRIDE_AGGREGATE = "override"
-
-
-class OverrideNotFound(NotFound):
-    pass
-
-
-class OverrideRefused(InvalidRequest):
-    pass
-
-
-class TasksetNotPublished(NotFound):
-    pass
 
 
 class PreparedRenderer(HelmRenderer, Protocol):
@@ -112,7 +106,7 @@ def decide_set_override(
     if latest is None:
         raise TasksetNotPublished(f"taskset {command.taskset} has never been published")
     if latest.retired:
-        raise Conflict(f"taskset {command.taskset} is retired")
+        raise StateConflict(f"taskset {command.taskset} is retired")
     if command.values and latest.format != "helm":
         raise OverrideRefused(
             f"override {command.name} sets Helm values, but taskset {command.taskset} "

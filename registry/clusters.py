@@ -17,7 +17,6 @@ from datetime import datetime
 
 import msgspec
 
-from api.errors import Conflict, InvalidRequest, NotFound
 from events.catalog import (
     ClusterDeregistered,
     ClusterLabelsChanged,
@@ -27,18 +26,11 @@ from events.catalog import (
 from events.ids import new_event_id
 from events.store import EventStore
 from events.subjects import EVENTS_PREFIX, event_subject
+from registry.errors import ClusterAlreadyRegistered, ClusterNotFound, InvalidCommand
 from taskset.names import check_name
 from taskset.selectors import InvalidLabel, check_labels, label_key_problem
 
 CLUSTER_AGGREGATE = "cluster"
-
-
-class ClusterNotFound(NotFound):
-    pass
-
-
-class ClusterAlreadyRegistered(Conflict):
-    pass
 
 
 class ClusterRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,7 +69,7 @@ def parse_label_arguments(words: Iterable[str]) -> tuple[dict[str, str], list[st
         elif word.endswith("-") and word[:-1]:
             remove.append(word[:-1])
         else:
-            raise InvalidRequest(f"expected KEY=VALUE or KEY- (to remove), got {word!r}")
+            raise InvalidCommand(f"expected KEY=VALUE or KEY- (to remove), got {word!r}")
     return set_labels, remove
 
 
@@ -85,7 +77,7 @@ def _checked_labels(labels: Mapping[str, str]) -> dict[str, str]:
     try:
         return check_labels(labels)
     except InvalidLabel as e:
-        raise InvalidRequest(str(e)) from e
+        raise InvalidCommand(str(e)) from e
 
 
 def _envelope(now: datetime, actor: str, correlation_id: str) -> dict[str, object]:
@@ -138,7 +130,7 @@ def decide_labels(
     for key in removing:
         problem = label_key_problem(key)
         if problem:
-            raise InvalidRequest(f"invalid label key {key!r}: {problem}")
+            raise InvalidCommand(f"invalid label key {key!r}: {problem}")
     labels = dict(record.labels)
     labels.update(_checked_labels(set_labels))
     for key in removing:
