@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -32,6 +31,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
+from access.private_files import write_private
 from api.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from taskset.errors import InvalidName
 from taskset.names import check_name
@@ -84,18 +84,6 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, atomically: a crash never leaves half a secret."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class TokenStore:
     """The hub's tokens, in `tokens.json` next to the rest of its data."""
 
@@ -117,7 +105,7 @@ class TokenStore:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(self.path, msgspec.json.encode(TokenFile(tokens=self._records)))
+        write_private(self.path, msgspec.json.encode(TokenFile(tokens=self._records)))
 
     def list(self) -> list[TokenRecord]:
         return list(self._records)
@@ -187,7 +175,7 @@ class TokenStore:
         _, token = self.create(
             role=Role.admin, name=ADMIN_TOKEN_NAME, created_by="fleetbus up", now=now
         )
-        _write_private(path, (token + "\n").encode())
+        write_private(path, (token + "\n").encode())
         return token
 
 

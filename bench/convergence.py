@@ -37,9 +37,9 @@ from events.charts import ChartStore
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, REPORTS_STREAM
 from events.tasks import cancel_and_wait
-from fleetbus.edgehub import SIM_LABEL
 from normalizer import NormalizedSource
 from registry.tasksets import publish_taskset
+from simulator.fleet import SIM_LABEL
 from taskset.codec import CorruptPayload, decode_cluster_task, encode_cluster_task
 from taskset.digest import digest_of
 from taskset.model import ClusterTask

@@ -1,7 +1,7 @@
 """The port between the connector and whatever applies ClusterTasks to a cluster.
 
 Two executors implement it: the Kubernetes executor (a Task CR per ClusterTask, reconciled by
-the cluster controller) and the in-memory simulator (`edge_connector.simulator`) that backs
+the cluster controller) and the in-memory simulator (`simulator.executor`) that backs
 scale tests and `fleetbus up --sim-clusters`. The connector knows nothing else about them.
 
 Contract:

@@ -25,11 +25,12 @@ import msgspec
 import orjson
 import yaml
 
+from access.errors import CertificateError
+from access.pki import IssuedCertificate, cluster_of_certificate
+from access.private_files import write_private
 from edge_connector.errors import BundleError
 from events.streams import HUB_DOMAIN
-from fleetbus.datadir import write_private
 from fleetbus.natsserver import render_template
-from fleetbus.pki import CertificateError, IssuedCertificate, cluster_of_certificate
 from taskset.names import check_name
 
 CA_FILE = "ca.crt"

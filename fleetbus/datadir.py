@@ -20,21 +20,10 @@ from typing import IO, Any
 
 import orjson
 
+from access.private_files import write_private
 from fleetbus.errors import DataDirLocked, HubNotFound
 
 DEFAULT_DATA_DIR = Path(".fleetbus")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, atomically (no half-written secrets)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 from nats.aio.client import Client as NatsClient
 
+from access.private_files import write_private
 from edge_connector.connector import OUTBOX_DRAIN_S, Connector, ConnectorSettings, DesiredFeed
 from edge_connector.executor import Executor
 from edge_connector.jetstream import (
@@ -38,14 +39,13 @@ from edge_connector.jetstream import (
     mirror_config,
     outbox_config,
 )
-from edge_connector.simulator import SimExecutor
 from events import edges
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
 from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
-from fleetbus.datadir import write_private
 from fleetbus.natsserver import NatsServer, free_port
+from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
 
 log = logging.getLogger(__name__)

@@ -25,13 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from access.pki import HubPki
+from access.service import ClusterAccessService
 from api.context import HubContext, IssuedBundle
 from events.store import EventStore
-from fleetbus.access import ClusterAccessService
 from fleetbus.bundle import EdgeSettings, write_edge_bundle
 from fleetbus.commands.state import state_document
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls
-from fleetbus.pki import HubPki
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.history import desired_state_at
 

@@ -24,10 +24,6 @@ class ServerFailed(HubError):
     pass
 
 
-class InvalidSimFleet(HubError):
-    """`--sim-clusters` / `--sim-processes` that cannot be run as asked."""
-
-
 class ConflictingOptions(HubError):
     """Options of one command that cannot be used together."""
 

@@ -11,25 +11,27 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from access.permissions import LeafListener
+from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
 from events.store import EventStore, connect
 from events.streams import hub_streams
 from events.tasks import cancel_and_wait
-from fleetbus.access import LeafListener
-from fleetbus.datadir import DataDir, write_private
+from fleetbus.datadir import DataDir
 from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
-from fleetbus.hub_services import HubServices, start_hub_services
+from fleetbus.hub_services import start_hub_services
 from fleetbus.natsserver import (
     NatsServer,
     check_port_free,
@@ -38,6 +40,7 @@ from fleetbus.natsserver import (
     render_template,
 )
 from fleetbus.renderer import ChartArchiveRenderer
+from fleetbus.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class HubOptions:
     """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
-    (`fleetbus.edgehub.sim_processes_for`)."""
+    (`simulator.fleet.sim_processes_for`)."""
     nats_urls: tuple[str, ...] = ()
     """An external NATS cluster to run on instead of the embedded nats-server (all its nodes)."""
     replicas: int = 1
@@ -134,6 +137,20 @@ def start_hub_nats(
     return server
 
 
+def hub_config_text_for(
+    data: DataDir, options: HubOptions, monitor_port: int, leaf_block: str, users: str
+) -> str:
+    """`hub_config_text` as cluster access re-renders it (`access.permissions.ConfigText`)."""
+    return hub_config_text(
+        data,
+        host=options.nats_host,
+        port=options.nats_port,
+        monitor_port=monitor_port,
+        leaf_block=leaf_block,
+        cluster_users=users,
+    )
+
+
 async def connect_hub_store(data: DataDir, url: str | list[str]) -> EventStore:
     creds = data.secrets()
     nc = await connect(url, name="fleetbus-hub", user="hub", password=creds["hub_password"])
@@ -144,98 +161,118 @@ async def keep_nats_running(server: NatsServer) -> None:
     """Start the hub's nats-server again whenever it dies (a crash, the OOM killer, kill -9).
 
     It comes back with the same config, store and ports: clients and leaf nodes reconnect by
-    themselves, and JetStream still holds every acknowledged event.
+    themselves, and JetStream still holds every acknowledged event. A start that fails raises
+    `ServerFailed`, and the supervisor tries again after its backoff.
     """
     while True:
         process = server.process
         if process is not None:
             code = await asyncio.to_thread(process.wait)
             log.warning("the hub's nats-server exited (code %s); starting it again", code)
-        try:
-            await asyncio.to_thread(server.start)
-        except ServerFailed as e:
-            log.error("the hub's nats-server did not start again (%s); retrying", e)
-            await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
 
 
-async def run_hub(options: HubOptions) -> None:
-    data = DataDir(options.data_dir)
-    data.create()
-    lock = data.lock()
-    if not options.nats_urls:
-        # A nats-server left running by a hub that was killed gives its ports back first.
-        claim_server(data.nats_conf)
-        check_port_free(options.nats_host, options.nats_port, "--nats-port")
-    check_port_free(options.http_host, options.http_port, "--http")
-    server: NatsServer | None = None
-    edge_services: EdgeServices | None = None
-    listener: LeafListener | None = None
-    if not options.nats_urls:
-        check_port_free(options.leaf_host, options.leaf_port, "--leaf-port")
-        if options.leaf_ws_port is not None:
-            check_port_free(options.leaf_host, options.leaf_ws_port, "--leaf-ws-port")
-        listener = prepare_listener(
-            data,
-            host=options.leaf_host,
-            port=options.leaf_port,
-            ws_port=options.leaf_ws_port,
-            public_host=options.public_host,
-            now=datetime.now(UTC),
-        )
-        server = start_hub_nats(
-            data,
-            host=options.nats_host,
-            port=options.nats_port,
-            leaf_block=listener.render(),
-            memory_limit=options.nats_memory_limit,
-        )
-    nats_urls = list(options.nats_urls) if server is None else [server.client_url]
+def handle_stop_signals(stack: contextlib.AsyncExitStack) -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, for as long as `stack` is open."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    http: _EmbeddedHttpServer | None = None
-    http_task: asyncio.Task[None] | None = None
-    store: EventStore | None = None
-    api_context: HubContext | None = None
-    hub_services: HubServices | None = None
-    watchdog: asyncio.Task[None] | None = None
-    if server is not None:
-        watchdog = asyncio.create_task(keep_nats_running(server), name="nats-watchdog")
+        stack.callback(loop.remove_signal_handler, sig)
+    return stop
+
+
+async def until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Whether `work` finished (its error raised here) before `stop` was set; if not, it is
+    cancelled."""
+    working = asyncio.ensure_future(work)
+    stopped = asyncio.create_task(stop.wait())
     try:
+        await asyncio.wait({working, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait([stopped, *([] if working.done() else [working])])
+    if working.cancelled():
+        return False
+    working.result()
+    return True
+
+
+async def stop_http(http: _EmbeddedHttpServer, serving: asyncio.Task[None]) -> None:
+    http.should_exit = True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(serving, timeout=5)
+
+
+async def run_hub(options: HubOptions) -> None:
+    """Run the hub until SIGINT/SIGTERM; everything started is stopped in reverse order.
+
+    Each part is entered into one `AsyncExitStack`: the data dir's lock, the signal handlers,
+    the embedded nats-server, the one `Supervisor` of every long-running service (nats-server
+    watchdog, cluster access, provisioning, anti-entropy, source revival, scheduler,
+    projector), the event store connection, the simulated fleet and the HTTP server.
+    """
+    data = DataDir(options.data_dir)
+    data.create()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(data.lock())
+        stack.callback(data.hub_json.unlink, missing_ok=True)
+        if not options.nats_urls:
+            # A nats-server left running by a hub that was killed gives its ports back first.
+            claim_server(data.nats_conf)
+            check_port_free(options.nats_host, options.nats_port, "--nats-port")
+        check_port_free(options.http_host, options.http_port, "--http")
+        listener: LeafListener | None = None
+        server: NatsServer | None = None
+        if not options.nats_urls:
+            check_port_free(options.leaf_host, options.leaf_port, "--leaf-port")
+            if options.leaf_ws_port is not None:
+                check_port_free(options.leaf_host, options.leaf_ws_port, "--leaf-ws-port")
+            listener = prepare_listener(
+                data,
+                host=options.leaf_host,
+                port=options.leaf_port,
+                ws_port=options.leaf_ws_port,
+                public_host=options.public_host,
+                now=datetime.now(UTC),
+            )
+            server = start_hub_nats(
+                data,
+                host=options.nats_host,
+                port=options.nats_port,
+                leaf_block=listener.render(),
+                memory_limit=options.nats_memory_limit,
+            )
+            stack.callback(server.stop)
+        nats_urls = list(options.nats_urls) if server is None else [server.client_url]
+        stop = handle_stop_signals(stack)
+        supervisor = Supervisor()
+        stack.push_async_callback(supervisor.stop)
+        if server is not None:
+            supervisor.start("nats watchdog", partial(keep_nats_running, server))
         store = await connect_hub_store(data, nats_urls)
+        stack.push_async_callback(store.close)
+        # The services stop (the scheduler and projector finishing their batch) while the store
+        # is still open; the earlier callback only matters if connecting failed.
+        stack.push_async_callback(supervisor.stop)
         await store.ensure_streams(hub_streams(options.replicas))
+        edge_services: EdgeServices | None = None
         if server is not None and listener is not None:
-            monitor_port = server.monitor_port
             edge_services = EdgeServices(
                 store=store,
                 server=server,
                 data=data,
                 listener=listener,
-                config_text=lambda leaf_block, users: hub_config_text(
-                    data,
-                    host=options.nats_host,
-                    port=options.nats_port,
-                    monitor_port=monitor_port,
-                    leaf_block=leaf_block,
-                    cluster_users=users,
-                ),
+                config_text=partial(hub_config_text_for, data, options, server.monitor_port),
+                supervisor=supervisor,
             )
-            starting = asyncio.create_task(
-                edge_services.start(
-                    sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
-                ),
-                name="edge-services-start",
+            stack.push_async_callback(edge_services.stop_sims)
+            starting = edge_services.start(
+                sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
             )
-            interrupted = asyncio.create_task(stop.wait())
-            await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
-            interrupted.cancel()
-            if not starting.done():
-                # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
-                await cancel_and_wait([starting])
+            # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
+            if not await until_stopped(starting, stop):
                 return
-            starting.result()
-        hub_services = start_hub_services(store, data, scheduler=options.scheduler)
+        start_hub_services(store, data, supervisor, scheduler=options.scheduler)
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
@@ -253,7 +290,10 @@ async def run_hub(options: HubOptions) -> None:
                 lifespan="on",
             )
         )
-        http_task = asyncio.create_task(http.serve(), name="http")
+        serving = asyncio.create_task(http.serve(), name="http")
+        stack.push_async_callback(stop_http, http, serving)
+        # Ends the API's event streams first, so the HTTP server can stop at once.
+        stack.callback(api_context.shutdown.set)
         info: dict[str, Any] = {
             "nats_url": nats_urls[0],
             "nats_urls": nats_urls,
@@ -269,30 +309,8 @@ async def run_hub(options: HubOptions) -> None:
             flush=True,
         )
         stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({http_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if http_task in done and not stop.is_set():
-            exc = http_task.exception()
+        stack.push_async_callback(cancel_and_wait, [stopped])
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done() and not stop.is_set():
+            exc = serving.exception()
             raise ServerFailed(f"HTTP server stopped: {exc or 'could not serve'}")
-        stopped.cancel()
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-        if api_context is not None:
-            api_context.shutdown.set()
-        if http is not None and http_task is not None:
-            http.should_exit = True
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(http_task, timeout=5)
-        if edge_services is not None:
-            await edge_services.stop()
-        if hub_services is not None:
-            await hub_services.stop()
-        if store is not None:
-            await store.close()
-        if server is not None:
-            server.stop()
-        data.hub_json.unlink(missing_ok=True)
-        lock.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        print("fleetbus hub stopped", flush=True)

@@ -1,12 +1,13 @@
-"""Simulated clusters in worker processes: `fleetbus up --sim-processes K`.
+"""The worker process of `fleetbus up --sim-processes K`: a slice of the simulated fleet.
 
 One Python process cannot run 10,000 connectors: every cluster is a NATS connection with a
 pull loop, and one event loop on one core becomes the bottleneck long before the hub does.
 `fleetbus up` therefore registers and provisions the whole simulated fleet itself, then hands
-contiguous slices of it (sim-<first>..sim-<last>) to K child processes running this module.
+contiguous slices of it (sim-<first>..sim-<last>) to K child processes running this module
+(`simulator.workers.SimWorker` is the hub's side of one).
 Each worker connects its clusters to the hub's nats-server as plain clients, exactly like
 in-process sims: per-cluster user, password derived from the hub secret
-(`fleetbus.access.client_password`), in-memory `SimExecutor` behind the real connector.
+(`access.permissions.client_password`), in-memory `SimExecutor` behind the real connector.
 
 The protocol between the hub and a worker is deliberately small:
 - the hub secret arrives as the first line on stdin (never on the command line, never logged);
@@ -20,74 +21,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from edge_connector.simulator import SimExecutor
+from access.permissions import client_password
 from events.tasks import cancel_and_wait
-from fleetbus.access import client_password
 from fleetbus.bundle import EdgeSettings
 from fleetbus.edge import EdgeRuntime
-from fleetbus.errors import ServerFailed
 from fleetbus.jsonlog import configure_json_logging
+from simulator.executor import SimExecutor
+from simulator.workers import READY, sim_name, start_bounded
 from taskset.errors import FleetbusError
 
 log = logging.getLogger("fleetbus.simworker")
 
-CONNECT_CONCURRENCY = 32
-"""Connections one process opens at a time, so thousands of sims do not flood the hub."""
-READY = b"ready"
 PARENT_CHECK_S = 2.0
-STOP_GRACE_S = 15.0
-"""How long a worker may take to close its connections before it is killed."""
-
-
-def sim_name(index: int) -> str:
-    return f"sim-{index}"
-
-
-def worker_slices(count: int, processes: int) -> list[tuple[int, int]]:
-    """Split sim-1..sim-`count` into `processes` contiguous, near-equal (first, last) ranges."""
-    if not 1 <= processes <= count:
-        raise ValueError(f"cannot split {count} simulated clusters into {processes} processes")
-    base, extra = divmod(count, processes)
-    slices = []
-    first = 1
-    for index in range(processes):
-        size = base + (1 if index < extra else 0)
-        slices.append((first, first + size - 1))
-        first += size
-    return slices
-
-
-async def start_bounded(
-    names: Sequence[str],
-    start: Callable[[str], Awaitable[EdgeRuntime]],
-    *,
-    limit: int = CONNECT_CONCURRENCY,
-) -> list[EdgeRuntime]:
-    """Start a runtime per name with at most `limit` starting at once; all or none.
-
-    If any fails, those that started are stopped again and the first failure is raised."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(name: str) -> EdgeRuntime:
-        async with gate:
-            return await start(name)
-
-    results = await asyncio.gather(*(one(name) for name in names), return_exceptions=True)
-    runtimes = [r for r in results if isinstance(r, EdgeRuntime)]
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        await asyncio.gather(*(runtime.stop() for runtime in runtimes), return_exceptions=True)
-        raise failures[0]
-    return runtimes
+WORKER_COMMAND = (sys.executable, "-m", "fleetbus.simworker")
+"""How the hub starts a worker process."""
 
 
 async def start_client_sim(
@@ -100,97 +54,6 @@ async def start_client_sim(
     return await EdgeRuntime.client(
         settings, hub_url, client_password(hub_secret, name), SimExecutor(name=name)
     )
-
-
-# --- the hub's side ---------------------------------------------------------------------------
-
-
-@dataclass
-class SimWorker:
-    """One worker process as the hub sees it."""
-
-    first: int
-    last: int
-    process: asyncio.subprocess.Process
-    stopping: bool = False
-    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        return f"sim worker {sim_name(self.first)}..{sim_name(self.last)} (pid {self.process.pid})"
-
-    @classmethod
-    async def spawn(
-        cls,
-        first: int,
-        last: int,
-        *,
-        hub_url: str,
-        hub_secret: str,
-        inventory_interval: float,
-    ) -> SimWorker:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "fleetbus.simworker",
-            "--hub-url",
-            hub_url,
-            "--first",
-            str(first),
-            "--last",
-            str(last),
-            "--inventory-interval",
-            str(inventory_interval),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            # Its own session: a Ctrl-C on the terminal reaches the hub, which stops workers.
-            start_new_session=True,
-        )
-        worker = cls(first=first, last=last, process=process)
-        assert process.stdin is not None
-        process.stdin.write(hub_secret.encode() + b"\n")
-        await process.stdin.drain()
-        return worker
-
-    async def wait_ready(self) -> None:
-        """Return once the worker reports its clusters connected; raise if it exits first."""
-        assert self.process.stdout is not None
-        while True:
-            line = await self.process.stdout.readline()
-            if not line:
-                code = await self.process.wait()
-                raise ServerFailed(f"{self.label} exited with code {code} before it was ready")
-            if line.split()[:1] == [READY]:
-                self.watcher = asyncio.create_task(self._watch(), name=f"watch-{self.label}")
-                return
-
-    async def _watch(self) -> None:
-        code = await self.process.wait()
-        if not self.stopping:
-            log.error(
-                "%s exited with code %s: its %d simulated clusters are offline",
-                self.label,
-                code,
-                self.last - self.first + 1,
-            )
-
-    async def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Close its stdin and SIGTERM it; SIGKILL it if it is still there after `grace`."""
-        self.stopping = True
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=grace)
-            except TimeoutError:
-                log.warning("%s did not stop within %.0f s; killing it", self.label, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
-        if self.watcher is not None:
-            await self.watcher
 
 
 # --- the worker's side ------------------------------------------------------------------------

@@ -22,6 +22,10 @@ Making a plan real at 10,000 clusters is 20,000 JetStream API requests. One at a
 20,000 round trips; all at once it overflows the server's JetStream API queue (requests are
 dropped and time out). `run_bounded` keeps `API_CONCURRENCY` requests in flight: the server
 stays busy and nothing is dropped.
+
+`SourceRevival` restarts the REPORTS sourcing of leaf clusters that are demonstrably connected
+(they just sent an inventory digest) but whose source has stalled; which ones is decided by
+`sources_to_revive`, a pure function of what was provisioned, seen and revived, and `now`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -314,3 +320,60 @@ class ProvisioningService:
                     self.applied_seq = seq
         finally:
             await cancel_and_wait([follower, *([getter] if getter is not None else [])])
+
+
+# --- source revival -------------------------------------------------------------------------------
+
+REACHABLE_WITHIN = timedelta(seconds=90)
+"""A cluster that sent an inventory digest this recently counts as connected."""
+REVIVE_COOLDOWN = timedelta(seconds=10)
+REVIVE_PAUSE_PER_SOURCE = 0.001
+"""Seconds added to the pause between source-revival checks per REPORTS source."""
+NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def leaf_sourced(provisioned: Mapping[str, str]) -> set[str]:
+    """Clusters REPORTS sources: only leaf clusters; clients publish into REPORTS themselves."""
+    return {name for name, connection in provisioned.items() if connection == edges.LEAF}
+
+
+def sources_to_revive(
+    sourced: Iterable[str],
+    last_seen: Mapping[str, datetime],
+    revived: Mapping[str, datetime],
+    now: datetime,
+) -> set[str]:
+    """Sourced clusters heard from within `REACHABLE_WITHIN` and not revived within
+    `REVIVE_COOLDOWN`: the ones whose stalled source is worth restarting now."""
+    return {
+        name
+        for name in sourced
+        if (seen := last_seen.get(name)) is not None
+        and now - seen < REACHABLE_WITHIN
+        and now - revived.get(name, NEVER) > REVIVE_COOLDOWN
+    }
+
+
+@dataclass
+class SourceRevival:
+    """Restarts stalled REPORTS sourcing of clusters that are demonstrably connected."""
+
+    provisioning: ProvisioningService
+    last_seen: Callable[[], Mapping[str, datetime]]
+    """When each cluster last sent an inventory digest (the anti-entropy service knows)."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    interval: float = 2.0
+    """Pause between checks, plus `REVIVE_PAUSE_PER_SOURCE` per source: each check reads
+    REPORTS' info, which nats-server builds source by source (at 10,000 sources a check every
+    2 s costs the server a tenth of a core)."""
+    revived: dict[str, datetime] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        while True:
+            sourced = leaf_sourced(self.provisioning.provisioned)
+            await asyncio.sleep(self.interval + REVIVE_PAUSE_PER_SOURCE * len(sourced))
+            now = self.clock()
+            reachable = sources_to_revive(sourced, self.last_seen(), self.revived, now)
+            if reachable:
+                for name in await self.provisioning.revive_sources(reachable):
+                    self.revived[name] = now

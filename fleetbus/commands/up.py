@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from fleetbus.datadir import DEFAULT_DATA_DIR
-from fleetbus.edgehub import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import configure_json_logging
 from fleetbus.options import host_port, memory_limit
+from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 
 
 def register(subparsers: Any) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from fleetbus.datadir import DataDir, write_private
+from access.private_files import write_private
+from fleetbus.datadir import DataDir
 from fleetbus.natsserver import NatsServer, free_port, render_template
 
 CLUSTER_NAME = "fleetbus-hub"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_connector.simulator import SimExecutor
 from events.catalog import Report
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
+from simulator.executor import SimExecutor
 from tests.faults.harness import LONG, record_figures, wait_for
 from tests.faults.projection import clean_replay_digests, start_projector
 from tests.integration.edge_harness import cluster_task, edge_hub, sample_taskset

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from edge_connector.simulator import SimExecutor
+from access.pki import IssuedCertificate
 from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.codec import EventDecoder
@@ -32,7 +32,7 @@ from fleetbus.edge import EdgeRuntime, EdgeState
 from fleetbus.edgehub import EdgeServices, hub_pki, prepare_listener
 from fleetbus.hub import hub_config_text, start_hub_nats
 from fleetbus.natsserver import NatsServer, free_port
-from fleetbus.pki import IssuedCertificate
+from simulator.executor import SimExecutor
 from taskset.codec import encode_cluster_task
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, Step, Taskset

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from access.pki import HubPki
 from api.app import OPENAPI_PATH, create_app, describe_routes
 from api.auth import Role, StreamTickets, TokenStore
 from api.context import HubContext
@@ -23,7 +24,6 @@ from events.catalog import RolloutHalted
 from events.ids import new_event_id
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
-from fleetbus.pki import HubPki
 from tests.integration.api_harness import LiveApi, live_api, projected
 from tests.integration.test_api_events import NOW, append_each, published, registered
 from tests.integration.test_api_fleet import PATCH

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from access.pki import HubPki, cluster_of_certificate
 from api.auth import Role
 from events.catalog import (
     ClusterTaskScheduled,
@@ -21,7 +22,6 @@ from events.catalog import (
 from events.ids import new_event_id
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
-from fleetbus.pki import HubPki, cluster_of_certificate
 from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import (
     NOW,

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 
+from access.pki import HubPki
 from api.auth import Role
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
-from fleetbus.pki import HubPki
 from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import append_each, override, published, registered
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from access.pki import CertificateAuthority
 from cluster_controller.kube import Kube
 from fleetbus.bundle import EdgeSettings, helm_values
-from fleetbus.pki import CertificateAuthority
 from tests.kube_envtest import KubeAPIServer
 from tests.unit.test_edge_chart import render
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import orjson
 import yaml
 
+from access.pki import cluster_of_certificate
 from api.auth import Role
-from edge_connector.simulator import SimExecutor
 from events.store import EventStore
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.cli import main
 from fleetbus.datadir import DataDir
 from fleetbus.enrollment import connect_api_to_edges
-from fleetbus.pki import cluster_of_certificate
+from simulator.executor import SimExecutor
 from tests.conftest import HubNats
 from tests.integration.api_harness import LiveApi, live_api
 from tests.integration.edge_harness import (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import msgspec
 
-from edge_connector.simulator import SimExecutor
 from events.catalog import TaskApplied
 from fleetbus.bundle import EdgeBundle
+from simulator.executor import SimExecutor
 from tests.integration.edge_harness import (
     cluster_task,
     edge_hub,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import orjson
 
-from edge_connector.simulator import SimExecutor
 from events.catalog import AntiEntropyRepaired, DriftCorrected, DriftDetected, TaskApplied
 from events.codec import EventDecoder
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime
+from simulator.executor import SimExecutor
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,

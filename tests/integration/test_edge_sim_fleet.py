@@ -9,13 +9,14 @@ import nats.errors
 import orjson
 import pytest
 
-from edge_connector.simulator import SimExecutor
+from access.permissions import client_password
 from events import edges
 from events.catalog import ClusterRegistered, TaskApplied
 from events.codec import encode_event
 from events.ids import new_event_id
 from events.store import connect
-from fleetbus.access import client_password
+from fleetbus.edge import EdgeRuntime
+from simulator.executor import SimExecutor
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,
@@ -37,6 +38,7 @@ async def registrations(hub: EdgeHub) -> dict[str, ClusterRegistered]:
 def sim_of(hub: EdgeHub, name: str) -> SimExecutor:
     assert hub.services.sims is not None
     for runtime in hub.services.sims.runtimes:
+        assert isinstance(runtime, EdgeRuntime)
         if runtime.cluster == name:
             assert isinstance(runtime.executor, SimExecutor)
             return runtime.executor

@@ -11,13 +11,13 @@ import orjson
 import pytest
 import yaml
 
+from access.pki import HubPki, cluster_of_certificate
 from api.auth import Role
 from events.catalog import RolloutHalted, RolloutResumed
 from events.store import EventStore
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.cli import main
 from fleetbus.enrollment import BundleEnrollment
-from fleetbus.pki import HubPki, cluster_of_certificate
 from registry.clusters import (
     change_cluster_labels,
     deregister_cluster,

@@ -24,7 +24,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from edge_connector.simulator import SimExecutor
+from access.pki import CertificateAuthority, cluster_of_certificate, identity_of_certificate
 from events.catalog import TaskApplied
 from events.codec import encode_event
 from events.inventory import InventoryDigest, encode_inventory
@@ -32,7 +32,7 @@ from fleetbus.bundle import leaf_config
 from fleetbus.edge import EdgeRuntime
 from fleetbus.edgehub import hub_pki
 from fleetbus.natsserver import NatsServer, free_port
-from fleetbus.pki import CertificateAuthority, cluster_of_certificate, identity_of_certificate
+from simulator.executor import SimExecutor
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,

@@ -29,7 +29,6 @@ from nats.aio.msg import Msg
 from api.app import OPENAPI_PATH, create_app, describe_routes
 from api.auth import Role
 from api.context import HubContext
-from edge_connector.simulator import SimExecutor
 from events.catalog import ClusterRegistered, TaskApplied, TaskFailed
 from events.codec import encode_event
 from events.ids import new_event_id
@@ -38,6 +37,7 @@ from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM
 from fleetbus.bundle import EdgeBundle
 from fleetbus.edge import EdgeRuntime
 from projector.db import ProjectionDb
+from simulator.executor import SimExecutor
 from tests.faults.harness import record_figures, wait_for
 from tests.faults.projection import start_projector
 from tests.integration.api_harness import live_api

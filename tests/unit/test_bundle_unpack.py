@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from access.pki import CertificateAuthority, cluster_of_certificate
 from edge_connector.errors import BundleError
 from fleetbus.bundle import EdgeSettings, write_edge_bundle
 from fleetbus.bundle_unpack import (
@@ -22,7 +23,6 @@ from fleetbus.bundle_unpack import (
     unpack_bundle,
 )
 from fleetbus.enrollment import pack
-from fleetbus.pki import CertificateAuthority, cluster_of_certificate
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CA = CertificateAuthority.create(NOW)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 from edge_connector.connector import Connector, ConnectorSettings, Delivery
 from edge_connector.errors import EdgeUnavailable
-from edge_connector.simulator import SimExecutor
 from events.catalog import DriftCorrected, DriftDetected, Report, TaskApplied, TaskFailed
 from events.errors import EventLogUnavailable
 from events.inventory import InventoryDigest
+from simulator.executor import SimExecutor
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, Step, Taskset
 

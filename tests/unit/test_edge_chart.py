@@ -16,9 +16,9 @@ import yaml
 from helm_python import Chart, HelmValuesError, lint
 from lightkube import KubeConfig
 
+from access.pki import CertificateAuthority
 from cluster_controller.crds import CRD_FILES
 from fleetbus.bundle import EdgeSettings, helm_values
-from fleetbus.pki import CertificateAuthority
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "ops" / "charts" / "fleetbus-edge"

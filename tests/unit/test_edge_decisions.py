@@ -6,6 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from access.permissions import (
+    ClusterAccess,
+    client_permissions,
+    cluster_users,
+    evolve_access,
+    leaf_permissions,
+    revoked_clusters,
+    stale_leafs,
+)
 from edge_connector import decisions
 from edge_connector.errors import ApplyFailed
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
@@ -17,15 +26,6 @@ from events.inventory import (
     decode_inventory,
     desired_state_digest,
     encode_inventory,
-)
-from fleetbus.access import (
-    ClusterAccess,
-    client_permissions,
-    cluster_users,
-    evolve_access,
-    leaf_permissions,
-    revoked_clusters,
-    stale_leafs,
 )
 from scheduler.antientropy import DesiredEntry, confirmed, cooling_down, decide_repair, hub_digest
 from scheduler.provisioning import (

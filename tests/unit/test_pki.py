@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from events.edges import report_origin
-from fleetbus.pki import (
+from access.errors import CertificateError
+from access.pki import (
     CertificateAuthority,
-    CertificateError,
     HubPki,
     cluster_identity,
     cluster_of_certificate,
     identity_of_certificate,
 )
+from events.edges import report_origin
 from taskset.errors import InvalidName
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from edge_connector.errors import ApplyFailed
-from edge_connector.simulator import TASKSET_LABEL, SimExecutor, SimulationError
+from simulator.errors import SimulationError
+from simulator.executor import TASKSET_LABEL, SimExecutor
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, Step, Taskset
 

@@ -19,22 +19,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_connector.errors import ApplyFailed, ConnectorError
+from edge_connector.errors import ApplyFailed
 from edge_connector.executor import (
     AppliedTask,
     ApplyResult,
     DriftObserved,
     ExecutorInventory,
 )
+from simulator.errors import SimulationError
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, ObjectRef, Phase, Step
 
 TASKSET_LABEL = "fleetbus.io/taskset"
 APPLY_PHASES: tuple[Phase, ...] = ("init", "install", "postInstall")
-
-
-class SimulationError(ConnectorError):
-    """A test asked the simulator for something it cannot do (unknown object, bad pointer)."""
 
 
 @dataclass

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleetbus.datadir import write_private
-from fleetbus.errors import HubError
+from access.errors import CertificateError
+from access.private_files import write_private
 from taskset.names import check_name
 
 CA_VALIDITY = timedelta(days=3650)
@@ -41,10 +41,6 @@ RENEW_BEFORE = timedelta(days=30)
 """A server certificate this close to expiry is re-issued at the next start."""
 
 ORGANIZATION = "fleetbus"
-
-
-class CertificateError(HubError):
-    """The CA or a certificate is missing, unreadable or not what fleetbus issued."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,272 @@
+"""A simulated fleet: clusters sim-1..sim-N, each an in-memory executor behind a real connector.
+
+`fleetbus up --sim-clusters N` runs one. Up to `LEAF_SIM_LIMIT` clusters get their own leaf
+nats-server exactly like a real edge; a larger fleet connects its clusters to the hub as plain
+clients with per-cluster credentials (durable consumers, reports published straight into
+REPORTS) so a laptop can simulate hundreds of clusters without hundreds of processes. Past
+`IN_PROCESS_SIM_LIMIT` clusters (or with `--sim-processes K`) the client sims run in K worker
+processes (`simulator.workers`), about `SIMS_PER_PROCESS` each: one event loop cannot drive
+thousands of connectors. The hub still registers and provisions every sim itself.
+
+Starting thousands of sims is paced: their durables are reset and their connections opened a
+bounded number at a time, and the wait for provisioning grows with the fleet, so a 10,000
+cluster fleet starts without flooding the JetStream API.
+
+A simulator is an edge runtime, not wiring: how one simulated edge is started (a leaf
+nats-server and a connector, or a client connection) is the composition root's, and comes in
+through `SimEdges`; cluster access and provisioning come in through their own small ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from access.permissions import ClusterAccess
+from access.pki import CertificateAuthority, HubPki, IssuedCertificate, public_key_fingerprint
+from events import edges
+from events.catalog import ClusterRegistered, Event
+from events.ids import new_event_id
+from events.store import EventStore
+from simulator.errors import InvalidSimFleet, SimFleetFailed
+from simulator.workers import RunningEdge, SimWorker, start_bounded, worker_slices
+
+log = logging.getLogger(__name__)
+
+
+class SimEdges(Protocol):
+    """How the composition root runs a simulated cluster's edge."""
+
+    @property
+    def worker_command(self) -> Sequence[str]:
+        """The command line of a worker process (`python -m fleetbus.simworker`)."""
+
+    def write_leaf_bundle(
+        self,
+        directory: Path,
+        cluster: str,
+        labels: Mapping[str, str],
+        *,
+        ca_pem: bytes,
+        issued: IssuedCertificate,
+    ) -> None:
+        """Write the edge bundle a leaf sim starts from (as `fleetbus cluster register`) into
+        `directory/bundle/`."""
+
+    async def start_leaf(self, cluster: str, directory: Path) -> RunningEdge:
+        """Start a leaf nats-server and connector from `directory/bundle/`, keeping its
+        JetStream state in `directory/state/`."""
+
+    async def start_client(self, cluster: str) -> RunningEdge:
+        """Start a connector that connects to the hub as a plain client."""
+
+
+class FleetAccess(Protocol):
+    """Cluster access as the simulator needs it (`access.service.ClusterAccessService`)."""
+
+    @property
+    def clusters(self) -> Mapping[str, ClusterAccess]: ...
+
+    async def wait_applied(self, seq: int) -> None: ...
+
+
+class DurableReset(Protocol):
+    async def reset_durables(self, clusters: Iterable[str]) -> None: ...
+
+
+class FleetProvisioning(Protocol):
+    """Provisioning as the simulator needs it (`scheduler.provisioning.ProvisioningService`)."""
+
+    @property
+    def provisioner(self) -> DurableReset: ...
+
+    async def wait_applied(self, seq: int) -> None: ...
+
+
+LEAF_SIM_LIMIT = 20
+SIM_LABEL = "fleetbus.io/sim"
+IN_PROCESS_SIM_LIMIT = 1000
+"""Without `--sim-processes`, fleets up to this size run in the hub process."""
+SIMS_PER_PROCESS = 2500
+"""Without `--sim-processes`, a larger fleet gets one worker process per this many sims."""
+SIM_BUDGET_BASE_S = 60.0
+SIM_BUDGET_PER_CLUSTER_S = 0.03
+"""Each wait of a sim fleet's start (access and provisioning; connecting) may take the base
+plus this per cluster: 60 s for a few, 6 minutes for 10,000."""
+
+
+def sim_processes_for(clusters: int, requested: int | None) -> int:
+    """Worker processes for `clusters` sims: `requested`, or by size (0 = in the hub process).
+
+    Raises `InvalidSimFleet` for a request that cannot be met."""
+    if requested is None:
+        if clusters <= IN_PROCESS_SIM_LIMIT:
+            return 0
+        return math.ceil(clusters / SIMS_PER_PROCESS)
+    if requested < 1:
+        raise InvalidSimFleet(
+            f"--sim-processes must be at least 1, not {requested} "
+            f"(leave it out to run up to {IN_PROCESS_SIM_LIMIT:,} sims in the hub process)"
+        )
+    if requested > clusters:
+        raise InvalidSimFleet(
+            f"--sim-processes {requested} is more than --sim-clusters {clusters}: "
+            "each worker process runs at least one simulated cluster"
+        )
+    return requested
+
+
+def sim_budget(clusters: int) -> float:
+    """Seconds one stage of starting `clusters` sims may take before the start fails."""
+    return SIM_BUDGET_BASE_S + SIM_BUDGET_PER_CLUSTER_S * clusters
+
+
+def sim_labels(index: int, leaf: bool) -> dict[str, str]:
+    labels = {SIM_LABEL: "true", "env": "dev" if index % 2 else "prod"}
+    if not leaf:
+        labels[edges.CONNECTION_LABEL] = edges.CLIENT
+    return labels
+
+
+@dataclass
+class SimFleet:
+    """Simulated clusters sim-1..sim-N behind real connectors."""
+
+    store: EventStore
+    root: Path
+    """Where each leaf sim keeps its bundle and state (`<root>/<name>/`)."""
+    pki: HubPki
+    access: FleetAccess
+    provisioning: FleetProvisioning
+    edges: SimEdges
+    count: int
+    hub_client_url: str
+    hub_secret: str
+    inventory_interval: float = 30.0
+    processes: int = 0
+    """Worker processes running the sims; 0 runs them in this process."""
+    runtimes: list[RunningEdge] = field(default_factory=list)
+    workers: list[SimWorker] = field(default_factory=list)
+
+    @property
+    def leaf(self) -> bool:
+        return self.count <= LEAF_SIM_LIMIT and self.processes == 0
+
+    def names(self) -> list[str]:
+        return [f"sim-{i}" for i in range(1, self.count + 1)]
+
+    def sim_dir(self, name: str) -> Path:
+        return self.root / name
+
+    async def start(self, now: datetime) -> None:
+        ca = self.pki.load_ca()
+        # A durable provisioned for a cluster registered only now has delivered nothing yet;
+        # one of an earlier start may have, and an in-memory sim needs everything again.
+        earlier = [name for name in self.names() if name in self.access.clusters]
+        registrations: list[Event] = []
+        for index, name in enumerate(self.names(), start=1):
+            wanted = self._registration(ca, index, name, now)
+            if wanted is not None:
+                registrations.append(wanted)
+        last = 0
+        for start in range(0, len(registrations), 500):
+            result = await self.store.append(registrations[start : start + 500])
+            last = max(result.sequences or [last])
+        budget = sim_budget(self.count)
+        started = time.monotonic()
+        if last:
+            try:
+                async with asyncio.timeout(budget):
+                    await self.access.wait_applied(last)
+                    await self.provisioning.wait_applied(last)
+            except TimeoutError as e:
+                raise SimFleetFailed(
+                    f"access and provisioning of {self.count:,} simulated clusters took longer "
+                    f"than {budget:.0f} s"
+                ) from e
+        if not self.leaf:
+            await self.provisioning.provisioner.reset_durables(earlier)
+        provisioned = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                if self.processes:
+                    await self._start_workers()
+                else:
+                    self.runtimes = await start_bounded(self.names(), self._start_one)
+        except TimeoutError as e:
+            raise SimFleetFailed(
+                f"connecting {self.count:,} simulated clusters took longer than {budget:.0f} s"
+            ) from e
+        log.info(
+            "simulated fleet up: %d clusters (%s) in %s; "
+            "provisioned in %.1f s, connected in %.1f s",
+            self.count,
+            "leaf" if self.leaf else "client",
+            f"{self.processes} worker processes" if self.processes else "the hub process",
+            provisioned - started,
+            time.monotonic() - provisioned,
+        )
+
+    async def _start_workers(self) -> None:
+        for first, last in worker_slices(self.count, self.processes):
+            self.workers.append(
+                await SimWorker.spawn(
+                    first,
+                    last,
+                    command=self.edges.worker_command,
+                    hub_url=self.hub_client_url,
+                    hub_secret=self.hub_secret,
+                    inventory_interval=self.inventory_interval,
+                )
+            )
+        await asyncio.gather(*(worker.wait_ready() for worker in self.workers))
+
+    def _registration(
+        self, ca: CertificateAuthority, index: int, name: str, now: datetime
+    ) -> ClusterRegistered | None:
+        current = self.access.clusters.get(name)
+        labels = sim_labels(index, self.leaf)
+        fingerprint = ""
+        if self.leaf:
+            bundle_dir = self.sim_dir(name) / "bundle"
+            cert = bundle_dir / "cluster.crt"
+            if (
+                current is not None
+                and current.connection == edges.LEAF
+                and cert.exists()
+                and public_key_fingerprint(cert.read_bytes()) == current.fingerprint
+            ):
+                return None
+            issued = ca.issue_cluster(name, now)
+            self.edges.write_leaf_bundle(
+                self.sim_dir(name), name, labels, ca_pem=ca.cert_pem, issued=issued
+            )
+            fingerprint = issued.fingerprint
+        elif current is not None and current.connection == edges.CLIENT:
+            return None
+        return ClusterRegistered(
+            id=new_event_id(),
+            occurred_at=now,
+            actor="hub:sim-fleet",
+            cluster=name,
+            labels=labels,
+            certificate_fingerprint=fingerprint,
+        )
+
+    async def _start_one(self, name: str) -> RunningEdge:
+        if self.leaf:
+            return await self.edges.start_leaf(name, self.sim_dir(name))
+        return await self.edges.start_client(name)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
+        self.workers = []
+        await asyncio.gather(*(runtime.stop() for runtime in self.runtimes))
+        self.runtimes = []
