@@ -16,16 +16,10 @@ import yaml
 
 from cluster_controller.errors import ControllerError, CrdInstallFailed
 from cluster_controller.kstatus import condition
-from cluster_controller.kube import Kube, ResourceInfo
-from cluster_controller.model import FIELD_MANAGER
+from cluster_controller.kube import Kube
+from kube_contract.model import FIELD_MANAGER
+from kube_contract.resources import CRD
 
-CRD = ResourceInfo(
-    group="apiextensions.k8s.io",
-    version="v1",
-    kind="CustomResourceDefinition",
-    plural="customresourcedefinitions",
-    namespaced=False,
-)
 CRD_FILES = (
     "fleetnamespaces.fleetbus.io.yaml",
     "steps.fleetbus.io.yaml",

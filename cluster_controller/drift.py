@@ -14,8 +14,10 @@ judged on those fields only, in two steps:
    that differ there are drift; normalisation and other managers' additions cancel out.
 
 Ignore paths are JSON pointers (`/spec/replicas`, `*` matches one segment, a prefix covers what
-is below it). They are never reported, and a correction keeps the live value at them, so an HPA
-and the controller do not fight over `spec.replicas`.
+is below it; `kube_contract.drift.is_ignored`). They are never reported, and a correction keeps
+the live value at them, so an HPA and the controller do not fight over `spec.replicas`. What a
+policy makes of a confirmed observation is `kube_contract.drift.judge_drift`, the same decision
+the edge connector takes; this module keeps the Step's drift status (`decide_step_drift`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 import msgspec
 
-from cluster_controller.model import DriftStatus
+from kube_contract.drift import escape, is_ignored, judge_drift, split_pointer
+from kube_contract.model import DriftStatus
 
 _UNTRACKED = {"apiVersion", "kind", "status"}
 """Top-level fields that are not drift: identity and the object's own status."""
@@ -37,28 +40,6 @@ _UNTRACKED_METADATA = {
     "managedFields",
     "resourceVersion",
 }
-
-
-def escape(segment: str) -> str:
-    return segment.replace("~", "~0").replace("/", "~1")
-
-
-def split_pointer(pointer: str) -> list[str]:
-    if not pointer or pointer == "/":
-        return []
-    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.lstrip("/").split("/")]
-
-
-def is_ignored(path: str, ignore_paths: Sequence[str]) -> bool:
-    """Whether `path` is at or below one of the ignore patterns."""
-    parts = split_pointer(path)
-    for pattern in ignore_paths:
-        wanted = split_pointer(pattern)
-        if len(wanted) > len(parts):
-            continue
-        if all(w == "*" or w == p for w, p in zip(wanted, parts, strict=False)):
-            return True
-    return False
 
 
 def _tracked_keys(desired: Mapping[str, Any], path: str) -> list[str]:
@@ -258,7 +239,7 @@ def respect_ignored(
 # --- decisions on a Step's drift status --------------------------------------------------------
 
 
-class DriftDecision(msgspec.Struct, frozen=True, kw_only=True):
+class StepDriftDecision(msgspec.Struct, frozen=True, kw_only=True):
     """What to do about a confirmed observation, and the Step's drift status afterwards."""
 
     status: DriftStatus
@@ -268,37 +249,40 @@ class DriftDecision(msgspec.Struct, frozen=True, kw_only=True):
     """Re-apply with force now."""
 
 
-def decide_drift(
+def decide_step_drift(
     current: DriftStatus,
     *,
     fields: Sequence[str],
     deleted: bool,
     policy: str,
     now: str,
-) -> DriftDecision:
-    """Count a drift once, however many watch events show it; decide to correct or report.
+) -> StepDriftDecision:
+    """Count a drift once, however many watch events show it; correct or report it as
+    `judge_drift` says.
 
     With policy `report` a drift stays `Drifted` until someone reverts it (then `InSync`); the
     same fields seen again are not a new detection. With `correct` every observation is followed
     by a correction. With `ignore` nothing is recorded.
     """
+    verdict = judge_drift(policy, fields=fields, deleted=deleted)
+    unchanged = StepDriftDecision(status=current, detected=False, correct=False)
     if policy == "ignore":
-        return DriftDecision(status=current, detected=False, correct=False)
-    if not fields and not deleted:
+        return unchanged
+    if not verdict.drifted:
         if current.state == "Drifted" and policy == "report":
-            return DriftDecision(
+            return StepDriftDecision(
                 status=msgspec.structs.replace(current, state="InSync"),
                 detected=False,
                 correct=False,
             )
-        return DriftDecision(status=current, detected=False, correct=False)
+        return unchanged
     same_as_before = (
         current.state == "Drifted"
         and list(current.fields) == list(fields)
         and current.deleted == deleted
     )
     if same_as_before and policy == "report":
-        return DriftDecision(status=current, detected=False, correct=False)
+        return unchanged
     status = msgspec.structs.replace(
         current,
         state="Drifted",
@@ -307,7 +291,7 @@ def decide_drift(
         deleted=deleted,
         last_detected_at=now,
     )
-    return DriftDecision(status=status, detected=True, correct=policy == "correct")
+    return StepDriftDecision(status=status, detected=True, correct=verdict.correct)
 
 
 def record_correction(current: DriftStatus, now: str) -> DriftStatus:

@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from cluster_controller.errors import KubeUnavailable, ResourceVersionExpired
-from cluster_controller.kube import ObjectList, ResourceInfo, WatchEvent
+from cluster_controller.kube import ObjectList, WatchEvent
+from kube_contract.resources import ResourceInfo
 
 log = logging.getLogger(__name__)
 

@@ -51,6 +51,7 @@ from cluster_controller.errors import (
     ResourceVersionExpired,
     UnknownKind,
 )
+from kube_contract.resources import ResourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +67,6 @@ WatchType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 _CONVERSION_FAILURE = "failed to convert new object"
 """How the apiserver answers (with a 500) a server-side apply whose values cannot be decoded
 into the kind's type, e.g. a malformed quantity: the object is wrong, retrying cannot help."""
-
-
-class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """How the apiserver serves one kind: its REST path segments and scope."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str = "", name: str = "", subresource: str = "") -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        parts = [base]
-        if self.namespaced and namespace:
-            parts.append(f"namespaces/{namespace}")
-        parts.append(self.plural)
-        if name:
-            parts.append(name)
-        if subresource:
-            parts.append(subresource)
-        return "/".join(parts)
 
 
 class WatchEvent(msgspec.Struct, frozen=True, kw_only=True):

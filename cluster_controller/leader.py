@@ -18,13 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from cluster_controller.errors import Conflict, ControllerError
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
+from kube_contract.resources import LEASE
 
 log = logging.getLogger(__name__)
 
-LEASE = ResourceInfo(
-    group="coordination.k8s.io", version="v1", kind="Lease", plural="leases", namespaced=True
-)
 
 LeaseMove = Literal["take", "renew", "wait"]
 

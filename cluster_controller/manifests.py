@@ -14,7 +14,7 @@ import hashlib
 from typing import Any
 
 from cluster_controller.errors import InvalidManifest
-from cluster_controller.model import (
+from kube_contract.model import (
     API_VERSION,
     LABEL_MANAGED_BY,
     LABEL_NAMESPACE_OWNER,

@@ -19,9 +19,11 @@ import msgspec
 from cluster_controller.errors import Conflict, ControllerError, KubeRejected, NotFound
 from cluster_controller.informer import Informer
 from cluster_controller.kstatus import compute_status
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
 from cluster_controller.manifests import namespace_parts
-from cluster_controller.model import (
+from cluster_controller.recorder import rfc3339
+from cluster_controller.tasks import RETRY_CONFLICT, RETRY_TRANSIENT, Outcome
+from kube_contract.model import (
     API_VERSION,
     FIELD_MANAGER,
     FINALIZER,
@@ -35,53 +37,25 @@ from cluster_controller.model import (
     readiness_conditions,
     status_body,
 )
-from cluster_controller.recorder import rfc3339
-from cluster_controller.tasks import RETRY_CONFLICT, RETRY_TRANSIENT, Outcome
+from kube_contract.resources import (
+    CORE_NAMESPACE,
+    FLEETBUS_NAMESPACE,
+    LIMIT_RANGE,
+    NETWORK_POLICY,
+    RESOURCE_QUOTA,
+    ROLE,
+    ROLE_BINDING,
+    ResourceInfo,
+)
 
 log = logging.getLogger(__name__)
 
-FLEETBUS_NAMESPACE = ResourceInfo(
-    group="fleetbus.io",
-    version="v1alpha1",
-    kind="Namespace",
-    plural="fleetnamespaces",
-    namespaced=False,
-)
-CORE_NAMESPACE = ResourceInfo(
-    group="", version="v1", kind="Namespace", plural="namespaces", namespaced=False
-)
 PART_KINDS: dict[str, ResourceInfo] = {
-    "ResourceQuota": ResourceInfo(
-        group="",
-        version="v1",
-        kind="ResourceQuota",
-        plural="resourcequotas",
-        namespaced=True,
-    ),
-    "LimitRange": ResourceInfo(
-        group="", version="v1", kind="LimitRange", plural="limitranges", namespaced=True
-    ),
-    "NetworkPolicy": ResourceInfo(
-        group="networking.k8s.io",
-        version="v1",
-        kind="NetworkPolicy",
-        plural="networkpolicies",
-        namespaced=True,
-    ),
-    "Role": ResourceInfo(
-        group="rbac.authorization.k8s.io",
-        version="v1",
-        kind="Role",
-        plural="roles",
-        namespaced=True,
-    ),
-    "RoleBinding": ResourceInfo(
-        group="rbac.authorization.k8s.io",
-        version="v1",
-        kind="RoleBinding",
-        plural="rolebindings",
-        namespaced=True,
-    ),
+    "ResourceQuota": RESOURCE_QUOTA,
+    "LimitRange": LIMIT_RANGE,
+    "NetworkPolicy": NETWORK_POLICY,
+    "Role": ROLE,
+    "RoleBinding": ROLE_BINDING,
 }
 WATCHED_KINDS = [CORE_NAMESPACE, *PART_KINDS.values()]
 

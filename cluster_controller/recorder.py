@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from cluster_controller.errors import ControllerError
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
+from kube_contract.resources import EVENT
 
 log = logging.getLogger(__name__)
 
-EVENT = ResourceInfo(group="", version="v1", kind="Event", plural="events", namespaced=True)
 COMPONENT = "fleetbus-controller"
 
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from cluster_controller.model import (
+from cluster_controller.plan import Blocked, PhasePlan, progress_text
+from kube_contract.model import (
     DriftSummary,
     ResourcePhase,
     StepCounts,
@@ -24,7 +25,6 @@ from cluster_controller.model import (
     TaskStatus,
     readiness_conditions,
 )
-from cluster_controller.plan import Blocked, PhasePlan, progress_text
 from taskset.model import Phase
 
 

@@ -31,8 +31,13 @@ import msgspec
 
 from cluster_controller.errors import ControllerError, NotFound
 from cluster_controller.informer import Informer
-from cluster_controller.kube import Kube, ResourceInfo
-from cluster_controller.model import (
+from cluster_controller.kube import Kube
+from cluster_controller.namespaces import WATCHED_KINDS, NamespaceReconciler
+from cluster_controller.recorder import EventRecorder
+from cluster_controller.steps import StepRunner
+from cluster_controller.tasks import Outcome, TaskReconciler
+from cluster_controller.workqueue import WorkQueue
+from kube_contract.model import (
     LABEL_NAMESPACE_OWNER,
     LABEL_STEP,
     LABEL_STEP_JOB,
@@ -41,15 +46,7 @@ from cluster_controller.model import (
     decode_step,
     decode_task,
 )
-from cluster_controller.namespaces import (
-    FLEETBUS_NAMESPACE,
-    WATCHED_KINDS,
-    NamespaceReconciler,
-)
-from cluster_controller.recorder import EventRecorder
-from cluster_controller.steps import JOB, STEP, StepRunner
-from cluster_controller.tasks import TASK, TASKLET, Outcome, TaskReconciler
-from cluster_controller.workqueue import WorkQueue
+from kube_contract.resources import FLEETBUS_NAMESPACE, JOB, STEP, TASK, TASKLET, ResourceInfo
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import msgspec
 
 from cluster_controller.drift import (
     confirmed_fields,
-    decide_drift,
+    decide_step_drift,
     describe_fields,
     record_correction,
     respect_ignored,
@@ -41,7 +41,7 @@ from cluster_controller.kstatus import (
     compute_status,
     job_complete,
 )
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
 from cluster_controller.manifests import (
     namespaced,
     step_digest,
@@ -50,13 +50,15 @@ from cluster_controller.manifests import (
     step_job_rbac,
     step_object,
 )
-from cluster_controller.model import (
+from cluster_controller.plan import Blocked, Removal, StepState, plan_phase, stage_of
+from cluster_controller.recorder import EventRecorder, rfc3339
+from cluster_controller.rollup import PhaseOutcome
+from kube_contract.model import (
     API_VERSION,
     FIELD_MANAGER,
     LABEL_STEP,
     LABEL_STEP_JOB,
     Condition,
-    DriftPolicy,
     JobPhase,
     JobState,
     StepPhase,
@@ -66,42 +68,18 @@ from cluster_controller.model import (
     set_condition,
     status_body,
 )
-from cluster_controller.plan import Blocked, Removal, StepState, plan_phase, stage_of
-from cluster_controller.recorder import EventRecorder, rfc3339
-from cluster_controller.rollup import PhaseOutcome
-from taskset.model import ObjectRef, Phase
+from kube_contract.resources import (
+    JOB,
+    ROLE,
+    ROLE_BINDING,
+    SERVICE_ACCOUNT,
+    STEP,
+    ResourceInfo,
+)
+from taskset.model import DriftPolicy, ObjectRef, Phase
 
 log = logging.getLogger(__name__)
 
-STEP = ResourceInfo(
-    group="fleetbus.io",
-    version="v1alpha1",
-    kind="Step",
-    plural="steps",
-    namespaced=True,
-)
-JOB = ResourceInfo(group="batch", version="v1", kind="Job", plural="jobs", namespaced=True)
-SERVICE_ACCOUNT = ResourceInfo(
-    group="",
-    version="v1",
-    kind="ServiceAccount",
-    plural="serviceaccounts",
-    namespaced=True,
-)
-ROLE = ResourceInfo(
-    group="rbac.authorization.k8s.io",
-    version="v1",
-    kind="Role",
-    plural="roles",
-    namespaced=True,
-)
-ROLE_BINDING = ResourceInfo(
-    group="rbac.authorization.k8s.io",
-    version="v1",
-    kind="RoleBinding",
-    plural="rolebindings",
-    namespaced=True,
-)
 DIGEST_ANNOTATION = "fleetbus.io/step-digest"
 MAX_ROUNDS = 16
 
@@ -573,7 +551,7 @@ class StepRunner:
                 fields = confirmed_fields(manifest, would_be, live, ignore_paths=ctx.ignore_paths)
         now = self.clock()
         stamp = rfc3339(now)
-        decision = decide_drift(
+        decision = decide_step_drift(
             step.status.drift,
             fields=fields,
             deleted=live is None,

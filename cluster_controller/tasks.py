@@ -25,9 +25,18 @@ import msgspec
 
 from cluster_controller.errors import Conflict, ControllerError, NotFound
 from cluster_controller.informer import Informer
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
 from cluster_controller.manifests import step_digest
-from cluster_controller.model import (
+from cluster_controller.plan import RUN_PHASES, Removal, plan_prune, removal_order
+from cluster_controller.recorder import rfc3339
+from cluster_controller.rollup import (
+    PhaseOutcome,
+    drift_summary,
+    task_status,
+    tasklet_status,
+)
+from cluster_controller.steps import StepRunner, TaskContext
+from kube_contract.model import (
     API_VERSION,
     FIELD_MANAGER,
     FINALIZER,
@@ -45,39 +54,9 @@ from cluster_controller.model import (
     decode_tasklet,
     status_body,
 )
-from cluster_controller.plan import RUN_PHASES, Removal, plan_prune, removal_order
-from cluster_controller.recorder import rfc3339
-from cluster_controller.rollup import (
-    PhaseOutcome,
-    drift_summary,
-    task_status,
-    tasklet_status,
-)
-from cluster_controller.steps import StepRunner, TaskContext
+from kube_contract.resources import STEP, TASK, TASKLET, ResourceInfo
 
 log = logging.getLogger(__name__)
-
-TASK = ResourceInfo(
-    group="fleetbus.io",
-    version="v1alpha1",
-    kind="Task",
-    plural="tasks",
-    namespaced=True,
-)
-TASKLET = ResourceInfo(
-    group="fleetbus.io",
-    version="v1alpha1",
-    kind="Tasklet",
-    plural="tasklets",
-    namespaced=True,
-)
-STEP = ResourceInfo(
-    group="fleetbus.io",
-    version="v1alpha1",
-    kind="Step",
-    plural="steps",
-    namespaced=True,
-)
 
 TaskKey = tuple[str, str]
 

@@ -240,7 +240,7 @@ class Connector:
 
     async def _handle_drift(self, observed: DriftObserved) -> None:
         task = self.held.get(observed.taskset)
-        decision = decisions.decide_drift(task, observed)
+        decision = decisions.decide_drift_report(task, observed)
         for event in decision.events:
             self.report(event)
         if not decision.correct or task is None:

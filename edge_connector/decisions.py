@@ -19,6 +19,7 @@ from edge_connector.errors import ApplyFailed
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
 from events.catalog import DriftCorrected, DriftDetected, Report, TaskApplied, TaskFailed
 from events.inventory import InventoryDigest, TasksetState, desired_state_digest
+from kube_contract.drift import judge_drift
 from taskset.model import ClusterTask
 
 Action = Literal["apply", "remove", "none"]
@@ -102,24 +103,26 @@ def failed_event(
 
 
 @dataclass(frozen=True)
-class DriftDecision:
+class DriftReport:
     events: list[Report]
     correct: bool
     """Re-apply the ClusterTask now (then report `DriftCorrected`)."""
 
 
-def _ignored(field: str, ignore_paths: list[str]) -> bool:
-    return any(field == path or field.startswith(path.rstrip("/") + "/") for path in ignore_paths)
-
-
-def decide_drift(task: ClusterTask | None, observed: DriftObserved) -> DriftDecision:
-    """Report drift by the taskset's policy; correct it unless the policy says otherwise."""
+def decide_drift_report(task: ClusterTask | None, observed: DriftObserved) -> DriftReport:
+    """Report drift as the taskset's policy judges it (`kube_contract.drift.judge_drift`);
+    correct it when the policy says so."""
     if task is None or task.removed or task.taskset is None:
-        return DriftDecision([], False)
+        return DriftReport([], False)
     policy = task.taskset.drift_policy
-    fields = [f for f in observed.fields if not _ignored(f, task.taskset.ignore_paths)]
-    if policy == "ignore" or (not observed.deleted and not fields):
-        return DriftDecision([], False)
+    verdict = judge_drift(
+        policy,
+        fields=observed.fields,
+        deleted=observed.deleted,
+        ignore_paths=task.taskset.ignore_paths,
+    )
+    if not verdict.drifted:
+        return DriftReport([], False)
     detected = DriftDetected(
         id=report_id(f"drift|{task.cluster}|{observed.observation}", observed.observed_at),
         occurred_at=observed.observed_at,
@@ -130,11 +133,11 @@ def decide_drift(task: ClusterTask | None, observed: DriftObserved) -> DriftDeci
         generation=task.generation,
         digest=task.digest,
         object=observed.object,
-        fields=fields,
+        fields=verdict.fields,
         deleted=observed.deleted,
         policy=policy,
     )
-    return DriftDecision([detected], policy == "correct")
+    return DriftReport([detected], verdict.correct)
 
 
 def corrected_event(

@@ -17,9 +17,10 @@ controller (`fleetbus controller`) reconciles and reads back what the controller
   observations.
 * `inventory` reads the Tasks' statuses: what is applied, and a digest of it.
 
-The contract with the controller is the CRDs in `cluster_controller/crds/`; this module does not
-import the controller (components never import each other). It is the connector's only module
-that speaks to the apiserver, through lightkube.
+The contract with the controller is the CRDs in `cluster_controller/crds/` and their types in
+`kube_contract` (resource identities, labels, the statuses read back here, decoded as typed
+Structs); this module does not import the controller (components never import each other).
+It is the connector's only module that speaks to the apiserver, through lightkube.
 """
 
 from __future__ import annotations
@@ -42,22 +43,30 @@ from lightkube.types import PatchType
 
 from edge_connector.errors import ApplyFailed, ConnectorError
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
+from kube_contract.errors import UnreadableResource
+from kube_contract.model import (
+    API_VERSION,
+    GROUP,
+    LABEL_GENERATION,
+    LABEL_MANAGED_BY,
+    LABEL_TASK,
+    MANAGED_BY,
+    VERSION,
+    read_step_view,
+    read_task_view,
+)
+from kube_contract.resources import STEP, TASK
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
 
 log = logging.getLogger(__name__)
 
-GROUP_VERSION = "fleetbus.io/v1alpha1"
-TaskResource = create_namespaced_resource("fleetbus.io", "v1alpha1", "Task", "tasks")
-StepResource = create_namespaced_resource("fleetbus.io", "v1alpha1", "Step", "steps")
+TaskResource = create_namespaced_resource(GROUP, VERSION, TASK.kind, TASK.plural)
+StepResource = create_namespaced_resource(GROUP, VERSION, STEP.kind, STEP.plural)
 
 FIELD_MANAGER = "fleetbus-connector"
 DEFAULT_NAMESPACE = "fleetbus-system"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_TASK = "fleetbus.io/task"
 LABEL_CLUSTER = "fleetbus.io/cluster"
-LABEL_GENERATION = "fleetbus.io/generation"
-"""On a Step: the generation it was written for; the controller never prunes a newer one."""
 DRIFT_REPORTED = "fleetbus.io/drift-reported"
 """Annotation on a Step: how many of its drift detections the connector has passed on."""
 MAX_NAME = 63
@@ -82,7 +91,7 @@ class TaskResources(msgspec.Struct, frozen=True, kw_only=True):
 
 def _labels(task: ClusterTask) -> dict[str, str]:
     return {
-        LABEL_MANAGED_BY: "fleetbus",
+        LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_TASK: task.taskset_name,
         LABEL_CLUSTER: task.cluster,
     }
@@ -118,7 +127,7 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
         names[phase].append(step_id)
         steps.append(
             {
-                "apiVersion": GROUP_VERSION,
+                "apiVersion": API_VERSION,
                 "kind": "Step",
                 "metadata": {
                     "name": step_id,
@@ -129,7 +138,7 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
             }
         )
     manifest = {
-        "apiVersion": GROUP_VERSION,
+        "apiVersion": API_VERSION,
         "kind": "Task",
         "metadata": {
             "name": name,
@@ -174,52 +183,56 @@ def read_task(
     """Whether a Task's status answers for `generation`/`digest`, and what it says."""
     if obj is None:
         return TaskReading(verdict="pending", reason="the Task does not exist")
-    status = obj.get("status") or {}
-    if int(status.get("observedGeneration") or 0) < generation or status.get("digest") != digest:
+    try:
+        status = read_task_view(obj).status
+    except UnreadableResource as e:
+        return TaskReading(verdict="pending", reason=f"the Task's status is unreadable: {e}")
+    if status.observed_generation < generation or status.digest != digest:
         return TaskReading(verdict="pending", reason="the controller has not seen this version")
-    phase = str(status.get("currentPhase") or "")
-    message = str(status.get("message") or "")
-    if status.get("phase") == "Failed":
-        reason = str(status.get("reason") or "Failed")
+    phase = status.current_phase
+    message = status.message
+    if status.phase == "Failed":
+        reason = status.reason or "Failed"
         return TaskReading(
             verdict="failed",
             phase=phase or "install",
-            object=str(status.get("failedObject") or status.get("failedStep") or "-"),
+            object=status.failed_object or status.failed_step or "-",
             reason=f"{reason}: {message}" if message else reason,
         )
-    drifted = int((status.get("drift") or {}).get("drifted") or 0)
-    if status.get("phase") == "Ready" and not (wait_for_correction and drifted):
-        return TaskReading(verdict="ready", objects=int(status.get("objects") or 0))
+    if status.phase == "Ready" and not (wait_for_correction and status.drift.drifted):
+        return TaskReading(verdict="ready", objects=status.objects)
     return TaskReading(verdict="pending", phase=phase, reason=message or "in progress")
 
 
 def drift_observation(step: Mapping[str, Any]) -> DriftObserved | None:
     """A Step's newest drift detection if the connector has not passed it on yet."""
-    metadata = step.get("metadata") or {}
-    drift = (step.get("status") or {}).get("drift") or {}
-    detected = int(drift.get("detected") or 0)
-    reported = int((metadata.get("annotations") or {}).get(DRIFT_REPORTED) or 0)
-    if detected <= reported:
-        return None
-    spec = step.get("spec") or {}
-    ref = (step.get("status") or {}).get("object") or {}
-    obj = ObjectRef(
-        api_version=str(ref.get("apiVersion") or (spec.get("object") or {}).get("apiVersion")),
-        kind=str(ref.get("kind") or (spec.get("object") or {}).get("kind")),
-        name=str(ref.get("name") or ((spec.get("object") or {}).get("metadata") or {}).get("name")),
-        namespace=str(ref.get("namespace") or ""),
-    )
-    at = str(drift.get("lastDetectedAt") or "")
     try:
-        observed_at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        view = read_step_view(step)
+    except UnreadableResource as e:
+        log.warning("skipping a Step whose drift cannot be read: %s", e)
+        return None
+    drift = view.status.drift
+    reported = int(view.metadata.annotations.get(DRIFT_REPORTED) or 0)
+    if drift.detected <= reported:
+        return None
+    written = ObjectRef.of(view.spec.object)
+    ref = view.status.object
+    obj = ObjectRef(
+        api_version=ref.api_version if ref else written.api_version,
+        kind=ref.kind if ref else written.kind,
+        name=ref.name if ref else written.name,
+        namespace=ref.namespace if ref else "",
+    )
+    try:
+        observed_at = datetime.fromisoformat(drift.last_detected_at.replace("Z", "+00:00"))
     except ValueError:
         observed_at = datetime.now(UTC)
     return DriftObserved(
-        taskset=str(spec.get("task") or ""),
+        taskset=view.spec.task,
         object=str(obj),
-        fields=[str(f) for f in drift.get("fields") or []],
-        deleted=bool(drift.get("deleted")),
-        observation=f"{metadata.get('uid', '')}#{detected}",
+        fields=list(drift.fields),
+        deleted=drift.deleted,
+        observation=f"{view.metadata.uid}#{drift.detected}",
         observed_at=observed_at,
     )
 
@@ -228,19 +241,19 @@ def applied_tasks(tasks: Sequence[Mapping[str, Any]]) -> dict[str, AppliedTask]:
     """Tasks whose status is Ready for their current spec, by taskset name."""
     applied = {}
     for obj in tasks:
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        if (
-            status.get("phase") != "Ready"
-            or int(status.get("observedGeneration") or 0) < generation
-        ):
+        try:
+            task = read_task_view(obj)
+        except UnreadableResource as e:
+            log.warning("skipping a Task whose status cannot be read: %s", e)
             continue
-        applied[str(spec.get("taskset"))] = AppliedTask(
-            generation=int(status.get("generation") or 0),
-            digest=str(status.get("digest") or ""),
-            version=int(status.get("version") or 0),
-            objects=int(status.get("objects") or 0),
+        status = task.status
+        if status.phase != "Ready" or status.observed_generation < task.metadata.generation:
+            continue
+        applied[task.spec.taskset] = AppliedTask(
+            generation=status.generation,
+            digest=status.digest,
+            version=status.version,
+            objects=status.objects,
         )
     return applied
 

@@ -1,9 +1,11 @@
-"""The controller's custom resources as typed data: Task, Tasklet, Step and Namespace.
+"""fleetbus's custom resources as typed data: Task, Tasklet, Step and Namespace.
 
-The CRDs in `cluster_controller/crds/` are the contract with whoever writes these objects (the
-edge connector's Kubernetes executor, or a person with kubectl); this module is the controller's
-reading of that contract. Specs are decoded from the apiserver's JSON into frozen Structs;
-statuses are built as Structs and written back as plain JSON.
+The CRDs in `cluster_controller/crds/` are the contract between whoever writes these objects
+(the edge connector's Kubernetes executor, or a person with kubectl) and the cluster controller
+that reconciles them; this module is that contract in Python, imported by both sides. The
+controller decodes specs from the apiserver's JSON into frozen Structs and writes statuses back
+as plain JSON; the connector decodes what it reads back (`read_task_view`, `read_step_view`:
+the statuses typed, the rest tolerant of objects written by hand).
 
 Sizes: etcd refuses objects over ~1.5 MB, so no resource holds a whole taskset. A Step holds
 one object (and at most one Job); a Task and its Tasklet hold only the names of their Steps.
@@ -11,11 +13,13 @@ one object (and at most one Job); a Task and its Tasklet hold only the names of 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from taskset.model import HookInfo, ObjectRef, Phase, WaitPolicy
+from kube_contract.errors import UnreadableResource
+from taskset.model import DriftPolicy, HookInfo, ObjectRef, Phase, WaitPolicy
 
 GROUP = "fleetbus.io"
 VERSION = "v1alpha1"
@@ -37,7 +41,6 @@ LABEL_NAMESPACE_OWNER = "fleetbus.io/namespace"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "fleetbus"
 
-DriftPolicy = Literal["correct", "report", "ignore"]
 ResourcePhase = Literal["Pending", "Progressing", "Ready", "Failed", "Deleting"]
 StepPhase = Literal["Pending", "Applied", "Ready", "Failed", "Deleting"]
 DriftState = Literal["InSync", "Drifted", "Corrected"]
@@ -313,6 +316,60 @@ class NamespaceResource(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Meta
     spec: NamespaceSpec = msgspec.field(default_factory=NamespaceSpec)
     status: NamespaceStatus = msgspec.field(default_factory=NamespaceStatus)
+
+
+# --- what the edge connector reads back (statuses typed, everything else optional) ---------------
+
+
+V = TypeVar("V", bound=msgspec.Struct)
+
+
+class ObservedMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """The parts of ObjectMeta the connector reads; nothing is required."""
+
+    name: str = ""
+    uid: str = ""
+    generation: int = 0
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class TaskSpecView(msgspec.Struct, frozen=True, kw_only=True):
+    taskset: str = ""
+
+
+class TaskView(msgspec.Struct, frozen=True, kw_only=True):
+    metadata: ObservedMeta = msgspec.field(default_factory=ObservedMeta)
+    spec: TaskSpecView = msgspec.field(default_factory=TaskSpecView)
+    status: TaskStatus = msgspec.field(default_factory=TaskStatus)
+
+
+class StepSpecView(msgspec.Struct, frozen=True, kw_only=True):
+    task: str = ""
+    object: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
+    metadata: ObservedMeta = msgspec.field(default_factory=ObservedMeta)
+    spec: StepSpecView = msgspec.field(default_factory=StepSpecView)
+    status: StepStatus = msgspec.field(default_factory=StepStatus)
+
+
+def _view(obj: Mapping[str, Any], view: type[V], kind: str) -> V:
+    try:
+        return msgspec.convert(obj, view, strict=False)
+    except msgspec.ValidationError as e:
+        name = (obj.get("metadata") or {}).get("name") or "?"
+        raise UnreadableResource(f"{kind} {name}: {e}") from e
+
+
+def read_task_view(obj: Mapping[str, Any]) -> TaskView:
+    """A Task as the connector reads it; raises `UnreadableResource` for a malformed status."""
+    return _view(obj, TaskView, "Task")
+
+
+def read_step_view(obj: Mapping[str, Any]) -> StepView:
+    """A Step as the connector reads it; raises `UnreadableResource` for a malformed status."""
+    return _view(obj, StepView, "Step")
 
 
 def decode_step(obj: dict[str, Any]) -> StepResource:

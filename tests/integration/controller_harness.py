@@ -19,27 +19,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cluster_controller.crds import install_crds
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
 from cluster_controller.runtime import Controller, ControllerOptions
 from edge_connector.kube_executor import FIELD_MANAGER, step_name, task_resources
+from kube_contract.resources import EVENT, JOB, STEP, TASK
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, ObjectRef, Phase, Taskset
 
 T = TypeVar("T")
 
 DEADLINE_S = 60.0
-
-TASK = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Task", plural="tasks", namespaced=True
-)
-TASKLET = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Tasklet", plural="tasklets", namespaced=True
-)
-STEP = ResourceInfo(
-    group="fleetbus.io", version="v1alpha1", kind="Step", plural="steps", namespaced=True
-)
-EVENT = ResourceInfo(group="", version="v1", kind="Event", plural="events", namespaced=True)
-JOB = ResourceInfo(group="batch", version="v1", kind="Job", plural="jobs", namespaced=True)
 
 
 def unique(prefix: str) -> str:

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from cluster_controller.kube import Kube
+from kube_contract.resources import STEP, TASK
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
-    STEP,
-    TASK,
     ControllerEnv,
     cluster_task,
     unique,

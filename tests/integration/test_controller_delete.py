@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
+from kube_contract.resources import STEP, TASK
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
-    STEP,
-    TASK,
     ControllerEnv,
     cluster_task,
     running_controller,

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cluster_controller.kube import Kube
-from cluster_controller.leader import LEASE, LeaderElection
+from cluster_controller.leader import LeaderElection
+from kube_contract.resources import LEASE
 from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cluster_controller.namespaces import FLEETBUS_NAMESPACE
+from kube_contract.resources import FLEETBUS_NAMESPACE
 from tests.integration.controller_harness import ControllerEnv, running_controller, unique
 from tests.kube_envtest import KubeAPIServer
 

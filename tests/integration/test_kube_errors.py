@@ -16,9 +16,10 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 
 from cluster_controller.errors import KubeRejected, KubeUnavailable, NotFound, UnknownKind
-from cluster_controller.kube import Kube, ResourceInfo
+from cluster_controller.kube import Kube
 from edge_connector.errors import ApplyFailed
 from edge_connector.kube_executor import KubernetesExecutor
+from kube_contract.resources import ResourceInfo
 from taskset.errors import FleetbusError
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import cluster_task

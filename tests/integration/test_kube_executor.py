@@ -19,9 +19,9 @@ from cluster_controller.kube import Kube
 from edge_connector.errors import ApplyFailed
 from edge_connector.executor import DriftObserved
 from edge_connector.kube_executor import KubernetesExecutor
+from kube_contract.resources import STEP
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
-    STEP,
     ControllerEnv,
     cluster_task,
     running_controller,

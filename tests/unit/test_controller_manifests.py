@@ -14,7 +14,9 @@ from cluster_controller.manifests import (
     step_job_rbac,
     step_object,
 )
-from cluster_controller.model import (
+from cluster_controller.plan import Blocked, PhasePlan
+from cluster_controller.rollup import PhaseOutcome, drift_summary, task_status, verdict
+from kube_contract.model import (
     Condition,
     DriftStatus,
     NamespaceSpec,
@@ -25,8 +27,6 @@ from cluster_controller.model import (
     TaskStatus,
     set_condition,
 )
-from cluster_controller.plan import Blocked, PhasePlan
-from cluster_controller.rollup import PhaseOutcome, drift_summary, task_status, verdict
 
 JOB = {
     "apiVersion": "batch/v1",

@@ -6,8 +6,7 @@ from typing import Any
 
 from cluster_controller.drift import (
     confirmed_fields,
-    decide_drift,
-    is_ignored,
+    decide_step_drift,
     lost_ownership,
     manager_fields,
     projection_diff,
@@ -15,7 +14,8 @@ from cluster_controller.drift import (
     respect_ignored,
     suspect_fields,
 )
-from cluster_controller.model import DriftStatus
+from kube_contract.drift import is_ignored
+from kube_contract.model import DriftStatus
 
 MANAGER = "fleetbus-controller"
 
@@ -188,10 +188,12 @@ def test_a_new_object_gets_the_manifest_as_written() -> None:
 
 
 def test_one_drift_seen_many_times_with_policy_report_counts_once() -> None:
-    first = decide_drift(
+    first = decide_step_drift(
         DriftStatus(), fields=["/data/a"], deleted=False, policy="report", now="t1"
     )
-    again = decide_drift(first.status, fields=["/data/a"], deleted=False, policy="report", now="t2")
+    again = decide_step_drift(
+        first.status, fields=["/data/a"], deleted=False, policy="report", now="t2"
+    )
 
     assert first.detected
     assert not first.correct
@@ -202,17 +204,19 @@ def test_one_drift_seen_many_times_with_policy_report_counts_once() -> None:
 
 
 def test_a_reported_drift_that_someone_reverts_is_in_sync_again() -> None:
-    drifted = decide_drift(
+    drifted = decide_step_drift(
         DriftStatus(), fields=["/data/a"], deleted=False, policy="report", now="t1"
     )
-    reverted = decide_drift(drifted.status, fields=[], deleted=False, policy="report", now="t2")
+    reverted = decide_step_drift(
+        drifted.status, fields=[], deleted=False, policy="report", now="t2"
+    )
 
     assert reverted.status.state == "InSync"
     assert reverted.status.detected == 1
 
 
 def test_with_policy_correct_every_observation_is_corrected_and_counted() -> None:
-    decision = decide_drift(DriftStatus(), fields=[], deleted=True, policy="correct", now="t1")
+    decision = decide_step_drift(DriftStatus(), fields=[], deleted=True, policy="correct", now="t1")
     corrected = record_correction(decision.status, "t2")
 
     assert decision.detected
@@ -224,7 +228,9 @@ def test_with_policy_correct_every_observation_is_corrected_and_counted() -> Non
 
 
 def test_policy_ignore_records_nothing() -> None:
-    decision = decide_drift(DriftStatus(), fields=["/x"], deleted=False, policy="ignore", now="t1")
+    decision = decide_step_drift(
+        DriftStatus(), fields=["/x"], deleted=False, policy="ignore", now="t1"
+    )
 
     assert not decision.detected
     assert not decision.correct

@@ -118,32 +118,35 @@ def observed(fields: list[str], deleted: bool = False) -> DriftObserved:
 
 
 def test_drift_is_reported_and_corrected_under_the_correct_policy() -> None:
-    decision = decisions.decide_drift(task(), observed(["/data/x"]))
+    decision = decisions.decide_drift_report(task(), observed(["/data/x"]))
     assert decision.correct
     assert [e.type_name for e in decision.events] == ["DriftDetected"]
-    again = decisions.decide_drift(task(), observed(["/data/x"]))
+    again = decisions.decide_drift_report(task(), observed(["/data/x"]))
     assert again.events[0].id == decision.events[0].id
 
 
 def test_drift_under_report_policy_is_reported_but_not_corrected() -> None:
-    decision = decisions.decide_drift(task(drift_policy="report"), observed(["/data/x"]))
+    decision = decisions.decide_drift_report(task(drift_policy="report"), observed(["/data/x"]))
     assert not decision.correct
     assert len(decision.events) == 1
 
 
 def test_drift_under_ignore_policy_or_only_on_ignored_paths_is_left_alone() -> None:
-    assert decisions.decide_drift(task(drift_policy="ignore"), observed(["/data/x"])).events == []
+    assert (
+        decisions.decide_drift_report(task(drift_policy="ignore"), observed(["/data/x"])).events
+        == []
+    )
     ignoring = task(ignore_paths=["/spec/replicas"])
-    decision = decisions.decide_drift(ignoring, observed(["/spec/replicas"]))
+    decision = decisions.decide_drift_report(ignoring, observed(["/spec/replicas"]))
     assert decision.events == []
     assert not decision.correct
-    deleted = decisions.decide_drift(ignoring, observed([], deleted=True))
+    deleted = decisions.decide_drift_report(ignoring, observed([], deleted=True))
     assert deleted.correct
 
 
 def test_drift_of_a_taskset_the_edge_does_not_hold_is_ignored() -> None:
-    assert decisions.decide_drift(None, observed(["/x"])).events == []
-    assert decisions.decide_drift(task(removed=True), observed(["/x"])).events == []
+    assert decisions.decide_drift_report(None, observed(["/x"])).events == []
+    assert decisions.decide_drift_report(task(removed=True), observed(["/x"])).events == []
 
 
 def test_inventory_digest_round_trips_and_its_desired_digest_is_shared_with_the_hub() -> None:

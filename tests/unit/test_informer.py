@@ -14,7 +14,8 @@ import pytest
 
 from cluster_controller.errors import Forbidden, KubeUnavailable, ResourceVersionExpired
 from cluster_controller.informer import Informer
-from cluster_controller.kube import ObjectList, ResourceInfo, WatchEvent
+from cluster_controller.kube import ObjectList, WatchEvent
+from kube_contract.resources import ResourceInfo
 
 CONFIGMAP = ResourceInfo(
     group="", version="v1", kind="ConfigMap", plural="configmaps", namespaced=True
