@@ -24,7 +24,7 @@ from litestar.di import NamedDependency
 
 from api.auth import StreamTickets, TokenStore
 from api.metrics import HubMetrics
-from events.charts import ChartStore
+from charts.store import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
@@ -101,8 +101,8 @@ class HubContext:
             store=store,
             data_dir=data_dir,
             tokens=TokenStore(data_dir / TOKENS_FILE),
-            reports=EventStore(store.nc, stream=REPORTS_STREAM, timeout=store.timeout),
-            charts=ChartStore(store.nc, timeout=max(store.timeout, 10.0)),
+            reports=store.on_stream(REPORTS_STREAM),
+            charts=ChartStore.beside(store),
             projection=data_dir / PROJECTION_FILE,
         )
 

@@ -32,8 +32,8 @@ from nats.js import api as js_api
 from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
 from bench.raw_responders import SUBJECT_PREFIX
 from bench.workload import TASKSET, example_source, variant
+from charts.store import ChartStore
 from events.catalog import ClusterTaskScheduled, Placement, TaskApplied
-from events.charts import ChartStore
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, REPORTS_STREAM
 from events.tasks import cancel_and_wait
@@ -168,7 +168,7 @@ async def converge(fleet: Fleet, within: float) -> Convergence:
     published_at = datetime.now(UTC)
     outcome = await publish_taskset(
         fleet.store,
-        ChartStore(fleet.store.nc),
+        ChartStore.beside(fleet.store),
         variant(fleet.source, version),
         actor="user:bench",
         now=published_at,

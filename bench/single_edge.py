@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bench.convergence import register_leaf_edge
 from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
+from charts.store import ChartStore
 from events.catalog import Placement, TaskApplied, TaskFailed
-from events.charts import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
@@ -79,7 +79,7 @@ class SingleEdge:
         watcher = asyncio.create_task(watch(), name="bench-edge-reports")
         try:
             await asyncio.sleep(0.5)
-            charts = ChartStore(self.store.nc)
+            charts = ChartStore.beside(self.store)
             for source in sources:
                 await publish_taskset(
                     self.store,

@@ -10,7 +10,7 @@ hub shares them with the projector, the API and the edge-facing services.
 
 from __future__ import annotations
 
-from events.charts import ChartStore
+from charts.store import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
@@ -25,10 +25,10 @@ def start_hub_services(
 ) -> None:
     """Start the scheduler (unless left to `fleetbus scheduler`) and the projector under
     `supervisor`; both stop on its stop event, finishing the batch in hand."""
-    reports = EventStore(store.nc, stream=REPORTS_STREAM)
+    reports = store.on_stream(REPORTS_STREAM)
     if scheduler:
         scheduling = SchedulerService(
-            store, reports, ChartArchiveRenderer(ChartStore(store.nc)), holder="hub-scheduler"
+            store, reports, ChartArchiveRenderer(ChartStore.beside(store)), holder="hub-scheduler"
         )
         supervisor.start(
             "scheduler", lambda: scheduling.run(supervisor.stop_event), watches_stop=True

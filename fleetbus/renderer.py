@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from events.charts import ChartStore
+from charts.store import ChartStore
 from normalizer.helm import render_chart_archive
 from taskset.model import Taskset
 from taskset.overrides import RefusedOverride

@@ -186,7 +186,7 @@ def decide_retire(history: TasksetHistory, command: RetireTaskset, now: datetime
 
 
 class ChartArchives(Protocol):
-    """Where chart archives are kept by content address (`events.charts.ChartStore`)."""
+    """Where chart archives are kept by content address (`charts.store.ChartStore`)."""
 
     async def put(self, archive: bytes) -> str: ...
 

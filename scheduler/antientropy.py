@@ -129,7 +129,7 @@ class DesiredReader:
 
     def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
         self.store = store
-        self.nc = store.nc
+        self.nc = store.api.nc
         self.timeout = timeout
 
     async def cluster_entries(self, cluster: str) -> dict[str, DesiredEntry]:
@@ -148,7 +148,7 @@ class DesiredReader:
             sub = await self.nc.subscribe(inbox, cb=collect)
             try:
                 await self.nc.publish(
-                    f"{self.store.api_prefix}.DIRECT.GET.{DESIRED_STREAM}",
+                    f"{self.store.api.prefix}.DIRECT.GET.{DESIRED_STREAM}",
                     orjson.dumps(request),
                     reply=inbox,
                 )

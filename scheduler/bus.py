@@ -28,12 +28,13 @@ import nats.js.errors
 import orjson
 from nats.aio.msg import Msg
 from nats.js import api as js_api
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from events.catalog import Event
+from events.connection import request
 from events.errors import EventLogError, EventLogUnavailable, UndecodableEvent
 from events.pull import ContinuousPull, PullSettings
-from events.store import EventStore, PendingReplies
+from events.replies import PendingReplies
+from events.store import EventStore
 from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
 from events.subjects import desired_filter
 from events.tasks import cancel_and_wait
@@ -46,13 +47,6 @@ log = logging.getLogger(__name__)
 LEASE_SUBJECT = "fleet.lease.scheduler"
 DESIRED_WINDOW = 512
 """DESIRED writes one pipelined batch keeps in flight."""
-
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    asyncio.TimeoutError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,27 +69,14 @@ class Delivered:
 class SchedulerBus:
     def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
         self.store = store
-        self.nc = store.nc
-        self.js = store.js
+        self.api = store.api
+        """The event store's connection as the scheduler's NATS adapter uses it."""
+        self.nc = store.api.nc
+        self.js = store.api.js
         self.timeout = timeout
 
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> Msg:
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_TRANSIENT),
-                stop=stop_after_attempt(5),
-                wait=wait_exponential(multiplier=0.1, max=2.0),
-                reraise=True,
-            ):
-                with attempt:
-                    return await self.nc.request(
-                        subject, payload, timeout=self.timeout, headers=headers
-                    )
-        except _TRANSIENT as e:
-            raise EventLogUnavailable(f"no answer for {subject}: {e!r}") from e
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"request on {subject} failed: {e}") from e
-        raise AssertionError("unreachable: tenacity either returns or raises")
+        return await request(self.nc, subject, payload, headers, reply_within=self.timeout)
 
     # --- DESIRED ----------------------------------------------------------------------------
 
@@ -209,8 +190,8 @@ class SchedulerBus:
         except (nats.errors.Error, nats.js.errors.Error) as e:
             raise EventLogUnavailable(f"cannot consume {stream} as {durable}: {e}") from e
         pull = ContinuousPull(
-            self.store.nc,
-            api_prefix=self.store.api_prefix,
+            self.nc,
+            api_prefix=self.api.prefix,
             stream=stream,
             durable=durable,
             settings=PullSettings(batch=500),
@@ -256,7 +237,7 @@ class SchedulerBus:
     async def lease_holder(self) -> tuple[int, str]:
         """(sequence, holder) of the current lease message, (0, "") when nobody holds it."""
         reply = await self._request(
-            f"{self.store.api_prefix}.DIRECT.GET.{LEASES_STREAM}",
+            f"{self.api.prefix}.DIRECT.GET.{LEASES_STREAM}",
             orjson.dumps({"last_by_subj": LEASE_SUBJECT}),
             {},
         )

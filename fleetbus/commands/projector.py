@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.local import open_local_store
@@ -60,7 +59,7 @@ def register(subparsers: Any) -> None:
 async def handle_rebuild(args: argparse.Namespace) -> int:
     store = await open_local_store(args.data_dir)
     try:
-        reports = EventStore(store.nc, stream=REPORTS_STREAM)
+        reports = store.on_stream(REPORTS_STREAM)
         if args.out is not None:
             built = await rebuild_projection(store, reports, args.out, replace=False)
             built.replace(args.out)

@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from events.charts import ChartStore
+from charts.store import ChartStore
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir

@@ -59,7 +59,7 @@ async def clean_replay_digests(store: EventStore, directory: Path) -> dict[str, 
     """The read models of a fresh replay of the whole log, as table digests."""
     fresh = await rebuild_projection(
         store,
-        EventStore(store.nc, stream=REPORTS_STREAM),
+        store.on_stream(REPORTS_STREAM),
         directory / "clean-replay.db",
         replace=False,
     )

@@ -57,7 +57,7 @@ async def test_reports_made_while_the_hub_is_unreachable_all_arrive_exactly_once
 
         edge.connector.report = record_and_report  # type: ignore[method-assign]
         await hub.write_desired(cluster_task("alpha", sample_taskset("web")))
-        reports = EventStore(hub.store.nc, stream=REPORTS_STREAM)
+        reports = hub.store.on_stream(REPORTS_STREAM)
         projector = await start_projector(
             [hub.server.client_url], hub.password, tmp_path / "projector.db"
         )

@@ -32,7 +32,7 @@ class FakeChartRenderer(ReplicasRenderer):
 async def reports_store(store: EventStore) -> EventStore:
     """REPORTS capturing `fleet.report.>` on the hub itself, so tests can inject reports."""
     await store.ensure_stream(reports_stream())
-    return EventStore(store.nc, stream=REPORTS_STREAM)
+    return store.on_stream(REPORTS_STREAM)
 
 
 @asynccontextmanager

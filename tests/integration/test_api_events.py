@@ -88,7 +88,7 @@ async def append_each(store: EventStore, events: list[Event]) -> None:
 async def reports_store(event_store: EventStore) -> EventStore:
     """REPORTS normally sources edge outboxes; here it captures report subjects directly."""
     await event_store.ensure_stream({**reports_stream(), "subjects": ["fleet.report.>"]})
-    return EventStore(event_store.nc, stream=REPORTS_STREAM)
+    return event_store.on_stream(REPORTS_STREAM)
 
 
 async def test_replay_returns_events_in_order_with_secrets_left_out(

@@ -78,7 +78,7 @@ class Reader:
 @contextlib.asynccontextmanager
 async def reading(store: EventStore, settings: PullSettings) -> AsyncIterator[Reader]:
     pull = ContinuousPull(
-        store.nc, api_prefix=store.api_prefix, stream=STREAM, durable=DURABLE, settings=settings
+        store.nc, api_prefix=store.api.prefix, stream=STREAM, durable=DURABLE, settings=settings
     )
     reader = Reader(pull.batches())
     try:

@@ -47,7 +47,7 @@ async def read_all(store: EventStore, **kwargs: object) -> list[StoredEvent]:
 async def test_every_event_type_round_trips_through_the_log(event_store: EventStore) -> None:
     decoder = EventDecoder()
     # Reports published into the hub land in REPORTS (the way client clusters write them).
-    outbox = EventStore(event_store.nc, stream=REPORTS_STREAM)
+    outbox = event_store.on_stream(REPORTS_STREAM)
     originals: list[Event] = []
     for path in sorted(FIXTURES.glob("*.json")):
         event = decoder.decode(path.read_bytes())

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from events.catalog import ClusterLabelsChanged, ClusterRegistered
 from events.errors import ConcurrencyConflict, PayloadTooLarge
 from events.ids import new_event_id
-from events.store import REPLAY_BATCH, Append, AppendResult, EventStore, StoredEvent
+from events.replay import REPLAY_BATCH
+from events.store import Append, AppendResult, EventStore, StoredEvent
 from events.streams import MAX_PAYLOAD
 
 MANY = 2 * REPLAY_BATCH + 123

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from api.auth import Role
+from charts.errors import ChartArchiveMissing
+from charts.store import ChartStore, chart_address
 from events.catalog import TasksetPublished, TasksetRetired
-from events.charts import ChartArchiveMissing, ChartStore, chart_address
 from events.errors import ConcurrencyConflict, EventLogUnavailable
 from events.store import EventStore, StoredEvent, connect
 from fleetbus.cli import main
@@ -141,7 +142,7 @@ async def test_a_helm_chart_is_kept_on_the_hub_and_re_renders_to_the_snapshot(
     assert event.format == "helm"
     assert event.values == {"replicas": 3}
     assert event.chart_archive.startswith("sha256:")
-    archive = await ChartStore(event_store.nc).get(event.chart_archive)
+    archive = await ChartStore.beside(event_store).get(event.chart_archive)
     assert chart_address(archive) == event.chart_archive
     snapshot = decode_taskset(event.body)
     assert render_chart_archive(archive, event.values, "hooks", "team") == snapshot
@@ -152,7 +153,7 @@ async def test_a_helm_chart_is_kept_on_the_hub_and_re_renders_to_the_snapshot(
 async def test_the_chart_store_keeps_one_copy_per_content_and_names_what_is_missing(
     event_store: EventStore,
 ) -> None:
-    charts = ChartStore(event_store.nc)
+    charts = ChartStore.beside(event_store)
     await charts.ensure()
     assert (await event_store.stream_info("OBJ_CHARTS"))["state"]["messages"] == 0
     archive = os.urandom(300_000)
@@ -197,7 +198,7 @@ async def test_retiring_an_unknown_taskset_is_an_error_and_writes_nothing(
 
 async def test_a_publish_decided_on_a_stale_version_is_refused(event_store: EventStore) -> None:
     source = normalize(BUNDLE, NormalizeOptions(name="shop"))
-    charts = ChartStore(event_store.nc)
+    charts = ChartStore.beside(event_store)
     now = datetime.now(UTC)
     await publish_taskset(event_store, charts, source, actor="user:a", now=now)
     _, stale = await load_history(event_store, "shop")

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from nats.aio.client import Client as NatsPyClient
 
-from events.store import _ack_position, _from_nanos, parse_header_lines
+from events.connection import parse_header_lines
+from events.replay import _ack_position, _from_nanos
 
 HEADER_BLOCKS = [
     b"Nats-Msg-Id: 01a219dd-dbad-7217-8d9a-cc6d0fafef7f\r\n\r\n",

@@ -7,13 +7,13 @@ are content-addressed: the object's name is `sha256:<hex>` of its bytes, which i
 one checks its bytes against its name, so a snapshot can never be re-rendered from the wrong
 chart.
 
-This is an adapter module: it speaks NATS, retries transient failures with bounded backoff,
-and lets no `nats` exception out (they become `events.errors`).
+This is an adapter module: it speaks NATS, retries `events.connection.TRANSIENT_ERRORS` with
+the one retry policy, and lets no `nats` exception out (they become `charts.errors` and
+`events.errors`). It is not part of the event catalog: archives are content, not events.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -23,30 +23,16 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
 from nats.js.object_store import ObjectStore
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from events.errors import EventLogError, EventLogUnavailable
+from charts.errors import ChartArchiveCorrupt, ChartArchiveMissing
+from events.connection import TRANSIENT_ERRORS, retrying
+from events.errors import EventLogUnavailable
+from events.store import EventStore
 
 T = TypeVar("T")
 
 CHARTS_BUCKET = "CHARTS"
 ADDRESS_PREFIX = "sha256:"
-
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-)
-
-
-class ChartArchiveMissing(EventLogError):
-    """No archive with this address is stored on the hub."""
-
-
-class ChartArchiveCorrupt(EventLogError):
-    """The stored bytes do not hash to the address they are stored under."""
 
 
 def chart_address(archive: bytes) -> str:
@@ -77,6 +63,11 @@ class ChartStore:
         self.attempts = attempts
         self.replicas = replicas
         self._bucket: ObjectStore | None = None
+
+    @classmethod
+    def beside(cls, store: EventStore, *, timeout: float = 10.0) -> ChartStore:
+        """A chart store on the event store's connection and JetStream domain."""
+        return cls(store.api.nc, domain=store.api.domain, timeout=max(store.api.timeout, timeout))
 
     async def _open(self) -> ObjectStore:
         """The bucket, created on first use (creating an identical bucket again is a no-op)."""
@@ -147,19 +138,14 @@ class ChartStore:
     async def _with_retries(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """Run `operation`, retrying transient transport errors; translate the rest."""
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_TRANSIENT),
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential(multiplier=0.1, max=2.0),
-                reraise=True,
-            ):
+            async for attempt in retrying(self.attempts):
                 with attempt:
                     return await operation()
         except nats.js.errors.ObjectNotFoundError as e:
             raise ChartArchiveMissing(f"cannot {what}: no such archive on the hub") from e
         except nats.js.errors.DigestMismatchError as e:
             raise ChartArchiveCorrupt(f"cannot {what}: stored chunks fail their digest") from e
-        except _TRANSIENT as e:
+        except TRANSIENT_ERRORS as e:
             raise EventLogUnavailable(f"cannot {what}: no answer from JetStream ({e!r})") from e
         except nats.errors.Error as e:
             raise EventLogUnavailable(f"cannot {what}: {e}") from e
