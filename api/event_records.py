@@ -12,6 +12,7 @@ name a secret are masked, and patches of Secret objects lose their data.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -106,67 +107,127 @@ def label_text(labels: dict[str, str]) -> str:
 
 def describe(event: Event) -> str:
     """One line saying what an event means, for people reading the log."""
-    match event:
-        case TasksetPublished():
-            return f"{event.taskset} v{event.taskset_version} ({event.format}, {event.digest[:19]})"
-        case OverrideSet():
-            scope = f"cluster {event.cluster}" if event.cluster else f"selector {event.selector}"
-            return f"{event.taskset}/{event.name} on {scope}"
-        case OverrideRemoved():
-            return f"{event.taskset}/{event.name} removed"
-        case TasksetRetired():
-            return f"{event.taskset} retired" + (f": {event.reason}" if event.reason else "")
-        case ClusterRegistered():
-            return f"{event.cluster} registered ({label_text(event.labels)})"
-        case ClusterLabelsChanged():
-            return f"{event.cluster} labels now {label_text(event.labels)}"
-        case ClusterDeregistered():
-            return f"{event.cluster} deregistered"
-        case AntiEntropyRepaired():
-            return f"{event.cluster}: re-sent {', '.join(event.tasksets) or 'nothing'}"
-        case RolloutResumed():
-            return f"{event.taskset} v{event.taskset_version} rollout resumed"
-        case ClusterTaskRefused():
-            return (
-                f"{event.taskset} v{event.taskset_version} refused for {event.cluster}: "
-                f"{event.reason}"
-            )
-        case ClusterTaskScheduled():
-            what = "removal" if event.removed else f"v{event.taskset_version}"
-            return f"{event.taskset} {what} -> {event.cluster} (gen {event.generation})"
-        case RolloutAdvanced():
-            return (
-                f"{event.taskset} v{event.taskset_version} wave {event.wave + 1}/"
-                f"{event.total_waves}: {', '.join(event.clusters)}"
-            )
-        case RolloutHalted():
-            return (
-                f"{event.taskset} v{event.taskset_version} halted at wave {event.wave + 1}: "
-                f"{', '.join(event.failed)} failed" + (f" ({event.reason})" if event.reason else "")
-            )
-        case TaskApplied():
-            what = "removed" if event.removed else f"applied v{event.taskset_version}"
-            return (
-                f"{event.cluster}: {event.taskset} {what} "
-                f"({event.objects} objects, {event.duration_s:.1f}s)"
-            )
-        case TaskFailed():
-            where = f" at {event.object}" if event.object else ""
-            return (
-                f"{event.cluster}: {event.taskset} v{event.taskset_version} "
-                f"failed{where}: {event.reason}"
-            )
-        case DriftDetected():
-            how = "deleted" if event.deleted else ", ".join(event.fields) or "changed"
-            return f"{event.cluster}: {event.taskset} drift on {event.object} ({how})"
-        case DriftCorrected():
-            return f"{event.cluster}: {event.taskset} drift on {event.object} corrected"
-        case Report():
-            return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
+    for kind in type(event).__mro__:
+        summary = _SUMMARIES.get(kind)
+        if summary is not None:
+            return summary(event)
     fields = {
         name: getattr(event, name) for name in event.__struct_fields__ if name not in ENVELOPE
     }
     return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+# --- one summary per event type (the most specific class of an event that has one wins) -----
+
+
+def _describe_taskset_published(event: TasksetPublished) -> str:
+    return f"{event.taskset} v{event.taskset_version} ({event.format}, {event.digest[:19]})"
+
+
+def _describe_override_set(event: OverrideSet) -> str:
+    scope = f"cluster {event.cluster}" if event.cluster else f"selector {event.selector}"
+    return f"{event.taskset}/{event.name} on {scope}"
+
+
+def _describe_override_removed(event: OverrideRemoved) -> str:
+    return f"{event.taskset}/{event.name} removed"
+
+
+def _describe_taskset_retired(event: TasksetRetired) -> str:
+    return f"{event.taskset} retired" + (f": {event.reason}" if event.reason else "")
+
+
+def _describe_cluster_registered(event: ClusterRegistered) -> str:
+    return f"{event.cluster} registered ({label_text(event.labels)})"
+
+
+def _describe_cluster_labels_changed(event: ClusterLabelsChanged) -> str:
+    return f"{event.cluster} labels now {label_text(event.labels)}"
+
+
+def _describe_cluster_deregistered(event: ClusterDeregistered) -> str:
+    return f"{event.cluster} deregistered"
+
+
+def _describe_anti_entropy_repaired(event: AntiEntropyRepaired) -> str:
+    return f"{event.cluster}: re-sent {', '.join(event.tasksets) or 'nothing'}"
+
+
+def _describe_rollout_resumed(event: RolloutResumed) -> str:
+    return f"{event.taskset} v{event.taskset_version} rollout resumed"
+
+
+def _describe_cluster_task_refused(event: ClusterTaskRefused) -> str:
+    return f"{event.taskset} v{event.taskset_version} refused for {event.cluster}: {event.reason}"
+
+
+def _describe_cluster_task_scheduled(event: ClusterTaskScheduled) -> str:
+    what = "removal" if event.removed else f"v{event.taskset_version}"
+    return f"{event.taskset} {what} -> {event.cluster} (gen {event.generation})"
+
+
+def _describe_rollout_advanced(event: RolloutAdvanced) -> str:
+    return (
+        f"{event.taskset} v{event.taskset_version} wave {event.wave + 1}/"
+        f"{event.total_waves}: {', '.join(event.clusters)}"
+    )
+
+
+def _describe_rollout_halted(event: RolloutHalted) -> str:
+    return (
+        f"{event.taskset} v{event.taskset_version} halted at wave {event.wave + 1}: "
+        f"{', '.join(event.failed)} failed" + (f" ({event.reason})" if event.reason else "")
+    )
+
+
+def _describe_task_applied(event: TaskApplied) -> str:
+    what = "removed" if event.removed else f"applied v{event.taskset_version}"
+    return (
+        f"{event.cluster}: {event.taskset} {what} "
+        f"({event.objects} objects, {event.duration_s:.1f}s)"
+    )
+
+
+def _describe_task_failed(event: TaskFailed) -> str:
+    where = f" at {event.object}" if event.object else ""
+    return (
+        f"{event.cluster}: {event.taskset} v{event.taskset_version} failed{where}: {event.reason}"
+    )
+
+
+def _describe_drift_detected(event: DriftDetected) -> str:
+    how = "deleted" if event.deleted else ", ".join(event.fields) or "changed"
+    return f"{event.cluster}: {event.taskset} drift on {event.object} ({how})"
+
+
+def _describe_drift_corrected(event: DriftCorrected) -> str:
+    return f"{event.cluster}: {event.taskset} drift on {event.object} corrected"
+
+
+def _describe_report(event: Report) -> str:
+    return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
+
+
+_SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
+    TasksetPublished: _describe_taskset_published,
+    OverrideSet: _describe_override_set,
+    OverrideRemoved: _describe_override_removed,
+    TasksetRetired: _describe_taskset_retired,
+    ClusterRegistered: _describe_cluster_registered,
+    ClusterLabelsChanged: _describe_cluster_labels_changed,
+    ClusterDeregistered: _describe_cluster_deregistered,
+    AntiEntropyRepaired: _describe_anti_entropy_repaired,
+    RolloutResumed: _describe_rollout_resumed,
+    ClusterTaskRefused: _describe_cluster_task_refused,
+    ClusterTaskScheduled: _describe_cluster_task_scheduled,
+    RolloutAdvanced: _describe_rollout_advanced,
+    RolloutHalted: _describe_rollout_halted,
+    TaskApplied: _describe_task_applied,
+    TaskFailed: _describe_task_failed,
+    DriftDetected: _describe_drift_detected,
+    DriftCorrected: _describe_drift_corrected,
+    Report: _describe_report,
+}
 
 
 def event_record(stream: StreamName, stored: StoredEvent) -> EventRecord:

@@ -9,7 +9,7 @@ for the same reason. Times come from the events and the streams, never from a cl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -126,188 +126,261 @@ async def project_event(
             )
             return
     await _audit(db, stream, seq, stored_at, event)
-    match event:
-        case TasksetPublished():
-            await db.execute(
-                "INSERT OR REPLACE INTO taskset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.taskset,
-                    event.taskset_version,
-                    event.digest,
-                    event.source_digest,
-                    event.format,
-                    event.body_size,
-                    iso(event.occurred_at),
-                    event.actor,
-                    event.id,
-                ),
-            )
-            await db.execute(
-                "INSERT INTO tasksets VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (name) DO UPDATE"
-                " SET latest_version = excluded.latest_version, digest = excluded.digest,"
-                " format = excluded.format, placement = excluded.placement,"
-                " rollout = excluded.rollout, retired = 0, updated_at = excluded.updated_at"
-                " WHERE excluded.latest_version >= tasksets.latest_version",
-                (
-                    event.taskset,
-                    event.taskset_version,
-                    event.digest,
-                    event.format,
-                    dumps(event.placement),
-                    dumps(event.rollout),
-                    iso(event.occurred_at),
-                ),
-            )
-        case TasksetRetired():
-            await db.execute(
-                "UPDATE tasksets SET retired = 1, updated_at = ? WHERE name = ?",
-                (iso(event.occurred_at), event.taskset),
-            )
-        case OverrideSet():
-            body = {"values": event.values} if event.values else {"patches": event.patches}
-            await db.execute(
-                "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.taskset,
-                    event.name,
-                    event.cluster,
-                    event.selector,
-                    "values" if event.values else "patch",
-                    dumps(body),
-                    iso(event.occurred_at),
-                    event.actor,
-                    event.id,
-                ),
-            )
-        case OverrideRemoved():
-            await db.execute(
-                "DELETE FROM overrides WHERE taskset = ? AND name = ?", (event.taskset, event.name)
-            )
-        case ClusterRegistered():
-            await db.execute(
-                "INSERT OR REPLACE INTO clusters VALUES (?, ?, 1, ?, ?)",
-                (
-                    event.cluster,
-                    dumps(event.labels),
-                    iso(event.occurred_at),
-                    iso(event.occurred_at),
-                ),
-            )
-        case ClusterLabelsChanged():
-            await db.execute(
-                "UPDATE clusters SET labels = ?, updated_at = ? WHERE name = ?",
-                (dumps(event.labels), iso(event.occurred_at), event.cluster),
-            )
-        case ClusterDeregistered():
-            await db.execute(
-                "UPDATE clusters SET registered = 0, updated_at = ? WHERE name = ?",
-                (iso(event.occurred_at), event.cluster),
-            )
-        case ClusterTaskScheduled():
-            await _update_status(
-                db,
-                event.cluster,
-                event.taskset,
-                {
-                    "desired_version": event.taskset_version,
-                    "desired_generation": event.generation,
-                    "desired_digest": event.digest,
-                    "removed": int(event.removed),
-                    "wave": event.wave,
-                    "overrides": dumps(event.overrides),
-                    "scheduled_at": iso(event.occurred_at),
-                    "refused_version": None,
-                    "refused_reason": None,
-                },
-            )
-        case ClusterTaskRefused():
-            await _update_status(
-                db,
-                event.cluster,
-                event.taskset,
-                {"refused_version": event.taskset_version, "refused_reason": event.reason},
-            )
-        case RolloutAdvanced():
-            await db.execute(
-                "INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, 0, '[]', '', ?)",
-                (
-                    event.taskset,
-                    event.taskset_version,
-                    event.wave,
-                    event.total_waves,
-                    iso(event.occurred_at),
-                ),
-            )
-        case RolloutHalted():
-            await db.execute(
-                "INSERT INTO rollouts VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (taskset) DO"
-                " UPDATE SET version = excluded.version, wave = excluded.wave, halted = 1,"
-                " failed = excluded.failed, reason = excluded.reason,"
-                " updated_at = excluded.updated_at",
-                (
-                    event.taskset,
-                    event.taskset_version,
-                    event.wave,
-                    event.wave + 1,
-                    dumps(event.failed),
-                    event.reason,
-                    iso(event.occurred_at),
-                ),
-            )
-        case RolloutResumed():
-            await db.execute(
-                "UPDATE rollouts SET halted = 0, reason = '', updated_at = ?"
-                " WHERE taskset = ? AND version = ?",
-                (iso(event.occurred_at), event.taskset, event.taskset_version),
-            )
-        case TaskApplied():
-            await _update_status(
-                db,
-                event.cluster,
-                event.taskset,
-                {
-                    "applied_version": event.taskset_version,
-                    "applied_generation": event.generation,
-                    "applied_digest": event.digest,
-                    "applied_removed": int(event.removed),
-                    "last_outcome": "applied",
-                    "last_outcome_generation": event.generation,
-                    "last_report_at": iso(stored_at),
-                    "drifted": 0,
-                },
-            )
-        case TaskFailed():
-            await _update_status(
-                db,
-                event.cluster,
-                event.taskset,
-                {
-                    "failed_version": event.taskset_version,
-                    "failed_generation": event.generation,
-                    "failed_reason": f"{event.phase} {event.object}: {event.reason}".strip(),
-                    "last_outcome": "failed",
-                    "last_outcome_generation": event.generation,
-                    "last_report_at": iso(stored_at),
-                },
-            )
-        case DriftDetected():
-            await _update_status(
-                db,
-                event.cluster,
-                event.taskset,
-                {
-                    "drift_increment": 1,
-                    "drifted": int(event.policy != "ignore"),
-                    "last_report_at": iso(stored_at),
-                },
-            )
-        case DriftCorrected():
-            await _update_status(
-                db,
-                event.cluster,
-                event.taskset,
-                {"drifted": 0, "last_report_at": iso(stored_at)},
-            )
+    project = _PROJECTIONS.get(type(event))
+    if project is not None:
+        await project(db, event, stored_at)
+
+
+# --- one handler per event type (events without one change only the audit trail) -----------
+
+
+async def _project_taskset_published(
+    db: Writer, event: TasksetPublished, stored_at: datetime
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO taskset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.taskset,
+            event.taskset_version,
+            event.digest,
+            event.source_digest,
+            event.format,
+            event.body_size,
+            iso(event.occurred_at),
+            event.actor,
+            event.id,
+        ),
+    )
+    await db.execute(
+        "INSERT INTO tasksets VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (name) DO UPDATE"
+        " SET latest_version = excluded.latest_version, digest = excluded.digest,"
+        " format = excluded.format, placement = excluded.placement,"
+        " rollout = excluded.rollout, retired = 0, updated_at = excluded.updated_at"
+        " WHERE excluded.latest_version >= tasksets.latest_version",
+        (
+            event.taskset,
+            event.taskset_version,
+            event.digest,
+            event.format,
+            dumps(event.placement),
+            dumps(event.rollout),
+            iso(event.occurred_at),
+        ),
+    )
+
+
+async def _project_taskset_retired(db: Writer, event: TasksetRetired, stored_at: datetime) -> None:
+    await db.execute(
+        "UPDATE tasksets SET retired = 1, updated_at = ? WHERE name = ?",
+        (iso(event.occurred_at), event.taskset),
+    )
+
+
+async def _project_override_set(db: Writer, event: OverrideSet, stored_at: datetime) -> None:
+    body = {"values": event.values} if event.values else {"patches": event.patches}
+    await db.execute(
+        "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.taskset,
+            event.name,
+            event.cluster,
+            event.selector,
+            "values" if event.values else "patch",
+            dumps(body),
+            iso(event.occurred_at),
+            event.actor,
+            event.id,
+        ),
+    )
+
+
+async def _project_override_removed(
+    db: Writer, event: OverrideRemoved, stored_at: datetime
+) -> None:
+    await db.execute(
+        "DELETE FROM overrides WHERE taskset = ? AND name = ?", (event.taskset, event.name)
+    )
+
+
+async def _project_cluster_registered(
+    db: Writer, event: ClusterRegistered, stored_at: datetime
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO clusters VALUES (?, ?, 1, ?, ?)",
+        (
+            event.cluster,
+            dumps(event.labels),
+            iso(event.occurred_at),
+            iso(event.occurred_at),
+        ),
+    )
+
+
+async def _project_cluster_labels_changed(
+    db: Writer, event: ClusterLabelsChanged, stored_at: datetime
+) -> None:
+    await db.execute(
+        "UPDATE clusters SET labels = ?, updated_at = ? WHERE name = ?",
+        (dumps(event.labels), iso(event.occurred_at), event.cluster),
+    )
+
+
+async def _project_cluster_deregistered(
+    db: Writer, event: ClusterDeregistered, stored_at: datetime
+) -> None:
+    await db.execute(
+        "UPDATE clusters SET registered = 0, updated_at = ? WHERE name = ?",
+        (iso(event.occurred_at), event.cluster),
+    )
+
+
+async def _project_cluster_task_scheduled(
+    db: Writer, event: ClusterTaskScheduled, stored_at: datetime
+) -> None:
+    await _update_status(
+        db,
+        event.cluster,
+        event.taskset,
+        {
+            "desired_version": event.taskset_version,
+            "desired_generation": event.generation,
+            "desired_digest": event.digest,
+            "removed": int(event.removed),
+            "wave": event.wave,
+            "overrides": dumps(event.overrides),
+            "scheduled_at": iso(event.occurred_at),
+            "refused_version": None,
+            "refused_reason": None,
+        },
+    )
+
+
+async def _project_cluster_task_refused(
+    db: Writer, event: ClusterTaskRefused, stored_at: datetime
+) -> None:
+    await _update_status(
+        db,
+        event.cluster,
+        event.taskset,
+        {"refused_version": event.taskset_version, "refused_reason": event.reason},
+    )
+
+
+async def _project_rollout_advanced(
+    db: Writer, event: RolloutAdvanced, stored_at: datetime
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, 0, '[]', '', ?)",
+        (
+            event.taskset,
+            event.taskset_version,
+            event.wave,
+            event.total_waves,
+            iso(event.occurred_at),
+        ),
+    )
+
+
+async def _project_rollout_halted(db: Writer, event: RolloutHalted, stored_at: datetime) -> None:
+    await db.execute(
+        "INSERT INTO rollouts VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (taskset) DO"
+        " UPDATE SET version = excluded.version, wave = excluded.wave, halted = 1,"
+        " failed = excluded.failed, reason = excluded.reason,"
+        " updated_at = excluded.updated_at",
+        (
+            event.taskset,
+            event.taskset_version,
+            event.wave,
+            event.wave + 1,
+            dumps(event.failed),
+            event.reason,
+            iso(event.occurred_at),
+        ),
+    )
+
+
+async def _project_rollout_resumed(db: Writer, event: RolloutResumed, stored_at: datetime) -> None:
+    await db.execute(
+        "UPDATE rollouts SET halted = 0, reason = '', updated_at = ?"
+        " WHERE taskset = ? AND version = ?",
+        (iso(event.occurred_at), event.taskset, event.taskset_version),
+    )
+
+
+async def _project_task_applied(db: Writer, event: TaskApplied, stored_at: datetime) -> None:
+    await _update_status(
+        db,
+        event.cluster,
+        event.taskset,
+        {
+            "applied_version": event.taskset_version,
+            "applied_generation": event.generation,
+            "applied_digest": event.digest,
+            "applied_removed": int(event.removed),
+            "last_outcome": "applied",
+            "last_outcome_generation": event.generation,
+            "last_report_at": iso(stored_at),
+            "drifted": 0,
+        },
+    )
+
+
+async def _project_task_failed(db: Writer, event: TaskFailed, stored_at: datetime) -> None:
+    await _update_status(
+        db,
+        event.cluster,
+        event.taskset,
+        {
+            "failed_version": event.taskset_version,
+            "failed_generation": event.generation,
+            "failed_reason": f"{event.phase} {event.object}: {event.reason}".strip(),
+            "last_outcome": "failed",
+            "last_outcome_generation": event.generation,
+            "last_report_at": iso(stored_at),
+        },
+    )
+
+
+async def _project_drift_detected(db: Writer, event: DriftDetected, stored_at: datetime) -> None:
+    await _update_status(
+        db,
+        event.cluster,
+        event.taskset,
+        {
+            "drift_increment": 1,
+            "drifted": int(event.policy != "ignore"),
+            "last_report_at": iso(stored_at),
+        },
+    )
+
+
+async def _project_drift_corrected(db: Writer, event: DriftCorrected, stored_at: datetime) -> None:
+    await _update_status(
+        db,
+        event.cluster,
+        event.taskset,
+        {"drifted": 0, "last_report_at": iso(stored_at)},
+    )
+
+
+_PROJECTIONS: dict[type[Event], Callable[[Writer, Any, datetime], Awaitable[None]]] = {
+    TasksetPublished: _project_taskset_published,
+    TasksetRetired: _project_taskset_retired,
+    OverrideSet: _project_override_set,
+    OverrideRemoved: _project_override_removed,
+    ClusterRegistered: _project_cluster_registered,
+    ClusterLabelsChanged: _project_cluster_labels_changed,
+    ClusterDeregistered: _project_cluster_deregistered,
+    ClusterTaskScheduled: _project_cluster_task_scheduled,
+    ClusterTaskRefused: _project_cluster_task_refused,
+    RolloutAdvanced: _project_rollout_advanced,
+    RolloutHalted: _project_rollout_halted,
+    RolloutResumed: _project_rollout_resumed,
+    TaskApplied: _project_task_applied,
+    TaskFailed: _project_task_failed,
+    DriftDetected: _project_drift_detected,
+    DriftCorrected: _project_drift_corrected,
+}
 
 
 async def _audit(

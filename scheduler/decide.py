@@ -101,72 +101,98 @@ def decide_taskset(
     else:
         targets = place_taskset(current.placement, state.clusters)
         view = _advance_rollout(state, name, current.version, targets, now, envelope, decision)
-    started = view.started
     scheduled = state.scheduled.get(name, {})
     target_set = set(targets)
     for cluster in sorted(target_set | set(scheduled)):
-        previous = scheduled.get(cluster)
-        subject = desired_subject(cluster, name)
-        if cluster not in target_set:
-            if previous is not None:
-                _remove(state, name, cluster, previous, stored.get(subject, 0), envelope, decision)
-            continue
-        if cluster in started:
-            version = view.version
-            wave = view.wave_of[cluster]
-        elif previous is not None and not previous.removed:
-            version, wave = previous.version, previous.wave
-        else:
-            continue
-        result = materialize(state, cluster, name, version)
-        if isinstance(result, Refusal):
-            refusal = state.refused.get((cluster, name))
-            if refusal is None or refusal.input_digest != result.input_digest:
-                decision.events.append(
-                    ClusterTaskRefused(
-                        **envelope.fields(),  # type: ignore[arg-type]
-                        cluster=cluster,
-                        taskset=name,
-                        taskset_version=version,
-                        reason=result.reason,
-                        input_digest=result.input_digest,
-                        size=result.size,
-                        limit=result.limit,
-                        overrides=list(result.overrides),
-                        caused_by=envelope.caused_by,
-                    )
-                )
-            continue
-        unchanged = (
-            previous is not None
-            and not previous.removed
-            and previous.version == version
-            and previous.digest == result.digest
-        )
-        if unchanged and previous is not None:
-            if stored.get(subject, 0) < previous.generation:
-                decision.writes.append(
-                    DesiredWrite(_task(cluster, name, version, previous.generation, result, wave))
-                )
-            continue
-        generation = max(state.generations.get((cluster, name), 0), stored.get(subject, 0)) + 1
-        decision.events.append(
-            ClusterTaskScheduled(
-                **envelope.fields(),  # type: ignore[arg-type]
-                cluster=cluster,
-                taskset=name,
-                taskset_version=version,
-                generation=generation,
-                digest=result.digest,
-                wave=wave,
-                overrides=list(result.overrides),
-                caused_by=envelope.caused_by,
-            )
-        )
-        decision.writes.append(
-            DesiredWrite(_task(cluster, name, version, generation, result, wave))
+        decide_cluster(
+            state,
+            name,
+            cluster,
+            view,
+            targeted=cluster in target_set,
+            previous=scheduled.get(cluster),
+            stored_generation=stored.get(desired_subject(cluster, name), 0),
+            materialize=materialize,
+            envelope=envelope,
+            decision=decision,
         )
     return decision
+
+
+def decide_cluster(
+    state: SchedulerState,
+    name: str,
+    cluster: str,
+    view: RolloutView,
+    *,
+    targeted: bool,
+    previous: ScheduledRecord | None,
+    stored_generation: int,
+    materialize: Materialize,
+    envelope: _Envelope,
+    decision: Decision,
+) -> None:
+    """What taskset `name` needs on one cluster, added to `decision`: its removal (no longer
+    targeted), a refusal (it cannot be rendered for the cluster), a new generation (it changed,
+    or the rollout reached the cluster), the rewrite of an unchanged ClusterTask that DESIRED
+    lost (`stored_generation` is older), or nothing."""
+    if not targeted:
+        if previous is not None:
+            _remove(state, name, cluster, previous, stored_generation, envelope, decision)
+        return
+    if cluster in view.started:
+        version = view.version
+        wave = view.wave_of[cluster]
+    elif previous is not None and not previous.removed:
+        version, wave = previous.version, previous.wave
+    else:
+        return
+    result = materialize(state, cluster, name, version)
+    if isinstance(result, Refusal):
+        refusal = state.refused.get((cluster, name))
+        if refusal is None or refusal.input_digest != result.input_digest:
+            decision.events.append(
+                ClusterTaskRefused(
+                    **envelope.fields(),  # type: ignore[arg-type]
+                    cluster=cluster,
+                    taskset=name,
+                    taskset_version=version,
+                    reason=result.reason,
+                    input_digest=result.input_digest,
+                    size=result.size,
+                    limit=result.limit,
+                    overrides=list(result.overrides),
+                    caused_by=envelope.caused_by,
+                )
+            )
+        return
+    unchanged = (
+        previous is not None
+        and not previous.removed
+        and previous.version == version
+        and previous.digest == result.digest
+    )
+    if unchanged and previous is not None:
+        if stored_generation < previous.generation:
+            decision.writes.append(
+                DesiredWrite(_task(cluster, name, version, previous.generation, result, wave))
+            )
+        return
+    generation = max(state.generations.get((cluster, name), 0), stored_generation) + 1
+    decision.events.append(
+        ClusterTaskScheduled(
+            **envelope.fields(),  # type: ignore[arg-type]
+            cluster=cluster,
+            taskset=name,
+            taskset_version=version,
+            generation=generation,
+            digest=result.digest,
+            wave=wave,
+            overrides=list(result.overrides),
+            caused_by=envelope.caused_by,
+        )
+    )
+    decision.writes.append(DesiredWrite(_task(cluster, name, version, generation, result, wave)))
 
 
 def _task(

@@ -13,7 +13,7 @@ from is ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -161,98 +161,136 @@ class SchedulerState:
         self.events_seq = max(self.events_seq, seq)
         self.subject_seqs[subject] = max(self.subject_seqs.get(subject, 0), seq)
         dirty: set[str] = set()
-        match event:
-            case TasksetPublished():
-                record = self.tasksets.setdefault(event.taskset, TasksetRecord())
-                record.versions[event.taskset_version] = SnapshotRecord(
-                    version=event.taskset_version,
-                    digest=event.digest,
-                    format=event.format,
-                    body=event.body,
-                    values=event.values,
-                    chart_archive=event.chart_archive,
-                    placement=event.placement,
-                    rollout=event.rollout,
-                )
-                record.latest = max(record.latest, event.taskset_version)
-                record.retired = False
-                dirty.add(event.taskset)
-            case TasksetRetired():
-                if event.taskset in self.tasksets:
-                    self.tasksets[event.taskset].retired = True
-                dirty.add(event.taskset)
-            case OverrideSet():
-                try:
-                    patches = parse_patches(event.patches) if event.patches else ()
-                except OverrideError as e:
-                    log.warning("ignoring unreadable override %s: %s", event.name, e)
-                    patches = ()
-                self.overrides.setdefault(event.taskset, {})[event.name] = Override(
-                    taskset=event.taskset,
-                    name=event.name,
-                    cluster=event.cluster,
-                    selector=event.selector,
-                    values=event.values,
-                    patches=patches,
-                    revision=event.id,
-                )
-                dirty.add(event.taskset)
-            case OverrideRemoved():
-                self.overrides.get(event.taskset, {}).pop(event.name, None)
-                dirty.add(event.taskset)
-            case ClusterRegistered():
-                self.clusters[event.cluster] = dict(event.labels)
-                self.deregistered.discard(event.cluster)
-                dirty.add(ALL_TASKSETS)
-            case ClusterLabelsChanged():
-                if event.cluster in self.clusters:
-                    self.clusters[event.cluster] = dict(event.labels)
-                    dirty.add(ALL_TASKSETS)
-            case ClusterDeregistered():
-                self.clusters.pop(event.cluster, None)
-                self.deregistered.add(event.cluster)
-                for by_cluster in self.scheduled.values():
-                    by_cluster.pop(event.cluster, None)
-                for key in [k for k in self.refused if k[0] == event.cluster]:
-                    del self.refused[key]
-                dirty.add(ALL_TASKSETS)
-            case ClusterTaskScheduled():
-                if event.cluster in self.clusters:
-                    self.scheduled.setdefault(event.taskset, {})[event.cluster] = ScheduledRecord(
-                        version=event.taskset_version,
-                        generation=event.generation,
-                        digest=event.digest,
-                        removed=event.removed,
-                        overrides=tuple(event.overrides),
-                        wave=event.wave,
-                    )
-                    self.refused.pop((event.cluster, event.taskset), None)
-                key = (event.cluster, event.taskset)
-                self.generations[key] = max(self.generations.get(key, 0), event.generation)
-            case ClusterTaskRefused():
-                if event.cluster in self.clusters:
-                    self.refused[(event.cluster, event.taskset)] = RefusalRecord(
-                        version=event.taskset_version,
-                        input_digest=event.input_digest,
-                        at=stored_at,
-                    )
-                dirty.add(event.taskset)
-            case RolloutAdvanced():
-                rollout = self._rollout(event.taskset, event.taskset_version)
-                while len(rollout.waves) <= event.wave:
-                    rollout.waves.append(())
-                rollout.waves[event.wave] = tuple(event.clusters)
-                dirty.add(event.taskset)
-            case RolloutHalted():
-                self._rollout(event.taskset, event.taskset_version).halted = True
-                dirty.add(event.taskset)
-            case RolloutResumed():
-                rollout = self._rollout(event.taskset, event.taskset_version)
-                rollout.halted = False
-                rollout.resumed_at = stored_at
-                dirty.add(event.taskset)
+        fold = _EVENT_FOLDS.get(type(event))
+        if fold is not None:
+            fold(self, event, stored_at, dirty)
         self._note_cause(event, dirty)
         return dirty
+
+    # one fold per event type: each adds the tasksets whose decisions may change to `dirty`
+
+    def _fold_taskset_published(
+        self, event: TasksetPublished, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        record = self.tasksets.setdefault(event.taskset, TasksetRecord())
+        record.versions[event.taskset_version] = SnapshotRecord(
+            version=event.taskset_version,
+            digest=event.digest,
+            format=event.format,
+            body=event.body,
+            values=event.values,
+            chart_archive=event.chart_archive,
+            placement=event.placement,
+            rollout=event.rollout,
+        )
+        record.latest = max(record.latest, event.taskset_version)
+        record.retired = False
+        dirty.add(event.taskset)
+
+    def _fold_taskset_retired(
+        self, event: TasksetRetired, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.taskset in self.tasksets:
+            self.tasksets[event.taskset].retired = True
+        dirty.add(event.taskset)
+
+    def _fold_override_set(self, event: OverrideSet, stored_at: datetime, dirty: set[str]) -> None:
+        try:
+            patches = parse_patches(event.patches) if event.patches else ()
+        except OverrideError as e:
+            log.warning("ignoring unreadable override %s: %s", event.name, e)
+            patches = ()
+        self.overrides.setdefault(event.taskset, {})[event.name] = Override(
+            taskset=event.taskset,
+            name=event.name,
+            cluster=event.cluster,
+            selector=event.selector,
+            values=event.values,
+            patches=patches,
+            revision=event.id,
+        )
+        dirty.add(event.taskset)
+
+    def _fold_override_removed(
+        self, event: OverrideRemoved, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self.overrides.get(event.taskset, {}).pop(event.name, None)
+        dirty.add(event.taskset)
+
+    def _fold_cluster_registered(
+        self, event: ClusterRegistered, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self.clusters[event.cluster] = dict(event.labels)
+        self.deregistered.discard(event.cluster)
+        dirty.add(ALL_TASKSETS)
+
+    def _fold_cluster_labels_changed(
+        self, event: ClusterLabelsChanged, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            self.clusters[event.cluster] = dict(event.labels)
+            dirty.add(ALL_TASKSETS)
+
+    def _fold_cluster_deregistered(
+        self, event: ClusterDeregistered, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self.clusters.pop(event.cluster, None)
+        self.deregistered.add(event.cluster)
+        for by_cluster in self.scheduled.values():
+            by_cluster.pop(event.cluster, None)
+        for key in [k for k in self.refused if k[0] == event.cluster]:
+            del self.refused[key]
+        dirty.add(ALL_TASKSETS)
+
+    def _fold_cluster_task_scheduled(
+        self, event: ClusterTaskScheduled, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            self.scheduled.setdefault(event.taskset, {})[event.cluster] = ScheduledRecord(
+                version=event.taskset_version,
+                generation=event.generation,
+                digest=event.digest,
+                removed=event.removed,
+                overrides=tuple(event.overrides),
+                wave=event.wave,
+            )
+            self.refused.pop((event.cluster, event.taskset), None)
+        key = (event.cluster, event.taskset)
+        self.generations[key] = max(self.generations.get(key, 0), event.generation)
+
+    def _fold_cluster_task_refused(
+        self, event: ClusterTaskRefused, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            self.refused[(event.cluster, event.taskset)] = RefusalRecord(
+                version=event.taskset_version,
+                input_digest=event.input_digest,
+                at=stored_at,
+            )
+        dirty.add(event.taskset)
+
+    def _fold_rollout_advanced(
+        self, event: RolloutAdvanced, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        rollout = self._rollout(event.taskset, event.taskset_version)
+        while len(rollout.waves) <= event.wave:
+            rollout.waves.append(())
+        rollout.waves[event.wave] = tuple(event.clusters)
+        dirty.add(event.taskset)
+
+    def _fold_rollout_halted(
+        self, event: RolloutHalted, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self._rollout(event.taskset, event.taskset_version).halted = True
+        dirty.add(event.taskset)
+
+    def _fold_rollout_resumed(
+        self, event: RolloutResumed, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        rollout = self._rollout(event.taskset, event.taskset_version)
+        rollout.halted = False
+        rollout.resumed_at = stored_at
+        dirty.add(event.taskset)
 
     def apply_report(
         self,
@@ -350,6 +388,23 @@ class SchedulerState:
 
     def schedule_subject(self, taskset: str, cluster: str) -> str:
         return event_subject("schedule", f"{taskset}.{cluster}")
+
+
+_EVENT_FOLDS: dict[type[Event], Callable[[SchedulerState, Any, datetime, set[str]], None]] = {
+    TasksetPublished: SchedulerState._fold_taskset_published,
+    TasksetRetired: SchedulerState._fold_taskset_retired,
+    OverrideSet: SchedulerState._fold_override_set,
+    OverrideRemoved: SchedulerState._fold_override_removed,
+    ClusterRegistered: SchedulerState._fold_cluster_registered,
+    ClusterLabelsChanged: SchedulerState._fold_cluster_labels_changed,
+    ClusterDeregistered: SchedulerState._fold_cluster_deregistered,
+    ClusterTaskScheduled: SchedulerState._fold_cluster_task_scheduled,
+    ClusterTaskRefused: SchedulerState._fold_cluster_task_refused,
+    RolloutAdvanced: SchedulerState._fold_rollout_advanced,
+    RolloutHalted: SchedulerState._fold_rollout_halted,
+    RolloutResumed: SchedulerState._fold_rollout_resumed,
+}
+"""How each EVENTS type changes the state; other types change only the positions."""
 
 
 def _failure(at: datetime, resumed_at: datetime | None) -> Outcome:
