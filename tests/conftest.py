@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +20,10 @@ from events.streams import hub_streams
 from fleetbus.datadir import DataDir
 from fleetbus.hub import start_hub_nats
 from fleetbus.natsserver import NatsServer, free_port
+
+if TYPE_CHECKING:
+    from tests.integration.controller_harness import ControllerEnv
+    from tests.kube_envtest import KubeAPIServer
 
 pytest_plugins = ["tests.kube_envtest"]
 
@@ -63,6 +68,17 @@ async def event_store(hub_nats: HubNats) -> AsyncIterator[EventStore]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
+    """The cluster controller running against the test apiserver, in a namespace of the test's
+    own: every controller test starts from this one setup."""
+    # Imported here: conftest must not import the plugin module before pytest registers it.
+    from tests.integration.controller_harness import running_controller
+
+    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

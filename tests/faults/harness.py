@@ -7,7 +7,6 @@ in the test id, so a failing run is repeated by running that id again.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import json
@@ -15,35 +14,16 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from events.store import EventStore
+from tests.eventually import eventually
 
 REPO = Path(__file__).resolve().parent.parent.parent
-
-
-async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]],
-    what: str,
-    within: float = 60.0,
-    interval: float = 0.02,
-) -> None:
-    """Poll `condition` until it holds; fail naming `what` when `within` seconds pass first."""
-    deadline = time.monotonic() + within
-    while True:
-        outcome = condition()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f}s")
-        await asyncio.sleep(interval)
 
 
 @dataclass(frozen=True)
@@ -137,7 +117,7 @@ class WriterFleet:
         )
 
     async def wait(self, within: float) -> None:
-        await wait_for(self.finished, f"writers finishing ({self.report()})", within, 0.1)
+        await eventually(self.finished, f"writers finishing ({self.report()})", within, 0.1)
         codes = [process.returncode for process in self.processes]
         assert codes == [0] * len(codes), f"writer exit codes {codes}: {self.report()}"
 

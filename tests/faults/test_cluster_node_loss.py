@@ -22,6 +22,7 @@ import pytest
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM, hub_streams
 from fleetbus.datadir import DataDir
+from tests.eventually import eventually
 from tests.faults.harness import (
     LONG,
     WriterFleet,
@@ -29,7 +30,6 @@ from tests.faults.harness import (
     read_log,
     record_figures,
     split_evenly,
-    wait_for,
 )
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.projection import clean_replay_digests, start_projector
@@ -70,8 +70,8 @@ async def test_every_hub_stream_is_replicated_on_all_three_nodes(
     for stream in (EVENTS_STREAM, DESIRED_STREAM, REPORTS_STREAM):
         info = await cluster_store.stream_info(stream)
         assert info["config"]["num_replicas"] == 3
-        await wait_for(
-            lambda stream=stream: replicas_current(cluster_store, stream),  # type: ignore[misc]
+        await eventually(
+            lambda stream=stream: replicas_current(cluster_store, stream),
             f"{stream}: a leader and two current replicas",
             within=30,
         )
@@ -102,7 +102,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
     victim: str,
 ) -> None:
     rng = random.Random(seed)
-    await wait_for(
+    await eventually(
         lambda: replicas_current(cluster_store, EVENTS_STREAM),
         "EVENTS: a leader and two current replicas",
         within=30,
@@ -122,7 +122,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
     fleet.start()
     try:
         kill_at = int(total * rng.uniform(0.2, 0.5))
-        await wait_for(
+        await eventually(
             lambda: fleet.acknowledged() >= kill_at, f"{kill_at} acknowledged", within=120
         )
         leader = (await cluster_store.stream_info())["cluster"]["leader"]
@@ -135,7 +135,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
         nats_cluster.nodes[killed].kill()
         assert acknowledged_at_kill < total, "the kill came after the burst: it proves nothing"
         resume_mark = acknowledged_at_kill + min(200, total - acknowledged_at_kill)
-        await wait_for(
+        await eventually(
             lambda: fleet.acknowledged() >= resume_mark,
             "appends continuing after the kill",
             within=60,
@@ -143,7 +143,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
         resumed_after = time.monotonic() - killed_at
         await fleet.wait(within=240)
         last = await cluster_store.last_sequence()
-        await wait_for(
+        await eventually(
             lambda: projector.caught_up(last), f"the projector reaching sequence {last}", 120
         )
     finally:
@@ -159,7 +159,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
 
     nats_cluster.nodes[killed].start(60.0)
     last = await cluster_store.last_sequence()
-    await wait_for(
+    await eventually(
         lambda: nats_cluster.stream_last_seq(killed, EVENTS_STREAM) == last,
         f"{nats_cluster.names[killed]} catching up to sequence {last}",
         within=60,

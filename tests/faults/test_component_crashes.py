@@ -32,8 +32,9 @@ from events.edges import report_origin
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
+from tests.eventually import eventually
 from tests.faults.components import Component, kill_nats_servers_under
-from tests.faults.harness import LONG, record_figures, wait_for
+from tests.faults.harness import LONG, record_figures
 from tests.faults.projection import clean_replay_digests
 from tests.integration.edge_harness import EdgeHub, edge_hub
 from tests.integration.scheduler_harness import desired, events_of, versions
@@ -183,7 +184,7 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
                 return await versions(hub.store, names, TASKSET) == dict.fromkeys(names, version)
 
             try:
-                await wait_for(converged, f"every cluster holding version {version}", 120, 0.5)
+                await eventually(converged, f"every cluster holding version {version}", 120, 0.5)
             except AssertionError as stuck:
                 raise AssertionError(await diagnosis(hub, names, components)) from stuck
             generation_of = {
@@ -194,14 +195,14 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
                 )
                 for cluster in names
             }
-            await wait_for(
+            await eventually(
                 lambda: applied_everywhere(hub, names, generation_of),
                 "every cluster reporting its last generation applied",
                 180,
                 0.5,
             )
             db_path = root / "projector.db"
-            await wait_for(
+            await eventually(
                 lambda: projected_everywhere(db_path, names, version),
                 f"the projector showing version {version} applied everywhere",
                 120,
@@ -217,7 +218,7 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
                 "EVENTS": await hub.store.last_sequence(),
                 "REPORTS": int((await hub.store.stream_info("REPORTS"))["state"]["last_seq"]),
             }
-            await wait_for(
+            await eventually(
                 lambda: projector_positions_are(db_path, ends), "the projector at the end", 60, 0.3
             )
         db = await ProjectionDb.open_readonly(db_path)
@@ -398,21 +399,21 @@ async def test_killing_the_hub_process_and_edges_mid_rollout_converges(
             held, _ = await hub_view(hub, names)
             return held == dict.fromkeys(names, version)
 
-        await wait_for(converged, f"every cluster holding version {version}", 120, 0.5)
+        await eventually(converged, f"every cluster holding version {version}", 120, 0.5)
 
         async def reported() -> bool:
             scheduled = await scheduled_generations(hub, names)
             _, applied = await hub_view(hub, names)
             return all((c, g) in applied for c, g in scheduled.items())
 
-        await wait_for(reported, "every cluster reporting its last generation", 120, 0.5)
+        await eventually(reported, "every cluster reporting its last generation", 120, 0.5)
         status = await asyncio.to_thread(hub.cli, "status", TASKSET, "-o", "json", *data)
         assert status.returncode == 0, status.stderr
 
         async def projected() -> bool:
             return await projected_everywhere(hub.data_dir / "projector.db", names, version)
 
-        await wait_for(projected, f"the hub's projection showing version {version}", 60, 0.5)
+        await eventually(projected, f"the hub's projection showing version {version}", 60, 0.5)
         for edge in edges.values():
             edge.stop()  # no more reports: the log is still from here on
 
@@ -428,7 +429,7 @@ async def test_killing_the_hub_process_and_edges_mid_rollout_converges(
             )
             return bool(orjson.loads(live.stdout) == orjson.loads(replay.stdout))
 
-        await wait_for(
+        await eventually(
             projection_equals_a_clean_replay, "the projection equal to a clean replay", 60, 0.5
         )
     finally:

@@ -24,7 +24,8 @@ from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
 from simulator.executor import SimExecutor
-from tests.faults.harness import LONG, record_figures, wait_for
+from tests.eventually import eventually
+from tests.faults.harness import LONG, record_figures
 from tests.faults.projection import clean_replay_digests, start_projector
 from tests.integration.edge_harness import cluster_task, edge_hub, sample_taskset
 
@@ -62,12 +63,12 @@ async def test_reports_made_while_the_hub_is_unreachable_all_arrive_exactly_once
             [hub.server.client_url], hub.password, tmp_path / "projector.db"
         )
         try:
-            await wait_for(
+            await eventually(
                 lambda: bool(produced) and edge.connector.reported >= len(produced),
                 "the first apply reported",
                 30,
             )
-            await wait_for(
+            await eventually(
                 lambda: reports_hold(reports, len(produced)), "the first report at the hub", 60
             )
             before_outage = len(produced)
@@ -80,14 +81,14 @@ async def test_reports_made_while_the_hub_is_unreachable_all_arrive_exactly_once
                 seen = len(produced)
                 sim.edit(rng.choice(objects), "/metadata/annotations/edited", f"{seed}-{edits}")
                 edits += 1
-                await wait_for(
-                    lambda seen=seen: len(produced) > seen,  # type: ignore[misc]
+                await eventually(
+                    lambda seen=seen: len(produced) > seen,
                     "the connector reporting the edit",
                     30,
                     0.001,
                 )
             made_while_down = produced[before_outage:]
-            await wait_for(
+            await eventually(
                 lambda: edge.connector.reported >= len(produced),
                 "every report stored in the edge's outbox",
                 60,
@@ -98,12 +99,12 @@ async def test_reports_made_while_the_hub_is_unreachable_all_arrive_exactly_once
 
             await hub.restart_server()
             back_at = time.monotonic()
-            await wait_for(
+            await eventually(
                 lambda: reports_hold(reports, len(produced)), "every report at the hub", 180, 0.5
             )
             arrived_after = time.monotonic() - back_at
             last = int((await reports.stream_info())["state"]["last_seq"])
-            await wait_for(
+            await eventually(
                 lambda: projector.caught_up(last, REPORTS_STREAM),
                 "the projector reading every report",
                 60,

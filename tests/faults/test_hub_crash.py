@@ -25,6 +25,7 @@ import pytest
 
 from events.store import EventStore, connect
 from tests.conftest import HubNats
+from tests.eventually import eventually
 from tests.faults.harness import (
     LONG,
     WriterFleet,
@@ -32,7 +33,6 @@ from tests.faults.harness import (
     read_log,
     record_figures,
     split_evenly,
-    wait_for,
 )
 from tests.faults.projection import clean_replay_digests, start_projector
 from tests.security.live_hub import LiveHub
@@ -73,8 +73,8 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
     fleet.start()
     try:
         for point in kill_points(rng, total, kills):
-            await wait_for(
-                lambda point=point: fleet.acknowledged() >= point,  # type: ignore[misc]
+            await eventually(
+                lambda point=point: fleet.acknowledged() >= point,
                 f"{point} acknowledged appends",
                 within=120,
             )
@@ -87,7 +87,7 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
             assert acknowledged < total, "the kill came after the burst: it proves nothing"
         await fleet.wait(within=180)
         last = await event_store.last_sequence()
-        await wait_for(
+        await eventually(
             lambda: projector.caught_up(last), f"the projector reaching sequence {last}", 120
         )
     finally:
@@ -142,8 +142,8 @@ async def test_fleetbus_up_starts_its_nats_server_again_after_kill_9_and_loses_n
     fleet.start()
     try:
         for point in kill_points(rng, total, kills):
-            await wait_for(
-                lambda point=point: fleet.acknowledged() >= point,  # type: ignore[misc]
+            await eventually(
+                lambda point=point: fleet.acknowledged() >= point,
                 f"{point} acknowledged appends",
                 within=120,
             )
@@ -151,8 +151,8 @@ async def test_fleetbus_up_starts_its_nats_server_again_after_kill_9_and_loses_n
             os.kill(pid, signal.SIGKILL)
             killed.append(fleet.acknowledged())
             gone_at = time.monotonic()
-            await wait_for(
-                lambda pid=pid: served_by_another_pid(hub, pid),  # type: ignore[misc]
+            await eventually(
+                lambda pid=pid: served_by_another_pid(hub, pid),
                 "the hub starting its nats-server again",
                 within=60,
                 interval=0.1,

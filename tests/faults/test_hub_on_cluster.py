@@ -28,8 +28,9 @@ from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.local import open_local_store
 from fleetbus.natsserver import free_port
+from tests.eventually import eventually
 from tests.faults.append_writer import append_until_acknowledged
-from tests.faults.harness import REPO, record_figures, wait_for
+from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
@@ -84,7 +85,7 @@ async def test_the_hub_on_a_three_node_cluster_keeps_serving_after_a_node_is_kil
     cluster, hub, http_port = cluster_hub
     rng = random.Random(2718)
     health = f"http://127.0.0.1:{http_port}/healthz"
-    await wait_for(lambda: healthy(health), "the hub answering /healthz", within=60, interval=0.1)
+    await eventually(lambda: healthy(health), "the hub answering /healthz", within=60, interval=0.1)
     data_dir = tmp_path / "hub"
     info = orjson.loads((data_dir / "hub.json").read_bytes())
     assert info["nats_urls"] == cluster.urls

@@ -14,8 +14,9 @@ import subprocess
 from pathlib import Path
 
 from events.catalog import TaskApplied
+from tests.eventually import eventually
 from tests.faults.components import Component, kill_nats_servers_under
-from tests.faults.harness import record_figures, wait_for
+from tests.faults.harness import record_figures
 from tests.integration.edge_harness import cluster_task, edge_hub, sample_taskset
 from tests.processes import nats_servers_under
 from tests.security.live_hub import FLEETBUS, REPO, LiveHub
@@ -75,7 +76,7 @@ async def test_an_edge_killed_with_kill_9_comes_back_as_one_leaf_and_applies_aga
             async def applied_once() -> bool:
                 return await applied_count() >= 1
 
-            await wait_for(applied_once, "alpha applying web", 60, 0.2)
+            await eventually(applied_once, "alpha applying web", 60, 0.2)
             first_leaf = nats_servers_under(state)
             assert len(first_leaf) == 1
             edge.kill9()
@@ -88,7 +89,7 @@ async def test_an_edge_killed_with_kill_9_comes_back_as_one_leaf_and_applies_aga
                 # The simulated cluster lived in the killed process: it is re-applied.
                 return await applied_count() > before
 
-            await wait_for(applied_again, "alpha applying web again after the restart", 60, 0.2)
+            await eventually(applied_again, "alpha applying web again after the restart", 60, 0.2)
             leafs = nats_servers_under(state)
             assert len(leafs) == 1, f"{len(leafs)} leaf nats-servers share one store"
             assert leafs != first_leaf
@@ -111,7 +112,7 @@ async def test_a_second_edge_on_a_state_dir_in_use_is_refused(tmp_path: Path) ->
         first = Component("first edge", argv, tmp_path / "first.log")
         try:
             first.start()
-            await wait_for(
+            await eventually(
                 lambda: "fleetbus edge up" in first.log_text(), "the first edge up", 60, 0.2
             )
             second = await asyncio.to_thread(

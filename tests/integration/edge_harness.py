@@ -8,9 +8,8 @@ child process with the real connector in front of an in-memory simulated cluster
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,25 +35,6 @@ from simulator.executor import SimExecutor
 from taskset.codec import encode_cluster_task
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, Step, Taskset
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    *,
-    within: float = 20.0,
-    what: str = "condition",
-) -> None:
-    """Poll `check` until it is true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def sample_taskset(name: str, *, replicas: int = 1, drift_policy: str = "correct") -> Taskset:

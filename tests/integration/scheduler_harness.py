@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +15,7 @@ from events.streams import REPORTS_STREAM, reports_stream
 from scheduler.service import SchedulerService
 from taskset.codec import decode_cluster_task
 from taskset.model import ClusterTask, Taskset
+from tests.eventually import eventually
 from tests.scheduler_fixtures import ReplicasRenderer
 
 
@@ -44,29 +44,11 @@ async def running_scheduler(store: EventStore, **options: Any) -> AsyncIterator[
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
-        await wait_for(lambda: service.ready.is_set(), what="scheduler ready")
+        await eventually(lambda: service.ready.is_set(), what="scheduler ready")
         yield service
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)
-
-
-async def wait_for(
-    condition: Callable[[], bool] | Callable[[], Awaitable[bool]],
-    *,
-    what: str,
-    within: float = 20.0,
-) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def desired(store: EventStore, cluster: str, taskset: str) -> ClusterTask | None:

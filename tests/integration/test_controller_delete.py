@@ -7,7 +7,6 @@ controller itself, and the Task goes only after all of that.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,18 +16,11 @@ from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
-    running_controller,
     unique,
 )
 from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 def cleanup_job(namespace: str) -> dict[str, Any]:

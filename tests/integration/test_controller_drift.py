@@ -8,7 +8,6 @@ and correction shows in the Step's status, in the Task's roll-up and as a Kubern
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,6 @@ from tests.integration.controller_harness import (
 from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 def configmap_taskset(name: str, namespace: str, policy: DriftPolicy) -> Taskset:

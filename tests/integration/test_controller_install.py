@@ -8,7 +8,6 @@ Deployment out itself, and checks at each point that nothing of a later phase or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,18 +16,10 @@ from taskset.model import ObjectRef, Step, Taskset
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
-    running_controller,
     unique,
 )
-from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 def crd(group: str) -> dict[str, Any]:

@@ -8,22 +8,15 @@ comes back; deleting the fleetbus Namespace removes the parts and the namespace.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from kube_contract.resources import FLEETBUS_NAMESPACE
-from tests.integration.controller_harness import ControllerEnv, running_controller, unique
+from tests.integration.controller_harness import ControllerEnv, unique
 from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 def fleet_namespace(name: str, policies: list[str]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ SelfSubjectAccessReview and a plain request, in the Step's namespace and in anot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,18 +14,11 @@ from taskset.model import ObjectRef, Step, Taskset
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
-    running_controller,
     unique,
 )
 from tests.kube_envtest import KubeAPIError, KubeAPIServer, create_namespace, unique_namespace_name
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 def can_i(api: KubeAPIServer, token: str, verb: str, resource: str, namespace: str) -> bool:

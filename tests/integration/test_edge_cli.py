@@ -26,12 +26,12 @@ from fleetbus.datadir import DataDir
 from fleetbus.enrollment import connect_api_to_edges
 from simulator.executor import SimExecutor
 from tests.conftest import HubNats
+from tests.eventually import eventually
 from tests.integration.api_harness import LiveApi, live_api
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,
     edge_hub,
-    eventually,
     leaf_names,
     sample_taskset,
 )

@@ -9,10 +9,10 @@ import msgspec
 from events.catalog import TaskApplied
 from fleetbus.bundle import EdgeBundle
 from simulator.executor import SimExecutor
+from tests.eventually import eventually
 from tests.integration.edge_harness import (
     cluster_task,
     edge_hub,
-    eventually,
     sample_taskset,
 )
 

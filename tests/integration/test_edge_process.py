@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from events.catalog import TaskApplied
+from tests.eventually import eventually
 from tests.integration.edge_harness import (
     cluster_task,
     edge_hub,
-    eventually,
     leaf_names,
     sample_taskset,
 )

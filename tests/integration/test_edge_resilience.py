@@ -13,11 +13,11 @@ from events.codec import EventDecoder
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime
 from simulator.executor import SimExecutor
+from tests.eventually import eventually
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,
     edge_hub,
-    eventually,
     sample_taskset,
 )
 

@@ -17,11 +17,11 @@ from events.ids import new_event_id
 from events.store import connect
 from fleetbus.edge import EdgeRuntime
 from simulator.executor import SimExecutor
+from tests.eventually import eventually
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,
     edge_hub,
-    eventually,
     leaf_names,
     sample_taskset,
 )

@@ -24,18 +24,11 @@ from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
-    running_controller,
     unique,
 )
 from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 def executor_for(kubeconfig: Path, namespace: str, timeout: float = 60.0) -> KubernetesExecutor:

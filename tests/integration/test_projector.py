@@ -12,11 +12,11 @@ from events.store import EventStore
 from projector.db import ProjectionDb
 from projector.queries import audit_trail, clusters, fleet_status, rollouts
 from projector.service import ProjectorService, rebuild_projection
+from tests.eventually import eventually
 from tests.integration.scheduler_harness import (
     reports_store,
     running_scheduler,
     versions,
-    wait_for,
 )
 from tests.scheduler_fixtures import (
     applied,
@@ -53,7 +53,7 @@ async def scenario(store: EventStore, reports: EventStore) -> None:
     """A small history: placement, an override, a rollout with a failure, drift, removal."""
     await store.append([registered(c, env="prod") for c in ("a", "b", "c")])
     await store.append([published(make_taskset("web"), 1, selector="env=prod")])
-    await wait_for(lambda: _all(store, 1), what="v1 placed")
+    await eventually(lambda: _all(store, 1), what="v1 placed")
     for cluster in ("a", "b", "c"):
         await reports.append([applied(cluster, "web", 1, 1)])
     await store.append(
@@ -69,7 +69,7 @@ async def scenario(store: EventStore, reports: EventStore) -> None:
             )
         ]
     )
-    await wait_for(lambda: _at(store, {"a": 2, "b": 2}), what="first wave")
+    await eventually(lambda: _at(store, {"a": 2, "b": 2}), what="first wave")
     await reports.append([applied("a", "web", 2, 2)])
     await reports.append([failed("b", "web", 2, 3)])
     await reports.append(
@@ -102,7 +102,7 @@ async def test_live_projection_answers_queries_and_a_rebuild_hashes_equal(
     live = tmp_path / "projector.db"
     async with running_scheduler(event_store), running_projector(event_store, live) as projector:
         await scenario(event_store, reports)
-        await wait_for(lambda: caught_up(projector, event_store, reports), what="caught up")
+        await eventually(lambda: caught_up(projector, event_store, reports), what="caught up")
     db = await ProjectionDb.open_readonly(live)
     try:
         status = {(row.taskset, row.cluster): row for row in await fleet_status(db)}
@@ -141,10 +141,10 @@ async def test_a_restarted_projector_resumes_without_doubling_and_follows_a_swap
     path = tmp_path / "projector.db"
     await event_store.append([registered("a", env="prod")])
     async with running_projector(event_store, path) as projector:
-        await wait_for(lambda: caught_up(projector, event_store, reports), what="first")
+        await eventually(lambda: caught_up(projector, event_store, reports), what="first")
     await event_store.append([registered("b"), published(make_taskset("web"), 1, clusters=[])])
     async with running_projector(event_store, path) as projector:
-        await wait_for(lambda: caught_up(projector, event_store, reports), what="resumed")
+        await eventually(lambda: caught_up(projector, event_store, reports), what="resumed")
         db = await ProjectionDb.open_readonly(path)
         try:
             audit = await db.fetch_all("SELECT seq FROM audit WHERE stream = 'EVENTS'")
@@ -153,7 +153,7 @@ async def test_a_restarted_projector_resumes_without_doubling_and_follows_a_swap
             await db.close()
         await rebuild_projection(event_store, reports, path)
         await event_store.append([registered("c")])
-        await wait_for(lambda: caught_up(projector, event_store, reports), what="after swap")
+        await eventually(lambda: caught_up(projector, event_store, reports), what="after swap")
 
         async def sees_c() -> bool:
             db = await ProjectionDb.open_readonly(path)
@@ -162,4 +162,4 @@ async def test_a_restarted_projector_resumes_without_doubling_and_follows_a_swap
             finally:
                 await db.close()
 
-        await wait_for(sees_c, what="the swapped database is followed")
+        await eventually(sees_c, what="the swapped database is followed")

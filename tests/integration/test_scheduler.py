@@ -16,13 +16,13 @@ from events.catalog import (
 )
 from events.store import EventStore
 from scheduler.service import SchedulerService
+from tests.eventually import eventually
 from tests.integration.scheduler_harness import (
     desired,
     events_of,
     reports_store,
     running_scheduler,
     versions,
-    wait_for,
 )
 from tests.scheduler_fixtures import (
     applied,
@@ -43,15 +43,17 @@ async def test_selector_placement_follows_label_changes(event_store: EventStore)
     await event_store.append([registered("a", env="prod"), registered("b", env="dev")])
     async with running_scheduler(event_store):
         await event_store.append([published(make_taskset("web"), 1, selector="env=prod")])
-        await wait_for(lambda: _is(event_store, ["a", "b"], {"a": 1, "b": None}), what="a gets web")
+        await eventually(
+            lambda: _is(event_store, ["a", "b"], {"a": 1, "b": None}), what="a gets web"
+        )
         await event_store.append([relabelled("b", env="prod")])
-        await wait_for(lambda: _is(event_store, ["a", "b"], {"a": 1, "b": 1}), what="b gets web")
+        await eventually(lambda: _is(event_store, ["a", "b"], {"a": 1, "b": 1}), what="b gets web")
         await event_store.append([relabelled("a", env="dev")])
-        await wait_for(
+        await eventually(
             lambda: _is(event_store, ["a", "b"], {"a": "removed", "b": 1}), what="a loses web"
         )
         await event_store.append([deregistered("b")])
-        await wait_for(
+        await eventually(
             lambda: _is(event_store, ["a", "b"], {"a": "removed", "b": None}),
             what="b's desired state purged",
         )
@@ -77,7 +79,7 @@ async def test_both_kinds_of_override_apply_in_precedence_order_and_only_changes
         await event_store.append(
             [published(make_taskset("web", helm=True), 1, selector="env", values={"replicas": 1})]
         )
-        await wait_for(
+        await eventually(
             lambda: _is(event_store, ["a", "b", "c"], dict.fromkeys("abc", 1)),
             what="all three get web",
         )
@@ -96,11 +98,11 @@ async def test_both_kinds_of_override_apply_in_precedence_order_and_only_changes
         await event_store.append(
             [values_override("web", "prod-size", {"replicas": 3}, selector="env=prod")]
         )
-        await wait_for(lambda: replicas_are({"a": 3, "b": 3, "c": 1}), what="values override")
+        await eventually(lambda: replicas_are({"a": 3, "b": 3, "c": 1}), what="values override")
         await event_store.append(
             [patch_override("web", "a-only", "web", {"spec": {"replicas": 7}}, cluster="a")]
         )
-        await wait_for(lambda: replicas_are({"a": 7, "b": 3, "c": 1}), what="overrides applied")
+        await eventually(lambda: replicas_are({"a": 7, "b": 3, "c": 1}), what="overrides applied")
         task_a = await desired(event_store, "a", "web")
         assert task_a is not None
         assert task_a.overrides == ["prod-size", "a-only"]
@@ -121,13 +123,13 @@ async def test_rollout_waves_advance_on_reports_and_halt_on_failures(
         await event_store.append(
             [published(make_taskset("web"), 1, selector="env=prod", rollout=strategy)]
         )
-        await wait_for(
+        await eventually(
             lambda: _is(event_store, clusters, {"a": 1, "b": 1, "c": None, "d": None, "e": None}),
             what="first wave",
         )
         await reports.append([applied("a", "web", 1, 1)])
         await reports.append([applied("b", "web", 1, 1)])
-        await wait_for(
+        await eventually(
             lambda: _is(event_store, clusters, {"a": 1, "b": 1, "c": 1, "d": 1, "e": None}),
             what="second wave",
         )
@@ -137,7 +139,7 @@ async def test_rollout_waves_advance_on_reports_and_halt_on_failures(
         async def halted() -> bool:
             return bool(await events_of(event_store, RolloutHalted))
 
-        await wait_for(halted, what="rollout halted")
+        await eventually(halted, what="rollout halted")
         assert await versions(event_store, ["e"]) == {"e": None}
     (halt,) = await events_of(event_store, RolloutHalted)
     assert (halt.wave, halt.failed) == (1, ["c"])
@@ -160,7 +162,7 @@ async def test_a_taskset_over_the_size_limit_after_overrides_is_refused(
                 )
             ]
         )
-        await wait_for(lambda: _is2(event_store, "big", {"a": 1, "b": 1}), what="both get big")
+        await eventually(lambda: _is2(event_store, "big", {"a": 1, "b": 1}), what="both get big")
         await event_store.append(
             [
                 patch_override(
@@ -177,7 +179,7 @@ async def test_a_taskset_over_the_size_limit_after_overrides_is_refused(
         async def refused() -> bool:
             return bool(await events_of(event_store, ClusterTaskRefused))
 
-        await wait_for(refused, what="refusal", within=60)
+        await eventually(refused, what="refusal", within=60)
     (refusal,) = await events_of(event_store, ClusterTaskRefused)
     assert refusal.cluster == "a"
     assert refusal.size > refusal.limit
@@ -209,17 +211,17 @@ async def test_only_one_scheduler_decides_and_a_second_takes_over_when_it_stops(
         task = asyncio.create_task(second.run(stop))
         try:
             await event_store.append([published(make_taskset("web"), 1, clusters=["a"])])
-            await wait_for(lambda: _is(event_store, ["a"], {"a": 1}), what="first schedules")
+            await eventually(lambda: _is(event_store, ["a"], {"a": 1}), what="first schedules")
             assert first.ready.is_set()
             assert not second.ready.is_set()
         finally:
             pass
     try:
-        await wait_for(lambda: second.ready.is_set(), what="second takes over")
+        await eventually(lambda: second.ready.is_set(), what="second takes over")
         await event_store.append(
             [published(make_taskset("web", deployment("web", 2)), 2, clusters=["a"])]
         )
-        await wait_for(lambda: _is(event_store, ["a"], {"a": 2}), what="second schedules")
+        await eventually(lambda: _is(event_store, ["a"], {"a": 2}), what="second schedules")
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)

@@ -15,13 +15,13 @@ from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrateg
 from events.store import EventStore
 from taskset.digest import digest_of
 from tests.conftest import HubNats
+from tests.eventually import eventually
 from tests.integration.scheduler_harness import (
     desired,
     events_of,
     reports_store,
     running_scheduler,
     versions,
-    wait_for,
 )
 from tests.scheduler_fixtures import (
     applied,
@@ -82,7 +82,7 @@ async def test_a_scheduler_killed_mid_rollout_loses_and_doubles_nothing(
 
     with scheduler_process(hub_nats, log, "first") as first:
         await event_store.append([published(make_taskset("web"), 1, selector="env=prod")])
-        await wait_for(lambda: all_at(1), what="v1 everywhere", within=60)
+        await eventually(lambda: all_at(1), what="v1 everywhere", within=60)
         await report_each(reports, [applied(c, "web", 1, 1) for c in CLUSTERS])
         await event_store.append(
             [
@@ -99,18 +99,18 @@ async def test_a_scheduler_killed_mid_rollout_loses_and_doubles_nothing(
         first.wait(5)
 
     with scheduler_process(hub_nats, log, "second") as second:
-        await wait_for(
+        await eventually(
             lambda: _at(event_store, {"a": 2, "b": 2, "c": 1}), what="first wave", within=60
         )
         await report_each(reports, [applied(c, "web", 2, 2) for c in ("a", "b")])
-        await wait_for(lambda: _at(event_store, {"c": 2, "d": 2, "e": 1}), what="second wave")
+        await eventually(lambda: _at(event_store, {"c": 2, "d": 2, "e": 1}), what="second wave")
         os.kill(second.pid, signal.SIGKILL)
         second.wait(5)
         # Reports that arrive while no scheduler runs are not lost either.
         await report_each(reports, [applied(c, "web", 2, 2) for c in ("c", "d")])
 
     with scheduler_process(hub_nats, log, "third"):
-        await wait_for(lambda: all_at(2), what="third wave", within=60)
+        await eventually(lambda: all_at(2), what="third wave", within=60)
         await report_each(reports, [applied(c, "web", 2, 2) for c in ("e", "f")])
 
     scheduled = await events_of(event_store, ClusterTaskScheduled)
@@ -154,7 +154,7 @@ async def test_a_decision_logged_but_not_yet_written_to_desired_is_written_at_re
     await event_store.append([logged])
     assert await desired(event_store, "a", "web") is None
     async with running_scheduler(event_store):
-        await wait_for(lambda: _at(event_store, {"a": 1}), what="DESIRED repaired")
+        await eventually(lambda: _at(event_store, {"a": 1}), what="DESIRED repaired")
     task = await desired(event_store, "a", "web")
     assert task is not None
     assert (task.generation, task.digest) == (1, logged.digest)

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from events.store import EventStore
 from scheduler.history import desired_state_at
 from taskset.model import ClusterTask
+from tests.eventually import eventually
 from tests.integration.scheduler_harness import (
     FakeChartRenderer,
     desired,
     running_scheduler,
-    wait_for,
 )
 from tests.scheduler_fixtures import (
     deployment,
@@ -40,7 +40,7 @@ async def test_state_at_gives_the_desired_state_of_each_past_moment(
                     return False
             return True
 
-        await wait_for(settled, what=f"generations {expected_generation}")
+        await eventually(settled, what=f"generations {expected_generation}")
         held = {}
         for taskset in expected_generation:
             task = await desired(event_store, "a", taskset)

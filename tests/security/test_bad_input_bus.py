@@ -25,7 +25,7 @@ from events.streams import DESIRED_STREAM, EVENTS_STREAM, MAX_PAYLOAD, REPORTS_S
 from events.tasks import cancel_and_wait
 from scheduler.antientropy import AntiEntropyService
 from taskset.errors import FleetbusError
-from tests.faults.harness import wait_for
+from tests.eventually import eventually
 
 STREAMS = (EVENTS_STREAM, DESIRED_STREAM, REPORTS_STREAM)
 
@@ -84,9 +84,9 @@ async def test_garbage_inventory_digests_do_not_stop_anti_entropy_nor_write_anyt
         return False
 
     try:
-        await wait_for(lambda: digest_seen("first"), "the service listening", 10, 0.1)
+        await eventually(lambda: digest_seen("first"), "the service listening", 10, 0.1)
         await event_store.nc.publish("fleet.inventory.a", garbage)
-        await wait_for(lambda: digest_seen("probe"), "a valid digest after the garbage", 10, 0.1)
+        await eventually(lambda: digest_seen("probe"), "a valid digest after the garbage", 10, 0.1)
         assert not task.done(), f"anti-entropy stopped: {task.exception()!r}"
         assert "a" not in service.last_seen
     finally:

@@ -33,11 +33,11 @@ from fleetbus.edge import EdgeRuntime
 from fleetbus.edgehub import hub_pki
 from fleetbus.natsserver import NatsServer, free_port
 from simulator.executor import SimExecutor
+from tests.eventually import eventually
 from tests.integration.edge_harness import (
     EdgeHub,
     cluster_task,
     edge_hub,
-    eventually,
     leaf_connections,
     leaf_names,
     log_mentions,

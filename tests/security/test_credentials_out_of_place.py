@@ -38,7 +38,8 @@ from fleetbus.bundle import EdgeBundle
 from fleetbus.edge import EdgeRuntime
 from projector.db import ProjectionDb
 from simulator.executor import SimExecutor
-from tests.faults.harness import record_figures, wait_for
+from tests.eventually import eventually
+from tests.faults.harness import record_figures
 from tests.faults.projection import start_projector
 from tests.integration.api_harness import live_api
 from tests.integration.edge_harness import EdgeHub, cluster_task, edge_hub, sample_taskset
@@ -69,7 +70,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         web = sample_taskset("web")
         await hub.write_desired(cluster_task("alpha", web))
         await hub.write_desired(cluster_task("beta", web))
-        await wait_for(lambda: "web" in sim_a.applied and "web" in sim_b.applied, "apply", 30)
+        await eventually(lambda: "web" in sim_a.applied and "web" in sim_b.applied, "apply", 30)
         yield Fleet(hub, alpha, beta, bundle_a)
 
 
@@ -192,7 +193,7 @@ async def test_a_cluster_hears_nothing_of_the_hubs_own_traffic(fleet: Fleet) -> 
         # alpha's own traffic keeps flowing meanwhile: a probe that must arrive proves the
         # subscriptions work, and that everything of the hub's sent before it would have too.
         await fleet.hub.write_desired(cluster_task("alpha", sample_taskset("probe")))
-        await wait_for(
+        await eventually(
             lambda: (
                 any("alpha" in subject or "edge-alpha" in subject for subject in heard)
                 or "probe" in str(heard)
@@ -312,11 +313,13 @@ async def test_a_report_written_in_another_clusters_name_does_not_change_that_cl
         async def arrived() -> bool:
             return any(event.id == forged.id for _, event, _ in await hub.reports())
 
-        await wait_for(arrived, "the forged report sourced into REPORTS", 60, 0.2)
+        await eventually(arrived, "the forged report sourced into REPORTS", 60, 0.2)
         # beta's own report of applying web must be in REPORTS and projected (the control).
-        await wait_for(lambda: beta_reported_web(hub), "beta's own TaskApplied in REPORTS", 60, 0.2)
+        await eventually(
+            lambda: beta_reported_web(hub), "beta's own TaskApplied in REPORTS", 60, 0.2
+        )
         last = int((await hub.store.stream_info(REPORTS_STREAM))["state"]["last_seq"])
-        await wait_for(
+        await eventually(
             lambda: projector.caught_up(last, REPORTS_STREAM), "the projector reading it", 30
         )
         row = await beta_web_status(projector.path)

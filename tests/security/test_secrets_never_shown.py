@@ -35,7 +35,8 @@ import pytest
 
 from events.store import connect
 from taskset.codec import decode_cluster_task
-from tests.faults.harness import record_figures, wait_for
+from tests.eventually import eventually
+from tests.faults.harness import record_figures
 from tests.security.live_hub import FLEETBUS, REPO, LiveHub
 
 
@@ -251,7 +252,7 @@ async def test_planted_secrets_never_appear_in_logs_cli_output_api_or_dashboard(
         task = await desired_of(hub, "east", "vault")
         return task is not None and planted.override_password.encode() in task
 
-    await wait_for(override_delivered, "the override's Secret in east's desired state", 60, 0.3)
+    await eventually(override_delivered, "the override's Secret in east's desired state", 60, 0.3)
 
     for label, args in [
         ("override ls", ("override", "ls", "vault", *data)),

@@ -13,7 +13,6 @@ the token simply does not work.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ from tests.faults.harness import record_figures
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
-    running_controller,
     unique,
 )
 from tests.kube_envtest import KubeAPIError, KubeAPIServer
@@ -62,12 +60,6 @@ class StepAccount:
         except KubeAPIError as e:
             return e.status
         return 200
-
-
-@pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
-        yield running
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from edge_connector.connector import Connector, ConnectorSettings, Delivery
@@ -14,6 +14,7 @@ from events.inventory import InventoryDigest
 from simulator.executor import SimExecutor
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, Step, Taskset
+from tests.eventually import eventually
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -86,15 +87,6 @@ class ListInventory:
         self.sent.append(inventory)
 
 
-async def until(check: Callable[[], bool], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
-
-
 class Rig:
     def __init__(self, outbox_failures: int = 0) -> None:
         self.feed = QueueFeed()
@@ -129,7 +121,7 @@ class Rig:
 async def test_a_delivered_task_is_applied_acknowledged_and_reported() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(task(web()))
-        await until(lambda: len(rig.of(TaskApplied)) == 1)
+        await eventually(lambda: len(rig.of(TaskApplied)) == 1)
         assert rig.sim.applied["web"].generation == 1
         assert rig.feed.acked == 1
 
@@ -138,7 +130,7 @@ async def test_a_failed_apply_is_reported_once_and_retried_until_it_succeeds() -
     async with Rig() as rig:
         rig.sim.fail("web", times=3, reason="quota exceeded")
         await rig.feed.queue.put(task(web()))
-        await until(lambda: len(rig.of(TaskApplied)) == 1)
+        await eventually(lambda: len(rig.of(TaskApplied)) == 1)
         failed = rig.of(TaskFailed)
         assert len(failed) == 1
         assert isinstance(failed[0], TaskFailed)
@@ -148,18 +140,18 @@ async def test_a_failed_apply_is_reported_once_and_retried_until_it_succeeds() -
 async def test_a_tombstone_removes_and_reports_the_removal() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(task(web()))
-        await until(lambda: "web" in rig.sim.applied)
+        await eventually(lambda: "web" in rig.sim.applied)
         await rig.feed.queue.put(task(web(), generation=2, removed=True))
-        await until(lambda: any(getattr(e, "removed", False) for e in rig.of(TaskApplied)))
+        await eventually(lambda: any(getattr(e, "removed", False) for e in rig.of(TaskApplied)))
         assert rig.sim.objects == {}
 
 
 async def test_drift_is_detected_corrected_and_both_are_reported() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(task(web(replicas=2)))
-        await until(lambda: "web" in rig.sim.applied)
+        await eventually(lambda: "web" in rig.sim.applied)
         rig.sim.edit("Deployment/apps/web", "/spec/replicas", 7)
-        await until(lambda: len(rig.of(DriftCorrected)) == 1)
+        await eventually(lambda: len(rig.of(DriftCorrected)) == 1)
         assert rig.sim.objects["Deployment/apps/web"].manifest["spec"]["replicas"] == 2
         detected = rig.of(DriftDetected)
         assert len(detected) == 1
@@ -169,10 +161,10 @@ async def test_drift_is_detected_corrected_and_both_are_reported() -> None:
 async def test_drift_on_an_ignored_path_is_left_alone() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(task(web(ignore_paths=["/spec/replicas"])))
-        await until(lambda: "web" in rig.sim.applied)
+        await eventually(lambda: "web" in rig.sim.applied)
         rig.sim.edit("Deployment/apps/web", "/spec/replicas", 7)
         rig.sim.delete("Deployment/apps/web")
-        await until(lambda: len(rig.of(DriftCorrected)) == 1)
+        await eventually(lambda: len(rig.of(DriftCorrected)) == 1)
         assert [e.deleted for e in rig.of(DriftDetected)] == [True]  # type: ignore[attr-defined]
 
 
@@ -180,9 +172,9 @@ async def test_reports_wait_in_order_while_the_outbox_is_unavailable() -> None:
     async with Rig(outbox_failures=5) as rig:
         await rig.feed.queue.put(task(web()))
         await rig.feed.queue.put(task(web(replicas=3), generation=2))
-        await until(lambda: len(rig.of(TaskApplied)) >= 1 and rig.outbox.failures == 0)
-        await until(lambda: rig.sim.applied["web"].generation == 2)
-        await until(lambda: rig.connector.reported == len(rig.outbox.events))
+        await eventually(lambda: len(rig.of(TaskApplied)) >= 1 and rig.outbox.failures == 0)
+        await eventually(lambda: rig.sim.applied["web"].generation == 2)
+        await eventually(lambda: rig.connector.reported == len(rig.outbox.events))
         generations = [e.generation for e in rig.of(TaskApplied)]
         assert generations == sorted(generations)
 
@@ -191,14 +183,14 @@ async def test_the_feed_is_followed_again_after_it_breaks() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(None)
         await rig.feed.queue.put(task(web()))
-        await until(lambda: "web" in rig.sim.applied)
+        await eventually(lambda: "web" in rig.sim.applied)
         assert rig.feed.breaks == 1
 
 
 async def test_inventory_digests_say_what_is_held_and_applied() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(task(web()))
-        await until(lambda: any("web" in d.applied for d in rig.inventory.sent))
+        await eventually(lambda: any("web" in d.applied for d in rig.inventory.sent))
         latest = rig.inventory.sent[-1]
         assert latest.cluster == "alpha"
         assert latest.desired["web"].generation == 1
@@ -208,7 +200,7 @@ async def test_inventory_digests_say_what_is_held_and_applied() -> None:
 async def test_a_cluster_that_lost_its_state_is_reconciled_from_what_is_held() -> None:
     async with Rig() as rig:
         await rig.feed.queue.put(task(web()))
-        await until(lambda: "web" in rig.sim.applied)
+        await eventually(lambda: "web" in rig.sim.applied)
         rig.sim.wipe()
-        await until(lambda: "web" in rig.sim.applied)
+        await eventually(lambda: "web" in rig.sim.applied)
         assert len(rig.of(TaskApplied)) == 2
