@@ -139,7 +139,7 @@ async def converge(fleet: Fleet, within: float) -> Convergence:
     """Publish the next version to every cluster; time each cluster's TaskApplied."""
     fleet.versions += 1
     version = fleet.versions
-    reports = EventStore(fleet.store.nc, stream=REPORTS_STREAM)
+    reports = fleet.store.on_stream(REPORTS_STREAM)
     start_seq = await reports.last_sequence() + 1
     applied: dict[str, float] = {}
     moments: dict[str, tuple[datetime, datetime]] = {}

@@ -173,7 +173,7 @@ class RunningHub:
 
     @staticmethod
     def reports(store: EventStore) -> EventStore:
-        return EventStore(store.nc, stream=REPORTS_STREAM)
+        return store.on_stream(REPORTS_STREAM)
 
     def start_scheduler(self) -> Child:
         child = spawn(

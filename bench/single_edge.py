@@ -61,7 +61,7 @@ class SingleEdge:
 
     async def publish_all(self, sources: list[NormalizedSource], within: float) -> None:
         """Publish each source to this edge's cluster; wait until every one is applied."""
-        reports = EventStore(self.store.nc, stream=REPORTS_STREAM)
+        reports = self.store.on_stream(REPORTS_STREAM)
         start_seq = await reports.last_sequence() + 1
         wanted = {source.taskset.name for source in sources}
         done = asyncio.Event()

@@ -63,10 +63,9 @@ class Append:
 
 
 class Appender:
-    """Appends events to one stream (see the module docstring)."""
+    """The append half of `events.store.EventStore` (see the module docstring)."""
 
-    def __init__(self, api: StreamApi) -> None:
-        self.api = api
+    api: StreamApi
 
     async def append(self, events: Sequence[Event], *, expected: int | None = None) -> AppendResult:
         """Append the events of one command, all or nothing.
@@ -77,16 +76,7 @@ class Appender:
         """
         if not events:
             return AppendResult([])
-        if len(events) > MAX_BATCH:
-            raise AppendRefused(
-                f"a command may append at most {MAX_BATCH} events at once, not {len(events)}"
-            )
-        payloads = [encode_event(event) for event in events]
-        for event, payload in zip(events, payloads, strict=True):
-            if len(payload) > MAX_PAYLOAD:
-                raise PayloadTooLarge(
-                    f"event {event.type_name} {event.id}", len(payload), MAX_PAYLOAD
-                )
+        payloads = self._checked_payloads(events)
         try:
             if len(events) == 1:
                 return await self._append_one(events[0], payloads[0], expected)

@@ -57,11 +57,10 @@ class StoredEvent:
 
 
 class Reader:
-    """Reads events from one stream (see the module docstring)."""
+    """The read half of `events.store.EventStore` (see the module docstring)."""
 
-    def __init__(self, api: StreamApi, decoder: EventDecoder) -> None:
-        self.api = api
-        self.decoder = decoder
+    api: StreamApi
+    decoder: EventDecoder
 
     def read(
         self,

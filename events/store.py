@@ -12,25 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-from events.appends import APPEND_WINDOW, Append, Appender, AppendResult
-from events.catalog import Event
+from events.appends import Append, Appender, AppendResult
 from events.codec import EventDecoder
 from events.connection import connect
-from events.errors import EventLogError, UndecodableEvent
+from events.errors import EventLogError
 from events.replay import Reader, StoredEvent
 from events.stream_api import StreamApi
 from events.streams import EVENTS_STREAM, MANAGED_ELSEWHERE
 
 
-class EventStore:
-    """Append events to and read them from one stream of the hub (EVENTS by default)."""
+class EventStore(Appender, Reader):
+    """Append events to and read them from one stream of the hub (EVENTS by default).
+
+    `append` and `append_many` come from `events.appends.Appender`, `read` and `follow` from
+    `events.replay.Reader`; both work through `api`, the stream's `StreamApi`."""
 
     def __init__(
         self,
@@ -44,8 +45,6 @@ class EventStore:
     ) -> None:
         self.api = StreamApi(nc, stream, domain=domain, timeout=timeout, attempts=attempts)
         self.decoder = decoder or EventDecoder()
-        self.appender = Appender(self.api)
-        self.reader = Reader(self.api, self.decoder)
 
     @property
     def nc(self) -> NatsClient:
@@ -108,62 +107,6 @@ class EventStore:
         """The stream sequence of the last message on `subject`, 0 if there is none: the
         `expected` value for the next conditional append to that aggregate."""
         return await self.api.subject_version(subject)
-
-    # --- appends and reads ----------------------------------------------------------------
-
-    async def append(self, events: Sequence[Event], *, expected: int | None = None) -> AppendResult:
-        """Append the events of one command, all or nothing (`Appender.append`).
-
-        `expected` is the aggregate version (stream sequence of the last event on the first
-        event's subject) the command was decided against; `0` means the aggregate must not
-        exist yet; `None` appends unconditionally.
-        """
-        return await self.appender.append(events, expected=expected)
-
-    async def append_many(
-        self, commands: Sequence[Append], *, window: int = APPEND_WINDOW
-    ) -> list[AppendResult | EventLogError]:
-        """Append many independent commands, pipelined; the outcome of each, in order
-        (`Appender.append_many`)."""
-        return await self.appender.append_many(commands, window=window)
-
-    def read(
-        self,
-        *,
-        from_seq: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        subject: str | None = None,
-        skip_undecodable: bool = False,
-        on_undecodable: Callable[[UndecodableEvent], None] | None = None,
-    ) -> AsyncGenerator[StoredEvent, None]:
-        """Replay the log from a sequence or a time up to what it held when the read began."""
-        return self.reader.read(
-            from_seq=from_seq,
-            since=since,
-            until=until,
-            subject=subject,
-            skip_undecodable=skip_undecodable,
-            on_undecodable=on_undecodable,
-        )
-
-    def follow(
-        self,
-        *,
-        from_seq: int | None = None,
-        since: datetime | None = None,
-        subject: str | None = None,
-        skip_undecodable: bool = False,
-        on_undecodable: Callable[[UndecodableEvent], None] | None = None,
-    ) -> AsyncGenerator[StoredEvent, None]:
-        """Replay like `read`, then keep yielding new events as they are appended."""
-        return self.reader.follow(
-            from_seq=from_seq,
-            since=since,
-            subject=subject,
-            skip_undecodable=skip_undecodable,
-            on_undecodable=on_undecodable,
-        )
 
 
 __all__ = [
