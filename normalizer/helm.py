@@ -20,21 +20,45 @@ values key.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
+import re
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import helm_python
+import msgspec
+import orjson
+from helm_python import _native as helm_native
 
 from normalizer.builder import BuiltTaskset, build_taskset, taskset_name_from
-from normalizer.documents import SourceDocument, parse_documents
-from normalizer.errors import ChartNotLoadable, ChartRenderFailed, ValuesRejected
+from normalizer.capabilities import (
+    DEFAULT_CAPABILITIES,
+    HELM_DEFAULT_KUBE_VERSION,
+    Capabilities,
+)
+from normalizer.determinism import (
+    NONDETERMINISTIC_TEMPLATE,
+    describe_unstable,
+    keep_previous,
+    unstable_fields,
+)
+from normalizer.documents import SourceDocument, parse_documents, parse_rendered_template
+from normalizer.errors import (
+    ChartNotLoadable,
+    ChartRenderFailed,
+    UnsupportedSource,
+    ValuesRejected,
+)
 from taskset.digest import digest_bytes, digest_of
 from taskset.errors import InvalidName
-from taskset.model import SourceInfo, Taskset
+from taskset.model import ObjectRef, SourceInfo, Taskset
 
 MAX_RELEASE_NAME = 53
 NOTES_FILE = "NOTES.txt"
@@ -149,6 +173,115 @@ def _missing_dependencies(chart: helm_python.Chart) -> list[str]:
     )
 
 
+CAPABILITIES_TEMPLATE = re.compile(r"\.Capabilities\.(APIVersions|KubeVersion)")
+
+
+@dataclass(frozen=True)
+class _Templates:
+    """What the chart's templates (subcharts included) do that the render must know."""
+
+    consult_capabilities: tuple[str, ...]
+    generate_values: tuple[str, ...]
+
+
+def _scan_templates(archive: bytes) -> _Templates:
+    capabilities: list[str] = []
+    generating: list[str] = []
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as source:
+        for member in source.getmembers():
+            if not member.isfile() or "/templates/" not in member.name:
+                continue
+            handle = source.extractfile(member)
+            text = handle.read().decode("utf-8", errors="replace") if handle else ""
+            if CAPABILITIES_TEMPLATE.search(text):
+                capabilities.append(member.name)
+            if NONDETERMINISTIC_TEMPLATE.search(text):
+                generating.append(member.name)
+    return _Templates(tuple(sorted(capabilities)), tuple(sorted(generating)))
+
+
+def _render(
+    chart: helm_python.Chart,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    capabilities: Capabilities,
+) -> dict[str, str]:
+    if capabilities.is_default:
+        return chart.render(dict(values), name=name, namespace=namespace, is_install=True)
+    # helm-python-sdk's render takes the capabilities as options of the native call; its
+    # Python wrapper does not expose them yet.
+    options = {"name": name, "namespace": namespace, "is_install": True}
+    options.update(capabilities.render_options())
+    payload = helm_native.call_string(
+        "helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(options)
+    )
+    rendered: dict[str, str] = json.loads(payload)
+    return rendered
+
+
+def _rendered_documents(rendered: Mapping[str, str]) -> list[SourceDocument]:
+    documents: list[SourceDocument] = []
+    for template in sorted(rendered):
+        if template.rsplit("/", 1)[-1] == NOTES_FILE:
+            continue
+        documents.extend(parse_rendered_template(rendered[template], f"{template} (rendered)"))
+    return documents
+
+
+_CRD_CACHE: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+CRD_CACHE_FILES = 64
+"""CRD files kept parsed (as JSON) by content: charts re-rendered with other values (per-cluster
+overrides) keep the same `crds/`, often megabytes of YAML that would be parsed again."""
+
+
+def _crd_documents(crds: Sequence[Mapping[str, str]]) -> list[SourceDocument]:
+    documents: list[SourceDocument] = []
+    for crd in sorted(crds, key=lambda entry: entry["filename"]):
+        key = (crd["filename"], hashlib.sha256(crd["data"].encode()).hexdigest())
+        cached = _CRD_CACHE.get(key)
+        if cached is None:
+            parsed = parse_documents(crd["data"], crd["filename"])
+            _CRD_CACHE[key] = orjson.dumps([(d.line, d.manifest) for d in parsed])
+            while len(_CRD_CACHE) > CRD_CACHE_FILES:
+                _CRD_CACHE.popitem(last=False)
+            documents.extend(parsed)
+        else:
+            _CRD_CACHE.move_to_end(key)
+            documents.extend(
+                SourceDocument(crd["filename"], line, manifest)
+                for line, manifest in orjson.loads(cached)
+            )
+    return documents
+
+
+def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
+    if not capabilities.is_default or not templates.consult_capabilities:
+        return []
+    shown = ", ".join(templates.consult_capabilities[:3])
+    more = len(templates.consult_capabilities) - 3
+    return [
+        f"{len(templates.consult_capabilities)} templates consult .Capabilities ({shown}"
+        + (f" and {more} more" if more > 0 else "")
+        + f"); they were rendered for Helm's default cluster: Kubernetes "
+        f"{HELM_DEFAULT_KUBE_VERSION} with built-in API versions only; pass --kube-version and "
+        "--api-versions (e.g. monitoring.coreos.com/v1) as your clusters have them"
+    ]
+
+
+def _previous_objects(previous: Taskset) -> dict[ObjectRef, dict[str, Any]]:
+    """The previous version's objects, found by their identity as rendered (no namespace where
+    the taskset's namespace was filled in)."""
+    objects: dict[ObjectRef, dict[str, Any]] = {}
+    for phase in (previous.init, previous.install, previous.post_install, previous.pre_delete):
+        for step in phase:
+            ref = ObjectRef.of(step.object)
+            objects[ref] = step.object
+            if ref.namespace == previous.namespace:
+                objects[msgspec.structs.replace(ref, namespace="")] = step.object
+    return objects
+
+
 def render_archive(
     archive: bytes,
     values: Mapping[str, Any],
@@ -156,15 +289,20 @@ def render_archive(
     name: str | None,
     namespace: str,
     label: str = "the chart",
+    capabilities: Capabilities = DEFAULT_CAPABILITIES,
+    previous: Taskset | None = None,
 ) -> BuiltTaskset:
     """Render the chart in `archive` as release `name` in `namespace` into a Taskset.
 
-    Without a `name`, the taskset (and release) is named after the chart.
+    Without a `name`, the taskset (and release) is named after the chart. A chart that
+    generates values while rendering is rendered twice to name the fields that differ; with a
+    `previous` version, those fields keep its values (`normalizer.determinism`).
     """
     try:
         chart = helm_python.Chart.load_archive(archive)
     except helm_python.HelmError as e:
         raise ChartNotLoadable(f"{label} is not a Helm chart Helm can load: {_detail(e)}") from e
+    templates = _scan_templates(archive)
     with chart:
         chart_name, chart_version = chart.name, chart.version
         if name is None:
@@ -177,24 +315,45 @@ def render_archive(
                 f"directory: {', '.join(missing)}; run `helm dependency build` first"
             )
         try:
-            rendered = chart.render(dict(values), name=name, namespace=namespace, is_install=True)
+            rendered = _render(chart, values, name, namespace, capabilities)
+            again = (
+                _render(chart, values, name, namespace, capabilities)
+                if templates.generate_values
+                else rendered
+            )
         except helm_python.HelmValuesError as e:
             raise ValuesRejected(
                 f"values rejected by Helm chart {chart_name}'s values.schema.json: {_detail(e)}"
             ) from e
+        except helm_python.HelmInvalidArgError as e:
+            raise UnsupportedSource(f"Helm refused the render options: {_detail(e)}") from e
         except helm_python.HelmError as e:
             raise ChartRenderFailed(
                 f"Helm chart {chart_name} failed to render: {_detail(e)}"
             ) from e
         crds = chart.crds
-    documents: list[SourceDocument] = []
-    for template in sorted(rendered):
-        if template.rsplit("/", 1)[-1] == NOTES_FILE:
-            continue
-        documents.extend(parse_documents(rendered[template], f"{template} (rendered)"))
-    chart_crds: list[SourceDocument] = []
-    for crd in sorted(crds, key=lambda entry: entry["filename"]):
-        chart_crds.extend(parse_documents(crd["data"], crd["filename"]))
+    documents = _rendered_documents(rendered)
+    notes = _capabilities_note(templates, capabilities)
+    if again is not rendered:
+        changed = {template for template in rendered if rendered[template] != again.get(template)}
+        first = [d for d in documents if d.source.removesuffix(" (rendered)") in changed]
+        second = _rendered_documents({t: again[t] for t in changed if t in again})
+        unstable = unstable_fields(
+            [(d.where, d.manifest) for d in first], [(d.where, d.manifest) for d in second]
+        )
+        notes.extend(describe_unstable(unstable))
+        if previous is not None and unstable:
+            kept = keep_previous(
+                [d.manifest for d in documents],
+                [d.manifest for d in second],
+                unstable,
+                _previous_objects(previous),
+            )
+            documents = [
+                SourceDocument(d.source, d.line, manifest)
+                for d, manifest in zip(documents, kept, strict=True)
+            ]
+    chart_crds = _crd_documents(crds)
     address = digest_bytes(archive)
     source = SourceInfo(
         format="helm",
@@ -211,11 +370,21 @@ def render_archive(
         leading_crds=chart_crds,
         source=source,
         source_label=f"Helm chart {chart_name}",
+        notes=notes,
     )
 
 
 def render_chart_archive(
-    archive_bytes: bytes, values: Mapping[str, Any], name: str, namespace: str
+    archive_bytes: bytes,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    previous: Taskset | None = None,
 ) -> Taskset:
-    """Re-render a published chart archive with other values (e.g. one cluster's overrides)."""
-    return render_archive(archive_bytes, values, name=name, namespace=namespace).taskset
+    """Re-render a published chart archive with other values (e.g. one cluster's overrides).
+
+    `previous` is the published version: generated values it holds are kept, not rotated.
+    """
+    return render_archive(
+        archive_bytes, values, name=name, namespace=namespace, previous=previous
+    ).taskset
