@@ -311,8 +311,9 @@ def render_archive(
         missing = _missing_dependencies(chart)
         if missing:
             raise ChartNotLoadable(
-                f"Helm chart {chart_name} declares dependencies that are not in its charts/ "
-                f"directory: {', '.join(missing)}; run `helm dependency build` first"
+                f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies that "
+                f"are not in its charts/ directory: {', '.join(missing)}; "
+                "run `helm dependency build` first"
             )
         try:
             rendered = _render(chart, values, name, namespace, capabilities)
