@@ -16,7 +16,6 @@ its newline leaves behind), and what Helm sees as separate objects must be separ
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from typing import Any
 import yaml
 
 from normalizer.errors import InvalidYaml, SourceNotFound
-from normalizer.kubeyaml import KubernetesYamlLoader, json_number, key_text
+from normalizer.kubeyaml import JsonBuilder, KubernetesYamlLoader
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -103,9 +102,7 @@ def parse_documents(text: str, source: str, *, first_line: int = 1) -> list[Sour
                 line,
                 f"a document must be a mapping (a Kubernetes object), not a {_yaml_type(value)}",
             )
-        manifest = _json_compatible(value, source, line)
-        assert isinstance(manifest, dict)
-        documents.extend(_expand_list(SourceDocument(source, line, manifest)))
+        documents.extend(expand_list(SourceDocument(source, line, value)))
     return documents
 
 
@@ -120,8 +117,7 @@ def parse_single_mapping(text: str, source: str) -> dict[str, Any]:
     line, value = values[0]
     if not isinstance(value, dict):
         raise InvalidYaml(source, line, f"expected a mapping, not a {_yaml_type(value)}")
-    mapping = _json_compatible(value, source, line)
-    assert isinstance(mapping, dict)
+    mapping: dict[str, Any] = value
     return mapping
 
 
@@ -136,7 +132,7 @@ def _load_all(text: str, source: str, first_line: int = 1) -> Iterator[tuple[int
                     return
                 node = loader.get_node()
                 line = first_line + (node.start_mark.line if node is not None else 0)
-                value = loader.construct_document(node)
+                value = JsonBuilder(loader).build(node) if node is not None else None
             except yaml.MarkedYAMLError as e:
                 raise InvalidYaml(source, *_located_problem(e, first_line)) from e
             except yaml.YAMLError as e:
@@ -171,49 +167,7 @@ def _yaml_type(value: Any) -> str:
     return type(value).__name__
 
 
-MAX_DOCUMENT_VALUES = 1_000_000
-"""More values than any Kubernetes object can hold (etcd keeps at most ~1.5 MB per object)."""
-
-
-def _json_compatible(value: Any, source: str, line: int) -> Any:
-    """`value` as JSON-shaped data: string keys (like Kubernetes' YAML-to-JSON), no sets.
-
-    YAML aliases are expanded here, so the expansion is counted: a few lines of nested aliases
-    (a "billion laughs") would otherwise grow into billions of values and hang whoever reads
-    them. Floats must be finite: JSON cannot carry infinities or NaN.
-    """
-    remaining = MAX_DOCUMENT_VALUES
-
-    def convert(item: Any) -> Any:
-        nonlocal remaining
-        remaining -= 1
-        if remaining < 0:
-            raise InvalidYaml(
-                source,
-                line,
-                f"the document expands to more than {MAX_DOCUMENT_VALUES:,} values "
-                "(through YAML aliases?); no Kubernetes object is that large",
-            )
-        if isinstance(item, dict):
-            return {key_text(key, line, source): convert(inner) for key, inner in item.items()}
-        if isinstance(item, list):
-            return [convert(inner) for inner in item]
-        if isinstance(item, set | frozenset | tuple | bytes):
-            raise InvalidYaml(source, line, f"a {type(item).__name__} has no JSON form")
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise InvalidYaml(
-                    source,
-                    line,
-                    f"{item} is not a number JSON can carry; quote it to keep it as text",
-                )
-            return json_number(item)
-        return item
-
-    return convert(value)
-
-
-def _expand_list(document: SourceDocument) -> list[SourceDocument]:
+def expand_list(document: SourceDocument) -> list[SourceDocument]:
     manifest = document.manifest
     kind = manifest.get("kind")
     if kind == "List" and isinstance(manifest.get("items"), list):

@@ -27,7 +27,9 @@ import re
 import tarfile
 import tempfile
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,12 @@ from normalizer.determinism import (
     keep_previous,
     unstable_fields,
 )
-from normalizer.documents import SourceDocument, parse_documents, parse_rendered_template
+from normalizer.documents import (
+    SourceDocument,
+    expand_list,
+    parse_documents,
+    parse_rendered_template,
+)
 from normalizer.errors import (
     ChartNotLoadable,
     ChartRenderFailed,
@@ -233,25 +240,68 @@ _CRD_CACHE: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 CRD_CACHE_FILES = 64
 """CRD files kept parsed (as JSON) by content: charts re-rendered with other values (per-cluster
 overrides) keep the same `crds/`, often megabytes of YAML that would be parsed again."""
+_KUBECTL_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+_NOT_FOR_THE_ENGINE = re.compile(r"^(---|\.\.\.)\S|^\.\.\.[ \t]*$|[0-9]{16}", re.MULTILINE)
+"""What the engine's reading could get wrong: document markers it would not split at, and
+integers beyond float64's 53 bits (its values pass through float64)."""
+
+
+def crd_file_by_engine(filename: str, text: str) -> list[SourceDocument] | None:
+    """A `crds/` file read by the Helm engine's own YAML reader (sigs.k8s.io/yaml), or None.
+
+    Helm reads `crds/` with Kubernetes' lenient reader, not as templates; doing the same in
+    Go is twice as fast as libyaml from Python and runs without the GIL, beside the parsing
+    of the rendered templates. A file it cannot read, or one it might read inexactly, is
+    left to `parse_documents`, which also names the line of any problem.
+    """
+    if _NOT_FOR_THE_ENGINE.search(text):
+        return None
+    documents: list[SourceDocument] = []
+    line = 1
+    position = 0
+    for separator in [*_KUBECTL_SEPARATOR.finditer(text), None]:
+        end = separator.start() if separator is not None else len(text)
+        chunk = text[position:end]
+        if chunk.strip():
+            try:
+                value = orjson.loads(helm_native.call_string("helm_values_from_yaml", chunk))
+            except helm_python.HelmError:
+                return None
+            if value:
+                lead = len(chunk) - len(chunk.lstrip())
+                start = line + chunk.count("\n", 0, lead)
+                documents.extend(expand_list(SourceDocument(filename, start, value)))
+        if separator is None:
+            break
+        line += text.count("\n", position, separator.end()) + 1
+        position = separator.end() + 1
+    return documents
+
+
+def _crd_file(filename: str, text: str) -> list[SourceDocument]:
+    key = (filename, hashlib.sha256(text.encode()).hexdigest())
+    cached = _CRD_CACHE.get(key)
+    if cached is not None:
+        _CRD_CACHE.move_to_end(key)
+        return [SourceDocument(filename, line, manifest) for line, manifest in orjson.loads(cached)]
+    parsed = crd_file_by_engine(filename, text)
+    if parsed is None:
+        parsed = parse_documents(text, filename)
+    _CRD_CACHE[key] = orjson.dumps([(d.line, d.manifest) for d in parsed])
+    while len(_CRD_CACHE) > CRD_CACHE_FILES:
+        _CRD_CACHE.popitem(last=False)
+    return parsed
+
+
+def forget_parsed_crds() -> None:
+    """Empty the parsed-CRD cache (a benchmark's cold render starts from nothing)."""
+    _CRD_CACHE.clear()
 
 
 def _crd_documents(crds: Sequence[Mapping[str, str]]) -> list[SourceDocument]:
     documents: list[SourceDocument] = []
     for crd in sorted(crds, key=lambda entry: entry["filename"]):
-        key = (crd["filename"], hashlib.sha256(crd["data"].encode()).hexdigest())
-        cached = _CRD_CACHE.get(key)
-        if cached is None:
-            parsed = parse_documents(crd["data"], crd["filename"])
-            _CRD_CACHE[key] = orjson.dumps([(d.line, d.manifest) for d in parsed])
-            while len(_CRD_CACHE) > CRD_CACHE_FILES:
-                _CRD_CACHE.popitem(last=False)
-            documents.extend(parsed)
-        else:
-            _CRD_CACHE.move_to_end(key)
-            documents.extend(
-                SourceDocument(crd["filename"], line, manifest)
-                for line, manifest in orjson.loads(cached)
-            )
+        documents.extend(_crd_file(crd["filename"], crd["data"]))
     return documents
 
 
@@ -280,6 +330,32 @@ def _previous_objects(previous: Taskset) -> dict[ObjectRef, dict[str, Any]]:
             if ref.namespace == previous.namespace:
                 objects[msgspec.structs.replace(ref, namespace="")] = step.object
     return objects
+
+
+@contextmanager
+def _translated_errors(chart_name: str) -> Iterator[None]:
+    """Helm's render errors as the normalizer's, naming the template and line."""
+    try:
+        yield
+    except helm_python.HelmValuesError as e:
+        raise ValuesRejected(
+            f"values rejected by Helm chart {chart_name}'s values.schema.json: {_detail(e)}"
+        ) from e
+    except helm_python.HelmInvalidArgError as e:
+        raise UnsupportedSource(f"Helm refused the render options: {_detail(e)}") from e
+    except helm_python.HelmError as e:
+        raise ChartRenderFailed(f"Helm chart {chart_name} failed to render: {_detail(e)}") from e
+
+
+def _render_archive_again(
+    archive: bytes,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    capabilities: Capabilities,
+) -> dict[str, str]:
+    with helm_python.Chart.load_archive(archive) as chart:
+        return _render(chart, values, name, namespace, capabilities)
 
 
 def render_archive(
@@ -315,25 +391,24 @@ def render_archive(
                 f"are not in its charts/ directory: {', '.join(missing)}; "
                 "run `helm dependency build` first"
             )
-        try:
+        with _translated_errors(chart_name):
             rendered = _render(chart, values, name, namespace, capabilities)
-            again = (
-                _render(chart, values, name, namespace, capabilities)
-                if templates.generate_values
-                else rendered
-            )
-        except helm_python.HelmValuesError as e:
-            raise ValuesRejected(
-                f"values rejected by Helm chart {chart_name}'s values.schema.json: {_detail(e)}"
-            ) from e
-        except helm_python.HelmInvalidArgError as e:
-            raise UnsupportedSource(f"Helm refused the render options: {_detail(e)}") from e
-        except helm_python.HelmError as e:
-            raise ChartRenderFailed(
-                f"Helm chart {chart_name} failed to render: {_detail(e)}"
-            ) from e
         crds = chart.crds
-    documents = _rendered_documents(rendered)
+    # A chart that generates values is rendered a second time to find them, and crds/ are
+    # read by the engine's YAML reader. The engine runs natively without the GIL, so both
+    # overlap with parsing the rendered templates here (the second render on its own chart
+    # handle: a render changes the chart it is given).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
+        probe = (
+            pool.submit(_render_archive_again, archive, values, name, namespace, capabilities)
+            if templates.generate_values
+            else None
+        )
+        crd_documents = pool.submit(_crd_documents, crds)
+        documents = _rendered_documents(rendered)
+        chart_crds = crd_documents.result()
+        with _translated_errors(chart_name):
+            again = probe.result() if probe is not None else rendered
     notes = _capabilities_note(templates, capabilities)
     if again is not rendered:
         changed = {template for template in rendered if rendered[template] != again.get(template)}
@@ -354,7 +429,6 @@ def render_archive(
                 SourceDocument(d.source, d.line, manifest)
                 for d, manifest in zip(documents, kept, strict=True)
             ]
-    chart_crds = _crd_documents(crds)
     address = digest_bytes(archive)
     source = SourceInfo(
         format="helm",

@@ -189,7 +189,11 @@ def key_text(key: Any, line: int, source: str) -> str:
 
 
 class KubernetesYamlLoader(_CLoader):  # type: ignore[misc]
-    """libyaml's parser with go-yaml v2's scalars and duplicate keys refused (see above)."""
+    """libyaml's parser and composer; `JsonBuilder` turns its nodes into values (see above).
+
+    Every plain scalar is tagged `PLAIN_TAG` (`<<` stays a merge key), so go-yaml's rules,
+    not YAML 1.1's, decide what it means.
+    """
 
     source = "<yaml>"
     first_line = 1
@@ -198,45 +202,6 @@ class KubernetesYamlLoader(_CLoader):  # type: ignore[misc]
         if kind is yaml.ScalarNode and implicit[0]:
             return MERGE_TAG if value == "<<" else PLAIN_TAG
         return str(super().resolve(kind, value, implicit))
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[str, Any]:
-        """The mapping with JSON keys, merges (`<<`) applied, a repeated key refused.
-
-        Keys are told apart as go-yaml's strict decoding tells them apart (the integer 1, the
-        string "1" and `true` are three keys) and then named as sigs.k8s.io/yaml names them,
-        the last one winning. A key that repeats one from a merged mapping is a repeat too.
-        """
-        self.flatten_mapping(node)
-        mapping: dict[str, Any] = {}
-        seen: dict[tuple[type, Any], int] = {}
-        for key_node, value_node in node.value:
-            line = self.first_line + key_node.start_mark.line
-            key = self.construct_object(key_node, deep=True)
-            try:
-                identity = (type(key), key)
-                first = seen.get(identity)
-            except TypeError:
-                raise InvalidYaml(
-                    self.source, line, f"a mapping key is a {type(key).__name__}"
-                ) from None
-            if first is not None:
-                raise InvalidYaml(
-                    self.source,
-                    line,
-                    f"duplicate key {key_text(key, line, self.source)!r} in a mapping "
-                    f"(first on line {first}); Kubernetes refuses objects with repeated fields",
-                )
-            seen[identity] = line
-            mapping[key_text(key, line, self.source)] = self.construct_object(value_node, deep)
-        return mapping
-
-
-def _construct_plain(loader: KubernetesYamlLoader, node: yaml.ScalarNode) -> Any:
-    return resolve_plain(node.value)
-
-
-def _construct_text(loader: KubernetesYamlLoader, node: yaml.ScalarNode) -> str:
-    return str(node.value)
 
 
 def _construct_binary(loader: KubernetesYamlLoader, node: yaml.ScalarNode) -> str:
@@ -249,36 +214,6 @@ def _construct_binary(loader: KubernetesYamlLoader, node: yaml.ScalarNode) -> st
             f"!!binary value is not base64: {e}",
         ) from e
     return decoded.decode("utf-8", errors="replace")
-
-
-def _construct_int(loader: KubernetesYamlLoader, node: yaml.ScalarNode) -> Any:
-    value = resolve_plain(str(node.value))
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise InvalidYaml(
-        loader.source,
-        loader.first_line + node.start_mark.line,
-        f"!!int {node.value!r} is not an integer",
-    )
-
-
-def _construct_float(loader: KubernetesYamlLoader, node: yaml.ScalarNode) -> Any:
-    text = str(node.value)
-    value = _NON_FINITE.get(text, resolve_plain(text))
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    raise InvalidYaml(
-        loader.source,
-        loader.first_line + node.start_mark.line,
-        f"!!float {node.value!r} is not a number",
-    )
-
-
-KubernetesYamlLoader.add_constructor(PLAIN_TAG, _construct_plain)
-KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
-KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:binary", _construct_binary)
-KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 _CDumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -328,14 +263,112 @@ def dump_yaml(data: Any) -> str:
     return text
 
 
-def dump_yaml_documents(documents: list[Any]) -> str:
-    """Several documents as one YAML stream (`---` between them)."""
-    text: str = yaml.dump_all(
-        documents,
-        Dumper=KubernetesYamlDumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=100,
-    )
-    return text
+MAX_DOCUMENT_VALUES = 1_000_000
+"""More values than any Kubernetes object can hold (etcd keeps at most ~1.5 MB per object)."""
+_SCALAR_TAGS = {
+    STR_TAG: "str",
+    "tag:yaml.org,2002:int": "int",
+    "tag:yaml.org,2002:float": "float",
+    "tag:yaml.org,2002:bool": "bool",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "str",
+}
+_MAPPING_TAG = "tag:yaml.org,2002:map"
+_SEQUENCE_TAG = "tag:yaml.org,2002:seq"
+_BINARY_TAG = "tag:yaml.org,2002:binary"
+
+
+class JsonBuilder:
+    """A composed YAML document (libyaml's nodes) straight to JSON-shaped data.
+
+    One walk does what PyYAML's constructor and a conversion pass would do in two: scalars
+    by go-yaml v2's rules, keys named as sigs.k8s.io/yaml names them, merges applied,
+    repeated keys refused, integral floats as integers. Aliases are expanded as they are met
+    and every value counts against `MAX_DOCUMENT_VALUES`, so a "billion laughs" document
+    stops early instead of growing without end.
+    """
+
+    def __init__(self, loader: KubernetesYamlLoader) -> None:
+        self.loader = loader
+        self.remaining = MAX_DOCUMENT_VALUES
+
+    def _fail(self, node: yaml.Node, problem: str) -> InvalidYaml:
+        return InvalidYaml(
+            self.loader.source, self.loader.first_line + node.start_mark.line, problem
+        )
+
+    def build(self, node: yaml.Node) -> Any:
+        try:
+            return self._value(node)
+        except RecursionError:
+            raise self._fail(node, "the document nests too deeply (a recursive alias?)") from None
+
+    def _value(self, node: yaml.Node) -> Any:
+        self.remaining -= 1
+        if self.remaining < 0:
+            raise self._fail(
+                node,
+                f"the document expands to more than {MAX_DOCUMENT_VALUES:,} values "
+                "(through YAML aliases?); no Kubernetes object is that large",
+            )
+        kind = type(node)
+        if kind is yaml.ScalarNode:
+            value = self._scalar(node)
+            if isinstance(value, float):
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise self._fail(node, f"{node.value} is not a number JSON can carry; quote it")
+                return json_number(value)
+            return value
+        if kind is yaml.SequenceNode:
+            if node.tag != _SEQUENCE_TAG:
+                raise self._fail(node, f"unsupported YAML tag {node.tag} on a sequence")
+            return [self._value(child) for child in node.value]
+        if kind is not yaml.MappingNode or node.tag != _MAPPING_TAG:
+            raise self._fail(node, f"unsupported YAML tag {node.tag} on a mapping")
+        assert isinstance(node, yaml.MappingNode)
+        return self._mapping(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        if tag == PLAIN_TAG:
+            return resolve_plain(node.value)
+        if tag == _BINARY_TAG:
+            assert isinstance(node, yaml.ScalarNode)
+            return _construct_binary(self.loader, node)
+        expected = _SCALAR_TAGS.get(tag)
+        if expected is None:
+            raise self._fail(node, f"unsupported YAML tag {tag}")
+        if expected == "str":
+            return node.value
+        value = _NON_FINITE.get(node.value, resolve_plain(node.value))
+        matches = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "null": value is None,
+        }[expected]
+        if not matches:
+            raise self._fail(node, f"!!{expected} {node.value!r} is not a {expected}")
+        return float(value) if expected == "float" else value
+
+    def _mapping(self, node: yaml.MappingNode) -> dict[str, Any]:
+        self.loader.flatten_mapping(node)
+        mapping: dict[str, Any] = {}
+        seen: dict[tuple[type, Any], int] = {}
+        first_line = self.loader.first_line
+        for key_node, value_node in node.value:
+            line = first_line + key_node.start_mark.line
+            if type(key_node) is not yaml.ScalarNode:
+                raise self._fail(key_node, "a mapping key is a list or a mapping")
+            key = self._scalar(key_node)
+            identity = (type(key), key)
+            if identity in seen:
+                raise self._fail(
+                    key_node,
+                    f"duplicate key {key_text(key, line, self.loader.source)!r} in a mapping "
+                    f"(first on line {seen[identity]}); Kubernetes refuses objects with "
+                    "repeated fields",
+                )
+            seen[identity] = line
+            mapping[key_text(key, line, self.loader.source)] = self._value(value_node)
+        return mapping

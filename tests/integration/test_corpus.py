@@ -28,6 +28,8 @@ import pytest
 
 from normalizer import NormalizeOptions, normalize
 from normalizer.determinism import differing_paths, path_text
+from normalizer.documents import parse_documents
+from normalizer.helm import crd_file_by_engine
 from tests.corpus_cases import CHARTS, KUSTOMIZATIONS, ChartCase
 from tests.yaml_oracle import comparable, convert_with_oracle
 
@@ -252,3 +254,23 @@ def test_values_that_are_not_a_mapping_are_one_line_naming_the_file(
     path = tmp_path / "values.yaml"
     path.write_text(values)
     assert_one_clear_line(render_cli(str(CHARTS[2].directory), "-f", str(path)), *expected)
+
+
+def test_crds_read_by_the_helm_engine_equal_fleetbus_own_reading_of_them() -> None:
+    compared = 0
+    for case in CHARTS:
+        chart = helm_python.Chart.load(case.directory)
+        with chart:
+            crds = chart.crds
+        for crd in crds:
+            by_engine = crd_file_by_engine(crd["filename"], crd["data"])
+            assert by_engine is not None, crd["filename"]
+            ours = parse_documents(crd["data"], crd["filename"])
+            assert [(d.line, d.manifest) for d in by_engine] == [(d.line, d.manifest) for d in ours]
+            compared += 1
+    assert compared >= 11
+
+
+def test_a_crd_file_with_an_integer_beyond_53_bits_is_read_by_fleetbus_not_the_engine() -> None:
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {n: 9007199254740993}\n"
+    assert crd_file_by_engine("big.yaml", text) is None
