@@ -14,39 +14,51 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: dict[str, str] = {
-    "edge": "run a cluster's edge: leaf nats-server and connector",
-    "up": "start the embedded hub",
-    "events": "print the event log (audit replay)",
-    "render": "print the Taskset a chart, overlay or YAML bundle normalizes to",
-    "publish": "publish a chart, overlay or YAML bundle as the next version of a taskset",
-    "token": "manage API tokens (admin)",
-    "scheduler": "run a scheduler against a running hub (a hub service: needs the hub's data dir)",
-    "cluster": "register, list, label and remove clusters",
-    "override": "set, remove, list and preview overrides",
-    "rollout": "act on a taskset's rollout",
-    "status": "desired and applied state per cluster",
-    "state": "the desired state of a cluster, as of a time",
-    "projector": (
-        "rebuild or fingerprint the read models (on the hub's machine: needs its data dir)"
+COMMANDS: dict[str, tuple[str, str]] = {
+    "edge": ("edge", "run a cluster's edge: leaf nats-server and connector"),
+    "up": ("up", "start the embedded hub"),
+    "events": ("events", "print the event log (audit replay)"),
+    "render": ("render", "print the Taskset a chart, overlay or YAML bundle normalizes to"),
+    "publish": (
+        "publish",
+        "publish a chart, overlay or YAML bundle as the next version of a taskset",
     ),
-    "controller": "run the cluster controller (Task, Tasklet, Step, Namespace CRDs)",
+    "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
+    "token": ("token", "manage API tokens (admin)"),
+    "scheduler": (
+        "scheduler",
+        "run a scheduler against a running hub (a hub service: needs the hub's data dir)",
+    ),
+    "cluster": ("cluster", "register, list, label and remove clusters"),
+    "override": ("override", "set, remove, list and preview overrides"),
+    "rollout": ("rollout", "act on a taskset's rollout"),
+    "status": ("status", "desired and applied state per cluster"),
+    "state": ("state", "the desired state of a cluster, as of a time"),
+    "projector": (
+        "projector",
+        "rebuild or fingerprint the read models (on the hub's machine: needs its data dir)",
+    ),
+    "controller": (
+        "controller",
+        "run the cluster controller (Task, Tasklet, Step, Namespace CRDs)",
+    ),
 }
-"""Every subcommand and its one-line help; `fleetbus.commands.<name>` implements it."""
+"""Every subcommand: the module `fleetbus.commands.<module>` that registers it, its help."""
 
 
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
-    """The parser, with the arguments of `chosen` (imported) and the names of the others."""
+    """The parser, with the arguments of `chosen` (its module imported) and the others' names."""
     parser = argparse.ArgumentParser(
         prog="fleetbus",
         description="Run configuration across a fleet of Kubernetes clusters.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in COMMANDS.items():
-        if name == chosen:
-            importlib.import_module(f"fleetbus.commands.{name}").register(subparsers)
-        else:
+    module = COMMANDS[chosen][0] if chosen is not None else None
+    for name, (owner, help_text) in COMMANDS.items():
+        if owner != module:
             subparsers.add_parser(name, help=help_text, description=help_text)
+    if module is not None:
+        importlib.import_module(f"fleetbus.commands.{module}").register(subparsers)
     return parser
 
 

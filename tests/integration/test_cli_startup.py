@@ -57,7 +57,7 @@ def test_help_and_mistakes_import_no_component(words: list[str]) -> None:
 
 def test_the_help_lists_every_command_with_its_own_help() -> None:
     _, result = modules_loaded_by("--help")
-    for name, help_text in cli.COMMANDS.items():
+    for name, (_, help_text) in cli.COMMANDS.items():
         assert name in result.stdout
         assert help_text[:40] in " ".join(result.stdout.split())
 
@@ -69,10 +69,18 @@ def test_a_command_imports_its_own_module_and_not_the_hub() -> None:
     assert "fleetbus.commands.up" not in loaded
 
 
-@pytest.mark.parametrize("name", list(cli.COMMANDS))
-def test_the_table_help_is_the_help_the_command_registers(name: str) -> None:
+@pytest.mark.parametrize("module", sorted({module for module, _ in cli.COMMANDS.values()}))
+def test_the_table_names_every_command_a_module_registers_with_its_help(module: str) -> None:
     parser = argparse.ArgumentParser()
     subparsers = parser.add_subparsers()
-    importlib.import_module(f"fleetbus.commands.{name}").register(subparsers)
-    [action] = [a for a in subparsers._choices_actions if a.dest == name]
-    assert action.help == cli.COMMANDS[name]
+    importlib.import_module(f"fleetbus.commands.{module}").register(subparsers)
+    registered = {action.dest: action.help for action in subparsers._choices_actions}
+    expected = {
+        name: help_text for name, (owner, help_text) in cli.COMMANDS.items() if owner == module
+    }
+    assert registered == expected
+
+
+def test_a_second_command_of_a_module_runs_with_its_own_arguments() -> None:
+    args = cli.build_parser("retire").parse_args(["retire", "shop", "--reason", "done"])
+    assert (args.command, args.name, args.reason) == ("retire", "shop", "done")
