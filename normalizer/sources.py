@@ -46,6 +46,9 @@ class NormalizeOptions:
     kustomize_timeout: float = DEFAULT_TIMEOUT_S
     capabilities: Capabilities = DEFAULT_CAPABILITIES
     """The cluster a Helm chart is rendered for (`--kube-version`, `--api-versions`)."""
+    previous: Taskset | None = None
+    """The version published before: values a chart generates while rendering keep its
+    values, so publishing the same inputs again gives the same Taskset ("unchanged")."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ def _render_chart(
         namespace=namespace,
         label=label,
         capabilities=options.capabilities,
+        previous=options.previous,
     )
     return NormalizedSource(built.taskset, archive, values, built.left_out, built.notes)
 
