@@ -14,7 +14,15 @@ Rendering is Helm's install: `.Release.IsInstall` is true, the values are checke
 `values.schema.json`, `crds/` are read separately (they are not templates) and go first;
 hooks and ordering are decided by `normalizer.builder`. NOTES.txt is not an object and is
 dropped. Helm's errors come back as `NormalizerError`s naming the template and line, or the
-values key.
+values key. What the install would see is followed closely:
+
+- the rendered templates are split into objects as Helm splits them, and read with
+  Kubernetes' YAML meaning (`normalizer.documents`, `normalizer.kubeyaml`);
+- `crds/` are read by the engine's own YAML reader, as Helm reads them;
+- the cluster the templates see (`.Capabilities`) is Helm's default unless the caller names
+  one (`normalizer.capabilities`); a note says when templates consulted the default;
+- a chart whose templates generate values is rendered twice, and what differs is named, or,
+  given the version published before, kept (`normalizer.determinism`).
 """
 
 from __future__ import annotations
