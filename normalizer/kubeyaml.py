@@ -92,9 +92,15 @@ def _go_parse_int(text: str) -> int | None:
 
 
 def json_number(value: float) -> int | float:
-    """What a float becomes after Go's JSON encoding and Kubernetes' decoding of it."""
+    """What a float becomes after Go's JSON encoding and Kubernetes' decoding of it.
+
+    Go writes an integral float below 1e21 without a fraction, and Kubernetes reads that back
+    as an integer when it fits 64 bits; beyond, it stays a float (the same float64).
+    """
     if value.is_integer() and abs(value) < JSON_PLAIN_INTEGER_LIMIT:
-        return int(Decimal(repr(value)))
+        integer = int(Decimal(repr(value)))
+        if INT64_MIN <= integer <= UINT64_MAX:
+            return integer
     return value
 
 

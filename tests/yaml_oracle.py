@@ -51,7 +51,8 @@ def comparable(value: Any) -> Any:
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int | float):
-        return ("number", value)
+        # Beyond 64 bits both sides hold the same float64, written differently.
+        return ("number", float(value) if abs(value) >= 2**63 else value)
     if isinstance(value, dict):
         return {key: comparable(inner) for key, inner in value.items()}
     if isinstance(value, list):

@@ -91,3 +91,9 @@ def test_rendered_documents_keep_the_line_they_start_on_in_the_template() -> Non
 def test_written_yaml_reads_back_as_the_same_string(text: str) -> None:
     written = dump_yaml({"value": text})
     assert parse_documents(written, "out.yaml")[0].manifest == {"value": text}
+
+
+def test_an_integral_float_beyond_64_bits_stays_a_float_json_can_carry() -> None:
+    manifest = parse_documents("a: 18446744073709551616\nb: 1.9e19\n", "big.yaml")[0].manifest
+    assert manifest == {"a": float(2**64), "b": 1.9e19}
+    assert all(type(value) is float for value in manifest.values())
