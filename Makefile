@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest clean
+.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 envtest:
 	infra/envtest/build.sh
+
+# sigs.k8s.io/yaml as a program: the reference the YAML reader is tested against.
+yamloracle:
+	infra/yamloracle/build.sh
 
 run: install
 	scripts/run-demo.sh
@@ -32,7 +36,7 @@ importlint: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collects no tests: that is a failure here, never ignored.
-test: install envtest lint typecheck importlint
+test: install envtest yamloracle lint typecheck importlint
 	$(BIN)/python -m pytest -m 'not long' -p no:cacheprovider
 
 test-long: install envtest

@@ -28,11 +28,12 @@ from bench import (
     p4_log,
     p5_connector_footprint,
     p6_hub_footprint,
+    p7_render,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
 from bench.published import PUBLISHED
-from bench.report import RunReport, format_quantity, write_outputs
+from bench.report import RunReport, format_quantity, merge_outputs, write_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,6 +48,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p4_log,
         p5_connector_footprint,
         p6_hub_footprint,
+        p7_render,
     )
 }
 
@@ -63,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "alone unless --write is given",
     )
     parser.add_argument("--write", action="store_true", help="write the report even with --only")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: put the figures run into the existing BENCHMARKS.md and "
+        "bench/results.json, keeping every other figure as it was",
+    )
     parser.add_argument("--out", type=Path, default=REPO, help="where BENCHMARKS.md goes")
     return parser.parse_args(argv)
 
@@ -124,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         figures=results,
     )
-    if not args.only or args.write:
+    if args.only and args.merge:
+        markdown = args.out / "BENCHMARKS.md"
+        results_json = args.out / "bench" / "results.json"
+        merge_outputs(report, markdown, results_json)
+        print(
+            f"[bench] merged {', '.join(keys)} into {markdown} and {results_json}", file=sys.stderr
+        )
+    elif not args.only or args.write:
         markdown = args.out / "BENCHMARKS.md"
         results_json = args.out / "bench" / "results.json"
         results_json.parent.mkdir(parents=True, exist_ok=True)

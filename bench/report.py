@@ -26,6 +26,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "P4": ("append_per_s", "fold_per_s", "replay_per_s", "replay_events"),
     "P5": ("rss_mb", "idle_cpu_pct"),
     "P6": ("hub_rss_mb", "recompute_s"),
+    "P7": ("render_ratio", "help_ratio"),
 }
 """The keys results.json has for each figure, measured or not."""
 
@@ -269,3 +270,50 @@ def write_outputs(
         + b"\n"
     )
     markdown.write_text(render_markdown(report, published))
+
+
+def merge_outputs(report: RunReport, markdown: Path, results: Path) -> None:
+    """Put `report`'s figures into an existing report, leaving every other figure as it was.
+
+    For a figure measured alone (`python -m bench --only P7 --merge`): its results.json entry,
+    its rows of the targets table and its section are replaced (or added); the machine table
+    and the other figures keep what their own run measured. Its section says when it ran.
+    """
+    document = orjson.loads(results.read_bytes()) if results.exists() else {}
+    lines = markdown.read_text().splitlines() if markdown.exists() else []
+    for figure in report.figures:
+        document[figure.key] = figure_document(figure)
+        noted = msgspec.structs.replace(
+            figure,
+            notes=[
+                *figure.notes,
+                f"Measured alone with `python -m bench --{report.mode} --only {figure.key} "
+                f"--merge` at {report.started_at} (load average "
+                f"{report.machine.load_average[0]:.2f}); the other figures are from their own run.",
+            ],
+        )
+        lines = _merged_lines(lines, noted)
+    results.write_bytes(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    markdown.write_text("\n".join(lines) + "\n")
+
+
+def _merged_lines(lines: list[str], figure: FigureResult) -> list[str]:
+    rows = _summary_table([figure])[2:]
+    kept = [line for line in lines if not line.startswith(f"| {figure.key} |")]
+    targets = [i for i, line in enumerate(kept) if line.startswith("| P")]
+    at = targets[-1] + 1 if targets else len(kept)
+    kept[at:at] = rows
+    section = _figure_section(figure)
+    start = next((i for i, line in enumerate(kept) if line.startswith(f"## {figure.key} — ")), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(kept)) if kept[i].startswith("## ")), len(kept))
+        kept[start:end] = section
+        return kept
+    before = next(
+        (i for i, line in enumerate(kept) if line.startswith("## Beside published figures")),
+        len(kept),
+    )
+    kept[before:before] = section
+    return kept

@@ -1,60 +1,77 @@
-"""The `fleetbus` command line."""
+"""The `fleetbus` command line.
+
+Starting it imports only what the command given needs: the module of that one subcommand
+(`fleetbus.commands.<name>`), which imports its own dependencies. The other subcommands appear
+in `--help` from the table below without being imported, so `fleetbus --help` and a mistyped
+command cost a fresh interpreter and argparse, not the hub, the Helm engine or NATS; an edge
+install, which lacks the hub's packages, can run `fleetbus edge` and `fleetbus controller`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
 
-from taskset.errors import FleetbusError
+COMMANDS: dict[str, tuple[str, str]] = {
+    "edge": ("edge", "run a cluster's edge: leaf nats-server and connector"),
+    "up": ("up", "start the embedded hub"),
+    "events": ("events", "print the event log (audit replay)"),
+    "render": ("render", "print the Taskset a chart, overlay or YAML bundle normalizes to"),
+    "publish": (
+        "publish",
+        "publish a chart, overlay or YAML bundle as the next version of a taskset",
+    ),
+    "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
+    "token": ("token", "manage API tokens (admin)"),
+    "scheduler": (
+        "scheduler",
+        "run a scheduler against a running hub (a hub service: needs the hub's data dir)",
+    ),
+    "cluster": ("cluster", "register, list, label and remove clusters"),
+    "override": ("override", "set, remove, list and preview overrides"),
+    "rollout": ("rollout", "act on a taskset's rollout"),
+    "status": ("status", "desired and applied state per cluster"),
+    "state": ("state", "the desired state of a cluster, as of a time"),
+    "projector": (
+        "projector",
+        "rebuild or fingerprint the read models (on the hub's machine: needs its data dir)",
+    ),
+    "controller": (
+        "controller",
+        "run the cluster controller (Task, Tasklet, Step, Namespace CRDs)",
+    ),
+}
+"""Every subcommand: the module `fleetbus.commands.<module>` that registers it, its help."""
 
-COMMANDS = (
-    "fleetbus.commands.edge",
-    "fleetbus.commands.up",
-    "fleetbus.commands.events",
-    "fleetbus.commands.render",
-    "fleetbus.commands.publish",
-    "fleetbus.commands.token",
-    "fleetbus.commands.scheduler",
-    "fleetbus.commands.cluster",
-    "fleetbus.commands.override",
-    "fleetbus.commands.rollout",
-    "fleetbus.commands.status",
-    "fleetbus.commands.state",
-    "fleetbus.commands.projector",
-    "fleetbus.commands.controller",
-)
 
-
-EDGE_ONLY = ("fleetbus.commands.edge",)
-"""`fleetbus edge` loads only its own module: an edge install has no hub packages."""
-CONTROLLER_ONLY = ("fleetbus.commands.controller",)
-"""`fleetbus controller` runs at the edge too: it loads only its own module."""
-
-
-def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of `chosen` (its module imported) and the others' names."""
     parser = argparse.ArgumentParser(
         prog="fleetbus",
         description="Run configuration across a fleet of Kubernetes clusters.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in commands:
-        importlib.import_module(name).register(subparsers)
+    module = COMMANDS[chosen][0] if chosen is not None else None
+    for name, (owner, help_text) in COMMANDS.items():
+        if owner != module:
+            subparsers.add_parser(name, help=help_text, description=help_text)
+    if module is not None:
+        importlib.import_module(f"fleetbus.commands.{module}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(
-        EDGE_ONLY
-        if words[:1] == ["edge"]
-        else CONTROLLER_ONLY
-        if words[:1] == ["controller"]
-        else COMMANDS
-    )
-    args = parser.parse_args(words)
+    chosen = words[0] if words and words[0] in COMMANDS else None
+    args = build_parser(chosen).parse_args(words)
+    if chosen is None or not hasattr(args, "handler"):
+        build_parser().error(f"choose a command: {', '.join(COMMANDS)}")
+    import asyncio
+
+    from taskset.errors import FleetbusError
+
     try:
         code = args.handler(args)
         if asyncio.iscoroutine(code):

@@ -31,11 +31,16 @@ class ChartArchiveRenderer:
             self._archives.popitem(last=False)
 
     def render(
-        self, chart_archive_digest: str, values: dict[str, Any], name: str, namespace: str
+        self,
+        chart_archive_digest: str,
+        values: dict[str, Any],
+        name: str,
+        namespace: str,
+        previous: Taskset | None = None,
     ) -> Taskset:
         archive = self._archives.get(chart_archive_digest)
         if archive is None:
             raise RefusedOverride(
                 f"chart archive {chart_archive_digest} of taskset {name} is not on the hub"
             )
-        return render_chart_archive(archive, values, name, namespace)
+        return render_chart_archive(archive, values, name, namespace, previous)

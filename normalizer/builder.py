@@ -4,9 +4,11 @@ Every format adapter (YAML, Kustomize, Helm) produces `SourceDocument`s and hand
 the rules are the same whatever the packaging:
 
 - every document must be an object the apiserver would accept (`taskset.manifests`);
-- a namespaced object without a namespace gets the taskset's namespace (Helm leaves it unset
-  and relies on the client; fleetbus applies from a controller, so the object must say it);
-  a stray namespace on a kind known to be cluster-scoped is removed, as the apiserver would;
+- a namespaced object without a namespace (missing, empty or null) gets the taskset's
+  namespace (Helm leaves it unset and relies on the client; fleetbus applies from a
+  controller, so the object must say it); a stray namespace on a kind known to be
+  cluster-scoped is removed, as the apiserver would; whether a kind is namespaced comes from
+  `normalizer.scopes`, and a guess is named in a note;
 - phases come from annotations (`normalizer.phases`); a Helm chart's `crds/` come first in
   `init`, because Helm installs them before any hook runs (fleetbus then keeps them applied
   like any other object, where Helm would never upgrade them);
@@ -17,7 +19,7 @@ the rules are the same whatever the packaging:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,13 +32,8 @@ from normalizer.errors import (
     UnsupportedSource,
 )
 from normalizer.phases import Classified, PhasePlacement, classify, wait_policy
-from taskset.manifests import (
-    CLUSTER_SCOPED,
-    crd_scopes,
-    duplicate_refs,
-    is_cluster_scoped,
-    manifest_problems,
-)
+from normalizer.scopes import Scope, scope_of
+from taskset.manifests import crd_scopes, duplicate_refs, manifest_problems
 from taskset.model import PHASES, ObjectRef, Phase, SourceInfo, Step, Taskset
 from taskset.names import MAX_NAME, check_name
 from taskset.ordering import GroupKind, misplaced_objects, order_phase
@@ -49,6 +46,8 @@ class BuiltTaskset:
     taskset: Taskset
     left_out: tuple[str, ...] = ()
     """One line per object that was deliberately not taken (test and rollback hooks)."""
+    notes: tuple[str, ...] = ()
+    """What the user should know about how the source was read (guessed scopes, ...)."""
 
 
 def taskset_name_from(candidate: str, origin: str) -> str:
@@ -83,24 +82,24 @@ def check_document(document: SourceDocument) -> ObjectRef:
     return ObjectRef.of(document.manifest)
 
 
-def with_namespace(
-    manifest: dict[str, Any], namespace: str, scopes: dict[GroupKind, bool]
-) -> dict[str, Any]:
-    """`manifest` in `namespace` if it is namespaced and names none; see the module docstring."""
-    ref = ObjectRef.of(manifest)
+def with_namespace(manifest: dict[str, Any], namespace: str, scope: Scope) -> dict[str, Any]:
+    """`manifest` placed in `namespace` if it is namespaced and names none; see the docstring."""
     metadata = manifest["metadata"]
-    group_kind = GroupKind.of_ref(ref)
-    if ref.namespace:
-        if group_kind in CLUSTER_SCOPED or scopes.get(group_kind) is True:
-            return {**manifest, "metadata": {k: v for k, v in metadata.items() if k != "namespace"}}
-        return manifest
-    if not namespace or is_cluster_scoped(ref, scopes):
+    given = metadata.get("namespace")
+    if scope.cluster_scoped:
+        if "namespace" not in metadata:
+            return manifest
+        return {**manifest, "metadata": {k: v for k, v in metadata.items() if k != "namespace"}}
+    if (isinstance(given, str) and given) or not namespace:
         return manifest
     placed: dict[str, Any] = {}
     for key, value in metadata.items():
+        if key == "namespace":
+            continue
         placed[key] = value
         if key == "name":
             placed["namespace"] = namespace
+    placed.setdefault("namespace", namespace)
     return {**manifest, "metadata": placed}
 
 
@@ -120,11 +119,19 @@ def build_taskset(
     source: SourceInfo,
     leading_crds: Sequence[SourceDocument] = (),
     source_label: str = "the source",
+    discovered_scopes: Mapping[GroupKind, bool] | None = None,
+    notes: Sequence[str] = (),
 ) -> BuiltTaskset:
-    """The Taskset holding `documents` (and a chart's `crds/` in `leading_crds`)."""
+    """The Taskset holding `documents` (and a chart's `crds/` in `leading_crds`).
+
+    `discovered_scopes` is the target cluster's discovery (kind → cluster-scoped), when known.
+    """
     for document in (*leading_crds, *documents):
         check_document(document)
-    scopes = crd_scopes(document.manifest for document in (*leading_crds, *documents))
+    scopes = _Scopes(
+        crd_scopes(document.manifest for document in (*leading_crds, *documents)),
+        discovered_scopes,
+    )
     placed: list[_Placed] = []
     left_out: list[str] = []
     for document in leading_crds:
@@ -157,16 +164,57 @@ def build_taskset(
             f"{misplaced[0]}; move one of them so the object comes in the same or a later "
             "phase (fleetbus.io/phase, or its Helm hook)"
         )
-    return BuiltTaskset(taskset, tuple(left_out))
+    return BuiltTaskset(taskset, tuple(left_out), (*notes, *scopes.guess_notes(namespace)))
+
+
+class _Scopes:
+    """Scope decisions for one build, remembering the kinds whose scope was guessed."""
+
+    def __init__(
+        self, crds: Mapping[GroupKind, bool], discovered: Mapping[GroupKind, bool] | None
+    ) -> None:
+        self.crds = crds
+        self.discovered = discovered
+        self.guessed: dict[GroupKind, tuple[bool, list[str]]] = {}
+
+    def of(self, ref: ObjectRef) -> Scope:
+        group_kind = GroupKind.of_ref(ref)
+        scope = scope_of(group_kind, self.crds, self.discovered)
+        if scope.source == "guess":
+            self.guessed.setdefault(group_kind, (scope.cluster_scoped, []))[1].append(ref.name)
+        return scope
+
+    def guess_notes(self, namespace: str) -> list[str]:
+        notes: list[str] = []
+        for group_kind, (cluster_scoped, names) in sorted(
+            self.guessed.items(), key=lambda item: str(item[0])
+        ):
+            taken = (
+                "cluster-scoped"
+                if cluster_scoped
+                else f"namespaced (in {namespace} unless they name a namespace)"
+            )
+            known = (
+                "not a built-in kind, no CRD for it in the source"
+                + ("" if self.discovered is None else ", not in the cluster's discovery")
+                + ("" if self.discovered is not None else ", no cluster discovery known")
+            )
+            notes.append(
+                f"the scope of {group_kind} is unknown ({known}); taken as {taken}: "
+                f"{', '.join(sorted(set(names)))}"
+            )
+        return notes
 
 
 def _place(
     document: SourceDocument,
     placement: PhasePlacement,
     namespace: str,
-    scopes: dict[GroupKind, bool],
+    scopes: _Scopes,
 ) -> _Placed:
-    manifest = with_namespace(document.manifest, namespace, scopes)
+    manifest = with_namespace(
+        document.manifest, namespace, scopes.of(ObjectRef.of(document.manifest))
+    )
     step = Step(
         object=manifest,
         wait=wait_policy(manifest, placement.phase),

@@ -4,16 +4,20 @@ Every source format ends up as YAML text (files, `kubectl kustomize` output, Hel
 templates); this module is the one place it is parsed, so every format reports a bad document
 the same way: file and line.
 
-The parser reads YAML the way Kubernetes' own YAML-to-JSON conversion does, so the objects are
-the ones the apiserver would see: timestamps stay strings (an annotation holding a date is a
-string, not a datetime), `!!binary` stays its base64 text (which is what a Secret's `data`
-wants), mapping keys become strings, and a `kind: List` expands into its items.
+The parser reads YAML the way Kubernetes' own YAML-to-JSON conversion does
+(`normalizer.kubeyaml`), so the objects are the ones the apiserver would see, and a
+`kind: List` expands into its items.
+
+Helm's rendered templates are split into documents the way Helm splits them (its
+`releaseutil.SplitManifests`), not by the YAML stream's own markers: Helm's regular expression
+also cuts at `---` followed by text on the same line (`---# comment`, which a template trimming
+its newline leaves behind), and what Helm sees as separate objects must be separate here too.
 """
 
 from __future__ import annotations
 
-import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +26,9 @@ from typing import Any
 import yaml
 
 from normalizer.errors import InvalidYaml, SourceNotFound
+from normalizer.kubeyaml import JsonBuilder, KubernetesYamlLoader
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class KubernetesYamlLoader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """A safe loader with Kubernetes' scalar rules (see the module docstring)."""
-
-
-def _construct_plain_string(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    value = loader.construct_scalar(node)  # type: ignore[arg-type]
-    return str(value)
-
-
-KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_plain_string)
-KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:binary", _construct_plain_string)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +44,56 @@ class SourceDocument:
         return f"{self.source}:{self.line}"
 
 
-def parse_documents(text: str, source: str) -> list[SourceDocument]:
+HELM_SEPARATOR = re.compile(r"(?:^|[\t\n\f\r ]*\n)---[\t\n\f\r ]*")
+"""Helm's `releaseutil` separator, `(?:^|\\s*\\n)---\\s*`, with Go's `\\s` (ASCII whitespace)."""
+GO_SPACE = "\t\n\v\f\r \x85\xa0"
+"""What Go's strings.TrimSpace trims (Unicode White_Space; these are the ones in practice)."""
+
+
+def split_helm_manifest(text: str) -> list[tuple[int, str]]:
+    """A rendered template cut into documents exactly as Helm cuts it, with their first lines.
+
+    Helm trims the text, splits it at `HELM_SEPARATOR`, drops empty pieces and trims the rest.
+    """
+    start = len(text) - len(text.lstrip(GO_SPACE))
+    trimmed = text.strip(GO_SPACE)
+    pieces: list[tuple[int, str]] = []
+    position = 0
+    line = text.count("\n", 0, start) + 1
+    for separator in [*HELM_SEPARATOR.finditer(trimmed), None]:
+        end = separator.start() if separator is not None else len(trimmed)
+        piece = trimmed[position:end]
+        if piece:
+            lead = len(piece) - len(piece.lstrip(GO_SPACE))
+            pieces.append((line + piece.count("\n", 0, lead), piece.strip(GO_SPACE)))
+        if separator is None:
+            break
+        line += trimmed.count("\n", position, separator.end())
+        position = separator.end()
+    return pieces
+
+
+def parse_rendered_template(text: str, source: str) -> list[SourceDocument]:
+    """The objects of one template Helm rendered, split the way Helm splits them.
+
+    Each trimmed piece is read with one newline after it, as Helm writes it into the release
+    manifest it installs from (`---\\n# Source: ...\\n<piece>\\n`): a block scalar at the end
+    of a document keeps its final line break.
+    """
+    documents: list[SourceDocument] = []
+    for first_line, piece in split_helm_manifest(text):
+        documents.extend(parse_documents(piece + "\n", source, first_line=first_line))
+    return documents
+
+
+def parse_documents(text: str, source: str, *, first_line: int = 1) -> list[SourceDocument]:
     """Every non-empty document of a multi-document YAML stream, in order.
 
     Raises `InvalidYaml` (with the line) for text that is not YAML, and for a document that is
-    not a mapping.
+    not a mapping. `first_line` is the line of `source` that `text` starts on.
     """
     documents: list[SourceDocument] = []
-    for line, value in _load_all(text, source):
+    for line, value in _load_all(text, source, first_line):
         if value is None:
             continue
         if not isinstance(value, dict):
@@ -70,9 +102,7 @@ def parse_documents(text: str, source: str) -> list[SourceDocument]:
                 line,
                 f"a document must be a mapping (a Kubernetes object), not a {_yaml_type(value)}",
             )
-        manifest = _json_compatible(value, source, line)
-        assert isinstance(manifest, dict)
-        documents.extend(_expand_list(SourceDocument(source, line, manifest)))
+        documents.extend(expand_list(SourceDocument(source, line, value)))
     return documents
 
 
@@ -87,23 +117,24 @@ def parse_single_mapping(text: str, source: str) -> dict[str, Any]:
     line, value = values[0]
     if not isinstance(value, dict):
         raise InvalidYaml(source, line, f"expected a mapping, not a {_yaml_type(value)}")
-    mapping = _json_compatible(value, source, line)
-    assert isinstance(mapping, dict)
+    mapping: dict[str, Any] = value
     return mapping
 
 
-def _load_all(text: str, source: str) -> Iterator[tuple[int, Any]]:
+def _load_all(text: str, source: str, first_line: int = 1) -> Iterator[tuple[int, Any]]:
     loader = KubernetesYamlLoader(text)
+    loader.source = source
+    loader.first_line = first_line
     try:
         while True:
             try:
                 if not loader.check_node():
                     return
                 node = loader.get_node()
-                line = node.start_mark.line + 1 if node is not None else 1
-                value = loader.construct_document(node)
+                line = first_line + (node.start_mark.line if node is not None else 0)
+                value = JsonBuilder(loader).build(node) if node is not None else None
             except yaml.MarkedYAMLError as e:
-                raise InvalidYaml(source, *_located_problem(e)) from e
+                raise InvalidYaml(source, *_located_problem(e, first_line)) from e
             except yaml.YAMLError as e:
                 raise InvalidYaml(source, None, str(e)) from e
             yield line, value
@@ -111,16 +142,18 @@ def _load_all(text: str, source: str) -> Iterator[tuple[int, Any]]:
         loader.dispose()
 
 
-def _located_problem(error: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+def _located_problem(error: yaml.MarkedYAMLError, first_line: int) -> tuple[int | None, str]:
     """The line of a YAML error and what is wrong, with where the construct began if elsewhere.
 
     e.g. (5, "did not find expected ',' or ']' (while parsing a flow sequence on line 4)").
     """
     mark = error.problem_mark or error.context_mark
-    line = mark.line + 1 if mark is not None else None
+    line = mark.line + first_line if mark is not None else None
     problem = error.problem or error.context or "unparseable"
     if error.context and error.problem:
-        context_line = error.context_mark.line + 1 if error.context_mark is not None else None
+        context_line = (
+            error.context_mark.line + first_line if error.context_mark is not None else None
+        )
         where = f" on line {context_line}" if context_line not in (None, line) else ""
         problem = f"{problem} ({error.context}{where})"
     return line, problem
@@ -134,63 +167,7 @@ def _yaml_type(value: Any) -> str:
     return type(value).__name__
 
 
-MAX_DOCUMENT_VALUES = 1_000_000
-"""More values than any Kubernetes object can hold (etcd keeps at most ~1.5 MB per object)."""
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _json_compatible(value: Any, source: str, line: int) -> Any:
-    """`value` as JSON-shaped data: string keys (like Kubernetes' YAML-to-JSON), no sets.
-
-    YAML aliases are expanded here, so the expansion is counted: a few lines of nested aliases
-    (a "billion laughs") would otherwise grow into billions of values and hang whoever reads
-    them. Numbers must be what Kubernetes' JSON can carry: 64-bit integers, finite floats.
-    """
-    remaining = MAX_DOCUMENT_VALUES
-
-    def convert(item: Any) -> Any:
-        nonlocal remaining
-        remaining -= 1
-        if remaining < 0:
-            raise InvalidYaml(
-                source,
-                line,
-                f"the document expands to more than {MAX_DOCUMENT_VALUES:,} values "
-                "(through YAML aliases?); no Kubernetes object is that large",
-            )
-        if isinstance(item, dict):
-            return {_key_text(key): convert(inner) for key, inner in item.items()}
-        if isinstance(item, list):
-            return [convert(inner) for inner in item]
-        if isinstance(item, set | frozenset | tuple | bytes):
-            raise InvalidYaml(source, line, f"a {type(item).__name__} has no JSON form")
-        if isinstance(item, int) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX:
-                raise InvalidYaml(
-                    source,
-                    line,
-                    f"the integer {item} does not fit in 64 bits; quote it to keep it as a string",
-                )
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise InvalidYaml(
-                source, line, f"{item} is not a number JSON can carry; quote it to keep it as text"
-            )
-        return item
-
-    return convert(value)
-
-
-def _key_text(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if key is None:
-        return "null"
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    return str(key)
-
-
-def _expand_list(document: SourceDocument) -> list[SourceDocument]:
+def expand_list(document: SourceDocument) -> list[SourceDocument]:
     manifest = document.manifest
     kind = manifest.get("kind")
     if kind == "List" and isinstance(manifest.get("items"), list):

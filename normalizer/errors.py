@@ -85,3 +85,7 @@ class KustomizeUnavailable(NormalizerError):
 
 class KustomizeFailed(NormalizerError):
     """`kubectl kustomize` refused the overlay; carries its error message."""
+
+
+class RegenerationRefused(NormalizerError):
+    """A re-render would replace a generated value (a password) that the previous version had."""

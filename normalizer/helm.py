@@ -14,27 +14,66 @@ Rendering is Helm's install: `.Release.IsInstall` is true, the values are checke
 `values.schema.json`, `crds/` are read separately (they are not templates) and go first;
 hooks and ordering are decided by `normalizer.builder`. NOTES.txt is not an object and is
 dropped. Helm's errors come back as `NormalizerError`s naming the template and line, or the
-values key.
+values key. What the install would see is followed closely:
+
+- the rendered templates are split into objects as Helm splits them, and read with
+  Kubernetes' YAML meaning (`normalizer.documents`, `normalizer.kubeyaml`);
+- `crds/` are read by the engine's own YAML reader, as Helm reads them;
+- the cluster the templates see (`.Capabilities`) is Helm's default unless the caller names
+  one (`normalizer.capabilities`); a note says when templates consulted the default;
+- a chart whose templates generate values is rendered twice, and what differs is named, or,
+  given the version published before, kept (`normalizer.determinism`).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
+import re
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import helm_python
+import msgspec
+import orjson
+from helm_python import _native as helm_native
 
 from normalizer.builder import BuiltTaskset, build_taskset, taskset_name_from
-from normalizer.documents import SourceDocument, parse_documents
-from normalizer.errors import ChartNotLoadable, ChartRenderFailed, ValuesRejected
+from normalizer.capabilities import (
+    DEFAULT_CAPABILITIES,
+    HELM_DEFAULT_KUBE_VERSION,
+    Capabilities,
+)
+from normalizer.determinism import (
+    NONDETERMINISTIC_TEMPLATE,
+    describe_unstable,
+    keep_previous,
+    unstable_fields,
+)
+from normalizer.documents import (
+    SourceDocument,
+    expand_list,
+    parse_documents,
+    parse_rendered_template,
+)
+from normalizer.errors import (
+    ChartNotLoadable,
+    ChartRenderFailed,
+    UnsupportedSource,
+    ValuesRejected,
+)
 from taskset.digest import digest_bytes, digest_of
 from taskset.errors import InvalidName
-from taskset.model import SourceInfo, Taskset
+from taskset.model import ObjectRef, SourceInfo, Taskset
 
 MAX_RELEASE_NAME = 53
 NOTES_FILE = "NOTES.txt"
@@ -149,6 +188,184 @@ def _missing_dependencies(chart: helm_python.Chart) -> list[str]:
     )
 
 
+CAPABILITIES_TEMPLATE = re.compile(r"\.Capabilities\.(APIVersions|KubeVersion)")
+
+
+@dataclass(frozen=True)
+class _Templates:
+    """What the chart's templates (subcharts included) do that the render must know."""
+
+    consult_capabilities: tuple[str, ...]
+    generate_values: tuple[str, ...]
+
+
+def _scan_templates(archive: bytes) -> _Templates:
+    capabilities: list[str] = []
+    generating: list[str] = []
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as source:
+        for member in source.getmembers():
+            if not member.isfile() or "/templates/" not in member.name:
+                continue
+            handle = source.extractfile(member)
+            text = handle.read().decode("utf-8", errors="replace") if handle else ""
+            if CAPABILITIES_TEMPLATE.search(text):
+                capabilities.append(member.name)
+            if NONDETERMINISTIC_TEMPLATE.search(text):
+                generating.append(member.name)
+    return _Templates(tuple(sorted(capabilities)), tuple(sorted(generating)))
+
+
+def _render(
+    chart: helm_python.Chart,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    capabilities: Capabilities,
+) -> dict[str, str]:
+    if capabilities.is_default:
+        return chart.render(dict(values), name=name, namespace=namespace, is_install=True)
+    # helm-python-sdk's render takes the capabilities as options of the native call; its
+    # Python wrapper does not expose them yet.
+    options = {"name": name, "namespace": namespace, "is_install": True}
+    options.update(capabilities.render_options())
+    payload = helm_native.call_string(
+        "helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(options)
+    )
+    rendered: dict[str, str] = json.loads(payload)
+    return rendered
+
+
+def _rendered_documents(rendered: Mapping[str, str]) -> list[SourceDocument]:
+    documents: list[SourceDocument] = []
+    for template in sorted(rendered):
+        if template.rsplit("/", 1)[-1] == NOTES_FILE:
+            continue
+        documents.extend(parse_rendered_template(rendered[template], f"{template} (rendered)"))
+    return documents
+
+
+_CRD_CACHE: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+CRD_CACHE_FILES = 64
+"""CRD files kept parsed (as JSON) by content: charts re-rendered with other values (per-cluster
+overrides) keep the same `crds/`, often megabytes of YAML that would be parsed again."""
+_KUBECTL_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+_NOT_FOR_THE_ENGINE = re.compile(r"^(---|\.\.\.)\S|^\.\.\.[ \t]*$|[0-9]{16}", re.MULTILINE)
+"""What the engine's reading could get wrong: document markers it would not split at, and
+integers beyond float64's 53 bits (its values pass through float64)."""
+
+
+def crd_file_by_engine(filename: str, text: str) -> list[SourceDocument] | None:
+    """A `crds/` file read by the Helm engine's own YAML reader (sigs.k8s.io/yaml), or None.
+
+    Helm reads `crds/` with Kubernetes' lenient reader, not as templates; doing the same in
+    Go is twice as fast as libyaml from Python and runs without the GIL, beside the parsing
+    of the rendered templates. A file it cannot read, or one it might read inexactly, is
+    left to `parse_documents`, which also names the line of any problem.
+    """
+    if _NOT_FOR_THE_ENGINE.search(text):
+        return None
+    documents: list[SourceDocument] = []
+    line = 1
+    position = 0
+    for separator in [*_KUBECTL_SEPARATOR.finditer(text), None]:
+        end = separator.start() if separator is not None else len(text)
+        chunk = text[position:end]
+        if chunk.strip():
+            try:
+                value = orjson.loads(helm_native.call_string("helm_values_from_yaml", chunk))
+            except helm_python.HelmError:
+                return None
+            if value:
+                lead = len(chunk) - len(chunk.lstrip())
+                start = line + chunk.count("\n", 0, lead)
+                documents.extend(expand_list(SourceDocument(filename, start, value)))
+        if separator is None:
+            break
+        line += text.count("\n", position, separator.end()) + 1
+        position = separator.end() + 1
+    return documents
+
+
+def _crd_file(filename: str, text: str) -> list[SourceDocument]:
+    key = (filename, hashlib.sha256(text.encode()).hexdigest())
+    cached = _CRD_CACHE.get(key)
+    if cached is not None:
+        _CRD_CACHE.move_to_end(key)
+        return [SourceDocument(filename, line, manifest) for line, manifest in orjson.loads(cached)]
+    parsed = crd_file_by_engine(filename, text)
+    if parsed is None:
+        parsed = parse_documents(text, filename)
+    _CRD_CACHE[key] = orjson.dumps([(d.line, d.manifest) for d in parsed])
+    while len(_CRD_CACHE) > CRD_CACHE_FILES:
+        _CRD_CACHE.popitem(last=False)
+    return parsed
+
+
+def forget_parsed_crds() -> None:
+    """Empty the parsed-CRD cache (a benchmark's cold render starts from nothing)."""
+    _CRD_CACHE.clear()
+
+
+def _crd_documents(crds: Sequence[Mapping[str, str]]) -> list[SourceDocument]:
+    documents: list[SourceDocument] = []
+    for crd in sorted(crds, key=lambda entry: entry["filename"]):
+        documents.extend(_crd_file(crd["filename"], crd["data"]))
+    return documents
+
+
+def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
+    if not capabilities.is_default or not templates.consult_capabilities:
+        return []
+    shown = ", ".join(templates.consult_capabilities[:3])
+    more = len(templates.consult_capabilities) - 3
+    return [
+        f"{len(templates.consult_capabilities)} templates consult .Capabilities ({shown}"
+        + (f" and {more} more" if more > 0 else "")
+        + f"); they were rendered for Helm's default cluster: Kubernetes "
+        f"{HELM_DEFAULT_KUBE_VERSION} with built-in API versions only; pass --kube-version and "
+        "--api-versions (e.g. monitoring.coreos.com/v1) as your clusters have them"
+    ]
+
+
+def _previous_objects(previous: Taskset) -> dict[ObjectRef, dict[str, Any]]:
+    """The previous version's objects, found by their identity as rendered (no namespace where
+    the taskset's namespace was filled in)."""
+    objects: dict[ObjectRef, dict[str, Any]] = {}
+    for phase in (previous.init, previous.install, previous.post_install, previous.pre_delete):
+        for step in phase:
+            ref = ObjectRef.of(step.object)
+            objects[ref] = step.object
+            if ref.namespace == previous.namespace:
+                objects[msgspec.structs.replace(ref, namespace="")] = step.object
+    return objects
+
+
+@contextmanager
+def _translated_errors(chart_name: str) -> Iterator[None]:
+    """Helm's render errors as the normalizer's, naming the template and line."""
+    try:
+        yield
+    except helm_python.HelmValuesError as e:
+        raise ValuesRejected(
+            f"values rejected by Helm chart {chart_name}'s values.schema.json: {_detail(e)}"
+        ) from e
+    except helm_python.HelmInvalidArgError as e:
+        raise UnsupportedSource(f"Helm refused the render options: {_detail(e)}") from e
+    except helm_python.HelmError as e:
+        raise ChartRenderFailed(f"Helm chart {chart_name} failed to render: {_detail(e)}") from e
+
+
+def _render_archive_again(
+    archive: bytes,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    capabilities: Capabilities,
+) -> dict[str, str]:
+    with helm_python.Chart.load_archive(archive) as chart:
+        return _render(chart, values, name, namespace, capabilities)
+
+
 def render_archive(
     archive: bytes,
     values: Mapping[str, Any],
@@ -156,15 +373,20 @@ def render_archive(
     name: str | None,
     namespace: str,
     label: str = "the chart",
+    capabilities: Capabilities = DEFAULT_CAPABILITIES,
+    previous: Taskset | None = None,
 ) -> BuiltTaskset:
     """Render the chart in `archive` as release `name` in `namespace` into a Taskset.
 
-    Without a `name`, the taskset (and release) is named after the chart.
+    Without a `name`, the taskset (and release) is named after the chart. A chart that
+    generates values while rendering is rendered twice to name the fields that differ; with a
+    `previous` version, those fields keep its values (`normalizer.determinism`).
     """
     try:
         chart = helm_python.Chart.load_archive(archive)
     except helm_python.HelmError as e:
         raise ChartNotLoadable(f"{label} is not a Helm chart Helm can load: {_detail(e)}") from e
+    templates = _scan_templates(archive)
     with chart:
         chart_name, chart_version = chart.name, chart.version
         if name is None:
@@ -173,28 +395,48 @@ def render_archive(
         missing = _missing_dependencies(chart)
         if missing:
             raise ChartNotLoadable(
-                f"Helm chart {chart_name} declares dependencies that are not in its charts/ "
-                f"directory: {', '.join(missing)}; run `helm dependency build` first"
+                f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies that "
+                f"are not in its charts/ directory: {', '.join(missing)}; "
+                "run `helm dependency build` first"
             )
-        try:
-            rendered = chart.render(dict(values), name=name, namespace=namespace, is_install=True)
-        except helm_python.HelmValuesError as e:
-            raise ValuesRejected(
-                f"values rejected by Helm chart {chart_name}'s values.schema.json: {_detail(e)}"
-            ) from e
-        except helm_python.HelmError as e:
-            raise ChartRenderFailed(
-                f"Helm chart {chart_name} failed to render: {_detail(e)}"
-            ) from e
+        with _translated_errors(chart_name):
+            rendered = _render(chart, values, name, namespace, capabilities)
         crds = chart.crds
-    documents: list[SourceDocument] = []
-    for template in sorted(rendered):
-        if template.rsplit("/", 1)[-1] == NOTES_FILE:
-            continue
-        documents.extend(parse_documents(rendered[template], f"{template} (rendered)"))
-    chart_crds: list[SourceDocument] = []
-    for crd in sorted(crds, key=lambda entry: entry["filename"]):
-        chart_crds.extend(parse_documents(crd["data"], crd["filename"]))
+    # A chart that generates values is rendered a second time to find them, and crds/ are
+    # read by the engine's YAML reader. The engine runs natively without the GIL, so both
+    # overlap with parsing the rendered templates here (the second render on its own chart
+    # handle: a render changes the chart it is given).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
+        probe = (
+            pool.submit(_render_archive_again, archive, values, name, namespace, capabilities)
+            if templates.generate_values
+            else None
+        )
+        crd_documents = pool.submit(_crd_documents, crds)
+        documents = _rendered_documents(rendered)
+        chart_crds = crd_documents.result()
+        with _translated_errors(chart_name):
+            again = probe.result() if probe is not None else rendered
+    notes = _capabilities_note(templates, capabilities)
+    if again is not rendered:
+        changed = {template for template in rendered if rendered[template] != again.get(template)}
+        first = [d for d in documents if d.source.removesuffix(" (rendered)") in changed]
+        second = _rendered_documents({t: again[t] for t in changed if t in again})
+        unstable = unstable_fields(
+            [(d.where, d.manifest) for d in first], [(d.where, d.manifest) for d in second]
+        )
+        notes.extend(describe_unstable(unstable))
+        if previous is not None and unstable:
+            kept = keep_previous(
+                [d.manifest for d in documents],
+                [d.manifest for d in second],
+                unstable,
+                _previous_objects(previous),
+            )
+            documents = [
+                SourceDocument(d.source, d.line, manifest)
+                for d, manifest in zip(documents, kept, strict=True)
+            ]
     address = digest_bytes(archive)
     source = SourceInfo(
         format="helm",
@@ -211,11 +453,21 @@ def render_archive(
         leading_crds=chart_crds,
         source=source,
         source_label=f"Helm chart {chart_name}",
+        notes=notes,
     )
 
 
 def render_chart_archive(
-    archive_bytes: bytes, values: Mapping[str, Any], name: str, namespace: str
+    archive_bytes: bytes,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    previous: Taskset | None = None,
 ) -> Taskset:
-    """Re-render a published chart archive with other values (e.g. one cluster's overrides)."""
-    return render_archive(archive_bytes, values, name=name, namespace=namespace).taskset
+    """Re-render a published chart archive with other values (e.g. one cluster's overrides).
+
+    `previous` is the published version: generated values it holds are kept, not rotated.
+    """
+    return render_archive(
+        archive_bytes, values, name=name, namespace=namespace, previous=previous
+    ).taskset

@@ -104,16 +104,13 @@ def classify(manifest: dict[str, Any], *, where: str, what: str) -> Classified:
 
 
 def _classify_hook(value: str, annotations: dict[str, Any], where: str, what: str) -> Classified:
-    events = [event.strip() for event in value.split(",") if event.strip()]
-    if not events:
-        raise InvalidHook(where, what, f"annotation {HOOK_ANNOTATION} is empty")
+    events = [event.strip().lower() for event in value.split(",")]
     unknown = [e for e in events if e not in HOOK_PHASES and e not in LEFT_OUT_HOOKS]
     if unknown:
-        known = ", ".join([*HOOK_PHASES, *LEFT_OUT_HOOKS])
-        raise InvalidHook(
-            where,
-            what,
-            f"unknown Helm hook {unknown[0]!r} in {HOOK_ANNOTATION}; known hooks: {known}",
+        # Helm 4 skips an object with any hook it does not know (Helm 2's crd-install among
+        # them: such charts also ship their CRDs in crds/, which Helm installs first).
+        return Classified(
+            (), f"unknown Helm hook {unknown[0]!r} in {HOOK_ANNOTATION}, skipped as Helm skips it"
         )
     weight = _hook_weight(annotations, where, what)
     delete_policy = _delete_policy(annotations, where, what)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from normalizer.builder import BuiltTaskset, build_taskset, taskset_name_from
+from normalizer.capabilities import DEFAULT_CAPABILITIES, Capabilities
 from normalizer.documents import SourceDocument, parse_documents, read_yaml_path
 from normalizer.errors import SourceNotFound, UnsupportedSource
 from normalizer.kustomize import DEFAULT_TIMEOUT_S, KUSTOMIZATION_FILES, read_kustomization
@@ -43,6 +44,11 @@ class NormalizeOptions:
     format: Format | None = None
     values: Sequence[Mapping[str, Any]] = ()
     kustomize_timeout: float = DEFAULT_TIMEOUT_S
+    capabilities: Capabilities = DEFAULT_CAPABILITIES
+    """The cluster a Helm chart is rendered for (`--kube-version`, `--api-versions`)."""
+    previous: Taskset | None = None
+    """The version published before: values a chart generates while rendering keep its
+    values, so publishing the same inputs again gives the same Taskset ("unchanged")."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class NormalizedSource:
     """The merged Helm values the taskset was rendered with; empty for other formats."""
     left_out: tuple[str, ...] = ()
     """Objects deliberately not taken (test and rollback hooks), one line each."""
+    notes: tuple[str, ...] = ()
+    """What the user should know about how the source was read, one line each."""
 
 
 def detect_format(path: Path) -> Format:
@@ -86,6 +94,7 @@ def normalize(
     if chosen == "helm":
         return _normalize_chart(source, options, name, namespace)
     _refuse_values(options, chosen)
+    _refuse_capabilities(options, chosen)
     if chosen == "kustomize":
         directory = source if source.is_dir() else source.parent
         documents = read_kustomization(directory, timeout=options.kustomize_timeout)
@@ -103,6 +112,14 @@ def _refuse_values(options: NormalizeOptions, chosen: Format) -> None:
         )
 
 
+def _refuse_capabilities(options: NormalizeOptions, chosen: Format) -> None:
+    if not options.capabilities.is_default:
+        raise UnsupportedSource(
+            f"--kube-version and --api-versions apply to Helm charts only, and this source is "
+            f"{chosen}"
+        )
+
+
 def _normalize_bytes(
     data: bytes, options: NormalizeOptions, name: str | None, namespace: str
 ) -> NormalizedSource:
@@ -112,6 +129,7 @@ def _normalize_bytes(
     if chosen == "helm":
         return _render_chart(data, options, name, namespace, "the chart archive")
     _refuse_values(options, chosen)
+    _refuse_capabilities(options, chosen)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -139,8 +157,16 @@ def _render_chart(
     from normalizer import helm
 
     values = merge_values(options.values)
-    built = helm.render_archive(archive, values, name=name, namespace=namespace, label=label)
-    return NormalizedSource(built.taskset, archive, values, built.left_out)
+    built = helm.render_archive(
+        archive,
+        values,
+        name=name,
+        namespace=namespace,
+        label=label,
+        capabilities=options.capabilities,
+        previous=options.previous,
+    )
+    return NormalizedSource(built.taskset, archive, values, built.left_out, built.notes)
 
 
 def _from_documents(
@@ -160,7 +186,7 @@ def _from_documents(
     built: BuiltTaskset = build_taskset(
         name=name, namespace=namespace, documents=documents, source=source, source_label=label
     )
-    return NormalizedSource(built.taskset, None, {}, built.left_out)
+    return NormalizedSource(built.taskset, None, {}, built.left_out, built.notes)
 
 
 def source_digest(documents: Sequence[SourceDocument]) -> str:

@@ -176,6 +176,8 @@ def override_subject(taskset: str, name: str) -> str:
 
 async def load_latest_snapshot(store: EventStore, taskset: str) -> LatestSnapshot | None:
     check_name("taskset", taskset)
+    if await store.subject_version(event_subject("taskset", taskset)) == 0:
+        return None
     latest: TasksetPublished | None = None
     retired = False
     async for stored in store.read(subject=event_subject("taskset", taskset)):

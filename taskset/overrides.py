@@ -85,11 +85,18 @@ class Override(msgspec.Struct, frozen=True, kw_only=True):
 class HelmRenderer(Protocol):
     """Renders a chart archive kept on the hub with the given values into a Taskset.
 
+    `previous` is the published version the render customizes: values the chart generates
+    while rendering (passwords) keep what it holds instead of changing on every render.
     Implemented by the composition root with the Helm engine; faked in unit tests.
     """
 
     def render(
-        self, chart_archive_digest: str, values: dict[str, Any], name: str, namespace: str
+        self,
+        chart_archive_digest: str,
+        values: dict[str, Any],
+        name: str,
+        namespace: str,
+        previous: Taskset | None = None,
     ) -> Taskset: ...
 
 
@@ -427,6 +434,7 @@ def customize(
             merge_values(snapshot.values, layers),
             result.name,
             result.namespace,
+            previous=snapshot.taskset,
         )
         if snapshot.taskset.source is not None and result.source is None:
             result = msgspec.structs.replace(result, source=snapshot.taskset.source)

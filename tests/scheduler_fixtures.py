@@ -173,7 +173,12 @@ class ReplicasRenderer:
         self.calls = 0
 
     def render(
-        self, chart_archive_digest: str, values: dict[str, Any], name: str, namespace: str
+        self,
+        chart_archive_digest: str,
+        values: dict[str, Any],
+        name: str,
+        namespace: str,
+        previous: Taskset | None = None,
     ) -> Taskset:
         self.calls += 1
         return Taskset(

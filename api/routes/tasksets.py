@@ -34,8 +34,10 @@ from api.context import Hub
 from api.errors import ApiError, InvalidRequest, RequestTooLarge
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from registry.overrides import load_latest_snapshot
 from registry.tasksets import publish_taskset, retire_taskset
 from taskset.errors import FleetbusError
+from taskset.model import Taskset
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 
@@ -95,11 +97,21 @@ def parse_spec(text: str) -> PublishSpec:
         raise InvalidRequest(f"the `spec` field is not JSON: {e}") from e
 
 
-def normalize_upload(data: bytes, filename: str, spec: PublishSpec) -> NormalizedSource:
-    """Unpack (safely) and normalize an upload; runs in a worker thread."""
+def normalize_upload(
+    data: bytes, filename: str, spec: PublishSpec, previous: Taskset | None = None
+) -> NormalizedSource:
+    """Unpack (safely) and normalize an upload; runs in a worker thread.
+
+    `previous` is the version published last: a chart's generated values (passwords) keep
+    what it holds, so the same inputs publish as "unchanged" and nothing rotates.
+    """
     values = [spec.values] if spec.values else []
     options = NormalizeOptions(
-        name=spec.name, namespace=spec.namespace, format=spec.format, values=values
+        name=spec.name,
+        namespace=spec.namespace,
+        format=spec.format,
+        values=values,
+        previous=previous,
     )
     if not is_archive(data):
         if spec.format not in (None, "yaml"):
@@ -157,8 +169,10 @@ async def publish(
     upload = await data.source.read()
     if len(upload) > hub.max_body_bytes:
         raise RequestTooLarge(f"the upload is over the limit of {hub.max_body_bytes:,} bytes")
+    latest = await load_latest_snapshot(hub.store, spec.name) if spec.name else None
+    previous = latest.snapshot.taskset if latest is not None and not latest.retired else None
     source = await anyio.to_thread.run_sync(
-        normalize_upload, upload, data.source.filename or "", spec
+        normalize_upload, upload, data.source.filename or "", spec, previous
     )
     outcome = await publish_taskset(
         hub.store,

@@ -166,7 +166,7 @@ def normalize_locally(args: argparse.Namespace, stdin: bytes | None) -> Normaliz
         values=[load_values_file(path) for path in args.values],
     )
     normalized = normalize(stdin if stdin is not None else Path(args.path), options)
-    for line in normalized.left_out:
+    for line in (*normalized.left_out, *normalized.notes):
         print(f"fleetbus: note: {line}", file=sys.stderr)
     return normalized
 

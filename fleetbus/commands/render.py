@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 import orjson
-import yaml
 
 from normalizer import FORMATS, NormalizedSource, NormalizeOptions, load_values_file, normalize
+from normalizer.capabilities import Capabilities
+from normalizer.kubeyaml import dump_yaml
 from normalizer.sources import DEFAULT_NAMESPACE
 from taskset.model import Taskset
 from taskset.secrets import mask_secrets
@@ -64,16 +65,43 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, name_required: bool
     )
 
 
+def add_capability_arguments(parser: argparse.ArgumentParser) -> None:
+    """What cluster a Helm chart is rendered for, like `helm template`'s flags."""
+    parser.add_argument(
+        "--kube-version",
+        default=None,
+        metavar="V",
+        help="Kubernetes version a Helm chart's .Capabilities.KubeVersion reports "
+        "(default: Helm's, v1.36.0)",
+    )
+    parser.add_argument(
+        "-a",
+        "--api-versions",
+        action="append",
+        default=[],
+        metavar="G/V[/Kind]",
+        help="an API version (or version and kind) .Capabilities.APIVersions has, "
+        "besides the built-in ones; repeat, or separate with commas",
+    )
+
+
 def normalize_from_args(args: argparse.Namespace) -> NormalizedSource:
+    api_versions = tuple(
+        version.strip()
+        for given in getattr(args, "api_versions", [])
+        for version in given.split(",")
+        if version.strip()
+    )
     options = NormalizeOptions(
         name=args.name,
         namespace=args.namespace,
         format=args.format,
         values=[load_values_file(path) for path in args.values],
+        capabilities=Capabilities(getattr(args, "kube_version", None), api_versions),
     )
     source: Path | bytes = sys.stdin.buffer.read() if args.path == STDIN else Path(args.path)
     normalized = normalize(source, options)
-    for line in normalized.left_out:
+    for line in (*normalized.left_out, *normalized.notes):
         print(f"fleetbus: note: {line}", file=sys.stderr)
     return normalized
 
@@ -85,6 +113,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
     )
     add_source_arguments(parser, name_required=False)
+    add_capability_arguments(parser)
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     parser.add_argument(
         "--show-secrets", action="store_true", help="print Secret values instead of masking them"
@@ -106,25 +135,6 @@ def taskset_json(taskset: Taskset) -> bytes:
     return orjson.dumps(msgspec.to_builtins(taskset), option=orjson.OPT_INDENT_2) + b"\n"
 
 
-class _TasksetDumper(yaml.SafeDumper):
-    """Block style for multi-line strings (scripts, config files), so they read as written."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_TasksetDumper.add_representer(str, _represent_str)
-
-
 def taskset_yaml(taskset: Taskset) -> bytes:
-    text = yaml.dump(
-        msgspec.to_builtins(taskset),
-        Dumper=_TasksetDumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=100,
-    )
-    return text.encode("utf-8")
+    """The Taskset as YAML (libyaml's emitter) that Kubernetes reads back unchanged."""
+    return dump_yaml(msgspec.to_builtins(taskset)).encode("utf-8")

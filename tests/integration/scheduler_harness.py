@@ -24,9 +24,14 @@ class FakeChartRenderer(ReplicasRenderer):
         return None
 
     def render(
-        self, chart_archive_digest: str, values: dict[str, Any], name: str, namespace: str
+        self,
+        chart_archive_digest: str,
+        values: dict[str, Any],
+        name: str,
+        namespace: str,
+        previous: Taskset | None = None,
     ) -> Taskset:
-        return super().render(chart_archive_digest, values, name, namespace)
+        return super().render(chart_archive_digest, values, name, namespace, previous)
 
 
 async def reports_store(store: EventStore) -> EventStore:

@@ -136,7 +136,7 @@ def test_the_edge_entry_point_loads_no_hub_code() -> None:
         "import sys\n"
         "import fleetbus.edge\n"
         "import fleetbus.cli as cli\n"
-        "cli.build_parser(cli.EDGE_ONLY)\n"
+        'cli.build_parser("edge")\n'
         f"loaded = [m for m in {HUB_ONLY_MODULES!r} + ('lightkube',) if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )

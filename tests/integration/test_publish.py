@@ -263,3 +263,30 @@ async def test_no_nats_error_leaves_the_chart_store(hub_nats: HubNats) -> None:
         await charts.put(b"chart bytes")
     with pytest.raises(EventLogUnavailable, match="cannot read chart archive sha256:"):
         await charts.get(chart_address(b"chart bytes"))
+
+
+GENERATED_CHART = DATA / "charts" / "generated"
+
+
+async def test_a_chart_generating_a_password_publishes_unchanged_and_keeps_it(
+    data_dir: str, event_store: EventStore, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ("publish", str(GENERATED_CHART), "--name", "auth", "--data-dir", data_dir)
+    assert await cli(*args) == 0
+    assert await cli(*args) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("unchanged: auth v1 (sha256:")
+    values = tmp_path / "values.yaml"
+    values.write_text("extra: 1\n")
+    assert await cli(*args, "--values", str(values)) == 0
+    events = [s.event for s in await taskset_events(event_store, "auth")]
+    first, second = [e for e in events if isinstance(e, TasksetPublished)]
+    assert second.taskset_version == 2
+
+    def password(event: TasksetPublished) -> str:
+        [secret] = [
+            s.object for _, s in decode_taskset(event.body).steps() if s.ref.kind == "Secret"
+        ]
+        value: str = secret["stringData"]["password"]
+        return value
+
+    assert password(second) == password(first)

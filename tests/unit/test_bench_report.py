@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from bench.figure import FigureResult, Metric, Target, format_number
@@ -15,8 +18,10 @@ from bench.report import (
     REQUIRED_KEYS,
     RunReport,
     format_quantity,
+    merge_outputs,
     render_markdown,
     results_document,
+    write_outputs,
 )
 from bench.summary import median, percentile, rate, ratio, spread
 
@@ -260,3 +265,28 @@ def test_the_update_cpu_note_orders_roles_by_use_and_sums_them() -> None:
         "scheduler 3.0 s (15 % of a core)"
     )
     assert "; 21.0 s in all of the " in note
+
+
+def test_a_figure_measured_alone_is_merged_into_the_report_keeping_the_others(
+    tmp_path: Path,
+) -> None:
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    write_outputs(report_with(measured_figure()), PUBLISHED, markdown, results)
+    alone = FigureResult(
+        key="P7",
+        title="Render",
+        metrics=[Metric(key="render_ratio", label="render ratio", unit="x", value=1.2)],
+        targets=[Target(metric="render_ratio", label="render", bound=1.5, unit="x")],
+        method="Alone.",
+    )
+    merge_outputs(report_with(alone), markdown, results)
+    merge_outputs(report_with(alone), markdown, results)
+    text = markdown.read_text()
+    assert text.count("## P7 — Render") == 1
+    assert text.count("| P7 | render ≤ 1.50 x | 1.20x | met |") == 1
+    assert "## P4 — Event log" in text
+    assert text.index("## P7 — Render") < text.index("## Beside published figures")
+    assert "Measured alone with `python -m bench --full --only P7 --merge`" in text
+    document = json.loads(results.read_text())
+    assert document["P7"]["render_ratio"] == 1.2
+    assert document["P4"]["append_per_s"] == 25000.0

@@ -14,6 +14,7 @@ from normalizer.errors import (
     UnsupportedSource,
 )
 from taskset.model import SourceInfo, Taskset
+from taskset.ordering import GroupKind
 
 SOURCE = SourceInfo(format="yaml", digest="sha256:test")
 
@@ -225,3 +226,63 @@ def test_a_name_that_cannot_be_made_valid_asks_for_one() -> None:
     with pytest.raises(UnsupportedSource, match="pass --name"):
         taskset_name_from("___", "the name of ___")
     assert taskset_name_from("a" * 62 + "-b", "x") == "a" * 62
+
+
+@pytest.mark.parametrize(
+    "given", ["namespace:", "namespace: ''", "namespace: null", "namespace: ~"]
+)
+def test_an_empty_or_null_namespace_after_the_name_becomes_the_tasksets(given: str) -> None:
+    taskset = build(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  {given}\n")
+    metadata = taskset.install[0].object["metadata"]
+    assert metadata == {"name": "a", "namespace": "apps"}
+    assert list(metadata) == ["name", "namespace"]
+
+
+def test_an_empty_namespace_on_a_cluster_scoped_kind_is_removed() -> None:
+    taskset = build("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  namespace: ''\n")
+    assert [step.object["metadata"] for _, step in taskset.steps()] == [{"name": "a"}]
+
+
+def test_a_kind_of_unknown_scope_is_taken_as_namespaced_and_named_in_a_note() -> None:
+    documents = parse_documents(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", "w.yaml"
+    )
+    built = build_taskset(
+        name="t",
+        namespace="apps",
+        documents=documents,
+        source=SourceInfo(format="yaml", digest="d"),
+    )
+    assert built.taskset.install[0].object["metadata"]["namespace"] == "apps"
+    assert len(built.notes) == 1
+    assert "the scope of Widget.example.com is unknown" in built.notes[0]
+    assert "no cluster discovery known" in built.notes[0]
+    assert built.notes[0].endswith(": w")
+
+
+def test_the_clusters_discovery_decides_a_kind_without_a_crd_and_leaves_no_note() -> None:
+    documents = parse_documents(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", "w.yaml"
+    )
+    built = build_taskset(
+        name="t",
+        namespace="apps",
+        documents=documents,
+        source=SourceInfo(format="yaml", digest="d"),
+        discovered_scopes={GroupKind("example.com", "Widget"): True},
+    )
+    assert "namespace" not in built.taskset.install[0].object["metadata"]
+    assert built.notes == ()
+
+
+def test_built_in_namespaced_kinds_need_no_note() -> None:
+    documents = parse_documents(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n", "d.yaml"
+    )
+    built = build_taskset(
+        name="t",
+        namespace="apps",
+        documents=documents,
+        source=SourceInfo(format="yaml", digest="d"),
+    )
+    assert built.notes == ()

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from normalizer import NormalizeOptions, normalize
+from normalizer.kubeyaml import KubernetesYamlDumper
 from taskset.digest import digest_of
 
 OPTIONS = NormalizeOptions(name="bundle", namespace="apps")
@@ -67,8 +68,13 @@ def reordered(value: Any, rng: random.Random) -> Any:
 def as_yaml(documents: list[dict[str, Any]], *, flow: bool, indent: int, comments: bool) -> bytes:
     parts = []
     for document in documents:
-        text = yaml.safe_dump(
-            document, sort_keys=False, default_flow_style=flow, indent=indent, width=60
+        text = yaml.dump(
+            document,
+            Dumper=KubernetesYamlDumper,
+            sort_keys=False,
+            default_flow_style=flow,
+            indent=indent,
+            width=60,
         )
         parts.append(("# a comment\n\n" if comments else "") + text)
     separator = "---\n\n---\n" if comments else "---\n"

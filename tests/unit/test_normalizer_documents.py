@@ -33,7 +33,7 @@ def test_a_document_that_is_not_a_mapping_is_refused_with_its_line() -> None:
         parse_documents("a: 1\n---\n- just\n- a list\n", "list.yaml")
 
 
-def test_timestamps_and_binary_stay_the_text_kubernetes_would_see() -> None:
+def test_timestamps_stay_text_and_binary_is_decoded_as_kubernetes_reads_them() -> None:
     text = (
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n"
         "  annotations:\n    built: 2026-01-02T03:04:05Z\n    day: 2026-01-02\n"
@@ -44,12 +44,17 @@ def test_timestamps_and_binary_stay_the_text_kubernetes_would_see() -> None:
         "built": "2026-01-02T03:04:05Z",
         "day": "2026-01-02",
     }
-    assert manifest["data"] == {"key": "aGVsbG8="}
+    assert manifest["data"] == {"key": "hello"}
 
 
 def test_mapping_keys_become_strings_like_yaml_to_json() -> None:
-    manifest = parse_documents("data:\n  2: two\n  true: yes-key\n  ~: nothing\n", "k.yaml")[0]
-    assert manifest.manifest["data"] == {"2": "two", "true": "yes-key", "null": "nothing"}
+    manifest = parse_documents("data:\n  2: two\n  on: o\n  1e3: f\n", "k.yaml")[0]
+    assert manifest.manifest["data"] == {"2": "two", "true": "o", "1000": "f"}
+
+
+def test_a_null_mapping_key_is_refused_with_its_line() -> None:
+    with pytest.raises(InvalidYaml, match=r"k\.yaml:3: .*mapping key is null"):
+        parse_documents("data:\n  a: 1\n  ~: nothing\n", "k.yaml")
 
 
 def test_a_list_kind_expands_into_its_items() -> None:

@@ -99,8 +99,6 @@ def test_a_hook_without_a_delete_policy_gets_helms_default() -> None:
 @pytest.mark.parametrize(
     ("annotations", "message"),
     [
-        ({"helm.sh/hook": "pre-instal"}, "unknown Helm hook 'pre-instal'"),
-        ({"helm.sh/hook": " , "}, "is empty"),
         ({"helm.sh/hook": "pre-install", "helm.sh/hook-weight": "heavy"}, "must be an integer"),
         (
             {"helm.sh/hook": "pre-install", "helm.sh/hook-delete-policy": "sometimes"},
@@ -111,6 +109,19 @@ def test_a_hook_without_a_delete_policy_gets_helms_default() -> None:
 def test_nonsense_hook_annotations_are_refused(annotations: dict[str, str], message: str) -> None:
     with pytest.raises(InvalidHook, match=message):
         placements(annotated(**annotations))
+
+
+@pytest.mark.parametrize("hook", ["crd-install", "pre-instal", "pre-install,crd-install", " , "])
+def test_an_object_with_a_hook_helm_does_not_know_is_left_out_with_the_reason(hook: str) -> None:
+    classified = classify(annotated(**{"helm.sh/hook": hook}), where="w", what="Job/j")
+    assert classified.placements == ()
+    assert "unknown Helm hook" in classified.left_out
+    assert "skipped as Helm skips it" in classified.left_out
+
+
+def test_hook_names_are_read_case_insensitively_like_helm() -> None:
+    classified = classify(annotated(**{"helm.sh/hook": " Pre-Install "}), where="w", what="Job/j")
+    assert [placement.phase for placement in classified.placements] == ["init"]
 
 
 def test_a_hook_and_a_phase_annotation_together_are_refused() -> None:

@@ -259,7 +259,12 @@ class RecordingRenderer:
         self.calls: list[dict[str, Any]] = []
 
     def render(
-        self, chart_archive_digest: str, values: dict[str, Any], name: str, namespace: str
+        self,
+        chart_archive_digest: str,
+        values: dict[str, Any],
+        name: str,
+        namespace: str,
+        previous: Taskset | None = None,
     ) -> Taskset:
         self.calls.append(
             {"archive": chart_archive_digest, "values": values, "name": name, "ns": namespace}
