@@ -2,8 +2,9 @@
 
 The taskset has an init Step with a Job, an install phase with a fleetbus Namespace (quota and
 network policy), a CRD and a custom resource of it, a Deployment and a Service, and a
-postInstall Step. No controller-manager runs, so the test completes the Job and rolls the
-Deployment out itself, and checks at each point that nothing of a later phase or stage exists.
+postInstall Step. It runs on the acting test cluster: the Job and the Deployment's pods are
+held by the simulated kubelet until the test releases them, so the test can check at each point
+that nothing of a later phase or stage exists before the real controllers report them done.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ import pytest
 
 from taskset.model import ObjectRef, Step, Taskset
 from tests.integration.controller_harness import (
+    HOLD,
+    POD,
     ControllerEnv,
     cluster_task,
     running_controller,
     unique,
 )
-from tests.kube_envtest import KubeAPIServer
+from tests.kube_envtest import FAIL_ANNOTATION, KubeAPIServer
 
 pytestmark = pytest.mark.kube
 
 
 @pytest.fixture
-async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterator[ControllerEnv]:
-    async with running_controller(kube_apiserver.kubeconfig, kube_namespace) as running:
+async def env(kube_cluster: KubeAPIServer, cluster_namespace: str) -> AsyncIterator[ControllerEnv]:
+    async with running_controller(kube_cluster.kubeconfig, cluster_namespace) as running:
         yield running
 
 
@@ -71,7 +74,7 @@ def deployment(namespace: str) -> dict[str, Any]:
             "replicas": 2,
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
-                "metadata": {"labels": {"app": "web"}},
+                "metadata": {"labels": {"app": "web"}, "annotations": HOLD},
                 "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
             },
         },
@@ -85,10 +88,11 @@ def full_taskset(name: str, system: str, app: str, group: str) -> Taskset:
         "metadata": {"name": "seed"},
         "spec": {
             "template": {
+                "metadata": {"annotations": HOLD},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "seed", "image": "busybox", "command": ["true"]}],
-                }
+                },
             }
         },
     }
@@ -179,7 +183,7 @@ async def test_a_taskset_is_applied_phase_by_phase_and_stage_by_stage(env: Contr
     assert await env.get("fleetbus.io/v1alpha1", "Namespace", app) is None
     assert await env.get("fleetbus.io/v1alpha1", "Tasklet", name, env.namespace) is None
 
-    await env.complete_job(job, env.namespace)
+    await env.release_when_running(env.namespace, f"job-name={job}")
 
     fleet_namespace = await env.exists("fleetbus.io/v1alpha1", "Namespace", app)
     assert fleet_namespace["metadata"]["name"] == app
@@ -201,7 +205,7 @@ async def test_a_taskset_is_applied_phase_by_phase_and_stage_by_stage(env: Contr
     assert waiting["currentPhase"] == "install"
     assert await env.get("v1", "ConfigMap", "smoke-result", app) is None
 
-    await env.roll_out("web", app)
+    await env.release_when_running(app, "app=web", count=2)
 
     await env.exists("v1", "ConfigMap", "smoke-result", app)
     status = await env.task_phase(name, "Ready")
@@ -228,6 +232,13 @@ async def test_a_taskset_is_applied_phase_by_phase_and_stage_by_stage(env: Contr
     seed_step = await env.step(name, "init", seed)
     assert seed_step["status"]["phase"] == "Ready"
     assert seed_step["status"]["job"]["state"] == "Complete"
+    job_live = await env.get("batch/v1", "Job", job, env.namespace)
+    assert job_live["status"]["succeeded"] == 1
+    [pod] = (
+        await env.kube.list(POD, namespace=env.namespace, label_selector=f"job-name={job}")
+    ).items
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["spec"]["serviceAccountName"] == seed_step["status"]["serviceAccount"]
 
 
 async def _waiting_on(env: ControllerEnv, task: str, what: str) -> dict[str, Any] | None:
@@ -254,12 +265,14 @@ async def test_a_failing_init_job_fails_the_task_with_its_reason(env: Controller
                     "kind": "Job",
                     "metadata": {"name": "x"},
                     "spec": {
+                        "backoffLimit": 0,
                         "template": {
+                            "metadata": {"annotations": {FAIL_ANNOTATION: "seed data missing"}},
                             "spec": {
                                 "restartPolicy": "Never",
                                 "containers": [{"name": "x", "image": "busybox"}],
-                            }
-                        }
+                            },
+                        },
                     },
                 },
             )
@@ -278,14 +291,14 @@ async def test_a_failing_init_job_fails_the_task_with_its_reason(env: Controller
     ref = ObjectRef(api_version="v1", kind="ConfigMap", name=name)
 
     await env.publish(cluster_task(taskset))
-    job = await env.step_job_name(name, "init", ref)
-    await env.fail_job(job, env.namespace)
 
     status = await env.task_phase(name, "Failed")
     assert status["currentPhase"] == "init"
     assert status["failedObject"] == f"ConfigMap/{env.namespace}/{name}"
     assert status["reason"] == "JobBackoffLimitExceeded"
     assert await env.get("v1", "ConfigMap", f"{name}-never", env.namespace) is None
+    job = (await env.step(name, "init", ref))["status"]["job"]
+    assert job["state"] == "Failed"
 
 
 async def test_an_object_the_apiserver_rejects_fails_its_step(env: ControllerEnv) -> None:
