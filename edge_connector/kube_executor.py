@@ -279,24 +279,42 @@ def _code(e: ApiError) -> int:
     return int(getattr(e.status, "code", 0) or 0)
 
 
+def _status_code(e: httpx.HTTPStatusError) -> int:
+    return _code(e) if isinstance(e, ApiError) else e.response.status_code
+
+
 def is_transient(e: BaseException) -> bool:
-    """Whether a lightkube or HTTP error is a passing condition of the apiserver."""
-    if isinstance(e, ApiError):
-        return _code(e) in TRANSIENT_STATUS
+    """Whether a lightkube or HTTP error is a passing condition of the apiserver.
+
+    lightkube raises `ApiError` for answers with a JSON Status and the plain
+    `HTTPStatusError` for others (a proxy's 503, the apiserver's "404 page not found").
+    """
+    if isinstance(e, httpx.HTTPStatusError):
+        return _status_code(e) in TRANSIENT_STATUS
     return isinstance(e, httpx.TransportError)
 
 
-def is_kind_not_served(e: ApiError) -> bool:
-    """A 404 about the resource type itself (no object named in the answer): the Task or Step
-    CRD is not served yet, as right after the controller created it. A 404 about an object
-    (its namespace, say) names that object in the status details."""
-    details = getattr(e.status, "details", None)
-    return _code(e) == 404 and not getattr(details, "name", None)
+def is_kind_not_served(e: httpx.HTTPStatusError) -> bool:
+    """A 404 about the resource type itself: the Task or Step CRD is not served yet, as right
+    before or after the controller creates it. The apiserver answers that with a plain-text
+    "404 page not found"; a 404 about an object (its namespace, say) is a JSON Status naming
+    the object in its details."""
+    if _status_code(e) != 404:
+        return False
+    if not isinstance(e, ApiError):
+        return True
+    return not getattr(getattr(e.status, "details", None), "name", None)
 
 
-def as_transient(e: ApiError | httpx.TransportError, what: str) -> KubeTransient:
+def _error_message(e: httpx.HTTPStatusError) -> str:
     if isinstance(e, ApiError):
-        return KubeTransient(f"{what}: apiserver answered {_code(e)}: {_api_message(e)}")
+        return _api_message(e)
+    return e.response.text.strip()[:200] or e.response.reason_phrase
+
+
+def as_transient(e: httpx.HTTPStatusError | httpx.TransportError, what: str) -> KubeTransient:
+    if isinstance(e, httpx.HTTPStatusError):
+        return KubeTransient(f"{what}: apiserver answered {_status_code(e)}: {_error_message(e)}")
     return KubeTransient(f"{what}: Kubernetes API unreachable: {e!r}")
 
 
@@ -466,6 +484,7 @@ class KubernetesExecutor:
         """
         found: asyncio.Queue[DriftObserved] = asyncio.Queue(maxsize=1)
         follower = asyncio.create_task(self._follow_steps(found), name="kube-executor-steps")
+        getting: asyncio.Future[DriftObserved] | None = None
         try:
             while True:
                 getting = asyncio.ensure_future(found.get())
@@ -473,13 +492,13 @@ class KubernetesExecutor:
                 if getting.done():
                     yield getting.result()
                     continue
-                getting.cancel()
-                await asyncio.gather(getting, return_exceptions=True)
                 follower.result()  # raises the follower's error
                 raise ConnectorError("watching Steps ended")  # it never returns by itself
         finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
+            waiting = [t for t in (getting, follower) if t is not None]
+            for pending in waiting:
+                pending.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def _follow_steps(self, found: asyncio.Queue[DriftObserved]) -> None:
         while True:
@@ -507,12 +526,12 @@ class KubernetesExecutor:
                 observed = await self._observe_drift(_plain(step))
                 if observed is not None:
                     await found.put(observed)
-        except ApiError as e:
-            if _code(e) == 410:
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) == 410:
                 return
             if is_transient(e) or is_kind_not_served(e):
                 raise as_transient(e, "watching Steps") from e
-            raise ConnectorError(f"watching Steps failed: {_api_message(e)}") from e
+            raise ConnectorError(f"watching Steps failed: {_error_message(e)}") from e
         except httpx.TransportError as e:
             raise as_transient(e, "watching Steps") from e
 
@@ -535,12 +554,14 @@ class KubernetesExecutor:
                         stored = await self.client.apply(
                             resource.from_dict(manifest), field_manager=FIELD_MANAGER, force=True
                         )
-                    except (ApiError, httpx.TransportError) as e:
-                        if is_transient(e) or (isinstance(e, ApiError) and is_kind_not_served(e)):
+                    except (httpx.HTTPStatusError, httpx.TransportError) as e:
+                        if is_transient(e) or (
+                            isinstance(e, httpx.HTTPStatusError) and is_kind_not_served(e)
+                        ):
                             raise as_transient(e, f"applying {obj}") from e
                         raise
-        except ApiError as e:
-            raise ApplyFailed(phase=phase, object=obj, reason=_api_message(e)) from e
+        except httpx.HTTPStatusError as e:
+            raise ApplyFailed(phase=phase, object=obj, reason=_error_message(e)) from e
         except KubeTransient as e:
             raise ApplyFailed(phase=phase, object=obj, reason=str(e)) from e
         return _plain(stored)
@@ -651,10 +672,10 @@ class KubernetesExecutor:
                     else:
                         self._tasks[name] = obj
                     self._changed.notify_all()
-        except ApiError as e:
-            if _code(e) == 410:
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) == 410:
                 return
-            self._watch_error = _api_message(e)
+            self._watch_error = _error_message(e)
             raise as_transient(e, "watching Tasks") from e
         except httpx.TransportError as e:
             self._watch_error = f"Kubernetes API unreachable: {e!r}"

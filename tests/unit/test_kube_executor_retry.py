@@ -20,7 +20,12 @@ from lightkube import ApiError
 from edge_connector import kube_executor
 from edge_connector.errors import ApplyFailed, ConnectorError
 from edge_connector.executor import DriftObserved
-from edge_connector.kube_executor import KubernetesExecutor, StepResource, is_transient
+from edge_connector.kube_executor import (
+    KubernetesExecutor,
+    StepResource,
+    is_kind_not_served,
+    is_transient,
+)
 
 REQUEST = httpx.Request("GET", "https://apiserver.test/apis/fleetbus.io/v1alpha1/steps")
 
@@ -28,6 +33,12 @@ REQUEST = httpx.Request("GET", "https://apiserver.test/apis/fleetbus.io/v1alpha1
 def api_error(code: int, message: str, details: dict[str, Any] | None = None) -> ApiError:
     body = {"kind": "Status", "code": code, "message": message, "details": details or {}}
     return ApiError(request=REQUEST, response=httpx.Response(code, json=body, request=REQUEST))
+
+
+def page_not_found() -> httpx.HTTPStatusError:
+    """What the apiserver answers for a resource type it does not serve: plain text."""
+    response = httpx.Response(404, text="404 page not found", request=REQUEST)
+    return httpx.HTTPStatusError("404 Not Found", request=REQUEST, response=response)
 
 
 def drifted_step(name: str, detected: int) -> dict[str, Any]:
@@ -139,6 +150,7 @@ async def first_observations(executor: KubernetesExecutor, count: int) -> list[D
 async def test_the_step_watch_waits_out_what_a_starting_apiserver_answers() -> None:
     client = ScriptedClient(
         lists=[
+            FailingListing(page_not_found()),
             FailingListing(api_error(404, "the server could not find the requested resource")),
             FailingListing(api_error(429, "storage is (re)initializing")),
             FailingListing(api_error(503, "service unavailable")),
@@ -217,3 +229,11 @@ def test_only_429_5xx_and_broken_connections_are_transient() -> None:
     assert not is_transient(api_error(410, "expired"))
     assert not is_transient(api_error(403, "forbidden"))
     assert not is_transient(ValueError("a bug"))
+    assert not is_transient(page_not_found())
+
+
+def test_a_404_is_a_kind_not_served_unless_it_names_an_object() -> None:
+    assert is_kind_not_served(page_not_found())
+    assert is_kind_not_served(api_error(404, "the server could not find the requested resource"))
+    missing_namespace = api_error(404, 'namespaces "x" not found', {"name": "x", "kind": "ns"})
+    assert not is_kind_not_served(missing_namespace)
