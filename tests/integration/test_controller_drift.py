@@ -226,7 +226,12 @@ async def test_an_ignore_path_is_left_alone_while_other_edits_are_reverted(
 
     live = await env.wait_for("the image to be reverted", image_reverted)
     assert live["spec"]["replicas"] == 5
-    drift = await step_drift(env, name, api)
+
+    async def correction_recorded() -> dict[str, Any] | None:
+        drift = await step_drift(env, name, api)
+        return drift if drift.get("corrected") else None
+
+    drift = await env.wait_for("the correction in the Step's status", correction_recorded)
     assert drift["fields"] == ["/spec/template/spec/containers/0/image"]
     assert drift["corrected"] == 1
 

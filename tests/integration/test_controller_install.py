@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from taskset.model import ObjectRef, Step, Taskset
+from taskset.model import HookInfo, ObjectRef, Step, Taskset
 from tests.integration.controller_harness import (
+    EVENT,
     HOLD,
     POD,
     ControllerEnv,
@@ -403,3 +404,60 @@ async def test_a_large_taskset_is_spread_over_steps_none_near_the_etcd_limit(
     assert task is not None
     assert len(str(task)) < 100_000
     assert count * len(payload) > 1_500_000
+
+
+async def test_hook_objects_deleted_on_success_stay_until_every_hook_of_the_phase_succeeded(
+    env: ControllerEnv,
+) -> None:
+    """Helm deletes `hook-succeeded` hooks after all hooks of the event succeeded, and a Job
+    with `ttlSecondsAfterFinished: 0` is gone the moment it finishes (ingress-nginx's
+    admission Jobs are both)."""
+    name = unique("hooked")
+    succeeded = HookInfo(events=["pre-install"], delete_policy=["hook-succeeded"])
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "make-cert"},
+        "spec": {
+            "ttlSecondsAfterFinished": 0,
+            "template": {
+                "spec": {
+                    "serviceAccountName": "cert-maker",
+                    "restartPolicy": "OnFailure",
+                    "containers": [{"name": "make", "image": "certgen:1.6"}],
+                }
+            },
+        },
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cert-maker"}}
+    taskset = Taskset(
+        name=name,
+        namespace=env.namespace,
+        init=[
+            Step(object=account, hook=succeeded),
+            Step(object=job, hook=succeeded, wait="complete"),
+        ],
+        install=[
+            Step(
+                object={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": f"{name}-after"},
+                    "data": {},
+                }
+            )
+        ],
+    )
+
+    await env.publish(cluster_task(taskset))
+
+    status = await env.task_phase(name, "Ready")
+    assert status["steps"] == {"total": 3, "ready": 3, "failed": 0}
+    assert await env.get("v1", "ConfigMap", f"{name}-after", env.namespace) is not None
+    await env.gone("v1", "ServiceAccount", "cert-maker", env.namespace)
+    assert await env.get("batch/v1", "Job", "make-cert", env.namespace) is None
+    ran = await env.kube.list(EVENT, namespace=env.namespace)
+    assert any(
+        e.get("reason") == "Completed" and e["involvedObject"]["name"] == "make-cert"
+        for e in ran.items
+    )
