@@ -1,7 +1,9 @@
 """A real kube-apiserver (with etcd) for benchmarks: the `kube-envtest` binary from infra/envtest.
 
 Started once per figure in a temporary directory and stopped afterwards; it exits on its own if
-this process dies (its standard input closes). Like the tests, it has no controller-manager.
+this process dies (its standard input closes). It runs `--apiserver-only` (no controller-manager,
+scheduler or simulated nodes), so the figures measure fleetbus and not the cluster's own
+controllers, and stay comparable with earlier runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ async def kube_apiserver(ready_timeout: float = 120.0) -> AsyncIterator[Path]:
                 "--kubeconfig",
                 str(kubeconfig),
                 "--exit-on-stdin-eof",
+                "--apiserver-only",
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -22,7 +22,7 @@ the scheduling window, measured against `now`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -335,6 +335,30 @@ def job_complete(obj: Mapping[str, Any] | None, now: datetime) -> Readiness:
     if _is_true(obj, "Complete"):
         return status
     return _in_progress("JobNotComplete", status.message or "Job has not completed")
+
+
+JOB_FAILURE_EVENTS = frozenset(
+    {"BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy", "MaxFailedIndexesExceeded"}
+)
+"""Warning Events the Job controller records when it marks a Job Failed, named by reason."""
+
+
+def finished_job_from_events(events: Iterable[Mapping[str, Any]]) -> Readiness | None:
+    """How a Job that no longer exists ended, from the Events the Job controller left behind.
+
+    A Job with `ttlSecondsAfterFinished` (ingress-nginx's admission Jobs use 0) is deleted by
+    the TTL controller the moment it finishes, often before a reconcile pass sees it finished.
+    Its Events outlive it: `Completed` means it succeeded, a failure reason that it failed.
+    None when the Events say neither (it was deleted before finishing, or they expired).
+    """
+    for event in events:
+        reason = str(event.get("reason") or "")
+        message = str(event.get("message") or "")
+        if reason == "Completed":
+            return _current(f"Job Completed and was removed after finishing: {message}")
+        if reason in JOB_FAILURE_EVENTS:
+            return _failed(reason, f"Job Failed and was removed after finishing: {message}")
+    return None
 
 
 def _pvc(obj: Mapping[str, Any], now: datetime) -> Readiness:

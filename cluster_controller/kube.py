@@ -313,6 +313,7 @@ class Kube:
         *,
         namespace: str = "",
         label_selector: str = "",
+        field_selector: str = "",
         limit: int = 500,
     ) -> ObjectList:
         """Every matching object, paged, with the list's resourceVersion to watch from."""
@@ -320,6 +321,8 @@ class Kube:
         params: dict[str, str] = {"limit": str(limit)}
         if label_selector:
             params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
         resource_version = ""
         while True:
             page = await self.request(

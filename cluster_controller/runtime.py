@@ -196,7 +196,17 @@ class Controller:
         self._object_watches[key] = informer
         self._spawn(self._supervise_object_watch(key, informer), f"watch-{info.plural}")
 
+    async def _requeue_tasks_once_synced(self, informer: Informer) -> None:
+        """A new watch sees nothing of what changed before it listed: an object that finished
+        and was removed meanwhile (a Job with ttlSecondsAfterFinished: 0) sends no event. So
+        once it has listed, every Task looks again."""
+        await informer.synced.wait()
+        known = self.tasks.keys()
+        for namespace, name in known:
+            self.queue.add(("task", namespace, name))
+
     async def _supervise_object_watch(self, key: tuple[str, str], informer: Informer) -> None:
+        self._spawn(self._requeue_tasks_once_synced(informer), f"requeue-{informer.info.plural}")
         try:
             await informer.run()
         except NotFound:

@@ -14,6 +14,7 @@ status and retried with backoff.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -39,6 +40,7 @@ from cluster_controller.kstatus import (
     NOT_FOUND,
     Readiness,
     compute_status,
+    finished_job_from_events,
     job_complete,
 )
 from cluster_controller.kube import Kube
@@ -69,6 +71,7 @@ from kube_contract.model import (
     status_body,
 )
 from kube_contract.resources import (
+    EVENT,
     JOB,
     ROLE,
     ROLE_BINDING,
@@ -274,14 +277,32 @@ class StepRunner:
             )
             steps[name] = await self.write_status(step, status)
         present = [steps[n] for n in names if n in steps]
+        ready = sum(1 for s in present if s.status.completed_digest == step_digest(s.spec))
+        if attempted and ready == len(names):
+            await self._delete_succeeded_hooks(ctx, present)
         return PhaseOutcome(
             phase=phase,
             total=len(names),
-            ready=sum(1 for s in present if s.status.completed_digest == step_digest(s.spec)),
+            ready=ready,
             failed=len(plan.failed),
             plan=plan,
             errors=list(errors.values()),
         )
+
+    async def _delete_succeeded_hooks(
+        self, ctx: TaskContext, steps: Sequence[StepResource]
+    ) -> None:
+        """Helm's `hook-succeeded`: once every hook of the phase succeeded, remove those that ask.
+
+        Not one by one: ingress-nginx's admission Job runs as a ServiceAccount that is itself a
+        `hook-succeeded` hook of the same phase, and must still exist when the Job's pod starts.
+        """
+        for step in steps:
+            if "hook-succeeded" not in hook_policies(step):
+                continue
+            info, namespace = await self.locate(ctx, step)
+            with contextlib.suppress(NotFound):
+                await self.kube.delete(info, step.spec.ref.name, namespace=namespace)
 
     def _states(
         self,
@@ -382,9 +403,25 @@ class StepRunner:
         info, namespace = await self.locate(ctx, step)
         live = await self.kube.get(info, step.spec.ref.name, namespace)
         self.on_kind(info)
-        return await self._with_job(
-            ctx, step, live, applied=False, located=self._located(step, namespace)
+        located = self._located(step, namespace)
+        if live is None and is_job(step.spec.ref) and step.spec.job is None:
+            finished = await self._finished_job(step, namespace)
+            if finished is not None:
+                return Sighting(readiness=finished, object_uid=step.status.uid, object_ref=located)
+        return await self._with_job(ctx, step, live, applied=False, located=located)
+
+    async def _finished_job(self, step: StepResource, namespace: str) -> Readiness | None:
+        """How the Job this Step applied ended, if it is gone already (ttlSecondsAfterFinished).
+
+        Only the Job applied for the Step's current spec counts (its uid is in the status);
+        without a verdict in its Events the Job is applied again.
+        """
+        if not step.status.uid or step.status.applied_digest != step_digest(step.spec):
+            return None
+        events = await self.kube.list(
+            EVENT, namespace=namespace, field_selector=f"involvedObject.uid={step.status.uid}"
         )
+        return finished_job_from_events(events.items)
 
     async def _located_or_declared(self, ctx: TaskContext, step: StepResource) -> ObjectRef:
         try:
@@ -485,11 +522,9 @@ class StepRunner:
                 await self.kube.delete(JOB, name, namespace=namespace)
 
     async def _after_done(self, ctx: TaskContext, step: StepResource, sighting: Sighting) -> None:
-        """Helm's hook delete policies: remove a hook object once it succeeded (or failed)."""
-        policies = hook_policies(step)
-        succeeded = sighting.readiness.current and "hook-succeeded" in policies
-        failed = sighting.readiness.failed and "hook-failed" in policies
-        if succeeded or failed:
+        """Helm's `hook-failed`: remove a hook object as soon as it failed. (`hook-succeeded`
+        waits for the whole phase: `_delete_succeeded_hooks`.)"""
+        if sighting.readiness.failed and "hook-failed" in hook_policies(step):
             info, namespace = await self.locate(ctx, step)
             await self.kube.delete(info, step.spec.ref.name, namespace=namespace)
 

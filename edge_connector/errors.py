@@ -25,3 +25,8 @@ class BundleError(ConnectorError):
 
 class EdgeUnavailable(ConnectorError):
     """The edge's own nats-server could not be reached."""
+
+
+class KubeTransient(ConnectorError):
+    """The apiserver was briefly unable to answer: 429 (e.g. a new CRD's storage still
+    initializing), 5xx, or a connection refused or reset. Worth retrying with backoff."""

@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -40,8 +40,15 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from edge_connector.errors import ApplyFailed, ConnectorError
+from edge_connector.errors import ApplyFailed, ConnectorError, KubeTransient
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
 from kube_contract.errors import UnreadableResource
 from kube_contract.model import (
@@ -70,7 +77,17 @@ LABEL_CLUSTER = "fleetbus.io/cluster"
 DRIFT_REPORTED = "fleetbus.io/drift-reported"
 """Annotation on a Step: how many of its drift detections the connector has passed on."""
 MAX_NAME = 63
+FIRST_BACKOFF = 0.25
+"""The first pause after a transient failure; it doubles (with jitter) from there."""
 MAX_BACKOFF = 30.0
+"""The longest pause between two attempts to list or watch again."""
+APPLY_ATTEMPTS = 6
+"""A write answered with a transient error is tried this often (about 8 s) before it fails."""
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+"""Answers that say "not now" rather than "no": 429 comes, among others, from a CRD whose
+storage is still initializing right after it was created."""
+RETRYABLE = (KubeTransient,)
+"""What list, watch and write loops retry; everything else is an answer to act on."""
 
 
 # --- the resources written for a ClusterTask (pure) ---------------------------------------------
@@ -275,6 +292,75 @@ def _code(e: ApiError) -> int:
     return int(getattr(e.status, "code", 0) or 0)
 
 
+def _status_code(e: httpx.HTTPStatusError) -> int:
+    return _code(e) if isinstance(e, ApiError) else e.response.status_code
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether a lightkube or HTTP error is a passing condition of the apiserver.
+
+    lightkube raises `ApiError` for answers with a JSON Status and the plain
+    `HTTPStatusError` for others (a proxy's 503, the apiserver's "404 page not found").
+    """
+    if isinstance(e, httpx.HTTPStatusError):
+        return _status_code(e) in TRANSIENT_STATUS
+    return isinstance(e, httpx.TransportError)
+
+
+def is_kind_not_served(e: httpx.HTTPStatusError) -> bool:
+    """A 404 about the resource type itself: the Task or Step CRD is not served yet, as right
+    before or after the controller creates it. The apiserver answers that with a plain-text
+    "404 page not found"; a 404 about an object (its namespace, say) is a JSON Status naming
+    the object in its details."""
+    if _status_code(e) != 404:
+        return False
+    if not isinstance(e, ApiError):
+        return True
+    return not getattr(getattr(e.status, "details", None), "name", None)
+
+
+def _error_message(e: httpx.HTTPStatusError) -> str:
+    if isinstance(e, ApiError):
+        return _api_message(e)
+    return e.response.text.strip()[:200] or e.response.reason_phrase
+
+
+def as_transient(e: httpx.HTTPStatusError | httpx.TransportError, what: str) -> KubeTransient:
+    if isinstance(e, httpx.HTTPStatusError):
+        return KubeTransient(f"{what}: apiserver answered {_status_code(e)}: {_error_message(e)}")
+    return KubeTransient(f"{what}: Kubernetes API unreachable: {e!r}")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    log.warning("%s; again in %.1fs", error, wait)
+
+
+def watch_retrying() -> AsyncRetrying:
+    """Retries for a list-then-watch loop: forever, backing off up to MAX_BACKOFF."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(RETRYABLE),
+        wait=wait_exponential_jitter(
+            multiplier=FIRST_BACKOFF, max=MAX_BACKOFF, jitter=FIRST_BACKOFF
+        ),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def write_retrying() -> AsyncRetrying:
+    """Retries for one write: a few attempts, then the transient error is the answer."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(RETRYABLE),
+        wait=wait_exponential_jitter(multiplier=FIRST_BACKOFF, max=4.0, jitter=FIRST_BACKOFF),
+        stop=stop_after_attempt(APPLY_ATTEMPTS),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
 class KubernetesExecutor:
     """Writes Task and Step resources; reads their status. See the module docstring."""
 
@@ -402,38 +488,65 @@ class KubernetesExecutor:
         objects = sum(int((t.get("status") or {}).get("objects") or 0) for t in tasks)
         return ExecutorInventory(applied=applied, live_digest=digest_of(live), objects=objects)
 
-    async def drift(self) -> AsyncIterator[DriftObserved]:
-        """Every new drift detection on this executor's Steps, once; forever."""
-        failures = 0
+    async def drift(self) -> AsyncGenerator[DriftObserved, None]:
+        """Every new drift detection on this executor's Steps, once; forever.
+
+        The Steps are followed by a background list-then-watch that survives what a starting
+        or restarting apiserver answers (429, 5xx, a reset connection, the Step kind not
+        served yet) and re-lists on 410; any other answer ends the iteration with an error.
+        """
+        found: asyncio.Queue[DriftObserved] = asyncio.Queue(maxsize=1)
+        follower = asyncio.create_task(self._follow_steps(found), name="kube-executor-steps")
+        getting: asyncio.Future[DriftObserved] | None = None
+        try:
+            while True:
+                getting = asyncio.ensure_future(found.get())
+                await asyncio.wait({getting, follower}, return_when=asyncio.FIRST_COMPLETED)
+                if getting.done():
+                    yield getting.result()
+                    continue
+                follower.result()  # raises the follower's error
+                raise ConnectorError("watching Steps ended")  # it never returns by itself
+        finally:
+            waiting = [t for t in (getting, follower) if t is not None]
+            for pending in waiting:
+                pending.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+
+    async def _follow_steps(self, found: asyncio.Queue[DriftObserved]) -> None:
         while True:
-            try:
-                listing = self.client.list(
-                    StepResource, namespace=self.namespace, labels={LABEL_CLUSTER: self.cluster}
-                )
-                async for step in listing:
-                    observed = await self._observe_drift(_plain(step))
-                    if observed is not None:
-                        yield observed
-                version = listing.resourceVersion
-                async for _, step in self.client.watch(
-                    StepResource,
-                    namespace=self.namespace,
-                    labels={LABEL_CLUSTER: self.cluster},
-                    resource_version=version,
-                    server_timeout=300,
-                ):
-                    observed = await self._observe_drift(_plain(step))
-                    if observed is not None:
-                        yield observed
-                    failures = 0
-            except ApiError as e:
-                if _code(e) != 410:
-                    raise ConnectorError(f"watching Steps failed: {_api_message(e)}") from e
-            except httpx.TransportError as e:
-                failures += 1
-                delay = min(MAX_BACKOFF, 0.25 * 2**failures)
-                log.warning("Step watch interrupted (%r); again in %.1fs", e, delay)
-                await asyncio.sleep(delay)
+            async for attempt in watch_retrying():
+                with attempt:
+                    await self._follow_steps_once(found)
+
+    async def _follow_steps_once(self, found: asyncio.Queue[DriftObserved]) -> None:
+        """List the Steps and watch them until the watch ends; 410 ends it early (re-list)."""
+        try:
+            listing = self.client.list(
+                StepResource, namespace=self.namespace, labels={LABEL_CLUSTER: self.cluster}
+            )
+            async for step in listing:
+                observed = await self._observe_drift(_plain(step))
+                if observed is not None:
+                    await found.put(observed)
+            async for _, step in self.client.watch(
+                StepResource,
+                namespace=self.namespace,
+                labels={LABEL_CLUSTER: self.cluster},
+                resource_version=listing.resourceVersion,
+                server_timeout=300,
+            ):
+                observed = await self._observe_drift(_plain(step))
+                if observed is not None:
+                    await found.put(observed)
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) == 410:
+                return
+            if is_transient(e) or is_kind_not_served(e):
+                raise as_transient(e, "watching Steps") from e
+            raise ConnectorError(f"watching Steps failed: {_error_message(e)}") from e
+        except httpx.TransportError as e:
+            raise as_transient(e, "watching Steps") from e
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -448,15 +561,22 @@ class KubernetesExecutor:
         self, resource: Any, manifest: dict[str, Any], *, phase: str, obj: str
     ) -> dict[str, Any]:
         try:
-            stored = await self.client.apply(
-                resource.from_dict(manifest), field_manager=FIELD_MANAGER, force=True
-            )
-        except ApiError as e:
-            raise ApplyFailed(phase=phase, object=obj, reason=_api_message(e)) from e
-        except httpx.TransportError as e:
-            raise ApplyFailed(
-                phase=phase, object=obj, reason=f"Kubernetes API unreachable: {e!r}"
-            ) from e
+            async for attempt in write_retrying():
+                with attempt:
+                    try:
+                        stored = await self.client.apply(
+                            resource.from_dict(manifest), field_manager=FIELD_MANAGER, force=True
+                        )
+                    except (httpx.HTTPStatusError, httpx.TransportError) as e:
+                        if is_transient(e) or (
+                            isinstance(e, httpx.HTTPStatusError) and is_kind_not_served(e)
+                        ):
+                            raise as_transient(e, f"applying {obj}") from e
+                        raise
+        except httpx.HTTPStatusError as e:
+            raise ApplyFailed(phase=phase, object=obj, reason=_error_message(e)) from e
+        except KubeTransient as e:
+            raise ApplyFailed(phase=phase, object=obj, reason=str(e)) from e
         return _plain(stored)
 
     async def _observe_drift(self, step: dict[str, Any]) -> DriftObserved | None:
@@ -526,46 +646,50 @@ class KubernetesExecutor:
             ) from e
 
     async def _watch_tasks(self) -> None:
-        """List-then-watch this executor's Tasks; re-list on 410; retry on connection loss."""
-        failures = 0
+        """List-then-watch this executor's Tasks for ever; re-list on 410.
+
+        Every other failure is retried with bounded backoff: the transient ones (429, 5xx, a
+        reset connection) and also a missing Task kind or a refusal, which an operator or the
+        controller's start may repair; meanwhile `_ensure_watch` reports the last error.
+        """
         while True:
-            try:
-                listing = self.client.list(
-                    TaskResource, namespace=self.namespace, labels={LABEL_CLUSTER: self.cluster}
-                )
-                fresh = {}
-                async for item in listing:
-                    obj = _plain(item)
-                    fresh[str(obj["metadata"]["name"])] = obj
+            async for attempt in watch_retrying():
+                with attempt:
+                    await self._watch_tasks_once()
+
+    async def _watch_tasks_once(self) -> None:
+        try:
+            listing = self.client.list(
+                TaskResource, namespace=self.namespace, labels={LABEL_CLUSTER: self.cluster}
+            )
+            fresh = {}
+            async for item in listing:
+                obj = _plain(item)
+                fresh[str(obj["metadata"]["name"])] = obj
+            async with self._changed:
+                self._tasks = fresh
+                self._synced.set()
+                self._changed.notify_all()
+            async for event, item in self.client.watch(
+                TaskResource,
+                namespace=self.namespace,
+                labels={LABEL_CLUSTER: self.cluster},
+                resource_version=listing.resourceVersion,
+                server_timeout=300,
+            ):
+                obj = _plain(item)
+                name = str(obj["metadata"]["name"])
                 async with self._changed:
-                    self._tasks = fresh
-                    self._synced.set()
+                    if event == "DELETED":
+                        self._tasks.pop(name, None)
+                    else:
+                        self._tasks[name] = obj
                     self._changed.notify_all()
-                async for event, item in self.client.watch(
-                    TaskResource,
-                    namespace=self.namespace,
-                    labels={LABEL_CLUSTER: self.cluster},
-                    resource_version=listing.resourceVersion,
-                    server_timeout=300,
-                ):
-                    obj = _plain(item)
-                    name = str(obj["metadata"]["name"])
-                    async with self._changed:
-                        if event == "DELETED":
-                            self._tasks.pop(name, None)
-                        else:
-                            self._tasks[name] = obj
-                        self._changed.notify_all()
-                    failures = 0
-            except ApiError as e:
-                if _code(e) != 410:
-                    self._watch_error = _api_message(e)
-                    log.error("watching Tasks failed: %s", self._watch_error)
-                    failures += 1
-                    await asyncio.sleep(min(MAX_BACKOFF, 0.25 * 2**failures))
-            except httpx.TransportError as e:
-                self._watch_error = f"Kubernetes API unreachable: {e!r}"
-                failures += 1
-                delay = min(MAX_BACKOFF, 0.25 * 2**failures)
-                log.warning("Task watch interrupted (%r); again in %.1fs", e, delay)
-                await asyncio.sleep(delay)
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) == 410:
+                return
+            self._watch_error = _error_message(e)
+            raise as_transient(e, "watching Tasks") from e
+        except httpx.TransportError as e:
+            self._watch_error = f"Kubernetes API unreachable: {e!r}"
+            raise as_transient(e, "watching Tasks") from e

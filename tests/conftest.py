@@ -81,6 +81,18 @@ async def env(kube_apiserver: KubeAPIServer, kube_namespace: str) -> AsyncIterat
         yield running
 
 
+@pytest.fixture
+async def cluster_env(
+    kube_cluster: KubeAPIServer, cluster_namespace: str
+) -> AsyncIterator[ControllerEnv]:
+    """The same controller on the acting test cluster, where Jobs, Deployments and namespaces
+    reach their statuses through the real controllers."""
+    from tests.integration.controller_harness import running_controller
+
+    async with running_controller(kube_cluster.kubeconfig, cluster_namespace) as running:
+        yield running
+
+
 @pytest.fixture(autouse=True)
 async def no_leftover_tasks() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks running behind it."""

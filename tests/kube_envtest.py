@@ -1,13 +1,29 @@
-"""Pytest plugin: a real Kubernetes API server for tests.
+"""Pytest plugin: a real Kubernetes control plane for tests, in two modes.
 
-`kube_apiserver` (session scope) starts `.cache/envtest/bin/kube-envtest` (built by
-`make envtest` from `infra/envtest`): an embedded etcd and a real kube-apiserver in one
-process, on free loopback ports, with its data in a pytest temporary directory. It yields a
-`KubeAPIServer` with the admin `kubeconfig` path, the `server` URL, the admin `token`, the CA
-file and helpers to run `kubectl` and to make raw HTTP calls. At the end of the session the
-process gets SIGTERM (and SIGKILL if it has not exited after 30 s).
+Both start `.cache/envtest/bin/kube-envtest` (built by `make envtest` from `infra/envtest`)
+once per session, on free loopback ports, with its data in a pytest temporary directory, and
+yield a `KubeAPIServer` with the admin `kubeconfig` path, the `server` URL, the admin `token`,
+the CA file and helpers to run `kubectl` and to make raw HTTP calls. At the end of the session
+the process gets SIGTERM (and SIGKILL if it has not exited after 30 s).
 
-What the server is:
+`kube_cluster` (session) is a cluster where controllers act: kube-controller-manager and
+kube-scheduler run beside the apiserver and KWOK simulates two nodes' kubelets. Pods are
+scheduled and become Running and Ready, Deployments become Available, Job pods complete (and
+fail when the pod template carries the annotation `fleetbus.test/fail: "<message>"`, see
+`FAIL_ANNOTATION`), namespaces finish deleting, owned objects are garbage-collected and every
+namespace gets its `default` ServiceAccount. `cluster_namespace` (function) is a fresh
+namespace in it. Use it whenever a test needs anything reconciled.
+
+`kube_apiserver` (session) is the bare mode (`--apiserver-only`): etcd and the apiserver and
+nothing that reconciles. It starts faster and is for tests that only need the API itself:
+- Jobs never run or complete; Deployments create no ReplicaSets or Pods.
+- Owner-reference garbage collection does not happen: delete children explicitly.
+- Deleted namespaces stay Terminating forever (the namespace controller never empties them).
+- ResourceQuota usage (`status.used`) is never computed.
+- No ServiceAccount appears by itself in a new namespace: `kube_namespace` creates the
+  `default` one so that Pods can be admitted.
+
+In both modes:
 - RBAC authorization is on; the admin (`envtest-admin`, group `system:masters`) may do
   everything, anyone else is checked by RBAC, so a denial in a test is a real denial.
 - ServiceAccount tokens are issued by the TokenRequest API (`kubectl create token`,
@@ -16,21 +32,11 @@ What the server is:
 - CRDs (apiextensions), server-side apply with field managers, watches and the admission
   chain are the real ones.
 
-What it is not: NO controller-manager (and no scheduler, no kubelet) runs. Nothing
-reconciles, so tests must drive those effects themselves:
-- Jobs never run or complete: patch a Job's status (`/status` subresource) to mark it
-  Complete or Failed. Deployments create no ReplicaSets or Pods; Pods are never scheduled.
-- Owner-reference garbage collection does not happen: delete children explicitly.
-- Deleted namespaces stay Terminating forever (the namespace controller never empties them).
-- ResourceQuota usage (`status.used`) is never computed.
-- No ServiceAccount appears by itself in a new namespace: `kube_namespace` creates the
-  `default` one so that Pods can be admitted.
-
 If the binary is missing the fixture fails (never skips) and says to run `make envtest`.
 
-`kube_namespace` (function scope) creates a fresh namespace with a unique name, plus its
-`default` ServiceAccount, and yields the name. Namespaces are not deleted afterwards (they
-would only stay Terminating); the unique names keep tests apart.
+`kube_namespace` (function scope) creates a fresh namespace in the bare apiserver with a
+unique name, plus its `default` ServiceAccount, and yields the name. Namespaces are not deleted
+afterwards (they would only stay Terminating); the unique names keep tests apart.
 """
 
 from __future__ import annotations
@@ -51,17 +57,22 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPResponse
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BINARY = REPO_ROOT / ".cache" / "envtest" / "bin" / "kube-envtest"
 READY_TIMEOUT_S = 120.0
+CLUSTER_READY_TIMEOUT_S = 240.0
+FAIL_ANNOTATION = "fleetbus.test/fail"
+"""On a Job's pod template: the simulated kubelet fails its pods with this message."""
 STOP_TIMEOUT_S = 30.0
 _LOG_TAIL_LINES = 40
 
@@ -103,6 +114,8 @@ class KubeAPIServer:
     ca_file: Path
     log_file: Path
     kubectl_path: str
+    cluster: bool
+    """True when controllers act (`kube_cluster`), False for the bare apiserver."""
     _ssl: ssl.SSLContext = field(repr=False, compare=False)
 
     def kubectl(
@@ -233,9 +246,16 @@ def _stop(p: _Process) -> int:
 def start_kube_apiserver(
     workdir: Path,
     binary: Path = BINARY,
-    ready_timeout: float = READY_TIMEOUT_S,
+    ready_timeout: float | None = None,
+    *,
+    cluster: bool = False,
 ) -> tuple[KubeAPIServer, _Process]:
-    """Start kube-envtest with its data under `workdir` and wait for its `ready` line."""
+    """Start kube-envtest with its data under `workdir` and wait for its `ready` line.
+
+    `cluster` starts the controllers and simulated nodes too; otherwise only the apiserver.
+    """
+    if ready_timeout is None:
+        ready_timeout = CLUSTER_READY_TIMEOUT_S if cluster else READY_TIMEOUT_S
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
             f"{binary} is missing: run `make envtest` to build the test Kubernetes "
@@ -252,7 +272,13 @@ def start_kube_apiserver(
     log = log_file.open("w")
     proc = subprocess.Popen(
         # --exit-on-stdin-eof: it goes away with this process even if SIGTERM never comes.
-        [str(binary), "--kubeconfig", str(kubeconfig), "--exit-on-stdin-eof"],
+        [
+            str(binary),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--exit-on-stdin-eof",
+            *([] if cluster else ["--apiserver-only"]),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -307,9 +333,20 @@ def start_kube_apiserver(
         ca_file=ca_file,
         log_file=log_file,
         kubectl_path=kubectl_path,
+        cluster=cluster,
         _ssl=ssl.create_default_context(cafile=str(ca_file)),
     )
     return api, process
+
+
+@contextlib.contextmanager
+def running_kube_envtest(workdir: Path, *, cluster: bool = False) -> Iterator[KubeAPIServer]:
+    """A kube-envtest of a test's own (e.g. a fresh apiserver), stopped on leaving."""
+    api, process = start_kube_apiserver(workdir, cluster=cluster)
+    try:
+        yield api
+    finally:
+        _stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -320,6 +357,47 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
         yield api
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """A cluster where controllers act (controller-manager, scheduler, KWOK nodes)."""
+    api, process = start_kube_apiserver(tmp_path_factory.mktemp("kube-cluster"), cluster=True)
+    try:
+        yield api
+    finally:
+        _stop(process)
+
+
+def wait_until(what: str, check: Callable[[], T | None], deadline_s: float = 60.0) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {deadline_s:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def get_or_none(api: KubeAPIServer, path: str) -> Any:
+    """GET `path`; None when the object does not exist."""
+    try:
+        return api.request("GET", path)
+    except KubeAPIError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    """The status condition of type `kind` of an object, if it has one."""
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            found: Mapping[str, Any] = cond
+            return found
+    return None
 
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
@@ -349,6 +427,33 @@ def create_namespace(
         f"/api/v1/namespaces/{name}/serviceaccounts",
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
     )
+
+
+def create_cluster_namespace(
+    api: KubeAPIServer, name: str, annotations: Mapping[str, str] | None = None
+) -> None:
+    """Create a namespace in the acting cluster and wait for its `default` ServiceAccount."""
+    api.request(
+        "POST",
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "annotations": dict(annotations or {})},
+        },
+    )
+    wait_until(
+        f"the default ServiceAccount of namespace {name}",
+        lambda: get_or_none(api, f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+    )
+
+
+@pytest.fixture
+def cluster_namespace(kube_cluster: KubeAPIServer, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace in the acting cluster (left for the session's end to remove)."""
+    name = unique_namespace_name(request.node.name)
+    create_cluster_namespace(kube_cluster, name, {"fleetbus.test/nodeid": request.node.nodeid})
+    return name
 
 
 @pytest.fixture

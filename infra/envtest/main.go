@@ -1,19 +1,27 @@
-// Command kube-envtest runs an embedded etcd and a kube-apiserver in one
-// process, for tests.
+// Command kube-envtest runs a small Kubernetes cluster for tests: an
+// embedded etcd and a kube-apiserver, and (unless --apiserver-only) a
+// kube-controller-manager and a kube-scheduler in the same process plus KWOK
+// as a child process simulating the nodes' kubelets.
 //
-//	kube-envtest --kubeconfig PATH [--exit-on-stdin-eof]
+//	kube-envtest --kubeconfig PATH [--apiserver-only] [--nodes N] [--kwok PATH]
+//	             [--exit-on-stdin-eof] [--verbose]
 //
 // It picks free loopback ports, keeps all of its data in one temporary
 // directory, writes an admin kubeconfig to PATH and then prints one line
-// containing "ready" on stdout. SIGTERM or SIGINT stop both servers and
+// containing "ready" on stdout. SIGTERM or SIGINT stop everything and
 // remove the temporary directory. Logs go to stderr.
 //
 // The apiserver runs with RBAC authorization; the admin user of the
 // kubeconfig is in system:masters. ServiceAccount tokens can be issued
-// through the TokenRequest API and are accepted for authentication. No
-// controller-manager runs: nothing reconciles (Jobs never run, garbage
-// collection does not happen, namespaces stay Terminating, quota usage is
-// not computed, no "default" ServiceAccount appears in new namespaces).
+// through the TokenRequest API and are accepted for authentication.
+//
+// In cluster mode (the default) the controllers act: Pods are scheduled onto
+// the simulated nodes and become Running and Ready, Job pods complete (or
+// fail, when their template carries the annotation fleetbus.test/fail),
+// Deployments become Available, namespaces finish deleting, owned objects
+// are garbage-collected. With --apiserver-only nothing reconciles (Jobs
+// never run, garbage collection does not happen, namespaces stay
+// Terminating, no "default" ServiceAccount appears in new namespaces).
 package main
 
 import (
@@ -62,11 +70,14 @@ func run(args []string) int {
 	kubeconfigPath := fs.String("kubeconfig", "", "write the admin kubeconfig to this path (required)")
 	exitOnStdinEOF := fs.Bool("exit-on-stdin-eof", false, "shut down when standard input is closed (for a parent process that may die)")
 	verbose := fs.Bool("verbose", false, "copy the test server's own log lines to stderr")
+	apiserverOnly := fs.Bool("apiserver-only", false, "run only etcd and the apiserver: nothing reconciles")
+	nodes := fs.Int("nodes", 2, "number of simulated (KWOK) nodes in cluster mode")
+	kwokBinary := fs.String("kwok", "", "the kwok binary (default: kwok next to this program)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *kubeconfigPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: kube-envtest --kubeconfig PATH [--exit-on-stdin-eof] [--verbose]")
+	if *kubeconfigPath == "" || fs.NArg() != 0 || *nodes < 1 {
+		fmt.Fprintln(os.Stderr, "usage: kube-envtest --kubeconfig PATH [--apiserver-only | --nodes N (>= 1) --kwok PATH] [--exit-on-stdin-eof] [--verbose]")
 		return 2
 	}
 	kubeconfig, err := filepath.Abs(*kubeconfigPath)
@@ -87,9 +98,19 @@ func run(args []string) int {
 		return 1
 	}
 	h := newHost(root, *verbose)
+	var cluster *clusterOptions
+	if !*apiserverOnly {
+		cluster = &clusterOptions{nodes: *nodes, kwok: *kwokBinary}
+	}
+	// A component that dies after the start ends the whole process with its error.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	code := 0
-	if err := serve(ctx, h, root, kubeconfig); err != nil {
+	if err := serve(ctx, h, root, kubeconfig, cluster, fail); err != nil {
 		fmt.Fprintf(os.Stderr, "kube-envtest: %v\n", err)
+		code = 1
+	} else if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		h.fail(cause.Error())
 		code = 1
 	}
 	h.runCleanups()
@@ -102,7 +123,7 @@ func run(args []string) int {
 	return code
 }
 
-func serve(ctx context.Context, h *host, root, kubeconfig string) error {
+func serve(ctx context.Context, h *host, root, kubeconfig string, cluster *clusterOptions, fail context.CancelCauseFunc) error {
 	// Everything the test-server helpers create with os.MkdirTemp("", ...)
 	// lands below root and is removed with it.
 	if err := os.Setenv("TMPDIR", root); err != nil {
@@ -171,8 +192,16 @@ func serve(ctx context.Context, h *host, root, kubeconfig string) error {
 	}
 	h.Cleanup(func() { _ = os.Remove(kubeconfig) })
 
+	mode := "apiserver-only"
+	if cluster != nil {
+		mode = "cluster"
+		if err := startCluster(ctx, h, root, kubeconfig, *cluster, fail); err != nil {
+			return err
+		}
+	}
+
 	if ctx.Err() == nil {
-		fmt.Printf("kube-envtest ready server=%s kubeconfig=%s\n", serverURL, kubeconfig)
+		fmt.Printf("kube-envtest ready mode=%s server=%s kubeconfig=%s\n", mode, serverURL, kubeconfig)
 		_ = os.Stdout.Sync()
 		<-ctx.Done()
 	}

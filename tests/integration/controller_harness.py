@@ -1,9 +1,11 @@
 """Helpers for the cluster controller's integration tests on the real apiserver (infra/envtest).
 
 A test starts a real `Controller` in its own event loop (scoped to the test's namespace for
-Tasks and Steps), writes Task and Step resources exactly as the connector's Kubernetes executor
-does (`edge_connector.kube_executor.task_resources`), and plays the controller-manager that is
-not running: it patches Job and Deployment status itself.
+Tasks and Steps) and writes Task and Step resources exactly as the connector's Kubernetes
+executor does (`edge_connector.kube_executor.task_resources`). On the acting test cluster
+(`kube_cluster`) Jobs and Deployments reach their statuses through the real controllers; a test
+that must see the moment before that gives the pod template `HOLD` and later `release`s the
+pods (see infra/envtest/kwok/stages.yaml).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,13 +23,19 @@ from cluster_controller.crds import install_crds
 from cluster_controller.kube import Kube
 from cluster_controller.runtime import Controller, ControllerOptions
 from edge_connector.kube_executor import FIELD_MANAGER, step_name, task_resources
-from kube_contract.resources import EVENT, JOB, STEP, TASK
+from kube_contract.resources import EVENT, STEP, TASK, ResourceInfo
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, ObjectRef, Phase, Taskset
 
 T = TypeVar("T")
 
 DEADLINE_S = 60.0
+
+POD = ResourceInfo(group="", version="v1", kind="Pod", plural="pods", namespaced=True)
+
+HOLD_ANNOTATION = "fleetbus.test/hold"
+HOLD = {HOLD_ANNOTATION: "true"}
+"""Pod template annotations that keep the simulated kubelet from readying or finishing a pod."""
 
 
 def unique(prefix: str) -> str:
@@ -109,82 +116,29 @@ class ControllerEnv:
 
         return await self.wait_for(f"{kind} {namespace}/{name} to be gone", check)
 
-    async def complete_job(self, name: str, namespace: str) -> None:
-        """Do what the Job controller would: mark the Job succeeded."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        conditions = [
-            {"type": kind, "status": "True", "lastTransitionTime": now, "lastProbeTime": now}
-            for kind in ("SuccessCriteriaMet", "Complete")
-        ]
-        await self.kube.patch(
-            JOB,
-            name,
-            {
-                "status": {
-                    "startTime": now,
-                    "completionTime": now,
-                    "succeeded": 1,
-                    "conditions": conditions,
-                }
-            },
-            namespace=namespace,
-            subresource="status",
-        )
+    async def release(self, namespace: str, label_selector: str) -> int:
+        """Let held pods (pod template annotated `HOLD`) become Ready or, for Jobs, finish."""
+        pods = await self.kube.list(POD, namespace=namespace, label_selector=label_selector)
+        for pod in pods.items:
+            await self.kube.patch(
+                POD,
+                pod["metadata"]["name"],
+                {"metadata": {"annotations": {HOLD_ANNOTATION: None}}},
+                namespace=namespace,
+            )
+        return len(pods.items)
 
-    async def fail_job(self, name: str, namespace: str) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        conditions = [
-            {
-                "type": kind,
-                "status": "True",
-                "reason": "BackoffLimitExceeded",
-                "message": "Job has reached the specified backoff limit",
-                "lastTransitionTime": now,
-                "lastProbeTime": now,
-            }
-            for kind in ("FailureTarget", "Failed")
-        ]
-        await self.kube.patch(
-            JOB,
-            name,
-            {"status": {"startTime": now, "failed": 1, "conditions": conditions}},
-            namespace=namespace,
-            subresource="status",
-        )
+    async def release_when_running(
+        self, namespace: str, label_selector: str, count: int = 1
+    ) -> None:
+        """Wait until `count` held pods exist, then release them."""
 
-    async def roll_out(self, name: str, namespace: str) -> None:
-        """Do what the Deployment controller would: report every replica rolled out."""
-        info = await self.kube.resource("apps/v1", "Deployment")
-        live = await self.kube.get(info, name, namespace)
-        assert live is not None, f"Deployment {namespace}/{name} does not exist"
-        replicas = int(live["spec"].get("replicas", 1))
-        await self.kube.patch(
-            info,
-            name,
-            {
-                "status": {
-                    "observedGeneration": live["metadata"]["generation"],
-                    "replicas": replicas,
-                    "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                    "availableReplicas": replicas,
-                    "conditions": [
-                        {
-                            "type": "Available",
-                            "status": "True",
-                            "reason": "MinimumReplicasAvailable",
-                        },
-                        {
-                            "type": "Progressing",
-                            "status": "True",
-                            "reason": "NewReplicaSetAvailable",
-                        },
-                    ],
-                }
-            },
-            namespace=namespace,
-            subresource="status",
-        )
+        async def check() -> bool:
+            pods = await self.kube.list(POD, namespace=namespace, label_selector=label_selector)
+            return len(pods.items) >= count
+
+        await self.wait_for(f"{count} pods {label_selector} in {namespace}", check)
+        await self.release(namespace, label_selector)
 
     async def step_job_name(self, taskset: str, phase: Phase, ref: ObjectRef) -> str:
         async def check() -> str | None:

@@ -1,8 +1,10 @@
-"""Deleting a Task on a real apiserver: preDelete first, then every object, explicitly.
+"""Deleting a Task on the acting test cluster: preDelete first, then every object, explicitly.
 
-No garbage collector runs here (as a controller must not count on one anyway): the Tasklet,
-the objects, the Step resources and the fleetbus Namespace's parts are all deleted by the
-controller itself, and the Task goes only after all of that.
+The controller does not count on the garbage collector (the objects it applied carry no owner
+references to the Task): the Tasklet, the objects, the Step resources and the fleetbus
+Namespace's parts are all deleted by the controller itself, the preDelete Job really runs (held
+by the simulated kubelet until the test releases it), the Task goes only after all of that, and
+the namespace controller then really removes the namespace.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from kube_contract.resources import STEP, TASK
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
+    HOLD,
     ControllerEnv,
     cluster_task,
     unique,
@@ -23,6 +26,12 @@ from tests.kube_envtest import KubeAPIServer
 pytestmark = pytest.mark.kube
 
 
+@pytest.fixture
+def env(cluster_env: ControllerEnv) -> ControllerEnv:
+    """Every test of this module runs on the acting test cluster."""
+    return cluster_env
+
+
 def cleanup_job(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
@@ -30,10 +39,11 @@ def cleanup_job(namespace: str) -> dict[str, Any]:
         "metadata": {"name": "backup-before-delete", "namespace": namespace},
         "spec": {
             "template": {
+                "metadata": {"annotations": HOLD},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "backup", "image": "busybox", "command": ["true"]}],
-                }
+                },
             }
         },
     }
@@ -87,7 +97,7 @@ async def test_deleting_a_task_runs_pre_delete_then_removes_everything(
     assert await env.get("v1", "ConfigMap", "conf", app) is not None
     assert await env.get("fleetbus.io/v1alpha1", "Tasklet", name, env.namespace) is not None
 
-    await env.complete_job("backup-before-delete", env.namespace)
+    await env.release_when_running(env.namespace, "job-name=backup-before-delete")
 
     await env.gone("fleetbus.io/v1alpha1", "Task", name, env.namespace)
     assert await env.get("fleetbus.io/v1alpha1", "Tasklet", name, env.namespace) is None
@@ -96,8 +106,7 @@ async def test_deleting_a_task_runs_pre_delete_then_removes_everything(
     assert await env.get("v1", "ResourceQuota", "fleetbus-quota", app) is None
     assert await env.get("fleetbus.io/v1alpha1", "Namespace", app) is None
     assert await env.get("batch/v1", "Job", "backup-before-delete", env.namespace) is None
-    core = await env.get("v1", "Namespace", app)
-    assert core is None or core["metadata"].get("deletionTimestamp")
+    await env.gone("v1", "Namespace", app)
     steps = await env.kube.list(
         STEP, namespace=env.namespace, label_selector=f"fleetbus.io/task={name}"
     )
@@ -147,7 +156,7 @@ async def test_deleting_a_task_that_never_finished_still_cleans_up(
 
 
 async def test_an_object_released_from_fleetbus_under_policy_report_is_left_in_place(
-    env: ControllerEnv, kube_apiserver: KubeAPIServer
+    env: ControllerEnv, kube_cluster: KubeAPIServer
 ) -> None:
     name = unique("released")
     taskset = Taskset(
@@ -167,7 +176,7 @@ async def test_an_object_released_from_fleetbus_under_policy_report_is_left_in_p
     )
     await env.publish(cluster_task(taskset))
     await env.task_phase(name, "Ready")
-    kube_apiserver.kubectl(
+    kube_cluster.kubectl(
         "label",
         "configmap",
         name,

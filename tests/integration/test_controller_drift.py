@@ -170,8 +170,9 @@ async def test_with_policy_report_the_edit_stays_and_is_reported(
 
 
 async def test_an_ignore_path_is_left_alone_while_other_edits_are_reverted(
-    env: ControllerEnv, kube_apiserver: KubeAPIServer
+    cluster_env: ControllerEnv, kube_cluster: KubeAPIServer
 ) -> None:
+    env = cluster_env
     name = unique("scaled")
     taskset = Taskset(
         name=name,
@@ -197,12 +198,10 @@ async def test_an_ignore_path_is_left_alone_while_other_edits_are_reverted(
     )
     api = ObjectRef(api_version="apps/v1", kind="Deployment", name="api")
     await env.publish(cluster_task(taskset))
-    await env.exists("apps/v1", "Deployment", "api", env.namespace)
-    await env.roll_out("api", env.namespace)
     await env.task_phase(name, "Ready")
 
-    kube_apiserver.kubectl("scale", "deployment", "api", "-n", env.namespace, "--replicas=5")
-    kube_apiserver.kubectl("set", "image", "deployment/api", "-n", env.namespace, "api=api:evil")
+    kube_cluster.kubectl("scale", "deployment", "api", "-n", env.namespace, "--replicas=5")
+    kube_cluster.kubectl("set", "image", "deployment/api", "-n", env.namespace, "api=api:evil")
 
     async def image_reverted() -> dict[str, Any] | None:
         live = await env.get("apps/v1", "Deployment", "api", env.namespace)
@@ -211,7 +210,12 @@ async def test_an_ignore_path_is_left_alone_while_other_edits_are_reverted(
 
     live = await env.wait_for("the image to be reverted", image_reverted)
     assert live["spec"]["replicas"] == 5
-    drift = await step_drift(env, name, api)
+
+    async def correction_recorded() -> dict[str, Any] | None:
+        drift = await step_drift(env, name, api)
+        return drift if drift.get("corrected") else None
+
+    drift = await env.wait_for("the correction in the Step's status", correction_recorded)
     assert drift["fields"] == ["/spec/template/spec/containers/0/image"]
     assert drift["corrected"] == 1
 

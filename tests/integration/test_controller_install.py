@@ -2,8 +2,9 @@
 
 The taskset has an init Step with a Job, an install phase with a fleetbus Namespace (quota and
 network policy), a CRD and a custom resource of it, a Deployment and a Service, and a
-postInstall Step. No controller-manager runs, so the test completes the Job and rolls the
-Deployment out itself, and checks at each point that nothing of a later phase or stage exists.
+postInstall Step. It runs on the acting test cluster: the Job and the Deployment's pods are
+held by the simulated kubelet until the test releases them, so the test can check at each point
+that nothing of a later phase or stage exists before the real controllers report them done.
 """
 
 from __future__ import annotations
@@ -12,14 +13,24 @@ from typing import Any
 
 import pytest
 
-from taskset.model import ObjectRef, Step, Taskset
+from kube_contract.resources import EVENT
+from taskset.model import HookInfo, ObjectRef, Step, Taskset
 from tests.integration.controller_harness import (
+    HOLD,
+    POD,
     ControllerEnv,
     cluster_task,
     unique,
 )
+from tests.kube_envtest import FAIL_ANNOTATION
 
 pytestmark = pytest.mark.kube
+
+
+@pytest.fixture
+def env(cluster_env: ControllerEnv) -> ControllerEnv:
+    """Every test of this module runs on the acting test cluster."""
+    return cluster_env
 
 
 def crd(group: str) -> dict[str, Any]:
@@ -62,7 +73,7 @@ def deployment(namespace: str) -> dict[str, Any]:
             "replicas": 2,
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
-                "metadata": {"labels": {"app": "web"}},
+                "metadata": {"labels": {"app": "web"}, "annotations": HOLD},
                 "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
             },
         },
@@ -76,10 +87,11 @@ def full_taskset(name: str, system: str, app: str, group: str) -> Taskset:
         "metadata": {"name": "seed"},
         "spec": {
             "template": {
+                "metadata": {"annotations": HOLD},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "seed", "image": "busybox", "command": ["true"]}],
-                }
+                },
             }
         },
     }
@@ -170,7 +182,7 @@ async def test_a_taskset_is_applied_phase_by_phase_and_stage_by_stage(env: Contr
     assert await env.get("fleetbus.io/v1alpha1", "Namespace", app) is None
     assert await env.get("fleetbus.io/v1alpha1", "Tasklet", name, env.namespace) is None
 
-    await env.complete_job(job, env.namespace)
+    await env.release_when_running(env.namespace, f"job-name={job}")
 
     fleet_namespace = await env.exists("fleetbus.io/v1alpha1", "Namespace", app)
     assert fleet_namespace["metadata"]["name"] == app
@@ -192,7 +204,7 @@ async def test_a_taskset_is_applied_phase_by_phase_and_stage_by_stage(env: Contr
     assert waiting["currentPhase"] == "install"
     assert await env.get("v1", "ConfigMap", "smoke-result", app) is None
 
-    await env.roll_out("web", app)
+    await env.release_when_running(app, "app=web", count=2)
 
     await env.exists("v1", "ConfigMap", "smoke-result", app)
     status = await env.task_phase(name, "Ready")
@@ -219,6 +231,13 @@ async def test_a_taskset_is_applied_phase_by_phase_and_stage_by_stage(env: Contr
     seed_step = await env.step(name, "init", seed)
     assert seed_step["status"]["phase"] == "Ready"
     assert seed_step["status"]["job"]["state"] == "Complete"
+    job_live = await env.get("batch/v1", "Job", job, env.namespace)
+    assert job_live["status"]["succeeded"] == 1
+    [pod] = (
+        await env.kube.list(POD, namespace=env.namespace, label_selector=f"job-name={job}")
+    ).items
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["spec"]["serviceAccountName"] == seed_step["status"]["serviceAccount"]
 
 
 async def _waiting_on(env: ControllerEnv, task: str, what: str) -> dict[str, Any] | None:
@@ -245,12 +264,14 @@ async def test_a_failing_init_job_fails_the_task_with_its_reason(env: Controller
                     "kind": "Job",
                     "metadata": {"name": "x"},
                     "spec": {
+                        "backoffLimit": 0,
                         "template": {
+                            "metadata": {"annotations": {FAIL_ANNOTATION: "seed data missing"}},
                             "spec": {
                                 "restartPolicy": "Never",
                                 "containers": [{"name": "x", "image": "busybox"}],
-                            }
-                        }
+                            },
+                        },
                     },
                 },
             )
@@ -269,14 +290,14 @@ async def test_a_failing_init_job_fails_the_task_with_its_reason(env: Controller
     ref = ObjectRef(api_version="v1", kind="ConfigMap", name=name)
 
     await env.publish(cluster_task(taskset))
-    job = await env.step_job_name(name, "init", ref)
-    await env.fail_job(job, env.namespace)
 
     status = await env.task_phase(name, "Failed")
     assert status["currentPhase"] == "init"
     assert status["failedObject"] == f"ConfigMap/{env.namespace}/{name}"
     assert status["reason"] == "JobBackoffLimitExceeded"
     assert await env.get("v1", "ConfigMap", f"{name}-never", env.namespace) is None
+    job = (await env.step(name, "init", ref))["status"]["job"]
+    assert job["state"] == "Failed"
 
 
 async def test_an_object_the_apiserver_rejects_fails_its_step(env: ControllerEnv) -> None:
@@ -381,3 +402,60 @@ async def test_a_large_taskset_is_spread_over_steps_none_near_the_etcd_limit(
     assert task is not None
     assert len(str(task)) < 100_000
     assert count * len(payload) > 1_500_000
+
+
+async def test_hook_objects_deleted_on_success_stay_until_every_hook_of_the_phase_succeeded(
+    env: ControllerEnv,
+) -> None:
+    """Helm deletes `hook-succeeded` hooks after all hooks of the event succeeded, and a Job
+    with `ttlSecondsAfterFinished: 0` is gone the moment it finishes (ingress-nginx's
+    admission Jobs are both)."""
+    name = unique("hooked")
+    succeeded = HookInfo(events=["pre-install"], delete_policy=["hook-succeeded"])
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "make-cert"},
+        "spec": {
+            "ttlSecondsAfterFinished": 0,
+            "template": {
+                "spec": {
+                    "serviceAccountName": "cert-maker",
+                    "restartPolicy": "OnFailure",
+                    "containers": [{"name": "make", "image": "certgen:1.6"}],
+                }
+            },
+        },
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cert-maker"}}
+    taskset = Taskset(
+        name=name,
+        namespace=env.namespace,
+        init=[
+            Step(object=account, hook=succeeded),
+            Step(object=job, hook=succeeded, wait="complete"),
+        ],
+        install=[
+            Step(
+                object={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": f"{name}-after"},
+                    "data": {},
+                }
+            )
+        ],
+    )
+
+    await env.publish(cluster_task(taskset))
+
+    status = await env.task_phase(name, "Ready")
+    assert status["steps"] == {"total": 3, "ready": 3, "failed": 0}
+    assert await env.get("v1", "ConfigMap", f"{name}-after", env.namespace) is not None
+    await env.gone("v1", "ServiceAccount", "cert-maker", env.namespace)
+    assert await env.get("batch/v1", "Job", "make-cert", env.namespace) is None
+    ran = await env.kube.list(EVENT, namespace=env.namespace)
+    assert any(
+        e.get("reason") == "Completed" and e["involvedObject"]["name"] == "make-cert"
+        for e in ran.items
+    )

@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from cluster_controller.kstatus import Status, compute_status, job_complete
+from cluster_controller.kstatus import (
+    Status,
+    compute_status,
+    finished_job_from_events,
+    job_complete,
+)
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -424,3 +429,37 @@ def test_messages_say_what_is_missing() -> None:
 
     assert readiness.message == "Ready: 1/3"
     assert readiness.reason == "LessReady"
+
+
+# --- a Job removed right after it finished (ttlSecondsAfterFinished) ------------------------
+
+
+def _event(reason: str, message: str = "") -> dict[str, Any]:
+    return {"kind": "Event", "type": "Normal", "reason": reason, "message": message}
+
+
+def test_a_removed_job_whose_events_say_completed_succeeded() -> None:
+    events = [_event("SuccessfulCreate", "Created pod: x-1"), _event("Completed", "Job completed")]
+
+    verdict = finished_job_from_events(events)
+
+    assert verdict is not None
+    assert verdict.current
+
+
+def test_a_removed_job_whose_events_say_backoff_limit_exceeded_failed_with_that_reason() -> None:
+    events = [
+        _event("SuccessfulCreate", "Created pod: x-1"),
+        _event("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+    ]
+
+    verdict = finished_job_from_events(events)
+
+    assert verdict is not None
+    assert verdict.failed
+    assert verdict.reason == "BackoffLimitExceeded"
+
+
+def test_a_removed_job_whose_events_say_nothing_final_has_no_verdict() -> None:
+    assert finished_job_from_events([_event("SuccessfulCreate", "Created pod: x-1")]) is None
+    assert finished_job_from_events([]) is None
