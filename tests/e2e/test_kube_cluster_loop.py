@@ -6,6 +6,12 @@ apiserver). A chart published with `fleetbus publish` becomes a Deployment whose
 scheduled and become Ready, hook Jobs that really run (and fail when the simulated kubelet is
 asked to), drift made by hand with kubectl, and a retire that runs the preDelete Job and ends
 with the namespace really gone.
+
+Real charts from `tests/corpus` go the same way: ingress-nginx with its admission-webhook Jobs,
+cert-manager with its CRDs and its startupapicheck post-install Job, kube-prometheus-stack with
+its CRDs, custom resources, admission Jobs, Deployments and node-exporter DaemonSet. Each is
+applied only after its hook Jobs completed and its workloads became Available: the times the
+apiserver recorded for those conditions come no later than the cluster's TaskApplied report.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,9 @@ pytestmark = pytest.mark.kube
 CLUSTER = "edge-k8s"
 SHOP_CHART = Path(__file__).resolve().parents[1] / "data" / "charts" / "shop"
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "charts"
+CHART_READY_TIMEOUT_S = 300.0
+"""How long a big chart may take to become Ready: kube-prometheus-stack's 150 objects take about
+a minute on two busy cores, and a deadline is for a hang, never a measure of speed."""
 
 
 @dataclass
@@ -74,12 +84,13 @@ class Loop:
         mine = [r for r in rows if r["cluster"] == CLUSTER]
         return str(mine[0]["state"]) if mine else ""
 
-    async def wait_state(self, taskset: str, state: str) -> None:
+    async def wait_state(self, taskset: str, state: str, within_s: float = 90.0) -> None:
         try:
             await poll(
                 lambda: status_rows(self.hub, taskset),
                 lambda rows: any(r["cluster"] == CLUSTER and r["state"] == state for r in rows),
                 f"{taskset} {state} on {CLUSTER}",
+                within_s,
             )
         except AssertionError as e:
             task = await self.controller.task(taskset)
@@ -92,6 +103,12 @@ class Loop:
             f"{kind} in fleetbus events",
         )
         return [e for e in found if e["type"] == kind]
+
+    async def applied_at(self, taskset: str) -> datetime:
+        """When the cluster reported `taskset` applied (the TaskApplied event's time)."""
+        applied = [e for e in await self.events("TaskApplied") if e["taskset"] == taskset]
+        assert applied, f"no TaskApplied for {taskset}"
+        return datetime.fromisoformat(applied[0]["occurred_at"])
 
     async def get(self, path: str) -> Any:
         return await asyncio.to_thread(get_or_none, self.kube, path)
@@ -116,7 +133,7 @@ async def loop_on_cluster(
             AsyncClient(KubeConfig.from_file(kube.kubeconfig)),
             cluster=CLUSTER,
             namespace=namespace,
-            apply_timeout=120,
+            apply_timeout=CHART_READY_TIMEOUT_S,
         )
         edge = await EdgeRuntime.leaf(
             read_edge_bundle(bundle_dir), EdgeState(tmp_path / "edge"), executor
@@ -138,6 +155,14 @@ async def loop(
 
 def _is_true(obj: Any, kind: str) -> bool:
     return (condition(obj, kind) or {}).get("status") == "True"
+
+
+def _became_true_at(obj: Any, kind: str) -> datetime:
+    """When condition `kind` turned True, as the apiserver recorded it (whole seconds, rounded
+    down, so a moment before any later report of the same machine's clock)."""
+    found = condition(obj, kind) or {}
+    assert found.get("status") == "True", f"{kind} is not True on {obj['metadata']['name']}"
+    return datetime.fromisoformat(found["lastTransitionTime"])
 
 
 async def test_a_published_chart_is_applied_only_after_its_deployment_is_available(
@@ -294,5 +319,91 @@ async def test_ingress_nginx_from_the_corpus_is_applied_after_its_admission_jobs
     )
     assert _is_true(controller, "Available")
     task = await loop.controller.task("ingress-nginx")
+    assert task is not None
+    assert task["status"]["phase"] == "Ready"
+
+
+async def test_cert_manager_from_the_corpus_is_applied_after_its_startupapicheck_job_succeeds(
+    loop: Loop,
+) -> None:
+    app = unique_namespace_name("cert-manager")
+    await asyncio.to_thread(loop.kube.kubectl, "create", "namespace", app)
+    # The post-install Job deletes itself once it succeeds (hook-delete-policy hook-succeeded):
+    # only a watch started before the publish can see it complete.
+    check_done = asyncio.ensure_future(
+        asyncio.to_thread(watch_for_complete_job, loop.kube, app, "cert-manager-startupapicheck")
+    )
+    # The chart leaves its CRDs out unless asked; installed with them is what its docs describe,
+    # and what startupapicheck exists to check.
+    values = {"crds": {"enabled": True}}
+
+    loop.publish(CORPUS / "cert-manager", "cert-manager", app, values)
+
+    try:
+        await loop.wait_state("cert-manager", "applied")
+        check = await asyncio.wait_for(check_done, 60)
+    finally:
+        check_done.cancel()
+        await asyncio.gather(check_done, return_exceptions=True)
+    assert check["status"]["succeeded"] == 1
+    applied = await loop.applied_at("cert-manager")
+    assert _became_true_at(check, "Complete") <= applied
+    for deployment in ("cert-manager", "cert-manager-cainjector", "cert-manager-webhook"):
+        live = await loop.get(f"/apis/apps/v1/namespaces/{app}/deployments/{deployment}")
+        assert _became_true_at(live, "Available") <= applied, deployment
+    for crd in ("certificates.cert-manager.io", "clusterissuers.cert-manager.io"):
+        established = await loop.get(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"
+        )
+        assert _is_true(established, "Established"), crd
+    task = await loop.controller.task("cert-manager")
+    assert task is not None
+    assert task["status"]["phase"] == "Ready"
+
+
+async def test_kube_prometheus_stack_from_the_corpus_is_applied_with_its_crds_established(
+    loop: Loop,
+) -> None:
+    app = unique_namespace_name("monitoring")
+    release = "kube-prometheus-stack"
+    await asyncio.to_thread(loop.kube.kubectl, "create", "namespace", app)
+    # The operator's webhook certificate is made by a pre-install Job and patched into the webhook
+    # configurations by a post-install Job; both delete themselves once they succeed, so only a
+    # watch started before the publish sees them complete.
+    jobs_done = [
+        asyncio.ensure_future(asyncio.to_thread(watch_for_complete_job, loop.kube, app, job))
+        for job in (f"{release}-admission-create", f"{release}-admission-patch")
+    ]
+
+    loop.publish(CORPUS / release, release, app, {})
+
+    try:
+        await loop.wait_state(release, "applied", CHART_READY_TIMEOUT_S)
+        jobs = [await asyncio.wait_for(done, 60) for done in jobs_done]
+    finally:
+        for done in jobs_done:
+            done.cancel()
+        await asyncio.gather(*jobs_done, return_exceptions=True)
+    applied = await loop.applied_at(release)
+    for job in jobs:
+        assert job["status"]["succeeded"] == 1
+        assert _became_true_at(job, "Complete") <= applied, job["metadata"]["name"]
+    for crd in ("prometheuses", "alertmanagers", "servicemonitors", "prometheusrules"):
+        path = (
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}.monitoring.coreos.com"
+        )
+        assert _became_true_at(await loop.get(path), "Established") <= applied, crd
+    monitoring = f"/apis/monitoring.coreos.com/v1/namespaces/{app}"
+    assert await loop.get(f"{monitoring}/prometheuses/{release}-prometheus") is not None
+    assert await loop.get(f"{monitoring}/prometheusrules/{release}-node.rules") is not None
+    for deployment in ("operator", "kube-state-metrics", "grafana"):
+        live = await loop.get(f"/apis/apps/v1/namespaces/{app}/deployments/{release}-{deployment}")
+        assert _became_true_at(live, "Available") <= applied, deployment
+    exporter = await loop.get(
+        f"/apis/apps/v1/namespaces/{app}/daemonsets/{release}-prometheus-node-exporter"
+    )
+    assert exporter["status"]["desiredNumberScheduled"] > 0
+    assert exporter["status"]["numberReady"] == exporter["status"]["desiredNumberScheduled"]
+    task = await loop.controller.task(release)
     assert task is not None
     assert task["status"]["phase"] == "Ready"

@@ -33,9 +33,11 @@ pytestmark = pytest.mark.kube
 CLUSTER = "edge-k8s"
 
 
-async def poll(read: Callable[[], Any], accept: Callable[[Any], bool], what: str) -> Any:
+async def poll(
+    read: Callable[[], Any], accept: Callable[[Any], bool], what: str, within_s: float = 90.0
+) -> Any:
     """Run the blocking `read` off the event loop until `accept` likes its answer."""
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + within_s
     while True:
         value = await asyncio.to_thread(read)
         if accept(value):
