@@ -5,9 +5,9 @@ edge next to the connector, where memory is the budget. kopf alone imports ~41 M
 when both Kubernetes clients are installed) and is not a client (server-side apply of arbitrary
 kinds would still need one), while lightkube's configuration and HTTP layer cost ~31 MiB. What
 kopf would provide is small when written for exactly these four CRDs: a list-then-watch loop
-that survives 410 Gone (`informer`), a work queue serialising per key (`workqueue`),
-finalizers, status through the status subresource, a periodic resync and a Lease for leader
-election (`leader`).
+that survives 410 Gone (`informer`), a work queue serialising per key (the `workqueue` package,
+shared with the connector), finalizers, status through the status subresource, a periodic
+resync and a Lease for leader election (`leader`).
 
 Event flow: every watch event only *enqueues a key*. Task, Tasklet and Step events, and events
 of the objects the controller applied (selected by the `fleetbus.io/step` label, one watch per
@@ -36,7 +36,6 @@ from cluster_controller.namespaces import WATCHED_KINDS, NamespaceReconciler
 from cluster_controller.recorder import EventRecorder
 from cluster_controller.steps import StepRunner
 from cluster_controller.tasks import Outcome, TaskReconciler
-from cluster_controller.workqueue import WorkQueue
 from kube_contract.model import (
     LABEL_NAMESPACE_OWNER,
     LABEL_STEP,
@@ -47,6 +46,7 @@ from kube_contract.model import (
     decode_task,
 )
 from kube_contract.resources import FLEETBUS_NAMESPACE, JOB, STEP, TASK, TASKLET, ResourceInfo
+from workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,13 @@
 """The connector service: desired state in, executor calls out, report events into the outbox.
 
-Four loops share one in-memory view (`held`: the latest ClusterTask per taskset):
-- the feed loop records each delivered ClusterTask and marks its taskset for reconciliation;
-- the reconcile loop applies or removes, one operation per taskset at a time, a bounded number
-  of tasksets at once, re-queuing a taskset whose desired state changed meanwhile and retrying
-  failures with backoff;
-- the drift loop turns executor observations into DriftDetected / DriftCorrected by policy;
+Loops share one in-memory view (`held`: the latest ClusterTask per taskset):
+- the feed loop records each delivered ClusterTask and queues its taskset;
+- a bounded pool of workers takes tasksets from the shared keyed `WorkQueue` (one worker per
+  taskset at a time; a taskset whose desired state changes while it is worked on comes back
+  once the worker is done) and applies, removes or corrects drift, retrying failures with
+  backoff through the same queue;
+- the drift loop turns executor observations into DriftDetected by policy and queues the
+  correction when the policy says to correct;
 - the inventory loop publishes a digest of what is held and applied, for anti-entropy.
 Every report goes through one ordered outbox writer that retries until the edge's nats-server
 has stored it; the hub sources the outbox, so reports survive any hub outage.
@@ -17,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from events.inventory import InventoryDigest
 from events.tasks import cancel_and_wait
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
+from workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,25 @@ def utc_now() -> datetime:
 
 
 @dataclass
+class FailureStreak:
+    """Consecutive failed attempts at one taskset: the backoff counts them, and a failure is
+    reported once until its message changes."""
+
+    attempts: int = 0
+    last_message: str = ""
+
+
+@dataclass(frozen=True)
+class DriftCorrection:
+    """A correction the drift policy asked for: re-apply `task`, then report it as correcting
+    the DriftDetected event `detected_id`."""
+
+    task: ClusterTask
+    observed: DriftObserved
+    detected_id: str
+
+
+@dataclass
 class Connector:
     settings: ConnectorSettings
     feed: DesiredFeed
@@ -91,13 +111,9 @@ class Connector:
     held: dict[str, ClusterTask] = field(default_factory=dict)
     reported: int = 0
     """Report events stored in the outbox so far."""
-    _pending: set[str] = field(default_factory=set)
-    _due: dict[str, float] = field(default_factory=dict)
-    _attempts: dict[str, int] = field(default_factory=dict)
-    _last_failure: dict[str, str] = field(default_factory=dict)
-    _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _queue: WorkQueue[str] = field(default_factory=WorkQueue)
+    _failures: dict[str, FailureStreak] = field(default_factory=dict)
+    _corrections: dict[str, DriftCorrection] = field(default_factory=dict)
     _outbox: asyncio.Queue[Report] = field(default_factory=asyncio.Queue)
 
     @property
@@ -106,11 +122,15 @@ class Connector:
 
     async def run(self) -> None:
         """Run until cancelled; on cancellation, give queued reports a moment to be stored."""
+        workers = [
+            asyncio.create_task(self._worker(), name=f"connector-apply-{self.cluster}-{n}")
+            for n in range(self.settings.concurrency)
+        ]
         loops = [
             asyncio.create_task(self._feed_loop(), name=f"connector-feed-{self.cluster}"),
-            asyncio.create_task(self._reconcile_loop(), name=f"connector-apply-{self.cluster}"),
             asyncio.create_task(self._drift_loop(), name=f"connector-drift-{self.cluster}"),
             asyncio.create_task(self._inventory_loop(), name=f"connector-inv-{self.cluster}"),
+            *workers,
         ]
         writer = asyncio.create_task(self._outbox_loop(), name=f"connector-outbox-{self.cluster}")
         try:
@@ -118,7 +138,8 @@ class Connector:
             for task in done:
                 task.result()
         finally:
-            await cancel_and_wait([*loops, *self._inflight.values()])
+            await cancel_and_wait(loops)
+            self._queue.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     asyncio.shield(self._outbox_drained()), timeout=OUTBOX_DRAIN_S
@@ -167,72 +188,60 @@ class Connector:
         await delivery.ack()
 
     def _schedule(self, name: str, delay: float = 0.0) -> None:
-        self._pending.add(name)
         if delay > 0:
-            self._due[name] = time.monotonic() + delay
+            self._queue.add_after(name, delay)
         else:
-            self._due.pop(name, None)
-        self._wake.set()
+            self._queue.add(name)
 
-    async def _reconcile_loop(self) -> None:
+    async def _worker(self) -> None:
+        """Take tasksets from the queue, one worker per taskset at a time, until cancelled."""
         while True:
-            now = time.monotonic()
-            for name in sorted(self._pending):
-                if len(self._inflight) >= self.settings.concurrency:
-                    break
-                if name in self._inflight or self._due.get(name, 0.0) > now:
-                    continue
-                self._pending.discard(name)
-                self._due.pop(name, None)
-                job = asyncio.create_task(self._reconcile(name), name=f"reconcile-{name}")
-                self._inflight[name] = job
-                job.add_done_callback(functools.partial(self._finished, name))
-            waits = [due - now for name, due in self._due.items() if name in self._pending]
-            timeout = max(min(waits), 0.0) if waits else None
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            name = await self._queue.get()
+            try:
+                await self._work(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug, not a cluster answer: log it and try again later
+                log.exception("reconciling %s failed unexpectedly", name)
+                self._schedule(name, decisions.retry_delay(1, self.settings.retry_base))
+            finally:
+                self._queue.done(name)
 
-    def _finished(self, name: str, _job: asyncio.Task[None]) -> None:
-        job = self._inflight.pop(name, None)
-        if job is not None and not job.cancelled() and job.exception() is not None:
-            log.error("reconciling %s failed unexpectedly", name, exc_info=job.exception())
-            self._schedule(name, decisions.retry_delay(1, self.settings.retry_base))
-        self._wake.set()
-
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+    async def _work(self, name: str) -> None:
+        correction = self._corrections.pop(name, None)
+        if correction is not None and self.held.get(name) is correction.task:
+            await self._correct(correction)
+        else:
+            # A newer desired state (or none asked for a correction): reconciling applies it.
+            await self._reconcile(name)
 
     async def _reconcile(self, name: str) -> None:
         task = self.held[name]
-        async with self._lock(name):
-            applied = (await self.executor.inventory()).applied.get(name)
-            action = decisions.plan_task(task, applied)
-            if action == "none":
-                self._attempts.pop(name, None)
-                self._last_failure.pop(name, None)
-                return
-            try:
-                if action == "remove":
-                    result = await self.executor.remove(task)
-                else:
-                    result = await self.executor.apply(task)
-            except ApplyFailed as failure:
-                attempt = self._attempts.get(name, 0) + 1
-                self._attempts[name] = attempt
-                if self._last_failure.get(name) != str(failure):
-                    self.report(
-                        decisions.failed_event(task, failure, self.clock(), attempt=attempt)
-                    )
-                    self._last_failure[name] = str(failure)
-                if self.held.get(name) is task:
-                    self._schedule(name, decisions.retry_delay(attempt, self.settings.retry_base))
+        applied = (await self.executor.inventory()).applied.get(name)
+        action = decisions.plan_task(task, applied)
+        if action == "none":
+            self._failures.pop(name, None)
+            return
+        try:
+            if action == "remove":
+                result = await self.executor.remove(task)
             else:
-                self._attempts.pop(name, None)
-                self._last_failure.pop(name, None)
-                self.report(decisions.applied_event(task, result, self.clock()))
-        if self.held.get(name) is not task:
-            self._schedule(name)
+                result = await self.executor.apply(task)
+        except ApplyFailed as failure:
+            streak = self._failures.setdefault(name, FailureStreak())
+            streak.attempts += 1
+            if streak.last_message != str(failure):
+                self.report(
+                    decisions.failed_event(task, failure, self.clock(), attempt=streak.attempts)
+                )
+                streak.last_message = str(failure)
+            if self.held.get(name) is task:
+                self._schedule(
+                    name, decisions.retry_delay(streak.attempts, self.settings.retry_base)
+                )
+        else:
+            self._failures.pop(name, None)
+            self.report(decisions.applied_event(task, result, self.clock()))
 
     async def _drift_loop(self) -> None:
         async for observed in self.executor.drift():
@@ -245,16 +254,24 @@ class Connector:
             self.report(event)
         if not decision.correct or task is None:
             return
-        async with self._lock(observed.taskset):
-            if self.held.get(observed.taskset) is not task:
-                return  # a newer desired state is being applied anyway
-            try:
-                await self.executor.apply(task)
-            except ApplyFailed as failure:
-                self.report(decisions.failed_event(task, failure, self.clock()))
-                self._schedule(observed.taskset, decisions.retry_delay(1, self.settings.retry_base))
-                return
-        self.report(decisions.corrected_event(task, observed, decision.events[0].id, self.clock()))
+        self._corrections[observed.taskset] = DriftCorrection(
+            task=task, observed=observed, detected_id=decision.events[0].id
+        )
+        self._schedule(observed.taskset)
+
+    async def _correct(self, correction: DriftCorrection) -> None:
+        task = correction.task
+        try:
+            await self.executor.apply(task)
+        except ApplyFailed as failure:
+            self.report(decisions.failed_event(task, failure, self.clock()))
+            self._schedule(task.taskset_name, decisions.retry_delay(1, self.settings.retry_base))
+            return
+        self.report(
+            decisions.corrected_event(
+                task, correction.observed, correction.detected_id, self.clock()
+            )
+        )
 
     async def _inventory_loop(self) -> None:
         """Send a digest every interval, and re-check what is held against what runs."""
@@ -277,7 +294,7 @@ class Connector:
     def _recheck(self, applied: Mapping[str, AppliedTask]) -> None:
         """Reconcile held tasks the executor no longer runs as held (its state was lost)."""
         for name, task in self.held.items():
-            if name in self._inflight or name in self._pending:
+            if name in self._queue:
                 continue
             if decisions.plan_task(task, applied.get(name)) != "none":
                 log.info("%s no longer runs as desired on %s; reconciling", name, self.cluster)

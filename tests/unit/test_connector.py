@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from edge_connector.connector import Connector, ConnectorSettings, Delivery
 from edge_connector.errors import EdgeUnavailable
+from edge_connector.executor import ApplyResult
 from events.catalog import DriftCorrected, DriftDetected, Report, TaskApplied, TaskFailed
 from events.errors import EventLogUnavailable
 from events.inventory import InventoryDigest
@@ -204,3 +205,52 @@ async def test_a_cluster_that_lost_its_state_is_reconciled_from_what_is_held() -
         rig.sim.wipe()
         await eventually(lambda: "web" in rig.sim.applied)
         assert len(rig.of(TaskApplied)) == 2
+
+
+class CountingSim(SimExecutor):
+    """A simulated cluster whose applies take a moment and count who is applying at once."""
+
+    def __init__(self) -> None:
+        super().__init__(name="alpha", clock=lambda: NOW)
+        self.active: dict[str, int] = {}
+        self.most_per_taskset = 0
+        self.most_at_once = 0
+
+    async def apply(self, task: ClusterTask) -> ApplyResult:
+        name = task.taskset_name
+        self.active[name] = self.active.get(name, 0) + 1
+        self.most_per_taskset = max(self.most_per_taskset, self.active[name])
+        self.most_at_once = max(self.most_at_once, sum(self.active.values()))
+        try:
+            await asyncio.sleep(0.005)
+            return await super().apply(task)
+        finally:
+            self.active[name] -= 1
+
+
+async def test_one_taskset_is_worked_on_by_one_worker_at_a_time_and_at_most_four_at_once() -> None:
+    async with Rig() as rig:
+        sim = CountingSim()
+        rig.connector.executor = sim
+        rig.sim = sim
+        await rig.feed.queue.put(task(web(replicas=2)))
+        await eventually(lambda: "web" in sim.applied)
+
+        # A drift correction and two newer desired states arrive together, beside ten others.
+        sim.edit("Deployment/apps/web", "/spec/replicas", 7)
+        await rig.feed.queue.put(task(web(replicas=3), generation=2))
+        await rig.feed.queue.put(task(web(replicas=4), generation=3))
+        for n in range(10):
+            deployment = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"app-{n}", "namespace": "apps"},
+            }
+            other = Taskset(name=f"app-{n}", install=[Step(object=deployment)])
+            await rig.feed.queue.put(task(other))
+
+        await eventually(lambda: sim.applied["web"].generation == 3)
+        await eventually(lambda: all(f"app-{n}" in sim.applied for n in range(10)))
+        assert sim.most_per_taskset == 1
+        assert 1 < sim.most_at_once <= 4
+        assert sim.objects["Deployment/apps/web"].manifest["spec"]["replicas"] == 4

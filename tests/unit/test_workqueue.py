@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cluster_controller.workqueue import WorkQueue
+from workqueue import WorkQueue
 
 
 async def test_a_key_added_many_times_is_handed_out_once() -> None:
@@ -43,3 +43,18 @@ async def test_a_delayed_key_arrives_after_its_delay_and_the_earlier_timer_wins(
     assert key == "a"
     queue.done(key)
     queue.close()
+
+
+async def test_a_key_is_in_the_queue_while_queued_held_or_waiting_on_its_timer() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    assert "a" not in queue
+    queue.add("a")
+    assert "a" in queue
+    held = await queue.get()
+    assert "a" in queue
+    queue.done(held)
+    assert "a" not in queue
+    queue.add_after("a", 60.0)
+    assert "a" in queue
+    queue.close()
+    assert "a" not in queue

@@ -63,6 +63,15 @@ class WorkQueue(Generic[K]):
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def __contains__(self, key: object) -> bool:
+        """Whether `key` is queued, being worked on, coming back, or waiting on a timer."""
+        return (
+            key in self._queued
+            or key in self._processing
+            or key in self._dirty
+            or key in self._timers
+        )
+
     def busy(self) -> bool:
         return bool(self._queued or self._processing or self._dirty)
 
