@@ -383,14 +383,26 @@ class SchedulerService:
         if self.renderer is None:
             return
         for name in sorted(tasksets):
-            if not any(o.values for o in self.state.overrides.get(name, {}).values()):
+            entries = [
+                entry
+                for blueprint in self.state.blueprints.values()
+                if name in blueprint.tasksets
+                for published in blueprint.versions.values()
+                for entry in published.entries
+                if entry.taskset == name and entry.values
+            ]
+            if not entries and not any(
+                o.values for o in self.state.overrides.get(name, {}).values()
+            ):
                 continue
             record = self.state.tasksets.get(name)
             if record is None:
                 continue
-            versions = {record.latest} | {
-                r.version for r in self.state.scheduled.get(name, {}).values()
-            }
+            versions = (
+                {record.latest}
+                | {r.version for r in self.state.scheduled.get(name, {}).values()}
+                | {entry.version for entry in entries if entry.version}
+            )
             for version in sorted(versions):
                 snapshot = record.versions.get(version)
                 if snapshot is None or snapshot.format != "helm":

@@ -1,0 +1,177 @@
+"""Blueprint placement and `dependsOn` gating: which blueprint brings a taskset to a cluster,
+and whether the cluster may have its new desired state yet.
+
+Both are pure functions of the folded `SchedulerState`.
+
+Placement. A cluster is in a blueprint when it is assigned to it or its labels match the
+blueprint's selector; it runs the version it is pinned to, else the latest. When two
+blueprints carry the same taskset for one cluster, the first by name decides its version and
+values (the other's entry is not applied twice). A taskset a blueprint brings to a cluster
+ignores its own placement and rollout there: the blueprint decides.
+
+Gating. A taskset's new desired state on a cluster is held until every taskset it depends on
+(its blueprint entry's `dependsOn`, or its own dependencies when published alone) is applied
+and Ready there: scheduled at the current generation and reported `TaskApplied` for it (the
+edge reports that only once every object is Ready, kstatus rules). A dependency on its way
+makes the hold `Waiting`; one that failed, was refused, is retired or is not placed on the
+cluster at all makes it `Blocked`, which needs someone to act. What the cluster already runs
+stays; only the change waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from scheduler.placement import place_taskset
+from scheduler.state import BlueprintRecord, SchedulerState
+from taskset.blueprints import BlueprintDriftPolicy, BlueprintEntry
+from taskset.selectors import InvalidSelector, Selector, parse_selector
+
+
+@dataclass(frozen=True)
+class BlueprintPlacement:
+    """Why and how a blueprint brings one taskset to one cluster."""
+
+    blueprint: str
+    blueprint_version: int
+    entry: BlueprintEntry
+    drift_policy: BlueprintDriftPolicy
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold: Literal["Waiting", "Blocked"]
+    reason: str
+    dependencies: tuple[str, ...]
+
+
+def _selector(text: str) -> Selector | None:
+    if not text:
+        return None
+    try:
+        return parse_selector(text)
+    except InvalidSelector:
+        return None  # refused at publish; an old event with a bad one selects nothing
+
+
+def blueprint_version_for(
+    record: BlueprintRecord,
+    name: str,
+    cluster: str,
+    labels: Mapping[str, str],
+    state: SchedulerState,
+) -> int:
+    """The version of blueprint `name` the cluster runs, or 0 when it is not in it."""
+    pinned = state.blueprint_assignments.get((name, cluster))
+    if pinned is None:
+        latest = record.versions.get(record.latest)
+        selector = _selector(latest.selector) if latest is not None else None
+        if selector is None or not selector.matches(labels):
+            return 0
+        return record.latest
+    return pinned or record.latest
+
+
+def blueprints_of_cluster(state: SchedulerState, cluster: str) -> dict[str, int]:
+    """Blueprint -> version, for every blueprint the cluster is in."""
+    labels = state.clusters.get(cluster)
+    if labels is None:
+        return {}
+    found: dict[str, int] = {}
+    for name in sorted(state.blueprints):
+        version = blueprint_version_for(state.blueprints[name], name, cluster, labels, state)
+        if version:
+            found[name] = version
+    return found
+
+
+def blueprint_targets(state: SchedulerState, taskset: str) -> dict[str, BlueprintPlacement]:
+    """Cluster -> the blueprint that brings `taskset` there (first blueprint by name wins)."""
+    targets: dict[str, BlueprintPlacement] = {}
+    for name in sorted(state.blueprints):
+        record = state.blueprints[name]
+        if taskset not in record.tasksets:
+            continue
+        for cluster, labels in state.clusters.items():
+            if cluster in targets:
+                continue
+            version = blueprint_version_for(record, name, cluster, labels, state)
+            published = record.versions.get(version)
+            if published is None:
+                continue
+            for entry in published.entries:
+                if entry.taskset == taskset:
+                    targets[cluster] = BlueprintPlacement(
+                        blueprint=name,
+                        blueprint_version=version,
+                        entry=entry,
+                        drift_policy=published.drift_policy,
+                    )
+                    break
+    return targets
+
+
+def is_placed(state: SchedulerState, taskset: str, cluster: str) -> bool:
+    """Whether `taskset` goes to `cluster` at all (by its own placement or a blueprint)."""
+    record = state.tasksets.get(taskset)
+    if record is None or record.retired or record.current is None:
+        return False
+    if cluster in blueprint_targets(state, taskset):
+        return True
+    return cluster in place_taskset(record.current.placement, {cluster: state.clusters[cluster]})
+
+
+def dependencies_of(
+    state: SchedulerState, taskset: str, blueprint: BlueprintPlacement | None
+) -> list[str]:
+    if blueprint is not None:
+        return list(blueprint.entry.depends_on)
+    return list(state.taskset_dependencies.get(taskset, ()))
+
+
+def dependency_hold(state: SchedulerState, cluster: str, dependencies: list[str]) -> Hold | None:
+    """Why the cluster cannot have a dependent's new desired state yet, or None if it can."""
+    blocked: list[tuple[str, str]] = []
+    waiting: list[tuple[str, str]] = []
+    for dependency in sorted(dependencies):
+        record = state.tasksets.get(dependency)
+        scheduled = state.scheduled.get(dependency, {}).get(cluster)
+        if record is None or record.retired:
+            blocked.append((dependency, f"{dependency} is not published"))
+            continue
+        if cluster in state.clusters and not is_placed(state, dependency, cluster):
+            blocked.append((dependency, f"{dependency} is not placed on {cluster}"))
+            continue
+        if scheduled is None or scheduled.removed:
+            refusal = state.refused.get((cluster, dependency))
+            if refusal is not None:
+                blocked.append((dependency, f"{dependency} was refused on {cluster}"))
+            else:
+                waiting.append((dependency, f"{dependency} is not yet scheduled on {cluster}"))
+            continue
+        report = state.reports.get((cluster, dependency))
+        if (
+            report is None
+            or report.version != scheduled.version
+            or report.generation < scheduled.generation
+        ):
+            waiting.append(
+                (dependency, f"{dependency} v{scheduled.version} is not yet Ready on {cluster}")
+            )
+        elif report.failed:
+            blocked.append((dependency, f"{dependency} v{scheduled.version} failed on {cluster}"))
+    if blocked:
+        return Hold(
+            hold="Blocked",
+            reason="dependency " + "; ".join(reason for _, reason in blocked),
+            dependencies=tuple(name for name, _ in blocked + waiting),
+        )
+    if waiting:
+        return Hold(
+            hold="Waiting",
+            reason="waiting: " + "; ".join(reason for _, reason in waiting),
+            dependencies=tuple(name for name, _ in waiting),
+        )
+    return None
