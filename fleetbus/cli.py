@@ -20,6 +20,7 @@ COMMANDS = (
     "fleetbus.commands.scheduler",
     "fleetbus.commands.cluster",
     "fleetbus.commands.override",
+    "fleetbus.commands.blueprint",
     "fleetbus.commands.rollout",
     "fleetbus.commands.status",
     "fleetbus.commands.state",
