@@ -206,8 +206,8 @@ async def show(
 async def diff(
     hub: Hub,
     name: NameParam,
-    from_version: Annotated[int, QueryParameter(query="from", ge=0)] = 0,
-    to_version: Annotated[int, QueryParameter(query="to", ge=0)] = 0,
+    from_version: Annotated[int, QueryParameter(name="from", ge=0)] = 0,
+    to_version: Annotated[int, QueryParameter(name="to", ge=0)] = 0,
 ) -> BlueprintDiff:
     history, _ = await load_blueprint(hub.store, name)
     if not history.versions:
@@ -294,7 +294,7 @@ async def sync(
 async def status(
     hub: Hub,
     name: NameParam,
-    behind_version: Annotated[int | None, QueryParameter(query="behind", ge=0)] = None,
+    behind_version: Annotated[int | None, QueryParameter(name="behind", ge=0)] = None,
 ) -> list[ClusterSync]:
     versions = await _versions(hub, name)
     async with hub.read_models() as db:
