@@ -303,6 +303,10 @@ def decide_taskset_dependencies(
         graph.setdefault(node, [])
     cycle = find_cycle(graph)
     if cycle:
+        if taskset.name in cycle[:-1]:
+            # Say it from the taskset being published: "app -> base -> app".
+            start = cycle.index(taskset.name)
+            cycle = [*cycle[start:-1], *cycle[:start], taskset.name]
         raise BlueprintRefused("dependsOn cycle: " + " -> ".join(cycle))
     return [
         TasksetDependenciesSet(
@@ -438,7 +442,7 @@ async def force_sync(
     await store.append(events)
 
 
-async def set_taskset_dependencies(
+async def dependency_events(
     store: EventStore,
     taskset: str,
     depends_on: list[str],
@@ -446,22 +450,22 @@ async def set_taskset_dependencies(
     actor: str,
     now: datetime,
     correlation_id: str = "",
-) -> bool:
-    """Record a taskset's own dependencies; False when they were already those."""
-    history, expected = await load_history(store, taskset)
-    if not history.exists:
-        raise TasksetNotPublished(f"taskset {taskset} has never been published")
+) -> list[Event]:
+    """The event recording a taskset's own dependencies (none if they are already those), to
+    append with its publish, so the scheduler never sees the version without them."""
+    check_name("taskset", taskset)
     current: dict[str, list[str]] = {}
     async for stored in store.read(subject=f"{EVENTS_PREFIX}.taskset.>"):
         if isinstance(stored.event, TasksetDependenciesSet):
             current[stored.event.taskset] = list(stored.event.depends_on)
-    events = decide_taskset_dependencies(
-        history, depends_on, current, actor=actor, now=now, correlation_id=correlation_id
+    return decide_taskset_dependencies(
+        TasksetHistory(name=taskset),
+        depends_on,
+        current,
+        actor=actor,
+        now=now,
+        correlation_id=correlation_id,
     )
-    if not events:
-        return False
-    await store.append(events, expected=expected)
-    return True
 
 
 async def list_blueprints(store: EventStore) -> list[BlueprintHistory]:

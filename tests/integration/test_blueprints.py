@@ -16,6 +16,7 @@ from events.store import EventStore
 from tests.eventually import eventually
 from tests.integration.api_harness import live_api, projected
 from tests.integration.scheduler_harness import desired, reports_store, running_scheduler
+from tests.integration.test_api_tasksets import CONFIGMAP, publish
 from tests.scheduler_fixtures import (
     applied,
     config_map,
@@ -187,3 +188,58 @@ async def test_pinning_holds_a_cluster_on_an_old_version_and_status_says_out_of_
         unknown = await client.put("/api/v1/blueprints/base/clusters/ghost", json={})
         assert unknown.status_code == 404
         assert "cluster ghost is not registered" in unknown.json()["error"]
+
+
+async def test_a_taskset_published_alone_with_depends_on_waits_and_a_cycle_is_refused(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await event_store.append([registered("c1", env="prod")])
+    reports = await reports_store(event_store)
+    placement = {"selector": "env=prod"}
+    async with (
+        live_api(event_store, tmp_path / "hub") as api,
+        api.client(Role.publisher) as client,
+        running_scheduler(event_store),
+    ):
+        app = await publish(
+            client,
+            CONFIGMAP,
+            "app.yaml",
+            name="app",
+            namespace="web",
+            placement=placement,
+            depends_on=["base"],
+        )
+        assert app.status_code == 201, app.text
+        base = await publish(
+            client,
+            CONFIGMAP.replace(b"settings", b"base"),
+            "base.yaml",
+            name="base",
+            namespace="web",
+            placement=placement,
+            depends_on=["app"],
+        )
+        assert base.status_code == 400
+        assert base.json()["error"] == "dependsOn cycle: base -> app -> base"
+        base = await publish(
+            client,
+            CONFIGMAP.replace(b"settings", b"base"),
+            "base.yaml",
+            name="base",
+            namespace="web",
+            placement=placement,
+        )
+        assert base.status_code == 201, base.text
+
+        async def base_scheduled() -> bool:
+            return await desired(event_store, "c1", "base") is not None
+
+        await eventually(base_scheduled, what="base scheduled on c1")
+        assert await desired(event_store, "c1", "app") is None
+        await reports.append([applied("c1", "base", 1, 1)])
+
+        async def app_scheduled() -> bool:
+            return await desired(event_store, "c1", "app") is not None
+
+        await eventually(app_scheduled, what="app scheduled once base is Ready")
