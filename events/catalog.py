@@ -188,6 +188,37 @@ class BlueprintSyncForced(Event, tag="BlueprintSyncForced", frozen=True, kw_only
         return f"{self.blueprint}.{self.cluster}"
 
 
+class BlueprintRolloutAdvanced(Event, tag="BlueprintRolloutAdvanced", frozen=True, kw_only=True):
+    """A wave of clusters starts running a blueprint version (the wave's whole stack)."""
+
+    aggregate: ClassVar[str] = "blueprint-rollout"
+    blueprint: str
+    blueprint_version: int
+    wave: int
+    total_waves: int
+    clusters: list[str]
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.blueprint
+
+
+class BlueprintRolloutHalted(Event, tag="BlueprintRolloutHalted", frozen=True, kw_only=True):
+    """More clusters failed a blueprint version than its rollout tolerates: no new wave starts
+    until the next version is published."""
+
+    aggregate: ClassVar[str] = "blueprint-rollout"
+    blueprint: str
+    blueprint_version: int
+    wave: int
+    failed: list[str]
+    reason: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.blueprint
+
+
 # --- override aggregate -----------------------------------------------------------------------
 
 
@@ -441,6 +472,8 @@ HubEvent = (
     | BlueprintAssigned
     | BlueprintUnassigned
     | BlueprintSyncForced
+    | BlueprintRolloutAdvanced
+    | BlueprintRolloutHalted
     | ClusterTaskHeld
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
@@ -467,6 +500,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BlueprintAssigned,
         BlueprintUnassigned,
         BlueprintSyncForced,
+        BlueprintRolloutAdvanced,
+        BlueprintRolloutHalted,
         ClusterTaskHeld,
         TaskApplied,
         TaskFailed,

@@ -208,7 +208,7 @@ def decide_cluster(
         return
     hold = dependency_hold(state, cluster, dependencies_of(state, name, blueprint))
     if hold is not None:
-        if state.held.get((cluster, name)) != hold.reason:
+        if state.held.get((cluster, name)) != (hold.hold, hold.reason):
             decision.events.append(
                 ClusterTaskHeld(
                     **envelope.fields(),  # type: ignore[arg-type]

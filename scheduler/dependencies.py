@@ -4,7 +4,8 @@ and whether the cluster may have its new desired state yet.
 Both are pure functions of the folded `SchedulerState`.
 
 Placement. A cluster is in a blueprint when it is assigned to it or its labels match the
-blueprint's selector; it runs the version it is pinned to, else the latest. When two
+blueprint's selector; it runs the version it is pinned to, else the newest version whose
+rollout has reached it (`scheduler.blueprint_rollout` starts the waves). When two
 blueprints carry the same taskset for one cluster, the first by name decides its version and
 values (the other's entry is not applied twice). A taskset a blueprint brings to a cluster
 ignores its own placement and rollout there: the blueprint decides.
@@ -56,6 +57,21 @@ def _selector(text: str) -> Selector | None:
         return None  # refused at publish; an old event with a bad one selects nothing
 
 
+def is_member(
+    record: BlueprintRecord,
+    name: str,
+    cluster: str,
+    labels: Mapping[str, str],
+    state: SchedulerState,
+) -> bool:
+    """Whether the cluster is in the blueprint: assigned to it, or matching its selector."""
+    if (name, cluster) in state.blueprint_assignments:
+        return True
+    latest = record.versions.get(record.latest)
+    selector = _selector(latest.selector) if latest is not None else None
+    return selector is not None and selector.matches(labels)
+
+
 def blueprint_version_for(
     record: BlueprintRecord,
     name: str,
@@ -63,15 +79,15 @@ def blueprint_version_for(
     labels: Mapping[str, str],
     state: SchedulerState,
 ) -> int:
-    """The version of blueprint `name` the cluster runs, or 0 when it is not in it."""
-    pinned = state.blueprint_assignments.get((name, cluster))
-    if pinned is None:
-        latest = record.versions.get(record.latest)
-        selector = _selector(latest.selector) if latest is not None else None
-        if selector is None or not selector.matches(labels):
-            return 0
+    """The version of blueprint `name` the cluster runs, or 0 when it is not in it (yet)."""
+    if not is_member(record, name, cluster, labels, state):
+        return 0
+    pinned = state.blueprint_assignments.get((name, cluster), 0)
+    if pinned:
+        return pinned
+    if cluster in state.blueprint_rollout(name, record.latest).view().started:
         return record.latest
-    return pinned or record.latest
+    return state.blueprint_reached.get((name, cluster), 0)
 
 
 def blueprints_of_cluster(state: SchedulerState, cluster: str) -> dict[str, int]:

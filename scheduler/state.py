@@ -21,6 +21,8 @@ from typing import Any
 from events.catalog import (
     BlueprintAssigned,
     BlueprintPublished,
+    BlueprintRolloutAdvanced,
+    BlueprintRolloutHalted,
     BlueprintSyncForced,
     BlueprintUnassigned,
     ClusterDeregistered,
@@ -171,8 +173,12 @@ class SchedulerState:
     """(blueprint, cluster) -> pinned version (0: assigned, following the latest)."""
     taskset_dependencies: dict[str, list[str]] = field(default_factory=dict)
     """Dependencies of tasksets published on their own."""
-    held: dict[tuple[str, str], str] = field(default_factory=dict)
-    """(cluster, taskset) -> the reason its new desired state is held (recorded once)."""
+    held: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    """(cluster, taskset) -> (Waiting|Blocked, reason) its new desired state is held for."""
+    blueprint_rollouts: dict[str, RolloutRecord] = field(default_factory=dict)
+    """blueprint -> the rollout of its latest version that has started."""
+    blueprint_reached: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(blueprint, cluster) -> the newest version whose rollout reached the cluster."""
     forced: set[tuple[str, str]] = field(default_factory=set)
     """(cluster, taskset) pairs to send again as a new generation (force-sync)."""
     events_seq: int = 0
@@ -269,6 +275,8 @@ class SchedulerState:
         self.forced = {pair for pair in self.forced if pair[0] != event.cluster}
         for key in [k for k in self.blueprint_assignments if k[1] == event.cluster]:
             del self.blueprint_assignments[key]
+        for key in [k for k in self.blueprint_reached if k[1] == event.cluster]:
+            del self.blueprint_reached[key]
         dirty.add(ALL_TASKSETS)
 
     def _fold_cluster_task_scheduled(
@@ -293,7 +301,7 @@ class SchedulerState:
         self, event: ClusterTaskHeld, stored_at: datetime, dirty: set[str]
     ) -> None:
         if event.cluster in self.clusters:
-            self.held[(event.cluster, event.taskset)] = event.reason
+            self.held[(event.cluster, event.taskset)] = (event.hold, event.reason)
 
     def _fold_taskset_dependencies_set(
         self, event: TasksetDependenciesSet, stored_at: datetime, dirty: set[str]
@@ -332,6 +340,35 @@ class SchedulerState:
             tasksets = self._blueprint_tasksets(event.blueprint)
             self.forced.update((event.cluster, name) for name in tasksets)
             dirty.update(tasksets)
+
+    def _fold_blueprint_rollout_advanced(
+        self, event: BlueprintRolloutAdvanced, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        rollout = self.blueprint_rollout(event.blueprint, event.blueprint_version)
+        self.blueprint_rollouts[event.blueprint] = rollout
+        while len(rollout.waves) <= event.wave:
+            rollout.waves.append(())
+        rollout.waves[event.wave] = tuple(event.clusters)
+        for cluster in event.clusters:
+            key = (event.blueprint, cluster)
+            self.blueprint_reached[key] = max(
+                self.blueprint_reached.get(key, 0), event.blueprint_version
+            )
+        dirty.update(self._blueprint_tasksets(event.blueprint))
+
+    def _fold_blueprint_rollout_halted(
+        self, event: BlueprintRolloutHalted, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        rollout = self.blueprint_rollout(event.blueprint, event.blueprint_version)
+        rollout.halted = True
+        self.blueprint_rollouts[event.blueprint] = rollout
+
+    def blueprint_rollout(self, blueprint: str, version: int) -> RolloutRecord:
+        """The rollout of `version` so far (a fresh one if another version's is recorded)."""
+        rollout = self.blueprint_rollouts.get(blueprint)
+        if rollout is None or rollout.version != version:
+            return RolloutRecord(version=version)
+        return rollout
 
     def _blueprint_tasksets(self, blueprint: str) -> set[str]:
         record = self.blueprints.get(blueprint)
@@ -504,6 +541,8 @@ _EVENT_FOLDS: dict[type[Event], Callable[[SchedulerState, Any, datetime, set[str
     BlueprintAssigned: SchedulerState._fold_blueprint_assigned,
     BlueprintUnassigned: SchedulerState._fold_blueprint_unassigned,
     BlueprintSyncForced: SchedulerState._fold_blueprint_sync_forced,
+    BlueprintRolloutAdvanced: SchedulerState._fold_blueprint_rollout_advanced,
+    BlueprintRolloutHalted: SchedulerState._fold_blueprint_rollout_halted,
 }
 """How each EVENTS type changes the state; other types change only the positions."""
 

@@ -76,15 +76,19 @@ async def test_a_blueprint_reaches_a_new_cluster_in_dependency_order_and_reports
             return await desired(event_store, "c1", "crds") is not None
 
         await eventually(crds_scheduled, what="crds scheduled on c1")
-        held = [
-            stored.event
-            async for stored in event_store.read(subject="fleet.evt.schedule.>")
-            if isinstance(stored.event, ClusterTaskHeld)
-        ]
-        assert {(e.taskset, e.hold) for e in held} == {
-            ("ingress", "Waiting"),
-            ("monitoring", "Waiting"),
-        }
+
+        async def holds() -> set[tuple[str, str]]:
+            return {
+                (stored.event.taskset, stored.event.hold)
+                async for stored in event_store.read(subject="fleet.evt.schedule.>")
+                if isinstance(stored.event, ClusterTaskHeld)
+            }
+
+        async def both_held() -> bool:
+            return len(await holds()) == 2
+
+        await eventually(both_held, what="ingress and monitoring held")
+        assert await holds() == {("ingress", "Waiting"), ("monitoring", "Waiting")}
         assert await desired(event_store, "c1", "ingress") is None
 
         await projected(api)

@@ -7,10 +7,13 @@ from typing import Any
 from events.catalog import (
     BlueprintAssigned,
     BlueprintPublished,
+    BlueprintRolloutAdvanced,
+    BlueprintRolloutHalted,
     BlueprintSyncForced,
     BlueprintUnassigned,
     ClusterTaskHeld,
     ClusterTaskScheduled,
+    RolloutStrategy,
     TasksetDependenciesSet,
 )
 from scheduler.dependencies import dependency_hold
@@ -183,3 +186,39 @@ def test_a_dependency_not_placed_on_the_cluster_blocks_its_dependent() -> None:
     assert holds(h) == [("c1", "app", "Blocked")]
     assert dependency_hold(h.state, "c1", ["crds"]) is not None
     assert not [e for e in h.log if isinstance(e, ClusterTaskScheduled) and e.taskset == "app"]
+
+
+def generation_of(h: Harness, cluster: str, taskset: str) -> int:
+    task = h.task(cluster, taskset)
+    assert task is not None
+    return task.generation
+
+
+def two_clusters_on_v1(h: Harness) -> None:
+    three_tasksets(h)
+    h.append(blueprint(1, entry("crds", version=1)))
+    h.append(registered("c1", env="prod"), registered("c2", env="prod"))
+    h.report(applied("c1", "crds", 1, 1), applied("c2", "crds", 1, 1))
+
+
+def test_a_new_blueprint_version_rolls_out_in_waves_gated_on_the_whole_stack() -> None:
+    h = Harness()
+    two_clusters_on_v1(h)
+    h.append(blueprint(2, entry("crds", version=2), rollout=RolloutStrategy(batch_size=1)))
+    assert live(h, "crds") == {"c1": 2, "c2": 1}
+    h.report(applied("c1", "crds", 2, generation_of(h, "c1", "crds")))
+    assert live(h, "crds") == {"c1": 2, "c2": 2}
+    waves = [e.clusters for e in h.log if isinstance(e, BlueprintRolloutAdvanced)]
+    assert waves == [["c1", "c2"], ["c1"], ["c2"]]
+
+
+def test_a_failing_wave_halts_the_blueprint_rollout_and_later_clusters_keep_their_version() -> None:
+    h = Harness()
+    two_clusters_on_v1(h)
+    h.append(blueprint(2, entry("crds", version=2), rollout=RolloutStrategy(batch_size=1)))
+    h.report(failed("c1", "crds", 2, generation_of(h, "c1", "crds")))
+    halted = [e for e in h.log if isinstance(e, BlueprintRolloutHalted)]
+    assert [(e.blueprint_version, e.failed) for e in halted] == [(2, ["c1"])]
+    assert live(h, "crds") == {"c1": 2, "c2": 1}
+    h.append(blueprint(3, entry("crds", version=1)))
+    assert live(h, "crds") == {"c1": 1, "c2": 1}
