@@ -247,3 +247,30 @@ async def test_a_taskset_published_alone_with_depends_on_waits_and_a_cycle_is_re
             return await desired(event_store, "c1", "app") is not None
 
         await eventually(app_scheduled, what="app scheduled once base is Ready")
+
+
+async def test_secret_entry_values_never_leave_the_hub_in_events_or_blueprint_views(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await event_store.append([published(make_taskset("web", helm=True), 1)])
+    secret = "hunter2-do-not-show"
+    stack = {
+        "name": "prod",
+        "entries": [{"taskset": "web", "values": {"db": {"password": secret}, "replicas": 2}}],
+    }
+    async with (
+        live_api(event_store, tmp_path / "hub", projector=True) as api,
+        api.client(Role.admin) as client,
+    ):
+        assert (await client.post("/api/v1/blueprints", json={"blueprint": stack})).status_code
+        await projected(api)
+        shown = [
+            await client.get("/api/v1/events"),
+            await client.get("/api/v1/blueprints"),
+            await client.get("/api/v1/blueprints/prod"),
+        ]
+    for response in shown:
+        assert response.status_code == 200, response.text
+        assert secret not in response.text
+    entry = shown[2].json()["entries"][0]
+    assert entry["values"] == {"db": {"password": "<redacted>"}, "replicas": 2}
