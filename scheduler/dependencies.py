@@ -85,7 +85,8 @@ def blueprint_version_for(
     pinned = state.blueprint_assignments.get((name, cluster), 0)
     if pinned:
         return pinned
-    if cluster in state.blueprint_rollout(name, record.latest).view().started:
+    started = state.blueprint_started.get(name)
+    if started is not None and started[0] == record.latest and cluster in started[1]:
         return record.latest
     return state.blueprint_reached.get((name, cluster), 0)
 
@@ -103,29 +104,41 @@ def blueprints_of_cluster(state: SchedulerState, cluster: str) -> dict[str, int]
     return found
 
 
-def blueprint_targets(state: SchedulerState, taskset: str) -> dict[str, BlueprintPlacement]:
-    """Cluster -> the blueprint that brings `taskset` there (first blueprint by name wins)."""
-    targets: dict[str, BlueprintPlacement] = {}
+def blueprint_placement(
+    state: SchedulerState, taskset: str, cluster: str
+) -> BlueprintPlacement | None:
+    """The blueprint that brings `taskset` to `cluster` (the first by name), if any."""
+    labels = state.clusters.get(cluster)
+    if labels is None:
+        return None
     for name in sorted(state.blueprints):
         record = state.blueprints[name]
         if taskset not in record.tasksets:
             continue
-        for cluster, labels in state.clusters.items():
-            if cluster in targets:
-                continue
-            version = blueprint_version_for(record, name, cluster, labels, state)
-            published = record.versions.get(version)
-            if published is None:
-                continue
-            for entry in published.entries:
-                if entry.taskset == taskset:
-                    targets[cluster] = BlueprintPlacement(
-                        blueprint=name,
-                        blueprint_version=version,
-                        entry=entry,
-                        drift_policy=published.drift_policy,
-                    )
-                    break
+        version = blueprint_version_for(record, name, cluster, labels, state)
+        published = record.versions.get(version)
+        if published is None:
+            continue
+        for entry in published.entries:
+            if entry.taskset == taskset:
+                return BlueprintPlacement(
+                    blueprint=name,
+                    blueprint_version=version,
+                    entry=entry,
+                    drift_policy=published.drift_policy,
+                )
+    return None
+
+
+def blueprint_targets(state: SchedulerState, taskset: str) -> dict[str, BlueprintPlacement]:
+    """Cluster -> the blueprint that brings `taskset` there (first blueprint by name wins)."""
+    if not any(taskset in record.tasksets for record in state.blueprints.values()):
+        return {}
+    targets: dict[str, BlueprintPlacement] = {}
+    for cluster in state.clusters:
+        placement = blueprint_placement(state, taskset, cluster)
+        if placement is not None:
+            targets[cluster] = placement
     return targets
 
 
@@ -134,7 +147,7 @@ def is_placed(state: SchedulerState, taskset: str, cluster: str) -> bool:
     record = state.tasksets.get(taskset)
     if record is None or record.retired or record.current is None:
         return False
-    if cluster in blueprint_targets(state, taskset):
+    if blueprint_placement(state, taskset, cluster) is not None:
         return True
     return cluster in place_taskset(record.current.placement, {cluster: state.clusters[cluster]})
 
@@ -157,7 +170,8 @@ def dependency_hold(state: SchedulerState, cluster: str, dependencies: list[str]
         if record is None or record.retired:
             blocked.append((dependency, f"{dependency} is not published"))
             continue
-        if cluster in state.clusters and not is_placed(state, dependency, cluster):
+        placed = scheduled is not None and not scheduled.removed
+        if not placed and cluster in state.clusters and not is_placed(state, dependency, cluster):
             blocked.append((dependency, f"{dependency} is not placed on {cluster}"))
             continue
         if scheduled is None or scheduled.removed:

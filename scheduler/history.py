@@ -16,7 +16,7 @@ from datetime import datetime
 
 from events.catalog import ClusterDeregistered, ClusterTaskScheduled
 from events.store import StoredEvent
-from scheduler.dependencies import blueprint_targets, blueprints_of_cluster
+from scheduler.dependencies import blueprint_placement, blueprints_of_cluster
 from scheduler.materialize import Materialized, Materializer
 from scheduler.ports import ChartRenderer
 from scheduler.state import SchedulerState
@@ -116,7 +116,7 @@ async def _recompute(
         applicable = overrides_for(
             event.cluster, labels, state.overrides.get(event.taskset, {}).values()
         )
-        blueprint = blueprint_targets(state, event.taskset).get(event.cluster)
+        blueprint = blueprint_placement(state, event.taskset, event.cluster)
         archive = snapshot.snapshot().chart_archive
         entry_values = blueprint is not None and bool(blueprint.entry.values)
         if renderer is not None and archive and (entry_values or any(o.values for o in applicable)):

@@ -177,6 +177,8 @@ class SchedulerState:
     """(cluster, taskset) -> (Waiting|Blocked, reason) its new desired state is held for."""
     blueprint_rollouts: dict[str, RolloutRecord] = field(default_factory=dict)
     """blueprint -> the rollout of its latest version that has started."""
+    blueprint_started: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
+    """blueprint -> (version, clusters its rollout has started on), for quick lookups."""
     blueprint_reached: dict[tuple[str, str], int] = field(default_factory=dict)
     """(blueprint, cluster) -> the newest version whose rollout reached the cluster."""
     forced: set[tuple[str, str]] = field(default_factory=set)
@@ -349,6 +351,11 @@ class SchedulerState:
         while len(rollout.waves) <= event.wave:
             rollout.waves.append(())
         rollout.waves[event.wave] = tuple(event.clusters)
+        started = self.blueprint_started.get(event.blueprint)
+        if started is None or started[0] != event.blueprint_version:
+            started = (event.blueprint_version, set())
+            self.blueprint_started[event.blueprint] = started
+        started[1].update(event.clusters)
         for cluster in event.clusters:
             key = (event.blueprint, cluster)
             self.blueprint_reached[key] = max(
