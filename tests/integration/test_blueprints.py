@@ -7,8 +7,11 @@ cluster."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from api.auth import Role
 from events.catalog import ClusterTaskHeld, ClusterTaskScheduled, TaskApplied
@@ -16,6 +19,7 @@ from events.store import EventStore
 from tests.eventually import eventually
 from tests.integration.api_harness import live_api, projected
 from tests.integration.scheduler_harness import desired, reports_store, running_scheduler
+from tests.integration.test_api_cli import as_local_hub, cli
 from tests.integration.test_api_tasksets import CONFIGMAP, publish
 from tests.scheduler_fixtures import (
     applied,
@@ -274,3 +278,57 @@ async def test_secret_entry_values_never_leave_the_hub_in_events_or_blueprint_vi
         assert secret not in response.text
     entry = shown[2].json()["entries"][0]
     assert entry["values"] == {"db": {"password": "<redacted>"}, "replicas": 2}
+
+
+async def test_the_cli_publishes_shows_diffs_and_refuses_bad_files_in_one_line(
+    event_store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("crds", "ingress"):
+        await event_store.append([published(make_taskset(name, config_map(name)), 1)])
+    await event_store.append([registered("c1", env="prod")])
+    first = tmp_path / "v1.yaml"
+    first.write_text("name: prod\nselector: env=prod\nentries:\n  - taskset: crds\n")
+    second = tmp_path / "v2.yaml"
+    second.write_text(
+        "name: prod\nselector: env=prod\nentries:\n  - taskset: crds\n"
+        "  - taskset: ingress\n    dependsOn: [crds]\n"
+    )
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text(
+        "name: prod\nentries:\n  - taskset: crds\n    dependsOn: [ingress]\n"
+        "  - taskset: ingress\n    dependsOn: [crds]\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: prod\nentries: [\n")
+    async with live_api(event_store, tmp_path / "hub", projector=True) as api:
+        local = as_local_hub(api, tmp_path / "local")
+        assert await cli("blueprint", "publish", str(first), *local) == 0
+        assert capsys.readouterr().out == "blueprint prod v1 published\n"
+        assert await cli("blueprint", "publish", str(first), *local) == 0
+        assert capsys.readouterr().out == "blueprint prod v1 unchanged\n"
+        assert await cli("blueprint", "publish", str(second), *local) == 0
+        capsys.readouterr()
+
+        assert await cli("blueprint", "publish", str(cycle), *local) != 0
+        captured = capsys.readouterr()
+        said = [line for line in captured.err.splitlines() if line.startswith("fleetbus:")]
+        assert said == ["fleetbus: error: dependsOn cycle: crds -> ingress -> crds"]
+        assert "Traceback" not in captured.err
+        assert await cli("blueprint", "publish", str(broken), *local) != 0
+        captured = capsys.readouterr()
+        assert f"{broken}:" in captured.err
+        assert "not valid YAML" in captured.err
+        assert "Traceback" not in captured.err
+
+        assert await cli("blueprint", "diff", "prod", *local) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines() == ["blueprint prod v1 -> v2", "  added    ingress"]
+        await projected(api)
+        assert await cli("blueprint", "show", "prod", "-o", "json", *local) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert [e["taskset"] for e in shown["blueprint"]["entries"]] == ["crds", "ingress"]
+        assert [(c["cluster"], c["state"]) for c in shown["clusters"]] == [("c1", "updating")]
+        assert await cli("blueprint", "ls", *local) == 0
+        assert "prod" in capsys.readouterr().out
+        assert await cli("blueprint", "assign", "prod", "--cluster", "ghost", *local) != 0
+        assert "cluster ghost is not registered" in capsys.readouterr().err
