@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
+
+import msgspec
 
 from events.catalog import (
     BlueprintAssigned,
@@ -16,9 +19,12 @@ from events.catalog import (
     RolloutStrategy,
     TasksetDependenciesSet,
 )
+from events.replay import StoredEvent
 from scheduler.dependencies import dependency_hold
+from scheduler.history import desired_state_at
 from taskset.blueprints import BlueprintEntry
 from tests.scheduler_fixtures import (
+    T0,
     applied,
     config_map,
     envelope,
@@ -222,3 +228,39 @@ def test_a_failing_wave_halts_the_blueprint_rollout_and_later_clusters_keep_thei
     assert live(h, "crds") == {"c1": 2, "c2": 1}
     h.append(blueprint(3, entry("crds", version=1)))
     assert live(h, "crds") == {"c1": 1, "c2": 1}
+
+
+async def test_state_as_of_a_moment_names_the_blueprint_version_and_who_published_it() -> None:
+    h = Harness()
+    three_tasksets(h)
+    h.append(
+        blueprint(
+            1,
+            BlueprintEntry(taskset="crds", version=1),
+            drift_policy="report",
+        )
+    )
+    h.append(registered("c1", env="prod"))
+    middle = len(h.log)
+    second = blueprint(2, entry("crds", version=2))
+    h.append(msgspec.structs.replace(second, actor="user:alice"))
+
+    def log_until(count: int) -> AsyncIterator[StoredEvent]:
+        async def replay() -> AsyncIterator[StoredEvent]:
+            for seq, event in enumerate(h.log[:count], start=1):
+                yield StoredEvent(seq=seq, subject=event.subject, stored_at=T0, event=event)
+
+        return replay()
+
+    before = await desired_state_at(log_until(middle), "c1")
+    after = await desired_state_at(log_until(len(h.log)), "c1")
+    assert [(b.blueprint, b.version, b.published_by) for b in before.blueprints] == [
+        ("prod", 1, "user:test")
+    ]
+    assert [(b.blueprint, b.version, b.published_by) for b in after.blueprints] == [
+        ("prod", 2, "user:alice")
+    ]
+    (task,) = before.tasks
+    assert task.verified, task.problem
+    assert task.task.taskset is not None
+    assert task.task.taskset.drift_policy == "report"
