@@ -21,6 +21,7 @@ stays; only the change waits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -48,7 +49,9 @@ class Hold:
     dependencies: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=256)
 def _selector(text: str) -> Selector | None:
+    """The parsed selector (cached: it is asked for once per cluster and taskset)."""
     if not text:
         return None
     try:
