@@ -238,6 +238,9 @@ async def _project_cluster_deregistered(
         "UPDATE clusters SET registered = 0, updated_at = ? WHERE name = ?",
         (iso(event.occurred_at), event.cluster),
     )
+    # The scheduler forgets a deregistered cluster's assignments and holds; so does the view.
+    await db.execute("DELETE FROM blueprint_assignments WHERE cluster = ?", (event.cluster,))
+    await db.execute("DELETE FROM holds WHERE cluster = ?", (event.cluster,))
 
 
 async def _project_cluster_task_scheduled(
