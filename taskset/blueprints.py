@@ -27,6 +27,8 @@ BlueprintDriftPolicy = Literal["", "correct", "report", "ignore"]
 """`""`: each taskset keeps the drift policy it was published with."""
 
 _DRIFT_POLICIES = ("", "correct", "report", "ignore")
+MAX_VERSION = 2**31 - 1
+"""Versions are counters; anything larger is a mistake, refused before it reaches the log."""
 
 
 class BlueprintError(FleetbusError):
@@ -115,7 +117,13 @@ def parse_blueprint(document: Any, where: str = "blueprint") -> BlueprintSpec:
     remove = _field(document, "remove", list, where) or []
     if not all(isinstance(item, str) for item in remove):
         raise BlueprintError(f"{where}: field remove must list taskset names")
-    base_version = _field(document, "baseVersion", int, where) or 0
+    base_version = document.get("baseVersion", 0)
+    if (
+        isinstance(base_version, bool)
+        or not isinstance(base_version, int)
+        or not 0 <= base_version <= MAX_VERSION
+    ):
+        raise BlueprintError(f"{where}: baseVersion must be a blueprint version (1, 2, ...)")
     drift = document.get("driftPolicy")
     if drift is not None and drift not in _DRIFT_POLICIES:
         raise BlueprintError(
@@ -144,7 +152,7 @@ def _parse_entry(raw: Any, where: str) -> BlueprintEntry:
     if not taskset:
         raise BlueprintError(f"{where}: field taskset is required")
     version = raw.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
         raise BlueprintError(f"{where}: version must be a taskset version (1, 2, ...)")
     depends_on = _field(raw, "dependsOn", list, where) or []
     if not all(isinstance(item, str) for item in depends_on):

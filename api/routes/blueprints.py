@@ -84,7 +84,7 @@ class BlueprintView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AssignBody(msgspec.Struct, frozen=True, kw_only=True):
-    pinned_version: int = 0
+    pinned_version: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     """0 follows the latest version."""
 
 

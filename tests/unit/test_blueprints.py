@@ -92,6 +92,8 @@ def test_a_blueprint_file_parses_with_camel_case_fields() -> None:
         ({"name": "x", "entrys": []}, "unknown field entrys"),
         ({"name": "x", "entries": [{"version": 1}]}, "entries[0]: field taskset is required"),
         ({"name": "x", "entries": [{"taskset": "a", "version": -1}]}, "entries[0]: version"),
+        ({"name": "x", "entries": [{"taskset": "a", "version": 2**40}]}, "entries[0]: version"),
+        ({"name": "x", "baseVersion": "2"}, "baseVersion must be"),
         ({"name": "x", "entries": [{"taskset": "a", "dependsOn": "b"}]}, "dependsOn must be"),
         ({"name": "x", "driftPolicy": "fix"}, "driftPolicy 'fix' is not one of"),
         (["x"], "a blueprint is a mapping"),
