@@ -28,7 +28,7 @@ from bench import (
     p4_log,
     p5_connector_footprint,
     p6_hub_footprint,
-    p7_blueprint,
+    p8_blueprint,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -48,7 +48,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p4_log,
         p5_connector_footprint,
         p6_hub_footprint,
-        p7_blueprint,
+        p8_blueprint,
     )
 }
 

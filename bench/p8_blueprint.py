@@ -1,4 +1,4 @@
-"""P7 — a blueprint of five tasksets over a simulated fleet: publish → every cluster in sync.
+"""P8 — a blueprint of five tasksets over a simulated fleet: publish → every cluster in sync.
 
 The fleet is the one P1 measures (`fleetbus up --sim-clusters N` and `fleetbus scheduler` in a
 process of its own, see `bench.convergence`). Five tasksets are published first with no
@@ -9,7 +9,7 @@ cluster. The clock starts just before the blueprint is published (through
 in sync when the hub's REPORTS stream holds its TaskApplied for every entry. The figure also
 counts clusters on which a dependent was applied before its dependency: it must be zero.
 
-Run it alone with `python -m bench --full --only P7` (or `--quick`: 100 clusters).
+Run it alone with `python -m bench --full --only P8` (or `--quick`: 100 clusters).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from registry.tasksets import publish_taskset
 from simulator.fleet import SIM_LABEL
 from taskset.blueprints import BlueprintEntry, BlueprintSpec
 
-KEY = "P7"
+KEY = "P8"
 TITLE = "Blueprint: 5 entries with dependsOn → every cluster in sync (1,000 clusters)"
 TARGETS: list[Target] = []
 ENTRIES = 5
