@@ -38,6 +38,7 @@ from api.errors import EXCEPTION_HANDLERS, status_for
 from api.metrics import HubMetrics, observe_streams
 from api.routes import (
     access,
+    blueprints,
     clusters,
     events,
     fleet,
@@ -167,6 +168,7 @@ def create_app(hub: HubContext) -> Litestar:
             *clusters.ROUTES,
             *overrides.ROUTES,
             *rollouts.ROUTES,
+            *blueprints.ROUTES,
             dashboard,
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},

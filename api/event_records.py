@@ -20,9 +20,16 @@ import msgspec
 
 from events.catalog import (
     AntiEntropyRepaired,
+    BlueprintAssigned,
+    BlueprintPublished,
+    BlueprintRolloutAdvanced,
+    BlueprintRolloutHalted,
+    BlueprintSyncForced,
+    BlueprintUnassigned,
     ClusterDeregistered,
     ClusterLabelsChanged,
     ClusterRegistered,
+    ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
     DriftCorrected,
@@ -36,6 +43,7 @@ from events.catalog import (
     RolloutResumed,
     TaskApplied,
     TaskFailed,
+    TasksetDependenciesSet,
     TasksetPublished,
     TasksetRetired,
 )
@@ -98,6 +106,11 @@ def event_payload(event: Event) -> dict[str, Any]:
         body["values"] = redact_values(body["values"])
     if isinstance(event, OverrideSet):
         body["patches"] = redact_patches(body.get("patches") or [])
+    if isinstance(event, BlueprintPublished):
+        body["entries"] = [
+            {**entry, "values": redact_values(entry.get("values") or {})}
+            for entry in body.get("entries") or []
+        ]
     return body
 
 
@@ -204,6 +217,52 @@ def _describe_drift_corrected(event: DriftCorrected) -> str:
     return f"{event.cluster}: {event.taskset} drift on {event.object} corrected"
 
 
+def _describe_blueprint_published(event: BlueprintPublished) -> str:
+    removed = f"; removed {', '.join(event.removed)}" if event.removed else ""
+    return (
+        f"blueprint {event.blueprint} v{event.blueprint_version}: "
+        f"{', '.join(entry.taskset for entry in event.entries)}{removed}"
+    )
+
+
+def _describe_blueprint_assigned(event: BlueprintAssigned) -> str:
+    pin = f", pinned to v{event.pinned_version}" if event.pinned_version else ""
+    return f"{event.cluster} assigned to blueprint {event.blueprint}{pin}"
+
+
+def _describe_blueprint_unassigned(event: BlueprintUnassigned) -> str:
+    return f"{event.cluster} unassigned from blueprint {event.blueprint}"
+
+
+def _describe_blueprint_sync_forced(event: BlueprintSyncForced) -> str:
+    return f"blueprint {event.blueprint}: sync of {event.cluster} forced"
+
+
+def _describe_blueprint_rollout_advanced(event: BlueprintRolloutAdvanced) -> str:
+    return (
+        f"blueprint {event.blueprint} v{event.blueprint_version} wave {event.wave + 1}/"
+        f"{event.total_waves}: {', '.join(event.clusters)}"
+    )
+
+
+def _describe_blueprint_rollout_halted(event: BlueprintRolloutHalted) -> str:
+    return (
+        f"blueprint {event.blueprint} v{event.blueprint_version} halted: "
+        f"{', '.join(event.failed)} ({event.reason})"
+    )
+
+
+def _describe_cluster_task_held(event: ClusterTaskHeld) -> str:
+    return (
+        f"{event.taskset} v{event.taskset_version} held on {event.cluster}: "
+        f"{event.hold}, {event.reason}"
+    )
+
+
+def _describe_taskset_dependencies_set(event: TasksetDependenciesSet) -> str:
+    return f"{event.taskset} depends on {', '.join(event.depends_on) or 'nothing'}"
+
+
 def _describe_report(event: Report) -> str:
     return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
 
@@ -227,6 +286,14 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     DriftDetected: _describe_drift_detected,
     DriftCorrected: _describe_drift_corrected,
     Report: _describe_report,
+    BlueprintPublished: _describe_blueprint_published,
+    BlueprintAssigned: _describe_blueprint_assigned,
+    BlueprintUnassigned: _describe_blueprint_unassigned,
+    BlueprintSyncForced: _describe_blueprint_sync_forced,
+    BlueprintRolloutAdvanced: _describe_blueprint_rollout_advanced,
+    BlueprintRolloutHalted: _describe_blueprint_rollout_halted,
+    ClusterTaskHeld: _describe_cluster_task_held,
+    TasksetDependenciesSet: _describe_taskset_dependencies_set,
 }
 
 
@@ -252,6 +319,10 @@ def concerns(event: Event, *, cluster: str | None, taskset: str | None) -> bool:
         case RolloutAdvanced():
             return cluster in event.clusters
         case RolloutHalted():
+            return cluster in event.failed
+        case BlueprintRolloutAdvanced():
+            return cluster in event.clusters
+        case BlueprintRolloutHalted():
             return cluster in event.failed
         case OverrideSet():
             return event.cluster == cluster

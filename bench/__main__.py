@@ -29,6 +29,7 @@ from bench import (
     p5_connector_footprint,
     p6_hub_footprint,
     p7_render,
+    p8_blueprint,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -49,6 +50,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p5_connector_footprint,
         p6_hub_footprint,
         p7_render,
+        p8_blueprint,
     )
 }
 

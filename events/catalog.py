@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from events import subjects
+from taskset.blueprints import BlueprintEntry
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -108,6 +109,114 @@ class TasksetRetired(Event, tag="TasksetRetired", frozen=True, kw_only=True):
     @property
     def aggregate_id(self) -> str:
         return self.taskset
+
+
+class TasksetDependenciesSet(Event, tag="TasksetDependenciesSet", frozen=True, kw_only=True):
+    """A taskset published on its own waits, on each cluster, for these tasksets to be Ready.
+
+    Recorded apart from `TasksetPublished` so that dependencies can change without a new
+    snapshot; an empty list removes them."""
+
+    aggregate: ClassVar[str] = "taskset"
+    taskset: str
+    depends_on: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.taskset
+
+
+# --- blueprint aggregate ----------------------------------------------------------------------
+
+
+class BlueprintPublished(Event, tag="BlueprintPublished", frozen=True, kw_only=True):
+    """An immutable version of a blueprint, its base already folded into `entries`."""
+
+    aggregate: ClassVar[str] = "blueprint"
+    blueprint: str
+    blueprint_version: int
+    digest: str
+    """Canonical digest of entries, selector, drift policy and rollout."""
+    entries: list[BlueprintEntry]
+    selector: str = ""
+    drift_policy: Literal["", "correct", "report", "ignore"] = ""
+    rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+    base: str = ""
+    base_version: int = 0
+    removed: list[str] = msgspec.field(default_factory=list)
+    """Entries of the previous version this one no longer has (for the audit log)."""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.blueprint
+
+
+class BlueprintAssigned(Event, tag="BlueprintAssigned", frozen=True, kw_only=True):
+    """A cluster gets the blueprint whatever its labels; `pinned_version` > 0 pins it there."""
+
+    aggregate: ClassVar[str] = "blueprint"
+    blueprint: str
+    cluster: str
+    pinned_version: int = 0
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.blueprint}.{self.cluster}"
+
+
+class BlueprintUnassigned(Event, tag="BlueprintUnassigned", frozen=True, kw_only=True):
+    """The explicit assignment (and pin) of a cluster ends; the selector alone decides again."""
+
+    aggregate: ClassVar[str] = "blueprint"
+    blueprint: str
+    cluster: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.blueprint}.{self.cluster}"
+
+
+class BlueprintSyncForced(Event, tag="BlueprintSyncForced", frozen=True, kw_only=True):
+    """Every entry of the blueprint is sent to the cluster again, as a new generation."""
+
+    aggregate: ClassVar[str] = "blueprint"
+    blueprint: str
+    cluster: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.blueprint}.{self.cluster}"
+
+
+class BlueprintRolloutAdvanced(Event, tag="BlueprintRolloutAdvanced", frozen=True, kw_only=True):
+    """A wave of clusters starts running a blueprint version (the wave's whole stack)."""
+
+    aggregate: ClassVar[str] = "blueprint-rollout"
+    blueprint: str
+    blueprint_version: int
+    wave: int
+    total_waves: int
+    clusters: list[str]
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.blueprint
+
+
+class BlueprintRolloutHalted(Event, tag="BlueprintRolloutHalted", frozen=True, kw_only=True):
+    """More clusters failed a blueprint version than its rollout tolerates: no new wave starts
+    until the next version is published."""
+
+    aggregate: ClassVar[str] = "blueprint-rollout"
+    blueprint: str
+    blueprint_version: int
+    wave: int
+    failed: list[str]
+    reason: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.blueprint
 
 
 # --- override aggregate -----------------------------------------------------------------------
@@ -237,6 +346,30 @@ class ClusterTaskRefused(Event, tag="ClusterTaskRefused", frozen=True, kw_only=T
         return f"{self.taskset}.{self.cluster}"
 
 
+class ClusterTaskHeld(Event, tag="ClusterTaskHeld", frozen=True, kw_only=True):
+    """The scheduler holds a taskset's new desired state on a cluster until its dependencies
+    are applied and Ready there.
+
+    `Waiting`: a dependency is on its way (scheduled, not yet reported Ready). `Blocked`: a
+    dependency failed, or is not placed on the cluster at all; it needs someone to act. The
+    cluster keeps what it had. Recorded once per distinct reason."""
+
+    aggregate: ClassVar[str] = "schedule"
+    cluster: str
+    taskset: str
+    taskset_version: int
+    hold: Literal["Waiting", "Blocked"]
+    reason: str
+    dependencies: list[str] = msgspec.field(default_factory=list)
+    """The dependencies not yet Ready."""
+    blueprint: str = ""
+    caused_by: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.taskset}.{self.cluster}"
+
+
 class RolloutAdvanced(Event, tag="RolloutAdvanced", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "rollout"
     taskset: str
@@ -334,6 +467,14 @@ HubEvent = (
     | RolloutAdvanced
     | RolloutHalted
     | RolloutResumed
+    | TasksetDependenciesSet
+    | BlueprintPublished
+    | BlueprintAssigned
+    | BlueprintUnassigned
+    | BlueprintSyncForced
+    | BlueprintRolloutAdvanced
+    | BlueprintRolloutHalted
+    | ClusterTaskHeld
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -354,6 +495,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RolloutAdvanced,
         RolloutHalted,
         RolloutResumed,
+        TasksetDependenciesSet,
+        BlueprintPublished,
+        BlueprintAssigned,
+        BlueprintUnassigned,
+        BlueprintSyncForced,
+        BlueprintRolloutAdvanced,
+        BlueprintRolloutHalted,
+        ClusterTaskHeld,
         TaskApplied,
         TaskFailed,
         DriftDetected,

@@ -119,6 +119,36 @@ CREATE TABLE IF NOT EXISTS audit (
     summary TEXT NOT NULL,
     PRIMARY KEY (stream, seq)
 );
+CREATE TABLE IF NOT EXISTS blueprint_versions (
+    blueprint TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    entries TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    drift_policy TEXT NOT NULL,
+    base TEXT NOT NULL,
+    base_version INTEGER NOT NULL,
+    published_at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (blueprint, version)
+);
+CREATE TABLE IF NOT EXISTS blueprint_assignments (
+    blueprint TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    pinned_version INTEGER NOT NULL,
+    assigned_at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    PRIMARY KEY (blueprint, cluster)
+);
+CREATE TABLE IF NOT EXISTS holds (
+    cluster TEXT NOT NULL,
+    taskset TEXT NOT NULL,
+    hold TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    held_at TEXT NOT NULL,
+    PRIMARY KEY (cluster, taskset)
+);
 CREATE INDEX IF NOT EXISTS audit_by_cluster ON audit (cluster, taskset, time);
 CREATE INDEX IF NOT EXISTS audit_by_taskset ON audit (taskset, time);
 CREATE INDEX IF NOT EXISTS audit_by_correlation ON audit (correlation_id);
@@ -133,6 +163,9 @@ TABLES: dict[str, str] = {
     "cluster_status": "cluster, taskset",
     "rollouts": "taskset",
     "audit": "stream, seq",
+    "blueprint_versions": "blueprint, version",
+    "blueprint_assignments": "blueprint, cluster",
+    "holds": "cluster, taskset",
 }
 """Every projected table and its primary key (the order rows are hashed in)."""
 

@@ -17,9 +17,14 @@ import msgspec
 import orjson
 
 from events.catalog import (
+    BlueprintAssigned,
+    BlueprintPublished,
+    BlueprintSyncForced,
+    BlueprintUnassigned,
     ClusterDeregistered,
     ClusterLabelsChanged,
     ClusterRegistered,
+    ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
     DriftCorrected,
@@ -33,6 +38,7 @@ from events.catalog import (
     RolloutResumed,
     TaskApplied,
     TaskFailed,
+    TasksetDependenciesSet,
     TasksetPublished,
     TasksetRetired,
 )
@@ -232,6 +238,9 @@ async def _project_cluster_deregistered(
         "UPDATE clusters SET registered = 0, updated_at = ? WHERE name = ?",
         (iso(event.occurred_at), event.cluster),
     )
+    # The scheduler forgets a deregistered cluster's assignments and holds; so does the view.
+    await db.execute("DELETE FROM blueprint_assignments WHERE cluster = ?", (event.cluster,))
+    await db.execute("DELETE FROM holds WHERE cluster = ?", (event.cluster,))
 
 
 async def _project_cluster_task_scheduled(
@@ -252,6 +261,57 @@ async def _project_cluster_task_scheduled(
             "refused_version": None,
             "refused_reason": None,
         },
+    )
+    await db.execute(
+        "DELETE FROM holds WHERE cluster = ? AND taskset = ?", (event.cluster, event.taskset)
+    )
+
+
+async def _project_cluster_task_held(
+    db: Writer, event: ClusterTaskHeld, stored_at: datetime
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO holds VALUES (?, ?, ?, ?, ?)",
+        (event.cluster, event.taskset, event.hold, event.reason, iso(event.occurred_at)),
+    )
+
+
+async def _project_blueprint_published(
+    db: Writer, event: BlueprintPublished, stored_at: datetime
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO blueprint_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.blueprint,
+            event.blueprint_version,
+            event.digest,
+            dumps(event.entries),
+            event.selector,
+            event.drift_policy,
+            event.base,
+            event.base_version,
+            iso(event.occurred_at),
+            event.actor,
+            event.id,
+        ),
+    )
+
+
+async def _project_blueprint_assigned(
+    db: Writer, event: BlueprintAssigned, stored_at: datetime
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO blueprint_assignments VALUES (?, ?, ?, ?, ?)",
+        (event.blueprint, event.cluster, event.pinned_version, iso(event.occurred_at), event.actor),
+    )
+
+
+async def _project_blueprint_unassigned(
+    db: Writer, event: BlueprintUnassigned, stored_at: datetime
+) -> None:
+    await db.execute(
+        "DELETE FROM blueprint_assignments WHERE blueprint = ? AND cluster = ?",
+        (event.blueprint, event.cluster),
     )
 
 
@@ -380,6 +440,10 @@ _PROJECTIONS: dict[type[Event], Callable[[Writer, Any, datetime], Awaitable[None
     TaskFailed: _project_task_failed,
     DriftDetected: _project_drift_detected,
     DriftCorrected: _project_drift_corrected,
+    ClusterTaskHeld: _project_cluster_task_held,
+    BlueprintPublished: _project_blueprint_published,
+    BlueprintAssigned: _project_blueprint_assigned,
+    BlueprintUnassigned: _project_blueprint_unassigned,
 }
 
 
@@ -440,6 +504,26 @@ def summarize(event: Event) -> str:
             return f"{event.taskset} v{event.taskset_version} halted: {', '.join(event.failed)}"
         case RolloutResumed():
             return f"{event.taskset} v{event.taskset_version} resumed"
+        case ClusterTaskHeld():
+            return (
+                f"{event.taskset} v{event.taskset_version} held on {event.cluster}: "
+                f"{event.hold}, {event.reason}"
+            )
+        case TasksetDependenciesSet():
+            return f"{event.taskset} depends on {', '.join(event.depends_on) or 'nothing'}"
+        case BlueprintPublished():
+            removed = f", removed {', '.join(event.removed)}" if event.removed else ""
+            return (
+                f"blueprint {event.blueprint} v{event.blueprint_version} published: "
+                f"{', '.join(e.taskset for e in event.entries)}{removed}"
+            )
+        case BlueprintAssigned():
+            pin = f" pinned to v{event.pinned_version}" if event.pinned_version else ""
+            return f"blueprint {event.blueprint} assigned to {event.cluster}{pin}"
+        case BlueprintUnassigned():
+            return f"blueprint {event.blueprint} unassigned from {event.cluster}"
+        case BlueprintSyncForced():
+            return f"blueprint {event.blueprint} sync forced on {event.cluster}"
         case Report():
             return (
                 f"{event.type_name} {event.taskset} v{event.taskset_version} "

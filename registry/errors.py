@@ -86,3 +86,11 @@ class OverrideRefused(InvalidCommand):
 
 class RolloutNotHalted(StateConflict):
     pass
+
+
+class BlueprintNotFound(UnknownAggregate):
+    pass
+
+
+class BlueprintRefused(InvalidCommand):
+    """The blueprint as written cannot be published; the message names the entry or cycle."""

@@ -19,6 +19,7 @@ Nothing here knows about argparse or HTTP: the CLI and the HTTP API call the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -259,8 +260,12 @@ async def publish_taskset(
     placement: Placement | None = None,
     rollout: RolloutStrategy | None = None,
     correlation_id: str = "",
+    preceding: Sequence[Event] = (),
 ) -> PublishOutcome:
-    """Publish a normalized source as the taskset's next version, unless nothing changed."""
+    """Publish a normalized source as the taskset's next version, unless nothing changed.
+
+    `preceding` events of the same taskset (its dependencies) are appended in the same atomic
+    batch, before the snapshot, or alone when the snapshot is unchanged."""
     taskset = source.taskset
     history, expected = await load_history(store, taskset.name)
     command = PublishTaskset(
@@ -274,9 +279,11 @@ async def publish_taskset(
     )
     events = decide_publish(history, command, now)
     if not events:
+        if preceding:
+            await store.append(list(preceding), expected=expected)
         return PublishOutcome(taskset.name, history.version, history.digest, changed=False)
     await _keep_chart_archive(charts, source)
-    result = await store.append(events, expected=expected)
+    result = await store.append([*preceding, *events], expected=expected)
     published = events[0]
     assert isinstance(published, TasksetPublished)
     return PublishOutcome(
@@ -284,7 +291,7 @@ async def publish_taskset(
         published.taskset_version,
         published.digest,
         changed=True,
-        sequence=result.sequences[0],
+        sequence=result.sequences[len(preceding)],
         body_size=published.body_size,
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from events.catalog import (
+    ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
     Event,
@@ -23,13 +24,21 @@ from events.catalog import (
     RolloutHalted,
 )
 from events.subjects import desired_subject
+from scheduler.dependencies import (
+    BlueprintPlacement,
+    blueprint_targets,
+    dependencies_of,
+    dependency_hold,
+)
 from scheduler.materialize import Materialized, Refusal
 from scheduler.placement import place_taskset
 from scheduler.rollout import Outcome, RolloutView, next_rollout_step
 from scheduler.state import SCHEDULER_ACTOR, ScheduledRecord, SchedulerState
 from taskset.model import ClusterTask
 
-Materialize = Callable[[SchedulerState, str, str, int], Materialized | Refusal]
+Materialize = Callable[
+    [SchedulerState, str, str, int, BlueprintPlacement | None], Materialized | Refusal
+]
 
 
 @dataclass(frozen=True)
@@ -95,14 +104,20 @@ def decide_taskset(
     )
     stored = stored_generations or {}
     current = record.current
+    by_blueprint: dict[str, BlueprintPlacement] = {}
     if record.retired or current is None:
         targets: list[str] = []
         view = RolloutView(version=record.latest)
     else:
-        targets = place_taskset(current.placement, state.clusters)
+        by_blueprint = blueprint_targets(state, name)
+        targets = [
+            cluster
+            for cluster in place_taskset(current.placement, state.clusters)
+            if cluster not in by_blueprint
+        ]
         view = _advance_rollout(state, name, current.version, targets, now, envelope, decision)
     scheduled = state.scheduled.get(name, {})
-    target_set = set(targets)
+    target_set = set(targets) | set(by_blueprint)
     for cluster in sorted(target_set | set(scheduled)):
         decide_cluster(
             state,
@@ -115,6 +130,7 @@ def decide_taskset(
             materialize=materialize,
             envelope=envelope,
             decision=decision,
+            blueprint=by_blueprint.get(cluster),
         )
     return decision
 
@@ -131,23 +147,34 @@ def decide_cluster(
     materialize: Materialize,
     envelope: _Envelope,
     decision: Decision,
+    blueprint: BlueprintPlacement | None = None,
 ) -> None:
     """What taskset `name` needs on one cluster, added to `decision`: its removal (no longer
-    targeted), a refusal (it cannot be rendered for the cluster), a new generation (it changed,
-    or the rollout reached the cluster), the rewrite of an unchanged ClusterTask that DESIRED
-    lost (`stored_generation` is older), or nothing."""
+    targeted), a refusal (it cannot be rendered for the cluster), a hold (a dependency is not
+    Ready there yet), a new generation (it changed, the rollout reached the cluster, or a sync
+    was forced), the rewrite of an unchanged ClusterTask that DESIRED lost
+    (`stored_generation` is older), or nothing.
+
+    A cluster a blueprint brings the taskset to runs the entry's pinned version (else the
+    latest) at once: the blueprint, not the taskset's own rollout, decides."""
     if not targeted:
         if previous is not None:
             _remove(state, name, cluster, previous, stored_generation, envelope, decision)
         return
-    if cluster in view.started:
+    if blueprint is not None:
+        record = state.tasksets[name]
+        version = blueprint.entry.version or record.latest
+        if version not in record.versions:
+            return
+        wave = 0
+    elif cluster in view.started:
         version = view.version
         wave = view.wave_of[cluster]
     elif previous is not None and not previous.removed:
         version, wave = previous.version, previous.wave
     else:
         return
-    result = materialize(state, cluster, name, version)
+    result = materialize(state, cluster, name, version, blueprint)
     if isinstance(result, Refusal):
         refusal = state.refused.get((cluster, name))
         if refusal is None or refusal.input_digest != result.input_digest:
@@ -171,11 +198,29 @@ def decide_cluster(
         and not previous.removed
         and previous.version == version
         and previous.digest == result.digest
+        and not (blueprint is not None and (cluster, name) in state.forced)
     )
     if unchanged and previous is not None:
         if stored_generation < previous.generation:
             decision.writes.append(
                 DesiredWrite(_task(cluster, name, version, previous.generation, result, wave))
+            )
+        return
+    hold = dependency_hold(state, cluster, dependencies_of(state, name, blueprint))
+    if hold is not None:
+        if state.held.get((cluster, name)) != (hold.hold, hold.reason):
+            decision.events.append(
+                ClusterTaskHeld(
+                    **envelope.fields(),  # type: ignore[arg-type]
+                    cluster=cluster,
+                    taskset=name,
+                    taskset_version=version,
+                    hold=hold.hold,
+                    reason=hold.reason,
+                    dependencies=list(hold.dependencies),
+                    blueprint=blueprint.blueprint if blueprint is not None else "",
+                    caused_by=envelope.caused_by,
+                )
             )
         return
     generation = max(state.generations.get((cluster, name), 0), stored_generation) + 1

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from events.catalog import ClusterDeregistered, ClusterTaskScheduled
 from events.store import StoredEvent
+from scheduler.dependencies import blueprint_placement, blueprints_of_cluster
 from scheduler.materialize import Materialized, Materializer
 from scheduler.ports import ChartRenderer
 from scheduler.state import SchedulerState
@@ -35,12 +36,24 @@ class HistoricalTask:
 
 
 @dataclass(frozen=True)
+class BlueprintAt:
+    """A blueprint the cluster was in at that moment: the version, who published it, when."""
+
+    blueprint: str
+    version: int
+    published_by: str
+    published_at: datetime
+    pinned: bool
+
+
+@dataclass(frozen=True)
 class DesiredStateAt:
     cluster: str
     registered: bool
     labels: dict[str, str]
     tasks: list[HistoricalTask]
     last_seq: int
+    blueprints: list[BlueprintAt]
 
 
 async def desired_state_at(
@@ -65,12 +78,23 @@ async def desired_state_at(
                 )
         state.apply_event(stored.seq, stored.subject, stored.stored_at, event)
     registered = cluster in state.clusters
+    blueprints = [
+        BlueprintAt(
+            blueprint=name,
+            version=version,
+            published_by=state.blueprints[name].versions[version].actor,
+            published_at=state.blueprints[name].versions[version].occurred_at,
+            pinned=bool(state.blueprint_assignments.get((name, cluster))),
+        )
+        for name, version in blueprints_of_cluster(state, cluster).items()
+    ]
     return DesiredStateAt(
         cluster=cluster,
         registered=registered,
         labels=dict(state.clusters.get(cluster, {})),
         tasks=[current[name] for name in sorted(current)] if registered else [],
         last_seq=last_seq,
+        blueprints=blueprints,
     )
 
 
@@ -92,13 +116,15 @@ async def _recompute(
         applicable = overrides_for(
             event.cluster, labels, state.overrides.get(event.taskset, {}).values()
         )
+        blueprint = blueprint_placement(state, event.taskset, event.cluster)
         archive = snapshot.snapshot().chart_archive
-        if renderer is not None and archive and any(o.values for o in applicable):
+        entry_values = blueprint is not None and bool(blueprint.entry.values)
+        if renderer is not None and archive and (entry_values or any(o.values for o in applicable)):
             try:
                 await renderer.prepare(archive)
             except FleetbusError as e:
                 problem = str(e)
-        result = materialize(state, event.cluster, event.taskset, event.taskset_version)
+        result = materialize(state, event.cluster, event.taskset, event.taskset_version, blueprint)
     content = result.taskset if isinstance(result, Materialized) else None
     if result is not None and not isinstance(result, Materialized):
         problem = problem or result.reason

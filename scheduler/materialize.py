@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import msgspec
+
 from events.streams import MAX_PAYLOAD
+from scheduler.dependencies import BlueprintPlacement
 from scheduler.state import SchedulerState
 from taskset.codec import encode_taskset
 from taskset.digest import digest_of
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
-from taskset.overrides import HelmRenderer, customize, overrides_for
+from taskset.overrides import HelmRenderer, Override, customize, overrides_for
 
 DESIRED_HEADROOM = 16 * 1024
 """Room left in a DESIRED message for the ClusterTask's own fields and the NATS headers."""
@@ -59,11 +62,29 @@ class Materializer:
         self._cache: OrderedDict[str, Materialized | Refusal] = OrderedDict()
 
     def __call__(
-        self, state: SchedulerState, cluster: str, taskset: str, version: int
+        self,
+        state: SchedulerState,
+        cluster: str,
+        taskset: str,
+        version: int,
+        blueprint: BlueprintPlacement | None = None,
     ) -> Materialized | Refusal:
         record = state.tasksets[taskset].versions[version]
         labels = state.clusters.get(cluster, {})
         applicable = overrides_for(cluster, labels, state.overrides.get(taskset, {}).values())
+        if blueprint is not None and blueprint.entry.values:
+            # The blueprint entry's values come first: a cluster's own overrides still win.
+            applicable = [
+                Override(
+                    taskset=taskset,
+                    name=f"blueprint-{blueprint.blueprint}",
+                    cluster=cluster,
+                    values=blueprint.entry.values,
+                    revision=f"{blueprint.blueprint}@{blueprint.blueprint_version}",
+                ),
+                *applicable,
+            ]
+        drift_policy = blueprint.drift_policy if blueprint is not None else ""
         names = tuple(o.name for o in applicable)
         input_digest = digest_of(
             {
@@ -71,6 +92,7 @@ class Materializer:
                 "version": version,
                 "digest": record.digest,
                 "overrides": [o.revision for o in applicable],
+                "drift_policy": drift_policy,
                 "limit": self.limit,
             }
         )
@@ -81,6 +103,8 @@ class Materializer:
         result: Materialized | Refusal
         try:
             customized = customize(record.snapshot(), applicable, self.renderer)
+            if drift_policy:
+                customized = msgspec.structs.replace(customized, drift_policy=drift_policy)
         except FleetbusError as e:
             result = Refusal(reason=str(e), overrides=names, input_digest=input_digest)
         else:

@@ -26,6 +26,7 @@ from events.ids import new_event_id
 from events.store import Append, EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
 from events.tasks import cancel_and_wait
+from scheduler.blueprint_rollout import decide_blueprint_rollout
 from scheduler.bus import Delivered, SchedulerBus
 from scheduler.decide import Decision, DesiredWrite, decide_taskset
 from scheduler.errors import LeaseLost
@@ -40,6 +41,8 @@ Clock = Callable[[], datetime]
 
 EXECUTE_CHUNK = 512
 """Clusters whose events are appended together before their ClusterTasks are written."""
+BLUEPRINT_WAKEUP = "blueprint:"
+"""Prefix of a wake-up that belongs to a blueprint's rollout pause, not to a taskset."""
 COALESCE_LIMIT = 20_000
 """Deliveries one handling may take from the queue at once (see `coalesced`)."""
 
@@ -363,6 +366,7 @@ class SchedulerService:
         return due
 
     async def decide(self, tasksets: set[str]) -> None:
+        tasksets = set(tasksets) | await self._advance_blueprints()
         await self._prepare_charts(tasksets)
         now = self.clock()
         decisions: list[tuple[str, Decision]] = []
@@ -373,24 +377,54 @@ class SchedulerService:
             decisions.append((name, decision))
         for name, decision in decisions:
             await self.execute(decision)
+            if name.startswith(BLUEPRINT_WAKEUP):
+                continue
             if decision.wake_at is not None:
                 self.wakeups[name] = decision.wake_at
             else:
                 self.wakeups.pop(name, None)
+
+    async def _advance_blueprints(self) -> set[str]:
+        """Take the next step of every blueprint's rollout; the tasksets a new wave touches."""
+        now = self.clock()
+        touched: set[str] = set()
+        for name in sorted(self.state.blueprints):
+            decision = decide_blueprint_rollout(self.state, name, now, new_event_id)
+            for event in decision.events:
+                await self._append_and_fold(event)
+                touched |= self.state.blueprints[name].tasksets
+            key = f"{BLUEPRINT_WAKEUP}{name}"
+            if decision.wake_at is not None:
+                self.wakeups[key] = decision.wake_at
+            else:
+                self.wakeups.pop(key, None)
+        return touched
 
     async def _prepare_charts(self, tasksets: set[str]) -> None:
         """Fetch the chart archives that values overrides of these tasksets will re-render."""
         if self.renderer is None:
             return
         for name in sorted(tasksets):
-            if not any(o.values for o in self.state.overrides.get(name, {}).values()):
+            entries = [
+                entry
+                for blueprint in self.state.blueprints.values()
+                if name in blueprint.tasksets
+                for published in blueprint.versions.values()
+                for entry in published.entries
+                if entry.taskset == name and entry.values
+            ]
+            if not entries and not any(
+                o.values for o in self.state.overrides.get(name, {}).values()
+            ):
                 continue
             record = self.state.tasksets.get(name)
             if record is None:
                 continue
-            versions = {record.latest} | {
-                r.version for r in self.state.scheduled.get(name, {}).values()
-            }
+            versions = (
+                {record.latest}
+                | {r.version for r in self.state.scheduled.get(name, {}).values()}
+                | {entry.version for entry in entries if entry.version}
+            )
             for version in sorted(versions):
                 snapshot = record.versions.get(version)
                 if snapshot is None or snapshot.format != "helm":

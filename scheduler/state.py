@@ -19,9 +19,16 @@ from datetime import datetime
 from typing import Any
 
 from events.catalog import (
+    BlueprintAssigned,
+    BlueprintPublished,
+    BlueprintRolloutAdvanced,
+    BlueprintRolloutHalted,
+    BlueprintSyncForced,
+    BlueprintUnassigned,
     ClusterDeregistered,
     ClusterLabelsChanged,
     ClusterRegistered,
+    ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
     Event,
@@ -34,6 +41,7 @@ from events.catalog import (
     RolloutStrategy,
     TaskApplied,
     TaskFailed,
+    TasksetDependenciesSet,
     TasksetPublished,
     TasksetRetired,
 )
@@ -133,6 +141,15 @@ class RolloutRecord:
 
 
 @dataclass
+class BlueprintRecord:
+    """Every published version of one blueprint; `tasksets` is every taskset any version has."""
+
+    versions: dict[int, BlueprintPublished] = field(default_factory=dict)
+    latest: int = 0
+    tasksets: set[str] = field(default_factory=set)
+
+
+@dataclass
 class SchedulerState:
     clusters: dict[str, dict[str, str]] = field(default_factory=dict)
     deregistered: set[str] = field(default_factory=set)
@@ -151,6 +168,21 @@ class SchedulerState:
     """taskset -> (event id, correlation id) of events not yet answered by a decision."""
     last_cause: dict[str, tuple[str, str]] = field(default_factory=dict)
     global_causes: list[tuple[str, str]] = field(default_factory=list)
+    blueprints: dict[str, BlueprintRecord] = field(default_factory=dict)
+    blueprint_assignments: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(blueprint, cluster) -> pinned version (0: assigned, following the latest)."""
+    taskset_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    """Dependencies of tasksets published on their own."""
+    held: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    """(cluster, taskset) -> (Waiting|Blocked, reason) its new desired state is held for."""
+    blueprint_rollouts: dict[str, RolloutRecord] = field(default_factory=dict)
+    """blueprint -> the rollout of its latest version that has started."""
+    blueprint_started: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
+    """blueprint -> (version, clusters its rollout has started on), for quick lookups."""
+    blueprint_reached: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(blueprint, cluster) -> the newest version whose rollout reached the cluster."""
+    forced: set[tuple[str, str]] = field(default_factory=set)
+    """(cluster, taskset) pairs to send again as a new generation (force-sync)."""
     events_seq: int = 0
     reports_seq: int = 0
 
@@ -240,6 +272,13 @@ class SchedulerState:
             by_cluster.pop(event.cluster, None)
         for key in [k for k in self.refused if k[0] == event.cluster]:
             del self.refused[key]
+        for key in [k for k in self.held if k[0] == event.cluster]:
+            del self.held[key]
+        self.forced = {pair for pair in self.forced if pair[0] != event.cluster}
+        for key in [k for k in self.blueprint_assignments if k[1] == event.cluster]:
+            del self.blueprint_assignments[key]
+        for key in [k for k in self.blueprint_reached if k[1] == event.cluster]:
+            del self.blueprint_reached[key]
         dirty.add(ALL_TASKSETS)
 
     def _fold_cluster_task_scheduled(
@@ -255,8 +294,102 @@ class SchedulerState:
                 wave=event.wave,
             )
             self.refused.pop((event.cluster, event.taskset), None)
+            self.held.pop((event.cluster, event.taskset), None)
+            self.forced.discard((event.cluster, event.taskset))
         key = (event.cluster, event.taskset)
         self.generations[key] = max(self.generations.get(key, 0), event.generation)
+
+    def _fold_cluster_task_held(
+        self, event: ClusterTaskHeld, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            self.held[(event.cluster, event.taskset)] = (event.hold, event.reason)
+
+    def _fold_taskset_dependencies_set(
+        self, event: TasksetDependenciesSet, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.depends_on:
+            self.taskset_dependencies[event.taskset] = list(event.depends_on)
+        else:
+            self.taskset_dependencies.pop(event.taskset, None)
+        dirty.add(event.taskset)
+
+    def _fold_blueprint_published(
+        self, event: BlueprintPublished, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        record = self.blueprints.setdefault(event.blueprint, BlueprintRecord())
+        record.versions[event.blueprint_version] = event
+        record.latest = max(record.latest, event.blueprint_version)
+        record.tasksets.update(entry.taskset for entry in event.entries)
+        dirty.update(record.tasksets)
+
+    def _fold_blueprint_assigned(
+        self, event: BlueprintAssigned, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self.blueprint_assignments[(event.blueprint, event.cluster)] = event.pinned_version
+        dirty.update(self._blueprint_tasksets(event.blueprint))
+
+    def _fold_blueprint_unassigned(
+        self, event: BlueprintUnassigned, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self.blueprint_assignments.pop((event.blueprint, event.cluster), None)
+        dirty.update(self._blueprint_tasksets(event.blueprint))
+
+    def _fold_blueprint_sync_forced(
+        self, event: BlueprintSyncForced, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            tasksets = self._blueprint_tasksets(event.blueprint)
+            self.forced.update((event.cluster, name) for name in tasksets)
+            dirty.update(tasksets)
+
+    def _fold_blueprint_rollout_advanced(
+        self, event: BlueprintRolloutAdvanced, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        rollout = self.blueprint_rollout(event.blueprint, event.blueprint_version)
+        self.blueprint_rollouts[event.blueprint] = rollout
+        while len(rollout.waves) <= event.wave:
+            rollout.waves.append(())
+        rollout.waves[event.wave] = tuple(event.clusters)
+        started = self.blueprint_started.get(event.blueprint)
+        if started is None or started[0] != event.blueprint_version:
+            started = (event.blueprint_version, set())
+            self.blueprint_started[event.blueprint] = started
+        started[1].update(event.clusters)
+        for cluster in event.clusters:
+            key = (event.blueprint, cluster)
+            self.blueprint_reached[key] = max(
+                self.blueprint_reached.get(key, 0), event.blueprint_version
+            )
+        dirty.update(self._blueprint_tasksets(event.blueprint))
+
+    def _fold_blueprint_rollout_halted(
+        self, event: BlueprintRolloutHalted, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        rollout = self.blueprint_rollout(event.blueprint, event.blueprint_version)
+        rollout.halted = True
+        self.blueprint_rollouts[event.blueprint] = rollout
+
+    def blueprint_rollout(self, blueprint: str, version: int) -> RolloutRecord:
+        """The rollout of `version` so far (a fresh one if another version's is recorded)."""
+        rollout = self.blueprint_rollouts.get(blueprint)
+        if rollout is None or rollout.version != version:
+            return RolloutRecord(version=version)
+        return rollout
+
+    def _blueprint_tasksets(self, blueprint: str) -> set[str]:
+        record = self.blueprints.get(blueprint)
+        return set(record.tasksets) if record is not None else set()
+
+    def dependents_of(self, taskset: str) -> set[str]:
+        """Tasksets that depend on `taskset` somewhere (their own dependencies or a blueprint)."""
+        found = {name for name, needs in self.taskset_dependencies.items() if taskset in needs}
+        for record in self.blueprints.values():
+            if taskset not in record.tasksets:
+                continue
+            for published in record.versions.values():
+                found.update(e.taskset for e in published.entries if taskset in e.depends_on)
+        return found
 
     def _fold_cluster_task_refused(
         self, event: ClusterTaskRefused, stored_at: datetime, dirty: set[str]
@@ -321,8 +454,9 @@ class SchedulerState:
             removed=isinstance(event, TaskApplied) and event.removed,
             at=stored_at,
         )
-        self._note_cause(event, {event.taskset})
-        return {event.taskset}
+        dirty = {event.taskset} | self.dependents_of(event.taskset)
+        self._note_cause(event, dirty)
+        return dirty
 
     def _rollout(self, taskset: str, version: int) -> RolloutRecord:
         rollout = self.rollouts.get(taskset)
@@ -334,7 +468,12 @@ class SchedulerState:
     def _note_cause(self, event: Event, dirty: set[str]) -> None:
         cause = (event.id, event.correlation_id or event.id)
         answered = event.actor == SCHEDULER_ACTOR and isinstance(
-            event, ClusterTaskScheduled | ClusterTaskRefused | RolloutAdvanced | RolloutHalted
+            event,
+            ClusterTaskScheduled
+            | ClusterTaskRefused
+            | ClusterTaskHeld
+            | RolloutAdvanced
+            | RolloutHalted,
         )
         if answered:
             taskset = getattr(event, "taskset", "")
@@ -403,6 +542,14 @@ _EVENT_FOLDS: dict[type[Event], Callable[[SchedulerState, Any, datetime, set[str
     RolloutAdvanced: SchedulerState._fold_rollout_advanced,
     RolloutHalted: SchedulerState._fold_rollout_halted,
     RolloutResumed: SchedulerState._fold_rollout_resumed,
+    ClusterTaskHeld: SchedulerState._fold_cluster_task_held,
+    TasksetDependenciesSet: SchedulerState._fold_taskset_dependencies_set,
+    BlueprintPublished: SchedulerState._fold_blueprint_published,
+    BlueprintAssigned: SchedulerState._fold_blueprint_assigned,
+    BlueprintUnassigned: SchedulerState._fold_blueprint_unassigned,
+    BlueprintSyncForced: SchedulerState._fold_blueprint_sync_forced,
+    BlueprintRolloutAdvanced: SchedulerState._fold_blueprint_rollout_advanced,
+    BlueprintRolloutHalted: SchedulerState._fold_blueprint_rollout_halted,
 }
 """How each EVENTS type changes the state; other types change only the positions."""
 

@@ -527,6 +527,101 @@ async function renderEvents(view) {
   );
 }
 
+// --- blueprints --------------------------------------------------------------------------------
+
+const blueprintLink = (name) => el("a", { href: `#/blueprint/${encodeURIComponent(name)}` }, name);
+
+const SYNC_STATES = { in_sync: "applied", updating: "pending", out_of_date: "pending", failed: "failed" };
+
+function renderBlueprints(view, blueprints) {
+  put(view, el("h1", {}, "Blueprints"));
+  if (!blueprints.length) {
+    put(view, el("p", { class: "empty" }, "No blueprint published yet: fleetbus blueprint publish FILE"));
+    return;
+  }
+  put(view,
+    el(
+      "table",
+      { class: "list", id: "blueprints" },
+      el("thead", {}, el("tr", {}, ["blueprint", "version", "selector", "entries", "published"].map((h) => el("th", {}, h)))),
+      el(
+        "tbody",
+        {},
+        blueprints.map((b) =>
+          el(
+            "tr",
+            { dataset: { blueprint: b.name } },
+            el("td", {}, blueprintLink(b.name)),
+            el("td", {}, `v${b.version}`),
+            el("td", {}, b.selector || el("span", { class: "muted" }, "assigned clusters only")),
+            el("td", {}, b.entries.map((e) => e.taskset).join(", ")),
+            el("td", {}, time(b.published_at), ` by ${b.published_by}`),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function renderBlueprint(view, blueprint, clusters) {
+  const behind = clusters.filter((c) => c.version !== blueprint.version || c.state !== "in_sync");
+  put(view,
+    el("h1", {}, "Blueprint ", el("code", {}, blueprint.name), ` v${blueprint.version}`),
+    el(
+      "dl",
+      { class: "facts" },
+      el("dt", {}, "selector"),
+      el("dd", {}, blueprint.selector || "—"),
+      el("dt", {}, "base"),
+      el("dd", {}, blueprint.base ? `${blueprint.base} v${blueprint.base_version}` : "—"),
+      el("dt", {}, "drift"),
+      el("dd", {}, blueprint.drift_policy || "per taskset"),
+      el("dt", {}, "published"),
+      el("dd", {}, time(blueprint.published_at), ` by ${blueprint.published_by}`),
+    ),
+    el("h2", {}, "Entries"),
+    el(
+      "table",
+      { class: "list" },
+      el("thead", {}, el("tr", {}, ["taskset", "version", "dependsOn"].map((h) => el("th", {}, h)))),
+      el(
+        "tbody",
+        {},
+        blueprint.entries.map((e) =>
+          el(
+            "tr",
+            {},
+            el("td", {}, taskLink(e.taskset)),
+            el("td", {}, e.version ? `v${e.version}` : "latest"),
+            el("td", {}, e.depends_on.join(", ") || el("span", { class: "muted" }, "—")),
+          ),
+        ),
+      ),
+    ),
+    el("h2", {}, `Clusters (${clusters.length - behind.length} of ${clusters.length} in sync on v${blueprint.version})`),
+    progressBar(clusters.length - behind.length, clusters.length, clusters.filter((c) => c.state === "failed").length),
+    el(
+      "table",
+      { class: "list", id: "blueprint-clusters" },
+      el("thead", {}, el("tr", {}, ["cluster", "version", "status", "detail"].map((h) => el("th", {}, h)))),
+      el(
+        "tbody",
+        {},
+        clusters.map((c) =>
+          el(
+            "tr",
+            { dataset: { cluster: c.cluster, state: c.state } },
+            el("td", {}, clusterLink(c.cluster)),
+            el("td", {}, `v${c.version}`, c.pinned ? el("span", { class: "muted small" }, " pinned") : null),
+            el("td", {}, badge(SYNC_STATES[c.state] || c.state, c.state.replace(/_/g, " "))),
+            el("td", {}, c.entry ? `${c.entry}: ${c.reason}` : c.reason || ""),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 // --- routing -----------------------------------------------------------------------------------
 
 let routing = 0;
@@ -536,7 +631,8 @@ async function route(showLoading = true) {
   const hash = location.hash || "#/";
   const [path] = hash.slice(1).split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] === "events" ? "events" : "fleet")));
+  const section = parts[0] === "events" ? "events" : parts[0]?.startsWith("blueprint") ? "blueprints" : "fleet";
+  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === section));
   const view = document.getElementById("view");
   const next = el("div", { class: "page" });
   if (showLoading) clear(view).append(el("p", { class: "muted" }, "Loading…"));
@@ -544,6 +640,12 @@ async function route(showLoading = true) {
     if (parts[0] === "taskset" && parts[1]) renderTaskset(next, await api(`/api/v1/tasksets/${encodeURIComponent(parts[1])}`));
     else if (parts[0] === "cluster" && parts[1]) renderCluster(next, await api(`/api/v1/clusters/${encodeURIComponent(parts[1])}`));
     else if (parts[0] === "events") await renderEvents(next);
+    else if (parts[0] === "blueprints") renderBlueprints(next, await api("/api/v1/blueprints"));
+    else if (parts[0] === "blueprint" && parts[1]) {
+      const name = encodeURIComponent(parts[1]);
+      const [blueprint, clusters] = await Promise.all([api(`/api/v1/blueprints/${name}`), api(`/api/v1/blueprints/${name}/status`)]);
+      renderBlueprint(next, blueprint, clusters);
+    }
     else renderFleet(next, await api("/api/v1/status"));
   } catch (e) {
     if (e instanceof Unauthorized) {

@@ -34,6 +34,7 @@ from api.context import Hub
 from api.errors import ApiError, InvalidRequest, RequestTooLarge
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from registry.blueprints import dependency_events
 from registry.overrides import load_latest_snapshot
 from registry.tasksets import publish_taskset, retire_taskset
 from taskset.errors import FleetbusError
@@ -57,6 +58,9 @@ class PublishSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Helm values (charts only)."""
     placement: Placement = msgspec.field(default_factory=Placement)
     rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+    depends_on: list[Annotated[str, msgspec.Meta(max_length=63)]] | None = None
+    """Tasksets that must be applied and Ready on a cluster before this one; None leaves the
+    recorded dependencies as they are, [] removes them."""
 
 
 @dataclass
@@ -174,14 +178,24 @@ async def publish(
     source = await anyio.to_thread.run_sync(
         normalize_upload, upload, data.source.filename or "", spec, previous
     )
+    actor = principal_of(request).actor
+    now = datetime.now(UTC)
+    preceding = (
+        await dependency_events(
+            hub.store, source.taskset.name, spec.depends_on, actor=actor, now=now
+        )
+        if spec.depends_on is not None
+        else []
+    )
     outcome = await publish_taskset(
         hub.store,
         hub.charts,
         source,
-        actor=principal_of(request).actor,
-        now=datetime.now(UTC),
+        actor=actor,
+        now=now,
         placement=spec.placement,
         rollout=spec.rollout,
+        preceding=preceding,
     )
     return Published(
         taskset=outcome.taskset,

@@ -62,6 +62,16 @@ def register(subparsers: Any) -> None:
         metavar="C",
         help="a cluster by name; repeat for several",
     )
+    placement.add_argument(
+        "--depends-on",
+        action="append",
+        default=None,
+        metavar="T",
+        help=(
+            "a taskset that must be applied and Ready on a cluster first; repeat for several; "
+            "--depends-on '' removes them (default: keep what was recorded)"
+        ),
+    )
     rollout = parser.add_argument_group("rollout (how a new version spreads)")
     rollout.add_argument(
         "--batch-size",
@@ -140,6 +150,8 @@ def handle_publish(args: argparse.Namespace) -> int:
             "failure_threshold": args.failure_threshold,
         },
     }
+    if args.depends_on is not None:
+        spec["depends_on"] = [name for name in args.depends_on if name]
     client = HubClient.from_args(args)
     outcome = client.post_multipart(
         "/api/v1/tasksets", {"spec": orjson.dumps(spec).decode()}, {"source": packed.upload}

@@ -56,6 +56,16 @@ def state_document(state: DesiredStateAt, at: datetime | None) -> dict[str, Any]
         "registered": state.registered,
         "labels": state.labels,
         "logSequence": state.last_seq,
+        "blueprints": [
+            {
+                "blueprint": entry.blueprint,
+                "version": entry.version,
+                "publishedBy": entry.published_by,
+                "publishedAt": entry.published_at.isoformat(),
+                "pinned": entry.pinned,
+            }
+            for entry in state.blueprints
+        ],
         "tasks": tasks,
     }
 

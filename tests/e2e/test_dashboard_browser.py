@@ -334,6 +334,26 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         )
         await page.screenshot(ARTIFACTS / "dashboard-taskset.png")
 
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
+            stack: dict[str, Any] = {
+                "name": "base",
+                "selector": "fleetbus.io/sim=true",
+                "entries": [{"taskset": "greeting"}],
+            }
+            answer = await client.post("/api/v1/blueprints", json={"blueprint": stack})
+        assert answer.status_code == 200, answer.text
+        await page.evaluate("location.hash = '#/blueprint/base'; true")
+        sync = await page.wait_for(
+            "(s => s.length === 3 && s.every(x => x === 'in_sync') && s)"
+            "([...document.querySelectorAll('#blueprint-clusters tbody tr')]"
+            ".map(r => r.dataset.state))",
+            within=90,
+        )
+        assert sync == ["in_sync", "in_sync", "in_sync"]
+        await page.screenshot(ARTIFACTS / "dashboard-blueprint.png")
+
         await page.evaluate("location.hash = '#/cluster/sim-2'; true")
         await page.wait_for("document.querySelector('h1 code')?.textContent === 'sim-2'")
         await page.wait_for("document.querySelectorAll('table.list tbody tr').length > 0")

@@ -128,6 +128,28 @@ async def a_halted_rollout(api: LiveApi) -> Request:
     return Request(values={"name": name})
 
 
+def a_blueprint_document() -> dict[str, Any]:
+    return {"blueprint": {"name": fresh("stack"), "entries": [{"taskset": "settings"}]}}
+
+
+async def a_new_blueprint(api: LiveApi) -> Request:
+    return Request(json=a_blueprint_document())
+
+
+async def a_blueprint(api: LiveApi) -> Request:
+    document = a_blueprint_document()
+    await as_admin(api, "POST", "/api/v1/blueprints", json=document)
+    await projected(api)
+    return Request(values={"name": document["blueprint"]["name"]}, json={"pinned_version": 1})
+
+
+async def an_assigned_blueprint(api: LiveApi) -> Request:
+    request = await a_blueprint(api)
+    name = request.values["name"]
+    await as_admin(api, "PUT", f"/api/v1/blueprints/{name}/clusters/east", json={})
+    return request
+
+
 V, P, A = Role.viewer, Role.publisher, Role.admin
 CASES: list[Case] = [
     Case("GET", "/healthz", None),
@@ -156,6 +178,20 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/clusters", A, ok=201, prepare=a_new_cluster),
     Case("PATCH", "/api/v1/clusters/{name}/labels", A, prepare=a_label_change),
     Case("DELETE", "/api/v1/clusters/{name}", A, prepare=a_registered_cluster),
+    Case("GET", "/api/v1/blueprints", V),
+    Case("GET", "/api/v1/blueprints/{name}", V, prepare=a_blueprint),
+    Case("GET", "/api/v1/blueprints/{name}/diff", V, prepare=a_blueprint),
+    Case("GET", "/api/v1/blueprints/{name}/status", V, prepare=a_blueprint),
+    Case("POST", "/api/v1/blueprints", P, prepare=a_new_blueprint),
+    Case("PUT", "/api/v1/blueprints/{name}/clusters/east", P, prepare=a_blueprint),
+    Case(
+        "DELETE",
+        "/api/v1/blueprints/{name}/clusters/east",
+        P,
+        ok=204,
+        prepare=an_assigned_blueprint,
+    ),
+    Case("POST", "/api/v1/blueprints/{name}/clusters/east/sync", P, ok=202, prepare=a_blueprint),
     Case("GET", "/api/v1/tokens", A),
     Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
     Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),

@@ -22,6 +22,7 @@ from events.catalog import (
 )
 from events.edges import report_origin
 from events.ids import new_event_id
+from scheduler.blueprint_rollout import decide_blueprint_rollout
 from scheduler.bus import Delivered
 from scheduler.decide import DesiredWrite, decide_taskset
 from scheduler.materialize import Materializer
@@ -76,6 +77,11 @@ class Harness:
         self.decide()
 
     def decide(self) -> None:
+        for blueprint in sorted(self.state.blueprints):
+            step = decide_blueprint_rollout(self.state, blueprint, self.now, new_event_id)
+            for event in step.events:
+                self.log.append(event)
+                self.state.apply_event(next(self.seq), event.subject, self.now, event)
         for name in self.state.taskset_names():
             stored = {s: t.generation for s, t in self.desired.items()}
             decision = decide_taskset(
