@@ -10,10 +10,12 @@ safe:
   that differs; the normalizer reports them in a note, so the user learns to pin the value;
 - `keep_previous` is the rule for a re-render (per-cluster values overrides): a field that
   differs only by randomness keeps the value the published version already had. "Only by
-  randomness" is checked: the text around the generated part must be the same in the previous
-  value as in the new renders; if an override changed the text around it, keeping the old value
-  would drop the override's change and taking the new one would rotate the secret, so the
-  re-render is refused, naming the object and field.
+  randomness" is checked: the text around the generated part (what every render shares) must
+  be the same in the previous value as in the new renders. Two random strings share a first or
+  last character by chance, so the adapter renders again before a refusal stands. If an
+  override changed the text around it, keeping the old value would drop the override's change
+  and taking the new one would rotate the secret, so the re-render is refused, naming the
+  object and field.
 
 Pure functions over manifests; the Helm adapter renders twice only for charts whose templates
 call a generating function (`NONDETERMINISTIC_TEMPLATE`).
@@ -133,26 +135,36 @@ def _with_value(manifest: dict[str, Any], path: Path, value: Any) -> dict[str, A
     return copied
 
 
-def _frame(first: str, second: str) -> tuple[str, str]:
-    """The common prefix and suffix of two renders of one generated string."""
+def _frame(renders: Sequence[str]) -> tuple[str, str]:
+    """The prefix and suffix that every render of one generated string shares.
+
+    Two random strings share a first or last character by chance (1 in 62 for alphanumerics),
+    so the frame of two renders can include a generated character; every further render makes
+    that 62 times less likely."""
+    first = renders[0]
+    shortest = min(len(render) for render in renders)
     prefix = 0
-    while prefix < min(len(first), len(second)) and first[prefix] == second[prefix]:
+    while prefix < shortest and all(render[prefix] == first[prefix] for render in renders):
         prefix += 1
     suffix = 0
-    limit = min(len(first), len(second)) - prefix
-    while suffix < limit and first[-1 - suffix] == second[-1 - suffix]:
+    limit = shortest - prefix
+    while suffix < limit and all(render[-1 - suffix] == first[-1 - suffix] for render in renders):
         suffix += 1
     return first[:prefix], first[len(first) - suffix :]
 
 
 def keep_previous(
     manifests: Sequence[dict[str, Any]],
-    second_render: Sequence[dict[str, Any]],
+    other_renders: Sequence[Sequence[dict[str, Any]]],
     unstable: Sequence[UnstableField],
     previous: Mapping[ObjectRef, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """`manifests` with every generated field set back to its previous value (see above)."""
-    others = {ObjectRef.of(manifest): manifest for manifest in second_render}
+    """`manifests` with every generated field set back to its previous value (see above).
+
+    `other_renders` are further renders of the same inputs (at least one); the more there are,
+    the less a frame can include generated characters shared by chance. A refusal says the
+    frame changed: a caller with few renders may render once more and ask again."""
+    others = [{ObjectRef.of(manifest): manifest for manifest in render} for render in other_renders]
     by_ref: dict[ObjectRef, list[UnstableField]] = {}
     for field in unstable:
         by_ref.setdefault(field.ref, []).append(field)
@@ -166,9 +178,9 @@ def keep_previous(
             if not had or not field.path:
                 continue  # new in this version: nothing to keep
             _, new = _value_at(manifest, field.path)
-            _, again = _value_at(others.get(ref, {}), field.path)
-            if isinstance(new, str) and isinstance(again, str):
-                prefix, suffix = _frame(new, again)
+            agains = [_value_at(other.get(ref, {}), field.path)[1] for other in others]
+            if isinstance(new, str) and all(isinstance(again, str) for again in agains):
+                prefix, suffix = _frame([new, *agains])
                 keeps_frame = (
                     isinstance(old, str)
                     and old.startswith(prefix)

@@ -35,7 +35,7 @@ import re
 import tarfile
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +55,7 @@ from normalizer.capabilities import (
 )
 from normalizer.determinism import (
     NONDETERMINISTIC_TEMPLATE,
+    UnstableField,
     describe_unstable,
     keep_previous,
     unstable_fields,
@@ -68,6 +69,7 @@ from normalizer.documents import (
 from normalizer.errors import (
     ChartNotLoadable,
     ChartRenderFailed,
+    RegenerationRefused,
     UnsupportedSource,
     ValuesRejected,
 )
@@ -366,6 +368,36 @@ def _render_archive_again(
         return _render(chart, values, name, namespace, capabilities)
 
 
+MAX_EXTRA_RENDERS = 3
+"""Renders of the same inputs compared before a generated value's frame is judged changed."""
+
+
+def _keep_previous_values(
+    documents: Sequence[SourceDocument],
+    others: list[list[SourceDocument]],
+    unstable: Sequence[UnstableField],
+    previous: Mapping[ObjectRef, Mapping[str, Any]],
+    *,
+    render_again: Callable[[], list[SourceDocument]],
+    chart_name: str,
+) -> list[dict[str, Any]]:
+    """`keep_previous`, rendering once more (up to `MAX_EXTRA_RENDERS`) before a refusal stands,
+    so characters that renders share by chance are not taken for the text around a value."""
+    while True:
+        try:
+            return keep_previous(
+                [d.manifest for d in documents],
+                [[d.manifest for d in other] for other in others],
+                unstable,
+                previous,
+            )
+        except RegenerationRefused:
+            if len(others) >= MAX_EXTRA_RENDERS:
+                raise
+            with _translated_errors(chart_name):
+                others.append(render_again())
+
+
 def render_archive(
     archive: bytes,
     values: Mapping[str, Any],
@@ -427,11 +459,21 @@ def render_archive(
         )
         notes.extend(describe_unstable(unstable))
         if previous is not None and unstable:
-            kept = keep_previous(
-                [d.manifest for d in documents],
-                [d.manifest for d in second],
+            kept = _keep_previous_values(
+                documents,
+                [second],
                 unstable,
                 _previous_objects(previous),
+                render_again=lambda: _rendered_documents(
+                    {
+                        t: text
+                        for t, text in _render_archive_again(
+                            archive, values, name, namespace, capabilities
+                        ).items()
+                        if t in changed
+                    }
+                ),
+                chart_name=chart_name,
             )
             documents = [
                 SourceDocument(d.source, d.line, manifest)
