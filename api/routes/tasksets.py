@@ -25,7 +25,6 @@ from litestar.params import JSONBody, MultipartBody, PathParameter
 
 from api.archives import (
     archive_root,
-    check_kustomize_references,
     extract_archive,
     is_archive,
 )
@@ -34,6 +33,8 @@ from api.context import Hub
 from api.errors import ApiError, InvalidRequest, RequestTooLarge
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from normalizer.errors import RefusedReference
+from normalizer.kustomize_references import check_overlay
 from registry.tasksets import publish_taskset, retire_taskset
 from taskset.errors import FleetbusError
 
@@ -114,10 +115,14 @@ def normalize_upload(data: bytes, filename: str, spec: PublishSpec) -> Normalize
         try:
             extract_archive(data, Path(tmp))
             directory = source_directory(Path(tmp), spec.path)
-            check_kustomize_references(Path(tmp), directory)
+            check_overlay(directory, inside=Path(tmp))
             return normalize(directory, options)
         except ApiError:
             raise
+        except RefusedReference as e:
+            # Named relative to the upload already; the detail says which rule, where.
+            detail = {"entry": e.file, "field": e.field, "value": e.value, "rule": e.rule}
+            raise InvalidRequest(str(e), detail) from e
         except FleetbusError as e:
             # Name files as they are in the upload, never by the hub's temporary directory.
             upload = filename or "the upload"

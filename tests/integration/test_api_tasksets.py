@@ -279,7 +279,11 @@ OUTSIDE_KUSTOMIZATION = b"resources: [cm.yaml]\n"
     ("reference", "message"),
     [
         pytest.param("../outside", "points outside the upload", id="parent directory"),
-        pytest.param("https://github.com/example/repo//base?ref=v1", "is remote", id="remote base"),
+        pytest.param(
+            "https://github.com/example/repo//base?ref=v1",
+            "resources[0] 'https://github.com/example/repo//base?ref=v1' is refused: it holds ':'",
+            id="remote base",
+        ),
     ],
 )
 async def test_a_kustomize_upload_may_not_reach_past_itself(
@@ -303,4 +307,5 @@ async def test_a_kustomize_upload_may_not_reach_past_itself(
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
     assert response.json()["detail"]["entry"] == "app/kustomization.yaml"
+    assert response.json()["detail"]["field"].startswith("resources[")
     assert [s async for s in event_store.read()] == []

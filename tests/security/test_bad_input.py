@@ -27,6 +27,7 @@ from fleetbus.cli import main
 from fleetbus.natsserver import free_port
 from tests.faults.harness import record_figures
 from tests.security.bad_inputs import BAD_SOURCES, CONFIGMAP, BadSource
+from tests.security.kustomize_bypasses import BYPASSES
 from tests.security.live_hub import HttpAnswer, LiveHub
 from tests.security.test_bad_input_bus import BAD_APPENDS, GARBAGE_INVENTORIES
 
@@ -270,6 +271,8 @@ API_SOURCE_EXPECT = {
     "archive-gzip-of-garbage": "not a readable tar",
     "archive-not-gzip": "not a readable tar",
     "archive-gzip-bomb": "holds no Kubernetes objects",
+    # The hub checks every reference against the upload before kustomize runs.
+    "kustomize-resource-outside-the-overlay": "points outside the upload",
 }
 API_VALID_UPLOADS = {"archive-without-chart-yaml"}
 """A .tar.gz without Chart.yaml is a plain YAML directory to the API (the CLI was told .tgz)."""
@@ -562,12 +565,13 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
         return
 
 
+@pytest.mark.parametrize("spelling", [*BYPASSES, "http://{recorder}/internal/secret.yaml"])
 def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
-    api_hub: LiveHub, tmp_path: Path
+    spelling: str, api_hub: LiveHub, tmp_path: Path
 ) -> None:
     """A Kustomize overlay may name remote resources; uploaded to the hub, it must not turn
     the hub into a client of whatever address the uploader picks (an internal service, a
-    cloud metadata endpoint)."""
+    cloud metadata endpoint). Each spelling once slipped past a look-for-URLs check."""
     _RecordingHandler.asked = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -575,8 +579,8 @@ def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
     try:
         overlay = tmp_path / "overlay"
         overlay.mkdir()
-        url = f"http://127.0.0.1:{server.server_address[1]}/internal/secret.yaml"
-        (overlay / "kustomization.yaml").write_text(f"resources:\n- {url}\n")
+        reference = spelling.replace("{recorder}", f"127.0.0.1:{server.server_address[1]}")
+        (overlay / "kustomization.yaml").write_text(f"resources:\n- {reference!r}\n")
         before = api_hub.last_sequences()
         filename, content = source_upload(overlay)
         answer = api_hub.upload(api_hub.admin_token(), {"name": "fetcher"}, filename, content)
@@ -585,5 +589,6 @@ def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
         server.server_close()
         thread.join(5)
     assert _RecordingHandler.asked == [], f"the hub fetched {_RecordingHandler.asked}"
-    assert_clear_http_error(answer, 400, "is remote")
+    assert_clear_http_error(answer, 400, f"overlay/kustomization.yaml: resources[0] {reference!r}")
+    assert "is refused: " in answer.json()["error"]
     assert api_hub.last_sequences() == before
