@@ -181,7 +181,7 @@ class HubClient:
         try:
             answer = json.loads(raw)
             message = str(answer.get("error") or raw.decode(errors="replace"))
-            detail = answer.get("detail")
+            detail = answer.get("context")
         except (ValueError, AttributeError):
             message, detail = raw.decode(errors="replace").strip() or error.reason, None
         if error.code == 401 and not self.token:

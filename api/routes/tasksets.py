@@ -30,7 +30,13 @@ from api.archives import (
 )
 from api.auth import Role, principal_of, requires
 from api.context import Hub
-from api.errors import ApiError, InvalidRequest, RequestTooLarge
+from api.errors import (
+    ApiError,
+    FieldProblem,
+    InvalidRequest,
+    RequestTooLarge,
+    problems_from_msgspec,
+)
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
 from normalizer.errors import RefusedReference
@@ -91,7 +97,10 @@ def parse_spec(text: str) -> PublishSpec:
     try:
         return msgspec.json.decode(text, type=PublishSpec)
     except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid publish spec: {e}") from e
+        problems = problems_from_msgspec(e, source="spec")
+        raise InvalidRequest(
+            "invalid publish spec: " + "; ".join(p.sentence() for p in problems), errors=problems
+        ) from e
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"the `spec` field is not JSON: {e}") from e
 
@@ -120,9 +129,15 @@ def normalize_upload(data: bytes, filename: str, spec: PublishSpec) -> Normalize
         except ApiError:
             raise
         except RefusedReference as e:
-            # Named relative to the upload already; the detail says which rule, where.
-            detail = {"entry": e.file, "field": e.field, "value": e.value, "rule": e.rule}
-            raise InvalidRequest(str(e), detail) from e
+            # Named relative to the upload already; the problem says which rule, where.
+            problem = FieldProblem(
+                field=e.field,
+                rule=e.rule,
+                position=f"{e.file}: {e.field}",
+                source="upload",
+                value=e.value,
+            )
+            raise InvalidRequest(str(e), {"entry": e.file}, errors=[problem]) from e
         except FleetbusError as e:
             # Name files as they are in the upload, never by the hub's temporary directory.
             upload = filename or "the upload"

@@ -10,7 +10,7 @@ from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import configure_json_logging
-from fleetbus.options import host_port, memory_limit
+from fleetbus.options import host_port, memory_limit, port, whole_number
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 
 
@@ -24,13 +24,13 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="API and dashboard address",
     )
-    parser.add_argument("--nats-port", type=int, default=4222)
+    parser.add_argument("--nats-port", type=port, default=4222)
     parser.add_argument(
-        "--leaf-port", type=int, default=443, help="TLS leafnode port edges dial (443 needs root)"
+        "--leaf-port", type=port, default=443, help="TLS leafnode port edges dial (443 needs root)"
     )
     parser.add_argument(
         "--leaf-ws-port",
-        type=int,
+        type=port,
         default=None,
         metavar="P",
         help="also accept edges' leaf connections over WebSocket (wss://) on this port",
@@ -45,7 +45,11 @@ def register(subparsers: Any) -> None:
         help="name edges dial to reach this hub (hub certificate SAN, bundles' hub URLs)",
     )
     parser.add_argument(
-        "--sim-clusters", type=int, default=0, metavar="N", help="also run N simulated clusters"
+        "--sim-clusters",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="also run N simulated clusters",
     )
     parser.add_argument(
         "--no-scheduler",
@@ -56,7 +60,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--sim-processes",
-        type=int,
+        type=whole_number(1),
         default=None,
         metavar="K",
         help="run the simulated clusters in K worker processes, each connecting its share to "

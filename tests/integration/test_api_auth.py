@@ -266,9 +266,15 @@ async def test_a_forbidden_answer_names_the_role_needed(
     async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
         response = await client.get("/api/v1/tokens")
     assert response.status_code == 403
+    message = "this needs the admin role; token 'test-viewer' is a viewer"
     assert response.json() == {
-        "error": "this needs the admin role; token 'test-viewer' is a viewer",
-        "detail": {"required": "admin", "role": "viewer"},
+        "type": "about:blank",
+        "title": "Forbidden",
+        "status": 403,
+        "detail": message,
+        "instance": "/api/v1/tokens",
+        "error": message,
+        "context": {"required": "admin", "role": "viewer"},
     }
 
 
