@@ -85,3 +85,19 @@ def positive_seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
     return value
+
+
+_DURATION = re.compile(r"(\d+)(s|m|h|d)?")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> int:
+    """A duration in whole seconds: `3600`, `90s`, `30m`, `12h`, `90d`."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            "must be a duration like 90d, 12h, 30m or 45s (plain numbers are seconds), "
+            f"got {text!r}"
+        )
+    number, unit = match.groups()
+    return int(number) * DURATION_UNITS[unit or "s"]

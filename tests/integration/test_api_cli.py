@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -41,7 +42,7 @@ async def test_token_create_prints_the_token_last_and_it_works(
         local = as_local_hub(api, tmp_path / "local")
         assert await cli("token", "create", "--role", "publisher", "--name", "ci", *local) == 0
         token = capsys.readouterr().out.splitlines()[-1]
-        principal = api.hub.tokens.authenticate(token)
+        principal = api.hub.tokens.authenticate(token, now=datetime.now(UTC))
         assert principal is not None
         assert (principal.name, principal.role) == ("ci", Role.publisher)
         assert await cli("token", "ls", *local) == 0
@@ -49,7 +50,7 @@ async def test_token_create_prints_the_token_last_and_it_works(
         assert "ci" in listing
         assert token not in listing
         assert await cli("token", "revoke", "ci", *local) == 0
-        assert api.hub.tokens.authenticate(token) is None
+        assert api.hub.tokens.authenticate(token, now=datetime.now(UTC)) is None
         viewer = ["--server", api.url, "--token", api.tokens[Role.viewer]]
         assert await cli("token", "ls", *viewer) == 2
         assert "needs the admin role" in capsys.readouterr().err

@@ -215,6 +215,16 @@ CLI_CASES = [
     CliCase("up-nats-url-not-a-url", ("up", "--nats-url", "foo"), "expected nats://"),
     CliCase("up-replicas-out-of-range", ("up", "--replicas", "9"), "replicas must be 1 to 5"),
     CliCase("up-on-a-data-dir-in-use", ("up", "--data-dir", "{data}"), "another hub is running"),
+    CliCase(
+        "token-expiry-not-a-duration",
+        ("token", "create", "--role", "viewer", "--expires-in", "5y"),
+        "argument --expires-in: must be a duration like 90d, 12h, 30m or 45s",
+    ),
+    CliCase(
+        "token-rotation-grace-negative",
+        ("token", "rotate", "admin", "--grace", "-5"),
+        "argument --grace: must be a duration like 90d",
+    ),
     CliCase("unknown-command", ("frobnicate",), "invalid choice"),
 ]
 
