@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from access.pki import HubPki
+from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
@@ -92,6 +95,24 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="replicas of every hub stream (3 on a 3-node cluster survives losing a node)",
     )
+    tls = parser.add_argument_group("API TLS")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve the API over HTTPS only, with this PEM certificate",
+    )
+    tls.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="its PEM private key"
+    )
+    tls.add_argument(
+        "--tls",
+        dest="tls_issue",
+        action="store_true",
+        help="serve the API over HTTPS only, with a certificate from the hub CA (its SHA-256 "
+        "fingerprint is printed; CLIs pin it with --tls-fingerprint or trust pki/ca.crt)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -125,6 +146,16 @@ async def handle(args: argparse.Namespace) -> int:
         )
     if args.sim_processes is not None:
         sim_processes_for(args.sim_clusters, args.sim_processes)
+    if args.tls_cert is not None or args.tls_key is not None:
+        # The operator's certificate and key are checked before anything starts.
+        api_tls(
+            cert=args.tls_cert,
+            key=args.tls_key,
+            issue=args.tls_issue,
+            pki=HubPki(args.data_dir / "pki"),
+            hosts=[],
+            now=datetime.now(UTC),
+        )
     configure_json_logging()
     host, port = args.http
     await run_hub(
@@ -143,6 +174,9 @@ async def handle(args: argparse.Namespace) -> int:
             nats_urls=args.nats_url,
             replicas=args.replicas,
             nats_memory_limit=args.nats_memory_limit or "",
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_issue=args.tls_issue,
         )
     )
     return 0

@@ -225,6 +225,26 @@ CLI_CASES = [
         ("token", "rotate", "admin", "--grace", "-5"),
         "argument --grace: must be a duration like 90d",
     ),
+    CliCase(
+        "up-tls-cert-without-key",
+        ("up", "--tls-cert", "{ok}"),
+        "--tls-cert and --tls-key go together: give both or neither",
+    ),
+    CliCase(
+        "up-tls-cert-not-a-certificate",
+        ("up", "--tls-cert", "{ok}", "--tls-key", "{ok}"),
+        "not a PEM certificate and its matching key",
+    ),
+    CliCase(
+        "up-tls-cert-missing",
+        ("up", "--tls-cert", "{missing}", "--tls-key", "{missing}"),
+        "missing.yaml does not exist or is not a file",
+    ),
+    CliCase(
+        "cli-tls-fingerprint-malformed",
+        ("cluster", "ls", "--server", "https://127.0.0.1:1", "--tls-fingerprint", "abc"),
+        "--tls-fingerprint: a TLS fingerprint is the certificate's SHA-256 as 64 hex digits",
+    ),
     CliCase("unknown-command", ("frobnicate",), "invalid choice"),
 ]
 
