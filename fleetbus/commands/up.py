@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--sim-processes",
-        type=whole_number(1),
+        type=int,
         default=None,
         metavar="K",
         help="run the simulated clusters in K worker processes, each connecting its share to "

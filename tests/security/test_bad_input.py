@@ -173,11 +173,6 @@ CLI_CASES = [
         "argument --sim-clusters: must be a whole number >= 0, got -3",
     ),
     CliCase(
-        "up-sim-processes-zero",
-        ("up", "--sim-processes", "0"),
-        "argument --sim-processes: must be a whole number >= 1, got 0",
-    ),
-    CliCase(
         "controller-workers-zero",
         ("controller", "--workers", "0"),
         "argument --workers: must be a whole number from 1 to 256, got 0",
