@@ -104,9 +104,9 @@ def leaf_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
     """Rights of a cluster's leaf connection, written from the edge's side."""
     publish = [
         *_desired_rights(cluster),
-        # The edge's filtered mirror creates its own consumer; the server refuses a body
-        # whose filter differs from the one in this subject.
-        _js_hub(f"CONSUMER.CREATE.{DESIRED_STREAM}.*.{subjects.desired_filter(cluster)}"),
+        # The edge's filtered mirror asks for its consumer through the hub's consumer gate,
+        # which forwards only a mirror's own consumer (`access.consumer_rules`).
+        f"{edges.consumer_gate_prefix(cluster)}.>",
         f"$JS.FC.{DESIRED_STREAM}.>",
         f"{edges.reports_deliver_prefix(cluster)}.>",
         subjects.inventory_subject(cluster),

@@ -3,7 +3,8 @@
 The set of clusters is never stored anywhere but the log: `ClusterAccessService` folds the
 `fleet.evt.cluster.>` events at start (`access.permissions.evolve_access`), follows them,
 rewrites the server config and reloads it, drops the leaf connections of revoked certificates
-(`access.leafnodes`), and records the last event it has made effective, which is what the
+(`access.leafnodes`) and deletes the consumers their mirrors had (`access.consumer_gate`), and
+records the last event it has made effective, which is what the
 API's cluster registration and deregistration wait for.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from access.consumer_gate import ConsumerGate
 from access.leafnodes import (
     kick_leafs,
     leaf_connections,
@@ -71,8 +73,10 @@ class ClusterAccessService:
         data: HubFiles,
         listener: LeafListener | None,
         config_text: ConfigText,
+        consumer_gate: ConsumerGate | None = None,
     ) -> None:
         self.store = store
+        self.consumer_gate = consumer_gate
         self.server = server
         self.data = data
         self.listener = listener
@@ -108,6 +112,8 @@ class ClusterAccessService:
         revoked = revoked_clusters(self._effective, self.clusters)
         self._effective = dict(self.clusters)
         await self.drop_stale_leafs(revoked)
+        if self.consumer_gate is not None and revoked:
+            await self.consumer_gate.forget(revoked)
         self.applied_seq = seq
         self.state.write(seq, self.clusters)
         async with self._applied:

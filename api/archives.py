@@ -13,8 +13,8 @@ naming the entry when it:
 - pushes the archive over its limits: entries, bytes of one file, bytes in total (counted as
   they decompress, so a compression bomb stops at the limit, not at the end of the disk).
 
-A Kustomize upload is also checked before it is built: none of its references may lead out of
-the archive or to a remote location (`check_kustomize_references`).
+A Kustomize upload is also checked before it is built: every reference must be a plain relative
+path inside the archive (`normalizer.kustomize_references.check_overlay`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
-
-import yaml
 
 from api.errors import ArchiveTooLarge, InvalidRequest, UnsafeArchive
 
@@ -187,58 +185,3 @@ def archive_root(path: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
         return entries[0]
     return path
-
-
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-KUSTOMIZE_REFERENCES = ("resources", "bases", "components")
-
-
-def check_kustomize_references(extracted: Path, directory: Path) -> None:
-    """Refuse a Kustomize upload that reaches past itself.
-
-    Kustomize follows `resources: [../x]` to any directory holding a kustomization, wherever
-    it is, and fetches remote ones. On the hub, an upload must build from its own files only:
-    every directory it refers to, followed transitively, must be inside the extracted archive,
-    and remote references are refused (vendor them into the upload). Files outside a
-    kustomization's directory are refused by kustomize itself.
-    """
-    root = Path(os.path.realpath(extracted))
-    seen: set[Path] = set()
-
-    def visit(current: Path) -> None:
-        for name in KUSTOMIZATION_FILES:
-            file = current / name
-            if file.is_file():
-                break
-        else:
-            return
-        entry_name = file.relative_to(root).as_posix()
-        try:
-            document = yaml.safe_load(file.read_text(errors="replace"))
-        except yaml.YAMLError:
-            return  # the normalizer reports what is wrong with it
-        if not isinstance(document, dict):
-            return
-        for key in KUSTOMIZE_REFERENCES:
-            entries = document.get(key)
-            for reference in entries if isinstance(entries, list) else []:
-                if not isinstance(reference, str):
-                    continue
-                if "://" in reference or reference.startswith(("git@", "github.com/")):
-                    raise UnsafeArchive(
-                        entry_name,
-                        f"{key} entry {reference!r} is remote; the hub builds uploads from "
-                        "their own files only (vendor it into the upload)",
-                    )
-                target = Path(os.path.realpath(current / reference))
-                if not target.is_dir():
-                    continue  # kustomize itself refuses files outside the kustomization
-                if not _inside(root, target):
-                    raise UnsafeArchive(
-                        entry_name, f"{key} entry {reference!r} points outside the upload"
-                    )
-                if target not in seen:
-                    seen.add(target)
-                    visit(target)
-
-    visit(Path(os.path.realpath(directory)))

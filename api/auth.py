@@ -5,6 +5,12 @@ A token is `fbt_<id>_<secret>`: the id names the token (in lists, in revocation,
 whole token is kept in `tokens.json` (mode 0600); a high-entropy secret needs no slow hash, and
 comparing digests with `hmac.compare_digest` keeps the check constant-time.
 
+Tokens expire: `expires_at` is set when a token is made (90 days unless asked otherwise, at most a
+year; the hub's own admin token lives 30 days and `fleetbus up` replaces it when it has expired).
+Rotating a token gives it a new secret under the same id, name and role; the old secret keeps
+working for a grace period (5 minutes by default) so running clients can switch, then dies.
+Rotating the admin token also rewrites `<data-dir>/admin.token`.
+
 Roles are ordered: a viewer reads; a publisher also publishes, retires and overrides; an admin
 also manages clusters and tokens. Every route needs at least a viewer's token unless it opts out
 (`/healthz`, the OpenAPI document, the dashboard's static files).
@@ -32,12 +38,17 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 
 from access.private_files import write_private
-from api.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from api.errors import Conflict, FieldProblem, Forbidden, InvalidRequest, NotFound, Unauthorized
 from taskset.errors import InvalidName
 from taskset.names import check_name
 
 TOKEN_PREFIX = "fbt_"
 ADMIN_TOKEN_NAME = "admin"
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
+ADMIN_TOKEN_LIFETIME = timedelta(days=30)
+MAX_TOKEN_LIFETIME = timedelta(days=365)
+DEFAULT_ROTATION_GRACE = timedelta(minutes=5)
+MAX_ROTATION_GRACE = timedelta(days=1)
 
 
 class Role(StrEnum):
@@ -58,6 +69,22 @@ class TokenRecord(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
     created_at: datetime
     created_by: str = ""
+    expires_at: datetime | None = None
+    """None only for tokens made before tokens expired; they keep working until rotated."""
+    rotated_at: datetime | None = None
+    previous_sha256: str = ""
+    """The digest of the secret before the last rotation, valid until `previous_valid_until`."""
+    previous_valid_until: datetime | None = None
+
+    def accepts(self, digest: str, now: datetime) -> bool:
+        """Whether a presented token with this digest is live at `now` (constant-time compare)."""
+        current = hmac.compare_digest(digest, self.sha256)
+        previous = bool(self.previous_sha256) and hmac.compare_digest(digest, self.previous_sha256)
+        if current:
+            return self.expires_at is None or now < self.expires_at
+        return (
+            previous and self.previous_valid_until is not None and now < self.previous_valid_until
+        )
 
 
 class TokenFile(msgspec.Struct, kw_only=True):
@@ -89,6 +116,8 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.admin_token_path: Path | None = None
+        """Where the hub keeps its admin token; rotating the admin token rewrites it."""
         self._records: list[TokenRecord] = []
         self._load()
 
@@ -111,9 +140,16 @@ class TokenStore:
         return list(self._records)
 
     def create(
-        self, *, role: Role, name: str = "", created_by: str = "", now: datetime
+        self,
+        *,
+        role: Role,
+        name: str = "",
+        created_by: str = "",
+        lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
+        now: datetime,
     ) -> tuple[TokenRecord, str]:
         """A new token: its record, and the token itself (shown once, never stored)."""
+        _check_lifetime(lifetime)
         token_id = secrets.token_hex(6)
         name = name or f"{role.value}-{token_id[:6]}"
         try:
@@ -122,7 +158,7 @@ class TokenStore:
             raise InvalidRequest(str(e), {"name": name}) from e
         if any(record.name == name for record in self._records):
             raise Conflict(f"a token named {name!r} exists already; revoke it or pick another name")
-        token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        token = _new_token(token_id)
         record = TokenRecord(
             id=token_id,
             name=name,
@@ -130,18 +166,62 @@ class TokenStore:
             sha256=token_digest(token),
             created_at=now,
             created_by=created_by,
+            expires_at=now + lifetime,
         )
         self._records.append(record)
         self._save()
         return record, token
 
-    def revoke(self, id_or_name: str) -> TokenRecord:
+    def rotate(
+        self,
+        id_or_name: str,
+        *,
+        now: datetime,
+        grace: timedelta = DEFAULT_ROTATION_GRACE,
+        lifetime: timedelta | None = None,
+    ) -> tuple[TokenRecord, str]:
+        """A new secret for a token; the old one stays valid for `grace`, then dies."""
+        if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+            raise InvalidRequest(
+                f"grace must be from 0 to {int(MAX_ROTATION_GRACE.total_seconds())} seconds, "
+                f"got {grace.total_seconds():g}",
+                errors=[_problem("grace_seconds", "from 0 to 86400", grace.total_seconds())],
+            )
+        record = self._find_by_id_or_name(id_or_name)
+        if lifetime is None:
+            previous = (
+                record.expires_at - (record.rotated_at or record.created_at)
+                if record.expires_at is not None
+                else DEFAULT_TOKEN_LIFETIME
+            )
+            lifetime = min(max(previous, timedelta(minutes=1)), MAX_TOKEN_LIFETIME)
+        _check_lifetime(lifetime)
+        token = _new_token(record.id)
+        rotated = msgspec.structs.replace(
+            record,
+            sha256=token_digest(token),
+            rotated_at=now,
+            expires_at=now + lifetime,
+            previous_sha256=record.sha256 if grace > timedelta(0) else "",
+            previous_valid_until=now + grace if grace > timedelta(0) else None,
+        )
+        self._records[self._records.index(record)] = rotated
+        self._save()
+        if rotated.name == ADMIN_TOKEN_NAME and self.admin_token_path is not None:
+            write_private(self.admin_token_path, (token + "\n").encode())
+        return rotated, token
+
+    def _find_by_id_or_name(self, id_or_name: str) -> TokenRecord:
         for record in self._records:
             if id_or_name in (record.id, record.name):
-                self._records.remove(record)
-                self._save()
                 return record
         raise NotFound(f"no token with id or name {id_or_name!r}")
+
+    def revoke(self, id_or_name: str) -> TokenRecord:
+        record = self._find_by_id_or_name(id_or_name)
+        self._records.remove(record)
+        self._save()
+        return record
 
     def find(self, token_id: str) -> TokenRecord | None:
         for record in self._records:
@@ -149,34 +229,74 @@ class TokenStore:
                 return record
         return None
 
-    def authenticate(self, token: str) -> Principal | None:
-        """The principal a presented token stands for, or None if it is not a live token."""
-        if not token.startswith(TOKEN_PREFIX):
-            return None
-        token_id, sep, _ = token[len(TOKEN_PREFIX) :].partition("_")
-        record = self.find(token_id) if sep else None
+    def authenticate(self, token: str, *, now: datetime) -> Principal | None:
+        """The principal a presented token stands for, or None if it is not live at `now`."""
+        record = self._record_named_by(token)
         presented = token_digest(token)
-        expected = record.sha256 if record is not None else "0" * 64
-        if not hmac.compare_digest(presented, expected) or record is None:
+        if record is None:
+            hmac.compare_digest(presented, "0" * 64)  # the same work for unknown ids
+            return None
+        if not record.accepts(presented, now):
             return None
         return Principal(token_id=record.id, name=record.name, role=record.role)
 
+    def expired_at(self, token: str, *, now: datetime) -> datetime | None:
+        """When `token` expired, if it is a known token's current secret that has expired."""
+        record = self._record_named_by(token)
+        if record is None or record.expires_at is None or now < record.expires_at:
+            return None
+        return (
+            record.expires_at if hmac.compare_digest(token_digest(token), record.sha256) else None
+        )
+
+    def _record_named_by(self, token: str) -> TokenRecord | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        token_id, sep, _ = token[len(TOKEN_PREFIX) :].partition("_")
+        return self.find(token_id) if sep else None
+
     def ensure_admin_token(self, path: Path, *, now: datetime) -> str:
-        """The admin token kept in `path` (0600), created when missing or no longer valid."""
+        """The admin token kept in `path` (0600), created when missing, expired or not valid."""
+        self.admin_token_path = path
         try:
             existing = path.read_text().strip()
         except FileNotFoundError:
             existing = ""
         if existing:
-            principal = self.authenticate(existing)
+            principal = self.authenticate(existing, now=now)
             if principal is not None and principal.role is Role.admin:
                 return existing
         self._records = [r for r in self._records if r.name != ADMIN_TOKEN_NAME]
         _, token = self.create(
-            role=Role.admin, name=ADMIN_TOKEN_NAME, created_by="fleetbus up", now=now
+            role=Role.admin,
+            name=ADMIN_TOKEN_NAME,
+            created_by="fleetbus up",
+            lifetime=ADMIN_TOKEN_LIFETIME,
+            now=now,
         )
         write_private(path, (token + "\n").encode())
         return token
+
+
+def _new_token(token_id: str) -> str:
+    return f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def _problem(field: str, rule: str, value: float) -> FieldProblem:
+    return FieldProblem(
+        field=field, rule=rule, position=f"$.{field}", source="body", value=f"{value:g}"
+    )
+
+
+def _check_lifetime(lifetime: timedelta) -> None:
+    if not timedelta(minutes=1) <= lifetime <= MAX_TOKEN_LIFETIME:
+        raise InvalidRequest(
+            f"a token's lifetime must be from 60 to {int(MAX_TOKEN_LIFETIME.total_seconds())} "
+            f"seconds, got {lifetime.total_seconds():g}",
+            errors=[
+                _problem("expires_in_seconds", "from 60 to 31536000", lifetime.total_seconds())
+            ],
+        )
 
 
 class StreamTickets:
@@ -209,7 +329,7 @@ class StreamTickets:
         if not expires_text.isdigit() or int(expires_text) < now.timestamp():
             return None
         record = tokens.find(token_id)
-        if record is None:
+        if record is None or (record.expires_at is not None and now >= record.expires_at):
             return None
         return Principal(token_id=record.id, name=record.name, role=record.role)
 
@@ -252,9 +372,18 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if header and scheme.lower() == "bearer" and credential.strip():
-            principal = self.tokens.authenticate(credential.strip())
+            now = datetime.now(UTC)
+            principal = self.tokens.authenticate(credential.strip(), now=now)
             if principal is None:
-                raise Unauthorized("the bearer token is not valid (revoked, mistyped or unknown)")
+                expired = self.tokens.expired_at(credential.strip(), now=now)
+                if expired is not None:
+                    raise Unauthorized(
+                        f"the bearer token expired at {expired:%Y-%m-%dT%H:%M:%SZ}; "
+                        "an admin can rotate it (`fleetbus token rotate NAME`)"
+                    )
+                raise Unauthorized(
+                    "the bearer token is not valid (revoked, expired, mistyped or unknown)"
+                )
             return AuthenticationResult(user=principal, auth=credential)
         ticket = connection.query_params.get("ticket")
         if ticket and connection.route_handler.opt.get(ACCEPTS_TICKET):

@@ -3,7 +3,8 @@
 The log holds everything a cluster needs, including Secret objects inside taskset snapshots and
 passwords inside Helm values. The API (and so the CLI and the dashboard, which only read the API)
 never shows them: snapshot bodies are replaced by their size and digest, values under keys that
-name a secret are masked, and patches of Secret objects lose their data.
+name a secret or shaped like one (`taskset.sensitive`) are masked, and patches of Secret objects
+lose their data.
 
 `concerns` decides whether an event is about a cluster or a taskset, for the `cluster=` and
 `taskset=` filters of replay and of the live stream.
@@ -11,7 +12,6 @@ name a secret are masked, and patches of Secret objects lose their data.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -48,13 +48,11 @@ from events.catalog import (
     TasksetRetired,
 )
 from events.store import StoredEvent
+from taskset.sensitive import is_sensitive, sensitive_value
 
 StreamName = Literal["events", "reports"]
 
 REDACTED = "<redacted>"
-SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|credential|private[-_]?key|api[-_]?key", re.IGNORECASE
-)
 ENVELOPE = frozenset({"id", "occurred_at", "actor", "correlation_id", "causation_id", "version"})
 
 
@@ -71,16 +69,17 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def redact_values(value: Any) -> Any:
-    """`value` with every entry under a secret-sounding key masked, at any depth."""
+    """`value` with every secret masked, at any depth: entries under a key that names a secret,
+    and strings shaped like one wherever they sit (`taskset.sensitive`)."""
     if isinstance(value, dict):
         return {
-            key: REDACTED
-            if SECRET_KEY.search(str(key)) and item not in (None, "")
-            else redact_values(item)
+            key: REDACTED if is_sensitive(str(key), item) else redact_values(item)
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [redact_values(item) for item in value]
+    if isinstance(value, str) and sensitive_value(value):
+        return REDACTED
     return value
 
 

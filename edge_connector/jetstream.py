@@ -59,8 +59,12 @@ def outbox_config(cluster: str) -> dict[str, Any]:
     }
 
 
-def mirror_config(cluster: str, hub_domain: str = HUB_DOMAIN) -> dict[str, Any]:
-    """The cluster's own slice of DESIRED, mirrored into the leaf's domain."""
+def mirror_config(cluster: str) -> dict[str, Any]:
+    """The cluster's own slice of DESIRED, mirrored into the leaf's domain.
+
+    The mirror asks the hub's consumer gate (`access.consumer_rules`) for its consumer: the
+    cluster's certificate may not speak to the hub's JetStream API directly.
+    """
     return {
         "name": edges.mirror_stream(cluster),
         "retention": "limits",
@@ -72,7 +76,7 @@ def mirror_config(cluster: str, hub_domain: str = HUB_DOMAIN) -> dict[str, Any]:
             "name": DESIRED_STREAM,
             "filter_subject": subjects.desired_filter(cluster),
             "external": {
-                "api": f"$JS.{hub_domain}.API",
+                "api": edges.consumer_gate_prefix(cluster),
                 "deliver": edges.desired_deliver_prefix(cluster),
             },
         },

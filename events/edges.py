@@ -23,6 +23,8 @@ OUTBOX_PREFIX = "REPORTS-"
 MIRROR_PREFIX = "DESIRED-"
 DURABLE_PREFIX = "edge-"
 SYNC_PREFIX = "fleet.sync"
+GATE_PREFIX = "fleet.jsapi"
+"""Where an edge's mirror sends its JetStream API requests: the hub's consumer gate checks them."""
 """Delivery subjects of the hub's sourcing and the edges' mirrors; no stream captures them."""
 
 CONNECTION_LABEL = "fleetbus.io/connection"
@@ -64,6 +66,11 @@ def reports_deliver_prefix(cluster: str) -> str:
 def desired_deliver_prefix(cluster: str) -> str:
     """Where the hub delivers DESIRED messages to the edge's mirror."""
     return f"{SYNC_PREFIX}.desired.{cluster}"
+
+
+def consumer_gate_prefix(cluster: str) -> str:
+    """The API prefix of the cluster's mirror: the hub's consumer gate, never JetStream itself."""
+    return f"{GATE_PREFIX}.{cluster}"
 
 
 def inbox_prefix(cluster: str) -> str:

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import secrets
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -27,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetbus.api_tls import client_opener
 from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
 from fleetbus.errors import HubRequestFailed, HubUnreachable
 
 ADMIN_TOKEN_FILE = "admin.token"
 SERVER_ENV = "FLEETBUS_SERVER"
 TOKEN_ENV = "FLEETBUS_TOKEN"
+CA_FILE_ENV = "FLEETBUS_CA_FILE"
+FINGERPRINT_ENV = "FLEETBUS_TLS_FINGERPRINT"
 Params = Mapping[str, str | int | float | bool | list[str] | None]
 
 
@@ -50,6 +54,21 @@ def add_hub_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="T",
         help=f"bearer token (default: ${TOKEN_ENV}, else the local hub's admin token)",
+    )
+    group.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"trust the hub's HTTPS certificate if this CA signed it (default: ${CA_FILE_ENV}, "
+        "else the system's CAs)",
+    )
+    group.add_argument(
+        "--tls-fingerprint",
+        default=None,
+        metavar="SHA256",
+        help="accept only the hub certificate with this SHA-256 fingerprint, as `fleetbus up` "
+        f"prints it (default: ${FINGERPRINT_ENV}, else the local hub's)",
     )
     if not any(action.dest == "data_dir" for action in parser._actions):
         group.add_argument(
@@ -83,22 +102,47 @@ class ServerEvent:
 
 
 class HubClient:
-    def __init__(self, server: str, token: str | None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        *,
+        timeout: float = 60.0,
+        ca_file: Path | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
         self.server = server.rstrip("/")
         self.token = token
         self.timeout = timeout
+        try:
+            self._opener = client_opener(fingerprint=fingerprint, ca_file=ca_file)
+        except ValueError as e:
+            raise HubUnreachable(f"--tls-fingerprint: {e}") from e
+        except (OSError, ssl.SSLError) as e:
+            raise HubUnreachable(f"--ca-file {ca_file}: not a readable PEM CA file ({e})") from e
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> HubClient:
         server = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or None
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+        ca_file = getattr(args, "ca_file", None) or os.environ.get(CA_FILE_ENV) or None
+        fingerprint = (
+            getattr(args, "tls_fingerprint", None) or os.environ.get(FINGERPRINT_ENV) or None
+        )
         data_dir = Path(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR)
         if server is None:
             info = DataDir(data_dir).read_hub_info()
             server = loopback(str(info["http_url"]))
             if token is None:
                 token = read_token_file(data_dir / ADMIN_TOKEN_FILE)
-        return cls(server, token)
+            if fingerprint is None and ca_file is None and info.get("api_tls_fingerprint"):
+                fingerprint = str(info["api_tls_fingerprint"])
+        return cls(
+            server,
+            token,
+            ca_file=Path(ca_file) if ca_file else None,
+            fingerprint=fingerprint,
+        )
 
     # --- requests -------------------------------------------------------------------------
 
@@ -169,11 +213,17 @@ class HubClient:
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
-            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+            return self._opener.open(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
             raise self._failure(method, path, e) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as e:
             reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLError):
+                raise HubUnreachable(
+                    f"the hub at {self.server} failed TLS verification: "
+                    f"{getattr(reason, 'verify_message', None) or reason}; pass --ca-file or "
+                    "--tls-fingerprint (as `fleetbus up` printed it)"
+                ) from e
             raise HubUnreachable(f"cannot reach the hub at {self.server}: {reason}") from e
 
     def _failure(self, method: str, path: str, error: urllib.error.HTTPError) -> HubRequestFailed:
@@ -181,7 +231,7 @@ class HubClient:
         try:
             answer = json.loads(raw)
             message = str(answer.get("error") or raw.decode(errors="replace"))
-            detail = answer.get("detail")
+            detail = answer.get("context")
         except (ValueError, AttributeError):
             message, detail = raw.decode(errors="replace").strip() or error.reason, None
         if error.code == 401 and not self.token:

@@ -160,7 +160,7 @@ class EdgeRuntime:
         try:
             local = EventStore(nc, stream=edges.outbox_stream(bundle.cluster))
             await local.ensure_stream(outbox_config(bundle.cluster))
-            await local.ensure_stream(mirror_config(bundle.cluster, bundle.settings.hub_domain))
+            await local.ensure_stream(mirror_config(bundle.cluster))
             feed: DesiredFeed
             if bundle.settings.desired_source == "durable":
                 feed = DurableFeed(nc, bundle.cluster, hub_domain=bundle.settings.hub_domain)

@@ -5,6 +5,7 @@
   certificate from the fleetbus CA (created in the data dir on first start);
 - `access.service.ClusterAccessService`: NATS users and pinned certificates of the registered
   clusters;
+- `access.consumer_gate.ConsumerGate`: the only way an edge's mirror gets its consumer on DESIRED;
 - `scheduler.provisioning`: each cluster's durable consumer on DESIRED and REPORTS' sources,
   and the revival of stalled sources;
 - `scheduler.antientropy`: inventory digests compared with DESIRED, re-delivery on mismatch;
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from access.consumer_gate import ConsumerGate
 from access.permissions import ConfigText, LeafListener
 from access.pki import HubPki, IssuedCertificate
 from access.service import ClusterAccessService
@@ -134,12 +136,18 @@ class EdgeServices:
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
+        self.consumer_gate = ConsumerGate(
+            url=self.server.client_url,
+            password=self.data.secrets()["hub_password"],
+            registered=lambda: self.access.clusters.keys(),
+        )
         self.access = ClusterAccessService(
             self.store,
             server=self.server,
             data=self.data,
             listener=self.listener,
             config_text=self.config_text,
+            consumer_gate=self.consumer_gate,
         )
         self.provisioning = ProvisioningService(self.store)
         self.antientropy = AntiEntropyService(
@@ -167,7 +175,9 @@ class EdgeServices:
         and the simulated clusters (if any) are connected."""
         processes = sim_processes_for(sim_clusters, sim_processes) if sim_clusters else 0
         access_ready = asyncio.Event()
+        gate_ready = asyncio.Event()
         started = [
+            self.supervisor.start("consumer gate", lambda: self.consumer_gate.run(gate_ready)),
             self.supervisor.start("cluster access", lambda: self.access.run(access_ready)),
             self.supervisor.start("provisioning", self.provisioning.run),
             self.supervisor.start("anti-entropy", self.antientropy.run),
@@ -175,6 +185,7 @@ class EdgeServices:
         ]
 
         async def both_ready() -> None:
+            await gate_ready.wait()
             await access_ready.wait()
             await self.provisioning.ready.wait()
 

@@ -27,8 +27,9 @@ from api.context import ADMIN_TOKEN_FILE, HubContext
 from events.store import EventStore, connect
 from events.streams import hub_streams
 from events.tasks import cancel_and_wait
+from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DataDir
-from fleetbus.edgehub import EdgeServices, leaf_urls, prepare_listener
+from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls, prepare_listener, server_hosts
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
 from fleetbus.hub_services import start_hub_services
@@ -78,6 +79,11 @@ class HubOptions:
     """The name edges dial; in the hub's certificate and the bundles' hub URLs."""
     nats_memory_limit: str = ""
     """A soft memory limit for the embedded nats-server (`GOMEMLIMIT` syntax); empty: none."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """The API's own certificate and key (PEM): serve HTTPS only."""
+    tls_issue: bool = False
+    """Serve HTTPS with a certificate from the hub CA (its fingerprint is printed)."""
 
 
 def hub_config_text(
@@ -281,6 +287,14 @@ async def run_hub(options: HubOptions) -> None:
         api_context.history = LogStateHistory(store, api_context.renderer)
         if edge_services is not None:
             connect_api_to_edges(api_context, edge_services, options.public_host)
+        tls = api_tls(
+            cert=options.tls_cert,
+            key=options.tls_key,
+            issue=options.tls_issue,
+            pki=hub_pki(data),
+            hosts=server_hosts(options.public_host),
+            now=datetime.now(UTC),
+        )
         http = _EmbeddedHttpServer(
             uvicorn.Config(
                 create_app(api_context),
@@ -288,6 +302,8 @@ async def run_hub(options: HubOptions) -> None:
                 port=options.http_port,
                 log_level="warning",
                 lifespan="on",
+                ssl_certfile=str(tls.cert_file) if tls else None,
+                ssl_keyfile=str(tls.key_file) if tls else None,
             )
         )
         serving = asyncio.create_task(http.serve(), name="http")
@@ -297,9 +313,13 @@ async def run_hub(options: HubOptions) -> None:
         info: dict[str, Any] = {
             "nats_url": nats_urls[0],
             "nats_urls": nats_urls,
-            "http_url": f"http://{options.http_host}:{options.http_port}",
+            "http_url": f"{'https' if tls else 'http'}://{options.http_host}:{options.http_port}",
             "data_dir": str(options.data_dir.resolve()),
         }
+        if tls is not None:
+            info["api_tls_fingerprint"] = tls.fingerprint
+            if tls.ca_file is not None:
+                info["api_ca_file"] = str(tls.ca_file.resolve())
         if edge_services is not None:
             info.update(leaf_urls(edge_services.listener, options.public_host))
         data.write_hub_info(info)
@@ -308,6 +328,8 @@ async def run_hub(options: HubOptions) -> None:
             f"data {info['data_dir']}  (Ctrl-C to stop)",
             flush=True,
         )
+        if tls is not None:
+            print(f"fleetbus hub API TLS certificate {tls.fingerprint}", flush=True)
         stopped = asyncio.create_task(stop.wait())
         stack.push_async_callback(cancel_and_wait, [stopped])
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
@@ -44,3 +46,58 @@ def memory_limit(text: str) -> str:
             f"{text.strip()} is below the smallest limit nats-server is given, 64MiB"
         )
     return f"{number}{unit or 'B'}"
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], refused before the command runs.
+
+    argparse names the option in front of the message, so a refusal reads
+    `argument --from-seq: must be a whole number >= 1, got -5`.
+    """
+    rule = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"must be a whole number {rule}, got {text!r}") from e
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {rule}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse's fallback wording for other failures
+    return parse
+
+
+def port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    return whole_number(1, 65535)(text)
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, above zero and finite (`30`, `2.5`, `2.5s`)."""
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0, like 30 or 2.5, got {text!r}"
+        ) from e
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+_DURATION = re.compile(r"(\d+)(s|m|h|d)?")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> int:
+    """A duration in whole seconds: `3600`, `90s`, `30m`, `12h`, `90d`."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            "must be a duration like 90d, 12h, 30m or 45s (plain numbers are seconds), "
+            f"got {text!r}"
+        )
+    number, unit = match.groups()
+    return int(number) * DURATION_UNITS[unit or "s"]

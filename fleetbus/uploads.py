@@ -14,16 +14,12 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from fleetbus.client import Upload
-from normalizer.kustomize import KUSTOMIZATION_FILES
+from normalizer.kustomize_references import KUSTOMIZATION_FILES, local_directories
 
 CHART_ARCHIVE_SUFFIXES = (".tgz", ".tar.gz")
 SKIPPED = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".ruff_cache"})
-REFERENCE_KEYS = ("resources", "bases", "components")
 
 
 @dataclass(frozen=True)
@@ -46,49 +42,13 @@ def pack_source(path: Path) -> PackedSource:
 
 def pack_directory(directory: Path) -> PackedSource:
     directory = directory.resolve()
-    root = Path(os.path.commonpath([directory, *kustomize_references(directory)]))
+    root = Path(os.path.commonpath([directory, *local_directories(directory)]))
     relative = directory.relative_to(root).as_posix()
     name = root.name or "source"
     return PackedSource(
         Upload(f"{name}.tar.gz", tar_gz(root, name), "application/gzip"),
         "" if relative == "." else relative,
     )
-
-
-def kustomize_references(directory: Path, seen: set[Path] | None = None) -> set[Path]:
-    """Every local directory a kustomization refers to, transitively (remote ones are skipped)."""
-    seen = set() if seen is None else seen
-    document = _kustomization(directory)
-    for key in REFERENCE_KEYS:
-        entries = document.get(key) or []
-        for entry in entries if isinstance(entries, list) else []:
-            if (
-                not isinstance(entry, str)
-                or "://" in entry
-                or entry.startswith(("git@", "github.com/"))
-            ):
-                continue
-            target = (directory / entry).resolve()
-            if target.is_dir() and target not in seen:
-                seen.add(target)
-                kustomize_references(target, seen)
-    return seen
-
-
-def is_remote(reference: str) -> bool:
-    return "://" in reference or reference.startswith(("git@", "github.com/"))
-
-
-def _kustomization(directory: Path) -> dict[str, Any]:
-    for name in KUSTOMIZATION_FILES:
-        path = directory / name
-        if path.is_file():
-            try:
-                loaded = yaml.safe_load(path.read_text())
-            except yaml.YAMLError:
-                return {}  # the normalizer has already said what is wrong with it
-            return loaded if isinstance(loaded, dict) else {}
-    return {}
 
 
 def tar_gz(directory: Path, arcname: str) -> bytes:

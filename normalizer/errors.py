@@ -27,6 +27,22 @@ class UnsupportedSource(NormalizerError):
     """An option or input that the chosen format cannot take (e.g. values for plain YAML)."""
 
 
+class RefusedReference(NormalizerError):
+    """A Kustomize reference the hub will not follow: remote, outside the upload, or unreadable.
+
+    Names the kustomization file, the field with its position (`resources[2]`,
+    `patches[0].path`) and the value, and says which rule it broke.
+    """
+
+    def __init__(self, file: str, field: str, value: str | None, rule: str) -> None:
+        self.file = file
+        self.field = field
+        self.value = value
+        self.rule = rule
+        what = field if value is None else f"{field} {value!r}"
+        super().__init__(f"{file}: {what} is refused: {rule}")
+
+
 class InvalidYaml(NormalizerError):
     """Text that does not parse as YAML; names the file and line."""
 

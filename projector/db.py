@@ -6,12 +6,18 @@ the new stream positions, so a crash never leaves a view ahead of or behind its 
 Queries go through aiosqlite, one thread hop each; a batch of writes runs whole in one hop on
 the writer's second, plain sqlite3 connection (`write_batch`), since a hop per statement was
 most of the projector's cost.
+
+The read models hold what the log says about the fleet, so the database and its WAL and
+shared-memory files are the hub user's alone (0600): the file is created with that mode before
+SQLite opens it (SQLite gives its journal files the database file's mode), and a database left
+readable by an older version is tightened when opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -172,6 +178,19 @@ TABLES: dict[str, str] = {
 Row = dict[str, Any]
 
 
+PRIVATE_MODE = 0o600
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """Create the database file 0600 if it is missing; make it and its companions 0600."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    os.close(descriptor)
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        if candidate.exists():
+            os.chmod(candidate, PRIVATE_MODE)
+
+
 def _open_direct(path: Path) -> sqlite3.Connection:
     """The writer's connection for batches: used from one worker thread at a time."""
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -228,6 +247,7 @@ class ProjectionDb:
         """Open (creating if needed) for writing."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            make_private(path)
             connection = await aiosqlite.connect(path)
             connection.row_factory = aiosqlite.Row
             await connection.execute("PRAGMA journal_mode=WAL")
@@ -239,7 +259,7 @@ class ProjectionDb:
             )
             await connection.commit()
             direct = await asyncio.to_thread(_open_direct, path)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise ProjectionUnreadable(f"cannot open the projection {path}: {e}") from e
         return cls(connection, path, direct)
 

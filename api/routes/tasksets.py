@@ -25,15 +25,22 @@ from litestar.params import JSONBody, MultipartBody, PathParameter
 
 from api.archives import (
     archive_root,
-    check_kustomize_references,
     extract_archive,
     is_archive,
 )
 from api.auth import Role, principal_of, requires
 from api.context import Hub
-from api.errors import ApiError, InvalidRequest, RequestTooLarge
+from api.errors import (
+    ApiError,
+    FieldProblem,
+    InvalidRequest,
+    RequestTooLarge,
+    problems_from_msgspec,
+)
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
+from normalizer.errors import RefusedReference
+from normalizer.kustomize_references import check_overlay
 from registry.blueprints import dependency_events
 from registry.overrides import load_latest_snapshot
 from registry.tasksets import publish_taskset, retire_taskset
@@ -96,7 +103,10 @@ def parse_spec(text: str) -> PublishSpec:
     try:
         return msgspec.json.decode(text, type=PublishSpec)
     except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid publish spec: {e}") from e
+        problems = problems_from_msgspec(e, source="spec")
+        raise InvalidRequest(
+            "invalid publish spec: " + "; ".join(p.sentence() for p in problems), errors=problems
+        ) from e
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"the `spec` field is not JSON: {e}") from e
 
@@ -130,10 +140,20 @@ def normalize_upload(
         try:
             extract_archive(data, Path(tmp))
             directory = source_directory(Path(tmp), spec.path)
-            check_kustomize_references(Path(tmp), directory)
+            check_overlay(directory, inside=Path(tmp))
             return normalize(directory, options)
         except ApiError:
             raise
+        except RefusedReference as e:
+            # Named relative to the upload already; the problem says which rule, where.
+            problem = FieldProblem(
+                field=e.field,
+                rule=e.rule,
+                position=f"{e.file}: {e.field}",
+                source="upload",
+                value=e.value,
+            )
+            raise InvalidRequest(str(e), {"entry": e.file}, errors=[problem]) from e
         except FleetbusError as e:
             # Name files as they are in the upload, never by the hub's temporary directory.
             upload = filename or "the upload"

@@ -23,6 +23,7 @@ from cluster_controller.kube import Kube
 from cluster_controller.leader import LeaderElection
 from cluster_controller.runtime import Controller, ControllerOptions
 from fleetbus.jsonlog import configure_json_logging
+from fleetbus.options import positive_seconds, whole_number
 
 log = logging.getLogger("fleetbus.controller")
 
@@ -46,10 +47,12 @@ def register(subparsers: Any) -> None:
         metavar="NS",
         help="reconcile Tasks and Steps in this namespace only (default: every namespace)",
     )
-    parser.add_argument("--workers", type=int, default=4, help="reconciles run at once")
+    parser.add_argument(
+        "--workers", type=whole_number(1, 256), default=4, help="reconciles run at once"
+    )
     parser.add_argument(
         "--resync",
-        type=float,
+        type=positive_seconds,
         default=600.0,
         metavar="SECONDS",
         help="full drift re-check interval",

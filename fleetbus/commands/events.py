@@ -17,14 +17,14 @@ import orjson
 
 from fleetbus.client import HubClient, Params, add_hub_options
 from fleetbus.errors import HubRequestFailed
-from fleetbus.options import timestamp
+from fleetbus.options import timestamp, whole_number
 
 STREAMS = ("events", "reports", "all")
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("events", help="print the event log (audit replay)")
-    parser.add_argument("--from-seq", type=int, default=None, metavar="N")
+    parser.add_argument("--from-seq", type=whole_number(1), default=None, metavar="N")
     parser.add_argument("--since", type=timestamp, default=None, metavar="T")
     parser.add_argument("--until", type=timestamp, default=None, metavar="T")
     parser.add_argument("--cluster", default=None, metavar="C", help="only events about C")

@@ -21,6 +21,7 @@ from charts.store import ChartStore
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
+from fleetbus.options import whole_number
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.service import SchedulerService
 
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--holder", default=None, help="name this scheduler holds the lease as")
     parser.add_argument(
         "--lease-ttl",
-        type=int,
+        type=whole_number(1, 3600),
         default=15,
         metavar="SECONDS",
         help="how long the lease outlives a scheduler that died without releasing it",

@@ -1,7 +1,10 @@
-"""`fleetbus token`: create, list and revoke the hub's API tokens (admin only).
+"""`fleetbus token`: create, list, rotate and revoke the hub's API tokens (admin only).
 
-`create` prints the token as its last line, alone, so scripts can take it with `tail -n1`; the
-hub keeps only its digest, so it cannot be shown again.
+`create` and `rotate` print the token as their last line, alone, so scripts can take it with
+`tail -n1`; the hub keeps only its digest, so it cannot be shown again. Tokens expire (90 days
+unless `--expires-in` says otherwise); `rotate` gives a token a new secret and keeps the old one
+working for `--grace` (5 minutes by default). Rotating `admin` also rewrites the hub's
+`admin.token` file.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import orjson
 
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.options import duration
 
 ROLES = ("viewer", "publisher", "admin")
 
@@ -24,8 +28,36 @@ def register(subparsers: Any) -> None:
     create = commands.add_parser("create", help="create a token; prints it as the last line")
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--name", default="", metavar="N", help="a name for it (DNS label)")
+    create.add_argument(
+        "--expires-in",
+        type=duration,
+        default=90 * 86400,
+        metavar="DURATION",
+        help="how long it lives: 90d (default), 12h, 30m; at most 365d",
+    )
     add_hub_options(create)
     create.set_defaults(handler=handle_create)
+
+    rotate = commands.add_parser(
+        "rotate", help="give a token a new secret; prints it as the last line"
+    )
+    rotate.add_argument("target", metavar="ID_OR_NAME")
+    rotate.add_argument(
+        "--grace",
+        type=duration,
+        default=300,
+        metavar="DURATION",
+        help="how long the old secret keeps working (default 5m, at most 1d)",
+    )
+    rotate.add_argument(
+        "--expires-in",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="the new secret's lifetime (default: the old one's)",
+    )
+    add_hub_options(rotate)
+    rotate.set_defaults(handler=handle_rotate)
 
     listing = commands.add_parser("ls", help="list tokens (names and roles, never secrets)")
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -40,11 +72,37 @@ def register(subparsers: Any) -> None:
 
 def handle_create(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
-    created = client.post("/api/v1/tokens", {"role": args.role, "name": args.name})
+    created = client.post(
+        "/api/v1/tokens",
+        {"role": args.role, "name": args.name, "expires_in_seconds": args.expires_in},
+    )
     info = created["info"]
-    print(f"created {info['role']} token {info['name']} (id {info['id']}); it is shown only once:")
+    print(
+        f"created {info['role']} token {info['name']} (id {info['id']}, expires "
+        f"{_when(info.get('expires_at'))}); it is shown only once:"
+    )
     print(created["token"])
     return 0
+
+
+def handle_rotate(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    body: dict[str, int] = {"grace_seconds": args.grace}
+    if args.expires_in is not None:
+        body["expires_in_seconds"] = args.expires_in
+    rotated = client.post(f"/api/v1/tokens/{args.target}/rotate", body)
+    info = rotated["info"]
+    print(
+        f"rotated {info['role']} token {info['name']} (id {info['id']}, expires "
+        f"{_when(info.get('expires_at'))}); the old secret works for {args.grace} s more; "
+        "the new one is shown only once:"
+    )
+    print(rotated["token"])
+    return 0
+
+
+def _when(value: object) -> str:
+    return str(value)[:19].replace("T", " ") if value else "never"
 
 
 def handle_list(args: argparse.Namespace) -> int:
@@ -53,12 +111,13 @@ def handle_list(args: argparse.Namespace) -> int:
     if args.output == "json":
         sys.stdout.buffer.write(orjson.dumps(tokens, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
-    print(f"{'ID':<14}  {'NAME':<24}  {'ROLE':<10}  {'CREATED':<20}  BY")
+    print(f"{'ID':<14}  {'NAME':<24}  {'ROLE':<10}  {'CREATED':<20}  {'EXPIRES':<20}  BY")
     for token in tokens:
-        created = str(token["created_at"])[:19].replace("T", " ")
+        created = _when(token["created_at"])
+        expires = _when(token.get("expires_at"))
         print(
             f"{token['id']:<14}  {token['name']:<24}  {token['role']:<10}  {created:<20}  "
-            f"{token.get('created_by', '')}"
+            f"{expires:<20}  {token.get('created_by', '')}"
         )
     return 0
 

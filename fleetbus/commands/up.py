@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from access.pki import HubPki
+from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import configure_json_logging
-from fleetbus.options import host_port, memory_limit
+from fleetbus.options import host_port, memory_limit, port, whole_number
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 
 
@@ -24,13 +27,13 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="API and dashboard address",
     )
-    parser.add_argument("--nats-port", type=int, default=4222)
+    parser.add_argument("--nats-port", type=port, default=4222)
     parser.add_argument(
-        "--leaf-port", type=int, default=443, help="TLS leafnode port edges dial (443 needs root)"
+        "--leaf-port", type=port, default=443, help="TLS leafnode port edges dial (443 needs root)"
     )
     parser.add_argument(
         "--leaf-ws-port",
-        type=int,
+        type=port,
         default=None,
         metavar="P",
         help="also accept edges' leaf connections over WebSocket (wss://) on this port",
@@ -45,7 +48,11 @@ def register(subparsers: Any) -> None:
         help="name edges dial to reach this hub (hub certificate SAN, bundles' hub URLs)",
     )
     parser.add_argument(
-        "--sim-clusters", type=int, default=0, metavar="N", help="also run N simulated clusters"
+        "--sim-clusters",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="also run N simulated clusters",
     )
     parser.add_argument(
         "--no-scheduler",
@@ -88,6 +95,24 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="replicas of every hub stream (3 on a 3-node cluster survives losing a node)",
     )
+    tls = parser.add_argument_group("API TLS")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve the API over HTTPS only, with this PEM certificate",
+    )
+    tls.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="its PEM private key"
+    )
+    tls.add_argument(
+        "--tls",
+        dest="tls_issue",
+        action="store_true",
+        help="serve the API over HTTPS only, with a certificate from the hub CA (its SHA-256 "
+        "fingerprint is printed; CLIs pin it with --tls-fingerprint or trust pki/ca.crt)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -121,6 +146,16 @@ async def handle(args: argparse.Namespace) -> int:
         )
     if args.sim_processes is not None:
         sim_processes_for(args.sim_clusters, args.sim_processes)
+    if args.tls_cert is not None or args.tls_key is not None:
+        # The operator's certificate and key are checked before anything starts.
+        api_tls(
+            cert=args.tls_cert,
+            key=args.tls_key,
+            issue=args.tls_issue,
+            pki=HubPki(args.data_dir / "pki"),
+            hosts=[],
+            now=datetime.now(UTC),
+        )
     configure_json_logging()
     host, port = args.http
     await run_hub(
@@ -139,6 +174,9 @@ async def handle(args: argparse.Namespace) -> int:
             nats_urls=args.nats_url,
             replicas=args.replicas,
             nats_memory_limit=args.nats_memory_limit or "",
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_issue=args.tls_issue,
         )
     )
     return 0

@@ -73,6 +73,11 @@ async def a_spare_token(api: LiveApi) -> Request:
     return Request(values={"token": record.id})
 
 
+async def a_spare_token_to_rotate(api: LiveApi) -> Request:
+    spare = await a_spare_token(api)
+    return Request(values=spare.values, json={"grace_seconds": 0})
+
+
 async def a_new_token(api: LiveApi) -> Request:
     return Request(json={"role": "viewer", "name": fresh("made")})
 
@@ -195,6 +200,7 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/tokens", A),
     Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
     Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),
+    Case("POST", "/api/v1/tokens/{token}/rotate", A, prepare=a_spare_token_to_rotate),
 ]
 
 
@@ -302,9 +308,15 @@ async def test_a_forbidden_answer_names_the_role_needed(
     async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
         response = await client.get("/api/v1/tokens")
     assert response.status_code == 403
+    message = "this needs the admin role; token 'test-viewer' is a viewer"
     assert response.json() == {
-        "error": "this needs the admin role; token 'test-viewer' is a viewer",
-        "detail": {"required": "admin", "role": "viewer"},
+        "type": "about:blank",
+        "title": "Forbidden",
+        "status": 403,
+        "detail": message,
+        "instance": "/api/v1/tokens",
+        "error": message,
+        "context": {"required": "admin", "role": "viewer"},
     }
 
 
@@ -319,10 +331,10 @@ async def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> Non
     assert record.sha256 in text
     assert stat.S_IMODE((tmp_path / "tokens.json").stat().st_mode) == 0o600
     reloaded = TokenStore(tmp_path / "tokens.json")
-    principal = reloaded.authenticate(token)
+    principal = reloaded.authenticate(token, now=datetime.now(UTC))
     assert principal is not None
     assert (principal.name, principal.role) == ("ci", Role.publisher)
-    assert reloaded.authenticate(token + "x") is None
+    assert reloaded.authenticate(token + "x", now=datetime.now(UTC)) is None
 
 
 async def test_token_names_are_unique_labels(tmp_path: Path) -> None:
@@ -341,21 +353,23 @@ async def test_the_admin_token_file_is_created_once_and_kept(tmp_path: Path) -> 
     again = TokenStore(tmp_path / "tokens.json").ensure_admin_token(path, now=datetime.now(UTC))
     assert first == again == path.read_text().strip()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    principal = store.authenticate(first)
+    principal = store.authenticate(first, now=datetime.now(UTC))
     assert principal is not None
     assert principal.role is Role.admin
 
     path.write_text("fbt_000000000000_stale\n")
     replaced = store.ensure_admin_token(path, now=datetime.now(UTC))
     assert replaced != first
-    assert store.authenticate(first) is None, "the old admin token is revoked when replaced"
+    assert store.authenticate(first, now=datetime.now(UTC)) is None, (
+        "the old admin token is revoked when replaced"
+    )
     assert [r.name for r in store.list()].count("admin") == 1
 
 
 async def test_stream_tickets_expire_and_die_with_their_token(tmp_path: Path) -> None:
     tokens = TokenStore(tmp_path / "tokens.json")
     record, token = tokens.create(role=Role.viewer, name="browser", now=datetime.now(UTC))
-    principal = tokens.authenticate(token)
+    principal = tokens.authenticate(token, now=datetime.now(UTC))
     assert principal is not None
     tickets = StreamTickets(ttl=timedelta(seconds=60))
     now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -390,3 +404,79 @@ async def test_a_stream_ticket_opens_the_live_stream_and_nothing_else(
         assert elsewhere.status_code == 401
         assert forged.status_code == 401
         assert "ticket" in forged.json()["error"]
+
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+async def test_a_token_works_until_it_expires_and_not_a_second_longer(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    record, token = store.create(
+        role=Role.viewer, name="short", lifetime=timedelta(hours=1), now=T0
+    )
+    assert record.expires_at == T0 + timedelta(hours=1)
+    assert store.authenticate(token, now=T0 + timedelta(minutes=59)) is not None
+    assert store.authenticate(token, now=T0 + timedelta(hours=1)) is None
+    assert store.expired_at(token, now=T0 + timedelta(hours=2)) == T0 + timedelta(hours=1)
+    with pytest.raises(Exception, match="lifetime must be from 60 to 31536000 seconds"):
+        store.create(role=Role.viewer, name="forever", lifetime=timedelta(days=400), now=T0)
+
+
+async def test_a_rotated_token_keeps_its_old_secret_for_the_grace_period_only(
+    tmp_path: Path,
+) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    record, old = store.create(role=Role.publisher, name="ci", lifetime=timedelta(days=7), now=T0)
+    later = T0 + timedelta(days=3)
+    rotated, new = store.rotate("ci", now=later, grace=timedelta(minutes=5))
+    assert (rotated.id, rotated.name, rotated.role) == (record.id, "ci", Role.publisher)
+    assert rotated.expires_at == later + timedelta(days=7), "the same lifetime again"
+    assert new != old
+    assert store.authenticate(new, now=later) is not None
+    assert store.authenticate(old, now=later + timedelta(minutes=4)) is not None
+    assert store.authenticate(old, now=later + timedelta(minutes=5)) is None
+    _, newest = store.rotate("ci", now=later, grace=timedelta(0))
+    assert store.authenticate(new, now=later) is None, "no grace: the old secret dies at once"
+    assert store.authenticate(newest, now=later) is not None
+
+
+async def test_rotating_the_admin_token_rewrites_the_hub_admin_token_file(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    path = tmp_path / "admin.token"
+    first = store.ensure_admin_token(path, now=T0)
+    assert store.list()[0].expires_at == T0 + timedelta(days=30)
+    _, rotated = store.rotate("admin", now=T0 + timedelta(days=1))
+    assert path.read_text().strip() == rotated != first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_an_expired_admin_token_is_replaced_when_the_hub_starts(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    path = tmp_path / "admin.token"
+    first = store.ensure_admin_token(path, now=T0)
+    again = store.ensure_admin_token(path, now=T0 + timedelta(days=29))
+    assert again == first
+    replaced = store.ensure_admin_token(path, now=T0 + timedelta(days=31))
+    assert replaced != first
+    assert store.authenticate(replaced, now=T0 + timedelta(days=31)) is not None
+
+
+async def test_an_expired_token_is_a_401_saying_so_and_a_rotated_one_works_over_the_api(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.admin) as admin:
+        past = datetime.now(UTC) - timedelta(days=2)
+        _, stale = api.hub.tokens.create(
+            role=Role.viewer, name="stale", lifetime=timedelta(days=1), now=past
+        )
+        headers = {"Authorization": f"Bearer {stale}"}
+        refused = await admin.get("/api/v1/whoami", headers=headers)
+        assert refused.status_code == 401
+        assert "the bearer token expired at " in refused.json()["detail"]
+        rotated = await admin.post("/api/v1/tokens/stale/rotate", json={"grace_seconds": 0})
+        assert rotated.status_code == 200, rotated.text
+        fresh = {"Authorization": f"Bearer {rotated.json()['token']}"}
+        assert (await admin.get("/api/v1/whoami", headers=fresh)).json()["name"] == "stale"
+        too_long = await admin.post("/api/v1/tokens/stale/rotate", json={"grace_seconds": -1})
+        assert too_long.status_code == 400
+        assert too_long.json()["errors"][0]["field"] == "grace_seconds"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -41,7 +42,7 @@ async def test_token_create_prints_the_token_last_and_it_works(
         local = as_local_hub(api, tmp_path / "local")
         assert await cli("token", "create", "--role", "publisher", "--name", "ci", *local) == 0
         token = capsys.readouterr().out.splitlines()[-1]
-        principal = api.hub.tokens.authenticate(token)
+        principal = api.hub.tokens.authenticate(token, now=datetime.now(UTC))
         assert principal is not None
         assert (principal.name, principal.role) == ("ci", Role.publisher)
         assert await cli("token", "ls", *local) == 0
@@ -49,10 +50,33 @@ async def test_token_create_prints_the_token_last_and_it_works(
         assert "ci" in listing
         assert token not in listing
         assert await cli("token", "revoke", "ci", *local) == 0
-        assert api.hub.tokens.authenticate(token) is None
+        assert api.hub.tokens.authenticate(token, now=datetime.now(UTC)) is None
         viewer = ["--server", api.url, "--token", api.tokens[Role.viewer]]
         assert await cli("token", "ls", *viewer) == 2
         assert "needs the admin role" in capsys.readouterr().err
+
+
+async def test_token_rotate_prints_the_new_secret_and_the_old_one_lasts_the_grace_only(
+    event_store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api:
+        local = as_local_hub(api, tmp_path / "local")
+        argv = ["token", "create", "--role", "viewer", "--name", "dash", "--expires-in", "2h"]
+        assert await cli(*argv, *local) == 0
+        old = capsys.readouterr().out.splitlines()[-1]
+        record = next(r for r in api.hub.tokens.list() if r.name == "dash")
+        assert record.expires_at is not None
+        lifetime = record.expires_at - record.created_at
+        assert lifetime == timedelta(hours=2)
+        assert await cli("token", "rotate", "dash", "--grace", "0", *local) == 0
+        printed = capsys.readouterr().out.splitlines()
+        new = printed[-1]
+        assert "rotated viewer token dash" in printed[0]
+        now = datetime.now(UTC)
+        assert api.hub.tokens.authenticate(new, now=now) is not None
+        assert api.hub.tokens.authenticate(old, now=now) is None
+        assert await cli("token", "ls", *local) == 0
+        assert "EXPIRES" in capsys.readouterr().out
 
 
 async def test_events_finds_the_hub_by_flag_environment_or_data_dir(

@@ -194,8 +194,10 @@ async def test_bad_replay_parameters_are_refused_with_a_clear_400(
             response = await client.get("/api/v1/events", params=params)
             assert response.status_code == 400, (params, response.text)
             body = response.json()
-            assert set(body) == {"error", "detail"}
+            assert {"type", "title", "status", "detail", "instance", "error"} <= set(body)
+            assert body["status"] == 400
             assert body["error"]
+            assert body["detail"] == body["error"]
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:

@@ -170,7 +170,7 @@ async def test_an_unsafe_archive_is_refused_naming_the_entry(
     body = response.json()
     assert body["error"].startswith("archive entry "), body
     assert message in body["error"]
-    assert body["detail"]["entry"]
+    assert body["context"]["entry"]
     assert not (tmp_path / "escape.yaml").exists()
     assert [s async for s in event_store.read()] == []
 
@@ -279,7 +279,11 @@ OUTSIDE_KUSTOMIZATION = b"resources: [cm.yaml]\n"
     ("reference", "message"),
     [
         pytest.param("../outside", "points outside the upload", id="parent directory"),
-        pytest.param("https://github.com/example/repo//base?ref=v1", "is remote", id="remote base"),
+        pytest.param(
+            "https://github.com/example/repo//base?ref=v1",
+            "resources[0] 'https://github.com/example/repo//base?ref=v1' is refused: it holds ':'",
+            id="remote base",
+        ),
     ],
 )
 async def test_a_kustomize_upload_may_not_reach_past_itself(
@@ -302,5 +306,11 @@ async def test_a_kustomize_upload_may_not_reach_past_itself(
         response = await publish(c, upload, "app.tar.gz", name="escape", format="kustomize")
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
-    assert response.json()["detail"]["entry"] == "app/kustomization.yaml"
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem["context"]["entry"] == "app/kustomization.yaml"
+    (refused,) = problem["errors"]
+    assert refused["field"].startswith("resources[")
+    assert refused["position"] == f"app/kustomization.yaml: {refused['field']}"
+    assert refused["source"] == "upload"
     assert [s async for s in event_store.read()] == []

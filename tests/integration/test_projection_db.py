@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,33 @@ async def test_a_batch_commits_every_statement_and_a_failing_one_leaves_nothing(
         assert await db.positions() == {"EVENTS": 7, "REPORTS": 3}
     finally:
         await db.close()
+
+
+def modes_of(directory: Path, name: str) -> dict[str, int]:
+    """The permission bits of the database `name` and its companion files."""
+    return {f.name: stat.S_IMODE(f.stat().st_mode) for f in directory.glob(f"{name}*")}
+
+
+async def test_the_read_models_and_their_sqlite_files_are_readable_by_the_hub_user_only(
+    tmp_path: Path,
+) -> None:
+    old = tmp_path / "old.db"
+    old.write_bytes(b"")
+    old.chmod(0o644)  # as an earlier version left it
+    for path in (tmp_path / "p.db", old):
+        db = await ProjectionDb.open(path)
+        try:
+
+            async def one_position(writer: DirectWriter) -> int:
+                await writer.execute("INSERT INTO positions VALUES ('EVENTS', 1)")
+                return 1
+
+            await db.write_batch(one_position)
+            modes = modes_of(tmp_path, path.name)
+            assert set(modes) >= {path.name, f"{path.name}-wal", f"{path.name}-shm"}
+            assert set(modes.values()) == {0o600}, modes
+        finally:
+            await db.close()
 
 
 def test_work_that_would_wait_for_io_is_refused_not_half_run() -> None:

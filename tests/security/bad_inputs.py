@@ -257,6 +257,26 @@ BAD_SOURCES: list[BadSource] = [
         "is not in or below",
     ),
     BadSource(
+        "kustomize-remote-scp-address-in-mixed-case",
+        kustomization(b"resources:\n- Git@host:org/repo\n"),
+        "resources[0] 'Git@host:org/repo' is refused: it holds '@'",
+    ),
+    BadSource(
+        "kustomize-remote-host-without-scheme",
+        kustomization(b"components:\n- GitHub.com/org/repo\n"),
+        "components[0] 'GitHub.com/org/repo' is refused: it starts with a host name",
+    ),
+    BadSource(
+        "kustomize-remote-patch-with-one-slash-scheme",
+        kustomization(b"patches:\n- path: HTTPS:/host/x.yaml\n"),
+        "patches[0].path 'HTTPS:/host/x.yaml' is refused: it holds ':'",
+    ),
+    BadSource(
+        "kustomize-helm-charts",
+        kustomization(b"helmCharts:\n- name: x\n  repo: https://charts.example\n"),
+        "helmCharts is refused: inflating Helm charts inside Kustomize needs --enable-helm",
+    ),
+    BadSource(
         "kustomize-resource-missing",
         kustomization(b"resources:\n- missing.yaml\n"),
         "missing.yaml",

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -55,8 +56,18 @@ class LiveHub:
         return self.data_dir.parent / f"{self.data_dir.name}-up.log"
 
     @property
+    def tls(self) -> bool:
+        return "--tls" in self.extra_args
+
+    @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For a hub started with `--tls`: trust its CA (it exists once the hub has started)."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.data_dir / "pki" / "ca.crt"))
 
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -90,9 +101,11 @@ class LiveHub:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1) as response:
+            context = self.ssl_context()
+            url = f"{self.http_url}/healthz"
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:
                 return bool(response.status == 200)
-        except OSError:
+        except (OSError, ssl.SSLError):
             return False
 
     def stop(self) -> None:
@@ -150,7 +163,8 @@ class LiveHub:
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            context = self.ssl_context()
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                 return HttpAnswer(response.status, response.read(), dict(response.headers))
         except urllib.error.HTTPError as e:
             return HttpAnswer(e.code, e.read(), dict(e.headers))

@@ -27,6 +27,7 @@ from fleetbus.cli import main
 from fleetbus.natsserver import free_port
 from tests.faults.harness import record_figures
 from tests.security.bad_inputs import BAD_SOURCES, CONFIGMAP, BadSource
+from tests.security.kustomize_bypasses import BYPASSES
 from tests.security.live_hub import HttpAnswer, LiveHub
 from tests.security.test_bad_input_bus import BAD_APPENDS, GARBAGE_INVENTORIES
 
@@ -141,7 +142,51 @@ CLI_CASES = [
     CliCase("values-file-missing", ("render", "{chart}", "--values", "{missing}"), "values"),
     CliCase("output-format-unknown", ("render", "{ok}", "-o", "xml"), "invalid choice"),
     CliCase("events-since-not-a-time", ("events", "--since", "yesterday"), "expected a time"),
-    CliCase("events-from-seq-not-a-number", ("events", "--from-seq", "abc"), "invalid int value"),
+    CliCase(
+        "events-from-seq-not-a-number",
+        ("events", "--from-seq", "abc"),
+        "argument --from-seq: must be a whole number >= 1, got 'abc'",
+    ),
+    CliCase(
+        "events-from-seq-negative",
+        ("events", "--from-seq", "-5"),
+        "argument --from-seq: must be a whole number >= 1, got -5",
+    ),
+    CliCase(
+        "events-from-seq-zero",
+        ("events", "--from-seq", "0"),
+        "argument --from-seq: must be a whole number >= 1, got 0",
+    ),
+    CliCase(
+        "up-nats-port-out-of-range",
+        ("up", "--nats-port", "70000"),
+        "argument --nats-port: must be a whole number from 1 to 65535, got 70000",
+    ),
+    CliCase(
+        "up-leaf-port-negative",
+        ("up", "--leaf-port", "-1"),
+        "argument --leaf-port: must be a whole number from 1 to 65535, got -1",
+    ),
+    CliCase(
+        "up-sim-clusters-negative",
+        ("up", "--sim-clusters", "-3"),
+        "argument --sim-clusters: must be a whole number >= 0, got -3",
+    ),
+    CliCase(
+        "controller-workers-zero",
+        ("controller", "--workers", "0"),
+        "argument --workers: must be a whole number from 1 to 256, got 0",
+    ),
+    CliCase(
+        "controller-resync-infinite",
+        ("controller", "--resync", "inf"),
+        "argument --resync: must be a number of seconds above 0, got inf",
+    ),
+    CliCase(
+        "scheduler-lease-ttl-negative",
+        ("scheduler", "--lease-ttl", "-3"),
+        "argument --lease-ttl: must be a whole number from 1 to 3600, got -3",
+    ),
     CliCase("events-without-a-hub", ("events", "--data-dir", "{empty}"), "fleetbus up"),
     CliCase(
         "projector-rebuild-when-the-hubs-nats-is-down",
@@ -165,6 +210,36 @@ CLI_CASES = [
     CliCase("up-nats-url-not-a-url", ("up", "--nats-url", "foo"), "expected nats://"),
     CliCase("up-replicas-out-of-range", ("up", "--replicas", "9"), "replicas must be 1 to 5"),
     CliCase("up-on-a-data-dir-in-use", ("up", "--data-dir", "{data}"), "another hub is running"),
+    CliCase(
+        "token-expiry-not-a-duration",
+        ("token", "create", "--role", "viewer", "--expires-in", "5y"),
+        "argument --expires-in: must be a duration like 90d, 12h, 30m or 45s",
+    ),
+    CliCase(
+        "token-rotation-grace-negative",
+        ("token", "rotate", "admin", "--grace", "-5"),
+        "argument --grace: must be a duration like 90d",
+    ),
+    CliCase(
+        "up-tls-cert-without-key",
+        ("up", "--tls-cert", "{ok}"),
+        "--tls-cert and --tls-key go together: give both or neither",
+    ),
+    CliCase(
+        "up-tls-cert-not-a-certificate",
+        ("up", "--tls-cert", "{ok}", "--tls-key", "{ok}"),
+        "not a PEM certificate and its matching key",
+    ),
+    CliCase(
+        "up-tls-cert-missing",
+        ("up", "--tls-cert", "{missing}", "--tls-key", "{missing}"),
+        "missing.yaml does not exist or is not a file",
+    ),
+    CliCase(
+        "cli-tls-fingerprint-malformed",
+        ("cluster", "ls", "--server", "https://127.0.0.1:1", "--tls-fingerprint", "abc"),
+        "--tls-fingerprint: a TLS fingerprint is the certificate's SHA-256 as 64 hex digits",
+    ),
     CliCase("unknown-command", ("frobnicate",), "invalid choice"),
 ]
 
@@ -270,6 +345,8 @@ API_SOURCE_EXPECT = {
     "archive-gzip-of-garbage": "not a readable tar",
     "archive-not-gzip": "not a readable tar",
     "archive-gzip-bomb": "holds no Kubernetes objects",
+    # The hub checks every reference against the upload before kustomize runs.
+    "kustomize-resource-outside-the-overlay": "points outside the upload",
 }
 API_VALID_UPLOADS = {"archive-without-chart-yaml"}
 """A .tar.gz without Chart.yaml is a plain YAML directory to the API (the CLI was told .tgz)."""
@@ -464,10 +541,33 @@ API_CASES = [
         "/api/v1/tokens",
         json_body({"role": "god"}),
         400,
-        "Validation failed",
+        "body field 'role' at $.role: invalid enum value 'god'",
     ),
     ApiCase("revoke-a-missing-token", "DELETE", "/api/v1/tokens/nothere", None, 404, "no token"),
-    ApiCase("events-from-seq-negative", "GET", "/api/v1/events?from_seq=-5", None, 400, "from_seq"),
+    ApiCase(
+        "events-from-seq-negative",
+        "GET",
+        "/api/v1/events?from_seq=-5",
+        None,
+        400,
+        "query parameter 'from_seq': expected `int` >= 1 (got '-5')",
+    ),
+    ApiCase(
+        "cluster-name-wrong-type",
+        "POST",
+        "/api/v1/clusters",
+        json_body({"name": 5}),
+        400,
+        "body field 'name' at $.name: expected `str`, got `int`",
+    ),
+    ApiCase(
+        "cluster-labels-not-an-object",
+        "POST",
+        "/api/v1/clusters",
+        json_body({"name": "fresh", "labels": ["env=prod"]}),
+        400,
+        "body field 'labels' at $.labels: expected `object`, got `array`",
+    ),
     ApiCase("events-since-not-a-time", "GET", "/api/v1/events?since=yesterday", None, 400, "since"),
     ApiCase("events-limit-too-large", "GET", "/api/v1/events?limit=100000000", None, 400, "limit"),
     ApiCase("events-unknown-stream", "GET", "/api/v1/events?stream=secrets", None, 400, "stream"),
@@ -562,12 +662,13 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
         return
 
 
+@pytest.mark.parametrize("spelling", [*BYPASSES, "http://{recorder}/internal/secret.yaml"])
 def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
-    api_hub: LiveHub, tmp_path: Path
+    spelling: str, api_hub: LiveHub, tmp_path: Path
 ) -> None:
     """A Kustomize overlay may name remote resources; uploaded to the hub, it must not turn
     the hub into a client of whatever address the uploader picks (an internal service, a
-    cloud metadata endpoint)."""
+    cloud metadata endpoint). Each spelling once slipped past a look-for-URLs check."""
     _RecordingHandler.asked = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -575,8 +676,8 @@ def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
     try:
         overlay = tmp_path / "overlay"
         overlay.mkdir()
-        url = f"http://127.0.0.1:{server.server_address[1]}/internal/secret.yaml"
-        (overlay / "kustomization.yaml").write_text(f"resources:\n- {url}\n")
+        reference = spelling.replace("{recorder}", f"127.0.0.1:{server.server_address[1]}")
+        (overlay / "kustomization.yaml").write_text(f"resources:\n- {reference!r}\n")
         before = api_hub.last_sequences()
         filename, content = source_upload(overlay)
         answer = api_hub.upload(api_hub.admin_token(), {"name": "fetcher"}, filename, content)
@@ -585,5 +686,6 @@ def test_an_uploaded_overlay_cannot_make_the_hub_fetch_a_url(
         server.server_close()
         thread.join(5)
     assert _RecordingHandler.asked == [], f"the hub fetched {_RecordingHandler.asked}"
-    assert_clear_http_error(answer, 400, "is remote")
+    assert_clear_http_error(answer, 400, f"overlay/kustomization.yaml: resources[0] {reference!r}")
+    assert "is refused: " in answer.json()["error"]
     assert api_hub.last_sequences() == before

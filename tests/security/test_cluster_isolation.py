@@ -114,27 +114,167 @@ async def test_cluster_a_cannot_pull_cluster_b_durable_consumer(clusters: TwoClu
         await request(clusters.a, "$JS.hub.API.CONSUMER.INFO.DESIRED.edge-beta")
 
 
-async def test_cluster_a_cannot_create_a_consumer_filtered_on_cluster_b_subjects(
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek.fleet.desired.beta.>",
+        "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek.fleet.desired.alpha.>",
+        "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek",
+        "$JS.hub.API.CONSUMER.DURABLE.CREATE.DESIRED.peek",
+    ],
+    ids=["beta-filter", "own-filter", "no-filter", "legacy-durable"],
+)
+async def test_cluster_a_cannot_create_a_consumer_through_the_hub_jetstream_api(
+    clusters: TwoClusters, subject: str
+) -> None:
+    config = {"name": "peek", "filter_subject": "fleet.desired.alpha.>", "ack_policy": "none"}
+    with pytest.raises(DENIED):
+        await request(clusters.a, subject, {"stream_name": "DESIRED", "config": config})
+
+
+GATE = "fleet.jsapi.alpha"
+OWN_FILTER = "fleet.desired.alpha.>"
+
+
+def mirror_request(name: str, **changes: object) -> dict[str, object]:
+    """A create request shaped exactly like the one alpha's mirror sends, with `changes`."""
+    config: dict[str, object] = {
+        "name": name,
+        "deliver_policy": "all",
+        "ack_policy": "none",
+        "max_deliver": 1,
+        "filter_subject": OWN_FILTER,
+        "flow_control": True,
+        "deliver_subject": f"fleet.sync.desired.alpha.M.{name}",
+        "idle_heartbeat": 1_000_000_000,
+        "inactive_threshold": 10_000_000_000,
+        "direct": True,
+        "sourcing": True,
+        "metadata": {
+            "_nats.mirror.acc": "FLEET",
+            "_nats.mirror.domain": "edge-alpha",
+            "_nats.mirror.stream": "DESIRED-alpha",
+        },
+    }
+    config.update(changes)
+    return {"stream_name": "DESIRED", "config": config, "action": ""}
+
+
+REFUSED_BY_THE_GATE = [
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.JS_MIRROR_x1.fleet.desired.alpha.>",
+        mirror_request("JS_MIRROR_x1", deliver_subject="loot.alpha"),
+        "push delivery must go to the cluster's own prefix",
+        id="push-to-a-foreign-subject",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.JS_MIRROR_x2.fleet.desired.alpha.>",
+        mirror_request("JS_MIRROR_x2", durable_name="JS_MIRROR_x2"),
+        "durable consumers are refused",
+        id="durable",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.JS_MIRROR_x3.fleet.desired.alpha.>",
+        mirror_request("JS_MIRROR_x3", deliver_subject=None, flow_control=False),
+        "push delivery must go to the cluster's own prefix",
+        id="pull",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.mine.fleet.desired.alpha.>",
+        mirror_request("mine"),
+        "is not a mirror's",
+        id="named-freely",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.JS_MIRROR_x4.fleet.desired.beta.>",
+        mirror_request("JS_MIRROR_x4", filter_subject="fleet.desired.beta.>"),
+        "the filter must be 'fleet.desired.alpha.>'",
+        id="beta-filter",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.JS_MIRROR_x5.fleet.desired.alpha.>",
+        mirror_request("JS_MIRROR_x5", inactive_threshold=0),
+        "inactive_threshold must be set and at most 60 s",
+        id="never-expires",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.DESIRED.JS_MIRROR_x6.fleet.desired.alpha.>",
+        {**mirror_request("JS_MIRROR_x6"), "action": "update"},
+        "consumers are created, never updated",
+        id="update",
+    ),
+    pytest.param(
+        "CONSUMER.CREATE.EVENTS.JS_MIRROR_x7.fleet.desired.alpha.>",
+        mirror_request("JS_MIRROR_x7"),
+        "only be created on DESIRED",
+        id="another-stream",
+    ),
+    pytest.param(
+        "CONSUMER.DELETE.DESIRED.edge-beta", None, "may be deleted", id="delete-beta-durable"
+    ),
+    pytest.param("STREAM.INFO.DESIRED", None, "not an operation an edge may ask", id="stream-info"),
+]
+
+
+@pytest.mark.parametrize(("api", "body", "rule"), REFUSED_BY_THE_GATE)
+async def test_the_consumer_gate_refuses_every_consumer_but_a_mirror_of_the_cluster_own_slice(
+    clusters: TwoClusters, api: str, body: object, rule: str
+) -> None:
+    answer = orjson.loads(await request(clusters.a, f"{GATE}.{api}", body))
+    assert answer["error"]["code"] == 403, answer
+    assert rule in answer["error"]["description"], answer
+    gate = clusters.hub.services.consumer_gate
+    assert all(not name.startswith("JS_MIRROR_x") for name in gate.created.get("alpha", set()))
+
+
+async def test_cluster_a_cannot_ask_the_gate_in_cluster_b_name(clusters: TwoClusters) -> None:
+    with pytest.raises(DENIED):
+        await request(
+            clusters.a,
+            "fleet.jsapi.beta.CONSUMER.CREATE.DESIRED.JS_MIRROR_b1.fleet.desired.beta.>",
+            mirror_request("JS_MIRROR_b1"),
+        )
+
+
+async def hub_client(hub: EdgeHub) -> NatsClient:
+    return await nats.connect(hub.server.client_url, user="hub", password=hub.password)
+
+
+async def consumer_exists(nc: NatsClient, name: str) -> bool:
+    reply = await nc.request(f"$JS.API.CONSUMER.INFO.DESIRED.{name}", b"", timeout=2)
+    return "error" not in orjson.loads(reply.data)
+
+
+async def test_a_cluster_gets_a_mirror_consumer_up_to_its_limit_and_none_after_removal(
     clusters: TwoClusters,
 ) -> None:
-    config = {"name": "peek", "filter_subject": "fleet.desired.beta.>", "ack_policy": "none"}
-    with pytest.raises(DENIED):
-        await request(
-            clusters.a,
-            "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek.fleet.desired.beta.>",
-            {"stream_name": "DESIRED", "config": config},
-        )
-    # A create whose subject names alpha but whose body filters on beta is refused by the server.
-    answer = orjson.loads(
-        await request(
-            clusters.a,
-            "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek.fleet.desired.alpha.>",
-            {"stream_name": "DESIRED", "config": config},
-        )
+    gate = clusters.hub.services.consumer_gate
+    await eventually(lambda: len(gate.created.get("alpha", ())) == 1, what="alpha's mirror")
+    (mirror,) = gate.created["alpha"]
+    api = "CONSUMER.CREATE.DESIRED.JS_MIRROR_extra.fleet.desired.alpha.>"
+    created = orjson.loads(
+        await request(clusters.a, f"{GATE}.{api}", mirror_request("JS_MIRROR_extra"))
     )
-    assert answer["error"]["err_code"] == 10131
-    with pytest.raises(DENIED):
-        await request(clusters.a, "$JS.hub.API.CONSUMER.CREATE.DESIRED.peek", {"config": config})
+    extra = created["name"]
+    assert extra.startswith("JS_MIRROR_extra"), created
+    over = "CONSUMER.CREATE.DESIRED.JS_MIRROR_over.fleet.desired.alpha.>"
+    refused = orjson.loads(
+        await request(clusters.a, f"{GATE}.{over}", mirror_request("JS_MIRROR_over"))
+    )
+    assert "already has 2 live consumers (limit 2)" in refused["error"]["description"]
+    hub = await hub_client(clusters.hub)
+    try:
+        assert await consumer_exists(hub, mirror)
+        assert await consumer_exists(hub, extra)
+        await clusters.hub.deregister("alpha")
+        assert not await consumer_exists(hub, mirror)
+        assert not await consumer_exists(hub, extra)
+        assert not await consumer_exists(hub, "edge-alpha")
+        assert await consumer_exists(hub, "edge-beta")
+    finally:
+        await hub.close()
+    with pytest.raises((*DENIED, nats.errors.ConnectionClosedError)):
+        await request(clusters.a, f"{GATE}.{api}", mirror_request("JS_MIRROR_late"))
 
 
 async def test_cluster_a_cannot_direct_get_cluster_b_desired_state(clusters: TwoClusters) -> None:

@@ -37,7 +37,9 @@ def test_a_value_that_differs_only_by_randomness_keeps_the_published_one() -> No
 
 
 def test_new_text_around_a_generated_value_is_refused_naming_the_field() -> None:
-    with pytest.raises(RegenerationRefused, match=r"secret.yaml:1: Secret/apps/auth: stringData.motd"):
+    with pytest.raises(
+        RegenerationRefused, match=r"secret.yaml:1: Secret/apps/auth: stringData.motd"
+    ):
         keep("hello Xq81", "bye aB3d", "bye Zz09")
 
 
