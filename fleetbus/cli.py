@@ -31,7 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "cluster": ("cluster", "register, list, label and remove clusters"),
     "override": ("override", "set, remove, list and preview overrides"),
-    "blueprint": ("blueprint", "publish, list, show, diff and assign blueprints"),
+    "blueprint": (
+        "blueprint",
+        "versioned stacks of tasksets applied to every matching cluster",
+    ),
     "rollout": ("rollout", "act on a taskset's rollout"),
     "status": ("status", "desired and applied state per cluster"),
     "state": ("state", "the desired state of a cluster, as of a time"),

@@ -121,6 +121,13 @@ def parse_single_mapping(text: str, source: str) -> dict[str, Any]:
     return mapping
 
 
+def load_yaml_values(text: str, source: str) -> list[Any]:
+    """Every document of a YAML stream as Kubernetes reads it (None for an empty one).
+
+    Raises `InvalidYaml` naming `source` and the line."""
+    return [value for _, value in _load_all(text, source)]
+
+
 def _load_all(text: str, source: str, first_line: int = 1) -> Iterator[tuple[int, Any]]:
     loader = KubernetesYamlLoader(text)
     loader.source = source

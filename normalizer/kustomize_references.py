@@ -32,9 +32,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from normalizer.errors import RefusedReference
+from normalizer.documents import load_yaml_values
+from normalizer.errors import InvalidYaml, RefusedReference
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 MAX_REFERENCE_LENGTH = 1024
@@ -150,9 +149,10 @@ def local_directories(directory: Path) -> set[Path]:
         current = pending.pop()
         for file in _kustomization_files(current):
             try:
-                document = yaml.safe_load(file.read_text())
-            except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                loaded = load_yaml_values(file.read_text(), str(file))
+            except (InvalidYaml, OSError, UnicodeDecodeError):
                 continue
+            document = loaded[0] if len(loaded) == 1 else None
             if not isinstance(document, Mapping):
                 continue
             for reference in references_of(document):
@@ -220,8 +220,8 @@ class _OverlayCheck:
 
     def check_configs(self, directory: Path, label: str, field: str, text: str) -> None:
         try:
-            documents = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as e:
+            documents = load_yaml_values(text, label)
+        except InvalidYaml as e:
             raise RefusedReference(
                 label, field, _shorten(text), f"it cannot be read as YAML ({_one_line(e)})"
             ) from e
@@ -243,12 +243,17 @@ class _OverlayCheck:
     def load(self, file: Path) -> Any:
         text = self.read(file)
         try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
+            documents = load_yaml_values(text, self.label(file))
+        except InvalidYaml as e:
             # What we cannot read, we cannot check: refused rather than handed to kustomize.
             raise RefusedReference(
                 self.label(file), "the file", None, f"it cannot be read as YAML ({_one_line(e)})"
             ) from e
+        if len(documents) > 1:
+            raise RefusedReference(
+                self.label(file), "the file", None, "a kustomization is one YAML document"
+            )
+        return documents[0] if documents else None
 
     def read(self, file: Path) -> str:
         try:
