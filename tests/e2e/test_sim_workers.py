@@ -24,6 +24,7 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.natsserver import free_port
+from tests.eventually import wait_until
 from tests.processes import nats_servers_under, pids_where
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
@@ -54,14 +55,6 @@ def sim_workers_of(hub_pid: int) -> list[int]:
     )
 
 
-def wait_until(predicate: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.1)
-
-
 class SimHub:
     def __init__(self, data_dir: Path) -> None:
         self.data = DataDir(data_dir)
@@ -90,7 +83,9 @@ class SimHub:
         )
         process = self.process
         wait_until(
-            lambda: self.data.hub_json.exists() or process.poll() is not None, "hub ready", 120
+            lambda: self.data.hub_json.exists() or process.poll() is not None,
+            "hub ready",
+            within=120,
         )
         assert process.poll() is None, "fleetbus up exited while starting"
         self.workers = sim_workers_of(process.pid)
@@ -192,7 +187,9 @@ def test_a_killed_hub_takes_its_sim_workers_with_it(sim_hub: SimHub) -> None:
     sim_hub.process.kill()
     sim_hub.process.wait(10)
     wait_until(
-        lambda: not any(alive(pid) for pid in sim_hub.workers), "workers exit after the hub", 30
+        lambda: not any(alive(pid) for pid in sim_hub.workers),
+        "workers exit after the hub",
+        within=30,
     )
 
 
