@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.natsserver import free_port
-from tests.eventually import wait_until
+from tests.eventually import eventually_value, wait_until
 from tests.processes import nats_servers_under, pids_where
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
@@ -124,13 +123,13 @@ class SimHub:
 async def wait_applied(hub: SimHub, *, times: int, clusters: int = CLUSTERS) -> None:
     """Until every sim-1..sim-`clusters` has applied the board `times` times (in REPORTS)."""
     expected = {f"sim-{i}" for i in range(1, clusters + 1)}
-    deadline = time.monotonic() + 90
-    while True:
-        applied = await hub.applied("board")
-        if {name for name in expected if applied[name] >= times} == expected:
-            return
-        assert time.monotonic() < deadline, f"applied {times} times: only {dict(applied)}"
-        await asyncio.sleep(0.3)
+    await eventually_value(
+        lambda: hub.applied("board"),
+        f"{sorted(expected)} to have applied the board {times} times",
+        lambda applied: all(applied[name] >= times for name in expected),
+        within=90,
+        interval=0.3,
+    )
 
 
 @pytest.fixture
