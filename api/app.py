@@ -183,6 +183,9 @@ def create_app(hub: HubContext) -> Litestar:
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
+        # Logging is the process's to configure (`fleetbus.jsonlog`): Litestar's default config
+        # would replace the root handlers with its own queue listener on stderr.
+        logging_config=None,
         request_max_body_size=hub.max_body_bytes,
         lifespan=[observe_metrics],
         debug=False,

@@ -57,13 +57,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from tests.eventually import wait_until
 
 T = TypeVar("T")
 
@@ -369,18 +371,6 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPISe
         _stop(process)
 
 
-def wait_until(what: str, check: Callable[[], T | None], deadline_s: float = 60.0) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {deadline_s:.0f}s waiting for {what}; last seen: {last!r}")
-
-
 def get_or_none(api: KubeAPIServer, path: str) -> Any:
     """GET `path`; None when the object does not exist."""
     try:
@@ -443,8 +433,8 @@ def create_cluster_namespace(
         },
     )
     wait_until(
-        f"the default ServiceAccount of namespace {name}",
         lambda: get_or_none(api, f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        f"the default ServiceAccount of namespace {name}",
     )
 
 

@@ -8,27 +8,15 @@ cluster; status, state and preview show the result; a projection rebuild keeps t
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.test_hub_process import Hub, hub
+from tests.eventually import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 __all__ = ["hub"]
-
-
-def poll(read: Callable[[], Any], accept: Callable[[Any], bool], what: str) -> Any:
-    deadline = time.monotonic() + 60
-    while True:
-        value = read()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        time.sleep(0.2)
 
 
 def status_rows(hub: Hub) -> list[dict[str, Any]]:
@@ -47,7 +35,7 @@ def test_overrides_status_state_and_rebuild_through_the_cli(hub: Hub) -> None:
         "publish", str(EXAMPLES / "helm" / "web"), "--name", "web", "--selector", "env"
     )
     assert published.returncode == 0, published.stderr
-    poll(lambda: status_rows(hub), lambda rows: len(rows) == 2, "both clusters scheduled")
+    wait_until(lambda: status_rows(hub), "both clusters scheduled", lambda rows: len(rows) == 2)
 
     values = hub.fleetbus(
         "override",
@@ -87,12 +75,12 @@ def test_overrides_status_state_and_rebuild_through_the_cli(hub: Hub) -> None:
     assert ghost.returncode == 2
     assert "edge-9" in ghost.stderr
 
-    rows = poll(
+    rows = wait_until(
         lambda: status_rows(hub),
+        "edge-1 customised",
         lambda rows: any(
             r["cluster"] == "edge-1" and r["overrides"] == ["prod", "canary"] for r in rows
         ),
-        "edge-1 customised",
     )
     by_cluster = {row["cluster"]: row for row in rows}
     assert by_cluster["edge-1"]["desired_generation"] == 3

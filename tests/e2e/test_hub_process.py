@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,18 +16,10 @@ from pathlib import Path
 import pytest
 
 from fleetbus.natsserver import free_port
+from tests.eventually import wait_until
 from tests.processes import nats_servers_under
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
-
-
-def wait_until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def healthy(url: str) -> bool:
@@ -65,7 +56,9 @@ class Hub:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        wait_until(lambda: healthy(f"http://127.0.0.1:{self.http_port}/healthz"))
+        wait_until(
+            lambda: healthy(f"http://127.0.0.1:{self.http_port}/healthz"), "healthz", within=30
+        )
 
     def interrupt(self) -> int:
         assert self.process is not None
@@ -179,8 +172,12 @@ def test_the_embedded_nats_server_runs_under_the_memory_limit_given_also_after_a
     assert nats_varz(hub.data_dir)["gomemlimit"] == 700 * 2**20
     [first] = nats_servers_under(hub.data_dir)
     os.kill(first, signal.SIGKILL)
-    wait_until(lambda: [p for p in nats_servers_under(hub.data_dir) if p != first], 60)
-    wait_until(lambda: healthy(f"http://127.0.0.1:{hub.http_port}/healthz"), 60)
+    wait_until(
+        lambda: [p for p in nats_servers_under(hub.data_dir) if p != first],
+        "a new nats-server",
+        within=60,
+    )
+    wait_until(lambda: healthy(f"http://127.0.0.1:{hub.http_port}/healthz"), "healthz", within=60)
     assert nats_varz(hub.data_dir)["gomemlimit"] == 700 * 2**20
     assert hub.interrupt() == 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from edge_connector.kube_executor import KubernetesExecutor
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime, EdgeState
 from tests.e2e.test_hub_process import Hub, hub
+from tests.eventually import eventually_value
 from tests.integration.controller_harness import ControllerEnv, running_controller
 from tests.kube_envtest import KubeAPIServer
 
@@ -37,14 +37,9 @@ async def poll(
     read: Callable[[], Any], accept: Callable[[Any], bool], what: str, within_s: float = 90.0
 ) -> Any:
     """Run the blocking `read` off the event loop until `accept` likes its answer."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await asyncio.to_thread(read)
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        await asyncio.sleep(0.2)
+    return await eventually_value(
+        lambda: asyncio.to_thread(read), what, accept, within=within_s, interval=0.2
+    )
 
 
 def status_rows(hub: Hub, taskset: str) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.natsserver import free_port
+from tests.eventually import eventually_value, wait_until
 from tests.processes import nats_servers_under, pids_where
 
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
@@ -54,14 +54,6 @@ def sim_workers_of(hub_pid: int) -> list[int]:
     )
 
 
-def wait_until(predicate: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.1)
-
-
 class SimHub:
     def __init__(self, data_dir: Path) -> None:
         self.data = DataDir(data_dir)
@@ -90,7 +82,9 @@ class SimHub:
         )
         process = self.process
         wait_until(
-            lambda: self.data.hub_json.exists() or process.poll() is not None, "hub ready", 120
+            lambda: self.data.hub_json.exists() or process.poll() is not None,
+            "hub ready",
+            within=120,
         )
         assert process.poll() is None, "fleetbus up exited while starting"
         self.workers = sim_workers_of(process.pid)
@@ -129,13 +123,13 @@ class SimHub:
 async def wait_applied(hub: SimHub, *, times: int, clusters: int = CLUSTERS) -> None:
     """Until every sim-1..sim-`clusters` has applied the board `times` times (in REPORTS)."""
     expected = {f"sim-{i}" for i in range(1, clusters + 1)}
-    deadline = time.monotonic() + 90
-    while True:
-        applied = await hub.applied("board")
-        if {name for name in expected if applied[name] >= times} == expected:
-            return
-        assert time.monotonic() < deadline, f"applied {times} times: only {dict(applied)}"
-        await asyncio.sleep(0.3)
+    await eventually_value(
+        lambda: hub.applied("board"),
+        f"{sorted(expected)} to have applied the board {times} times",
+        lambda applied: all(applied[name] >= times for name in expected),
+        within=90,
+        interval=0.3,
+    )
 
 
 @pytest.fixture
@@ -192,7 +186,9 @@ def test_a_killed_hub_takes_its_sim_workers_with_it(sim_hub: SimHub) -> None:
     sim_hub.process.kill()
     sim_hub.process.wait(10)
     wait_until(
-        lambda: not any(alive(pid) for pid in sim_hub.workers), "workers exit after the hub", 30
+        lambda: not any(alive(pid) for pid in sim_hub.workers),
+        "workers exit after the hub",
+        within=30,
     )
 
 

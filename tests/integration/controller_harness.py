@@ -11,7 +11,6 @@ pods (see infra/envtest/kwok/stages.yaml).
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from edge_connector.kube_executor import FIELD_MANAGER, step_name, task_resource
 from kube_contract.resources import EVENT, STEP, TASK, ResourceInfo
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, ObjectRef, Phase, Taskset
+from tests.eventually import eventually_value
 
 T = TypeVar("T")
 
@@ -87,14 +87,7 @@ class ControllerEnv:
         deadline_s: float = DEADLINE_S,
     ) -> T:
         """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-        deadline = time.monotonic() + deadline_s
-        last: T | None = None
-        while time.monotonic() < deadline:
-            last = await check()
-            if last:
-                return last
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+        return await eventually_value(check, what, within=deadline_s, interval=0.05)
 
     async def task_phase(self, name: str, phase: str) -> dict[str, Any]:
         async def check() -> dict[str, Any] | None:

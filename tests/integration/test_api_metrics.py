@@ -19,6 +19,7 @@ from api.metrics import HubMetrics
 from events.catalog import DriftCorrected, DriftDetected, Event, TaskFailed
 from events.ids import new_event_id
 from events.store import EventStore
+from tests.eventually import eventually_value
 from tests.integration.api_harness import live_api
 from tests.integration.test_api_events import (
     NOW,
@@ -50,12 +51,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 async def scrape_until(client: httpx.AsyncClient, condition: Callable[[Samples], bool]) -> Samples:
     """Scrape until `condition` holds (the observer follows the log asynchronously)."""
-    async with asyncio.timeout(15):
-        while True:
-            samples = await scrape(client)
-            if condition(samples):
-                return samples
-            await asyncio.sleep(0.1)
+    return await eventually_value(
+        lambda: scrape(client), "the metrics", condition, within=15, interval=0.1
+    )
 
 
 async def test_events_and_reports_are_counted_as_they_arrive(

@@ -9,13 +9,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import nats.errors
 import nats.js.errors
-import pytest
 from nats.aio.msg import Msg
 
 from events.pull import ContinuousPull, PullSettings
 from events.store import EventStore, connect
 from events.tasks import cancel_and_wait
 from tests.conftest import HubNats
+from tests.eventually import eventually
 
 STREAM = "PULLTEST"
 DURABLE = "reader"
@@ -64,10 +64,7 @@ class Reader:
     async def until(self, count: int, *, within: float) -> float:
         """Seconds until `count` bodies were handed over; fails after `within`."""
         started = time.monotonic()
-        while len(self.bodies) < count:
-            if time.monotonic() - started > within:
-                pytest.fail(f"{len(self.bodies)} of {count} messages after {within} s")
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(self.bodies) >= count, f"{count} messages", within=within)
         return time.monotonic() - started
 
     async def stop(self) -> None:

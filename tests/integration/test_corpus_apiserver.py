@@ -10,7 +10,6 @@ serves, listed in `UNSERVED` (the Helm 2 chart's `apiextensions.k8s.io/v1beta1` 
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from normalizer import NormalizeOptions, normalize
 from taskset.model import Taskset
 from tests.corpus_cases import CHARTS, KUSTOMIZATIONS
+from tests.eventually import wait_until
 from tests.kube_envtest import KubeAPIError, KubeAPIServer, create_namespace, unique_namespace_name
 
 pytestmark = pytest.mark.kube
@@ -76,23 +76,24 @@ def apply(api: KubeAPIServer, path: str, manifest: dict[str, Any], *, dry_run: b
 
 
 def wait_established(api: KubeAPIServer, name: str) -> None:
-    deadline = time.monotonic() + ESTABLISH_TIMEOUT_S
-    while True:
+    def established() -> bool:
         crd = api.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
         conditions = (crd.get("status") or {}).get("conditions") or []
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-            return
-        assert time.monotonic() < deadline, f"CRD {name} not Established in time"
-        time.sleep(0.2)
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_until(established, f"CRD {name} to be Established", within=ESTABLISH_TIMEOUT_S)
 
 
 def await_discovery(discovery: Discovery, api_version: str, kind: str) -> None:
     """Discovery lags a CRD's Established condition a little: poll until the kind is served."""
-    deadline = time.monotonic() + ESTABLISH_TIMEOUT_S
-    while discovery.resource(api_version, kind) is None:
-        assert time.monotonic() < deadline, f"{kind} of {api_version} never served"
+
+    def served() -> bool:
+        if discovery.resource(api_version, kind) is not None:
+            return True
         discovery.forget()
-        time.sleep(0.2)
+        return False
+
+    wait_until(served, f"{kind} of {api_version} to be served", within=ESTABLISH_TIMEOUT_S)
 
 
 def send_to_apiserver(api: KubeAPIServer, taskset: Taskset) -> tuple[list[str], set[str]]:

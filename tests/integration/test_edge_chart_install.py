@@ -17,7 +17,8 @@ from helm_python import Config
 
 from access.pki import CertificateAuthority
 from fleetbus.bundle import EdgeSettings, helm_values
-from tests.kube_envtest import KubeAPIServer, condition, unique_namespace_name, wait_until
+from tests.eventually import wait_until
+from tests.kube_envtest import KubeAPIServer, condition, unique_namespace_name
 
 pytestmark = pytest.mark.kube
 
@@ -80,6 +81,6 @@ def test_the_edge_chart_installs_as_a_helm_release_whose_pods_become_ready_and_u
         pods = kube_cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
         return not pods and not workloads(kube_cluster, namespace)
 
-    wait_until(f"the release's workloads and pods in {namespace} to be gone", nothing_left)
+    wait_until(nothing_left, f"the release's workloads and pods in {namespace} to be gone")
     secrets = kube_cluster.request("GET", f"/api/v1/namespaces/{namespace}/secrets")["items"]
     assert [s["metadata"]["name"] for s in secrets if s["type"].startswith("helm.sh/")] == []

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.eventually import wait_until
 from tests.kube_envtest import KubeAPIError, KubeAPIServer, start_kube_apiserver
 
 WATCH_DEADLINE_S = 30.0
@@ -32,14 +33,19 @@ def _configmap(namespace: str, name: str, data: dict[str, str]) -> str:
 
 
 def _poll_until_allowed(api: KubeAPIServer, path: str, token: str) -> Any:
-    deadline = time.monotonic() + 10.0
-    while True:
+    """GET `path` as `token` until RBAC allows it (a new binding takes a moment to apply)."""
+
+    def read() -> Any:
         try:
             return api.request("GET", path, token=token)
         except KubeAPIError as err:
-            if err.status != 403 or time.monotonic() > deadline:
+            if err.status != 403:
                 raise
-        time.sleep(0.05)
+            return None
+
+    return wait_until(
+        read, f"GET {path} to be allowed", lambda answer: answer is not None, within=10.0
+    )
 
 
 @pytest.mark.kube

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from tests.eventually import wait_until
 from tests.kube_envtest import (
     FAIL_ANNOTATION,
     KubeAPIServer,
     condition,
     get_or_none,
-    wait_until,
 )
 
 pytestmark = pytest.mark.kube
@@ -72,7 +72,7 @@ def test_a_deployment_becomes_available_with_its_pods_running_on_simulated_nodes
 
     path = f"/apis/apps/v1/namespaces/{ns}/deployments/web"
     deployment = wait_until(
-        "Deployment web to be Available", lambda: _true_condition(kube_cluster, path, "Available")
+        lambda: _true_condition(kube_cluster, path, "Available"), "Deployment web to be Available"
     )
 
     assert deployment["status"]["availableReplicas"] == 3
@@ -91,7 +91,7 @@ def test_a_job_runs_its_pod_to_completion(
 
     path = f"/apis/batch/v1/namespaces/{ns}/jobs/migrate"
     job = wait_until(
-        "Job migrate to be Complete", lambda: _true_condition(kube_cluster, path, "Complete")
+        lambda: _true_condition(kube_cluster, path, "Complete"), "Job migrate to be Complete"
     )
 
     assert job["status"]["succeeded"] == 1
@@ -106,7 +106,7 @@ def test_a_job_whose_pods_are_asked_to_fail_fails_with_the_job_controllers_reaso
     kube_cluster.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", job)
 
     path = f"/apis/batch/v1/namespaces/{ns}/jobs/broken"
-    failed = wait_until("Job broken to fail", lambda: _true_condition(kube_cluster, path, "Failed"))
+    failed = wait_until(lambda: _true_condition(kube_cluster, path, "Failed"), "Job broken to fail")
 
     assert failed["status"].get("succeeded", 0) == 0
     assert (condition(failed, "Failed") or {}).get("reason") == "BackoffLimitExceeded"
@@ -128,18 +128,18 @@ def test_deleting_a_namespace_removes_it_with_everything_in_it(
         "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment("api", 1)
     )
     wait_until(
-        "Deployment api to be Available",
         lambda: _true_condition(
             kube_cluster, f"/apis/apps/v1/namespaces/{ns}/deployments/api", "Available"
         ),
+        "Deployment api to be Available",
     )
 
     kube_cluster.request("DELETE", f"/api/v1/namespaces/{ns}")
 
     wait_until(
-        f"namespace {ns} to be gone",
         lambda: get_or_none(kube_cluster, f"/api/v1/namespaces/{ns}") is None,
-        deadline_s=120.0,
+        f"namespace {ns} to be gone",
+        within=120.0,
     )
 
 
@@ -151,10 +151,10 @@ def test_deleting_a_deployment_garbage_collects_its_replica_sets_and_pods(
         "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment("cache", 2)
     )
     wait_until(
-        "Deployment cache to be Available",
         lambda: _true_condition(
             kube_cluster, f"/apis/apps/v1/namespaces/{ns}/deployments/cache", "Available"
         ),
+        "Deployment cache to be Available",
     )
 
     kube_cluster.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/cache")
@@ -165,5 +165,5 @@ def test_deleting_a_deployment_garbage_collects_its_replica_sets_and_pods(
         return len(sets["items"]) + len(pods["items"])
 
     wait_until(
-        "the ReplicaSet and Pods of cache to be collected", lambda: children_left() == 0 or None
+        lambda: children_left() == 0 or None, "the ReplicaSet and Pods of cache to be collected"
     )
