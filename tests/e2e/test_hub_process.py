@@ -57,7 +57,7 @@ class Hub:
             text=True,
         )
         wait_until(
-            lambda: healthy(f"http://127.0.0.1:{self.http_port}/healthz"), "healthz", within=30
+            lambda: healthy(f"http://127.0.0.1:{self.http_port}/healthz"), "healthz", within=90
         )
 
     def interrupt(self) -> int:
