@@ -14,17 +14,8 @@ bin_dir="$repo/.cache/yamloracle/bin"
 bin="$bin_dir/yamloracle"
 stamp="$bin.sha256"
 
-go_bin="${GO:-}"
-if [[ -z "$go_bin" ]]; then
-    if command -v go >/dev/null 2>&1; then
-        go_bin="$(command -v go)"
-    elif [[ -x /usr/local/go/bin/go ]]; then
-        go_bin=/usr/local/go/bin/go
-    else
-        echo "build.sh: no Go toolchain found (set GO=/path/to/go)" >&2
-        exit 1
-    fi
-fi
+# shellcheck source=../find-go.sh
+source "$here/../find-go.sh"
 
 inputs_digest() {
     (
