@@ -23,7 +23,7 @@ from events.codec import EventDecoder
 from events.connection import connect
 from events.errors import EventLogError
 from events.replay import Reader, StoredEvent
-from events.stream_api import StreamApi
+from events.stream_api import SETTLE_WITHIN_S, StreamApi
 from events.streams import EVENTS_STREAM, MANAGED_ELSEWHERE
 
 
@@ -94,8 +94,11 @@ class EventStore(Appender, Reader):
         configs: Sequence[dict[str, Any]],
         *,
         keep: Mapping[str, Sequence[str]] = MANAGED_ELSEWHERE,
+        settle_within: float = SETTLE_WITHIN_S,
     ) -> None:
-        await self.api.ensure_streams(configs, keep=keep)
+        """Create or update every stream, waiting up to `settle_within` seconds for a cluster
+        that is still forming."""
+        await self.api.ensure_streams(configs, keep=keep, settle_within=settle_within)
 
     async def stream_info(self, stream: str | None = None) -> dict[str, Any]:
         return await self.api.stream_info(stream)

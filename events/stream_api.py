@@ -8,6 +8,9 @@ subject, which is an aggregate's version).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +21,25 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from events.connection import request
-from events.errors import AppendRefused
+from events.errors import AppendRefused, EventLogUnavailable
 from events.streams import MANAGED_ELSEWHERE
+
+log = logging.getLogger(__name__)
+
+CLUSTER_SETTLING = {
+    10005: "no suitable peers for placement",
+    10008: "JetStream system temporarily unavailable",
+    10023: "insufficient resources",
+}
+"""JetStream API errors a cluster answers while it forms or elects a leader: a stream create
+that gets one succeeds once every peer has reported to the meta leader."""
+
+SETTLE_WITHIN_S = 60.0
+"""How long creating the hub's streams waits for a forming cluster before giving up."""
+
+
+class ClusterSettling(AppendRefused):
+    """A stream create refused with one of `CLUSTER_SETTLING`: worth asking again."""
 
 
 @dataclass
@@ -81,6 +101,8 @@ class StreamApi:
         error = answer.get("error") if isinstance(answer, dict) else None
         if not error:
             return
+        if error.get("err_code") in CLUSTER_SETTLING:
+            raise ClusterSettling(f"stream {name} not created yet: {error.get('description')}")
         if error.get("err_code") == 10058:  # stream name already in use (config differs)
             if keep:
                 current = (await self.stream_info(name))["config"]
@@ -95,10 +117,33 @@ class StreamApi:
         configs: Sequence[dict[str, Any]],
         *,
         keep: Mapping[str, Sequence[str]] = MANAGED_ELSEWHERE,
+        settle_within: float = SETTLE_WITHIN_S,
     ) -> None:
-        """`ensure_stream` for each config; `keep` names, per stream, the fields to keep."""
+        """`ensure_stream` for each config; `keep` names, per stream, the fields to keep.
+
+        A cluster still forming (a refusal in `CLUSTER_SETTLING`, or no answer at all) is asked
+        again, with pauses doubling to 2 s, for up to `settle_within` seconds."""
         for config in configs:
-            await self.ensure_stream(config, keep=keep.get(config["name"], ()))
+            await self._ensure_settled(config, keep.get(config["name"], ()), settle_within)
+
+    async def _ensure_settled(
+        self, config: dict[str, Any], keep: Sequence[str], settle_within: float
+    ) -> None:
+        deadline = time.monotonic() + settle_within
+        pause = 0.1
+        while True:
+            try:
+                await self.ensure_stream(config, keep=keep)
+                return
+            except (ClusterSettling, EventLogUnavailable) as e:
+                if time.monotonic() + pause > deadline:
+                    raise ClusterSettling(
+                        f"cannot create stream {config['name']}: JetStream did not settle "
+                        f"within {settle_within:g} s ({e})"
+                    ) from e
+                log.warning("%s; asking again in %.1f s", e, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     async def stream_info(self, stream: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = await self.api_request(f"STREAM.INFO.{stream or self.stream}")

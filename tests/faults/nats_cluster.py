@@ -84,12 +84,14 @@ class NatsCluster:
                 )
             )
 
-    def start(self) -> None:
-        """Start every node at once: none is healthy before a JetStream meta leader exists."""
+    def start(self, count: int | None = None) -> None:
+        """Start the first `count` nodes (all by default) at once: none is healthy before a
+        JetStream meta leader exists, which takes a majority."""
         if not self.nodes:
             self.render()
+        starting = self.nodes[: self.size if count is None else count]
         with ThreadPoolExecutor(self.size) as pool:
-            for future in [pool.submit(node.start, 60.0) for node in self.nodes]:
+            for future in [pool.submit(node.start, 60.0) for node in starting]:
                 future.result()
 
     def stop(self) -> None:

@@ -44,6 +44,21 @@ def healthy(url: str) -> bool:
         return False
 
 
+async def hub_answers(hub: subprocess.Popen[bytes], health: str, log_path: Path) -> None:
+    """Wait for the hub's /healthz; a hub that exits or never answers fails with its log."""
+
+    def answering() -> bool:
+        if hub.poll() is not None:
+            raise AssertionError(f"the hub exited with code {hub.returncode}")
+        return healthy(health)
+
+    try:
+        await eventually(answering, "the hub answering /healthz", within=90, interval=0.1)
+    except AssertionError as e:
+        tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-4000:]
+        raise AssertionError(f"{e}\nthe hub's log:\n{tail}") from None
+
+
 @pytest.fixture
 def cluster_hub(tmp_path: Path) -> Iterator[tuple[NatsCluster, subprocess.Popen[bytes], int]]:
     data_dir = tmp_path / "hub"
@@ -85,7 +100,7 @@ async def test_the_hub_on_a_three_node_cluster_keeps_serving_after_a_node_is_kil
     cluster, hub, http_port = cluster_hub
     rng = random.Random(2718)
     health = f"http://127.0.0.1:{http_port}/healthz"
-    await eventually(lambda: healthy(health), "the hub answering /healthz", within=60, interval=0.1)
+    await hub_answers(hub, health, tmp_path / "hub.log")
     data_dir = tmp_path / "hub"
     info = orjson.loads((data_dir / "hub.json").read_bytes())
     assert info["nats_urls"] == cluster.urls
