@@ -14,23 +14,19 @@ durable consumer as a new message; then `AntiEntropyRepaired` is appended to the
 The digest's origin is its subject: the hub only lets cluster C publish on
 `fleet.inventory.C`, and a digest whose body names another cluster is dropped.
 
-`DesiredReader` is the NATS adapter of this module (direct gets, conditional re-writes, the
-inventory subscription); everything above it is pure or plain sequencing.
+`DesiredReader` reads and writes through named operations of `events.port.JetStreamPort`
+(batched direct gets, conditional re-writes, the inventory subscription); everything else here
+is pure or plain sequencing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-import nats.errors
-import orjson
-from nats.aio.msg import Msg
 
 from events import subjects
 from events.catalog import AntiEntropyRepaired
@@ -42,6 +38,7 @@ from events.inventory import (
     decode_inventory,
     desired_state_digest,
 )
+from events.port import JetStreamPort
 from events.store import EventStore
 from events.streams import DESIRED_STREAM
 from taskset.codec import CorruptPayload, decode_cluster_task
@@ -125,66 +122,36 @@ def _state_of(headers: Mapping[str, str], payload: bytes) -> TasksetState | None
 
 
 class DesiredReader:
-    """Reads a cluster's slice of DESIRED and re-writes single subjects (the NATS adapter)."""
+    """Reads a cluster's slice of DESIRED and re-writes single subjects, through the named
+    operations of `events.port.JetStreamPort`."""
 
     def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
         self.store = store
-        self.nc = store.api.nc
+        self.port = JetStreamPort(store.api, timeout=timeout)
         self.timeout = timeout
 
     async def cluster_entries(self, cluster: str) -> dict[str, DesiredEntry]:
-        inbox = self.nc.new_inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def collect(msg: Msg) -> None:
-            await queue.put(msg)
-
-        request = {
-            "multi_last": [subjects.desired_filter(cluster)],
-            "batch": MAX_TASKSETS_PER_CLUSTER,
-        }
         entries: dict[str, DesiredEntry] = {}
-        try:
-            sub = await self.nc.subscribe(inbox, cb=collect)
-            try:
-                await self.nc.publish(
-                    f"{self.store.api.prefix}.DIRECT.GET.{DESIRED_STREAM}",
-                    orjson.dumps(request),
-                    reply=inbox,
-                )
-                while True:
-                    msg = await asyncio.wait_for(queue.get(), self.timeout)
-                    headers = dict(msg.headers or {})
-                    status = headers.get("Status")
-                    if status == "204" or status == "404":
-                        break  # end of batch / no message for this cluster
-                    if status is not None:
-                        raise EventLogUnavailable(
-                            f"direct get of {cluster}'s desired state: status {status} "
-                            f"{headers.get('Description', '')}"
-                        )
-                    subject = headers.get("Nats-Subject", "")
-                    state = _state_of(headers, msg.data)
-                    if state is None:
-                        log.warning("undecodable ClusterTask on %s", subject)
-                        continue
-                    entries[taskset_of(subject)] = DesiredEntry(
-                        subject=subject,
-                        seq=int(headers.get("Nats-Sequence", "0")),
-                        stored_at=datetime.fromisoformat(
-                            headers.get("Nats-Time-Stamp", "").replace("Z", "+00:00")
-                        ),
-                        state=state,
-                        payload=msg.data,
-                        headers={k: v for k, v in headers.items() if k.startswith("Fleetbus-")},
-                    )
-            finally:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
-        except TimeoutError as e:
-            raise EventLogUnavailable(f"no answer reading {cluster}'s desired state") from e
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"reading {cluster}'s desired state failed: {e}") from e
+        found = await self.port.last_per_subject(
+            DESIRED_STREAM, subjects.desired_filter(cluster), MAX_TASKSETS_PER_CLUSTER
+        )
+        for reply in found:
+            headers = reply.headers
+            subject = headers.get("Nats-Subject", "")
+            state = _state_of(headers, reply.data)
+            if state is None:
+                log.warning("undecodable ClusterTask on %s", subject)
+                continue
+            entries[taskset_of(subject)] = DesiredEntry(
+                subject=subject,
+                seq=int(headers.get("Nats-Sequence", "0")),
+                stored_at=datetime.fromisoformat(
+                    headers.get("Nats-Time-Stamp", "").replace("Z", "+00:00")
+                ),
+                state=state,
+                payload=reply.data,
+                headers={k: v for k, v in headers.items() if k.startswith("Fleetbus-")},
+            )
         return entries
 
     async def redeliver(self, entry: DesiredEntry) -> None:
@@ -194,38 +161,17 @@ class DesiredReader:
             "Nats-Msg-Id": f"repair.{entry.subject}.{entry.seq}",
             "Nats-Expected-Last-Subject-Sequence": str(entry.seq),
         }
-        try:
-            reply = await self.nc.request(
-                entry.subject, entry.payload, timeout=self.timeout, headers=headers
-            )
-        except (nats.errors.Error, TimeoutError) as e:
-            raise EventLogUnavailable(f"re-delivery on {entry.subject} failed: {e}") from e
-        answer = orjson.loads(reply.data) if reply.data else {}
+        reply = await self.port.request_once(entry.subject, entry.payload, headers)
+        answer = reply.json()
         error = answer.get("error") if isinstance(answer, dict) else None
         if error:
             if int(error.get("err_code", 0)) == 10071:
                 raise ConcurrencyConflict(entry.subject, entry.seq, str(error.get("description")))
             raise EventLogUnavailable(f"re-delivery on {entry.subject}: {error}")
 
-    async def inventories(self) -> AsyncIterator[tuple[str, bytes]]:
+    def inventories(self) -> AsyncIterator[tuple[str, bytes]]:
         """(subject, payload) of every inventory digest, forever."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
-
-        async def deliver(msg: Msg) -> None:
-            if not queue.full():
-                queue.put_nowait(msg)
-
-        try:
-            sub = await self.nc.subscribe(INVENTORY_WILDCARD, cb=deliver)
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"cannot subscribe to inventory digests: {e}") from e
-        try:
-            while True:
-                msg = await queue.get()
-                yield msg.subject, msg.data
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+        return self.port.messages(INVENTORY_WILDCARD, backlog=10_000)
 
 
 def utc_now() -> datetime:

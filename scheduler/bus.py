@@ -1,6 +1,7 @@
-"""The scheduler's NATS adapter: DESIRED writes and scans, durable readers, the leader lease.
+"""The scheduler's operations on the log: DESIRED writes and scans, durable readers, the lease.
 
-This is the only module of `scheduler` that imports nats; its errors leave it translated.
+Each is a named operation of `events.port.JetStreamPort` (no module of `scheduler` holds a NATS
+client or imports nats); what is decided here is what the headers and answers mean.
 
 - DESIRED writes carry `Nats-Msg-Id` = `<cluster>.<taskset>.<generation>` (a retried write is
   stored once) and the generation, version and digest as headers, so the start-up scan can
@@ -16,24 +17,18 @@ This is the only module of `scheduler` that imports nats; its errors leave it tr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 import orjson
-from nats.aio.msg import Msg
-from nats.js import api as js_api
 
 from events.catalog import Event
-from events.connection import request
-from events.errors import EventLogError, EventLogUnavailable, UndecodableEvent
-from events.pull import ContinuousPull, PullSettings
-from events.replies import PendingReplies
+from events.errors import UndecodableEvent
+from events.port import JetStreamPort, Outgoing, Received, Reply
+from events.pull import PullSettings
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
 from events.subjects import desired_filter
@@ -49,6 +44,10 @@ DESIRED_WINDOW = 512
 """DESIRED writes one pipelined batch keeps in flight."""
 
 
+async def _nothing_to_ack() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivered:
     """A message from a durable consumer, decoded, with what is needed to acknowledge it."""
@@ -59,29 +58,24 @@ class Delivered:
     stored_at: datetime
     event: Event | None
     headers: dict[str, str] | None
-    msg: Msg
+    acknowledge: Callable[[], Awaitable[None]] = _nothing_to_ack
 
     async def ack(self) -> None:
-        with contextlib.suppress(nats.errors.Error):
-            await self.msg.ack()
+        await self.acknowledge()
 
 
 class SchedulerBus:
+    """The scheduler's operations on the log, each one named operation of `JetStreamPort`."""
+
     def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
         self.store = store
-        self.api = store.api
-        """The event store's connection as the scheduler's NATS adapter uses it."""
-        self.nc = store.api.nc
-        self.js = store.api.js
+        self.port = JetStreamPort(store.api, timeout=timeout)
         self.timeout = timeout
-
-    async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> Msg:
-        return await request(self.nc, subject, payload, headers, reply_within=self.timeout)
 
     # --- DESIRED ----------------------------------------------------------------------------
 
     async def write_desired(self, write: DesiredWrite) -> None:
-        reply = await self._request(
+        reply = await self.port.request(
             write.subject, encode_cluster_task(write.task), _desired_headers(write)
         )
         _check_ack(reply, write.subject)
@@ -94,79 +88,45 @@ class SchedulerBus:
         One round trip per write is what a decision over thousands of clusters cannot afford;
         here the writes go out back to back and their acknowledgements come back on one
         subscription. A write without a good answer in time is written again alone through
-        `write_desired` (its message id makes a repeat harmless); a refusal raises there."""
+        `write_desired` (its message id makes a repeat harmless), before the next window goes
+        out; a refusal raises there."""
         if not writes:
             return
-        async with PendingReplies(self.nc, f"write {DESIRED_STREAM}") as replies:
+        async with self.port.pipeline(f"write {DESIRED_STREAM}") as pipeline:
             for start in range(0, len(writes), window):
-                waiting: dict[int, asyncio.Future[Msg]] = {}
-                for index in range(start, min(start + window, len(writes))):
-                    write = writes[index]
-                    reply, waiting[index] = replies.expect(index)
-                    try:
-                        await self.nc.publish(
+                chunk = writes[start : start + window]
+                answers = await pipeline.send(
+                    [
+                        Outgoing(
                             write.subject,
                             encode_cluster_task(write.task),
-                            reply=reply,
-                            headers=_desired_headers(write),
+                            _desired_headers(write),
                         )
-                    except nats.errors.Error as e:
-                        raise EventLogUnavailable(f"cannot write {write.subject}: {e}") from e
-                await asyncio.wait(waiting.values(), timeout=self.timeout)
-                for index, future in waiting.items():
-                    write = writes[index]
-                    if future.done():
+                        for write in chunk
+                    ],
+                    within=self.timeout,
+                )
+                for write, answer in zip(chunk, answers, strict=True):
+                    if answer is not None:
                         try:
-                            _check_ack(future.result(), write.subject)
+                            _check_ack(answer, write.subject)
                             continue
                         except DesiredWriteFailed:
                             pass  # written again alone: a refusal raises there, with its reason
-                    else:
-                        replies.forget(index)
                     await self.write_desired(write)
 
     async def stored_generations(self) -> dict[str, int]:
         """DESIRED subject -> generation of the ClusterTask it holds (headers only)."""
-        info = await self.store.stream_info(DESIRED_STREAM)
-        if int(info["state"]["messages"]) == 0:
-            return {}
-        config = js_api.ConsumerConfig(
-            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
-            ack_policy=js_api.AckPolicy.NONE,
-            headers_only=True,
-            inactive_threshold=30.0,
-        )
-        generations: dict[str, int] = {}
-        try:
-            sub = await self.js.pull_subscribe(">", stream=DESIRED_STREAM, config=config)
-        except (nats.errors.Error, nats.js.errors.Error) as e:
-            raise EventLogUnavailable(f"cannot scan {DESIRED_STREAM}: {e}") from e
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(1000, timeout=self.timeout)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    break
-                pending = 1
-                for msg in msgs:
-                    generation = (msg.headers or {}).get("Fleetbus-Generation")
-                    if generation is not None:
-                        generations[msg.subject] = int(generation)
-                    pending = msg.metadata.num_pending
-                if pending == 0:
-                    break
-        except (nats.errors.Error, nats.js.errors.Error) as e:
-            raise EventLogUnavailable(f"cannot scan {DESIRED_STREAM}: {e}") from e
-        finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await sub.unsubscribe()
-        return generations
+        headers = await self.port.last_headers_per_subject(DESIRED_STREAM)
+        return {
+            subject: int(found["Fleetbus-Generation"])
+            for subject, found in headers.items()
+            if "Fleetbus-Generation" in found
+        }
 
     async def purge_cluster(self, cluster: str) -> None:
         """Drop every ClusterTask of a deregistered cluster from DESIRED."""
-        await self.store.api_request(
-            f"STREAM.PURGE.{DESIRED_STREAM}", {"filter": desired_filter(cluster)}
-        )
+        await self.port.purge(DESIRED_STREAM, desired_filter(cluster))
 
     # --- durable readers --------------------------------------------------------------------
 
@@ -174,29 +134,10 @@ class SchedulerBus:
         self, stream: str, durable: str, start_seq: int, stop: asyncio.Event
     ) -> AsyncIterator[list[Delivered]]:
         """Batches from durable `durable` on `stream`, created at `start_seq` if it is new."""
-        config = js_api.ConsumerConfig(
-            durable_name=durable,
-            ack_policy=js_api.AckPolicy.EXPLICIT,
-            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, start_seq),
-            ack_wait=120.0,
-            max_ack_pending=20000,
+        await self.port.ensure_durable(
+            stream, durable, start_seq=start_seq, ack_wait=120.0, max_ack_pending=20000
         )
-        try:
-            try:
-                await self.js.consumer_info(stream, durable)
-            except nats.js.errors.NotFoundError:
-                await self.js.add_consumer(stream, config)
-        except (nats.errors.Error, nats.js.errors.Error) as e:
-            raise EventLogUnavailable(f"cannot consume {stream} as {durable}: {e}") from e
-        pull = ContinuousPull(
-            self.nc,
-            api_prefix=self.api.prefix,
-            stream=stream,
-            durable=durable,
-            settings=PullSettings(batch=500),
-        )
-        batches = pull.batches()
+        batches = self.port.durable_batches(stream, durable, PullSettings(batch=500))
         stopped = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -205,28 +146,29 @@ class SchedulerBus:
                 if not received.done():
                     await cancel_and_wait([received])
                     return
-                yield [self._decode(stream, msg) for msg in received.result()]
+                yield [self._decode(message) for message in received.result()]
         finally:
             stopped.cancel()
             await batches.aclose()
 
-    def _decode(self, stream: str, msg: Msg) -> Delivered:
-        meta = msg.metadata
+    def _decode(self, message: Received) -> Delivered:
         try:
             event: Event | None = self.store.decoder.decode(
-                msg.data, seq=meta.sequence.stream, subject=msg.subject
+                message.data, seq=message.seq, subject=message.subject
             )
         except UndecodableEvent as bad:
-            log.warning("skipping undecodable message %s on %s: %s", bad.seq, stream, bad.reason)
+            log.warning(
+                "skipping undecodable message %s on %s: %s", bad.seq, message.stream, bad.reason
+            )
             event = None
         return Delivered(
-            stream=stream,
-            seq=meta.sequence.stream,
-            subject=msg.subject,
-            stored_at=meta.timestamp,
+            stream=message.stream,
+            seq=message.seq,
+            subject=message.subject,
+            stored_at=message.stored_at,
             event=event,
-            headers=dict(msg.headers) if msg.headers else None,
-            msg=msg,
+            headers=message.headers,
+            acknowledge=message.ack,
         )
 
     # --- the lease --------------------------------------------------------------------------
@@ -236,18 +178,11 @@ class SchedulerBus:
 
     async def lease_holder(self) -> tuple[int, str]:
         """(sequence, holder) of the current lease message, (0, "") when nobody holds it."""
-        reply = await self._request(
-            f"{self.api.prefix}.DIRECT.GET.{LEASES_STREAM}",
-            orjson.dumps({"last_by_subj": LEASE_SUBJECT}),
-            {},
-        )
-        headers = reply.headers or {}
-        if headers.get("Status") == "404":
+        reply = await self.port.last_message(LEASES_STREAM, LEASE_SUBJECT)
+        if reply is None:
             return 0, ""
-        if headers.get("Status") not in (None, "200"):
-            raise EventLogUnavailable(f"lease lookup: status {headers.get('Status')}")
-        body: dict[str, Any] = orjson.loads(reply.data)
-        return int(headers.get("Nats-Sequence", "0")), str(body.get("holder", ""))
+        body: dict[str, Any] = reply.json()
+        return int(reply.headers.get("Nats-Sequence", "0")), str(body.get("holder", ""))
 
     async def write_lease(self, holder: str, expected: int, ttl_s: int) -> int:
         """Compare-and-set the lease; the new sequence, or LeaseLost if someone else wrote."""
@@ -255,7 +190,7 @@ class SchedulerBus:
             "Nats-Expected-Last-Subject-Sequence": str(expected),
             "Nats-TTL": f"{ttl_s}s",
         }
-        reply = await self._request(LEASE_SUBJECT, orjson.dumps({"holder": holder}), headers)
+        reply = await self.port.request(LEASE_SUBJECT, orjson.dumps({"holder": holder}), headers)
         try:
             ack = orjson.loads(reply.data)
         except orjson.JSONDecodeError as e:
@@ -268,8 +203,7 @@ class SchedulerBus:
         return int(ack["seq"])
 
     async def release_lease(self, seq: int) -> None:
-        with contextlib.suppress(EventLogError):
-            await self.store.api_request(f"STREAM.MSG.DELETE.{LEASES_STREAM}", {"seq": seq})
+        await self.port.delete_message(LEASES_STREAM, seq)
 
 
 def _desired_headers(write: DesiredWrite) -> dict[str, str]:
@@ -283,8 +217,8 @@ def _desired_headers(write: DesiredWrite) -> dict[str, str]:
     }
 
 
-def _check_ack(reply: Msg, subject: str) -> None:
-    if reply.headers and reply.headers.get("Status") == "503":
+def _check_ack(reply: Reply, subject: str) -> None:
+    if reply.status == "503":
         raise DesiredWriteFailed(f"no stream answered for {subject} (503)")
     try:
         ack = orjson.loads(reply.data)

@@ -6,9 +6,6 @@ import asyncio
 import hashlib
 import itertools
 from datetime import datetime, timedelta
-from typing import cast
-
-from nats.aio.msg import Msg
 
 from events.catalog import (
     ClusterTaskRefused,
@@ -345,7 +342,6 @@ def _delivered(seq: int) -> Delivered:
         stored_at=T0,
         event=None,
         headers=None,
-        msg=cast(Msg, None),
     )
 
 
