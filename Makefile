@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle clean
+.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle loadgen clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ envtest:
 # sigs.k8s.io/yaml as a program: the reference the YAML reader is tested against.
 yamloracle:
 	infra/yamloracle/build.sh
+
+# bombardier, the HTTP load generator of the read benchmark (P9).
+loadgen:
+	infra/loadgen/build.sh
 
 run: install
 	scripts/run-demo.sh
@@ -42,10 +46,10 @@ test: install envtest yamloracle lint typecheck importlint
 test-long: install envtest
 	$(BIN)/python -m pytest -m long -p no:cacheprovider
 
-bench: install envtest
+bench: install envtest loadgen
 	$(BIN)/python -m bench --full
 
-bench-quick: install envtest
+bench-quick: install envtest loadgen
 	$(BIN)/python -m bench --quick
 
 clean:

@@ -24,6 +24,7 @@ from litestar.di import NamedDependency
 
 from api.auth import StreamTickets, TokenStore
 from api.metrics import HubMetrics
+from api.read_cache import ReadCache
 from charts.store import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
@@ -67,6 +68,10 @@ def nobody_seen() -> Mapping[str, datetime]:
     return {}
 
 
+def no_generation() -> int | None:
+    return None
+
+
 @dataclass
 class HubContext:
     store: EventStore
@@ -91,6 +96,11 @@ class HubContext:
     """Answers "what should cluster C run as of T"."""
     last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
     """When each cluster last sent an inventory digest."""
+    read_generation: Callable[[], int | None] = no_generation
+    """Advances whenever the read models change (the projector in this process counts its
+    committed batches); None when that is not known here, and then no answer is reused."""
+    reads: ReadCache = field(default_factory=ReadCache)
+    """Encoded answers of the read routes, with their ETags (`api.read_cache`)."""
     max_body_bytes: int = MAX_BODY_BYTES
     sse_heartbeat_s: float = 15.0
 

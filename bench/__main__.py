@@ -30,6 +30,7 @@ from bench import (
     p6_hub_footprint,
     p7_render,
     p8_blueprint,
+    p9_reads,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -51,6 +52,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p6_hub_footprint,
         p7_render,
         p8_blueprint,
+        p9_reads,
     )
 }
 

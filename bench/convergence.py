@@ -30,7 +30,12 @@ import nats.errors
 from nats.js import api as js_api
 
 from bench.hubproc import Child, HubFailed, RunningHub, running_hub, spawn
-from bench.raw_responders import SUBJECT_PREFIX
+from bench.raw_responders import (
+    JS_DONE_PREFIX,
+    JS_SUBJECT_PREFIX,
+    SUBJECT_PREFIX,
+    jetstream_stream_config,
+)
 from bench.workload import TASKSET, example_source, variant
 from charts.store import ChartStore
 from events.catalog import ClusterTaskScheduled, Placement, TaskApplied
@@ -261,7 +266,17 @@ def cluster_task_bytes(source: NormalizedSource, cluster: str, version: int) -> 
 
 
 @contextlib.asynccontextmanager
-async def raw_responders(url: str, password: str, count: int) -> AsyncIterator[None]:
+async def raw_responders(
+    url: str, password: str, count: int, *, mode: str = "core"
+) -> AsyncIterator[None]:
+    """The receivers of a raw baseline (`bench.raw_responders`), in their own process; for the
+    JetStream floor, its stream is created first."""
+    if mode == "jetstream":
+        store = EventStore(await connect(url, user="hub", password=password))
+        try:
+            await store.ensure_stream(jetstream_stream_config())
+        finally:
+            await store.close()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -273,6 +288,8 @@ async def raw_responders(url: str, password: str, count: int) -> AsyncIterator[N
         "--password-stdin",
         "--count",
         str(count),
+        "--mode",
+        mode,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=str(REPO),
@@ -320,6 +337,46 @@ async def raw_fanout(url: str, password: str, payload: bytes, count: int) -> lis
         await sub.unsubscribe()
         if len(answered) != count:
             raise RuntimeError(f"raw baseline: {len(answered)} of {count} subscribers answered")
+        return sorted(at - started for at in answered.values())
+    finally:
+        await nc.close()
+
+
+async def jetstream_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
+    """Store `payload` once per receiver in the floor's stream (pipelined, each write
+    acknowledged by JetStream); seconds from the first write to each receiver's
+    fetched-and-acknowledged announcement."""
+    nc = await connect(url, name="bench-raw-js", user="hub", password=password)
+    try:
+        acks = nc.new_inbox()
+        answered: dict[str, float] = {}
+        stored: set[str] = set()
+        everyone = asyncio.Event()
+
+        async def done(msg: object) -> None:
+            answered.setdefault(getattr(msg, "subject", ""), time.monotonic())
+            if len(answered) == count:
+                everyone.set()
+
+        async def ack(msg: object) -> None:
+            stored.add(getattr(msg, "subject", ""))
+
+        done_sub = await nc.subscribe(f"{JS_DONE_PREFIX}.*", cb=done)
+        ack_sub = await nc.subscribe(f"{acks}.*", cb=ack)
+        await nc.flush()
+        started = time.monotonic()
+        for index in range(count):
+            await nc.publish(f"{JS_SUBJECT_PREFIX}.{index}", payload, reply=f"{acks}.{index}")
+        await nc.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everyone.wait(), timeout=60)
+        await done_sub.unsubscribe()
+        await ack_sub.unsubscribe()
+        if len(answered) != count:
+            raise RuntimeError(
+                f"JetStream floor: {len(answered)} of {count} receivers answered "
+                f"({len(stored)} writes acknowledged)"
+            )
         return sorted(at - started for at in answered.values())
     finally:
         await nc.close()

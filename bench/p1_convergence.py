@@ -2,9 +2,11 @@
 
 Each size gets its own hub (see `bench.convergence` for the topology). A first version is
 published and waited for (warm-up: connections, consumers and caches settle); then each measured
-run publishes the next version and times every cluster. The raw NATS baseline runs in between,
-on the same hub, with the same payload and the same number of subscribers, so the ratio
-compares two measurements taken minutes apart on the same machine.
+run publishes the next version and times every cluster. Two raw baselines run in between, on
+the same hub, with the same payload and the same number of receivers: core NATS (publish and
+reply, nothing persisted) and the JetStream floor (one stream configured as DESIRED, one
+durable pull consumer per receiver, each message fetched and acknowledged), so each ratio
+compares measurements taken seconds apart on the same machine.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from bench.convergence import (
     Fleet,
     cluster_task_bytes,
     converge,
+    jetstream_fanout,
     raw_fanout,
     raw_responders,
     running_fleet,
@@ -31,6 +34,12 @@ TITLE = "Convergence: publish → applied on every cluster (100 and 1,000 cluste
 TARGETS = [
     Target(metric="p99_s", label="p99 at 1,000 clusters", bound=2.0, unit="s"),
     Target(metric="ratio_to_raw", label="p99 ratio to raw NATS at 1,000", bound=3.0, unit="x"),
+    Target(
+        metric="ratio_to_jetstream",
+        label="p99 ratio to the JetStream floor at 1,000",
+        bound=3.0,
+        unit="x",
+    ),
 ]
 TARGET_SIZE = 1000
 """The size the targets are set at; the headline keys of results.json are measured there."""
@@ -42,6 +51,7 @@ RUN_S = 60.0
 class SizeResult:
     ours: list[list[float]] = field(default_factory=list)
     raw: list[list[float]] = field(default_factory=list)
+    jetstream: list[list[float]] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     failure: str = ""
     """Why the measurement stopped early (a version not applied everywhere in time)."""
@@ -66,7 +76,10 @@ async def measure(clusters: int, repeats: int) -> SizeResult:
             result.stages = first.stages
             return result
         password = fleet.hub.data.secrets()["hub_password"]
-        async with raw_responders(fleet.hub.nats_url, password, clusters):
+        async with (
+            raw_responders(fleet.hub.nats_url, password, clusters),
+            raw_responders(fleet.hub.nats_url, password, clusters, mode="jetstream"),
+        ):
             for _ in range(repeats):
                 run = await converge(fleet, within=RUN_S)
                 for stage, values in run.stages.items():
@@ -77,14 +90,24 @@ async def measure(clusters: int, repeats: int) -> SizeResult:
                 result.ours.append(run.latencies)
                 payload = cluster_task_bytes(fleet.source, "sim-1", fleet.versions)
                 result.raw.append(await raw_fanout(fleet.hub.nats_url, password, payload, clusters))
+                result.jetstream.append(
+                    await jetstream_fanout(fleet.hub.nats_url, password, payload, clusters)
+                )
     return result
 
 
-def size_metrics(clusters: int, ours: list[list[float]], raw: list[list[float]]) -> list[Metric]:
+def size_metrics(
+    clusters: int,
+    ours: list[list[float]],
+    raw: list[list[float]],
+    jetstream: list[list[float]],
+) -> list[Metric]:
     pooled = [x for run in ours for x in run]
     pooled_raw = [x for run in raw for x in run]
+    pooled_js = [x for run in jetstream for x in run]
     ours_spread = spread(pooled)
     raw_spread = spread(pooled_raw)
+    js_spread = spread(pooled_js)
     suffix = f"_{clusters}"
     at = f"{clusters:,} clusters"
     return [
@@ -129,6 +152,26 @@ def size_metrics(clusters: int, ours: list[list[float]], raw: list[list[float]])
             label=f"p99 ratio to raw NATS, {at}",
             unit="x",
             value=ratio(ours_spread.p99, raw_spread.p99),
+        ),
+        Metric(
+            key=f"jetstream_p99_s{suffix}",
+            label=f"JetStream floor: stored → fetched and acked, p99, {at}",
+            unit="s",
+            value=js_spread.p99,
+            samples=js_spread,
+            runs=[percentile(run, 99) for run in jetstream],
+        ),
+        Metric(
+            key=f"ratio_js_p50{suffix}",
+            label=f"p50 ratio to the JetStream floor, {at}",
+            unit="x",
+            value=ratio(ours_spread.p50, js_spread.p50),
+        ),
+        Metric(
+            key=f"ratio_js_p99{suffix}",
+            label=f"p99 ratio to the JetStream floor, {at}",
+            unit="x",
+            value=ratio(ours_spread.p99, js_spread.p99),
         ),
     ]
 
@@ -184,7 +227,7 @@ async def run(mode: Mode) -> FigureResult:
         if result.failure:
             failures[clusters] = result.failure
             continue
-        found = size_metrics(clusters, result.ours, result.raw)
+        found = size_metrics(clusters, result.ours, result.raw, result.jetstream)
         metrics += found
         by_key = {m.key: m.value for m in found}
         headline = {
@@ -192,6 +235,7 @@ async def run(mode: Mode) -> FigureResult:
             "p50_s": by_key[f"p50_s_{clusters}"],
             "p99_s": by_key[f"p99_s_{clusters}"],
             "ratio_to_raw": by_key[f"ratio_p99_{clusters}"],
+            "ratio_to_jetstream": by_key[f"ratio_js_p99_{clusters}"],
         }
     largest = TARGET_SIZE
     missing = ""
@@ -222,6 +266,13 @@ async def run(mode: Mode) -> FigureResult:
             value=headline.get("ratio_to_raw") if at_largest else None,
             missing=missing,
         ),
+        Metric(
+            key="ratio_to_jetstream",
+            label=f"p99 ratio to the JetStream floor at {largest:,} clusters",
+            unit="x",
+            value=headline.get("ratio_to_jetstream") if at_largest else None,
+            missing=missing,
+        ),
         *metrics,
     ]
     notes = [f"Not measured at {n:,} clusters: {why}" for n, why in failures.items()]
@@ -242,6 +293,11 @@ async def run(mode: Mode) -> FigureResult:
         "hub's REPORTS stream. Raw baseline, after each run on the same hub: the same "
         "ClusterTask bytes published with core NATS to N subscriptions (N connections in one "
         "process), each replying `applied`, timed from the first publish to each reply. "
+        "JetStream floor, right after: the same bytes written (pipelined, each acknowledged) "
+        "once per receiver into a stream configured as DESIRED, each receiver (N connections "
+        "in one process) reading its own durable pull consumer filtered on its subject, "
+        "fetching and acknowledging the message, then announcing it with a core publish; "
+        "timed from the first write to each announcement. "
         "Percentiles pool every cluster of every run."
     )
     return FigureResult(

@@ -278,8 +278,9 @@ async def run_hub(options: HubOptions) -> None:
             # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
             if not await until_stopped(starting, stop):
                 return
-        start_hub_services(store, data, supervisor, scheduler=options.scheduler)
+        projector = start_hub_services(store, data, supervisor, scheduler=options.scheduler)
         api_context = HubContext.for_store(store, options.data_dir)
+        api_context.read_generation = lambda: projector.generation
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )

@@ -22,7 +22,7 @@ from scheduler.service import SchedulerService
 
 def start_hub_services(
     store: EventStore, data: DataDir, supervisor: Supervisor, *, scheduler: bool = True
-) -> None:
+) -> ProjectorService:
     """Start the scheduler (unless left to `fleetbus scheduler`) and the projector under
     `supervisor`; both stop on its stop event, finishing the batch in hand."""
     reports = store.on_stream(REPORTS_STREAM)
@@ -35,3 +35,4 @@ def start_hub_services(
         )
     projector = ProjectorService(store, reports, data.root / PROJECTION_FILE)
     supervisor.start("projector", lambda: projector.run(supervisor.stop_event), watches_stop=True)
+    return projector

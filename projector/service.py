@@ -78,6 +78,9 @@ class ProjectorService:
         self.positions: dict[str, int] = {}
         self.progress = asyncio.Event()
         """Set after every committed batch (tests and health checks wait on it)."""
+        self.generation = 0
+        """Advances after every committed batch and whenever the database is (re)opened: the
+        read models may have changed (readers key what they keep on it)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -95,6 +98,7 @@ class ProjectorService:
         queue: asyncio.Queue[tuple[str, StoredEvent]] = asyncio.Queue(maxsize=BATCH * 4)
         try:
             self.positions = await db.positions()
+            self.generation += 1
             async with asyncio.TaskGroup() as group:
                 feeders = [
                     group.create_task(self._feed(EVENTS_STREAM, self.store, queue)),
@@ -105,6 +109,7 @@ class ProjectorService:
                     if batch:
                         await project_batch(db, batch)
                         self.positions = await db.positions()
+                        self.generation += 1
                         self.progress.set()
                     if await asyncio.to_thread(_inode, self.path) != inode:
                         log.info("projection %s was replaced; reopening it", self.path)

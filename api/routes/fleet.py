@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import get
+from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, PathParameter, QueryParameter
 
 from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
 from api.errors import NotFound, ServiceUnavailable, register_status
+from api.read_cache import json_response
 from projector import queries
 from projector.db import ProjectionDb
 from projector.errors import ProjectionMissing, ProjectionUnreadable
@@ -177,20 +179,35 @@ async def load_status(db: ProjectionDb, hub: HubContext, taskset: str | None) ->
     )
 
 
+CACHED = (
+    "Answers carry an ETag; `If-None-Match` with it gets 304 while nothing changed. Connected "
+    "flags and last-seen times are at most a second old."
+)
+
+
 @get(
     "/api/v1/status",
     guards=[requires(Role.viewer)],
     tags=["fleet"],
     summary="The fleet matrix: every cluster, every taskset, and each placement's state",
+    description=CACHED,
+    responses={200: ResponseSpec(data_container=FleetStatus, description="The fleet matrix")},
 )
-async def fleet_status(hub: Hub, taskset: FromQuery[str | None] = None) -> FleetStatus:
+async def fleet_status(
+    request: Request[Any, Any, Any], hub: Hub, taskset: FromQuery[str | None] = None
+) -> Response[bytes]:
     if taskset is not None:
         check_name("taskset", taskset)
-    async with hub.read_models() as db:
-        status = await load_status(db, hub, taskset)
-    if taskset is not None and not status.tasksets:
-        raise NotFound(f"taskset {taskset} has never been published")
-    return status
+
+    async def build() -> bytes:
+        async with hub.read_models() as db:
+            status = await load_status(db, hub, taskset)
+        if taskset is not None and not status.tasksets:
+            raise NotFound(f"taskset {taskset} has never been published")
+        return msgspec.json.encode(status)
+
+    answer = await hub.reads.answer(("status", taskset), hub.read_generation(), build)
+    return json_response(request, answer)
 
 
 @get(
@@ -198,17 +215,26 @@ async def fleet_status(hub: Hub, taskset: FromQuery[str | None] = None) -> Fleet
     guards=[requires(Role.viewer)],
     tags=["clusters"],
     summary="Registered clusters, with labels and whether they are connected",
+    description=CACHED,
+    responses={200: ResponseSpec(data_container=list[ClusterView], description="The clusters")},
 )
 async def list_clusters(
+    request: Request[Any, Any, Any],
     hub: Hub,
     include_deregistered: Annotated[
         bool, QueryParameter(name="all", description="also list deregistered clusters")
     ] = False,
-) -> list[ClusterView]:
-    async with hub.read_models() as db:
-        cells = await queries.fleet_status(db)
-        rows = await queries.clusters(db, include_deregistered=include_deregistered)
-        return cluster_views(rows, cells, hub, datetime.now(UTC))
+) -> Response[bytes]:
+    async def build() -> bytes:
+        async with hub.read_models() as db:
+            cells = await queries.fleet_status(db)
+            rows = await queries.clusters(db, include_deregistered=include_deregistered)
+            return msgspec.json.encode(cluster_views(rows, cells, hub, datetime.now(UTC)))
+
+    answer = await hub.reads.answer(
+        ("clusters", include_deregistered), hub.read_generation(), build
+    )
+    return json_response(request, answer)
 
 
 @get(

@@ -105,6 +105,7 @@ async def live_api(
 async def running_projector(hub: HubContext) -> AsyncIterator[ProjectorService]:
     """The projector following the hub's streams into `hub.projection`, as `fleetbus up` runs it."""
     service = ProjectorService(hub.store, hub.reports, hub.projection)
+    hub.read_generation = lambda: service.generation
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="projector")
     try:

@@ -320,3 +320,39 @@ async def test_state_needs_a_hub_that_can_replay_it(
     async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
         response = await client.get("/api/v1/clusters/east/state")
     assert response.status_code == 503
+
+
+async def test_status_answers_carry_an_etag_and_change_as_soon_as_the_projection_does(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(event_store, fleet_history())
+    async with live_api(event_store, tmp_path / "hub", projector=True) as api:
+        await projected(api)
+        async with api.client(Role.viewer) as client:
+            first = await client.get("/api/v1/status")
+            etag = first.headers["etag"]
+            builds = api.hub.reads.builds
+            again = await client.get("/api/v1/status")
+            unchanged = await client.get("/api/v1/status", headers={"If-None-Match": etag})
+            assert api.hub.reads.builds == builds, "a current answer was built again"
+            await append_each(event_store, [registered("north")])
+            await projected(api)
+            changed = await client.get("/api/v1/status", headers={"If-None-Match": etag})
+            clusters = await client.get("/api/v1/clusters")
+            clusters_unchanged = await client.get(
+                "/api/v1/clusters", headers={"If-None-Match": clusters.headers["etag"]}
+            )
+        async with api.client() as anonymous:
+            unauthenticated = await anonymous.get("/api/v1/status", headers={"If-None-Match": etag})
+    assert first.status_code == 200
+    assert again.content == first.content
+    assert again.headers["etag"] == etag
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+    assert changed.status_code == 200, "the new cluster is in the read models: a new answer"
+    assert changed.headers["etag"] != etag
+    assert [c["name"] for c in changed.json()["clusters"]] == ["east", "north", "west"]
+    assert [c["name"] for c in clusters.json()] == ["east", "north", "west"]
+    assert clusters_unchanged.status_code == 304
+    assert unauthenticated.status_code == 401, "a cached answer is no way around the token"
