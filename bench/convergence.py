@@ -312,71 +312,65 @@ async def raw_responders(
             await process.wait()
 
 
-async def raw_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
-    """Publish `payload` to each responder; seconds from the first publish to each answer."""
+async def timed_fanout(
+    url: str, password: str, payload: bytes, count: int, *, to: str, answers_on: str, what: str
+) -> list[float]:
+    """Publish `payload` on `<to>.<i>` for each of `count` receivers (reply subjects under an
+    inbox), and time each receiver's answer on `<answers_on>.<i>` (None: the reply subject)
+    from the first publish."""
     nc = await connect(url, name="bench-raw", user="hub", password=password)
     try:
         inbox = nc.new_inbox()
         answered: dict[str, float] = {}
+        replies: set[str] = set()
         everyone = asyncio.Event()
 
         async def answer(msg: object) -> None:
-            subject = getattr(msg, "subject", "")
-            answered.setdefault(subject, time.monotonic())
+            answered.setdefault(getattr(msg, "subject", ""), time.monotonic())
             if len(answered) == count:
                 everyone.set()
 
-        sub = await nc.subscribe(f"{inbox}.*", cb=answer)
+        async def reply(msg: object) -> None:
+            replies.add(getattr(msg, "subject", ""))
+
+        subs = [await nc.subscribe(f"{answers_on or inbox}.*", cb=answer)]
+        if answers_on:
+            subs.append(await nc.subscribe(f"{inbox}.*", cb=reply))
         await nc.flush()
         started = time.monotonic()
         for index in range(count):
-            await nc.publish(f"{SUBJECT_PREFIX}.{index}", payload, reply=f"{inbox}.{index}")
+            await nc.publish(f"{to}.{index}", payload, reply=f"{inbox}.{index}")
         await nc.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(everyone.wait(), timeout=60)
-        await sub.unsubscribe()
+        for sub in subs:
+            await sub.unsubscribe()
         if len(answered) != count:
-            raise RuntimeError(f"raw baseline: {len(answered)} of {count} subscribers answered")
+            acknowledged = f" ({len(replies)} writes acknowledged)" if answers_on else ""
+            raise RuntimeError(f"{what}: {len(answered)} of {count} answered{acknowledged}")
         return sorted(at - started for at in answered.values())
     finally:
         await nc.close()
+
+
+async def raw_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
+    """Publish `payload` to each core NATS responder; seconds from the first publish to each
+    answer."""
+    return await timed_fanout(
+        url, password, payload, count, to=SUBJECT_PREFIX, answers_on="", what="raw baseline"
+    )
 
 
 async def jetstream_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
     """Store `payload` once per receiver in the floor's stream (pipelined, each write
     acknowledged by JetStream); seconds from the first write to each receiver's
     fetched-and-acknowledged announcement."""
-    nc = await connect(url, name="bench-raw-js", user="hub", password=password)
-    try:
-        acks = nc.new_inbox()
-        answered: dict[str, float] = {}
-        stored: set[str] = set()
-        everyone = asyncio.Event()
-
-        async def done(msg: object) -> None:
-            answered.setdefault(getattr(msg, "subject", ""), time.monotonic())
-            if len(answered) == count:
-                everyone.set()
-
-        async def ack(msg: object) -> None:
-            stored.add(getattr(msg, "subject", ""))
-
-        done_sub = await nc.subscribe(f"{JS_DONE_PREFIX}.*", cb=done)
-        ack_sub = await nc.subscribe(f"{acks}.*", cb=ack)
-        await nc.flush()
-        started = time.monotonic()
-        for index in range(count):
-            await nc.publish(f"{JS_SUBJECT_PREFIX}.{index}", payload, reply=f"{acks}.{index}")
-        await nc.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(everyone.wait(), timeout=60)
-        await done_sub.unsubscribe()
-        await ack_sub.unsubscribe()
-        if len(answered) != count:
-            raise RuntimeError(
-                f"JetStream floor: {len(answered)} of {count} receivers answered "
-                f"({len(stored)} writes acknowledged)"
-            )
-        return sorted(at - started for at in answered.values())
-    finally:
-        await nc.close()
+    return await timed_fanout(
+        url,
+        password,
+        payload,
+        count,
+        to=JS_SUBJECT_PREFIX,
+        answers_on=JS_DONE_PREFIX,
+        what="JetStream floor",
+    )

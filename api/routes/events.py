@@ -8,18 +8,20 @@ the end), so paging never skips nor repeats an event even while the log grows.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import get
+from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 
 from api.auth import ACCEPTS_TICKET, Role, requires
-from api.context import Hub
+from api.context import Hub, HubContext
 from api.errors import InvalidRequest
 from api.event_records import EventRecord, StreamName, concerns, event_record
 from api.log_readers import closing
+from api.read_cache import json_response
 from api.sse import Cursor, LiveFilter, live_messages
 from taskset.names import check_name
 
@@ -55,10 +57,14 @@ def _names(cluster: str | None, taskset: str | None) -> None:
     guards=[requires(Role.viewer)],
     summary="Replay the event log",
     description="Events in stream order, filtered by time, cluster and taskset, one page at a "
-    "time. `stream=reports` replays what clusters reported instead of hub events.",
+    "time. `stream=reports` replays what clusters reported instead of hub events. A page is "
+    "read once per state of the stream, however many ask; answers carry an ETag and "
+    "`If-None-Match` with it gets 304 while the stream has not grown.",
     tags=["events"],
+    responses={200: ResponseSpec(data_container=EventPage, description="One page of events")},
 )
 async def replay_events(
+    request: Request[Any, Any, Any],
     hub: Hub,
     stream: FromQuery[StreamName] = "events",
     from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
@@ -67,7 +73,7 @@ async def replay_events(
     cluster: FromQuery[str | None] = None,
     taskset: FromQuery[str | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
-) -> EventPage:
+) -> Response[bytes]:
     _names(cluster, taskset)
     since, until = as_utc(since), as_utc(until)
     if since is not None and since <= EPOCH:
@@ -76,6 +82,30 @@ async def replay_events(
         raise InvalidRequest("`until` is before `since`", {"since": since, "until": until})
     store = hub.store if stream == "events" else hub.reports
     last_seq = await store.last_sequence()
+
+    async def build() -> bytes:
+        page = await read_page(
+            hub, stream, last_seq, from_seq, since, until, cluster, taskset, limit
+        )
+        return msgspec.json.encode(page)
+
+    key = ("events", stream, from_seq, since, until, cluster, taskset, limit)
+    return json_response(request, await hub.reads.answer(key, last_seq, build))
+
+
+async def read_page(
+    hub: HubContext,
+    stream: StreamName,
+    last_seq: int,
+    from_seq: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    cluster: str | None,
+    taskset: str | None,
+    limit: int,
+) -> EventPage:
+    """The page of at most `limit` matching events from `from_seq` (or `since`)."""
+    store = hub.store if stream == "events" else hub.reports
     records: list[EventRecord] = []
     next_from_seq: int | None = None
     async with closing(

@@ -308,3 +308,28 @@ async def test_times_before_the_epoch_or_without_a_zone_are_read_sensibly(
     assert [e["seq"] for e in ancient.json()["events"]] == [1]
     assert [e["seq"] for e in naive.json()["events"]] == [1]
     assert naive_until.json()["events"] == []
+
+
+async def test_a_page_is_read_once_per_state_of_the_stream(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(event_store, [registered("east"), registered("west")])
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
+        first = await client.get("/api/v1/events", params={"limit": 10})
+        builds = api.hub.reads.builds
+        again = await client.get("/api/v1/events", params={"limit": 10})
+        unchanged = await client.get(
+            "/api/v1/events", params={"limit": 10}, headers={"If-None-Match": first.headers["etag"]}
+        )
+        assert api.hub.reads.builds == builds, "the same page of the same log was read again"
+        await append_each(event_store, [registered("north")])
+        grown = await client.get(
+            "/api/v1/events", params={"limit": 10}, headers={"If-None-Match": first.headers["etag"]}
+        )
+        filtered = await client.get("/api/v1/events", params={"limit": 10, "cluster": "west"})
+    assert again.content == first.content
+    assert unchanged.status_code == 304
+    assert grown.status_code == 200
+    assert [e["event"]["cluster"] for e in grown.json()["events"]] == ["east", "west", "north"]
+    assert grown.json()["last_seq"] == 3
+    assert [e["event"]["cluster"] for e in filtered.json()["events"]] == ["west"]
