@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import subprocess
 import time
 import urllib.request
@@ -31,6 +32,7 @@ import orjson
 
 from bench.convergence import Fleet, converge, running_fleet
 from bench.figure import FigureResult, Metric, Mode, Target
+from bench.procstat import CLOCK_TICKS, cpu_ticks
 
 KEY = "P9"
 TITLE = "Reads: the API at 200 concurrent clients"
@@ -60,6 +62,9 @@ class Load:
     p99: float
     requests: int
     bytes_per_answer: int
+    hub_cpu_per_request: float = 0.0
+    """Seconds of the hub process's CPU per answered request: what the load on the machine
+    does not change much, unlike the rate."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,11 @@ async def measure(clusters: int, seconds: float) -> dict[str, Load]:
                 if not etag:
                     raise RuntimeError("`status` answers without an ETag")
                 request_headers["If-None-Match"] = etag
-            loads[route.key] = await asyncio.to_thread(
-                drive, base + route.path, request_headers, seconds
+            before = cpu_ticks(fleet.hub.hub.pid)
+            load = await asyncio.to_thread(drive, base + route.path, request_headers, seconds)
+            used = (cpu_ticks(fleet.hub.hub.pid) - before) / CLOCK_TICKS
+            loads[route.key] = dataclasses.replace(
+                load, hub_cpu_per_request=used / max(load.requests, 1)
             )
         return loads
 
@@ -199,6 +207,12 @@ async def run(mode: Mode) -> FigureResult:
             ),
             Metric(key=f"{route.key}_p50_s", label=f"{route.label}: p50", unit="s", value=load.p50),
             Metric(key=f"{route.key}_p99_s", label=f"{route.label}: p99", unit="s", value=load.p99),
+            Metric(
+                key=f"{route.key}_cpu_s",
+                label=f"{route.label}: hub CPU per request",
+                unit="s",
+                value=load.hub_cpu_per_request,
+            ),
             Metric(
                 key=f"{route.key}_bytes",
                 label=f"{route.label}: bytes per answer",
