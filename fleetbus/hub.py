@@ -32,7 +32,7 @@ from fleetbus.datadir import DataDir
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls, prepare_listener, server_hosts
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
-from fleetbus.hub_services import start_hub_services
+from fleetbus.hub_services import start_hub_services, start_notifications
 from fleetbus.natsserver import (
     NatsServer,
     check_port_free,
@@ -280,6 +280,7 @@ async def run_hub(options: HubOptions) -> None:
                 return
         start_hub_services(store, data, supervisor, scheduler=options.scheduler)
         api_context = HubContext.for_store(store, options.data_dir)
+        api_context.notifications = start_notifications(store, data, supervisor)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
