@@ -324,13 +324,14 @@ async def run_hub(options: HubOptions) -> None:
         if edge_services is not None:
             info.update(leaf_urls(edge_services.listener, options.public_host))
         data.write_hub_info(info)
-        print(
-            f"fleetbus hub up: api {info['http_url']}  nats {info['nats_url']}  "
-            f"data {info['data_dir']}  (Ctrl-C to stop)",
-            flush=True,
+        log.info(
+            "fleetbus hub up: api %s  nats %s  data %s  (Ctrl-C to stop)",
+            info["http_url"],
+            info["nats_url"],
+            info["data_dir"],
         )
         if tls is not None:
-            print(f"fleetbus hub API TLS certificate {tls.fingerprint}", flush=True)
+            log.info("fleetbus hub API TLS certificate %s", tls.fingerprint)
         stopped = asyncio.create_task(stop.wait())
         stack.push_async_callback(cancel_and_wait, [stopped])
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
