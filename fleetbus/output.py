@@ -47,9 +47,8 @@ def plain(document: Any) -> Any:
 
 def write_document(document: Any, output: str) -> None:
     if output == "json":
-        sys.stdout.buffer.write(
-            orjson.dumps(msgspec.to_builtins(document), option=orjson.OPT_INDENT_2) + b"\n"
-        )
+        text = orjson.dumps(msgspec.to_builtins(document), option=orjson.OPT_INDENT_2).decode()
+        sys.stdout.write(text + "\n")
     else:
         sys.stdout.write(
             yaml.safe_dump(plain(document), sort_keys=False, allow_unicode=True, width=1000)
