@@ -5,8 +5,9 @@ the browser script would find behind an empty, non-executable file in a private 
 (`unshare --mount`), drops to `nobody` with `setpriv`, and runs `make install` with the system's
 python3, then `make run` until the hub answers and the examples are published. pip installs from
 a wheel folder under `.cache/wheels` (built once from the project's own dependencies, keyed by
-pyproject.toml) with no index, so the test costs an install from local wheels, not downloads
-(about 10 s here).
+pyproject.toml) with no index, so the test costs an install from local wheels, not downloads:
+15 to 45 s for `make install` on this 2-core machine depending on its load, 20 to 95 s in all,
+so it runs with the long tests (`make test-long`).
 
 Creating the namespace and switching users needs root; the test says so and skips elsewhere.
 """
@@ -68,6 +69,9 @@ def copy_tree(target: Path) -> None:
         destination = target / os.fsdecode(name)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
+
+
+pytestmark = pytest.mark.long
 
 
 def browsers_on_path() -> list[str]:
