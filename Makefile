@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle loadgen clean
+.PHONY: install browser run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle loadgen clean
 
 install: $(STAMP)
 
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	scripts/install-browser.sh
 	touch $(STAMP)
+
+# Headless Chromium for the dashboard's browser test: found, or installed when root; only
+# `make test` needs it.
+browser:
+	scripts/install-browser.sh
 
 envtest:
 	infra/envtest/build.sh
@@ -40,7 +44,7 @@ importlint: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collects no tests: that is a failure here, never ignored.
-test: install envtest yamloracle lint typecheck importlint
+test: install browser envtest yamloracle lint typecheck importlint
 	$(BIN)/python -m pytest -m 'not long' -p no:cacheprovider
 
 test-long: install envtest

@@ -35,13 +35,14 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from api.auth import PUBLIC, Principal, TokenAuthentication
 from api.context import HubContext
 from api.errors import EXCEPTION_HANDLERS, status_for
-from api.metrics import HubMetrics, observe_streams
+from api.metrics import HubMetrics, NotificationCollector, observe_streams
 from api.routes import (
     access,
     blueprints,
     clusters,
     events,
     fleet,
+    notifications,
     overrides,
     rollouts,
     system,
@@ -150,6 +151,9 @@ def create_app(hub: HubContext) -> Litestar:
     def provide_hub() -> HubContext:
         return hub
 
+    if hub.notifications is not None:
+        hub.metrics.registry.register(NotificationCollector(hub.notifications))
+
     dashboard = create_static_files_router(
         path="/",
         directories=[DASHBOARD_DIR],
@@ -169,6 +173,7 @@ def create_app(hub: HubContext) -> Litestar:
             *overrides.ROUTES,
             *rollouts.ROUTES,
             *blueprints.ROUTES,
+            *notifications.ROUTES,
             dashboard,
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},

@@ -28,6 +28,7 @@ from api.read_cache import ReadCache
 from charts.store import ChartStore
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
+from notify.model import Filters, Sink, Subscription, SubscriptionStatus
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
 from registry.overrides import PreparedRenderer
@@ -64,6 +65,31 @@ class DesiredStateHistory(Protocol):
     async def state_at(self, cluster: str, at: datetime | None) -> dict[str, Any]: ...
 
 
+class Notifications(Protocol):
+    """Notification subscriptions and their delivery (`notify.service.Notifier`)."""
+
+    def all(self) -> list[Subscription]: ...
+
+    async def add(
+        self,
+        *,
+        name: str,
+        sink: Sink,
+        url: str,
+        filters: Filters,
+        hmac_key: str | None,
+        created_by: str,
+    ) -> tuple[Subscription, str]: ...
+
+    async def remove(self, name: str) -> Subscription: ...
+
+    async def status(self) -> list[SubscriptionStatus]: ...
+
+    def delivery_counts(self) -> list[tuple[Subscription, int, int, int]]:
+        """(subscription, delivered, failed attempts, consecutive failures) of each, now."""
+        ...
+
+
 def nobody_seen() -> Mapping[str, datetime]:
     return {}
 
@@ -94,6 +120,8 @@ class HubContext:
     """Re-renders Helm charts with override values (for previews)."""
     history: DesiredStateHistory | None = None
     """Answers "what should cluster C run as of T"."""
+    notifications: Notifications | None = None
+    """Notification subscriptions and their delivery (None: this hub delivers none)."""
     last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
     """When each cluster last sent an inventory digest."""
     read_generation: Callable[[], int | None] = no_generation

@@ -37,6 +37,7 @@ from events.errors import (
     UndecodableEvent,
 )
 from events.errors import PayloadTooLarge as EventTooLarge
+from notify.errors import InvalidSubscription, SubscriptionExists, UnknownSubscription
 from registry.errors import (
     CommandTooLarge,
     HistoryUnavailable,
@@ -214,6 +215,9 @@ EXTRA_STATUS: dict[type[BaseException], int] = {
     StateConflict: 409,
     CommandTooLarge: 413,
     HistoryUnavailable: 503,
+    InvalidSubscription: 400,
+    UnknownSubscription: 404,
+    SubscriptionExists: 409,
 }
 """Statuses of errors from other packages; the most specific class in an error's MRO wins."""
 

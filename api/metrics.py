@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +28,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from api.log_readers import closing
 from events.catalog import (
@@ -38,6 +42,7 @@ from events.catalog import (
 from events.errors import EventLogError
 from events.store import EventStore, StoredEvent
 from events.tasks import cancel_and_wait
+from notify.model import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +261,42 @@ async def observe_streams(
         await asyncio.gather(*tasks)
     finally:
         await cancel_and_wait(tasks)
+
+
+class Notifications(Protocol):
+    def delivery_counts(self) -> list[tuple[Subscription, int, int, int]]: ...
+
+
+class NotificationCollector(Collector):
+    """Notification delivery, read from the notifier at scrape time: events delivered and
+    failed attempts per subscription (counters since the hub started) and whether the last
+    attempt failed. What is still pending is `fleetbus_consumer_lag` and
+    `fleetbus_consumer_ack_pending` of the consumers `notify-<name>-events|reports`."""
+
+    def __init__(self, notifier: Notifications) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Iterator[Metric]:
+        delivered = CounterMetricFamily(
+            "fleetbus_notifications_delivered",
+            "Events a receiver accepted, per subscription and sink",
+            labels=["subscription", "sink"],
+        )
+        failed = CounterMetricFamily(
+            "fleetbus_notification_failures",
+            "Delivery attempts that failed (refused, timed out, non-2xx), per subscription",
+            labels=["subscription", "sink"],
+        )
+        failing = GaugeMetricFamily(
+            "fleetbus_notification_consecutive_failures",
+            "Failed attempts since the last delivery, per subscription (0: healthy)",
+            labels=["subscription", "sink"],
+        )
+        for subscription, ok, attempts, streak in self.notifier.delivery_counts():
+            labels = [subscription.name, subscription.sink]
+            delivered.add_metric(labels, ok)
+            failed.add_metric(labels, attempts)
+            failing.add_metric(labels, streak)
+        yield delivered
+        yield failed
+        yield failing

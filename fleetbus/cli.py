@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "versioned stacks of tasksets applied to every matching cluster",
     ),
     "rollout": ("rollout", "act on a taskset's rollout"),
+    "notify": (
+        "notify",
+        "send the fleet's events to webhooks (JSON, CloudEvents, Slack), HMAC-signed",
+    ),
     "status": ("status", "desired and applied state per cluster"),
     "state": ("state", "the desired state of a cluster, as of a time"),
     "projector": (

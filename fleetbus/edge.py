@@ -44,6 +44,7 @@ from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
 from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
+from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
 from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
@@ -272,6 +273,7 @@ async def run_edge(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_log_format_option(parser)
     parser.add_argument(
         "--bundle",
         type=Path,
@@ -303,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleetbus-edge", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(args.log_format)
     try:
         asyncio.run(run_edge(args.bundle, args.state_dir, args.kubeconfig))
     except FleetbusError as e:

@@ -32,7 +32,7 @@ from fleetbus.datadir import DataDir
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls, prepare_listener, server_hosts
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
-from fleetbus.hub_services import start_hub_services
+from fleetbus.hub_services import start_hub_services, start_notifications
 from fleetbus.natsserver import (
     NatsServer,
     check_port_free,
@@ -281,6 +281,7 @@ async def run_hub(options: HubOptions) -> None:
         projector = start_hub_services(store, data, supervisor, scheduler=options.scheduler)
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.read_generation = lambda: projector.generation
+        api_context.notifications = start_notifications(store, data, supervisor)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
@@ -324,13 +325,14 @@ async def run_hub(options: HubOptions) -> None:
         if edge_services is not None:
             info.update(leaf_urls(edge_services.listener, options.public_host))
         data.write_hub_info(info)
-        print(
-            f"fleetbus hub up: api {info['http_url']}  nats {info['nats_url']}  "
-            f"data {info['data_dir']}  (Ctrl-C to stop)",
-            flush=True,
+        log.info(
+            "fleetbus hub up: api %s  nats %s  data %s  (Ctrl-C to stop)",
+            info["http_url"],
+            info["nats_url"],
+            info["data_dir"],
         )
         if tls is not None:
-            print(f"fleetbus hub API TLS certificate {tls.fingerprint}", flush=True)
+            log.info("fleetbus hub API TLS certificate %s", tls.fingerprint)
         stopped = asyncio.create_task(stop.wait())
         stack.push_async_callback(cancel_and_wait, [stopped])
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)

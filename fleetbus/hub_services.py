@@ -1,4 +1,5 @@
-"""The hub's own deciding and reading services: the scheduler and the projector.
+"""The hub's own deciding, reading and notifying services: the scheduler, the projector and the
+notification delivery.
 
 `fleetbus up` starts both next to the HTTP API. The scheduler takes the leader lease (a
 scheduler started elsewhere with `fleetbus scheduler` waits for it, or holds it first); the
@@ -16,6 +17,9 @@ from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
+from notify.service import Notifier
+from notify.store import FILE_NAME as NOTIFICATIONS_FILE
+from notify.store import SubscriptionStore
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
 
@@ -36,3 +40,14 @@ def start_hub_services(
     projector = ProjectorService(store, reports, data.root / PROJECTION_FILE)
     supervisor.start("projector", lambda: projector.run(supervisor.stop_event), watches_stop=True)
     return projector
+
+
+def start_notifications(store: EventStore, data: DataDir, supervisor: Supervisor) -> Notifier:
+    """Deliver notifications to every subscription in the data dir, under `supervisor`."""
+    notifier = Notifier(
+        store, store.on_stream(REPORTS_STREAM), SubscriptionStore(data.root / NOTIFICATIONS_FILE)
+    )
+    supervisor.start(
+        "notifications", lambda: notifier.run(supervisor.stop_event), watches_stop=True
+    )
+    return notifier

@@ -12,7 +12,7 @@ leaf_port=${FLEETBUS_LEAF_PORT:-7443}
 nats_port=${FLEETBUS_NATS_PORT:-4222}
 
 "$fleetbus" up --data-dir "$data_dir" --http "$http" --nats-port "$nats_port" \
-  --leaf-port "$leaf_port" --sim-clusters 3 &
+  --leaf-port "$leaf_port" --sim-clusters 3 --log-format "${FLEETBUS_LOG_FORMAT:-text}" &
 hub=$!
 trap 'kill -INT "$hub" 2>/dev/null || true; wait "$hub" || true; exit 0' INT TERM
 

@@ -10,7 +10,6 @@ the hub's API (`/api/v1/blueprints`); entry values come back with secrets masked
 from __future__ import annotations
 
 import argparse
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import orjson
 from api.errors import InvalidRequest
 from fleetbus.client import HubClient, add_hub_options
 from fleetbus.commands.override import json_body, read_yaml_file
+from fleetbus.output import Column, add_output_option, emit, when, write_document
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     publish.set_defaults(handler=handle_publish)
 
     ls = verbs.add_parser("ls", help="every blueprint at its latest version")
-    ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(ls)
     add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
 
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="list only clusters not in sync on version N",
     )
-    show.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(show)
     add_hub_options(show)
     show.set_defaults(handler=handle_show)
 
@@ -96,14 +96,22 @@ def handle_publish(args: argparse.Namespace) -> int:
 
 def handle_ls(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = HubClient.from_args(args).get(blueprint_path())
-    if args.output == "json":
-        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(f"{'NAME':<24}  {'VERSION':>7}  {'SELECTOR':<24}  ENTRIES")
-    for row in rows:
-        entries = ", ".join(e["taskset"] for e in row["entries"])
-        print(f"{row['name']:<24}  {row['version']:>7}  {row['selector'] or '-':<24}  {entries}")
+    emit(rows, args.output, columns=BLUEPRINT_COLUMNS)
     return 0
+
+
+BLUEPRINT_COLUMNS = [
+    Column("NAME", lambda b: b["name"]),
+    Column("VERSION", lambda b: b["version"]),
+    Column("SELECTOR", lambda b: b["selector"]),
+    Column("ENTRIES", lambda b: ", ".join(e["taskset"] for e in b["entries"])),
+    Column(
+        "BASE", lambda b: f"{b['base']} v{b['base_version']}" if b.get("base") else "", wide=True
+    ),
+    Column("DRIFT", lambda b: b.get("drift_policy") or "per taskset", wide=True),
+    Column("PUBLISHED", lambda b: when(b.get("published_at")), wide=True),
+    Column("BY", lambda b: b.get("published_by"), wide=True),
+]
 
 
 def handle_show(args: argparse.Namespace) -> int:
@@ -111,9 +119,8 @@ def handle_show(args: argparse.Namespace) -> int:
     view = client.get(blueprint_path(args.name), {"version": str(args.version)})
     params = {} if args.behind is None else {"behind": str(args.behind)}
     clusters = client.get(blueprint_path(args.name, "status"), params)
-    if args.output == "json":
-        document = {"blueprint": view, "clusters": clusters}
-        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.output in ("json", "yaml"):
+        write_document({"blueprint": view, "clusters": clusters}, args.output)
         return 0
     base = f", extends {view['base']} v{view['base_version']}" if view["base"] else ""
     print(
@@ -131,7 +138,10 @@ def handle_show(args: argparse.Namespace) -> int:
     for row in clusters:
         detail = f"{row['entry']}: {row['reason']}" if row["entry"] else row["reason"]
         pin = "*" if row["pinned"] else ""
-        print(f"  {row['cluster']:<24}  {row['version']:>6}{pin:1}  {row['state']:<12}  {detail}")
+        line = f"  {row['cluster']:<24}  {row['version']:>6}{pin:1}  {row['state']:<12}  {detail}"
+        if args.output == "wide":
+            line += f"  entry={row['entry'] or '-'} pinned={'yes' if row['pinned'] else 'no'}"
+        print(line)
     return 0
 
 

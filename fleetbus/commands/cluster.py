@@ -24,14 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from api.errors import InvalidRequest
 from edge_connector.errors import BundleError
 from events.streams import EVENTS_STREAM
 from fleetbus.bundle_unpack import BundleTarget, prepare_bundle_dir, unpack_bundle
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.output import Column, add_output_option, emit
 from registry.clusters import parse_label_arguments
+from taskset.selectors import parse_selector
 
 BUNDLE_MEDIA_TYPE = "application/gzip"
 READ_MODELS_WAIT_S = 10.0
@@ -57,8 +57,15 @@ def register(subparsers: Any) -> None:
     add.set_defaults(handler=handle_register)
 
     ls = verbs.add_parser("ls", help="list registered clusters")
-    ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(ls)
     ls.add_argument("--all", action="store_true", help="include deregistered clusters")
+    ls.add_argument(
+        "-l",
+        "--selector",
+        default="",
+        metavar="SELECTOR",
+        help="only clusters whose labels match (env=prod,tier!=edge,region in (eu,us),gpu)",
+    )
     add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
 
@@ -159,15 +166,20 @@ def handle_ls(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
     wait_for_read_models(client)
     clusters: list[dict[str, Any]] = client.get("/api/v1/clusters", {"all": args.all})
-    if args.output == "json":
-        sys.stdout.buffer.write(orjson.dumps(clusters, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(f"{'NAME':<24}  {'STATE':<12}  {'REGISTERED':<20}  LABELS")
-    for cluster in clusters:
-        when = registered_at_text(cluster.get("registered_at"))
-        state = "registered" if cluster.get("registered", True) else "deregistered"
-        print(f"{cluster['name']:<24}  {state:<12}  {when:<20}  {labels_text(cluster['labels'])}")
+    if args.selector:
+        wanted = parse_selector(args.selector)
+        clusters = [c for c in clusters if wanted.matches(c["labels"])]
+    emit(clusters, args.output, columns=CLUSTER_COLUMNS)
     return 0
+
+
+CLUSTER_COLUMNS = [
+    Column("NAME", lambda c: c["name"]),
+    Column("STATE", lambda c: "registered" if c.get("registered", True) else "deregistered"),
+    Column("REGISTERED", lambda c: registered_at_text(c.get("registered_at"))),
+    Column("LABELS", lambda c: labels_text(c["labels"])),
+    Column("LABEL-COUNT", lambda c: len(c["labels"]), wide=True),
+]
 
 
 def handle_label(args: argparse.Namespace) -> int:

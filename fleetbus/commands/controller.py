@@ -13,7 +13,6 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from cluster_controller.crds import install_crds
 from cluster_controller.kube import Kube
 from cluster_controller.leader import LeaderElection
 from cluster_controller.runtime import Controller, ControllerOptions
-from fleetbus.jsonlog import configure_json_logging
+from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import positive_seconds, whole_number
 
 log = logging.getLogger("fleetbus.controller")
@@ -74,6 +73,7 @@ def register(subparsers: Any) -> None:
         help="namespace of the leader-election Lease",
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    add_log_format_option(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -82,13 +82,13 @@ def utc_now() -> datetime:
 
 
 async def handle(args: argparse.Namespace) -> int:
-    configure_json_logging(getattr(logging, args.log_level))
+    configure_logging(args.log_format, getattr(logging, args.log_level))
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     kube = Kube.connect(args.kubeconfig, context=args.context, user_agent="fleetbus-controller")
     try:
         if not args.skip_crds:
             names = await install_crds(kube)
-            print(f"fleetbus controller: CRDs established: {', '.join(names)}", file=sys.stderr)
+            log.info("fleetbus controller: CRDs established: %s", ", ".join(names))
         await run_until_signalled(kube, args)
     finally:
         await kube.close()
@@ -149,5 +149,5 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
 
 async def _announce(ready: asyncio.Event) -> None:
     await ready.wait()
-    print("fleetbus controller: reconciling (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    log.info("fleetbus controller: reconciling (Ctrl-C to stop)")
     await asyncio.Event().wait()

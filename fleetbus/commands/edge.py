@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from fleetbus.edge import add_arguments, run_edge
+from fleetbus.jsonlog import configure_logging
 
 
 def register(subparsers: Any) -> None:
@@ -17,5 +18,6 @@ def register(subparsers: Any) -> None:
 
 
 async def handle(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format)
     await run_edge(args.bundle, args.state_dir, args.kubeconfig)
     return 0

@@ -18,6 +18,7 @@ import orjson
 from fleetbus.client import HubClient, Params, add_hub_options
 from fleetbus.errors import HubRequestFailed
 from fleetbus.options import timestamp, whole_number
+from fleetbus.output import add_output_option, write_document
 
 STREAMS = ("events", "reports", "all")
 
@@ -37,9 +38,15 @@ def register(subparsers: Any) -> None:
         "--cluster, whose story includes its reports; hub events otherwise)",
     )
     parser.add_argument(
-        "--follow", action="store_true", help="keep printing new events (--until is ignored)"
+        "-f",
+        "-w",
+        "--follow",
+        "--watch",
+        dest="follow",
+        action="store_true",
+        help="keep printing new events as they happen (--until is ignored; Ctrl-C stops)",
     )
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(parser)
     add_hub_options(parser)
     parser.set_defaults(handler=handle)
 
@@ -53,17 +60,23 @@ def handle(args: argparse.Namespace) -> int:
         "taskset": args.taskset,
     }
     records = follow(client, args, filters) if args.follow else replay(client, args, filters)
-    if args.output == "json" and not args.follow:
-        rows = list(records)
-        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.output in ("json", "yaml") and not args.follow:
+        write_document(list(records), args.output)
         return 0
-    if args.output == "table":
-        print(f"{'SEQ':>7}  {'TIME':<24}  {'TYPE':<22}  {'ACTOR':<18}  DETAIL")
+    wide = args.output == "wide"
+    if args.output in ("table", "wide"):
+        header = f"{'SEQ':>7}  {'TIME':<24}  {'TYPE':<22}  {'ACTOR':<18}  "
+        print(
+            header + ("STREAM   CORRELATION                           " if wide else "") + "DETAIL"
+        )
     for record in records:
         if args.output == "json":
             sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+        elif args.output == "yaml":
+            print("---")
+            write_document(record, "yaml")
         else:
-            print(table_row(record, tagged=args.stream == "all"))
+            print(table_row(record, tagged=args.stream == "all", wide=wide))
         sys.stdout.flush()
     return 0
 
@@ -129,11 +142,15 @@ def raise_stream_error(body: dict[str, Any]) -> None:
     raise HubRequestFailed(503, str(body.get("error", "the live stream failed")))
 
 
-def table_row(record: dict[str, Any], *, tagged: bool = False) -> str:
+def table_row(record: dict[str, Any], *, tagged: bool = False, wide: bool = False) -> str:
     stored = str(record["stored_at"]).replace("+00:00", "Z")
     time = stored[:23] + "Z" if len(stored) > 23 else stored
     seq = str(record["seq"])
     if tagged:
         seq = ("r" if record["stream"] == "reports" else "e") + seq
     actor = str(record["event"].get("actor", ""))[:18]
-    return f"{seq:>7}  {time:<24}  {record['type']:<22}  {actor:<18}  {record['summary']}"
+    extra = ""
+    if wide:
+        correlation = str(record["event"].get("correlation_id") or "-")
+        extra = f"{record['stream']:<7}  {correlation:<36}  "
+    return f"{seq:>7}  {time:<24}  {record['type']:<22}  {actor:<18}  {extra}{record['summary']}"

@@ -23,6 +23,7 @@ import yaml
 
 from api.errors import InvalidRequest
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.output import Column, add_output_option, emit, when, write_document
 
 
 def register(subparsers: Any) -> None:
@@ -57,7 +58,7 @@ def register(subparsers: Any) -> None:
 
     ls = verbs.add_parser("ls", help="list a taskset's overrides in the order they apply")
     ls.add_argument("taskset")
-    ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(ls)
     add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
 
@@ -139,7 +140,7 @@ def handle_ls(args: argparse.Namespace) -> int:
     overrides: list[dict[str, Any]] = HubClient.from_args(args).get(
         overrides_path(args.taskset, "overrides")
     )
-    if args.output == "json":
+    if args.output in ("json", "yaml"):
         rows = [
             {
                 "name": o["name"],
@@ -151,14 +152,22 @@ def handle_ls(args: argparse.Namespace) -> int:
             }
             for o in overrides
         ]
-        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        write_document(rows, args.output)
         return 0
-    print(f"{'NAME':<24}  {'KIND':<7}  {'TARGET':<32}  ACTOR")
-    for o in overrides:
-        target = f"cluster {o['cluster']}" if o["cluster"] else f"selector {o['selector']}"
-        kind = "values" if o["values"] else "patch"
-        print(f"{o['name']:<24}  {kind:<7}  {target:<32}  {o['set_by']}")
+    emit(overrides, args.output, columns=OVERRIDE_COLUMNS)
     return 0
+
+
+OVERRIDE_COLUMNS = [
+    Column("NAME", lambda o: o["name"]),
+    Column("KIND", lambda o: "values" if o["values"] else "patch"),
+    Column(
+        "TARGET",
+        lambda o: f"cluster {o['cluster']}" if o["cluster"] else f"selector {o['selector']}",
+    ),
+    Column("ACTOR", lambda o: o["set_by"]),
+    Column("SET", lambda o: when(o["set_at"]), wide=True),
+]
 
 
 def handle_preview(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from charts.store import ChartStore
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
+from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import whole_number
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.service import SchedulerService
@@ -51,11 +51,12 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how long the lease outlives a scheduler that died without releasing it",
     )
+    add_log_format_option(parser)
     parser.set_defaults(handler=handle)
 
 
 async def handle(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(args.log_format)
     data = DataDir(args.data_dir)
     url = args.nats_url or str(data.read_hub_info()["nats_url"])
     nc = await connect(

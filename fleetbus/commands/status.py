@@ -1,25 +1,51 @@
 """`fleetbus status [TASKSET]`: per cluster, what it should run, what it runs, and how it is.
 
-Reads the hub's projection through its API (`GET /api/v1/status`).
+Reads the hub's projection through its API (`GET /api/v1/status`). `--watch` keeps reading it
+every `--interval` seconds and prints it again each time it changed (JSON as one document per
+line, YAML as `---`-separated documents) until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+import time
+from contextlib import redirect_stdout
 from typing import Any
 
 import msgspec
 import orjson
 
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.options import positive_seconds
+from fleetbus.output import Column, add_output_option, emit, when
 from projector.queries import RolloutRow, StatusRow
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("status", help="desired and applied state per cluster")
-    parser.add_argument("taskset", nargs="?", default=None)
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser = subparsers.add_parser(
+        "status",
+        help="desired and applied state per cluster",
+        description="Per taskset and cluster: the desired version, the applied version, the "
+        "state (pending, applied, failed, drifted, ...), drift seen and why something failed; "
+        "then each rollout's progress.",
+    )
+    parser.add_argument("taskset", nargs="?", default=None, help="only this taskset")
+    add_output_option(parser)
+    parser.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="keep watching: print the status again whenever it changes (Ctrl-C stops)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often --watch reads the status (default 2)",
+    )
     add_hub_options(parser)
     parser.set_defaults(handler=handle)
 
@@ -30,40 +56,70 @@ def version_text(version: int | None, generation: int | None) -> str:
     return f"v{version}" + (f" (gen {generation})" if generation is not None else "")
 
 
-def handle(args: argparse.Namespace) -> int:
-    status = HubClient.from_args(args).get("/api/v1/status", {"taskset": args.taskset})
+STATUS_COLUMNS = [
+    Column("TASKSET", lambda r: r.taskset),
+    Column("CLUSTER", lambda r: r.cluster),
+    Column(
+        "DESIRED",
+        lambda r: "removed" if r.removed else version_text(r.desired_version, r.desired_generation),
+    ),
+    Column("APPLIED", lambda r: version_text(r.applied_version, r.applied_generation)),
+    Column("STATE", lambda r: r.state),
+    Column("DRIFT", lambda r: r.drift_count),
+    Column(
+        "DETAIL",
+        lambda r: r.error or (f"overrides: {', '.join(r.overrides)}" if r.overrides else ""),
+    ),
+    Column("WAVE", lambda r: None if r.wave is None else r.wave + 1, wide=True),
+    Column("LAST-REPORT", lambda r: when(r.last_report_at), wide=True),
+    Column("DIGEST", lambda r: (r.applied_digest or "")[7:19], wide=True),
+]
+
+
+def render(status: dict[str, Any], output: str, *, watching: bool = False) -> str:
     rows = msgspec.convert(status["cells"], list[StatusRow])
     progress = [
         RolloutRow(taskset=taskset["name"], **taskset["rollout"])
         for taskset in status["tasksets"]
         if taskset["rollout"] is not None
     ]
-    if args.output == "json":
-        document = {
-            "status": msgspec.to_builtins(rows),
-            "rollouts": msgspec.to_builtins(progress),
-        }
-        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    document = {"status": msgspec.to_builtins(rows), "rollouts": msgspec.to_builtins(progress)}
+    if output == "json" and watching:
+        return orjson.dumps(document).decode() + "\n"
+    text = io.StringIO()
+    with redirect_stdout(text):
+        if output in ("json", "yaml"):
+            if watching:
+                print("---")
+            emit(document, output)
+        else:
+            emit(document, output, rows=rows, columns=STATUS_COLUMNS)
+            for rollout in progress:
+                failed = f"; failed: {', '.join(rollout.failed)}" if rollout.failed else ""
+                print(
+                    f"rollout {rollout.taskset} v{rollout.version}: {rollout.state}, wave "
+                    f"{rollout.wave + 1}/{rollout.total_waves}, {rollout.applied}/"
+                    f"{rollout.targets} applied{failed}"
+                )
+    return text.getvalue()
+
+
+def handle(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    if not args.watch:
+        sys.stdout.write(
+            render(client.get("/api/v1/status", {"taskset": args.taskset}), args.output)
+        )
         return 0
-    print(
-        f"{'TASKSET':<20}  {'CLUSTER':<20}  {'DESIRED':<14}  {'APPLIED':<14}  {'STATE':<11}  "
-        f"{'DRIFT':>5}  DETAIL"
-    )
-    for row in rows:
-        desired = (
-            "removed" if row.removed else version_text(row.desired_version, row.desired_generation)
+    shown = ""
+    while True:
+        text = render(
+            client.get("/api/v1/status", {"taskset": args.taskset}), args.output, watching=True
         )
-        applied = version_text(row.applied_version, row.applied_generation)
-        detail = row.error or (f"overrides: {', '.join(row.overrides)}" if row.overrides else "")
-        print(
-            f"{row.taskset:<20}  {row.cluster:<20}  {desired:<14}  {applied:<14}  "
-            f"{row.state:<11}  {row.drift_count:>5}  {detail}"
-        )
-    for rollout in progress:
-        failed = f"; failed: {', '.join(rollout.failed)}" if rollout.failed else ""
-        print(
-            f"rollout {rollout.taskset} v{rollout.version}: {rollout.state}, wave "
-            f"{rollout.wave + 1}/{rollout.total_waves}, {rollout.applied}/{rollout.targets} "
-            f"applied{failed}"
-        )
-    return 0
+        if text != shown:
+            if shown and args.output in ("table", "wide"):
+                print()
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            shown = text
+        time.sleep(args.interval)

@@ -10,13 +10,11 @@ working for `--grace` (5 minutes by default). Rotating `admin` also rewrites the
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
-
-import orjson
 
 from fleetbus.client import HubClient, add_hub_options
 from fleetbus.options import duration
+from fleetbus.output import Column, add_output_option, emit, when
 
 ROLES = ("viewer", "publisher", "admin")
 
@@ -60,7 +58,7 @@ def register(subparsers: Any) -> None:
     rotate.set_defaults(handler=handle_rotate)
 
     listing = commands.add_parser("ls", help="list tokens (names and roles, never secrets)")
-    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(listing)
     add_hub_options(listing)
     listing.set_defaults(handler=handle_list)
 
@@ -108,18 +106,19 @@ def _when(value: object) -> str:
 def handle_list(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
     tokens = client.get("/api/v1/tokens")
-    if args.output == "json":
-        sys.stdout.buffer.write(orjson.dumps(tokens, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(f"{'ID':<14}  {'NAME':<24}  {'ROLE':<10}  {'CREATED':<20}  {'EXPIRES':<20}  BY")
-    for token in tokens:
-        created = _when(token["created_at"])
-        expires = _when(token.get("expires_at"))
-        print(
-            f"{token['id']:<14}  {token['name']:<24}  {token['role']:<10}  {created:<20}  "
-            f"{expires:<20}  {token.get('created_by', '')}"
-        )
+    emit(tokens, args.output, columns=TOKEN_COLUMNS)
     return 0
+
+
+TOKEN_COLUMNS = [
+    Column("ID", lambda t: t["id"]),
+    Column("NAME", lambda t: t["name"]),
+    Column("ROLE", lambda t: t["role"]),
+    Column("CREATED", lambda t: _when(t["created_at"])),
+    Column("EXPIRES", lambda t: _when(t.get("expires_at"))),
+    Column("BY", lambda t: t.get("created_by")),
+    Column("ROTATED", lambda t: when(t.get("rotated_at")), wide=True),
+]
 
 
 def handle_revoke(args: argparse.Namespace) -> int:

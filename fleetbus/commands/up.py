@@ -12,7 +12,7 @@ from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
-from fleetbus.jsonlog import configure_json_logging
+from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import host_port, memory_limit, port, whole_number
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 
@@ -20,6 +20,7 @@ from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processe
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("up", help="start the embedded hub")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    add_log_format_option(parser)
     parser.add_argument(
         "--http",
         type=host_port,
@@ -156,7 +157,7 @@ async def handle(args: argparse.Namespace) -> int:
             hosts=[],
             now=datetime.now(UTC),
         )
-    configure_json_logging()
+    configure_logging(args.log_format)
     host, port = args.http
     await run_hub(
         HubOptions(

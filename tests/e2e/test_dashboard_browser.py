@@ -1,10 +1,11 @@
 """The dashboard in a real browser: headless Chromium on `fleetbus up --sim-clusters 3`.
 
-Chromium is Debian's package (`scripts/install-browser.sh`), driven over the DevTools protocol
-with `websockets`: no browser download, no driver binary. The test signs in with the hub's
-admin token, sees the three simulated clusters in the fleet matrix, publishes a taskset through
-the API, and sees the matrix change with no reload (the live event stream refreshes it) until
-every cluster runs the new version. Screenshots go to tests/artifacts/.
+Chromium is the one `scripts/install-browser.sh` finds or installs (`make test` runs it:
+$FLEETBUS_CHROMIUM, else chromium on PATH, else Debian's package when root), driven over the
+DevTools protocol with `websockets`: no browser download, no driver binary. The test signs in
+with the hub's admin token, sees the three simulated clusters in the fleet matrix, publishes a
+taskset through the API, and sees the matrix change with no reload (the live event stream
+refreshes it) until every cluster runs the new version. Screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -28,7 +31,21 @@ from websockets.asyncio.client import ClientConnection
 
 from fleetbus.natsserver import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> Path | None:
+    """The browser `scripts/install-browser.sh` settles on, by the same rules."""
+    chosen = os.environ.get("FLEETBUS_CHROMIUM")
+    if chosen:
+        return Path(chosen)
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return None
+
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 SIM_CLUSTERS = ["sim-1", "sim-2", "sim-3"]
 CONFIGMAP = b"""apiVersion: v1
@@ -57,9 +74,9 @@ class Browser:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def launch(cls, profile: Path) -> AsyncIterator[Browser]:
+    async def launch(cls, chromium: Path, profile: Path) -> AsyncIterator[Browser]:
         process = await asyncio.create_subprocess_exec(
-            str(CHROMIUM),
+            str(chromium),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -285,11 +302,14 @@ def cell_states(taskset: str) -> str:
 
 @pytest.mark.timeout(240)
 async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path: Path) -> None:
-    if not await asyncio.to_thread(CHROMIUM.exists):
-        pytest.fail("no /usr/bin/chromium: run scripts/install-browser.sh (make install does)")
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.fail(
+            "no Chromium: run scripts/install-browser.sh (make test does), or set FLEETBUS_CHROMIUM"
+        )
     async with (
         fleetbus_up(tmp_path / "hub", len(SIM_CLUSTERS)) as (url, token),
-        Browser.launch(tmp_path / "chromium-profile") as browser,
+        Browser.launch(chromium, tmp_path / "chromium-profile") as browser,
     ):
         page = await browser.new_page()
         await page.goto(url + "/")

@@ -24,6 +24,9 @@ from events.catalog import RolloutHalted
 from events.ids import new_event_id
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
+from notify.model import Filters
+from notify.service import Notifier
+from notify.store import SubscriptionStore
 from tests.integration.api_harness import LiveApi, live_api, projected
 from tests.integration.test_api_events import NOW, append_each, published, registered
 from tests.integration.test_api_fleet import PATCH
@@ -155,6 +158,23 @@ async def an_assigned_blueprint(api: LiveApi) -> Request:
     return request
 
 
+async def a_new_subscription(api: LiveApi) -> Request:
+    return Request(json={"name": fresh("hook"), "url": "http://127.0.0.1:9/hook"})
+
+
+async def a_subscription(api: LiveApi) -> Request:
+    assert api.hub.notifications is not None
+    subscription, _ = await api.hub.notifications.add(
+        name=fresh("old-hook"),
+        sink="json",
+        url="http://127.0.0.1:9/hook",
+        filters=Filters(),
+        hmac_key=None,
+        created_by="test",
+    )
+    return Request(values={"name": subscription.name})
+
+
 V, P, A = Role.viewer, Role.publisher, Role.admin
 CASES: list[Case] = [
     Case("GET", "/healthz", None),
@@ -201,6 +221,10 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
     Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),
     Case("POST", "/api/v1/tokens/{token}/rotate", A, prepare=a_spare_token_to_rotate),
+    Case("GET", "/api/v1/notifications", V),
+    Case("GET", "/api/v1/notifications/status", V),
+    Case("POST", "/api/v1/notifications", A, ok=201, prepare=a_new_subscription),
+    Case("DELETE", "/api/v1/notifications/{name}", A, prepare=a_subscription),
 ]
 
 
@@ -239,6 +263,9 @@ async def test_every_route_answers_401_403_or_success_by_role(
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
         api.hub.history = LogStateHistory(api.hub.store)
+        api.hub.notifications = Notifier(
+            api.hub.store, api.hub.reports, SubscriptionStore(tmp_path / "notifications.json")
+        )
         await as_admin(
             api,
             "POST",

@@ -25,6 +25,8 @@ from access.pki import HubPki
 from api.auth import Role
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
+from notify.service import Notifier
+from notify.store import SubscriptionStore
 from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import append_each, override, published, registered
 
@@ -79,6 +81,9 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
         api.hub.history = LogStateHistory(api.hub.store)
+        api.hub.notifications = Notifier(
+            api.hub.store, api.hub.reports, SubscriptionStore(tmp_path / "notifications.json")
+        )
         await projected(api)
         started = time.monotonic()
         failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])

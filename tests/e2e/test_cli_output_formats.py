@@ -1,0 +1,128 @@
+"""Every read command in every output format, against `fleetbus up`.
+
+`-o json` and `-o yaml` carry the same document; `-o table` starts with an upper-case header and
+`-o wide` shows more columns than `table`; `status --watch` prints again when the status changes;
+`cluster ls --selector` filters by labels and refuses a bad selector clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.test_hub_process import FLEETBUS, Hub, hub
+from tests.eventually import wait_until
+
+__all__ = ["hub"]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+READ_COMMANDS: list[tuple[str, ...]] = [
+    ("status",),
+    ("status", "board"),
+    ("events",),
+    ("events", "--cluster", "edge-1"),
+    ("cluster", "ls"),
+    ("cluster", "ls", "--all"),
+    ("override", "ls", "board"),
+    ("blueprint", "ls"),
+    ("blueprint", "show", "base"),
+    ("token", "ls"),
+    ("notify", "ls"),
+    ("notify", "status"),
+]
+
+
+def header_words(text: str) -> list[str]:
+    first = text.splitlines()[0]
+    return first.split()
+
+
+def prepared(hub: Hub, tmp_path: Path) -> None:
+    hub.start()
+    for name, label in (("edge-1", "env=prod"), ("edge-2", "env=dev")):
+        done = hub.fleetbus("cluster", "register", name, "--label", label)
+        assert done.returncode == 0, done.stderr
+    published = hub.fleetbus(
+        "publish", str(EXAMPLES / "yaml" / "status-board"), "--name", "board", "--selector", "env"
+    )
+    assert published.returncode == 0, published.stderr
+    stack = tmp_path / "base.yaml"
+    stack.write_text("name: base\nselector: env=prod\nentries:\n  - taskset: board\n")
+    assert hub.fleetbus("blueprint", "publish", str(stack)).returncode == 0
+    added = hub.fleetbus("notify", "add", "hook", "--url", "http://127.0.0.1:9/h")
+    assert added.returncode == 0, added.stderr
+
+    def scheduled() -> bool:
+        done = hub.fleetbus("status", "board", "-o", "json")
+        return done.returncode == 0 and len(json.loads(done.stdout)["status"]) == 2
+
+    wait_until(scheduled, "board scheduled on both clusters", within=60)
+
+
+def test_every_read_command_in_every_format(hub: Hub, tmp_path: Path) -> None:
+    prepared(hub, tmp_path)
+    for command in READ_COMMANDS:
+        outputs = {}
+        for output in ("json", "yaml", "table", "wide"):
+            done = hub.fleetbus(*command, "-o", output)
+            assert done.returncode == 0, (command, output, done.stderr)
+            assert done.stdout.strip(), (command, output)
+            outputs[output] = done.stdout
+        document = json.loads(outputs["json"])
+        assert yaml.safe_load(outputs["yaml"]) == document, command
+        if command[:2] == ("blueprint", "show"):
+            assert outputs["table"].startswith("blueprint base v1"), outputs["table"]
+            assert "pinned=" in outputs["wide"]
+            continue
+        table, wide = header_words(outputs["table"]), header_words(outputs["wide"])
+        assert table, command
+        assert all(word.isupper() for word in table), (command, table)
+        assert len(wide) > len(table), (command, table, wide)
+        assert wide[: len(table) - 1] == table[: len(table) - 1], (command, table, wide)
+
+    for output in ("json", "yaml"):
+        done = hub.fleetbus("state", "--cluster", "edge-1", "-o", output)
+        assert done.returncode == 0, done.stderr
+    refused = hub.fleetbus("state", "--cluster", "edge-1", "-o", "table")
+    assert refused.returncode == 2
+    assert "invalid choice: 'table'" in refused.stderr
+
+
+def test_cluster_ls_selector(hub: Hub, tmp_path: Path) -> None:
+    prepared(hub, tmp_path)
+    done = hub.fleetbus("cluster", "ls", "--selector", "env=prod", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert [c["name"] for c in json.loads(done.stdout)] == ["edge-1"]
+    done = hub.fleetbus("cluster", "ls", "-l", "env in (prod,dev)", "-o", "json")
+    assert [c["name"] for c in json.loads(done.stdout)] == ["edge-1", "edge-2"]
+    bad = hub.fleetbus("cluster", "ls", "--selector", "env==(", "-o", "json")
+    assert bad.returncode == 2, bad.stdout
+    assert "selector" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_status_watch_prints_again_when_the_status_changes(hub: Hub, tmp_path: Path) -> None:
+    prepared(hub, tmp_path)
+    command = [*FLEETBUS, "status", "--watch", "--interval", "0.2", "-o", "json"]
+    with subprocess.Popen(
+        [*command, "--data-dir", str(hub.data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as watcher:
+        try:
+            assert watcher.stdout is not None
+            first = json.loads(watcher.stdout.readline())
+            assert {row["cluster"] for row in first["status"]} == {"edge-1", "edge-2"}
+            done = hub.fleetbus("cluster", "register", "edge-3", "--label", "env=qa")
+            assert done.returncode == 0, done.stderr
+            second = json.loads(watcher.stdout.readline())
+            clusters = {row["cluster"] for row in second["status"]}
+            assert clusters == {"edge-1", "edge-2", "edge-3"}
+            assert watcher.poll() is None, "still watching"
+        finally:
+            watcher.kill()
