@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle clean
+.PHONY: install run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle registry clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ envtest:
 yamloracle:
 	infra/yamloracle/build.sh
 
+# The CNCF distribution registry: the OCI registry the sources tests push charts to.
+registry:
+	infra/registry/build.sh
+
 run: install
 	scripts/run-demo.sh
 
@@ -36,10 +40,10 @@ importlint: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collects no tests: that is a failure here, never ignored.
-test: install envtest yamloracle lint typecheck importlint
+test: install envtest yamloracle registry lint typecheck importlint
 	$(BIN)/python -m pytest -m 'not long' -p no:cacheprovider
 
-test-long: install envtest
+test-long: install envtest registry
 	$(BIN)/python -m pytest -m long -p no:cacheprovider
 
 bench: install envtest
