@@ -44,6 +44,7 @@ from api.routes import (
     fleet,
     overrides,
     rollouts,
+    sources,
     system,
     tasksets,
 )
@@ -169,6 +170,7 @@ def create_app(hub: HubContext) -> Litestar:
             *overrides.ROUTES,
             *rollouts.ROUTES,
             *blueprints.ROUTES,
+            *sources.ROUTES,
             dashboard,
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},

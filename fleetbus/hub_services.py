@@ -1,4 +1,4 @@
-"""The hub's own deciding and reading services: the scheduler and the projector.
+"""The hub's own deciding and reading services: the scheduler, the projector, the sources.
 
 `fleetbus up` starts both next to the HTTP API. The scheduler takes the leader lease (a
 scheduler started elsewhere with `fleetbus scheduler` waits for it, or holds it first); the
@@ -18,6 +18,9 @@ from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
+from sources.credentials import CredentialStore
+from sources.fetch import FetchPolicy
+from sources.service import SourceWatcher
 
 
 def start_hub_services(
@@ -35,3 +38,16 @@ def start_hub_services(
         )
     projector = ProjectorService(store, reports, data.root / PROJECTION_FILE)
     supervisor.start("projector", lambda: projector.run(supervisor.stop_event), watches_stop=True)
+
+
+def start_source_service(
+    store: EventStore,
+    charts: ChartStore,
+    data: DataDir,
+    supervisor: Supervisor,
+    policy: FetchPolicy,
+) -> SourceWatcher:
+    """Start the service that checks standing sources (`fleetbus source`) under `supervisor`."""
+    watcher = SourceWatcher(store, charts, CredentialStore.in_data_dir(data.root), policy)
+    supervisor.start("sources", lambda: watcher.run(supervisor.stop_event), watches_stop=True)
+    return watcher

@@ -149,6 +149,10 @@ class SourceWatcher:
                 )
             self._wake.set()
 
+    def wake(self) -> None:
+        """Look at the sources again now (one was added or changed)."""
+        self._wake.set()
+
     async def sync(self, name: str) -> CheckResult:
         """Check `name` now (`fleetbus source sync`)."""
         if name not in self.state.sources:
