@@ -75,6 +75,9 @@ class TasksetView(msgspec.Struct, frozen=True, kw_only=True):
     """How new versions spread (batch size, pause, failure threshold)."""
     rollout: RolloutView | None = None
     updated_at: str
+    provenance: dict[str, Any] | None = None
+    """Where the latest version was fetched from, for a remote source: kind, URL, chart and
+    version, digest or commit."""
 
 
 class FleetStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,6 +137,7 @@ def taskset_view(row: TasksetRow, rollout: RolloutRow | None) -> TasksetView:
         strategy=row.rollout,
         rollout=rollout_view(rollout),
         updated_at=row.updated_at,
+        provenance=row.provenance,
     )
 
 

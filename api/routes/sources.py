@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, delete, get, post, put
-from litestar.params import PathParameter
+from litestar.params import JSONBody, PathParameter
 
 from api.auth import Role, principal_of, requires
 from api.context import Hub
@@ -174,7 +174,7 @@ def _credential(hub: Hub, name: str) -> Credential | None:
     status_code=201,
 )
 async def publish_remote(
-    request: Request[Any, Any, Any], hub: Hub, data: RemotePublish
+    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[RemotePublish]
 ) -> RemotePublished:
     ref = data.source.reference()
     name = data.name or default_name(ref)
@@ -270,7 +270,9 @@ async def list_sources(hub: Hub) -> list[SourceView]:
     summary="Add (or redefine) a standing source: the hub publishes each new version it finds",
     status_code=201,
 )
-async def add(request: Request[Any, Any, Any], hub: Hub, data: StandingSource) -> dict[str, Any]:
+async def add(
+    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[StandingSource]
+) -> dict[str, Any]:
     watcher = _watcher(hub)
     ref = data.source.reference()
     if data.source.credentials:
@@ -353,7 +355,9 @@ async def list_credentials(hub: Hub) -> list[CredentialSummary]:
     tags=["sources"],
     summary="Store credentials for private repositories, registries or Git servers",
 )
-async def set_credentials(hub: Hub, name: NameParam, data: CredentialInput) -> CredentialSummary:
+async def set_credentials(
+    hub: Hub, name: NameParam, data: JSONBody[CredentialInput]
+) -> CredentialSummary:
     credential = Credential(**msgspec.structs.asdict(data))
     hub.source_credentials.set(name, credential)
     return CredentialSummary(name=name, kind=credential.kind, username=credential.username)

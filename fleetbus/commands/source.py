@@ -43,7 +43,9 @@ def duration(text: str) -> float:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "source", help="standing sources the hub publishes from", description=__doc__
+        "source",
+        help="standing sources: charts and Git directories the hub publishes each new version of",
+        description=__doc__,
     )
     commands = parser.add_subparsers(dest="source_command", required=True, metavar="COMMAND")
 

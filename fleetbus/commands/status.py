@@ -13,6 +13,7 @@ import msgspec
 import orjson
 
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.source_options import provenance_text
 from projector.queries import RolloutRow, StatusRow
 
 
@@ -38,11 +39,18 @@ def handle(args: argparse.Namespace) -> int:
         for taskset in status["tasksets"]
         if taskset["rollout"] is not None
     ]
+    origins = {
+        taskset["name"]: (taskset["version"], taskset["provenance"])
+        for taskset in status["tasksets"]
+        if taskset.get("provenance") and (args.taskset is None or taskset["name"] == args.taskset)
+    }
     if args.output == "json":
         document = {
             "status": msgspec.to_builtins(rows),
             "rollouts": msgspec.to_builtins(progress),
         }
+        if origins:
+            document["provenance"] = {name: origin for name, (_, origin) in origins.items()}
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     print(
@@ -59,6 +67,8 @@ def handle(args: argparse.Namespace) -> int:
             f"{row.taskset:<20}  {row.cluster:<20}  {desired:<14}  {applied:<14}  "
             f"{row.state:<11}  {row.drift_count:>5}  {detail}"
         )
+    for name, (version, origin) in sorted(origins.items()):
+        print(f"source of {name} v{version}: {provenance_text(origin)}")
     for rollout in progress:
         failed = f"; failed: {', '.join(rollout.failed)}" if rollout.failed else ""
         print(
