@@ -68,6 +68,11 @@ def check_reference(ref: SourceRef) -> SourceRef:
         raise InvalidSourceReference(f"source kind must be one of {', '.join(KINDS)}")
     if not ref.url or len(ref.url) > 2048 or any(c.isspace() for c in ref.url):
         raise InvalidSourceReference(f"source URL {ref.url!r} is empty, too long or has spaces")
+    if _has_userinfo(ref.url):
+        raise InvalidSourceReference(
+            f"source URL {_without_userinfo(ref.url)!r} carries credentials; store credentials "
+            "with `fleetbus source credentials set` and name them with --credentials"
+        )
     if ref.version and not VERSION_TEXT.match(ref.version):
         raise InvalidSourceReference(
             f"version {ref.version!r} is not a chart version or semver constraint"
@@ -97,6 +102,17 @@ def check_reference(ref: SourceRef) -> SourceRef:
             raise InvalidSourceReference(f"git ref {ref.ref!r} is not a branch, tag or commit")
         check_repo_path(ref.path)
     return ref
+
+
+def _has_userinfo(url: str) -> bool:
+    if "://" not in url:
+        return False
+    return "@" in urlsplit(url).netloc and ":" in urlsplit(url).netloc.split("@", 1)[0]
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
 
 
 def check_repo_path(path: str) -> PurePosixPath:
