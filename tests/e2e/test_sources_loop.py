@@ -176,6 +176,29 @@ async def test_a_chart_from_the_oci_registry_is_published_with_its_manifest_dige
     )
     assert again.startswith("unchanged: api v1")
 
+    # Bad input: a host off the allow-list, a tag inside the reference, a Git source without a
+    # name. Each is one line naming the problem, exit 2, no traceback, nothing on the log.
+    before = hub.last_sequences()
+    for args, message in [
+        (
+            ("--chart", "oci://localhost:5000/charts/api", "--version", "1.0.0"),
+            "on host localhost:5000, which this hub may not contact",
+        ),
+        (
+            ("--chart", f"oci://{oci_registry.host}/charts/api:0.3.0", "--plain-http"),
+            "give the chart version with --version",
+        ),
+        (("--git", "git://127.0.0.1/x.git"), "a Git source needs a taskset name"),
+        (("--chart", "api", "--version", "1.0.0"), "needs --repo URL"),
+    ]:
+        refused = hub.cli("publish", *args, "--cluster", "sim-1", *data)
+        error = refused.stderr.decode()
+        assert refused.returncode == 2, error
+        assert message in error
+        assert "Traceback" not in error
+        assert len(error.strip().splitlines()) == 1, error
+    assert hub.last_sequences() == before
+
 
 async def test_a_new_commit_of_a_git_overlay_reaches_the_cluster_with_its_sha(
     hub: LiveHub, git_server: GitServer
