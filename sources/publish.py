@@ -77,7 +77,11 @@ def _fetch_and_normalize(
         what = fetched.provenance.chart or fetched.provenance.url
         try:
             if detect_format(fetched.path) == "kustomize":
-                check_overlay(fetched.path, inside=fetched.root)
+                check_overlay(
+                    fetched.path,
+                    inside=fetched.root,
+                    inside_name="repository" if fetched.provenance.kind == "git" else "chart",
+                )
             normalized = normalize(
                 fetched.path,
                 NormalizeOptions(

@@ -244,9 +244,10 @@ async def test_a_new_commit_of_a_git_overlay_reaches_the_cluster_with_its_sha(
         "platform", {"overlays/prod/kustomization.yaml": "resources: [../../../../etc]\n"}
     )
     await eventually(
-        lambda: "source platform failed (render" in events_text(hub, "platform"),
-        "SourceFailed for the escaping overlay",
+        lambda: "points outside the repository" in events_text(hub, "platform"),
+        "SourceFailed for the escaping overlay, naming the rule",
         30,
         0.5,
     )
+    assert "source platform failed (render" in events_text(hub, "platform")
     await applied(hub, "platform", 2)
