@@ -28,7 +28,7 @@ if [[ "${REGISTRY_FORCE:-}" != 1 && -x "$bin" && -f "$stamp" && "$(cat "$stamp")
     exit 0
 fi
 
-echo "building the distribution registry $REGISTRY_VERSION (a minute or two on a cold Go build cache)..."
+echo "building the distribution registry $REGISTRY_VERSION (up to several minutes with empty Go caches)..."
 mkdir -p "$bin_dir"
 rm -f "$stamp"
 gobin="$(mktemp -d)"
