@@ -249,3 +249,32 @@ def test_malformed_references_are_refused_before_anything_is_contacted(
 ) -> None:
     with pytest.raises(InvalidSourceReference, match=message):
         fetch_source(ref, tmp_path, LOOPBACK)
+
+
+def test_a_private_helm_repository_takes_basic_credentials_and_never_echoes_them(
+    tmp_path: Path,
+) -> None:
+    repository = HelmRepository(tmp_path / "private", username="ci", password="repo-pass-71c")
+    repository.start()
+    try:
+        repository.add(make_chart(tmp_path / "src", "web", "1.0.0"))
+        ref = SourceRef(kind="helm-repo", url=repository.url, chart="web")
+        (tmp_path / "a").mkdir()
+        with pytest.raises(SourceUnreachable, match="cannot read the index"):
+            fetch_source(ref, tmp_path / "a", LOOPBACK)
+        wrong = Credential(kind="basic", username="ci", password="not-the-pass-42")
+        (tmp_path / "b").mkdir()
+        with pytest.raises(SourceUnreachable) as refused:
+            fetch_source(ref, tmp_path / "b", LOOPBACK, credential=wrong)
+        assert "not-the-pass-42" not in str(refused.value)
+        right = Credential(kind="basic", username="ci", password="repo-pass-71c")
+        (tmp_path / "c").mkdir()
+        fetched = fetch_source(ref, tmp_path / "c", LOOPBACK, credential=right)
+        assert fetched is not None
+        assert fetched.provenance.chart_version == "1.0.0"
+        token = Credential(kind="token", token="tok")
+        (tmp_path / "d").mkdir()
+        with pytest.raises(InvalidSourceReference, match="Helm repositories take basic"):
+            fetch_source(ref, tmp_path / "d", LOOPBACK, credential=token)
+    finally:
+        repository.stop()
