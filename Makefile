@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle loadgen clean
+.PHONY: install browser run test test-long lint typecheck importlint unit bench bench-quick envtest yamloracle loadgen registry clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ yamloracle:
 # bombardier, the HTTP load generator of the read benchmark (P9).
 loadgen:
 	infra/loadgen/build.sh
+# The CNCF distribution registry: the OCI registry the sources tests push charts to.
+registry:
+	infra/registry/build.sh
 
 run: install
 	scripts/run-demo.sh
@@ -44,10 +47,10 @@ importlint: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collects no tests: that is a failure here, never ignored.
-test: install browser envtest yamloracle lint typecheck importlint
+test: install browser envtest yamloracle registry lint typecheck importlint
 	$(BIN)/python -m pytest -m 'not long' -p no:cacheprovider
 
-test-long: install envtest
+test-long: install envtest registry
 	$(BIN)/python -m pytest -m long -p no:cacheprovider
 
 bench: install envtest loadgen

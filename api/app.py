@@ -45,6 +45,7 @@ from api.routes import (
     notifications,
     overrides,
     rollouts,
+    sources,
     system,
     tasksets,
 )
@@ -174,6 +175,7 @@ def create_app(hub: HubContext) -> Litestar:
             *rollouts.ROUTES,
             *blueprints.ROUTES,
             *notifications.ROUTES,
+            *sources.ROUTES,
             dashboard,
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},

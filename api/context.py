@@ -32,6 +32,10 @@ from notify.model import Filters, Sink, Subscription, SubscriptionStatus
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
 from registry.overrides import PreparedRenderer
+from sources.credentials import CredentialStore
+from sources.fetch import FetchPolicy
+from sources.references import HostAllowList
+from sources.service import SourceWatcher
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest request body the API reads (uploads included); larger ones get 413."""
@@ -131,6 +135,14 @@ class HubContext:
     """Encoded answers of the read routes, with their ETags (`api.read_cache`)."""
     max_body_bytes: int = MAX_BODY_BYTES
     sse_heartbeat_s: float = 15.0
+    sources: SourceWatcher | None = None
+    """Checks standing sources; None where the hub runs no source service."""
+    source_policy: FetchPolicy = field(default_factory=lambda: FetchPolicy(HostAllowList()))
+    """Which hosts sources may be fetched from, and the limits on what they bring."""
+
+    @property
+    def source_credentials(self) -> CredentialStore:
+        return CredentialStore.in_data_dir(self.data_dir)
 
     @classmethod
     def for_store(cls, store: EventStore, data_dir: Path) -> HubContext:

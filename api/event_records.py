@@ -37,10 +37,14 @@ from events.catalog import (
     Event,
     OverrideRemoved,
     OverrideSet,
+    Provenance,
     Report,
     RolloutAdvanced,
     RolloutHalted,
     RolloutResumed,
+    SourceAdded,
+    SourceFailed,
+    SourceRemoved,
     TaskApplied,
     TaskFailed,
     TasksetDependenciesSet,
@@ -132,8 +136,48 @@ def describe(event: Event) -> str:
 # --- one summary per event type (the most specific class of an event that has one wins) -----
 
 
+def provenance_text(provenance: Provenance) -> str:
+    """Where a version came from, in one phrase."""
+    if provenance.kind == "git":
+        where = f" {provenance.path}" if provenance.path else ""
+        return f"git {provenance.url}{where} at {provenance.ref} ({provenance.commit[:12]})"
+    return (
+        f"{provenance.kind} {provenance.url} chart {provenance.chart} "
+        f"{provenance.chart_version} ({provenance.digest[:19]})"
+    )
+
+
 def _describe_taskset_published(event: TasksetPublished) -> str:
-    return f"{event.taskset} v{event.taskset_version} ({event.format}, {event.digest[:19]})"
+    origin = f" from {provenance_text(event.provenance)}" if event.provenance else ""
+    by_source = (
+        f" by source {event.provenance.source}"
+        if event.provenance and event.provenance.source
+        else ""
+    )
+    return (
+        f"{event.taskset} v{event.taskset_version} ({event.format}, {event.digest[:19]})"
+        f"{origin}{by_source}"
+    )
+
+
+def _describe_source_added(event: SourceAdded) -> str:
+    what = (
+        f"git {event.url} {event.ref or 'HEAD'} {event.path}".rstrip()
+        if event.kind == "git"
+        else f"{event.kind} {event.url} {event.chart} {event.chart_version or 'latest'}"
+    )
+    return f"source {event.source} follows {what} into {event.taskset} every {event.interval_s:g}s"
+
+
+def _describe_source_removed(event: SourceRemoved) -> str:
+    return f"source {event.source} removed"
+
+
+def _describe_source_failed(event: SourceFailed) -> str:
+    return (
+        f"source {event.source} failed ({event.stage}, attempt {event.attempts}): "
+        f"{event.reason}; {event.taskset} keeps its version, retry in {event.retry_in_s:g}s"
+    )
 
 
 def _describe_override_set(event: OverrideSet) -> str:
@@ -293,6 +337,9 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     BlueprintRolloutHalted: _describe_blueprint_rollout_halted,
     ClusterTaskHeld: _describe_cluster_task_held,
     TasksetDependenciesSet: _describe_taskset_dependencies_set,
+    SourceAdded: _describe_source_added,
+    SourceRemoved: _describe_source_removed,
+    SourceFailed: _describe_source_failed,
 }
 
 

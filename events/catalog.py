@@ -73,6 +73,27 @@ class RolloutStrategy(msgspec.Struct, frozen=True, kw_only=True):
     failure_threshold: int = 0
 
 
+class Provenance(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a published version came from, when the hub fetched it from a remote source.
+
+    `kind` is `helm-repo` (a Helm HTTP repository), `oci` (a chart in an OCI registry) or
+    `git` (a directory of a Git repository). Charts carry their name, the version chosen and the
+    digest of the archive (for OCI, the manifest digest the registry answered with); Git
+    sources carry the ref asked for, the commit it resolved to and the directory taken.
+    `source` names the standing source that published it ("" for a one-off publish).
+    """
+
+    kind: Literal["helm-repo", "oci", "git"]
+    url: str
+    chart: str = ""
+    chart_version: str = ""
+    digest: str = ""
+    ref: str = ""
+    commit: str = ""
+    path: str = ""
+    source: str = ""
+
+
 # --- taskset aggregate ------------------------------------------------------------------------
 
 
@@ -95,6 +116,8 @@ class TasksetPublished(Event, tag="TasksetPublished", frozen=True, kw_only=True)
     """Helm values the snapshot was rendered with (empty for other formats)."""
     chart_archive: str = ""
     """Content address of the chart archive in the hub's object store, for re-rendering."""
+    provenance: Provenance | None = None
+    """The remote source it was fetched from; None for an upload."""
 
     @property
     def aggregate_id(self) -> str:
@@ -124,6 +147,73 @@ class TasksetDependenciesSet(Event, tag="TasksetDependenciesSet", frozen=True, k
     @property
     def aggregate_id(self) -> str:
         return self.taskset
+
+
+# --- source aggregate ------------------------------------------------------------------------
+
+
+class SourceAdded(Event, tag="SourceAdded", frozen=True, kw_only=True):
+    """A standing source: the hub checks it every `interval_s` seconds (and on demand) and
+    publishes each new chart version within `chart_version` or each new commit of `ref` as the next
+    version of `taskset`, with this placement, rollout, namespace and values.
+
+    Adding a source of the same name again replaces its definition. Credentials are named
+    (`credentials`), never carried: the hub keeps them in its data dir."""
+
+    aggregate: ClassVar[str] = "source"
+    source: str
+    taskset: str
+    kind: Literal["helm-repo", "oci", "git"]
+    url: str
+    chart: str = ""
+    chart_version: str = ""
+    """A chart version or semver constraint (`^1.2`); empty: the latest."""
+    ref: str = ""
+    path: str = ""
+    namespace: str = "default"
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    placement: Placement = msgspec.field(default_factory=Placement)
+    rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+    interval_s: float = 300.0
+    credentials: str = ""
+    plain_http: bool = False
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.source
+
+
+class SourceRemoved(Event, tag="SourceRemoved", frozen=True, kw_only=True):
+    """The hub stops checking the source; what it published stays published."""
+
+    aggregate: ClassVar[str] = "source"
+    source: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.source
+
+
+class SourceFailed(Event, tag="SourceFailed", frozen=True, kw_only=True):
+    """Checking a standing source failed: unreachable, refused by a limit or the host
+    allow-list, or its new version does not render. The version published last stays; the hub
+    tries again after `retry_in_s` (growing with each failure up to the source's interval).
+    Recorded once per distinct reason until the source succeeds again."""
+
+    aggregate: ClassVar[str] = "source"
+    source: str
+    taskset: str
+    reason: str
+    stage: Literal["fetch", "limits", "render", "publish"] = "fetch"
+    attempts: int = 1
+    """Failed checks in a row, this one included."""
+    retry_in_s: float = 0.0
+    candidate: str = ""
+    """What was being fetched when known: `chart 1.2.4` or `commit <sha>`."""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.source
 
 
 # --- blueprint aggregate ----------------------------------------------------------------------
@@ -475,6 +565,9 @@ HubEvent = (
     | BlueprintRolloutAdvanced
     | BlueprintRolloutHalted
     | ClusterTaskHeld
+    | SourceAdded
+    | SourceRemoved
+    | SourceFailed
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -503,6 +596,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BlueprintRolloutAdvanced,
         BlueprintRolloutHalted,
         ClusterTaskHeld,
+        SourceAdded,
+        SourceRemoved,
+        SourceFailed,
         TaskApplied,
         TaskFailed,
         DriftDetected,

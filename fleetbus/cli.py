@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
     "token": ("token", "manage API tokens (admin)"),
+    "source": (
+        "source",
+        "standing sources: charts and Git directories the hub publishes each new version of",
+    ),
     "scheduler": (
         "scheduler",
         "run a scheduler against a running hub (a hub service: needs the hub's data dir)",

@@ -47,3 +47,7 @@ class HubRequestFailed(HubError):
         self.status = status
         self.detail = detail
         super().__init__(message)
+
+
+class MissingOption(HubError):
+    """A command needs an option it was not given."""

@@ -32,7 +32,7 @@ from fleetbus.datadir import DataDir
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls, prepare_listener, server_hosts
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
-from fleetbus.hub_services import start_hub_services, start_notifications
+from fleetbus.hub_services import start_hub_services, start_notifications, start_source_service
 from fleetbus.natsserver import (
     NatsServer,
     check_port_free,
@@ -42,6 +42,9 @@ from fleetbus.natsserver import (
 )
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
+from sources.fetch import FetchPolicy
+from sources.limits import SourceLimits
+from sources.references import HostAllowList
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class HubOptions:
     """The API's own certificate and key (PEM): serve HTTPS only."""
     tls_issue: bool = False
     """Serve HTTPS with a certificate from the hub CA (its fingerprint is printed)."""
+    source_hosts: tuple[str, ...] = ()
+    """Hosts (`host` or `host:port`) the hub may fetch sources from; none: no remote sources."""
+    source_timeout_s: float = 120.0
 
 
 def hub_config_text(
@@ -284,6 +290,13 @@ async def run_hub(options: HubOptions) -> None:
         api_context.notifications = start_notifications(store, data, supervisor)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
+        )
+        api_context.source_policy = FetchPolicy(
+            allowed=HostAllowList.parse(options.source_hosts),
+            limits=SourceLimits(timeout_s=options.source_timeout_s),
+        )
+        api_context.sources = start_source_service(
+            store, api_context.charts, data, supervisor, api_context.source_policy
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
         api_context.history = LogStateHistory(store, api_context.renderer)

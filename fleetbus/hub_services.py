@@ -1,5 +1,5 @@
-"""The hub's own deciding, reading and notifying services: the scheduler, the projector and the
-notification delivery.
+"""The hub's own deciding, reading, notifying and fetching services: the scheduler, the
+projector, the notification delivery and the sources.
 
 `fleetbus up` starts both next to the HTTP API. The scheduler takes the leader lease (a
 scheduler started elsewhere with `fleetbus scheduler` waits for it, or holds it first); the
@@ -22,6 +22,9 @@ from notify.store import FILE_NAME as NOTIFICATIONS_FILE
 from notify.store import SubscriptionStore
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
+from sources.credentials import CredentialStore
+from sources.fetch import FetchPolicy
+from sources.service import SourceWatcher
 
 
 def start_hub_services(
@@ -51,3 +54,16 @@ def start_notifications(store: EventStore, data: DataDir, supervisor: Supervisor
         "notifications", lambda: notifier.run(supervisor.stop_event), watches_stop=True
     )
     return notifier
+
+
+def start_source_service(
+    store: EventStore,
+    charts: ChartStore,
+    data: DataDir,
+    supervisor: Supervisor,
+    policy: FetchPolicy,
+) -> SourceWatcher:
+    """Start the service that checks standing sources (`fleetbus source`) under `supervisor`."""
+    watcher = SourceWatcher(store, charts, CredentialStore.in_data_dir(data.root), policy)
+    supervisor.start("sources", lambda: watcher.run(supervisor.stop_event), watches_stop=True)
+    return watcher

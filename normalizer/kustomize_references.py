@@ -127,15 +127,18 @@ def plugin_config_references(config: Mapping[str, Any], where: str) -> Iterator[
                 )
 
 
-def check_overlay(directory: Path, *, inside: Path | None = None) -> None:
+def check_overlay(
+    directory: Path, *, inside: Path | None = None, inside_name: str = "upload"
+) -> None:
     """Refuse an overlay that refers to anything but plain relative paths (of the upload).
 
     Follows local directories transitively. With `inside`, every reference must also resolve
-    (symbolic links included) to a path under it: an upload builds from itself only.
+    (symbolic links included) to a path under it: an upload (or a Git repository, named by
+    `inside_name` in the refusal) builds from itself only.
     """
-    _OverlayCheck(Path(os.path.realpath(inside)) if inside is not None else None).visit(
-        Path(os.path.realpath(directory))
-    )
+    _OverlayCheck(
+        Path(os.path.realpath(inside)) if inside is not None else None, inside_name
+    ).visit(Path(os.path.realpath(directory)))
 
 
 def local_directories(directory: Path) -> set[Path]:
@@ -166,8 +169,9 @@ def local_directories(directory: Path) -> set[Path]:
 
 
 class _OverlayCheck:
-    def __init__(self, inside: Path | None) -> None:
+    def __init__(self, inside: Path | None, inside_name: str = "upload") -> None:
         self.inside = inside
+        self.inside_name = inside_name
         self.visited: set[Path] = set()
 
     def label(self, path: Path) -> str:
@@ -210,7 +214,10 @@ class _OverlayCheck:
         resolved = Path(os.path.realpath(directory / _path_of(reference)))
         if self.inside is not None and not _is_within(self.inside, resolved):
             raise RefusedReference(
-                label, reference.field, value, "it points outside the upload (after links)"
+                label,
+                reference.field,
+                value,
+                f"it points outside the {self.inside_name} (after links)",
             )
         if resolved.is_dir():
             if reference.target in (Target.FILE_OR_DIRECTORY, Target.PLUGIN_CONFIG):

@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS taskset_versions (
     event_id TEXT NOT NULL,
     PRIMARY KEY (taskset, version)
 );
+CREATE TABLE IF NOT EXISTS taskset_provenance (
+    taskset TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    provenance TEXT NOT NULL,
+    PRIMARY KEY (taskset, version)
+);
 CREATE TABLE IF NOT EXISTS overrides (
     taskset TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -164,6 +170,7 @@ TABLES: dict[str, str] = {
     "positions": "stream",
     "tasksets": "name",
     "taskset_versions": "taskset, version",
+    "taskset_provenance": "taskset, version",
     "overrides": "taskset, name",
     "clusters": "name",
     "cluster_status": "cluster, taskset",

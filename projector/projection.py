@@ -157,6 +157,11 @@ async def _project_taskset_published(
             event.id,
         ),
     )
+    if event.provenance is not None:
+        await db.execute(
+            "INSERT OR REPLACE INTO taskset_provenance VALUES (?, ?, ?)",
+            (event.taskset, event.taskset_version, dumps(event.provenance)),
+        )
     await db.execute(
         "INSERT INTO tasksets VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (name) DO UPDATE"
         " SET latest_version = excluded.latest_version, digest = excluded.digest,"

@@ -203,6 +203,8 @@ class TasksetRow(msgspec.Struct, frozen=True, kw_only=True):
     rollout: dict[str, Any]
     retired: bool
     updated_at: str
+    provenance: dict[str, Any] | None = None
+    """Where the latest version was fetched from (a remote source), if it was."""
 
 
 class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,14 +217,18 @@ class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
     published_at: str
     actor: str
     event_id: str
+    provenance: dict[str, Any] | None = None
 
 
 async def tasksets(db: Reader, *, include_retired: bool = True) -> list[TasksetRow]:
     """Every published taskset with its latest version, placement and rollout."""
-    sql = "SELECT * FROM tasksets"
+    sql = (
+        "SELECT t.*, p.provenance FROM tasksets t LEFT JOIN taskset_provenance p"
+        " ON p.taskset = t.name AND p.version = t.latest_version"
+    )
     if not include_retired:
-        sql += " WHERE retired = 0"
-    rows = await db.fetch_all(sql + " ORDER BY name")
+        sql += " WHERE t.retired = 0"
+    rows = await db.fetch_all(sql + " ORDER BY t.name")
     return [
         TasksetRow(
             name=row["name"],
@@ -233,6 +239,7 @@ async def tasksets(db: Reader, *, include_retired: bool = True) -> list[TasksetR
             rollout=orjson.loads(row["rollout"]),
             retired=bool(row["retired"]),
             updated_at=row["updated_at"],
+            provenance=orjson.loads(row["provenance"]) if row["provenance"] else None,
         )
         for row in rows
     ]
@@ -241,7 +248,14 @@ async def tasksets(db: Reader, *, include_retired: bool = True) -> list[TasksetR
 async def taskset_versions(db: Reader, taskset: str) -> list[VersionRow]:
     """The published versions of a taskset, newest first."""
     rows = await db.fetch_all(
-        "SELECT * FROM taskset_versions WHERE taskset = ? ORDER BY version DESC",
+        "SELECT v.*, p.provenance FROM taskset_versions v LEFT JOIN taskset_provenance p"
+        " ON p.taskset = v.taskset AND p.version = v.version"
+        " WHERE v.taskset = ? ORDER BY v.version DESC",
         (taskset,),
     )
-    return [VersionRow(**row) for row in rows]
+    return [
+        VersionRow(
+            **{**row, "provenance": orjson.loads(row["provenance"]) if row["provenance"] else None}
+        )
+        for row in rows
+    ]

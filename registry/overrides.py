@@ -20,7 +20,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from events.catalog import Event, OverrideRemoved, OverrideSet, TasksetPublished, TasksetRetired
+from events.catalog import (
+    Event,
+    OverrideRemoved,
+    OverrideSet,
+    Provenance,
+    TasksetPublished,
+    TasksetRetired,
+)
 from events.ids import new_event_id
 from events.store import EventStore
 from events.subjects import EVENTS_PREFIX, event_subject
@@ -66,6 +73,8 @@ class LatestSnapshot:
     format: str
     snapshot: Snapshot
     retired: bool
+    provenance: Provenance | None = None
+    """Where the hub fetched it from, when it came from a remote source."""
 
 
 class SetOverride(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,6 +205,7 @@ async def load_latest_snapshot(store: EventStore, taskset: str) -> LatestSnapsho
         format=latest.format,
         snapshot=Snapshot(taskset=body, values=latest.values, chart_archive=archive),
         retired=retired,
+        provenance=latest.provenance,
     )
 
 

@@ -26,7 +26,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from events.catalog import Event, Placement, RolloutStrategy, TasksetPublished, TasksetRetired
+from events.catalog import (
+    Event,
+    Placement,
+    Provenance,
+    RolloutStrategy,
+    TasksetPublished,
+    TasksetRetired,
+)
 from events.codec import encode_event
 from events.ids import new_event_id
 from events.store import EventStore
@@ -62,6 +69,7 @@ class TasksetHistory(msgspec.Struct, frozen=True, kw_only=True):
     placement: Placement = msgspec.field(default_factory=Placement)
     rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
     retired: bool = False
+    provenance: Provenance | None = None
 
     @property
     def exists(self) -> bool:
@@ -78,6 +86,7 @@ def evolve(history: TasksetHistory, event: Event) -> TasksetHistory:
                 placement=event.placement,
                 rollout=event.rollout,
                 retired=False,
+                provenance=event.provenance,
             )
         case TasksetRetired():
             return msgspec.structs.replace(history, retired=True)
@@ -97,6 +106,8 @@ class PublishTaskset(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     event_id: str
     correlation_id: str = ""
+    provenance: Provenance | None = None
+    """Where the hub fetched the source from; None for an upload."""
 
 
 class RetireTaskset(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +135,10 @@ def check_rollout(rollout: RolloutStrategy) -> RolloutStrategy:
 
 
 def decide_publish(history: TasksetHistory, command: PublishTaskset, now: datetime) -> list[Event]:
-    """The snapshot to append, or nothing when the same content is already published as-is."""
+    """The snapshot to append, or nothing when the same content is already published as-is.
+
+    A source's new chart version or commit is a new version even when it renders the same:
+    the log must say what each cluster runs."""
     taskset = command.taskset
     check_name("taskset", taskset.name)
     placement = check_placement(command.placement)
@@ -138,6 +152,7 @@ def decide_publish(history: TasksetHistory, command: PublishTaskset, now: dateti
         and history.digest == digest
         and history.placement == placement
         and history.rollout == rollout
+        and (command.provenance is None or history.provenance == command.provenance)
     ):
         return []
     body = encode_taskset(taskset)
@@ -158,6 +173,7 @@ def decide_publish(history: TasksetHistory, command: PublishTaskset, now: dateti
         rollout=rollout,
         values=command.values,
         chart_archive=taskset.source.chart_archive,
+        provenance=command.provenance,
     )
     event_size = len(encode_event(event))
     if event_size > MAX_PAYLOAD:
@@ -261,6 +277,7 @@ async def publish_taskset(
     rollout: RolloutStrategy | None = None,
     correlation_id: str = "",
     preceding: Sequence[Event] = (),
+    provenance: Provenance | None = None,
 ) -> PublishOutcome:
     """Publish a normalized source as the taskset's next version, unless nothing changed.
 
@@ -276,6 +293,7 @@ async def publish_taskset(
         actor=actor,
         event_id=event_id_at(now),
         correlation_id=correlation_id,
+        provenance=provenance,
     )
     events = decide_publish(history, command, now)
     if not events:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.catalog import ClusterDeregistered, ClusterTaskScheduled
+from events.catalog import ClusterDeregistered, ClusterTaskScheduled, Provenance
 from events.store import StoredEvent
 from scheduler.dependencies import blueprint_placement, blueprints_of_cluster
 from scheduler.materialize import Materialized, Materializer
@@ -33,6 +33,8 @@ class HistoricalTask:
     verified: bool
     """The recomputed content has the digest the scheduler recorded."""
     problem: str = ""
+    provenance: Provenance | None = None
+    """Where the version came from, when the hub fetched it from a remote source."""
 
 
 @dataclass(frozen=True)
@@ -146,4 +148,5 @@ async def _recompute(
         seq=stored.seq,
         verified=verified,
         problem=problem,
+        provenance=snapshot.provenance if snapshot is not None else None,
     )

@@ -35,6 +35,7 @@ from events.catalog import (
     OverrideRemoved,
     OverrideSet,
     Placement,
+    Provenance,
     RolloutAdvanced,
     RolloutHalted,
     RolloutResumed,
@@ -70,6 +71,7 @@ class SnapshotRecord:
     chart_archive: str
     placement: Placement
     rollout: RolloutStrategy
+    provenance: Provenance | None = None
     _snapshot: Snapshot | None = None
 
     def snapshot(self) -> Snapshot:
@@ -214,6 +216,7 @@ class SchedulerState:
             chart_archive=event.chart_archive,
             placement=event.placement,
             rollout=event.rollout,
+            provenance=event.provenance,
         )
         record.latest = max(record.latest, event.taskset_version)
         record.retired = False

@@ -336,6 +336,14 @@ function describeStrategy(strategy) {
   return parts.join(", ");
 }
 
+function describeProvenance(p) {
+  if (!p) return "upload";
+  if (p.kind === "git") {
+    return `git ${p.url}${p.path ? " " + p.path : ""} at ${p.ref} (${p.commit.slice(0, 12)})`;
+  }
+  return `${p.kind} ${p.url} chart ${p.chart} ${p.chart_version} (${p.digest.slice(0, 19)})`;
+}
+
 function renderTaskset(view, detail) {
   const t = detail.taskset;
   const r = t.rollout;
@@ -348,6 +356,8 @@ function renderTaskset(view, detail) {
       el("dd", {}, `v${t.version} (${t.format})`),
       el("dt", {}, "digest"),
       el("dd", {}, el("code", {}, t.digest)),
+      el("dt", {}, "source"),
+      el("dd", { class: "provenance" }, describeProvenance(t.provenance)),
       el("dt", {}, "published"),
       el("dd", {}, time(detail.published_at), detail.published_by ? ` by ${detail.published_by}` : ""),
       el("dt", {}, "placement"),
@@ -390,7 +400,7 @@ function renderTaskset(view, detail) {
     el(
       "table",
       { class: "list" },
-      el("thead", {}, el("tr", {}, ["version", "digest", "size", "published", "by"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["version", "digest", "source", "size", "published", "by"].map((h) => el("th", {}, h)))),
       el(
         "tbody",
         {},
@@ -400,6 +410,7 @@ function renderTaskset(view, detail) {
             {},
             el("td", {}, `v${v.version}`),
             el("td", {}, el("code", {}, v.digest.slice(0, 19))),
+            el("td", { class: "provenance" }, describeProvenance(v.provenance)),
             el("td", {}, `${v.body_size.toLocaleString()} B`),
             el("td", {}, time(v.published_at)),
             el("td", {}, v.actor),

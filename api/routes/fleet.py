@@ -77,6 +77,9 @@ class TasksetView(msgspec.Struct, frozen=True, kw_only=True):
     """How new versions spread (batch size, pause, failure threshold)."""
     rollout: RolloutView | None = None
     updated_at: str
+    provenance: dict[str, Any] | None = None
+    """Where the latest version was fetched from, for a remote source: kind, URL, chart and
+    version, digest or commit."""
 
 
 class FleetStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,6 +139,7 @@ def taskset_view(row: TasksetRow, rollout: RolloutRow | None) -> TasksetView:
         strategy=row.rollout,
         rollout=rollout_view(rollout),
         updated_at=row.updated_at,
+        provenance=row.provenance,
     )
 
 

@@ -19,9 +19,22 @@ import orjson
 from fleetbus.client import HubClient, Upload, add_hub_options
 from fleetbus.commands.render import STDIN, add_source_arguments
 from fleetbus.datadir import DEFAULT_DATA_DIR
+from fleetbus.errors import ConflictingOptions, MissingOption
 from fleetbus.rollout_wait import wait_for_rollout
+from fleetbus.source_options import (
+    add_remote_arguments,
+    provenance_text,
+    remote_spec,
+    wants_remote,
+)
 from fleetbus.uploads import PackedSource, pack_source
-from normalizer import NormalizedSource, NormalizeOptions, load_values_file, normalize
+from normalizer import (
+    NormalizedSource,
+    NormalizeOptions,
+    load_values_file,
+    merge_values,
+    normalize,
+)
 
 
 def non_negative_int(text: str) -> int:
@@ -44,13 +57,8 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "publish",
-        help="publish a chart, overlay or YAML bundle as the next version of a taskset",
-        description=__doc__,
-    )
-    add_source_arguments(parser, name_required=True)
+def add_placement_arguments(parser: argparse.ArgumentParser, *, depends_on: bool = True) -> None:
+    """Where a taskset goes and how a new version spreads (shared with `source add`)."""
     placement = parser.add_argument_group("placement (where the taskset goes)")
     placement.add_argument(
         "--selector", default="", metavar="S", help="label selector of clusters, e.g. env=prod"
@@ -62,16 +70,17 @@ def register(subparsers: Any) -> None:
         metavar="C",
         help="a cluster by name; repeat for several",
     )
-    placement.add_argument(
-        "--depends-on",
-        action="append",
-        default=None,
-        metavar="T",
-        help=(
-            "a taskset that must be applied and Ready on a cluster first; repeat for several; "
-            "--depends-on '' removes them (default: keep what was recorded)"
-        ),
-    )
+    if depends_on:
+        placement.add_argument(
+            "--depends-on",
+            action="append",
+            default=None,
+            metavar="T",
+            help=(
+                "a taskset that must be applied and Ready on a cluster first; repeat for several; "
+                "--depends-on '' removes them (default: keep what was recorded)"
+            ),
+        )
     rollout = parser.add_argument_group("rollout (how a new version spreads)")
     rollout.add_argument(
         "--batch-size",
@@ -101,6 +110,30 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="failed clusters tolerated before the rollout halts",
     )
+
+
+def spec_parts(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The placement and rollout documents of the API from the arguments."""
+    return (
+        {"clusters": list(args.cluster), "selector": args.selector},
+        {
+            "batch_size": args.batch_size,
+            "max_unavailable": args.max_unavailable,
+            "pause_seconds": args.pause,
+            "failure_threshold": args.failure_threshold,
+        },
+    )
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "publish",
+        help="publish a chart, overlay or YAML bundle as the next version of a taskset",
+        description=__doc__,
+    )
+    add_source_arguments(parser, name_required=False, path_optional=True)
+    add_remote_arguments(parser, required=False)
+    add_placement_arguments(parser)
     parser.add_argument(
         "--wait",
         action="store_true",
@@ -128,7 +161,15 @@ def register(subparsers: Any) -> None:
 
 
 def handle_publish(args: argparse.Namespace) -> int:
-    """Normalize first (no hub needed, nothing written on a bad source), then publish."""
+    """Normalize first (no hub needed, nothing written on a bad source), then publish.
+
+    With --chart, --repo or --git the hub fetches the source, normalizes and publishes it."""
+    if wants_remote(args):
+        return publish_remote(args)
+    if args.path is None:
+        raise MissingOption("name what to publish: a PATH, or --chart, --repo or --git")
+    if args.name is None:
+        raise MissingOption("publishing a PATH needs --name N")
     stdin = sys.stdin.buffer.read() if args.path == STDIN else None
     source = normalize_locally(args, stdin)
     packed = (
@@ -142,14 +183,8 @@ def handle_publish(args: argparse.Namespace) -> int:
         "format": source.taskset.source.format if source.taskset.source else args.format,
         "values": source.values,
         "path": packed.path,
-        "placement": {"clusters": list(args.cluster), "selector": args.selector},
-        "rollout": {
-            "batch_size": args.batch_size,
-            "max_unavailable": args.max_unavailable,
-            "pause_seconds": args.pause,
-            "failure_threshold": args.failure_threshold,
-        },
     }
+    spec["placement"], spec["rollout"] = spec_parts(args)
     if args.depends_on is not None:
         spec["depends_on"] = [name for name in args.depends_on if name]
     client = HubClient.from_args(args)
@@ -160,6 +195,44 @@ def handle_publish(args: argparse.Namespace) -> int:
         print(
             f"published {outcome['taskset']} v{outcome['version']} ({outcome['digest']}, "
             f"{outcome['body_size']:,} bytes compressed) at sequence {outcome['sequence']}"
+        )
+    else:
+        print(f"unchanged: {outcome['taskset']} v{outcome['version']} ({outcome['digest']})")
+    if args.wait:
+        return wait_for_rollout(
+            client, outcome["taskset"], outcome["version"], timeout_s=args.wait_timeout
+        )
+    return 0
+
+
+def publish_remote(args: argparse.Namespace) -> int:
+    if args.path is not None:
+        raise ConflictingOptions(
+            f"give either PATH ({args.path}) or a remote source (--chart, --repo, --git)"
+        )
+    if args.format is not None:
+        raise ConflictingOptions("--format applies to a PATH; the hub detects a remote source's")
+    placement, rollout = spec_parts(args)
+    body: dict[str, Any] = {
+        "source": remote_spec(args),
+        "name": args.name,
+        "namespace": args.namespace,
+        "values": merge_values([load_values_file(path) for path in args.values]),
+        "placement": placement,
+        "rollout": rollout,
+    }
+    if args.depends_on is not None:
+        body["depends_on"] = [name for name in args.depends_on if name]
+    client = HubClient.from_args(args)
+    outcome = client.post("/api/v1/tasksets/remote", body)
+    for line in outcome.get("notes") or []:
+        print(f"fleetbus: note: {line}", file=sys.stderr)
+    origin = provenance_text(outcome.get("provenance"))
+    if outcome["changed"]:
+        print(
+            f"published {outcome['taskset']} v{outcome['version']} ({outcome['digest']}, "
+            f"{outcome['body_size']:,} bytes compressed) at sequence {outcome['sequence']} "
+            f"from {origin}"
         )
     else:
         print(f"unchanged: {outcome['taskset']} v{outcome['version']} ({outcome['digest']})")

@@ -26,11 +26,14 @@ from taskset.secrets import mask_secrets
 STDIN = "-"
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, *, name_required: bool) -> None:
+def add_source_arguments(
+    parser: argparse.ArgumentParser, *, name_required: bool, path_optional: bool = False
+) -> None:
     """The arguments that say what to normalize and how (shared with `publish`)."""
     parser.add_argument(
         "path",
         metavar="PATH",
+        nargs="?" if path_optional else None,
         help="a Helm chart (directory or .tgz), a Kustomize directory, a YAML file or "
         "directory, or - for a YAML stream on stdin",
     )

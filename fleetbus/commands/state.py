@@ -47,6 +47,11 @@ def state_document(state: DesiredStateAt, at: datetime | None) -> dict[str, Any]
                 "sequence": entry.seq,
                 "verified": entry.verified,
                 **({"problem": entry.problem} if entry.problem else {}),
+                **(
+                    {"provenance": msgspec.to_builtins(entry.provenance)}
+                    if entry.provenance is not None
+                    else {}
+                ),
                 "clusterTask": msgspec.to_builtins(task),
             }
         )

@@ -20,6 +20,7 @@ import orjson
 from fleetbus.client import HubClient, add_hub_options
 from fleetbus.options import positive_seconds
 from fleetbus.output import Column, add_output_option, emit, when
+from fleetbus.source_options import provenance_text
 from projector.queries import RolloutRow, StatusRow
 
 
@@ -83,7 +84,17 @@ def render(status: dict[str, Any], output: str, *, watching: bool = False) -> st
         for taskset in status["tasksets"]
         if taskset["rollout"] is not None
     ]
-    document = {"status": msgspec.to_builtins(rows), "rollouts": msgspec.to_builtins(progress)}
+    origins = {
+        taskset["name"]: (taskset["version"], taskset["provenance"])
+        for taskset in status["tasksets"]
+        if taskset.get("provenance")
+    }
+    document: dict[str, Any] = {
+        "status": msgspec.to_builtins(rows),
+        "rollouts": msgspec.to_builtins(progress),
+    }
+    if origins:
+        document["provenance"] = {name: origin for name, (_, origin) in origins.items()}
     if output == "json" and watching:
         return orjson.dumps(document).decode() + "\n"
     text = io.StringIO()
@@ -94,6 +105,8 @@ def render(status: dict[str, Any], output: str, *, watching: bool = False) -> st
             emit(document, output)
         else:
             emit(document, output, rows=rows, columns=STATUS_COLUMNS)
+            for name, (version, origin) in sorted(origins.items()):
+                print(f"source of {name} v{version}: {provenance_text(origin)}")
             for rollout in progress:
                 failed = f"; failed: {', '.join(rollout.failed)}" if rollout.failed else ""
                 print(

@@ -15,6 +15,8 @@ from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import host_port, memory_limit, port, whole_number
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
+from sources.errors import InvalidSourceReference
+from sources.references import parse_allowed_host
 
 
 def register(subparsers: Any) -> None:
@@ -96,6 +98,23 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="replicas of every hub stream (3 on a 3-node cluster survives losing a node)",
     )
+    sources = parser.add_argument_group("sources (charts and overlays the hub fetches)")
+    sources.add_argument(
+        "--source-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        type=allowed_source_host,
+        help="a host the hub may fetch Helm repositories, OCI registries and Git repositories "
+        "from (without a port: any port); repeat for several; none: no remote sources",
+    )
+    sources.add_argument(
+        "--source-timeout",
+        type=source_timeout,
+        default=120.0,
+        metavar="S",
+        help="seconds one fetch may take (default 120)",
+    )
     tls = parser.add_argument_group("API TLS")
     tls.add_argument(
         "--tls-cert",
@@ -129,6 +148,24 @@ def nats_urls(text: str) -> tuple[str, ...]:
     if not urls:
         raise argparse.ArgumentTypeError("expected at least one NATS URL")
     return urls
+
+
+def allowed_source_host(text: str) -> str:
+    try:
+        parse_allowed_host(text)
+    except InvalidSourceReference as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def source_timeout(text: str) -> float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from e
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 1 to 3600 seconds, got {text}")
+    return value
 
 
 def stream_replicas(text: str) -> int:
@@ -178,6 +215,8 @@ async def handle(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_issue=args.tls_issue,
+            source_hosts=tuple(args.source_host),
+            source_timeout_s=args.source_timeout,
         )
     )
     return 0

@@ -30,6 +30,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from fleetbus.natsserver import free_port
+from tests.source_servers import HelmRepository, helm_repository, make_chart
+
+__all__ = ["helm_repository"]
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -217,7 +220,9 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fleetbus_up(data_dir: Path, sim_clusters: int) -> AsyncIterator[tuple[str, str]]:
+async def fleetbus_up(
+    data_dir: Path, sim_clusters: int, *extra: str
+) -> AsyncIterator[tuple[str, str]]:
     """`fleetbus up` as a child process; yields the API URL and the admin token."""
     http_port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -237,6 +242,7 @@ async def fleetbus_up(data_dir: Path, sim_clusters: int) -> AsyncIterator[tuple[
         "127.0.0.1",
         "--sim-clusters",
         str(sim_clusters),
+        *extra,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -389,3 +395,45 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         await page.screenshot(ARTIFACTS / "dashboard-events.png")
     shot = await asyncio.to_thread((ARTIFACTS / "dashboard-fleet.png").stat)
     assert shot.st_size > 10_000
+
+
+@pytest.mark.timeout(240)
+async def test_the_taskset_page_shows_where_each_version_came_from(
+    tmp_path: Path, helm_repository: HelmRepository
+) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.fail(
+            "no Chromium: run scripts/install-browser.sh (make test does), or set FLEETBUS_CHROMIUM"
+        )
+    helm_repository.add(make_chart(tmp_path / "src", "web", "1.4.2"))
+    async with (
+        fleetbus_up(tmp_path / "hub", 1, "--source-host", "127.0.0.1") as (url, token),
+        Browser.launch(chromium, tmp_path / "chromium-profile") as browser,
+    ):
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
+            remote = {"kind": "helm-repo", "url": helm_repository.url, "chart": "web"}
+            answer = await client.post(
+                "/api/v1/tasksets/remote",
+                json={"source": remote, "placement": {"clusters": ["sim-1"]}},
+            )
+            assert answer.status_code == 201, answer.text
+            digest = answer.json()["provenance"]["digest"]
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        await page.wait_for("document.getElementById('login').open")
+        await page.evaluate(
+            f"document.getElementById('token').value = {json.dumps(token)};"
+            "document.getElementById('login-form').requestSubmit(); true"
+        )
+        await page.wait_for("document.body.dataset.ready === 'true'")
+        await page.evaluate("location.hash = '#/taskset/web'; true")
+        expected = f"helm-repo {helm_repository.url} chart web 1.4.2 ({digest[:19]})"
+        shown = await page.wait_for(
+            "(t => t.length === 2 && t)"
+            "([...document.querySelectorAll('.provenance')].map(e => e.textContent))"
+        )
+        assert shown == [expected, expected], "the taskset's facts and its version row"
+        await page.screenshot(ARTIFACTS / "dashboard-taskset-provenance.png")

@@ -21,8 +21,10 @@ from api.auth import Role
 from api.context import HubContext
 from events.store import EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
+from events.tasks import cancel_and_wait
 from fleetbus.natsserver import free_port
 from projector.service import ProjectorService
+from sources.service import SourceWatcher
 
 
 @dataclass
@@ -85,6 +87,22 @@ def fresh_token(hub: HubContext, role: Role) -> str:
 
 
 @contextlib.asynccontextmanager
+async def running_sources(hub: HubContext) -> AsyncIterator[SourceWatcher]:
+    """The hub's source service, as `fleetbus up` runs it (no host allowed unless a test sets
+    `hub.source_policy` first)."""
+    watcher = SourceWatcher(hub.store, hub.charts, hub.source_credentials, hub.source_policy)
+    hub.sources = watcher
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop), name="sources")
+    try:
+        await asyncio.wait_for(watcher.ready.wait(), timeout=10)
+        yield watcher
+    finally:
+        stop.set()
+        await cancel_and_wait([task])
+
+
+@contextlib.asynccontextmanager
 async def live_api(
     store: EventStore, data_dir: Path, *, projector: bool = False
 ) -> AsyncIterator[LiveApi]:
@@ -92,6 +110,7 @@ async def live_api(
     hub = HubContext.for_store(store, data_dir)
     tokens = {role: fresh_token(hub, role) for role in Role}
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(running_sources(hub))
         if projector:
             service = await stack.enter_async_context(running_projector(hub))
         url = await stack.enter_async_context(serve_api(hub))

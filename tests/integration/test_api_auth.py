@@ -27,6 +27,7 @@ from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from notify.model import Filters
 from notify.service import Notifier
 from notify.store import SubscriptionStore
+from sources.credentials import Credential
 from tests.integration.api_harness import LiveApi, live_api, projected
 from tests.integration.test_api_events import NOW, append_each, published, registered
 from tests.integration.test_api_fleet import PATCH
@@ -175,6 +176,33 @@ async def a_subscription(api: LiveApi) -> Request:
     return Request(values={"name": subscription.name})
 
 
+async def a_new_source(api: LiveApi) -> Request:
+    source = {"kind": "git", "url": "git://127.0.0.1/platform.git", "ref": "main"}
+    return Request(json={"name": fresh("src"), "source": source})
+
+
+async def a_source(api: LiveApi) -> Request:
+    request = await a_new_source(api)
+    await as_admin(api, "POST", "/api/v1/sources", json=request.json)
+    return Request(values={"name": request.json["name"]})
+
+
+async def a_malformed_remote_publish(api: LiveApi) -> Request:
+    return Request(json={"source": {"kind": "oci", "url": "oci://127.0.0.1/charts/x:1.0"}})
+
+
+async def new_credentials(api: LiveApi) -> Request:
+    return Request(
+        values={"name": fresh("creds")}, json={"kind": "basic", "username": "u", "password": "p"}
+    )
+
+
+async def stored_credentials(api: LiveApi) -> Request:
+    name = fresh("creds")
+    api.hub.source_credentials.set(name, Credential(kind="token", token="t0ken-for-matrix"))
+    return Request(values={"name": name})
+
+
 V, P, A = Role.viewer, Role.publisher, Role.admin
 CASES: list[Case] = [
     Case("GET", "/healthz", None),
@@ -217,6 +245,14 @@ CASES: list[Case] = [
         prepare=an_assigned_blueprint,
     ),
     Case("POST", "/api/v1/blueprints/{name}/clusters/east/sync", P, ok=202, prepare=a_blueprint),
+    Case("POST", "/api/v1/tasksets/remote", P, ok=400, prepare=a_malformed_remote_publish),
+    Case("GET", "/api/v1/sources", V),
+    Case("POST", "/api/v1/sources", P, ok=201, prepare=a_new_source),
+    Case("DELETE", "/api/v1/sources/{name}", P, prepare=a_source),
+    Case("POST", "/api/v1/sources/{name}/sync", P, prepare=a_source),
+    Case("GET", "/api/v1/source-credentials", A),
+    Case("PUT", "/api/v1/source-credentials/{name}", A, prepare=new_credentials),
+    Case("DELETE", "/api/v1/source-credentials/{name}", A, prepare=stored_credentials),
     Case("GET", "/api/v1/tokens", A),
     Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
     Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),

@@ -38,6 +38,7 @@ from taskset.codec import decode_cluster_task
 from tests.eventually import eventually
 from tests.faults.harness import record_figures
 from tests.security.live_hub import FLEETBUS, REPO, LiveHub
+from tests.source_servers import GitServer
 
 
 def marker(kind: str) -> str:
@@ -50,6 +51,8 @@ class Planted:
     values_token: str = field(default_factory=lambda: marker("token"))
     override_password: str = field(default_factory=lambda: marker("override"))
     yaml_secret: str = field(default_factory=lambda: marker("yaml"))
+    git_password: str = field(default_factory=lambda: marker("gitpassword"))
+    git_token: str = field(default_factory=lambda: marker("gittoken"))
 
     @property
     def all(self) -> dict[str, str]:
@@ -58,6 +61,8 @@ class Planted:
             "chart values token": self.values_token,
             "override password": self.override_password,
             "YAML Secret": self.yaml_secret,
+            "source credentials password": self.git_password,
+            "source credentials token": self.git_token,
         }
 
 
@@ -138,7 +143,7 @@ class Scheduler:
 
 @pytest.fixture
 def hub_with_scheduler(tmp_path: Path) -> Iterator[tuple[LiveHub, Scheduler]]:
-    hub = LiveHub(tmp_path / "hub")
+    hub = LiveHub(tmp_path / "hub", ("--source-host", "127.0.0.1"))
     hub.start()
     log = tmp_path / "scheduler.log"
     with log.open("wb") as out:
@@ -201,11 +206,29 @@ def openapi_get_paths(hub: LiveHub, token: str, values: dict[str, str]) -> list[
     return paths
 
 
+@pytest.fixture
+def private_git(tmp_path: Path) -> Iterator[tuple[GitServer, Planted]]:
+    """A Git server over HTTP that wants the planted password (basic auth) or token."""
+    planted = Planted()
+    server = GitServer(tmp_path / "git", username="deploy", password=planted.git_password, token="")
+    server.start()
+    try:
+        server.create(
+            "private",
+            {"app/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-git\n"},
+        )
+        yield server, planted
+    finally:
+        server.stop()
+
+
 async def test_planted_secrets_never_appear_in_logs_cli_output_api_or_dashboard(
-    hub_with_scheduler: tuple[LiveHub, Scheduler], tmp_path: Path
+    hub_with_scheduler: tuple[LiveHub, Scheduler],
+    private_git: tuple[GitServer, Planted],
+    tmp_path: Path,
 ) -> None:
     hub, scheduler = hub_with_scheduler
-    planted = Planted()
+    git_server, planted = private_git
     chart, override, plain = write_sources(tmp_path, planted)
     data = ("--data-dir", str(hub.data_dir))
     shown: dict[str, bytes] = {}
@@ -248,6 +271,71 @@ async def test_planted_secrets_never_appear_in_logs_cli_output_api_or_dashboard(
         result = cli(label, *args)
         assert result.returncode == 0, f"fleetbus {label}: {result.stderr.decode()}"
 
+    # Source credentials: stored through the CLI (stdin), used by a standing source and a
+    # one-off publish that the server refuses (its error must not echo the token).
+    for label, args, stdin in [
+        (
+            "source credentials set basic",
+            ("source", "credentials", "set", "git-deploy", "--username", "deploy"),
+            planted.git_password,
+        ),
+        ("source credentials set token", ("source", "credentials", "set", "git-token"), None),
+    ]:
+        flag = "--password-stdin" if stdin else "--token-stdin"
+        secret = stdin or planted.git_token
+        result = hub.cli(*args, flag, *data, stdin=(secret + "\n").encode())
+        shown[f"fleetbus {label} (stdout)"] = result.stdout
+        shown[f"fleetbus {label} (stderr)"] = result.stderr
+        assert result.returncode == 0, result.stderr.decode()
+    stored = hub.data_dir / "source-credentials.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert leaks(planted, stored.read_bytes()) == [
+        "source credentials password",
+        "source credentials token",
+    ], "the hub really holds both credentials"
+    url = git_server.http_url("private")
+    source = ("--git", url, "--ref", "main", "--path", "app", "--cluster", "east")
+    result = cli(
+        "source add",
+        "source",
+        "add",
+        "from-git",
+        *source,
+        "--credentials",
+        "git-deploy",
+        *data,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    result = cli("source sync", "source", "sync", "from-git", *data)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "published: from-git v1" in result.stdout.decode() or "unchanged: from-git v1" in (
+        result.stdout.decode()
+    )
+    refused = cli(
+        "publish refused",
+        "publish",
+        *source,
+        "--name",
+        "tokened",
+        "--credentials",
+        "git-token",
+        *data,
+    )
+    assert refused.returncode != 0, "the server wants basic auth, not the token"
+    result = cli(
+        "source add token",
+        "source",
+        "add",
+        "tokened",
+        *source,
+        "--credentials",
+        "git-token",
+        *data,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    failed = cli("source sync failing", "source", "sync", "tokened", *data)
+    assert failed.returncode == 1
+
     async def override_delivered() -> bool:
         task = await desired_of(hub, "east", "vault")
         return task is not None and planted.override_password.encode() in task
@@ -264,11 +352,18 @@ async def test_planted_secrets_never_appear_in_logs_cli_output_api_or_dashboard(
         ("state yaml", ("state", "--cluster", "east", *data)),
         ("state json", ("state", "--cluster", "east", "-o", "json", *data)),
         ("cluster ls", ("cluster", "ls", *data)),
+        ("source ls", ("source", "ls", *data)),
+        ("source ls json", ("source", "ls", "-o", "json", *data)),
+        ("source credentials ls", ("source", "credentials", "ls", *data)),
+        ("events of source", ("events", "--taskset", "tokened", "-o", "json", *data)),
     ]:
         cli(label, *args)
 
     token = hub.admin_token()
     values = {"name": "vault", "cluster": "east", "taskset": "vault", "stream": "events"}
+    for path in ("/api/v1/sources/from-git", "/api/v1/source-credentials"):
+        answer = hub.http("GET", path, token=token)
+        shown[f"GET {path} ({answer.status})"] = answer.body
     for path in openapi_get_paths(hub, token, values):
         if path.startswith("/api/v1/events/stream"):
             continue

@@ -7,9 +7,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import cast
 
+import msgspec
 import pytest
 
-from events.catalog import Placement, RolloutStrategy, TasksetPublished, TasksetRetired
+from events.catalog import (
+    Placement,
+    Provenance,
+    RolloutStrategy,
+    TasksetPublished,
+    TasksetRetired,
+)
 from events.store import EventStore, StoredEvent
 from events.streams import MAX_PAYLOAD
 from registry.errors import (
@@ -194,3 +201,14 @@ async def test_a_history_that_cannot_be_read_back_is_not_decided_on() -> None:
     store = cast(EventStore, _LogThatLosesEvents())
     with pytest.raises(HistoryUnavailable, match="up to sequence 7, but reading it back stopped"):
         await load_history(store, "web")
+
+
+def test_a_new_chart_version_or_commit_is_a_new_version_even_when_it_renders_the_same() -> None:
+    chart_1 = Provenance(kind="oci", url="oci://r/charts/web", chart="web", chart_version="1.0.0")
+    history, first = published(TasksetHistory(name="web"), command(provenance=chart_1))
+    assert first.provenance == chart_1
+    assert decide_publish(history, command(provenance=chart_1), NOW) == []
+    chart_2 = msgspec.structs.replace(chart_1, chart_version="1.0.1", digest="sha256:2")
+    _, second = published(history, command(provenance=chart_2))
+    assert (second.taskset_version, second.provenance) == (2, chart_2)
+    assert decide_publish(history, command(), NOW) == [], "an upload compares content only"
