@@ -64,6 +64,15 @@ class DesiredStateHistory(Protocol):
     async def state_at(self, cluster: str, at: datetime | None) -> dict[str, Any]: ...
 
 
+class SnapshotControl(Protocol):
+    """Snapshots of the scheduler's fold: list them, take one now."""
+
+    async def listing(self) -> list[dict[str, Any]]: ...
+
+    async def take(self) -> dict[str, Any] | None:
+        """The snapshot covering the log now (None when the log is empty)."""
+
+
 def nobody_seen() -> Mapping[str, datetime]:
     return {}
 
@@ -93,6 +102,7 @@ class HubContext:
     renderer: PreparedRenderer | None = None
     """Re-renders Helm charts with override values (for previews)."""
     history: DesiredStateHistory | None = None
+    snapshots: SnapshotControl | None = None
     """Answers "what should cluster C run as of T"."""
     last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
     """When each cluster last sent an inventory digest."""

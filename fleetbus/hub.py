@@ -42,6 +42,7 @@ from fleetbus.natsserver import (
 )
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
+from scheduler.snapshot_store import SNAPSHOT_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class HubOptions:
     leaf_port: int = 443
     sim_clusters: int = 0
     scheduler: bool = True
+    snapshot_every: int = SNAPSHOT_EVERY
     """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
@@ -278,7 +280,13 @@ async def run_hub(options: HubOptions) -> None:
             # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
             if not await until_stopped(starting, stop):
                 return
-        projector = start_hub_services(store, data, supervisor, scheduler=options.scheduler)
+        projector = start_hub_services(
+            store,
+            data,
+            supervisor,
+            scheduler=options.scheduler,
+            snapshot_every=options.snapshot_every,
+        )
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.read_generation = lambda: projector.generation
         api_context.tokens.ensure_admin_token(
@@ -286,6 +294,7 @@ async def run_hub(options: HubOptions) -> None:
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
         api_context.history = LogStateHistory(store, api_context.renderer)
+        api_context.snapshots = api_context.history
         if edge_services is not None:
             connect_api_to_edges(api_context, edge_services, options.public_host)
         tls = api_tls(

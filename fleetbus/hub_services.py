@@ -18,17 +18,27 @@ from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
+from scheduler.snapshot_store import SNAPSHOT_EVERY
 
 
 def start_hub_services(
-    store: EventStore, data: DataDir, supervisor: Supervisor, *, scheduler: bool = True
+    store: EventStore,
+    data: DataDir,
+    supervisor: Supervisor,
+    *,
+    scheduler: bool = True,
+    snapshot_every: int = SNAPSHOT_EVERY,
 ) -> ProjectorService:
     """Start the scheduler (unless left to `fleetbus scheduler`) and the projector under
     `supervisor`; both stop on its stop event, finishing the batch in hand."""
     reports = store.on_stream(REPORTS_STREAM)
     if scheduler:
         scheduling = SchedulerService(
-            store, reports, ChartArchiveRenderer(ChartStore.beside(store)), holder="hub-scheduler"
+            store,
+            reports,
+            ChartArchiveRenderer(ChartStore.beside(store)),
+            holder="hub-scheduler",
+            snapshot_every=snapshot_every,
         )
         supervisor.start(
             "scheduler", lambda: scheduling.run(supervisor.stop_event), watches_stop=True

@@ -24,6 +24,7 @@ from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
 from fleetbus.options import whole_number
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.service import SchedulerService
+from scheduler.snapshot_store import SNAPSHOT_EVERY
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +52,14 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how long the lease outlives a scheduler that died without releasing it",
     )
+    parser.add_argument(
+        "--snapshot-every",
+        type=whole_number(0),
+        default=SNAPSHOT_EVERY,
+        metavar="N",
+        help="while leading, snapshot the fold of the log every N events "
+        f"(default {SNAPSHOT_EVERY:,}; 0: never)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -73,6 +82,7 @@ async def handle(args: argparse.Namespace) -> int:
             ChartArchiveRenderer(ChartStore(nc)),
             holder=args.holder,
             lease_ttl_s=args.lease_ttl,
+            snapshot_every=args.snapshot_every,
         )
         await service.run(stop)
     finally:

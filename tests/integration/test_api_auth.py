@@ -201,6 +201,8 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
     Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),
     Case("POST", "/api/v1/tokens/{token}/rotate", A, prepare=a_spare_token_to_rotate),
+    Case("GET", "/api/v1/snapshots", V),
+    Case("POST", "/api/v1/snapshots", A),
 ]
 
 
@@ -239,6 +241,7 @@ async def test_every_route_answers_401_403_or_success_by_role(
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
         api.hub.history = LogStateHistory(api.hub.store)
+        api.hub.snapshots = api.hub.history
         await as_admin(
             api,
             "POST",

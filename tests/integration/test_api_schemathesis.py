@@ -79,6 +79,7 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
         api.hub.history = LogStateHistory(api.hub.store)
+        api.hub.snapshots = api.hub.history
         await projected(api)
         started = time.monotonic()
         failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])
