@@ -273,6 +273,14 @@ class SnapshotStore:
             ):
                 token = found.headers.get("Nats-Subject", "").rsplit(".", 1)[-1]
                 contents[f"sha256:{token}"] = found.data
+            for digest in digests:
+                # A batch the server cut short: the rest one by one.
+                if digest not in contents:
+                    single = await self.port.last_message(
+                        SNAPSHOTS_STREAM, _subject(info.id, "content", _content_token(digest))
+                    )
+                    if single is not None:
+                        contents[digest] = single.data
         return history, contents
 
     async def read_histories(self, info: SnapshotInfo) -> dict[str, ClusterHistory]:
@@ -306,9 +314,9 @@ class SnapshotStore:
             batch = await self.port.messages_from(
                 SNAPSHOTS_STREAM, subject_filter, start, READ_BATCH
             )
+            if not batch:
+                return found  # a batch may come back short of READ_BATCH: only none ends it
             found += batch
-            if len(batch) < READ_BATCH:
-                return found
             start = int(batch[-1].headers.get("Nats-Sequence", "0")) + 1
 
     async def load_state(

@@ -147,6 +147,7 @@ async def build_history(store: EventStore) -> tuple[list[datetime], SnapshotInfo
         await store.append([values_override("api", "big", {"replicas": 5}, cluster="a")])
         after.append(await settle(store, {("a", "web"): 3, ("a", "api"): 3}))
         await store.append([relabelled("c", env="prod")])
+        await settle(store, {("c", "web"): 1})
         await store.append(
             [published(make_taskset("web", deployment("web", 4)), 2, selector="env=prod")]
         )
