@@ -50,6 +50,8 @@ EXECUTE_CHUNK = 512
 """Clusters whose events are appended together before their ClusterTasks are written."""
 BLUEPRINT_WAKEUP = "blueprint:"
 """Prefix of a wake-up that belongs to a blueprint's rollout pause, not to a taskset."""
+SNAPSHOT_RETRY_MAX_S = 60.0
+"""Longest wait before trying again to take a snapshot that failed."""
 COALESCE_LIMIT = 20_000
 """Deliveries one handling may take from the queue at once (see `coalesced`)."""
 
@@ -281,7 +283,9 @@ class SchedulerService:
             raise LeaseLost("the lease was lost while deciding")
 
     async def _take_snapshots(self, halt: asyncio.Event) -> None:
-        """Take a snapshot whenever `snapshot_every` events came since the last one."""
+        """Take a snapshot whenever `snapshot_every` events came since the last one; after a
+        failure, wait twice as long before the next try (up to a minute)."""
+        pause = 1.0
         while not halt.is_set():
             floor = max(self._snapshot_floor, self.taker.covered)
             if self.state.events_seq - floor >= self.snapshot_every:
@@ -289,11 +293,13 @@ class SchedulerService:
                     info = await self.taker.take(self.clock())
                 except (EventLogError, SchedulerError) as e:
                     log.warning("scheduler %s could not take a snapshot: %s", self.holder, e)
+                    pause = min(pause * 2, SNAPSHOT_RETRY_MAX_S)
                 else:
+                    pause = 1.0
                     if info is not None:
                         self._snapshot_floor = info.events_seq
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(halt.wait(), timeout=1.0)
+                await asyncio.wait_for(halt.wait(), timeout=pause)
 
     async def _feed(
         self,
