@@ -36,7 +36,12 @@ from fleetbus.bundle import EdgeSettings, write_edge_bundle
 from fleetbus.commands.state import state_document
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls
 from fleetbus.renderer import ChartArchiveRenderer
-from scheduler.snapshot_store import SnapshotStore, SnapshotTaker, desired_state_from_log
+from scheduler.snapshot_store import (
+    SNAPSHOT_KEEP,
+    SnapshotStore,
+    SnapshotTaker,
+    desired_state_from_log,
+)
 
 APPLY_TIMEOUT_S = 30.0
 
@@ -88,9 +93,16 @@ class LogStateHistory:
     """`fleetbus state` and `fleetbus snapshot` for the API: the log replayed through the
     scheduler's fold, from the newest snapshot that fits."""
 
-    def __init__(self, store: EventStore, renderer: ChartArchiveRenderer | None = None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        renderer: ChartArchiveRenderer | None = None,
+        *,
+        snapshot_keep: int = SNAPSHOT_KEEP,
+    ) -> None:
         self.store = store
         self.renderer = renderer
+        self.snapshot_keep = snapshot_keep
         self.snapshots = SnapshotStore(store)
         self._taking = asyncio.Lock()
 
@@ -108,6 +120,6 @@ class LogStateHistory:
         # not kept in this process's memory between requests.
         async with self._taking:
             reports = self.store.on_stream(REPORTS_STREAM)
-            taker = SnapshotTaker(self.store, reports, self.renderer)
+            taker = SnapshotTaker(self.store, reports, self.renderer, keep=self.snapshot_keep)
             info = await taker.take(datetime.now(UTC))
         return info.to_json() if info is not None else None

@@ -42,7 +42,7 @@ from fleetbus.natsserver import (
 )
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
-from scheduler.snapshot_store import SNAPSHOT_EVERY
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class HubOptions:
     sim_clusters: int = 0
     scheduler: bool = True
     snapshot_every: int = SNAPSHOT_EVERY
+    snapshot_keep: int = SNAPSHOT_KEEP
     """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
@@ -286,6 +287,7 @@ async def run_hub(options: HubOptions) -> None:
             supervisor,
             scheduler=options.scheduler,
             snapshot_every=options.snapshot_every,
+            snapshot_keep=options.snapshot_keep,
         )
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.read_generation = lambda: projector.generation
@@ -293,7 +295,9 @@ async def run_hub(options: HubOptions) -> None:
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
-        api_context.history = LogStateHistory(store, api_context.renderer)
+        api_context.history = LogStateHistory(
+            store, api_context.renderer, snapshot_keep=options.snapshot_keep
+        )
         api_context.snapshots = api_context.history
         if edge_services is not None:
             connect_api_to_edges(api_context, edge_services, options.public_host)

@@ -18,7 +18,7 @@ from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
-from scheduler.snapshot_store import SNAPSHOT_EVERY
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 
 
 def start_hub_services(
@@ -28,6 +28,7 @@ def start_hub_services(
     *,
     scheduler: bool = True,
     snapshot_every: int = SNAPSHOT_EVERY,
+    snapshot_keep: int = SNAPSHOT_KEEP,
 ) -> ProjectorService:
     """Start the scheduler (unless left to `fleetbus scheduler`) and the projector under
     `supervisor`; both stop on its stop event, finishing the batch in hand."""
@@ -39,6 +40,7 @@ def start_hub_services(
             ChartArchiveRenderer(ChartStore.beside(store)),
             holder="hub-scheduler",
             snapshot_every=snapshot_every,
+            snapshot_keep=snapshot_keep,
         )
         supervisor.start(
             "scheduler", lambda: scheduling.run(supervisor.stop_event), watches_stop=True

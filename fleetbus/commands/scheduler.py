@@ -24,7 +24,7 @@ from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
 from fleetbus.options import whole_number
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.service import SchedulerService
-from scheduler.snapshot_store import SNAPSHOT_EVERY
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 
 
 def register(subparsers: Any) -> None:
@@ -60,6 +60,13 @@ def register(subparsers: Any) -> None:
         help="while leading, snapshot the fold of the log every N events "
         f"(default {SNAPSHOT_EVERY:,}; 0: never)",
     )
+    parser.add_argument(
+        "--snapshot-keep",
+        type=whole_number(1),
+        default=SNAPSHOT_KEEP,
+        metavar="K",
+        help=f"keep the K newest snapshots (default {SNAPSHOT_KEEP})",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -83,6 +90,7 @@ async def handle(args: argparse.Namespace) -> int:
             holder=args.holder,
             lease_ttl_s=args.lease_ttl,
             snapshot_every=args.snapshot_every,
+            snapshot_keep=args.snapshot_keep,
         )
         await service.run(stop)
     finally:

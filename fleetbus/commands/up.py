@@ -14,7 +14,7 @@ from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import configure_json_logging
 from fleetbus.options import host_port, memory_limit, port, whole_number
-from scheduler.snapshot_store import SNAPSHOT_EVERY
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 
 
@@ -69,6 +69,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="the scheduler snapshots its fold of the log every N events, so restarts and "
         f"`state --at` start from a snapshot (default {SNAPSHOT_EVERY:,}; 0: never)",
+    )
+    parser.add_argument(
+        "--snapshot-keep",
+        type=whole_number(1),
+        default=SNAPSHOT_KEEP,
+        metavar="K",
+        help=f"keep the K newest snapshots (default {SNAPSHOT_KEEP})",
     )
     parser.add_argument(
         "--sim-processes",
@@ -177,6 +184,7 @@ async def handle(args: argparse.Namespace) -> int:
             sim_clusters=args.sim_clusters,
             scheduler=args.scheduler,
             snapshot_every=args.snapshot_every,
+            snapshot_keep=args.snapshot_keep,
             sim_processes=args.sim_processes,
             leaf_host=args.leaf_host,
             leaf_ws_port=args.leaf_ws_port,

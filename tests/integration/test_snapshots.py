@@ -23,7 +23,7 @@ from scheduler.snapshot_store import (
     SnapshotTaker,
     desired_state_from_log,
 )
-from scheduler.snapshots import ClusterHistory, state_digest
+from scheduler.snapshots import ClusterHistory, SnapshotUnreadable, state_digest
 from scheduler.state import SchedulerState
 from tests.eventually import eventually
 from tests.integration.scheduler_harness import (
@@ -331,3 +331,21 @@ async def test_snapshots_live_in_their_own_stream_with_the_hub_streams(
     info = await event_store.stream_info(SNAPSHOTS_STREAM)
     assert info["config"]["subjects"] == ["fleet.snapshot.>"]
     assert info["config"]["max_msgs_per_subject"] == 1
+
+
+async def test_only_the_newest_snapshots_are_kept_and_the_others_are_removed_whole(
+    event_store: EventStore,
+) -> None:
+    reports = await reports_store(event_store)
+    taker = SnapshotTaker(event_store, reports, None, keep=2)
+    taken: list[SnapshotInfo] = []
+    for index in range(3):
+        await event_store.append([registered(f"x{index}", env="prod")])
+        info = await taker.take(datetime.now(UTC))
+        assert info is not None
+        taken.append(info)
+    snapshots = SnapshotStore(event_store)
+    assert [info.id for info in await snapshots.listing()] == [taken[2].id, taken[1].id]
+    with pytest.raises(SnapshotUnreadable, match="has 0 of its 1 chunks"):
+        await snapshots.read_part(taken[0], "placement")
+    assert await snapshots.read_part(taken[1], "placement")

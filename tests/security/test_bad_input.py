@@ -197,6 +197,11 @@ CLI_CASES = [
         ("up", "--snapshot-every", "often"),
         "argument --snapshot-every: must be a whole number >= 0, got 'often'",
     ),
+    CliCase(
+        "scheduler-snapshot-keep-zero",
+        ("scheduler", "--snapshot-keep", "0"),
+        "argument --snapshot-keep: must be a whole number >= 1, got 0",
+    ),
     CliCase("snapshot-without-an-action", ("snapshot",), "ACTION"),
     CliCase(
         "snapshot-ls-without-a-hub", ("snapshot", "ls", "--data-dir", "{empty}"), "fleetbus up"
