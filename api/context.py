@@ -94,6 +94,15 @@ class Notifications(Protocol):
         ...
 
 
+class SnapshotControl(Protocol):
+    """Snapshots of the scheduler's fold: list them, take one now."""
+
+    async def listing(self) -> list[dict[str, Any]]: ...
+
+    async def take(self) -> dict[str, Any] | None:
+        """The snapshot covering the log now (None when the log is empty)."""
+
+
 def nobody_seen() -> Mapping[str, datetime]:
     return {}
 
@@ -123,6 +132,7 @@ class HubContext:
     renderer: PreparedRenderer | None = None
     """Re-renders Helm charts with override values (for previews)."""
     history: DesiredStateHistory | None = None
+    snapshots: SnapshotControl | None = None
     """Answers "what should cluster C run as of T"."""
     notifications: Notifications | None = None
     """Notification subscriptions and their delivery (None: this hub delivers none)."""

@@ -31,6 +31,7 @@ from bench import (
     p7_render,
     p8_blueprint,
     p9_reads,
+    p10_snapshots,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -53,6 +54,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p7_render,
         p8_blueprint,
         p9_reads,
+        p10_snapshots,
     )
 }
 

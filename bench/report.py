@@ -27,6 +27,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "P5": ("rss_mb", "idle_cpu_pct"),
     "P6": ("hub_rss_mb", "recompute_s"),
     "P7": ("render_ratio", "help_ratio"),
+    "P10": ("state_at_snapshot_s", "state_at_replay_s", "replay_to_snapshot_ratio"),
 }
 """The keys results.json has for each figure, measured or not."""
 

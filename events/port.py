@@ -159,17 +159,32 @@ class JetStreamPort:
             )
         return reply
 
-    async def last_per_subject(self, stream: str, subject_filter: str, batch: int) -> list[Reply]:
-        """The newest message of each subject under `subject_filter` (one batched direct get
-        of at most `batch` messages), each with its `Nats-Subject`, `Nats-Sequence` and
-        `Nats-Time-Stamp` headers."""
+    async def last_per_subject(
+        self, stream: str, subject_filter: str | Sequence[str], batch: int
+    ) -> list[Reply]:
+        """The newest message of each subject under `subject_filter` (one filter or several;
+        one batched direct get of at most `batch` messages), each with its `Nats-Subject`,
+        `Nats-Sequence` and `Nats-Time-Stamp` headers."""
+        filters = [subject_filter] if isinstance(subject_filter, str) else list(subject_filter)
+        return await self._direct_batch(
+            stream, {"multi_last": filters, "batch": batch}, str(subject_filter)
+        )
+
+    async def messages_from(
+        self, stream: str, subject_filter: str, from_seq: int, batch: int
+    ) -> list[Reply]:
+        """Up to `batch` messages under `subject_filter` from sequence `from_seq` on, in
+        stream order (one batched direct get; page on with the last `Nats-Sequence` + 1)."""
+        body = {"seq": max(1, from_seq), "next_by_subj": subject_filter, "batch": batch}
+        return await self._direct_batch(stream, body, subject_filter)
+
+    async def _direct_batch(self, stream: str, body: dict[str, Any], what: str) -> list[Reply]:
         inbox = self.api.nc.new_inbox()
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def collect(msg: Msg) -> None:
             await queue.put(msg)
 
-        body = {"multi_last": [subject_filter], "batch": batch}
         found: list[Reply] = []
         try:
             sub = await self.api.nc.subscribe(inbox, cb=collect)
@@ -183,7 +198,7 @@ class JetStreamPort:
                         break  # end of the batch / nothing under the filter
                     if reply.status is not None:
                         raise EventLogUnavailable(
-                            f"direct get of {subject_filter} in {stream}: status "
+                            f"direct get of {what} in {stream}: status "
                             f"{reply.status} {reply.headers.get('Description', '')}"
                         )
                     found.append(reply)
@@ -191,9 +206,9 @@ class JetStreamPort:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
         except TimeoutError as e:
-            raise EventLogUnavailable(f"no answer reading {subject_filter} in {stream}") from e
+            raise EventLogUnavailable(f"no answer reading {what} in {stream}") from e
         except nats.errors.Error as e:
-            raise EventLogUnavailable(f"reading {subject_filter} in {stream} failed: {e}") from e
+            raise EventLogUnavailable(f"reading {what} in {stream} failed: {e}") from e
         return found
 
     async def last_headers_per_subject(
@@ -233,6 +248,18 @@ class JetStreamPort:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await sub.unsubscribe()
         return found
+
+    async def stream_info(self, stream: str) -> dict[str, Any] | None:
+        """The stream's info (config and state), None when there is no such stream."""
+        reply = await self.request(f"{self.api.prefix}.STREAM.INFO.{stream}", b"", {})
+        answer = reply.json()
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error:
+            if int(error.get("err_code", 0)) == 10059:  # stream not found
+                return None
+            raise EventLogUnavailable(f"stream info of {stream}: {error.get('description')}")
+        info: dict[str, Any] = answer
+        return info
 
     # --- removing messages -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ EVENTS_STREAM = "EVENTS"
 DESIRED_STREAM = "DESIRED"
 REPORTS_STREAM = "REPORTS"
 LEASES_STREAM = "LEASES"
+SNAPSHOTS_STREAM = "SNAPSHOTS"
 
 NANOS = 1_000_000_000
 DUPLICATE_WINDOW_S = 10 * 60
@@ -101,10 +102,33 @@ def leases_stream(replicas: int = 1) -> dict[str, Any]:
     }
 
 
+def snapshots_stream(replicas: int = 1) -> dict[str, Any]:
+    """Snapshots of the scheduler's fold (`scheduler.snapshot_store`): each snapshot is a
+    manifest and its parts, every part on its own subject under
+    `fleet.snapshot.<snapshot>.`; a subject holds one message."""
+    return {
+        "name": SNAPSHOTS_STREAM,
+        "subjects": [f"{subjects.SNAPSHOT_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "duplicate_window": 2 * 60 * NANOS,
+        "allow_direct": True,
+        "max_msg_size": MAX_PAYLOAD,
+    }
+
+
 MANAGED_ELSEWHERE: dict[str, tuple[str, ...]] = {REPORTS_STREAM: ("sources",)}
 """Config fields of the hub streams that one component owns: REPORTS' sources are the leaf
 clusters' outboxes, kept by provisioning. Ensuring the streams at start keeps what is there."""
 
 
 def hub_streams(replicas: int = 1) -> list[dict[str, Any]]:
-    return [events_stream(replicas), desired_stream(replicas), reports_stream(None, replicas)]
+    return [
+        events_stream(replicas),
+        desired_stream(replicas),
+        reports_stream(None, replicas),
+        snapshots_stream(replicas),
+    ]

@@ -10,6 +10,7 @@ EVENTS_PREFIX = "fleet.evt"
 DESIRED_PREFIX = "fleet.desired"
 REPORT_PREFIX = "fleet.report"
 INVENTORY_PREFIX = "fleet.inventory"
+SNAPSHOT_PREFIX = "fleet.snapshot"
 
 
 def event_subject(aggregate: str, aggregate_id: str) -> str:

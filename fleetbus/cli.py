@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "status": ("status", "desired and applied state per cluster"),
     "state": ("state", "the desired state of a cluster, as of a time"),
+    "snapshot": ("snapshot", "take and list snapshots of the scheduler's fold of the log"),
     "projector": (
         "projector",
         "rebuild or fingerprint the read models (on the hub's machine: needs its data dir)",

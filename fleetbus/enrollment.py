@@ -10,7 +10,9 @@ answer: nothing of it is kept on the hub but the public key's fingerprint, in th
 cluster access service; the API sees it only through `api.context.ClusterEnrollment`.
 
 History: "what should cluster C run as of T" is the scheduler's own fold over the log up to T
-(`scheduler.history`), which `api` may not import; it sees it as `DesiredStateHistory`.
+(`scheduler.history`), started from the newest snapshot taken at or before T
+(`scheduler.snapshot_store`), which `api` may not import; it sees them as
+`DesiredStateHistory` and `SnapshotControl`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tarfile
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,17 @@ from access.pki import HubPki
 from access.service import ClusterAccessService
 from api.context import HubContext, IssuedBundle
 from events.store import EventStore
+from events.streams import REPORTS_STREAM
 from fleetbus.bundle import EdgeSettings, write_edge_bundle
 from fleetbus.commands.state import state_document
 from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls
 from fleetbus.renderer import ChartArchiveRenderer
-from scheduler.history import desired_state_at
+from scheduler.snapshot_store import (
+    SNAPSHOT_KEEP,
+    SnapshotStore,
+    SnapshotTaker,
+    desired_state_from_log,
+)
 
 APPLY_TIMEOUT_S = 30.0
 
@@ -81,15 +89,37 @@ def connect_api_to_edges(context: HubContext, edges: EdgeServices, public_host: 
     context.last_seen = lambda: antientropy.last_seen
 
 
-@dataclass
 class LogStateHistory:
-    """`fleetbus state` for the API: the log replayed through the scheduler's fold."""
+    """`fleetbus state` and `fleetbus snapshot` for the API: the log replayed through the
+    scheduler's fold, from the newest snapshot that fits."""
 
-    store: EventStore
-    renderer: ChartArchiveRenderer | None = None
+    def __init__(
+        self,
+        store: EventStore,
+        renderer: ChartArchiveRenderer | None = None,
+        *,
+        snapshot_keep: int = SNAPSHOT_KEEP,
+    ) -> None:
+        self.store = store
+        self.renderer = renderer
+        self.snapshot_keep = snapshot_keep
+        self.snapshots = SnapshotStore(store)
+        self._taking = asyncio.Lock()
 
     async def state_at(self, cluster: str, at: datetime | None) -> dict[str, Any]:
-        state = await desired_state_at(
-            self.store.read(until=at, skip_undecodable=True), cluster, self.renderer
+        state = await desired_state_from_log(
+            self.store, cluster, at, self.renderer, snapshots=self.snapshots
         )
         return state_document(state, at)
+
+    async def listing(self) -> list[dict[str, Any]]:
+        return [info.to_json() for info in await self.snapshots.listing()]
+
+    async def take(self) -> dict[str, Any] | None:
+        # A taker of its own each time: it starts from the newest snapshot, and the fold is
+        # not kept in this process's memory between requests.
+        async with self._taking:
+            reports = self.store.on_stream(REPORTS_STREAM)
+            taker = SnapshotTaker(self.store, reports, self.renderer, keep=self.snapshot_keep)
+            info = await taker.take(datetime.now(UTC))
+        return info.to_json() if info is not None else None

@@ -42,6 +42,7 @@ from fleetbus.natsserver import (
 )
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from sources.fetch import FetchPolicy
 from sources.limits import SourceLimits
 from sources.references import HostAllowList
@@ -67,6 +68,8 @@ class HubOptions:
     leaf_port: int = 443
     sim_clusters: int = 0
     scheduler: bool = True
+    snapshot_every: int = SNAPSHOT_EVERY
+    snapshot_keep: int = SNAPSHOT_KEEP
     """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
@@ -284,7 +287,14 @@ async def run_hub(options: HubOptions) -> None:
             # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
             if not await until_stopped(starting, stop):
                 return
-        projector = start_hub_services(store, data, supervisor, scheduler=options.scheduler)
+        projector = start_hub_services(
+            store,
+            data,
+            supervisor,
+            scheduler=options.scheduler,
+            snapshot_every=options.snapshot_every,
+            snapshot_keep=options.snapshot_keep,
+        )
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.read_generation = lambda: projector.generation
         api_context.notifications = start_notifications(store, data, supervisor)
@@ -299,7 +309,10 @@ async def run_hub(options: HubOptions) -> None:
             store, api_context.charts, data, supervisor, api_context.source_policy
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
-        api_context.history = LogStateHistory(store, api_context.renderer)
+        api_context.history = LogStateHistory(
+            store, api_context.renderer, snapshot_keep=options.snapshot_keep
+        )
+        api_context.snapshots = api_context.history
         if edge_services is not None:
             connect_api_to_edges(api_context, edge_services, options.public_host)
         tls = api_tls(

@@ -22,20 +22,32 @@ from notify.store import FILE_NAME as NOTIFICATIONS_FILE
 from notify.store import SubscriptionStore
 from projector.service import PROJECTION_FILE, ProjectorService
 from scheduler.service import SchedulerService
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from sources.credentials import CredentialStore
 from sources.fetch import FetchPolicy
 from sources.service import SourceWatcher
 
 
 def start_hub_services(
-    store: EventStore, data: DataDir, supervisor: Supervisor, *, scheduler: bool = True
+    store: EventStore,
+    data: DataDir,
+    supervisor: Supervisor,
+    *,
+    scheduler: bool = True,
+    snapshot_every: int = SNAPSHOT_EVERY,
+    snapshot_keep: int = SNAPSHOT_KEEP,
 ) -> ProjectorService:
     """Start the scheduler (unless left to `fleetbus scheduler`) and the projector under
     `supervisor`; both stop on its stop event, finishing the batch in hand."""
     reports = store.on_stream(REPORTS_STREAM)
     if scheduler:
         scheduling = SchedulerService(
-            store, reports, ChartArchiveRenderer(ChartStore.beside(store)), holder="hub-scheduler"
+            store,
+            reports,
+            ChartArchiveRenderer(ChartStore.beside(store)),
+            holder="hub-scheduler",
+            snapshot_every=snapshot_every,
+            snapshot_keep=snapshot_keep,
         )
         supervisor.start(
             "scheduler", lambda: scheduling.run(supervisor.stop_event), watches_stop=True

@@ -6,6 +6,10 @@ scheduler wrote for the cluster, exactly what it wrote: the content is recompute
 state at the point in the log where the decision was recorded, and checked against the digest
 the decision recorded (`verified`). So `state --at T` is right for any past T, long after
 DESIRED has moved on.
+
+`HistoryFold` is that fold; followed for every cluster at once it is what a snapshot keeps
+(`scheduler.snapshots`), so an answer can start from a snapshot and fold only the events after
+it, with no old decision materialized again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class HistoricalTask:
     problem: str = ""
     provenance: Provenance | None = None
     """Where the version came from, when the hub fetched it from a remote source."""
+    content_digest: str = ""
+    """The canonical digest of the recomputed content (`task.taskset`), "" without one."""
 
 
 @dataclass(frozen=True)
@@ -59,45 +65,89 @@ class DesiredStateAt:
 
 
 async def desired_state_at(
-    events: AsyncIterable[StoredEvent], cluster: str, renderer: ChartRenderer | None = None
+    events: AsyncIterable[StoredEvent],
+    cluster: str,
+    renderer: ChartRenderer | None = None,
+    *,
+    start: HistoryFold | None = None,
 ) -> DesiredStateAt:
-    """Fold `events` (the log up to the moment asked about) for `cluster`'s desired state."""
-    state = SchedulerState()
-    materialize = Materializer(renderer)
-    current: dict[str, HistoricalTask] = {}
-    last_seq = 0
+    """Fold `events` (the log up to the moment asked about) for `cluster`'s desired state.
+
+    `start` is where the fold begins: a fold restored from a snapshot (`scheduler.snapshots`)
+    that covers the log up to just before `events`; without it, `events` is the whole log."""
+    fold = start if start is not None else HistoryFold(renderer, cluster=cluster)
     async for stored in events:
+        await fold.apply(stored)
+    return fold.answer(cluster)
+
+
+class HistoryFold:
+    """The log folded for desired state at any moment: the scheduler's state, and for every
+    cluster followed (`cluster`, or all of them when None: what a snapshot keeps) the
+    ClusterTasks in force, each with its content recomputed where the decision was recorded."""
+
+    def __init__(
+        self,
+        renderer: ChartRenderer | None = None,
+        *,
+        cluster: str | None = None,
+        state: SchedulerState | None = None,
+        current: dict[str, dict[str, HistoricalTask]] | None = None,
+        last_seq: int = 0,
+        last_time: datetime | None = None,
+    ) -> None:
+        self.renderer = renderer
+        self.cluster = cluster
+        self.state = state if state is not None else SchedulerState()
+        self.current = current if current is not None else {}
+        """cluster -> taskset -> the ClusterTask in force."""
+        self.last_seq = last_seq
+        self.last_time = last_time
+        self.materialize = Materializer(renderer, cache_size=4096)
+
+    def follows(self, cluster: str) -> bool:
+        return self.cluster is None or self.cluster == cluster
+
+    async def apply(self, stored: StoredEvent) -> None:
         event = stored.event
-        last_seq = stored.seq
-        if isinstance(event, ClusterDeregistered) and event.cluster == cluster:
-            current.clear()
-        if isinstance(event, ClusterTaskScheduled) and event.cluster == cluster:
+        self.last_seq = stored.seq
+        self.last_time = stored.stored_at
+        if isinstance(event, ClusterDeregistered) and self.follows(event.cluster):
+            self.current.pop(event.cluster, None)
+        if isinstance(event, ClusterTaskScheduled) and self.follows(event.cluster):
+            tasks = self.current.setdefault(event.cluster, {})
             if event.removed:
-                current.pop(event.taskset, None)
+                tasks.pop(event.taskset, None)
             else:
-                current[event.taskset] = await _recompute(
-                    state, materialize, renderer, event, stored
+                tasks[event.taskset] = await _recompute(
+                    self.state, self.materialize, self.renderer, event, stored
                 )
-        state.apply_event(stored.seq, stored.subject, stored.stored_at, event)
-    registered = cluster in state.clusters
-    blueprints = [
-        BlueprintAt(
-            blueprint=name,
-            version=version,
-            published_by=state.blueprints[name].versions[version].actor,
-            published_at=state.blueprints[name].versions[version].occurred_at,
-            pinned=bool(state.blueprint_assignments.get((name, cluster))),
+            if not tasks:
+                del self.current[event.cluster]
+        self.state.apply_event(stored.seq, stored.subject, stored.stored_at, event)
+
+    def answer(self, cluster: str) -> DesiredStateAt:
+        state = self.state
+        registered = cluster in state.clusters
+        current = self.current.get(cluster, {})
+        blueprints = [
+            BlueprintAt(
+                blueprint=name,
+                version=version,
+                published_by=state.blueprints[name].versions[version].actor,
+                published_at=state.blueprints[name].versions[version].occurred_at,
+                pinned=bool(state.blueprint_assignments.get((name, cluster))),
+            )
+            for name, version in blueprints_of_cluster(state, cluster).items()
+        ]
+        return DesiredStateAt(
+            cluster=cluster,
+            registered=registered,
+            labels=dict(state.clusters.get(cluster, {})),
+            tasks=[current[name] for name in sorted(current)] if registered else [],
+            last_seq=self.last_seq,
+            blueprints=blueprints,
         )
-        for name, version in blueprints_of_cluster(state, cluster).items()
-    ]
-    return DesiredStateAt(
-        cluster=cluster,
-        registered=registered,
-        labels=dict(state.clusters.get(cluster, {})),
-        tasks=[current[name] for name in sorted(current)] if registered else [],
-        last_seq=last_seq,
-        blueprints=blueprints,
-    )
 
 
 async def _recompute(
@@ -149,4 +199,5 @@ async def _recompute(
         verified=verified,
         problem=problem,
         provenance=snapshot.provenance if snapshot is not None else None,
+        content_digest=result.digest if isinstance(result, Materialized) else "",
     )

@@ -1,4 +1,5 @@
-"""The scheduler's state: a fold of EVENTS and REPORTS, rebuilt from the log at every start.
+"""The scheduler's state: a fold of EVENTS and REPORTS, rebuilt from the log at every start
+(from the newest snapshot on, see `scheduler.snapshots`).
 
 Nothing here is persisted on its own: after a crash the scheduler replays the log and arrives
 at the same state, so it neither forgets a decision nor makes one twice. The fold is written

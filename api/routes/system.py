@@ -1,4 +1,5 @@
-"""`/healthz` (public) and `/metrics` (Prometheus; needs a viewer token).
+"""`/healthz` (public), `/metrics` (Prometheus; needs a viewer token) and the snapshots of the
+scheduler's fold (`GET` for viewers, `POST` to take one now for admins).
 
 `/metrics` is not public because its labels name tasksets and clusters, which say what runs
 where. Prometheus sends a token with `authorization: {credentials_file: ...}` in its scrape
@@ -7,11 +8,14 @@ config; create one with `fleetbus token create --role viewer --name prometheus`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Response, get
+from litestar import Response, get, post
 
 from api.auth import PUBLIC, Role, requires
 from api.context import Hub
+from api.errors import ServiceUnavailable
 from api.metrics import CONTENT_TYPE
 from api.routes.fleet import collect_fleet_metrics
 from events.errors import EventLogError
@@ -50,4 +54,34 @@ async def metrics(hub: Hub) -> Response[bytes]:
     return Response(hub.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
-ROUTES = [healthz, metrics]
+@get(
+    "/api/v1/snapshots",
+    guards=[requires(Role.viewer)],
+    tags=["system"],
+    summary="Snapshots of the scheduler's fold, newest first",
+    description="Each covers EVENTS up to `eventsSequence` (stored at `eventsTime`) and "
+    "REPORTS up to `reportsSequence`; the scheduler and `state --at` start from them.",
+)
+async def list_snapshots(hub: Hub) -> dict[str, Any]:
+    if hub.snapshots is None:
+        raise ServiceUnavailable("this hub keeps no snapshots")
+    return {"snapshots": await hub.snapshots.listing()}
+
+
+@post(
+    "/api/v1/snapshots",
+    guards=[requires(Role.admin)],
+    tags=["system"],
+    summary="Take a snapshot of the log now",
+    description="Folds the log from the newest snapshot on and stores a new one; answers with "
+    "it (or with the snapshot that already covers the log). `snapshot` is null for an empty "
+    "log.",
+    status_code=200,
+)
+async def take_snapshot(hub: Hub) -> dict[str, Any]:
+    if hub.snapshots is None:
+        raise ServiceUnavailable("this hub keeps no snapshots")
+    return {"snapshot": await hub.snapshots.take()}
+
+
+ROUTES = [healthz, metrics, list_snapshots, take_snapshot]

@@ -24,6 +24,7 @@ from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import whole_number
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.service import SchedulerService
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 
 
 def register(subparsers: Any) -> None:
@@ -52,6 +53,21 @@ def register(subparsers: Any) -> None:
         help="how long the lease outlives a scheduler that died without releasing it",
     )
     add_log_format_option(parser)
+    parser.add_argument(
+        "--snapshot-every",
+        type=whole_number(0),
+        default=SNAPSHOT_EVERY,
+        metavar="N",
+        help="while leading, snapshot the fold of the log every N events "
+        f"(default {SNAPSHOT_EVERY:,}; 0: never)",
+    )
+    parser.add_argument(
+        "--snapshot-keep",
+        type=whole_number(1),
+        default=SNAPSHOT_KEEP,
+        metavar="K",
+        help=f"keep the K newest snapshots (default {SNAPSHOT_KEEP})",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -74,6 +90,8 @@ async def handle(args: argparse.Namespace) -> int:
             ChartArchiveRenderer(ChartStore(nc)),
             holder=args.holder,
             lease_ttl_s=args.lease_ttl,
+            snapshot_every=args.snapshot_every,
+            snapshot_keep=args.snapshot_keep,
         )
         await service.run(stop)
     finally:

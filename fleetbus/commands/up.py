@@ -14,6 +14,7 @@ from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import host_port, memory_limit, port, whole_number
+from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 from sources.errors import InvalidSourceReference
 from sources.references import parse_allowed_host
@@ -63,6 +64,21 @@ def register(subparsers: Any) -> None:
         action="store_false",
         help="run no scheduler in the hub: scheduling is left to `fleetbus scheduler` "
         "processes (its own core; several for failover, one leads)",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=whole_number(0),
+        default=SNAPSHOT_EVERY,
+        metavar="N",
+        help="the scheduler snapshots its fold of the log every N events, so restarts and "
+        f"`state --at` start from a snapshot (default {SNAPSHOT_EVERY:,}; 0: never)",
+    )
+    parser.add_argument(
+        "--snapshot-keep",
+        type=whole_number(1),
+        default=SNAPSHOT_KEEP,
+        metavar="K",
+        help=f"keep the K newest snapshots (default {SNAPSHOT_KEEP})",
     )
     parser.add_argument(
         "--sim-processes",
@@ -205,6 +221,8 @@ async def handle(args: argparse.Namespace) -> int:
             leaf_port=args.leaf_port,
             sim_clusters=args.sim_clusters,
             scheduler=args.scheduler,
+            snapshot_every=args.snapshot_every,
+            snapshot_keep=args.snapshot_keep,
             sim_processes=args.sim_processes,
             leaf_host=args.leaf_host,
             leaf_ws_port=args.leaf_ws_port,

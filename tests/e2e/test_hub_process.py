@@ -244,3 +244,27 @@ def test_events_without_a_running_hub_says_how_to_start_one(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "fleetbus up" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_hubs_scheduler_snapshots_every_n_events_and_snapshot_take_ls_reach_it(
+    hub: Hub,
+) -> None:
+    hub.start("--snapshot-every", "2")
+    for name in ("edge-1", "edge-2", "edge-3"):
+        append_cluster(hub, name)
+
+    def listed() -> list[dict[str, object]]:
+        result = hub.fleetbus("snapshot", "ls", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        snapshots: list[dict[str, object]] = json.loads(result.stdout)
+        return snapshots
+
+    wait_until(lambda: bool(listed()), "the scheduler's snapshot", within=60)
+    assert int(str(listed()[0]["eventsSequence"])) >= 2
+    taken = hub.fleetbus("snapshot", "take", "-o", "json")
+    assert taken.returncode == 0, taken.stderr
+    assert json.loads(taken.stdout)["eventsSequence"] == 3
+    state = hub.fleetbus("state", "--cluster", "edge-3", "-o", "json")
+    assert state.returncode == 0, state.stderr
+    assert json.loads(state.stdout)["registered"] is True
+    assert hub.interrupt() == 0

@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 
 from events.store import EventStore, connect
-from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM, hub_streams
+from events.streams import (
+    DESIRED_STREAM,
+    EVENTS_STREAM,
+    REPORTS_STREAM,
+    SNAPSHOTS_STREAM,
+    hub_streams,
+)
 from fleetbus.datadir import DataDir
 from tests.eventually import eventually
 from tests.faults.harness import (
@@ -67,7 +73,7 @@ async def replicas_current(store: EventStore, stream: str) -> bool:
 async def test_every_hub_stream_is_replicated_on_all_three_nodes(
     nats_cluster: NatsCluster, cluster_store: EventStore
 ) -> None:
-    for stream in (EVENTS_STREAM, DESIRED_STREAM, REPORTS_STREAM):
+    for stream in (EVENTS_STREAM, DESIRED_STREAM, REPORTS_STREAM, SNAPSHOTS_STREAM):
         info = await cluster_store.stream_info(stream)
         assert info["config"]["num_replicas"] == 3
         await eventually(

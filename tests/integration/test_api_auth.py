@@ -261,6 +261,8 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/notifications/status", V),
     Case("POST", "/api/v1/notifications", A, ok=201, prepare=a_new_subscription),
     Case("DELETE", "/api/v1/notifications/{name}", A, prepare=a_subscription),
+    Case("GET", "/api/v1/snapshots", V),
+    Case("POST", "/api/v1/snapshots", A),
 ]
 
 
@@ -302,6 +304,7 @@ async def test_every_route_answers_401_403_or_success_by_role(
         api.hub.notifications = Notifier(
             api.hub.store, api.hub.reports, SubscriptionStore(tmp_path / "notifications.json")
         )
+        api.hub.snapshots = api.hub.history
         await as_admin(
             api,
             "POST",

@@ -120,6 +120,38 @@ async def test_status_state_and_resume_read_the_hub(
         assert "is not halted" in capsys.readouterr().err
 
 
+async def test_snapshot_take_and_ls_through_the_hub_and_state_reads_from_them(
+    event_store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await reports_store(event_store)
+    async with live_api(event_store, tmp_path / "hub") as api:
+        history = LogStateHistory(event_store)
+        api.hub.history = history
+        api.hub.snapshots = history
+        local = as_local_hub(api, tmp_path / "local")
+        assert await cli("snapshot", "take", *local) == 0
+        assert "the log is empty" in capsys.readouterr().out
+        await append_each(event_store, [registered("east"), registered("west")])
+        assert await cli("snapshot", "take", "-o", "json", *local) == 0
+        taken = json.loads(capsys.readouterr().out)
+        assert taken["eventsSequence"] == await event_store.last_sequence()
+        assert taken["schema"] == 1
+        assert await cli("snapshot", "take", "-o", "json", *local) == 0
+        assert json.loads(capsys.readouterr().out)["id"] == taken["id"]  # nothing new to cover
+        viewer = ["--server", api.url, "--token", api.tokens[Role.viewer]]
+        assert await cli("snapshot", "ls", *viewer) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split()[:2] == ["ID", "EVENTS"]
+        assert [line.split()[0] for line in table[1:]] == [taken["id"]]
+        assert await cli("snapshot", "take", *viewer) == 2
+        assert "needs the admin role" in capsys.readouterr().err
+        await append_each(event_store, [registered("north")])
+        assert await cli("state", "--cluster", "north", "-o", "json", *local) == 0
+        assert json.loads(capsys.readouterr().out)["registered"] is True
+        assert await cli("state", "--cluster", "east", "-o", "json", *local) == 0
+        assert json.loads(capsys.readouterr().out)["logSequence"] == taken["eventsSequence"] + 1
+
+
 async def published_version(store: EventStore, taskset: str) -> int:
     async with asyncio.timeout(30):
         while True:

@@ -84,6 +84,7 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
         api.hub.notifications = Notifier(
             api.hub.store, api.hub.reports, SubscriptionStore(tmp_path / "notifications.json")
         )
+        api.hub.snapshots = api.hub.history
         await projected(api)
         started = time.monotonic()
         failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])

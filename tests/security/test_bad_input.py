@@ -187,6 +187,25 @@ CLI_CASES = [
         ("scheduler", "--lease-ttl", "-3"),
         "argument --lease-ttl: must be a whole number from 1 to 3600, got -3",
     ),
+    CliCase(
+        "scheduler-snapshot-every-negative",
+        ("scheduler", "--snapshot-every", "-1"),
+        "argument --snapshot-every: must be a whole number >= 0, got -1",
+    ),
+    CliCase(
+        "up-snapshot-every-not-a-number",
+        ("up", "--snapshot-every", "often"),
+        "argument --snapshot-every: must be a whole number >= 0, got 'often'",
+    ),
+    CliCase(
+        "scheduler-snapshot-keep-zero",
+        ("scheduler", "--snapshot-keep", "0"),
+        "argument --snapshot-keep: must be a whole number >= 1, got 0",
+    ),
+    CliCase("snapshot-without-an-action", ("snapshot",), "ACTION"),
+    CliCase(
+        "snapshot-ls-without-a-hub", ("snapshot", "ls", "--data-dir", "{empty}"), "fleetbus up"
+    ),
     CliCase("events-without-a-hub", ("events", "--data-dir", "{empty}"), "fleetbus up"),
     CliCase(
         "projector-rebuild-when-the-hubs-nats-is-down",

@@ -107,6 +107,7 @@ async def test_a_clusters_credentials_cannot_write_the_log_or_anyones_desired_st
         "write its own desired state": ("fleet.desired.alpha.web", b"{}"),
         "write another cluster's desired state": ("fleet.desired.beta.web", b"{}"),
         "write a desired state for a cluster that does not exist": ("fleet.desired.evil.x", b"{}"),
+        "write a snapshot": ("fleet.snapshot.000000000001-evil.manifest", b"{}"),
     }
     for what, (subject, payload) in writes.items():
         with pytest.raises(DENIED):
@@ -126,6 +127,8 @@ JS_ADMIN = [
     ("STREAM.MSG.GET.EVENTS", {"seq": 1}),
     ("DIRECT.GET.EVENTS", {"last_by_subj": "fleet.evt.cluster.beta"}),
     ("DIRECT.GET.REPORTS", {"seq": 1}),
+    ("DIRECT.GET.SNAPSHOTS", {"last_by_subj": "fleet.snapshot.*.manifest"}),
+    ("STREAM.PURGE.SNAPSHOTS", {}),
     ("CONSUMER.CREATE.EVENTS", {"stream_name": "EVENTS", "config": {"ack_policy": "none"}}),
     (
         "CONSUMER.CREATE.REPORTS.peek",
