@@ -30,6 +30,7 @@ from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
 from registry.overrides import PreparedRenderer
+from sealing.keyring import Keyring
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest request body the API reads (uploads included); larger ones get 413."""
@@ -91,6 +92,8 @@ class HubContext:
     """Answers "what should cluster C run as of T"."""
     last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
     """When each cluster last sent an inventory digest."""
+    keyring: Keyring | None = None
+    """The hub's keyring (rotation and shredding); None when secrets are not sealed."""
     max_body_bytes: int = MAX_BODY_BYTES
     sse_heartbeat_s: float = 15.0
 
@@ -104,6 +107,9 @@ class HubContext:
             reports=store.on_stream(REPORTS_STREAM),
             charts=ChartStore.beside(store),
             projection=data_dir / PROJECTION_FILE,
+            keyring=keys
+            if store.sealer and isinstance(keys := store.sealer.keys, Keyring)
+            else None,
         )
 
     @contextlib.asynccontextmanager

@@ -10,6 +10,8 @@ EVENTS_PREFIX = "fleet.evt"
 DESIRED_PREFIX = "fleet.desired"
 REPORT_PREFIX = "fleet.report"
 INVENTORY_PREFIX = "fleet.inventory"
+KEYS_PREFIX = "fleet.keys"
+"""`fleet.keys.<cluster>`: an edge asks the hub for one of its own data keys (request/reply)."""
 
 
 def event_subject(aggregate: str, aggregate_id: str) -> str:
@@ -34,3 +36,7 @@ def report_filter(cluster: str) -> str:
 
 def inventory_subject(cluster: str) -> str:
     return f"{INVENTORY_PREFIX}.{cluster}"
+
+
+def keys_subject(cluster: str) -> str:
+    return f"{KEYS_PREFIX}.{cluster}"

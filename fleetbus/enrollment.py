@@ -90,6 +90,9 @@ class LogStateHistory:
 
     async def state_at(self, cluster: str, at: datetime | None) -> dict[str, Any]:
         state = await desired_state_at(
-            self.store.read(until=at, skip_undecodable=True), cluster, self.renderer
+            self.store.read(until=at, skip_undecodable=True),
+            cluster,
+            self.renderer,
+            keys=self.store.sealer.keys if self.store.sealer is not None else None,
         )
         return state_document(state, at)

@@ -40,6 +40,7 @@ from events.subjects import desired_filter
 from events.tasks import cancel_and_wait
 from scheduler.decide import DesiredWrite
 from scheduler.errors import DesiredWriteFailed, LeaseLost, SchedulerError
+from sealing.envelope import cluster_scope, seal_bytes
 from taskset.codec import encode_cluster_task
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,16 @@ class SchedulerBus:
         self.nc = store.api.nc
         self.js = store.api.js
         self.timeout = timeout
+        self.keys = store.sealer.keys if store.sealer is not None else None
+
+    def _payload(self, write: DesiredWrite) -> bytes:
+        """The ClusterTask as DESIRED holds it: sealed with the cluster's own data key, its
+        subject as associated data (so it opens nowhere else), when the hub has a keyring."""
+        payload = encode_cluster_task(write.task)
+        if self.keys is None:
+            return payload
+        scope = cluster_scope(write.task.cluster)
+        return seal_bytes(self.keys, scope, payload, write.subject.encode())
 
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str]) -> Msg:
         return await request(self.nc, subject, payload, headers, reply_within=self.timeout)
@@ -81,9 +92,7 @@ class SchedulerBus:
     # --- DESIRED ----------------------------------------------------------------------------
 
     async def write_desired(self, write: DesiredWrite) -> None:
-        reply = await self._request(
-            write.subject, encode_cluster_task(write.task), _desired_headers(write)
-        )
+        reply = await self._request(write.subject, self._payload(write), _desired_headers(write))
         _check_ack(reply, write.subject)
 
     async def write_desired_many(
@@ -106,7 +115,7 @@ class SchedulerBus:
                     try:
                         await self.nc.publish(
                             write.subject,
-                            encode_cluster_task(write.task),
+                            self._payload(write),
                             reply=reply,
                             headers=_desired_headers(write),
                         )

@@ -20,6 +20,7 @@ from scheduler.dependencies import blueprint_placement, blueprints_of_cluster
 from scheduler.materialize import Materialized, Materializer
 from scheduler.ports import ChartRenderer
 from scheduler.state import SchedulerState
+from sealing.envelope import DataKeys
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
 from taskset.overrides import overrides_for
@@ -57,11 +58,17 @@ class DesiredStateAt:
 
 
 async def desired_state_at(
-    events: AsyncIterable[StoredEvent], cluster: str, renderer: ChartRenderer | None = None
+    events: AsyncIterable[StoredEvent],
+    cluster: str,
+    renderer: ChartRenderer | None = None,
+    keys: DataKeys | None = None,
 ) -> DesiredStateAt:
-    """Fold `events` (the log up to the moment asked about) for `cluster`'s desired state."""
+    """Fold `events` (the log up to the moment asked about) for `cluster`'s desired state.
+
+    Sealed secrets are opened with `keys` to recompute (and verify) the content; whoever
+    shows the result masks them again."""
     state = SchedulerState()
-    materialize = Materializer(renderer)
+    materialize = Materializer(renderer, keys=keys)
     current: dict[str, HistoricalTask] = {}
     last_seq = 0
     async for stored in events:
