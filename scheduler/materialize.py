@@ -69,6 +69,7 @@ class Materializer:
         self.limit = limit
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Materialized | Refusal] = OrderedDict()
+        self._shredded = 0
 
     def __call__(
         self,
@@ -78,6 +79,10 @@ class Materializer:
         version: int,
         blueprint: BlueprintPlacement | None = None,
     ) -> Materialized | Refusal:
+        if state.shredded != self._shredded:
+            # Keys were shredded: results opened with them must not outlive them in memory.
+            self._cache.clear()
+            self._shredded = state.shredded
         record = state.tasksets[taskset].versions[version]
         labels = state.clusters.get(cluster, {})
         applicable = overrides_for(cluster, labels, state.overrides.get(taskset, {}).values())

@@ -187,6 +187,8 @@ class SchedulerState:
     resealed: set[tuple[str, str]] = field(default_factory=set)
     """(cluster, taskset) pairs whose DESIRED message is sealed with a shredded data key: they
     are written again (a new generation, sealed with the cluster's new key)."""
+    shredded: int = 0
+    """How many times data keys were shredded: what was opened in memory before is forgotten."""
     events_seq: int = 0
     reports_seq: int = 0
 
@@ -352,6 +354,7 @@ class SchedulerState:
     def _fold_data_keys_shredded(
         self, event: DataKeysShredded, stored_at: datetime, dirty: set[str]
     ) -> None:
+        self.shredded += 1
         if event.cluster not in self.clusters:
             return
         for taskset, by_cluster in self.scheduled.items():
