@@ -73,6 +73,14 @@ async def a_spare_token(api: LiveApi) -> Request:
     return Request(values={"token": record.id})
 
 
+async def a_data_key_rotation(api: LiveApi) -> Request:
+    return Request(json={"kek": False, "data_keys": True})
+
+
+async def a_cluster_to_shred(api: LiveApi) -> Request:
+    return Request(json={"cluster": fresh("shred")})
+
+
 async def a_spare_token_to_rotate(api: LiveApi) -> Request:
     spare = await a_spare_token(api)
     return Request(values=spare.values, json={"grace_seconds": 0})
@@ -201,6 +209,9 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/tokens", A, ok=201, prepare=a_new_token),
     Case("DELETE", "/api/v1/tokens/{token}", A, prepare=a_spare_token),
     Case("POST", "/api/v1/tokens/{token}/rotate", A, prepare=a_spare_token_to_rotate),
+    Case("GET", "/api/v1/keys", A),
+    Case("POST", "/api/v1/keys/rotate", A, prepare=a_data_key_rotation),
+    Case("POST", "/api/v1/keys/shred", A, prepare=a_cluster_to_shred),
 ]
 
 
