@@ -23,6 +23,7 @@ from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.codec import EventDecoder
 from events.ids import new_event_id
+from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM, hub_streams
 from fleetbus.bundle import EdgeBundle, EdgeSettings, read_edge_bundle, write_edge_bundle
@@ -245,7 +246,8 @@ async def edge_hub(
     hub: EdgeHub | None = None
     try:
         nc = await connect(server.client_url, user="hub", password=data.secrets()["hub_password"])
-        store = EventStore(nc)
+        # As `fleetbus up` connects it: the log's secrets sealed with the data dir's keyring.
+        store = EventStore(nc, sealer=EventSealer(data.keyring()))
         await store.ensure_streams(hub_streams())
         monitor_port = server.monitor_port
         services = EdgeServices(
