@@ -85,7 +85,7 @@ class KeyService:
             return
         cluster = msg.subject.removeprefix(f"{subjects.KEYS_PREFIX}.")
         key_id = msg.data.decode(errors="replace").strip()
-        reply = key_reply(self.keys, cluster, key_id, set(self.registered()))
+        reply = key_reply(self.keys, cluster, key_id, self.registered())
         if "error" in reply:
             self.refusals += 1
             log.warning("refused data key %s to cluster %s: %s", key_id, cluster, reply["error"])

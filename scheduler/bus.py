@@ -40,7 +40,7 @@ from events.subjects import desired_filter
 from events.tasks import cancel_and_wait
 from scheduler.decide import DesiredWrite
 from scheduler.errors import DesiredWriteFailed, LeaseLost, SchedulerError
-from sealing.envelope import cluster_scope, seal_bytes
+from sealing.envelope import KeyProvisioning, cluster_scope, seal_bytes
 from taskset.codec import encode_cluster_task
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ class SchedulerBus:
         `write_desired` (its message id makes a repeat harmless); a refusal raises there."""
         if not writes:
             return
+        if isinstance(self.keys, KeyProvisioning):
+            # New clusters' data keys made in one keyring write, not one per cluster.
+            self.keys.ensure({cluster_scope(write.task.cluster) for write in writes})
         async with PendingReplies(self.nc, f"write {DESIRED_STREAM}") as replies:
             for start in range(0, len(writes), window):
                 waiting: dict[int, asyncio.Future[Msg]] = {}

@@ -20,7 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -55,6 +56,13 @@ class DataKeys(Protocol):
     def key(self, key_id: str) -> bytes:
         """The key with id `key_id`; raises `KeyUnavailable` when it is unknown or shredded."""
         ...
+
+
+@runtime_checkable
+class KeyProvisioning(Protocol):
+    """A key source that can create the active keys of many scopes at once (`Keyring`)."""
+
+    def ensure(self, scopes: Iterable[str]) -> None: ...
 
 
 def _aad(header: bytes, context: bytes) -> bytes:

@@ -26,7 +26,7 @@ import base64
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,6 +112,9 @@ class Keyring:
         self._state = KeyringState()
         self._kek: bytes = b""
         self._plain: dict[str, bytes] = {}
+        self._by_id: dict[str, DataKeyRecord] = {}
+        self._active_by_scope: dict[str, DataKeyRecord] = {}
+        self._shredded: dict[str, ShreddedKey] = {}
 
     @classmethod
     def open(cls, directory: Path) -> Keyring:
@@ -155,6 +158,9 @@ class Keyring:
         if len(kek) != KEY_SIZE:
             raise KeyringInvalid(f"the key-encryption key {kek_path} is not {KEY_SIZE} bytes")
         self._state, self._kek, self._plain, self._stamp = state, kek, {}, stamp
+        self._by_id = {record.id: record for record in state.keys}
+        self._active_by_scope = {record.scope: record for record in state.keys if record.active}
+        self._shredded = {shredded.id: shredded for shredded in state.shredded}
 
     def _unwrap(self, record: DataKeyRecord, kek: bytes, kek_id: str) -> bytes:
         sealed = _unb64(record.wrapped, f"data key {record.id}")
@@ -173,35 +179,43 @@ class Keyring:
         plain = self._plain.get(key_id)
         if plain is not None:
             return plain
-        for record in self._state.keys:
-            if record.id == key_id:
-                plain = self._unwrap(record, self._kek, self._state.kek)
-                self._plain[key_id] = plain
-                return plain
-        for shredded in self._state.shredded:
-            if shredded.id == key_id:
-                raise KeyUnavailable(
-                    key_id, f"it was shredded at {shredded.at} (scope {shredded.scope})"
-                )
+        record = self._by_id.get(key_id)
+        if record is not None:
+            plain = self._unwrap(record, self._kek, self._state.kek)
+            self._plain[key_id] = plain
+            return plain
+        shredded = self._shredded.get(key_id)
+        if shredded is not None:
+            raise KeyUnavailable(
+                key_id, f"it was shredded at {shredded.at} (scope {shredded.scope})"
+            )
         raise KeyUnavailable(key_id, f"it is not in this hub's keyring ({self.path})")
 
     def active_key(self, scope: str) -> tuple[str, bytes]:
         self._reload()
-        record = self._active(scope)
+        record = self._active_by_scope.get(scope)
         if record is None:
-            with self._locked():
-                self._reload()
-                record = self._active(scope)
-                if record is None:
-                    record = self._new_record(scope, self._kek, self._state.kek, _now_text())
-                    self._write(
-                        msgspec.structs.replace(self._state, keys=[*self._state.keys, record])
-                    )
-                    self._reload()
+            self.ensure([scope])
+            record = self._active_by_scope[scope]
         return record.id, self.key(record.id)
 
-    def _active(self, scope: str) -> DataKeyRecord | None:
-        return next((r for r in self._state.keys if r.scope == scope and r.active), None)
+    def ensure(self, scopes: Iterable[str]) -> None:
+        """Give every scope in `scopes` an active data key, in one write for all that lack one
+        (a decision over thousands of clusters must not rewrite the keyring once per cluster)."""
+        self._reload()
+        if all(scope in self._active_by_scope for scope in scopes):
+            return
+        with self._locked():
+            self._stamp = None
+            self._reload()
+            created = _now_text()
+            missing = sorted({s for s in scopes if s not in self._active_by_scope})
+            if not missing:
+                return
+            fresh = [self._new_record(s, self._kek, self._state.kek, created) for s in missing]
+            self._write(msgspec.structs.replace(self._state, keys=[*self._state.keys, *fresh]))
+            self._stamp = None
+            self._reload()
 
     def scopes(self) -> list[str]:
         self._reload()

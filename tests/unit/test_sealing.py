@@ -3,6 +3,7 @@ finding the secret values inside documents."""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from access.key_service import key_reply
 from events.catalog import OverrideSet, TasksetPublished
 from events.codec import encode_event
 from events.sealed import EventSealer
@@ -292,3 +294,31 @@ def test_events_are_sealed_with_the_hub_key_or_the_clusters_own(keyring: Keyring
     with pytest.raises(KeyUnavailable, match="shredded"):
         open_tree(keyring, sealed_override.values)
     assert open_tree(keyring, sealed.values) == {"adminPassword": SECRET}
+
+
+# --- what the key service gives an edge ---------------------------------------------------------
+
+
+def test_the_key_service_gives_a_cluster_its_own_keys_and_nothing_else(keyring: Keyring) -> None:
+    own, key = keyring.active_key(cluster_scope("a"))
+    other, _ = keyring.active_key(cluster_scope("b"))
+    hub, _ = keyring.active_key(HUB_SCOPE)
+    registered = {"a", "b"}
+    answer = key_reply(keyring, "a", own, registered)
+    assert answer == {"id": own, "key": base64.b64encode(key).decode()}
+    assert key_reply(keyring, "a", other, registered) == {
+        "error": f"data key {other} is not a key of cluster a"
+    }
+    assert "key" not in key_reply(keyring, "a", hub, registered)
+    assert key_reply(keyring, "c", own, registered) == {"error": "cluster c is not registered"}
+    keyring.shred(cluster_scope("a"), NOW)
+    assert "shredded" in key_reply(keyring, "a", own, registered)["error"]
+
+
+def test_many_clusters_get_their_keys_in_one_keyring_write(tmp_path: Path) -> None:
+    keyring = Keyring.open(tmp_path / "keys")
+    keyring.ensure([cluster_scope(f"sim-{i}") for i in range(500)])
+    stamp = (tmp_path / "keys" / "keyring.json").stat().st_mtime_ns
+    ids = {keyring.active_key(cluster_scope(f"sim-{i}"))[0] for i in range(500)}
+    assert len(ids) == 500
+    assert (tmp_path / "keys" / "keyring.json").stat().st_mtime_ns == stamp
