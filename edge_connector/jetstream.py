@@ -126,7 +126,13 @@ class EdgeKeys:
         if is_sealed_bytes(data):
             try:
                 key_id = key_id_of_bytes(data)
-                if key_id not in self.cache and scope_of_key(key_id) == self.cache.scope:
+                if scope_of_key(key_id) != self.cache.scope:
+                    raise KeyUnavailable(
+                        key_id,
+                        f"it is not a key of cluster {self.cluster}, and an edge opens only "
+                        "its own cluster's desired state",
+                    )
+                if key_id not in self.cache:
                     await self._fetch(key_id)
                 data = open_bytes(
                     self.cache, data, msg.subject.encode(), f"desired state {msg.subject}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -33,9 +34,9 @@ from fleetbus.bundle import leaf_config
 from fleetbus.edge import EdgeRuntime
 from fleetbus.edgehub import hub_pki
 from fleetbus.natsserver import NatsServer, free_port
-from sealing.envelope import HUB_SCOPE, cluster_scope, open_bytes, seal_bytes
-from sealing.errors import KeyUnavailable
+from sealing.envelope import HUB_SCOPE, cluster_scope, seal_bytes
 from simulator.executor import SimExecutor
+from taskset.codec import encode_cluster_task
 from taskset.model import Step
 from tests.eventually import eventually
 from tests.integration.edge_harness import (
@@ -297,7 +298,7 @@ async def test_cluster_a_cannot_direct_get_cluster_b_desired_state(clusters: Two
 
 
 async def test_an_edge_opens_desired_state_sealed_with_its_own_key_fetched_over_its_link(
-    clusters: TwoClusters,
+    clusters: TwoClusters, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "a"}}
     taskset = sample_taskset("vault")
@@ -306,11 +307,41 @@ async def test_an_edge_opens_desired_state_sealed_with_its_own_key_fetched_over_
     )
     await clusters.hub.write_desired(cluster_task("alpha", taskset), sealed=True)
     await eventually(lambda: "vault" in clusters.sim_alpha.applied, what="sealed task applied")
-    # Sealed for beta, written on alpha's subject: alpha's edge cannot open it.
+
     keys = clusters.hub.services.key_service.keys
-    foreign = seal_bytes(keys, cluster_scope("beta"), b"x", b"fleet.desired.alpha.other")
-    with pytest.raises(KeyUnavailable, match="has not received it"):
-        open_bytes(clusters.alpha.connector.feed.keys.cache, foreign, b"", "x")  # type: ignore[attr-defined]
+    caplog.set_level(logging.ERROR, logger="edge_connector.jetstream")
+
+    async def put(name: str, payload: bytes) -> None:
+        subject = f"fleet.desired.alpha.{name}"
+        reply = await clusters.hub.store.nc.request(
+            subject, payload, timeout=5, headers={"Nats-Msg-Id": f"alpha.{name}.1"}
+        )
+        assert "seq" in orjson.loads(reply.data)
+
+    # Sealed with beta's key on alpha's subject: alpha's edge is refused beta's key.
+    for_beta = encode_cluster_task(cluster_task("alpha", sample_taskset("foreign")))
+    await put("foreign", seal_bytes(keys, cluster_scope("beta"), for_beta, b"x"))
+    # Sealed for alpha, then one bit flipped: it does not open.
+    broken = bytearray(
+        seal_bytes(
+            keys,
+            cluster_scope("alpha"),
+            encode_cluster_task(cluster_task("alpha", sample_taskset("broken"))),
+            b"fleet.desired.alpha.broken",
+        )
+    )
+    broken[-5] ^= 1
+    await put("broken", bytes(broken))
+    await eventually(
+        lambda: (
+            "does not open: it was altered" in caplog.text
+            and "is not a key of cluster alpha" in caplog.text
+        ),
+        what="both refusals logged by the edge",
+    )
+    assert "foreign" not in clusters.sim_alpha.applied
+    assert "broken" not in clusters.sim_alpha.applied
+    assert "cluster:beta/" in caplog.text
 
 
 async def test_cluster_a_cannot_get_cluster_b_data_keys(clusters: TwoClusters) -> None:
