@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
     "token": ("token", "manage API tokens (admin)"),
-    "keys": ("keys", "the keyring that seals secrets at rest: ls, rotate, shred (admin)"),
+    "keys": ("keys", "the keyring that seals secrets at rest (admin)"),
     "scheduler": (
         "scheduler",
         "run a scheduler against a running hub (a hub service: needs the hub's data dir)",
