@@ -17,7 +17,8 @@ from typing import Protocol
 from events.catalog import DataKeysShredded, Event, KeysRotated
 from events.ids import new_event_id
 from events.store import EventStore
-from registry.errors import InvalidCommand
+from registry.clusters import list_clusters
+from registry.errors import ClusterNotFound, InvalidCommand
 from sealing.envelope import cluster_scope
 from sealing.keyring import KeyringState, Rotation
 from taskset.names import check_name
@@ -95,6 +96,13 @@ async def rotate_keys(
     if not kek and not data_keys:
         raise InvalidCommand("nothing to rotate: give the KEK, the data keys, or both")
     scopes = rotation_scopes(data_keys, clusters)
+    if clusters:
+        registered = {record.name for record in await list_clusters(store)}
+        unknown = sorted(set(clusters) - registered)
+        if unknown:
+            raise ClusterNotFound(
+                f"cluster(s) {', '.join(unknown)} not registered (see `fleetbus cluster ls`)"
+            )
     rotation = keys.rotate(now, kek=kek, scopes=scopes)
     events = decide_rotated(rotation, actor=actor, now=now)
     await store.append(events)

@@ -285,6 +285,11 @@ CLI_CASES = [
         "cannot go with --kek-only",
     ),
     CliCase(
+        "keys-rotate-an-unknown-cluster",
+        ("keys", "rotate", "--cluster", "nowhere", "--data-dir", "{data}"),
+        "nowhere not registered",
+    ),
+    CliCase(
         "keys-shred-invalid-cluster-name",
         ("keys", "shred", "--cluster", "No_Such", "--data-dir", "{data}"),
         "invalid cluster name",
