@@ -110,6 +110,7 @@ def leaf_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
         f"$JS.FC.{DESIRED_STREAM}.>",
         f"{edges.reports_deliver_prefix(cluster)}.>",
         subjects.inventory_subject(cluster),
+        subjects.keys_subject(cluster),
         "$JSC.R.>",
     ]
     subscribe = [
@@ -130,6 +131,7 @@ def client_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
         *_desired_rights(cluster, _js_local),
         subjects.report_filter(cluster),
         subjects.inventory_subject(cluster),
+        subjects.keys_subject(cluster),
     ]
     subscribe = [f"{edges.inbox_prefix(cluster)}.>"]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}

@@ -32,6 +32,7 @@ from notify.model import Filters, Sink, Subscription, SubscriptionStatus
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
 from registry.overrides import PreparedRenderer
+from sealing.keyring import Keyring
 from sources.credentials import CredentialStore
 from sources.fetch import FetchPolicy
 from sources.references import HostAllowList
@@ -143,6 +144,8 @@ class HubContext:
     committed batches); None when that is not known here, and then no answer is reused."""
     reads: ReadCache = field(default_factory=ReadCache)
     """Encoded answers of the read routes, with their ETags (`api.read_cache`)."""
+    keyring: Keyring | None = None
+    """The hub's keyring (rotation and shredding); None when secrets are not sealed."""
     max_body_bytes: int = MAX_BODY_BYTES
     sse_heartbeat_s: float = 15.0
     sources: SourceWatcher | None = None
@@ -164,6 +167,9 @@ class HubContext:
             reports=store.on_stream(REPORTS_STREAM),
             charts=ChartStore.beside(store),
             projection=data_dir / PROJECTION_FILE,
+            keyring=keys
+            if store.sealer and isinstance(keys := store.sealer.keys, Keyring)
+            else None,
         )
 
     @contextlib.asynccontextmanager

@@ -32,9 +32,11 @@ from events.catalog import (
     ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
+    DataKeysShredded,
     DriftCorrected,
     DriftDetected,
     Event,
+    KeysRotated,
     OverrideRemoved,
     OverrideSet,
     Provenance,
@@ -306,6 +308,21 @@ def _describe_taskset_dependencies_set(event: TasksetDependenciesSet) -> str:
     return f"{event.taskset} depends on {', '.join(event.depends_on) or 'nothing'}"
 
 
+def _describe_keys_rotated(event: KeysRotated) -> str:
+    kek = (
+        f"new KEK {event.kek} ({event.rewrapped} data keys re-wrapped)"
+        if event.previous_kek
+        else ""
+    )
+    keys = f"{len(event.data_keys)} new data key(s)" if event.data_keys else ""
+    return "keys rotated: " + ", ".join(part for part in (kek, keys) if part)
+
+
+def _describe_data_keys_shredded(event: DataKeysShredded) -> str:
+    reason = f" ({event.reason})" if event.reason else ""
+    return f"{len(event.key_ids)} data key(s) of {event.scope} shredded{reason}"
+
+
 def _describe_report(event: Report) -> str:
     return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
 
@@ -340,6 +357,8 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     SourceAdded: _describe_source_added,
     SourceRemoved: _describe_source_removed,
     SourceFailed: _describe_source_failed,
+    KeysRotated: _describe_keys_rotated,
+    DataKeysShredded: _describe_data_keys_shredded,
 }
 
 

@@ -45,7 +45,7 @@ from events.tasks import cancel_and_wait
 from normalizer import NormalizedSource
 from registry.tasksets import publish_taskset
 from simulator.fleet import SIM_LABEL
-from taskset.codec import CorruptPayload, decode_cluster_task, encode_cluster_task
+from taskset.codec import encode_cluster_task
 from taskset.digest import digest_of
 from taskset.model import ClusterTask
 
@@ -237,12 +237,13 @@ async def desired_times(store: EventStore, version: int) -> dict[str, datetime]:
             except (TimeoutError, nats.errors.TimeoutError):
                 break
             for msg in msgs:
-                try:
-                    task = decode_cluster_task(msg.data)
-                except CorruptPayload:
-                    continue
-                if task.version == version and not task.removed:
-                    times[task.cluster] = msg.metadata.timestamp
+                # The payload is sealed for the cluster: its headers say what it is.
+                headers = msg.headers or {}
+                if (
+                    headers.get("Fleetbus-Version") == str(version)
+                    and headers.get("Fleetbus-Removed") != "true"
+                ):
+                    times[msg.subject.split(".")[2]] = msg.metadata.timestamp
             if msgs and msgs[-1].metadata.num_pending == 0:
                 break
     finally:

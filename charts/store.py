@@ -10,6 +10,11 @@ chart.
 This is an adapter module: it speaks NATS, retries `events.connection.TRANSIENT_ERRORS` with
 the one retry policy, and lets no `nats` exception out (they become `charts.errors` and
 `events.errors`). It is not part of the event catalog: archives are content, not events.
+
+Archives are sealed at rest with the hub's data key (a chart's `values.yaml` may hold default
+passwords): the bucket holds envelopes (`sealing.envelope`, the address as associated data),
+and the address stays the digest of the plain archive. An archive stored before sealing is
+read as it is and sealed when it is stored again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ from charts.errors import ChartArchiveCorrupt, ChartArchiveMissing
 from events.connection import TRANSIENT_ERRORS, retrying
 from events.errors import EventLogUnavailable
 from events.store import EventStore
+from sealing.envelope import (
+    HUB_SCOPE,
+    DataKeys,
+    is_sealed_bytes,
+    open_bytes,
+    seal_bytes,
+    sealed_size,
+)
 
 T = TypeVar("T")
 
@@ -58,8 +71,10 @@ class ChartStore:
         timeout: float = 10.0,
         attempts: int = 5,
         replicas: int = 1,
+        keys: DataKeys | None = None,
     ) -> None:
         self.js = nc.jetstream(domain=domain, timeout=timeout)
+        self.keys = keys
         self.attempts = attempts
         self.replicas = replicas
         self._bucket: ObjectStore | None = None
@@ -67,7 +82,12 @@ class ChartStore:
     @classmethod
     def beside(cls, store: EventStore, *, timeout: float = 10.0) -> ChartStore:
         """A chart store on the event store's connection and JetStream domain."""
-        return cls(store.api.nc, domain=store.api.domain, timeout=max(store.api.timeout, timeout))
+        return cls(
+            store.api.nc,
+            domain=store.api.domain,
+            timeout=max(store.api.timeout, timeout),
+            keys=store.sealer.keys if store.sealer is not None else None,
+        )
 
     async def _open(self) -> ObjectStore:
         """The bucket, created on first use (creating an identical bucket again is a no-op)."""
@@ -92,6 +112,7 @@ class ChartStore:
     async def put(self, archive: bytes) -> str:
         """Store `archive` (once) and return its address."""
         address = chart_address(archive)
+        keys = self.keys
 
         async def store() -> None:
             bucket = await self._open()
@@ -99,9 +120,15 @@ class ChartStore:
                 info = await bucket.get_info(address)
             except nats.js.errors.ObjectNotFoundError:
                 info = None
-            if info is not None and info.size == len(archive):
+            if keys is None:
+                if info is not None and info.size == len(archive):
+                    return
+                await bucket.put(address, archive)
                 return
-            await bucket.put(address, archive)
+            key_id, _ = keys.active_key(HUB_SCOPE)
+            if info is not None and info.size == sealed_size(len(archive), key_id):
+                return
+            await bucket.put(address, seal_bytes(keys, HUB_SCOPE, archive, address.encode()))
 
         await self._with_retries(store, f"store chart archive {address}")
         return address
@@ -116,6 +143,12 @@ class ChartStore:
             return bytes(result.data or b"")
 
         data = await self._with_retries(fetch, f"read chart archive {address}")
+        if is_sealed_bytes(data):
+            if self.keys is None:
+                raise ChartArchiveCorrupt(
+                    f"the chart archive {address} is sealed, and this reader has no keyring"
+                )
+            data = open_bytes(self.keys, data, address.encode(), f"chart archive {address}")
         if chart_address(data) != address:
             raise ChartArchiveCorrupt(
                 f"the stored chart archive {address} does not match its digest"

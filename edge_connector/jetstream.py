@@ -13,6 +13,7 @@ Two feeds implement `DesiredFeed`:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api as js_api
@@ -33,6 +35,15 @@ from events.inventory import InventoryDigest, encode_inventory
 from events.pull import ContinuousPull, PullSettings
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, DUPLICATE_WINDOW_S, HUB_DOMAIN, MAX_PAYLOAD, NANOS
+from sealing.envelope import (
+    cluster_scope,
+    is_sealed_bytes,
+    key_id_of_bytes,
+    open_bytes,
+    scope_of_key,
+)
+from sealing.errors import KeyUnavailable, SealingError
+from sealing.keycache import KeyCache
 from taskset.codec import CorruptPayload, decode_cluster_task
 from taskset.model import ClusterTask
 
@@ -94,12 +105,67 @@ async def connect_local(url: str, *, cluster: str, user: str, password: str) -> 
     )
 
 
-def _decode(msg: Msg) -> ClusterTask | None:
-    try:
-        return decode_cluster_task(msg.data)
-    except CorruptPayload as e:
-        log.warning("undecodable ClusterTask on %s: %s", msg.subject, e)
-        return None
+KEY_REQUEST_TIMEOUT_S = 5.0
+
+
+class EdgeKeys:
+    """Opens the ClusterTasks the hub sealed for this cluster (`access.key_service`).
+
+    A key id the edge does not hold is asked from the hub on `fleet.keys.<cluster>`, over the
+    cluster's own authenticated link; keys are kept in memory only. A hub that does not answer
+    interrupts the feed (it resumes, and the message comes again); a refusal (a shredded key,
+    a key of another cluster) skips the message with an error naming the key."""
+
+    def __init__(self, nc: NatsClient, cluster: str) -> None:
+        self.nc = nc
+        self.cluster = cluster
+        self.cache = KeyCache(cluster_scope(cluster))
+
+    async def decode(self, msg: Msg) -> ClusterTask | None:
+        data = bytes(msg.data)
+        if is_sealed_bytes(data):
+            try:
+                key_id = key_id_of_bytes(data)
+                if scope_of_key(key_id) != self.cache.scope:
+                    raise KeyUnavailable(
+                        key_id,
+                        f"it is not a key of cluster {self.cluster}, and an edge opens only "
+                        "its own cluster's desired state",
+                    )
+                if key_id not in self.cache:
+                    await self._fetch(key_id)
+                data = open_bytes(
+                    self.cache, data, msg.subject.encode(), f"desired state {msg.subject}"
+                )
+            except SealingError as e:
+                log.error("cannot open the desired state on %s: %s", msg.subject, e)
+                return None
+        try:
+            return decode_cluster_task(data)
+        except CorruptPayload as e:
+            log.warning("undecodable ClusterTask on %s: %s", msg.subject, e)
+            return None
+
+    async def _fetch(self, key_id: str) -> None:
+        subject = subjects.keys_subject(self.cluster)
+        try:
+            reply = await self.nc.request(subject, key_id.encode(), timeout=KEY_REQUEST_TIMEOUT_S)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise EdgeUnavailable(f"the hub did not answer for data key {key_id}: {e!r}") from e
+        except nats.errors.Error as e:
+            raise EdgeUnavailable(f"cannot ask the hub for data key {key_id}: {e}") from e
+        try:
+            answer = orjson.loads(reply.data)
+        except orjson.JSONDecodeError as e:
+            raise KeyUnavailable(key_id, "the hub's answer is not JSON") from e
+        if not isinstance(answer, dict) or "key" not in answer:
+            reason = answer.get("error") if isinstance(answer, dict) else None
+            raise KeyUnavailable(key_id, f"the hub refused it: {reason or 'no reason given'}")
+        try:
+            key = base64.b64decode(str(answer["key"]), validate=True)
+        except ValueError as e:
+            raise KeyUnavailable(key_id, "the hub's answer holds no base64 key") from e
+        self.cache.add(key_id, key)
 
 
 async def _no_ack() -> None:
@@ -112,6 +178,7 @@ class MirrorFeed:
     def __init__(self, nc: NatsClient, cluster: str) -> None:
         self.nc = nc
         self.cluster = cluster
+        self.keys = EdgeKeys(nc, cluster)
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -135,7 +202,8 @@ class MirrorFeed:
         try:
             while True:
                 msg = await queue.get()
-                yield Delivery(subject=msg.subject, task=_decode(msg), ack=_no_ack)
+                task = await self.keys.decode(msg)
+                yield Delivery(subject=msg.subject, task=task, ack=_no_ack)
         finally:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await sub.unsubscribe()
@@ -160,6 +228,7 @@ class DurableFeed:
         self.cluster = cluster
         self.hub_domain = hub_domain
         self.settings = settings or PullSettings(batch=100, expires=60.0, heartbeat=10.0)
+        self.keys = EdgeKeys(nc, cluster)
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         pull = ContinuousPull(
@@ -172,7 +241,8 @@ class DurableFeed:
         try:
             async for msgs in pull.batches():
                 for msg in msgs:
-                    yield Delivery(subject=msg.subject, task=_decode(msg), ack=_acker(msg))
+                    task = await self.keys.decode(msg)
+                    yield Delivery(subject=msg.subject, task=task, ack=_acker(msg))
         except EventLogUnavailable as e:
             raise EdgeUnavailable(f"cannot pull the desired state of {self.cluster}: {e}") from e
 

@@ -30,6 +30,7 @@ from events.errors import (
     PayloadTooLarge,
 )
 from events.replies import PendingReplies
+from events.sealed import EventSealer
 from events.stream_api import StreamApi
 from events.streams import MAX_PAYLOAD
 
@@ -66,6 +67,8 @@ class Appender:
     """The append half of `events.store.EventStore` (see the module docstring)."""
 
     api: StreamApi
+    sealer: EventSealer | None = None
+    """Seals the secret parts of each event before it is encoded (`events.sealed`)."""
 
     async def append(self, events: Sequence[Event], *, expected: int | None = None) -> AppendResult:
         """Append the events of one command, all or nothing.
@@ -164,7 +167,8 @@ class Appender:
             raise AppendRefused(
                 f"a command may append at most {MAX_BATCH} events at once, not {len(events)}"
             )
-        payloads = [encode_event(event) for event in events]
+        sealer = self.sealer
+        payloads = [encode_event(sealer.seal(e) if sealer else e) for e in events]
         for event, payload in zip(events, payloads, strict=True):
             if len(payload) > MAX_PAYLOAD:
                 raise PayloadTooLarge(

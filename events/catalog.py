@@ -326,6 +326,8 @@ class OverrideSet(Event, tag="OverrideSet", frozen=True, kw_only=True):
     selector: str = ""
     values: dict[str, Any] = msgspec.field(default_factory=dict)
     patches: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    sensitive: list[str] = msgspec.field(default_factory=list)
+    """Dotted paths of `values` the user marked secret (sealed whatever their key or shape)."""
 
     @property
     def aggregate_id(self) -> str:
@@ -387,6 +389,45 @@ class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired", frozen=True, kw_only
     @property
     def aggregate_id(self) -> str:
         return self.cluster
+
+
+# --- keys aggregate ---------------------------------------------------------------------------
+
+KEYS_AGGREGATE_ID = "hub"
+
+
+class KeysRotated(Event, tag="KeysRotated", frozen=True, kw_only=True):
+    """The hub's keys were rotated: a new key-encryption key and/or new data keys.
+
+    Ids only, never key material. Old data keys stay in the keyring, so everything they sealed
+    stays readable."""
+
+    aggregate: ClassVar[str] = "keys"
+    kek: str
+    previous_kek: str = ""
+    data_keys: list[str] = msgspec.field(default_factory=list)
+    """Ids of the data keys new envelopes are now sealed with."""
+    rewrapped: int = 0
+    """Data keys wrapped again under the new key-encryption key."""
+
+    @property
+    def aggregate_id(self) -> str:
+        return KEYS_AGGREGATE_ID
+
+
+class DataKeysShredded(Event, tag="DataKeysShredded", frozen=True, kw_only=True):
+    """Every data key of a scope was destroyed: what they sealed can never be read again,
+    though the log that holds it still replays."""
+
+    aggregate: ClassVar[str] = "keys"
+    scope: str
+    key_ids: list[str]
+    cluster: str = ""
+    reason: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return KEYS_AGGREGATE_ID
 
 
 # --- schedule and rollout aggregates ----------------------------------------------------------
@@ -568,6 +609,8 @@ HubEvent = (
     | SourceAdded
     | SourceRemoved
     | SourceFailed
+    | KeysRotated
+    | DataKeysShredded
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -599,6 +642,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SourceAdded,
         SourceRemoved,
         SourceFailed,
+        KeysRotated,
+        DataKeysShredded,
         TaskApplied,
         TaskFailed,
         DriftDetected,

@@ -23,6 +23,7 @@ from events.codec import EventDecoder
 from events.connection import connect
 from events.errors import EventLogError
 from events.replay import Reader, StoredEvent
+from events.sealed import EventSealer
 from events.stream_api import SETTLE_WITHIN_S, StreamApi
 from events.streams import EVENTS_STREAM, MANAGED_ELSEWHERE
 
@@ -42,9 +43,11 @@ class EventStore(Appender, Reader):
         timeout: float = 5.0,
         attempts: int = 5,
         decoder: EventDecoder | None = None,
+        sealer: EventSealer | None = None,
     ) -> None:
         self.api = StreamApi(nc, stream, domain=domain, timeout=timeout, attempts=attempts)
         self.decoder = decoder or EventDecoder()
+        self.sealer = sealer
 
     @property
     def nc(self) -> NatsClient:
@@ -71,6 +74,7 @@ class EventStore(Appender, Reader):
             timeout=self.api.timeout,
             attempts=self.api.attempts,
             decoder=self.decoder,
+            sealer=self.sealer,
         )
 
     async def close(self) -> None:

@@ -11,6 +11,8 @@ DESIRED_PREFIX = "fleet.desired"
 REPORT_PREFIX = "fleet.report"
 INVENTORY_PREFIX = "fleet.inventory"
 SNAPSHOT_PREFIX = "fleet.snapshot"
+KEYS_PREFIX = "fleet.keys"
+"""`fleet.keys.<cluster>`: an edge asks the hub for one of its own data keys (request/reply)."""
 
 
 def event_subject(aggregate: str, aggregate_id: str) -> str:
@@ -35,3 +37,7 @@ def report_filter(cluster: str) -> str:
 
 def inventory_subject(cluster: str) -> str:
     return f"{INVENTORY_PREFIX}.{cluster}"
+
+
+def keys_subject(cluster: str) -> str:
+    return f"{KEYS_PREFIX}.{cluster}"

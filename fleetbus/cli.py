@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "source",
         "standing sources: charts and Git directories the hub publishes each new version of",
     ),
+    "keys": ("keys", "the keyring that seals secrets at rest (admin)"),
     "scheduler": (
         "scheduler",
         "run a scheduler against a running hub (a hub service: needs the hub's data dir)",

@@ -7,6 +7,8 @@ Layout of `D` (default `./.fleetbus`):
   secrets.json      generated NATS passwords of the hub's own services (0600)
   hub.json          how to reach the running hub (written at start, removed at stop)
   hub.lock          held while a hub runs, so two hubs never share one data dir
+  keys/             the keyring: the key-encryption key and the wrapped data keys that seal
+                    secrets at rest (0700, files 0600; see `sealing.keyring`)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import orjson
 
 from access.private_files import write_private
 from fleetbus.errors import DataDirLocked, HubNotFound
+from sealing.keyring import Keyring
 
 DEFAULT_DATA_DIR = Path(".fleetbus")
 
@@ -45,6 +48,14 @@ class DataDir:
     @property
     def hub_json(self) -> Path:
         return self.root / "hub.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    def keyring(self) -> Keyring:
+        """The hub's keyring, created with a first key-encryption key on first use."""
+        return Keyring.open(self.keys_dir)
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from access.consumer_gate import ConsumerGate
+from access.key_service import KeyService
 from access.permissions import ConfigText, LeafListener
 from access.pki import HubPki, IssuedCertificate
 from access.service import ClusterAccessService
@@ -141,6 +142,12 @@ class EdgeServices:
             password=self.data.secrets()["hub_password"],
             registered=lambda: self.access.clusters.keys(),
         )
+        self.key_service = KeyService(
+            url=self.server.client_url,
+            password=self.data.secrets()["hub_password"],
+            keys=self.data.keyring(),
+            registered=lambda: self.access.clusters.keys(),
+        )
         self.access = ClusterAccessService(
             self.store,
             server=self.server,
@@ -176,8 +183,10 @@ class EdgeServices:
         processes = sim_processes_for(sim_clusters, sim_processes) if sim_clusters else 0
         access_ready = asyncio.Event()
         gate_ready = asyncio.Event()
+        keys_ready = asyncio.Event()
         started = [
             self.supervisor.start("consumer gate", lambda: self.consumer_gate.run(gate_ready)),
+            self.supervisor.start("key service", lambda: self.key_service.run(keys_ready)),
             self.supervisor.start("cluster access", lambda: self.access.run(access_ready)),
             self.supervisor.start("provisioning", self.provisioning.run),
             self.supervisor.start("anti-entropy", self.antientropy.run),
@@ -186,6 +195,7 @@ class EdgeServices:
 
         async def both_ready() -> None:
             await gate_ready.wait()
+            await keys_ready.wait()
             await access_ready.wait()
             await self.provisioning.ready.wait()
 

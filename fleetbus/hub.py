@@ -24,6 +24,7 @@ from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
+from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import hub_streams
 from events.tasks import cancel_and_wait
@@ -169,7 +170,7 @@ def hub_config_text_for(
 async def connect_hub_store(data: DataDir, url: str | list[str]) -> EventStore:
     creds = data.secrets()
     nc = await connect(url, name="fleetbus-hub", user="hub", password=creds["hub_password"])
-    return EventStore(nc)
+    return EventStore(nc, sealer=EventSealer(data.keyring()))
 
 
 async def keep_nats_running(server: NatsServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from events.sealed import EventSealer
 from events.store import EventStore, connect
 from fleetbus.datadir import DataDir
 
@@ -19,4 +20,4 @@ async def open_local_store(data_dir: Path) -> EventStore:
         password=creds["hub_password"],
         max_reconnect_attempts=3,
     )
-    return EventStore(nc)
+    return EventStore(nc, sealer=EventSealer(data.keyring()))

@@ -27,9 +27,11 @@ from events.catalog import (
     ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
+    DataKeysShredded,
     DriftCorrected,
     DriftDetected,
     Event,
+    KeysRotated,
     OverrideRemoved,
     OverrideSet,
     Report,
@@ -529,6 +531,10 @@ def summarize(event: Event) -> str:
             return f"blueprint {event.blueprint} unassigned from {event.cluster}"
         case BlueprintSyncForced():
             return f"blueprint {event.blueprint} sync forced on {event.cluster}"
+        case KeysRotated():
+            return f"keys rotated (KEK {event.kek}, {len(event.data_keys)} new data key(s))"
+        case DataKeysShredded():
+            return f"data keys of {event.scope} shredded ({event.reason or 'on request'})"
         case Report():
             return (
                 f"{event.type_name} {event.taskset} v{event.taskset_version} "

@@ -39,6 +39,8 @@ from registry.errors import (
     StateConflict,
     TasksetNotPublished,
 )
+from sealing.errors import SealingError
+from sealing.trees import open_taskset, open_tree
 from taskset.codec import decode_taskset
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
@@ -84,8 +86,29 @@ class SetOverride(msgspec.Struct, frozen=True, kw_only=True):
     selector: str = ""
     values: dict[str, Any] = msgspec.field(default_factory=dict)
     patches: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    sensitive: list[str] = msgspec.field(default_factory=list)
+    """Dotted paths of `values` to seal whatever their key or shape (`db.password`)."""
     actor: str
     correlation_id: str = ""
+
+
+def _has_path(values: Any, path: str) -> bool:
+    """Whether the dotted path (`a.b`, `hosts[0].token`) names an entry of `values`."""
+    current = values
+    for part in path.split("."):
+        name, _, rest = part.partition("[")
+        if name:
+            if not isinstance(current, dict) or name not in current:
+                return False
+            current = current[name]
+        for index_text in rest.split("[") if rest else []:
+            index_text = index_text.rstrip("]")
+            if not index_text.isdigit() or not isinstance(current, list):
+                return False
+            if int(index_text) >= len(current):
+                return False
+            current = current[int(index_text)]
+    return True
 
 
 def decide_set_override(
@@ -112,6 +135,11 @@ def decide_set_override(
             raise OverrideRefused(str(e)) from e
     if bool(command.values) == bool(command.patches):
         raise OverrideRefused("an override sets exactly one of Helm values or patches")
+    for path in command.sensitive:
+        if not command.values or not _has_path(command.values, path):
+            raise OverrideRefused(
+                f"override {command.name}: sensitive path {path!r} names no entry of its values"
+            )
     if latest is None:
         raise TasksetNotPublished(f"taskset {command.taskset} has never been published")
     if latest.retired:
@@ -148,6 +176,7 @@ def decide_set_override(
             selector=command.selector,
             values=command.values,
             patches=command.patches,
+            sensitive=command.sensitive,
         )
     ]
 
@@ -199,11 +228,16 @@ async def load_latest_snapshot(store: EventStore, taskset: str) -> LatestSnapsho
         return None
     body = decode_taskset(latest.body)
     archive = latest.chart_archive or (body.source.chart_archive if body.source else "")
+    values = latest.values
+    if store.sealer is not None:
+        # Opened in memory for re-rendering and previews; whoever shows it masks it again.
+        body = open_taskset(store.sealer.keys, body)
+        values = open_tree(store.sealer.keys, values)
     return LatestSnapshot(
         name=taskset,
         version=latest.taskset_version,
         format=latest.format,
-        snapshot=Snapshot(taskset=body, values=latest.values, chart_archive=archive),
+        snapshot=Snapshot(taskset=body, values=values, chart_archive=archive),
         retired=retired,
         provenance=latest.provenance,
     )
@@ -234,6 +268,19 @@ async def list_overrides(store: EventStore, taskset: str) -> list[OverrideSet]:
             case OverrideRemoved():
                 current.pop(stored.event.name, None)
     return sorted(current.values(), key=lambda o: (1 if o.cluster else 0, o.name))
+
+
+def _opened(store: EventStore, event: OverrideSet, cluster: str) -> OverrideSet:
+    """An override with its sealed values opened (in memory, for a preview)."""
+    if store.sealer is None or (event.cluster and event.cluster != cluster):
+        return event
+    keys = store.sealer.keys
+    try:
+        return msgspec.structs.replace(
+            event, values=open_tree(keys, event.values), patches=open_tree(keys, event.patches)
+        )
+    except SealingError as e:
+        raise OverrideRefused(f"override {event.name}: {e}") from e
 
 
 def as_override(event: OverrideSet) -> Override:
@@ -329,7 +376,9 @@ async def preview_overrides(
     clusters = {record.name: record for record in await list_clusters(store)}
     if cluster not in clusters:
         raise ClusterNotFound(f"cluster {cluster} is not registered")
-    overrides = [as_override(o) for o in await list_overrides(store, taskset)]
+    overrides = [
+        as_override(_opened(store, o, cluster)) for o in await list_overrides(store, taskset)
+    ]
     if renderer is not None and latest.snapshot.chart_archive and any(o.values for o in overrides):
         await renderer.prepare(latest.snapshot.chart_archive)
     return preview_for(latest, cluster, clusters[cluster].labels, overrides, renderer)

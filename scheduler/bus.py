@@ -35,6 +35,7 @@ from events.subjects import desired_filter
 from events.tasks import cancel_and_wait
 from scheduler.decide import DesiredWrite
 from scheduler.errors import DesiredWriteFailed, LeaseLost, SchedulerError
+from sealing.envelope import KeyProvisioning, cluster_scope, seal_bytes
 from taskset.codec import encode_cluster_task
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,22 @@ class SchedulerBus:
         self.store = store
         self.port = JetStreamPort(store.api, timeout=timeout)
         self.timeout = timeout
+        self.keys = store.sealer.keys if store.sealer is not None else None
+
+    def _payload(self, write: DesiredWrite) -> bytes:
+        """The ClusterTask as DESIRED holds it: sealed with the cluster's own data key, its
+        subject as associated data (so it opens nowhere else), when the hub has a keyring."""
+        payload = encode_cluster_task(write.task)
+        if self.keys is None:
+            return payload
+        scope = cluster_scope(write.task.cluster)
+        return seal_bytes(self.keys, scope, payload, write.subject.encode())
 
     # --- DESIRED ----------------------------------------------------------------------------
 
     async def write_desired(self, write: DesiredWrite) -> None:
         reply = await self.port.request(
-            write.subject, encode_cluster_task(write.task), _desired_headers(write)
+            write.subject, self._payload(write), _desired_headers(write)
         )
         _check_ack(reply, write.subject)
 
@@ -92,6 +103,9 @@ class SchedulerBus:
         out; a refusal raises there."""
         if not writes:
             return
+        if isinstance(self.keys, KeyProvisioning):
+            # New clusters' data keys made in one keyring write, not one per cluster.
+            self.keys.ensure({cluster_scope(write.task.cluster) for write in writes})
         async with self.port.pipeline(f"write {DESIRED_STREAM}") as pipeline:
             for start in range(0, len(writes), window):
                 chunk = writes[start : start + window]
@@ -99,7 +113,7 @@ class SchedulerBus:
                     [
                         Outgoing(
                             write.subject,
-                            encode_cluster_task(write.task),
+                            self._payload(write),
                             _desired_headers(write),
                         )
                         for write in chunk

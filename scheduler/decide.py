@@ -199,6 +199,7 @@ def decide_cluster(
         and previous.version == version
         and previous.digest == result.digest
         and not (blueprint is not None and (cluster, name) in state.forced)
+        and (cluster, name) not in state.resealed
     )
     if unchanged and previous is not None:
         if stored_generation < previous.generation:

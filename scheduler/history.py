@@ -24,6 +24,7 @@ from scheduler.dependencies import blueprint_placement, blueprints_of_cluster
 from scheduler.materialize import Materialized, Materializer
 from scheduler.ports import ChartRenderer
 from scheduler.state import SchedulerState
+from sealing.envelope import DataKeys
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
 from taskset.overrides import overrides_for
@@ -70,12 +71,15 @@ async def desired_state_at(
     renderer: ChartRenderer | None = None,
     *,
     start: HistoryFold | None = None,
+    keys: DataKeys | None = None,
 ) -> DesiredStateAt:
     """Fold `events` (the log up to the moment asked about) for `cluster`'s desired state.
 
     `start` is where the fold begins: a fold restored from a snapshot (`scheduler.snapshots`)
-    that covers the log up to just before `events`; without it, `events` is the whole log."""
-    fold = start if start is not None else HistoryFold(renderer, cluster=cluster)
+    that covers the log up to just before `events`; without it, `events` is the whole log.
+    Sealed secrets are opened with `keys` to recompute (and verify) the content; whoever
+    shows the result masks them again."""
+    fold = start if start is not None else HistoryFold(renderer, cluster=cluster, keys=keys)
     async for stored in events:
         await fold.apply(stored)
     return fold.answer(cluster)
@@ -95,15 +99,18 @@ class HistoryFold:
         current: dict[str, dict[str, HistoricalTask]] | None = None,
         last_seq: int = 0,
         last_time: datetime | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         self.renderer = renderer
+        self.keys = keys
+        """Open sealed secrets to recompute content (None: the hub seals nothing)."""
         self.cluster = cluster
         self.state = state if state is not None else SchedulerState()
         self.current = current if current is not None else {}
         """cluster -> taskset -> the ClusterTask in force."""
         self.last_seq = last_seq
         self.last_time = last_time
-        self.materialize = Materializer(renderer, cache_size=4096)
+        self.materialize = Materializer(renderer, cache_size=4096, keys=keys)
 
     def follows(self, cluster: str) -> bool:
         return self.cluster is None or self.cluster == cluster

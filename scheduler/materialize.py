@@ -3,6 +3,10 @@
 Clusters that share a version and the same applicable overrides share one result, so a
 publish to a thousand clusters without overrides renders and digests once. A result that does
 not fit in one DESIRED message is a refusal, not an error: the cluster keeps what it had.
+
+Secret values arrive sealed (`events.sealed`): the snapshot, the overrides and blueprint values
+are opened with the hub's keyring right before they are folded together, and only in memory.
+A value that cannot be opened (its data key was shredded) is a refusal naming the key.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import msgspec
 from events.streams import MAX_PAYLOAD
 from scheduler.dependencies import BlueprintPlacement
 from scheduler.state import SchedulerState
+from sealing.envelope import DataKeys
+from sealing.errors import SealingError
+from sealing.trees import open_taskset, open_tree, sealed_key_ids
 from taskset.codec import encode_taskset
 from taskset.digest import digest_of
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
-from taskset.overrides import HelmRenderer, Override, customize, overrides_for
+from taskset.overrides import HelmRenderer, Override, Snapshot, customize, overrides_for
 
 DESIRED_HEADROOM = 16 * 1024
 """Room left in a DESIRED message for the ClusterTask's own fields and the NATS headers."""
@@ -55,11 +62,14 @@ class Materializer:
         *,
         limit: int = DESIRED_LIMIT,
         cache_size: int = 256,
+        keys: DataKeys | None = None,
     ) -> None:
         self.renderer = renderer
+        self.keys = keys
         self.limit = limit
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Materialized | Refusal] = OrderedDict()
+        self._shredded = 0
 
     def __call__(
         self,
@@ -69,6 +79,10 @@ class Materializer:
         version: int,
         blueprint: BlueprintPlacement | None = None,
     ) -> Materialized | Refusal:
+        if state.shredded != self._shredded:
+            # Keys were shredded: results opened with them must not outlive them in memory.
+            self._cache.clear()
+            self._shredded = state.shredded
         record = state.tasksets[taskset].versions[version]
         labels = state.clusters.get(cluster, {})
         applicable = overrides_for(cluster, labels, state.overrides.get(taskset, {}).values())
@@ -102,7 +116,8 @@ class Materializer:
             return cached
         result: Materialized | Refusal
         try:
-            customized = customize(record.snapshot(), applicable, self.renderer)
+            snapshot, applicable = self._opened(record.snapshot(), applicable)
+            customized = customize(snapshot, applicable, self.renderer)
             if drift_policy:
                 customized = msgspec.structs.replace(customized, drift_policy=drift_policy)
         except FleetbusError as e:
@@ -135,3 +150,45 @@ class Materializer:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return result
+
+    def _opened(
+        self, snapshot: Snapshot, applicable: list[Override]
+    ) -> tuple[Snapshot, list[Override]]:
+        """The snapshot and overrides with their sealed values opened (in memory only)."""
+        keys = self.keys
+        if keys is None:
+            sealed = sealed_key_ids(
+                [snapshot.values, [o.values for o in applicable]]
+                + [step.object for _, step in snapshot.taskset.steps()]
+            )
+            if sealed:
+                raise SealingError(
+                    "the taskset carries sealed secrets (data key "
+                    f"{min(sealed)}) and this scheduler has no keyring to open them"
+                )
+            return snapshot, applicable
+        opened_snapshot = msgspec.structs.replace(
+            snapshot,
+            taskset=open_taskset(keys, snapshot.taskset),
+            values=open_tree(keys, snapshot.values),
+        )
+        opened = []
+        for override in applicable:
+            try:
+                opened.append(
+                    msgspec.structs.replace(
+                        override,
+                        values=open_tree(keys, override.values),
+                        patches=tuple(
+                            msgspec.structs.replace(
+                                patch,
+                                merge_patch=open_tree(keys, patch.merge_patch),
+                                json_patch=open_tree(keys, patch.json_patch),
+                            )
+                            for patch in override.patches
+                        ),
+                    )
+                )
+            except SealingError as e:
+                raise SealingError(f"override {override.name}: {e}") from e
+        return opened_snapshot, opened

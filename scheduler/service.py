@@ -174,7 +174,9 @@ class SchedulerService:
         self.reports = reports
         self.bus = SchedulerBus(store)
         self.renderer = renderer
-        self.materializer = Materializer(renderer)
+        self.materializer = Materializer(
+            renderer, keys=store.sealer.keys if store.sealer is not None else None
+        )
         self.holder = holder or f"scheduler-{uuid.uuid4().hex[:12]}"
         self.clock = clock
         self.lease_ttl_s = lease_ttl_s

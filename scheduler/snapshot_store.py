@@ -136,6 +136,9 @@ class SnapshotStore:
     def __init__(self, store: EventStore, *, timeout: float = 10.0) -> None:
         self.store = store
         self.port = JetStreamPort(store.api, timeout=timeout)
+        self.keys = store.sealer.keys if store.sealer is not None else None
+        """The hub's data keys: histories' contents are sealed with them (see
+        `scheduler.snapshots.history_parts`); None when the hub seals nothing."""
 
     async def ensure_stream(self) -> None:
         """Create SNAPSHOTS if it is missing (the hub creates it with its streams), with as
@@ -369,13 +372,14 @@ class SnapshotStore:
                 current = {
                     cluster: tasks
                     for cluster, history in histories.items()
-                    if (tasks := restore_history(history, contents))
+                    if (tasks := restore_history(history, contents, self.keys))
                 }
             except (SnapshotUnreadable, EventLogError) as e:
                 log.warning("skipping snapshot %s: %s", info.id, e)
                 continue
             return HistoryFold(
                 renderer,
+                keys=self.keys,
                 state=restore_state(placement, decisions),
                 current=current,
                 last_seq=info.events_seq,
@@ -425,7 +429,7 @@ class SnapshotTaker:
         fold = self._fold
         if fold is None or fold.state.events_seq > events_last:
             fold = await self.snapshots.load_fold(events_last, reports_last, self.renderer)
-            fold = fold or HistoryFold(self.renderer)
+            fold = fold or HistoryFold(self.renderer, keys=self.snapshots.keys)
             self._fold = fold
         async for stored in self.store.read(
             from_seq=fold.state.events_seq + 1, skip_undecodable=True
@@ -472,6 +476,7 @@ async def desired_state_from_log(
     """`cluster`'s desired state as of `at` (now when None): from the newest usable snapshot
     taken at or before `at` and the events after it, or from the whole log."""
     snapshots = snapshots or SnapshotStore(store)
+    keys = store.sealer.keys if store.sealer is not None else None
     events_last = await store.last_sequence()
     try:
         candidates = await snapshots.listing()
@@ -496,7 +501,7 @@ async def desired_state_from_log(
             placement = read_placement(await snapshots.read_part(info, "placement"))
             history, contents = await snapshots.read_history(info, cluster)
             start = history_fold_from(
-                placement, info.events_time, cluster, history, contents, renderer
+                placement, info.events_time, cluster, history, contents, renderer, keys
             )
         except (SnapshotUnreadable, EventLogError) as e:
             log.warning("skipping snapshot %s: %s", info.id, e)
@@ -506,5 +511,8 @@ async def desired_state_from_log(
             cluster,
             renderer,
             start=start,
+            keys=keys,
         )
-    return await desired_state_at(store.read(until=at, skip_undecodable=True), cluster, renderer)
+    return await desired_state_at(
+        store.read(until=at, skip_undecodable=True), cluster, renderer, keys=keys
+    )

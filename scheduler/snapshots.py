@@ -44,7 +44,9 @@ from scheduler.state import (
     SnapshotRecord,
     TasksetRecord,
 )
+from sealing.envelope import DataKeys, cluster_scope, is_sealed_bytes, open_bytes, seal_bytes
 from taskset.codec import CorruptPayload, decode_taskset, encode_taskset
+from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
 from taskset.overrides import Override
 
@@ -151,6 +153,9 @@ class DecisionsPart(msgspec.Struct, frozen=True, kw_only=True):
     causes: dict[str, list[tuple[str, str]]]
     last_cause: dict[str, tuple[str, str]]
     global_causes: list[tuple[str, str]]
+    resealed: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    """(cluster, taskset) pairs whose DESIRED message must be sealed again (a shredded key)."""
+    shredded: int = 0
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +173,8 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     problem: str
     provenance: Provenance | None = None
     """Where the version came from, when the hub fetched it from a remote source."""
+    content_digest: str = ""
+    """The recomputed content's own digest when `content` names it otherwise (sealed)."""
 
 
 class ClusterHistory(msgspec.Struct, frozen=True, kw_only=True):
@@ -323,6 +330,8 @@ def decisions_part(state: SchedulerState, *, with_causes: bool = True) -> Decisi
         causes={k: list(v) for k, v in state.causes.items()} if with_causes else {},
         last_cause=dict(state.last_cause) if with_causes else {},
         global_causes=list(state.global_causes) if with_causes else [],
+        resealed=sorted(state.resealed),
+        shredded=state.shredded,
     )
 
 
@@ -342,10 +351,20 @@ def state_digest(state: SchedulerState) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def sealed_content_key(cluster: str, digest: str) -> str:
+    """Where a sealed snapshot keeps `cluster`'s copy of the content with `digest`."""
+    return "sha256:" + hashlib.sha256(f"{cluster}\0{digest}".encode()).hexdigest()
+
+
 def history_parts(
-    current: dict[str, dict[str, HistoricalTask]],
+    current: dict[str, dict[str, HistoricalTask]], keys: DataKeys | None = None
 ) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """(cluster -> encoded ClusterHistory, content digest -> encoded content)."""
+    """(cluster -> encoded ClusterHistory, content key -> encoded content).
+
+    Recomputed content holds secrets opened in memory. With `keys` (the hub seals secrets at
+    rest), each cluster's content is kept under a key of its own, sealed with that cluster's
+    data key, so a snapshot keeps no secret in the clear and shredding a cluster's keys makes
+    its copies unreadable like its DESIRED messages; without, equal contents are kept once."""
     histories: dict[str, bytes] = {}
     contents: dict[str, bytes] = {}
     for cluster, tasks in current.items():
@@ -353,9 +372,15 @@ def history_parts(
         for name in sorted(tasks):
             historical = tasks[name]
             task = historical.task
-            key = historical.content_digest if task.taskset is not None else ""
+            digest = historical.content_digest if task.taskset is not None else ""
+            key = digest
+            if digest and keys is not None:
+                key = sealed_content_key(cluster, digest)
             if key and key not in contents:
-                contents[key] = encode_taskset(task.taskset)  # type: ignore[arg-type]
+                encoded = encode_taskset(task.taskset)  # type: ignore[arg-type]
+                if keys is not None:
+                    encoded = seal_bytes(keys, cluster_scope(cluster), encoded, key.encode())
+                contents[key] = encoded
             entries.append(
                 HistoryEntry(
                     taskset=name,
@@ -370,6 +395,7 @@ def history_parts(
                     verified=historical.verified,
                     problem=historical.problem,
                     provenance=historical.provenance,
+                    content_digest=digest if key != digest else "",
                 )
             )
         histories[cluster] = pack(
@@ -386,7 +412,7 @@ def snapshot_parts(scheduler: SchedulerState, history: HistoryFold) -> SnapshotP
             f"the scheduler state (EVENTS at {scheduler.events_seq}) and the history "
             f"(EVENTS at {history.state.events_seq}) do not cover the same log"
         )
-    histories, contents = history_parts(history.current)
+    histories, contents = history_parts(history.current, history.keys)
     return SnapshotParts(
         events_seq=scheduler.events_seq,
         events_time=history.last_time,
@@ -504,11 +530,13 @@ def restore_state(placement: PlacementPart, decisions: DecisionsPart | None) -> 
     state.causes = {k: [(a, b) for a, b in v] for k, v in decisions.causes.items()}
     state.last_cause = {k: (v[0], v[1]) for k, v in decisions.last_cause.items()}
     state.global_causes = [(a, b) for a, b in decisions.global_causes]
+    state.resealed = {(c, t) for c, t in decisions.resealed}
+    state.shredded = decisions.shredded
     return state
 
 
 def restore_history(
-    history: ClusterHistory | None, contents: dict[str, bytes]
+    history: ClusterHistory | None, contents: dict[str, bytes], keys: DataKeys | None = None
 ) -> dict[str, HistoricalTask]:
     """One cluster's ClusterTasks in force, as the snapshot keeps them."""
     if history is None:
@@ -523,6 +551,18 @@ def restore_history(
                     f"the history of {history.cluster} names content {entry.content}, "
                     "which the snapshot does not hold"
                 )
+            if is_sealed_bytes(data):
+                if keys is None:
+                    raise SnapshotUnreadable(
+                        f"content {entry.content} of {history.cluster} is sealed and this hub "
+                        "has no keyring"
+                    )
+                try:
+                    data = open_bytes(
+                        keys, data, entry.content.encode(), f"snapshot content of {history.cluster}"
+                    )
+                except FleetbusError as e:
+                    raise SnapshotUnreadable(str(e)) from e
             try:
                 content = decode_taskset(data)
             except CorruptPayload as e:
@@ -543,7 +583,7 @@ def restore_history(
             verified=entry.verified,
             problem=entry.problem,
             provenance=entry.provenance,
-            content_digest=entry.content,
+            content_digest=entry.content_digest or entry.content,
         )
     return tasks
 
@@ -555,11 +595,13 @@ def history_fold_from(
     history: ClusterHistory | None,
     contents: dict[str, bytes],
     renderer: ChartRenderer | None,
+    keys: DataKeys | None = None,
 ) -> HistoryFold:
     """A fold for `cluster` that starts where the snapshot ends."""
-    tasks = restore_history(history, contents)
+    tasks = restore_history(history, contents, keys)
     return HistoryFold(
         renderer,
+        keys=keys,
         cluster=cluster,
         state=restore_state(placement, None),
         current={cluster: tasks} if tasks else {},

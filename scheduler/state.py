@@ -32,6 +32,7 @@ from events.catalog import (
     ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
+    DataKeysShredded,
     Event,
     OverrideRemoved,
     OverrideSet,
@@ -186,6 +187,11 @@ class SchedulerState:
     """(blueprint, cluster) -> the newest version whose rollout reached the cluster."""
     forced: set[tuple[str, str]] = field(default_factory=set)
     """(cluster, taskset) pairs to send again as a new generation (force-sync)."""
+    resealed: set[tuple[str, str]] = field(default_factory=set)
+    """(cluster, taskset) pairs whose DESIRED message is sealed with a shredded data key: they
+    are written again (a new generation, sealed with the cluster's new key)."""
+    shredded: int = 0
+    """How many times data keys were shredded: what was opened in memory before is forgotten."""
     events_seq: int = 0
     reports_seq: int = 0
 
@@ -279,6 +285,7 @@ class SchedulerState:
         for key in [k for k in self.held if k[0] == event.cluster]:
             del self.held[key]
         self.forced = {pair for pair in self.forced if pair[0] != event.cluster}
+        self.resealed = {pair for pair in self.resealed if pair[0] != event.cluster}
         for key in [k for k in self.blueprint_assignments if k[1] == event.cluster]:
             del self.blueprint_assignments[key]
         for key in [k for k in self.blueprint_reached if k[1] == event.cluster]:
@@ -300,6 +307,7 @@ class SchedulerState:
             self.refused.pop((event.cluster, event.taskset), None)
             self.held.pop((event.cluster, event.taskset), None)
             self.forced.discard((event.cluster, event.taskset))
+            self.resealed.discard((event.cluster, event.taskset))
         key = (event.cluster, event.taskset)
         self.generations[key] = max(self.generations.get(key, 0), event.generation)
 
@@ -346,6 +354,18 @@ class SchedulerState:
             tasksets = self._blueprint_tasksets(event.blueprint)
             self.forced.update((event.cluster, name) for name in tasksets)
             dirty.update(tasksets)
+
+    def _fold_data_keys_shredded(
+        self, event: DataKeysShredded, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        self.shredded += 1
+        if event.cluster not in self.clusters:
+            return
+        for taskset, by_cluster in self.scheduled.items():
+            record = by_cluster.get(event.cluster)
+            if record is not None and not record.removed:
+                self.resealed.add((event.cluster, taskset))
+                dirty.add(taskset)
 
     def _fold_blueprint_rollout_advanced(
         self, event: BlueprintRolloutAdvanced, stored_at: datetime, dirty: set[str]
@@ -554,6 +574,7 @@ _EVENT_FOLDS: dict[type[Event], Callable[[SchedulerState, Any, datetime, set[str
     BlueprintSyncForced: SchedulerState._fold_blueprint_sync_forced,
     BlueprintRolloutAdvanced: SchedulerState._fold_blueprint_rollout_advanced,
     BlueprintRolloutHalted: SchedulerState._fold_blueprint_rollout_halted,
+    DataKeysShredded: SchedulerState._fold_data_keys_shredded,
 }
 """How each EVENTS type changes the state; other types change only the positions."""
 

@@ -5,7 +5,8 @@ Masking by key name alone missed `dsn`, `pw` and `sshKey`; and a secret can sit 
 counts as sensitive when its key names a secret (password, pw, pwd, passphrase, secret, token,
 credential, private/ssh/tls/api key, dsn, connection string, cookie, auth, bearer) or when the
 value itself looks like one: a PEM private key block, a URL carrying a password, a JSON Web
-Token, or a well-known token format (fleetbus API tokens, GitHub, Slack, AWS access keys).
+Token, a well-known token format (fleetbus API tokens, GitHub, Slack, AWS access keys), or a
+value sealed at rest (`fbsealed:v1:...`: an envelope is shown masked, not as ciphertext).
 
 This is the second line, for what is displayed (the API, CLI and dashboard). What is stored is
 protected by encryption, not by guessing.
@@ -30,7 +31,8 @@ SENSITIVE_VALUE = re.compile(
     r"|\bfbt_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}"
     r"|\bgh[pousr]_[A-Za-z0-9]{30,}"
     r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
-    r"|\bAKIA[0-9A-Z]{16}\b",
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|^fbsealed:v1:",
 )
 
 

@@ -24,6 +24,7 @@ from registry.clusters import (
     deregister_cluster,
     register_cluster,
 )
+from registry.keys import shred_cluster_keys
 
 NameParam = Annotated[str, PathParameter(max_length=63)]
 BUNDLE_MEDIA_TYPE = "application/gzip"
@@ -113,13 +114,25 @@ async def relabel(
     "/api/v1/clusters/{name:str}",
     guards=[requires(Role.admin)],
     tags=["clusters"],
-    summary="Deregister a cluster: its tasksets are no longer placed, its access is revoked",
+    summary=(
+        "Deregister a cluster: its tasksets are no longer placed, its access is revoked, "
+        "its data keys are shredded"
+    ),
     status_code=200,
 )
 async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> ClusterRecordView:
-    record = await deregister_cluster(
-        hub.store, name, actor=principal_of(request).actor, now=datetime.now(UTC)
-    )
+    actor = principal_of(request).actor
+    record = await deregister_cluster(hub.store, name, actor=actor, now=datetime.now(UTC))
+    if hub.keyring is not None:
+        # Crypto-shredding: what was sealed for this cluster alone can never be read again.
+        await shred_cluster_keys(
+            hub.store,
+            hub.keyring,
+            name,
+            reason="cluster removed",
+            actor=actor,
+            now=datetime.now(UTC),
+        )
     if hub.enrollment is not None:
         # Answer once the cluster's connection is really refused.
         await hub.enrollment.wait_applied(await hub.store.subject_version(cluster_subject(name)))

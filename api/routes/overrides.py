@@ -35,6 +35,11 @@ class OverrideSpec(msgspec.Struct, frozen=True, kw_only=True):
     selector: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     values: dict[str, Any] = msgspec.field(default_factory=dict)
     patches: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    sensitive: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]],
+        msgspec.Meta(max_length=256),
+    ] = msgspec.field(default_factory=list)
+    """Dotted paths of `values` sealed and masked whatever their key (`db.password`)."""
 
 
 class OverrideView(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +49,7 @@ class OverrideView(msgspec.Struct, frozen=True, kw_only=True):
     selector: str
     values: dict[str, Any]
     patches: list[dict[str, Any]]
+    sensitive: list[str]
     set_at: datetime
     set_by: str
     revision: str
@@ -57,6 +63,7 @@ class OverrideView(msgspec.Struct, frozen=True, kw_only=True):
             selector=event.selector,
             values=redact_values(event.values),
             patches=redact_patches(event.patches),
+            sensitive=event.sensitive,
             set_at=event.occurred_at,
             set_by=event.actor,
             revision=event.id,
@@ -110,11 +117,15 @@ async def set_(
             selector=data.selector,
             values=data.values,
             patches=data.patches,
+            sensitive=data.sensitive,
             actor=principal_of(request).actor,
         ),
         datetime.now(UTC),
     )
-    return OverrideView.of(event)
+    # Shown as stored: values marked sensitive are envelopes there, masked like any secret.
+    shown = hub.store.sealer.seal(event) if hub.store.sealer is not None else event
+    assert isinstance(shown, OverrideSet)
+    return OverrideView.of(shown)
 
 
 @delete(

@@ -47,6 +47,14 @@ def register(subparsers: Any) -> None:
     what.add_argument(
         "--patch", type=Path, default=None, metavar="FILE", help="merge or JSON patches (YAML)"
     )
+    set_.add_argument(
+        "--sensitive",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a dotted path of the values (db.password, hosts[0].token) sealed at rest and "
+        "masked whatever its key; repeatable",
+    )
     add_hub_options(set_)
     set_.set_defaults(handler=handle_set)
 
@@ -108,10 +116,21 @@ def handle_set(args: argparse.Namespace) -> int:
         values = loaded
     else:
         source = args.patch
+        if args.sensitive:
+            raise InvalidRequest(
+                "--sensitive marks Helm values; a patch's Secret data and sensitive keys are "
+                "sealed without it"
+            )
         loaded = read_yaml_file(args.patch, "patch")
         patches = loaded if isinstance(loaded, list) else [loaded]
     body = json_body(
-        {"cluster": args.cluster, "selector": args.selector, "values": values, "patches": patches},
+        {
+            "cluster": args.cluster,
+            "selector": args.selector,
+            "values": values,
+            "patches": patches,
+            "sensitive": args.sensitive,
+        },
         source,
     )
     client = HubClient.from_args(args)

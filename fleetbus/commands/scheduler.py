@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from charts.store import ChartStore
+from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
@@ -78,7 +79,7 @@ async def handle(args: argparse.Namespace) -> int:
     nc = await connect(
         url, name="fleetbus-scheduler", user="hub", password=data.secrets()["hub_password"]
     )
-    store = EventStore(nc)
+    store = EventStore(nc, sealer=EventSealer(data.keyring()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +88,7 @@ async def handle(args: argparse.Namespace) -> int:
         service = SchedulerService(
             store,
             EventStore(nc, stream=REPORTS_STREAM),
-            ChartArchiveRenderer(ChartStore(nc)),
+            ChartArchiveRenderer(ChartStore.beside(store)),
             holder=args.holder,
             lease_ttl_s=args.lease_ttl,
             snapshot_every=args.snapshot_every,

@@ -29,9 +29,11 @@ import pytest
 
 from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
 from events.edges import report_origin
+from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from projector.db import ProjectionDb
+from sealing.keyring import Keyring
 from tests.eventually import eventually
 from tests.faults.components import Component, kill_nats_servers_under
 from tests.faults.harness import LONG, record_figures
@@ -306,7 +308,8 @@ async def hub_view(
     password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
     nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
     try:
-        store = EventStore(nc)
+        # DESIRED is sealed for each cluster: read it with the hub's own keyring.
+        store = EventStore(nc, sealer=EventSealer(Keyring.open(hub.data_dir / "keys")))
         held: dict[str, int | None] = {}
         for cluster in names:
             task = await desired(store, cluster, TASKSET)

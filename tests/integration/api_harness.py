@@ -19,11 +19,13 @@ import uvicorn
 from api.app import create_app
 from api.auth import Role
 from api.context import HubContext
+from events.sealed import EventSealer
 from events.store import EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
 from events.tasks import cancel_and_wait
 from fleetbus.natsserver import free_port
 from projector.service import ProjectorService
+from sealing.keyring import Keyring
 from sources.service import SourceWatcher
 
 
@@ -107,6 +109,9 @@ async def live_api(
     store: EventStore, data_dir: Path, *, projector: bool = False
 ) -> AsyncIterator[LiveApi]:
     """A served API with one token per role; with `projector`, its read models kept current."""
+    if store.sealer is None:
+        # As `fleetbus up` connects it: secrets sealed with a keyring in the data dir.
+        store.sealer = EventSealer(Keyring.open(data_dir / "keys"))
     hub = HubContext.for_store(store, data_dir)
     tokens = {role: fresh_token(hub, role) for role in Role}
     async with contextlib.AsyncExitStack() as stack:

@@ -23,6 +23,7 @@ from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.codec import EventDecoder
 from events.ids import new_event_id
+from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM, hub_streams
 from fleetbus.bundle import EdgeBundle, EdgeSettings, read_edge_bundle, write_edge_bundle
@@ -31,6 +32,7 @@ from fleetbus.edge import EdgeRuntime, EdgeState
 from fleetbus.edgehub import EdgeServices, hub_pki, prepare_listener
 from fleetbus.hub import hub_config_text, start_hub_nats
 from fleetbus.natsserver import NatsServer, free_port
+from sealing.envelope import cluster_scope, seal_bytes
 from simulator.executor import SimExecutor
 from taskset.codec import encode_cluster_task
 from taskset.digest import digest_of
@@ -166,11 +168,17 @@ class EdgeHub:
         await runtime.stop()
         self.edges.remove(runtime)
 
-    async def write_desired(self, task: ClusterTask) -> int:
-        """Write a ClusterTask to DESIRED the way the scheduler does."""
+    async def write_desired(self, task: ClusterTask, *, sealed: bool = False) -> int:
+        """Write a ClusterTask to DESIRED the way the scheduler does (`sealed`: with the
+        cluster's data key from the hub's keyring, as a hub with a keyring does)."""
+        subject = f"fleet.desired.{task.cluster}.{task.taskset_name}"
+        payload = encode_cluster_task(task)
+        if sealed:
+            keys = self.services.key_service.keys
+            payload = seal_bytes(keys, cluster_scope(task.cluster), payload, subject.encode())
         reply = await self.store.nc.request(
-            f"fleet.desired.{task.cluster}.{task.taskset_name}",
-            encode_cluster_task(task),
+            subject,
+            payload,
             timeout=5,
             headers={
                 "Nats-Msg-Id": f"{task.cluster}.{task.taskset_name}.{task.generation}",
@@ -238,7 +246,8 @@ async def edge_hub(
     hub: EdgeHub | None = None
     try:
         nc = await connect(server.client_url, user="hub", password=data.secrets()["hub_password"])
-        store = EventStore(nc)
+        # As `fleetbus up` connects it: the log's secrets sealed with the data dir's keyring.
+        store = EventStore(nc, sealer=EventSealer(data.keyring()))
         await store.ensure_streams(hub_streams())
         monitor_port = server.monitor_port
         services = EdgeServices(

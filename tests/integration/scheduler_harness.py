@@ -13,6 +13,7 @@ from events.catalog import Event
 from events.store import EventStore, StoredEvent
 from events.streams import REPORTS_STREAM, reports_stream
 from scheduler.service import SchedulerService
+from sealing.envelope import is_sealed_bytes, open_bytes
 from taskset.codec import decode_cluster_task
 from taskset.model import ClusterTask, Taskset
 from tests.eventually import eventually
@@ -64,7 +65,12 @@ async def desired(store: EventStore, cluster: str, taskset: str) -> ClusterTask 
     )
     if reply.headers and reply.headers.get("Status") == "404":
         return None
-    return decode_cluster_task(reply.data)
+    payload = bytes(reply.data)
+    if is_sealed_bytes(payload):
+        assert store.sealer is not None, "a sealed ClusterTask in DESIRED, and no keyring"
+        subject = f"fleet.desired.{cluster}.{taskset}"
+        payload = open_bytes(store.sealer.keys, payload, subject.encode(), subject)
+    return decode_cluster_task(payload)
 
 
 async def versions(store: EventStore, clusters: list[str], taskset: str = "web") -> dict[str, Any]:

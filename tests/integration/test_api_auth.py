@@ -77,6 +77,14 @@ async def a_spare_token(api: LiveApi) -> Request:
     return Request(values={"token": record.id})
 
 
+async def a_data_key_rotation(api: LiveApi) -> Request:
+    return Request(json={"kek": False, "data_keys": True})
+
+
+async def a_cluster_to_shred(api: LiveApi) -> Request:
+    return Request(json={"cluster": fresh("shred")})
+
+
 async def a_spare_token_to_rotate(api: LiveApi) -> Request:
     spare = await a_spare_token(api)
     return Request(values=spare.values, json={"grace_seconds": 0})
@@ -263,6 +271,9 @@ CASES: list[Case] = [
     Case("DELETE", "/api/v1/notifications/{name}", A, prepare=a_subscription),
     Case("GET", "/api/v1/snapshots", V),
     Case("POST", "/api/v1/snapshots", A),
+    Case("GET", "/api/v1/keys", A),
+    Case("POST", "/api/v1/keys/rotate", A, prepare=a_data_key_rotation),
+    Case("POST", "/api/v1/keys/shred", A, prepare=a_cluster_to_shred),
 ]
 
 

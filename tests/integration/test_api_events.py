@@ -22,6 +22,8 @@ from events.catalog import (
 from events.ids import new_event_id
 from events.store import EventStore
 from events.streams import REPORTS_STREAM, reports_stream
+from taskset.codec import encode_taskset
+from taskset.model import SourceInfo, Step, Taskset
 from tests.integration.api_harness import live_api
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -34,6 +36,14 @@ def registered(cluster: str) -> ClusterRegistered:
 
 
 def published(taskset: str, version: int = 1) -> TasksetPublished:
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    body = encode_taskset(
+        Taskset(
+            name=taskset,
+            install=[Step(object={**config, "data": {"k": "SECRET-BODY-BYTES"}})],
+            source=SourceInfo(format="yaml", digest="sha256:" + "cd" * 32),
+        )
+    )
     return TasksetPublished(
         id=new_event_id(),
         occurred_at=NOW,
@@ -43,8 +53,8 @@ def published(taskset: str, version: int = 1) -> TasksetPublished:
         digest="sha256:" + "ab" * 32,
         source_digest="sha256:" + "cd" * 32,
         format="yaml",
-        body=b"SECRET-BODY-BYTES",
-        body_size=17,
+        body=body,
+        body_size=len(body),
         values={"db": {"password": "hunter2", "host": "db.local"}},
     )
 

@@ -28,6 +28,8 @@ from registry.tasksets import (
     load_history,
     publish_taskset,
 )
+from sealing.envelope import is_sealed_text, open_value
+from sealing.trees import open_taskset
 from taskset.codec import decode_taskset
 from tests.conftest import HubNats
 from tests.integration.api_harness import live_api
@@ -144,7 +146,8 @@ async def test_a_helm_chart_is_kept_on_the_hub_and_re_renders_to_the_snapshot(
     assert event.chart_archive.startswith("sha256:")
     archive = await ChartStore.beside(event_store).get(event.chart_archive)
     assert chart_address(archive) == event.chart_archive
-    snapshot = decode_taskset(event.body)
+    assert event_store.sealer is not None, "the hub seals what it stores"
+    snapshot = open_taskset(event_store.sealer.keys, decode_taskset(event.body))
     assert render_chart_archive(archive, event.values, "hooks", "team") == snapshot
     assert snapshot.source is not None
     assert snapshot.source.chart_archive == event.chart_archive
@@ -282,11 +285,16 @@ async def test_a_chart_generating_a_password_publishes_unchanged_and_keeps_it(
     first, second = [e for e in events if isinstance(e, TasksetPublished)]
     assert second.taskset_version == 2
 
+    keys = event_store.sealer.keys if event_store.sealer is not None else None
+    assert keys is not None, "the hub seals what it stores"
+
     def password(event: TasksetPublished) -> str:
         [secret] = [
             s.object for _, s in decode_taskset(event.body).steps() if s.ref.kind == "Secret"
         ]
-        value: str = secret["stringData"]["password"]
+        stored = secret["stringData"]["password"]
+        assert is_sealed_text(stored), "a Secret's value is sealed in the log"
+        value: str = open_value(keys, stored)
         return value
 
     assert password(second) == password(first)

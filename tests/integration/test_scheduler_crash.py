@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
+from events.sealed import EventSealer
 from events.store import EventStore
 from taskset.digest import digest_of
 from tests.conftest import HubNats
@@ -72,6 +73,8 @@ def scheduler_process(hub: HubNats, log: Path, holder: str) -> Iterator[subproce
 async def test_a_scheduler_killed_mid_rollout_loses_and_doubles_nothing(
     hub_nats: HubNats, event_store: EventStore, tmp_path: Path
 ) -> None:
+    # The scheduler process seals DESIRED with the hub's keyring; this test reads it with it.
+    event_store.sealer = EventSealer(hub_nats.data.keyring())
     reports = await reports_store(event_store)
     await event_store.append([registered(c, env="prod") for c in CLUSTERS])
     log = tmp_path / "scheduler.log"

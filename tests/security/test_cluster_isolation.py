@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import nats
 import nats.errors
 import orjson
@@ -32,7 +34,10 @@ from fleetbus.bundle import leaf_config
 from fleetbus.edge import EdgeRuntime
 from fleetbus.edgehub import hub_pki
 from fleetbus.natsserver import NatsServer, free_port
+from sealing.envelope import HUB_SCOPE, cluster_scope, seal_bytes
 from simulator.executor import SimExecutor
+from taskset.codec import encode_cluster_task
+from taskset.model import Step
 from tests.eventually import eventually
 from tests.integration.edge_harness import (
     EdgeHub,
@@ -290,6 +295,73 @@ async def test_cluster_a_cannot_direct_get_cluster_b_desired_state(clusters: Two
             "$JS.hub.API.DIRECT.GET.DESIRED",
             {"multi_last": ["fleet.desired.beta.>"], "batch": 10},
         )
+
+
+async def test_an_edge_opens_desired_state_sealed_with_its_own_key_fetched_over_its_link(
+    clusters: TwoClusters, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "a"}}
+    taskset = sample_taskset("vault")
+    taskset = msgspec.structs.replace(
+        taskset, install=[*taskset.install, Step(object={**secret, "stringData": {"pw": "x1"}})]
+    )
+    await clusters.hub.write_desired(cluster_task("alpha", taskset), sealed=True)
+    await eventually(lambda: "vault" in clusters.sim_alpha.applied, what="sealed task applied")
+
+    keys = clusters.hub.services.key_service.keys
+    caplog.set_level(logging.ERROR, logger="edge_connector.jetstream")
+
+    async def put(name: str, payload: bytes) -> None:
+        subject = f"fleet.desired.alpha.{name}"
+        reply = await clusters.hub.store.nc.request(
+            subject, payload, timeout=5, headers={"Nats-Msg-Id": f"alpha.{name}.1"}
+        )
+        assert "seq" in orjson.loads(reply.data)
+
+    # Sealed with beta's key on alpha's subject: alpha's edge is refused beta's key.
+    for_beta = encode_cluster_task(cluster_task("alpha", sample_taskset("foreign")))
+    await put("foreign", seal_bytes(keys, cluster_scope("beta"), for_beta, b"x"))
+    # Sealed for alpha, then one bit flipped: it does not open.
+    broken = bytearray(
+        seal_bytes(
+            keys,
+            cluster_scope("alpha"),
+            encode_cluster_task(cluster_task("alpha", sample_taskset("broken"))),
+            b"fleet.desired.alpha.broken",
+        )
+    )
+    broken[-5] ^= 1
+    await put("broken", bytes(broken))
+    await eventually(
+        lambda: (
+            "does not open: it was altered" in caplog.text
+            and "is not a key of cluster alpha" in caplog.text
+        ),
+        what="both refusals logged by the edge",
+    )
+    assert "foreign" not in clusters.sim_alpha.applied
+    assert "broken" not in clusters.sim_alpha.applied
+    assert "cluster:beta/" in caplog.text
+
+
+async def test_cluster_a_cannot_get_cluster_b_data_keys(clusters: TwoClusters) -> None:
+    keys = clusters.hub.services.key_service.keys
+    alpha_key, _ = keys.active_key(cluster_scope("alpha"))
+    beta_key, _ = keys.active_key(cluster_scope("beta"))
+    hub_key, _ = keys.active_key(HUB_SCOPE)
+    own = orjson.loads(
+        (await clusters.a.request("fleet.keys.alpha", alpha_key.encode(), timeout=2)).data
+    )
+    assert own["id"] == alpha_key
+    assert base64.b64decode(own["key"]) == keys.key(alpha_key)
+    with pytest.raises(DENIED):
+        await clusters.a.request("fleet.keys.beta", beta_key.encode(), timeout=1.5)
+    for wanted, reason in ((beta_key, "not a key of cluster alpha"), (hub_key, "not a key")):
+        answer = orjson.loads(
+            (await clusters.a.request("fleet.keys.alpha", wanted.encode(), timeout=2)).data
+        )
+        assert "key" not in answer
+        assert reason in answer["error"]
 
 
 async def test_cluster_a_cannot_publish_cluster_b_inventory(clusters: TwoClusters) -> None:

@@ -34,6 +34,8 @@ import orjson
 import pytest
 
 from events.store import connect
+from sealing.envelope import open_bytes
+from sealing.keyring import Keyring
 from taskset.codec import decode_cluster_task
 from tests.eventually import eventually
 from tests.faults.harness import record_figures
@@ -185,7 +187,11 @@ async def desired_of(hub: LiveHub, cluster: str, taskset: str) -> bytes | None:
         await nc.close()
     if (reply.headers or {}).get("Status"):
         return None
-    return orjson.dumps(decode_cluster_task(reply.data), default=str)
+    # Sealed for the cluster: the hub's own keyring opens it (as the cluster's key would).
+    keyring = Keyring.open(hub.data_dir / "keys")
+    subject = f"fleet.desired.{cluster}.{taskset}"
+    payload = open_bytes(keyring, reply.data, subject.encode(), subject)
+    return orjson.dumps(decode_cluster_task(payload), default=str)
 
 
 def openapi_get_paths(hub: LiveHub, token: str, values: dict[str, str]) -> list[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -24,11 +26,14 @@ from scheduler.snapshots import (
     read_decisions,
     read_history,
     read_placement,
+    restore_history,
     restore_state,
     snapshot_parts,
     state_digest,
 )
 from scheduler.state import SchedulerState
+from sealing.envelope import cluster_scope, is_sealed_bytes
+from sealing.keyring import Keyring
 from tests.scheduler_fixtures import (
     T0,
     applied,
@@ -43,6 +48,8 @@ from tests.unit.test_blueprint_scheduling import blueprint, entry, three_taskset
 from tests.unit.test_placement import Harness
 
 COVERED = {
+    "resealed",
+    "shredded",
     "clusters",
     "deregistered",
     "tasksets",
@@ -186,3 +193,61 @@ def test_a_part_of_another_schema_or_not_a_part_at_all_is_refused_by_name() -> N
         read_decisions(zlib.compress(b"\x81\xa1x\x01"))
     with pytest.raises(SnapshotUnreadable, match="the history of c1 holds c2's"):
         read_history(pack(ClusterHistory(schema=SNAPSHOT_SCHEMA, cluster="c2", tasks=[])), "c1")
+
+
+async def test_a_sealing_hub_keeps_each_clusters_content_sealed_with_its_own_key(
+    tmp_path: Path,
+) -> None:
+    keyring = Keyring.open(tmp_path / "keys")
+    events, _ = a_busy_fleet()
+    log = stored(events)
+    everyone = HistoryFold(keys=keyring)
+    for item in log:
+        await everyone.apply(item)
+    plain = snapshot_parts(everyone.state, unsealed_copy(everyone))
+    parts = snapshot_parts(everyone.state, everyone)
+    assert parts.contents, "the fleet has content to keep"
+    assert all(is_sealed_bytes(data) for data in parts.contents.values())
+    for data in plain.contents.values():
+        assert data not in parts.contents.values()
+        assert not any(data in sealed for sealed in parts.contents.values())
+
+    def restored(cluster: str, keys: Keyring | None) -> object:
+        history = read_history(parts.histories[cluster], cluster)
+        return restore_history(history, parts.contents, keys)
+
+    for cluster in ("c1", "c2", "c3"):
+        if cluster not in parts.histories:
+            continue
+        start = history_fold_from(
+            read_placement(parts.placement),
+            T0,
+            cluster,
+            read_history(parts.histories[cluster], cluster),
+            parts.contents,
+            None,
+            keyring,
+        )
+        from_snapshot = await desired_state_at(replay([]), cluster, start=start, keys=keyring)
+        whole = await desired_state_at(replay(log), cluster, keys=keyring)
+        assert from_snapshot.tasks == whole.tasks, cluster
+        with pytest.raises(SnapshotUnreadable, match="no keyring"):
+            restored(cluster, None)
+    shredded = next(c for c in ("c1", "c2", "c3") if c in parts.histories)
+    keyring.shred(cluster_scope(shredded), datetime.now(UTC))
+    with pytest.raises(SnapshotUnreadable, match="shredded"):
+        restored(shredded, keyring)
+    for cluster in parts.histories:
+        if cluster != shredded:
+            restored(cluster, keyring)
+
+
+def unsealed_copy(fold: HistoryFold) -> HistoryFold:
+    """The same fold, as a hub that seals nothing would keep it."""
+    return HistoryFold(
+        fold.renderer,
+        state=fold.state,
+        current=fold.current,
+        last_seq=fold.last_seq,
+        last_time=fold.last_time,
+    )
