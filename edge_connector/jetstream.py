@@ -20,12 +20,14 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from edge_connector.connector import Delivery
 from edge_connector.errors import EdgeUnavailable
+from edge_connector.health import HubLinkState
 from events import edges, subjects
 from events.catalog import Report
 from events.errors import EventLogUnavailable
@@ -102,6 +104,15 @@ def _decode(msg: Msg) -> ClusterTask | None:
         return None
 
 
+def _position(msg: Msg) -> dict[str, int]:
+    """The message's stream sequence and what its consumer still had behind it."""
+    try:
+        metadata = msg.metadata
+    except (nats.errors.Error, nats.js.errors.Error, ValueError, IndexError):
+        return {}
+    return {"seq": int(metadata.sequence.stream), "pending": int(metadata.num_pending)}
+
+
 async def _no_ack() -> None:
     return None
 
@@ -135,7 +146,9 @@ class MirrorFeed:
         try:
             while True:
                 msg = await queue.get()
-                yield Delivery(subject=msg.subject, task=_decode(msg), ack=_no_ack)
+                yield Delivery(
+                    subject=msg.subject, task=_decode(msg), ack=_no_ack, **_position(msg)
+                )
         finally:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await sub.unsubscribe()
@@ -172,7 +185,9 @@ class DurableFeed:
         try:
             async for msgs in pull.batches():
                 for msg in msgs:
-                    yield Delivery(subject=msg.subject, task=_decode(msg), ack=_acker(msg))
+                    yield Delivery(
+                        subject=msg.subject, task=_decode(msg), ack=_acker(msg), **_position(msg)
+                    )
         except EventLogUnavailable as e:
             raise EdgeUnavailable(f"cannot pull the desired state of {self.cluster}: {e}") from e
 
@@ -207,3 +222,73 @@ class InventoryPublisher:
             await self.nc.publish(self.subject, encode_inventory(inventory))
         except nats.errors.Error as e:
             raise EdgeUnavailable(f"cannot send inventory digest: {e}") from e
+
+
+class LeafHubLink:
+    """The leaf's link to the hub, seen from the edge: the leaf's `/leafz` (its monitoring port,
+    loopback only) says whether it is connected; the mirror's stream info says how far behind
+    the hub's desired state it is."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        cluster: str,
+        *,
+        monitor_port: int,
+        mirror_positions: bool = True,
+        timeout: float = 2.0,
+    ) -> None:
+        self.nc = nc
+        self.cluster = cluster
+        self.monitor_port = monitor_port
+        self.mirror_positions = mirror_positions
+        """False when the connector reads the hub's durable consumer instead of the mirror:
+        then the mirror's sequences say nothing about what the connector has read."""
+        self.timeout = timeout
+
+    async def state(self) -> HubLinkState:
+        try:
+            leafz = await asyncio.wait_for(self._monitor("/leafz"), self.timeout)
+        except (OSError, TimeoutError, ValueError) as e:
+            return HubLinkState(
+                connected=False, detail=f"the leaf nats-server does not answer: {e}"
+            )
+        links = leafz.get("leafs") or []
+        if not links:
+            return HubLinkState(connected=False, detail="the leaf has no link to the hub")
+        first = links[0]
+        detail = f"{first.get('ip', '?')}:{first.get('port', '?')}"
+        if not self.mirror_positions:
+            return HubLinkState(connected=True, detail=detail)
+        try:
+            info = await self.nc.jetstream().stream_info(edges.mirror_stream(self.cluster))
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            return HubLinkState(
+                connected=True, detail=f"{detail}; mirror unreadable: {e}", mirror_lag=1
+            )
+        mirror = info.mirror
+        return HubLinkState(
+            connected=True,
+            detail=detail,
+            mirror_last_seq=int(info.state.last_seq),
+            mirror_lag=int(mirror.lag or 0) if mirror is not None else 0,
+        )
+
+    async def _monitor(self, path: str) -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.monitor_port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await writer.drain()
+            response = await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        head, _, body = response.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        if status_line.split()[1:2] != ["200"]:
+            raise ValueError(f"{path} answered {status_line!r}")
+        answer = orjson.loads(body)
+        if not isinstance(answer, dict):
+            raise ValueError(f"{path} answered no object")
+        return answer
