@@ -292,3 +292,18 @@ class LeafHubLink:
         if not isinstance(answer, dict):
             raise ValueError(f"{path} answered no object")
         return answer
+
+
+class ClientHubLink:
+    """The link of a cluster connected to the hub as a plain client: its own connection."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+
+    async def state(self) -> HubLinkState:
+        if self.nc.is_connected:
+            return HubLinkState(
+                connected=True,
+                detail=str(self.nc.connected_url.netloc if self.nc.connected_url else "hub"),
+            )
+        return HubLinkState(connected=False, detail="the connection to the hub is down")

@@ -32,6 +32,7 @@ from edge_connector.connector import OUTBOX_DRAIN_S, Connector, ConnectorSetting
 from edge_connector.executor import Executor
 from edge_connector.health import HubLinkState, connector_metrics
 from edge_connector.jetstream import (
+    ClientHubLink,
     DurableFeed,
     InventoryPublisher,
     LeafHubLink,
@@ -210,6 +211,7 @@ class EdgeRuntime:
         reports = EventStore(nc, stream=REPORTS_STREAM)
         feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)
         runtime = cls._assemble(settings, executor, nc, reports, feed, inventory_interval, None)
+        runtime.connector.hub_link = ClientHubLink(nc)
         runtime.start()
         return runtime
 
