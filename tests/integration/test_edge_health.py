@@ -7,12 +7,16 @@ the probes are served over HTTP on loopback the way `fleetbus edge --health-addr
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from events.inventory import EdgeStatus
-from fleetbus.probes import fleetbus_version
+from fleetbus.errors import ServerFailed
+from fleetbus.probes import ProbeServer, fleetbus_version
 from tests.eventually import eventually, eventually_value
 from tests.integration.edge_harness import cluster_task, edge_hub, sample_taskset
 
@@ -110,3 +114,23 @@ async def test_the_probe_server_answers_only_its_paths_and_methods(tmp_path: Pat
 
 async def _edge_status(statuses: dict[str, EdgeStatus], cluster: str) -> EdgeStatus | None:
     return statuses.get(cluster)
+
+
+async def test_a_taken_health_port_is_one_clear_error(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = int(taken.getsockname()[1])
+
+    async def never() -> tuple[bool, str]:
+        return False, "unused"
+
+    async def no_metrics() -> str:
+        return ""
+
+    try:
+        server = ProbeServer("127.0.0.1", port, live=never, ready=never, metrics=no_metrics)
+        with pytest.raises(ServerFailed, match=f"127.0.0.1:{port}.*--health-addr"):
+            await server.start()
+    finally:
+        taken.close()
