@@ -26,6 +26,7 @@ from api.auth import StreamTickets, TokenStore
 from api.metrics import HubMetrics
 from api.read_cache import ReadCache
 from charts.store import ChartStore
+from events.inventory import EdgeStatus
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from notify.model import Filters, Sink, Subscription, SubscriptionStatus
@@ -108,6 +109,10 @@ def nobody_seen() -> Mapping[str, datetime]:
     return {}
 
 
+def no_edge_status() -> Mapping[str, EdgeStatus]:
+    return {}
+
+
 def no_generation() -> int | None:
     return None
 
@@ -139,6 +144,8 @@ class HubContext:
     """Notification subscriptions and their delivery (None: this hub delivers none)."""
     last_seen: Callable[[], Mapping[str, datetime]] = nobody_seen
     """When each cluster last sent an inventory digest."""
+    edge_status: Callable[[], Mapping[str, EdgeStatus]] = no_edge_status
+    """Each cluster's connector version and readiness, from its last inventory digest."""
     read_generation: Callable[[], int | None] = no_generation
     """Advances whenever the read models change (the projector in this process counts its
     committed batches); None when that is not known here, and then no answer is reused."""

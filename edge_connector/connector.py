@@ -25,12 +25,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+import msgspec
+
 from edge_connector import decisions
 from edge_connector.errors import ApplyFailed, ConnectorError
 from edge_connector.executor import AppliedTask, DriftObserved, Executor
+from edge_connector.health import ConnectorProgress, HubLink, HubLinkState, connector_readiness
 from events.catalog import Report
 from events.errors import EventLogError
-from events.inventory import InventoryDigest
+from events.inventory import EdgeStatus, InventoryDigest
 from events.tasks import cancel_and_wait
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
@@ -50,6 +53,10 @@ class Delivery:
     task: ClusterTask | None
     """None when the payload could not be decoded (logged and acknowledged)."""
     ack: Callable[[], Awaitable[None]]
+    seq: int = 0
+    """The message's sequence in the stream it was read from (0: not known)."""
+    pending: int = 0
+    """Messages of the feed still waiting behind this one when it was delivered."""
 
 
 class DesiredFeed(Protocol):
@@ -108,9 +115,19 @@ class Connector:
     reports: ReportSink
     inventory_sink: InventorySink
     clock: Callable[[], datetime] = utc_now
+    hub_link: HubLink | None = None
+    """Where readiness learns of the hub link (None: readiness is not known here)."""
+    version: str = ""
+    """The connector's version, told to the hub in each inventory digest."""
     held: dict[str, ClusterTask] = field(default_factory=dict)
     reported: int = 0
     """Report events stored in the outbox so far."""
+    made: int = 0
+    """Report events made so far (stored or waiting for the outbox)."""
+    delivered_seq: int = 0
+    """Stream sequence of the last desired-state message the feed handed over."""
+    feed_pending: int = 0
+    """Messages the feed still had behind its last delivery."""
     _queue: WorkQueue[str] = field(default_factory=WorkQueue)
     _failures: dict[str, FailureStreak] = field(default_factory=dict)
     _corrections: dict[str, DriftCorrection] = field(default_factory=dict)
@@ -150,7 +167,27 @@ class Connector:
         await self._outbox.join()
 
     def report(self, event: Report) -> None:
+        self.made += 1
         self._outbox.put_nowait(event)
+
+    async def readiness(self) -> tuple[bool, str, HubLinkState | None]:
+        """Connected to the hub and caught up (`edge_connector.health`), with the link seen."""
+        if self.hub_link is None:
+            return False, "no hub link to check", None
+        link = await self.hub_link.state()
+        ready, reason = connector_readiness(link, self.progress())
+        return ready, reason, link
+
+    def progress(self) -> ConnectorProgress:
+        """Counters for readiness and metrics (`edge_connector.health`)."""
+        return ConnectorProgress(
+            delivered_seq=self.delivered_seq,
+            feed_pending=self.feed_pending,
+            outbox_pending=self.made - self.reported,
+            held=len(self.held),
+            failing=len(self._failures),
+            reported=self.reported,
+        )
 
     async def inventory(self) -> InventoryDigest:
         return decisions.inventory_digest(
@@ -174,6 +211,8 @@ class Connector:
 
     async def _receive(self, delivery: Delivery) -> None:
         task = delivery.task
+        self.delivered_seq = max(self.delivered_seq, delivery.seq)
+        self.feed_pending = delivery.pending
         if task is None:
             log.warning("undecodable desired state on %s; skipped", delivery.subject)
         elif task.cluster != self.cluster:
@@ -283,11 +322,15 @@ class Connector:
             try:
                 executor_inventory = await self.executor.inventory()
                 self._recheck(executor_inventory.applied)
-                await self.inventory_sink.publish(
-                    decisions.inventory_digest(
-                        self.cluster, self.held, executor_inventory, self.clock()
-                    )
+                digest = decisions.inventory_digest(
+                    self.cluster, self.held, executor_inventory, self.clock()
                 )
+                if self.hub_link is not None:
+                    ready, reason, _ = await self.readiness()
+                    digest = msgspec.structs.replace(
+                        digest, edge=EdgeStatus(version=self.version, ready=ready, reason=reason)
+                    )
+                await self.inventory_sink.publish(digest)
             except FleetbusError as e:
                 log.warning("inventory digest not sent: %s", e)
 

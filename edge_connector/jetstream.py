@@ -28,6 +28,7 @@ from nats.js import api as js_api
 
 from edge_connector.connector import Delivery
 from edge_connector.errors import EdgeUnavailable
+from edge_connector.health import HubLinkState
 from events import edges, subjects
 from events.catalog import Report
 from events.errors import EventLogUnavailable
@@ -168,6 +169,15 @@ class EdgeKeys:
         self.cache.add(key_id, key)
 
 
+def _position(msg: Msg) -> dict[str, int]:
+    """The message's stream sequence and what its consumer still had behind it."""
+    try:
+        metadata = msg.metadata
+    except (nats.errors.Error, nats.js.errors.Error, ValueError, IndexError):
+        return {}
+    return {"seq": int(metadata.sequence.stream), "pending": int(metadata.num_pending)}
+
+
 async def _no_ack() -> None:
     return None
 
@@ -203,7 +213,7 @@ class MirrorFeed:
             while True:
                 msg = await queue.get()
                 task = await self.keys.decode(msg)
-                yield Delivery(subject=msg.subject, task=task, ack=_no_ack)
+                yield Delivery(subject=msg.subject, task=task, ack=_no_ack, **_position(msg))
         finally:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await sub.unsubscribe()
@@ -242,7 +252,9 @@ class DurableFeed:
             async for msgs in pull.batches():
                 for msg in msgs:
                     task = await self.keys.decode(msg)
-                    yield Delivery(subject=msg.subject, task=task, ack=_acker(msg))
+                    yield Delivery(
+                        subject=msg.subject, task=task, ack=_acker(msg), **_position(msg)
+                    )
         except EventLogUnavailable as e:
             raise EdgeUnavailable(f"cannot pull the desired state of {self.cluster}: {e}") from e
 
@@ -277,3 +289,88 @@ class InventoryPublisher:
             await self.nc.publish(self.subject, encode_inventory(inventory))
         except nats.errors.Error as e:
             raise EdgeUnavailable(f"cannot send inventory digest: {e}") from e
+
+
+class LeafHubLink:
+    """The leaf's link to the hub, seen from the edge: the leaf's `/leafz` (its monitoring port,
+    loopback only) says whether it is connected; the mirror's stream info says how far behind
+    the hub's desired state it is."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        cluster: str,
+        *,
+        monitor_port: int,
+        mirror_positions: bool = True,
+        timeout: float = 2.0,
+    ) -> None:
+        self.nc = nc
+        self.cluster = cluster
+        self.monitor_port = monitor_port
+        self.mirror_positions = mirror_positions
+        """False when the connector reads the hub's durable consumer instead of the mirror:
+        then the mirror's sequences say nothing about what the connector has read."""
+        self.timeout = timeout
+
+    async def state(self) -> HubLinkState:
+        try:
+            leafz = await asyncio.wait_for(self._monitor("/leafz"), self.timeout)
+        except (OSError, TimeoutError, ValueError) as e:
+            return HubLinkState(
+                connected=False, detail=f"the leaf nats-server does not answer: {e}"
+            )
+        links = leafz.get("leafs") or []
+        if not links:
+            return HubLinkState(connected=False, detail="the leaf has no link to the hub")
+        first = links[0]
+        detail = f"{first.get('ip', '?')}:{first.get('port', '?')}"
+        if not self.mirror_positions:
+            return HubLinkState(connected=True, detail=detail)
+        try:
+            info = await self.nc.jetstream().stream_info(edges.mirror_stream(self.cluster))
+        except (nats.errors.Error, nats.js.errors.Error) as e:
+            return HubLinkState(
+                connected=True, detail=f"{detail}; mirror unreadable: {e}", mirror_lag=1
+            )
+        mirror = info.mirror
+        return HubLinkState(
+            connected=True,
+            detail=detail,
+            mirror_last_seq=int(info.state.last_seq),
+            mirror_lag=int(mirror.lag or 0) if mirror is not None else 0,
+        )
+
+    async def _monitor(self, path: str) -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.monitor_port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await writer.drain()
+            response = await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        head, _, body = response.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        if status_line.split()[1:2] != ["200"]:
+            raise ValueError(f"{path} answered {status_line!r}")
+        answer = orjson.loads(body)
+        if not isinstance(answer, dict):
+            raise ValueError(f"{path} answered no object")
+        return answer
+
+
+class ClientHubLink:
+    """The link of a cluster connected to the hub as a plain client: its own connection."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+
+    async def state(self) -> HubLinkState:
+        if self.nc.is_connected:
+            return HubLinkState(
+                connected=True,
+                detail=str(self.nc.connected_url.netloc if self.nc.connected_url else "hub"),
+            )
+        return HubLinkState(connected=False, detail="the connection to the hub is down")

@@ -27,6 +27,15 @@ class TasksetState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     removed: bool = False
 
 
+class EdgeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The connector's own word on itself: its version and readiness when it sent the digest."""
+
+    version: str = ""
+    ready: bool = False
+    reason: str = ""
+    """What readiness waits for (or "connected to the hub and caught up")."""
+
+
 class InventoryDigest(msgspec.Struct, frozen=True, kw_only=True):
     cluster: str
     sent_at: datetime
@@ -38,6 +47,8 @@ class InventoryDigest(msgspec.Struct, frozen=True, kw_only=True):
     live_digest: str = ""
     """Digest of the live objects the executor manages."""
     objects: int = 0
+    edge: EdgeStatus | None = None
+    """None from edges that predate it."""
 
 
 def desired_state_digest(desired: Mapping[str, TasksetState]) -> str:

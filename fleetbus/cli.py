@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "controller",
         "run the cluster controller (Task, Tasklet, Step, Namespace CRDs)",
     ),
+    "completion": ("completion", "print the shell completion script for bash, zsh or fish"),
 }
 """Every subcommand: the module `fleetbus.commands.<module>` that registers it, its help."""
 

@@ -30,9 +30,12 @@ from nats.aio.client import Client as NatsClient
 from access.private_files import write_private
 from edge_connector.connector import OUTBOX_DRAIN_S, Connector, ConnectorSettings, DesiredFeed
 from edge_connector.executor import Executor
+from edge_connector.health import HubLinkState, connector_metrics
 from edge_connector.jetstream import (
+    ClientHubLink,
     DurableFeed,
     InventoryPublisher,
+    LeafHubLink,
     MirrorFeed,
     OutboxSink,
     connect_local,
@@ -46,6 +49,13 @@ from events.tasks import cancel_and_wait
 from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
+from fleetbus.probes import (
+    DEFAULT_CONNECTOR_HEALTH,
+    ProbeServer,
+    add_health_option,
+    fleetbus_version,
+    prometheus_text,
+)
 from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
 
@@ -170,6 +180,12 @@ class EdgeRuntime:
             runtime = cls._assemble(
                 bundle.settings, executor, nc, local, feed, inventory_interval, server
             )
+            runtime.connector.hub_link = LeafHubLink(
+                nc,
+                bundle.cluster,
+                monitor_port=server.monitor_port,
+                mirror_positions=bundle.settings.desired_source != "durable",
+            )
         except BaseException:
             await nc.close()
             server.stop()
@@ -195,6 +211,7 @@ class EdgeRuntime:
         reports = EventStore(nc, stream=REPORTS_STREAM)
         feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)
         runtime = cls._assemble(settings, executor, nc, reports, feed, inventory_interval, None)
+        runtime.connector.hub_link = ClientHubLink(nc)
         runtime.start()
         return runtime
 
@@ -218,11 +235,39 @@ class EdgeRuntime:
             executor=executor,
             reports=OutboxSink(outbox),
             inventory_sink=InventoryPublisher(nc, settings.cluster),
+            version=fleetbus_version(),
         )
         return cls(settings=settings, executor=executor, nc=nc, connector=connector, server=server)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.connector.run(), name=f"edge-{self.cluster}")
+
+    async def live(self) -> tuple[bool, str]:
+        """Live while the connector runs and its leaf nats-server (if any) does."""
+        if self._task is None or self._task.done():
+            return False, "the connector is not running"
+        if self.server is not None and not self.server.running():
+            return False, "the leaf nats-server has exited"
+        return True, "the connector and its leaf are running"
+
+    async def ready(self) -> tuple[bool, str]:
+        live, reason = await self.live()
+        if not live:
+            return False, reason
+        ready, reason, _ = await self.connector.readiness()
+        return ready, reason
+
+    async def metrics(self) -> str:
+        ready, _, link = await self.connector.readiness()
+        link = link or HubLinkState(connected=False, detail="unknown")
+        return prometheus_text(
+            connector_metrics(
+                self.cluster, self.connector.version, link, self.connector.progress(), ready
+            )
+        )
+
+    def probe_server(self, host: str, port: int) -> ProbeServer:
+        return ProbeServer(host, port, live=self.live, ready=self.ready, metrics=self.metrics)
 
     async def wait(self) -> None:
         """Return when the connector stops (it only does on an unexpected error)."""
@@ -241,9 +286,13 @@ class EdgeRuntime:
 
 
 async def run_edge(
-    bundle_dir: Path, state_dir: Path, kubeconfig: Path | None, stop: asyncio.Event | None = None
+    bundle_dir: Path,
+    state_dir: Path,
+    kubeconfig: Path | None,
+    stop: asyncio.Event | None = None,
+    health_addr: tuple[str, int] | None = DEFAULT_CONNECTOR_HEALTH,
 ) -> None:
-    """Run one edge until SIGINT/SIGTERM (or `stop`)."""
+    """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`."""
     bundle = read_edge_bundle(bundle_dir)
     executor = load_executor(kubeconfig, bundle.cluster)
     stop = stop or asyncio.Event()
@@ -251,7 +300,10 @@ async def run_edge(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor)
+    probes = runtime.probe_server(*health_addr) if health_addr is not None else None
     try:
+        if probes is not None:
+            await probes.start()
         print(
             f"fleetbus edge up: cluster {bundle.cluster}  hub {', '.join(bundle.settings.hub_urls)}"
             f"  leaf {runtime.server.client_url if runtime.server else '-'}"
@@ -266,6 +318,8 @@ async def run_edge(
             running.result()
         running.cancel()
     finally:
+        if probes is not None:
+            await probes.stop()
         await runtime.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -298,6 +352,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="D",
         help="the leaf's JetStream store and config (default ./.fleetbus-edge)",
     )
+    add_health_option(parser, DEFAULT_CONNECTOR_HEALTH)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,7 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_format)
     try:
-        asyncio.run(run_edge(args.bundle, args.state_dir, args.kubeconfig))
+        asyncio.run(
+            run_edge(args.bundle, args.state_dir, args.kubeconfig, health_addr=args.health_addr)
+        )
     except FleetbusError as e:
         print(f"fleetbus edge: error: {e}", file=sys.stderr)
         return 2

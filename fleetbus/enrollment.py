@@ -87,6 +87,7 @@ def connect_api_to_edges(context: HubContext, edges: EdgeServices, public_host: 
     )
     antientropy = edges.antientropy
     context.last_seen = lambda: antientropy.last_seen
+    context.edge_status = lambda: antientropy.edge_status
 
 
 class LogStateHistory:

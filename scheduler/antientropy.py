@@ -33,6 +33,7 @@ from events.catalog import AntiEntropyRepaired
 from events.errors import ConcurrencyConflict, EventLogError, EventLogUnavailable
 from events.ids import new_event_id
 from events.inventory import (
+    EdgeStatus,
     InventoryDigest,
     TasksetState,
     decode_inventory,
@@ -186,6 +187,8 @@ class AntiEntropyService:
     clock: Callable[[], datetime] = utc_now
     last_seen: dict[str, datetime] = field(default_factory=dict)
     """When each cluster last sent an inventory digest (liveness)."""
+    edge_status: dict[str, EdgeStatus] = field(default_factory=dict)
+    """What each cluster's connector said of itself in its last digest (version, readiness)."""
     last_repair: dict[str, datetime] = field(default_factory=dict)
     repairs: int = 0
     _suspects: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -216,6 +219,8 @@ class AntiEntropyService:
             return None
         now = self.clock()
         self.last_seen[cluster] = now
+        if inventory.edge is not None:
+            self.edge_status[cluster] = inventory.edge
         if cooling_down(self.last_repair.get(cluster), now, self.cooldown):
             return None
         entries = await self.reader.cluster_entries(cluster)

@@ -309,6 +309,7 @@ function renderFleet(view, status) {
         }),
         clusterLink(cluster.name),
         el("div", {}, labels(cluster.labels)),
+        edgeLine(cluster),
       ),
       status.tasksets.map((t) =>
         el("td", { dataset: { taskset: t.name } }, cellContent(cells.get(`${cluster.name}\u0000${t.name}`))),
@@ -319,6 +320,16 @@ function renderFleet(view, status) {
   if (!status.tasksets.length) {
     put(view, el("p", { class: "empty" }, "Nothing published yet: fleetbus publish PATH --name N"));
   }
+}
+
+function edgeLine(cluster) {
+  if (!cluster.edge_version && cluster.edge_ready == null) return el("div", { class: "muted small edge" }, "edge: not reported");
+  const state = cluster.edge_ready ? "ready" : "not ready";
+  return el(
+    "div",
+    { class: cluster.edge_ready ? "small edge" : "small edge warn", title: cluster.edge_health || state },
+    `edge ${cluster.edge_version || "?"} · ${state}`,
+  );
 }
 
 function describePlacement(placement) {
@@ -464,6 +475,8 @@ function renderCluster(view, detail) {
       el("dd", {}, time(c.registered_at)),
       el("dt", {}, "last seen"),
       el("dd", {}, time(c.last_seen)),
+      el("dt", {}, "edge"),
+      el("dd", { class: "edge-health" }, edgeLine(c), c.edge_health ? el("div", { class: "muted small" }, c.edge_health) : ""),
       el("dt", {}, "last report"),
       el("dd", {}, detail.reports.length ? [time(detail.reports[0].time), " ", detail.reports[0].summary] : "none yet"),
     ),

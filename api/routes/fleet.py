@@ -20,6 +20,7 @@ from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
 from api.errors import NotFound, ServiceUnavailable, register_status
 from api.read_cache import json_response
+from events.inventory import EdgeStatus
 from projector import queries
 from projector.db import ProjectionDb
 from projector.errors import ProjectionMissing, ProjectionUnreadable
@@ -51,6 +52,12 @@ class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
     last_seen: datetime | None = None
     registered: bool = True
     """False for a deregistered cluster (listed only with `all=true`)."""
+    edge_version: str = ""
+    """The version of the cluster's connector, from its last inventory digest ("": not known)."""
+    edge_ready: bool | None = None
+    """Whether the connector said it was connected to the hub and caught up (None: not known)."""
+    edge_health: str = ""
+    """The connector's readiness in words: what it waits for, or that it is caught up."""
 
 
 class RolloutView(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,10 +150,21 @@ def taskset_view(row: TasksetRow, rollout: RolloutRow | None) -> TasksetView:
     )
 
 
+def edge_fields(status: EdgeStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {}
+    return {
+        "edge_version": status.version,
+        "edge_ready": status.ready,
+        "edge_health": status.reason,
+    }
+
+
 def cluster_views(
     rows: list[ClusterRow], cells: list[StatusRow], hub: HubContext, now: datetime
 ) -> list[ClusterView]:
     seen = dict(hub.last_seen())
+    edges = hub.edge_status()
     for cell in cells:
         if cell.last_report_at:
             reported = datetime.fromisoformat(cell.last_report_at)
@@ -160,6 +178,7 @@ def cluster_views(
             connected=row.name in seen and now - seen[row.name] < CONNECTED_WITHIN,
             last_seen=seen.get(row.name),
             registered=row.registered,
+            **edge_fields(edges.get(row.name)),
         )
         for row in rows
     ]

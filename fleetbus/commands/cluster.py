@@ -179,7 +179,16 @@ CLUSTER_COLUMNS = [
     Column("REGISTERED", lambda c: registered_at_text(c.get("registered_at"))),
     Column("LABELS", lambda c: labels_text(c["labels"])),
     Column("LABEL-COUNT", lambda c: len(c["labels"]), wide=True),
+    Column("CONNECTED", lambda c: "yes" if c.get("connected") else "no", wide=True),
+    Column("EDGE-VERSION", lambda c: c.get("edge_version") or "-", wide=True),
+    Column("EDGE-READY", lambda c: edge_ready_text(c.get("edge_ready")), wide=True),
 ]
+
+
+def edge_ready_text(ready: object) -> str:
+    if ready is None:
+        return "-"
+    return "ready" if ready else "not ready"
 
 
 def handle_label(args: argparse.Namespace) -> int:

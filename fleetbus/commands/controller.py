@@ -13,16 +13,27 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cluster_controller.crds import install_crds
+from cluster_controller.health import ControllerHealth
 from cluster_controller.kube import Kube
 from cluster_controller.leader import LeaderElection
 from cluster_controller.runtime import Controller, ControllerOptions
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import positive_seconds, whole_number
+from fleetbus.probes import (
+    DEFAULT_CONTROLLER_HEALTH,
+    MetricsText,
+    Probe,
+    ProbeServer,
+    add_health_option,
+    fleetbus_version,
+    prometheus_text,
+)
 
 log = logging.getLogger("fleetbus.controller")
 
@@ -73,6 +84,7 @@ def register(subparsers: Any) -> None:
         help="namespace of the leader-election Lease",
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    add_health_option(parser, DEFAULT_CONTROLLER_HEALTH)
     add_log_format_option(parser)
     parser.set_defaults(handler=handle)
 
@@ -111,6 +123,18 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
         ),
         clock=utc_now,
     )
+    health = ControllerHealth(controller, fleetbus_version())
+    probes = (
+        ProbeServer(
+            host=args.health_addr[0],
+            port=args.health_addr[1],
+            live=_answer(health.live),
+            ready=_answer(health.readiness),
+            metrics=_metrics(health),
+        )
+        if getattr(args, "health_addr", None) is not None
+        else None
+    )
     election = (
         LeaderElection(kube, namespace=args.lease_namespace, identity=identity, clock=utc_now)
         if args.leader_elect
@@ -118,7 +142,10 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
     )
     tasks: list[asyncio.Task[None]] = []
     try:
+        if probes is not None:
+            await probes.start()
         if election is not None:
+            health.standby = True
             acquiring = asyncio.create_task(election.acquire())
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -128,7 +155,9 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
                 return
             acquiring.result()
             tasks.append(asyncio.create_task(election.keep(), name="lease"))
-        ready = asyncio.Event()
+            health.standby = False
+        ready = health.ready
+        health.started.set()
         tasks.append(asyncio.create_task(controller.run(ready), name="controller"))
         tasks.append(asyncio.create_task(_announce(ready), name="announce"))
         stopping = asyncio.create_task(stop.wait())
@@ -138,6 +167,9 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
             if task is not stopping:
                 task.result()
     finally:
+        health.stopped = "stopping"
+        if probes is not None:
+            await probes.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -145,6 +177,20 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
                 await task
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _answer(check: Callable[[], tuple[bool, str]]) -> Probe:
+    async def answer() -> tuple[bool, str]:
+        return check()
+
+    return answer
+
+
+def _metrics(health: ControllerHealth) -> MetricsText:
+    async def text() -> str:
+        return prometheus_text(health.samples())
+
+    return text
 
 
 async def _announce(ready: asyncio.Event) -> None:

@@ -19,5 +19,5 @@ def register(subparsers: Any) -> None:
 
 async def handle(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
-    await run_edge(args.bundle, args.state_dir, args.kubeconfig)
+    await run_edge(args.bundle, args.state_dir, args.kubeconfig, health_addr=args.health_addr)
     return 0

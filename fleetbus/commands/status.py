@@ -22,6 +22,7 @@ from fleetbus.options import positive_seconds
 from fleetbus.output import Column, add_output_option, emit, when
 from fleetbus.source_options import provenance_text
 from projector.queries import RolloutRow, StatusRow
+from taskset.selectors import Selector, parse_selector
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +34,13 @@ def register(subparsers: Any) -> None:
         "then each rollout's progress.",
     )
     parser.add_argument("taskset", nargs="?", default=None, help="only this taskset")
+    parser.add_argument(
+        "-l",
+        "--selector",
+        default="",
+        metavar="SELECTOR",
+        help="only clusters whose labels match (env=prod,tier!=edge,region in (eu,us),gpu)",
+    )
     add_output_option(parser)
     parser.add_argument(
         "-w",
@@ -117,18 +125,31 @@ def render(status: dict[str, Any], output: str, *, watching: bool = False) -> st
     return text.getvalue()
 
 
+def of_clusters(status: dict[str, Any], wanted: Selector | None) -> dict[str, Any]:
+    """The status of the clusters whose labels match `wanted` only (all without one)."""
+    if wanted is None:
+        return status
+    names = {c["name"] for c in status["clusters"] if wanted.matches(c.get("labels") or {})}
+    return {
+        **status,
+        "clusters": [c for c in status["clusters"] if c["name"] in names],
+        "cells": [cell for cell in status["cells"] if cell["cluster"] in names],
+    }
+
+
 def handle(args: argparse.Namespace) -> int:
+    wanted = parse_selector(args.selector) if args.selector else None
     client = HubClient.from_args(args)
+
+    def read() -> dict[str, Any]:
+        return of_clusters(client.get("/api/v1/status", {"taskset": args.taskset}), wanted)
+
     if not args.watch:
-        sys.stdout.write(
-            render(client.get("/api/v1/status", {"taskset": args.taskset}), args.output)
-        )
+        sys.stdout.write(render(read(), args.output))
         return 0
     shown = ""
     while True:
-        text = render(
-            client.get("/api/v1/status", {"taskset": args.taskset}), args.output, watching=True
-        )
+        text = render(read(), args.output, watching=True)
         if text != shown:
             if shown and args.output in ("table", "wide"):
                 print()

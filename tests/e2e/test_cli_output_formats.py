@@ -2,7 +2,7 @@
 
 `-o json` and `-o yaml` carry the same document; `-o table` starts with an upper-case header and
 `-o wide` shows more columns than `table`; `status --watch` prints again when the status changes;
-`cluster ls --selector` filters by labels and refuses a bad selector clearly.
+`cluster ls --selector` and `status --selector` filter by labels and refuse a bad selector clearly.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def test_every_read_command_in_every_format(hub: Hub, tmp_path: Path) -> None:
     assert "invalid choice: 'table'" in refused.stderr
 
 
-def test_cluster_ls_selector(hub: Hub, tmp_path: Path) -> None:
+def test_cluster_ls_and_status_filter_clusters_by_selector(hub: Hub, tmp_path: Path) -> None:
     prepared(hub, tmp_path)
     done = hub.fleetbus("cluster", "ls", "--selector", "env=prod", "-o", "json")
     assert done.returncode == 0, done.stderr
@@ -102,6 +102,19 @@ def test_cluster_ls_selector(hub: Hub, tmp_path: Path) -> None:
     bad = hub.fleetbus("cluster", "ls", "--selector", "env==(", "-o", "json")
     assert bad.returncode == 2, bad.stdout
     assert "selector" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    done = hub.fleetbus("status", "board", "--selector", "env=dev", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert [row["cluster"] for row in json.loads(done.stdout)["status"]] == ["edge-2"]
+    done = hub.fleetbus("status", "-l", "env", "-o", "table")
+    assert {line.split()[1] for line in done.stdout.splitlines()[1:3]} == {"edge-1", "edge-2"}
+    done = hub.fleetbus("status", "-l", "env=qa", "-o", "json")
+    assert json.loads(done.stdout)["status"] == []
+    bad = hub.fleetbus("status", "--selector", "env in (", "-o", "json")
+    assert bad.returncode == 2, bad.stdout
+    assert "selector" in bad.stderr
+    assert not bad.stdout
     assert "Traceback" not in bad.stderr
 
 

@@ -30,6 +30,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from fleetbus.natsserver import free_port
+from fleetbus.probes import fleetbus_version
 from tests.source_servers import HelmRepository, helm_repository, make_chart
 
 __all__ = ["helm_repository"]
@@ -351,6 +352,12 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
             page_loads
         ), "the matrix changed without a reload"
         assert token not in await page.evaluate("document.body.innerText"), "token never shown"
+        edge_lines = await page.wait_for(
+            "(s => s.length === 3 && s.every(x => x.startsWith('edge ') && x.endsWith(' · ready'))"
+            " && s)([...document.querySelectorAll('#matrix tbody .row-head .edge')]"
+            ".map(e => e.textContent))"
+        )
+        assert edge_lines == [f"edge {fleetbus_version()} · ready"] * 3
         await page.screenshot(ARTIFACTS / "dashboard-fleet.png")
 
         await page.evaluate("location.hash = '#/taskset/greeting'; true")
@@ -383,6 +390,9 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         await page.evaluate("location.hash = '#/cluster/sim-2'; true")
         await page.wait_for("document.querySelector('h1 code')?.textContent === 'sim-2'")
         await page.wait_for("document.querySelectorAll('table.list tbody tr').length > 0")
+        health = await page.evaluate("document.querySelector('dd.edge-health').textContent")
+        assert "connected to the hub" in health
+        assert "caught up" in health
         await page.screenshot(ARTIFACTS / "dashboard-cluster.png")
 
         await page.evaluate("location.hash = '#/events'; true")

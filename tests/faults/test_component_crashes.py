@@ -97,6 +97,7 @@ async def fleet_processes(
                 "--sim",
                 "--state-dir",
                 str(root / "edges" / cluster),
+                "--health-addr=127.0.0.1:0",
             ],
             root / f"edge-{cluster}.log",
         )
@@ -358,6 +359,7 @@ async def test_killing_the_hub_process_and_edges_mid_rollout_converges(
                 [
                     "-m", "fleetbus.cli", "edge", "--bundle", str(bundle), "--sim",
                     "--state-dir", str(tmp_path / "edges" / cluster),
+                    "--health-addr=127.0.0.1:0",
                 ],
                 tmp_path / f"edge-{cluster}.log",
             )  # fmt: skip

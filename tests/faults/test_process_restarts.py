@@ -59,6 +59,7 @@ async def test_an_edge_killed_with_kill_9_comes_back_as_one_leaf_and_applies_aga
                 "--bundle", str(hub.root / "bundles" / "alpha"),
                 "--sim",
                 "--state-dir", str(state),
+                "--health-addr=127.0.0.1:0",
             ],
             tmp_path / "edge.log",
         )  # fmt: skip
@@ -108,6 +109,7 @@ async def test_a_second_edge_on_a_state_dir_in_use_is_refused(tmp_path: Path) ->
             "--bundle", str(hub.root / "bundles" / "alpha"),
             "--sim",
             "--state-dir", str(state),
+            "--health-addr=127.0.0.1:0",
         ]  # fmt: skip
         first = Component("first edge", argv, tmp_path / "first.log")
         try:

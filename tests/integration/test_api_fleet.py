@@ -20,6 +20,7 @@ from events.catalog import (
     RolloutAdvanced,
 )
 from events.ids import new_event_id
+from events.inventory import EdgeStatus
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from tests.integration.api_harness import live_api, projected
@@ -356,3 +357,23 @@ async def test_status_answers_carry_an_etag_and_change_as_soon_as_the_projection
     assert [c["name"] for c in clusters.json()] == ["east", "north", "west"]
     assert clusters_unchanged.status_code == 304
     assert unauthenticated.status_code == 401, "a cached answer is no way around the token"
+
+
+async def test_clusters_show_their_connectors_version_and_readiness_from_inventory_digests(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(event_store, fleet_history())
+    async with live_api(event_store, tmp_path / "hub", projector=True) as api:
+        await projected(api)
+        statuses = {
+            "east": EdgeStatus(version="9.8.7", ready=False, reason="not connected to the hub: x")
+        }
+        api.hub.edge_status = lambda: statuses
+        async with api.client(Role.viewer) as client:
+            clusters = (await client.get("/api/v1/clusters")).json()
+            status = (await client.get("/api/v1/status")).json()
+    east, west = clusters
+    assert (east["edge_version"], east["edge_ready"]) == ("9.8.7", False)
+    assert east["edge_health"] == "not connected to the hub: x"
+    assert (west["edge_version"], west["edge_ready"], west["edge_health"]) == ("", None, "")
+    assert status["clusters"][0]["edge_version"] == "9.8.7"

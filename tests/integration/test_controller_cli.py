@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from cluster_controller.kube import Kube
+from fleetbus.natsserver import free_port
 from kube_contract.resources import STEP, TASK
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
@@ -32,8 +35,13 @@ def fleetbus(*args: str) -> list[str]:
 
 
 @pytest.fixture
+def health_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
 def controller_process(
-    kube_apiserver: KubeAPIServer, kube_namespace: str
+    kube_apiserver: KubeAPIServer, kube_namespace: str, health_port: int
 ) -> Iterator[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
@@ -43,6 +51,7 @@ def controller_process(
             str(kube_apiserver.kubeconfig),
             "--namespace",
             kube_namespace,
+            f"--health-addr=127.0.0.1:{health_port}",
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -81,11 +90,31 @@ async def read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
             return lines
 
 
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
 async def test_the_controller_command_installs_its_crds_reconciles_and_stops_on_sigterm(
-    controller_process: subprocess.Popen[str], kube: Kube, kube_namespace: str
+    controller_process: subprocess.Popen[str], kube: Kube, kube_namespace: str, health_port: int
 ) -> None:
     startup = await asyncio.wait_for(read_until(controller_process, "reconciling"), 120)
     assert any("CRDs established" in line for line in startup)
+    probes = f"http://127.0.0.1:{health_port}"
+    assert any(f"health probes on {probes}" in line for line in startup)
+
+    # Reconciling means the watches are synced: the controller is ready, and says why.
+    assert await asyncio.to_thread(get, f"{probes}/readyz") == (200, "ok: watches synced\n")
+    assert (await asyncio.to_thread(get, f"{probes}/healthz"))[0] == 200
+    metrics = (await asyncio.to_thread(get, f"{probes}/metrics"))[1]
+    for resource in ("tasks", "tasklets", "steps", "fleetnamespaces"):
+        assert f'fleetbus_controller_watch_synced{{resource="{resource}"}} 1' in metrics
+    assert "fleetbus_controller_ready 1" in metrics
 
     env = ControllerEnv(kube=kube, controller=None, namespace=kube_namespace)
     name = unique("cli")
@@ -113,6 +142,7 @@ async def test_the_controller_command_installs_its_crds_reconciles_and_stops_on_
     code = await asyncio.to_thread(controller_process.wait, 30)
 
     assert code == 0
+    assert (await asyncio.to_thread(get, f"{probes}/readyz"))[0] == 0, "nothing listens after"
 
 
 def test_an_unusable_kubeconfig_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:

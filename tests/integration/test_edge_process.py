@@ -104,6 +104,7 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
             "--sim",
             "--state-dir",
             str(tmp_path / "edge-state"),
+            "--health-addr=127.0.0.1:0",
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

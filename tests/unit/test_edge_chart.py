@@ -168,3 +168,57 @@ def test_the_chart_lints_clean_with_bundle_values(bundle_values: dict[str, Any])
     assert report["total_charts_linted"] == 1
     assert errors == []
     assert report["errors"] in ([], None)
+
+
+def test_both_pods_are_probed_on_their_own_ip_and_no_servicemonitor_is_rendered_by_default(
+    bundle_values: dict[str, Any],
+) -> None:
+    documents = render(bundle_values)
+
+    for kind, suffix, port in (
+        ("StatefulSet", "-connector", 8081),
+        ("Deployment", "-controller", 8082),
+    ):
+        container = find(documents, kind, suffix)["spec"]["template"]["spec"]["containers"][0]
+        assert f"--health-addr=$(POD_IP):{port}" in container["args"]
+        assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert container["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"}]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert not [d for d in documents if d["kind"] in ("ServiceMonitor", "Service")]
+    assert "ingress" not in find(documents, "NetworkPolicy")["spec"], "all ingress denied"
+
+
+def test_the_servicemonitor_scrapes_both_pods_metrics_through_in_cluster_services_when_enabled(
+    bundle_values: dict[str, Any],
+) -> None:
+    values = {
+        **bundle_values,
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "prom"},
+            "scrapeNamespaceSelector": {"matchLabels": {"name": "monitoring"}},
+        },
+    }
+    documents = render(values)
+
+    monitor = find(documents, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "health", "path": "/metrics", "interval": "30s"}
+    ]
+    services = [d for d in documents if d["kind"] == "Service"]
+    assert sorted(s["metadata"]["name"] for s in services) == [
+        "fleetbus-edge-connector-metrics",
+        "fleetbus-edge-controller-metrics",
+    ]
+    for service in services:
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["metadata"]["labels"]["fleetbus.io/metrics"] == "true"
+    ingress = find(documents, "NetworkPolicy")["spec"]["ingress"]
+    assert ingress == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+            "ports": [{"port": "health", "protocol": "TCP"}],
+        }
+    ]
