@@ -191,6 +191,7 @@ def task_status(
         message=message,
         drift=drift,
         ready_at=ready_at,
+        release=previous.release,
         conditions=readiness_conditions(
             previous.conditions,
             phase=phase,

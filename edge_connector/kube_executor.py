@@ -114,12 +114,18 @@ def _labels(task: ClusterTask) -> dict[str, str]:
     }
 
 
-def _step_spec(task: str, phase: Phase, step: Step) -> dict[str, Any]:
+def _step_spec(task: str, phase: Phase, step: Step, *, adopt: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {"task": task, "phase": phase, "object": step.object, "wait": step.wait}
     if step.job is not None:
         spec["job"] = {"apiVersion": "batch/v1", "kind": "Job", **step.job}
     if step.hook is not None:
         spec["hook"] = msgspec.to_builtins(step.hook)
+    if step.drift_policy is not None:
+        spec["driftPolicy"] = step.drift_policy
+    if step.ignore_paths:
+        spec["ignorePaths"] = list(step.ignore_paths)
+    if step.adopt or adopt:
+        spec["adopt"] = True
     return spec
 
 
@@ -151,7 +157,7 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
                     "namespace": namespace,
                     "labels": {**_labels(task), LABEL_GENERATION: str(task.generation)},
                 },
-                "spec": _step_spec(name, phase, step),
+                "spec": _step_spec(name, phase, step, adopt=taskset.adopt),
             }
         )
     manifest = {

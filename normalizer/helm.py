@@ -73,6 +73,7 @@ from normalizer.errors import (
     UnsupportedSource,
     ValuesRejected,
 )
+from normalizer.taskset_spec import apply_settings, has_setting_annotations
 from taskset.digest import digest_bytes, digest_of
 from taskset.errors import InvalidName
 from taskset.model import ObjectRef, SourceInfo, Taskset
@@ -508,8 +509,13 @@ def render_chart_archive(
 ) -> Taskset:
     """Re-render a published chart archive with other values (e.g. one cluster's overrides).
 
-    `previous` is the published version: generated values it holds are kept, not rotated.
+    `previous` is the published version: generated values it holds are kept, not rotated, and
+    the taskset spec it was published with (drift policy, adoption, Step Jobs) applies again.
     """
-    return render_archive(
+    taskset = render_archive(
         archive_bytes, values, name=name, namespace=namespace, previous=previous
     ).taskset
+    settings = previous.settings if previous is not None else {}
+    if not settings and not has_setting_annotations(taskset):
+        return taskset
+    return apply_settings(taskset, settings, "the taskset's published settings")

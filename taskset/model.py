@@ -65,6 +65,12 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     job: dict[str, Any] | None = None
     wait: WaitPolicy = "ready"
     hook: HookInfo | None = None
+    drift_policy: DriftPolicy | None = msgspec.field(default=None, name="driftPolicy")
+    """This object's own drift policy; None follows the taskset's."""
+    ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
+    """JSON pointers drift detection leaves alone on this object, beside the taskset's."""
+    adopt: bool = False
+    """Take this object over if it exists already, unmanaged or owned by another taskset."""
 
     @property
     def ref(self) -> ObjectRef:
@@ -94,6 +100,12 @@ class Taskset(msgspec.Struct, frozen=True, kw_only=True):
     drift_policy: DriftPolicy = msgspec.field(default="correct", name="driftPolicy")
     ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
     """JSON pointers (e.g. `/spec/replicas`) that drift detection leaves alone."""
+    adopt: bool = False
+    """Take over objects that exist already (unmanaged, or owned by another taskset) instead of
+    failing with a conflict naming their owner."""
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The user's taskset spec (`fleetbus.yaml` and publish fields) as given, so a chart
+    re-rendered with one cluster's values gets the same settings again."""
 
     def phase(self, phase: Phase) -> list[Step]:
         match phase:

@@ -65,6 +65,9 @@ class PublishSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Helm values (charts only)."""
     placement: Placement = msgspec.field(default_factory=Placement)
     rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Taskset spec fields (`driftPolicy`, `ignorePaths`, `adopt`, `objects`, `stepJobs`, as in
+    fleetbus.yaml); they win over a fleetbus.yaml in the upload."""
     depends_on: list[Annotated[str, msgspec.Meta(max_length=63)]] | None = None
     """Tasksets that must be applied and Ready on a cluster before this one; None leaves the
     recorded dependencies as they are, [] removes them."""
@@ -126,6 +129,8 @@ def normalize_upload(
         format=spec.format,
         values=values,
         previous=previous,
+        settings=spec.settings,
+        settings_label="spec.settings",
     )
     if not is_archive(data):
         if spec.format not in (None, "yaml"):
@@ -135,7 +140,15 @@ def normalize_upload(
             )
         if spec.name is None:
             raise InvalidRequest("a YAML upload needs a taskset name: set `name` in the spec")
-        return normalize(data, NormalizeOptions(name=spec.name, namespace=spec.namespace))
+        return normalize(
+            data,
+            NormalizeOptions(
+                name=spec.name,
+                namespace=spec.namespace,
+                settings=spec.settings,
+                settings_label="spec.settings",
+            ),
+        )
     with tempfile.TemporaryDirectory(prefix="fleetbus-upload-") as tmp:
         try:
             extract_archive(data, Path(tmp))

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from fleetbus.client import HubClient, Upload, add_hub_options
-from fleetbus.commands.render import STDIN, add_source_arguments
+from fleetbus.commands.render import STDIN, add_source_arguments, spec_settings
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.rollout_wait import wait_for_rollout
 from fleetbus.uploads import PackedSource, pack_source
@@ -143,6 +143,7 @@ def handle_publish(args: argparse.Namespace) -> int:
         "values": source.values,
         "path": packed.path,
         "placement": {"clusters": list(args.cluster), "selector": args.selector},
+        "settings": spec_settings(args),
         "rollout": {
             "batch_size": args.batch_size,
             "max_unavailable": args.max_unavailable,
@@ -176,6 +177,8 @@ def normalize_locally(args: argparse.Namespace, stdin: bytes | None) -> Normaliz
         namespace=args.namespace,
         format=args.format,
         values=[load_values_file(path) for path in args.values],
+        settings=spec_settings(args),
+        settings_label="the command line",
     )
     normalized = normalize(stdin if stdin is not None else Path(args.path), options)
     for line in (*normalized.left_out, *normalized.notes):
