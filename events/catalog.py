@@ -95,6 +95,8 @@ class TasksetPublished(Event, tag="TasksetPublished", frozen=True, kw_only=True)
     """Helm values the snapshot was rendered with (empty for other formats)."""
     chart_archive: str = ""
     """Content address of the chart archive in the hub's object store, for re-rendering."""
+    rollback_of: int = 0
+    """The version this snapshot re-publishes (`fleetbus rollback`); its event is the cause."""
 
     @property
     def aggregate_id(self) -> str:

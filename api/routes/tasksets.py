@@ -43,7 +43,7 @@ from normalizer.errors import RefusedReference
 from normalizer.kustomize_references import check_overlay
 from registry.blueprints import dependency_events
 from registry.overrides import load_latest_snapshot
-from registry.tasksets import publish_taskset, retire_taskset
+from registry.tasksets import publish_taskset, retire_taskset, rollback_taskset
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
 
@@ -94,6 +94,11 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
 
 class RetireRequest(msgspec.Struct, frozen=True, kw_only=True):
     reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class RollbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    to_version: Annotated[int, msgspec.Meta(ge=1)]
+    """The version whose snapshot is published again, as the next version."""
 
 
 class Retired(msgspec.Struct, frozen=True, kw_only=True):
@@ -264,4 +269,34 @@ async def retire(
     return Retired(taskset=outcome.taskset, version=outcome.version, sequence=outcome.sequence)
 
 
-ROUTES = [publish, retire]
+@post(
+    "/api/v1/tasksets/{name:str}/rollback",
+    guards=[requires(Role.publisher)],
+    tags=["tasksets"],
+    summary="Publish an earlier version's snapshot again, as the next version",
+    status_code=200,
+)
+async def rollback(
+    request: Request[Any, Any, Any],
+    hub: Hub,
+    name: Annotated[str, PathParameter(max_length=63)],
+    data: JSONBody[RollbackRequest],
+) -> Published:
+    outcome = await rollback_taskset(
+        hub.store,
+        name,
+        data.to_version,
+        actor=principal_of(request).actor,
+        now=datetime.now(UTC),
+    )
+    return Published(
+        taskset=outcome.taskset,
+        version=outcome.version,
+        digest=outcome.digest,
+        changed=outcome.changed,
+        sequence=outcome.sequence,
+        body_size=outcome.body_size,
+    )
+
+
+ROUTES = [publish, retire, rollback]

@@ -34,6 +34,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def non_negative_seconds(text: str) -> float:
     try:
         value = float(text.removesuffix("s"))
@@ -117,6 +124,21 @@ def register(subparsers: Any) -> None:
     add_hub_options(parser)
     parser.set_defaults(handler=handle_publish)
 
+    rollback = subparsers.add_parser(
+        "rollback",
+        help="publish an earlier version's snapshot again, as the next version",
+        description="Publish the snapshot of version N again as the taskset's next version: "
+        "clusters upgrade to it (upgrade hooks run). The new version's event is caused by "
+        "version N's, so the log says what it rolled back to.",
+    )
+    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument(
+        "--to-version", type=positive_int, required=True, metavar="N", help="the version to restore"
+    )
+    rollback.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    add_hub_options(rollback)
+    rollback.set_defaults(handler=handle_rollback)
+
     retire = subparsers.add_parser(
         "retire", help="retire a taskset: every cluster removes it (running preDelete first)"
     )
@@ -184,6 +206,22 @@ def normalize_locally(args: argparse.Namespace, stdin: bytes | None) -> Normaliz
     for line in (*normalized.left_out, *normalized.notes):
         print(f"fleetbus: note: {line}", file=sys.stderr)
     return normalized
+
+
+def handle_rollback(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    outcome = client.post(f"/api/v1/tasksets/{args.name}/rollback", {"to_version": args.to_version})
+    if outcome["changed"]:
+        print(
+            f"rolled {outcome['taskset']} back to v{args.to_version}'s snapshot: published as "
+            f"v{outcome['version']} ({outcome['digest']}) at sequence {outcome['sequence']}"
+        )
+    else:
+        print(
+            f"unchanged: {outcome['taskset']} v{outcome['version']} is v{args.to_version}'s "
+            "snapshot already"
+        )
+    return 0
 
 
 def handle_retire(args: argparse.Namespace) -> int:
