@@ -27,6 +27,7 @@ from events.catalog import (
     BlueprintSyncForced,
     BlueprintUnassigned,
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -161,6 +162,10 @@ def _describe_cluster_deregistered(event: ClusterDeregistered) -> str:
     return f"{event.cluster} deregistered"
 
 
+def _describe_cluster_drain_started(event: ClusterDrainStarted) -> str:
+    return f"{event.cluster} draining: every taskset leaves it"
+
+
 def _describe_anti_entropy_repaired(event: AntiEntropyRepaired) -> str:
     return f"{event.cluster}: re-sent {', '.join(event.tasksets) or 'nothing'}"
 
@@ -274,6 +279,7 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     ClusterRegistered: _describe_cluster_registered,
     ClusterLabelsChanged: _describe_cluster_labels_changed,
     ClusterDeregistered: _describe_cluster_deregistered,
+    ClusterDrainStarted: _describe_cluster_drain_started,
     AntiEntropyRepaired: _describe_anti_entropy_repaired,
     RolloutResumed: _describe_rollout_resumed,
     ClusterTaskRefused: _describe_cluster_task_refused,

@@ -278,6 +278,18 @@ class ClusterLabelsChanged(Event, tag="ClusterLabelsChanged", frozen=True, kw_on
         return self.cluster
 
 
+class ClusterDrainStarted(Event, tag="ClusterDrainStarted", frozen=True, kw_only=True):
+    """Every taskset is to leave the cluster (running preDelete), ahead of its deregistration;
+    no taskset is placed on it any more."""
+
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
 class ClusterDeregistered(Event, tag="ClusterDeregistered", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
@@ -463,6 +475,7 @@ HubEvent = (
     | ClusterRegistered
     | ClusterLabelsChanged
     | ClusterDeregistered
+    | ClusterDrainStarted
     | AntiEntropyRepaired
     | ClusterTaskScheduled
     | ClusterTaskRefused
@@ -491,6 +504,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClusterRegistered,
         ClusterLabelsChanged,
         ClusterDeregistered,
+        ClusterDrainStarted,
         AntiEntropyRepaired,
         ClusterTaskScheduled,
         ClusterTaskRefused,

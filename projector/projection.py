@@ -22,6 +22,7 @@ from events.catalog import (
     BlueprintSyncForced,
     BlueprintUnassigned,
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -490,6 +491,8 @@ def summarize(event: Event) -> str:
             return f"cluster {event.cluster} labels {labels or '-'}"
         case ClusterDeregistered():
             return f"cluster {event.cluster} deregistered"
+        case ClusterDrainStarted():
+            return f"cluster {event.cluster} draining: every taskset leaves it"
         case ClusterTaskScheduled():
             what = "removal" if event.removed else f"v{event.taskset_version}"
             return f"{event.taskset} {what} for {event.cluster} (generation {event.generation})"

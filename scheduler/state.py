@@ -26,6 +26,7 @@ from events.catalog import (
     BlueprintSyncForced,
     BlueprintUnassigned,
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -153,6 +154,8 @@ class BlueprintRecord:
 class SchedulerState:
     clusters: dict[str, dict[str, str]] = field(default_factory=dict)
     deregistered: set[str] = field(default_factory=set)
+    draining: set[str] = field(default_factory=set)
+    """Clusters every taskset is leaving (`ClusterDrainStarted`): placed nothing any more."""
     tasksets: dict[str, TasksetRecord] = field(default_factory=dict)
     overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
     scheduled: dict[str, dict[str, ScheduledRecord]] = field(default_factory=dict)
@@ -254,6 +257,7 @@ class SchedulerState:
     ) -> None:
         self.clusters[event.cluster] = dict(event.labels)
         self.deregistered.discard(event.cluster)
+        self.draining.discard(event.cluster)
         dirty.add(ALL_TASKSETS)
 
     def _fold_cluster_labels_changed(
@@ -263,9 +267,17 @@ class SchedulerState:
             self.clusters[event.cluster] = dict(event.labels)
             dirty.add(ALL_TASKSETS)
 
+    def _fold_cluster_drain_started(
+        self, event: ClusterDrainStarted, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            self.draining.add(event.cluster)
+            dirty.add(ALL_TASKSETS)
+
     def _fold_cluster_deregistered(
         self, event: ClusterDeregistered, stored_at: datetime, dirty: set[str]
     ) -> None:
+        self.draining.discard(event.cluster)
         self.clusters.pop(event.cluster, None)
         self.deregistered.add(event.cluster)
         for by_cluster in self.scheduled.values():
@@ -537,6 +549,7 @@ _EVENT_FOLDS: dict[type[Event], Callable[[SchedulerState, Any, datetime, set[str
     ClusterRegistered: SchedulerState._fold_cluster_registered,
     ClusterLabelsChanged: SchedulerState._fold_cluster_labels_changed,
     ClusterDeregistered: SchedulerState._fold_cluster_deregistered,
+    ClusterDrainStarted: SchedulerState._fold_cluster_drain_started,
     ClusterTaskScheduled: SchedulerState._fold_cluster_task_scheduled,
     ClusterTaskRefused: SchedulerState._fold_cluster_task_refused,
     RolloutAdvanced: SchedulerState._fold_rollout_advanced,
