@@ -17,7 +17,7 @@ keyed by Task), so the reconcilers never race each other over a Step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,13 @@ from cluster_controller.rollup import (
     task_status,
     tasklet_status,
 )
-from cluster_controller.steps import StepRunner, TaskContext, completion_digest, runs_in
+from cluster_controller.steps import (
+    StepRunner,
+    TaskContext,
+    completion_digest,
+    drift_policy_of,
+    runs_in,
+)
 from kube_contract.model import (
     API_VERSION,
     FIELD_MANAGER,
@@ -44,6 +50,7 @@ from kube_contract.model import (
     LABEL_MANAGED_BY,
     LABEL_TASK,
     MANAGED_BY,
+    DriftSummary,
     Meta,
     ReleaseStatus,
     StepResource,
@@ -230,9 +237,7 @@ class TaskReconciler:
                         tasklet.status,
                         tasklet_outcomes,
                         generation=tasklet.metadata.generation,
-                        drift=drift_summary(
-                            steps[n].status for n in tasklet.spec.all_steps() if n in steps
-                        ),
+                        drift=self._drift(ctx, tasklet.spec.all_steps(), steps),
                         deleting=False,
                         now=rfc3339(self.clock()),
                     ),
@@ -249,7 +254,7 @@ class TaskReconciler:
             init=init,
             tasklet=tasklet_outcomes,
             tasklet_name=tasklet_name,
-            drift=drift_summary(steps[n].status for n in wanted if n in steps),
+            drift=self._drift(ctx, wanted, steps),
             objects=len(wanted) - len(task.spec.pre_delete),
             deleting=False,
             now=rfc3339(self.clock()),
@@ -260,6 +265,16 @@ class TaskReconciler:
         await self._write_status(TASK, task.metadata, obj, status)
         errors = init.errors or any(o.errors for o in tasklet_outcomes)
         return Outcome(retry_after=RETRY_TRANSIENT if errors else None)
+
+    @staticmethod
+    def _drift(
+        ctx: TaskContext, names: Iterable[str], steps: dict[str, StepResource]
+    ) -> DriftSummary:
+        present = [steps[n] for n in names if n in steps]
+        return drift_summary(
+            (step.status for step in present),
+            (step.status for step in present if drift_policy_of(ctx, step) == "report"),
+        )
 
     def _unreached(
         self, ctx: TaskContext, spec: Any, steps: dict[str, StepResource]

@@ -110,16 +110,16 @@ class DriftReport:
 
 
 def decide_drift_report(task: ClusterTask | None, observed: DriftObserved) -> DriftReport:
-    """Report drift as the taskset's policy judges it (`kube_contract.drift.judge_drift`);
-    correct it when the policy says so."""
+    """Report drift as the object's policy (else the taskset's) judges it
+    (`kube_contract.drift.judge_drift`); correct it when the policy says so."""
     if task is None or task.removed or task.taskset is None:
         return DriftReport([], False)
-    policy = task.taskset.drift_policy
+    policy = observed.policy or task.taskset.drift_policy
     verdict = judge_drift(
         policy,
         fields=observed.fields,
         deleted=observed.deleted,
-        ignore_paths=task.taskset.ignore_paths,
+        ignore_paths=[*task.taskset.ignore_paths, *observed.ignore_paths],
     )
     if not verdict.drifted:
         return DriftReport([], False)

@@ -222,7 +222,9 @@ def read_task(
             object=status.failed_object or status.failed_step or "-",
             reason=f"{reason}: {message}" if message else reason,
         )
-    if status.phase == "Ready" and not (wait_for_correction and status.drift.drifted):
+    if status.phase == "Ready" and not (
+        wait_for_correction and status.drift.drifted > status.drift.reported
+    ):
         return TaskReading(verdict="ready", objects=status.objects)
     return TaskReading(verdict="pending", phase=phase, reason=message or "in progress")
 
@@ -255,6 +257,8 @@ def drift_observation(step: Mapping[str, Any]) -> DriftObserved | None:
         object=str(obj),
         fields=list(drift.fields),
         deleted=drift.deleted,
+        policy=view.spec.drift_policy,
+        ignore_paths=list(view.spec.ignore_paths),
         observation=f"{view.metadata.uid}#{drift.detected}",
         observed_at=observed_at,
     )

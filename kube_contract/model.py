@@ -231,6 +231,8 @@ class DriftSummary(msgspec.Struct, frozen=True, kw_only=True):
     corrected: int = 0
     drifted: int = 0
     """Steps whose object is drifted right now (not yet corrected, or policy `report`)."""
+    reported: int = 0
+    """Of those, the Steps under policy `report`: drifted, and to stay so (no correction)."""
 
 
 class TaskletStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -377,6 +379,8 @@ class TaskView(msgspec.Struct, frozen=True, kw_only=True):
 class StepSpecView(msgspec.Struct, frozen=True, kw_only=True):
     task: str = ""
     object: dict[str, Any] = msgspec.field(default_factory=dict)
+    drift_policy: DriftPolicy | None = msgspec.field(default=None, name="driftPolicy")
+    ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
 
 
 class StepView(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.test_hub_process import hub
 from tests.e2e.test_kube_cluster_loop import CLUSTER, Loop, loop
-from tests.e2e.test_kube_loop import poll, status_rows
+from tests.e2e.test_kube_loop import event_types, poll, status_rows
 from tests.kube_envtest import unique_namespace_name
 
 __all__ = ["hub", "loop"]
@@ -119,3 +119,146 @@ async def test_rollback_restores_version_1_and_drain_leaves_the_cluster_empty(
         assert await configmap(loop, app, name) is None, name
     assert await loop.controller.task("app") is None
     assert await loop.controller.task("other") is None
+
+
+RELEASE_CHART_APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  annotations:
+    fleetbus.io/ignore-paths: /spec/replicas
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: api, image: "api:{{ .Values.tag }}"}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: tuning
+  annotations:
+    fleetbus.io/drift: report
+data: {level: "3"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: seed-input
+data: {rows: "42"}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: seed
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: seed, image: busybox, command: ["true"]}]
+"""
+
+RELEASE_CHART_SPEC = """\
+stepJobs:
+  - job: seed
+    object: {kind: ConfigMap, name: seed-input}
+"""
+
+RELEASE_HOOKS = [
+    ("install-a", "pre-install", -5),
+    ("install-b", "pre-install", 0),
+    ("install-c", "pre-install", 5),
+    ("upgrade", "pre-upgrade", 0),
+    ("cleanup", "pre-delete", 0),
+]
+
+
+def release_chart(root: Path) -> Path:
+    chart = root / "release"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: release\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("tag: '1'\n")
+    (chart / "fleetbus.yaml").write_text(RELEASE_CHART_SPEC)
+    (chart / "templates" / "app.yaml").write_text(RELEASE_CHART_APP)
+    for name, event, weight in RELEASE_HOOKS:
+        (chart / "templates" / f"{name}.yaml").write_text(
+            f"apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations:\n"
+            f"    helm.sh/hook: {event}\n    helm.sh/hook-weight: '{weight}'\n"
+            "spec:\n  template:\n    spec:\n      restartPolicy: Never\n"
+            "      containers: [{name: hook, image: busybox, command: ['true']}]\n"
+        )
+    return chart
+
+
+async def jobs_in(loop: Loop, namespace: str) -> dict[str, dict[str, Any]]:
+    listing = await loop.get(f"/apis/batch/v1/namespaces/{namespace}/jobs")
+    return {job["metadata"]["name"]: job for job in (listing or {}).get("items", [])}
+
+
+async def test_a_published_chart_runs_hooks_step_jobs_and_drift_settings_as_written(
+    loop: Loop,
+) -> None:
+    app = unique_namespace_name("release")
+    await loop.kubectl("create", "namespace", app)
+    chart = release_chart(loop.tmp_path)
+    publish(loop, chart, "release", app)
+    await applied_version(loop, "release", 1)
+
+    installed = await jobs_in(loop, app)
+    assert {"install-a", "install-b", "install-c"} <= set(installed)
+    assert "upgrade" not in installed
+    assert "cleanup" not in installed
+    for before, after in (("install-a", "install-b"), ("install-b", "install-c")):
+        completed = installed[before]["status"]["completionTime"]
+        assert completed <= installed[after]["metadata"]["creationTimestamp"], (before, after)
+    step_jobs = [
+        job for job in installed.values() if job["metadata"]["name"].startswith("release-")
+    ]
+    assert len(step_jobs) == 1, "the seed Job runs as a Step Job, not as itself"
+    assert "seed" not in installed
+    account = step_jobs[0]["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account.startswith("fbstep-")
+
+    await loop.kubectl("scale", "deployment", "api", "-n", app, "--replicas=5")
+    await loop.kubectl("set", "image", "deployment/api", "-n", app, "api=api:evil")
+    await loop.kubectl("patch", "configmap", "tuning", "-n", app, "-p", '{"data":{"level":"9"}}')
+
+    detected = await poll(
+        lambda: _drift_events(loop),
+        lambda events: any(e["object"] == f"ConfigMap/{app}/tuning" for e in events),
+        "report-only drift of the tuning ConfigMap in fleetbus events",
+    )
+    [tuning] = [e for e in detected if e["object"] == f"ConfigMap/{app}/tuning"]
+    assert tuning["fields"] == ["/data/level"]
+    assert tuning["policy"] == "report"
+
+    async def image_reverted() -> Any:
+        live = await loop.get(f"/apis/apps/v1/namespaces/{app}/deployments/api")
+        image = live["spec"]["template"]["spec"]["containers"][0]["image"]
+        return live if image == "api:1" else None
+
+    live = await loop.controller.wait_for("the image to be reverted", image_reverted)
+    assert live["spec"]["replicas"] == 5, "the hand scale stands"
+    assert (await configmap(loop, app, "tuning"))["data"] == {"level": "9"}, "reported only"
+    corrected = [e for e in event_types(loop.hub) if e["type"] == "DriftCorrected"]
+    assert all(e["object"] != f"ConfigMap/{app}/tuning" for e in corrected)
+
+    values = loop.tmp_path / "v2.yaml"
+    values.write_text("tag: '2'\n")
+    done = loop.hub.fleetbus(
+        "publish", str(chart), "--name", "release", "--namespace", app, "--cluster", CLUSTER,
+        "--values", str(values),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    await applied_version(loop, "release", 2)
+    upgraded = await jobs_in(loop, app)
+    assert "upgrade" in upgraded
+    for name in ("install-a", "install-b", "install-c"):
+        assert upgraded[name]["metadata"]["uid"] == installed[name]["metadata"]["uid"], name
+
+
+def _drift_events(loop: Loop) -> list[dict[str, Any]]:
+    return [e for e in event_types(loop.hub) if e["type"] == "DriftDetected"]
