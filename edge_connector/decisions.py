@@ -162,13 +162,23 @@ def state_of(task: ClusterTask) -> TasksetState:
     return TasksetState(generation=task.generation, digest=task.digest, removed=task.removed)
 
 
+CAPABILITIES_RESEND_EVERY = 10
+"""Inventory digests between two that carry the full capabilities although they did not change
+(digests travel by core NATS: one may be lost)."""
+
+
 def inventory_digest(
     cluster: str,
     held: Mapping[str, ClusterTask],
     inventory: ExecutorInventory,
     now: datetime,
+    *,
+    with_capabilities: bool = True,
 ) -> InventoryDigest:
+    """What the edge holds and runs; the full capabilities only `with_capabilities`
+    (`send_capabilities` decides), their digest always."""
     desired = {name: state_of(task) for name, task in sorted(held.items())}
+    caps = inventory.capabilities
     applied = {
         name: TasksetState(generation=a.generation, digest=a.digest)
         for name, a in sorted(inventory.applied.items())
@@ -181,4 +191,12 @@ def inventory_digest(
         applied=applied,
         live_digest=inventory.live_digest,
         objects=inventory.objects,
+        capabilities_digest=caps.digest if caps is not None else "",
+        capabilities=caps if with_capabilities else None,
     )
+
+
+def send_capabilities(digest: str, last_sent: str, digests_since: int) -> bool:
+    """Whether this inventory digest carries the full capabilities: when they changed since
+    the last sent, and every `CAPABILITIES_RESEND_EVERY` digests."""
+    return bool(digest) and (digest != last_sent or digests_since >= CAPABILITIES_RESEND_EVERY)

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from taskset.capabilities import ClusterCapabilities
 from taskset.model import ClusterTask, DriftPolicy
 
 
@@ -47,6 +48,8 @@ class ExecutorInventory(msgspec.Struct, frozen=True, kw_only=True):
     live_digest: str
     """Digest of the live objects the executor manages (what the cluster really runs)."""
     objects: int
+    capabilities: ClusterCapabilities | None = None
+    """What the cluster's apiserver offers (server version, API kinds and scopes), if known."""
 
 
 class DriftObserved(msgspec.Struct, frozen=True, kw_only=True):

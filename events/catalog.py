@@ -18,6 +18,7 @@ import msgspec
 
 from events import subjects
 from taskset.blueprints import BlueprintEntry
+from taskset.capabilities import ClusterCapabilities
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -290,6 +291,23 @@ class ClusterDrainStarted(Event, tag="ClusterDrainStarted", frozen=True, kw_only
         return self.cluster
 
 
+class ClusterCapabilitiesReported(
+    Event, tag="ClusterCapabilitiesReported", frozen=True, kw_only=True
+):
+    """What a cluster's apiserver offers (server version, API kinds and scopes), as its edge
+    reported it; recorded when it differs from what the hub knew. Charts that consult
+    `.Capabilities` are rendered for it."""
+
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+    capabilities: ClusterCapabilities
+    digest: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
 class ClusterDeregistered(Event, tag="ClusterDeregistered", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
@@ -476,6 +494,7 @@ HubEvent = (
     | ClusterLabelsChanged
     | ClusterDeregistered
     | ClusterDrainStarted
+    | ClusterCapabilitiesReported
     | AntiEntropyRepaired
     | ClusterTaskScheduled
     | ClusterTaskRefused
@@ -505,6 +524,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClusterLabelsChanged,
         ClusterDeregistered,
         ClusterDrainStarted,
+        ClusterCapabilitiesReported,
         AntiEntropyRepaired,
         ClusterTaskScheduled,
         ClusterTaskRefused,

@@ -21,6 +21,7 @@ from events.catalog import (
     BlueprintPublished,
     BlueprintSyncForced,
     BlueprintUnassigned,
+    ClusterCapabilitiesReported,
     ClusterDeregistered,
     ClusterDrainStarted,
     ClusterLabelsChanged,
@@ -491,6 +492,12 @@ def summarize(event: Event) -> str:
             return f"cluster {event.cluster} labels {labels or '-'}"
         case ClusterDeregistered():
             return f"cluster {event.cluster} deregistered"
+        case ClusterCapabilitiesReported():
+            caps = event.capabilities
+            return (
+                f"cluster {event.cluster} reports Kubernetes {caps.kube_version}, "
+                f"{len(caps.resources)} API kinds"
+            )
         case ClusterDrainStarted():
             return f"cluster {event.cluster} draining: every taskset leaves it"
         case ClusterTaskScheduled():

@@ -87,6 +87,9 @@ class SourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     values_digest: str = msgspec.field(default="", name="valuesDigest")
     chart_archive: str = msgspec.field(default="", name="chartArchive")
     """Content address of the Helm chart archive kept on the hub ("sha256:<hex>"), if any."""
+    consults: list[str] = msgspec.field(default_factory=list)
+    """What a chart's templates read that differs per cluster (`taskset.capabilities.Consulted`):
+    the scheduler renders it per cluster context only then."""
 
 
 class Taskset(msgspec.Struct, frozen=True, kw_only=True):

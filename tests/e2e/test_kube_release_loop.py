@@ -262,3 +262,59 @@ async def test_a_published_chart_runs_hooks_step_jobs_and_drift_settings_as_writ
 
 def _drift_events(loop: Loop) -> list[dict[str, Any]]:
     return [e for e in event_types(loop.hub) if e["type"] == "DriftDetected"]
+
+
+def _hub_events(loop: Loop) -> list[dict[str, Any]]:
+    done = loop.hub.fleetbus("events", "--cluster", CLUSTER, "-o", "json")
+    if done.returncode != 0:
+        return []
+    return [row["event"] for row in json.loads(done.stdout)]
+
+
+async def test_the_edge_reports_its_clusters_capabilities_and_the_hub_logs_them(
+    loop: Loop,
+) -> None:
+    found = await poll(
+        lambda: _hub_events(loop),
+        lambda events: any(e["type"] == "ClusterCapabilitiesReported" for e in events),
+        "the cluster's capabilities in the hub's log",
+    )
+    [reported] = [e for e in found if e["type"] == "ClusterCapabilitiesReported"]
+    version = await loop.get("/version")
+    assert reported["capabilities"]["kubeVersion"] == version["gitVersion"]
+    kinds = {(r["groupVersion"], r["kind"]) for r in reported["capabilities"]["resources"]}
+    assert ("apps/v1", "Deployment") in kinds
+    assert ("fleetbus.io/v1alpha1", "Task") in kinds
+
+
+async def test_a_chart_is_rendered_for_the_capabilities_its_cluster_reported(
+    loop: Loop,
+) -> None:
+    app = unique_namespace_name("capable")
+    await loop.kubectl("create", "namespace", app)
+    chart = loop.tmp_path / "capable"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: capable\nversion: 0.1.0\n")
+    (chart / "templates" / "probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n"
+        '  kube: "{{ .Capabilities.KubeVersion.Version }}"\n'
+        '  tasks: "{{ .Capabilities.APIVersions.Has "fleetbus.io/v1alpha1/Task" }}"\n'
+        '  revision: "{{ .Release.Revision }}"\n'
+    )
+    await poll(
+        lambda: _hub_events(loop),
+        lambda events: any(e["type"] == "ClusterCapabilitiesReported" for e in events),
+        "the cluster's capabilities in the hub's log",
+    )
+    publish(loop, chart, "capable", app)
+    version = (await loop.get("/version"))["gitVersion"]
+
+    async def rendered_for_the_cluster() -> Any:
+        live = await configmap(loop, app, "probe")
+        return live if live and live["data"]["kube"] == version else None
+
+    live = await loop.controller.wait_for(
+        "the probe rendered for the cluster", rendered_for_the_cluster
+    )
+    assert live["data"]["tasks"] == "true"
+    assert live["data"]["revision"] == "1"
