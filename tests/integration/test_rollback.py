@@ -84,3 +84,32 @@ async def test_rollback_to_a_version_that_never_was_is_refused_naming_the_versio
     assert "never published" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["rollback", "app", "--to-version", "0", "--data-dir", data_dir])
+
+
+async def test_publish_settings_over_the_api_are_checked_and_kept_with_the_snapshot(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.integration.test_api_tasksets import CONFIGMAP, publish, tar_gz
+
+    spec_file = b"driftPolicy: report\nignorePaths: [/data/colour]\n"
+    upload = tar_gz([("src/settings.yaml", CONFIGMAP), ("src/fleetbus.yaml", spec_file)])
+    async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.publisher) as c:
+        bad = await publish(
+            c, CONFIGMAP, "settings.yaml", name="settings", settings={"driftPolicy": "fix"}
+        )
+        assert bad.status_code in (400, 422), bad.text
+        assert "spec.settings: driftPolicy: 'fix' is not a drift policy" in bad.text
+        assert await event_store.subject_version("fleet.evt.taskset.settings") == 0
+
+        good = await publish(
+            c, upload, "src.tar.gz", name="settings", namespace="web", settings={"adopt": True}
+        )
+        assert good.status_code == 201, good.text
+    [(_, event)] = await snapshots(event_store, "settings")
+    taskset = decode_taskset(event.body)
+    assert taskset.drift_policy == "report"
+    assert taskset.ignore_paths == ["/data/colour"]
+    assert taskset.adopt is True
+    assert [s.ref.kind for s in taskset.install] == ["ConfigMap"], json.dumps(taskset.settings)
