@@ -26,7 +26,9 @@ from events.catalog import (
     BlueprintRolloutHalted,
     BlueprintSyncForced,
     BlueprintUnassigned,
+    ClusterCapabilitiesReported,
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -207,6 +209,15 @@ def _describe_cluster_deregistered(event: ClusterDeregistered) -> str:
     return f"{event.cluster} deregistered"
 
 
+def _describe_cluster_capabilities_reported(event: ClusterCapabilitiesReported) -> str:
+    caps = event.capabilities
+    return f"{event.cluster}: Kubernetes {caps.kube_version}, {len(caps.resources)} API kinds"
+
+
+def _describe_cluster_drain_started(event: ClusterDrainStarted) -> str:
+    return f"{event.cluster} draining: every taskset leaves it"
+
+
 def _describe_anti_entropy_repaired(event: AntiEntropyRepaired) -> str:
     return f"{event.cluster}: re-sent {', '.join(event.tasksets) or 'nothing'}"
 
@@ -335,6 +346,8 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     ClusterRegistered: _describe_cluster_registered,
     ClusterLabelsChanged: _describe_cluster_labels_changed,
     ClusterDeregistered: _describe_cluster_deregistered,
+    ClusterDrainStarted: _describe_cluster_drain_started,
+    ClusterCapabilitiesReported: _describe_cluster_capabilities_reported,
     AntiEntropyRepaired: _describe_anti_entropy_repaired,
     RolloutResumed: _describe_rollout_resumed,
     ClusterTaskRefused: _describe_cluster_task_refused,

@@ -33,8 +33,14 @@ MAX_NAME = 63
 
 
 def step_digest(spec: StepSpec) -> str:
-    """Digest of what a Step asks for: equal digests mean applying again changes nothing."""
-    return digest_of({"object": spec.object, "job": spec.job, "wait": spec.wait})
+    """Digest of what a Step asks for: equal digests mean applying again changes nothing.
+
+    `adopt` counts only when set, so turning it on tries a Step refused over a conflict again
+    (and digests of Steps written before it existed stay as they were)."""
+    asked: dict[str, object] = {"object": spec.object, "job": spec.job, "wait": spec.wait}
+    if spec.adopt:
+        asked["adopt"] = True
+    return digest_of(asked)
 
 
 def short_hash(text: str, length: int = 10) -> str:

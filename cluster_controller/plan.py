@@ -7,9 +7,11 @@ table tests.
 Ordering rules:
 
 * Phases run in order: init, install, postInstall (preDelete only on removal), each a barrier.
-* Inside a phase, Steps go in stages, as Flux applies: definitions first (CRDs, Namespaces,
-  fleetbus Namespaces, ClusterRoles), then `*Class` kinds, then everything else. A stage is
-  applied as a whole and the next starts only once every Step of it is ready, so a custom
+* Inside a phase, objects that are not Helm hooks come first, then hooks by weight, lowest
+  first, one weight after another (`hooks.order_key`), as Helm runs them.
+* Inside each of those groups, Steps go in stages, as Flux applies: definitions first (CRDs,
+  Namespaces, fleetbus Namespaces, ClusterRoles), then `*Class` kinds, then everything else.
+  A stage is applied as a whole and the next starts only once every Step of it is ready, so a custom
   resource always waits for its CRD to be Established and a Deployment for its Namespace.
 * Inside a stage, objects are applied in the shared install order (`taskset.ordering`, Helm's
   `kind_sorter.go`), ties kept in the order the taskset lists them. Removal goes the exact
@@ -76,6 +78,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     readiness: Readiness | None = None
     missing: bool = False
     """The Step resource itself does not exist (yet): the phase cannot finish."""
+    order: tuple[int, int] = (0, 0)
+    """The group the Step runs in: (0, 0) for objects, (1, weight) for hooks."""
 
     @property
     def done(self) -> bool:
@@ -142,8 +146,20 @@ class PhasePlan(msgspec.Struct, frozen=True, kw_only=True):
 def apply_order(steps: Sequence[StepState]) -> list[StepState]:
     """Steps sorted by stage, then Helm install order; ties keep the taskset's order."""
     indexed = list(enumerate(steps))
-    indexed.sort(key=lambda pair: (stage_of(pair[1].ref), install_rank(pair[1].ref), pair[0]))
+    indexed.sort(
+        key=lambda pair: (
+            pair[1].order,
+            stage_of(pair[1].ref),
+            install_rank(pair[1].ref),
+            pair[0],
+        )
+    )
     return [step for _, step in indexed]
+
+
+def group_of(step: StepState) -> tuple[int, int, int]:
+    """The barrier a Step belongs to: its hook group, then its stage."""
+    return (*step.order, stage_of(step.ref))
 
 
 def _blocked(step: StepState, default_reason: str, default_message: str) -> Blocked:
@@ -161,13 +177,14 @@ def _blocked(step: StepState, default_reason: str, default_message: str) -> Bloc
 def plan_phase(steps: Sequence[StepState]) -> PhasePlan:
     """Which Steps of one phase to read or apply now, and what the phase is waiting for.
 
-    Stages run one after another: a stage is applied whole, and the plan never reaches past a
-    stage that is not done. A failed Step stops the phase where it is.
+    Groups (hook weight, then stage) run one after another: a group is applied whole, and the
+    plan never reaches past a group that is not done. A failed Step stops the phase where it is.
     """
     ordered = apply_order(steps)
-    stages = sorted({stage_of(s.ref) for s in ordered})
-    for stage in stages:
-        members = [s for s in ordered if stage_of(s.ref) == stage]
+    groups = sorted({group_of(s) for s in ordered})
+    for group in groups:
+        stage = group[-1]
+        members = [s for s in ordered if group_of(s) == group]
         missing = [s for s in members if s.missing]
         if missing:
             return PhasePlan(
@@ -193,7 +210,7 @@ def plan_phase(steps: Sequence[StepState]) -> PhasePlan:
         ]
         if read or apply or waiting:
             return PhasePlan(read=read, apply=apply, waiting=waiting, stage=stage)
-    return PhasePlan(complete=True, stage=stages[-1] if stages else 0)
+    return PhasePlan(complete=True, stage=groups[-1][-1] if groups else 0)
 
 
 class Removal(msgspec.Struct, frozen=True, kw_only=True):

@@ -104,13 +104,18 @@ def counts(outcomes: Iterable[PhaseOutcome]) -> StepCounts:
     return StepCounts(total=total, ready=ready, failed=failed)
 
 
-def drift_summary(steps: Iterable[StepStatus]) -> DriftSummary:
+def drift_summary(
+    steps: Iterable[StepStatus], reported_only: Iterable[StepStatus] = ()
+) -> DriftSummary:
+    """Drift over `steps`; `reported_only` are those of them whose policy is `report` (their
+    drift stays until someone reverts it, so nobody should wait for its correction)."""
     detected = corrected = drifted = 0
     for status in steps:
         detected += status.drift.detected
         corrected += status.drift.corrected
         drifted += status.drift.state == "Drifted"
-    return DriftSummary(detected=detected, corrected=corrected, drifted=drifted)
+    reported = sum(1 for status in reported_only if status.drift.state == "Drifted")
+    return DriftSummary(detected=detected, corrected=corrected, drifted=drifted, reported=reported)
 
 
 def tasklet_status(
@@ -191,6 +196,7 @@ def task_status(
         message=message,
         drift=drift,
         ready_at=ready_at,
+        release=previous.release,
         conditions=readiness_conditions(
             previous.conditions,
             phase=phase,

@@ -36,6 +36,7 @@ from cluster_controller.errors import (
     KubeRejected,
     NotFound,
 )
+from cluster_controller.hooks import order_key, revision_digest, runs_now
 from cluster_controller.kstatus import (
     NOT_FOUND,
     Readiness,
@@ -52,14 +53,18 @@ from cluster_controller.manifests import (
     step_job_rbac,
     step_object,
 )
+from cluster_controller.ownership import judge_ownership, keeps_object
 from cluster_controller.plan import Blocked, Removal, StepState, plan_phase, stage_of
 from cluster_controller.recorder import EventRecorder, rfc3339
 from cluster_controller.rollup import PhaseOutcome
 from kube_contract.model import (
     API_VERSION,
     FIELD_MANAGER,
+    LABEL_MANAGED_BY,
     LABEL_STEP,
     LABEL_STEP_JOB,
+    LABEL_TASK,
+    LABEL_TASK_NAMESPACE,
     Condition,
     JobPhase,
     JobState,
@@ -69,6 +74,7 @@ from kube_contract.model import (
     readiness_conditions,
     set_condition,
     status_body,
+    task_field_manager,
 )
 from kube_contract.resources import (
     EVENT,
@@ -84,6 +90,7 @@ from taskset.model import DriftPolicy, ObjectRef, Phase
 log = logging.getLogger(__name__)
 
 DIGEST_ANNOTATION = "fleetbus.io/step-digest"
+OWNER_LABELS = (LABEL_MANAGED_BY, LABEL_TASK, LABEL_TASK_NAMESPACE, LABEL_STEP)
 MAX_ROUNDS = 16
 
 
@@ -97,6 +104,30 @@ class TaskContext(msgspec.Struct, frozen=True, kw_only=True):
     """Where namespaced objects that name no namespace go."""
     drift_policy: DriftPolicy = "correct"
     ignore_paths: tuple[str, ...] = ()
+    revision: int = 1
+    """The Task's release revision on this cluster (`hooks.next_release`)."""
+    upgrade: bool = False
+    """This revision is an upgrade: upgrade hooks run, install hooks do not."""
+
+
+def drift_policy_of(ctx: TaskContext, step: StepResource) -> DriftPolicy:
+    """The Step's own drift policy, else its Task's."""
+    return step.spec.drift_policy or ctx.drift_policy
+
+
+def ignore_paths_of(ctx: TaskContext, step: StepResource) -> tuple[str, ...]:
+    """The Task's ignore paths and the Step's own."""
+    return (*ctx.ignore_paths, *step.spec.ignore_paths)
+
+
+def completion_digest(ctx: TaskContext, step: StepResource) -> str:
+    """The digest a Step is applied and completed under (hooks: once per revision)."""
+    return revision_digest(step.spec, step_digest(step.spec), ctx.revision)
+
+
+def runs_in(ctx: TaskContext, phase: Phase, step: StepResource | None) -> bool:
+    """Whether a Step takes part in its phase in this revision (a missing Step is waited for)."""
+    return step is None or runs_now(step.spec.hook, phase, upgrade=ctx.upgrade)
 
 
 def is_job(ref: ObjectRef) -> bool:
@@ -231,11 +262,15 @@ class StepRunner:
         names: Sequence[str],
         steps: dict[str, StepResource],
     ) -> PhaseOutcome:
-        """Move one phase forward as far as it can go now; `steps` is updated in place."""
+        """Move one phase forward as far as it can go now; `steps` is updated in place.
+
+        Hooks that do not belong to this revision (install hooks on an upgrade, upgrade hooks
+        on an install) are not part of the phase."""
+        names = [name for name in names if runs_in(ctx, phase, steps.get(name))]
         sightings: dict[str, Sighting] = {}
         errors: dict[str, Blocked] = {}
         attempted: set[str] = set()
-        plan = plan_phase(self._states(names, steps, sightings))
+        plan = plan_phase(self._states(ctx, names, steps, sightings))
         for _ in range(MAX_ROUNDS):
             todo = [n for n in (*plan.read, *plan.apply) if n not in attempted]
             if not todo:
@@ -266,10 +301,12 @@ class StepRunner:
                     continue
                 sightings[name] = sighting
                 now = rfc3339(self.clock())
-                status = self._status_after(step, sighting, digest=step_digest(step.spec), now=now)
+                status = self._status_after(
+                    step, sighting, digest=completion_digest(ctx, step), now=now
+                )
                 steps[name] = await self.write_status(step, status)
                 await self._after_done(ctx, steps[name], sighting)
-            plan = plan_phase(self._states(names, steps, sightings))
+            plan = plan_phase(self._states(ctx, names, steps, sightings))
         for name, blocked in errors.items():
             step = steps[name]
             status = msgspec.structs.replace(
@@ -277,7 +314,7 @@ class StepRunner:
             )
             steps[name] = await self.write_status(step, status)
         present = [steps[n] for n in names if n in steps]
-        ready = sum(1 for s in present if s.status.completed_digest == step_digest(s.spec))
+        ready = sum(1 for s in present if s.status.completed_digest == completion_digest(ctx, s))
         if attempted and ready == len(names):
             await self._delete_succeeded_hooks(ctx, present)
         return PhaseOutcome(
@@ -297,8 +334,10 @@ class StepRunner:
         Not one by one: ingress-nginx's admission Job runs as a ServiceAccount that is itself a
         `hook-succeeded` hook of the same phase, and must still exist when the Job's pod starts.
         """
-        for step in steps:
-            if "hook-succeeded" not in hook_policies(step):
+        for step in reversed(steps):
+            if "hook-succeeded" not in hook_policies(step) or step.spec.ref.kind == (
+                "CustomResourceDefinition"
+            ):
                 continue
             info, namespace = await self.locate(ctx, step)
             with contextlib.suppress(NotFound):
@@ -306,6 +345,7 @@ class StepRunner:
 
     def _states(
         self,
+        ctx: TaskContext,
         names: Iterable[str],
         steps: dict[str, StepResource],
         sightings: dict[str, Sighting],
@@ -325,7 +365,7 @@ class StepRunner:
                 continue
             sighting = sightings.get(name)
             readiness = sighting.readiness if sighting is not None else None
-            digest = step_digest(step.spec)
+            digest = completion_digest(ctx, step)
             if readiness is None and step.status.rejected_digest == digest:
                 readiness = Readiness(
                     status="Failed",
@@ -340,6 +380,7 @@ class StepRunner:
                     applied_digest=step.status.applied_digest,
                     completed_digest=step.status.completed_digest,
                     readiness=readiness,
+                    order=order_key(step.spec.hook),
                 )
             )
         return states
@@ -361,8 +402,8 @@ class StepRunner:
             task_namespace=ctx.namespace,
             namespace=namespace,
         )
-        manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = step_digest(
-            step.spec
+        manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = completion_digest(
+            ctx, step
         )
         return manifest
 
@@ -370,10 +411,27 @@ class StepRunner:
         info, namespace = await self.locate(ctx, step)
         manifest = self.desired(ctx, step, info, namespace)
         name = manifest["metadata"]["name"]
+        located = self._located(step, namespace)
         replace = is_job(step.spec.ref) or "before-hook-creation" in hook_policies(step)
-        live = None
-        if replace or ctx.ignore_paths:
-            live = await self.kube.get(info, name, namespace)
+        live = await self.kube.get(info, name, namespace)
+        ownership = judge_ownership(
+            live,
+            task=ctx.task,
+            task_namespace=ctx.namespace,
+            adopt=step.spec.adopt,
+            what=str(located),
+        )
+        if not ownership.allowed:
+            log.info("not applying Step %s: %s", step.metadata.name, ownership.message)
+            return Sighting(
+                readiness=Readiness(
+                    status="Failed", reason="OwnershipConflict", message=ownership.message
+                ),
+                permanent_failure=True,
+                object_ref=located,
+            )
+        if ownership.adopting:
+            log.info("Step %s adopts %s", step.metadata.name, located)
         if live is not None and replace:
             live_digest = ((live.get("metadata") or {}).get("annotations") or {}).get(
                 DIGEST_ANNOTATION
@@ -390,14 +448,12 @@ class StepRunner:
                             message=f"waiting for the previous {info.kind} to be deleted",
                         )
                     )
-        manifest = respect_ignored(manifest, live, ctx.ignore_paths)
+        manifest = respect_ignored(manifest, live, ignore_paths_of(ctx, step))
         applied = await self.kube.apply(
-            manifest, field_manager=FIELD_MANAGER, force=True, info=info
+            manifest, field_manager=task_field_manager(ctx.task), force=True, info=info
         )
         self.on_kind(info)
-        return await self._with_job(
-            ctx, step, applied, applied=True, located=self._located(step, namespace)
-        )
+        return await self._with_job(ctx, step, applied, applied=True, located=located)
 
     async def _observe(self, ctx: TaskContext, step: StepResource) -> Sighting:
         info, namespace = await self.locate(ctx, step)
@@ -405,18 +461,20 @@ class StepRunner:
         self.on_kind(info)
         located = self._located(step, namespace)
         if live is None and is_job(step.spec.ref) and step.spec.job is None:
-            finished = await self._finished_job(step, namespace)
+            finished = await self._finished_job(ctx, step, namespace)
             if finished is not None:
                 return Sighting(readiness=finished, object_uid=step.status.uid, object_ref=located)
         return await self._with_job(ctx, step, live, applied=False, located=located)
 
-    async def _finished_job(self, step: StepResource, namespace: str) -> Readiness | None:
+    async def _finished_job(
+        self, ctx: TaskContext, step: StepResource, namespace: str
+    ) -> Readiness | None:
         """How the Job this Step applied ended, if it is gone already (ttlSecondsAfterFinished).
 
         Only the Job applied for the Step's current spec counts (its uid is in the status);
         without a verdict in its Events the Job is applied again.
         """
-        if not step.status.uid or step.status.applied_digest != step_digest(step.spec):
+        if not step.status.uid or step.status.applied_digest != completion_digest(ctx, step):
             return None
         events = await self.kube.list(
             EVENT, namespace=namespace, field_selector=f"involvedObject.uid={step.status.uid}"
@@ -524,7 +582,11 @@ class StepRunner:
     async def _after_done(self, ctx: TaskContext, step: StepResource, sighting: Sighting) -> None:
         """Helm's `hook-failed`: remove a hook object as soon as it failed. (`hook-succeeded`
         waits for the whole phase: `_delete_succeeded_hooks`.)"""
-        if sighting.readiness.failed and "hook-failed" in hook_policies(step):
+        if (
+            sighting.readiness.failed
+            and "hook-failed" in hook_policies(step)
+            and step.spec.ref.kind != "CustomResourceDefinition"
+        ):
             info, namespace = await self.locate(ctx, step)
             await self.kube.delete(info, step.spec.ref.name, namespace=namespace)
 
@@ -532,7 +594,7 @@ class StepRunner:
 
     def drift_watched(self, ctx: TaskContext, step: StepResource) -> bool:
         """Whether drift of this Step's object is the controller's business right now."""
-        if ctx.drift_policy == "ignore" or step.spec.hook is not None:
+        if drift_policy_of(ctx, step) == "ignore" or step.spec.hook is not None:
             return False
         if step.metadata.deleting or step.status.phase in ("Deleting", "Pending"):
             return False
@@ -559,7 +621,12 @@ class StepRunner:
         namespace = namespaced(info.namespaced, step.spec.ref, ctx.default_namespace)
         desired = self.desired(ctx, step, info, namespace)
         return bool(
-            suspect_fields(desired, live, manager=FIELD_MANAGER, ignore_paths=ctx.ignore_paths)
+            suspect_fields(
+                desired,
+                live,
+                manager=task_field_manager(ctx.task),
+                ignore_paths=ignore_paths_of(ctx, step),
+            )
         )
 
     async def check_drift(self, ctx: TaskContext, step: StepResource) -> StepResource:
@@ -570,27 +637,28 @@ class StepRunner:
         desired = self.desired(ctx, step, info, namespace)
         live = await self.kube.get(info, step.spec.ref.name, namespace)
         fields: list[str] = []
+        policy = drift_policy_of(ctx, step)
+        ignore_paths = ignore_paths_of(ctx, step)
+        manager = task_field_manager(ctx.task)
         if live is not None:
-            suspects = suspect_fields(
-                desired, live, manager=FIELD_MANAGER, ignore_paths=ctx.ignore_paths
-            )
+            suspects = suspect_fields(desired, live, manager=manager, ignore_paths=ignore_paths)
             if suspects:
-                manifest = respect_ignored(desired, live, ctx.ignore_paths)
+                manifest = respect_ignored(desired, live, ignore_paths)
                 would_be = await self.kube.apply(
                     manifest,
-                    field_manager=FIELD_MANAGER,
+                    field_manager=manager,
                     force=True,
                     dry_run=True,
                     info=info,
                 )
-                fields = confirmed_fields(manifest, would_be, live, ignore_paths=ctx.ignore_paths)
+                fields = confirmed_fields(manifest, would_be, live, ignore_paths=ignore_paths)
         now = self.clock()
         stamp = rfc3339(now)
         decision = decide_step_drift(
             step.status.drift,
             fields=fields,
             deleted=live is None,
-            policy=ctx.drift_policy,
+            policy=policy,
             now=stamp,
         )
         involved = self._involved(step)
@@ -601,14 +669,14 @@ class StepRunner:
                 involved,
                 event_type="Warning",
                 reason="DriftDetected",
-                message=f"{step.spec.ref}: {what} (policy {ctx.drift_policy})",
+                message=f"{step.spec.ref}: {what} (policy {policy})",
                 now=now,
             )
         drift = decision.status
         if decision.correct:
-            manifest = respect_ignored(desired, live, ctx.ignore_paths)
+            manifest = respect_ignored(desired, live, ignore_paths)
             try:
-                await self.kube.apply(manifest, field_manager=FIELD_MANAGER, force=True, info=info)
+                await self.kube.apply(manifest, field_manager=manager, force=True, info=info)
             except KubeRejected as e:
                 await self.recorder.record(
                     involved,
@@ -708,6 +776,9 @@ class StepRunner:
         metadata = live.get("metadata") or {}
         if (metadata.get("labels") or {}).get(LABEL_STEP) != step.metadata.name:
             return True
+        if keeps_object(step.spec.object, live) and not metadata.get("deletionTimestamp"):
+            await self._let_go(info, step, namespace)
+            return True
         if metadata.get("deletionTimestamp"):
             return not metadata.get("finalizers") or info.group != "fleetbus.io"
         await self.kube.delete(
@@ -722,6 +793,20 @@ class StepRunner:
         return bool((after.get("metadata") or {}).get("deletionTimestamp")) and (
             info.group != "fleetbus.io"
         )
+
+    async def _let_go(self, info: ResourceInfo, step: StepResource, namespace: str) -> None:
+        """Leave a kept object (`helm.sh/resource-policy: keep`) in the cluster, unowned: its
+        fleetbus labels go, so no taskset claims it until one adopts it."""
+        log.info(
+            "keeping %s (resource-policy keep) as Step %s goes", step.spec.ref, step.metadata.name
+        )
+        with contextlib.suppress(NotFound):
+            await self.kube.patch(
+                info,
+                step.spec.ref.name,
+                {"metadata": {"labels": {label: None for label in OWNER_LABELS}}},
+                namespace=namespace,
+            )
 
     async def reset(self, step: StepResource) -> StepResource:
         """Forget that a Step was applied (its object was removed with its Tasklet)."""

@@ -17,16 +17,16 @@ keyed by Task), so the reconcilers never race each other over a Step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from cluster_controller.errors import Conflict, ControllerError, NotFound
+from cluster_controller.hooks import is_post_delete, next_release, settle_release
 from cluster_controller.informer import Informer
 from cluster_controller.kube import Kube
-from cluster_controller.manifests import step_digest
 from cluster_controller.plan import RUN_PHASES, Removal, plan_prune, removal_order
 from cluster_controller.recorder import rfc3339
 from cluster_controller.rollup import (
@@ -35,7 +35,13 @@ from cluster_controller.rollup import (
     task_status,
     tasklet_status,
 )
-from cluster_controller.steps import StepRunner, TaskContext
+from cluster_controller.steps import (
+    StepRunner,
+    TaskContext,
+    completion_digest,
+    drift_policy_of,
+    runs_in,
+)
 from kube_contract.model import (
     API_VERSION,
     FIELD_MANAGER,
@@ -44,7 +50,9 @@ from kube_contract.model import (
     LABEL_MANAGED_BY,
     LABEL_TASK,
     MANAGED_BY,
+    DriftSummary,
     Meta,
+    ReleaseStatus,
     StepResource,
     TaskletResource,
     TaskResource,
@@ -108,13 +116,23 @@ class TaskReconciler:
         return found
 
     @staticmethod
-    def context(task: TaskResource) -> TaskContext:
+    def release_of(task: TaskResource) -> ReleaseStatus:
+        """The release the Task's spec is applied as (`hooks.next_release`)."""
+        status = task.status
+        ready_digest = status.digest if status.phase == "Ready" else ""
+        return next_release(status.release, task.spec.digest, ready_digest=ready_digest)
+
+    @classmethod
+    def context(cls, task: TaskResource, release: ReleaseStatus | None = None) -> TaskContext:
+        release = release or cls.release_of(task)
         return TaskContext(
             task=task.metadata.name,
             namespace=task.metadata.namespace,
             default_namespace=task.spec.namespace or task.metadata.namespace,
             drift_policy=task.spec.drift_policy,
             ignore_paths=tuple(task.spec.ignore_paths),
+            revision=max(release.revision, 1),
+            upgrade=release.upgrade,
         )
 
     def suspect(self, key: TaskKey, step: str) -> None:
@@ -197,10 +215,11 @@ class TaskReconciler:
     async def _run(self, task: TaskResource, obj: dict[str, Any]) -> Outcome:
         key = (task.metadata.namespace, task.metadata.name)
         obj = await self._set_finalizer(TASK, obj, True)
-        ctx = self.context(task)
+        release = self.release_of(task)
+        ctx = self.context(task, release)
         steps = self.steps_of(*key)
         init = await self.runner.run_phase(ctx, "init", task.spec.init, steps)
-        tasklet_outcomes = self._unreached(task.spec.template.spec, steps)
+        tasklet_outcomes = self._unreached(ctx, task.spec.template.spec, steps)
         tasklet_name = ""
         if init.complete:
             tasklet_name = task.metadata.name
@@ -218,9 +237,7 @@ class TaskReconciler:
                         tasklet.status,
                         tasklet_outcomes,
                         generation=tasklet.metadata.generation,
-                        drift=drift_summary(
-                            steps[n].status for n in tasklet.spec.all_steps() if n in steps
-                        ),
+                        drift=self._drift(ctx, tasklet.spec.all_steps(), steps),
                         deleting=False,
                         now=rfc3339(self.clock()),
                     ),
@@ -237,23 +254,39 @@ class TaskReconciler:
             init=init,
             tasklet=tasklet_outcomes,
             tasklet_name=tasklet_name,
-            drift=drift_summary(steps[n].status for n in wanted if n in steps),
+            drift=self._drift(ctx, wanted, steps),
             objects=len(wanted) - len(task.spec.pre_delete),
             deleting=False,
             now=rfc3339(self.clock()),
+        )
+        status = msgspec.structs.replace(
+            status, release=settle_release(release, ready=status.phase == "Ready")
         )
         await self._write_status(TASK, task.metadata, obj, status)
         errors = init.errors or any(o.errors for o in tasklet_outcomes)
         return Outcome(retry_after=RETRY_TRANSIENT if errors else None)
 
-    def _unreached(self, spec: Any, steps: dict[str, StepResource]) -> list[PhaseOutcome]:
+    @staticmethod
+    def _drift(
+        ctx: TaskContext, names: Iterable[str], steps: dict[str, StepResource]
+    ) -> DriftSummary:
+        present = [steps[n] for n in names if n in steps]
+        return drift_summary(
+            (step.status for step in present),
+            (step.status for step in present if drift_policy_of(ctx, step) == "report"),
+        )
+
+    def _unreached(
+        self, ctx: TaskContext, spec: Any, steps: dict[str, StepResource]
+    ) -> list[PhaseOutcome]:
         outcomes = []
         for phase in RUN_PHASES:
-            names = spec.phase(phase)
+            names = [n for n in spec.phase(phase) if runs_in(ctx, phase, steps.get(n))]
             ready = sum(
                 1
                 for n in names
-                if n in steps and steps[n].status.completed_digest == step_digest(steps[n].spec)
+                if n in steps
+                and steps[n].status.completed_digest == completion_digest(ctx, steps[n])
             )
             outcomes.append(PhaseOutcome(phase=phase, total=len(names), ready=ready))
         return outcomes
@@ -301,7 +334,8 @@ class TaskReconciler:
     ) -> list[PhaseOutcome]:
         outcomes: list[PhaseOutcome] = []
         reached = True
-        for phase, unreached in zip(RUN_PHASES, self._unreached(tasklet.spec, steps), strict=True):
+        unreached_phases = self._unreached(ctx, tasklet.spec, steps)
+        for phase, unreached in zip(RUN_PHASES, unreached_phases, strict=True):
             if not reached:
                 outcomes.append(unreached)
                 continue
@@ -365,7 +399,7 @@ class TaskReconciler:
     ) -> bool:
         """Tasklet teardown: its preDelete Steps, then its objects; True once it let go."""
         pre_delete = await self.runner.run_phase(ctx, "preDelete", tasklet.spec.pre_delete, steps)
-        outcomes = [*self._unreached(tasklet.spec, steps), pre_delete]
+        outcomes = [*self._unreached(ctx, tasklet.spec, steps), pre_delete]
         now = rfc3339(self.clock())
         status = tasklet_status(
             tasklet.status,
@@ -401,7 +435,7 @@ class TaskReconciler:
         ctx = self.context(task)
         steps = self.steps_of(namespace, name)
         now = rfc3339(self.clock())
-        unreached = self._unreached(task.spec.template.spec, steps)
+        unreached = self._unreached(ctx, task.spec.template.spec, steps)
         init_counts = PhaseOutcome(phase="init", total=len(task.spec.init), ready=0)
 
         def deleting_status(outcome: PhaseOutcome, message: str) -> TaskStatus:
@@ -419,7 +453,9 @@ class TaskReconciler:
             )
             return msgspec.structs.replace(base, message=message)
 
-        pre_delete = await self.runner.run_phase(ctx, "preDelete", task.spec.pre_delete, steps)
+        post_delete = [n for n in task.spec.pre_delete if n in steps and _post_delete(steps[n])]
+        before = [n for n in task.spec.pre_delete if n not in post_delete]
+        pre_delete = await self.runner.run_phase(ctx, "preDelete", before, steps)
         if not pre_delete.complete:
             await self._write_status(
                 TASK,
@@ -451,7 +487,8 @@ class TaskReconciler:
                         deleting_status(pre_delete, "waiting for the Tasklet to be removed"),
                     )
                     return Outcome()
-        waiting = await self.runner.remove(ctx, removal_order(self._removals(steps)), steps)
+        others = set(steps) - set(post_delete)
+        waiting = await self.runner.remove(ctx, removal_order(self._removals(steps, others)), steps)
         if waiting:
             await self._write_status(
                 TASK,
@@ -460,12 +497,31 @@ class TaskReconciler:
                 deleting_status(pre_delete, f"removing objects of {waiting[0]}"),
             )
             return Outcome()
+        if post_delete:
+            after = await self.runner.run_phase(ctx, "preDelete", post_delete, steps)
+            if not after.complete:
+                await self._write_status(
+                    TASK,
+                    task.metadata,
+                    obj,
+                    deleting_status(after, "running post-delete hooks"),
+                )
+                return Outcome(retry_after=RETRY_TRANSIENT if after.errors else None)
+            waiting = await self.runner.remove(
+                ctx, removal_order(self._removals(steps, set(post_delete))), steps
+            )
+            if waiting:
+                return Outcome()
         for step_name in steps:
             await self.kube.delete(STEP, step_name, namespace=namespace)
         self.suspects.pop((namespace, name), None)
         await self._set_finalizer(TASK, obj, False)
         log.info("Task %s/%s removed", namespace, name)
         return Outcome()
+
+
+def _post_delete(step: StepResource) -> bool:
+    return is_post_delete(step.spec.hook)
 
 
 def _settled_for(step: StepResource, task: TaskResource) -> bool:

@@ -132,6 +132,9 @@ class Connector:
     _failures: dict[str, FailureStreak] = field(default_factory=dict)
     _corrections: dict[str, DriftCorrection] = field(default_factory=dict)
     _outbox: asyncio.Queue[Report] = field(default_factory=asyncio.Queue)
+    _capabilities_sent: str = ""
+    """Digest of the capabilities the last full inventory carried."""
+    _digests_since_capabilities: int = 0
 
     @property
     def cluster(self) -> str:
@@ -322,8 +325,17 @@ class Connector:
             try:
                 executor_inventory = await self.executor.inventory()
                 self._recheck(executor_inventory.applied)
+                caps = executor_inventory.capabilities
+                digest_of_caps = caps.digest if caps is not None else ""
+                full = decisions.send_capabilities(
+                    digest_of_caps, self._capabilities_sent, self._digests_since_capabilities
+                )
                 digest = decisions.inventory_digest(
-                    self.cluster, self.held, executor_inventory, self.clock()
+                    self.cluster,
+                    self.held,
+                    executor_inventory,
+                    self.clock(),
+                    with_capabilities=full,
                 )
                 if self.hub_link is not None:
                     ready, reason, _ = await self.readiness()
@@ -331,6 +343,11 @@ class Connector:
                         digest, edge=EdgeStatus(version=self.version, ready=ready, reason=reason)
                     )
                 await self.inventory_sink.publish(digest)
+                if full:
+                    self._capabilities_sent = digest_of_caps
+                    self._digests_since_capabilities = 0
+                else:
+                    self._digests_since_capabilities += 1
             except FleetbusError as e:
                 log.warning("inventory digest not sent: %s", e)
 

@@ -110,16 +110,16 @@ class DriftReport:
 
 
 def decide_drift_report(task: ClusterTask | None, observed: DriftObserved) -> DriftReport:
-    """Report drift as the taskset's policy judges it (`kube_contract.drift.judge_drift`);
-    correct it when the policy says so."""
+    """Report drift as the object's policy (else the taskset's) judges it
+    (`kube_contract.drift.judge_drift`); correct it when the policy says so."""
     if task is None or task.removed or task.taskset is None:
         return DriftReport([], False)
-    policy = task.taskset.drift_policy
+    policy = observed.policy or task.taskset.drift_policy
     verdict = judge_drift(
         policy,
         fields=observed.fields,
         deleted=observed.deleted,
-        ignore_paths=task.taskset.ignore_paths,
+        ignore_paths=[*task.taskset.ignore_paths, *observed.ignore_paths],
     )
     if not verdict.drifted:
         return DriftReport([], False)
@@ -162,13 +162,23 @@ def state_of(task: ClusterTask) -> TasksetState:
     return TasksetState(generation=task.generation, digest=task.digest, removed=task.removed)
 
 
+CAPABILITIES_RESEND_EVERY = 10
+"""Inventory digests between two that carry the full capabilities although they did not change
+(digests travel by core NATS: one may be lost)."""
+
+
 def inventory_digest(
     cluster: str,
     held: Mapping[str, ClusterTask],
     inventory: ExecutorInventory,
     now: datetime,
+    *,
+    with_capabilities: bool = True,
 ) -> InventoryDigest:
+    """What the edge holds and runs; the full capabilities only `with_capabilities`
+    (`send_capabilities` decides), their digest always."""
     desired = {name: state_of(task) for name, task in sorted(held.items())}
+    caps = inventory.capabilities
     applied = {
         name: TasksetState(generation=a.generation, digest=a.digest)
         for name, a in sorted(inventory.applied.items())
@@ -181,4 +191,12 @@ def inventory_digest(
         applied=applied,
         live_digest=inventory.live_digest,
         objects=inventory.objects,
+        capabilities_digest=caps.digest if caps is not None else "",
+        capabilities=caps if with_capabilities else None,
     )
+
+
+def send_capabilities(digest: str, last_sent: str, digests_since: int) -> bool:
+    """Whether this inventory digest carries the full capabilities: when they changed since
+    the last sent, and every `CAPABILITIES_RESEND_EVERY` digests."""
+    return bool(digest) and (digest != last_sent or digests_since >= CAPABILITIES_RESEND_EVERY)

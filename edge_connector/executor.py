@@ -23,7 +23,8 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from taskset.model import ClusterTask
+from taskset.capabilities import ClusterCapabilities
+from taskset.model import ClusterTask, DriftPolicy
 
 
 class ApplyResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +48,8 @@ class ExecutorInventory(msgspec.Struct, frozen=True, kw_only=True):
     live_digest: str
     """Digest of the live objects the executor manages (what the cluster really runs)."""
     objects: int
+    capabilities: ClusterCapabilities | None = None
+    """What the cluster's apiserver offers (server version, API kinds and scopes), if known."""
 
 
 class DriftObserved(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +61,10 @@ class DriftObserved(msgspec.Struct, frozen=True, kw_only=True):
     fields: list[str] = msgspec.field(default_factory=list)
     """JSON pointers of the fields that differ (empty when `deleted`)."""
     deleted: bool = False
+    policy: DriftPolicy | None = None
+    """The object's own drift policy, when it has one (else the taskset's applies)."""
+    ignore_paths: list[str] = msgspec.field(default_factory=list)
+    """The object's own ignore paths, beside the taskset's."""
     observation: str
     """Identifies this observation (e.g. the object's resourceVersion), so one observation
     reported twice yields one event."""

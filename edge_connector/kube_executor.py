@@ -63,6 +63,7 @@ from kube_contract.model import (
     read_task_view,
 )
 from kube_contract.resources import STEP, TASK
+from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
 
@@ -114,12 +115,18 @@ def _labels(task: ClusterTask) -> dict[str, str]:
     }
 
 
-def _step_spec(task: str, phase: Phase, step: Step) -> dict[str, Any]:
+def _step_spec(task: str, phase: Phase, step: Step, *, adopt: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {"task": task, "phase": phase, "object": step.object, "wait": step.wait}
     if step.job is not None:
         spec["job"] = {"apiVersion": "batch/v1", "kind": "Job", **step.job}
     if step.hook is not None:
         spec["hook"] = msgspec.to_builtins(step.hook)
+    if step.drift_policy is not None:
+        spec["driftPolicy"] = step.drift_policy
+    if step.ignore_paths:
+        spec["ignorePaths"] = list(step.ignore_paths)
+    if step.adopt or adopt:
+        spec["adopt"] = True
     return spec
 
 
@@ -151,7 +158,7 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
                     "namespace": namespace,
                     "labels": {**_labels(task), LABEL_GENERATION: str(task.generation)},
                 },
-                "spec": _step_spec(name, phase, step),
+                "spec": _step_spec(name, phase, step, adopt=taskset.adopt),
             }
         )
     manifest = {
@@ -216,7 +223,9 @@ def read_task(
             object=status.failed_object or status.failed_step or "-",
             reason=f"{reason}: {message}" if message else reason,
         )
-    if status.phase == "Ready" and not (wait_for_correction and status.drift.drifted):
+    if status.phase == "Ready" and not (
+        wait_for_correction and status.drift.drifted > status.drift.reported
+    ):
         return TaskReading(verdict="ready", objects=status.objects)
     return TaskReading(verdict="pending", phase=phase, reason=message or "in progress")
 
@@ -249,6 +258,8 @@ def drift_observation(step: Mapping[str, Any]) -> DriftObserved | None:
         object=str(obj),
         fields=list(drift.fields),
         deleted=drift.deleted,
+        policy=view.spec.drift_policy,
+        ignore_paths=list(view.spec.ignore_paths),
         observation=f"{view.metadata.uid}#{drift.detected}",
         observed_at=observed_at,
     )
@@ -273,6 +284,43 @@ def applied_tasks(tasks: Sequence[Mapping[str, Any]]) -> dict[str, AppliedTask]:
             objects=status.objects,
         )
     return applied
+
+
+# --- the cluster's capabilities (pure) ----------------------------------------------------------
+
+DISCOVERY_ACCEPT = (
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+    "application/json"
+)
+"""Aggregated discovery: every group, version, kind and scope in one answer per root."""
+CAPABILITIES_TTL_S = 300.0
+"""How long discovered capabilities are reused before the apiserver is asked again."""
+
+
+def resources_from_discovery(document: Mapping[str, Any]) -> list[ApiResource]:
+    """The kinds in an aggregated discovery document (`APIGroupDiscoveryList`) of `/api` or
+    `/apis`; subresources are not kinds. Anything else (an older apiserver's plain group
+    list) gives nothing."""
+    if document.get("kind") != "APIGroupDiscoveryList":
+        return []
+    found: list[ApiResource] = []
+    for group in document.get("items") or []:
+        name = str((group.get("metadata") or {}).get("name") or "")
+        for version in group.get("versions") or []:
+            group_version = f"{name}/{version.get('version')}" if name else version.get("version")
+            for resource in version.get("resources") or []:
+                kind = (resource.get("responseKind") or {}).get("kind")
+                if not kind or not group_version:
+                    continue
+                found.append(
+                    ApiResource(
+                        group_version=str(group_version),
+                        kind=str(kind),
+                        namespaced=resource.get("scope") == "Namespaced",
+                    )
+                )
+    return found
 
 
 # --- the executor ------------------------------------------------------------------------------
@@ -383,6 +431,8 @@ class KubernetesExecutor:
         self._synced = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._watch_error = ""
+        self._capabilities: ClusterCapabilities | None = None
+        self._capabilities_at = 0.0
 
     @classmethod
     def from_kubeconfig(
@@ -486,7 +536,42 @@ class KubernetesExecutor:
             for t in tasks
         }
         objects = sum(int((t.get("status") or {}).get("objects") or 0) for t in tasks)
-        return ExecutorInventory(applied=applied, live_digest=digest_of(live), objects=objects)
+        return ExecutorInventory(
+            applied=applied,
+            live_digest=digest_of(live),
+            objects=objects,
+            capabilities=await self.capabilities(),
+        )
+
+    async def capabilities(self) -> ClusterCapabilities | None:
+        """The cluster's capabilities from the apiserver's discovery, reused for
+        `CAPABILITIES_TTL_S`; None (and a warning) when discovery cannot be read now."""
+        now = time.monotonic()
+        if self._capabilities is not None and now - self._capabilities_at < CAPABILITIES_TTL_S:
+            return self._capabilities
+        try:
+            version = await self._discovery_get("/version", "application/json")
+            resources = [
+                *resources_from_discovery(await self._discovery_get("/api", DISCOVERY_ACCEPT)),
+                *resources_from_discovery(await self._discovery_get("/apis", DISCOVERY_ACCEPT)),
+            ]
+        except (httpx.HTTPError, ValueError) as e:
+            log.warning("cannot read the cluster's discovery: %s", e)
+            return self._capabilities
+        self._capabilities = capabilities_of(str(version.get("gitVersion") or ""), resources)
+        self._capabilities_at = now
+        return self._capabilities
+
+    async def _discovery_get(self, path: str, accept: str) -> dict[str, Any]:
+        # lightkube has no call for discovery; its HTTP client carries the kubeconfig's
+        # server, credentials and TLS settings.
+        http: httpx.AsyncClient = self.client._client._client
+        response = await http.get(path, headers={"Accept": accept})
+        response.raise_for_status()
+        document = response.json()
+        if not isinstance(document, dict):
+            raise ValueError(f"{path} answered with {type(document).__name__}, not an object")
+        return document
 
     async def drift(self) -> AsyncGenerator[DriftObserved, None]:
         """Every new drift detection on this executor's Steps, once; forever.

@@ -18,6 +18,7 @@ import msgspec
 
 from events import subjects
 from taskset.blueprints import BlueprintEntry
+from taskset.capabilities import ClusterCapabilities
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -118,6 +119,8 @@ class TasksetPublished(Event, tag="TasksetPublished", frozen=True, kw_only=True)
     """Content address of the chart archive in the hub's object store, for re-rendering."""
     provenance: Provenance | None = None
     """The remote source it was fetched from; None for an upload."""
+    rollback_of: int = 0
+    """The version this snapshot re-publishes (`fleetbus rollback`); its event is the cause."""
 
     @property
     def aggregate_id(self) -> str:
@@ -368,6 +371,35 @@ class ClusterLabelsChanged(Event, tag="ClusterLabelsChanged", frozen=True, kw_on
         return self.cluster
 
 
+class ClusterDrainStarted(Event, tag="ClusterDrainStarted", frozen=True, kw_only=True):
+    """Every taskset is to leave the cluster (running preDelete), ahead of its deregistration;
+    no taskset is placed on it any more."""
+
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
+class ClusterCapabilitiesReported(
+    Event, tag="ClusterCapabilitiesReported", frozen=True, kw_only=True
+):
+    """What a cluster's apiserver offers (server version, API kinds and scopes), as its edge
+    reported it; recorded when it differs from what the hub knew. Charts that consult
+    `.Capabilities` are rendered for it."""
+
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+    capabilities: ClusterCapabilities
+    digest: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
 class ClusterDeregistered(Event, tag="ClusterDeregistered", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
@@ -592,6 +624,8 @@ HubEvent = (
     | ClusterRegistered
     | ClusterLabelsChanged
     | ClusterDeregistered
+    | ClusterDrainStarted
+    | ClusterCapabilitiesReported
     | AntiEntropyRepaired
     | ClusterTaskScheduled
     | ClusterTaskRefused
@@ -625,6 +659,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClusterRegistered,
         ClusterLabelsChanged,
         ClusterDeregistered,
+        ClusterDrainStarted,
+        ClusterCapabilitiesReported,
         AntiEntropyRepaired,
         ClusterTaskScheduled,
         ClusterTaskRefused,

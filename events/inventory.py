@@ -16,6 +16,7 @@ from datetime import datetime
 
 import msgspec
 
+from taskset.capabilities import ClusterCapabilities
 from taskset.digest import digest_of
 
 
@@ -49,6 +50,11 @@ class InventoryDigest(msgspec.Struct, frozen=True, kw_only=True):
     objects: int = 0
     edge: EdgeStatus | None = None
     """None from edges that predate it."""
+    capabilities_digest: str = ""
+    """Digest of the cluster's capabilities (`taskset.capabilities.ClusterCapabilities`)."""
+    capabilities: ClusterCapabilities | None = None
+    """The capabilities themselves, sent when they changed and now and then (the hub records
+    them as `ClusterCapabilitiesReported` when they differ from what it knows)."""
 
 
 def desired_state_digest(desired: Mapping[str, TasksetState]) -> str:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "publish a chart, overlay or YAML bundle as the next version of a taskset",
     ),
     "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
+    "rollback": ("publish", "publish an earlier version's snapshot again, as the next version"),
     "token": ("token", "manage API tokens (admin)"),
     "source": (
         "source",

@@ -12,6 +12,7 @@ from typing import Any
 
 from charts.store import ChartStore
 from normalizer.helm import render_chart_archive
+from taskset.capabilities import RenderContext
 from taskset.model import Taskset
 from taskset.overrides import RefusedOverride
 
@@ -37,10 +38,11 @@ class ChartArchiveRenderer:
         name: str,
         namespace: str,
         previous: Taskset | None = None,
+        context: RenderContext | None = None,
     ) -> Taskset:
         archive = self._archives.get(chart_archive_digest)
         if archive is None:
             raise RefusedOverride(
                 f"chart archive {chart_archive_digest} of taskset {name} is not on the hub"
             )
-        return render_chart_archive(archive, values, name, namespace, previous)
+        return render_chart_archive(archive, values, name, namespace, previous, context)

@@ -26,7 +26,18 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 FIELD_MANAGER = "fleetbus-controller"
-"""The one field manager every object the controller applies is written with."""
+"""The field manager of the controller's own resources (statuses, Tasklets, Step Jobs)."""
+FIELD_MANAGER_PREFIX = "fleetbus:"
+RESOURCE_POLICY_ANNOTATION = "helm.sh/resource-policy"
+"""`keep` on an object: removing its taskset leaves it in the cluster (Helm's meaning)."""
+
+
+def task_field_manager(task: str) -> str:
+    """The field manager a Task's objects are applied with: one per taskset, so the apiserver's
+    managedFields say which taskset set which field."""
+    return f"{FIELD_MANAGER_PREFIX}{task}"
+
+
 FINALIZER = "fleetbus.io/cleanup"
 
 LABEL_TASK = "fleetbus.io/task"
@@ -58,6 +69,12 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     job: dict[str, Any] | None = None
     wait: WaitPolicy = "ready"
     hook: HookInfo | None = None
+    drift_policy: DriftPolicy | None = msgspec.field(default=None, name="driftPolicy")
+    """This object's drift policy; None follows the Task's."""
+    ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
+    """JSON pointers drift leaves alone on this object, beside the Task's."""
+    adopt: bool = False
+    """Take the object over if it exists unmanaged or owned by another Task."""
 
     @property
     def ref(self) -> ObjectRef:
@@ -214,6 +231,8 @@ class DriftSummary(msgspec.Struct, frozen=True, kw_only=True):
     corrected: int = 0
     drifted: int = 0
     """Steps whose object is drifted right now (not yet corrected, or policy `report`)."""
+    reported: int = 0
+    """Of those, the Steps under policy `report`: drifted, and to stay so (no correction)."""
 
 
 class TaskletStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -228,6 +247,19 @@ class TaskletStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     message: str = ""
     drift: DriftSummary = msgspec.field(default_factory=DriftSummary)
     conditions: list[Condition] = msgspec.field(default_factory=list)
+
+
+class ReleaseStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The Task as a Helm release on this cluster: `.Release.Revision` and install vs upgrade."""
+
+    revision: int = 0
+    """1 for the first spec applied on this cluster, one more for every new spec digest."""
+    digest: str = ""
+    """The spec digest `revision` is for."""
+    upgrade: bool = False
+    """This revision is an upgrade: an earlier one became Ready (else it is an install)."""
+    deployed: int = 0
+    """The last revision that became Ready (0: none yet)."""
 
 
 class TaskStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -248,6 +280,7 @@ class TaskStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     message: str = ""
     drift: DriftSummary = msgspec.field(default_factory=DriftSummary)
     ready_at: str = msgspec.field(default="", name="readyAt")
+    release: ReleaseStatus = msgspec.field(default_factory=ReleaseStatus)
     conditions: list[Condition] = msgspec.field(default_factory=list)
 
 
@@ -346,6 +379,8 @@ class TaskView(msgspec.Struct, frozen=True, kw_only=True):
 class StepSpecView(msgspec.Struct, frozen=True, kw_only=True):
     task: str = ""
     object: dict[str, Any] = msgspec.field(default_factory=dict)
+    drift_policy: DriftPolicy | None = msgspec.field(default=None, name="driftPolicy")
+    ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
 
 
 class StepView(msgspec.Struct, frozen=True, kw_only=True):

@@ -204,10 +204,14 @@ def read_text(path: Path) -> str:
         raise InvalidYaml(str(path), None, f"not UTF-8 text (byte {e.start})") from e
 
 
+TASKSET_SPEC_FILE = "fleetbus.yaml"
+
+
 def yaml_files(directory: Path) -> list[Path]:
     """The *.yaml and *.yml files under `directory`, recursively, sorted by relative path.
 
-    Hidden files and directories (`.git`, `.github`) are left out.
+    Hidden files and directories (`.git`, `.github`) are left out, and so is the taskset spec
+    (`fleetbus.yaml`) at the top: it is not an object to apply.
     """
     found: list[Path] = []
     for root, dirs, files in os.walk(directory):
@@ -217,6 +221,7 @@ def yaml_files(directory: Path) -> list[Path]:
             for name in files
             if name.endswith(YAML_SUFFIXES) and not name.startswith(".")
         )
+    found = [path for path in found if path != directory / TASKSET_SPEC_FILE]
     return sorted(found, key=lambda path: path.relative_to(directory).as_posix())
 
 

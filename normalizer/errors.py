@@ -105,3 +105,7 @@ class KustomizeFailed(NormalizerError):
 
 class RegenerationRefused(NormalizerError):
     """A re-render would replace a generated value (a password) that the previous version had."""
+
+
+class InvalidTasksetSpec(NormalizerError):
+    """A `fleetbus.yaml` (or publish fields) that cannot be applied; names the file and field."""

@@ -73,6 +73,8 @@ from normalizer.errors import (
     UnsupportedSource,
     ValuesRejected,
 )
+from normalizer.taskset_spec import apply_settings, has_setting_annotations
+from taskset.capabilities import RenderContext
 from taskset.digest import digest_bytes, digest_of
 from taskset.errors import InvalidName
 from taskset.model import ObjectRef, SourceInfo, Taskset
@@ -191,6 +193,7 @@ def _missing_dependencies(chart: helm_python.Chart) -> list[str]:
 
 
 CAPABILITIES_TEMPLATE = re.compile(r"\.Capabilities\.(APIVersions|KubeVersion)")
+RELEASE_TEMPLATE = re.compile(r"\.Release\.(IsUpgrade|IsInstall|Revision)")
 
 
 @dataclass(frozen=True)
@@ -199,11 +202,25 @@ class _Templates:
 
     consult_capabilities: tuple[str, ...]
     generate_values: tuple[str, ...]
+    consult_release: tuple[str, ...] = ()
+
+    @property
+    def consults(self) -> list[str]:
+        """What differs per cluster that the templates read (`SourceInfo.consults`)."""
+        return [
+            what
+            for what, templates in (
+                ("capabilities", self.consult_capabilities),
+                ("release", self.consult_release),
+            )
+            if templates
+        ]
 
 
 def _scan_templates(archive: bytes) -> _Templates:
     capabilities: list[str] = []
     generating: list[str] = []
+    release: list[str] = []
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as source:
         for member in source.getmembers():
             if not member.isfile() or "/templates/" not in member.name:
@@ -214,7 +231,22 @@ def _scan_templates(archive: bytes) -> _Templates:
                 capabilities.append(member.name)
             if NONDETERMINISTIC_TEMPLATE.search(text):
                 generating.append(member.name)
-    return _Templates(tuple(sorted(capabilities)), tuple(sorted(generating)))
+            if RELEASE_TEMPLATE.search(text):
+                release.append(member.name)
+    return _Templates(
+        tuple(sorted(capabilities)), tuple(sorted(generating)), tuple(sorted(release))
+    )
+
+
+@dataclass(frozen=True)
+class ReleaseMode:
+    """`.Release.IsInstall` / `.IsUpgrade` / `.Revision` for a render (Helm's install: 1)."""
+
+    is_upgrade: bool = False
+    revision: int = 1
+
+
+INSTALL = ReleaseMode()
 
 
 def _render(
@@ -223,12 +255,19 @@ def _render(
     name: str,
     namespace: str,
     capabilities: Capabilities,
+    release: ReleaseMode = INSTALL,
 ) -> dict[str, str]:
-    if capabilities.is_default:
+    if capabilities.is_default and release == INSTALL:
         return chart.render(dict(values), name=name, namespace=namespace, is_install=True)
     # helm-python-sdk's render takes the capabilities as options of the native call; its
     # Python wrapper does not expose them yet.
-    options = {"name": name, "namespace": namespace, "is_install": True}
+    options: dict[str, object] = {
+        "name": name,
+        "namespace": namespace,
+        "is_install": not release.is_upgrade,
+        "is_upgrade": release.is_upgrade,
+        "revision": release.revision,
+    }
     options.update(capabilities.render_options())
     payload = helm_native.call_string(
         "helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(options)
@@ -363,9 +402,10 @@ def _render_archive_again(
     name: str,
     namespace: str,
     capabilities: Capabilities,
+    release: ReleaseMode = INSTALL,
 ) -> dict[str, str]:
     with helm_python.Chart.load_archive(archive) as chart:
-        return _render(chart, values, name, namespace, capabilities)
+        return _render(chart, values, name, namespace, capabilities, release)
 
 
 MAX_EXTRA_RENDERS = 3
@@ -407,6 +447,7 @@ def render_archive(
     label: str = "the chart",
     capabilities: Capabilities = DEFAULT_CAPABILITIES,
     previous: Taskset | None = None,
+    release: ReleaseMode = INSTALL,
 ) -> BuiltTaskset:
     """Render the chart in `archive` as release `name` in `namespace` into a Taskset.
 
@@ -432,7 +473,7 @@ def render_archive(
                 "run `helm dependency build` first"
             )
         with _translated_errors(chart_name):
-            rendered = _render(chart, values, name, namespace, capabilities)
+            rendered = _render(chart, values, name, namespace, capabilities, release)
         crds = chart.crds
     # A chart that generates values is rendered a second time to find them, and crds/ are
     # read by the engine's YAML reader. The engine runs natively without the GIL, so both
@@ -440,7 +481,9 @@ def render_archive(
     # handle: a render changes the chart it is given).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
         probe = (
-            pool.submit(_render_archive_again, archive, values, name, namespace, capabilities)
+            pool.submit(
+                _render_archive_again, archive, values, name, namespace, capabilities, release
+            )
             if templates.generate_values
             else None
         )
@@ -468,7 +511,7 @@ def render_archive(
                     {
                         t: text
                         for t, text in _render_archive_again(
-                            archive, values, name, namespace, capabilities
+                            archive, values, name, namespace, capabilities, release
                         ).items()
                         if t in changed
                     }
@@ -487,6 +530,7 @@ def render_archive(
         chart_version=chart_version,
         values_digest=digest_of(dict(values)),
         chart_archive=address,
+        consults=templates.consults,
     )
     return build_taskset(
         name=name,
@@ -505,11 +549,32 @@ def render_chart_archive(
     name: str,
     namespace: str,
     previous: Taskset | None = None,
+    context: RenderContext | None = None,
 ) -> Taskset:
     """Re-render a published chart archive with other values (e.g. one cluster's overrides).
 
-    `previous` is the published version: generated values it holds are kept, not rotated.
+    `previous` is the published version: generated values it holds are kept, not rotated, and
+    the taskset spec it was published with (drift policy, adoption, Step Jobs) applies again.
     """
-    return render_archive(
-        archive_bytes, values, name=name, namespace=namespace, previous=previous
+    capabilities = DEFAULT_CAPABILITIES
+    release = INSTALL
+    if context is not None:
+        if context.kube_version or context.api_versions:
+            capabilities = Capabilities(context.kube_version or None, context.api_versions)
+        if context.is_upgrade is not None or context.revision is not None:
+            release = ReleaseMode(
+                is_upgrade=bool(context.is_upgrade), revision=context.revision or 1
+            )
+    taskset = render_archive(
+        archive_bytes,
+        values,
+        name=name,
+        namespace=namespace,
+        previous=previous,
+        capabilities=capabilities,
+        release=release,
     ).taskset
+    settings = previous.settings if previous is not None else {}
+    if not settings and not has_setting_annotations(taskset):
+        return taskset
+    return apply_settings(taskset, settings, "the taskset's published settings")

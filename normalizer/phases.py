@@ -6,13 +6,13 @@ or in `helm template` output handed over as plain YAML), mapped onto fleetbus ph
 
 | `helm.sh/hook`                | phase         | why                                          |
 |-------------------------------|---------------|----------------------------------------------|
-| pre-install, pre-upgrade      | `init`        | every version fleetbus applies is an install |
-| post-install, post-upgrade    | `postInstall` | or an upgrade of the one before; the hook's  |
-|                               |               | events stay in `HookInfo` so an executor can |
-|                               |               | run upgrade-only hooks only on upgrades      |
+| pre-install, pre-upgrade      | `init`        | the hook's events stay in `HookInfo`: the    |
+| post-install, post-upgrade    | `postInstall` | cluster controller runs install hooks on a   |
+|                               |               | taskset's first version there, upgrade hooks |
+|                               |               | on later ones (`cluster_controller.hooks`)   |
 | pre-delete                    | `preDelete`   |                                              |
-| post-delete                   | `preDelete`   | ordered after every pre-delete hook; the     |
-|                               |               | executor sees `post-delete` in its events    |
+| post-delete                   | `preDelete`   | the controller runs it after the other       |
+|                               |               | objects are deleted                          |
 | pre-rollback, post-rollback   | left out      | fleetbus never rolls back; publishing an     |
 |                               |               | older version is a new version               |
 | test, test-success/-failure   | left out      | `helm test` hooks are not part of a release  |

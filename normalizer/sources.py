@@ -12,6 +12,7 @@ named `Chart.yaml` or `kustomization.yaml` stands for its directory, any other f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,12 @@ from normalizer.capabilities import DEFAULT_CAPABILITIES, Capabilities
 from normalizer.documents import SourceDocument, parse_documents, read_yaml_path
 from normalizer.errors import SourceNotFound, UnsupportedSource
 from normalizer.kustomize import DEFAULT_TIMEOUT_S, KUSTOMIZATION_FILES, read_kustomization
+from normalizer.taskset_spec import (
+    apply_settings,
+    has_setting_annotations,
+    merge_settings,
+    settings_beside,
+)
 from normalizer.values import merge_values
 from taskset.digest import canonical_json, digest_of
 from taskset.model import SourceInfo, Taskset
@@ -49,6 +56,11 @@ class NormalizeOptions:
     previous: Taskset | None = None
     """The version published before: values a chart generates while rendering keep its
     values, so publishing the same inputs again gives the same Taskset ("unchanged")."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Taskset spec fields given with the source (`normalizer.taskset_spec`); they win over a
+    `fleetbus.yaml` beside it."""
+    settings_label: str = "the publish settings"
+    """How errors name `settings` (e.g. "the command line")."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,23 @@ def detect_format(path: Path) -> Format:
 def normalize(
     source: Path | bytes, options: NormalizeOptions = NormalizeOptions()
 ) -> NormalizedSource:
-    """Read `source` (a path, or the bytes of a YAML stream or chart archive) into a Taskset."""
+    """Read `source` (a path, or the bytes of a YAML stream or chart archive) into a Taskset,
+    with the taskset spec beside it (`fleetbus.yaml`) and `options.settings` applied."""
+    file_settings: dict[str, Any] = {}
+    label = options.settings_label
+    if isinstance(source, Path) and source.exists():
+        file_settings, file_label = settings_beside(source)
+        label = file_label or label
+    settings = merge_settings(file_settings, options.settings, options.settings_label)
+    normalized = _normalize_source(source, options)
+    if not settings and not has_setting_annotations(normalized.taskset):
+        return normalized
+    return dataclasses.replace(
+        normalized, taskset=apply_settings(normalized.taskset, settings, label)
+    )
+
+
+def _normalize_source(source: Path | bytes, options: NormalizeOptions) -> NormalizedSource:
     namespace = check_name("namespace", options.namespace)
     name = check_name("taskset", options.name) if options.name is not None else None
     if isinstance(source, bytes):

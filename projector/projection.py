@@ -21,7 +21,9 @@ from events.catalog import (
     BlueprintPublished,
     BlueprintSyncForced,
     BlueprintUnassigned,
+    ClusterCapabilitiesReported,
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -497,6 +499,14 @@ def summarize(event: Event) -> str:
             return f"cluster {event.cluster} labels {labels or '-'}"
         case ClusterDeregistered():
             return f"cluster {event.cluster} deregistered"
+        case ClusterCapabilitiesReported():
+            caps = event.capabilities
+            return (
+                f"cluster {event.cluster} reports Kubernetes {caps.kube_version}, "
+                f"{len(caps.resources)} API kinds"
+            )
+        case ClusterDrainStarted():
+            return f"cluster {event.cluster} draining: every taskset leaves it"
         case ClusterTaskScheduled():
             what = "removal" if event.removed else f"v{event.taskset_version}"
             return f"{event.taskset} {what} for {event.cluster} (generation {event.generation})"

@@ -19,6 +19,7 @@ import msgspec
 
 from events.catalog import (
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     Event,
@@ -39,6 +40,7 @@ class ClusterRecord(msgspec.Struct, frozen=True, kw_only=True):
     registered: bool = False
     registered_at: datetime | None = None
     certificate_fingerprint: str = ""
+    draining: bool = False
 
 
 def evolve_cluster(record: ClusterRecord, event: Event) -> ClusterRecord:
@@ -53,8 +55,10 @@ def evolve_cluster(record: ClusterRecord, event: Event) -> ClusterRecord:
             )
         case ClusterLabelsChanged():
             return msgspec.structs.replace(record, labels=dict(event.labels))
+        case ClusterDrainStarted():
+            return msgspec.structs.replace(record, draining=True)
         case ClusterDeregistered():
-            return msgspec.structs.replace(record, registered=False)
+            return msgspec.structs.replace(record, registered=False, draining=False)
     return record
 
 
@@ -146,6 +150,22 @@ def decide_labels(
     ]
 
 
+def decide_drain(
+    record: ClusterRecord, *, actor: str, now: datetime, correlation_id: str = ""
+) -> list[Event]:
+    """Start removing every taskset from the cluster; nothing when it is draining already."""
+    if not record.registered:
+        raise ClusterNotFound(f"cluster {record.name} is not registered")
+    if record.draining:
+        return []
+    return [
+        ClusterDrainStarted(
+            **_envelope(now, actor, correlation_id),  # type: ignore[arg-type]
+            cluster=record.name,
+        )
+    ]
+
+
 def decide_deregister(
     record: ClusterRecord, *, actor: str, now: datetime, correlation_id: str = ""
 ) -> list[Event]:
@@ -226,6 +246,17 @@ async def deregister_cluster(
     record, expected = await load_cluster(store, name)
     events = decide_deregister(record, actor=actor, now=now, correlation_id=correlation_id)
     await store.append(events, expected=expected)
+    return _folded(record, events)
+
+
+async def drain_cluster(
+    store: EventStore, name: str, *, actor: str, now: datetime, correlation_id: str = ""
+) -> ClusterRecord:
+    """Start removing every taskset from the cluster (`decide_drain`)."""
+    record, expected = await load_cluster(store, name)
+    events = decide_drain(record, actor=actor, now=now, correlation_id=correlation_id)
+    if events:
+        await store.append(events, expected=expected)
     return _folded(record, events)
 
 

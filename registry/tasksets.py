@@ -199,6 +199,49 @@ def decide_retire(history: TasksetHistory, command: RetireTaskset, now: datetime
     ]
 
 
+class RollbackTaskset(msgspec.Struct, frozen=True, kw_only=True):
+    """Publish snapshot `to_version` again, as the next version."""
+
+    name: str
+    to_version: int
+    actor: str
+    event_id: str
+    correlation_id: str = ""
+
+
+def decide_rollback(
+    history: TasksetHistory,
+    target: TasksetPublished | None,
+    command: RollbackTaskset,
+    now: datetime,
+) -> list[Event]:
+    """Version `to_version`'s snapshot as the next version, caused by that version's event;
+    nothing when it is what is published now. Placement and rollout stay as they are now."""
+    if not history.exists:
+        raise TasksetNotFound(f"taskset {command.name} was never published")
+    if target is None:
+        raise InvalidCommand(
+            f"taskset {command.name} has no version {command.to_version}; its versions are "
+            f"1 to {history.version}"
+        )
+    if not history.retired and history.digest == target.digest:
+        return []
+    return [
+        msgspec.structs.replace(
+            target,
+            id=command.event_id,
+            occurred_at=now,
+            actor=command.actor,
+            correlation_id=command.correlation_id or command.event_id,
+            causation_id=target.id,
+            taskset_version=history.version + 1,
+            placement=history.placement,
+            rollout=history.rollout,
+            rollback_of=target.taskset_version,
+        )
+    ]
+
+
 # --- the services -----------------------------------------------------------------------------
 
 
@@ -330,6 +373,52 @@ async def _keep_chart_archive(charts: ChartArchives, source: NormalizedSource) -
         raise InvalidCommand(
             f"the chart archive given hashes to {stored}, not to {address} as the taskset says"
         )
+
+
+async def load_version(store: EventStore, name: str, version: int) -> TasksetPublished | None:
+    """The snapshot of version `version` of taskset `name`, from its history."""
+    async for stored in store.read(subject=taskset_subject(name)):
+        event = stored.event
+        if isinstance(event, TasksetPublished) and event.taskset_version == version:
+            return event
+    return None
+
+
+async def rollback_taskset(
+    store: EventStore,
+    name: str,
+    to_version: int,
+    *,
+    actor: str,
+    now: datetime,
+    correlation_id: str = "",
+) -> PublishOutcome:
+    """Re-publish snapshot `to_version` as the next version (clusters upgrade to it)."""
+    if to_version < 1:
+        raise InvalidCommand(f"--to-version must be 1 or more, got {to_version}")
+    history, expected = await load_history(store, name)
+    target = await load_version(store, name, to_version) if history.exists else None
+    command = RollbackTaskset(
+        name=name,
+        to_version=to_version,
+        actor=actor,
+        event_id=event_id_at(now),
+        correlation_id=correlation_id,
+    )
+    events = decide_rollback(history, target, command, now)
+    if not events:
+        return PublishOutcome(name, history.version, history.digest, changed=False)
+    result = await store.append(events, expected=expected)
+    published = events[0]
+    assert isinstance(published, TasksetPublished)
+    return PublishOutcome(
+        name,
+        published.taskset_version,
+        published.digest,
+        changed=True,
+        sequence=result.sequences[0],
+        body_size=published.body_size,
+    )
 
 
 async def retire_taskset(

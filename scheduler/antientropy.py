@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from events import subjects
-from events.catalog import AntiEntropyRepaired
+from events.catalog import AntiEntropyRepaired, ClusterCapabilitiesReported
 from events.errors import ConcurrencyConflict, EventLogError, EventLogUnavailable
 from events.ids import new_event_id
 from events.inventory import (
@@ -42,6 +42,8 @@ from events.inventory import (
 from events.port import JetStreamPort
 from events.store import EventStore
 from events.streams import DESIRED_STREAM
+from events.subjects import EVENTS_PREFIX
+from taskset.capabilities import ClusterCapabilities
 from taskset.codec import CorruptPayload, decode_cluster_task
 
 log = logging.getLogger(__name__)
@@ -193,6 +195,8 @@ class AntiEntropyService:
     repairs: int = 0
     _suspects: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per cluster, what its last digest lacked: (taskset -> DESIRED sequence)."""
+    capability_digests: dict[str, str] | None = None
+    """Per cluster, the digest of the capabilities last recorded (read from the log once)."""
 
     def __post_init__(self) -> None:
         self.reader = DesiredReader(self.store)
@@ -203,6 +207,32 @@ class AntiEntropyService:
                 await self.check(subject, payload)
             except EventLogError as e:
                 log.warning("anti-entropy check on %s skipped: %s", subject, e)
+
+    async def record_capabilities(
+        self, cluster: str, capabilities: ClusterCapabilities, now: datetime
+    ) -> ClusterCapabilitiesReported | None:
+        """Log a cluster's capabilities when they differ from what the log holds for it."""
+        if self.capability_digests is None:
+            known: dict[str, str] = {}
+            async for stored in self.store.read(subject=f"{EVENTS_PREFIX}.cluster.>"):
+                if isinstance(stored.event, ClusterCapabilitiesReported):
+                    known[stored.event.cluster] = stored.event.digest
+            self.capability_digests = known
+        digest = capabilities.digest
+        if self.capability_digests.get(cluster) == digest:
+            return None
+        event = ClusterCapabilitiesReported(
+            id=new_event_id(),
+            occurred_at=now,
+            actor="hub:anti-entropy",
+            cluster=cluster,
+            capabilities=capabilities,
+            digest=digest,
+        )
+        await self.store.append([event])
+        self.capability_digests[cluster] = digest
+        log.info("cluster %s reports Kubernetes %s", cluster, capabilities.kube_version)
+        return event
 
     async def check(self, subject: str, payload: bytes) -> AntiEntropyRepaired | None:
         """Compare one inventory digest with DESIRED; repair and record what differs."""
@@ -221,6 +251,8 @@ class AntiEntropyService:
         self.last_seen[cluster] = now
         if inventory.edge is not None:
             self.edge_status[cluster] = inventory.edge
+        if inventory.capabilities is not None:
+            await self.record_capabilities(cluster, inventory.capabilities, now)
         if cooling_down(self.last_repair.get(cluster), now, self.cooldown):
             return None
         entries = await self.reader.cluster_entries(cluster)

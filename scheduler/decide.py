@@ -109,11 +109,15 @@ def decide_taskset(
         targets: list[str] = []
         view = RolloutView(version=record.latest)
     else:
-        by_blueprint = blueprint_targets(state, name)
+        by_blueprint = {
+            cluster: placement
+            for cluster, placement in blueprint_targets(state, name).items()
+            if cluster not in state.draining
+        }
         targets = [
             cluster
             for cluster in place_taskset(current.placement, state.clusters)
-            if cluster not in by_blueprint
+            if cluster not in by_blueprint and cluster not in state.draining
         ]
         view = _advance_rollout(state, name, current.version, targets, now, envelope, decision)
     scheduled = state.scheduled.get(name, {})

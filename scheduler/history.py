@@ -178,7 +178,13 @@ async def _recompute(
         blueprint = blueprint_placement(state, event.taskset, event.cluster)
         archive = snapshot.snapshot().chart_archive
         entry_values = blueprint is not None and bool(blueprint.entry.values)
-        if renderer is not None and archive and (entry_values or any(o.values for o in applicable)):
+        source = snapshot.snapshot().taskset.source
+        per_cluster = source is not None and bool(source.consults)
+        if (
+            renderer is not None
+            and archive
+            and (entry_values or per_cluster or any(o.values for o in applicable))
+        ):
             try:
                 await renderer.prepare(archive)
             except FleetbusError as e:

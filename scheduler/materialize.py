@@ -22,6 +22,7 @@ from scheduler.state import SchedulerState
 from sealing.envelope import DataKeys
 from sealing.errors import SealingError
 from sealing.trees import open_taskset, open_tree, sealed_key_ids
+from taskset.capabilities import RenderContext, render_context
 from taskset.codec import encode_taskset
 from taskset.digest import digest_of
 from taskset.errors import FleetbusError
@@ -51,6 +52,34 @@ class Refusal:
     input_digest: str
     size: int = 0
     limit: int = 0
+
+
+def cluster_render_context(
+    state: SchedulerState, cluster: str, taskset: str, version: int, snapshot: Taskset
+) -> RenderContext | None:
+    """What a Helm snapshot must be rendered for on `cluster`, if it consults anything that
+    differs per cluster (`taskset.capabilities.render_context`).
+
+    `.Release.Revision` counts the versions the cluster got (`SchedulerState.releases`): 1 for
+    its first, the same while the version stays (an override changes nothing), one more for a
+    new version; `.Release.IsUpgrade` is true from revision 2 on. Clusters that agree on what
+    the chart consults share one render."""
+    source = snapshot.source
+    if source is None or not source.consults or not source.chart_archive:
+        return None
+    known = state.releases.get((cluster, taskset))
+    if known is None:
+        revision = 1
+    elif known[0] == version:
+        revision = known[1]
+    else:
+        revision = known[1] + 1
+    return render_context(
+        source.consults,
+        state.capabilities.get(cluster),
+        is_upgrade=revision > 1,
+        revision=revision,
+    )
 
 
 class Materializer:
@@ -100,6 +129,8 @@ class Materializer:
             ]
         drift_policy = blueprint.drift_policy if blueprint is not None else ""
         names = tuple(o.name for o in applicable)
+        snapshot = record.snapshot()
+        context = cluster_render_context(state, cluster, taskset, version, snapshot.taskset)
         input_digest = digest_of(
             {
                 "taskset": taskset,
@@ -108,6 +139,7 @@ class Materializer:
                 "overrides": [o.revision for o in applicable],
                 "drift_policy": drift_policy,
                 "limit": self.limit,
+                "context": context.digest if context is not None else "",
             }
         )
         cached = self._cache.get(input_digest)
@@ -117,7 +149,7 @@ class Materializer:
         result: Materialized | Refusal
         try:
             snapshot, applicable = self._opened(record.snapshot(), applicable)
-            customized = customize(snapshot, applicable, self.renderer)
+            customized = customize(snapshot, applicable, self.renderer, context)
             if drift_policy:
                 customized = msgspec.structs.replace(customized, drift_policy=drift_policy)
         except FleetbusError as e:

@@ -39,7 +39,7 @@ from scheduler.errors import LeaseLost, SchedulerError
 from scheduler.materialize import Materializer
 from scheduler.ports import ChartRenderer
 from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP, SnapshotStore, SnapshotTaker
-from scheduler.state import ALL_TASKSETS, SchedulerState
+from scheduler.state import ALL_TASKSETS, SchedulerState, TasksetRecord
 from taskset.errors import FleetbusError
 
 log = logging.getLogger(__name__)
@@ -465,8 +465,18 @@ class SchedulerService:
                 self.wakeups.pop(key, None)
         return touched
 
+    def _renders_per_cluster(self, record: TasksetRecord) -> bool:
+        """Whether the latest snapshot is a chart rendered per cluster context (it consults
+        `.Capabilities` or `.Release`, and there are capabilities or releases to render for)."""
+        latest = record.versions.get(record.latest)
+        if latest is None or latest.format != "helm":
+            return False
+        source = latest.snapshot().taskset.source
+        return source is not None and bool(source.consults)
+
     async def _prepare_charts(self, tasksets: set[str]) -> None:
-        """Fetch the chart archives that values overrides of these tasksets will re-render."""
+        """Fetch the chart archives that values overrides of these tasksets, or per-cluster
+        renders (capabilities, release), will re-render."""
         if self.renderer is None:
             return
         for name in sorted(tasksets):
@@ -478,12 +488,14 @@ class SchedulerService:
                 for entry in published.entries
                 if entry.taskset == name and entry.values
             ]
-            if not entries and not any(
-                o.values for o in self.state.overrides.get(name, {}).values()
-            ):
-                continue
             record = self.state.tasksets.get(name)
             if record is None:
+                continue
+            if (
+                not entries
+                and not any(o.values for o in self.state.overrides.get(name, {}).values())
+                and not self._renders_per_cluster(record)
+            ):
                 continue
             versions = (
                 {record.latest}

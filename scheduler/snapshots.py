@@ -45,6 +45,7 @@ from scheduler.state import (
     TasksetRecord,
 )
 from sealing.envelope import DataKeys, cluster_scope, is_sealed_bytes, open_bytes, seal_bytes
+from taskset.capabilities import ClusterCapabilities
 from taskset.codec import CorruptPayload, decode_taskset, encode_taskset
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
@@ -138,6 +139,10 @@ class PlacementPart(msgspec.Struct, frozen=True, kw_only=True):
     blueprint_rollouts: list[RolloutEntry]
     blueprint_started: list[tuple[str, int, list[str]]]
     blueprint_reached: list[tuple[str, str, int]]
+    draining: list[str] = msgspec.field(default_factory=list)
+    releases: list[tuple[str, str, int, int]] = msgspec.field(default_factory=list)
+    """(cluster, taskset, version delivered, release revision)."""
+    capabilities: dict[str, ClusterCapabilities] = msgspec.field(default_factory=dict)
 
 
 class DecisionsPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -284,6 +289,9 @@ def placement_part(state: SchedulerState) -> PlacementPart:
             for name, (version, clusters) in state.blueprint_started.items()
         ],
         blueprint_reached=[(b, c, v) for (b, c), v in state.blueprint_reached.items()],
+        draining=sorted(state.draining),
+        releases=[(c, t, v, r) for (c, t), (v, r) in state.releases.items()],
+        capabilities=dict(state.capabilities),
     )
 
 
@@ -495,6 +503,9 @@ def restore_state(placement: PlacementPart, decisions: DecisionsPart | None) -> 
         name: (version, set(clusters)) for name, version, clusters in placement.blueprint_started
     }
     state.blueprint_reached = {(b, c): v for b, c, v in placement.blueprint_reached}
+    state.draining = set(placement.draining)
+    state.releases = {(c, t): (v, r) for c, t, v, r in placement.releases}
+    state.capabilities = dict(placement.capabilities)
     if decisions is None:
         return state
     state.reports_seq = decisions.reports_seq

@@ -26,7 +26,9 @@ from events.catalog import (
     BlueprintRolloutHalted,
     BlueprintSyncForced,
     BlueprintUnassigned,
+    ClusterCapabilitiesReported,
     ClusterDeregistered,
+    ClusterDrainStarted,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -51,6 +53,7 @@ from events.catalog import (
 from events.edges import report_origin
 from events.subjects import event_subject
 from scheduler.rollout import Outcome, RolloutView
+from taskset.capabilities import ClusterCapabilities
 from taskset.codec import decode_taskset
 from taskset.overrides import Override, OverrideError, Snapshot, parse_patches
 
@@ -157,6 +160,13 @@ class BlueprintRecord:
 class SchedulerState:
     clusters: dict[str, dict[str, str]] = field(default_factory=dict)
     deregistered: set[str] = field(default_factory=set)
+    draining: set[str] = field(default_factory=set)
+    """Clusters every taskset is leaving (`ClusterDrainStarted`): placed nothing any more."""
+    releases: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    """(cluster, taskset) → (version delivered, release revision): the revision grows by one for
+    each new version a cluster gets, and starts again at 1 after a removal (Helm's revision)."""
+    capabilities: dict[str, ClusterCapabilities] = field(default_factory=dict)
+    """What each cluster's apiserver offers, as last reported (`ClusterCapabilitiesReported`)."""
     tasksets: dict[str, TasksetRecord] = field(default_factory=dict)
     overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
     scheduled: dict[str, dict[str, ScheduledRecord]] = field(default_factory=dict)
@@ -264,6 +274,7 @@ class SchedulerState:
     ) -> None:
         self.clusters[event.cluster] = dict(event.labels)
         self.deregistered.discard(event.cluster)
+        self.draining.discard(event.cluster)
         dirty.add(ALL_TASKSETS)
 
     def _fold_cluster_labels_changed(
@@ -273,9 +284,28 @@ class SchedulerState:
             self.clusters[event.cluster] = dict(event.labels)
             dirty.add(ALL_TASKSETS)
 
+    def _fold_cluster_drain_started(
+        self, event: ClusterDrainStarted, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        if event.cluster in self.clusters:
+            self.draining.add(event.cluster)
+            dirty.add(ALL_TASKSETS)
+
+    def _fold_cluster_capabilities_reported(
+        self, event: ClusterCapabilitiesReported, stored_at: datetime, dirty: set[str]
+    ) -> None:
+        known = self.capabilities.get(event.cluster)
+        if known is None or known.digest != event.capabilities.digest:
+            self.capabilities[event.cluster] = event.capabilities
+            dirty.add(ALL_TASKSETS)
+
     def _fold_cluster_deregistered(
         self, event: ClusterDeregistered, stored_at: datetime, dirty: set[str]
     ) -> None:
+        self.draining.discard(event.cluster)
+        self.capabilities.pop(event.cluster, None)
+        for key in [k for k in self.releases if k[0] == event.cluster]:
+            del self.releases[key]
         self.clusters.pop(event.cluster, None)
         self.deregistered.add(event.cluster)
         for by_cluster in self.scheduled.values():
@@ -310,6 +340,14 @@ class SchedulerState:
             self.resealed.discard((event.cluster, event.taskset))
         key = (event.cluster, event.taskset)
         self.generations[key] = max(self.generations.get(key, 0), event.generation)
+        if event.removed:
+            self.releases.pop(key, None)
+        else:
+            known = self.releases.get(key)
+            if known is None:
+                self.releases[key] = (event.taskset_version, 1)
+            elif known[0] != event.taskset_version:
+                self.releases[key] = (event.taskset_version, known[1] + 1)
 
     def _fold_cluster_task_held(
         self, event: ClusterTaskHeld, stored_at: datetime, dirty: set[str]
@@ -561,6 +599,8 @@ _EVENT_FOLDS: dict[type[Event], Callable[[SchedulerState, Any, datetime, set[str
     ClusterRegistered: SchedulerState._fold_cluster_registered,
     ClusterLabelsChanged: SchedulerState._fold_cluster_labels_changed,
     ClusterDeregistered: SchedulerState._fold_cluster_deregistered,
+    ClusterDrainStarted: SchedulerState._fold_cluster_drain_started,
+    ClusterCapabilitiesReported: SchedulerState._fold_cluster_capabilities_reported,
     ClusterTaskScheduled: SchedulerState._fold_cluster_task_scheduled,
     ClusterTaskRefused: SchedulerState._fold_cluster_task_refused,
     RolloutAdvanced: SchedulerState._fold_rollout_advanced,

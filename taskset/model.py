@@ -65,6 +65,12 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     job: dict[str, Any] | None = None
     wait: WaitPolicy = "ready"
     hook: HookInfo | None = None
+    drift_policy: DriftPolicy | None = msgspec.field(default=None, name="driftPolicy")
+    """This object's own drift policy; None follows the taskset's."""
+    ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
+    """JSON pointers drift detection leaves alone on this object, beside the taskset's."""
+    adopt: bool = False
+    """Take this object over if it exists already, unmanaged or owned by another taskset."""
 
     @property
     def ref(self) -> ObjectRef:
@@ -81,6 +87,9 @@ class SourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     values_digest: str = msgspec.field(default="", name="valuesDigest")
     chart_archive: str = msgspec.field(default="", name="chartArchive")
     """Content address of the Helm chart archive kept on the hub ("sha256:<hex>"), if any."""
+    consults: list[str] = msgspec.field(default_factory=list)
+    """What a chart's templates read that differs per cluster (`taskset.capabilities.Consulted`):
+    the scheduler renders it per cluster context only then."""
 
 
 class Taskset(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +103,12 @@ class Taskset(msgspec.Struct, frozen=True, kw_only=True):
     drift_policy: DriftPolicy = msgspec.field(default="correct", name="driftPolicy")
     ignore_paths: list[str] = msgspec.field(default_factory=list, name="ignorePaths")
     """JSON pointers (e.g. `/spec/replicas`) that drift detection leaves alone."""
+    adopt: bool = False
+    """Take over objects that exist already (unmanaged, or owned by another taskset) instead of
+    failing with a conflict naming their owner."""
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The user's taskset spec (`fleetbus.yaml` and publish fields) as given, so a chart
+    re-rendered with one cluster's values gets the same settings again."""
 
     def phase(self, phase: Phase) -> list[Step]:
         match phase:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import msgspec
 import yaml
 
+from taskset.capabilities import RenderContext
 from taskset.errors import FleetbusError
 from taskset.model import PHASES, ObjectRef, Phase, Step, Taskset
 from taskset.selectors import parse_selector
@@ -97,6 +98,7 @@ class HelmRenderer(Protocol):
         name: str,
         namespace: str,
         previous: Taskset | None = None,
+        context: RenderContext | None = None,
     ) -> Taskset: ...
 
 
@@ -412,15 +414,33 @@ def customize(
     snapshot: Snapshot,
     applicable: Sequence[Override],
     renderer: HelmRenderer | None,
+    context: RenderContext | None = None,
 ) -> Taskset:
     """Snapshot ⊕ overrides (already in precedence order) for one cluster.
 
     Values overrides re-render the chart with base values merged with every override's values
-    in order; patches then apply in the same order.
+    in order; patches then apply in the same order. A `context` (the cluster's capabilities and
+    release, for a chart that consults them) re-renders the chart for that cluster too.
     """
     result = snapshot.taskset
     layers = [o.values for o in applicable if o.values]
-    if layers:
+    if context is not None and snapshot.chart_archive and renderer is not None:
+        result = renderer.render(
+            snapshot.chart_archive,
+            merge_values(snapshot.values, layers),
+            result.name,
+            result.namespace,
+            previous=snapshot.taskset,
+            context=context,
+        )
+        if snapshot.taskset.source is not None and result.source is None:
+            result = msgspec.structs.replace(result, source=snapshot.taskset.source)
+        result = msgspec.structs.replace(
+            result,
+            drift_policy=snapshot.taskset.drift_policy,
+            ignore_paths=snapshot.taskset.ignore_paths,
+        )
+    elif layers:
         if not snapshot.chart_archive:
             names = ", ".join(o.name for o in applicable if o.values)
             raise RefusedOverride(

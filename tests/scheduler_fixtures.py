@@ -20,6 +20,7 @@ from events.catalog import (
     TasksetRetired,
 )
 from events.ids import new_event_id
+from taskset.capabilities import RenderContext
 from taskset.codec import encode_taskset
 from taskset.digest import digest_of
 from taskset.model import SourceInfo, Step, Taskset
@@ -179,6 +180,7 @@ class ReplicasRenderer:
         name: str,
         namespace: str,
         previous: Taskset | None = None,
+        context: RenderContext | None = None,
     ) -> Taskset:
         self.calls += 1
         return Taskset(

@@ -22,6 +22,7 @@ from registry.clusters import (
     change_cluster_labels,
     cluster_subject,
     deregister_cluster,
+    drain_cluster,
     register_cluster,
 )
 from registry.keys import shred_cluster_keys
@@ -139,4 +140,18 @@ async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> 
     return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
 
 
-ROUTES = [register, relabel, remove]
+@post(
+    "/api/v1/clusters/{name:str}/drain",
+    guards=[requires(Role.admin)],
+    tags=["clusters"],
+    summary="Start removing every taskset from a cluster (preDelete first), before removing it",
+    status_code=200,
+)
+async def drain(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> ClusterRecordView:
+    record = await drain_cluster(
+        hub.store, name, actor=principal_of(request).actor, now=datetime.now(UTC)
+    )
+    return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
+
+
+ROUTES = [register, relabel, remove, drain]

@@ -43,7 +43,7 @@ from normalizer.errors import RefusedReference
 from normalizer.kustomize_references import check_overlay
 from registry.blueprints import dependency_events
 from registry.overrides import load_latest_snapshot
-from registry.tasksets import publish_taskset, retire_taskset
+from registry.tasksets import publish_taskset, retire_taskset, rollback_taskset
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
 
@@ -65,6 +65,9 @@ class PublishSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Helm values (charts only)."""
     placement: Placement = msgspec.field(default_factory=Placement)
     rollout: RolloutStrategy = msgspec.field(default_factory=RolloutStrategy)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Taskset spec fields (`driftPolicy`, `ignorePaths`, `adopt`, `objects`, `stepJobs`, as in
+    fleetbus.yaml); they win over a fleetbus.yaml in the upload."""
     depends_on: list[Annotated[str, msgspec.Meta(max_length=63)]] | None = None
     """Tasksets that must be applied and Ready on a cluster before this one; None leaves the
     recorded dependencies as they are, [] removes them."""
@@ -91,6 +94,11 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
 
 class RetireRequest(msgspec.Struct, frozen=True, kw_only=True):
     reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class RollbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    to_version: Annotated[int, msgspec.Meta(ge=1)]
+    """The version whose snapshot is published again, as the next version."""
 
 
 class Retired(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +134,8 @@ def normalize_upload(
         format=spec.format,
         values=values,
         previous=previous,
+        settings=spec.settings,
+        settings_label="spec.settings",
     )
     if not is_archive(data):
         if spec.format not in (None, "yaml"):
@@ -135,7 +145,15 @@ def normalize_upload(
             )
         if spec.name is None:
             raise InvalidRequest("a YAML upload needs a taskset name: set `name` in the spec")
-        return normalize(data, NormalizeOptions(name=spec.name, namespace=spec.namespace))
+        return normalize(
+            data,
+            NormalizeOptions(
+                name=spec.name,
+                namespace=spec.namespace,
+                settings=spec.settings,
+                settings_label="spec.settings",
+            ),
+        )
     with tempfile.TemporaryDirectory(prefix="fleetbus-upload-") as tmp:
         try:
             extract_archive(data, Path(tmp))
@@ -251,4 +269,34 @@ async def retire(
     return Retired(taskset=outcome.taskset, version=outcome.version, sequence=outcome.sequence)
 
 
-ROUTES = [publish, retire]
+@post(
+    "/api/v1/tasksets/{name:str}/rollback",
+    guards=[requires(Role.publisher)],
+    tags=["tasksets"],
+    summary="Publish an earlier version's snapshot again, as the next version",
+    status_code=200,
+)
+async def rollback(
+    request: Request[Any, Any, Any],
+    hub: Hub,
+    name: Annotated[str, PathParameter(max_length=63)],
+    data: JSONBody[RollbackRequest],
+) -> Published:
+    outcome = await rollback_taskset(
+        hub.store,
+        name,
+        data.to_version,
+        actor=principal_of(request).actor,
+        now=datetime.now(UTC),
+    )
+    return Published(
+        taskset=outcome.taskset,
+        version=outcome.version,
+        digest=outcome.digest,
+        changed=outcome.changed,
+        sequence=outcome.sequence,
+        body_size=outcome.body_size,
+    )
+
+
+ROUTES = [publish, retire, rollback]

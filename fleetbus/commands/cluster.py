@@ -8,7 +8,10 @@ dropped: that cluster's edge cannot connect until it is removed and registered a
 `--out` must name a new or empty directory, or one holding an earlier bundle of the same
 cluster (which is then renewed in place); anything else is refused before the hub is asked.
 
-`rm` answers once the hub has revoked the cluster's access. `ls` reads the hub's read models,
+`rm` answers once the hub has revoked the cluster's access. By default what runs on the cluster
+stays there (fleetbus only stops managing it); `rm --drain` first has every taskset removed
+from the cluster (preDelete first), shows what is left until the cluster reports it empty, and
+only then deregisters it. `ls` reads the hub's read models,
 after waiting (briefly) until they include everything on the log, so it lists what a command
 just before it did.
 """
@@ -75,8 +78,25 @@ def register(subparsers: Any) -> None:
     add_hub_options(label)
     label.set_defaults(handler=handle_label)
 
-    rm = verbs.add_parser("rm", help="deregister a cluster (its tasksets are no longer placed)")
+    rm = verbs.add_parser(
+        "rm",
+        help="deregister a cluster and revoke its access; by default what runs there stays, "
+        "--drain removes every taskset first",
+    )
     rm.add_argument("name")
+    rm.add_argument(
+        "--drain",
+        action="store_true",
+        help="remove every taskset from the cluster (preDelete first) and wait until the "
+        "cluster reports them gone, then deregister it",
+    )
+    rm.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="give up draining after S seconds (default 900); the cluster stays registered",
+    )
     add_hub_options(rm)
     rm.set_defaults(handler=handle_rm)
 
@@ -87,6 +107,37 @@ def labels_text(labels: dict[str, str]) -> str:
 
 def cluster_path(name: str, *rest: str) -> str:
     return "/".join(["/api/v1/clusters", urllib.parse.quote(name, safe=""), *rest])
+
+
+DRAIN_POLL_S = 1.0
+
+
+def drain(client: HubClient, name: str, timeout_s: float) -> bool:
+    """Ask the hub to remove every taskset from the cluster; wait until none is left there,
+    printing each change. False (and a message) when the time is up."""
+    if timeout_s <= 0:
+        raise InvalidRequest(f"--drain-timeout must be positive, got {timeout_s}")
+    client.post(cluster_path(name, "drain"))
+    print(f"draining cluster {name}: every taskset leaves it, running preDelete first")
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while True:
+        cells = client.get(cluster_path(name))["cells"]
+        left = sorted(f"{cell['taskset']} ({cell['state']})" for cell in cells)
+        text = ", ".join(left)
+        if text != shown:
+            print(f"  {len(left)} left: {text}" if left else f"  cluster {name} is empty")
+            shown = text
+        if not left:
+            return True
+        if time.monotonic() > deadline:
+            print(
+                f"fleetbus: cluster {name} still runs {text} after {timeout_s:.0f}s; it stays "
+                "registered (draining): run the command again to keep waiting",
+                file=sys.stderr,
+            )
+            return False
+        time.sleep(DRAIN_POLL_S)
 
 
 def handle_register(args: argparse.Namespace) -> int:
@@ -205,6 +256,9 @@ def handle_label(args: argparse.Namespace) -> int:
 
 
 def handle_rm(args: argparse.Namespace) -> int:
-    answer = HubClient.from_args(args).delete(cluster_path(args.name))
+    client = HubClient.from_args(args)
+    if args.drain and not drain(client, args.name, args.drain_timeout):
+        return 1
+    answer = client.delete(cluster_path(args.name))
     print(f"cluster {answer['name']} deregistered; its access to the hub is revoked")
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from fleetbus.client import HubClient, Upload, add_hub_options
-from fleetbus.commands.render import STDIN, add_source_arguments
+from fleetbus.commands.render import STDIN, add_source_arguments, spec_settings
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions, MissingOption
 from fleetbus.rollout_wait import wait_for_rollout
@@ -44,6 +44,13 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
 
 
@@ -150,6 +157,21 @@ def register(subparsers: Any) -> None:
     add_hub_options(parser)
     parser.set_defaults(handler=handle_publish)
 
+    rollback = subparsers.add_parser(
+        "rollback",
+        help="publish an earlier version's snapshot again, as the next version",
+        description="Publish the snapshot of version N again as the taskset's next version: "
+        "clusters upgrade to it (upgrade hooks run). The new version's event is caused by "
+        "version N's, so the log says what it rolled back to.",
+    )
+    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument(
+        "--to-version", type=positive_int, required=True, metavar="N", help="the version to restore"
+    )
+    rollback.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    add_hub_options(rollback)
+    rollback.set_defaults(handler=handle_rollback)
+
     retire = subparsers.add_parser(
         "retire", help="retire a taskset: every cluster removes it (running preDelete first)"
     )
@@ -183,6 +205,7 @@ def handle_publish(args: argparse.Namespace) -> int:
         "format": source.taskset.source.format if source.taskset.source else args.format,
         "values": source.values,
         "path": packed.path,
+        "settings": spec_settings(args),
     }
     spec["placement"], spec["rollout"] = spec_parts(args)
     if args.depends_on is not None:
@@ -249,11 +272,29 @@ def normalize_locally(args: argparse.Namespace, stdin: bytes | None) -> Normaliz
         namespace=args.namespace,
         format=args.format,
         values=[load_values_file(path) for path in args.values],
+        settings=spec_settings(args),
+        settings_label="the command line",
     )
     normalized = normalize(stdin if stdin is not None else Path(args.path), options)
     for line in (*normalized.left_out, *normalized.notes):
         print(f"fleetbus: note: {line}", file=sys.stderr)
     return normalized
+
+
+def handle_rollback(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    outcome = client.post(f"/api/v1/tasksets/{args.name}/rollback", {"to_version": args.to_version})
+    if outcome["changed"]:
+        print(
+            f"rolled {outcome['taskset']} back to v{args.to_version}'s snapshot: published as "
+            f"v{outcome['version']} ({outcome['digest']}) at sequence {outcome['sequence']}"
+        )
+    else:
+        print(
+            f"unchanged: {outcome['taskset']} v{outcome['version']} is v{args.to_version}'s "
+            "snapshot already"
+        )
+    return 0
 
 
 def handle_retire(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from normalizer import FORMATS, NormalizedSource, NormalizeOptions, load_values_
 from normalizer.capabilities import Capabilities
 from normalizer.kubeyaml import dump_yaml
 from normalizer.sources import DEFAULT_NAMESPACE
+from normalizer.taskset_spec import DRIFT_POLICIES
 from taskset.model import Taskset
 from taskset.secrets import mask_secrets
 
@@ -66,6 +67,36 @@ def add_source_arguments(
         default=None,
         help="source format (default: detected from the path)",
     )
+    spec = parser.add_argument_group("taskset spec (wins over a fleetbus.yaml beside the source)")
+    spec.add_argument(
+        "--drift-policy",
+        choices=DRIFT_POLICIES,
+        default=None,
+        help="what edits made on the cluster get: correct (re-apply), report, or ignore",
+    )
+    spec.add_argument(
+        "--ignore-path",
+        action="append",
+        default=None,
+        metavar="POINTER",
+        help="a JSON pointer drift leaves alone on every object (e.g. /spec/replicas); repeat",
+    )
+    spec.add_argument(
+        "--adopt",
+        action="store_true",
+        default=None,
+        help="take over objects that exist already instead of failing with a conflict",
+    )
+
+
+def spec_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The taskset spec fields given on the command line (fleetbus.yaml's names)."""
+    given = {
+        "driftPolicy": getattr(args, "drift_policy", None),
+        "ignorePaths": getattr(args, "ignore_path", None),
+        "adopt": getattr(args, "adopt", None),
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def add_capability_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +132,8 @@ def normalize_from_args(args: argparse.Namespace) -> NormalizedSource:
         format=args.format,
         values=[load_values_file(path) for path in args.values],
         capabilities=Capabilities(getattr(args, "kube_version", None), api_versions),
+        settings=spec_settings(args),
+        settings_label="the command line",
     )
     source: Path | bytes = sys.stdin.buffer.read() if args.path == STDIN else Path(args.path)
     normalized = normalize(source, options)

@@ -14,6 +14,7 @@ from events.store import EventStore, StoredEvent
 from events.streams import REPORTS_STREAM, reports_stream
 from scheduler.service import SchedulerService
 from sealing.envelope import is_sealed_bytes, open_bytes
+from taskset.capabilities import RenderContext
 from taskset.codec import decode_cluster_task
 from taskset.model import ClusterTask, Taskset
 from tests.eventually import eventually
@@ -31,6 +32,7 @@ class FakeChartRenderer(ReplicasRenderer):
         name: str,
         namespace: str,
         previous: Taskset | None = None,
+        context: RenderContext | None = None,
     ) -> Taskset:
         return super().render(chart_archive_digest, values, name, namespace, previous)
 

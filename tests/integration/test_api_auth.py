@@ -105,6 +105,12 @@ async def a_published_taskset(api: LiveApi) -> Request:
     return Request(values={"name": name}, json={"reason": "matrix"})
 
 
+async def a_taskset_to_roll_back(api: LiveApi) -> Request:
+    name = fresh("rolled")
+    await append_each(api.hub.store, [published(name)])
+    return Request(values={"name": name}, json={"to_version": 1})
+
+
 async def a_new_cluster(api: LiveApi) -> Request:
     return Request(json={"name": fresh("edge"), "labels": {"env": "dev"}})
 
@@ -233,12 +239,14 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/tasksets/settings/overrides-preview", V, params={"cluster": "east"}),
     Case("POST", "/api/v1/tasksets", P, ok=201, prepare=an_upload),
     Case("POST", "/api/v1/tasksets/{name}/retire", P, prepare=a_published_taskset),
+    Case("POST", "/api/v1/tasksets/{name}/rollback", P, prepare=a_taskset_to_roll_back),
     Case("PUT", "/api/v1/tasksets/settings/overrides/{name}", P, prepare=an_override),
     Case("DELETE", "/api/v1/tasksets/settings/overrides/{name}", P, prepare=an_override_to_remove),
     Case("POST", "/api/v1/tasksets/{name}/rollout/resume", P, prepare=a_halted_rollout),
     Case("POST", "/api/v1/clusters", A, ok=201, prepare=a_new_cluster),
     Case("PATCH", "/api/v1/clusters/{name}/labels", A, prepare=a_label_change),
     Case("DELETE", "/api/v1/clusters/{name}", A, prepare=a_registered_cluster),
+    Case("POST", "/api/v1/clusters/{name}/drain", A, prepare=a_registered_cluster),
     Case("GET", "/api/v1/blueprints", V),
     Case("GET", "/api/v1/blueprints/{name}", V, prepare=a_blueprint),
     Case("GET", "/api/v1/blueprints/{name}/diff", V, prepare=a_blueprint),

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from taskset.capabilities import RenderContext
 from taskset.model import SourceInfo, Step, Taskset
 from taskset.overrides import (
     ObjectPatch,
@@ -265,6 +266,7 @@ class RecordingRenderer:
         name: str,
         namespace: str,
         previous: Taskset | None = None,
+        context: RenderContext | None = None,
     ) -> Taskset:
         self.calls.append(
             {"archive": chart_archive_digest, "values": values, "name": name, "ns": namespace}

@@ -48,6 +48,9 @@ from tests.unit.test_blueprint_scheduling import blueprint, entry, three_taskset
 from tests.unit.test_placement import Harness
 
 COVERED = {
+    "draining",
+    "releases",
+    "capabilities",
     "resealed",
     "shredded",
     "clusters",
