@@ -29,6 +29,7 @@ from tests.integration.controller_harness import (
     unique,
 )
 from tests.kube_envtest import KubeAPIServer
+from tests.unit.test_edge_alert_rules import CONTROLLER_METRICS
 
 pytestmark = pytest.mark.kube
 
@@ -178,6 +179,7 @@ async def test_the_controller_turns_ready_only_once_its_watches_are_synced(
     assert not ready
     assert reason == "watches not synced yet: fleetnamespaces, steps, tasklets, tasks"
     assert "fleetbus_controller_ready 0" in prometheus_text(health.samples())
+    assert {name for name, *_ in health.samples()} == CONTROLLER_METRICS, "as the alerts expect"
 
     running = asyncio.create_task(controller.run(health.ready))
     try:
