@@ -225,6 +225,9 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/notifications/status", V),
     Case("POST", "/api/v1/notifications", A, ok=201, prepare=a_new_subscription),
     Case("DELETE", "/api/v1/notifications/{name}", A, prepare=a_subscription),
+    Case("GET", "/api/v1/charts/event-rate", V),
+    Case("GET", "/api/v1/charts/convergence/settings", V),
+    Case("GET", "/api/v1/charts/drift/east", V),
 ]
 
 
