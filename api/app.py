@@ -39,6 +39,7 @@ from api.metrics import HubMetrics, NotificationCollector, observe_streams
 from api.routes import (
     access,
     blueprints,
+    charts,
     clusters,
     events,
     fleet,
@@ -178,6 +179,7 @@ def create_app(hub: HubContext) -> Litestar:
             *notifications.ROUTES,
             *sources.ROUTES,
             *keys.ROUTES,
+            *charts.ROUTES,
             dashboard,
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},

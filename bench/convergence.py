@@ -110,7 +110,15 @@ async def register_leaf_edge(
         raise HubFailed(f"fleetbus cluster register {name} failed: {output.decode()[-500:]}")
     child = spawn(
         f"fleetbus edge {name}",
-        ["edge", "--bundle", str(bundle), *executor, "--state-dir", str(bundle.parent / "state")],
+        [
+            "edge",
+            "--bundle",
+            str(bundle),
+            *executor,
+            "--state-dir",
+            str(bundle.parent / "state"),
+            "--health-addr=127.0.0.1:0",  # many edges on one machine: any free port each
+        ],
         hub.root / f"edge-{name}.log",
     )
     hub.children.append(child)

@@ -118,7 +118,7 @@ async def single_edge(kubeconfig: Path | None = None) -> AsyncIterator[SingleEdg
         if kubeconfig is not None:
             controller = spawn(
                 "fleetbus controller",
-                ["controller", "--kubeconfig", str(kubeconfig)],
+                ["controller", "--kubeconfig", str(kubeconfig), "--health-addr=127.0.0.1:0"],
                 hub.root / "controller.log",
             )
             hub.children.append(controller)

@@ -252,12 +252,158 @@ function cellContent(cell) {
   );
 }
 
+// --- charts (SVG, drawn here: the dashboard loads no library) -------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART = { width: 720, height: 170, left: 44, right: 12, top: 14, bottom: 24 };
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+function chartFrame(id, label, data, yMax, yLabel) {
+  const { width, height, left, right, top, bottom } = CHART;
+  const root = svg("svg", { id, class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
+  Object.entries(data).forEach(([k, v]) => root.setAttribute(`data-${k}`, String(v)));
+  const base = height - bottom;
+  root.append(
+    svg("line", { class: "axis", x1: left, y1: base, x2: width - right, y2: base }),
+    svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: base }),
+  );
+  if (yMax !== null) {
+    root.append(
+      svg("text", { class: "tick", x: left - 6, y: top + 4, "text-anchor": "end" }, String(yMax)),
+      svg("text", { class: "tick", x: left - 6, y: base, "text-anchor": "end" }, "0"),
+      svg("text", { class: "tick", x: 4, y: top + (base - top) / 2, transform: `rotate(-90 10 ${top + (base - top) / 2})`, "text-anchor": "middle" }, yLabel),
+    );
+  }
+  return root;
+}
+
+function legend(...entries) {
+  return el("div", { class: "legend small" }, entries.map(([cls, text]) => el("span", { class: `key ${cls}` }, text)));
+}
+
+function eventRateChart(rate) {
+  const buckets = rate.buckets;
+  const { width, height, left, right, top, bottom } = CHART;
+  const totals = buckets.map((b) => b.events + b.reports);
+  const max = Math.max(1, ...totals);
+  const total = totals.reduce((a, b) => a + b, 0);
+  const root = chartFrame("chart-event-rate", "fleet event rate", { total, buckets: buckets.length }, max, "per bucket");
+  const step = (width - left - right) / Math.max(1, buckets.length);
+  const y = (v) => (v / max) * (height - top - bottom);
+  const base = height - bottom;
+  buckets.forEach((b, i) => {
+    const x = left + i * step + 0.5;
+    const w = Math.max(1, step - 1);
+    const title = `${clock(Date.parse(b.at))}: ${b.events} events, ${b.reports} reports`;
+    if (b.reports) root.append(svg("rect", { class: "bar reports", x, y: base - y(b.reports), width: w, height: y(b.reports) }, svg("title", {}, title)));
+    if (b.events) root.append(svg("rect", { class: "bar events", x, y: base - y(b.reports) - y(b.events), width: w, height: y(b.events) }, svg("title", {}, title)));
+  });
+  if (buckets.length) {
+    root.append(
+      svg("text", { class: "tick", x: left, y: height - 6 }, clock(Date.parse(buckets[0].at))),
+      svg("text", { class: "tick", x: width - right, y: height - 6, "text-anchor": "end" }, clock(Date.parse(rate.until))),
+    );
+  }
+  return el(
+    "figure",
+    { class: "chart-box" },
+    el("figcaption", {}, `Fleet event rate, last ${Math.round((Date.parse(rate.until) - Date.parse(rate.since)) / 60000)} min (per ${rate.bucket_seconds} s)`),
+    root,
+    legend(["events", "hub events"], ["reports", "cluster reports"]),
+  );
+}
+
+function convergenceChart(series, targets) {
+  const points = series.points;
+  const { width, height, left, right, top, bottom } = CHART;
+  const start = Date.parse(series.since);
+  const times = [...points.map((p) => Date.parse(p.at)), ...series.waves.map((w) => Date.parse(w.at))];
+  const end = Math.max(start + 1000, ...times);
+  const last = points[points.length - 1] || { applied: 0, failed: 0 };
+  const max = Math.max(1, targets || 0, ...points.map((p) => Math.max(p.applied, p.failed)));
+  const root = chartFrame("chart-convergence", "rollout convergence", { applied: last.applied, failed: last.failed, waves: series.waves.length }, max, "clusters");
+  const x = (ms) => left + ((ms - start) / (end - start)) * (width - left - right);
+  const y = (v) => height - bottom - (v / max) * (height - top - bottom);
+  const stepLine = (key) => {
+    let d = `M ${x(start)} ${y(0)}`;
+    let value = 0;
+    for (const p of points) {
+      const px = x(Date.parse(p.at));
+      d += ` L ${px} ${y(value)} L ${px} ${y(p[key])}`;
+      value = p[key];
+    }
+    return d + ` L ${x(end)} ${y(value)}`;
+  };
+  for (const w of series.waves) {
+    const wx = x(Date.parse(w.at));
+    root.append(
+      svg("line", { class: w.halted ? "wave halted" : "wave", x1: wx, y1: top, x2: wx, y2: height - bottom }),
+      svg("text", { class: "wave-label", x: wx + 3, y: top + 9 }, w.halted ? `halted (wave ${w.wave})` : `wave ${w.wave}/${w.total_waves}`),
+    );
+  }
+  if (targets) root.append(svg("line", { class: "target", x1: left, y1: y(targets), x2: width - right, y2: y(targets) }));
+  root.append(
+    svg("path", { class: "series applied", d: stepLine("applied") }),
+    svg("path", { class: "series failed", d: stepLine("failed") }),
+    svg("text", { class: "tick", x: left, y: height - 6 }, clock(start)),
+    svg("text", { class: "tick", x: width - right, y: height - 6, "text-anchor": "end" }, `+${Math.round((end - start) / 1000)} s`),
+  );
+  return el(
+    "figure",
+    { class: "chart-box" },
+    el("figcaption", {}, "Convergence since this version was published"),
+    root,
+    legend(["applied", "applied"], ["failed", "failed"], ["wavemark", "wave started"], ["target", "targets"]),
+  );
+}
+
+function driftChart(timeline) {
+  const points = timeline.points;
+  if (!points.length) {
+    return el("figure", { class: "chart-box" }, el("figcaption", {}, "Drift timeline"), el("p", { id: "chart-drift", class: "muted", dataset: { points: "0" } }, "No drift seen."));
+  }
+  const { width, height, left, right, top, bottom } = CHART;
+  const times = points.map((p) => Date.parse(p.at));
+  // From the first drift seen to now: how recent, and how spread, the drift is.
+  const start = Math.min(...times);
+  const end = Math.max(start + 60000, Date.now(), ...times);
+  const detected = points.filter((p) => p.type === "DriftDetected").length;
+  const root = chartFrame("chart-drift", "drift timeline", { points: points.length, detected, corrected: points.length - detected }, null, "");
+  const x = (ms) => left + 6 + ((ms - start) / (end - start)) * (width - left - right - 12);
+  const rows = { DriftDetected: top + (height - top - bottom) * 0.3, DriftCorrected: top + (height - top - bottom) * 0.7 };
+  root.append(
+    svg("text", { class: "tick", x: left + 4, y: rows.DriftDetected - 10 }, "detected"),
+    svg("text", { class: "tick", x: left + 4, y: rows.DriftCorrected - 10 }, "corrected"),
+  );
+  for (const p of points) {
+    root.append(
+      svg("circle", { class: p.type === "DriftDetected" ? "point detected" : "point corrected", cx: x(Date.parse(p.at)), cy: rows[p.type], r: 4 }, svg("title", {}, `${clock(Date.parse(p.at))} ${p.summary}`)),
+    );
+  }
+  root.append(
+    svg("text", { class: "tick", x: left, y: height - 6 }, new Date(start).toLocaleString()),
+    svg("text", { class: "tick", x: width - right, y: height - 6, "text-anchor": "end" }, new Date(end).toLocaleString()),
+  );
+  return el("figure", { class: "chart-box" }, el("figcaption", {}, "Drift timeline"), root, legend(["detected", "detected"], ["corrected", "corrected"]));
+}
+
 function rolloutBadge(rollout) {
   if (!rollout) return null;
   return badge(rollout.state, `${rollout.state} ${rollout.applied}/${rollout.targets}`);
 }
 
-function renderFleet(view, status) {
+function renderFleet(view, status, rate) {
   const cells = new Map(status.cells.map((c) => [`${c.cluster}\u0000${c.taskset}`, c]));
   const connected = status.clusters.filter((c) => c.connected).length;
   const driftCount = status.cells.filter(drifted).length;
@@ -277,6 +423,7 @@ function renderFleet(view, status) {
       card(halted, "halted", halted ? "alert" : ""),
       card(driftCount, "drifted", driftCount ? "warn" : ""),
     ),
+    rate ? eventRateChart(rate) : null,
   );
   if (!status.clusters.length) {
     put(view, el("p", { class: "empty" }, "No clusters yet: fleetbus cluster register NAME"));
@@ -355,7 +502,7 @@ function describeProvenance(p) {
   return `${p.kind} ${p.url} chart ${p.chart} ${p.chart_version} (${p.digest.slice(0, 19)})`;
 }
 
-function renderTaskset(view, detail) {
+function renderTaskset(view, detail, series) {
   const t = detail.taskset;
   const r = t.rollout;
   put(view, 
@@ -382,6 +529,7 @@ function renderTaskset(view, detail) {
       el("h2", {}, `Rollout of v${r.version} `, badge(r.state), el("span", { class: "muted small" }, `wave ${r.wave + 1} of ${r.total_waves}`)),
       progressBar(r.applied, r.targets, r.failed.length),
       r.reason ? el("p", { class: "error" }, r.reason) : null,
+      series ? convergenceChart(series, r.targets) : null,
     );
   } else {
     put(view, el("h2", {}, "Rollout"), el("p", { class: "muted" }, "Not scheduled yet."));
@@ -455,7 +603,7 @@ function auditTable(rows, empty) {
   );
 }
 
-function renderCluster(view, detail) {
+function renderCluster(view, detail, drift) {
   const c = detail.cluster;
   put(view, 
     el(
@@ -506,6 +654,7 @@ function renderCluster(view, detail) {
         )
       : el("p", { class: "muted" }, "No taskset is placed on this cluster."),
     el("h2", {}, "Drift history"),
+    drift ? driftChart(drift) : null,
     auditTable(detail.drift, "No drift seen."),
     el("h2", {}, "Latest reports"),
     auditTable(detail.reports, "No reports yet."),
@@ -661,8 +810,16 @@ async function route(showLoading = true) {
   const next = el("div", { class: "page" });
   if (showLoading) clear(view).append(el("p", { class: "muted" }, "Loading…"));
   try {
-    if (parts[0] === "taskset" && parts[1]) renderTaskset(next, await api(`/api/v1/tasksets/${encodeURIComponent(parts[1])}`));
-    else if (parts[0] === "cluster" && parts[1]) renderCluster(next, await api(`/api/v1/clusters/${encodeURIComponent(parts[1])}`));
+    if (parts[0] === "taskset" && parts[1]) {
+      const name = encodeURIComponent(parts[1]);
+      const [detail, series] = await Promise.all([api(`/api/v1/tasksets/${name}`), api(`/api/v1/charts/convergence/${name}`).catch(() => null)]);
+      renderTaskset(next, detail, series);
+    }
+    else if (parts[0] === "cluster" && parts[1]) {
+      const name = encodeURIComponent(parts[1]);
+      const [detail, drift] = await Promise.all([api(`/api/v1/clusters/${name}`), api(`/api/v1/charts/drift/${name}`).catch(() => null)]);
+      renderCluster(next, detail, drift);
+    }
     else if (parts[0] === "events") await renderEvents(next);
     else if (parts[0] === "blueprints") renderBlueprints(next, await api("/api/v1/blueprints"));
     else if (parts[0] === "blueprint" && parts[1]) {
@@ -670,7 +827,10 @@ async function route(showLoading = true) {
       const [blueprint, clusters] = await Promise.all([api(`/api/v1/blueprints/${name}`), api(`/api/v1/blueprints/${name}/status`)]);
       renderBlueprint(next, blueprint, clusters);
     }
-    else renderFleet(next, await api("/api/v1/status"));
+    else {
+      const [status, rate] = await Promise.all([api("/api/v1/status"), api("/api/v1/charts/event-rate?minutes=30&bucket_seconds=30").catch(() => null)]);
+      renderFleet(next, status, rate);
+    }
   } catch (e) {
     if (e instanceof Unauthorized) {
       state.token = null;

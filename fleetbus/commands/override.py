@@ -24,6 +24,7 @@ import yaml
 from api.errors import InvalidRequest
 from fleetbus.client import HubClient, add_hub_options
 from fleetbus.output import Column, add_output_option, emit, when, write_document
+from taskset.selectors import parse_selector
 
 
 def register(subparsers: Any) -> None:
@@ -66,6 +67,14 @@ def register(subparsers: Any) -> None:
 
     ls = verbs.add_parser("ls", help="list a taskset's overrides in the order they apply")
     ls.add_argument("taskset")
+    ls.add_argument(
+        "-l",
+        "--selector",
+        default="",
+        metavar="SELECTOR",
+        help="only the overrides that apply to some cluster whose labels match (its own "
+        "cluster does, or its selector matches one of them)",
+    )
     add_output_option(ls)
     add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
@@ -155,10 +164,32 @@ def handle_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def touching(
+    overrides: list[dict[str, Any]], clusters: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The overrides that apply to at least one of `clusters` (by name or by selector)."""
+    names = {c["name"] for c in clusters}
+    kept = []
+    for override in overrides:
+        if override["cluster"]:
+            if override["cluster"] in names:
+                kept.append(override)
+            continue
+        wanted = parse_selector(override["selector"])
+        if any(wanted.matches(c.get("labels") or {}) for c in clusters):
+            kept.append(override)
+    return kept
+
+
 def handle_ls(args: argparse.Namespace) -> int:
-    overrides: list[dict[str, Any]] = HubClient.from_args(args).get(
-        overrides_path(args.taskset, "overrides")
-    )
+    wanted = parse_selector(args.selector) if args.selector else None
+    client = HubClient.from_args(args)
+    overrides: list[dict[str, Any]] = client.get(overrides_path(args.taskset, "overrides"))
+    if wanted is not None:
+        clusters = [
+            c for c in client.get("/api/v1/clusters") if wanted.matches(c.get("labels") or {})
+        ]
+        overrides = touching(overrides, clusters)
     if args.output in ("json", "yaml"):
         rows = [
             {

@@ -117,6 +117,27 @@ def test_cluster_ls_and_status_filter_clusters_by_selector(hub: Hub, tmp_path: P
     assert not bad.stdout
     assert "Traceback" not in bad.stderr
 
+    patch = tmp_path / "patch.yaml"
+    patch.write_text(
+        "- target: {kind: ConfigMap, name: board-page, namespace: status-board}\n"
+        "  mergePatch: {metadata: {annotations: {edited: 'yes'}}}\n"
+    )
+    for name, where in (("one", ("--cluster", "edge-1")), ("devs", ("--selector", "env=dev"))):
+        done = hub.fleetbus(
+            "override", "set", "board", "--name", name, *where, "--patch", str(patch)
+        )
+        assert done.returncode == 0, done.stderr
+
+    def overrides_for(selector: str) -> list[str]:
+        done = hub.fleetbus("override", "ls", "board", "-l", selector, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        return [o["name"] for o in json.loads(done.stdout)]
+
+    assert overrides_for("env=prod") == ["one"], "edge-1's own override"
+    assert overrides_for("env=dev") == ["devs"], "the selector matches edge-2"
+    assert sorted(overrides_for("env")) == ["devs", "one"]
+    assert overrides_for("env=qa") == []
+
 
 def test_status_watch_prints_again_when_the_status_changes(hub: Hub, tmp_path: Path) -> None:
     prepared(hub, tmp_path)

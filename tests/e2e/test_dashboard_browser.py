@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from events.catalog import DriftCorrected, DriftDetected
+from events.ids import new_event_id
+from events.store import EventStore, connect
+from events.streams import REPORTS_STREAM
+from fleetbus.datadir import DataDir
 from fleetbus.natsserver import free_port
 from fleetbus.probes import fleetbus_version
 from tests.source_servers import HelmRepository, helm_repository, make_chart
@@ -308,6 +314,43 @@ def cell_states(taskset: str) -> str:
 
 
 @pytest.mark.timeout(240)
+async def report_drift(data_dir: Path, cluster: str, taskset: str) -> None:
+    """The cluster reports drift detected, then corrected, on its own report subjects."""
+    data = DataDir(data_dir)
+    nc = await connect(
+        data.read_hub_info()["nats_url"], user="hub", password=data.secrets()["hub_password"]
+    )
+    reports = EventStore(nc, stream=REPORTS_STREAM)
+    try:
+        now = datetime.now(UTC)
+        detected = DriftDetected(
+            id=new_event_id(),
+            occurred_at=now,
+            actor=f"cluster:{cluster}",
+            cluster=cluster,
+            taskset=taskset,
+            taskset_version=1,
+            generation=1,
+            object="ConfigMap/default/greeting",
+            fields=["data.text"],
+        )
+        corrected = DriftCorrected(
+            id=new_event_id(),
+            occurred_at=now,
+            actor=f"cluster:{cluster}",
+            causation_id=detected.id,
+            cluster=cluster,
+            taskset=taskset,
+            taskset_version=1,
+            generation=1,
+            object="ConfigMap/default/greeting",
+        )
+        await reports.append([detected])
+        await reports.append([corrected])
+    finally:
+        await reports.close()
+
+
 async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path: Path) -> None:
     chromium = find_chromium()
     if chromium is None:
@@ -358,6 +401,12 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
             ".map(e => e.textContent))"
         )
         assert edge_lines == [f"edge {fleetbus_version()} · ready"] * 3
+        # The fleet's event rate: the publish, its scheduling and the three reports, in bars.
+        rate = await page.wait_for(
+            "(c => c && Number(c.dataset.total) >= 5 && c.querySelectorAll('rect.bar').length > 0"
+            " && Number(c.dataset.total))(document.getElementById('chart-event-rate'))"
+        )
+        assert rate >= 5
         await page.screenshot(ARTIFACTS / "dashboard-fleet.png")
 
         await page.evaluate("location.hash = '#/taskset/greeting'; true")
@@ -365,6 +414,17 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         await page.wait_for(
             "document.querySelector('.progress-text')?.textContent === '3/3 applied'"
         )
+        # Convergence over time: three clusters applied, none failed, the waves marked.
+        converged = await page.wait_for(
+            "(c => c && c.dataset.applied === '3' && [c.dataset.applied, c.dataset.failed,"
+            " c.dataset.waves, c.querySelectorAll('line.wave').length,"
+            " c.querySelector('path.series.applied').getAttribute('d')])"
+            "(document.getElementById('chart-convergence'))"
+        )
+        assert converged[:2] == ["3", "0"]
+        assert int(converged[2]) >= 1
+        assert converged[3] == int(converged[2]), "one marker per wave"
+        assert converged[4].count(" L ") >= 4, "a step per cluster that converged"
         await page.screenshot(ARTIFACTS / "dashboard-taskset.png")
 
         async with httpx.AsyncClient(
@@ -393,6 +453,14 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         health = await page.evaluate("document.querySelector('dd.edge-health').textContent")
         assert "connected to the hub" in health
         assert "caught up" in health
+        assert await page.wait_for("document.getElementById('chart-drift')?.dataset.points === '0'")
+        # sim-2 reports drift found and corrected: the timeline shows both, live.
+        await report_drift(tmp_path / "hub", "sim-2", "greeting")
+        points = await page.wait_for(
+            "(c => c && c.dataset.points === '2' && [c.dataset.detected, c.dataset.corrected,"
+            " c.querySelectorAll('circle.point').length])(document.getElementById('chart-drift'))"
+        )
+        assert points == ["1", "1", 2]
         await page.screenshot(ARTIFACTS / "dashboard-cluster.png")
 
         await page.evaluate("location.hash = '#/events'; true")

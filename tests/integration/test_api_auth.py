@@ -282,6 +282,9 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/keys", A),
     Case("POST", "/api/v1/keys/rotate", A, prepare=a_data_key_rotation),
     Case("POST", "/api/v1/keys/shred", A, prepare=a_cluster_to_shred),
+    Case("GET", "/api/v1/charts/event-rate", V),
+    Case("GET", "/api/v1/charts/convergence/settings", V),
+    Case("GET", "/api/v1/charts/drift/east", V),
 ]
 
 

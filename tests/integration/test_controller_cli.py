@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,16 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from cluster_controller.health import ControllerHealth
 from cluster_controller.kube import Kube
+from cluster_controller.runtime import Controller, ControllerOptions
 from fleetbus.natsserver import free_port
+from fleetbus.probes import prometheus_text
 from kube_contract.resources import STEP, TASK
 from taskset.model import Step, Taskset
+from tests.eventually import eventually
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
     unique,
 )
 from tests.kube_envtest import KubeAPIServer
+from tests.unit.test_edge_alert_rules import CONTROLLER_METRICS
 
 pytestmark = pytest.mark.kube
 
@@ -162,3 +168,37 @@ def test_an_unusable_kubeconfig_is_one_clear_line_and_exit_code_2(tmp_path: Path
     assert result.stderr.strip().splitlines() == [
         f"fleetbus: error: cannot use kubeconfig {missing}: Configuration file {missing} not found"
     ]
+
+
+async def test_the_controller_turns_ready_only_once_its_watches_are_synced(
+    kube: Kube, kube_namespace: str
+) -> None:
+    controller = Controller(kube, ControllerOptions(namespace=kube_namespace, workers=1))
+    health = ControllerHealth(controller, "9.9.9")
+    ready, reason = health.readiness()
+    assert not ready
+    assert reason == "watches not synced yet: fleetnamespaces, steps, tasklets, tasks"
+    assert "fleetbus_controller_ready 0" in prometheus_text(health.samples())
+    assert {name for name, *_ in health.samples()} == CONTROLLER_METRICS, "as the alerts expect"
+
+    running = asyncio.create_task(controller.run(health.ready))
+    try:
+        await eventually(lambda: health.readiness()[0], "the controller ready", 60)
+        assert health.readiness() == (True, "watches synced")
+        assert all(health.informers_synced().values())
+        text = prometheus_text(health.samples())
+        assert 'fleetbus_controller_info{version="9.9.9"} 1' in text
+        assert 'fleetbus_controller_watch_synced{resource="tasks"} 1' in text
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    health.stopped = "stopping"
+    assert health.readiness() == (False, "stopping")
+    assert health.live() == (False, "stopping")
+
+
+def test_a_replica_waiting_for_the_lease_is_ready_as_a_standby(kube: Kube) -> None:
+    health = ControllerHealth(Controller(kube), "1.0")
+    health.standby = True
+    assert health.readiness() == (True, "standby: another replica holds the leader Lease")

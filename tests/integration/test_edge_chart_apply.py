@@ -48,3 +48,36 @@ async def test_every_object_the_chart_renders_passes_the_apiservers_validation(
 
     assert len(accepted) == len(documents) == 12
     assert ("StatefulSet", "fleetbus-edge-connector") in accepted
+
+
+async def test_the_metrics_services_and_scrape_rule_pass_the_apiservers_validation(
+    kube: Kube, kube_namespace: str
+) -> None:
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.create(now)
+    values = helm_values(
+        EdgeSettings(cluster="edge-oslo", hub_urls=["wss://hub.example.com:443"]),
+        ca.cert_pem,
+        ca.issue_cluster("edge-oslo", now),
+    )
+    values["serviceMonitor"] = {
+        "enabled": True,
+        "scrapeNamespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    }
+    documents = render(values, namespace=kube_namespace)
+    # The test cluster has no Prometheus Operator CRDs: the ServiceMonitor itself is checked by
+    # rendering (tests/unit/test_edge_chart.py); everything else goes to the apiserver.
+    kinds = [d["kind"] for d in documents]
+    assert kinds.count("ServiceMonitor") == 1
+
+    accepted = []
+    for document in documents:
+        if document["kind"] == "ServiceMonitor":
+            continue
+        answer = await kube.apply(document, field_manager="helm-test", dry_run=True)
+        accepted.append((answer["kind"], answer["metadata"]["name"]))
+
+    assert ("Service", "fleetbus-edge-connector-metrics") in accepted
+    assert ("Service", "fleetbus-edge-controller-metrics") in accepted
+    assert ("NetworkPolicy", "fleetbus-edge-deny-ingress") in accepted
+    assert len(accepted) == 14

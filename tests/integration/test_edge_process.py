@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from events.catalog import TaskApplied
+from fleetbus.natsserver import free_port
 from tests.eventually import eventually
 from tests.integration.edge_harness import (
     cluster_task,
@@ -95,6 +97,7 @@ def is_loopback(address: str) -> bool:
 async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> None:
     async with edge_hub(tmp_path) as hub:
         bundle = await hub.register("alpha")
+        health_port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -104,7 +107,7 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
             "--sim",
             "--state-dir",
             str(tmp_path / "edge-state"),
-            "--health-addr=127.0.0.1:0",
+            f"--health-addr=127.0.0.1:{health_port}",
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -125,6 +128,20 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
             listening = listening_addresses(pids)
             assert listening, "the leaf nats-server listens for its local clients"
             assert all(is_loopback(address) for address, _ in listening), listening
+            assert ("127.0.0.1", health_port) in listening, "the probes, on loopback"
+
+            def ready() -> bool:
+                url = f"http://127.0.0.1:{health_port}/readyz"
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        return int(response.status) == 200
+                except OSError:
+                    return False
+
+            async def ready_now() -> bool:
+                return await asyncio.to_thread(ready)
+
+            await eventually(ready_now, what="the edge ready")
         finally:
             process.send_signal(signal.SIGTERM)
             async with asyncio.timeout(15):
