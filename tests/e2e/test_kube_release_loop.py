@@ -318,3 +318,66 @@ async def test_a_chart_is_rendered_for_the_capabilities_its_cluster_reported(
     )
     assert live["data"]["tasks"] == "true"
     assert live["data"]["revision"] == "1"
+
+
+async def test_adopt_takes_over_an_object_and_retire_keeps_a_crd_marked_keep(
+    loop: Loop,
+) -> None:
+    app = unique_namespace_name("adopt")
+    group = f"{app}.example.com"
+    await loop.kubectl("create", "namespace", app)
+    await loop.kubectl("create", "configmap", "pre", "-n", app, "--from-literal=value=by-hand")
+    source = loop.tmp_path / "adopter"
+    source.mkdir()
+    (source / "objects.yaml").write_text(
+        f"""\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: pre
+  annotations:
+    fleetbus.io/adopt: "true"
+data:
+  value: from-fleetbus
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.{group}
+  annotations:
+    helm.sh/resource-policy: keep
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{kind: Gadget, plural: gadgets, singular: gadget}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+    )
+    publish(loop, source, "adopter", app)
+    await loop.wait_state("adopter", "applied")
+    live = await configmap(loop, app, "pre")
+    assert live["data"] == {"value": "from-fleetbus"}
+    assert live["metadata"]["labels"]["fleetbus.io/task"] == "adopter"
+    await asyncio.to_thread(
+        loop.kube.request,
+        "POST",
+        f"/apis/{group}/v1/namespaces/{app}/gadgets",
+        {"apiVersion": f"{group}/v1", "kind": "Gadget", "metadata": {"name": "mine"}},
+    )
+
+    retired = await asyncio.to_thread(loop.hub.fleetbus, "retire", "adopter")
+    assert retired.returncode == 0, retired.stderr
+
+    async def task_gone() -> bool:
+        return await loop.controller.task("adopter") is None
+
+    await loop.controller.wait_for("the adopter's Task to be gone", task_gone, 120.0)
+    assert await configmap(loop, app, "pre") is None, "an adopted object is the taskset's own"
+    crd = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.{group}"
+    assert await loop.get(crd) is not None
+    assert await loop.get(f"/apis/{group}/v1/namespaces/{app}/gadgets/mine") is not None
