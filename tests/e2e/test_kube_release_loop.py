@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_hub_process import hub
-from tests.e2e.test_kube_cluster_loop import CLUSTER, Loop, loop
+from tests.e2e.test_kube_cluster_loop import CLUSTER, Loop, loop, watch_for_complete_job
 from tests.e2e.test_kube_loop import event_types, poll, status_rows
 from tests.kube_envtest import unique_namespace_name
 
@@ -258,6 +258,24 @@ async def test_a_published_chart_runs_hooks_step_jobs_and_drift_settings_as_writ
     assert "upgrade" in upgraded
     for name in ("install-a", "install-b", "install-c"):
         assert upgraded[name]["metadata"]["uid"] == installed[name]["metadata"]["uid"], name
+
+    cleanup_seen = asyncio.ensure_future(
+        asyncio.to_thread(watch_for_complete_job, loop.kube, app, "cleanup")
+    )
+    try:
+        retired = await asyncio.to_thread(loop.hub.fleetbus, "retire", "release")
+        assert retired.returncode == 0, retired.stderr
+        cleanup = await asyncio.wait_for(cleanup_seen, 120)
+    finally:
+        cleanup_seen.cancel()
+        await asyncio.gather(cleanup_seen, return_exceptions=True)
+    assert cleanup["status"]["succeeded"] == 1, "the pre-delete hook ran on retire"
+
+    async def task_gone() -> bool:
+        return await loop.controller.task("release") is None
+
+    await loop.controller.wait_for("the release Task to be gone", task_gone, 120.0)
+    assert await loop.get(f"/apis/apps/v1/namespaces/{app}/deployments/api") is None
 
 
 def _drift_events(loop: Loop) -> list[dict[str, Any]]:
