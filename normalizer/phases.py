@@ -13,8 +13,9 @@ or in `helm template` output handed over as plain YAML), mapped onto fleetbus ph
 | pre-delete                    | `preDelete`   |                                              |
 | post-delete                   | `preDelete`   | the controller runs it after the other       |
 |                               |               | objects are deleted                          |
-| pre-rollback, post-rollback   | left out      | fleetbus never rolls back; publishing an     |
-|                               |               | older version is a new version               |
+| pre-rollback, post-rollback   | left out      | `fleetbus rollback` publishes an earlier     |
+|                               |               | version again: a new version, whose upgrade  |
+|                               |               | hooks run                                    |
 | test, test-success/-failure   | left out      | `helm test` hooks are not part of a release  |
 
 An object with hooks for several phases appears once in each. The hook's weight and delete
@@ -44,8 +45,10 @@ HOOK_PHASES: dict[str, Phase] = {
     "post-delete": "preDelete",
 }
 LEFT_OUT_HOOKS: dict[str, str] = {
-    "pre-rollback": "a rollback hook; fleetbus never rolls back",
-    "post-rollback": "a rollback hook; fleetbus never rolls back",
+    "pre-rollback": "a rollback hook; fleetbus rolls back by publishing an earlier version "
+    "again, which runs upgrade hooks",
+    "post-rollback": "a rollback hook; fleetbus rolls back by publishing an earlier version "
+    "again, which runs upgrade hooks",
     "test": "a helm test hook",
     "test-success": "a helm test hook",
     "test-failure": "a helm test hook",

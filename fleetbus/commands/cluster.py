@@ -92,7 +92,7 @@ def register(subparsers: Any) -> None:
     )
     rm.add_argument(
         "--drain-timeout",
-        type=float,
+        type=positive_seconds,
         default=900.0,
         metavar="S",
         help="give up draining after S seconds (default 900); the cluster stays registered",
@@ -112,11 +112,19 @@ def cluster_path(name: str, *rest: str) -> str:
 DRAIN_POLL_S = 1.0
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 600 or 2.5, got {text!r}") from e
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def drain(client: HubClient, name: str, timeout_s: float) -> bool:
     """Ask the hub to remove every taskset from the cluster; wait until none is left there,
     printing each change. False (and a message) when the time is up."""
-    if timeout_s <= 0:
-        raise InvalidRequest(f"--drain-timeout must be positive, got {timeout_s}")
     client.post(cluster_path(name, "drain"))
     print(f"draining cluster {name}: every taskset leaves it, running preDelete first")
     deadline = time.monotonic() + timeout_s

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_hub_process import hub
-from tests.e2e.test_kube_cluster_loop import CLUSTER, Loop, loop
+from tests.e2e.test_kube_cluster_loop import CLUSTER, Loop, loop, watch_for_complete_job
 from tests.e2e.test_kube_loop import event_types, poll, status_rows
 from tests.kube_envtest import unique_namespace_name
 
@@ -259,6 +259,24 @@ async def test_a_published_chart_runs_hooks_step_jobs_and_drift_settings_as_writ
     for name in ("install-a", "install-b", "install-c"):
         assert upgraded[name]["metadata"]["uid"] == installed[name]["metadata"]["uid"], name
 
+    cleanup_seen = asyncio.ensure_future(
+        asyncio.to_thread(watch_for_complete_job, loop.kube, app, "cleanup")
+    )
+    try:
+        retired = await asyncio.to_thread(loop.hub.fleetbus, "retire", "release")
+        assert retired.returncode == 0, retired.stderr
+        cleanup = await asyncio.wait_for(cleanup_seen, 120)
+    finally:
+        cleanup_seen.cancel()
+        await asyncio.gather(cleanup_seen, return_exceptions=True)
+    assert cleanup["status"]["succeeded"] == 1, "the pre-delete hook ran on retire"
+
+    async def task_gone() -> bool:
+        return await loop.controller.task("release") is None
+
+    await loop.controller.wait_for("the release Task to be gone", task_gone, 120.0)
+    assert await loop.get(f"/apis/apps/v1/namespaces/{app}/deployments/api") is None
+
 
 def _drift_events(loop: Loop) -> list[dict[str, Any]]:
     return [e for e in event_types(loop.hub) if e["type"] == "DriftDetected"]
@@ -318,3 +336,66 @@ async def test_a_chart_is_rendered_for_the_capabilities_its_cluster_reported(
     )
     assert live["data"]["tasks"] == "true"
     assert live["data"]["revision"] == "1"
+
+
+async def test_adopt_takes_over_an_object_and_retire_keeps_a_crd_marked_keep(
+    loop: Loop,
+) -> None:
+    app = unique_namespace_name("adopt")
+    group = f"{app}.example.com"
+    await loop.kubectl("create", "namespace", app)
+    await loop.kubectl("create", "configmap", "pre", "-n", app, "--from-literal=value=by-hand")
+    source = loop.tmp_path / "adopter"
+    source.mkdir()
+    (source / "objects.yaml").write_text(
+        f"""\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: pre
+  annotations:
+    fleetbus.io/adopt: "true"
+data:
+  value: from-fleetbus
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.{group}
+  annotations:
+    helm.sh/resource-policy: keep
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{kind: Gadget, plural: gadgets, singular: gadget}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+    )
+    publish(loop, source, "adopter", app)
+    await loop.wait_state("adopter", "applied")
+    live = await configmap(loop, app, "pre")
+    assert live["data"] == {"value": "from-fleetbus"}
+    assert live["metadata"]["labels"]["fleetbus.io/task"] == "adopter"
+    await asyncio.to_thread(
+        loop.kube.request,
+        "POST",
+        f"/apis/{group}/v1/namespaces/{app}/gadgets",
+        {"apiVersion": f"{group}/v1", "kind": "Gadget", "metadata": {"name": "mine"}},
+    )
+
+    retired = await asyncio.to_thread(loop.hub.fleetbus, "retire", "adopter")
+    assert retired.returncode == 0, retired.stderr
+
+    async def task_gone() -> bool:
+        return await loop.controller.task("adopter") is None
+
+    await loop.controller.wait_for("the adopter's Task to be gone", task_gone, 120.0)
+    assert await configmap(loop, app, "pre") is None, "an adopted object is the taskset's own"
+    crd = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.{group}"
+    assert await loop.get(crd) is not None
+    assert await loop.get(f"/apis/{group}/v1/namespaces/{app}/gadgets/mine") is not None

@@ -97,7 +97,7 @@ async def test_an_edited_field_is_reverted_and_reported(
         "the Task to count the drift",
         lambda: _when(env.task(name), lambda t: t["status"]["drift"]["corrected"] == 1),
     )
-    assert task["status"]["drift"] == {"detected": 1, "corrected": 1, "drifted": 0}
+    assert task["status"]["drift"] == {"detected": 1, "corrected": 1, "drifted": 0, "reported": 0}
     assert task["status"]["phase"] == "Ready"
 
 
