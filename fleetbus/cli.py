@@ -23,8 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "publish",
         "publish a chart, overlay or YAML bundle as the next version of a taskset",
     ),
-    "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
     "rollback": ("publish", "publish an earlier version's snapshot again, as the next version"),
+    "retire": ("publish", "retire a taskset: every cluster removes it (running preDelete first)"),
     "token": ("token", "manage API tokens (admin)"),
     "source": (
         "source",
