@@ -326,12 +326,13 @@ def _pull_oci(
 def _unauthorized(error: helm_python.HelmError, credential: Credential | None, host: str) -> str:
     """Helm's message, with what to do when the registry wants credentials it did not get."""
     text = _detail(error, credential)
-    if "401" in text or "unauthorized" in text.lower():
+    lowered = text.lower()
+    if any(sign in lowered for sign in ("401", "unauthorized", "credential not found")):
         hint = (
-            "the credentials were refused"
+            f"registry {host} refused the credentials"
             if credential is not None
-            else f"it needs credentials: store them with `fleetbus source credentials set` "
-            f"and name them with --credentials (registry {host})"
+            else f"registry {host} needs credentials: store them with `fleetbus source "
+            "credentials set` and name them with --credentials"
         )
         return f"{text} ({hint})"
     return text
