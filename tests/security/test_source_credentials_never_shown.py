@@ -110,14 +110,19 @@ async def test_a_deploy_key_and_a_registry_password_are_used_and_never_shown(
                 *("source", "credentials", "set", name, "--ssh-key", str(tmp_path / name)),
                 *("--known-hosts", str(tmp_path / "known_hosts")),
             )
-        (tmp_path / "no-hosts").write_text("")
-        refused = cli(
-            "credentials set without known hosts",
-            *("source", "credentials", "set", "loose", "--ssh-key", str(tmp_path / "deploy")),
-        )
-        assert refused.returncode != 0
-        assert b"the host key is always checked" in refused.stderr
-        assert b"Traceback" not in refused.stderr
+        (tmp_path / "no-hosts").write_text("# none\n")
+        for label, hosts in (
+            ("without", ()),
+            ("with empty", ("--known-hosts", str(tmp_path / "no-hosts"))),
+        ):
+            refused = cli(
+                f"credentials set {label} known hosts",
+                *("source", "credentials", "set", "loose", "--ssh-key", str(tmp_path / "deploy")),
+                *hosts,
+            )
+            assert refused.returncode == 2, refused.stderr.decode()
+            assert b"host key is always checked" in refused.stderr
+            assert b"Traceback" not in refused.stderr
         for name, password in (("registry", REGISTRY_PASSWORD), ("wrong-reg", WRONG_PASSWORD)):
             ok(
                 f"credentials set {name}",
