@@ -1,7 +1,7 @@
 """The Helm worker: one network step of a chart fetch, in a child process of its own.
 
 `python -m sources.helm_worker` reads one `WorkerRequest` (JSON) on its standard input, runs it
-through Helm's client (`sources.helm_fetch`) and writes one JSON answer on its standard output:
+through Helm's client (`sources.helm_pull`) and writes one JSON answer on its standard output:
 `{"result": {...}}` or `{"error": {"type": ..., "message": ...}}`. Credentials travel on the
 pipe only, never on the command line or in the environment.
 
@@ -142,11 +142,11 @@ class AnswerChannel:
 
 
 def run(request: WorkerRequest, budget: ReadBudget) -> dict[str, Any]:
-    from sources import helm_fetch
+    from sources import helm_pull
 
     if request.step == "pull":
-        return helm_fetch.pull_archive(request, budget)
-    helm_fetch.build_dependencies(request, budget)
+        return helm_pull.pull_archive(request, budget)
+    helm_pull.build_dependencies(request, budget)
     return {}
 
 

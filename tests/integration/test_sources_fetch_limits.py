@@ -1,4 +1,5 @@
-"""A chart download is held to the size limit while it arrives, and to the time limit: the Helm
+"""A chart download (from a Helm repository or an OCI registry) is held to the size limit while
+it arrives, and to the time limit: the Helm
 worker stops at the limit (the server sees the connection drop long before it has sent the
 chart), and a fetch that times out or is cancelled leaves no process downloading behind it.
 
@@ -30,7 +31,9 @@ from sources.limits import SourceLimits
 from sources.publish import PublishSettings, fetch_and_publish
 from sources.references import HostAllowList, SourceRef
 from tests.eventually import eventually
-from tests.source_servers import make_chart, package_chart
+from tests.source_servers import OciRegistry, make_chart, oci_registry, package_chart
+
+__all__ = ["oci_registry"]
 
 GIB = 1024 * 1024 * 1024
 MIB = 1024 * 1024
@@ -205,3 +208,18 @@ async def test_a_cancelled_publish_from_a_source_stops_its_download(
         return not helm_workers()
 
     await eventually(no_workers, "no Helm worker left", 5, 0.05)
+
+
+def test_a_registry_chart_over_the_size_limit_is_stopped_while_it_downloads(
+    oci_registry: OciRegistry, tmp_path: Path
+) -> None:
+    chart = make_chart(tmp_path / "src", "bulky", "1.0.0")
+    for n in range(4):  # incompressible: the archive stays 16 MiB
+        (chart / f"blob-{n}.bin").write_bytes(os.urandom(4 * MIB))
+    oci_registry.push(package_chart(chart, tmp_path / "pkg"))
+    ref = SourceRef(kind="oci", url=f"oci://{oci_registry.host}/charts/bulky", plain_http=True)
+    policy = FetchPolicy(allowed=ALLOWED, limits=SourceLimits(max_total_bytes=256 * 1024))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(SourceTooLarge, match=r"stopped while downloading: .* 262,144 bytes"):
+        fetch_source(ref, tmp_path / "work", policy)
+    assert not list((tmp_path / "work" / "download").glob("*.tgz")), "no archive was written"
