@@ -188,7 +188,9 @@ def run_worker(
     except msgspec.DecodeError:
         answer = None
     if answer is None:
-        detail = " ".join(done.stderr.decode(errors="replace").split())[-500:]
+        # Its last words: the exception that ended it, or what killed it.
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        detail = " ".join(said[-1].split())[-500:] if said else ""
         if credential is not None:
             detail = credential.scrub(detail)
         raise SourceUnreachable(

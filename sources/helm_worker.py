@@ -166,6 +166,17 @@ def main() -> int:
     except SourceError as e:
         answers.send(WorkerAnswer(error=WorkerError(type=type(e).__name__, message=str(e))))
         return 0
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        answers.send(
+            WorkerAnswer(
+                error=WorkerError(
+                    type="SourceUnreachable",
+                    message=f"the fetch's directory cannot be written{where}: {e.strerror or e}",
+                )
+            )
+        )
+        return 0
     answers.send(WorkerAnswer(result=result))
     return 0
 
