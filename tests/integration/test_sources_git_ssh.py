@@ -5,6 +5,9 @@ not take are refused with errors naming the host, and the key never shows in the
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from sources.credentials import Credential, CredentialStore
-from sources.errors import InvalidSourceReference, SourceUnreachable
+from sources.errors import InvalidSourceReference, SourceTimedOut, SourceUnreachable
 from sources.fetch import FetchPolicy, fetch_source
+from sources.limits import SourceLimits
 from sources.references import HostAllowList, SourceRef
 from tests.source_servers import GitServer, SshGitServer, git_server, ssh_key_pair
 
@@ -150,3 +154,45 @@ def test_ssh_sources_need_ssh_credentials_with_known_hosts_before_anything_is_co
     ):
         store.set("deploy", ssh.credential(known_hosts="127.0.0.1 ssh-ed25519\n"))
     assert not (tmp_path / "credentials.json").exists(), "nothing half-written"
+
+
+def ssh_clients_for(port: int) -> list[int]:
+    """ssh processes (anyone's) still talking to 127.0.0.1:`port`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            words = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and words[0].endswith(b"ssh") and str(port).encode() in words:
+            found.append(int(entry))
+    return found
+
+
+def test_a_server_that_never_answers_times_out_and_leaves_no_ssh_behind(
+    ssh: SshSetup, tmp_path: Path
+) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    try:
+        ref = SourceRef(
+            kind="git", url=f"ssh://git@127.0.0.1:{port}/overlays.git", ref="main", path="prod"
+        )
+        policy = FetchPolicy(allowed=LOOPBACK.allowed, limits=SourceLimits(timeout_s=2))
+        credential = ssh.credential(
+            known_hosts=f"[127.0.0.1]:{port} {ssh.server.known_hosts().split(' ', 1)[1]}"
+        )
+        started = time.monotonic()
+        with pytest.raises(
+            SourceTimedOut,
+            match=rf"asking ssh://git@127.0.0.1:{port}/overlays.git for main took longer than 2s",
+        ):
+            fetch_source(ref, tmp_path, policy, credential=credential)
+        assert time.monotonic() - started < 6
+        assert not ssh_clients_for(port), "the ssh git started was killed with it"
+    finally:
+        silent.close()
