@@ -1,7 +1,8 @@
-"""A chart download (from a Helm repository or an OCI registry) is held to the size limit while
-it arrives, and to the time limit: the Helm
-worker stops at the limit (the server sees the connection drop long before it has sent the
-chart), and a fetch that times out or is cancelled leaves no process downloading behind it.
+"""A chart download (from a Helm repository, an OCI registry, or as a dependency) is held to
+the size limit while it arrives, and to the time limit: the Helm worker stops at the limit (the
+server sees the connection drop long before it has sent the chart), and a fetch that times out
+or is cancelled leaves no process downloading behind it. Credentials reach the worker on a
+pipe, never on its command line or in its environment.
 
 The repository is real (index.yaml made by helm_python); only its archive is served the way the
 test needs it: a gigabyte as fast as loopback goes, or a trickle that never ends in time.
@@ -10,6 +11,7 @@ test needs it: a gigabyte as fast as loopback goes, or a trickle that never ends
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import http.server
 import os
@@ -25,15 +27,24 @@ import pytest
 
 from charts.store import ChartStore
 from events.store import EventStore
+from sources.credentials import Credential
 from sources.errors import SourceTimedOut, SourceTooLarge
 from sources.fetch import FetchPolicy, fetch_source
 from sources.limits import SourceLimits
+from sources.processes import FetchDeadline
 from sources.publish import PublishSettings, fetch_and_publish
 from sources.references import HostAllowList, SourceRef
 from tests.eventually import eventually
-from tests.source_servers import OciRegistry, make_chart, oci_registry, package_chart
+from tests.source_servers import (
+    GitServer,
+    OciRegistry,
+    git_server,
+    make_chart,
+    oci_registry,
+    package_chart,
+)
 
-__all__ = ["oci_registry"]
+__all__ = ["git_server", "oci_registry"]
 
 GIB = 1024 * 1024 * 1024
 MIB = 1024 * 1024
@@ -48,6 +59,8 @@ class ArchiveStream:
     total: int
     chunk: int = 256 * 1024
     pause_s: float = 0.0
+    password: str = ""
+    """Basic auth (user `ci`) on every route, when set."""
     sent: int = 0
     started: threading.Event = field(default_factory=threading.Event)
     dropped: threading.Event = field(default_factory=threading.Event)
@@ -59,6 +72,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     stream: ArchiveStream
 
     def do_GET(self) -> None:
+        wanted = base64.b64encode(f"ci:{self.stream.password}".encode()).decode()
+        if self.stream.password and self.headers.get("Authorization") != f"Basic {wanted}":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+            self.end_headers()
+            return
         if not self.path.endswith(".tgz"):
             super().do_GET()
             return
@@ -223,3 +242,72 @@ def test_a_registry_chart_over_the_size_limit_is_stopped_while_it_downloads(
     with pytest.raises(SourceTooLarge, match=r"stopped while downloading: .* 262,144 bytes"):
         fetch_source(ref, tmp_path / "work", policy)
     assert not list((tmp_path / "work" / "download").glob("*.tgz")), "no archive was written"
+
+
+def test_a_dependency_over_the_size_limit_is_stopped_while_it_downloads(
+    fast_gigabyte: StreamingRepository, git_server: GitServer, tmp_path: Path
+) -> None:
+    git_server.create(
+        "charts",
+        {
+            "app/Chart.yaml": (
+                "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: huge\n"
+                f"  version: 1.0.0\n  repository: {fast_gigabyte.url}\n"
+            ),
+            "app/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+        },
+    )
+    ref = SourceRef(kind="git", url=git_server.git_url("charts"), ref="main", path="app")
+    policy = FetchPolicy(allowed=ALLOWED, limits=SourceLimits(max_total_bytes=MIB))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(
+        SourceTooLarge,
+        match=r"the dependencies huge of the chart was stopped while downloading: .* 1,048,576",
+    ):
+        fetch_source(ref, tmp_path / "work", policy)
+    assert fast_gigabyte.stream.dropped.wait(10), "the dependency's download was cut"
+    assert fast_gigabyte.stream.sent < 64 * MIB
+
+
+@pytest.fixture
+def private_trickle(tmp_path: Path) -> Iterator[StreamingRepository]:
+    yield from serve(
+        tmp_path,
+        ArchiveStream(total=GIB, chunk=4096, pause_s=0.05, password="trickle-pass-0d3a9f"),
+    )
+
+
+def test_the_worker_gets_credentials_on_a_pipe_never_on_its_command_line_or_environment(
+    private_trickle: StreamingRepository, tmp_path: Path
+) -> None:
+    ref = SourceRef(kind="helm-repo", url=private_trickle.url, chart="huge")
+    policy = FetchPolicy(allowed=ALLOWED, limits=SourceLimits(timeout_s=30))
+    credential = Credential(kind="basic", username="ci", password="trickle-pass-0d3a9f")
+    (tmp_path / "work").mkdir()
+    deadline = FetchDeadline(30)
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            fetch_source(ref, tmp_path / "work", policy, credential=credential, deadline=deadline)
+        except SourceTimedOut as e:
+            errors.append(e)
+
+    fetching = threading.Thread(target=fetch)
+    fetching.start()
+    try:
+        assert private_trickle.stream.started.wait(20), "the authenticated download began"
+        workers = helm_workers()
+        assert len(workers) == 1
+        seen = {
+            part: Path(f"/proc/{workers[0]}/{part}").read_bytes() for part in ("cmdline", "environ")
+        }
+        assert b"sources.helm_worker" in seen["cmdline"]
+        assert b"HOME=" in seen["environ"], "the worker's environment was read"
+        for part, text in seen.items():
+            assert b"trickle-pass-0d3a9f" not in text, f"the password is in the worker's {part}"
+    finally:
+        deadline.cancel()
+        fetching.join(10)
+    assert [str(e) for e in errors] == [f"pulling {ref.describe()} was cancelled"]
+    assert not helm_workers()
