@@ -6,6 +6,7 @@ not take are refused with errors naming the host, and the key never shows in the
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ class SshSetup:
 
 @pytest.fixture
 def ssh(git_server: GitServer) -> Iterator[SshSetup]:
+    if shutil.which("ssh") is None:
+        pytest.fail("Git over SSH needs the ssh client: install openssh-client")
     private, public = ssh_key_pair()
     server = SshGitServer(git_server, authorized=[public])
     server.start()
