@@ -347,12 +347,21 @@ class ChainVerifier:
             return
         prev_hash = previous.hash if previous else GENESIS_HASH
         if body.prev_hash != prev_hash:
-            self._break(
-                header.index,
-                header.from_seq,
-                f"it records {body.prev_hash} as the previous segment's hash, but segment "
-                f"{expected_index - 1} hashes to {prev_hash}",
-            )
+            # The segment before changed since this one was written (or this one names a
+            # chain that never was): the earlier segment is where the trail breaks.
+            if previous is None:
+                self._break(
+                    header.index,
+                    header.from_seq,
+                    f"the first segment records {body.prev_hash} as a previous hash",
+                )
+            else:
+                self._break(
+                    previous.index,
+                    previous.from_seq,
+                    f"it hashes to {prev_hash}, but segment {header.index} recorded "
+                    f"{body.prev_hash} for it",
+                )
             return
         for message in body.messages:
             if message.subject == ARCHIVE_EVENTS_SUBJECT:

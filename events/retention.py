@@ -21,7 +21,7 @@ from taskset.errors import FleetbusError
 SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_AGE = timedelta(minutes=1)
-MIN_EVENTS = 1000
+MIN_EVENTS = 100
 MIN_BYTES = 1 << 20
 _DURATION = re.compile(r"(\d+)(s|m|h|d)")
 _SIZE = re.compile(r"(\d+)(B|KiB|MiB|GiB|TiB)?")

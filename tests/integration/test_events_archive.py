@@ -5,21 +5,32 @@ verifies end to end and tampering is found."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import zlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
+from events.archive import SegmentCorrupt, SegmentHeader, content_hash
+from events.archive_store import ArchiveStore
 from events.archive_verify import verify_trail
 from events.catalog import EventsArchived
+from events.errors import EventLogUnavailable
+from events.port import JetStreamPort
 from events.retention import RetentionPolicy
-from events.store import EventStore, StoredEvent, connect
-from events.streams import EVENTS_STREAM, hub_streams
-from scheduler.snapshot_retention import EventsArchiver
-from scheduler.snapshot_store import SnapshotStore
+from events.store import Append, EventStore, StoredEvent, connect
+from events.streams import ARCHIVE_STREAM, EVENTS_STREAM, archive_stream, hub_streams
+from events.subjects import archive_segment_subject
+from scheduler.snapshot_retention import EventsArchiver, RetentionUnavailable
+from scheduler.snapshot_store import SnapshotStore, SnapshotTaker
 from scheduler.snapshots import state_digest
 from tests.conftest import HubNats
-from tests.integration.scheduler_harness import running_scheduler
+from tests.eventually import eventually
+from tests.integration.scheduler_harness import FakeChartRenderer, reports_store, running_scheduler
 from tests.integration.test_snapshots import answers, build_history, full_fold
+from tests.scheduler_fixtures import registered
 
 
 @pytest.fixture
@@ -105,3 +116,207 @@ async def test_archived_events_read_and_rebuild_as_before_the_purge(
     assert report.segments == len(done.written)
     assert report.archived_to == end - 3
     assert report.live_from == taken.events_seq + 1
+
+
+async def fill(store: EventStore, count: int) -> list[StoredEvent]:
+    """`count` cluster registrations, appended in one go; the whole log afterwards."""
+    await store.append_many([Append([registered(f"c{n}")]) for n in range(count)])
+    return await everything(store)
+
+
+async def snapshot_now(store: EventStore) -> int:
+    taken = await SnapshotTaker(store, await reports_store(store), FakeChartRenderer()).take(
+        datetime.now(UTC)
+    )
+    assert taken is not None
+    return taken.events_seq
+
+
+def chained(segments: list[SegmentHeader]) -> bool:
+    """Indexes 1..n, each segment starting right after the one before, from sequence 1."""
+    starts = [1] + [h.to_seq + 1 for h in segments[:-1]]
+    return [h.index for h in segments] == list(range(1, len(segments) + 1)) and [
+        h.from_seq for h in segments
+    ] == starts
+
+
+def contiguous(log: list[StoredEvent]) -> bool:
+    return [s.seq for s in log] == list(range(1, len(log) + 1))
+
+
+async def test_a_hub_whose_events_deny_purges_refuses_a_retention_window(
+    event_store: EventStore,
+) -> None:
+    archiver = EventsArchiver(event_store, RetentionPolicy(max_events=100))
+    with pytest.raises(RetentionUnavailable, match=r"--events-retain: .* denies purges"):
+        await archiver.archive_once()
+    assert await ArchiveStore(event_store.api).listing() == []
+    # Without a window the hub keeps creating EVENTS as before, so an existing one is kept.
+    info = await event_store.stream_info(EVENTS_STREAM)
+    assert info["config"]["deny_purge"] is True
+
+
+async def test_tampering_with_a_segment_is_found_and_readers_refuse_it(
+    retained_store: EventStore,
+) -> None:
+    store = retained_store
+    await fill(store, 30)
+    await snapshot_now(store)
+    done = await EventsArchiver(
+        store, RetentionPolicy(max_events=5), segment_events=8
+    ).archive_once()
+    assert len(done.written) == 4
+    assert (await verify_trail(store)).ok
+
+    # Someone with the archive's stream rewrites it: segment 2 changes one event, and its own
+    # hash header is recomputed so the segment looks consistent on its own.
+    port = JetStreamPort(store.api)
+    stored = [
+        await port.last_message(ARCHIVE_STREAM, archive_segment_subject(h.index))
+        for h in done.written
+    ]
+    await store.api_request(f"STREAM.DELETE.{ARCHIVE_STREAM}")
+    await store.ensure_stream(archive_stream())
+    for index, reply in enumerate(stored, start=1):
+        assert reply is not None
+        headers = {k: v for k, v in reply.headers.items() if k.startswith("Fleetbus-")}
+        payload = reply.data
+        if index == 2:
+            raw = zlib.decompress(payload).replace(b'"cluster":"c9"', b'"cluster":"cX"')
+            payload = zlib.compress(raw)
+            headers["Fleetbus-Segment-Hash"] = content_hash(raw)
+        await store.nc.request(archive_segment_subject(index), payload, headers=headers, timeout=5)
+
+    report = await verify_trail(store)
+    assert report.broken is not None
+    second = done.written[1]
+    assert (report.broken.segment, report.broken.seq) == (2, second.from_seq)
+    assert "segment 3 recorded" in report.broken.reason
+
+    # Rewritten without fixing its hash, a reader refuses the segment instead of serving it.
+    await store.api_request(f"STREAM.DELETE.{ARCHIVE_STREAM}")
+    await store.ensure_stream(archive_stream())
+    for index, reply in enumerate(stored, start=1):
+        assert reply is not None
+        headers = {k: v for k, v in reply.headers.items() if k.startswith("Fleetbus-")}
+        payload = reply.data
+        if index == 3:
+            payload = zlib.compress(zlib.decompress(payload).replace(b"c17", b"c71"))
+        await store.nc.request(archive_segment_subject(index), payload, headers=headers, timeout=5)
+    report = await verify_trail(store)
+    assert report.broken is not None
+    assert (report.broken.segment, report.broken.seq) == (3, done.written[2].from_seq)
+    with pytest.raises(SegmentCorrupt, match="archive segment 3"):
+        await everything(store, subject="fleet.evt.cluster.c17")
+
+
+class StopsAfter(EventsArchiver):
+    """An archiver that dies at one step, the first time it reaches it."""
+
+    def __init__(self, store: EventStore, step: str, **options: object) -> None:
+        super().__init__(store, RetentionPolicy(max_events=5), segment_events=8, **options)  # type: ignore[arg-type]
+        self.step = step
+
+    async def _record(self, header: SegmentHeader, *, expected: int) -> None:
+        if self.step == "write" and header.index == 2:
+            raise EventLogUnavailable("killed after writing segment 2")
+        await super()._record(header, expected=expected)
+
+    async def _purge(self, tail: SegmentHeader, first: int) -> tuple[int, bool]:
+        if self.step == "record":
+            raise EventLogUnavailable("killed before purging")
+        return await super()._purge(tail, first)
+
+
+@pytest.mark.parametrize("step", ["write", "record"])
+async def test_an_archiver_stopped_between_steps_leaves_no_gap_and_no_duplicate(
+    retained_store: EventStore, step: str
+) -> None:
+    store = retained_store
+    whole = await fill(store, 30)
+    covered = await snapshot_now(store)
+    with pytest.raises(EventLogUnavailable, match="killed"):
+        await StopsAfter(store, step).archive_once()
+    # Nothing left the live log, and every event reads once.
+    assert await first_seq(store) == 1
+    assert keys(await everything(store))[: len(whole)] == keys(whole)
+
+    done = await EventsArchiver(
+        store, RetentionPolicy(max_events=5), segment_events=8
+    ).archive_once()
+    segments = await ArchiveStore(store.api).listing()
+    assert chained(segments)
+    assert [h.from_seq for h in segments][:4] == [1, 9, 17, 25]
+    if step == "write":
+        assert done.linked == 2  # recorded late, before anything else
+    assert done.purged_to == min(covered, segments[-1].to_seq)
+    assert await first_seq(store) == done.purged_to + 1
+    after = await everything(store)
+    assert contiguous(after)
+    assert keys(after)[: len(whole)] == keys(whole)
+    records = [s.event for s in after if isinstance(s.event, EventsArchived)]
+    # Each segment recorded exactly once.
+    assert sorted(r.segment for r in records) == [h.index for h in segments]
+    assert (await verify_trail(store)).ok
+
+
+KILLED_ARCHIVER = """
+import asyncio, sys
+from events.retention import RetentionPolicy
+from events.store import EventStore, connect
+from scheduler.snapshot_retention import EventsArchiver
+
+async def main() -> None:
+    nc = await connect(sys.argv[1], user="hub", password=sys.argv[2])
+    archiver = EventsArchiver(EventStore(nc), RetentionPolicy(max_events=5), segment_events=1)
+    await archiver.archive_once()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_archiver_process_killed_mid_pass_is_continued_by_the_next(
+    retained_store: EventStore, hub_nats: HubNats
+) -> None:
+    store = retained_store
+    whole = await fill(store, 400)
+    covered = await snapshot_now(store)
+    archive = ArchiveStore(store.api)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        KILLED_ARCHIVER,
+        hub_nats.url,
+        hub_nats.password,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await eventually(
+            lambda: _segments_at_least(archive, 20), what="the archiver's first segments"
+        )
+    finally:
+        process.kill()
+        await asyncio.wait_for(process.wait(), 10)
+    killed_at = len(await archive.listing())
+    assert killed_at < 395  # killed mid-pass, not after it
+
+    done = await EventsArchiver(
+        store, RetentionPolicy(max_events=5), segment_events=50
+    ).archive_once()
+    segments = await archive.listing()
+    assert chained(segments)
+    assert len(segments) > killed_at
+    assert done.purged_to == min(covered, segments[-1].to_seq)
+    after = await everything(store)
+    assert contiguous(after)
+    assert keys(after)[: len(whole)] == keys(whole)
+    records = [s.event for s in after if isinstance(s.event, EventsArchived)]
+    assert sorted(r.segment for r in records) == [h.index for h in segments]
+    report = await verify_trail(store)
+    assert report.ok, report.broken
+    assert report.archived_to == segments[-1].to_seq
+
+
+async def _segments_at_least(archive: ArchiveStore, count: int) -> bool:
+    return len(await archive.listing()) >= count
