@@ -281,18 +281,49 @@ class EventsArchiver:
                     f"another archiver recorded segment {header.index} with another hash"
                 ) from None
 
+    async def _slowest_durable(self) -> tuple[int, str]:
+        """The last sequence every durable consumer of EVENTS has acknowledged (and the
+        consumer that is furthest behind): a purge never takes what one still has to deliver,
+        such as a notification whose webhook is failing."""
+        floor, slowest = 2**63, ""
+        offset = 0
+        while True:
+            page = await self.store.api_request(
+                f"CONSUMER.LIST.{EVENTS_STREAM}", {"offset": offset}
+            )
+            consumers = page.get("consumers") or []
+            for info in consumers:
+                config = info.get("config", {})
+                if not config.get("durable_name") or config.get("ack_policy") == "none":
+                    continue
+                if not info.get("num_pending") and not info.get("num_ack_pending"):
+                    continue  # caught up: it needs nothing that is stored
+                acknowledged = int(info.get("ack_floor", {}).get("stream_seq", 0))
+                if acknowledged < floor:
+                    floor, slowest = acknowledged, str(config["durable_name"])
+            offset += len(consumers)
+            if not consumers or offset >= int(page.get("total", 0)):
+                return floor, slowest
+
     async def _purge(self, tail: SegmentHeader, first: int) -> tuple[int, bool]:
         """Purge EVENTS up to what is archived and covered by a snapshot: (purged up to,
         waiting for a snapshot)."""
         listing = await self.snapshots.listing()
         covered = max((s.events_seq for s in listing if s.usable), default=0)
-        upto = min(tail.to_seq, covered)
+        behind, consumer = await self._slowest_durable()
+        upto = min(tail.to_seq, covered, behind)
         waiting = covered < tail.to_seq
         if upto < first:
             if waiting:
                 log.info(
                     "archived events stay in the live log until a snapshot covers them",
                     extra={"archived_to": tail.to_seq, "snapshot_covers": covered},
+                )
+            elif behind < tail.to_seq:
+                log.info(
+                    "archived events stay in the live log until durable consumer %s reads them",
+                    consumer,
+                    extra={"archived_to": tail.to_seq, "acknowledged_to": behind},
                 )
             return 0, waiting
         await self.store.api_request(f"STREAM.PURGE.{EVENTS_STREAM}", {"seq": upto + 1})

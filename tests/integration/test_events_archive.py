@@ -320,3 +320,30 @@ async def test_an_archiver_process_killed_mid_pass_is_continued_by_the_next(
 
 async def _segments_at_least(archive: ArchiveStore, count: int) -> bool:
     return len(await archive.listing()) >= count
+
+
+async def test_events_a_durable_consumer_has_not_acknowledged_stay_live(
+    retained_store: EventStore,
+) -> None:
+    store = retained_store
+    await fill(store, 30)
+    covered = await snapshot_now(store)
+    port = JetStreamPort(store.api)
+    await port.ensure_durable(
+        EVENTS_STREAM, "notify-audit-events", start_seq=1, ack_wait=30, max_ack_pending=100
+    )
+    archiver = EventsArchiver(store, RetentionPolicy(max_events=5), segment_events=8)
+    done = await archiver.archive_once()
+    assert done.written
+    assert done.purged_to == 0
+    assert await first_seq(store) == 1
+
+    # Once it has read and acknowledged up to 12, the purge may go that far.
+    reader = await store.api.js.pull_subscribe_bind("notify-audit-events", stream=EVENTS_STREAM)
+    for msg in await reader.fetch(12, timeout=5):
+        await msg.ack_sync()
+    await reader.unsubscribe()
+    done = await archiver.archive_once()
+    assert done.purged_to == 12
+    assert await first_seq(store) == 13
+    assert covered > 12
