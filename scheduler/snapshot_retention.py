@@ -158,8 +158,14 @@ class EventsArchiver:
                 f"EVENTS starts at {first} but the archive ends at {next_from - 1}: events "
                 f"{next_from}..{first - 1} are neither archived nor live; not archiving more"
             )
+        # Archived events still live (waiting for a snapshot) leave with the next purge: the
+        # bytes limit counts only what is not archived yet.
+        archived_live = sum(h.raw_bytes for h in segments if h.to_seq >= first)
         cut = WindowCut(
-            self.policy, now=self.clock(), last_seq=last, live_bytes=int(state["bytes"])
+            self.policy,
+            now=self.clock(),
+            last_seq=last,
+            live_bytes=int(state["bytes"]) - archived_live,
         )
         pending: list[ArchivedMessage] = []
         pending_bytes = 0
