@@ -65,7 +65,7 @@ async def run(mode: Mode) -> FigureResult:
             )
             if taken is None:
                 raise RuntimeError("no snapshot of a full log")
-            archiver = EventsArchiver(store, RetentionPolicy(max_events=KEEP))
+            archiver = EventsArchiver(store, RetentionPolicy(max_events=KEEP), purge_grace_s=0)
             started = time.perf_counter()
             done = await archiver.archive_once()
             archive_s = time.perf_counter() - started

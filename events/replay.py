@@ -128,10 +128,13 @@ class Reader:
         end_seq = int(state["last_seq"])
         if self._reaches_into_archive(state, from_seq, since):
             # The live log starts later than the read: the archive serves the start, then the
-            # live log goes on after the archive's last sequence.
+            # live log goes on after the archive's last sequence. Should the archiver have
+            # archived and purged more while the archive was read, the archive serves that too.
             archive = ArchiveStore(self.api)
-            segments = await archive.listing()
-            if segments:
+            while True:
+                segments = await archive.listing()
+                if not segments or segments[-1].to_seq < (from_seq or 1):
+                    break
                 archived = archive.messages(
                     segments,
                     from_seq=from_seq,
@@ -153,14 +156,18 @@ class Reader:
                         )
                         if stored is not None:
                             yield stored
-                archived_to = segments[-1].to_seq
                 last_time = segments[-1].last_time
                 if until is not None and last_time is not None and last_time > until:
                     return
-                from_seq = max(from_seq or 1, archived_to + 1)
+                from_seq = max(from_seq or 1, segments[-1].to_seq + 1)
                 since = None
-                if from_seq > end_seq and not follow:
-                    return
+                if from_seq > end_seq:
+                    if not follow:
+                        return
+                    break
+                state = (await self.api.stream_info())["state"]
+                if int(state["first_seq"]) <= from_seq:
+                    break
         empty = int(state["messages"]) == 0 or (from_seq is not None and from_seq > end_seq)
         if empty and not follow:
             return

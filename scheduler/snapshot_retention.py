@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,10 @@ log = logging.getLogger(__name__)
 ARCHIVE_EVERY_S = 300.0
 """Seconds between two archiving passes (`fleetbus up --events-archive-every`)."""
 ARCHIVER_ACTOR = "archiver"
+PURGE_GRACE_S = 30.0
+"""A segment this archiver wrote leaves the live log this long after it was written at the
+earliest (at most one pass interval): a read that listed the archive just before the segment
+existed finds its events still live when it goes on in the live log."""
 
 
 class RetentionUnavailable(ArchiveError):
@@ -94,6 +99,7 @@ class EventsArchiver:
         replicas: int = 1,
         segment_events: int = SEGMENT_MAX_EVENTS,
         segment_bytes: int = SEGMENT_MAX_RAW_BYTES,
+        purge_grace_s: float | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -104,6 +110,9 @@ class EventsArchiver:
         self.snapshots = SnapshotStore(store)
         self.segment_events = segment_events
         self.segment_bytes = segment_bytes
+        self.purge_grace_s = min(PURGE_GRACE_S, every_s) if purge_grace_s is None else purge_grace_s
+        self._written_at: dict[int, float] = {}
+        """Segment index -> when this archiver wrote it (monotonic seconds)."""
         self._ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -196,8 +205,21 @@ class EventsArchiver:
             tail = await self._seal(tail, pending)
             done.written.append(tail)
         if tail is not None:
-            done.purged_to, done.waiting_for_snapshot = await self._purge(tail, first)
+            settled = self._settled([*segments, *done.written])
+            done.purged_to, done.waiting_for_snapshot = await self._purge(tail, settled, first)
         return done
+
+    def _settled(self, segments: list[SegmentHeader]) -> int:
+        """The last sequence of the segments written at least `purge_grace_s` ago (those an
+        earlier process wrote count as settled)."""
+        now = time.monotonic()
+        settled = 0
+        for header in segments:
+            written = self._written_at.get(header.index)
+            if written is not None and now - written < self.purge_grace_s:
+                break
+            settled = header.to_seq
+        return settled
 
     async def _seal(
         self, previous: SegmentHeader | None, messages: list[ArchivedMessage]
@@ -215,6 +237,7 @@ class EventsArchiver:
             await self.archive.write(segment)
         except SegmentExists as e:
             raise ArchiveError(f"stopping this pass: {e}") from e
+        self._written_at[segment.header.index] = time.monotonic()
         await self._verify_stored(segment.header)
         await self._record(segment.header, expected=await self._last_record_seq())
         return segment.header
@@ -311,13 +334,13 @@ class EventsArchiver:
             if not consumers or offset >= int(page.get("total", 0)):
                 return floor, slowest
 
-    async def _purge(self, tail: SegmentHeader, first: int) -> tuple[int, bool]:
-        """Purge EVENTS up to what is archived and covered by a snapshot: (purged up to,
-        waiting for a snapshot)."""
+    async def _purge(self, tail: SegmentHeader, settled: int, first: int) -> tuple[int, bool]:
+        """Purge EVENTS up to what is archived (and `settled`), covered by a snapshot and
+        acknowledged by every durable consumer: (purged up to, waiting for a snapshot)."""
         listing = await self.snapshots.listing()
         covered = max((s.events_seq for s in listing if s.usable), default=0)
         behind, consumer = await self._slowest_durable()
-        upto = min(tail.to_seq, covered, behind)
+        upto = min(tail.to_seq, settled, covered, behind)
         waiting = covered < tail.to_seq
         if upto < first:
             if waiting:

@@ -70,7 +70,9 @@ async def test_archived_events_read_and_rebuild_as_before_the_purge(
         for moment in (*before, *after)
     }
 
-    archiver = EventsArchiver(store, RetentionPolicy(max_events=3), segment_events=4)
+    archiver = EventsArchiver(
+        store, RetentionPolicy(max_events=3), segment_events=4, purge_grace_s=0
+    )
     done = await archiver.archive_once()
 
     assert len(done.written) >= 2
@@ -96,6 +98,14 @@ async def test_archived_events_read_and_rebuild_as_before_the_purge(
         [s for s in whole if middle.stored_at <= s.stored_at <= after[0]]
     )
     assert keys(await everything(store, from_seq=2))[: len(whole) - 1] == keys(whole[1:])
+    followed: list[StoredEvent] = []
+    following = store.follow(from_seq=1)
+    async for stored in following:
+        followed.append(stored)
+        if len(followed) == len(whole):
+            break
+    await following.aclose()
+    assert keys(followed) == keys(whole)
 
     # The live log records each segment by its hash.
     records = [s.event for s in await everything(store, subject="fleet.evt.archive.events")]
@@ -163,7 +173,7 @@ async def test_tampering_with_a_segment_is_found_and_readers_refuse_it(
     await fill(store, 30)
     await snapshot_now(store)
     done = await EventsArchiver(
-        store, RetentionPolicy(max_events=5), segment_events=8
+        store, RetentionPolicy(max_events=5), segment_events=8, purge_grace_s=0
     ).archive_once()
     assert len(done.written) == 4
     assert (await verify_trail(store)).ok
@@ -213,8 +223,8 @@ async def test_tampering_with_a_segment_is_found_and_readers_refuse_it(
 class StopsAfter(EventsArchiver):
     """An archiver that dies at one step, the first time it reaches it."""
 
-    def __init__(self, store: EventStore, step: str, **options: object) -> None:
-        super().__init__(store, RetentionPolicy(max_events=5), segment_events=8, **options)  # type: ignore[arg-type]
+    def __init__(self, store: EventStore, step: str) -> None:
+        super().__init__(store, RetentionPolicy(max_events=5), segment_events=8, purge_grace_s=0)
         self.step = step
 
     async def _record(self, header: SegmentHeader, *, expected: int) -> None:
@@ -222,10 +232,10 @@ class StopsAfter(EventsArchiver):
             raise EventLogUnavailable("killed after writing segment 2")
         await super()._record(header, expected=expected)
 
-    async def _purge(self, tail: SegmentHeader, first: int) -> tuple[int, bool]:
+    async def _purge(self, tail: SegmentHeader, settled: int, first: int) -> tuple[int, bool]:
         if self.step == "record":
             raise EventLogUnavailable("killed before purging")
-        return await super()._purge(tail, first)
+        return await super()._purge(tail, settled, first)
 
 
 @pytest.mark.parametrize("step", ["write", "record"])
@@ -242,7 +252,7 @@ async def test_an_archiver_stopped_between_steps_leaves_no_gap_and_no_duplicate(
     assert keys(await everything(store))[: len(whole)] == keys(whole)
 
     done = await EventsArchiver(
-        store, RetentionPolicy(max_events=5), segment_events=8
+        store, RetentionPolicy(max_events=5), segment_events=8, purge_grace_s=0
     ).archive_once()
     segments = await ArchiveStore(store.api).listing()
     assert chained(segments)
@@ -302,7 +312,7 @@ async def test_an_archiver_process_killed_mid_pass_is_continued_by_the_next(
     assert killed_at < 395  # killed mid-pass, not after it
 
     done = await EventsArchiver(
-        store, RetentionPolicy(max_events=5), segment_events=50
+        store, RetentionPolicy(max_events=5), segment_events=50, purge_grace_s=0
     ).archive_once()
     segments = await archive.listing()
     assert chained(segments)
@@ -332,7 +342,9 @@ async def test_events_a_durable_consumer_has_not_acknowledged_stay_live(
     await port.ensure_durable(
         EVENTS_STREAM, "notify-audit-events", start_seq=1, ack_wait=30, max_ack_pending=100
     )
-    archiver = EventsArchiver(store, RetentionPolicy(max_events=5), segment_events=8)
+    archiver = EventsArchiver(
+        store, RetentionPolicy(max_events=5), segment_events=8, purge_grace_s=0
+    )
     done = await archiver.archive_once()
     assert done.written
     assert done.purged_to == 0
@@ -347,3 +359,44 @@ async def test_events_a_durable_consumer_has_not_acknowledged_stay_live(
     assert done.purged_to == 12
     assert await first_seq(store) == 13
     assert covered > 12
+
+
+async def test_a_read_goes_on_in_the_archive_when_events_left_the_live_log_meanwhile(
+    retained_store: EventStore,
+) -> None:
+    store = retained_store
+    whole = await fill(store, 40)
+    await snapshot_now(store)
+    await EventsArchiver(
+        store, RetentionPolicy(max_events=30), segment_events=4, purge_grace_s=0
+    ).archive_once()
+    assert await first_seq(store) == 11
+
+    # A replay that has listed the archive and read its first event...
+    reading = store.read()
+    read = [await anext(reading)]
+    # ...while the archiver archives and purges more of the live log.
+    moved = await EventsArchiver(
+        store, RetentionPolicy(max_events=5), segment_events=4, purge_grace_s=0
+    ).archive_once()
+    assert moved.purged_to > 11
+    read += [stored async for stored in reading]
+    assert keys(read)[: len(whole)] == keys(whole)
+    assert contiguous(read)
+
+
+async def test_a_segment_leaves_the_live_log_a_grace_period_after_it_was_written(
+    retained_store: EventStore,
+) -> None:
+    store = retained_store
+    await fill(store, 30)
+    await snapshot_now(store)
+    archiver = EventsArchiver(store, RetentionPolicy(max_events=5), segment_events=8)
+    assert archiver.purge_grace_s == 30
+    done = await archiver.archive_once()
+    assert done.written
+    assert done.purged_to == 0
+    assert await first_seq(store) == 1
+    # Segments an earlier process wrote have waited long enough.
+    later = await EventsArchiver(store, RetentionPolicy(max_events=5)).archive_once()
+    assert later.purged_to == done.written[-1].to_seq
