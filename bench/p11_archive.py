@@ -20,7 +20,7 @@ from bench.figure import FigureResult, Metric, Mode, Target
 from bench.hubs import throwaway_hub
 from bench.p10_snapshots import append_all, fill, fleet
 from bench.summary import median
-from events.archive_store import CACHE_BYTES, ArchiveStore
+from events.archive_store import CACHE_BYTES, ArchiveStore, forget_segments
 from events.archive_verify import verify_trail
 from events.retention import RetentionPolicy
 from events.store import EventStore
@@ -32,6 +32,9 @@ KEY = "P11"
 TITLE = "EVENTS retention: archive throughput and reads across archive and live log"
 TARGETS: list[Target] = []
 KEEP = 10_000
+AGGREGATE = "fleet.evt.cluster.edge-7"
+"""An aggregate whose whole history is archived: `edge-7`'s registration, event 8."""
+AGGREGATE_SEQ = 8
 
 
 async def read_all(store: EventStore) -> tuple[float, int]:
@@ -48,7 +51,7 @@ async def read_all(store: EventStore) -> tuple[float, int]:
 async def run(mode: Mode) -> FigureResult:
     now = datetime.now(UTC)
     size = 50_000 if mode.quick else 200_000
-    runs: dict[str, list[float]] = {"live": [], "cold": [], "warm": []}
+    runs: dict[str, list[float]] = {"live": [], "cold": [], "warm": [], "one": []}
     async with throwaway_hub() as hub:
         store = await hub.store(retention=True)
         try:
@@ -81,6 +84,16 @@ async def run(mode: Mode) -> FigureResult:
                     runs["cold"].append(count / seconds)
                 seconds, count = await read_all(store)
                 runs["warm"].append(count / seconds)
+            for _ in range(mode.repeats):
+                started = time.perf_counter()
+                history = [s async for s in store.read(subject=AGGREGATE)]
+                runs["one"].append(time.perf_counter() - started)
+                if [s.seq for s in history] != [AGGREGATE_SEQ]:
+                    raise RuntimeError(f"{AGGREGATE}: read {[s.seq for s in history]}")
+            forget_segments()
+            started = time.perf_counter()
+            history = [s async for s in store.read(subject=AGGREGATE)]
+            one_cold_s = time.perf_counter() - started
             verify_started = time.perf_counter()
             report = await verify_trail(store)
             verify_s = time.perf_counter() - verify_started
@@ -121,6 +134,19 @@ async def run(mode: Mode) -> FigureResult:
             value=median(runs["warm"]),
             better="higher",
             runs=runs["warm"],
+        ),
+        Metric(
+            key="aggregate_read_s",
+            label=f"one aggregate's history ({AGGREGATE}, archived) after those replays",
+            unit="s",
+            value=median(runs["one"]),
+            runs=runs["one"],
+        ),
+        Metric(
+            key="aggregate_read_cold_s",
+            label="the same in a process that has read no segment yet (fetches every segment)",
+            unit="s",
+            value=one_cold_s,
         ),
         Metric(
             key="verify_s",

@@ -10,7 +10,8 @@ and every hub process reads it through its NATS connection, wherever it runs.
 Reading is for `events.replay`, which serves a read from before the live log's first sequence
 from here, transparently. Segments are immutable and named by their hash, so what one process
 decoded is cached by hash: the subjects each segment holds (reads filtered on a subject skip
-the segments without it) and the most recently read bodies (`CACHE_BYTES`).
+the segments without it) and the most recently read bodies (`CACHE_BYTES`); the listing is
+reused while the stream holds the same messages (one stream info asks).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class _Cache:
 
 
 _CACHE = _Cache(OrderedDict(), {})
+_LISTINGS: dict[tuple[int, str | None], tuple[tuple[str, int], list[SegmentHeader]]] = {}
+"""(connection, domain) -> (the archive stream's creation and last sequence, its listing)."""
 
 
 def _remember(header: SegmentHeader, body: SegmentBody) -> None:
@@ -82,6 +85,14 @@ def _remember(header: SegmentHeader, body: SegmentBody) -> None:
         _CACHE.size -= size
 
 
+def forget_segments() -> None:
+    """Empty this process's cache of decoded segments (what a freshly started process has)."""
+    _CACHE.bodies.clear()
+    _CACHE.subjects.clear()
+    _CACHE.size = 0
+    _LISTINGS.clear()
+
+
 class ArchiveStore:
     """The archive segments of the hub's EVENTS, on the connection and domain of `api`."""
 
@@ -91,6 +102,7 @@ class ArchiveStore:
         )
         self.port = JetStreamPort(self.api)
         self.replicas = replicas
+        self._where = (id(api.nc), api.domain)
 
     async def ensure(self) -> None:
         await self.api.ensure_stream(archive_stream(self.replicas))
@@ -99,15 +111,25 @@ class ArchiveStore:
         return await self.port.stream_info(ARCHIVE_STREAM) is not None
 
     async def listing(self) -> list[SegmentHeader]:
-        """Every segment's index entry, by index (no bodies are transferred)."""
-        if not await self.exists():
+        """Every segment's index entry, by index (no bodies are transferred). Segments are only
+        ever added, so a listing is reused while the stream holds the same messages."""
+        info = await self.port.stream_info(ARCHIVE_STREAM)
+        if info is None:
             return []
+        version = (str(info.get("created", "")), int(info["state"]["last_seq"]))
+        cached = _LISTINGS.get(self._where)
+        if cached is not None and cached[0] == version:
+            return list(cached[1])
         found = await self.port.last_headers_per_subject(ARCHIVE_STREAM, f"{ARCHIVE_PREFIX}.>")
-        headers = [
-            SegmentHeader.from_headers(h, int(h.get("Nats-Msg-Size", "0") or 0))
-            for h in found.values()
-        ]
-        return sorted(headers, key=lambda header: header.index)
+        headers = sorted(
+            (
+                SegmentHeader.from_headers(h, int(h.get("Nats-Msg-Size", "0") or 0))
+                for h in found.values()
+            ),
+            key=lambda header: header.index,
+        )
+        _LISTINGS[self._where] = (version, headers)
+        return list(headers)
 
     async def payload(self, header: SegmentHeader) -> bytes | None:
         """The stored (compressed) bytes of a segment; None when its message is gone."""
