@@ -241,6 +241,26 @@ def decode_segment(header: SegmentHeader, payload: bytes) -> SegmentBody:
     return body
 
 
+_SUBJECTS_DECODER = msgspec.msgpack.Decoder(list[str])
+
+
+def encode_subject_index(subjects: frozenset[str]) -> bytes:
+    """A segment's subject index (sorted subjects, msgpack, zlib)."""
+    return zlib.compress(_ENCODER.encode(sorted(subjects)), 6)
+
+
+def decode_subject_index(payload: bytes) -> frozenset[str] | None:
+    """The subjects of an index, None when it does not decode."""
+    try:
+        return frozenset(_SUBJECTS_DECODER.decode(zlib.decompress(payload)))
+    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def subjects_of(body: SegmentBody) -> frozenset[str]:
+    return frozenset(message.subject for message in body.messages)
+
+
 def segment_cut(
     pending: Iterable[tuple[int, int]],
     *,
@@ -318,8 +338,15 @@ class ChainVerifier:
         if self.report.broken is None:
             self.report.broken = BrokenLink(segment, seq, reason)
 
-    def add(self, header: SegmentHeader, payload: bytes | None) -> None:
-        """Check the next segment (`payload` None: its message is missing)."""
+    def add(
+        self,
+        header: SegmentHeader,
+        payload: bytes | None,
+        index: frozenset[str] | None = None,
+    ) -> None:
+        """Check the next segment (`payload` None: its message is missing) and its subject
+        index, when there is one (`index`): an index that leaves out a subject would hide
+        that subject's events from filtered reads."""
         if self.report.broken is not None:
             return
         previous = self._previous
@@ -362,6 +389,13 @@ class ChainVerifier:
                     f"it hashes to {prev_hash}, but segment {header.index} recorded "
                     f"{body.prev_hash} for it",
                 )
+            return
+        if index is not None and index != subjects_of(body):
+            self._break(
+                header.index,
+                header.from_seq,
+                "its subject index does not list the subjects of its events",
+            )
             return
         for message in body.messages:
             if message.subject == ARCHIVE_EVENTS_SUBJECT:

@@ -26,18 +26,26 @@ from typing import Any
 import orjson
 
 from events.archive import (
+    H_HASH,
     ArchivedMessage,
     ArchiveError,
     EncodedSegment,
     SegmentBody,
     SegmentHeader,
     decode_segment,
+    decode_subject_index,
+    encode_subject_index,
+    subjects_of,
 )
 from events.errors import EventLogError
 from events.port import JetStreamPort, Reply
 from events.stream_api import StreamApi
 from events.streams import ARCHIVE_STREAM, archive_stream
-from events.subjects import ARCHIVE_PREFIX, archive_segment_subject
+from events.subjects import (
+    ARCHIVE_SEGMENT_FILTER,
+    archive_index_subject,
+    archive_segment_subject,
+)
 
 CACHE_BYTES = 64 * 1024 * 1024
 """Uncompressed bytes of decoded segment bodies one process keeps."""
@@ -74,7 +82,7 @@ _LISTINGS: dict[tuple[int, str | None], tuple[tuple[str, int], list[SegmentHeade
 
 
 def _remember(header: SegmentHeader, body: SegmentBody) -> None:
-    _CACHE.subjects[header.hash] = frozenset(m.subject for m in body.messages)
+    _CACHE.subjects[header.hash] = subjects_of(body)
     if header.hash in _CACHE.bodies:
         _CACHE.bodies.move_to_end(header.hash)
         return
@@ -120,7 +128,7 @@ class ArchiveStore:
         cached = _LISTINGS.get(self._where)
         if cached is not None and cached[0] == version:
             return list(cached[1])
-        found = await self.port.last_headers_per_subject(ARCHIVE_STREAM, f"{ARCHIVE_PREFIX}.>")
+        found = await self.port.last_headers_per_subject(ARCHIVE_STREAM, ARCHIVE_SEGMENT_FILTER)
         headers = sorted(
             (
                 SegmentHeader.from_headers(h, int(h.get("Nats-Msg-Size", "0") or 0))
@@ -158,31 +166,81 @@ class ArchiveStore:
         _remember(header, body)
         return body
 
+    async def subject_index(self, header: SegmentHeader) -> frozenset[str] | None:
+        """The subjects segment `header` holds, from its index message (cached); None when it
+        has none yet or the index is not this segment's."""
+        known = _CACHE.subjects.get(header.hash)
+        if known is not None:
+            return known
+        reply = await self.port.last_message(ARCHIVE_STREAM, archive_index_subject(header.index))
+        if reply is None or reply.headers.get(H_HASH) != header.hash:
+            return None
+        subjects = decode_subject_index(reply.data)
+        if subjects is not None:
+            _CACHE.subjects[header.hash] = subjects
+        return subjects
+
+    async def stored_index(self, header: SegmentHeader) -> frozenset[str] | None:
+        """The subject index stored for segment `header`, read afresh (for verification)."""
+        reply = await self.port.last_message(ARCHIVE_STREAM, archive_index_subject(header.index))
+        if reply is None or reply.headers.get(H_HASH) != header.hash:
+            return None
+        return decode_subject_index(reply.data) or frozenset({"(unreadable index)"})
+
+    async def write_index(self, header: SegmentHeader, subjects: frozenset[str]) -> None:
+        """Store the subject index of segment `header`, once (again: a no-op)."""
+        await self._write_once(
+            archive_index_subject(header.index),
+            encode_subject_index(subjects),
+            {H_HASH: header.hash},
+            f"subjects-{header.index}-{header.hash}",
+            what=f"the subject index of archive segment {header.index}",
+            hash_=header.hash,
+        )
+
     async def write(self, segment: EncodedSegment) -> None:
         """Store `segment` under its index, once. Writing the same segment again is a no-op;
         a different segment under that index raises `SegmentExists`."""
         header = segment.header
-        subject = archive_segment_subject(header.index)
-        headers = header.headers() | {
+        await self._write_once(
+            archive_segment_subject(header.index),
+            segment.payload,
+            header.headers(),
+            f"segment-{header.index}-{header.hash}",
+            what=f"archive segment {header.index}",
+            hash_=header.hash,
+        )
+
+    async def _write_once(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        msg_id: str,
+        *,
+        what: str,
+        hash_: str,
+    ) -> None:
+        """Publish on `subject` only if nothing is there yet; what is there already counts
+        as written when it carries the same segment hash."""
+        headers = headers | {
             "Nats-Expected-Last-Subject-Sequence": "0",
-            "Nats-Msg-Id": f"segment-{header.index}-{header.hash}",
+            "Nats-Msg-Id": msg_id,
         }
-        reply = await self.port.request(subject, segment.payload, headers)
+        reply = await self.port.request(subject, payload, headers)
         answer = _answer(reply)
         error = answer.get("error")
         if not isinstance(error, dict):
             return
         if int(error.get("err_code", 0)) in CONFLICT_CODES:
-            stored = await self.stored_header(header.index)
-            if stored is not None and stored.hash == header.hash:
+            stored = await self.port.last_message(ARCHIVE_STREAM, subject)
+            if stored is not None and stored.headers.get(H_HASH) == hash_:
                 return
             raise SegmentExists(
-                f"archive segment {header.index} is stored already with another content "
-                f"({stored.hash if stored else 'unreadable'}): another archiver wrote it"
+                f"{what} is stored already with another content: another archiver wrote it"
             )
         raise ArchiveError(
-            f"cannot store archive segment {header.index}: {error.get('description')} "
-            f"(code {error.get('err_code')})"
+            f"cannot store {what}: {error.get('description')} (code {error.get('err_code')})"
         )
 
     async def messages(
@@ -205,13 +263,10 @@ class ArchiveStore:
                 continue
             if until is not None and header.first_time is not None and header.first_time > until:
                 return
-            known = _CACHE.subjects.get(header.hash)
-            if (
-                subject
-                and known is not None
-                and not any(subject_matches(subject, s) for s in known)
-            ):
-                continue
+            if subject:
+                known = await self.subject_index(header)
+                if known is not None and not any(subject_matches(subject, s) for s in known):
+                    continue
             body = await self.body(header)
             for message in body.messages:
                 if message.seq < start or message.seq > to_seq:

@@ -22,7 +22,7 @@ async def verify_trail(store: EventStore) -> ChainReport:
     archive = ArchiveStore(store.api)
     verifier = ChainVerifier(decoder=store.decoder)
     for header in await archive.listing():
-        verifier.add(header, await archive.payload(header))
+        verifier.add(header, await archive.payload(header), await archive.stored_index(header))
         if verifier.report.broken is not None:
             break
     info = await store.stream_info(EVENTS_STREAM)

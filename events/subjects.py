@@ -47,5 +47,13 @@ def keys_subject(cluster: str) -> str:
     return f"{KEYS_PREFIX}.{cluster}"
 
 
+ARCHIVE_SEGMENT_FILTER = f"{ARCHIVE_PREFIX}.segment.>"
+
+
 def archive_segment_subject(index: int) -> str:
     return f"{ARCHIVE_PREFIX}.segment.{index:010d}"
+
+
+def archive_index_subject(index: int) -> str:
+    """The subjects segment `index` holds: what lets a filtered read skip it unread."""
+    return f"{ARCHIVE_PREFIX}.subjects.{index:010d}"

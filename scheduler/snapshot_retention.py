@@ -8,7 +8,8 @@ A pass of `EventsArchiver`, in this order, each step safe to repeat after a cras
 2. **Cut.** From the sequence after the newest segment, the live messages outside the window
    (`events.retention.WindowCut`) are cut into segments of up to `SEGMENT_MAX_EVENTS` events
    or `SEGMENT_MAX_RAW_BYTES` bytes. Each is written once under its index (one message: all or
-   nothing), read back and verified against its hash, and recorded by `EventsArchived`, whose
+   nothing), read back and verified against its hash, given its subject index (so filtered
+   reads skip it unread), and recorded by `EventsArchived`, whose
    segment hash links it to the live log; the next segment carries its hash in turn.
 3. **Purge.** Only what is archived, recorded and covered by a snapshot leaves EVENTS: the
    purge goes up to the smaller of the newest segment's last sequence and the newest usable
@@ -38,10 +39,12 @@ from events.archive import (
     SEGMENT_MAX_RAW_BYTES,
     ArchivedMessage,
     ArchiveError,
+    SegmentBody,
     SegmentHeader,
     decode_segment,
     encode_segment,
     micros_of,
+    subjects_of,
 )
 from events.archive_store import ArchiveStore, SegmentExists
 from events.catalog import EventsArchived
@@ -238,11 +241,12 @@ class EventsArchiver:
         except SegmentExists as e:
             raise ArchiveError(f"stopping this pass: {e}") from e
         self._written_at[segment.header.index] = time.monotonic()
-        await self._verify_stored(segment.header)
+        body = await self._verify_stored(segment.header)
+        await self.archive.write_index(segment.header, subjects_of(body))
         await self._record(segment.header, expected=await self._last_record_seq())
         return segment.header
 
-    async def _verify_stored(self, header: SegmentHeader) -> None:
+    async def _verify_stored(self, header: SegmentHeader) -> SegmentBody:
         stored = await self.archive.stored_header(header.index)
         payload = await self.archive.payload(header)
         if stored is None or payload is None:
@@ -251,7 +255,7 @@ class EventsArchiver:
             raise ArchiveError(
                 f"archive segment {header.index} holds {stored.hash}, not {header.hash}"
             )
-        await asyncio.to_thread(decode_segment, stored, payload)
+        return await asyncio.to_thread(decode_segment, stored, payload)
 
     async def _last_record(self) -> tuple[int, EventsArchived | None]:
         reply = await self.port.last_message(EVENTS_STREAM, ARCHIVE_EVENTS_SUBJECT)
@@ -278,7 +282,8 @@ class EventsArchiver:
                     f"recorded {record.segment_hash} for it (sequence {seq})"
                 )
             return False
-        await self._verify_stored(tail)
+        body = await self._verify_stored(tail)
+        await self.archive.write_index(tail, subjects_of(body))
         await self._record(tail, expected=seq)
         log.info("recorded archive segment %s, written by a pass that stopped early", tail.index)
         return True

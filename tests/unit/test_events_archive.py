@@ -19,9 +19,12 @@ from events.archive import (
     SegmentHeader,
     content_hash,
     decode_segment,
+    decode_subject_index,
     encode_segment,
+    encode_subject_index,
     micros_of,
     segment_cut,
+    subjects_of,
 )
 from events.archive_store import subject_matches
 from events.catalog import EventsArchived
@@ -248,3 +251,18 @@ def test_subject_filters_match_as_nats_matches_them() -> None:
     assert not subject_matches("fleet.evt.taskset.>", "fleet.evt.taskset")
     assert not subject_matches("fleet.evt.cluster.a", "fleet.evt.cluster.ab")
     assert not subject_matches("fleet.evt.*", "fleet.evt.cluster.a")
+
+
+def test_a_subject_index_that_leaves_out_a_subject_breaks_the_trail() -> None:
+    segments = chain()
+    body = decode_segment(segments[0].header, segments[0].payload)
+    assert decode_subject_index(encode_subject_index(subjects_of(body))) == subjects_of(body)
+    assert decode_subject_index(b"garbage") is None
+    honest = ChainVerifier()
+    honest.add(segments[0].header, segments[0].payload, subjects_of(body))
+    assert honest.report.broken is None
+    lying = ChainVerifier()
+    lying.add(segments[0].header, segments[0].payload, frozenset({"fleet.evt.cluster.b"}))
+    assert lying.report.broken is not None
+    assert (lying.report.broken.segment, lying.report.broken.seq) == (1, 1)
+    assert "subject index" in lying.report.broken.reason
