@@ -16,21 +16,24 @@ import pytest
 from events.archive import SegmentCorrupt, SegmentHeader, content_hash
 from events.archive_store import ArchiveStore
 from events.archive_verify import verify_trail
-from events.catalog import EventsArchived
+from events.catalog import EventsArchived, TasksetPublished
 from events.errors import EventLogUnavailable
+from events.ids import new_event_id
 from events.port import JetStreamPort
 from events.retention import RetentionPolicy
+from events.sealed import EventSealer
 from events.store import Append, EventStore, StoredEvent, connect
 from events.streams import ARCHIVE_STREAM, EVENTS_STREAM, archive_stream, hub_streams
 from events.subjects import archive_segment_subject
 from scheduler.snapshot_retention import EventsArchiver, RetentionUnavailable
 from scheduler.snapshot_store import SnapshotStore, SnapshotTaker
 from scheduler.snapshots import state_digest
+from taskset.codec import decode_taskset
 from tests.conftest import HubNats
 from tests.eventually import eventually
 from tests.integration.scheduler_harness import FakeChartRenderer, reports_store, running_scheduler
 from tests.integration.test_snapshots import answers, build_history, full_fold
-from tests.scheduler_fixtures import registered
+from tests.scheduler_fixtures import make_taskset, published, registered
 
 
 @pytest.fixture
@@ -400,3 +403,40 @@ async def test_a_segment_leaves_the_live_log_a_grace_period_after_it_was_written
     # Segments an earlier process wrote have waited long enough.
     later = await EventsArchiver(store, RetentionPolicy(max_events=5)).archive_once()
     assert later.purged_to == done.written[-1].to_seq
+
+
+async def test_secrets_stay_sealed_in_the_archive(
+    retained_store: EventStore, hub_nats: HubNats
+) -> None:
+    store = retained_store
+    store.sealer = EventSealer(hub_nats.data.keyring())
+    planted = "archived-planted-" + new_event_id()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "apps"},
+        "stringData": {"password": planted},
+    }
+    await store.append([published(make_taskset("vault", secret), 1, clusters=["c1"])])
+    await fill(store, 20)
+    await snapshot_now(store)
+    done = await EventsArchiver(
+        store, RetentionPolicy(max_events=5), segment_events=8, purge_grace_s=0
+    ).archive_once()
+    assert done.purged_to > 1
+    archive = ArchiveStore(store.api)
+    archived = [
+        message
+        for header in await archive.listing()
+        for message in (await archive.body(header)).messages
+        if message.subject == "fleet.evt.taskset.vault"
+    ]
+    assert len(archived) == 1  # the event is in the archive...
+    assert await first_seq(store) > archived[0].seq  # ...and no longer live
+    (stored,) = await everything(store, subject="fleet.evt.taskset.vault")
+    for event in (store.decoder.decode(archived[0].data), stored.event):
+        assert isinstance(event, TasksetPublished)
+        (step,) = decode_taskset(event.body).install
+        password = step.object["stringData"]["password"]
+        assert password.startswith("fbsealed:v1:")
+        assert planted not in password
