@@ -123,7 +123,7 @@ def verification_text(report: dict[str, Any]) -> str:
     where = f"segment {broken['segment']}" if broken["segment"] else "the live log"
     return (
         f"BROKEN at {where}, sequence {broken['sequence']}: {broken['reason']}\n"
-        f"checked before it: {archived}; {live}"
+        f"read until then: {archived}; {live}"
     )
 
 

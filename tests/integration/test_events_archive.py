@@ -9,7 +9,7 @@ import asyncio
 import sys
 import zlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -440,3 +440,32 @@ async def test_secrets_stay_sealed_in_the_archive(
         password = step.object["stringData"]["password"]
         assert password.startswith("fbsealed:v1:")
         assert planted not in password
+
+
+async def test_the_age_and_bytes_limits_archive_what_falls_outside_them(
+    retained_store: EventStore,
+) -> None:
+    store = retained_store
+    whole = await fill(store, 40)
+    await snapshot_now(store)
+    cutoff = whole[15].stored_at
+    older = [s.seq for s in whole if s.stored_at < cutoff]
+    by_age = await EventsArchiver(
+        store,
+        RetentionPolicy(max_age=timedelta(hours=1)),
+        clock=lambda: cutoff + timedelta(hours=1),
+        purge_grace_s=0,
+    ).archive_once()
+    assert by_age.written[-1].to_seq == older[-1]
+    assert await first_seq(store) == older[-1] + 1
+
+    info = (await store.stream_info(EVENTS_STREAM))["state"]
+    budget = int(info["bytes"]) // 2
+    by_bytes = await EventsArchiver(
+        store, RetentionPolicy(max_bytes=budget), purge_grace_s=0
+    ).archive_once()
+    assert by_bytes.written
+    left = int((await store.stream_info(EVENTS_STREAM))["state"]["bytes"])
+    assert left <= budget + 400  # within one event and the records appended meanwhile
+    assert left >= budget // 2
+    assert contiguous(await everything(store))

@@ -31,6 +31,7 @@ from events.catalog import EventsArchived
 from events.codec import encode_event
 from events.retention import RetentionInvalid, RetentionPolicy, archive_boundary
 from events.subjects import ARCHIVE_EVENTS_SUBJECT
+from fleetbus.commands.events import verification_text
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -266,3 +267,18 @@ def test_a_subject_index_that_leaves_out_a_subject_breaks_the_trail() -> None:
     assert lying.report.broken is not None
     assert (lying.report.broken.segment, lying.report.broken.seq) == (1, 1)
     assert "subject index" in lying.report.broken.reason
+
+
+def test_events_verify_prints_the_trail_or_where_it_breaks() -> None:
+    segments = chain()
+    good = finish(segments).report.to_json()
+    assert verification_text(good) == (
+        "verified: 3 archive segment(s), events 1..12 (12 events), chain ends at "
+        f"{segments[-1].header.hash}; live log 13..18"
+    )
+    bad = finish([segments[0], tampered(segments[1], rehash=True), segments[2]]).report
+    text = verification_text(bad.to_json())
+    assert text.startswith("BROKEN at segment 2, sequence 5: it hashes to ")
+    assert "read until then: 2 archive segment(s), events 1..8" in text
+    fresh = ChainVerifier().finish(1, 7, 7).to_json()
+    assert verification_text(fresh) == "verified: no archive segments; live log 1..7"
