@@ -156,14 +156,11 @@ creation: REPORTS' sources are the leaf clusters' outboxes, kept by provisioning
 
 
 def hub_streams(replicas: int = 1, *, retention: bool = False) -> list[dict[str, Any]]:
-    """The hub's streams; with `retention` a new EVENTS may be purged by the archiver, and
-    the archive's stream is created beside it."""
-    streams = [
+    """The hub's streams; with `retention` a new EVENTS may be purged by the archiver (which
+    creates the archive's stream once it knows EVENTS can be purged)."""
+    return [
         events_stream(replicas, purgeable=retention),
         desired_stream(replicas),
         reports_stream(None, replicas),
         snapshots_stream(replicas),
     ]
-    if retention:
-        streams.append(archive_stream(replicas))
-    return streams

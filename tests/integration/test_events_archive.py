@@ -164,6 +164,7 @@ async def test_a_hub_whose_events_deny_purges_refuses_a_retention_window(
     with pytest.raises(RetentionUnavailable, match=r"--events-retain: .* denies purges"):
         await archiver.archive_once()
     assert await ArchiveStore(event_store.api).listing() == []
+    assert not await ArchiveStore(event_store.api).exists()  # nothing was created
     # Without a window the hub keeps creating EVENTS as before, so an existing one is kept.
     info = await event_store.stream_info(EVENTS_STREAM)
     assert info["config"]["deny_purge"] is True
