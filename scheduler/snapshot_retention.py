@@ -243,7 +243,7 @@ class EventsArchiver:
         self._written_at[segment.header.index] = time.monotonic()
         body = await self._verify_stored(segment.header)
         await self.archive.write_index(segment.header, subjects_of(body))
-        await self._record(segment.header, expected=await self._last_record_seq())
+        await self._record_once(segment.header)
         return segment.header
 
     async def _verify_stored(self, header: SegmentHeader) -> SegmentBody:
@@ -268,9 +268,16 @@ class EventsArchiver:
             raise ArchiveError(f"the last archive record is unreadable: {e}") from e
         return seq, event if isinstance(event, EventsArchived) else None
 
-    async def _last_record_seq(self) -> int:
-        seq, _ = await self._last_record()
-        return seq
+    async def _record_once(self, header: SegmentHeader) -> None:
+        """Record `header` unless the live log records it (or a later segment) already."""
+        seq, record = await self._last_record()
+        if record is not None and record.segment >= header.index:
+            if record.segment == header.index and record.segment_hash == header.hash:
+                return
+            raise ArchiveError(
+                f"stopping this pass: another archiver recorded segment {record.segment}"
+            )
+        await self._record(header, expected=seq)
 
     async def _link(self, tail: SegmentHeader) -> bool:
         """Record `tail` if the live log does not yet; True when it had to."""
@@ -306,14 +313,19 @@ class EventsArchiver:
         )
         try:
             await self.store.append([event], expected=expected)
-        except ConcurrencyConflict:
+        except ConcurrencyConflict as e:
+            # Another archiver recorded meanwhile: this segment (the same one, as both cut
+            # the same range), or already later ones. Either way its pass goes on, not this.
             _, record = await self._last_record()
-            if record is None or record.segment != header.index:
-                raise
-            if record.segment_hash != header.hash:
-                raise ArchiveError(
-                    f"another archiver recorded segment {header.index} with another hash"
-                ) from None
+            if record is not None and record.segment == header.index:
+                if record.segment_hash != header.hash:
+                    raise ArchiveError(
+                        f"another archiver recorded segment {header.index} with another hash"
+                    ) from e
+                return
+            raise ArchiveError(
+                f"stopping this pass: another archiver is recording segments ({e})"
+            ) from e
 
     async def _slowest_durable(self) -> tuple[int, str]:
         """The last sequence every durable consumer of EVENTS has acknowledged (and the

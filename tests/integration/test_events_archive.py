@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events.archive import SegmentCorrupt, SegmentHeader, content_hash
+from events.archive import ArchiveError, SegmentCorrupt, SegmentHeader, content_hash
 from events.archive_store import ArchiveStore
 from events.archive_verify import verify_trail
 from events.catalog import EventsArchived, TasksetPublished
@@ -25,7 +25,7 @@ from events.sealed import EventSealer
 from events.store import Append, EventStore, StoredEvent, connect
 from events.streams import ARCHIVE_STREAM, EVENTS_STREAM, archive_stream, hub_streams
 from events.subjects import archive_segment_subject
-from scheduler.snapshot_retention import EventsArchiver, RetentionUnavailable
+from scheduler.snapshot_retention import ArchivePass, EventsArchiver, RetentionUnavailable
 from scheduler.snapshot_store import SnapshotStore, SnapshotTaker
 from scheduler.snapshots import state_digest
 from taskset.codec import decode_taskset
@@ -470,3 +470,31 @@ async def test_the_age_and_bytes_limits_archive_what_falls_outside_them(
     assert left <= budget + 400  # within one event and the records appended meanwhile
     assert left >= budget // 2
     assert contiguous(await everything(store))
+
+
+async def test_two_archivers_at_once_write_one_chain_and_record_each_segment_once(
+    retained_store: EventStore,
+) -> None:
+    store = retained_store
+    whole = await fill(store, 60)
+    await snapshot_now(store)
+
+    def archiver() -> EventsArchiver:
+        return EventsArchiver(
+            store, RetentionPolicy(max_events=5), segment_events=4, purge_grace_s=0
+        )
+
+    outcomes = await asyncio.gather(
+        archiver().archive_once(), archiver().archive_once(), return_exceptions=True
+    )
+    for outcome in outcomes:
+        assert isinstance(outcome, ArchivePass | ArchiveError), outcome
+    await archiver().archive_once()
+    segments = await ArchiveStore(store.api).listing()
+    assert chained(segments)
+    after = await everything(store)
+    assert contiguous(after)
+    assert keys(after)[: len(whole)] == keys(whole)
+    records = [s.event for s in after if isinstance(s.event, EventsArchived)]
+    assert sorted(r.segment for r in records) == [h.index for h in segments]
+    assert (await verify_trail(store)).ok
