@@ -38,6 +38,7 @@ from events.catalog import (
     DriftCorrected,
     DriftDetected,
     Event,
+    EventsArchived,
     KeysRotated,
     OverrideRemoved,
     OverrideSet,
@@ -334,6 +335,13 @@ def _describe_data_keys_shredded(event: DataKeysShredded) -> str:
     return f"{len(event.key_ids)} data key(s) of {event.scope} shredded{reason}"
 
 
+def _describe_events_archived(event: EventsArchived) -> str:
+    return (
+        f"events {event.from_seq}..{event.to_seq} archived in segment {event.segment} "
+        f"({event.segment_hash[:19]}…)"
+    )
+
+
 def _describe_report(event: Report) -> str:
     return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
 
@@ -372,6 +380,7 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     SourceFailed: _describe_source_failed,
     KeysRotated: _describe_keys_rotated,
     DataKeysShredded: _describe_data_keys_shredded,
+    EventsArchived: _describe_events_archived,
 }
 
 

@@ -32,6 +32,7 @@ from bench import (
     p8_blueprint,
     p9_reads,
     p10_snapshots,
+    p11_archive,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -55,6 +56,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p8_blueprint,
         p9_reads,
         p10_snapshots,
+        p11_archive,
     )
 }
 

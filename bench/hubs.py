@@ -32,11 +32,12 @@ class ThrowawayHub:
     def password(self) -> str:
         return self.data.secrets()["hub_password"]
 
-    async def store(self, name: str = "fleetbus-bench") -> EventStore:
-        """A store connected as the hub's own service user, with the hub streams ensured."""
+    async def store(self, name: str = "fleetbus-bench", *, retention: bool = False) -> EventStore:
+        """A store connected as the hub's own service user, with the hub streams ensured (as
+        a hub with a retention window creates them, with `retention`)."""
         nc = await connect(self.url, name=name, user="hub", password=self.password)
         store = EventStore(nc)
-        await store.ensure_streams(hub_streams())
+        await store.ensure_streams(hub_streams(retention=retention))
         return store
 
 

@@ -28,6 +28,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "P6": ("hub_rss_mb", "recompute_s"),
     "P7": ("render_ratio", "help_ratio"),
     "P10": ("state_at_snapshot_s", "state_at_replay_s", "replay_to_snapshot_ratio"),
+    "P11": ("archive_per_s", "read_archived_per_s", "read_live_per_s"),
 }
 """The keys results.json has for each figure, measured or not."""
 

@@ -462,6 +462,35 @@ class DataKeysShredded(Event, tag="DataKeysShredded", frozen=True, kw_only=True)
         return KEYS_AGGREGATE_ID
 
 
+# --- archive aggregate ------------------------------------------------------------------------
+
+ARCHIVE_AGGREGATE_ID = "events"
+
+
+class EventsArchived(Event, tag="EventsArchived", frozen=True, kw_only=True):
+    """Events `from_seq`..`to_seq` of the log were written to archive segment `segment`.
+
+    `segment_hash` is the hash of that segment (which covers `previous_hash`, the hash of the
+    segment before it): this event links the live log to the archive's hash chain. The events
+    leave the live log only after this is recorded (see `events.archive`)."""
+
+    aggregate: ClassVar[str] = "archive"
+    segment: int
+    from_seq: int
+    to_seq: int
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+    events: int = 0
+    segment_hash: str
+    previous_hash: str
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+
+    @property
+    def aggregate_id(self) -> str:
+        return ARCHIVE_AGGREGATE_ID
+
+
 # --- schedule and rollout aggregates ----------------------------------------------------------
 
 
@@ -645,6 +674,7 @@ HubEvent = (
     | SourceFailed
     | KeysRotated
     | DataKeysShredded
+    | EventsArchived
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -680,6 +710,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SourceFailed,
         KeysRotated,
         DataKeysShredded,
+        EventsArchived,
         TaskApplied,
         TaskFailed,
         DriftDetected,

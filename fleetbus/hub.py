@@ -24,6 +24,7 @@ from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
+from events.retention import RetentionPolicy
 from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import hub_streams
@@ -43,6 +44,7 @@ from fleetbus.natsserver import (
 )
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
+from scheduler.snapshot_retention import ARCHIVE_EVERY_S, EventsArchiver
 from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from sources.fetch import FetchPolicy
 from sources.limits import SourceLimits
@@ -72,6 +74,9 @@ class HubOptions:
     snapshot_every: int = SNAPSHOT_EVERY
     snapshot_keep: int = SNAPSHOT_KEEP
     """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
+    events_retention: RetentionPolicy | None = None
+    """The window of events EVENTS keeps (the rest is archived); None keeps everything."""
+    events_archive_every_s: float = ARCHIVE_EVERY_S
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
     (`simulator.fleet.sim_processes_for`)."""
@@ -270,7 +275,19 @@ async def run_hub(options: HubOptions) -> None:
         # The services stop (the scheduler and projector finishing their batch) while the store
         # is still open; the earlier callback only matters if connecting failed.
         stack.push_async_callback(supervisor.stop)
-        await store.ensure_streams(hub_streams(options.replicas))
+        retention = options.events_retention
+        await store.ensure_streams(hub_streams(options.replicas, retention=retention is not None))
+        if retention is not None and retention.enabled:
+            archiver = EventsArchiver(
+                store,
+                retention,
+                every_s=options.events_archive_every_s,
+                replicas=options.replicas,
+            )
+            await archiver.check()
+            supervisor.start(
+                "events archiver", lambda: archiver.run(supervisor.stop_event), watches_stop=True
+            )
         edge_services: EdgeServices | None = None
         if server is not None and listener is not None:
             edge_services = EdgeServices(

@@ -228,6 +228,7 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/whoami", V),
     Case("GET", "/api/v1/events", V),
     Case("GET", "/api/v1/events/stream", V, stream=True),
+    Case("GET", "/api/v1/events/verify", V),
     Case("POST", "/api/v1/stream-tickets", V, ok=201),
     Case("GET", "/api/v1/status", V),
     Case("GET", "/api/v1/clusters", V),

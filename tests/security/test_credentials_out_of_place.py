@@ -108,6 +108,7 @@ async def test_a_clusters_credentials_cannot_write_the_log_or_anyones_desired_st
         "write another cluster's desired state": ("fleet.desired.beta.web", b"{}"),
         "write a desired state for a cluster that does not exist": ("fleet.desired.evil.x", b"{}"),
         "write a snapshot": ("fleet.snapshot.000000000001-evil.manifest", b"{}"),
+        "write an archive segment": ("fleet.archive.segment.0000000001", b"forged"),
     }
     for what, (subject, payload) in writes.items():
         with pytest.raises(DENIED):
@@ -129,6 +130,8 @@ JS_ADMIN = [
     ("DIRECT.GET.REPORTS", {"seq": 1}),
     ("DIRECT.GET.SNAPSHOTS", {"last_by_subj": "fleet.snapshot.*.manifest"}),
     ("STREAM.PURGE.SNAPSHOTS", {}),
+    ("DIRECT.GET.EVENTS_ARCHIVE", {"last_by_subj": "fleet.archive.segment.0000000001"}),
+    ("STREAM.DELETE.EVENTS_ARCHIVE", None),
     ("CONSUMER.CREATE.EVENTS", {"stream_name": "EVENTS", "config": {"ack_policy": "none"}}),
     (
         "CONSUMER.CREATE.REPORTS.peek",
