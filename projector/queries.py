@@ -183,8 +183,8 @@ async def audit_trail(
             params.append(value)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await db.fetch_all(
-        f"SELECT * FROM (SELECT * FROM audit{where} ORDER BY time DESC, stream, seq DESC"
-        " LIMIT ?) ORDER BY time, stream, seq",
+        f"SELECT * FROM (SELECT * FROM audit{where} ORDER BY time DESC, stream, seq DESC,"
+        " cluster DESC LIMIT ?) ORDER BY time, stream, seq, cluster",
         [*params, limit],
     )
     return [AuditRow(**row) for row in rows]
