@@ -33,6 +33,8 @@ from bench import (
     p8_blueprint,
     p9_reads,
     p10_snapshots,
+    p13_dashboard,
+    p14_hub_memory,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -56,6 +58,8 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p8_blueprint,
         p9_reads,
         p10_snapshots,
+        p13_dashboard,
+        p14_hub_memory,
     )
 }
 
@@ -83,8 +87,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--clusters",
         type=int,
         default=0,
-        help="run the fleet-size figures (P2, P6's footprint) at this many clusters instead "
+        help="run the fleet-size figures (P2, P13, P14) at this many clusters instead "
         "of 10,000 (a figure whose target names 10,000 is then reported beside it, not judged)",
+    )
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a note to add to each figure run (e.g. a baseline measured by another build); "
+        "may be given more than once",
     )
     args = parser.parse_args(argv)
     if args.clusters and args.clusters < 100:
@@ -142,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     all_ok = True
     for key in keys:
         result, ok = run_figure(key, mode)
+        if args.note:
+            result = msgspec.structs.replace(result, notes=[*result.notes, *args.note])
         results.append(result)
         all_ok = all_ok and ok
     report = RunReport(
