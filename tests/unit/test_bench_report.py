@@ -11,7 +11,8 @@ from bench.figure import FigureResult, Metric, Target, format_number
 from bench.hubproc import REPO, describe_failure
 from bench.machine import MachineInfo, parse_cpu_model, parse_mem_total_gib
 from bench.p1_convergence import stage_note
-from bench.p2_convergence_10k import cpu_note
+from bench.p2_convergence_10k import cpu_note, startup_split
+from bench.p14_hub_memory import place
 from bench.procstat import CLOCK_TICKS, cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
 from bench.published import PUBLISHED
 from bench.report import (
@@ -290,3 +291,19 @@ def test_a_figure_measured_alone_is_merged_into_the_report_keeping_the_others(
     document = json.loads(results.read_text())
     assert document["P7"]["render_ratio"] == 1.2
     assert document["P4"]["append_per_s"] == 25000.0
+
+
+def test_the_start_up_split_is_read_from_the_hubs_log() -> None:
+    log = (
+        "INFO simulator.fleet: simulated fleet up: 4996 clusters (client) in 4 worker "
+        "processes; provisioned in 41.3 s, connected in 12.5 s\n"
+    )
+    assert startup_split(log) == (41.3, 12.5)
+    assert startup_split("nothing about sims here") is None
+
+
+def test_traced_lines_are_named_by_their_place_in_the_repository_or_a_package() -> None:
+    assert place(str(REPO / "scheduler" / "state.py")) == "scheduler/state.py"
+    site = "/x/.venv/lib/python3.11/site-packages/nats/js/client.py"
+    assert place(site) == "nats/js/client.py"
+    assert place("/usr/lib/python3.11/asyncio/events.py") == "asyncio/events.py"
