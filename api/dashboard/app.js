@@ -987,10 +987,21 @@ async function route(showLoading = true) {
       const filters = fleetFilters(new URLSearchParams(hash.slice(1).split("?")[1] || ""));
       const shown = view.querySelector(".page[data-fleet]");
       const chartDue = !shown || Date.now() - state.rateAt > RATE_EVERY_MS;
-      const [page, rate] = await Promise.all([
-        api(fleetPath(filters)),
-        chartDue ? api("/api/v1/charts/event-rate?minutes=30&bucket_seconds=30").catch(() => null) : null,
-      ]);
+      let page, rate;
+      try {
+        [page, rate] = await Promise.all([
+          api(fleetPath(filters)),
+          chartDue ? api("/api/v1/charts/event-rate?minutes=30&bucket_seconds=30").catch(() => null) : null,
+        ]);
+      } catch (e) {
+        // A filter the hub refuses (a bad label selector) is said below the filter bar, which
+        // stays to be corrected.
+        if (e instanceof Unauthorized || !shown || ticket !== routing) throw e;
+        shown.dataset.fleet = fleetHash(filters);
+        shown.querySelector("#fleet-body")?.replaceWith(el("div", { id: "fleet-body" }, el("p", { class: "error", id: "fleet-error" }, e.message)));
+        document.body.dataset.ready = "true";
+        return;
+      }
       if (chartDue) state.rateAt = Date.now();
       else if (!state.rateTimer) {
         // The chart skipped now is drawn once it is due, even if no event comes to ask.

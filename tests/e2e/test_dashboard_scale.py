@@ -117,4 +117,12 @@ async def test_the_fleet_page_summarizes_pages_and_filters_a_large_fleet_live(
         )
         await page.wait_for(rows_are(NAMES[:PAGE]))
         assert await page.evaluate("location.hash") == "#/?state=applied"
+
+        await type_into(page, "selector", "env in")
+        error = await page.wait_for("document.getElementById('fleet-error')?.textContent")
+        assert "invalid selector 'env in'" in error
+        assert await page.evaluate("!!document.getElementById('fleet-filters')"), "kept to fix"
+        await type_into(page, "selector", "env in (dev)")
+        expected_dev = sorted(n for n in NAMES if int(n.removeprefix("sim-")) % 2)
+        await page.wait_for(rows_are(expected_dev[:PAGE]))
         assert await page.evaluate("performance.getEntriesByType('navigation').length") == loads
