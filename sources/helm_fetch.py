@@ -23,9 +23,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
-
-import helm_python
 
 from normalizer.documents import load_yaml_values
 from sources.credentials import Credential
@@ -36,6 +35,12 @@ from sources.errors import (
 )
 from sources.limits import SourceLimits, check_size, check_tree
 from sources.references import HostAllowList, SourceRef, url_endpoint
+
+if TYPE_CHECKING:
+    import helm_python
+
+# helm_python is imported where it is used, not here: its native library holds ~65 MiB
+# resident, which a hub that never fetches a chart should not pay.
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ def fetch_chart(
     credential: Credential | None = None,
 ) -> FetchedChart:
     """Pull the chart `ref` names into `workdir`, unpack it and resolve its dependencies."""
+    import helm_python
+
     allowed.check(url_endpoint(ref.url), f"{ref.kind} source {ref.url}")
     downloads = workdir / "download"
     downloads.mkdir(parents=True)
@@ -94,6 +101,8 @@ def fetch_chart(
 def _pull_from_repository(
     ref: SourceRef, into: Path, allowed: HostAllowList, credential: Credential | None
 ) -> Path:
+    import helm_python
+
     username, password = _basic(credential, ref)
     try:
         index = helm_python.repo_index(ref.url, username=username, password=password)
@@ -128,6 +137,8 @@ def _pull_from_repository(
 def _pull_oci(
     ref: SourceRef, into: Path, workdir: Path, credential: Credential | None
 ) -> tuple[Path, str]:
+    import helm_python
+
     try:
         with helm_python.RegistryClient(
             plain_http=ref.plain_http, credentials_file=workdir / "registry-config.json"
@@ -179,6 +190,8 @@ def resolve_dependencies(
 
     A `file://` dependency must resolve inside `root`: the chart itself when it was pulled, its
     repository when it came from Git."""
+    import helm_python
+
     documents = load_yaml_values((directory / "Chart.yaml").read_text(), "Chart.yaml")
     metadata = documents[0] if documents and isinstance(documents[0], dict) else {}
     declared = metadata.get("dependencies") or []
