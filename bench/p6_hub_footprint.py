@@ -47,7 +47,7 @@ QUICK_FOOTPRINT = 200
 NATS_MEMORY_LIMIT = "512MiB"
 """The `--nats-memory-limit` of the second footprint run (full mode)."""
 TARGETS = [
-    Target(metric="hub_rss_mb", label="hub RSS at 10,000 clusters", bound=1024, unit="MB"),
+    Target(metric="hub_rss_mb", label="hub RSS at 10,000 clusters", bound=768, unit="MB"),
     Target(
         metric="recompute_s",
         label="recompute of one taskset over 10,000 clusters",

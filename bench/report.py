@@ -256,8 +256,10 @@ def render_markdown(report: RunReport, published: Sequence[PublishedFigure]) -> 
         "",
         "`make bench` (about 20 minutes) or `make bench-quick` (about 3 minutes) runs "
         "`python -m bench` and rewrites this file and `bench/results.json`. "
-        "`python -m bench --quick --only P4` runs one figure. Run on a quiet machine: the "
-        "figures share its cores with everything else running.",
+        "`python -m bench --quick --only P4` runs one figure; `--clusters N` runs the "
+        "fleet-size figures (P2, P13, P14) at N clusters, `--merge` puts the figures run into "
+        "this file. Run on a quiet machine: the figures share its cores with everything else "
+        "running.",
         "",
     ]
     return "\n".join(lines)
