@@ -147,7 +147,11 @@ async def run(mode: Mode) -> FigureResult:
                     }
                     notes.append(cpu_note(used, seconds))
                 if not result.complete:
-                    failure = f"{label} version: {_status(result, within)}"
+                    absent = sorted(fleet.clusters - result.applied)
+                    failure = (
+                        f"{label} version: {_status(result, within)} (not: "
+                        f"{', '.join(absent[:5])}{', …' if len(absent) > 5 else ''})"
+                    )
                     break
     except HubFailed as e:
         failure = str(e).splitlines()[0]

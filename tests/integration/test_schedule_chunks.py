@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from api.event_records import concerns, event_record
-from events.catalog import ClusterTaskScheduled, Event
+from events.catalog import SCHEDULE_CHUNK, ClusterTaskScheduled, Event
 from events.codec import EventDecoder, encode_event
 from events.errors import UndecodableEvent
-from events.store import EventStore, StoredEvent
+from events.store import Append, EventStore, StoredEvent
 from events.streams import EVENTS_STREAM
 from notify.model import clusters_of
 from projector.db import ProjectionDb
@@ -34,7 +34,7 @@ from scheduler.history import desired_state_at
 from scheduler.state import SchedulerState
 from tests.eventually import eventually
 from tests.integration.scheduler_harness import desired, running_scheduler, scheduled_of
-from tests.scheduler_fixtures import scheduled_facts
+from tests.scheduler_fixtures import make_taskset, published, registered, scheduled_facts
 
 OLD_LOG = Path(__file__).parent.parent / "fixtures" / "logs" / "schedule-v1.jsonl"
 
@@ -291,3 +291,29 @@ async def test_an_audit_index_of_schema_1_is_rekeyed_by_cluster_keeping_its_rows
         connection.close()
     assert keys == ["stream", "seq", "cluster"]
     assert schema == ("2",)
+
+
+async def test_a_publish_to_more_clusters_than_a_chunk_writes_every_one_of_them(
+    event_store: EventStore,
+) -> None:
+    names = [f"c{i:04d}" for i in range(2 * SCHEDULE_CHUNK + 76)]
+    await event_store.append_many([Append(events=[registered(name, env="prod")]) for name in names])
+    async with running_scheduler(event_store) as service:
+        await event_store.append([published(make_taskset("web"), 1, selector="env=prod")])
+
+        async def all_written() -> bool:
+            stored = await service.bus.stored_generations()
+            return sum(1 for subject in stored if subject.endswith(".web")) == len(names)
+
+        await eventually(all_written, what="every cluster's ClusterTask in DESIRED")
+        stored = await service.bus.stored_generations()
+    assert {subject: gen for subject, gen in stored.items() if subject.endswith(".web")} == {
+        f"fleet.desired.{name}.web": 1 for name in names
+    }
+    chunks = [
+        e.event
+        for e in await event_store_log(event_store)
+        if isinstance(e.event, ClusterTaskScheduled)
+    ]
+    assert [len(chunk.clusters) for chunk in chunks] == [SCHEDULE_CHUNK, SCHEDULE_CHUNK, 76]
+    assert [name for chunk in chunks for name in chunk.names()] == names
