@@ -307,3 +307,29 @@ def test_traced_lines_are_named_by_their_place_in_the_repository_or_a_package() 
     site = "/x/.venv/lib/python3.11/site-packages/nats/js/client.py"
     assert place(site) == "nats/js/client.py"
     assert place("/usr/lib/python3.11/asyncio/events.py") == "asyncio/events.py"
+
+
+def test_a_merged_target_row_goes_into_the_targets_table_not_a_figures_table(
+    tmp_path: Path,
+) -> None:
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    write_outputs(report_with(measured_figure()), PUBLISHED, markdown, results)
+    table = FigureResult(
+        key="P14",
+        title="Memory",
+        metrics=[Metric(key="held_mb", label="Python memory held", unit="MB", value=52.0)],
+        method="Traced.",
+    )
+    merge_outputs(report_with(table), markdown, results)
+    alone = FigureResult(
+        key="P7",
+        title="Render",
+        metrics=[Metric(key="render_ratio", label="render ratio", unit="x", value=1.2)],
+        targets=[Target(metric="render_ratio", label="render", bound=1.5, unit="x")],
+        method="Alone.",
+    )
+    merge_outputs(report_with(alone), markdown, results)
+    lines = markdown.read_text().splitlines()
+    row = lines.index("| P7 | render ≤ 1.50 x | 1.20x | met |")
+    assert row < lines.index("## P14 — Memory")
+    assert lines[row - 1].startswith("| P")
