@@ -219,11 +219,13 @@ async def scheduled_times(store: EventStore, from_seq: int, version: int) -> dic
     """When each cluster's ClusterTaskScheduled for `version` was stored."""
     times: dict[str, datetime] = {}
     async for stored in store.read(
-        from_seq=from_seq, subject=f"fleet.evt.schedule.{TASKSET}.*", skip_undecodable=True
+        from_seq=from_seq, subject=f"fleet.evt.schedule.{TASKSET}", skip_undecodable=True
     ):
         event = stored.event
-        if isinstance(event, ClusterTaskScheduled) and event.taskset_version == version:
-            times.setdefault(event.cluster, stored.stored_at)
+        if isinstance(event, ClusterTaskScheduled):
+            for part in event.clusters:
+                if part.taskset_version == version:
+                    times.setdefault(part.cluster, stored.stored_at)
     return times
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import helm_python
 import msgspec
 
 from normalizer.documents import load_yaml_values
@@ -42,11 +41,13 @@ from sources.errors import (
     SourceTooLarge,
     SourceUnreachable,
 )
-from sources.helm_pull import helm_detail
 from sources.helm_worker import WorkerAnswer, WorkerRequest
 from sources.limits import SourceLimits, check_size, check_tree
 from sources.processes import FetchDeadline
 from sources.references import HostAllowList, SourceRef, url_endpoint
+
+# helm_python is imported where it is used, not here: its native library holds ~65 MiB
+# resident, which a hub that never fetches a chart should not pay.
 
 WORKER_ERRORS: dict[str, type[SourceError]] = {
     cls.__name__: cls
@@ -108,6 +109,10 @@ def fetch_chart(
     check_size(f"chart archive {archive.name}", len(data), limits)
     digest = str(pulled.get("digest") or "") or "sha256:" + hashlib.sha256(data).hexdigest()
     unpacked = workdir / "chart"
+    import helm_python
+
+    from sources.helm_pull import helm_detail
+
     try:
         with helm_python.Chart.load_archive(data) as chart:
             name, version = chart.name, chart.version

@@ -125,7 +125,7 @@ async def read_page(
             if len(records) == limit:
                 next_from_seq = stored.seq
                 break
-            records.append(event_record(stream, stored))
+            records.append(event_record(stream, stored, cluster))
     return EventPage(stream=stream, events=records, next_from_seq=next_from_seq, last_seq=last_seq)
 
 

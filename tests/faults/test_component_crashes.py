@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
+from events.catalog import RolloutAdvanced, RolloutStrategy, TaskApplied
 from events.edges import report_origin
 from events.sealed import EventSealer
 from events.store import EventStore, connect
@@ -39,7 +39,7 @@ from tests.faults.components import Component, kill_nats_servers_under
 from tests.faults.harness import LONG, record_figures
 from tests.faults.projection import clean_replay_digests
 from tests.integration.edge_harness import EdgeHub, edge_hub
-from tests.integration.scheduler_harness import desired, events_of, versions
+from tests.integration.scheduler_harness import desired, events_of, scheduled_of, versions
 from tests.processes import nats_servers_under
 from tests.scheduler_fixtures import config_map, make_taskset, published
 from tests.security.live_hub import LiveHub
@@ -193,7 +193,7 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
             generation_of = {
                 cluster: max(
                     e.generation
-                    for e in await events_of(hub.store, ClusterTaskScheduled)
+                    for e in await scheduled_of(hub.store)
                     if e.cluster == cluster and e.taskset == TASKSET
                 )
                 for cluster in names
@@ -231,7 +231,7 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
             await db.close()
         assert projected == await clean_replay_digests(hub.store, tmp_path)
 
-        scheduled = await events_of(hub.store, ClusterTaskScheduled)
+        scheduled = await scheduled_of(hub.store)
         per_generation = collections.Counter(
             (e.cluster, e.generation) for e in scheduled if e.taskset == TASKSET
         )
@@ -266,7 +266,7 @@ async def diagnosis(hub: EdgeHub, names: list[str], components: dict[str, Compon
     ]
     scheduled = [
         f"{e.cluster}:v{e.taskset_version}:g{e.generation}:w{e.wave}"
-        for e in await events_of(hub.store, ClusterTaskScheduled)
+        for e in await scheduled_of(hub.store)
     ]
     waves = [
         f"v{e.taskset_version}w{e.wave}/{e.total_waves}"
@@ -462,7 +462,7 @@ async def scheduled_generations(hub: LiveHub, names: list[str]) -> dict[str, int
     password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
     nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
     try:
-        scheduled = await events_of(EventStore(nc), ClusterTaskScheduled)
+        scheduled = await scheduled_of(EventStore(nc))
     finally:
         await nc.close()
     per_generation = collections.Counter(

@@ -231,6 +231,7 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/events/verify", V),
     Case("POST", "/api/v1/stream-tickets", V, ok=201),
     Case("GET", "/api/v1/status", V),
+    Case("GET", "/api/v1/fleet", V),
     Case("GET", "/api/v1/clusters", V),
     Case("GET", "/api/v1/clusters/east", V),
     Case("GET", "/api/v1/clusters/east/state", V),

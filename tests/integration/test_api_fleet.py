@@ -18,6 +18,7 @@ from events.catalog import (
     DriftDetected,
     Event,
     RolloutAdvanced,
+    ScheduledCluster,
 )
 from events.ids import new_event_id
 from events.inventory import EdgeStatus
@@ -40,12 +41,16 @@ def scheduled(cluster: str, taskset: str, wave: int) -> ClusterTaskScheduled:
         id=new_event_id(),
         occurred_at=NOW,
         actor="scheduler",
-        cluster=cluster,
         taskset=taskset,
-        taskset_version=1,
-        generation=1,
-        digest="sha256:" + "ab" * 32,
-        wave=wave,
+        clusters=[
+            ScheduledCluster(
+                cluster=cluster,
+                taskset_version=1,
+                generation=1,
+                digest="sha256:" + "ab" * 32,
+                wave=wave,
+            )
+        ],
     )
 
 
