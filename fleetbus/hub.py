@@ -28,7 +28,7 @@ from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
 from events.sealed import EventSealer
 from events.store import EventStore, connect
-from events.streams import hub_streams
+from events.streams import hub_streams, leases_stream
 from events.tasks import cancel_and_wait
 from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DataDir
@@ -290,7 +290,10 @@ async def run_hub(options: HubOptions) -> None:
         # The services stop (the scheduler and projector finishing their batch) while the store
         # is still open; the earlier callback only matters if connecting failed.
         stack.push_async_callback(supervisor.stop)
-        await store.ensure_streams(hub_streams(options.replicas))
+        # LEASES too: a scheduler's lease must outlive the node it was written on.
+        await store.ensure_streams(
+            [*hub_streams(options.replicas), leases_stream(options.replicas)]
+        )
         hub_leaf_urls: dict[str, list[str]]
         if listener is not None:
             hub_leaf_urls = leaf_urls(listener, options.public_host)
