@@ -277,6 +277,9 @@ async def test_api_tokens_are_no_nats_credentials(fleet: Fleet, tmp_path: Path) 
     async with live_api(fleet.hub.store, tmp_path / "api") as api:
         tokens = dict(api.tokens)
     url = fleet.hub.server.client_url
+    # The server is there and takes a real login: the hub's own credentials (a user JWT).
+    hub_login = await nats.connect(url, user_credentials=str(fleet.hub.credentials))
+    await hub_login.close()
     let_in = []
     for role, token in tokens.items():
         for credentials in (
