@@ -241,6 +241,7 @@ class NatsAuthority:
         permissions: Mapping[str, Mapping[str, list[str]]] | None = None,
         connection_types: list[str] | None = None,
         now: float | None = None,
+        expires: int | None = None,
     ) -> str:
         """A `.creds` file for `user` in `account`; `permissions` as in a server config
         (`{"publish": {"allow": [...]}, "subscribe": {...}}`, absent: everything)."""
@@ -253,6 +254,7 @@ class NatsAuthority:
             publish=permissions.get("publish"),
             subscribe=permissions.get("subscribe"),
             connection_types=connection_types,
+            expires=expires,
         )
         return credentials_file(token, user.seed)
 

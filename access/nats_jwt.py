@@ -213,9 +213,11 @@ def user_jwt(
     publish: Mapping[str, list[str]] | None = None,
     subscribe: Mapping[str, list[str]] | None = None,
     connection_types: list[str] | None = None,
+    expires: int | None = None,
 ) -> str:
     """A user's JWT, signed by its account; `publish`/`subscribe` are `{"allow": [...],
-    "deny": [...]}` as in a nats-server config (absent: everything)."""
+    "deny": [...]}` as in a nats-server config (absent: everything); `expires` (Unix time):
+    refused from then on."""
     nats: dict[str, Any] = {
         "pub": dict(publish or {}),
         "sub": dict(subscribe or {}),
@@ -227,7 +229,10 @@ def user_jwt(
     }
     if connection_types:
         nats["allowed_connection_types"] = list(connection_types)
-    return encode({"iat": iat, "name": name, "sub": user_public, "nats": nats}, account)
+    claims: dict[str, Any] = {"iat": iat, "name": name, "sub": user_public, "nats": nats}
+    if expires is not None:
+        claims["exp"] = expires
+    return encode(claims, account)
 
 
 def credentials_file(jwt: str, seed: str) -> str:

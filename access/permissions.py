@@ -27,13 +27,14 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import msgspec
 
 from access.errors import AccessError
 from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
 from access.nats_jwt import Nkey, credentials_file, new_nkey, user_jwt
-from access.pki import HubPki, cluster_identity
+from access.pki import CLUSTER_VALIDITY, HubPki, cluster_identity
 from events import edges, subjects
 from events.catalog import (
     ClusterDeregistered,
@@ -164,9 +165,12 @@ def client_credentials(account: Nkey, cluster: str, *, now: float) -> str:
     )
 
 
-def leaf_credentials(authority: NatsAuthority, cluster: str, fingerprint: str) -> str:
+def leaf_credentials(
+    authority: NatsAuthority, cluster: str, fingerprint: str, *, expires: datetime
+) -> str:
     """The `.creds` of a leaf cluster's certificate (in its bundle): the user key derived from
-    the certificate's fingerprint, its rights `leaf_permissions`, leaf connections only."""
+    the certificate's fingerprint, its rights `leaf_permissions`, leaf connections only,
+    expiring with the certificate (`expires`), so its revocation can be forgotten then."""
     if cluster in RESERVED_NAMES:
         raise AccessError(f"cluster name {cluster!r} is reserved for the hub's own NATS users")
     return authority.user_credentials(
@@ -175,7 +179,20 @@ def leaf_credentials(authority: NatsAuthority, cluster: str, fingerprint: str) -
         cluster_identity(cluster, fingerprint.removeprefix("sha256:").lower()),
         permissions=leaf_permissions(cluster),
         connection_types=list(LEAF_CONNECTION_TYPES),
+        expires=int(expires.timestamp()),
     )
+
+
+REVOCATION_KEPT = CLUSTER_VALIDITY + timedelta(days=1)
+"""How long a revoked key stays listed: past it, every JWT of that key has expired (a leaf
+cluster's expires with its certificate; a client cluster signs a new one at each connection,
+issued after any revocation anyway)."""
+
+
+def current_revocations(revocations: Mapping[str, int], now: datetime) -> dict[str, int]:
+    """The revocations an account JWT must still carry at `now` (the rest have expired)."""
+    oldest = int((now - REVOCATION_KEPT).timestamp())
+    return {key: at for key, at in revocations.items() if at >= oldest}
 
 
 def user_key_of(authority: NatsAuthority, access: ClusterAccess) -> str | None:

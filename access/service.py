@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -27,6 +28,7 @@ from access.consumer_gate import ConsumerGate
 from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
 from access.permissions import (
     ClusterAccess,
+    current_revocations,
     evolve_access,
     evolve_revocations,
     revoked_clusters,
@@ -100,8 +102,9 @@ class ClusterAccessService:
             )
 
     def fleet_account_jwt(self) -> str:
-        """The FLEET account's JWT for the current revocations."""
-        return self.authority.account_jwt(FLEET_ACCOUNT, revocations=self.revocations)
+        """The FLEET account's JWT for the revocations still current."""
+        revocations = current_revocations(self.revocations, datetime.now(UTC))
+        return self.authority.account_jwt(FLEET_ACCOUNT, revocations=revocations)
 
     async def apply(self, seq: int) -> None:
         """Push the FLEET account if its revocations changed (or at start) and wait until every

@@ -136,7 +136,12 @@ class HubSimEdges:
             settings,
             ca_pem=ca_pem,
             issued=issued,
-            credentials=leaf_credentials(self.authority, cluster, issued.fingerprint),
+            credentials=leaf_credentials(
+                self.authority,
+                cluster,
+                issued.fingerprint,
+                expires=issued.certificate.not_valid_after_utc,
+            ),
         )
 
     async def start_leaf(self, cluster: str, directory: Path) -> EdgeRuntime:

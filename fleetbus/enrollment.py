@@ -59,7 +59,12 @@ class BundleEnrollment:
     def issue(self, cluster: str, labels: Mapping[str, str], now: datetime) -> IssuedBundle:
         ca = self.pki.load_ca()
         issued = ca.issue_cluster(cluster, now)
-        credentials = leaf_credentials(self.authority, cluster, issued.fingerprint)
+        credentials = leaf_credentials(
+            self.authority,
+            cluster,
+            issued.fingerprint,
+            expires=issued.certificate.not_valid_after_utc,
+        )
         settings = EdgeSettings(cluster=cluster, hub_urls=self.hub_urls, labels=dict(labels))
         with tempfile.TemporaryDirectory(prefix="fleetbus-bundle-") as tmp:
             root = write_edge_bundle(

@@ -130,7 +130,12 @@ class EdgeHub:
             settings,
             ca_pem=ca_pem,
             issued=issued,
-            credentials=leaf_credentials(self.data.nats_authority(), cluster, issued.fingerprint),
+            credentials=leaf_credentials(
+                self.data.nats_authority(),
+                cluster,
+                issued.fingerprint,
+                expires=issued.certificate.not_valid_after_utc,
+            ),
         )
         seq = await self.append(
             ClusterRegistered(

@@ -11,8 +11,10 @@ from access.errors import AccessError
 from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, credentials_jwt
 from access.nats_jwt import decode
 from access.permissions import (
+    REVOCATION_KEPT,
     ClusterAccess,
     client_permissions,
+    current_revocations,
     evolve_access,
     evolve_revocations,
     leaf_credentials,
@@ -20,6 +22,7 @@ from access.permissions import (
     revoked_clusters,
     user_key_of,
 )
+from access.pki import CLUSTER_VALIDITY
 from edge_connector import decisions
 from edge_connector.errors import ApplyFailed
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
@@ -294,8 +297,9 @@ def test_a_leaf_cluster_user_jwt_carries_its_rights_and_the_key_of_its_certifica
     tmp_path: Path,
 ) -> None:
     authority = NatsAuthority.open(tmp_path)
-    creds = leaf_credentials(authority, "alpha", "sha256:" + "ab" * 32)
+    creds = leaf_credentials(authority, "alpha", "sha256:" + "ab" * 32, expires=NOW)
     claims = decode(credentials_jwt(creds))
+    assert claims["exp"] == int(NOW.timestamp()), "expires with its certificate"
     assert claims["iss"] == authority.public_key(FLEET_ACCOUNT)
     assert claims["name"] == f"alpha.{'ab' * 8}"
     assert claims["sub"] == user_key_of(
@@ -310,7 +314,15 @@ def test_a_leaf_cluster_user_jwt_carries_its_rights_and_the_key_of_its_certifica
     )
     assert user_key_of(authority, ClusterAccess(name="nocert")) is None
     with pytest.raises(AccessError, match="reserved"):
-        leaf_credentials(authority, "hub", "ab" * 32)
+        leaf_credentials(authority, "hub", "ab" * 32, expires=NOW)
+
+
+def test_a_revocation_is_forgotten_once_every_jwt_of_its_key_has_expired() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    recent = int((now - timedelta(days=30)).timestamp())
+    expired = int((now - REVOCATION_KEPT - timedelta(seconds=1)).timestamp())
+    assert current_revocations({"UNEW": recent, "UOLD": expired}, now) == {"UNEW": recent}
+    assert REVOCATION_KEPT > CLUSTER_VALIDITY
 
 
 def test_a_key_no_longer_admitted_is_revoked_and_a_client_admitted_again_is_not() -> None:
