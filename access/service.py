@@ -23,9 +23,9 @@ from pathlib import Path
 
 import orjson
 
-from access.account_push import AccountPublisher
+from access.account_push import AccountPublisher, create_project_account
 from access.consumer_gate import ConsumerGate
-from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, account_of_project
 from access.permissions import (
     ClusterAccess,
     current_revocations,
@@ -85,6 +85,8 @@ class ClusterAccessService:
         self._applied = asyncio.Condition()
         self._pushed: dict[str, int] | None = None
         self._effective: dict[str, ClusterAccess] = {}
+        self._pushing = asyncio.Lock()
+        """One push of the FLEET account at a time: each carries every revocation."""
 
     def _key_of(self, access: ClusterAccess) -> str | None:
         return user_key_of(self.authority, access)
@@ -106,12 +108,29 @@ class ClusterAccessService:
         revocations = current_revocations(self.revocations, datetime.now(UTC))
         return self.authority.account_jwt(FLEET_ACCOUNT, revocations=revocations)
 
+    async def ensure_project_account(self, project: str, limits: ProjectLimits) -> str:
+        """Create a project's NATS account (or change its limits) on every server; its public
+        key. The default project's account is FLEET, pushed with its current revocations."""
+        async with self._pushing:
+            revocations = current_revocations(self.revocations, datetime.now(UTC))
+            key = await create_project_account(
+                self.authority,
+                self.publisher,
+                project,
+                limits,
+                revocations=revocations if account_of_project(project) == FLEET_ACCOUNT else None,
+            )
+            if account_of_project(project) == FLEET_ACCOUNT:
+                self._pushed = dict(self.revocations)
+            return key
+
     async def apply(self, seq: int) -> None:
         """Push the FLEET account if its revocations changed (or at start) and wait until every
         server holds it, forget the revoked clusters' consumers, record `seq`."""
         if self._pushed != self.revocations:
-            servers = await self.publisher.push([self.fleet_account_jwt()])
-            self._pushed = dict(self.revocations)
+            async with self._pushing:
+                servers = await self.publisher.push([self.fleet_account_jwt()])
+                self._pushed = dict(self.revocations)
             log.info(
                 "hub access updated on %d NATS servers: %d clusters, %d revoked keys",
                 servers,

@@ -21,10 +21,11 @@ from nats.aio.msg import Msg
 
 from access.account_push import AccountPublisher, create_project_account
 from access.errors import AccessError
-from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, credentials_jwt
 from access.nats_jwt import decode, new_nkey
 from tests.conftest import HubNats
 from tests.eventually import eventually
+from tests.integration.edge_harness import edge_hub
 
 
 def publisher_of(hub_nats: HubNats) -> AccountPublisher:
@@ -136,3 +137,34 @@ def test_project_names_and_limits_are_checked(tmp_path: Path) -> None:
     assert reopened.public_key(name) == authority.public_key(name)
     assert reopened.limits[name].streams == 3
     assert (tmp_path / "nats-auth.json").stat().st_mode & 0o077 == 0
+
+
+async def test_the_default_project_account_keeps_its_revocations_when_its_limits_change(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        bundle = await hub.register("alpha")
+        revoked_key = decode(credentials_jwt(bundle.creds_file.read_text()))["sub"]
+        await hub.deregister("alpha")
+        access = hub.services.access
+        assert revoked_key in access.revocations
+        key = await access.ensure_project_account("default", ProjectLimits(streams=40))
+        authority = hub.data.nats_authority()
+        assert key == authority.public_key(FLEET_ACCOUNT)
+        nc = await nats.connect(hub.server.client_url, user_credentials=str(hub.credentials))
+        try:
+            info = await nc.jetstream().account_info()
+            assert info.limits.max_streams == 40
+        finally:
+            await nc.close()
+        sys_nc = await nats.connect(
+            hub.server.client_url, user_credentials=str(hub.data.system_credentials)
+        )
+        try:
+            reply = await sys_nc.request(f"$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP", b"", timeout=5)
+        finally:
+            await sys_nc.close()
+        assert revoked_key in decode(reply.data.decode())["nats"]["revocations"]
+        # A project of its own is another account.
+        other = await access.ensure_project_account("team-a", ProjectLimits(streams=1))
+        assert other not in (key, authority.public_key("SYS"))
