@@ -169,8 +169,7 @@ class RunningHub:
         nc = await connect(
             self.nats_url,
             name="fleetbus-bench",
-            user="hub",
-            password=self.data.secrets()["hub_password"],
+            credentials=self.data.hub_credentials,
         )
         return EventStore(nc)
 

@@ -120,8 +120,9 @@ def register(subparsers: Any) -> None:
         default=(),
         metavar="URL[,URL...]",
         help="run on this external NATS cluster (every node's URL) instead of the embedded "
-        "nats-server; its FLEET account must have user `hub` with the password in "
-        "<data-dir>/secrets.json (see infra/nats/cluster-node.conf.tmpl)",
+        "nats-server; its nodes trust this data dir's operator and offer edges their own "
+        "leafnode listeners (render their configs with `fleetbus nats-node`); --leaf-* "
+        "options apply to the embedded server only",
     )
     parser.add_argument(
         "--nats-memory-limit",

@@ -138,9 +138,7 @@ def cell_states(taskset: str) -> str:
 async def report_drift(data_dir: Path, cluster: str, taskset: str) -> None:
     """The cluster reports drift detected, then corrected, on its own report subjects."""
     data = DataDir(data_dir)
-    nc = await connect(
-        data.read_hub_info()["nats_url"], user="hub", password=data.secrets()["hub_password"]
-    )
+    nc = await connect(data.read_hub_info()["nats_url"], credentials=data.hub_credentials)
     reports = EventStore(nc, stream=REPORTS_STREAM)
     try:
         now = datetime.now(UTC)

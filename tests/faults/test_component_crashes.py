@@ -76,8 +76,7 @@ async def fleet_processes(
                 "tests.faults.projector_process",
                 "--urls",
                 hub.server.client_url,
-                # One argument: a password may start with "-".
-                f"--password={hub.password}",
+                f"--creds={hub.credentials}",
                 "--db",
                 str(root / "projector.db"),
             ],
@@ -306,8 +305,11 @@ async def hub_view(
     """From the hub's NATS, as the hub's own user: the version each cluster holds in DESIRED,
     and the (cluster, generation) of every TaskApplied in REPORTS, by its source header."""
     info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
-    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
-    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
+    nc = await connect(
+        info["nats_url"],
+        credentials=hub.data_dir / "creds" / "hub.creds",
+        max_reconnect_attempts=2,
+    )
     try:
         # DESIRED is sealed for each cluster: read it with the hub's own keyring.
         store = EventStore(nc, sealer=EventSealer(Keyring.open(hub.data_dir / "keys")))
@@ -459,8 +461,11 @@ async def test_killing_the_hub_process_and_edges_mid_rollout_converges(
 async def scheduled_generations(hub: LiveHub, names: list[str]) -> dict[str, int]:
     """The last generation scheduled for each cluster; fails if any was decided twice."""
     info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
-    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
-    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
+    nc = await connect(
+        info["nats_url"],
+        credentials=hub.data_dir / "creds" / "hub.creds",
+        max_reconnect_attempts=2,
+    )
     try:
         scheduled = await scheduled_of(EventStore(nc))
     finally:

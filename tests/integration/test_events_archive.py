@@ -39,7 +39,7 @@ from tests.scheduler_fixtures import make_taskset, published, registered
 @pytest.fixture
 async def retained_store(hub_nats: HubNats) -> AsyncIterator[EventStore]:
     """The hub's streams as a hub with a retention window creates them."""
-    nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
     store = EventStore(nc)
     await store.ensure_streams(hub_streams(retention=True))
     try:
@@ -281,7 +281,7 @@ from events.store import EventStore, connect
 from scheduler.snapshot_retention import EventsArchiver
 
 async def main() -> None:
-    nc = await connect(sys.argv[1], user="hub", password=sys.argv[2])
+    nc = await connect(sys.argv[1], credentials=sys.argv[2])
     archiver = EventsArchiver(EventStore(nc), RetentionPolicy(max_events=5), segment_events=1)
     await archiver.archive_once()
 
@@ -301,7 +301,7 @@ async def test_an_archiver_process_killed_mid_pass_is_continued_by_the_next(
         "-c",
         KILLED_ARCHIVER,
         hub_nats.url,
-        hub_nats.password,
+        str(hub_nats.credentials),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

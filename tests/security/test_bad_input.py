@@ -23,6 +23,7 @@ import orjson
 import pytest
 import yaml
 
+from access.nats_accounts import NatsAuthority
 from fleetbus.cli import main
 from fleetbus.natsserver import free_port
 from tests.faults.harness import record_figures
@@ -367,7 +368,8 @@ def test_a_bad_cli_argument_is_one_clear_error_and_writes_nothing(
             }
         )
     )
-    (dead / "secrets.json").write_bytes(b'{"hub_password": "x", "sys_password": "y"}')
+    # A hub's own NATS credentials, of an operator no server here trusts.
+    NatsAuthority.open(dead).service_credentials(dead / "creds")
     places = {
         "{deadhub}": str(dead),
         "{ok}": str(ok),

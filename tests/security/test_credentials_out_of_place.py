@@ -280,7 +280,9 @@ async def test_api_tokens_are_no_nats_credentials(fleet: Fleet, tmp_path: Path) 
     async with live_api(fleet.hub.store, tmp_path / "api") as api:
         tokens = dict(api.tokens)
     url = fleet.hub.server.client_url
-    assert await nats_login(url, {"user": "hub", "pass": fleet.hub.password}) == "+OK"
+    # The server is there and takes a real login: the hub's own credentials (a user JWT).
+    hub_login = await nats.connect(url, user_credentials=str(fleet.hub.credentials))
+    await hub_login.close()
     let_in = []
     for role, token in tokens.items():
         for credentials in (
@@ -299,7 +301,7 @@ async def test_a_report_written_in_another_clusters_name_does_not_change_that_cl
     fleet: Fleet, tmp_path: Path
 ) -> None:
     hub = fleet.hub
-    projector = await start_projector([hub.server.client_url], hub.password, tmp_path / "p.db")
+    projector = await start_projector([hub.server.client_url], hub.credentials, tmp_path / "p.db")
     try:
         forged = TaskFailed(
             id=new_event_id(),
