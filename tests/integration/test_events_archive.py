@@ -276,12 +276,13 @@ async def test_an_archiver_stopped_between_steps_leaves_no_gap_and_no_duplicate(
 
 KILLED_ARCHIVER = """
 import asyncio, sys
+from pathlib import Path
 from events.retention import RetentionPolicy
 from events.store import EventStore, connect
 from scheduler.snapshot_retention import EventsArchiver
 
 async def main() -> None:
-    nc = await connect(sys.argv[1], credentials=sys.argv[2])
+    nc = await connect(sys.argv[1], credentials=Path(sys.argv[2]))
     archiver = EventsArchiver(EventStore(nc), RetentionPolicy(max_events=5), segment_events=1)
     await archiver.archive_once()
 
