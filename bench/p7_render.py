@@ -55,7 +55,7 @@ def helm_render_seconds(archive: bytes) -> float:
 
 def fleetbus_render_seconds(archive: bytes, *, cold: bool) -> float:
     if cold:
-        helm_adapter.forget_parsed_crds()
+        helm_adapter.forget_chart_caches()
     started = time.perf_counter()
     helm_adapter.render_archive(archive, {}, name=RELEASE, namespace=RELEASE)
     return time.perf_counter() - started

@@ -58,6 +58,11 @@ def split_helm_manifest(text: str) -> list[tuple[int, str]]:
     """
     start = len(text) - len(text.lstrip(GO_SPACE))
     trimmed = text.strip(GO_SPACE)
+    if "\n---" not in trimmed and not trimmed.startswith("---"):
+        # No separator can match (each begins at the start or with a line feed before
+        # `---`): skip the regular expression, slow over megabytes of dashboards.
+        line = text.count("\n", 0, start) + 1
+        return [(line, trimmed)] if trimmed else []
     pieces: list[tuple[int, str]] = []
     position = 0
     line = text.count("\n", 0, start) + 1

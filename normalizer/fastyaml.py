@@ -49,7 +49,7 @@ from normalizer.errors import InvalidYaml
 from normalizer.kubeyaml import json_number, key_text, resolve_plain
 
 _CONTENT = re.compile(r"^[ \t]*[^ \t\n#]", re.MULTILINE)
-_NODE_START_BEFORE_TAG = re.compile(r"(?:^|[-:?,\[{])[ ]*\Z")
+_BEFORE_A_TAG = frozenset("\n-:?,[{")
 _REFUSED_BYTES = bytes((*range(0x00, 0x0A), *range(0x0B, 0x20), 0x7F))
 _ALLOWED_BYTES = bytes(set(range(256)) - set(_REFUSED_BYTES))
 _REFUSED_SEQUENCES = (
@@ -218,9 +218,11 @@ def _provable_text(text: str, data: bytes) -> bool:
     if "\n%" in text or "\n..." in text:
         return False
     position = text.find("!")
-    while position >= 0:
-        line_start = text.rfind("\n", 0, position) + 1
-        if _NODE_START_BEFORE_TAG.search(text, line_start, position) is not None:
+    while position >= 0:  # a tag starts a node: at a line's start, or after an indicator
+        before = position - 1
+        while before >= 0 and text[before] == " ":
+            before -= 1
+        if before < 0 or text[before] in _BEFORE_A_TAG:
             return False
         position = text.find("!", position + 1)
     return True

@@ -323,43 +323,76 @@ _CRD_FILE = re.compile(r"[^/]+/(?:charts/[^/]+/)*crds/.+\.(?:yaml|yml|json)")
 subcharts' (Helm's `CRDObjects`; packaged subcharts are read when Helm names them)."""
 
 
-def _parsed_crd_file(filename: str, data: bytes) -> list[SourceDocument]:
-    key = hashlib.sha256(data).digest()
+ParsedCrds = dict[bytes, list[tuple[int, dict[str, Any]]]]
+"""CRD files parsed during one render, by the digest of their text."""
+
+
+def _cached_crd_file(key: bytes) -> list[tuple[int, dict[str, Any]]] | None:
     cached = _CRD_CACHE.get(key)
-    if cached is not None:
-        _CRD_CACHE.move_to_end(key)
-        return [SourceDocument(filename, line, manifest) for line, manifest in orjson.loads(cached)]
-    parsed = parse_documents(data.decode("utf-8", errors="replace"), filename)
-    _CRD_CACHE[key] = orjson.dumps([(d.line, d.manifest) for d in parsed])
+    if cached is None:
+        return None
+    _CRD_CACHE.move_to_end(key)
+    return [(line, manifest) for line, manifest in orjson.loads(cached)]
+
+
+def _parse_crd_file(key: bytes, filename: str, data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    parsed = [
+        (d.line, d.manifest)
+        for d in parse_documents(data.decode("utf-8", errors="replace"), filename)
+    ]
+    _CRD_CACHE[key] = orjson.dumps(parsed)
     while len(_CRD_CACHE) > CRD_CACHE_FILES:
         _CRD_CACHE.popitem(last=False)
     return parsed
 
 
-def _read_crds_ahead(files: Sequence[tuple[str, bytes]]) -> None:
-    """Parse the archive's `crds/` files into the cache while the engine renders.
+def _read_crds_ahead(files: Sequence[tuple[str, bytes]]) -> ParsedCrds:
+    """Parse the archive's `crds/` files while the engine renders (those not in the cache).
 
     Which of them Helm installs is known only after the render (a disabled subchart's are
     not); those it names are then found here. A file that does not parse is left to be
     reported if Helm names it."""
+    parsed: ParsedCrds = {}
     for name, data in files:
-        if _CRD_FILE.fullmatch(name):
-            try:
-                _parsed_crd_file(name, data)
-            except NormalizerError:
-                continue
+        if not _CRD_FILE.fullmatch(name):
+            continue
+        key = hashlib.sha256(data).digest()
+        if key in _CRD_CACHE:
+            continue
+        try:
+            parsed[key] = _parse_crd_file(key, name, data)
+        except NormalizerError:
+            continue
+    return parsed
 
 
-def forget_parsed_crds() -> None:
-    """Empty the parsed-CRD cache (a benchmark's cold render starts from nothing)."""
-    _CRD_CACHE.clear()
-
-
-def _crd_documents(crds: Sequence[Mapping[str, str]]) -> list[SourceDocument]:
+def _crd_documents(
+    crds: Sequence[Mapping[str, str]], read_ahead: ParsedCrds
+) -> list[SourceDocument]:
     documents: list[SourceDocument] = []
     for crd in sorted(crds, key=lambda entry: entry["filename"]):
-        documents.extend(_parsed_crd_file(crd["filename"], crd["data"].encode()))
+        filename, data = crd["filename"], crd["data"].encode()
+        key = hashlib.sha256(data).digest()
+        parsed = read_ahead.pop(key, None)
+        if parsed is None:
+            parsed = _cached_crd_file(key)
+        if parsed is None:
+            parsed = _parse_crd_file(key, filename, data)
+        documents.extend(SourceDocument(filename, line, manifest) for line, manifest in parsed)
     return documents
+
+
+_SCANNED: OrderedDict[str, _Templates] = OrderedDict()
+SCANNED_ARCHIVES = 64
+"""What the templates of recently rendered archives do, by archive digest: a re-render with
+other values (per-cluster overrides) need not unpack the archive again."""
+
+
+def forget_chart_caches() -> None:
+    """Empty the parsed-CRD and template-scan caches (a benchmark's cold render starts from
+    nothing)."""
+    _CRD_CACHE.clear()
+    _SCANNED.clear()
 
 
 def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
@@ -484,18 +517,27 @@ def render_archive(
     generates values while rendering is rendered twice to name the fields that differ; with a
     `previous` version, those fields keep its values (`normalizer.determinism`).
     """
+    address = digest_bytes(archive)
     # The engine runs natively without the GIL: while it loads and renders (and, for a chart
     # that generates values, renders a second time on its own chart handle, since a render
     # changes the chart it is given), this thread unpacks the archive, scans its templates
     # and reads its crds/ ahead.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
         loading = pool.submit(_load_archive, archive, label)
-        try:
-            files = _archive_files(archive)
-        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
-            loading.result().close()  # Helm's own word on an archive it cannot load first
-            raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
-        templates = _scan_templates(files)
+        files: list[tuple[str, bytes]] = []
+        templates = _SCANNED.get(address)
+        if templates is None:
+            try:
+                files = _archive_files(archive)
+            except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
+                loading.result().close()  # Helm's own word on an archive it cannot load first
+                raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
+            templates = _scan_templates(files)
+            _SCANNED[address] = templates
+            while len(_SCANNED) > SCANNED_ARCHIVES:
+                _SCANNED.popitem(last=False)
+        else:
+            _SCANNED.move_to_end(address)
         with loading.result() as chart:
             chart_name, chart_version = chart.name, chart.version
             if name is None:
@@ -519,13 +561,13 @@ def render_archive(
                 _render_with_crds, chart, values, name, namespace, capabilities, release
             )
             try:
-                _read_crds_ahead(files)
+                read_ahead = _read_crds_ahead(files)
             finally:
                 wait([rendering])  # the chart stays open while the engine renders it
             with _translated_errors(chart_name):
                 rendered, crds = rendering.result()
         documents = _rendered_documents(rendered)
-        chart_crds = _crd_documents(crds)
+        chart_crds = _crd_documents(crds, read_ahead)
         with _translated_errors(chart_name):
             again = probe.result() if probe is not None else rendered
     notes = _capabilities_note(templates, capabilities)
@@ -558,7 +600,6 @@ def render_archive(
                 SourceDocument(d.source, d.line, manifest)
                 for d, manifest in zip(documents, kept, strict=True)
             ]
-    address = digest_bytes(archive)
     source = SourceInfo(
         format="helm",
         digest=address,
