@@ -237,7 +237,7 @@ def _unpacked(archive: bytes) -> bytes:
     return bytes(unpacked)
 
 
-def _archive_files(archive: bytes) -> list[tuple[str, bytes]]:
+def archive_files(archive: bytes) -> list[tuple[str, bytes]]:
     """Every regular file of a chart archive as (path, bytes), unpacked once in memory."""
     files: list[tuple[str, bytes]] = []
     with tarfile.open(fileobj=io.BytesIO(_unpacked(archive)), mode="r:") as source:
@@ -318,9 +318,67 @@ _CRD_CACHE: OrderedDict[bytes, bytes] = OrderedDict()
 CRD_CACHE_FILES = 64
 """CRD files kept parsed (as JSON) by the digest of their text: charts re-rendered with other
 values (per-cluster overrides) keep the same `crds/`, often megabytes of YAML."""
-_CRD_FILE = re.compile(r"[^/]+/(?:charts/[^/]+/)*crds/.+\.(?:yaml|yml|json)")
-"""Where a chart archive holds `crds/` files Helm may install: the chart's and its unpacked
-subcharts' (Helm's `CRDObjects`; packaged subcharts are read when Helm names them)."""
+_CRD_FILE = re.compile(
+    r"(?P<root>[^/]+)/(?:charts/(?P<owner>[^/]+)/)?(?P<nested>charts/.*/)?crds/.+\.(?:yaml|yml|json)"
+)
+"""A `crds/` file Helm may install (Helm's `CRDObjects`: the chart's and its subcharts')."""
+_PACKAGED_SUBCHART = re.compile(r"[^/]+/charts/[^/]+\.tgz")
+
+
+@dataclass(frozen=True)
+class _CrdFile:
+    owner: str
+    """The subchart directory under `charts/` it belongs to; "" for the chart's own."""
+    filename: str
+    key: bytes
+    """The digest of its text."""
+
+
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """What a render keeps of an archive it unpacked, by archive digest: a re-render with other
+    values (per-cluster overrides) need not unpack it again."""
+
+    templates: _Templates
+    root: str
+    crd_files: tuple[_CrdFile, ...]
+    subcharts: frozenset[str]
+    plain: bool
+    """Every subchart is an unpacked directory whose own subcharts hold no `crds/`: which
+    files Helm installs follows from which subcharts are enabled."""
+
+    def installed_crds(self, chart_name: str, enabled: Sequence[str]) -> list[_CrdFile] | None:
+        """The `crds/` files Helm installs with the enabled subcharts, or None if the archive
+        does not show them plainly (Helm is then asked)."""
+        if not self.plain or self.root != chart_name or not set(enabled) <= self.subcharts:
+            return None
+        return [crd for crd in self.crd_files if not crd.owner or crd.owner in enabled]
+
+
+def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
+    roots = {name.split("/", 1)[0] for name, _ in files}
+    crds: list[_CrdFile] = []
+    plain = len(roots) == 1
+    subcharts: set[str] = set()
+    for name, data in files:
+        parts = name.split("/")
+        if len(parts) == 4 and parts[1] == "charts" and parts[3] == "Chart.yaml":
+            subcharts.add(parts[2])
+        if _PACKAGED_SUBCHART.fullmatch(name):
+            plain = False
+        found = _CRD_FILE.fullmatch(name)
+        if found is None:
+            continue
+        if found["nested"] is not None:
+            plain = False
+        crds.append(_CrdFile(found["owner"] or "", name, hashlib.sha256(data).digest()))
+    return ArchiveIndex(
+        templates=_scan_templates(files),
+        root=next(iter(roots)) if len(roots) == 1 else "",
+        crd_files=tuple(crds),
+        subcharts=frozenset(subcharts),
+        plain=plain,
+    )
 
 
 ParsedCrds = dict[bytes, list[tuple[int, dict[str, Any]]]]
@@ -346,21 +404,18 @@ def _parse_crd_file(key: bytes, filename: str, data: bytes) -> list[tuple[int, d
     return parsed
 
 
-def _read_crds_ahead(files: Sequence[tuple[str, bytes]]) -> ParsedCrds:
+def _read_crds_ahead(index: ArchiveIndex, files: Sequence[tuple[str, bytes]]) -> ParsedCrds:
     """Parse the archive's `crds/` files while the engine renders (those not in the cache).
 
     Which of them Helm installs is known only after the render (a disabled subchart's are
-    not); those it names are then found here. A file that does not parse is left to be
-    reported if Helm names it."""
+    not). A file that does not parse is left to be reported if Helm installs it."""
+    data_of = dict(files)
     parsed: ParsedCrds = {}
-    for name, data in files:
-        if not _CRD_FILE.fullmatch(name):
-            continue
-        key = hashlib.sha256(data).digest()
-        if key in _CRD_CACHE:
+    for crd in index.crd_files:
+        if crd.key in _CRD_CACHE or crd.key in parsed or crd.filename not in data_of:
             continue
         try:
-            parsed[key] = _parse_crd_file(key, name, data)
+            parsed[crd.key] = _parse_crd_file(crd.key, crd.filename, data_of[crd.filename])
         except NormalizerError:
             continue
     return parsed
@@ -369,6 +424,7 @@ def _read_crds_ahead(files: Sequence[tuple[str, bytes]]) -> ParsedCrds:
 def _crd_documents(
     crds: Sequence[Mapping[str, str]], read_ahead: ParsedCrds
 ) -> list[SourceDocument]:
+    """The documents of the `crds/` files Helm names (`Chart.crds`)."""
     documents: list[SourceDocument] = []
     for crd in sorted(crds, key=lambda entry: entry["filename"]):
         filename, data = crd["filename"], crd["data"].encode()
@@ -382,17 +438,30 @@ def _crd_documents(
     return documents
 
 
-_SCANNED: OrderedDict[str, _Templates] = OrderedDict()
-SCANNED_ARCHIVES = 64
-"""What the templates of recently rendered archives do, by archive digest: a re-render with
-other values (per-cluster overrides) need not unpack the archive again."""
+def _indexed_crd_documents(
+    crds: Sequence[_CrdFile], read_ahead: ParsedCrds
+) -> list[SourceDocument] | None:
+    """The documents of the `crds/` files the archive index names, if all are parsed."""
+    documents: list[SourceDocument] = []
+    for crd in sorted(crds, key=lambda entry: entry.filename):
+        parsed = read_ahead.pop(crd.key, None)
+        if parsed is None:
+            parsed = _cached_crd_file(crd.key)
+        if parsed is None:
+            return None
+        documents.extend(SourceDocument(crd.filename, line, manifest) for line, manifest in parsed)
+    return documents
+
+
+_INDEXED: OrderedDict[str, ArchiveIndex] = OrderedDict()
+INDEXED_ARCHIVES = 64
 
 
 def forget_chart_caches() -> None:
     """Empty the parsed-CRD and template-scan caches (a benchmark's cold render starts from
     nothing)."""
     _CRD_CACHE.clear()
-    _SCANNED.clear()
+    _INDEXED.clear()
 
 
 def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
@@ -456,18 +525,18 @@ def _load_archive(archive: bytes, label: str) -> helm_python.Chart:
         raise ChartNotLoadable(f"{label} is not a Helm chart Helm can load: {_detail(e)}") from e
 
 
-def _render_with_crds(
+def _render_and_subcharts(
     chart: helm_python.Chart,
     values: Mapping[str, Any],
     name: str,
     namespace: str,
     capabilities: Capabilities,
     release: ReleaseMode,
-) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The rendered templates, and the crds/ files Helm installs with them (known only after
-    the render: a disabled subchart's are not)."""
+) -> tuple[dict[str, str], list[str]]:
+    """The rendered templates, and the subcharts the render enabled (whose `crds/` Helm
+    installs: a disabled subchart's are not)."""
     rendered = _render(chart, values, name, namespace, capabilities, release)
-    return rendered, chart.crds
+    return rendered, [str(dependency.get("name")) for dependency in chart.dependencies]
 
 
 MAX_EXTRA_RENDERS = 3
@@ -525,19 +594,20 @@ def render_archive(
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
         loading = pool.submit(_load_archive, archive, label)
         files: list[tuple[str, bytes]] = []
-        templates = _SCANNED.get(address)
-        if templates is None:
+        index = _INDEXED.get(address)
+        if index is None:
             try:
-                files = _archive_files(archive)
+                files = archive_files(archive)
             except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
                 loading.result().close()  # Helm's own word on an archive it cannot load first
                 raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
-            templates = _scan_templates(files)
-            _SCANNED[address] = templates
-            while len(_SCANNED) > SCANNED_ARCHIVES:
-                _SCANNED.popitem(last=False)
+            index = index_archive(files)
+            _INDEXED[address] = index
+            while len(_INDEXED) > INDEXED_ARCHIVES:
+                _INDEXED.popitem(last=False)
         else:
-            _SCANNED.move_to_end(address)
+            _INDEXED.move_to_end(address)
+        templates = index.templates
         with loading.result() as chart:
             chart_name, chart_version = chart.name, chart.version
             if name is None:
@@ -558,16 +628,21 @@ def render_archive(
                 else None
             )
             rendering = pool.submit(
-                _render_with_crds, chart, values, name, namespace, capabilities, release
+                _render_and_subcharts, chart, values, name, namespace, capabilities, release
             )
             try:
-                read_ahead = _read_crds_ahead(files)
+                read_ahead = _read_crds_ahead(index, files)
             finally:
                 wait([rendering])  # the chart stays open while the engine renders it
             with _translated_errors(chart_name):
-                rendered, crds = rendering.result()
+                rendered, enabled = rendering.result()
+            installed = index.installed_crds(chart_name, enabled)
+            chart_crds = (
+                _indexed_crd_documents(installed, read_ahead) if installed is not None else None
+            )
+            if chart_crds is None:
+                chart_crds = _crd_documents(chart.crds, read_ahead)
         documents = _rendered_documents(rendered)
-        chart_crds = _crd_documents(crds, read_ahead)
         with _translated_errors(chart_name):
             again = probe.result() if probe is not None else rendered
     notes = _capabilities_note(templates, capabilities)

@@ -30,7 +30,8 @@ from normalizer import NormalizeOptions, normalize
 from normalizer.determinism import differing_paths, path_text
 from normalizer.documents import parse_documents_by_libyaml, split_helm_manifest
 from normalizer.fastyaml import fast_documents
-from tests.corpus_cases import CHARTS, KUSTOMIZATIONS, ChartCase
+from normalizer.helm import archive_files, chart_archive_of, index_archive, render_archive
+from tests.corpus_cases import CHARTS, KUSTOMIZATIONS, LARGEST_CHART, ChartCase
 from tests.yaml_oracle import comparable, convert_with_oracle
 
 Key = tuple[str, str, str, str]
@@ -280,3 +281,46 @@ def test_the_fast_yaml_reader_reads_the_corpus_as_libyaml_does_and_reads_most_of
                 by_libyaml = parse_documents_by_libyaml(piece + "\n", template)
                 assert read == [(d.line, d.manifest) for d in by_libyaml], template
     assert fast >= 9 * (fast + slow) // 10, f"{slow} of {fast + slow} rendered documents"
+
+
+@pytest.mark.parametrize(
+    ("case", "values"),
+    [(case, {}) for case in CHARTS]
+    + [
+        (LARGEST_CHART, {"crds": {"enabled": False}}),
+        (LARGEST_CHART, {"grafana": {"enabled": False}, "kubeStateMetrics": {"enabled": False}}),
+    ],
+    ids=lambda value: getattr(value, "name", None) or str(value),
+)
+def test_the_crds_read_from_the_archive_are_the_ones_helm_installs(
+    case: ChartCase, values: dict[str, Any]
+) -> None:
+    archive = chart_archive_of(case.directory)
+    files = dict(archive_files(archive))
+    index = index_archive(list(files.items()))
+    with helm_python.Chart.load_archive(archive) as chart:
+        chart.render(values, name=case.release, namespace=case.namespace, is_install=True)
+        enabled = [str(dependency["name"]) for dependency in chart.dependencies]
+        helm_installs = sorted((crd["filename"], crd["data"].encode()) for crd in chart.crds)
+        installed = index.installed_crds(chart.name, enabled)
+    if installed is None:
+        assert case is not LARGEST_CHART  # the benchmark's chart takes the archive's word
+        return
+    assert sorted((crd.filename, files[crd.filename]) for crd in installed) == helm_installs
+
+
+def test_a_disabled_subchart_brings_none_of_its_crds() -> None:
+    archive = chart_archive_of(LARGEST_CHART.directory)
+
+    def crds_with(values: dict[str, Any]) -> int:
+        taskset = render_archive(
+            archive, values, name=LARGEST_CHART.release, namespace=LARGEST_CHART.namespace
+        ).taskset
+        return sum(
+            step.object["kind"] == "CustomResourceDefinition"
+            for phase in (taskset.init, taskset.install)
+            for step in phase
+        )
+
+    assert crds_with({}) == 10
+    assert crds_with({"crds": {"enabled": False}}) == 0
