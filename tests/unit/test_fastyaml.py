@@ -1,4 +1,5 @@
-"""The fast YAML reader gives what the full reader gives, or leaves the text to it.
+"""The fast YAML reader gives what the full reader gives, or leaves the text to it; Helm's
+separators found without the regular expression are where it finds them.
 
 A differential test over generated documents built from the scalars that differ between YAML
 readers, written plain, quoted and as block scalars, as keys and values, in several documents
@@ -16,7 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from normalizer import fastyaml
-from normalizer.documents import parse_documents, parse_documents_by_libyaml
+from normalizer.documents import (
+    HELM_SEPARATOR,
+    helm_separators,
+    parse_documents,
+    parse_documents_by_libyaml,
+)
 from normalizer.errors import InvalidYaml
 from normalizer.fastyaml import fast_documents
 
@@ -268,3 +274,13 @@ def test_verdicts_on_plain_texts_are_kept_for_a_bounded_number_of_texts() -> Non
     for number in range(fastyaml.VALUE_VERDICTS_KEPT + 10):
         assert fast_documents(f'a: "0x{number:x}"\n') is None
     assert len(fastyaml._VALUE_VERDICTS) <= fastyaml.VALUE_VERDICTS_KEPT
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["---", "\n", " ", "\t", "\r", "\f", "\v", "a", "#", "-"])))
+def test_helms_separators_are_found_where_its_regular_expression_finds_them(
+    parts: list[str],
+) -> None:
+    text = "".join(parts)
+    expected = [(match.start(), match.end()) for match in HELM_SEPARATOR.finditer(text)]
+    assert list(helm_separators(text)) == expected
