@@ -45,6 +45,8 @@ SAFE_PLAIN_TEXT = st.sampled_from(["a", "name", "value", "b-c", "x.y", "port", "
 def _quoted(text: str, style: str) -> str:
     if style == "double":
         return json.dumps(text, ensure_ascii=False)
+    if style == "escaped":
+        return json.dumps(text).replace("a", "\\x61").replace(" ", "\\u0020")
     if style == "single":
         return "'" + text.replace("'", "''") + "'"
     return text
@@ -61,9 +63,9 @@ ORDINARY = st.sampled_from(["a", "web", "nginx:1.27", "8080", "1.5", "true", "x 
 def scalar(draw: st.DrawFn, ordinary: bool = False) -> str:
     tricky = not ordinary or draw(st.integers(0, 9)) == 0
     text = draw(st.sampled_from(TRICKY) | SAFE_PLAIN_TEXT if tricky else ORDINARY)
-    styles = ["double", "single"] + (["plain"] * 3 if _plain_is_possible(text) else [])
+    styles = ["double", "escaped", "single"] + (["plain"] * 3 if _plain_is_possible(text) else [])
     if ": " in text or text.endswith(":") or " #" in text:
-        styles = ["double", "single"]
+        styles = ["double", "escaped", "single"]
     return _quoted(text, draw(st.sampled_from(styles)))
 
 
