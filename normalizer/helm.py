@@ -286,22 +286,21 @@ def _render(
     capabilities: Capabilities,
     release: ReleaseMode = INSTALL,
 ) -> dict[str, str]:
-    if capabilities.is_default and release == INSTALL:
-        return chart.render(dict(values), name=name, namespace=namespace, is_install=True)
-    # helm-python-sdk's render takes the capabilities as options of the native call; its
-    # Python wrapper does not expose them yet.
-    options: dict[str, object] = {
-        "name": name,
-        "namespace": namespace,
-        "is_install": not release.is_upgrade,
-        "is_upgrade": release.is_upgrade,
-        "revision": release.revision,
-    }
-    options.update(capabilities.render_options())
+    # The native call as `Chart.render` makes it, with more options: helm-python-sdk's render
+    # takes the capabilities as options of the native call, which its Python wrapper does not
+    # expose yet; and its megabytes of output are read with orjson.
+    options: dict[str, object] = {"name": name, "namespace": namespace, "is_install": True}
+    if not capabilities.is_default or release != INSTALL:
+        options.update(
+            is_install=not release.is_upgrade,
+            is_upgrade=release.is_upgrade,
+            revision=release.revision,
+        )
+        options.update(capabilities.render_options())
     payload = helm_native.call_string(
         "helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(options)
     )
-    rendered: dict[str, str] = json.loads(payload)
+    rendered: dict[str, str] = orjson.loads(payload)
     return rendered
 
 
