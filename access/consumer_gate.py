@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import nats.errors
 import orjson
@@ -39,12 +40,12 @@ class ConsumerGate:
     def __init__(
         self,
         *,
-        url: str,
-        password: str,
+        url: str | list[str],
+        credentials: Path,
         registered: Callable[[], Collection[str]],
     ) -> None:
         self.url = url
-        self.password = password
+        self.credentials = credentials
         self.registered = registered
         self.created: dict[str, set[str]] = {}
         """Consumers the gate created, per cluster, that may still exist."""
@@ -53,9 +54,7 @@ class ConsumerGate:
         self._lock = asyncio.Lock()
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        nc = await connect(
-            self.url, name="fleetbus-consumer-gate", user="hub", password=self.password
-        )
+        nc = await connect(self.url, name="fleetbus-consumer-gate", credentials=self.credentials)
         self._nc = nc
         try:
             await nc.subscribe(f"{edges.GATE_PREFIX}.*.>", cb=self._serve)

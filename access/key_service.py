@@ -18,6 +18,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -52,22 +53,20 @@ class KeyService:
     def __init__(
         self,
         *,
-        url: str,
-        password: str,
+        url: str | list[str],
+        credentials: Path,
         keys: DataKeys,
         registered: Callable[[], Collection[str]],
     ) -> None:
         self.url = url
-        self.password = password
+        self.credentials = credentials
         self.keys = keys
         self.registered = registered
         self.refusals = 0
         self._nc: NatsClient | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        nc = await connect(
-            self.url, name="fleetbus-key-service", user="hub", password=self.password
-        )
+        nc = await connect(self.url, name="fleetbus-key-service", credentials=self.credentials)
         self._nc = nc
         try:
             await nc.subscribe(f"{subjects.KEYS_PREFIX}.*", cb=self._serve)

@@ -1,33 +1,40 @@
-"""Which NATS users the hub's nats-server has, and what each may do: folded from the log.
+"""Which NATS users the hub admits, and what each may do: folded from the log.
 
-Every registered cluster is one NATS user in the FLEET account. A leaf cluster's user is mapped
-from its client certificate (`verify_and_map`, DNS SAN `<cluster>.<key id>`, see `access.pki`:
-the user exists only for the certificate on record, so re-registering revokes the old one), may
-only connect as a leaf node (`allowed_connection_types`), and its permissions are written from
-the edge's side: `publish` is what the edge may send into the hub, `subscribe` what the hub may
-send down to it. Nothing in them names another cluster, so cluster A can neither read B's
-desired state nor speak as B.
+Every registered cluster is one NATS user in the FLEET account, known by its user key. A leaf
+cluster's key is derived from its certificate's fingerprint (`NatsAuthority.cluster_user_key`),
+and its user JWT travels in its bundle (`leaf_credentials`): the edge's leaf connection shows
+the certificate (TLS with client certificates from the fleetbus CA, `LeafListener`) and the
+credentials together. The user may only connect as a leaf node (`allowed_connection_types`),
+and its permissions are written from the edge's side: `publish` is what the edge may send into
+the hub, `subscribe` what the hub may send down to it. Nothing in them names another cluster,
+so cluster A can neither read B's desired state nor speak as B.
 
 Large simulated fleets connect their clusters as plain clients of the hub instead (connection
-`client`): a password user per cluster on the loopback client port, with the same rights
-expressed from the client's side.
+`client`): a user per cluster with a key derived from the account's seed, on the loopback
+client port, with the same rights expressed from the client's side.
 
-Everything here is pure: the fold `evolve_access`, the permission sets and the rendered users.
+Revocation: a user key admitted before a change and not after is listed in the FLEET
+account's `revocations` (`evolve_revocations`); pushing that account JWT reaches every server.
+
+Everything here is pure: the folds `evolve_access` and `evolve_revocations`, the permission
+sets and the credentials.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import msgspec
 
-from access.pki import HubPki, cluster_identity
+from access.errors import AccessError
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
+from access.nats_jwt import Nkey, credentials_file, new_nkey, user_jwt
+from access.pki import CLUSTER_VALIDITY, HubPki, cluster_identity
 from events import edges, subjects
 from events.catalog import (
     ClusterDeregistered,
@@ -43,7 +50,6 @@ RESERVED_NAMES = frozenset({"hub", "sys", "fleetbus", "connector"})
 """NATS user names the hub and edges use for themselves; no cluster may take one."""
 
 LEAF_CONNECTION_TYPES = ("LEAFNODE", "LEAFNODE_WS")
-FLEET_ACCOUNT = "FLEET"
 
 
 class ClusterAccess(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,41 +143,87 @@ def client_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
-def client_password(secret: str, cluster: str) -> str:
-    """The password of a `client` cluster, derived from the hub's secret (nothing to store)."""
-    return hmac.new(secret.encode(), f"cluster:{cluster}".encode(), hashlib.sha256).hexdigest()
+def client_user_key(account: Nkey, cluster: str) -> Nkey:
+    """The user key of a `client` cluster, derived from its account's seed (nothing to store)."""
+    raw = hmac.new(account.seed.encode(), f"client:{cluster}".encode(), hashlib.sha256).digest()
+    return new_nkey("user", raw)
 
 
-def cluster_users(clusters: Iterable[ClusterAccess], secret: str) -> str:
-    """The FLEET account's cluster users, one config entry per line (JSON is valid nats conf)."""
-    lines = []
-    for access in sorted(clusters, key=lambda a: a.name):
-        if access.name in RESERVED_NAMES:
-            log.warning("cluster %r uses a reserved name; it gets no NATS user", access.name)
-            continue
-        if access.connection == edges.CLIENT:
-            user: dict[str, object] = {
-                "user": access.name,
-                "password": client_password(secret, access.name),
-                "permissions": client_permissions(access.name),
-                "allowed_connection_types": ["STANDARD"],
-            }
-        elif access.fingerprint:
-            user = {
-                "user": cluster_identity(access.name, access.fingerprint),
-                "permissions": leaf_permissions(access.name),
-                "allowed_connection_types": list(LEAF_CONNECTION_TYPES),
-            }
-        else:
-            log.warning(
-                "cluster %r has no certificate on record; register it with "
-                "`fleetbus cluster register` to let its edge connect",
-                access.name,
-            )
-            continue
-        lines.append("      " + json.dumps(user, separators=(", ", ": ")))
-    # Newlines separate array values in nats conf; the list follows the hub's own user.
-    return "\n".join(lines)
+def client_credentials(account: Nkey, cluster: str, *, now: float) -> str:
+    """The `.creds` of a cluster that connects as a plain client (large simulated fleets)."""
+    return credentials_file(
+        user_jwt(
+            client_user_key(account, cluster).public,
+            account,
+            cluster,
+            iat=int(now),
+            publish=client_permissions(cluster)["publish"],
+            subscribe=client_permissions(cluster)["subscribe"],
+            connection_types=["STANDARD"],
+        ),
+        client_user_key(account, cluster).seed,
+    )
+
+
+def leaf_credentials(
+    authority: NatsAuthority, cluster: str, fingerprint: str, *, expires: datetime
+) -> str:
+    """The `.creds` of a leaf cluster's certificate (in its bundle): the user key derived from
+    the certificate's fingerprint, its rights `leaf_permissions`, leaf connections only,
+    expiring with the certificate (`expires`), so its revocation can be forgotten then."""
+    if cluster in RESERVED_NAMES:
+        raise AccessError(f"cluster name {cluster!r} is reserved for the hub's own NATS users")
+    return authority.user_credentials(
+        FLEET_ACCOUNT,
+        authority.cluster_user_key(cluster, fingerprint.removeprefix("sha256:").lower()),
+        cluster_identity(cluster, fingerprint.removeprefix("sha256:").lower()),
+        permissions=leaf_permissions(cluster),
+        connection_types=list(LEAF_CONNECTION_TYPES),
+        expires=int(expires.timestamp()),
+    )
+
+
+REVOCATION_KEPT = CLUSTER_VALIDITY + timedelta(days=1)
+"""How long a revoked key stays listed: past it, every JWT of that key has expired (a leaf
+cluster's expires with its certificate; a client cluster signs a new one at each connection,
+issued after any revocation anyway)."""
+
+
+def current_revocations(revocations: Mapping[str, int], now: datetime) -> dict[str, int]:
+    """The revocations an account JWT must still carry at `now` (the rest have expired)."""
+    oldest = int((now - REVOCATION_KEPT).timestamp())
+    return {key: at for key, at in revocations.items() if at >= oldest}
+
+
+def user_key_of(authority: NatsAuthority, access: ClusterAccess) -> str | None:
+    """The public user key the hub admits for `access` (None: no certificate on record)."""
+    if access.connection == edges.CLIENT:
+        return client_user_key(authority.account(FLEET_ACCOUNT), access.name).public
+    if not access.fingerprint:
+        return None
+    return authority.cluster_user_key(access.name, access.fingerprint).public
+
+
+def evolve_revocations(
+    revocations: Mapping[str, int],
+    before: Mapping[str, ClusterAccess],
+    after: Mapping[str, ClusterAccess],
+    *,
+    at: int,
+    key_of: Callable[[ClusterAccess], str | None],
+) -> dict[str, int]:
+    """The revoked user keys after a change of the registered set: every key admitted before
+    and not after is revoked as of `at` (its JWTs issued until then are refused); a key
+    admitted again (a client cluster registered anew) is no longer revoked."""
+    updated = dict(revocations)
+    admitted = {key for access in after.values() if (key := key_of(access)) is not None}
+    for name in revoked_clusters(before, after):
+        key = key_of(before[name])
+        if key is not None and key not in admitted:
+            updated[key] = max(at, updated.get(key, 0))
+    for key in admitted:
+        updated.pop(key, None)
+    return updated
 
 
 @dataclass(frozen=True)
@@ -188,7 +240,7 @@ class LeafListener:
             f'    cert_file: "{self.pki.server_cert}"',
             f'    key_file: "{self.pki.server_key}"',
             f'    ca_file: "{self.pki.ca_cert}"',
-            "    verify_and_map: true",
+            "    verify: true",
             f"    timeout: {timeout}",
         ]
         return "  tls {\n" + "\n".join(lines) + "\n  }"
@@ -203,10 +255,6 @@ class LeafListener:
         return text
 
 
-ConfigText = Callable[[str, str], str]
-"""(leafnodes block, cluster users) -> the hub's whole nats-server config."""
-
-
 # --- revocation -----------------------------------------------------------------------------------
 
 
@@ -215,16 +263,3 @@ def revoked_clusters(
 ) -> set[str]:
     """Clusters whose admitted certificate (or way of connecting) is no longer the same."""
     return {name for name, access in before.items() if after.get(name) != access}
-
-
-def stale_leafs(
-    leafs: Sequence[Mapping[str, object]], allowed: set[str], revoked: set[str]
-) -> list[tuple[int, str]]:
-    """(connection id, name) of the FLEET leaf connections to drop."""
-    fleet = [leaf for leaf in leafs if leaf.get("account") == FLEET_ACCOUNT]
-    names = Counter(str(leaf.get("name")) for leaf in fleet)
-    return [
-        (int(str(leaf["id"])), str(leaf.get("name")))
-        for leaf in fleet
-        if (name := str(leaf.get("name"))) in revoked or name not in allowed or names[name] > 1
-    ]

@@ -1,11 +1,15 @@
-"""Keeps the hub's nats-server users and pinned certificates equal to the registered set.
+"""Keeps the hub's NATS accounts equal to the registered set of clusters, on every server.
 
 The set of clusters is never stored anywhere but the log: `ClusterAccessService` folds the
-`fleet.evt.cluster.>` events at start (`access.permissions.evolve_access`), follows them,
-rewrites the server config and reloads it, drops the leaf connections of revoked certificates
-(`access.leafnodes`) and deletes the consumers their mirrors had (`access.consumer_gate`), and
-records the last event it has made effective, which is what the
-API's cluster registration and deregistration wait for.
+`fleet.evt.cluster.>` events at start (`access.permissions.evolve_access`), follows them, and
+whenever a certificate stops being admitted (a cluster removed, re-registered with a new
+certificate, switched between leaf and client) adds its user key to the FLEET account's
+revocations and pushes the account JWT to the resolver (`access.account_push`): every server of
+the hub refuses the key from then on and closes its connections, leaf connections included,
+with no config rewritten and no reload. It deletes the consumers the revoked clusters' mirrors
+had (`access.consumer_gate`) and records the last event it has made effective, which is what the
+API's cluster registration and deregistration wait for. A registration needs no push: the
+cluster's user JWT, signed by the FLEET account, is in its bundle.
 """
 
 from __future__ import annotations
@@ -14,32 +18,25 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
+from access.account_push import AccountPublisher, create_project_account
 from access.consumer_gate import ConsumerGate
-from access.leafnodes import (
-    kick_leafs,
-    leaf_connections,
-    leafs_answering_as_named,
-    reload_and_wait,
-)
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, account_of_project
 from access.permissions import (
-    FLEET_ACCOUNT,
     ClusterAccess,
-    ConfigText,
-    LeafListener,
-    cluster_users,
+    current_revocations,
     evolve_access,
+    evolve_revocations,
     revoked_clusters,
-    stale_leafs,
+    user_key_of,
 )
-from access.ports import HubFiles, HubServer
 from access.private_files import write_private
-from events import edges, subjects
-from events.catalog import Event
-from events.store import EventStore
+from events import subjects
+from events.store import EventStore, StoredEvent
 from events.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -49,109 +46,105 @@ CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
 
 @dataclass
 class AccessState:
-    """The last cluster event the hub's nats-server config reflects."""
+    """The last cluster event the hub's NATS accounts reflect."""
 
     path: Path
 
-    def write(self, applied_seq: int, clusters: Mapping[str, ClusterAccess]) -> None:
+    def write(self, applied_seq: int, clusters: Mapping[str, ClusterAccess], revoked: int) -> None:
         admitted = {name: access.fingerprint for name, access in sorted(clusters.items())}
-        write_private(self.path, orjson.dumps({"applied_seq": applied_seq, "clusters": admitted}))
+        write_private(
+            self.path,
+            orjson.dumps({"applied_seq": applied_seq, "clusters": admitted, "revoked": revoked}),
+        )
 
 
-def access_state(data: HubFiles) -> AccessState:
-    return AccessState(data.root / "access.json")
+def access_state(root: Path) -> AccessState:
+    return AccessState(root / "access.json")
 
 
 class ClusterAccessService:
-    """Keeps the hub's nats-server users and pinned certificates equal to the registered set."""
+    """Keeps the FLEET account's revocations equal to what the log says, on every server."""
 
     def __init__(
         self,
         store: EventStore,
         *,
-        server: HubServer,
-        data: HubFiles,
-        listener: LeafListener | None,
-        config_text: ConfigText,
+        authority: NatsAuthority,
+        publisher: AccountPublisher,
+        state_dir: Path,
         consumer_gate: ConsumerGate | None = None,
     ) -> None:
         self.store = store
+        self.authority = authority
+        self.publisher = publisher
         self.consumer_gate = consumer_gate
-        self.server = server
-        self.data = data
-        self.listener = listener
-        self.config_text = config_text
         self.clusters: dict[str, ClusterAccess] = {}
-        self.state = access_state(data)
+        self.revocations: dict[str, int] = {}
+        self.state = access_state(state_dir)
         self.applied_seq = 0
         self._applied = asyncio.Condition()
-        self._rendered = self._current_config()
+        self._pushed: dict[str, int] | None = None
         self._effective: dict[str, ClusterAccess] = {}
+        self._pushing = asyncio.Lock()
+        """One push of the FLEET account at a time: each carries every revocation."""
 
-    def _current_config(self) -> str:
-        try:
-            return self.data.nats_conf.read_text()
-        except FileNotFoundError:
-            return ""
+    def _key_of(self, access: ClusterAccess) -> str | None:
+        return user_key_of(self.authority, access)
 
-    def render(self) -> str:
-        clusters = list(self.clusters.values())
-        leaf_block = self.listener.render() if self.listener else ""
-        users = cluster_users(clusters, self.data.secrets()["hub_password"])
-        return self.config_text(leaf_block, users)
+    def evolve(self, stored: StoredEvent) -> None:
+        before = self.clusters
+        self.clusters = evolve_access(before, stored.event)
+        if self.clusters != before:
+            self.revocations = evolve_revocations(
+                self.revocations,
+                before,
+                self.clusters,
+                at=int(stored.event.occurred_at.timestamp()) + 1,
+                key_of=self._key_of,
+            )
+
+    def fleet_account_jwt(self) -> str:
+        """The FLEET account's JWT for the revocations still current."""
+        revocations = current_revocations(self.revocations, datetime.now(UTC))
+        return self.authority.account_jwt(FLEET_ACCOUNT, revocations=revocations)
+
+    async def ensure_project_account(self, project: str, limits: ProjectLimits) -> str:
+        """Create a project's NATS account (or change its limits) on every server; its public
+        key. The default project's account is FLEET, pushed with its current revocations."""
+        async with self._pushing:
+            revocations = current_revocations(self.revocations, datetime.now(UTC))
+            key = await create_project_account(
+                self.authority,
+                self.publisher,
+                project,
+                limits,
+                revocations=revocations if account_of_project(project) == FLEET_ACCOUNT else None,
+            )
+            if account_of_project(project) == FLEET_ACCOUNT:
+                self._pushed = dict(self.revocations)
+            return key
 
     async def apply(self, seq: int) -> None:
-        """Write the config for the current set, reload if it changed, drop the leaf
-        connections of revoked certificates, record `seq`."""
-        text = self.render()
-        if text != self._rendered:
-            write_private(self.data.nats_conf, text.encode())
-            await asyncio.to_thread(reload_and_wait, self.server)
-            self._rendered = text
-            log.info("hub access updated: %d clusters", len(self.clusters))
+        """Push the FLEET account if its revocations changed (or at start) and wait until every
+        server holds it, forget the revoked clusters' consumers, record `seq`."""
+        if self._pushed != self.revocations:
+            async with self._pushing:
+                servers = await self.publisher.push([self.fleet_account_jwt()])
+                self._pushed = dict(self.revocations)
+            log.info(
+                "hub access updated on %d NATS servers: %d clusters, %d revoked keys",
+                servers,
+                len(self.clusters),
+                len(self.revocations),
+            )
         revoked = revoked_clusters(self._effective, self.clusters)
         self._effective = dict(self.clusters)
-        await self.drop_stale_leafs(revoked)
         if self.consumer_gate is not None and revoked:
             await self.consumer_gate.forget(revoked)
         self.applied_seq = seq
-        self.state.write(seq, self.clusters)
+        self.state.write(seq, self.clusters, len(self.revocations))
         async with self._applied:
             self._applied.notify_all()
-
-    async def drop_stale_leafs(self, revoked: set[str]) -> None:
-        """Close leaf connections that no current certificate would admit.
-
-        nats-server re-checks plain clients against the users on reload, but not accepted leaf
-        connections, so the hub kicks them itself (system account `KICK` request). A leaf is
-        known by the server name its edge gives itself (`edge-<cluster>`); besides the revoked
-        clusters' leafs, any leaf whose name belongs to no registered cluster, or that shares
-        its name with another leaf, is dropped: honest edges reconnect within a second, a
-        revoked certificate cannot.
-
-        The name is the edge's own claim. So on a revocation every other leaf must also prove
-        it: a request on `$JS.edge-<cluster>.API` can only reach the leaf whose certificate is
-        that cluster's (the hub lets no other leaf subscribe to it). A revoked edge that
-        called itself by another cluster's name gets no such request and is dropped too.
-        """
-        leafs = await asyncio.to_thread(leaf_connections, self.server.monitor_port)
-        allowed = {
-            edges.edge_domain(a.name) for a in self.clusters.values() if a.connection == edges.LEAF
-        }
-        targets = stale_leafs(leafs, allowed, {edges.edge_domain(name) for name in revoked})
-        if revoked:
-            dropping = {cid for cid, _ in targets}
-            rest = [
-                (int(str(leaf["id"])), str(leaf.get("name")))
-                for leaf in leafs
-                if leaf.get("account") == FLEET_ACCOUNT and int(str(leaf["id"])) not in dropping
-            ]
-            proven = await leafs_answering_as_named(
-                self.server, self.data.secrets()["hub_password"], [name for _, name in rest]
-            )
-            targets += [leaf for leaf, ok in zip(rest, proven, strict=True) if not ok]
-        if targets:
-            await kick_leafs(self.server, self.data.secrets()["sys_password"], targets)
 
     async def wait_applied(self, seq: int) -> None:
         """Wait until the event at `seq` is effective (bound it with `asyncio.timeout`)."""
@@ -162,22 +155,23 @@ class ClusterAccessService:
         """Replay the cluster events, make them effective, then follow new ones."""
         last = 0
         self.clusters = {}
+        self.revocations = {}
         async for stored in self.store.read(subject=CLUSTER_EVENTS, skip_undecodable=True):
-            self.clusters = evolve_access(self.clusters, stored.event)
+            self.evolve(stored)
             last = stored.seq
         await self.apply(last)
         if ready is not None:
             ready.set()
-        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
 
         async def follow() -> None:
             async for stored in self.store.follow(
                 from_seq=last + 1, subject=CLUSTER_EVENTS, skip_undecodable=True
             ):
-                await queue.put((stored.seq, stored.event))
+                await queue.put(stored)
 
         follower = asyncio.create_task(follow(), name="cluster-access-follow")
-        getter: asyncio.Future[tuple[int, Event]] | None = None
+        getter: asyncio.Future[StoredEvent] | None = None
         try:
             while True:
                 if follower.done():
@@ -190,12 +184,12 @@ class ClusterAccessService:
                 if getter not in done:
                     getter.cancel()
                     continue
-                seq, event = getter.result()
-                self.clusters = evolve_access(self.clusters, event)
-                # Coalesce a burst (a fleet registering at once) into one reload.
+                stored = getter.result()
+                self.evolve(stored)
+                # Coalesce a burst (a fleet registering at once) into one push.
                 while not queue.empty():
-                    seq, event = queue.get_nowait()
-                    self.clusters = evolve_access(self.clusters, event)
-                await self.apply(seq)
+                    stored = queue.get_nowait()
+                    self.evolve(stored)
+                await self.apply(stored.seq)
         finally:
             await cancel_and_wait([follower, *([getter] if getter is not None else [])])

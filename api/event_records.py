@@ -38,6 +38,7 @@ from events.catalog import (
     DriftCorrected,
     DriftDetected,
     Event,
+    EventsArchived,
     KeysRotated,
     OverrideRemoved,
     OverrideSet,
@@ -231,8 +232,19 @@ def _describe_cluster_task_refused(event: ClusterTaskRefused) -> str:
 
 
 def _describe_cluster_task_scheduled(event: ClusterTaskScheduled) -> str:
-    what = "removal" if event.removed else f"v{event.taskset_version}"
-    return f"{event.taskset} {what} -> {event.cluster} (gen {event.generation})"
+    if len(event.clusters) == 1:
+        part = event.clusters[0]
+        what = "removal" if part.removed else f"v{part.taskset_version}"
+        return f"{event.taskset} {what} -> {part.cluster} (gen {part.generation})"
+    versions = sorted({part.taskset_version for part in event.clusters if not part.removed})
+    removals = sum(1 for part in event.clusters if part.removed)
+    changes = [f"v{version}" for version in versions]
+    if removals:
+        changes.append(f"{removals} removal(s)")
+    names = event.names()
+    return (
+        f"{event.taskset} {', '.join(changes)} -> {len(names)} clusters ({names[0]} … {names[-1]})"
+    )
 
 
 def _describe_rollout_advanced(event: RolloutAdvanced) -> str:
@@ -334,6 +346,13 @@ def _describe_data_keys_shredded(event: DataKeysShredded) -> str:
     return f"{len(event.key_ids)} data key(s) of {event.scope} shredded{reason}"
 
 
+def _describe_events_archived(event: EventsArchived) -> str:
+    return (
+        f"events {event.from_seq}..{event.to_seq} archived in segment {event.segment} "
+        f"({event.segment_hash[:19]}…)"
+    )
+
+
 def _describe_report(event: Report) -> str:
     return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
 
@@ -372,19 +391,35 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     SourceFailed: _describe_source_failed,
     KeysRotated: _describe_keys_rotated,
     DataKeysShredded: _describe_data_keys_shredded,
+    EventsArchived: _describe_events_archived,
 }
 
 
-def event_record(stream: StreamName, stored: StoredEvent) -> EventRecord:
+def event_record(
+    stream: StreamName, stored: StoredEvent, cluster: str | None = None
+) -> EventRecord:
+    """The stored event as a record; asked about one `cluster`, an event that names a chunk of
+    clusters shows that cluster's part only."""
+    event = narrowed(stored.event, cluster)
     return EventRecord(
         stream=stream,
         seq=stored.seq,
         subject=stored.subject,
         stored_at=stored.stored_at,
-        type=stored.event.type_name,
-        summary=describe(stored.event),
-        event=event_payload(stored.event),
+        type=event.type_name,
+        summary=describe(event),
+        event=event_payload(event),
     )
+
+
+def narrowed(event: Event, cluster: str | None) -> Event:
+    """`event` as far as it concerns `cluster` (None: all of it)."""
+    if cluster is None or not isinstance(event, ClusterTaskScheduled):
+        return event
+    part = event.entry(cluster)
+    if part is None:
+        return event
+    return msgspec.structs.replace(event, clusters=[part])
 
 
 def concerns(event: Event, *, cluster: str | None, taskset: str | None) -> bool:
@@ -406,4 +441,6 @@ def concerns(event: Event, *, cluster: str | None, taskset: str | None) -> bool:
             return event.cluster == cluster
         case AntiEntropyRepaired():
             return event.cluster == cluster
+        case ClusterTaskScheduled():
+            return event.entry(cluster) is not None
     return getattr(event, "cluster", None) == cluster

@@ -124,7 +124,7 @@ async def live_messages(
                     taskset=live_filter.taskset,
                 ):
                     continue
-                record = event_record(name, stored)
+                record = event_record(name, stored, live_filter.cluster)
                 yield ServerSentEventMessage(data=_ENCODER.encode(record).decode(), id=str(cursor))
             elif stopping in done:
                 return

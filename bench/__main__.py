@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
@@ -32,6 +33,9 @@ from bench import (
     p8_blueprint,
     p9_reads,
     p10_snapshots,
+    p11_archive,
+    p13_dashboard,
+    p14_hub_memory,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -55,6 +59,9 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p8_blueprint,
         p9_reads,
         p10_snapshots,
+        p11_archive,
+        p13_dashboard,
+        p14_hub_memory,
     )
 }
 
@@ -78,7 +85,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "bench/results.json, keeping every other figure as it was",
     )
     parser.add_argument("--out", type=Path, default=REPO, help="where BENCHMARKS.md goes")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=0,
+        help="run the fleet-size figures (P2, P13, P14) at this many clusters instead "
+        "of 10,000 (a figure whose target names 10,000 is then reported beside it, not judged)",
+    )
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a note to add to each figure run (e.g. a baseline measured by another build); "
+        "may be given more than once",
+    )
+    args = parser.parse_args(argv)
+    if args.clusters and args.clusters < 100:
+        parser.error(f"--clusters {args.clusters}: at least 100")
+    return args
 
 
 def run_figure(key: str, mode: Mode) -> tuple[FigureResult, bool]:
@@ -117,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     mode = QUICK if args.quick else FULL
+    if args.clusters:
+        mode = dataclasses.replace(mode, clusters=args.clusters)
     keys = [k.strip().upper() for k in args.only.split(",") if k.strip()] or list(FIGURES)
     unknown = [k for k in keys if k not in FIGURES]
     if unknown:
@@ -129,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     all_ok = True
     for key in keys:
         result, ok = run_figure(key, mode)
+        if args.note:
+            result = msgspec.structs.replace(result, notes=[*result.notes, *args.note])
         results.append(result)
         all_ok = all_ok and ok
     report = RunReport(

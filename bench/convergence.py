@@ -219,11 +219,13 @@ async def scheduled_times(store: EventStore, from_seq: int, version: int) -> dic
     """When each cluster's ClusterTaskScheduled for `version` was stored."""
     times: dict[str, datetime] = {}
     async for stored in store.read(
-        from_seq=from_seq, subject=f"fleet.evt.schedule.{TASKSET}.*", skip_undecodable=True
+        from_seq=from_seq, subject=f"fleet.evt.schedule.{TASKSET}", skip_undecodable=True
     ):
         event = stored.event
-        if isinstance(event, ClusterTaskScheduled) and event.taskset_version == version:
-            times.setdefault(event.cluster, stored.stored_at)
+        if isinstance(event, ClusterTaskScheduled):
+            for part in event.clusters:
+                if part.taskset_version == version:
+                    times.setdefault(part.cluster, stored.stored_at)
     return times
 
 
@@ -276,12 +278,12 @@ def cluster_task_bytes(source: NormalizedSource, cluster: str, version: int) -> 
 
 @contextlib.asynccontextmanager
 async def raw_responders(
-    url: str, password: str, count: int, *, mode: str = "core"
+    url: str, credentials: Path, count: int, *, mode: str = "core"
 ) -> AsyncIterator[None]:
     """The receivers of a raw baseline (`bench.raw_responders`), in their own process; for the
     JetStream floor, its stream is created first."""
     if mode == "jetstream":
-        store = EventStore(await connect(url, user="hub", password=password))
+        store = EventStore(await connect(url, credentials=credentials))
         try:
             await store.ensure_stream(jetstream_stream_config())
         finally:
@@ -292,9 +294,8 @@ async def raw_responders(
         "bench.raw_responders",
         "--url",
         url,
-        "--user",
-        "hub",
-        "--password-stdin",
+        "--creds",
+        str(credentials),
         "--count",
         str(count),
         "--mode",
@@ -305,8 +306,6 @@ async def raw_responders(
     )
     assert process.stdin is not None
     assert process.stdout is not None
-    process.stdin.write(password.encode() + b"\n")
-    await process.stdin.drain()
     try:
         line = await asyncio.wait_for(process.stdout.readline(), timeout=300)
         if line.strip() != b"ready":
@@ -322,12 +321,19 @@ async def raw_responders(
 
 
 async def timed_fanout(
-    url: str, password: str, payload: bytes, count: int, *, to: str, answers_on: str, what: str
+    url: str,
+    credentials: Path,
+    payload: bytes,
+    count: int,
+    *,
+    to: str,
+    answers_on: str,
+    what: str,
 ) -> list[float]:
     """Publish `payload` on `<to>.<i>` for each of `count` receivers (reply subjects under an
     inbox), and time each receiver's answer on `<answers_on>.<i>` (None: the reply subject)
     from the first publish."""
-    nc = await connect(url, name="bench-raw", user="hub", password=password)
+    nc = await connect(url, name="bench-raw", credentials=credentials)
     try:
         inbox = nc.new_inbox()
         answered: dict[str, float] = {}
@@ -362,21 +368,21 @@ async def timed_fanout(
         await nc.close()
 
 
-async def raw_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
+async def raw_fanout(url: str, credentials: Path, payload: bytes, count: int) -> list[float]:
     """Publish `payload` to each core NATS responder; seconds from the first publish to each
     answer."""
     return await timed_fanout(
-        url, password, payload, count, to=SUBJECT_PREFIX, answers_on="", what="raw baseline"
+        url, credentials, payload, count, to=SUBJECT_PREFIX, answers_on="", what="raw baseline"
     )
 
 
-async def jetstream_fanout(url: str, password: str, payload: bytes, count: int) -> list[float]:
+async def jetstream_fanout(url: str, credentials: Path, payload: bytes, count: int) -> list[float]:
     """Store `payload` once per receiver in the floor's stream (pipelined, each write
     acknowledged by JetStream); seconds from the first write to each receiver's
     fetched-and-acknowledged announcement."""
     return await timed_fanout(
         url,
-        password,
+        credentials,
         payload,
         count,
         to=JS_SUBJECT_PREFIX,

@@ -24,6 +24,8 @@ class Mode:
 
     name: Literal["full", "quick"]
     repeats: int
+    clusters: int = 0
+    """Fleet size for the figures that take one (P2, P13, P14); 0: the figure's own."""
 
     @property
     def quick(self) -> bool:

@@ -136,11 +136,14 @@ def _stop_pid(pid: int, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def spawn(name: str, args: list[str], log: Path) -> Child:
+def spawn(name: str, args: list[str], log: Path, trace_to: Path | None = None) -> Child:
+    """`fleetbus ARGS` as a child in a session of its own; with `trace_to`, under tracemalloc
+    (`bench.traced`: SIGUSR2 writes a snapshot there)."""
     output = log.open("wb")
+    command = ["-m", "fleetbus.cli"] if trace_to is None else ["-m", "bench.traced", str(trace_to)]
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fleetbus.cli", *args],
+            [sys.executable, *command, *args],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -166,8 +169,7 @@ class RunningHub:
         nc = await connect(
             self.nats_url,
             name="fleetbus-bench",
-            user="hub",
-            password=self.data.secrets()["hub_password"],
+            credentials=self.data.hub_credentials,
         )
         return EventStore(nc)
 
@@ -175,11 +177,12 @@ class RunningHub:
     def reports(store: EventStore) -> EventStore:
         return store.on_stream(REPORTS_STREAM)
 
-    def start_scheduler(self) -> Child:
+    def start_scheduler(self, trace_to: Path | None = None) -> Child:
         child = spawn(
             "fleetbus scheduler",
             ["scheduler", "--data-dir", str(self.data.root), "--holder", "bench-scheduler"],
             self.root / "scheduler.log",
+            trace_to,
         )
         self.children.append(child)
         return child
@@ -196,12 +199,14 @@ async def running_hub(
     startup_timeout: float = 300.0,
     sim_processes: int | None = None,
     nats_memory_limit: str = "",
+    trace_to: Path | None = None,
 ) -> AsyncIterator[RunningHub]:
     """`fleetbus up --no-scheduler` in a temporary data dir; stopped (and its children) on exit.
     Scheduling is `start_scheduler`'s process: one scheduler, on a core of its own.
 
     `sim_processes` is passed as `--sim-processes` (None: the hub's own choice by fleet size),
-    `nats_memory_limit` as `--nats-memory-limit` (empty: none)."""
+    `nats_memory_limit` as `--nats-memory-limit` (empty: none); with `trace_to`, the hub
+    process runs under tracemalloc and writes a snapshot there on SIGUSR2."""
     with tempfile.TemporaryDirectory(prefix="fleetbus-bench-hub-") as tmp:
         root = Path(tmp)
         data = DataDir(root / "hub")
@@ -226,7 +231,7 @@ async def running_hub(
             args += ["--sim-processes", str(sim_processes)]
         if nats_memory_limit:
             args += ["--nats-memory-limit", nats_memory_limit]
-        hub = spawn("fleetbus up", args, root / "hub.log")
+        hub = spawn("fleetbus up", args, root / "hub.log", trace_to)
         running = RunningHub(root=root, data=data, hub=hub)
         try:
             deadline = time.monotonic() + startup_timeout

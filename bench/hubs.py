@@ -29,14 +29,15 @@ class ThrowawayHub:
         return self.server.client_url
 
     @property
-    def password(self) -> str:
-        return self.data.secrets()["hub_password"]
+    def credentials(self) -> Path:
+        return self.data.hub_credentials
 
-    async def store(self, name: str = "fleetbus-bench") -> EventStore:
-        """A store connected as the hub's own service user, with the hub streams ensured."""
-        nc = await connect(self.url, name=name, user="hub", password=self.password)
+    async def store(self, name: str = "fleetbus-bench", *, retention: bool = False) -> EventStore:
+        """A store connected as the hub's own service user, with the hub streams ensured (as
+        a hub with a retention window creates them, with `retention`)."""
+        nc = await connect(self.url, name=name, credentials=self.credentials)
         store = EventStore(nc)
-        await store.ensure_streams(hub_streams())
+        await store.ensure_streams(hub_streams(retention=retention))
         return store
 
 

@@ -26,6 +26,7 @@ from events.catalog import (
     ClusterTaskScheduled,
     Event,
     Placement,
+    ScheduledCluster,
     TasksetPublished,
 )
 from events.ids import new_event_id
@@ -120,11 +121,15 @@ def decisions(start: int, count: int, now: datetime, digests: list[str]) -> list
                 actor="scheduler",
                 correlation_id=cause,
                 causation_id=cause,
-                cluster=f"edge-{i % CLUSTERS}",
                 taskset=f"app-{index}",
-                taskset_version=1,
-                generation=1 + i // pairs,
-                digest=digests[index],
+                clusters=[
+                    ScheduledCluster(
+                        cluster=f"edge-{i % CLUSTERS}",
+                        taskset_version=1,
+                        generation=1 + i // pairs,
+                        digest=digests[index],
+                    )
+                ],
                 caused_by=[cause],
             )
         )

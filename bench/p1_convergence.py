@@ -75,10 +75,10 @@ async def measure(clusters: int, repeats: int) -> SizeResult:
             result.failure = "warm-up: " + _missing(fleet, first, WARMUP_S)
             result.stages = first.stages
             return result
-        password = fleet.hub.data.secrets()["hub_password"]
+        credentials = fleet.hub.data.hub_credentials
         async with (
-            raw_responders(fleet.hub.nats_url, password, clusters),
-            raw_responders(fleet.hub.nats_url, password, clusters, mode="jetstream"),
+            raw_responders(fleet.hub.nats_url, credentials, clusters),
+            raw_responders(fleet.hub.nats_url, credentials, clusters, mode="jetstream"),
         ):
             for _ in range(repeats):
                 run = await converge(fleet, within=RUN_S)
@@ -89,9 +89,11 @@ async def measure(clusters: int, repeats: int) -> SizeResult:
                     return result
                 result.ours.append(run.latencies)
                 payload = cluster_task_bytes(fleet.source, "sim-1", fleet.versions)
-                result.raw.append(await raw_fanout(fleet.hub.nats_url, password, payload, clusters))
+                result.raw.append(
+                    await raw_fanout(fleet.hub.nats_url, credentials, payload, clusters)
+                )
                 result.jetstream.append(
-                    await jetstream_fanout(fleet.hub.nats_url, password, payload, clusters)
+                    await jetstream_fanout(fleet.hub.nats_url, credentials, payload, clusters)
                 )
     return result
 

@@ -20,7 +20,7 @@ from bench.figure import FigureResult, Metric, Mode, Target
 from bench.hubs import throwaway_hub
 from bench.summary import median, rate
 from bench.workload import registrations
-from events.catalog import ClusterTaskScheduled, Event
+from events.catalog import ClusterTaskScheduled, Event, ScheduledCluster
 from events.ids import new_event_id
 from events.store import Append, AppendResult, EventStore, StoredEvent
 from events.streams import EVENTS_STREAM
@@ -63,11 +63,15 @@ def scheduled_events(start: int, count: int, now: datetime) -> list[Event]:
                 actor="scheduler",
                 correlation_id=cause,
                 causation_id=cause,
-                cluster=f"edge-{i % 10_000}",
                 taskset=f"app-{i % 50}",
-                taskset_version=1 + i // 500_000,
-                generation=1 + i // 10_000,
-                digest="sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
+                clusters=[
+                    ScheduledCluster(
+                        cluster=f"edge-{i % 10_000}",
+                        taskset_version=1 + i // 500_000,
+                        generation=1 + i // 10_000,
+                        digest="sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
+                    )
+                ],
                 caused_by=[cause],
             )
         )

@@ -11,9 +11,12 @@ registered and the taskset is scheduled to all of them.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench.figure import FigureResult, Metric, Mode, Target
 from bench.hubproc import HubFailed, running_hub
@@ -44,7 +47,7 @@ QUICK_FOOTPRINT = 200
 NATS_MEMORY_LIMIT = "512MiB"
 """The `--nats-memory-limit` of the second footprint run (full mode)."""
 TARGETS = [
-    Target(metric="hub_rss_mb", label="hub RSS at 10,000 clusters", bound=1024, unit="MB"),
+    Target(metric="hub_rss_mb", label="hub RSS at 10,000 clusters", bound=768, unit="MB"),
     Target(
         metric="recompute_s",
         label="recompute of one taskset over 10,000 clusters",
@@ -163,11 +166,18 @@ def limit_note(footprint: dict[str, float], limited: dict[str, float]) -> str:
     )
 
 
-async def hub_footprint(mode: Mode, clusters: int, nats_memory_limit: str = "") -> dict[str, float]:
-    """Register `clusters` clusters with a real hub, schedule a taskset to all, measure memory."""
+async def hub_footprint(
+    mode: Mode, clusters: int, nats_memory_limit: str = "", trace_dir: Path | None = None
+) -> dict[str, float]:
+    """Register `clusters` clusters with a real hub, schedule a taskset to all, measure memory.
+
+    With `trace_dir`, the hub process and the scheduler run under tracemalloc and write their
+    snapshots there (`hub.snapshot`, `scheduler.snapshot`) just before their memory is read."""
     now = datetime.now(UTC)
-    async with running_hub(nats_memory_limit=nats_memory_limit) as hub:
-        scheduler = hub.start_scheduler()
+    hub_trace = trace_dir / "hub.snapshot" if trace_dir is not None else None
+    scheduler_trace = trace_dir / "scheduler.snapshot" if trace_dir is not None else None
+    async with running_hub(nats_memory_limit=nats_memory_limit, trace_to=hub_trace) as hub:
+        scheduler = hub.start_scheduler(scheduler_trace)
         store = await hub.store()
         try:
             events = registrations(clusters, now)
@@ -194,6 +204,9 @@ async def hub_footprint(mode: Mode, clusters: int, nats_memory_limit: str = "") 
             nats_rss_when_scheduled = hub.hub.children_rss_mib()
             await asyncio.sleep(5.0)
             idle = await sample_idle(hub.hub.pid, 10.0 if not mode.quick else 3.0)
+            for child, snapshot in ((hub.hub, hub_trace), (scheduler, scheduler_trace)):
+                if snapshot is not None:
+                    await dump_snapshot(child.pid, snapshot)
             hub_python_rss = hub.hub.rss_mib()
             hub_nats_rss = hub.hub.children_rss_mib()
             hub_rss = hub_python_rss + hub_nats_rss
@@ -209,6 +222,29 @@ async def hub_footprint(mode: Mode, clusters: int, nats_memory_limit: str = "") 
         "scheduler_rss": scheduler_rss,
         "hub_idle_cpu": idle.cpu_pct,
     }
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+async def dump_snapshot(pid: int, path: Path, within: float = 120.0) -> None:
+    """Ask a traced process (`bench.traced`) for its tracemalloc snapshot; wait for the file."""
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + within
+    size = -1
+    while True:
+        now = await asyncio.to_thread(file_size, path)
+        if now == size and size > 0:
+            return
+        size = now
+        if time.monotonic() > deadline:
+            raise HubFailed(f"no tracemalloc snapshot from process {pid} in {within:.0f} s")
+        await asyncio.sleep(1.0)
 
 
 async def run(mode: Mode) -> FigureResult:

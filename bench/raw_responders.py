@@ -48,12 +48,12 @@ def jetstream_stream_config() -> dict[str, object]:
     }
 
 
-async def serve(url: str, user: str, password: str, count: int) -> None:
+async def serve(url: str, credentials: str, count: int) -> None:
     clients: list[Client] = []
 
     async def connect_one(index: int) -> None:
         nc = await nats.connect(
-            url, user=user, password=password, name=f"raw-{index}", max_reconnect_attempts=3
+            url, user_credentials=credentials, name=f"raw-{index}", max_reconnect_attempts=3
         )
 
         async def answer(msg: Msg) -> None:
@@ -76,14 +76,17 @@ async def until_stdin_closes() -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
-async def serve_jetstream(url: str, user: str, password: str, count: int) -> None:
+async def serve_jetstream(url: str, credentials: str, count: int) -> None:
     """One durable pull consumer per receiver, each message fetched, acked, then announced."""
     clients: list[Client] = []
     readers: list[asyncio.Task[None]] = []
 
     async def connect_one(index: int) -> None:
         nc = await nats.connect(
-            url, user=user, password=password, name=f"raw-js-{index}", max_reconnect_attempts=3
+            url,
+            user_credentials=credentials,
+            name=f"raw-js-{index}",
+            max_reconnect_attempts=3,
         )
         js = nc.jetstream()
         sub = await js.pull_subscribe(
@@ -119,14 +122,12 @@ async def serve_jetstream(url: str, user: str, password: str, count: int) -> Non
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.raw_responders")
     parser.add_argument("--url", required=True)
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--password-stdin", action="store_true", required=True)
+    parser.add_argument("--creds", required=True, help="`.creds` file of the hub's user")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--mode", choices=("core", "jetstream"), default="core")
     args = parser.parse_args()
-    password = sys.stdin.readline().strip()
     serving = serve if args.mode == "core" else serve_jetstream
-    asyncio.run(serving(args.url, args.user, password, args.count))
+    asyncio.run(serving(args.url, args.creds, args.count))
     return 0
 
 

@@ -8,6 +8,7 @@ figures of other projects last, marked as their hardware.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "P6": ("hub_rss_mb", "recompute_s"),
     "P7": ("render_ratio", "help_ratio"),
     "P10": ("state_at_snapshot_s", "state_at_replay_s", "replay_to_snapshot_ratio"),
+    "P11": ("archive_per_s", "read_archived_per_s", "read_live_per_s"),
 }
 """The keys results.json has for each figure, measured or not."""
 
@@ -256,8 +258,10 @@ def render_markdown(report: RunReport, published: Sequence[PublishedFigure]) -> 
         "",
         "`make bench` (about 20 minutes) or `make bench-quick` (about 3 minutes) runs "
         "`python -m bench` and rewrites this file and `bench/results.json`. "
-        "`python -m bench --quick --only P4` runs one figure. Run on a quiet machine: the "
-        "figures share its cores with everything else running.",
+        "`python -m bench --quick --only P4` runs one figure; `--clusters N` runs the "
+        "fleet-size figures (P2, P13, P14) at N clusters, `--merge` puts the figures run into "
+        "this file. Run on a quiet machine: the figures share its cores with everything else "
+        "running.",
         "",
     ]
     return "\n".join(lines)
@@ -300,10 +304,14 @@ def merge_outputs(report: RunReport, markdown: Path, results: Path) -> None:
     markdown.write_text("\n".join(lines) + "\n")
 
 
+_TARGET_ROW = re.compile(r"^\| P\d+ \|")
+"""A row of the targets table (`| P6 | …`), not any table row that starts with a P."""
+
+
 def _merged_lines(lines: list[str], figure: FigureResult) -> list[str]:
     rows = _summary_table([figure])[2:]
     kept = [line for line in lines if not line.startswith(f"| {figure.key} |")]
-    targets = [i for i, line in enumerate(kept) if line.startswith("| P")]
+    targets = [i for i, line in enumerate(kept) if _TARGET_ROW.match(line)]
     at = targets[-1] + 1 if targets else len(kept)
     kept[at:at] = rows
     section = _figure_section(figure)

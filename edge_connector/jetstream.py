@@ -95,8 +95,18 @@ def mirror_config(cluster: str) -> dict[str, Any]:
     }
 
 
+async def connect_hub_as_client(url: str, *, cluster: str, credentials: str) -> NatsClient:
+    """Connect a `client` cluster to the hub with its user's `.creds` text."""
+    return await connect(
+        url,
+        name=f"fleetbus-edge-{cluster}",
+        credentials=credentials,
+        inbox_prefix=edges.inbox_prefix(cluster),
+    )
+
+
 async def connect_local(url: str, *, cluster: str, user: str, password: str) -> NatsClient:
-    """Connect to the edge's own nats-server (or the hub, for `client` clusters)."""
+    """Connect to the edge's own nats-server."""
     return await connect(
         url,
         name=f"fleetbus-edge-{cluster}",

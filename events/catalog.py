@@ -462,27 +462,83 @@ class DataKeysShredded(Event, tag="DataKeysShredded", frozen=True, kw_only=True)
         return KEYS_AGGREGATE_ID
 
 
+# --- archive aggregate ------------------------------------------------------------------------
+
+ARCHIVE_AGGREGATE_ID = "events"
+
+
+class EventsArchived(Event, tag="EventsArchived", frozen=True, kw_only=True):
+    """Events `from_seq`..`to_seq` of the log were written to archive segment `segment`.
+
+    `segment_hash` is the hash of that segment (which covers `previous_hash`, the hash of the
+    segment before it): this event links the live log to the archive's hash chain. The events
+    leave the live log only after this is recorded (see `events.archive`)."""
+
+    aggregate: ClassVar[str] = "archive"
+    segment: int
+    from_seq: int
+    to_seq: int
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+    events: int = 0
+    segment_hash: str
+    previous_hash: str
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+
+    @property
+    def aggregate_id(self) -> str:
+        return ARCHIVE_AGGREGATE_ID
+
+
 # --- schedule and rollout aggregates ----------------------------------------------------------
 
 
-class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled", frozen=True, kw_only=True):
-    """The scheduler wrote a new desired state of one taskset for one cluster."""
+class ScheduledCluster(msgspec.Struct, frozen=True, kw_only=True):
+    """One cluster's part of a `ClusterTaskScheduled`: the desired state written for it."""
 
-    aggregate: ClassVar[str] = "schedule"
     cluster: str
-    taskset: str
     taskset_version: int
     generation: int
     digest: str
     wave: int = 0
     removed: bool = False
     overrides: list[str] = msgspec.field(default_factory=list)
+
+
+class ClusterTaskScheduled(Event, tag="ClusterTaskScheduled", frozen=True, kw_only=True):
+    """The scheduler wrote new desired states of one taskset for a chunk of clusters.
+
+    One decision over a taskset writes one event per chunk of up to `SCHEDULE_CHUNK` clusters,
+    each cluster with its own generation and digest: at fleet scale, one append per cluster was
+    most of the scheduler's time. Version 1 named one cluster per event; the codec upcasts it to
+    a chunk of one, so old logs fold as they always did."""
+
+    aggregate: ClassVar[str] = "schedule"
+    taskset: str
+    clusters: list[ScheduledCluster]
     caused_by: list[str] = msgspec.field(default_factory=list)
     """Ids of the events that led to this decision."""
+    version: int = 2
 
     @property
     def aggregate_id(self) -> str:
-        return f"{self.taskset}.{self.cluster}"
+        return self.taskset
+
+    def entry(self, cluster: str) -> ScheduledCluster | None:
+        """The part of this event about `cluster`, if it names it (the last, if twice)."""
+        found = None
+        for scheduled in self.clusters:
+            if scheduled.cluster == cluster:
+                found = scheduled
+        return found
+
+    def names(self) -> list[str]:
+        return [scheduled.cluster for scheduled in self.clusters]
+
+
+SCHEDULE_CHUNK = 512
+"""Most clusters one `ClusterTaskScheduled` names (about 80 KB of JSON at 512)."""
 
 
 class ClusterTaskRefused(Event, tag="ClusterTaskRefused", frozen=True, kw_only=True):
@@ -645,6 +701,7 @@ HubEvent = (
     | SourceFailed
     | KeysRotated
     | DataKeysShredded
+    | EventsArchived
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -680,6 +737,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SourceFailed,
         KeysRotated,
         DataKeysShredded,
+        EventsArchived,
         TaskApplied,
         TaskFailed,
         DriftDetected,

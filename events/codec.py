@@ -18,7 +18,22 @@ from events.errors import UndecodableEvent
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+def cluster_task_scheduled_v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """ClusterTaskScheduled 1 named one cluster; 2 names a chunk of them: a chunk of one."""
+    part: dict[str, Any] = {
+        name: raw.pop(name)
+        for name in ("cluster", "taskset_version", "generation", "digest", "wave", "removed")
+        if name in raw
+    }
+    part["overrides"] = raw.pop("overrides", [])
+    raw["clusters"] = [part]
+    return raw
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("ClusterTaskScheduled", 1): cluster_task_scheduled_v1_to_v2,
+}
 """(event type, version it reads) -> function producing the next version's dict."""
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
 from tenacity import (
     AsyncRetrying,
@@ -135,12 +137,16 @@ async def connect(
     name: str = "fleetbus",
     user: str | None = None,
     password: str | None = None,
+    credentials: Path | str | None = None,
     tls: Any = None,
     inbox_prefix: str | None = None,
     max_reconnect_attempts: int = -1,
     connect_timeout: float = 5.0,
 ) -> NatsClient:
-    """Connect to NATS for a long-lived fleetbus process (reconnects forever by default)."""
+    """Connect to NATS for a long-lived fleetbus process (reconnects forever by default).
+
+    `credentials` is a `.creds` file (a user JWT and its nkey seed: how every fleetbus user
+    logs in to a hub in operator mode), as a path or as its text."""
     options: dict[str, Any] = {
         "servers": url if isinstance(url, list) else [url],
         "name": name,
@@ -153,6 +159,10 @@ async def connect(
     if user is not None:
         options["user"] = user
         options["password"] = password
+    if isinstance(credentials, Path):
+        options["user_credentials"] = str(credentials)
+    elif credentials is not None:
+        options["user_credentials"] = RawCredentials(credentials)
     if tls is not None:
         options["tls"] = tls
     if inbox_prefix is not None:

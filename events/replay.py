@@ -24,10 +24,12 @@ import orjson
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 
+from events.archive_store import ArchiveStore
 from events.catalog import Event
 from events.codec import EventDecoder
 from events.errors import EventLogError, EventLogUnavailable, UndecodableEvent
 from events.stream_api import StreamApi
+from events.streams import EVENTS_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,13 @@ class Reader:
             on_undecodable=on_undecodable,
         )
 
+    def read_stored(
+        self, *, from_seq: int, to_seq: int
+    ) -> AsyncGenerator[list[tuple[int, str, datetime, bytes, dict[str, str] | None]], None]:
+        """The live log's messages `from_seq`..`to_seq` as stored, undecoded, in batches of
+        (seq, subject, stored_at, data, headers): what an archive segment keeps."""
+        return self._replay_pulled(from_seq=from_seq, since=None, subject=None, end_seq=to_seq)
+
     async def _consume(
         self,
         *,
@@ -117,6 +126,48 @@ class Reader:
         info = await self.api.stream_info()
         state = info["state"]
         end_seq = int(state["last_seq"])
+        if self._reaches_into_archive(state, from_seq, since):
+            # The live log starts later than the read: the archive serves the start, then the
+            # live log goes on after the archive's last sequence. Should the archiver have
+            # archived and purged more while the archive was read, the archive serves that too.
+            archive = ArchiveStore(self.api)
+            while True:
+                segments = await archive.listing()
+                if not segments or segments[-1].to_seq < (from_seq or 1):
+                    break
+                archived = archive.messages(
+                    segments,
+                    from_seq=from_seq,
+                    since=since,
+                    until=until,
+                    subject=subject,
+                    to_seq=end_seq,
+                )
+                async with contextlib.aclosing(archived):
+                    async for message in archived:
+                        stored = self._stored_event(
+                            message.seq,
+                            message.subject,
+                            message.stored_at,
+                            message.data,
+                            message.headers,
+                            skip_undecodable,
+                            on_undecodable,
+                        )
+                        if stored is not None:
+                            yield stored
+                last_time = segments[-1].last_time
+                if until is not None and last_time is not None and last_time > until:
+                    return
+                from_seq = max(from_seq or 1, segments[-1].to_seq + 1)
+                since = None
+                if from_seq > end_seq:
+                    if not follow:
+                        return
+                    break
+                state = (await self.api.stream_info())["state"]
+                if int(state["first_seq"]) <= from_seq:
+                    break
         empty = int(state["messages"]) == 0 or (from_seq is not None and from_seq > end_seq)
         if empty and not follow:
             return
@@ -153,6 +204,22 @@ class Reader:
         async with contextlib.aclosing(tail):
             async for stored in tail:
                 yield stored
+
+    def _reaches_into_archive(
+        self, state: dict[str, Any], from_seq: int | None, since: datetime | None
+    ) -> bool:
+        """Whether a read from `from_seq` (or `since`) starts before the live log does."""
+        if self.api.stream != EVENTS_STREAM:
+            return False
+        first_seq = int(state.get("first_seq", 1) or 1)
+        if first_seq <= 1:
+            return False
+        if from_seq is not None:
+            return from_seq < first_seq
+        if since is not None and int(state["messages"]) > 0:
+            first_ts = state.get("first_ts")
+            return first_ts is None or since < datetime.fromisoformat(first_ts)
+        return True
 
     def _stored_event(
         self,

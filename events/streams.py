@@ -16,6 +16,7 @@ DESIRED_STREAM = "DESIRED"
 REPORTS_STREAM = "REPORTS"
 LEASES_STREAM = "LEASES"
 SNAPSHOTS_STREAM = "SNAPSHOTS"
+ARCHIVE_STREAM = "EVENTS_ARCHIVE"
 
 NANOS = 1_000_000_000
 DUPLICATE_WINDOW_S = 10 * 60
@@ -25,8 +26,13 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 """The hub's nats-server `max_payload`: no single message (event, ClusterTask) may exceed it."""
 
 
-def events_stream(replicas: int = 1) -> dict[str, Any]:
-    """The append-only log: every publish, override, decision and registration."""
+def events_stream(replicas: int = 1, *, purgeable: bool = False) -> dict[str, Any]:
+    """The append-only log: every publish, override, decision and registration.
+
+    Messages can never be deleted one by one. Purging the oldest is denied too, unless the hub
+    keeps a retention window (`purgeable`): then the archiver removes what it has archived
+    (`events.archive`). NATS never lifts `deny_purge` from an existing stream, so the hub
+    keeps whatever an existing EVENTS stream says (`MANAGED_ELSEWHERE`)."""
     return {
         "name": EVENTS_STREAM,
         "subjects": [f"{subjects.EVENTS_PREFIX}.>"],
@@ -36,6 +42,26 @@ def events_stream(replicas: int = 1) -> dict[str, Any]:
         "num_replicas": replicas,
         "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
         "allow_atomic": True,
+        "allow_direct": True,
+        "deny_delete": True,
+        "deny_purge": not purgeable,
+        "max_msg_size": MAX_PAYLOAD,
+    }
+
+
+def archive_stream(replicas: int = 1) -> dict[str, Any]:
+    """Archive segments of EVENTS (`events.archive`): one message per segment, on its own
+    subject, written once (`Nats-Expected-Last-Subject-Sequence: 0`), never deleted or purged;
+    the segment is compressed already."""
+    return {
+        "name": ARCHIVE_STREAM,
+        "subjects": [f"{subjects.ARCHIVE_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "new",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "duplicate_window": DUPLICATE_WINDOW_S * NANOS,
         "allow_direct": True,
         "deny_delete": True,
         "deny_purge": True,
@@ -120,14 +146,20 @@ def snapshots_stream(replicas: int = 1) -> dict[str, Any]:
     }
 
 
-MANAGED_ELSEWHERE: dict[str, tuple[str, ...]] = {REPORTS_STREAM: ("sources",)}
-"""Config fields of the hub streams that one component owns: REPORTS' sources are the leaf
-clusters' outboxes, kept by provisioning. Ensuring the streams at start keeps what is there."""
+MANAGED_ELSEWHERE: dict[str, tuple[str, ...]] = {
+    REPORTS_STREAM: ("sources",),
+    EVENTS_STREAM: ("deny_purge",),
+}
+"""Config fields of the hub streams that one component owns, or that the server fixes at
+creation: REPORTS' sources are the leaf clusters' outboxes, kept by provisioning; EVENTS'
+`deny_purge` cannot be lifted once set. Ensuring the streams at start keeps what is there."""
 
 
-def hub_streams(replicas: int = 1) -> list[dict[str, Any]]:
+def hub_streams(replicas: int = 1, *, retention: bool = False) -> list[dict[str, Any]]:
+    """The hub's streams; with `retention` a new EVENTS may be purged by the archiver (which
+    creates the archive's stream once it knows EVENTS can be purged)."""
     return [
-        events_stream(replicas),
+        events_stream(replicas, purgeable=retention),
         desired_stream(replicas),
         reports_stream(None, replicas),
         snapshots_stream(replicas),

@@ -11,6 +11,10 @@ DESIRED_PREFIX = "fleet.desired"
 REPORT_PREFIX = "fleet.report"
 INVENTORY_PREFIX = "fleet.inventory"
 SNAPSHOT_PREFIX = "fleet.snapshot"
+ARCHIVE_PREFIX = "fleet.archive"
+"""`fleet.archive.segment.<index>`: one archive segment of EVENTS per subject (EVENTS_ARCHIVE)."""
+ARCHIVE_EVENTS_SUBJECT = "fleet.evt.archive.events"
+"""Where `EventsArchived` is appended: the live log's link to the archive."""
 KEYS_PREFIX = "fleet.keys"
 """`fleet.keys.<cluster>`: an edge asks the hub for one of its own data keys (request/reply)."""
 
@@ -41,3 +45,15 @@ def inventory_subject(cluster: str) -> str:
 
 def keys_subject(cluster: str) -> str:
     return f"{KEYS_PREFIX}.{cluster}"
+
+
+ARCHIVE_SEGMENT_FILTER = f"{ARCHIVE_PREFIX}.segment.>"
+
+
+def archive_segment_subject(index: int) -> str:
+    return f"{ARCHIVE_PREFIX}.segment.{index:010d}"
+
+
+def archive_index_subject(index: int) -> str:
+    """The subjects segment `index` holds: what lets a filtered read skip it unread."""
+    return f"{ARCHIVE_PREFIX}.subjects.{index:010d}"

@@ -7,6 +7,7 @@ certificate and key, and settings.
   ca.crt        the fleetbus CA (trust root for the hub's server certificate)
   cluster.crt   the cluster's client certificate (DNS SAN = cluster name)
   cluster.key   its private key (0600)
+  cluster.creds its NATS user credentials: user JWT and nkey seed (0600)
   edge.json     connector settings: cluster, hub leaf URLs, intervals
   leaf.conf     a ready nats-server leaf config (paths relative to the bundle dir)
   values.yaml   Helm values for the `fleetbus-edge` chart (certificates inlined)
@@ -36,6 +37,7 @@ from taskset.names import check_name
 CA_FILE = "ca.crt"
 CERT_FILE = "cluster.crt"
 KEY_FILE = "cluster.key"
+CREDS_FILE = "cluster.creds"
 SETTINGS_FILE = "edge.json"
 LEAF_CONF_FILE = "leaf.conf"
 VALUES_FILE = "values.yaml"
@@ -80,6 +82,10 @@ class EdgeBundle:
     def key_file(self) -> Path:
         return self.root / KEY_FILE
 
+    @property
+    def creds_file(self) -> Path:
+        return self.root / CREDS_FILE
+
 
 def check_hub_urls(urls: list[str]) -> list[str]:
     if not urls:
@@ -102,6 +108,7 @@ def leaf_config(
     ca_file: Path | str,
     cert_file: Path | str,
     key_file: Path | str,
+    creds_file: Path | str,
     max_file_store: str = "10GB",
 ) -> str:
     """The edge's nats-server config (rendered from `infra/nats/leaf.conf.tmpl`)."""
@@ -121,14 +128,19 @@ def leaf_config(
         cert_file=cert_file,
         key_file=key_file,
         ca_file=ca_file,
+        creds_file=creds_file,
         proxy=proxy,
     )
 
 
-def helm_values(settings: EdgeSettings, ca_pem: bytes, issued: IssuedCertificate) -> dict[str, Any]:
-    """Values for the `fleetbus-edge` chart: identity, hub address, certificates, connector."""
+def helm_values(
+    settings: EdgeSettings, ca_pem: bytes, issued: IssuedCertificate, credentials: str
+) -> dict[str, Any]:
+    """Values for the `fleetbus-edge` chart: identity, hub address, certificates, credentials,
+    connector."""
     return {
         "cluster": settings.cluster,
+        "credentials": credentials,
         "labels": dict(settings.labels),
         "hub": {
             "urls": list(settings.hub_urls),
@@ -148,9 +160,15 @@ def helm_values(settings: EdgeSettings, ca_pem: bytes, issued: IssuedCertificate
 
 
 def write_edge_bundle(
-    out: Path, settings: EdgeSettings, *, ca_pem: bytes, issued: IssuedCertificate
+    out: Path,
+    settings: EdgeSettings,
+    *,
+    ca_pem: bytes,
+    issued: IssuedCertificate,
+    credentials: str,
 ) -> Path:
-    """Write the bundle for `settings.cluster` into `out` (created 0700)."""
+    """Write the bundle for `settings.cluster` into `out` (created 0700); `credentials` is the
+    cluster's `.creds` text (`access.permissions.leaf_credentials`)."""
     check_name("cluster", settings.cluster)
     check_hub_urls(settings.hub_urls)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +176,7 @@ def write_edge_bundle(
     (out / CA_FILE).write_bytes(ca_pem)
     (out / CERT_FILE).write_bytes(issued.cert_pem)
     write_private(out / KEY_FILE, issued.key_pem)
+    write_private(out / CREDS_FILE, credentials.encode())
     (out / SETTINGS_FILE).write_bytes(
         orjson.dumps(msgspec.to_builtins(settings), option=orjson.OPT_INDENT_2) + b"\n"
     )
@@ -172,11 +191,14 @@ def write_edge_bundle(
             ca_file=f"./{CA_FILE}",
             cert_file=f"./{CERT_FILE}",
             key_file=f"./{KEY_FILE}",
+            creds_file=f"./{CREDS_FILE}",
         )
     )
     write_private(
         out / VALUES_FILE,
-        yaml.safe_dump(helm_values(settings, ca_pem, issued), sort_keys=False).encode(),
+        yaml.safe_dump(
+            helm_values(settings, ca_pem, issued, credentials), sort_keys=False
+        ).encode(),
     )
     return out
 
@@ -189,6 +211,12 @@ def read_edge_bundle(root: Path) -> EdgeBundle:
                 f"{root / name} is missing: point --bundle at a directory written by "
                 "`fleetbus cluster register NAME --out DIR`"
             )
+    if not (root / CREDS_FILE).is_file():
+        raise BundleError(
+            f"{root / CREDS_FILE} is missing: this bundle is from before NATS credentials; "
+            "issue a new one with `fleetbus cluster rm NAME` and "
+            "`fleetbus cluster register NAME --out DIR`"
+        )
     try:
         settings = msgspec.json.decode((root / SETTINGS_FILE).read_bytes(), type=EdgeSettings)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:

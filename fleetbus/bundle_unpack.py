@@ -33,11 +33,18 @@ from pathlib import Path, PurePosixPath
 import orjson
 
 from edge_connector.errors import BundleError
-from fleetbus.bundle import KEY_FILE, SETTINGS_FILE, VALUES_FILE, EdgeBundle, read_edge_bundle
+from fleetbus.bundle import (
+    CREDS_FILE,
+    KEY_FILE,
+    SETTINGS_FILE,
+    VALUES_FILE,
+    EdgeBundle,
+    read_edge_bundle,
+)
 
 CLUSTER_FILE = "cluster.json"
 """Name and labels of the cluster, for people reading the directory."""
-PRIVATE_FILES = frozenset({KEY_FILE, VALUES_FILE})
+PRIVATE_FILES = frozenset({KEY_FILE, CREDS_FILE, VALUES_FILE})
 MAX_MEMBERS = 64
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 STAGING_PREFIX = ".fleetbus-bundle-"

@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run a scheduler against a running hub (a hub service: needs the hub's data dir)",
     ),
     "cluster": ("cluster", "register, list, label and remove clusters"),
+    "nats-node": (
+        "natsnode",
+        "print the config of one node of a NATS cluster for this hub (`up --nats-url`)",
+    ),
     "override": ("override", "set, remove, list and preview overrides"),
     "blueprint": (
         "blueprint",

@@ -4,7 +4,10 @@ Layout of `D` (default `./.fleetbus`):
   nats/             JetStream storage
   nats.conf         rendered nats-server config (0600: it holds credentials)
   nats.log          nats-server log
-  secrets.json      generated NATS passwords of the hub's own services (0600)
+  nats-auth.json    the NATS operator and account seeds (0600, see `access.nats_accounts`)
+  nats-resolver/    the embedded nats-server's account JWTs (its `full` resolver)
+  creds/            `.creds` of the hub's own NATS users: hub.creds (FLEET), sys.creds (0600)
+  secrets.json      in data dirs from before operator mode only: their NATS passwords (unused)
   hub.json          how to reach the running hub (written at start, removed at stop)
   hub.lock          held while a hub runs, so two hubs never share one data dir
   keys/             the keyring: the key-encryption key and the wrapped data keys that seal
@@ -15,13 +18,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from access.nats_accounts import HUB_USER, SYS_USER, NatsAuthority, ServiceCredentials
 from access.private_files import write_private
 from fleetbus.errors import DataDirLocked, HubNotFound
 from sealing.keyring import Keyring
@@ -53,6 +56,47 @@ class DataDir:
     def keys_dir(self) -> Path:
         return self.root / "keys"
 
+    @property
+    def resolver_dir(self) -> Path:
+        return self.root / "nats-resolver"
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.root / "creds"
+
+    def nats_authority(self) -> NatsAuthority:
+        """The hub's NATS operator and accounts, created on first use."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return NatsAuthority.open(self.root)
+
+    def service_credentials(self) -> ServiceCredentials:
+        """The `.creds` files of the hub's own NATS users (written on first use)."""
+        hub = self.credentials_dir / f"{HUB_USER}.creds"
+        system = self.credentials_dir / f"{SYS_USER}.creds"
+        if hub.is_file() and system.is_file():
+            return ServiceCredentials(hub=hub, system=system)
+        return self.nats_authority().service_credentials(self.credentials_dir)
+
+    @property
+    def hub_credentials(self) -> Path:
+        """How the hub's services (and the CLI on this machine) log in to its NATS."""
+        return self.service_credentials().hub
+
+    def existing_hub_credentials(self) -> Path:
+        """The hub user's `.creds` for a process that joins a hub (the CLI, `fleetbus
+        scheduler`): never created here, since a new operator would not be the hub's."""
+        path = self.credentials_dir / f"{HUB_USER}.creds"
+        if not path.is_file():
+            raise HubNotFound(
+                f"{path} is missing: run this next to the hub's data dir, or copy the hub's "
+                "creds/hub.creds there"
+            )
+        return path
+
+    @property
+    def system_credentials(self) -> Path:
+        return self.service_credentials().system
+
     def keyring(self) -> Keyring:
         """The hub's keyring, created with a first key-encryption key on first use."""
         return Keyring.open(self.keys_dir)
@@ -61,19 +105,6 @@ class DataDir:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.store_dir.mkdir(exist_ok=True)
-
-    def secrets(self) -> dict[str, str]:
-        """The hub's generated service passwords, created on first use."""
-        path = self.root / "secrets.json"
-        if path.exists():
-            loaded: dict[str, str] = orjson.loads(path.read_bytes())
-            return loaded
-        generated = {
-            "hub_password": secrets.token_urlsafe(24),
-            "sys_password": secrets.token_urlsafe(24),
-        }
-        write_private(path, orjson.dumps(generated))
-        return generated
 
     def lock(self) -> IO[bytes]:
         """Hold the data dir for one hub; raises `DataDirLocked` if another hub has it."""

@@ -38,6 +38,7 @@ from edge_connector.jetstream import (
     LeafHubLink,
     MirrorFeed,
     OutboxSink,
+    connect_hub_as_client,
     connect_local,
     mirror_config,
     outbox_config,
@@ -110,6 +111,7 @@ def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
         ca_file=bundle.ca_file.resolve(),
         cert_file=bundle.cert_file.resolve(),
         key_file=bundle.key_file.resolve(),
+        creds_file=bundle.creds_file.resolve(),
     )
     write_private(state.nats_conf, text.encode())
     server = NatsServer(
@@ -198,15 +200,14 @@ class EdgeRuntime:
         cls,
         settings: EdgeSettings,
         hub_url: str,
-        password: str,
+        credentials: str,
         executor: Executor,
         *,
         inventory_interval: float | None = None,
     ) -> EdgeRuntime:
-        """A cluster connected to the hub as a plain client (large simulated fleets)."""
-        nc = await connect_local(
-            hub_url, cluster=settings.cluster, user=settings.cluster, password=password
-        )
+        """A cluster connected to the hub as a plain client (large simulated fleets), with its
+        user's `.creds` text."""
+        nc = await connect_hub_as_client(hub_url, cluster=settings.cluster, credentials=credentials)
         # No outbox: its reports go straight into the hub's REPORTS (on its own subjects only).
         reports = EventStore(nc, stream=REPORTS_STREAM)
         feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)

@@ -2,9 +2,10 @@
 
 `fleetbus up` wires these around its embedded nats-server, under the hub's one supervisor:
 - the TLS leafnode listener (port 443 by default, optionally WebSocket) with a server
-  certificate from the fleetbus CA (created in the data dir on first start);
-- `access.service.ClusterAccessService`: NATS users and pinned certificates of the registered
-  clusters;
+  certificate from the fleetbus CA (created in the data dir on first start); on a NATS cluster
+  (`--nats-url`) every node has its own, and bundles list them all (`cluster_leaf_urls`);
+- `access.service.ClusterAccessService`: the FLEET account's revocations, pushed to every
+  server of the hub's NATS;
 - `access.consumer_gate.ConsumerGate`: the only way an edge's mirror gets its consumer on DESIRED;
 - `scheduler.provisioning`: each cluster's durable consumer on DESIRED and REPORTS' sources,
   and the revival of stalled sources;
@@ -22,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from access.account_push import AccountPublisher
 from access.consumer_gate import ConsumerGate
 from access.key_service import KeyService
-from access.permissions import ConfigText, LeafListener
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
+from access.permissions import LeafListener, leaf_credentials
 from access.pki import HubPki, IssuedCertificate
 from access.service import ClusterAccessService
 from events.store import EventStore
@@ -33,7 +36,6 @@ from fleetbus.bundle import EdgeSettings, read_edge_bundle, write_edge_bundle
 from fleetbus.datadir import DataDir
 from fleetbus.edge import EdgeRuntime, EdgeState
 from fleetbus.errors import ServerFailed
-from fleetbus.natsserver import NatsServer
 from fleetbus.simworker import WORKER_COMMAND, start_client_sim
 from fleetbus.supervision import Supervisor
 from scheduler.antientropy import AntiEntropyService
@@ -78,12 +80,38 @@ def leaf_urls(listener: LeafListener, public_host: str | None) -> dict[str, list
     return urls
 
 
+async def cluster_leaf_urls(
+    publisher: AccountPublisher, public_host: str | None = None
+) -> list[str]:
+    """The leafnode URL of every server of the hub's NATS (from each one's `VARZ`), sorted by
+    server name: what an edge bundle lists, so an edge can dial any node. A node listening on
+    every address is named by `public_host` (or this host's name)."""
+    found: dict[str, str] = {}
+    for answer in await publisher.ping("VARZ"):
+        varz = answer.get("data") or {}
+        leaf = varz.get("leaf") or {}
+        port = leaf.get("port")
+        if not port:
+            continue
+        host = str(leaf.get("host") or "")
+        if host in ("", "0.0.0.0", "::"):
+            host = public_host or socket.gethostname()
+        found[str(varz.get("server_name") or varz.get("server_id"))] = f"tls://{host}:{port}"
+    if not found:
+        raise ServerFailed(
+            "no server of the hub's NATS has a leafnode listener: edges could not join "
+            "(give every node a `leafnodes` block, see infra/nats/cluster-node.conf.tmpl)"
+        )
+    return [found[name] for name in sorted(found)]
+
+
 @dataclass(frozen=True)
 class HubSimEdges:
     """`simulator.fleet.SimEdges` for the hub: sims run the real edge runtime."""
 
     hub_client_url: str
     hub_secret: str
+    authority: NatsAuthority
     leaf_url: str
     inventory_interval: float
     worker_command: tuple[str, ...] = WORKER_COMMAND
@@ -103,7 +131,18 @@ class HubSimEdges:
             inventory_interval=self.inventory_interval,
             labels=dict(labels),
         )
-        write_edge_bundle(directory / "bundle", settings, ca_pem=ca_pem, issued=issued)
+        write_edge_bundle(
+            directory / "bundle",
+            settings,
+            ca_pem=ca_pem,
+            issued=issued,
+            credentials=leaf_credentials(
+                self.authority,
+                cluster,
+                issued.fingerprint,
+                expires=issued.certificate.not_valid_after_utc,
+            ),
+        )
 
     async def start_leaf(self, cluster: str, directory: Path) -> EdgeRuntime:
         return await EdgeRuntime.leaf(
@@ -124,39 +163,46 @@ class EdgeServices:
     """The hub services facing the edges, run under the hub's supervisor beside the HTTP API."""
 
     store: EventStore
-    server: NatsServer
+    urls: list[str]
+    """Client URLs of the hub's NATS (one embedded server, or every node of a cluster)."""
     data: DataDir
-    listener: LeafListener
-    config_text: ConfigText
+    leaf_urls: list[str]
+    """The leafnode URLs bundles list: every node's."""
+    replicas: int = 1
+    """Replicas of the hub's streams (REPORTS is re-declared with its sources)."""
     antientropy_settle: timedelta = timedelta(seconds=10)
     antientropy_cooldown: timedelta = timedelta(seconds=30)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sims: SimFleet | None = None
+    sim_leaf_url: str | None = None
+    """Where simulated leaf edges dial (loopback); the first of `leaf_urls` if unset."""
     revive_interval: float = 2.0
     """Pause between checks for stalled REPORTS sources (see `SourceRevival.interval`)."""
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
+        credentials = self.data.hub_credentials
+        self.authority = self.data.nats_authority()
+        self.publisher = AccountPublisher(self.urls, self.data.system_credentials)
         self.consumer_gate = ConsumerGate(
-            url=self.server.client_url,
-            password=self.data.secrets()["hub_password"],
+            url=self.urls,
+            credentials=credentials,
             registered=lambda: self.access.clusters.keys(),
         )
         self.key_service = KeyService(
-            url=self.server.client_url,
-            password=self.data.secrets()["hub_password"],
+            url=self.urls,
+            credentials=credentials,
             keys=self.data.keyring(),
             registered=lambda: self.access.clusters.keys(),
         )
         self.access = ClusterAccessService(
             self.store,
-            server=self.server,
-            data=self.data,
-            listener=self.listener,
-            config_text=self.config_text,
+            authority=self.authority,
+            publisher=self.publisher,
+            state_dir=self.data.root,
             consumer_gate=self.consumer_gate,
         )
-        self.provisioning = ProvisioningService(self.store)
+        self.provisioning = ProvisioningService(self.store, replicas=self.replicas)
         self.antientropy = AntiEntropyService(
             self.store,
             settle=self.antientropy_settle,
@@ -208,7 +254,8 @@ class EdgeServices:
                     task.result()
             raise ServerFailed("a hub edge service stopped while starting")
         if sim_clusters > 0:
-            hub_secret = self.data.secrets()["hub_password"]
+            # Client sims sign their own user JWTs (`access.permissions.client_credentials`).
+            hub_secret = self.authority.account(FLEET_ACCOUNT).seed
             self.sims = SimFleet(
                 store=self.store,
                 root=self.data.root / "sims",
@@ -216,13 +263,14 @@ class EdgeServices:
                 access=self.access,
                 provisioning=self.provisioning,
                 edges=HubSimEdges(
-                    hub_client_url=self.server.client_url,
+                    hub_client_url=self.urls[0],
                     hub_secret=hub_secret,
-                    leaf_url=f"tls://127.0.0.1:{self.listener.port}",
+                    authority=self.authority,
+                    leaf_url=self.sim_leaf_url or self.leaf_urls[0],
                     inventory_interval=sim_inventory_interval,
                 ),
                 count=sim_clusters,
-                hub_client_url=self.server.client_url,
+                hub_client_url=self.urls[0],
                 hub_secret=hub_secret,
                 inventory_interval=sim_inventory_interval,
                 processes=processes,

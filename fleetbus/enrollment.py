@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from access.nats_accounts import NatsAuthority
+from access.permissions import leaf_credentials
 from access.pki import HubPki
 from access.service import ClusterAccessService
 from api.context import HubContext, IssuedBundle
@@ -34,7 +36,7 @@ from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from fleetbus.bundle import EdgeSettings, write_edge_bundle
 from fleetbus.commands.state import state_document
-from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls
+from fleetbus.edgehub import EdgeServices, hub_pki
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.snapshot_store import (
     SNAPSHOT_KEEP,
@@ -50,16 +52,27 @@ APPLY_TIMEOUT_S = 30.0
 class BundleEnrollment:
     pki: HubPki
     hub_urls: list[str]
-    """Leafnode URLs the cluster dials (all tls:// or all wss://)."""
+    """Leafnode URLs the cluster dials (all tls:// or all wss://): every node of the hub."""
+    authority: NatsAuthority
     access: ClusterAccessService | None = None
 
     def issue(self, cluster: str, labels: Mapping[str, str], now: datetime) -> IssuedBundle:
         ca = self.pki.load_ca()
         issued = ca.issue_cluster(cluster, now)
+        credentials = leaf_credentials(
+            self.authority,
+            cluster,
+            issued.fingerprint,
+            expires=issued.certificate.not_valid_after_utc,
+        )
         settings = EdgeSettings(cluster=cluster, hub_urls=self.hub_urls, labels=dict(labels))
         with tempfile.TemporaryDirectory(prefix="fleetbus-bundle-") as tmp:
             root = write_edge_bundle(
-                Path(tmp) / cluster, settings, ca_pem=ca.cert_pem, issued=issued
+                Path(tmp) / cluster,
+                settings,
+                ca_pem=ca.cert_pem,
+                issued=issued,
+                credentials=credentials,
             )
             return IssuedBundle(fingerprint=issued.fingerprint, archive=pack(root, cluster))
 
@@ -78,11 +91,12 @@ def pack(directory: Path, arcname: str) -> bytes:
     return buffer.getvalue()
 
 
-def connect_api_to_edges(context: HubContext, edges: EdgeServices, public_host: str | None) -> None:
+def connect_api_to_edges(context: HubContext, edges: EdgeServices) -> None:
     """Give the API what the edge side knows: how to enroll clusters, and who is connected."""
     context.enrollment = BundleEnrollment(
         pki=hub_pki(edges.data),
-        hub_urls=leaf_urls(edges.listener, public_host)["leaf_urls"],
+        hub_urls=list(edges.leaf_urls),
+        authority=edges.authority,
         access=edges.access,
     )
     antientropy = edges.antientropy

@@ -20,17 +20,27 @@ from typing import Any
 
 import uvicorn
 
+from access.account_push import AccountPublisher
+from access.nats_accounts import FLEET_ACCOUNT
 from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
+from events.retention import RetentionPolicy
 from events.sealed import EventSealer
 from events.store import EventStore, connect
-from events.streams import hub_streams
+from events.streams import hub_streams, leases_stream
 from events.tasks import cancel_and_wait
 from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DataDir
-from fleetbus.edgehub import EdgeServices, hub_pki, leaf_urls, prepare_listener, server_hosts
+from fleetbus.edgehub import (
+    EdgeServices,
+    cluster_leaf_urls,
+    hub_pki,
+    leaf_urls,
+    prepare_listener,
+    server_hosts,
+)
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
 from fleetbus.hub_services import start_hub_services, start_notifications, start_source_service
@@ -43,6 +53,7 @@ from fleetbus.natsserver import (
 )
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
+from scheduler.snapshot_retention import ARCHIVE_EVERY_S, EventsArchiver
 from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from sources.fetch import FetchPolicy
 from sources.limits import SourceLimits
@@ -72,6 +83,9 @@ class HubOptions:
     snapshot_every: int = SNAPSHOT_EVERY
     snapshot_keep: int = SNAPSHOT_KEEP
     """Run a scheduler inside the hub; False leaves scheduling to `fleetbus scheduler`."""
+    events_retention: RetentionPolicy | None = None
+    """The window of events EVENTS keeps (the rest is archived); None keeps everything."""
+    events_archive_every_s: float = ARCHIVE_EVERY_S
     sim_processes: int | None = None
     """Worker processes for the simulated clusters; None decides by fleet size
     (`simulator.fleet.sim_processes_for`)."""
@@ -103,10 +117,9 @@ def hub_config_text(
     port: int,
     monitor_port: int,
     leaf_block: str = "",
-    cluster_users: str = "",
 ) -> str:
-    """The hub's nats-server config; re-rendered whenever the registered clusters change."""
-    creds = data.secrets()
+    """The hub's nats-server config (operator mode: it never changes with the clusters)."""
+    data.resolver_dir.mkdir(parents=True, exist_ok=True)
     return render_template(
         "hub.conf.tmpl",
         server_name="fleetbus-hub",
@@ -114,9 +127,7 @@ def hub_config_text(
         port=port,
         monitor_port=monitor_port,
         store_dir=data.store_dir,
-        sys_password=creds["sys_password"],
-        hub_password=creds["hub_password"],
-        cluster_users=cluster_users,
+        operator_mode=data.nats_authority().server_config(data.resolver_dir),
         leafnodes=leaf_block,
     )
 
@@ -127,11 +138,11 @@ def start_hub_nats(
     host: str,
     port: int,
     leaf_block: str = "",
-    cluster_users: str = "",
     memory_limit: str = "",
 ) -> NatsServer:
     """Render the hub's nats-server config into the data dir and start the server."""
     data.create()
+    migrate_config_accounts(data)
     monitor_port = free_port()
     config = hub_config_text(
         data,
@@ -139,7 +150,6 @@ def start_hub_nats(
         port=port,
         monitor_port=monitor_port,
         leaf_block=leaf_block,
-        cluster_users=cluster_users,
     )
     write_private(data.nats_conf, config.encode())
     server = NatsServer(
@@ -153,23 +163,38 @@ def start_hub_nats(
     return server
 
 
-def hub_config_text_for(
-    data: DataDir, options: HubOptions, monitor_port: int, leaf_block: str, users: str
-) -> str:
-    """`hub_config_text` as cluster access re-renders it (`access.permissions.ConfigText`)."""
-    return hub_config_text(
-        data,
-        host=options.nats_host,
-        port=options.nats_port,
-        monitor_port=monitor_port,
-        leaf_block=leaf_block,
-        cluster_users=users,
+def migrate_config_accounts(data: DataDir) -> bool:
+    """Carry a data dir from before operator mode over; whether there was anything to carry.
+
+    Such a hub's nats-server had its accounts and users in its config file, and JetStream kept
+    the FLEET account's streams (the whole log) under `jetstream/FLEET`. In operator mode the
+    account is known by its public key, and so is its directory: the streams move there, once,
+    before the server starts. The config itself is simply rendered anew. Edges enrolled before
+    have no NATS credentials in their bundle and must be enrolled again."""
+    jetstream = data.store_dir / "jetstream"
+    old = jetstream / FLEET_ACCOUNT
+    if not old.is_dir():
+        return False
+    new = jetstream / data.nats_authority().public_key(FLEET_ACCOUNT)
+    if new.exists():
+        raise ServerFailed(
+            f"{jetstream} holds the FLEET account's streams twice ({old.name}/ and {new.name}/): "
+            f"keep the one with the log and move the other away before starting the hub"
+        )
+    old.rename(new)
+    log.warning(
+        "moved the hub's streams to operator mode (%s -> %s); edges registered before this "
+        "version must be enrolled again (`fleetbus cluster rm NAME`, then "
+        "`fleetbus cluster register NAME --out DIR`)",
+        old,
+        new,
     )
+    return True
 
 
 async def connect_hub_store(data: DataDir, url: str | list[str]) -> EventStore:
-    creds = data.secrets()
-    nc = await connect(url, name="fleetbus-hub", user="hub", password=creds["hub_password"])
+    """Connect as the hub's own user (FLEET account)."""
+    nc = await connect(url, name="fleetbus-hub", credentials=data.hub_credentials)
     return EventStore(nc, sealer=EventSealer(data.keyring()))
 
 
@@ -270,24 +295,47 @@ async def run_hub(options: HubOptions) -> None:
         # The services stop (the scheduler and projector finishing their batch) while the store
         # is still open; the earlier callback only matters if connecting failed.
         stack.push_async_callback(supervisor.stop)
-        await store.ensure_streams(hub_streams(options.replicas))
-        edge_services: EdgeServices | None = None
-        if server is not None and listener is not None:
-            edge_services = EdgeServices(
-                store=store,
-                server=server,
-                data=data,
-                listener=listener,
-                config_text=partial(hub_config_text_for, data, options, server.monitor_port),
-                supervisor=supervisor,
+        retention = options.events_retention
+        # LEASES too: a scheduler's lease must outlive the node it was written on.
+        await store.ensure_streams(
+            [
+                *hub_streams(options.replicas, retention=retention is not None),
+                leases_stream(options.replicas),
+            ]
+        )
+        if retention is not None and retention.enabled:
+            archiver = EventsArchiver(
+                store,
+                retention,
+                every_s=options.events_archive_every_s,
+                replicas=options.replicas,
             )
-            stack.push_async_callback(edge_services.stop_sims)
-            starting = edge_services.start(
-                sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
+            await archiver.check()
+            supervisor.start(
+                "events archiver", lambda: archiver.run(supervisor.stop_event), watches_stop=True
             )
-            # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
-            if not await until_stopped(starting, stop):
-                return
+        hub_leaf_urls: dict[str, list[str]]
+        if listener is not None:
+            hub_leaf_urls = leaf_urls(listener, options.public_host)
+        else:
+            publisher = AccountPublisher(nats_urls, data.system_credentials)
+            hub_leaf_urls = {"leaf_urls": await cluster_leaf_urls(publisher, options.public_host)}
+        edge_services = EdgeServices(
+            store=store,
+            urls=nats_urls,
+            data=data,
+            leaf_urls=hub_leaf_urls["leaf_urls"],
+            replicas=options.replicas,
+            sim_leaf_url=f"tls://127.0.0.1:{listener.port}" if listener is not None else None,
+            supervisor=supervisor,
+        )
+        stack.push_async_callback(edge_services.stop_sims)
+        starting = edge_services.start(
+            sim_clusters=options.sim_clusters, sim_processes=options.sim_processes
+        )
+        # Ctrl-C while a large simulated fleet starts: stop now, not once it is up.
+        if not await until_stopped(starting, stop):
+            return
         projector = start_hub_services(
             store,
             data,
@@ -314,8 +362,7 @@ async def run_hub(options: HubOptions) -> None:
             store, api_context.renderer, snapshot_keep=options.snapshot_keep
         )
         api_context.snapshots = api_context.history
-        if edge_services is not None:
-            connect_api_to_edges(api_context, edge_services, options.public_host)
+        connect_api_to_edges(api_context, edge_services)
         tls = api_tls(
             cert=options.tls_cert,
             key=options.tls_key,
@@ -349,8 +396,7 @@ async def run_hub(options: HubOptions) -> None:
             info["api_tls_fingerprint"] = tls.fingerprint
             if tls.ca_file is not None:
                 info["api_ca_file"] = str(tls.ca_file.resolve())
-        if edge_services is not None:
-            info.update(leaf_urls(edge_services.listener, options.public_host))
+        info.update(hub_leaf_urls)
         data.write_hub_info(info)
         log.info(
             "fleetbus hub up: api %s  nats %s  data %s  (Ctrl-C to stop)",

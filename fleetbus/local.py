@@ -12,12 +12,10 @@ from fleetbus.datadir import DataDir
 async def open_local_store(data_dir: Path) -> EventStore:
     data = DataDir(data_dir)
     info = data.read_hub_info()
-    creds = data.secrets()
     nc = await connect(
         [str(url) for url in info.get("nats_urls", [info["nats_url"]])],
         name="fleetbus-cli",
-        user="hub",
-        password=creds["hub_password"],
+        credentials=data.existing_hub_credentials(),
         max_reconnect_attempts=3,
     )
     return EventStore(nc, sealer=EventSealer(data.keyring()))

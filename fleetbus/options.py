@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from events.retention import RetentionInvalid, RetentionPolicy
+
 
 def host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
@@ -101,3 +103,19 @@ def duration(text: str) -> int:
         )
     number, unit = match.groups()
     return int(number) * DURATION_UNITS[unit or "s"]
+
+
+def retention_policy(text: str) -> RetentionPolicy:
+    """`age=90d,events=5000000,bytes=20GiB` (any subset): the EVENTS retention window."""
+    try:
+        return RetentionPolicy.parse(text)
+    except RetentionInvalid as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def archive_interval(text: str) -> float:
+    """Seconds between two archiving passes: 1 to 86400 (`60`, `300s`)."""
+    value = positive_seconds(text)
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be 1 to 86400 seconds, got {text}")
+    return value

@@ -11,7 +11,6 @@ from collections import OrderedDict
 from typing import Any
 
 from charts.store import ChartStore
-from normalizer.helm import render_chart_archive
 from taskset.capabilities import RenderContext
 from taskset.model import Taskset
 from taskset.overrides import RefusedOverride
@@ -45,4 +44,8 @@ class ChartArchiveRenderer:
             raise RefusedOverride(
                 f"chart archive {chart_archive_digest} of taskset {name} is not on the hub"
             )
+        # Imported on the first render, not at start: the Helm engine's native library holds
+        # ~65 MiB resident, which a hub whose tasksets need no per-cluster rendering never pays.
+        from normalizer.helm import render_chart_archive
+
         return render_chart_archive(archive, values, name, namespace, previous, context)

@@ -6,11 +6,12 @@ pull loop, and one event loop on one core becomes the bottleneck long before the
 contiguous slices of it (sim-<first>..sim-<last>) to K child processes running this module
 (`simulator.workers.SimWorker` is the hub's side of one).
 Each worker connects its clusters to the hub's nats-server as plain clients, exactly like
-in-process sims: per-cluster user, password derived from the hub secret
-(`access.permissions.client_password`), in-memory `SimExecutor` behind the real connector.
+in-process sims: per-cluster user whose JWT the worker signs with the FLEET account's key
+(`access.permissions.client_credentials`), in-memory `SimExecutor` behind the real connector.
 
 The protocol between the hub and a worker is deliberately small:
-- the hub secret arrives as the first line on stdin (never on the command line, never logged);
+- the hub secret (the FLEET account's seed) arrives as the first line on stdin (never on the
+  command line, never logged);
 - the worker prints `ready <n>` on stdout once its n clusters are connected;
 - the worker stops on SIGTERM/SIGINT, and on its own when stdin reaches EOF or its parent
   changes: the hub closing the pipe (or dying, even by SIGKILL) takes its workers with it.
@@ -28,7 +29,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from access.permissions import client_password
+from access.nats_jwt import Nkey
+from access.permissions import client_credentials
 from events.tasks import cancel_and_wait
 from fleetbus.bundle import EdgeSettings
 from fleetbus.edge import EdgeRuntime
@@ -51,9 +53,8 @@ async def start_client_sim(
     settings = EdgeSettings(
         cluster=name, hub_urls=["tls://unused:0"], inventory_interval=inventory_interval
     )
-    return await EdgeRuntime.client(
-        settings, hub_url, client_password(hub_secret, name), SimExecutor(name=name)
-    )
+    credentials = client_credentials(Nkey(hub_secret), name, now=time.time())
+    return await EdgeRuntime.client(settings, hub_url, credentials, SimExecutor(name=name))
 
 
 # --- the worker's side ------------------------------------------------------------------------

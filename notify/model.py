@@ -22,6 +22,7 @@ from events.catalog import (
     EVENT_TYPES,
     BlueprintRolloutHalted,
     ClusterTaskHeld,
+    ClusterTaskScheduled,
     Event,
     RolloutAdvanced,
     RolloutHalted,
@@ -63,6 +64,8 @@ def clusters_of(event: Event) -> list[str]:
         named.append(cluster)
     if isinstance(event, RolloutAdvanced):
         named.extend(event.clusters)
+    if isinstance(event, ClusterTaskScheduled):
+        named.extend(event.names())
     if isinstance(event, RolloutHalted | BlueprintRolloutHalted):
         named.extend(event.failed)
     return named

@@ -27,7 +27,9 @@ import aiosqlite
 
 from projector.errors import ProjectionMissing, ProjectionUnreadable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the audit index keeps one row per cluster an event names (`ClusterTaskScheduled` names a
+chunk of clusters), keyed by stream, sequence and cluster."""
 T = TypeVar("T")
 
 SCHEMA = """
@@ -129,7 +131,7 @@ CREATE TABLE IF NOT EXISTS audit (
     causation_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     summary TEXT NOT NULL,
-    PRIMARY KEY (stream, seq)
+    PRIMARY KEY (stream, seq, cluster)
 );
 CREATE TABLE IF NOT EXISTS blueprint_versions (
     blueprint TEXT NOT NULL,
@@ -175,7 +177,7 @@ TABLES: dict[str, str] = {
     "clusters": "name",
     "cluster_status": "cluster, taskset",
     "rollouts": "taskset",
-    "audit": "stream, seq",
+    "audit": "stream, seq, cluster",
     "blueprint_versions": "blueprint, version",
     "blueprint_assignments": "blueprint, cluster",
     "holds": "cluster, taskset",
@@ -196,6 +198,25 @@ def make_private(path: Path) -> None:
     for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
         if candidate.exists():
             os.chmod(candidate, PRIVATE_MODE)
+
+
+async def _migrate_audit(connection: aiosqlite.Connection) -> None:
+    """Re-key an audit index of schema 1 (one row per event) by cluster too, keeping its rows."""
+    async with connection.execute("PRAGMA table_info(audit)") as cursor:
+        columns = {str(row[1]): int(row[5]) for row in await cursor.fetchall()}
+    if not columns or columns.get("cluster", 0) > 0:
+        return
+    await connection.executescript(
+        "BEGIN;"
+        "DROP INDEX IF EXISTS audit_by_cluster;"
+        "DROP INDEX IF EXISTS audit_by_taskset;"
+        "DROP INDEX IF EXISTS audit_by_correlation;"
+        "ALTER TABLE audit RENAME TO audit_schema_1;"
+        f"{SCHEMA}"
+        "INSERT INTO audit SELECT * FROM audit_schema_1;"
+        "DROP TABLE audit_schema_1;"
+        "COMMIT;"
+    )
 
 
 def _open_direct(path: Path) -> sqlite3.Connection:
@@ -259,9 +280,10 @@ class ProjectionDb:
             connection.row_factory = aiosqlite.Row
             await connection.execute("PRAGMA journal_mode=WAL")
             await connection.execute("PRAGMA synchronous=NORMAL")
+            await _migrate_audit(connection)
             await connection.executescript(SCHEMA)
             await connection.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),),
             )
             await connection.commit()

@@ -40,6 +40,7 @@ from events.catalog import (
     RolloutAdvanced,
     RolloutHalted,
     RolloutResumed,
+    ScheduledCluster,
     TaskApplied,
     TaskFailed,
     TasksetDependenciesSet,
@@ -255,25 +256,26 @@ async def _project_cluster_deregistered(
 async def _project_cluster_task_scheduled(
     db: Writer, event: ClusterTaskScheduled, stored_at: datetime
 ) -> None:
-    await _update_status(
-        db,
-        event.cluster,
-        event.taskset,
-        {
-            "desired_version": event.taskset_version,
-            "desired_generation": event.generation,
-            "desired_digest": event.digest,
-            "removed": int(event.removed),
-            "wave": event.wave,
-            "overrides": dumps(event.overrides),
-            "scheduled_at": iso(event.occurred_at),
-            "refused_version": None,
-            "refused_reason": None,
-        },
-    )
-    await db.execute(
-        "DELETE FROM holds WHERE cluster = ? AND taskset = ?", (event.cluster, event.taskset)
-    )
+    for part in event.clusters:
+        await _update_status(
+            db,
+            part.cluster,
+            event.taskset,
+            {
+                "desired_version": part.taskset_version,
+                "desired_generation": part.generation,
+                "desired_digest": part.digest,
+                "removed": int(part.removed),
+                "wave": part.wave,
+                "overrides": dumps(part.overrides),
+                "scheduled_at": iso(event.occurred_at),
+                "refused_version": None,
+                "refused_reason": None,
+            },
+        )
+        await db.execute(
+            "DELETE FROM holds WHERE cluster = ? AND taskset = ?", (part.cluster, event.taskset)
+        )
 
 
 async def _project_cluster_task_held(
@@ -459,24 +461,36 @@ _PROJECTIONS: dict[type[Event], Callable[[Writer, Any, datetime], Awaitable[None
 async def _audit(
     db: Writer, stream: str, seq: int, stored_at: datetime, event: Event, note: str = ""
 ) -> None:
-    cluster = getattr(event, "cluster", "")
+    """One audit row per event, and per cluster for an event that names a chunk of them (a
+    cluster's row says what happened to it)."""
     taskset = getattr(event, "taskset", "")
-    await db.execute(
-        "INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            stream,
-            seq,
-            iso(stored_at),
-            event.type_name,
-            cluster if isinstance(cluster, str) else "",
-            taskset if isinstance(taskset, str) else "",
-            event.actor,
-            event.correlation_id,
-            event.causation_id,
-            event.id,
-            f"{summarize(event)} ({note})" if note else summarize(event),
-        ),
-    )
+    if isinstance(event, ClusterTaskScheduled):
+        facts = [(part.cluster, summarize_scheduled(event, part)) for part in event.clusters]
+    else:
+        cluster = getattr(event, "cluster", "")
+        facts = [(cluster if isinstance(cluster, str) else "", summarize(event))]
+    for cluster, summary in facts:
+        await db.execute(
+            "INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stream,
+                seq,
+                iso(stored_at),
+                event.type_name,
+                cluster,
+                taskset if isinstance(taskset, str) else "",
+                event.actor,
+                event.correlation_id,
+                event.causation_id,
+                event.id,
+                f"{summary} ({note})" if note else summary,
+            ),
+        )
+
+
+def summarize_scheduled(event: ClusterTaskScheduled, part: ScheduledCluster) -> str:
+    what = "removal" if part.removed else f"v{part.taskset_version}"
+    return f"{event.taskset} {what} for {part.cluster} (generation {part.generation})"
 
 
 def summarize(event: Event) -> str:
@@ -508,8 +522,9 @@ def summarize(event: Event) -> str:
         case ClusterDrainStarted():
             return f"cluster {event.cluster} draining: every taskset leaves it"
         case ClusterTaskScheduled():
-            what = "removal" if event.removed else f"v{event.taskset_version}"
-            return f"{event.taskset} {what} for {event.cluster} (generation {event.generation})"
+            if len(event.clusters) == 1:
+                return summarize_scheduled(event, event.clusters[0])
+            return f"{event.taskset} scheduled for {len(event.clusters)} clusters"
         case ClusterTaskRefused():
             return f"{event.taskset} v{event.taskset_version} refused for {event.cluster}"
         case RolloutAdvanced():

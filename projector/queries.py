@@ -82,28 +82,29 @@ async def fleet_status(db: Reader, taskset: str | None = None) -> list[StatusRow
         params.append(taskset)
     sql += " ORDER BY s.taskset, s.cluster"
     rows = await db.fetch_all(sql, params)
-    return [
-        StatusRow(
-            taskset=row["taskset"],
-            cluster=row["cluster"],
-            state=row["state"],
-            desired_version=row["desired_version"],
-            desired_generation=row["desired_generation"],
-            desired_digest=row["desired_digest"],
-            applied_version=row["applied_version"],
-            applied_generation=row["applied_generation"],
-            applied_digest=row["applied_digest"],
-            removed=bool(row["removed"]),
-            wave=row["wave"],
-            overrides=orjson.loads(row["overrides"]) if row["overrides"] else [],
-            drift_count=row["drift_count"],
-            last_report_at=row["last_report_at"],
-            error=row["refused_reason"]
-            if row["state"] == "refused"
-            else (row["failed_reason"] if row["state"] == "failed" else None),
-        )
-        for row in rows
-    ]
+    return [_status_row(row) for row in rows]
+
+
+def _status_row(row: Row) -> StatusRow:
+    return StatusRow(
+        taskset=row["taskset"],
+        cluster=row["cluster"],
+        state=row["state"],
+        desired_version=row["desired_version"],
+        desired_generation=row["desired_generation"],
+        desired_digest=row["desired_digest"],
+        applied_version=row["applied_version"],
+        applied_generation=row["applied_generation"],
+        applied_digest=row["applied_digest"],
+        removed=bool(row["removed"]),
+        wave=row["wave"],
+        overrides=orjson.loads(row["overrides"]) if row["overrides"] else [],
+        drift_count=row["drift_count"],
+        last_report_at=row["last_report_at"],
+        error=row["refused_reason"]
+        if row["state"] == "refused"
+        else (row["failed_reason"] if row["state"] == "failed" else None),
+    )
 
 
 async def clusters(db: Reader, *, include_deregistered: bool = False) -> list[ClusterRow]:
@@ -111,15 +112,160 @@ async def clusters(db: Reader, *, include_deregistered: bool = False) -> list[Cl
     if not include_deregistered:
         sql += " WHERE registered = 1"
     rows = await db.fetch_all(sql + " ORDER BY name")
-    return [
-        ClusterRow(
-            name=row["name"],
-            labels=orjson.loads(row["labels"]),
-            registered=bool(row["registered"]),
-            registered_at=row["registered_at"],
-        )
-        for row in rows
-    ]
+    return [_cluster_row(row) for row in rows]
+
+
+def _cluster_row(row: Row) -> ClusterRow:
+    return ClusterRow(
+        name=row["name"],
+        labels=orjson.loads(row["labels"]),
+        registered=bool(row["registered"]),
+        registered_at=row["registered_at"],
+    )
+
+
+CELL_STATES = ("pending", "applied", "failed", "drifted", "refused", "removing", "unscheduled")
+"""The states a placement can be in (`projector.projection.status_state`), removed left out."""
+
+
+class LabelTest(msgspec.Struct, frozen=True, kw_only=True):
+    """One requirement of a label selector: `operator` is `=`, `!=`, `in`, `notin`, `exists`
+    or `!` (the operators of `taskset.selectors`)."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+
+class ClusterQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Which registered clusters a page lists; every part set must hold."""
+
+    name: str = ""
+    """A part of the cluster's name."""
+    labels: tuple[LabelTest, ...] = ()
+    state: str = ""
+    """At least one of its placements is in this state (one of `CELL_STATES`)."""
+    taskset: str = ""
+    """The taskset is placed on it (with `state`: that taskset's placement is in it)."""
+
+
+def _label_sql(test: LabelTest) -> tuple[str, list[Any]]:
+    path = '$."' + test.key + '"'
+    value = "json_extract(c.labels, ?)"
+    match test.operator:
+        case "=":
+            return f"{value} = ?", [path, test.values[0]]
+        case "!=":
+            return f"{value} IS NOT ?", [path, test.values[0]]
+        case "in" | "notin":
+            marks = ", ".join("?" for _ in test.values)
+            if test.operator == "in":
+                return f"{value} IN ({marks})", [path, *test.values]
+            return (
+                f"({value} IS NULL OR {value} NOT IN ({marks}))",
+                [path, path, *test.values],
+            )
+        case "exists":
+            return "json_type(c.labels, ?) IS NOT NULL", [path]
+        case "!":
+            return "json_type(c.labels, ?) IS NULL", [path]
+    raise ValueError(f"unknown label operator {test.operator!r}")
+
+
+def _cluster_where(query: ClusterQuery) -> tuple[str, list[Any]]:
+    clauses = ["c.registered = 1"]
+    params: list[Any] = []
+    if query.name:
+        escaped = query.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("c.name LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    for test in query.labels:
+        clause, values = _label_sql(test)
+        clauses.append(clause)
+        params.extend(values)
+    if query.state or query.taskset:
+        inner = ["s.cluster = c.name", "s.removed = 0"]
+        if query.state:
+            inner.append("s.state = ?")
+            params.append(query.state)
+        if query.taskset:
+            inner.append("s.taskset = ?")
+            params.append(query.taskset)
+        clauses.append(f"EXISTS (SELECT 1 FROM cluster_status s WHERE {' AND '.join(inner)})")
+    return " WHERE " + " AND ".join(clauses), params
+
+
+async def cluster_names(db: Reader, query: ClusterQuery) -> list[str]:
+    """Every registered cluster `query` selects, by name."""
+    where, params = _cluster_where(query)
+    rows = await db.fetch_all(f"SELECT c.name FROM clusters c{where} ORDER BY c.name", params)
+    return [str(row["name"]) for row in rows]
+
+
+async def cluster_page(
+    db: Reader, query: ClusterQuery, offset: int, limit: int
+) -> tuple[list[ClusterRow], int]:
+    """One page of the clusters `query` selects, by name, and how many it selects in all."""
+    where, params = _cluster_where(query)
+    total = await db.fetch_all(f"SELECT count(*) AS n FROM clusters c{where}", params)
+    rows = await db.fetch_all(
+        f"SELECT c.* FROM clusters c{where} ORDER BY c.name LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return [_cluster_row(row) for row in rows], int(total[0]["n"])
+
+
+async def clusters_named(db: Reader, names: Sequence[str]) -> list[ClusterRow]:
+    if not names:
+        return []
+    marks = ", ".join("?" for _ in names)
+    rows = await db.fetch_all(
+        f"SELECT * FROM clusters WHERE name IN ({marks}) ORDER BY name", list(names)
+    )
+    return [_cluster_row(row) for row in rows]
+
+
+async def status_of_clusters(db: Reader, names: Sequence[str]) -> list[StatusRow]:
+    """The placements on the clusters named (removals that finished left out)."""
+    if not names:
+        return []
+    marks = ", ".join("?" for _ in names)
+    rows = await db.fetch_all(
+        f"SELECT * FROM cluster_status WHERE cluster IN ({marks}) AND state != 'removed'"
+        " ORDER BY taskset, cluster",
+        list(names),
+    )
+    return [_status_row(row) for row in rows]
+
+
+async def state_counts(db: Reader) -> dict[str, int]:
+    """How many placements on registered clusters are in each state (removed left out)."""
+    rows = await db.fetch_all(
+        "SELECT s.state AS state, count(*) AS n FROM cluster_status s"
+        " JOIN clusters c ON c.name = s.cluster"
+        " WHERE c.registered = 1 AND s.state != 'removed' GROUP BY s.state"
+    )
+    return {str(row["state"]): int(row["n"]) for row in rows}
+
+
+async def drift_reported(db: Reader) -> int:
+    """Placements on registered clusters that reported drift at least once."""
+    rows = await db.fetch_all(
+        "SELECT count(*) AS n FROM cluster_status s JOIN clusters c ON c.name = s.cluster"
+        " WHERE c.registered = 1 AND s.state != 'removed'"
+        " AND (s.state = 'drifted' OR s.drift_count > 0)"
+    )
+    return int(rows[0]["n"])
+
+
+async def last_reports(db: Reader) -> dict[str, str]:
+    """Each registered cluster's latest report time, for those that reported."""
+    rows = await db.fetch_all(
+        "SELECT s.cluster AS cluster, max(s.last_report_at) AS at FROM cluster_status s"
+        " JOIN clusters c ON c.name = s.cluster"
+        " WHERE c.registered = 1 AND s.last_report_at IS NOT NULL GROUP BY s.cluster"
+    )
+    return {str(row["cluster"]): str(row["at"]) for row in rows}
 
 
 async def rollouts(db: Reader, taskset: str | None = None) -> list[RolloutRow]:
@@ -183,8 +329,8 @@ async def audit_trail(
             params.append(value)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await db.fetch_all(
-        f"SELECT * FROM (SELECT * FROM audit{where} ORDER BY time DESC, stream, seq DESC"
-        " LIMIT ?) ORDER BY time, stream, seq",
+        f"SELECT * FROM (SELECT * FROM audit{where} ORDER BY time DESC, stream, seq DESC,"
+        " cluster DESC LIMIT ?) ORDER BY time, stream, seq, cluster",
         [*params, limit],
     )
     return [AuditRow(**row) for row in rows]

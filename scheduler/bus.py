@@ -188,7 +188,8 @@ class SchedulerBus:
     # --- the lease --------------------------------------------------------------------------
 
     async def ensure_lease_stream(self) -> None:
-        await self.store.ensure_stream(leases_stream())
+        # The hub creates LEASES with its streams' replicas (`fleetbus up --replicas`): keep them.
+        await self.store.ensure_stream(leases_stream(), keep=("num_replicas",))
 
     async def lease_holder(self) -> tuple[int, str]:
         """(sequence, holder) of the current lease message, (0, "") when nobody holds it."""

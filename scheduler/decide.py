@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from events.catalog import (
+    SCHEDULE_CHUNK,
     ClusterTaskHeld,
     ClusterTaskRefused,
     ClusterTaskScheduled,
     Event,
     RolloutAdvanced,
     RolloutHalted,
+    ScheduledCluster,
 )
 from events.subjects import desired_subject
 from scheduler.dependencies import (
@@ -61,6 +63,9 @@ class Decision:
     events: list[Event] = field(default_factory=list)
     writes: list[DesiredWrite] = field(default_factory=list)
     wake_at: datetime | None = None
+    scheduled: list[ScheduledCluster] = field(default_factory=list)
+    """Clusters given a new generation, gathered into chunked `ClusterTaskScheduled` events by
+    `decide_taskset` once every cluster is decided."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,24 @@ def decide_taskset(
             decision=decision,
             blueprint=by_blueprint.get(cluster),
         )
+    decision.events.extend(scheduled_events(name, decision.scheduled, envelope))
+    decision.scheduled = []
     return decision
+
+
+def scheduled_events(
+    name: str, scheduled: list[ScheduledCluster], envelope: _Envelope
+) -> list[ClusterTaskScheduled]:
+    """One `ClusterTaskScheduled` per chunk of `SCHEDULE_CHUNK` clusters, in cluster order."""
+    return [
+        ClusterTaskScheduled(
+            **envelope.fields(),  # type: ignore[arg-type]
+            taskset=name,
+            clusters=scheduled[start : start + SCHEDULE_CHUNK],
+            caused_by=envelope.caused_by,
+        )
+        for start in range(0, len(scheduled), SCHEDULE_CHUNK)
+    ]
 
 
 def decide_cluster(
@@ -229,17 +251,14 @@ def decide_cluster(
             )
         return
     generation = max(state.generations.get((cluster, name), 0), stored_generation) + 1
-    decision.events.append(
-        ClusterTaskScheduled(
-            **envelope.fields(),  # type: ignore[arg-type]
+    decision.scheduled.append(
+        ScheduledCluster(
             cluster=cluster,
-            taskset=name,
             taskset_version=version,
             generation=generation,
             digest=result.digest,
             wave=wave,
             overrides=list(result.overrides),
-            caused_by=envelope.caused_by,
         )
     )
     decision.writes.append(DesiredWrite(_task(cluster, name, version, generation, result, wave)))
@@ -277,16 +296,13 @@ def _remove(
     tombstone = ScheduledRecord(
         version=previous.version, generation=generation, digest="", removed=True
     )
-    decision.events.append(
-        ClusterTaskScheduled(
-            **envelope.fields(),  # type: ignore[arg-type]
+    decision.scheduled.append(
+        ScheduledCluster(
             cluster=cluster,
-            taskset=name,
             taskset_version=previous.version,
             generation=generation,
             digest="",
             removed=True,
-            caused_by=envelope.caused_by,
         )
     )
     decision.writes.append(DesiredWrite(_tombstone(cluster, name, tombstone)))

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.catalog import ClusterDeregistered, ClusterTaskScheduled, Provenance
+from events.catalog import ClusterDeregistered, ClusterTaskScheduled, Provenance, ScheduledCluster
 from events.store import StoredEvent
 from scheduler.dependencies import blueprint_placement, blueprints_of_cluster
 from scheduler.materialize import Materialized, Materializer
@@ -121,16 +121,19 @@ class HistoryFold:
         self.last_time = stored.stored_at
         if isinstance(event, ClusterDeregistered) and self.follows(event.cluster):
             self.current.pop(event.cluster, None)
-        if isinstance(event, ClusterTaskScheduled) and self.follows(event.cluster):
-            tasks = self.current.setdefault(event.cluster, {})
-            if event.removed:
-                tasks.pop(event.taskset, None)
-            else:
-                tasks[event.taskset] = await _recompute(
-                    self.state, self.materialize, self.renderer, event, stored
-                )
-            if not tasks:
-                del self.current[event.cluster]
+        if isinstance(event, ClusterTaskScheduled):
+            for part in event.clusters:
+                if not self.follows(part.cluster):
+                    continue
+                tasks = self.current.setdefault(part.cluster, {})
+                if part.removed:
+                    tasks.pop(event.taskset, None)
+                else:
+                    tasks[event.taskset] = await _recompute(
+                        self.state, self.materialize, self.renderer, event, part, stored
+                    )
+                if not tasks:
+                    del self.current[part.cluster]
         self.state.apply_event(stored.seq, stored.subject, stored.stored_at, event)
 
     def answer(self, cluster: str) -> DesiredStateAt:
@@ -162,20 +165,21 @@ async def _recompute(
     materialize: Materializer,
     renderer: ChartRenderer | None,
     event: ClusterTaskScheduled,
+    part: ScheduledCluster,
     stored: StoredEvent,
 ) -> HistoricalTask:
     record = state.tasksets.get(event.taskset)
-    snapshot = record.versions.get(event.taskset_version) if record else None
+    snapshot = record.versions.get(part.taskset_version) if record else None
     problem = ""
     result = None
     if snapshot is None:
-        problem = f"version {event.taskset_version} of {event.taskset} is not on the log"
+        problem = f"version {part.taskset_version} of {event.taskset} is not on the log"
     else:
-        labels = state.clusters.get(event.cluster, {})
+        labels = state.clusters.get(part.cluster, {})
         applicable = overrides_for(
-            event.cluster, labels, state.overrides.get(event.taskset, {}).values()
+            part.cluster, labels, state.overrides.get(event.taskset, {}).values()
         )
-        blueprint = blueprint_placement(state, event.taskset, event.cluster)
+        blueprint = blueprint_placement(state, event.taskset, part.cluster)
         archive = snapshot.snapshot().chart_archive
         entry_values = blueprint is not None and bool(blueprint.entry.values)
         source = snapshot.snapshot().taskset.source
@@ -189,23 +193,23 @@ async def _recompute(
                 await renderer.prepare(archive)
             except FleetbusError as e:
                 problem = str(e)
-        result = materialize(state, event.cluster, event.taskset, event.taskset_version, blueprint)
+        result = materialize(state, part.cluster, event.taskset, part.taskset_version, blueprint)
     content = result.taskset if isinstance(result, Materialized) else None
     if result is not None and not isinstance(result, Materialized):
         problem = problem or result.reason
-    verified = isinstance(result, Materialized) and result.digest == event.digest
+    verified = isinstance(result, Materialized) and result.digest == part.digest
     if content is not None and not verified and not problem:
         problem = "recomputed content differs from the digest the scheduler recorded"
     return HistoricalTask(
         task=ClusterTask(
-            cluster=event.cluster,
+            cluster=part.cluster,
             taskset_name=event.taskset,
-            version=event.taskset_version,
-            generation=event.generation,
-            digest=event.digest,
+            version=part.taskset_version,
+            generation=part.generation,
+            digest=part.digest,
             taskset=content,
-            wave=event.wave,
-            overrides=list(event.overrides),
+            wave=part.wave,
+            overrides=list(part.overrides),
         ),
         scheduled_at=stored.stored_at,
         seq=stored.seq,

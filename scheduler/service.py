@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from events.catalog import ClusterDeregistered, Event
+from events.catalog import SCHEDULE_CHUNK, ClusterDeregistered, ClusterTaskScheduled, Event
 from events.errors import ConcurrencyConflict, EventLogError
 from events.ids import new_event_id
 from events.store import Append, EventStore
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-EXECUTE_CHUNK = 512
+EXECUTE_CHUNK = SCHEDULE_CHUNK
 """Clusters whose events are appended together before their ClusterTasks are written."""
 BLUEPRINT_WAKEUP = "blueprint:"
 """Prefix of a wake-up that belongs to a blueprint's rollout pause, not to a taskset."""
@@ -60,7 +60,8 @@ def cluster_units(
     events: list[Event], writes: list[DesiredWrite]
 ) -> dict[str, tuple[list[Event], list[DesiredWrite]]]:
     """A decision split per cluster, each part in its original order; the part under "" holds
-    the events that concern no single cluster (they go first)."""
+    the events that concern no single cluster (they go first). A `ClusterTaskScheduled` names
+    a chunk of clusters: see `execution_batches`."""
     units: dict[str, tuple[list[Event], list[DesiredWrite]]] = {"": ([], [])}
     for event in events:
         cluster = getattr(event, "cluster", "")
@@ -68,6 +69,45 @@ def cluster_units(
     for write in writes:
         units.setdefault(write.task.cluster, ([], []))[1].append(write)
     return units
+
+
+Batch = tuple[list[Event], list[DesiredWrite]]
+
+
+def execution_batches(
+    events: list[Event], writes: list[DesiredWrite], size: int = EXECUTE_CHUNK
+) -> tuple[list[Event], list[Batch]]:
+    """A decision as the events that concern no single cluster (appended first, one by one),
+    then batches of clusters: each `ClusterTaskScheduled` chunk with the other events and the
+    DESIRED writes of the clusters it names, then the remaining clusters `size` at a time.
+
+    Within a batch the events are appended before the writes are made; batches are
+    independent of each other, so one's writes overlap the next one's appends."""
+    chunks = [event for event in events if isinstance(event, ClusterTaskScheduled)]
+    units = cluster_units(
+        [event for event in events if not isinstance(event, ClusterTaskScheduled)], writes
+    )
+    loose = units.pop("")[0]
+    batches: list[Batch] = []
+    for chunk in chunks:
+        batch_events: list[Event] = [chunk]
+        batch_writes: list[DesiredWrite] = []
+        for name in chunk.names():
+            unit = units.pop(name, None)
+            if unit is not None:
+                batch_events.extend(unit[0])
+                batch_writes.extend(unit[1])
+        batches.append((batch_events, batch_writes))
+    rest = list(units)
+    for start in range(0, len(rest), size):
+        names = rest[start : start + size]
+        batches.append(
+            (
+                [event for name in names for event in units[name][0]],
+                [write for name in names for write in units[name][1]],
+            )
+        )
+    return loose, batches
 
 
 def subject_rounds(events: list[Event]) -> list[list[Event]]:
@@ -520,27 +560,25 @@ class SchedulerService:
 
         The order holds per cluster: a cluster's ClusterTask is written only once the events
         deciding it are in the log. Clusters are independent, so they go in chunks of
-        `EXECUTE_CHUNK`: a chunk's events are appended pipelined (`append_many`, each still
+        up to `EXECUTE_CHUNK` (one `ClusterTaskScheduled` names up to `SCHEDULE_CHUNK` of a
+        taskset's clusters): a batch's events are appended pipelined (`append_many`, each still
         conditional on its subject), then its ClusterTasks are written pipelined while the
-        next chunk's events are appended."""
+        next batch's events are appended."""
         events = decision.events
         while events and events[0].aggregate == "rollout":
             # The rollout step goes first, so the log reads in the order it was decided.
             await self._append_and_fold(events[0])
             events = events[1:]
-        units = cluster_units(events, decision.writes)
-        for event in units.pop("", ([], []))[0]:
+        loose, batches = execution_batches(events, decision.writes)
+        for event in loose:
             await self._append_and_fold(event)
-        clusters = list(units)
         writing: asyncio.Task[None] | None = None
         try:
-            for start in range(0, len(clusters), EXECUTE_CHUNK):
-                chunk = clusters[start : start + EXECUTE_CHUNK]
-                await self._append_all([event for name in chunk for event in units[name][0]])
-                writes = [write for name in chunk for write in units[name][1]]
+            for batch_events, batch_writes in batches:
+                await self._append_all(batch_events)
                 if writing is not None:
                     await writing
-                writing = asyncio.create_task(self._write_all(writes))
+                writing = asyncio.create_task(self._write_all(batch_writes))
             if writing is not None:
                 await writing
         finally:

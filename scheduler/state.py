@@ -325,29 +325,31 @@ class SchedulerState:
     def _fold_cluster_task_scheduled(
         self, event: ClusterTaskScheduled, stored_at: datetime, dirty: set[str]
     ) -> None:
-        if event.cluster in self.clusters:
-            self.scheduled.setdefault(event.taskset, {})[event.cluster] = ScheduledRecord(
-                version=event.taskset_version,
-                generation=event.generation,
-                digest=event.digest,
-                removed=event.removed,
-                overrides=tuple(event.overrides),
-                wave=event.wave,
-            )
-            self.refused.pop((event.cluster, event.taskset), None)
-            self.held.pop((event.cluster, event.taskset), None)
-            self.forced.discard((event.cluster, event.taskset))
-            self.resealed.discard((event.cluster, event.taskset))
-        key = (event.cluster, event.taskset)
-        self.generations[key] = max(self.generations.get(key, 0), event.generation)
-        if event.removed:
-            self.releases.pop(key, None)
-        else:
-            known = self.releases.get(key)
-            if known is None:
-                self.releases[key] = (event.taskset_version, 1)
-            elif known[0] != event.taskset_version:
-                self.releases[key] = (event.taskset_version, known[1] + 1)
+        name = event.taskset
+        for part in event.clusters:
+            key = (part.cluster, name)
+            if part.cluster in self.clusters:
+                self.scheduled.setdefault(name, {})[part.cluster] = ScheduledRecord(
+                    version=part.taskset_version,
+                    generation=part.generation,
+                    digest=part.digest,
+                    removed=part.removed,
+                    overrides=tuple(part.overrides),
+                    wave=part.wave,
+                )
+                self.refused.pop(key, None)
+                self.held.pop(key, None)
+                self.forced.discard(key)
+                self.resealed.discard(key)
+            self.generations[key] = max(self.generations.get(key, 0), part.generation)
+            if part.removed:
+                self.releases.pop(key, None)
+            else:
+                known = self.releases.get(key)
+                if known is None:
+                    self.releases[key] = (part.taskset_version, 1)
+                elif known[0] != part.taskset_version:
+                    self.releases[key] = (part.taskset_version, known[1] + 1)
 
     def _fold_cluster_task_held(
         self, event: ClusterTaskHeld, stored_at: datetime, dirty: set[str]
@@ -588,6 +590,8 @@ class SchedulerState:
         return "applied", report.at
 
     def schedule_subject(self, taskset: str, cluster: str) -> str:
+        """Where a refusal or a hold of `taskset` on `cluster` is recorded (a cluster's new
+        desired state is recorded on the taskset's own subject, chunked)."""
         return event_subject("schedule", f"{taskset}.{cluster}")
 
 

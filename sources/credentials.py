@@ -8,7 +8,8 @@ message leaves `sources` with a secret in it (`Credential.scrub`). Kinds:
 - `basic`: a user name and password (Helm repositories, OCI registries, Git over HTTP(S));
 - `token`: a bearer token (Git over HTTP(S) as `Authorization: Bearer`; OCI registries get it
   as the password of a registry login, as `helm registry login` takes one);
-- `ssh-key`: a private key for Git over SSH, with optional known-hosts lines.
+- `ssh-key`: a private key for Git over SSH, with the known-hosts lines its server's host key
+  is checked against (required: an unknown or changed host key is always refused).
 """
 
 from __future__ import annotations
@@ -52,9 +53,36 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidSourceReference("basic credentials need a user name and a password")
         if self.kind == "token" and not self.token:
             raise InvalidSourceReference("token credentials need a token")
-        if self.kind == "ssh-key" and "PRIVATE KEY" not in self.ssh_key:
-            raise InvalidSourceReference("ssh-key credentials need a PEM or OpenSSH private key")
+        if self.kind == "ssh-key":
+            if "PRIVATE KEY" not in self.ssh_key:
+                raise InvalidSourceReference(
+                    "ssh-key credentials need a PEM or OpenSSH private key"
+                )
+            check_known_hosts(self.known_hosts)
         return self
+
+
+def check_known_hosts(text: str) -> None:
+    """known_hosts lines (`host[,host] keytype base64-key`, as `ssh-keyscan` prints them): the
+    SSH server's key is always checked, so there must be at least one."""
+    lines = [
+        (number, line.split())
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise InvalidSourceReference(
+            "ssh-key credentials need the SSH server's host key as known_hosts lines "
+            "(--known-hosts FILE, e.g. from `ssh-keyscan -p PORT HOST`): the host key is "
+            "always checked"
+        )
+    for number, fields in lines:
+        marker = 1 if fields[0].startswith("@") else 0
+        if len(fields) < 3 + marker:
+            raise InvalidSourceReference(
+                f"known_hosts line {number} is not `host keytype key`: "
+                f"it has {len(fields)} field(s)"
+            )
 
 
 class CredentialSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,8 @@
 """One reference fetched onto the hub's disk, with where it came from.
 
 `fetch_source` is blocking (Helm's client and `git` are); callers run it in a worker thread.
+Its network steps run in child processes under one `FetchDeadline`: the time limit kills them,
+and so does `FetchDeadline.cancel` from the caller that stopped waiting.
 `known` is the provenance of the version published last: when the source still points at the
 same commit, nothing is fetched; when a chart pulls with the same digest, it is not unpacked.
 """
@@ -16,6 +18,7 @@ from sources.errors import InvalidSourceReference
 from sources.git_fetch import fetch_tree, remote_commit
 from sources.helm_fetch import fetch_chart, resolve_dependencies
 from sources.limits import SourceLimits, check_tree
+from sources.processes import FetchDeadline
 from sources.references import HostAllowList, SourceRef, check_reference, check_repo_path
 
 
@@ -42,12 +45,19 @@ def fetch_source(
     credential: Credential | None = None,
     known: Provenance | None = None,
     source_name: str = "",
+    deadline: FetchDeadline | None = None,
 ) -> FetchedSource | None:
     """Fetch `ref` into the empty directory `workdir`; None when it is what `known` says."""
     check_reference(ref)
+    deadline = deadline or FetchDeadline(policy.limits.timeout_s)
     if ref.kind == "git":
         commit = remote_commit(
-            ref, workdir, allowed=policy.allowed, limits=policy.limits, credential=credential
+            ref,
+            workdir,
+            allowed=policy.allowed,
+            limits=policy.limits,
+            credential=credential,
+            deadline=deadline,
         )
         if known is not None and known.commit == commit and known.path == ref.path:
             return None
@@ -58,6 +68,7 @@ def fetch_source(
             limits=policy.limits,
             credential=credential,
             commit=commit,
+            deadline=deadline,
         )
         relative = check_repo_path(ref.path)
         directory = tree.root.joinpath(*relative.parts)
@@ -67,7 +78,13 @@ def fetch_source(
             )
         if (directory / "Chart.yaml").is_file():
             resolve_dependencies(
-                directory, allowed=policy.allowed, plain_http=ref.plain_http, root=tree.root
+                directory,
+                allowed=policy.allowed,
+                plain_http=ref.plain_http,
+                root=tree.root,
+                limits=policy.limits,
+                deadline=deadline,
+                workdir=workdir,
             )
             check_tree(tree.root, policy.limits, f"{ref.url} at {commit[:12]} with dependencies")
         return FetchedSource(
@@ -83,7 +100,12 @@ def fetch_source(
             ),
         )
     chart = fetch_chart(
-        ref, workdir, allowed=policy.allowed, limits=policy.limits, credential=credential
+        ref,
+        workdir,
+        allowed=policy.allowed,
+        limits=policy.limits,
+        credential=credential,
+        deadline=deadline,
     )
     provenance = Provenance(
         kind=ref.kind,

@@ -9,8 +9,12 @@ into an empty repository and checks it out. git runs:
 - with credentials in its environment, never on its command line: basic auth and bearer tokens
   as an `http.extraHeader` (`GIT_CONFIG_*`), an SSH key as a 0600 file in the fetch's own
   temporary directory named by `GIT_SSH_COMMAND`;
-- under the time limit; submodules are not fetched, and the checked-out tree is held to the file
-  and size limits, its symbolic links to the tree.
+- over SSH, with strict host-key checking against the credentials' known-hosts lines only (no
+  SSH configuration file is read): a server whose key is unknown or has changed is refused,
+  and so is every SSH source whose credentials hold no known-hosts lines;
+- under the fetch's time limit, in its own process group (`sources.processes`), so that `ssh`
+  or `git-remote-http` never outlive it; submodules are not fetched, and the checked-out tree
+  is held to the file and size limits, its symbolic links to the tree.
 """
 
 from __future__ import annotations
@@ -18,17 +22,16 @@ from __future__ import annotations
 import base64
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from sources.credentials import Credential
 from sources.errors import (
     InvalidSourceReference,
-    SourceTimedOut,
     SourceUnreachable,
 )
 from sources.limits import SourceLimits, check_tree
+from sources.processes import FetchDeadline
 from sources.references import HostAllowList, SourceRef, endpoint_of
 
 SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -74,43 +77,72 @@ def git_environment(workdir: Path, credential: Credential | None) -> dict[str, s
             out.write(credential.ssh_key.strip() + "\n")
         known_hosts = workdir / "known_hosts"
         known_hosts.write_text(credential.known_hosts)
-        checking = "yes" if credential.known_hosts.strip() else "accept-new"
         env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
-            f"-o StrictHostKeyChecking={checking} -o UserKnownHostsFile={known_hosts}"
+            f"ssh -F none -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+            f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known_hosts} "
+            "-o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no"
         )
     return env
 
 
 @dataclass(frozen=True)
 class Git:
-    """`git` in one directory, with the fetch's environment, limits and credential."""
+    """`git` in one directory, with the fetch's environment, deadline and credential."""
 
     cwd: Path
     env: dict[str, str]
-    limits: SourceLimits
+    deadline: FetchDeadline
     credential: Credential | None
+    host: str = ""
+    """The server, as SSH's messages are explained with it."""
 
     def run(self, args: list[str], what: str) -> str:
-        try:
-            result = subprocess.run(
-                ["git", *args],
-                cwd=self.cwd,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=self.limits.timeout_s,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as e:
-            raise SourceTimedOut(f"{what} took longer than {self.limits.timeout_s:g}s") from e
+        result = self.deadline.run(["git", *args], what=what, env=self.env, cwd=self.cwd)
         if result.returncode != 0:
-            message = " ".join(result.stderr.split())[-500:] or f"git exited {result.returncode}"
+            stderr = result.stderr.decode(errors="replace")
+            message = " ".join(stderr.split())[-500:] or f"git exited {result.returncode}"
             if self.credential is not None:
                 message = self.credential.scrub(message)
-            raise SourceUnreachable(f"{what} failed: {message}")
-        return result.stdout
+            raise SourceUnreachable(f"{what} failed: {_explain_ssh(stderr, self.host)}{message}")
+        return result.stdout.decode(errors="replace")
+
+
+def _explain_ssh(stderr: str, host: str) -> str:
+    """What SSH's refusal means, in front of its own words."""
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "has changed and you have" in stderr:
+        return (
+            f"the SSH host key of {host} does not match the known hosts of the credentials "
+            "(the server's key changed, or something answers in its place); refusing it: "
+        )
+    if "Host key verification failed" in stderr:
+        return (
+            f"the SSH host key of {host} is not among the known hosts of the credentials; "
+            "add the server's key (`ssh-keyscan`) with --known-hosts: "
+        )
+    if "Permission denied" in stderr:
+        return f"the SSH server {host} refused the key of the credentials: "
+    return ""
+
+
+def _ssh_host(ref: SourceRef) -> str:
+    return endpoint_of(ref).text()
+
+
+def _check_ssh_credential(ref: SourceRef, credential: Credential | None) -> None:
+    ssh = ref.url.startswith("ssh://") or "://" not in ref.url
+    if not ssh:
+        return
+    host = _ssh_host(ref)
+    if credential is None or credential.kind != "ssh-key":
+        raise InvalidSourceReference(
+            f"git source {ref.url} is reached over SSH: name ssh-key credentials "
+            f"(with the known hosts of {host}) with --credentials"
+        )
+    if not credential.known_hosts.strip():
+        raise InvalidSourceReference(
+            f"the ssh-key credentials for {ref.url} hold no known hosts, so the key of "
+            f"{host} cannot be checked: add it (`ssh-keyscan`) with --known-hosts"
+        )
 
 
 def remote_commit(
@@ -120,13 +152,21 @@ def remote_commit(
     allowed: HostAllowList,
     limits: SourceLimits,
     credential: Credential | None = None,
+    deadline: FetchDeadline | None = None,
 ) -> str:
     """The commit `ref.ref` points at on the server (a commit SHA is its own answer)."""
     allowed.check(endpoint_of(ref), f"git source {ref.url}")
+    _check_ssh_credential(ref, credential)
     wanted = ref.ref or "HEAD"
     if SHA.match(wanted):
         return wanted
-    git = Git(workdir, git_environment(workdir, credential), limits, credential)
+    git = Git(
+        workdir,
+        git_environment(workdir, credential),
+        deadline or FetchDeadline(limits.timeout_s),
+        credential,
+        _ssh_host(ref),
+    )
     out = git.run(["ls-remote", "--", ref.url, wanted], f"asking {ref.url} for {wanted}")
     candidates = {}
     for line in out.splitlines():
@@ -146,14 +186,16 @@ def fetch_tree(
     limits: SourceLimits,
     credential: Credential | None = None,
     commit: str = "",
+    deadline: FetchDeadline | None = None,
 ) -> FetchedTree:
     """Fetch `commit` (default: what `ref.ref` points at now) and check it out."""
+    deadline = deadline or FetchDeadline(limits.timeout_s)
     commit = commit or remote_commit(
-        ref, workdir, allowed=allowed, limits=limits, credential=credential
+        ref, workdir, allowed=allowed, limits=limits, credential=credential, deadline=deadline
     )
     root = workdir / "repo"
     root.mkdir()
-    git = Git(root, git_environment(workdir, credential), limits, credential)
+    git = Git(root, git_environment(workdir, credential), deadline, credential, _ssh_host(ref))
     git.run(["init", "-q"], "git init")
     git.run(
         [

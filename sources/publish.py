@@ -3,7 +3,9 @@
 The same path serves a one-off `fleetbus publish --chart|--repo|--git` and every check of a
 standing source, so overrides, waves, `dependsOn` and blueprints apply to what a source
 publishes exactly as to an upload. Fetching and normalizing run in a worker thread within the
-time limit, in a temporary directory removed afterwards; a Kustomize overlay is checked first
+time limit, in a temporary directory removed afterwards; when the limit passes or the caller is
+cancelled, the fetch's child processes are killed (`FetchDeadline.cancel`), so no download goes
+on behind a fetch given up; a Kustomize overlay is checked first
 to refer only to paths inside its repository (`normalizer.kustomize_references`).
 """
 
@@ -27,6 +29,7 @@ from registry.tasksets import ChartArchives, PublishOutcome, publish_taskset
 from sources.credentials import Credential
 from sources.errors import SourceDoesNotRender, SourceTimedOut
 from sources.fetch import FetchPolicy, fetch_source
+from sources.processes import FetchDeadline
 from sources.references import SourceRef, chart_name_of
 from taskset.model import Taskset
 
@@ -62,6 +65,7 @@ def _fetch_and_normalize(
     known: Provenance | None,
     previous: Taskset | None,
     source_name: str,
+    deadline: FetchDeadline,
 ) -> tuple[NormalizedSource, Provenance] | None:
     with tempfile.TemporaryDirectory(prefix="fleetbus-source-") as tmp:
         fetched = fetch_source(
@@ -71,6 +75,7 @@ def _fetch_and_normalize(
             credential=credential,
             known=known,
             source_name=source_name,
+            deadline=deadline,
         )
         if fetched is None:
             return None
@@ -115,15 +120,28 @@ async def fetch_and_publish(
     """Fetch `ref` and publish it as the next version of `settings.name` (unless unchanged)."""
     latest = await load_latest_snapshot(store, settings.name)
     previous = latest.snapshot.taskset if latest is not None and not latest.retired else None
+    deadline = FetchDeadline(policy.limits.timeout_s)
     work = asyncio.to_thread(
-        _fetch_and_normalize, ref, settings, policy, credential, known, previous, source_name
+        _fetch_and_normalize,
+        ref,
+        settings,
+        policy,
+        credential,
+        known,
+        previous,
+        source_name,
+        deadline,
     )
     try:
         result = await asyncio.wait_for(work, timeout=policy.limits.timeout_s)
     except TimeoutError as e:
+        deadline.cancel()
         raise SourceTimedOut(
             f"fetching {ref.describe()} took longer than {policy.limits.timeout_s:g}s"
         ) from e
+    except asyncio.CancelledError:
+        deadline.cancel()
+        raise
     if result is None:
         return SourcePublished(outcome=None, provenance=known)
     normalized, provenance = result

@@ -40,8 +40,9 @@ class HubNats:
         return self.server.client_url
 
     @property
-    def password(self) -> str:
-        return self.data.secrets()["hub_password"]
+    def credentials(self) -> Path:
+        """The `.creds` of the hub's own user (FLEET account)."""
+        return self.data.hub_credentials
 
     def restart(self) -> None:
         """Start the server again on the same port and store (after `kill()` or `stop()`)."""
@@ -61,7 +62,7 @@ def hub_nats(tmp_path: Path) -> Iterator[HubNats]:
 
 @pytest.fixture
 async def event_store(hub_nats: HubNats) -> AsyncIterator[EventStore]:
-    nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
     store = EventStore(nc)
     await store.ensure_streams(hub_streams())
     try:

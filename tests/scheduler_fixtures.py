@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,10 +12,13 @@ from events.catalog import (
     ClusterDeregistered,
     ClusterLabelsChanged,
     ClusterRegistered,
+    ClusterTaskScheduled,
+    Event,
     OverrideRemoved,
     OverrideSet,
     Placement,
     RolloutStrategy,
+    ScheduledCluster,
     TaskApplied,
     TaskFailed,
     TasksetPublished,
@@ -188,3 +193,49 @@ class ReplicasRenderer:
             namespace=namespace,
             install=[Step(object=deployment(name, int(values.get("replicas", 1))))],
         )
+
+
+@dataclass(frozen=True)
+class ScheduledFact:
+    """One cluster's part of a ClusterTaskScheduled, with the taskset it is about."""
+
+    taskset: str
+    part: ScheduledCluster
+
+    @property
+    def cluster(self) -> str:
+        return self.part.cluster
+
+    @property
+    def taskset_version(self) -> int:
+        return self.part.taskset_version
+
+    @property
+    def generation(self) -> int:
+        return self.part.generation
+
+    @property
+    def digest(self) -> str:
+        return self.part.digest
+
+    @property
+    def wave(self) -> int:
+        return self.part.wave
+
+    @property
+    def removed(self) -> bool:
+        return self.part.removed
+
+    @property
+    def overrides(self) -> list[str]:
+        return self.part.overrides
+
+
+def scheduled_facts(events: Iterable[Event]) -> list[ScheduledFact]:
+    """Every cluster's new desired state the events record, in their order."""
+    return [
+        ScheduledFact(taskset=event.taskset, part=part)
+        for event in events
+        if isinstance(event, ClusterTaskScheduled)
+        for part in event.clusters
+    ]

@@ -3,28 +3,36 @@
 - `HelmRepository`: index.yaml and chart packages made with helm_python (`package`,
   `repo_index_generate`), served by a threaded HTTP server, optionally behind basic auth;
 - `OciRegistry`: the CNCF distribution registry built by `make registry`
-  (`.cache/registry/bin/registry`), a child process on a free port with a temporary store;
-  charts are pushed with helm_python;
+  (`.cache/registry/bin/registry`), a child process on a free port with a temporary store,
+  optionally behind htpasswd basic auth (bcrypt hashes); charts are pushed with helm_python;
 - `GitServer`: repositories served by `git daemon` (git://) and by `git http-backend` behind an
-  HTTP server that checks basic or bearer credentials (http://).
+  HTTP server that checks basic or bearer credentials (http://);
+- `SshGitServer`: the same repositories over SSH (ssh://), an asyncssh server with its own host
+  key that takes public-key logins and runs `git-upload-pack`.
 
 Every server counts the requests it answered, so a test can say a host was never contacted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import http.server
+import os
+import shlex
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import helm_python
 import pytest
 
@@ -144,6 +152,8 @@ class HelmRepository:
 @dataclass
 class OciRegistry:
     workdir: Path
+    username: str = ""
+    password: str = ""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -156,10 +166,16 @@ class OciRegistry:
             pytest.fail(f"{REGISTRY_BIN} is missing: run `make registry`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "registry.yml"
+        auth = ""
+        if self.username:
+            htpasswd = self.workdir / "htpasswd"
+            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=5)).decode()
+            htpasswd.write_text(f"{self.username}:{hashed}\n")
+            auth = f"auth:\n  htpasswd:\n    realm: charts\n    path: {htpasswd}\n"
         config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n"
-            f"http:\n  addr: {self.host}\n"
+            f"http:\n  addr: {self.host}\n{auth}"
         )
         with (self.workdir / "registry.log").open("wb") as log:
             self.process = subprocess.Popen(
@@ -170,6 +186,10 @@ class OciRegistry:
             try:
                 with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
                     return
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and self.username:
+                    return
+                raise
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(
@@ -188,7 +208,14 @@ class OciRegistry:
                 self.process.wait(10)
 
     def push(self, archive: Path, repository: str = "charts") -> None:
-        helm_python.push(archive, f"oci://{self.host}/{repository}", plain_http=True)
+        if not self.username:
+            helm_python.push(archive, f"oci://{self.host}/{repository}", plain_http=True)
+            return
+        with helm_python.RegistryClient(
+            plain_http=True, credentials_file=self.workdir / "push-login.json"
+        ) as client:
+            client.login(self.host, self.username, self.password, plain_http=True)
+            client.push(archive, f"oci://{self.host}/{repository}", plain_http=True)
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -372,3 +399,124 @@ def git_server(tmp_path: Path) -> Iterator[GitServer]:
         yield server
     finally:
         server.stop()
+
+
+with warnings.catch_warnings():
+    # asyncssh still names DSA keys, which cryptography deprecates, when it is imported.
+    warnings.simplefilter("ignore")
+    import asyncssh
+
+
+def ssh_key_pair() -> tuple[str, str]:
+    """A new ed25519 key: (the private key in OpenSSH form, the public key line)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    return (
+        key.export_private_key("openssh").decode(),
+        key.export_public_key("openssh").decode().strip(),
+    )
+
+
+@dataclass
+class SshGitServer:
+    """Git over SSH: an asyncssh server on loopback that takes public-key logins from
+    `authorized` only and runs `git-upload-pack` for repositories under `git.root` (a
+    `GitServer`'s, so the same repositories are reachable over git://, http:// and ssh://)."""
+
+    git: GitServer
+    authorized: list[str]
+    """Public key lines allowed to log in."""
+    port: int = field(default_factory=free_port)
+    host_key: Any = None
+    logins: Counter = field(default_factory=Counter)
+    """Sessions that ran a command (past authentication)."""
+    connections: Counter = field(default_factory=Counter)
+    loop: asyncio.AbstractEventLoop | None = None
+    server: Any = None
+    thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, name: str) -> str:
+        return f"ssh://git@127.0.0.1:{self.port}/{name}.git"
+
+    def known_hosts(self) -> str:
+        """This server's known_hosts line, as `ssh-keyscan -p PORT 127.0.0.1` prints it."""
+        public = self.host_key.export_public_key("openssh").decode().split()
+        return f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n"
+
+    def start(self) -> None:
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._listen(), self.loop)
+        self.server = future.result(10)
+
+    async def _listen(self) -> Any:
+        server = self
+
+        class Accounting(asyncssh.SSHServer):
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                server.connections.add()
+
+        return await asyncssh.create_server(
+            Accounting,
+            "127.0.0.1",
+            self.port,
+            server_host_keys=[self.host_key],
+            authorized_client_keys=asyncssh.import_authorized_keys("\n".join(self.authorized)),
+            process_factory=self._serve,
+            encoding=None,
+            allow_scp=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+        )
+
+    async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        self.logins.add()
+        command = shlex.split(process.command or "")
+        if len(command) != 2 or command[0] != "git-upload-pack":
+            process.stderr.write(b"only git-upload-pack is served here\n")
+            process.exit(1)
+            return
+        repository = (self.git.root / command[1].lstrip("/")).resolve()
+        if self.git.root.resolve() not in repository.parents or not repository.is_dir():
+            process.stderr.write(f"no repository {command[1]}\n".encode())
+            process.exit(1)
+            return
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.git.root)}
+        protocol = (process.env or {}).get("GIT_PROTOCOL")
+        if protocol:
+            env["GIT_PROTOCOL"] = str(protocol)
+        upload = await asyncio.create_subprocess_exec(
+            "git-upload-pack",
+            "--strict",
+            str(repository),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        await process.redirect(stdin=upload.stdin, stdout=upload.stdout, stderr=upload.stderr)
+        process.exit(await upload.wait())
+        await process.wait_closed()
+
+    def stop(self) -> None:
+        if self.loop is None:
+            return
+
+        async def close() -> None:
+            self.server.close()
+            await self.server.wait_closed()
+            running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread is not None:
+            self.thread.join(10)
+        self.loop.close()

@@ -8,13 +8,20 @@
 
 const TOKEN_KEY = "fleetbus.token";
 const FEED_LIMIT = 200;
+const REFRESH_EVERY_MS = 1000;
+const RATE_EVERY_MS = 5000;
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   source: null,
   cursor: null,
   refreshTimer: null,
+  refreshedAt: 0,
   reconnectTimer: null,
+  rateAt: 0,
+  feedQueue: [],
+  barHash: null,
+  rateTimer: null,
 };
 
 // --- DOM helpers -------------------------------------------------------------------------------
@@ -166,7 +173,7 @@ async function connectLive() {
   source.onopen = () => setLive("live", true);
   source.onmessage = (message) => {
     state.cursor = message.lastEventId || state.cursor;
-    addToFeed(JSON.parse(message.data));
+    queueFeed(JSON.parse(message.data));
     scheduleRefresh();
   };
   source.addEventListener("stream-error", () => source.close());
@@ -194,6 +201,20 @@ function addToFeed(record) {
   while (feed.children.length > FEED_LIMIT) feed.lastChild.remove();
 }
 
+// A publish to 10,000 clusters brings 10,000 reports in seconds: the feed takes them in batches,
+// once per frame, and keeps only the newest FEED_LIMIT.
+function queueFeed(record) {
+  state.feedQueue.push(record);
+  if (state.feedQueue.length > FEED_LIMIT) state.feedQueue.splice(0, state.feedQueue.length - FEED_LIMIT);
+  if (state.feedQueue.length === 1) requestAnimationFrame(flushFeed);
+}
+
+function flushFeed() {
+  const records = state.feedQueue;
+  state.feedQueue = [];
+  records.forEach(addToFeed);
+}
+
 async function loadRecentFeed() {
   const feed = document.getElementById("feed");
   clear(feed);
@@ -212,9 +233,16 @@ async function loadRecentFeed() {
   sorted.forEach((item) => feed.append(item));
 }
 
+// The view is refreshed at most once a second however many events arrive (a burst of reports
+// must not postpone it, nor ask for it once per event).
 function scheduleRefresh() {
-  clearTimeout(state.refreshTimer);
-  state.refreshTimer = setTimeout(() => route(false), 400);
+  if (state.refreshTimer) return;
+  const wait = Math.max(300, state.refreshedAt + REFRESH_EVERY_MS - Date.now());
+  state.refreshTimer = setTimeout(() => {
+    state.refreshTimer = null;
+    state.refreshedAt = Date.now();
+    route(false);
+  }, wait);
 }
 
 // --- views -------------------------------------------------------------------------------------
@@ -403,37 +431,125 @@ function rolloutBadge(rollout) {
   return badge(rollout.state, `${rollout.state} ${rollout.applied}/${rollout.targets}`);
 }
 
-function renderFleet(view, status, rate) {
-  const cells = new Map(status.cells.map((c) => [`${c.cluster}\u0000${c.taskset}`, c]));
-  const connected = status.clusters.filter((c) => c.connected).length;
-  const driftCount = status.cells.filter(drifted).length;
-  const rolling = status.tasksets.filter((t) => t.rollout?.state === "progressing").length;
-  const halted = status.tasksets.filter((t) => t.rollout?.state === "halted").length;
-  const card = (value, label, cls = "") =>
-    el("div", { class: `card ${cls}`, dataset: { metric: label } }, el("b", {}, String(value)), label);
-  put(view, 
-    el("h1", {}, "Fleet"),
+// The fleet view summarizes the whole fleet (counts from /api/v1/fleet) and shows one page of
+// its clusters, filtered by the hub (SQLite answers paging and filters): at 10,000 clusters the
+// page holds PAGE_SIZE rows, never the whole matrix. The filters and the page live in the URL
+// (#/?q=…&state=…&page=…). Live events refresh the counts and the rows shown in place; the
+// filter bar (and what is being typed in it) is left alone.
+
+const PAGE_SIZE = 50;
+const CELL_STATES = ["pending", "applied", "failed", "drifted", "refused", "removing", "unscheduled"];
+
+function fleetFilters(query) {
+  return {
+    q: query.get("q") || "",
+    selector: query.get("selector") || "",
+    state: CELL_STATES.includes(query.get("state")) ? query.get("state") : "",
+    connected: ["true", "false"].includes(query.get("connected")) ? query.get("connected") : "",
+    page: Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1),
+  };
+}
+
+function fleetPath(filters) {
+  const params = new URLSearchParams({ offset: String((filters.page - 1) * PAGE_SIZE), limit: String(PAGE_SIZE) });
+  for (const key of ["q", "selector", "state", "connected"]) if (filters[key]) params.set(key, filters[key]);
+  return `/api/v1/fleet?${params}`;
+}
+
+function fleetHash(filters) {
+  const params = new URLSearchParams();
+  for (const key of ["q", "selector", "state", "connected"]) if (filters[key]) params.set(key, filters[key]);
+  if (filters.page > 1) params.set("page", String(filters.page));
+  const text = params.toString();
+  return text ? `#/?${text}` : "#/";
+}
+
+function filterBar(filters) {
+  let timer = null;
+  const form = el("form", { class: "filters", id: "fleet-filters", onsubmit: (e) => e.preventDefault() });
+  const apply = () => {
+    const data = new FormData(form);
+    const next = { q: "", selector: "", state: "", connected: "", page: 1 };
+    for (const key of ["q", "selector", "state", "connected"]) next[key] = String(data.get(key) || "").trim();
+    const hash = fleetHash(next);
+    state.barHash = hash;
+    if (hash !== (location.hash || "#/")) location.hash = hash;
+  };
+  const later = () => {
+    clearTimeout(timer);
+    timer = setTimeout(apply, 300);
+  };
+  const option = (value, text, chosen) => el("option", { value, selected: value === chosen }, text);
+  put(
+    form,
+    el("input", { name: "q", type: "search", placeholder: "cluster name", value: filters.q, "aria-label": "cluster name", oninput: later }),
+    el("input", { name: "selector", type: "search", placeholder: "labels, e.g. env=prod", value: filters.selector, "aria-label": "label selector", oninput: later }),
     el(
-      "section",
-      { class: "cards" },
-      card(status.clusters.length, "clusters"),
-      card(connected, "connected"),
-      card(status.tasksets.length, "tasksets"),
-      card(rolling, "rolling out"),
-      card(halted, "halted", halted ? "alert" : ""),
-      card(driftCount, "drifted", driftCount ? "warn" : ""),
+      "select",
+      { name: "state", "aria-label": "placement state", onchange: apply },
+      option("", "any state", filters.state),
+      CELL_STATES.map((s) => option(s, s, filters.state)),
     ),
-    rate ? eventRateChart(rate) : null,
+    el(
+      "select",
+      { name: "connected", "aria-label": "connection", onchange: apply },
+      option("", "connected or not", filters.connected),
+      option("true", "connected", filters.connected),
+      option("false", "not connected", filters.connected),
+    ),
   );
-  if (!status.clusters.length) {
-    put(view, el("p", { class: "empty" }, "No clusters yet: fleetbus cluster register NAME"));
-    return;
-  }
+  return form;
+}
+
+function fleetCards(summary) {
+  const card = (value, label, cls = "", filter = null) =>
+    el(
+      filter ? "a" : "div",
+      { class: `card ${cls}`, dataset: { metric: label }, href: filter ? fleetHash({ page: 1, ...filter }) : null },
+      el("b", {}, Number(value).toLocaleString("en")),
+      label,
+    );
+  const states = summary.states || {};
+  return el(
+    "section",
+    { class: "cards", id: "fleet-cards" },
+    card(summary.clusters, "clusters"),
+    card(summary.connected, "connected", "", { connected: "true" }),
+    card(summary.tasksets, "tasksets"),
+    card(summary.rolling_out, "rolling out"),
+    card(summary.halted, "halted", summary.halted ? "alert" : ""),
+    card(summary.drifted, "drifted", summary.drifted ? "warn" : "", { state: "drifted" }),
+    el(
+      "div",
+      { class: "states", id: "fleet-states" },
+      CELL_STATES.filter((s) => states[s]).map((s) =>
+        el("a", { class: `badge state-${s}`, href: fleetHash({ page: 1, state: s }), dataset: { state: s, count: String(states[s]) } }, `${s} ${Number(states[s]).toLocaleString("en")}`),
+      ),
+    ),
+  );
+}
+
+function pager(page, filters) {
+  const from = page.total ? page.offset + 1 : 0;
+  const to = page.offset + page.clusters.length;
+  const pages = Math.max(1, Math.ceil(page.total / PAGE_SIZE));
+  const go = (n) => fleetHash({ ...filters, page: n });
+  return el(
+    "nav",
+    { class: "pager", id: "pager", dataset: { total: String(page.total), page: String(filters.page), pages: String(pages) } },
+    filters.page > 1 ? el("a", { href: go(filters.page - 1), rel: "prev" }, "← previous") : el("span", { class: "muted" }, "← previous"),
+    el("span", { class: "pager-text" }, `${from.toLocaleString("en")}–${to.toLocaleString("en")} of ${page.total.toLocaleString("en")} clusters · page ${filters.page} of ${pages}`),
+    filters.page < pages ? el("a", { href: go(filters.page + 1), rel: "next" }, "next →") : el("span", { class: "muted" }, "next →"),
+  );
+}
+
+function fleetMatrix(page) {
+  const cells = new Map(page.cells.map((c) => [`${c.cluster}\u0000${c.taskset}`, c]));
   const head = el(
     "tr",
     {},
     el("th", { class: "corner" }, "cluster \\ taskset"),
-    status.tasksets.map((t) =>
+    page.tasksets.map((t) =>
       el(
         "th",
         { class: t.retired ? "retired" : "", dataset: { taskset: t.name } },
@@ -443,7 +559,7 @@ function renderFleet(view, status, rate) {
       ),
     ),
   );
-  const rows = status.clusters.map((cluster) =>
+  const rows = page.clusters.map((cluster) =>
     el(
       "tr",
       { dataset: { cluster: cluster.name } },
@@ -458,15 +574,54 @@ function renderFleet(view, status, rate) {
         el("div", {}, labels(cluster.labels)),
         edgeLine(cluster),
       ),
-      status.tasksets.map((t) =>
+      page.tasksets.map((t) =>
         el("td", { dataset: { taskset: t.name } }, cellContent(cells.get(`${cluster.name}\u0000${t.name}`))),
       ),
     ),
   );
-  put(view, el("div", { class: "matrix-wrap" }, el("table", { class: "matrix", id: "matrix" }, el("thead", {}, head), el("tbody", {}, rows))));
-  if (!status.tasksets.length) {
-    put(view, el("p", { class: "empty" }, "Nothing published yet: fleetbus publish PATH --name N"));
+  return el("div", { class: "matrix-wrap", id: "matrix-wrap" }, el("table", { class: "matrix", id: "matrix" }, el("thead", {}, head), el("tbody", {}, rows)));
+}
+
+function fleetBody(page, filters) {
+  const body = el("div", { id: "fleet-body" });
+  if (!page.summary.clusters) {
+    return put(body, el("p", { class: "empty" }, "No clusters yet: fleetbus cluster register NAME"));
   }
+  if (!page.total) {
+    return put(body, el("p", { class: "empty", id: "no-match" }, "No cluster matches these filters."));
+  }
+  put(body, pager(page, filters), fleetMatrix(page));
+  if (!page.tasksets.length) {
+    put(body, el("p", { class: "empty" }, "Nothing published yet: fleetbus publish PATH --name N"));
+  }
+  return body;
+}
+
+function renderFleet(view, page, rate, filters) {
+  put(
+    view,
+    el("h1", {}, "Fleet"),
+    fleetCards(page.summary),
+    rate ? eventRateChart(rate) : null,
+    filterBar(filters),
+    fleetBody(page, filters),
+  );
+  view.dataset.fleet = fleetHash(filters);
+}
+
+// A live refresh of the fleet view already shown: counts and rows change in place; the filter
+// bar, its focus and the page's scroll stay as they are.
+function updateFleet(view, page, rate, filters) {
+  // The bar is redrawn when the filters changed from elsewhere (a link, the address, the pager),
+  // never for a live refresh or for what the bar itself asked for.
+  const hash = fleetHash(filters);
+  const bar = view.querySelector("#fleet-filters");
+  if (bar && hash !== view.dataset.fleet && hash !== state.barHash) bar.replaceWith(filterBar(filters));
+  if (hash !== view.dataset.fleet) state.barHash = null;
+  view.dataset.fleet = hash;
+  view.querySelector("#fleet-cards")?.replaceWith(fleetCards(page.summary));
+  if (rate) view.querySelector("#chart-event-rate")?.closest(".chart-box")?.replaceWith(eventRateChart(rate));
+  view.querySelector("#fleet-body")?.replaceWith(fleetBody(page, filters));
 }
 
 function edgeLine(cluster) {
@@ -808,7 +963,8 @@ async function route(showLoading = true) {
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === section));
   const view = document.getElementById("view");
   const next = el("div", { class: "page" });
-  if (showLoading) clear(view).append(el("p", { class: "muted" }, "Loading…"));
+  const fleetShown = section === "fleet" && !parts.length && view.querySelector(".page[data-fleet]");
+  if (showLoading && !fleetShown) clear(view).append(el("p", { class: "muted" }, "Loading…"));
   try {
     if (parts[0] === "taskset" && parts[1]) {
       const name = encodeURIComponent(parts[1]);
@@ -828,8 +984,39 @@ async function route(showLoading = true) {
       renderBlueprint(next, blueprint, clusters);
     }
     else {
-      const [status, rate] = await Promise.all([api("/api/v1/status"), api("/api/v1/charts/event-rate?minutes=30&bucket_seconds=30").catch(() => null)]);
-      renderFleet(next, status, rate);
+      const filters = fleetFilters(new URLSearchParams(hash.slice(1).split("?")[1] || ""));
+      const shown = view.querySelector(".page[data-fleet]");
+      const chartDue = !shown || Date.now() - state.rateAt > RATE_EVERY_MS;
+      let page, rate;
+      try {
+        [page, rate] = await Promise.all([
+          api(fleetPath(filters)),
+          chartDue ? api("/api/v1/charts/event-rate?minutes=30&bucket_seconds=30").catch(() => null) : null,
+        ]);
+      } catch (e) {
+        // A filter the hub refuses (a bad label selector) is said below the filter bar, which
+        // stays to be corrected.
+        if (e instanceof Unauthorized || !shown || ticket !== routing) throw e;
+        shown.dataset.fleet = fleetHash(filters);
+        shown.querySelector("#fleet-body")?.replaceWith(el("div", { id: "fleet-body" }, el("p", { class: "error", id: "fleet-error" }, e.message)));
+        document.body.dataset.ready = "true";
+        return;
+      }
+      if (chartDue) state.rateAt = Date.now();
+      else if (!state.rateTimer) {
+        // The chart skipped now is drawn once it is due, even if no event comes to ask.
+        state.rateTimer = setTimeout(() => {
+          state.rateTimer = null;
+          scheduleRefresh();
+        }, state.rateAt + RATE_EVERY_MS - Date.now() + 50);
+      }
+      if (ticket !== routing) return;
+      if (shown && !parts.length) {
+        updateFleet(shown, page, rate, filters);
+        document.body.dataset.ready = "true";
+        return;
+      }
+      renderFleet(next, page, rate, filters);
     }
   } catch (e) {
     if (e instanceof Unauthorized) {
@@ -842,6 +1029,8 @@ async function route(showLoading = true) {
   }
   if (ticket !== routing) return; // a newer navigation won
   clear(view).append(next);
+  // The first full render of the fleet page, for measuring time to a meaningful paint.
+  if (next.dataset.fleet && !performance.getEntriesByName("fleet-rendered").length) performance.mark("fleet-rendered");
   document.body.dataset.ready = "true";
 }
 

@@ -23,6 +23,7 @@ from api.event_records import EventRecord, StreamName, concerns, event_record
 from api.log_readers import closing
 from api.read_cache import json_response
 from api.sse import Cursor, LiveFilter, live_messages
+from events.archive_verify import verify_trail
 from taskset.names import check_name
 
 MAX_PAGE = 1000
@@ -124,7 +125,7 @@ async def read_page(
             if len(records) == limit:
                 next_from_seq = stored.seq
                 break
-            records.append(event_record(stream, stored))
+            records.append(event_record(stream, stored, cluster))
     return EventPage(stream=stream, events=records, next_from_seq=next_from_seq, last_seq=last_seq)
 
 
@@ -177,4 +178,19 @@ async def stream_events(
     )
 
 
-ROUTES = [replay_events, stream_events]
+@get(
+    "/api/v1/events/verify",
+    guards=[requires(Role.viewer)],
+    summary="Verify the audit trail: archive segments and live log, end to end",
+    description="Reads every archive segment in order and checks its hash, its link to the "
+    "segment before it, its range against its neighbours, every `EventsArchived` record, and "
+    "that the live log starts where the archive ends. `ok` is false and `broken` names the "
+    "first segment (0: the live log) and sequence where the trail breaks.",
+    tags=["events"],
+)
+async def verify_events(hub: Hub) -> dict[str, Any]:
+    report = await verify_trail(hub.store)
+    return report.to_json()
+
+
+ROUTES = [replay_events, stream_events, verify_events]

@@ -8,6 +8,7 @@ says up to which sequence of each stream a view is current.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,21 +19,25 @@ from litestar.params import FromQuery, PathParameter, QueryParameter
 
 from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
-from api.errors import NotFound, ServiceUnavailable, register_status
+from api.errors import InvalidRequest, NotFound, ServiceUnavailable, register_status
 from api.read_cache import json_response
 from events.inventory import EdgeStatus
 from projector import queries
 from projector.db import ProjectionDb
 from projector.errors import ProjectionMissing, ProjectionUnreadable
 from projector.queries import (
+    CELL_STATES,
     AuditRow,
+    ClusterQuery,
     ClusterRow,
+    LabelTest,
     RolloutRow,
     StatusRow,
     TasksetRow,
     VersionRow,
 )
 from taskset.names import check_name
+from taskset.selectors import parse_selector
 
 register_status(ProjectionMissing, 503)
 register_status(ProjectionUnreadable, 503)
@@ -158,6 +163,20 @@ def edge_fields(status: EdgeStatus | None) -> dict[str, Any]:
         "edge_ready": status.ready,
         "edge_health": status.reason,
     }
+
+
+def cluster_view(
+    row: ClusterRow, seen: dict[str, datetime], edges: Mapping[str, EdgeStatus], now: datetime
+) -> ClusterView:
+    return ClusterView(
+        name=row.name,
+        labels=row.labels,
+        registered_at=row.registered_at,
+        connected=row.name in seen and now - seen[row.name] < CONNECTED_WITHIN,
+        last_seen=seen.get(row.name),
+        registered=row.registered,
+        **edge_fields(edges.get(row.name)),
+    )
 
 
 def cluster_views(
@@ -365,8 +384,149 @@ async def collect_fleet_metrics(hub: HubContext) -> None:
         metrics.rollout_clusters.labels(taskset=taskset, state=state).set(count)
 
 
+class FleetSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole fleet in numbers, whatever page or filter is asked for."""
+
+    clusters: int
+    connected: int
+    tasksets: int
+    rolling_out: int
+    halted: int
+    drifted: int
+    """Placements that reported drift (corrected or not)."""
+    states: dict[str, int]
+    """Placements per state (`pending`, `applied`, `failed`, `drifted`, ...)."""
+
+
+class FleetPage(msgspec.Struct, frozen=True, kw_only=True):
+    summary: FleetSummary
+    tasksets: list[TasksetView]
+    clusters: list[ClusterView]
+    """The page of the clusters the filters select, by name."""
+    cells: list[StatusRow]
+    """The placements on the clusters of this page."""
+    total: int
+    """How many clusters the filters select in all."""
+    offset: int
+    limit: int
+    positions: dict[str, int]
+
+
+MAX_PAGE = 500
+
+
+def cluster_query(
+    q: str | None, selector: str | None, state: str | None, taskset: str | None
+) -> ClusterQuery:
+    """The filters of a fleet page as a query; a bad one raises a 400 naming it."""
+    if state is not None and state not in CELL_STATES:
+        raise InvalidRequest(f"state {state!r}: not one of {', '.join(CELL_STATES)}")
+    if taskset is not None:
+        check_name("taskset", taskset)
+    tests: tuple[LabelTest, ...] = ()
+    if selector is not None and selector.strip():
+        parsed = parse_selector(selector)
+        tests = tuple(
+            LabelTest(key=r.key, operator=r.operator, values=r.values) for r in parsed.requirements
+        )
+    return ClusterQuery(
+        name=(q or "").strip(), labels=tests, state=state or "", taskset=taskset or ""
+    )
+
+
+async def load_fleet_page(
+    db: ProjectionDb,
+    hub: HubContext,
+    query: ClusterQuery,
+    offset: int,
+    limit: int,
+    connected: bool | None,
+) -> FleetPage:
+    now = datetime.now(UTC)
+    seen = dict(hub.last_seen())
+    for cluster, at in (await queries.last_reports(db)).items():
+        reported = datetime.fromisoformat(at)
+        if cluster not in seen or seen[cluster] < reported:
+            seen[cluster] = reported
+    edges = hub.edge_status()
+
+    def is_connected(name: str) -> bool:
+        return name in seen and now - seen[name] < CONNECTED_WITHIN
+
+    everyone = await queries.cluster_names(db, ClusterQuery())
+    if connected is None:
+        rows, total = await queries.cluster_page(db, query, offset, limit)
+    else:
+        selected = [
+            name
+            for name in await queries.cluster_names(db, query)
+            if is_connected(name) == connected
+        ]
+        total = len(selected)
+        rows = await queries.clusters_named(db, selected[offset : offset + limit])
+    rollouts = {row.taskset: row for row in await queries.rollouts(db)}
+    tasksets = [taskset_view(row, rollouts.get(row.name)) for row in await queries.tasksets(db)]
+    summary = FleetSummary(
+        clusters=len(everyone),
+        connected=sum(1 for name in everyone if is_connected(name)),
+        tasksets=len(tasksets),
+        rolling_out=sum(1 for t in tasksets if t.rollout and t.rollout.state == "progressing"),
+        halted=sum(1 for t in tasksets if t.rollout and t.rollout.state == "halted"),
+        drifted=await queries.drift_reported(db),
+        states=await queries.state_counts(db),
+    )
+    return FleetPage(
+        summary=summary,
+        tasksets=tasksets,
+        clusters=[cluster_view(row, seen, edges, now) for row in rows],
+        cells=await queries.status_of_clusters(db, [row.name for row in rows]),
+        total=total,
+        offset=offset,
+        limit=limit,
+        positions=await queries.positions(db),
+    )
+
+
+@get(
+    "/api/v1/fleet",
+    guards=[requires(Role.viewer)],
+    tags=["fleet"],
+    summary="The fleet summarized, with one page of its clusters (filtered) and their placements",
+    description=(
+        "For fleets too large for the whole matrix (`/api/v1/status`): counts over the whole "
+        "fleet, every taskset, and the clusters the filters select, `limit` at a time from "
+        f"`offset` (by name, at most {MAX_PAGE} a page), each with its placements. Filters: `q` "
+        "(part of the name), `selector` (a label selector), `state` (a placement in that "
+        "state), `taskset` (placed there), `connected`. " + CACHED
+    ),
+    responses={200: ResponseSpec(data_container=FleetPage, description="The page")},
+)
+async def fleet_page(
+    request: Request[Any, Any, Any],
+    hub: Hub,
+    offset: Annotated[int, QueryParameter(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+    q: Annotated[str | None, QueryParameter(max_length=63)] = None,
+    selector: Annotated[str | None, QueryParameter(max_length=1024)] = None,
+    placement_state: Annotated[str | None, QueryParameter(name="state", max_length=32)] = None,
+    taskset: Annotated[str | None, QueryParameter(max_length=63)] = None,
+    connected: FromQuery[bool | None] = None,
+) -> Response[bytes]:
+    query = cluster_query(q, selector, placement_state, taskset)
+
+    async def build() -> bytes:
+        async with hub.read_models() as db:
+            page = await load_fleet_page(db, hub, query, offset, limit, connected)
+        return msgspec.json.encode(page)
+
+    key = ("fleet", query, offset, limit, connected)
+    answer = await hub.reads.answer(key, hub.read_generation(), build)
+    return json_response(request, answer)
+
+
 ROUTES = [
     fleet_status,
+    fleet_page,
     list_clusters,
     cluster_detail,
     cluster_state,

@@ -2,7 +2,12 @@
 
 Reads the hub's API: replay pages through `/api/v1/events` by sequence, `--follow` reads the
 live stream (Server-Sent Events) and resumes by itself after a dropped connection. Secrets never
-reach the terminal: the hub leaves them out of what it sends.
+reach the terminal: the hub leaves them out of what it sends. Events the hub has archived are
+read like the others (the hub reads its archive where the live log starts later).
+
+`fleetbus events verify` checks the audit trail end to end (`/api/v1/events/verify`): every
+archive segment's hash and its link to the one before, and the live log's link to the newest;
+it exits 1 and names the first broken segment and sequence when the trail does not verify.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ STREAMS = ("events", "reports", "all")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("events", help="print the event log (audit replay)")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("verify",),
+        default=None,
+        help="verify: check the hash chain of the archive and its link to the live log",
+    )
     parser.add_argument("--from-seq", type=whole_number(1), default=None, metavar="N")
     parser.add_argument("--since", type=timestamp, default=None, metavar="T")
     parser.add_argument("--until", type=timestamp, default=None, metavar="T")
@@ -52,6 +64,8 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        return verify(args)
     if args.stream is None:
         args.stream = "all" if args.cluster and args.from_seq is None else "events"
     client = HubClient.from_args(args)
@@ -79,6 +93,38 @@ def handle(args: argparse.Namespace) -> int:
             print(table_row(record, tagged=args.stream == "all", wide=wide))
         sys.stdout.flush()
     return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Print the verification of the audit trail; 1 when it is broken."""
+    report = HubClient.from_args(args).get("/api/v1/events/verify")
+    if args.output in ("json", "yaml"):
+        write_document(report, args.output)
+    else:
+        print(verification_text(report))
+    return 0 if report["ok"] else 1
+
+
+def verification_text(report: dict[str, Any]) -> str:
+    live = (
+        f"live log {report['liveFrom']}..{report['liveTo']}"
+        if report["liveFrom"]
+        else "live log empty"
+    )
+    archived = (
+        f"{report['segments']} archive segment(s), events 1..{report['archivedTo']} "
+        f"({report['archivedEvents']} events), chain ends at {report['tailHash']}"
+        if report["segments"]
+        else "no archive segments"
+    )
+    broken = report.get("broken")
+    if not broken:
+        return f"verified: {archived}; {live}"
+    where = f"segment {broken['segment']}" if broken["segment"] else "the live log"
+    return (
+        f"BROKEN at {where}, sequence {broken['sequence']}: {broken['reason']}\n"
+        f"read until then: {archived}; {live}"
+    )
 
 
 def replay(

@@ -3,9 +3,9 @@
 `fleetbus up` runs a scheduler itself; this command runs another one against the same hub,
 for a separate process or host. Only the holder of the lease decides; the others wait.
 
-It is a hub service, not a client: it speaks NATS as the hub's own user, with the password
-from the hub's data dir (on another host: a copy of its `secrets.json`, and `--nats-url`), not
-through the HTTP API.
+It is a hub service, not a client: it speaks NATS as the hub's own user, with the credentials
+from the hub's data dir (on another host: a copy of its `creds/hub.creds` and `keys/`, and
+`--nats-url`), not through the HTTP API.
 """
 
 from __future__ import annotations
@@ -76,9 +76,7 @@ async def handle(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
     data = DataDir(args.data_dir)
     url = args.nats_url or str(data.read_hub_info()["nats_url"])
-    nc = await connect(
-        url, name="fleetbus-scheduler", user="hub", password=data.secrets()["hub_password"]
-    )
+    nc = await connect(url, name="fleetbus-scheduler", credentials=data.existing_hub_credentials())
     store = EventStore(nc, sealer=EventSealer(data.keyring()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@
         [--ref R] [--path P]) [--version V] [--taskset T] [--interval 5m] [--credentials C] ...
     fleetbus source ls | rm NAME | sync NAME
     fleetbus source credentials set NAME (--username U --password-stdin | --token-stdin |
-        --ssh-key FILE [--known-hosts FILE]) | ls | rm NAME
+        --ssh-key FILE --known-hosts FILE) | ls | rm NAME
 
 The hub fetches (only from its `--source-host` hosts), so credentials are sent to it once,
 read from stdin or a file (never from the command line, where other users of the machine and
@@ -99,7 +99,10 @@ def register(subparsers: Any) -> None:
         "--ssh-key", type=Path, metavar="FILE", help="a private key for Git over SSH"
     )
     cred_set.add_argument(
-        "--known-hosts", type=Path, metavar="FILE", help="known_hosts lines for --ssh-key"
+        "--known-hosts",
+        type=Path,
+        metavar="FILE",
+        help="the SSH server's known_hosts lines (ssh-keyscan), needed with --ssh-key",
     )
     add_hub_options(cred_set)
     cred_set.set_defaults(handler=handle_credentials_set)
@@ -185,13 +188,28 @@ def handle_credentials_set(args: argparse.Namespace) -> int:
     elif args.token_stdin:
         body.update(kind="token", token=sys.stdin.readline().rstrip("\r\n"))
     else:
-        body.update(kind="ssh-key", ssh_key=args.ssh_key.read_text())
-        if args.known_hosts is not None:
-            body["known_hosts"] = args.known_hosts.read_text()
+        if args.known_hosts is None:
+            raise MissingOption(
+                "--ssh-key needs --known-hosts FILE: the SSH server's host key is always "
+                "checked (`ssh-keyscan -p PORT HOST` prints its lines)"
+            )
+        body.update(
+            kind="ssh-key",
+            ssh_key=_read_option_file("--ssh-key", args.ssh_key),
+            known_hosts=_read_option_file("--known-hosts", args.known_hosts),
+        )
     answer = HubClient.from_args(args).put(f"/api/v1/source-credentials/{args.name}", body)
     user = f" for {answer['username']}" if answer.get("username") else ""
     print(f"stored {answer['kind']} credentials {answer['name']}{user}")
     return 0
+
+
+def _read_option_file(option: str, path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise MissingOption(f"{option} {path}: cannot read it ({reason})") from e
 
 
 def handle_credentials_ls(args: argparse.Namespace) -> int:

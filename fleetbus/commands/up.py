@@ -13,7 +13,15 @@ from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import add_log_format_option, configure_logging
-from fleetbus.options import host_port, memory_limit, port, whole_number
+from fleetbus.options import (
+    archive_interval,
+    host_port,
+    memory_limit,
+    port,
+    retention_policy,
+    whole_number,
+)
+from scheduler.snapshot_retention import ARCHIVE_EVERY_S
 from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
 from simulator.fleet import IN_PROCESS_SIM_LIMIT, SIMS_PER_PROCESS, sim_processes_for
 from sources.errors import InvalidSourceReference
@@ -81,6 +89,23 @@ def register(subparsers: Any) -> None:
         help=f"keep the K newest snapshots (default {SNAPSHOT_KEEP})",
     )
     parser.add_argument(
+        "--events-retain",
+        type=retention_policy,
+        default=None,
+        metavar="LIMITS",
+        help="keep only this window of events in the live log, e.g. age=90d, events=5000000, "
+        "bytes=20GiB or several joined by commas; older events move to hash-chained archive "
+        "segments (EVENTS_ARCHIVE) once a snapshot covers them, and every read goes on "
+        "across both (default: keep everything; needs a hub whose EVENTS was created with it)",
+    )
+    parser.add_argument(
+        "--events-archive-every",
+        type=archive_interval,
+        default=ARCHIVE_EVERY_S,
+        metavar="S",
+        help=f"seconds between two archiving passes (default {ARCHIVE_EVERY_S:.0f})",
+    )
+    parser.add_argument(
         "--sim-processes",
         type=int,
         default=None,
@@ -95,8 +120,9 @@ def register(subparsers: Any) -> None:
         default=(),
         metavar="URL[,URL...]",
         help="run on this external NATS cluster (every node's URL) instead of the embedded "
-        "nats-server; its FLEET account must have user `hub` with the password in "
-        "<data-dir>/secrets.json (see infra/nats/cluster-node.conf.tmpl)",
+        "nats-server; its nodes trust this data dir's operator and offer edges their own "
+        "leafnode listeners (render their configs with `fleetbus nats-node`); --leaf-* "
+        "options apply to the embedded server only",
     )
     parser.add_argument(
         "--nats-memory-limit",
@@ -198,6 +224,11 @@ async def handle(args: argparse.Namespace) -> int:
             "--nats-memory-limit applies to the embedded nats-server; with --nats-url the "
             "NATS cluster is yours to configure (set GOMEMLIMIT in its nodes' environment)"
         )
+    if args.events_retain is not None and args.scheduler and args.snapshot_every == 0:
+        raise ConflictingOptions(
+            "--events-retain: events leave the live log only once a snapshot covers them, "
+            "and --snapshot-every 0 takes none; give --snapshot-every N"
+        )
     if args.sim_processes is not None:
         sim_processes_for(args.sim_clusters, args.sim_processes)
     if args.tls_cert is not None or args.tls_key is not None:
@@ -223,6 +254,8 @@ async def handle(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             snapshot_every=args.snapshot_every,
             snapshot_keep=args.snapshot_keep,
+            events_retention=args.events_retain,
+            events_archive_every_s=args.events_archive_every,
             sim_processes=args.sim_processes,
             leaf_host=args.leaf_host,
             leaf_ws_port=args.leaf_ws_port,

@@ -101,9 +101,7 @@ class SimHub:
     async def applied(self, taskset: str) -> Counter[str]:
         """How many TaskApplied for `taskset` each cluster has in the hub's REPORTS stream."""
         info = self.data.read_hub_info()
-        nc = await connect(
-            str(info["nats_url"]), user="hub", password=self.data.secrets()["hub_password"]
-        )
+        nc = await connect(str(info["nats_url"]), credentials=self.data.hub_credentials)
         reports = EventStore(nc, stream=REPORTS_STREAM)
         found: Counter[str] = Counter()
         try:

@@ -49,9 +49,10 @@ def ok(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def cell(hub: LiveHub, taskset: str) -> dict[str, Any] | None:
-    status = orjson.loads(
-        ok(hub.cli("status", taskset, "-o", "json", "--data-dir", str(hub.data_dir)))
-    )
+    answer = hub.cli("status", taskset, "-o", "json", "--data-dir", str(hub.data_dir))
+    if answer.returncode != 0 and b"has never been published" in answer.stderr:
+        return None  # the source's first check is still fetching
+    status = orjson.loads(ok(answer))
     cells = [c for c in status["status"] if c["cluster"] == "sim-1"]
     return cells[0] if cells else None
 

@@ -20,6 +20,7 @@ import random
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from events.catalog import ClusterLabelsChanged, ClusterRegistered, Event
 from events.errors import ConcurrencyConflict, EventLogUnavailable
@@ -33,7 +34,7 @@ RETRY_PAUSE_S = 0.2
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="append_writer")
     parser.add_argument("--urls", required=True, help="comma-separated NATS URLs")
-    parser.add_argument("--password", required=True, help="password of user `hub`")
+    parser.add_argument("--creds", required=True, help="`.creds` file of user `hub`")
     parser.add_argument("--writer", type=int, required=True)
     parser.add_argument("--count", type=int, required=True, help="events to append")
     parser.add_argument("--seed", type=int, required=True)
@@ -89,7 +90,7 @@ async def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.deadline
     rng = random.Random(f"{args.seed}/{args.writer}")
     nc = await connect(
-        args.urls.split(","), name=f"fault-writer-{args.writer}", user="hub", password=args.password
+        args.urls.split(","), name=f"fault-writer-{args.writer}", credentials=Path(args.creds)
     )
     store = EventStore(nc, timeout=args.timeout, attempts=2)
     acks = os.open(args.acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

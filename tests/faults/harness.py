@@ -37,7 +37,7 @@ class WriterFleet:
     """Writer processes (`tests.faults.append_writer`) appending to the log at the same time."""
 
     urls: Sequence[str]
-    password: str
+    credentials: Path
     directory: Path
     seed: int
     counts: Sequence[int]
@@ -60,8 +60,7 @@ class WriterFleet:
                             "tests.faults.append_writer",
                             "--urls",
                             ",".join(self.urls),
-                            # One argument: a password may start with "-".
-                            f"--password={self.password}",
+                            f"--creds={self.credentials}",
                             "--writer",
                             str(writer),
                             "--count",

@@ -1,9 +1,10 @@
 """A real 3-node NATS cluster on loopback, from `infra/nats/cluster-node.conf.tmpl`.
 
 Three nats-server processes (`fleetbus.natsserver.NatsServer`), each with its own store, client
-port, route port and monitoring port, routed to one another, all in JetStream domain `hub` with
-the hub's accounts. The passwords come from a hub data dir, so `fleetbus up --nats-url ...
---data-dir D` can run on the cluster as the same `hub` user.
+port, route port, leafnode port (TLS, certificates from the hub's CA) and monitoring port,
+routed to one another, all in JetStream domain `hub`, trusting the operator of a hub data dir
+(`fleetbus.hubcluster.cluster_node_config`), so `fleetbus up --nats-url ... --data-dir D` runs
+on the cluster as the hub, and edges of that hub can dial any node.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ import orjson
 
 from access.private_files import write_private
 from fleetbus.datadir import DataDir
-from fleetbus.natsserver import NatsServer, free_port, render_template
+from fleetbus.hubcluster import ClusterNode, cluster_node_config
+from fleetbus.natsserver import NatsServer, free_port
 
 CLUSTER_NAME = "fleetbus-hub"
 
@@ -37,50 +40,54 @@ class NatsCluster:
     def urls(self) -> list[str]:
         return [node.client_url for node in self.nodes]
 
+    leaf_ports: list[int] = field(default_factory=list)
+
     @property
-    def password(self) -> str:
-        return self.data.secrets()["hub_password"]
+    def credentials(self) -> Path:
+        """The `.creds` of the hub's own user."""
+        return self.data.hub_credentials
+
+    @property
+    def leaf_urls(self) -> list[str]:
+        return [f"tls://127.0.0.1:{port}" for port in self.leaf_ports]
 
     def render(self) -> None:
         """Write every node's config (ports are picked once: a restarted node keeps them)."""
         self.data.create()
-        creds = self.data.secrets()
         route_password = secrets.token_urlsafe(16)
         client_ports = [free_port() for _ in range(self.size)]
         route_ports = [free_port() for _ in range(self.size)]
-        routes = "\n".join(
-            f'    "nats-route://route:{route_password}@127.0.0.1:{port}"' for port in route_ports
-        )
+        self.leaf_ports = [free_port() for _ in range(self.size)]
+        routes = [f"nats-route://route:{route_password}@127.0.0.1:{port}" for port in route_ports]
         for index in range(self.size):
             name = f"hub-{index + 1}"
-            home = self.root / name
-            (home / "store").mkdir(parents=True, exist_ok=True)
-            monitor_port = free_port()
-            config = render_template(
-                "cluster-node.conf.tmpl",
+            node = ClusterNode(
                 server_name=name,
                 host="127.0.0.1",
                 port=client_ports[index],
-                monitor_port=monitor_port,
-                store_dir=home / "store",
-                cluster_name=CLUSTER_NAME,
-                cluster_host="127.0.0.1",
+                monitor_port=free_port(),
                 cluster_port=route_ports[index],
+                leaf_port=self.leaf_ports[index],
+                leaf_host="127.0.0.1",
+                home=self.root / name,
+            )
+            config = cluster_node_config(
+                self.data,
+                node,
+                cluster_name=CLUSTER_NAME,
                 route_password=route_password,
                 routes=routes,
-                sys_password=creds["sys_password"],
-                hub_password=creds["hub_password"],
-                cluster_users="",
-                leafnodes="",
+                public_host=None,
+                now=datetime.now(UTC),
             )
-            write_private(home / "nats.conf", config.encode())
+            write_private(node.home / "nats.conf", config.encode())
             self.names.append(name)
             self.nodes.append(
                 NatsServer(
-                    config_path=home / "nats.conf",
+                    config_path=node.home / "nats.conf",
                     client_url=f"nats://127.0.0.1:{client_ports[index]}",
-                    monitor_port=monitor_port,
-                    log_path=home / "nats.log",
+                    monitor_port=node.monitor_port,
+                    log_path=node.home / "nats.log",
                 )
             )
 

@@ -46,8 +46,8 @@ class LiveProjector:
             await db.close()
 
 
-async def start_projector(urls: list[str], password: str, path: Path) -> LiveProjector:
-    nc = await connect(urls, name="fault-projector", user="hub", password=password)
+async def start_projector(urls: list[str], credentials: Path, path: Path) -> LiveProjector:
+    nc = await connect(urls, name="fault-projector", credentials=credentials)
     store = EventStore(nc, timeout=2.0)
     service = ProjectorService(store, EventStore(nc, stream=REPORTS_STREAM, timeout=2.0), path)
     stop = asyncio.Event()

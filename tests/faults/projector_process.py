@@ -19,8 +19,8 @@ from events.streams import REPORTS_STREAM
 from projector.service import ProjectorService
 
 
-async def run(urls: list[str], password: str, db: Path) -> None:
-    nc = await connect(urls, name="fault-projector", user="hub", password=password)
+async def run(urls: list[str], credentials: Path, db: Path) -> None:
+    nc = await connect(urls, name="fault-projector", credentials=credentials)
     store = EventStore(nc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -35,10 +35,10 @@ async def run(urls: list[str], password: str, db: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="projector_process")
     parser.add_argument("--urls", required=True)
-    parser.add_argument("--password", required=True)
+    parser.add_argument("--creds", type=Path, required=True)
     parser.add_argument("--db", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(run(args.urls.split(","), args.password, args.db))
+    asyncio.run(run(args.urls.split(","), args.creds, args.db))
     sys.exit(0)
 
 

@@ -55,7 +55,7 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 @pytest.fixture
 async def cluster_store(nats_cluster: NatsCluster) -> AsyncIterator[EventStore]:
-    nc = await connect(nats_cluster.urls, user="hub", password=nats_cluster.password)
+    nc = await connect(nats_cluster.urls, credentials=nats_cluster.credentials)
     store = EventStore(nc, timeout=3.0)
     await store.ensure_streams(hub_streams(replicas=3))
     try:
@@ -115,7 +115,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
     )
     fleet = WriterFleet(
         urls=nats_cluster.urls,
-        password=nats_cluster.password,
+        credentials=nats_cluster.credentials,
         directory=tmp_path / "writers",
         seed=seed,
         counts=split_evenly(total, WRITERS),
@@ -123,7 +123,7 @@ async def test_killing_one_node_of_three_during_a_burst_loses_nothing_acknowledg
     )
     started = time.monotonic()
     projector = await start_projector(
-        nats_cluster.urls, nats_cluster.password, tmp_path / "projector.db"
+        nats_cluster.urls, nats_cluster.credentials, tmp_path / "projector.db"
     )
     fleet.start()
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
+from events.catalog import RolloutAdvanced, RolloutStrategy, TaskApplied
 from events.edges import report_origin
 from events.sealed import EventSealer
 from events.store import EventStore, connect
@@ -39,7 +39,7 @@ from tests.faults.components import Component, kill_nats_servers_under
 from tests.faults.harness import LONG, record_figures
 from tests.faults.projection import clean_replay_digests
 from tests.integration.edge_harness import EdgeHub, edge_hub
-from tests.integration.scheduler_harness import desired, events_of, versions
+from tests.integration.scheduler_harness import desired, events_of, scheduled_of, versions
 from tests.processes import nats_servers_under
 from tests.scheduler_fixtures import config_map, make_taskset, published
 from tests.security.live_hub import LiveHub
@@ -76,8 +76,7 @@ async def fleet_processes(
                 "tests.faults.projector_process",
                 "--urls",
                 hub.server.client_url,
-                # One argument: a password may start with "-".
-                f"--password={hub.password}",
+                f"--creds={hub.credentials}",
                 "--db",
                 str(root / "projector.db"),
             ],
@@ -193,7 +192,7 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
             generation_of = {
                 cluster: max(
                     e.generation
-                    for e in await events_of(hub.store, ClusterTaskScheduled)
+                    for e in await scheduled_of(hub.store)
                     if e.cluster == cluster and e.taskset == TASKSET
                 )
                 for cluster in names
@@ -231,7 +230,7 @@ async def test_killing_scheduler_projector_and_connectors_mid_rollout_converges_
             await db.close()
         assert projected == await clean_replay_digests(hub.store, tmp_path)
 
-        scheduled = await events_of(hub.store, ClusterTaskScheduled)
+        scheduled = await scheduled_of(hub.store)
         per_generation = collections.Counter(
             (e.cluster, e.generation) for e in scheduled if e.taskset == TASKSET
         )
@@ -266,7 +265,7 @@ async def diagnosis(hub: EdgeHub, names: list[str], components: dict[str, Compon
     ]
     scheduled = [
         f"{e.cluster}:v{e.taskset_version}:g{e.generation}:w{e.wave}"
-        for e in await events_of(hub.store, ClusterTaskScheduled)
+        for e in await scheduled_of(hub.store)
     ]
     waves = [
         f"v{e.taskset_version}w{e.wave}/{e.total_waves}"
@@ -306,8 +305,11 @@ async def hub_view(
     """From the hub's NATS, as the hub's own user: the version each cluster holds in DESIRED,
     and the (cluster, generation) of every TaskApplied in REPORTS, by its source header."""
     info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
-    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
-    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
+    nc = await connect(
+        info["nats_url"],
+        credentials=hub.data_dir / "creds" / "hub.creds",
+        max_reconnect_attempts=2,
+    )
     try:
         # DESIRED is sealed for each cluster: read it with the hub's own keyring.
         store = EventStore(nc, sealer=EventSealer(Keyring.open(hub.data_dir / "keys")))
@@ -459,10 +461,13 @@ async def test_killing_the_hub_process_and_edges_mid_rollout_converges(
 async def scheduled_generations(hub: LiveHub, names: list[str]) -> dict[str, int]:
     """The last generation scheduled for each cluster; fails if any was decided twice."""
     info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
-    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
-    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=2)
+    nc = await connect(
+        info["nats_url"],
+        credentials=hub.data_dir / "creds" / "hub.creds",
+        max_reconnect_attempts=2,
+    )
     try:
-        scheduled = await events_of(EventStore(nc), ClusterTaskScheduled)
+        scheduled = await scheduled_of(EventStore(nc))
     finally:
         await nc.close()
     per_generation = collections.Counter(

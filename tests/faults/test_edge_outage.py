@@ -60,7 +60,7 @@ async def test_reports_made_while_the_hub_is_unreachable_all_arrive_exactly_once
         await hub.write_desired(cluster_task("alpha", sample_taskset("web")))
         reports = hub.store.on_stream(REPORTS_STREAM)
         projector = await start_projector(
-            [hub.server.client_url], hub.password, tmp_path / "projector.db"
+            [hub.server.client_url], hub.credentials, tmp_path / "projector.db"
         )
         try:
             await eventually(

@@ -36,7 +36,7 @@ def one_of_three(tmp_path: Path) -> Iterator[NatsCluster]:
 
 @pytest.fixture
 async def store(one_of_three: NatsCluster) -> AsyncIterator[EventStore]:
-    nc = await connect(one_of_three.urls, user="hub", password=one_of_three.password)
+    nc = await connect(one_of_three.urls, credentials=one_of_three.credentials)
     store = EventStore(nc, timeout=2.0, attempts=1)
     try:
         yield store

@@ -20,7 +20,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import orjson
 import pytest
 
 from events.store import EventStore, connect
@@ -62,14 +61,16 @@ async def test_every_acknowledged_append_survives_kill_9_of_the_hub_exactly_once
     rng = random.Random(seed)
     fleet = WriterFleet(
         urls=[hub_nats.url],
-        password=hub_nats.password,
+        credentials=hub_nats.credentials,
         directory=tmp_path / "writers",
         seed=seed,
         counts=split_evenly(total, WRITERS),
     )
     started = time.monotonic()
     outages: list[dict[str, float]] = []
-    projector = await start_projector([hub_nats.url], hub_nats.password, tmp_path / "projector.db")
+    projector = await start_projector(
+        [hub_nats.url], hub_nats.credentials, tmp_path / "projector.db"
+    )
     fleet.start()
     try:
         for point in kill_points(rng, total, kills):
@@ -128,11 +129,11 @@ async def test_fleetbus_up_starts_its_nats_server_again_after_kill_9_and_loses_n
     rng = random.Random(seed)
     hub = LiveHub(tmp_path / "hub")
     await asyncio.to_thread(hub.start)
-    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
+    credentials = hub.data_dir / "creds" / "hub.creds"
     url = f"nats://127.0.0.1:{hub.nats_port}"
     fleet = WriterFleet(
         urls=[url],
-        password=password,
+        credentials=credentials,
         directory=tmp_path / "writers",
         seed=seed,
         counts=split_evenly(total, WRITERS),
@@ -159,7 +160,7 @@ async def test_fleetbus_up_starts_its_nats_server_again_after_kill_9_and_loses_n
             )
             back_after.append(round(time.monotonic() - gone_at, 2))
         await fleet.wait(within=180)
-        nc = await connect(url, user="hub", password=password)
+        nc = await connect(url, credentials=credentials)
         store = EventStore(nc)
         try:
             log = await read_log(store)

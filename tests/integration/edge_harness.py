@@ -18,19 +18,19 @@ from typing import Any
 
 import orjson
 
+from access.permissions import leaf_credentials
 from access.pki import IssuedCertificate
 from events import edges
 from events.catalog import ClusterDeregistered, ClusterRegistered, Event
 from events.codec import EventDecoder
 from events.ids import new_event_id
-from events.sealed import EventSealer
-from events.store import EventStore, connect
+from events.store import EventStore
 from events.streams import REPORTS_STREAM, hub_streams
 from fleetbus.bundle import EdgeBundle, EdgeSettings, read_edge_bundle, write_edge_bundle
 from fleetbus.datadir import DataDir
 from fleetbus.edge import EdgeRuntime, EdgeState
 from fleetbus.edgehub import EdgeServices, hub_pki, prepare_listener
-from fleetbus.hub import hub_config_text, start_hub_nats
+from fleetbus.hub import connect_hub_store, start_hub_nats
 from fleetbus.natsserver import NatsServer, free_port
 from sealing.envelope import cluster_scope, seal_bytes
 from simulator.executor import SimExecutor
@@ -93,8 +93,9 @@ class EdgeHub:
     edges: list[EdgeRuntime] = field(default_factory=list)
 
     @property
-    def password(self) -> str:
-        return self.data.secrets()["hub_password"]
+    def credentials(self) -> Path:
+        """The `.creds` of the hub's own user (FLEET account)."""
+        return self.data.hub_credentials
 
     @property
     def leaf_url(self) -> str:
@@ -125,7 +126,16 @@ class EdgeHub:
             desired_source=desired_source,
         )
         out = write_edge_bundle(
-            self.root / "bundles" / cluster, settings, ca_pem=ca_pem, issued=issued
+            self.root / "bundles" / cluster,
+            settings,
+            ca_pem=ca_pem,
+            issued=issued,
+            credentials=leaf_credentials(
+                self.data.nats_authority(),
+                cluster,
+                issued.fingerprint,
+                expires=issued.certificate.not_valid_after_utc,
+            ),
         )
         seq = await self.append(
             ClusterRegistered(
@@ -245,24 +255,15 @@ async def edge_hub(
     services: EdgeServices | None = None
     hub: EdgeHub | None = None
     try:
-        nc = await connect(server.client_url, user="hub", password=data.secrets()["hub_password"])
-        # As `fleetbus up` connects it: the log's secrets sealed with the data dir's keyring.
-        store = EventStore(nc, sealer=EventSealer(data.keyring()))
+        # As `fleetbus up` connects it: the FLEET account made known, the log's secrets sealed
+        # with the data dir's keyring.
+        store = await connect_hub_store(data, server.client_url)
         await store.ensure_streams(hub_streams())
-        monitor_port = server.monitor_port
         services = EdgeServices(
             store=store,
-            server=server,
+            urls=[server.client_url],
             data=data,
-            listener=listener,
-            config_text=lambda leaf_block, users: hub_config_text(
-                data,
-                host="127.0.0.1",
-                port=port,
-                monitor_port=monitor_port,
-                leaf_block=leaf_block,
-                cluster_users=users,
-            ),
+            leaf_urls=[f"tls://127.0.0.1:{leaf_port}"],
             antientropy_settle=timedelta(seconds=settle),
             antientropy_cooldown=timedelta(seconds=cooldown),
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from events.catalog import Event
+from events.catalog import ClusterTaskScheduled, Event
 from events.store import EventStore, StoredEvent
 from events.streams import REPORTS_STREAM, reports_stream
 from scheduler.service import SchedulerService
@@ -18,7 +18,7 @@ from taskset.capabilities import RenderContext
 from taskset.codec import decode_cluster_task
 from taskset.model import ClusterTask, Taskset
 from tests.eventually import eventually
-from tests.scheduler_fixtures import ReplicasRenderer
+from tests.scheduler_fixtures import ReplicasRenderer, ScheduledFact, scheduled_facts
 
 
 class FakeChartRenderer(ReplicasRenderer):
@@ -94,3 +94,8 @@ async def events_of(store: EventStore, kind: type[Event], subject: str | None = 
     if subject is None and isinstance(aggregate, str):
         subject = f"fleet.evt.{aggregate}.>"
     return [s.event for s in await log_of(store, subject) if isinstance(s.event, kind)]
+
+
+async def scheduled_of(store: EventStore) -> list[ScheduledFact]:
+    """Every cluster's new desired state on the log, one fact per cluster, in log order."""
+    return scheduled_facts(await events_of(store, ClusterTaskScheduled))

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from access.nats_accounts import NatsAuthority
 from access.pki import HubPki
 from api.app import OPENAPI_PATH, create_app, describe_routes
 from api.auth import Role, StreamTickets, TokenStore
@@ -228,8 +229,10 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/whoami", V),
     Case("GET", "/api/v1/events", V),
     Case("GET", "/api/v1/events/stream", V, stream=True),
+    Case("GET", "/api/v1/events/verify", V),
     Case("POST", "/api/v1/stream-tickets", V, ok=201),
     Case("GET", "/api/v1/status", V),
+    Case("GET", "/api/v1/fleet", V),
     Case("GET", "/api/v1/clusters", V),
     Case("GET", "/api/v1/clusters/east", V),
     Case("GET", "/api/v1/clusters/east/state", V),
@@ -321,7 +324,11 @@ async def test_every_route_answers_401_403_or_success_by_role(
     await append_each(event_store, [registered("east")])
     mismatches: list[str] = []
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
-        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        api.hub.enrollment = BundleEnrollment(
+            pki=pki,
+            hub_urls=["tls://hub.example:443"],
+            authority=NatsAuthority.open(tmp_path),
+        )
         api.hub.history = LogStateHistory(api.hub.store)
         api.hub.notifications = Notifier(
             api.hub.store, api.hub.reports, SubscriptionStore(tmp_path / "notifications.json")

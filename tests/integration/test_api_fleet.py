@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from access.nats_accounts import NatsAuthority
 from access.pki import HubPki, cluster_of_certificate
 from api.auth import Role
 from events.catalog import (
@@ -18,6 +19,7 @@ from events.catalog import (
     DriftDetected,
     Event,
     RolloutAdvanced,
+    ScheduledCluster,
 )
 from events.ids import new_event_id
 from events.inventory import EdgeStatus
@@ -40,12 +42,16 @@ def scheduled(cluster: str, taskset: str, wave: int) -> ClusterTaskScheduled:
         id=new_event_id(),
         occurred_at=NOW,
         actor="scheduler",
-        cluster=cluster,
         taskset=taskset,
-        taskset_version=1,
-        generation=1,
-        digest="sha256:" + "ab" * 32,
-        wave=wave,
+        clusters=[
+            ScheduledCluster(
+                cluster=cluster,
+                taskset_version=1,
+                generation=1,
+                digest="sha256:" + "ab" * 32,
+                wave=wave,
+            )
+        ],
     )
 
 
@@ -181,7 +187,11 @@ async def test_registering_a_cluster_answers_with_its_edge_bundle(
     pki = HubPki(tmp_path / "pki")
     pki.ensure_ca(datetime.now(UTC))
     async with live_api(event_store, tmp_path / "hub") as api:
-        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        api.hub.enrollment = BundleEnrollment(
+            pki=pki,
+            hub_urls=["tls://hub.example:443"],
+            authority=NatsAuthority.open(tmp_path),
+        )
         async with api.client(Role.admin) as admin:
             response = await admin.post(
                 "/api/v1/clusters", json={"name": "edge-1", "labels": {"env": "prod"}}

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 
+from access.nats_accounts import NatsAuthority
 from access.pki import HubPki
 from api.auth import Role
 from events.store import EventStore
@@ -79,7 +80,11 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
     pki = HubPki(tmp_path / "pki")
     pki.ensure_ca(datetime.now(UTC))
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
-        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        api.hub.enrollment = BundleEnrollment(
+            pki=pki,
+            hub_urls=["tls://hub.example:443"],
+            authority=NatsAuthority.open(tmp_path),
+        )
         api.hub.history = LogStateHistory(api.hub.store)
         api.hub.notifications = Notifier(
             api.hub.store, api.hub.reports, SubscriptionStore(tmp_path / "notifications.json")

@@ -84,3 +84,16 @@ def test_the_table_names_every_command_a_module_registers_with_its_help(module: 
 def test_a_second_command_of_a_module_runs_with_its_own_arguments() -> None:
     args = cli.build_parser("retire").parse_args(["retire", "shop", "--reason", "done"])
     assert (args.command, args.name, args.reason) == ("retire", "shop", "done")
+
+
+def test_the_hub_and_the_scheduler_load_the_helm_engine_only_when_they_render_a_chart() -> None:
+    probe = (
+        "import sys\n"
+        "import api.app, fleetbus.hub, fleetbus.commands.scheduler, fleetbus.commands.up\n"
+        "from fleetbus.renderer import ChartArchiveRenderer\n"
+        "print('helm_python' in sys.modules, 'normalizer.helm' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"], "~65 MiB resident the hub need not pay"

@@ -134,7 +134,7 @@ async def test_delivery_resumes_when_the_consumer_is_deleted_and_created_again(
 
 
 async def test_delivery_resumes_after_the_server_restarts(hub_nats: HubNats) -> None:
-    nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
     store = EventStore(nc)
     stream_config = {
         "name": STREAM,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from access.nats_jwt import credentials_file, new_nkey
 from access.pki import CertificateAuthority
 from cluster_controller.kube import Kube
 from fleetbus.bundle import EdgeSettings, helm_values
@@ -18,6 +19,9 @@ from tests.kube_envtest import KubeAPIServer
 from tests.unit.test_edge_chart import render
 
 pytestmark = pytest.mark.kube
+
+
+SAMPLE_CREDENTIALS = credentials_file("JWT", new_nkey("user").seed)
 
 
 @pytest.fixture
@@ -38,6 +42,7 @@ async def test_every_object_the_chart_renders_passes_the_apiservers_validation(
         EdgeSettings(cluster="edge-oslo", hub_urls=["wss://hub.example.com:443"]),
         ca.cert_pem,
         ca.issue_cluster("edge-oslo", now),
+        SAMPLE_CREDENTIALS,
     )
     documents = render(values, namespace=kube_namespace)
 
@@ -59,6 +64,7 @@ async def test_the_metrics_services_and_scrape_rule_pass_the_apiservers_validati
         EdgeSettings(cluster="edge-oslo", hub_urls=["wss://hub.example.com:443"]),
         ca.cert_pem,
         ca.issue_cluster("edge-oslo", now),
+        SAMPLE_CREDENTIALS,
     )
     values["serviceMonitor"] = {
         "enabled": True,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helm_python import Config
 
+from access.nats_jwt import credentials_file, new_nkey
 from access.pki import CertificateAuthority
 from fleetbus.bundle import EdgeSettings, helm_values
 from tests.eventually import wait_until
@@ -26,6 +27,9 @@ CHART = Path(__file__).resolve().parents[2] / "ops" / "charts" / "fleetbus-edge"
 RELEASE = "fleetbus-edge"
 
 
+SAMPLE_CREDENTIALS = credentials_file("JWT", new_nkey("user").seed)
+
+
 def registration_values(cluster: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     ca = CertificateAuthority.create(now)
@@ -33,6 +37,7 @@ def registration_values(cluster: str) -> dict[str, Any]:
         EdgeSettings(cluster=cluster, hub_urls=["tls://hub.example.com:443"]),
         ca.cert_pem,
         ca.issue_cluster(cluster, now),
+        SAMPLE_CREDENTIALS,
     )
     values.setdefault("connector", {})["persistence"] = {"enabled": False}
     return values

@@ -44,7 +44,7 @@ async def api_for_cli(
     """The hub's API, written into its data dir for the CLI; enrolling through `edges`."""
     async with live_api(store, data.root) as api:
         if edges is not None:
-            connect_api_to_edges(api.hub, edges.services, "127.0.0.1")
+            connect_api_to_edges(api.hub, edges.services)
         data.write_hub_info({"nats_url": nats_url, "http_url": api.url})
         (data.root / "admin.token").write_text(api.tokens[Role.admin])
         yield api

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import nats.errors
 import orjson
 import pytest
 
-from access.permissions import client_password
+from access.nats_accounts import FLEET_ACCOUNT
+from access.permissions import client_credentials
 from events import edges
 from events.catalog import ClusterRegistered, TaskApplied
 from events.codec import encode_event
@@ -93,8 +95,9 @@ async def test_a_large_simulated_fleet_connects_as_clients_with_per_cluster_righ
         # sim-1's credentials reach sim-1's durable only.
         nc = await connect(
             hub.server.client_url,
-            user="sim-1",
-            password=client_password(hub.password, "sim-1"),
+            credentials=client_credentials(
+                hub.data.nats_authority().account(FLEET_ACCOUNT), "sim-1", now=time.time()
+            ),
             inbox_prefix=edges.inbox_prefix("sim-1"),
         )
         try:
@@ -110,8 +113,9 @@ async def test_a_client_cluster_reports_only_under_its_own_name(tmp_path: Path) 
     async with edge_hub(tmp_path, sim_clusters=22) as hub:
         nc = await connect(
             hub.server.client_url,
-            user="sim-1",
-            password=client_password(hub.password, "sim-1"),
+            credentials=client_credentials(
+                hub.data.nats_authority().account(FLEET_ACCOUNT), "sim-1", now=time.time()
+            ),
             inbox_prefix=edges.inbox_prefix("sim-1"),
         )
         try:

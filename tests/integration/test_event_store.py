@@ -93,7 +93,7 @@ async def test_two_writers_racing_on_one_aggregate_exactly_one_wins(
 ) -> None:
     first = await event_store.append([registered("edge")], expected=0)
     version = first.sequences[0]
-    other_nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    other_nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
     other = EventStore(other_nc)
     try:
         results = await asyncio.gather(
@@ -151,7 +151,7 @@ async def test_acknowledged_events_survive_kill_9_of_the_server(
         acknowledged.append(event.id)
     hub_nats.server.kill()
     hub_nats.server.start()
-    nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
     store = EventStore(nc)
     try:
         ids = [s.event.id async for s in store.read()]

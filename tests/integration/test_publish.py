@@ -259,7 +259,7 @@ async def test_bad_input_publishes_nothing(
 
 
 async def test_no_nats_error_leaves_the_chart_store(hub_nats: HubNats) -> None:
-    nc = await connect(hub_nats.url, user="hub", password=hub_nats.password)
+    nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
     charts = ChartStore(nc, attempts=2, timeout=1.0)
     await nc.close()
     with pytest.raises(EventLogUnavailable, match="cannot store chart archive sha256:"):

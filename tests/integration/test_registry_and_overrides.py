@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+from access.nats_accounts import NatsAuthority
 from access.pki import HubPki, cluster_of_certificate
 from api.auth import Role
 from events.catalog import RolloutHalted, RolloutResumed
@@ -192,7 +193,11 @@ async def served(
     pki = HubPki(tmp_path / "pki")
     pki.ensure_ca(datetime.now(UTC))
     async with live_api(event_store, hub_nats.data.root, projector=True) as api:
-        api.hub.enrollment = BundleEnrollment(pki=pki, hub_urls=["tls://hub.example:443"])
+        api.hub.enrollment = BundleEnrollment(
+            pki=pki,
+            hub_urls=["tls://hub.example:443"],
+            authority=NatsAuthority.open(tmp_path),
+        )
         hub_nats.data.write_hub_info({"nats_url": hub_nats.url, "http_url": api.url})
         (hub_nats.data.root / "admin.token").write_text(api.tokens[Role.admin])
         yield ["--data-dir", str(hub_nats.data.root)]

@@ -9,7 +9,6 @@ from typing import Any
 
 from events.catalog import (
     ClusterTaskRefused,
-    ClusterTaskScheduled,
     RolloutAdvanced,
     RolloutHalted,
     RolloutStrategy,
@@ -22,6 +21,7 @@ from tests.integration.scheduler_harness import (
     events_of,
     reports_store,
     running_scheduler,
+    scheduled_of,
     versions,
 )
 from tests.scheduler_fixtures import (
@@ -57,7 +57,7 @@ async def test_selector_placement_follows_label_changes(event_store: EventStore)
             lambda: _is(event_store, ["a", "b"], {"a": "removed", "b": None}),
             what="b's desired state purged",
         )
-    scheduled = await events_of(event_store, ClusterTaskScheduled)
+    scheduled = await scheduled_of(event_store)
     assert [(e.cluster, e.generation, e.removed) for e in scheduled] == [
         ("a", 1, False),
         ("b", 1, False),
@@ -107,7 +107,7 @@ async def test_both_kinds_of_override_apply_in_precedence_order_and_only_changes
         assert task_a is not None
         assert task_a.overrides == ["prod-size", "a-only"]
     by_cluster: dict[str, list[int]] = {}
-    for event in await events_of(event_store, ClusterTaskScheduled):
+    for event in await scheduled_of(event_store):
         by_cluster.setdefault(event.cluster, []).append(event.generation)
     assert by_cluster == {"a": [1, 2, 3], "b": [1, 2], "c": [1]}
 
@@ -187,7 +187,7 @@ async def test_a_taskset_over_the_size_limit_after_overrides_is_refused(
     task_a = await desired(event_store, "a", "big")
     assert task_a is not None
     assert task_a.generation == 1
-    scheduled = await events_of(event_store, ClusterTaskScheduled)
+    scheduled = await scheduled_of(event_store)
     assert [(e.cluster, e.generation) for e in scheduled] == [("a", 1), ("b", 1)]
 
 
@@ -225,5 +225,5 @@ async def test_only_one_scheduler_decides_and_a_second_takes_over_when_it_stops(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)
-    generations = [e.generation for e in await events_of(event_store, ClusterTaskScheduled)]
+    generations = [e.generation for e in await scheduled_of(event_store)]
     assert generations == [1, 2]

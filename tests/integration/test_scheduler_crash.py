@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from events.catalog import ClusterTaskScheduled, RolloutAdvanced, RolloutStrategy, TaskApplied
+from events.catalog import (
+    ClusterTaskScheduled,
+    RolloutAdvanced,
+    RolloutStrategy,
+    ScheduledCluster,
+    TaskApplied,
+)
 from events.sealed import EventSealer
 from events.store import EventStore
 from taskset.digest import digest_of
@@ -22,6 +28,7 @@ from tests.integration.scheduler_harness import (
     events_of,
     reports_store,
     running_scheduler,
+    scheduled_of,
     versions,
 )
 from tests.scheduler_fixtures import (
@@ -116,7 +123,7 @@ async def test_a_scheduler_killed_mid_rollout_loses_and_doubles_nothing(
         await eventually(lambda: all_at(2), what="third wave", within=60)
         await report_each(reports, [applied(c, "web", 2, 2) for c in ("e", "f")])
 
-    scheduled = await events_of(event_store, ClusterTaskScheduled)
+    scheduled = await scheduled_of(event_store)
     per_cluster = Counter((e.cluster, e.generation) for e in scheduled)
     assert all(count == 1 for count in per_cluster.values()), per_cluster
     assert sorted(per_cluster) == sorted((c, g) for c in CLUSTERS for g in (1, 2))
@@ -148,11 +155,12 @@ async def test_a_decision_logged_but_not_yet_written_to_desired_is_written_at_re
     await event_store.append([registered("a"), published(taskset, 1, clusters=["a"])])
     logged = ClusterTaskScheduled(
         **envelope("scheduler"),
-        cluster="a",
         taskset="web",
-        taskset_version=1,
-        generation=1,
-        digest=digest_of(taskset),
+        clusters=[
+            ScheduledCluster(
+                cluster="a", taskset_version=1, generation=1, digest=digest_of(taskset)
+            )
+        ],
     )
     await event_store.append([logged])
     assert await desired(event_store, "a", "web") is None
@@ -160,6 +168,6 @@ async def test_a_decision_logged_but_not_yet_written_to_desired_is_written_at_re
         await eventually(lambda: _at(event_store, {"a": 1}), what="DESIRED repaired")
     task = await desired(event_store, "a", "web")
     assert task is not None
-    assert (task.generation, task.digest) == (1, logged.digest)
+    assert (task.generation, task.digest) == (1, logged.clusters[0].digest)
     scheduled = await events_of(event_store, ClusterTaskScheduled)
     assert [e.id for e in scheduled] == [logged.id]

@@ -278,3 +278,43 @@ def test_a_private_helm_repository_takes_basic_credentials_and_never_echoes_them
             fetch_source(ref, tmp_path / "d", LOOPBACK, credential=token)
     finally:
         repository.stop()
+
+
+def test_a_private_registry_takes_a_login_and_refuses_wrong_credentials_clearly(
+    tmp_path: Path,
+) -> None:
+    registry = OciRegistry(tmp_path / "oci", username="puller", password="reg-pass-5e81b")
+    registry.start()
+    try:
+        registry.push(package_chart(make_chart(tmp_path / "src", "api", "1.4.0"), tmp_path / "d"))
+        ref = SourceRef(
+            kind="oci", url=f"oci://{registry.host}/charts/api", version="1.4.0", plain_http=True
+        )
+        (tmp_path / "a").mkdir()
+        with pytest.raises(
+            SourceUnreachable, match=r"registry 127.0.0.1:\d+ needs credentials: store them"
+        ) as anonymous:
+            fetch_source(ref, tmp_path / "a", LOOPBACK)
+        wrong = Credential(kind="basic", username="puller", password="not-it-8c2d1")
+        (tmp_path / "b").mkdir()
+        with pytest.raises(SourceUnreachable) as refused:
+            fetch_source(ref, tmp_path / "b", LOOPBACK, credential=wrong)
+        message = str(refused.value)
+        assert f"registry {registry.host} refused the login of user 'puller'" in message
+        assert "not-it-8c2d1" not in message
+        assert "reg-pass-5e81b" not in str(anonymous.value)
+        right = Credential(kind="basic", username="puller", password="reg-pass-5e81b")
+        (tmp_path / "c").mkdir()
+        fetched = fetch_source(ref, tmp_path / "c", LOOPBACK, credential=right)
+        assert fetched is not None
+        assert fetched.provenance.chart_version == "1.4.0"
+        assert fetched.provenance.digest.startswith("sha256:")
+        login = tmp_path / "c" / "registry-config.json"
+        assert not login.exists() or login.stat().st_mode & 0o077 == 0, "the login file is 0600"
+        token = Credential(kind="token", username="puller", token="reg-pass-5e81b")
+        (tmp_path / "e").mkdir()
+        assert fetch_source(ref, tmp_path / "e", LOOPBACK, credential=token) is not None, (
+            "a token is the password of a registry login"
+        )
+    finally:
+        registry.stop()

@@ -23,6 +23,7 @@ import orjson
 import pytest
 import yaml
 
+from access.nats_accounts import NatsAuthority
 from fleetbus.cli import main
 from fleetbus.natsserver import free_port
 from tests.faults.harness import record_figures
@@ -198,6 +199,31 @@ CLI_CASES = [
         "argument --snapshot-every: must be a whole number >= 0, got 'often'",
     ),
     CliCase(
+        "up-events-retain-without-a-unit",
+        ("up", "--events-retain", "age=90"),
+        "argument --events-retain: age=90: write a duration like 90d",
+    ),
+    CliCase(
+        "up-events-retain-unknown-limit",
+        ("up", "--events-retain", "days=90"),
+        "argument --events-retain: unknown limit 'days'",
+    ),
+    CliCase(
+        "up-events-retain-too-few-events",
+        ("up", "--events-retain", "events=10"),
+        "argument --events-retain: events=10: keep at least 100 events",
+    ),
+    CliCase(
+        "up-events-retain-without-snapshots",
+        ("up", "--data-dir", "{empty}", "--events-retain", "age=30d", "--snapshot-every", "0"),
+        "--events-retain: events leave the live log only once a snapshot covers them",
+    ),
+    CliCase(
+        "up-events-archive-every-zero",
+        ("up", "--events-archive-every", "0"),
+        "argument --events-archive-every: must be a number of seconds above 0",
+    ),
+    CliCase(
         "scheduler-snapshot-keep-zero",
         ("scheduler", "--snapshot-keep", "0"),
         "argument --snapshot-keep: must be a whole number >= 1, got 0",
@@ -342,7 +368,8 @@ def test_a_bad_cli_argument_is_one_clear_error_and_writes_nothing(
             }
         )
     )
-    (dead / "secrets.json").write_bytes(b'{"hub_password": "x", "sys_password": "y"}')
+    # A hub's own NATS credentials, of an operator no server here trusts.
+    NatsAuthority.open(dead).service_credentials(dead / "creds")
     places = {
         "{deadhub}": str(dead),
         "{ok}": str(ok),

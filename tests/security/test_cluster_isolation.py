@@ -26,7 +26,14 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from access.pki import CertificateAuthority, cluster_of_certificate, identity_of_certificate
+from access.nats_accounts import FLEET_ACCOUNT, credentials_jwt
+from access.nats_jwt import decode
+from access.pki import (
+    CertificateAuthority,
+    cluster_of_certificate,
+    identity_of_certificate,
+    public_key_fingerprint,
+)
 from events.catalog import TaskApplied
 from events.codec import encode_event
 from events.inventory import InventoryDigest, encode_inventory
@@ -92,18 +99,26 @@ async def request(nc: NatsClient, subject: str, body: object = None) -> bytes:
     return reply.data
 
 
-async def test_a_cluster_certificate_maps_to_the_user_named_by_its_dns_san(tmp_path: Path) -> None:
+async def test_a_cluster_leaf_joins_fleet_as_the_user_of_its_certificate(tmp_path: Path) -> None:
     async with edge_hub(tmp_path) as hub:
         issued = hub.issue("alpha")
         identity = identity_of_certificate(issued.cert_pem)
         assert identity == f"alpha.{issued.fingerprint[:16]}"
         assert cluster_of_certificate(issued.cert_pem) == "alpha"
+        config_before = hub.data.nats_conf.read_text()
         bundle = await hub.register("alpha")
         await hub.start_edge(bundle)
         await eventually(lambda: "edge-alpha" in leaf_names(hub.server), what="alpha's leaf")
-        config = hub.data.nats_conf.read_text()
-        registered = identity_of_certificate(bundle.cert_file.read_bytes())
-        assert f'"user": "{registered}"' in config
+        authority = hub.data.nats_authority()
+        [leaf] = [x for x in leaf_connections(hub.server) if x.get("name") == "edge-alpha"]
+        assert leaf["account"] == authority.public_key(FLEET_ACCOUNT)
+        # The bundle's user is the one derived from the certificate on record, named by it.
+        claims = decode(credentials_jwt(bundle.creds_file.read_text()))
+        fingerprint = public_key_fingerprint(bundle.cert_file.read_bytes())
+        assert claims["name"] == identity_of_certificate(bundle.cert_file.read_bytes())
+        assert claims["sub"] == authority.cluster_user_key("alpha", fingerprint).public
+        # Registering changed no server config: users live in JWTs, not in nats.conf.
+        assert hub.data.nats_conf.read_text() == config_before
 
 
 async def test_cluster_a_cannot_pull_cluster_b_durable_consumer(clusters: TwoClusters) -> None:
@@ -242,7 +257,7 @@ async def test_cluster_a_cannot_ask_the_gate_in_cluster_b_name(clusters: TwoClus
 
 
 async def hub_client(hub: EdgeHub) -> NatsClient:
-    return await nats.connect(hub.server.client_url, user="hub", password=hub.password)
+    return await nats.connect(hub.server.client_url, user_credentials=str(hub.credentials))
 
 
 async def consumer_exists(nc: NatsClient, name: str) -> bool:
@@ -580,6 +595,7 @@ async def test_a_revoked_edge_that_claims_another_clusters_name_is_dropped_too(
             ca_file=alpha.ca_file,
             cert_file=alpha.cert_file,
             key_file=alpha.key_file,
+            creds_file=alpha.creds_file,
         ).replace('server_name: "edge-alpha"', 'server_name: "edge-beta"')
         (root / "leaf.conf").write_text(config)
         monitor = int(config.split('http: "127.0.0.1:')[1].split('"')[0])

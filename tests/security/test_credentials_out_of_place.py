@@ -108,6 +108,7 @@ async def test_a_clusters_credentials_cannot_write_the_log_or_anyones_desired_st
         "write another cluster's desired state": ("fleet.desired.beta.web", b"{}"),
         "write a desired state for a cluster that does not exist": ("fleet.desired.evil.x", b"{}"),
         "write a snapshot": ("fleet.snapshot.000000000001-evil.manifest", b"{}"),
+        "write an archive segment": ("fleet.archive.segment.0000000001", b"forged"),
     }
     for what, (subject, payload) in writes.items():
         with pytest.raises(DENIED):
@@ -129,6 +130,8 @@ JS_ADMIN = [
     ("DIRECT.GET.REPORTS", {"seq": 1}),
     ("DIRECT.GET.SNAPSHOTS", {"last_by_subj": "fleet.snapshot.*.manifest"}),
     ("STREAM.PURGE.SNAPSHOTS", {}),
+    ("DIRECT.GET.EVENTS_ARCHIVE", {"last_by_subj": "fleet.archive.segment.0000000001"}),
+    ("STREAM.DELETE.EVENTS_ARCHIVE", None),
     ("CONSUMER.CREATE.EVENTS", {"stream_name": "EVENTS", "config": {"ack_policy": "none"}}),
     (
         "CONSUMER.CREATE.REPORTS.peek",
@@ -277,7 +280,9 @@ async def test_api_tokens_are_no_nats_credentials(fleet: Fleet, tmp_path: Path) 
     async with live_api(fleet.hub.store, tmp_path / "api") as api:
         tokens = dict(api.tokens)
     url = fleet.hub.server.client_url
-    assert await nats_login(url, {"user": "hub", "pass": fleet.hub.password}) == "+OK"
+    # The server is there and takes a real login: the hub's own credentials (a user JWT).
+    hub_login = await nats.connect(url, user_credentials=str(fleet.hub.credentials))
+    await hub_login.close()
     let_in = []
     for role, token in tokens.items():
         for credentials in (
@@ -296,7 +301,7 @@ async def test_a_report_written_in_another_clusters_name_does_not_change_that_cl
     fleet: Fleet, tmp_path: Path
 ) -> None:
     hub = fleet.hub
-    projector = await start_projector([hub.server.client_url], hub.password, tmp_path / "p.db")
+    projector = await start_projector([hub.server.client_url], hub.credentials, tmp_path / "p.db")
     try:
         forged = TaskFailed(
             id=new_event_id(),

@@ -151,14 +151,14 @@ def test_the_detector_sees_through_zlib_gzip_and_base64() -> None:
 # --- reading what the servers hold ---------------------------------------------------------------
 
 
-def hub_password(hub: LiveHub) -> str:
-    return str(orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"])
+def hub_credentials(hub: LiveHub) -> Path:
+    return hub.data_dir / "creds" / "hub.creds"
 
 
 async def hub_connection(hub: LiveHub) -> NatsClient:
     info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
     return await connect(
-        info["nats_url"], user="hub", password=hub_password(hub), max_reconnect_attempts=1
+        info["nats_url"], credentials=hub_credentials(hub), max_reconnect_attempts=1
     )
 
 

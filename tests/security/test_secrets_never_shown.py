@@ -175,8 +175,11 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 async def desired_of(hub: LiveHub, cluster: str, taskset: str) -> bytes | None:
     """The ClusterTask the hub holds for `cluster`, decoded, as canonical JSON (or None)."""
     info = orjson.loads((hub.data_dir / "hub.json").read_bytes())
-    password = orjson.loads((hub.data_dir / "secrets.json").read_bytes())["hub_password"]
-    nc = await connect(info["nats_url"], user="hub", password=password, max_reconnect_attempts=1)
+    nc = await connect(
+        info["nats_url"],
+        credentials=hub.data_dir / "creds" / "hub.creds",
+        max_reconnect_attempts=1,
+    )
     try:
         reply = await nc.request(
             "$JS.hub.API.DIRECT.GET.DESIRED",

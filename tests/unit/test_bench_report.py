@@ -11,7 +11,8 @@ from bench.figure import FigureResult, Metric, Target, format_number
 from bench.hubproc import REPO, describe_failure
 from bench.machine import MachineInfo, parse_cpu_model, parse_mem_total_gib
 from bench.p1_convergence import stage_note
-from bench.p2_convergence_10k import cpu_note
+from bench.p2_convergence_10k import cpu_note, startup_split
+from bench.p14_hub_memory import place
 from bench.procstat import CLOCK_TICKS, cpu_percent_of_core, parse_cpu_ticks, parse_rss_kib
 from bench.published import PUBLISHED
 from bench.report import (
@@ -290,3 +291,45 @@ def test_a_figure_measured_alone_is_merged_into_the_report_keeping_the_others(
     document = json.loads(results.read_text())
     assert document["P7"]["render_ratio"] == 1.2
     assert document["P4"]["append_per_s"] == 25000.0
+
+
+def test_the_start_up_split_is_read_from_the_hubs_log() -> None:
+    log = (
+        "INFO simulator.fleet: simulated fleet up: 4996 clusters (client) in 4 worker "
+        "processes; provisioned in 41.3 s, connected in 12.5 s\n"
+    )
+    assert startup_split(log) == (41.3, 12.5)
+    assert startup_split("nothing about sims here") is None
+
+
+def test_traced_lines_are_named_by_their_place_in_the_repository_or_a_package() -> None:
+    assert place(str(REPO / "scheduler" / "state.py")) == "scheduler/state.py"
+    site = "/x/.venv/lib/python3.11/site-packages/nats/js/client.py"
+    assert place(site) == "nats/js/client.py"
+    assert place("/usr/lib/python3.11/asyncio/events.py") == "asyncio/events.py"
+
+
+def test_a_merged_target_row_goes_into_the_targets_table_not_a_figures_table(
+    tmp_path: Path,
+) -> None:
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    write_outputs(report_with(measured_figure()), PUBLISHED, markdown, results)
+    table = FigureResult(
+        key="P14",
+        title="Memory",
+        metrics=[Metric(key="held_mb", label="Python memory held", unit="MB", value=52.0)],
+        method="Traced.",
+    )
+    merge_outputs(report_with(table), markdown, results)
+    alone = FigureResult(
+        key="P7",
+        title="Render",
+        metrics=[Metric(key="render_ratio", label="render ratio", unit="x", value=1.2)],
+        targets=[Target(metric="render_ratio", label="render", bound=1.5, unit="x")],
+        method="Alone.",
+    )
+    merge_outputs(report_with(alone), markdown, results)
+    lines = markdown.read_text().splitlines()
+    row = lines.index("| P7 | render ≤ 1.50 x | 1.20x | met |")
+    assert row < lines.index("## P14 — Memory")
+    assert lines[row - 1].startswith("| P")

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from access.nats_jwt import credentials_file
 from access.pki import CertificateAuthority, cluster_of_certificate
 from edge_connector.errors import BundleError
 from fleetbus.bundle import EdgeSettings, write_edge_bundle
@@ -38,6 +39,7 @@ def bundle_archive(tmp_path: Path, cluster: str, *, arcname: str | None = None) 
         settings,
         ca_pem=CA.cert_pem,
         issued=CA.issue_cluster(cluster, NOW),
+        credentials=credentials_file("JWT", "SEED"),
     )
     return pack(root, arcname or cluster)
 
@@ -66,12 +68,14 @@ def test_a_bundle_lands_in_a_new_directory_with_its_key_readable_by_the_owner_on
         "ca.crt",
         "cluster.crt",
         "cluster.key",
+        "cluster.creds",
         "cluster.json",
         "edge.json",
         "leaf.conf",
         "values.yaml",
     }
     assert mode(out / "cluster.key") == 0o600
+    assert mode(out / "cluster.creds") == 0o600, "the credentials hold the user's seed"
     assert mode(out / "values.yaml") == 0o600, "the Helm values inline the key"
     assert mode(out) == 0o700
     assert not mode(out / "ca.crt") & 0o022

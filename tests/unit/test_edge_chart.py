@@ -16,6 +16,7 @@ import yaml
 from helm_python import Chart, HelmValuesError, lint
 from lightkube import KubeConfig
 
+from access.nats_jwt import credentials_file
 from access.pki import CertificateAuthority
 from cluster_controller.crds import CRD_FILES
 from fleetbus.bundle import EdgeSettings, helm_values
@@ -35,7 +36,7 @@ def bundle_values() -> dict[str, Any]:
         labels={"region": "eu"},
         inventory_interval=15.0,
     )
-    return helm_values(settings, ca.cert_pem, issued)
+    return helm_values(settings, ca.cert_pem, issued, credentials_file("JWT", "SEED"))
 
 
 def render(values: dict[str, Any], namespace: str = "fleetbus-system") -> list[dict[str, Any]]:

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from access.errors import AccessError
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, credentials_jwt
+from access.nats_jwt import decode
 from access.permissions import (
+    REVOCATION_KEPT,
     ClusterAccess,
     client_permissions,
-    cluster_users,
+    current_revocations,
     evolve_access,
+    evolve_revocations,
+    leaf_credentials,
     leaf_permissions,
     revoked_clusters,
-    stale_leafs,
+    user_key_of,
 )
+from access.pki import CLUSTER_VALIDITY
 from edge_connector import decisions
 from edge_connector.errors import ApplyFailed
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
@@ -285,39 +293,57 @@ def test_a_cluster_user_has_rights_on_its_own_subjects_only() -> None:
         assert not [r for r in rights if r in (">", "fleet.>", "$JS.hub.API.>", "$JS.API.>")]
 
 
-def test_only_clusters_with_a_certificate_or_client_credentials_get_a_user() -> None:
-    users = cluster_users(
-        [
-            ClusterAccess(name="alpha", fingerprint="ab" * 32),
-            ClusterAccess(name="nocert"),
-            ClusterAccess(name="hub", fingerprint="cd" * 32),
-            ClusterAccess(name="sim-30", connection=edges.CLIENT),
-        ],
-        secret="s",
+def test_a_leaf_cluster_user_jwt_carries_its_rights_and_the_key_of_its_certificate(
+    tmp_path: Path,
+) -> None:
+    authority = NatsAuthority.open(tmp_path)
+    creds = leaf_credentials(authority, "alpha", "sha256:" + "ab" * 32, expires=NOW)
+    claims = decode(credentials_jwt(creds))
+    assert claims["exp"] == int(NOW.timestamp()), "expires with its certificate"
+    assert claims["iss"] == authority.public_key(FLEET_ACCOUNT)
+    assert claims["name"] == f"alpha.{'ab' * 8}"
+    assert claims["sub"] == user_key_of(
+        authority, ClusterAccess(name="alpha", fingerprint="ab" * 32)
     )
-    assert f'"user": "alpha.{"ab" * 8}"' in users
-    assert '"allowed_connection_types": ["LEAFNODE", "LEAFNODE_WS"]' in users
-    assert '"user": "sim-30"' in users
-    assert "nocert" not in users
-    assert '"user": "hub' not in users
+    assert claims["nats"]["allowed_connection_types"] == ["LEAFNODE", "LEAFNODE_WS"]
+    assert claims["nats"]["pub"] == leaf_permissions("alpha")["publish"]
+    assert claims["nats"]["sub"] == leaf_permissions("alpha")["subscribe"]
+    # Another certificate of the same cluster is another user; no certificate, no user.
+    assert (
+        user_key_of(authority, ClusterAccess(name="alpha", fingerprint="cd" * 32)) != claims["sub"]
+    )
+    assert user_key_of(authority, ClusterAccess(name="nocert")) is None
+    with pytest.raises(AccessError, match="reserved"):
+        leaf_credentials(authority, "hub", "ab" * 32, expires=NOW)
 
 
-def test_stale_leafs_are_revoked_unknown_or_duplicated_names() -> None:
-    leafs = [
-        {"id": 1, "name": "edge-alpha", "account": "FLEET"},
-        {"id": 2, "name": "edge-beta", "account": "FLEET"},
-        {"id": 3, "name": "edge-beta", "account": "FLEET"},
-        {"id": 4, "name": "edge-gamma", "account": "FLEET"},
-        {"id": 5, "name": "intruder", "account": "FLEET"},
-        {"id": 6, "name": "other", "account": "OTHER"},
-    ]
-    allowed = {"edge-alpha", "edge-beta", "edge-gamma"}
-    assert stale_leafs(leafs, allowed, {"edge-gamma"}) == [
-        (2, "edge-beta"),
-        (3, "edge-beta"),
-        (4, "edge-gamma"),
-        (5, "intruder"),
-    ]
+def test_a_revocation_is_forgotten_once_every_jwt_of_its_key_has_expired() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    recent = int((now - timedelta(days=30)).timestamp())
+    expired = int((now - REVOCATION_KEPT - timedelta(seconds=1)).timestamp())
+    assert current_revocations({"UNEW": recent, "UOLD": expired}, now) == {"UNEW": recent}
+    assert REVOCATION_KEPT > CLUSTER_VALIDITY
+
+
+def test_a_key_no_longer_admitted_is_revoked_and_a_client_admitted_again_is_not() -> None:
+    def key_of(access: ClusterAccess) -> str | None:
+        return f"U-{access.name}-{access.fingerprint}" if access.fingerprint else None
+
+    alpha = ClusterAccess(name="alpha", fingerprint="1")
+    renewed = ClusterAccess(name="alpha", fingerprint="2")
+    beta = ClusterAccess(name="beta", fingerprint="3")
+    revoked = evolve_revocations(
+        {}, {"alpha": alpha, "beta": beta}, {"alpha": renewed, "beta": beta}, at=10, key_of=key_of
+    )
+    assert revoked == {"U-alpha-1": 10}
+    revoked = evolve_revocations(
+        revoked, {"alpha": renewed, "beta": beta}, {"alpha": renewed}, at=20, key_of=key_of
+    )
+    assert revoked == {"U-alpha-1": 10, "U-beta-3": 20}
+    # beta's key admitted again (a client cluster's key is its name's): no longer revoked.
+    assert evolve_revocations(
+        revoked, {"alpha": renewed}, {"alpha": renewed, "beta": beta}, at=30, key_of=key_of
+    ) == {"U-alpha-1": 10}
 
 
 def test_a_repair_needs_two_consecutive_digests_lacking_the_same_message() -> None:

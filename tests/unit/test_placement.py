@@ -8,6 +8,7 @@ import itertools
 from datetime import datetime, timedelta
 
 from events.catalog import (
+    SCHEDULE_CHUNK,
     ClusterTaskRefused,
     ClusterTaskScheduled,
     Event,
@@ -24,12 +25,13 @@ from scheduler.bus import Delivered
 from scheduler.decide import DesiredWrite, decide_taskset
 from scheduler.materialize import Materializer
 from scheduler.placement import place_taskset
-from scheduler.service import cluster_units, coalesced, subject_rounds
+from scheduler.service import coalesced, execution_batches, subject_rounds
 from scheduler.state import SchedulerState
 from taskset.model import ClusterTask
 from tests.scheduler_fixtures import (
     T0,
     ReplicasRenderer,
+    ScheduledFact,
     applied,
     config_map,
     deployment,
@@ -41,6 +43,7 @@ from tests.scheduler_fixtures import (
     registered,
     relabelled,
     retired,
+    scheduled_facts,
     values_override,
 )
 
@@ -94,8 +97,9 @@ class Harness:
     def task(self, cluster: str, taskset: str = "web") -> ClusterTask | None:
         return self.desired.get(f"fleet.desired.{cluster}.{taskset}")
 
-    def scheduled(self) -> list[ClusterTaskScheduled]:
-        return [e for e in self.log if isinstance(e, ClusterTaskScheduled)]
+    def scheduled(self) -> list[ScheduledFact]:
+        """Every cluster's new desired state, in the order the log records them."""
+        return scheduled_facts(self.log)
 
 
 def live(h: Harness, taskset: str = "web") -> dict[str, int]:
@@ -248,7 +252,8 @@ def test_decisions_name_their_causes() -> None:
     h.append(registered("a"))
     publish = published(make_taskset("web"), 1, clusters=["a"])
     h.append(publish)
-    (scheduled,) = h.scheduled()
+    (scheduled,) = [e for e in h.log if isinstance(e, ClusterTaskScheduled)]
+    assert scheduled.names() == ["a"]
     assert publish.id in scheduled.caused_by
     assert scheduled.causation_id == publish.id
     assert scheduled.actor == "scheduler"
@@ -306,25 +311,48 @@ def t(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def test_a_decision_splits_into_one_part_per_cluster_each_in_its_own_order() -> None:
+def test_a_decision_records_one_scheduled_event_per_chunk_of_clusters() -> None:
     h = Harness()
-    h.append(registered("a", env="prod"), registered("b", env="prod"), registered("c", env="dev"))
+    names = [f"c{i:04d}" for i in range(SCHEDULE_CHUNK + 88)]
+    h.append(*(registered(name, env="prod") for name in names))
     publish = published(make_taskset("web"), 1, selector="env=prod")
     h.state.apply_event(next(h.seq), publish.subject, h.now, publish)
     decision = decide_taskset(h.state, "web", h.now, h.materialize, new_event_id, {})
-    units = cluster_units(decision.events, decision.writes)
 
-    assert set(units) == {"", "a", "b"}
-    for cluster in ("a", "b"):
-        events, writes = units[cluster]
-        assert events, f"cluster {cluster} has its ClusterTaskScheduled"
-        assert all(getattr(e, "cluster", None) == cluster for e in events)
-        assert [w.task.cluster for w in writes] == [cluster]
-        assert [e for e in decision.events if getattr(e, "cluster", None) == cluster] == events
-    every_event = [e for events, _ in units.values() for e in events]
-    every_write = [w for _, writes in units.values() for w in writes]
-    assert sorted(e.id for e in every_event) == sorted(e.id for e in decision.events)
-    assert sorted(w.subject for w in every_write) == sorted(w.subject for w in decision.writes)
+    chunks = [e for e in decision.events if isinstance(e, ClusterTaskScheduled)]
+    assert [len(e.clusters) for e in chunks] == [SCHEDULE_CHUNK, 88]
+    assert [name for e in chunks for name in e.names()] == names
+    assert {e.subject for e in chunks} == {"fleet.evt.schedule.web"}
+    assert len({e.id for e in chunks}) == 2
+    written = {w.task.cluster: (w.task.generation, w.task.digest) for w in decision.writes}
+    assert {
+        part.cluster: (part.generation, part.digest) for e in chunks for part in e.clusters
+    } == written
+
+
+def test_a_decision_executes_in_batches_each_chunk_with_the_writes_of_its_clusters() -> None:
+    h = Harness()
+    names = [f"c{i:04d}" for i in range(SCHEDULE_CHUNK + 3)]
+    h.append(*(registered(name, env="prod") for name in names))
+    publish = published(make_taskset("web"), 1, selector="env=prod")
+    h.state.apply_event(next(h.seq), publish.subject, h.now, publish)
+    decision = decide_taskset(h.state, "web", h.now, h.materialize, new_event_id, {})
+    lost = DesiredWrite(
+        ClusterTask(cluster="z", taskset_name="web", version=1, generation=1, digest="")
+    )
+    loose, batches = execution_batches(decision.events, [*decision.writes, lost], size=2)
+
+    assert [type(e) for e in loose] == [RolloutAdvanced]
+    (first_events, first_writes), (second_events, second_writes), (rest_events, rest_writes) = (
+        batches
+    )
+    for events, writes in ((first_events, first_writes), (second_events, second_writes)):
+        (chunk,) = events
+        assert isinstance(chunk, ClusterTaskScheduled)
+        assert [w.task.cluster for w in writes] == chunk.names()
+    assert (rest_events, rest_writes) == ([], [lost])
+    every = [w.subject for _, writes in batches for w in writes]
+    assert sorted(every) == sorted(w.subject for w in [*decision.writes, lost])
 
 
 def test_events_on_one_subject_go_in_successive_rounds_in_their_order() -> None:

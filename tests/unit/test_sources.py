@@ -186,6 +186,7 @@ def test_git_gets_credentials_in_its_environment_and_a_key_file_only_it_may_read
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
     ssh = git_environment(tmp_path, Credential(kind="ssh-key", ssh_key=key))
     assert f"-i {tmp_path / 'ssh-key'}" in ssh["GIT_SSH_COMMAND"]
-    assert "StrictHostKeyChecking=accept-new" in ssh["GIT_SSH_COMMAND"]
+    assert "StrictHostKeyChecking=yes" in ssh["GIT_SSH_COMMAND"]
+    assert "-F none" in ssh["GIT_SSH_COMMAND"], "no SSH configuration file may loosen the checks"
     assert os.stat(tmp_path / "ssh-key").st_mode & 0o777 == 0o600
     assert key not in ssh["GIT_SSH_COMMAND"]
