@@ -18,7 +18,7 @@ safe:
   object and field.
 
 Pure functions over manifests; the Helm adapter renders twice only for charts whose templates
-call a generating function (`NONDETERMINISTIC_TEMPLATE`).
+call a generating function (`calls_a_generating_function`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,27 @@ from typing import Any
 from normalizer.errors import RegenerationRefused
 from taskset.model import ObjectRef
 
-NONDETERMINISTIC_TEMPLATE = re.compile(
-    r"\{\{[^}]*\b(randAlphaNum|randAlpha|randNumeric|randAscii|randBytes|randInt|uuidv4"
-    r"|genPrivateKey|genCA|genCAWithKey|genSelfSignedCert|genSelfSignedCertWithKey"
-    r"|genSignedCert|genSignedCertWithKey|htpasswd|bcrypt|encryptAES|now|shuffle)\b"
+GENERATING_FUNCTIONS = (
+    *("randAlphaNum", "randAlpha", "randNumeric", "randAscii", "randBytes", "randInt", "uuidv4"),
+    *("genPrivateKey", "genCA", "genCAWithKey", "genSelfSignedCert", "genSelfSignedCertWithKey"),
+    *("genSignedCert", "genSignedCertWithKey", "htpasswd", "bcrypt", "encryptAES", "now"),
+    "shuffle",
 )
-"""A template action calling a Sprig function whose result differs on every render."""
+"""Sprig functions whose result differs on every render."""
+NONDETERMINISTIC_TEMPLATE = re.compile(r"\{\{[^}]*\b(" + "|".join(GENERATING_FUNCTIONS) + r")\b")
+"""A template action calling one of `GENERATING_FUNCTIONS`."""
+_GENERATING_WORDS = ("rand", "uuidv4", "gen", "htpasswd", "bcrypt", "encryptAES", "now", "shuffle")
+
+
+def calls_a_generating_function(template: str) -> bool:
+    """Whether a template's text has an action calling one of `GENERATING_FUNCTIONS`.
+
+    Fixed strings are looked for first: the regular expression is slow on the megabytes of
+    dashboards some charts hold in their templates."""
+    return any(word in template for word in _GENERATING_WORDS) and bool(
+        NONDETERMINISTIC_TEMPLATE.search(template)
+    )
+
 
 Path = tuple[str | int, ...]
 

@@ -34,9 +34,10 @@ import json
 import re
 import tarfile
 import tempfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,21 +55,21 @@ from normalizer.capabilities import (
     Capabilities,
 )
 from normalizer.determinism import (
-    NONDETERMINISTIC_TEMPLATE,
     UnstableField,
+    calls_a_generating_function,
     describe_unstable,
     keep_previous,
     unstable_fields,
 )
 from normalizer.documents import (
     SourceDocument,
-    expand_list,
     parse_documents,
     parse_rendered_template,
 )
 from normalizer.errors import (
     ChartNotLoadable,
     ChartRenderFailed,
+    NormalizerError,
     RegenerationRefused,
     UnsupportedSource,
     ValuesRejected,
@@ -217,22 +218,50 @@ class _Templates:
         ]
 
 
-def _scan_templates(archive: bytes) -> _Templates:
+MAX_UNPACKED_ARCHIVE = 128 * 1024 * 1024
+"""More than Helm loads (100 MiB unpacked): a larger archive is not unpacked here."""
+
+
+def _unpacked(archive: bytes) -> bytes:
+    """A .tgz's tar bytes, refusing to grow beyond `MAX_UNPACKED_ARCHIVE`."""
+    unpacked = bytearray()
+    rest = archive
+    while rest.strip(b"\0"):  # gzip members, then perhaps zero padding
+        member = zlib.decompressobj(wbits=31)
+        unpacked += member.decompress(rest, MAX_UNPACKED_ARCHIVE + 1 - len(unpacked))
+        if len(unpacked) > MAX_UNPACKED_ARCHIVE or member.unconsumed_tail:
+            raise ValueError(f"it unpacks to more than {MAX_UNPACKED_ARCHIVE // 2**20} MiB")
+        if not member.eof:
+            raise EOFError("the archive is cut short")
+        rest = member.unused_data
+    return bytes(unpacked)
+
+
+def archive_files(archive: bytes) -> list[tuple[str, bytes]]:
+    """Every regular file of a chart archive as (path, bytes), unpacked once in memory."""
+    files: list[tuple[str, bytes]] = []
+    with tarfile.open(fileobj=io.BytesIO(_unpacked(archive)), mode="r:") as source:
+        for member in source.getmembers():
+            handle = source.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                files.append((member.name, handle.read()))
+    return files
+
+
+def _scan_templates(files: Sequence[tuple[str, bytes]]) -> _Templates:
     capabilities: list[str] = []
     generating: list[str] = []
     release: list[str] = []
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as source:
-        for member in source.getmembers():
-            if not member.isfile() or "/templates/" not in member.name:
-                continue
-            handle = source.extractfile(member)
-            text = handle.read().decode("utf-8", errors="replace") if handle else ""
-            if CAPABILITIES_TEMPLATE.search(text):
-                capabilities.append(member.name)
-            if NONDETERMINISTIC_TEMPLATE.search(text):
-                generating.append(member.name)
-            if RELEASE_TEMPLATE.search(text):
-                release.append(member.name)
+    for name, data in files:
+        if "/templates/" not in name:
+            continue
+        text = data.decode("utf-8", errors="replace")
+        if CAPABILITIES_TEMPLATE.search(text):
+            capabilities.append(name)
+        if calls_a_generating_function(text):
+            generating.append(name)
+        if RELEASE_TEMPLATE.search(text):
+            release.append(name)
     return _Templates(
         tuple(sorted(capabilities)), tuple(sorted(generating)), tuple(sorted(release))
     )
@@ -257,22 +286,21 @@ def _render(
     capabilities: Capabilities,
     release: ReleaseMode = INSTALL,
 ) -> dict[str, str]:
-    if capabilities.is_default and release == INSTALL:
-        return chart.render(dict(values), name=name, namespace=namespace, is_install=True)
-    # helm-python-sdk's render takes the capabilities as options of the native call; its
-    # Python wrapper does not expose them yet.
-    options: dict[str, object] = {
-        "name": name,
-        "namespace": namespace,
-        "is_install": not release.is_upgrade,
-        "is_upgrade": release.is_upgrade,
-        "revision": release.revision,
-    }
-    options.update(capabilities.render_options())
+    # The native call as `Chart.render` makes it, with more options: helm-python-sdk's render
+    # takes the capabilities as options of the native call, which its Python wrapper does not
+    # expose yet; and its megabytes of output are read with orjson.
+    options: dict[str, object] = {"name": name, "namespace": namespace, "is_install": True}
+    if not capabilities.is_default or release != INSTALL:
+        options.update(
+            is_install=not release.is_upgrade,
+            is_upgrade=release.is_upgrade,
+            revision=release.revision,
+        )
+        options.update(capabilities.render_options())
     payload = helm_native.call_string(
         "helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(options)
     )
-    rendered: dict[str, str] = json.loads(payload)
+    rendered: dict[str, str] = orjson.loads(payload)
     return rendered
 
 
@@ -285,73 +313,154 @@ def _rendered_documents(rendered: Mapping[str, str]) -> list[SourceDocument]:
     return documents
 
 
-_CRD_CACHE: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_CRD_CACHE: OrderedDict[bytes, bytes] = OrderedDict()
 CRD_CACHE_FILES = 64
-"""CRD files kept parsed (as JSON) by content: charts re-rendered with other values (per-cluster
-overrides) keep the same `crds/`, often megabytes of YAML that would be parsed again."""
-_KUBECTL_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
-_NOT_FOR_THE_ENGINE = re.compile(r"^(---|\.\.\.)\S|^\.\.\.[ \t]*$|[0-9]{16}", re.MULTILINE)
-"""What the engine's reading could get wrong: document markers it would not split at, and
-integers beyond float64's 53 bits (its values pass through float64)."""
+"""CRD files kept parsed (as JSON) by the digest of their text: charts re-rendered with other
+values (per-cluster overrides) keep the same `crds/`, often megabytes of YAML."""
+_CRD_FILE = re.compile(
+    r"(?P<root>[^/]+)/(?:charts/(?P<owner>[^/]+)/)?(?P<nested>charts/.*/)?crds/.+\.(?:yaml|yml|json)"
+)
+"""A `crds/` file Helm may install (Helm's `CRDObjects`: the chart's and its subcharts')."""
+_PACKAGED_SUBCHART = re.compile(r"[^/]+/charts/[^/]+\.tgz")
 
 
-def crd_file_by_engine(filename: str, text: str) -> list[SourceDocument] | None:
-    """A `crds/` file read by the Helm engine's own YAML reader (sigs.k8s.io/yaml), or None.
-
-    Helm reads `crds/` with Kubernetes' lenient reader, not as templates; doing the same in
-    Go is twice as fast as libyaml from Python and runs without the GIL, beside the parsing
-    of the rendered templates. A file it cannot read, or one it might read inexactly, is
-    left to `parse_documents`, which also names the line of any problem.
-    """
-    if _NOT_FOR_THE_ENGINE.search(text):
-        return None
-    documents: list[SourceDocument] = []
-    line = 1
-    position = 0
-    for separator in [*_KUBECTL_SEPARATOR.finditer(text), None]:
-        end = separator.start() if separator is not None else len(text)
-        chunk = text[position:end]
-        if chunk.strip():
-            try:
-                value = orjson.loads(helm_native.call_string("helm_values_from_yaml", chunk))
-            except helm_python.HelmError:
-                return None
-            if value:
-                lead = len(chunk) - len(chunk.lstrip())
-                start = line + chunk.count("\n", 0, lead)
-                documents.extend(expand_list(SourceDocument(filename, start, value)))
-        if separator is None:
-            break
-        line += text.count("\n", position, separator.end()) + 1
-        position = separator.end() + 1
-    return documents
+@dataclass(frozen=True)
+class _CrdFile:
+    owner: str
+    """The subchart directory under `charts/` it belongs to; "" for the chart's own."""
+    filename: str
+    key: bytes
+    """The digest of its text."""
 
 
-def _crd_file(filename: str, text: str) -> list[SourceDocument]:
-    key = (filename, hashlib.sha256(text.encode()).hexdigest())
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """What a render keeps of an archive it unpacked, by archive digest: a re-render with other
+    values (per-cluster overrides) need not unpack it again."""
+
+    templates: _Templates
+    root: str
+    crd_files: tuple[_CrdFile, ...]
+    subcharts: frozenset[str]
+    plain: bool
+    """Every subchart is an unpacked directory whose own subcharts hold no `crds/`: which
+    files Helm installs follows from which subcharts are enabled."""
+
+    def installed_crds(self, chart_name: str, enabled: Sequence[str]) -> list[_CrdFile] | None:
+        """The `crds/` files Helm installs with the enabled subcharts, or None if the archive
+        does not show them plainly (Helm is then asked)."""
+        if not self.plain or self.root != chart_name or not set(enabled) <= self.subcharts:
+            return None
+        return [crd for crd in self.crd_files if not crd.owner or crd.owner in enabled]
+
+
+def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
+    roots = {name.split("/", 1)[0] for name, _ in files}
+    crds: list[_CrdFile] = []
+    plain = len(roots) == 1
+    subcharts: set[str] = set()
+    for name, data in files:
+        parts = name.split("/")
+        if len(parts) == 4 and parts[1] == "charts" and parts[3] == "Chart.yaml":
+            subcharts.add(parts[2])
+        if _PACKAGED_SUBCHART.fullmatch(name):
+            plain = False
+        found = _CRD_FILE.fullmatch(name)
+        if found is None:
+            continue
+        if found["nested"] is not None:
+            plain = False
+        crds.append(_CrdFile(found["owner"] or "", name, hashlib.sha256(data).digest()))
+    return ArchiveIndex(
+        templates=_scan_templates(files),
+        root=next(iter(roots)) if len(roots) == 1 else "",
+        crd_files=tuple(crds),
+        subcharts=frozenset(subcharts),
+        plain=plain,
+    )
+
+
+ParsedCrds = dict[bytes, list[tuple[int, dict[str, Any]]]]
+"""CRD files parsed during one render, by the digest of their text."""
+
+
+def _cached_crd_file(key: bytes) -> list[tuple[int, dict[str, Any]]] | None:
     cached = _CRD_CACHE.get(key)
-    if cached is not None:
-        _CRD_CACHE.move_to_end(key)
-        return [SourceDocument(filename, line, manifest) for line, manifest in orjson.loads(cached)]
-    parsed = crd_file_by_engine(filename, text)
-    if parsed is None:
-        parsed = parse_documents(text, filename)
-    _CRD_CACHE[key] = orjson.dumps([(d.line, d.manifest) for d in parsed])
+    if cached is None:
+        return None
+    _CRD_CACHE.move_to_end(key)
+    return [(line, manifest) for line, manifest in orjson.loads(cached)]
+
+
+def _parse_crd_file(key: bytes, filename: str, data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    parsed = [
+        (d.line, d.manifest)
+        for d in parse_documents(data.decode("utf-8", errors="replace"), filename)
+    ]
+    _CRD_CACHE[key] = orjson.dumps(parsed)
     while len(_CRD_CACHE) > CRD_CACHE_FILES:
         _CRD_CACHE.popitem(last=False)
     return parsed
 
 
-def forget_parsed_crds() -> None:
-    """Empty the parsed-CRD cache (a benchmark's cold render starts from nothing)."""
-    _CRD_CACHE.clear()
+def _read_crds_ahead(index: ArchiveIndex, files: Sequence[tuple[str, bytes]]) -> ParsedCrds:
+    """Parse the archive's `crds/` files while the engine renders (those not in the cache).
+
+    Which of them Helm installs is known only after the render (a disabled subchart's are
+    not). A file that does not parse is left to be reported if Helm installs it."""
+    data_of = dict(files)
+    parsed: ParsedCrds = {}
+    for crd in index.crd_files:
+        if crd.key in _CRD_CACHE or crd.key in parsed or crd.filename not in data_of:
+            continue
+        try:
+            parsed[crd.key] = _parse_crd_file(crd.key, crd.filename, data_of[crd.filename])
+        except NormalizerError:
+            continue
+    return parsed
 
 
-def _crd_documents(crds: Sequence[Mapping[str, str]]) -> list[SourceDocument]:
+def _crd_documents(
+    crds: Sequence[Mapping[str, str]], read_ahead: ParsedCrds
+) -> list[SourceDocument]:
+    """The documents of the `crds/` files Helm names (`Chart.crds`)."""
     documents: list[SourceDocument] = []
     for crd in sorted(crds, key=lambda entry: entry["filename"]):
-        documents.extend(_crd_file(crd["filename"], crd["data"]))
+        filename, data = crd["filename"], crd["data"].encode()
+        key = hashlib.sha256(data).digest()
+        parsed = read_ahead.pop(key, None)
+        if parsed is None:
+            parsed = _cached_crd_file(key)
+        if parsed is None:
+            parsed = _parse_crd_file(key, filename, data)
+        documents.extend(SourceDocument(filename, line, manifest) for line, manifest in parsed)
     return documents
+
+
+def _indexed_crd_documents(
+    crds: Sequence[_CrdFile], read_ahead: ParsedCrds
+) -> list[SourceDocument] | None:
+    """The documents of the `crds/` files the archive index names, if all are parsed."""
+    documents: list[SourceDocument] = []
+    for crd in sorted(crds, key=lambda entry: entry.filename):
+        parsed = read_ahead.pop(crd.key, None)
+        if parsed is None:
+            parsed = _cached_crd_file(crd.key)
+        if parsed is None:
+            return None
+        documents.extend(SourceDocument(crd.filename, line, manifest) for line, manifest in parsed)
+    return documents
+
+
+_INDEXED: OrderedDict[str, ArchiveIndex] = OrderedDict()
+INDEXED_ARCHIVES = 64
+
+
+def forget_chart_caches() -> None:
+    """Empty the parsed-CRD and template-scan caches (a benchmark's cold render starts from
+    nothing)."""
+    _CRD_CACHE.clear()
+    _INDEXED.clear()
 
 
 def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
@@ -408,6 +517,27 @@ def _render_archive_again(
         return _render(chart, values, name, namespace, capabilities, release)
 
 
+def _load_archive(archive: bytes, label: str) -> helm_python.Chart:
+    try:
+        return helm_python.Chart.load_archive(archive)
+    except helm_python.HelmError as e:
+        raise ChartNotLoadable(f"{label} is not a Helm chart Helm can load: {_detail(e)}") from e
+
+
+def _render_and_subcharts(
+    chart: helm_python.Chart,
+    values: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    capabilities: Capabilities,
+    release: ReleaseMode,
+) -> tuple[dict[str, str], list[str]]:
+    """The rendered templates, and the subcharts the render enabled (whose `crds/` Helm
+    installs: a disabled subchart's are not)."""
+    rendered = _render(chart, values, name, namespace, capabilities, release)
+    return rendered, [str(dependency.get("name")) for dependency in chart.dependencies]
+
+
 MAX_EXTRA_RENDERS = 3
 """Renders of the same inputs compared before a generated value's frame is judged changed."""
 
@@ -455,41 +585,63 @@ def render_archive(
     generates values while rendering is rendered twice to name the fields that differ; with a
     `previous` version, those fields keep its values (`normalizer.determinism`).
     """
-    try:
-        chart = helm_python.Chart.load_archive(archive)
-    except helm_python.HelmError as e:
-        raise ChartNotLoadable(f"{label} is not a Helm chart Helm can load: {_detail(e)}") from e
-    templates = _scan_templates(archive)
-    with chart:
-        chart_name, chart_version = chart.name, chart.version
-        if name is None:
-            name = taskset_name_from(chart_name, f"the chart name of {label}")
-        check_release_name(name)
-        missing = _missing_dependencies(chart)
-        if missing:
-            raise ChartNotLoadable(
-                f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies that "
-                f"are not in its charts/ directory: {', '.join(missing)}; "
-                "run `helm dependency build` first"
-            )
-        with _translated_errors(chart_name):
-            rendered = _render(chart, values, name, namespace, capabilities, release)
-        crds = chart.crds
-    # A chart that generates values is rendered a second time to find them, and crds/ are
-    # read by the engine's YAML reader. The engine runs natively without the GIL, so both
-    # overlap with parsing the rendered templates here (the second render on its own chart
-    # handle: a render changes the chart it is given).
+    address = digest_bytes(archive)
+    # The engine runs natively without the GIL: while it loads and renders (and, for a chart
+    # that generates values, renders a second time on its own chart handle, since a render
+    # changes the chart it is given), this thread unpacks the archive, scans its templates
+    # and reads its crds/ ahead.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
-        probe = (
-            pool.submit(
-                _render_archive_again, archive, values, name, namespace, capabilities, release
+        loading = pool.submit(_load_archive, archive, label)
+        files: list[tuple[str, bytes]] = []
+        index = _INDEXED.get(address)
+        if index is None:
+            try:
+                files = archive_files(archive)
+            except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
+                loading.result().close()  # Helm's own word on an archive it cannot load first
+                raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
+            index = index_archive(files)
+            _INDEXED[address] = index
+            while len(_INDEXED) > INDEXED_ARCHIVES:
+                _INDEXED.popitem(last=False)
+        else:
+            _INDEXED.move_to_end(address)
+        templates = index.templates
+        with loading.result() as chart:
+            chart_name, chart_version = chart.name, chart.version
+            if name is None:
+                name = taskset_name_from(chart_name, f"the chart name of {label}")
+            check_release_name(name)
+            missing = _missing_dependencies(chart)
+            if missing:
+                raise ChartNotLoadable(
+                    f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies "
+                    f"that are not in its charts/ directory: {', '.join(missing)}; "
+                    "run `helm dependency build` first"
+                )
+            probe = (
+                pool.submit(
+                    _render_archive_again, archive, values, name, namespace, capabilities, release
+                )
+                if templates.generate_values
+                else None
             )
-            if templates.generate_values
-            else None
-        )
-        crd_documents = pool.submit(_crd_documents, crds)
+            rendering = pool.submit(
+                _render_and_subcharts, chart, values, name, namespace, capabilities, release
+            )
+            try:
+                read_ahead = _read_crds_ahead(index, files)
+            finally:
+                wait([rendering])  # the chart stays open while the engine renders it
+            with _translated_errors(chart_name):
+                rendered, enabled = rendering.result()
+            installed = index.installed_crds(chart_name, enabled)
+            chart_crds = (
+                _indexed_crd_documents(installed, read_ahead) if installed is not None else None
+            )
+            if chart_crds is None:
+                chart_crds = _crd_documents(chart.crds, read_ahead)
         documents = _rendered_documents(rendered)
-        chart_crds = crd_documents.result()
         with _translated_errors(chart_name):
             again = probe.result() if probe is not None else rendered
     notes = _capabilities_note(templates, capabilities)
@@ -522,7 +674,6 @@ def render_archive(
                 SourceDocument(d.source, d.line, manifest)
                 for d, manifest in zip(documents, kept, strict=True)
             ]
-    address = digest_bytes(archive)
     source = SourceInfo(
         format="helm",
         digest=address,

@@ -279,3 +279,22 @@ def test_a_chart_missing_a_declared_dependency_says_what_to_run(tmp_path: Path) 
 def test_a_release_name_helm_cannot_take_is_refused() -> None:
     with pytest.raises(InvalidName, match="at most 53"):
         normalize(HOOKS_CHART, NormalizeOptions(name="x" * 60, namespace="team"))
+
+
+def test_an_archive_unpacking_beyond_the_limit_is_refused_naming_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from normalizer import helm as helm_adapter
+
+    archive = package_chart_directory(HOOKS_CHART)
+    monkeypatch.setattr(helm_adapter, "MAX_UNPACKED_ARCHIVE", 512)
+    helm_adapter.forget_chart_caches()  # an archive unpacked before is not unpacked again
+    with pytest.raises(ChartNotLoadable, match=r"unpacks to more than .* MiB"):
+        helm_adapter.render_archive(archive, {}, name="rel", namespace="team")
+
+
+def test_an_archive_helm_cannot_read_is_refused_with_helms_word() -> None:
+    from normalizer import helm as helm_adapter
+
+    with pytest.raises(ChartNotLoadable, match=r"not a Helm chart Helm can load"):
+        helm_adapter.render_archive(b"not a gzip archive", {}, name="rel", namespace="team")
