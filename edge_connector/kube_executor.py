@@ -15,7 +15,8 @@ controller (`fleetbus controller`) reconciles and reads back what the controller
   policy `correct`, waits through `apply` for the correction: `DriftCorrected`). What was
   reported is remembered on the Step itself, so a restarted connector neither repeats nor loses
   observations.
-* `inventory` reads the Tasks' statuses: what is applied, and a digest of it.
+* `inventory` reads the Tasks' statuses: what is applied, and a digest of it; and the cluster
+  controller's heartbeat Leases, so its health reaches the hub with the connector's.
 
 The contract with the controller is the CRDs in `cluster_controller/crds/` and their types in
 `kube_contract` (resource identities, labels, the statuses read back here, decoded as typed
@@ -50,6 +51,9 @@ from tenacity import (
 
 from edge_connector.errors import ApplyFailed, ConnectorError, KubeTransient
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
+from edge_connector.health import controller_status as judge_controller
+from events.inventory import ControllerStatus
+from kube_contract.controller_status import LABEL_CONTROLLER_STATUS, read_heartbeat
 from kube_contract.errors import UnreadableResource
 from kube_contract.model import (
     API_VERSION,
@@ -62,7 +66,7 @@ from kube_contract.model import (
     read_step_view,
     read_task_view,
 )
-from kube_contract.resources import STEP, TASK
+from kube_contract.resources import LEASE, STEP, TASK
 from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
@@ -71,6 +75,7 @@ log = logging.getLogger(__name__)
 
 TaskResource = create_namespaced_resource(GROUP, VERSION, TASK.kind, TASK.plural)
 StepResource = create_namespaced_resource(GROUP, VERSION, STEP.kind, STEP.plural)
+LeaseResource = create_namespaced_resource(LEASE.group, LEASE.version, LEASE.kind, LEASE.plural)
 
 FIELD_MANAGER = "fleetbus-connector"
 DEFAULT_NAMESPACE = "fleetbus-system"
@@ -87,6 +92,8 @@ APPLY_ATTEMPTS = 6
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 """Answers that say "not now" rather than "no": 429 comes, among others, from a CRD whose
 storage is still initializing right after it was created."""
+INVENTORY_WAIT_S = 5.0
+"""How long an inventory waits for the Tasks to be listed before it reports them unknown."""
 RETRYABLE = (KubeTransient,)
 """What list, watch and write loops retry; everything else is an answer to act on."""
 
@@ -524,7 +531,9 @@ class KubernetesExecutor:
         return ApplyResult(objects=0, duration_s=time.monotonic() - started)
 
     async def inventory(self) -> ExecutorInventory:
-        await self._ensure_watch()
+        # Bounded: the connector sends its digest (with its and the controller's health) even
+        # while the Tasks cannot be listed, as before the controller has installed its CRDs.
+        await self._ensure_watch(min(self.apply_timeout, INVENTORY_WAIT_S))
         tasks = [self._tasks[name] for name in sorted(self._tasks)]
         applied = applied_tasks(tasks)
         live = {
@@ -542,6 +551,30 @@ class KubernetesExecutor:
             objects=objects,
             capabilities=await self.capabilities(),
         )
+
+    async def controller_status(self) -> ControllerStatus:
+        """The cluster controller's health from its replicas' heartbeat Leases in this
+        executor's namespace (`kube_contract.controller_status`), judged by
+        `edge_connector.health.controller_status`; unreadable Leases are the reason."""
+        now = self.clock()
+        try:
+            leases = [
+                read_heartbeat(_plain(lease))
+                async for lease in self.client.list(
+                    LeaseResource,
+                    namespace=self.namespace,
+                    labels={LABEL_CONTROLLER_STATUS: "true"},
+                )
+            ]
+        except httpx.HTTPStatusError as e:
+            error = (
+                f"listing Leases in {self.namespace} answered {_status_code(e)}: "
+                f"{_error_message(e)}"
+            )
+            return judge_controller([], now, error=error)
+        except httpx.TransportError as e:
+            return judge_controller([], now, error=f"Kubernetes API unreachable: {e!r}")
+        return judge_controller(leases, now)
 
     async def capabilities(self) -> ClusterCapabilities | None:
         """The cluster's capabilities from the apiserver's discovery, reused for
@@ -715,12 +748,13 @@ class KubernetesExecutor:
             return False
         return True
 
-    async def _ensure_watch(self) -> None:
-        """Start following this executor's Tasks; fail if they cannot be listed in time."""
+    async def _ensure_watch(self, wait_s: float | None = None) -> None:
+        """Start following this executor's Tasks; fail if they cannot be listed within
+        `wait_s` (default: the apply timeout)."""
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_tasks(), name="kube-executor-tasks")
         try:
-            async with asyncio.timeout(self.apply_timeout):
+            async with asyncio.timeout(self.apply_timeout if wait_s is None else wait_s):
                 await self._synced.wait()
         except TimeoutError as e:
             raise ApplyFailed(

@@ -262,7 +262,12 @@ class EdgeRuntime:
         link = link or HubLinkState(connected=False, detail="unknown")
         return prometheus_text(
             connector_metrics(
-                self.cluster, self.connector.version, link, self.connector.progress(), ready
+                self.cluster,
+                self.connector.version,
+                link,
+                self.connector.progress(),
+                ready,
+                self.connector.controller,
             )
         )
 

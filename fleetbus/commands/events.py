@@ -25,9 +25,27 @@ STREAMS = ("events", "reports", "all")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("events", help="print the event log (audit replay)")
-    parser.add_argument("--from-seq", type=whole_number(1), default=None, metavar="N")
-    parser.add_argument("--since", type=timestamp, default=None, metavar="T")
-    parser.add_argument("--until", type=timestamp, default=None, metavar="T")
+    parser.add_argument(
+        "--from-seq",
+        type=whole_number(1),
+        default=None,
+        metavar="N",
+        help="start at this sequence of the stream (default: its first)",
+    )
+    parser.add_argument(
+        "--since",
+        type=timestamp,
+        default=None,
+        metavar="T",
+        help="only events stored at or after T (RFC 3339, e.g. 2026-11-24T10:00:00Z)",
+    )
+    parser.add_argument(
+        "--until",
+        type=timestamp,
+        default=None,
+        metavar="T",
+        help="only events stored before T (RFC 3339)",
+    )
     parser.add_argument("--cluster", default=None, metavar="C", help="only events about C")
     parser.add_argument("--taskset", default=None, metavar="N", help="only events about N")
     parser.add_argument(
