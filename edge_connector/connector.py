@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 OUTBOX_DRAIN_S = 5.0
 """How long a stopping connector waits for its queued reports to be stored."""
+INVENTORY_WAIT_S = 5.0
+"""How long a digest waits for the executor's inventory before it goes without it."""
 
 
 @dataclass(frozen=True)
@@ -338,11 +340,12 @@ class Connector:
 
     async def _send_inventory(self) -> None:
         try:
-            executor_inventory = await self.executor.inventory()
-        except FleetbusError as e:
+            async with asyncio.timeout(INVENTORY_WAIT_S):
+                executor_inventory = await self.executor.inventory()
+        except (FleetbusError, TimeoutError) as e:
             # The hub still hears the edge's health (and so the controller's, which is what
             # an executor with no CRDs served yet most likely lacks); applied stays unknown.
-            log.warning("inventory of the cluster not read: %s", e)
+            log.warning("inventory of the cluster not read: %s", str(e) or "no answer in time")
             executor_inventory = ExecutorInventory(applied={}, live_digest="", objects=0)
         else:
             self._recheck(executor_inventory.applied)

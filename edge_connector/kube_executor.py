@@ -92,8 +92,6 @@ APPLY_ATTEMPTS = 6
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 """Answers that say "not now" rather than "no": 429 comes, among others, from a CRD whose
 storage is still initializing right after it was created."""
-INVENTORY_WAIT_S = 5.0
-"""How long an inventory waits for the Tasks to be listed before it reports them unknown."""
 RETRYABLE = (KubeTransient,)
 """What list, watch and write loops retry; everything else is an answer to act on."""
 
@@ -531,9 +529,7 @@ class KubernetesExecutor:
         return ApplyResult(objects=0, duration_s=time.monotonic() - started)
 
     async def inventory(self) -> ExecutorInventory:
-        # Bounded: the connector sends its digest (with its and the controller's health) even
-        # while the Tasks cannot be listed, as before the controller has installed its CRDs.
-        await self._ensure_watch(min(self.apply_timeout, INVENTORY_WAIT_S))
+        await self._ensure_watch()
         tasks = [self._tasks[name] for name in sorted(self._tasks)]
         applied = applied_tasks(tasks)
         live = {
@@ -748,13 +744,12 @@ class KubernetesExecutor:
             return False
         return True
 
-    async def _ensure_watch(self, wait_s: float | None = None) -> None:
-        """Start following this executor's Tasks; fail if they cannot be listed within
-        `wait_s` (default: the apply timeout)."""
+    async def _ensure_watch(self) -> None:
+        """Start following this executor's Tasks; fail if they cannot be listed in time."""
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_tasks(), name="kube-executor-tasks")
         try:
-            async with asyncio.timeout(self.apply_timeout if wait_s is None else wait_s):
+            async with asyncio.timeout(self.apply_timeout):
                 await self._synced.wait()
         except TimeoutError as e:
             raise ApplyFailed(
