@@ -387,23 +387,32 @@ def event_record(stream: StreamName, stored: StoredEvent) -> EventRecord:
     )
 
 
-def concerns(event: Event, *, cluster: str | None, taskset: str | None) -> bool:
-    """Whether `event` is about `cluster` and about `taskset` (a None filter matches all)."""
+def event_clusters(event: Event) -> frozenset[str]:
+    """The clusters an event is about: its cluster, a rollout wave's clusters, a halt's failed
+    clusters (empty for events about no cluster in particular)."""
+    match event:
+        case RolloutAdvanced() | BlueprintRolloutAdvanced():
+            return frozenset(event.clusters)
+        case RolloutHalted() | BlueprintRolloutHalted():
+            return frozenset(event.failed)
+    cluster = getattr(event, "cluster", None)
+    return frozenset({cluster}) if isinstance(cluster, str) and cluster else frozenset()
+
+
+def concerns(
+    event: Event,
+    *,
+    cluster: str | None,
+    taskset: str | None,
+    among: frozenset[str] | None = None,
+) -> bool:
+    """Whether `event` is about `cluster`, about one of the clusters `among` (those a label
+    selector matched) and about `taskset` (a None filter matches all)."""
     if taskset is not None and getattr(event, "taskset", None) != taskset:
         return False
-    if cluster is None:
+    if cluster is None and among is None:
         return True
-    match event:
-        case RolloutAdvanced():
-            return cluster in event.clusters
-        case RolloutHalted():
-            return cluster in event.failed
-        case BlueprintRolloutAdvanced():
-            return cluster in event.clusters
-        case BlueprintRolloutHalted():
-            return cluster in event.failed
-        case OverrideSet():
-            return event.cluster == cluster
-        case AntiEntropyRepaired():
-            return event.cluster == cluster
-    return getattr(event, "cluster", None) == cluster
+    clusters = event_clusters(event)
+    if cluster is not None and cluster not in clusters:
+        return False
+    return among is None or not clusters.isdisjoint(among)

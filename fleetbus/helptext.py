@@ -39,6 +39,7 @@ EXAMPLES: dict[str, list[str]] = {
         "fleetbus events --cluster edge-1 --taskset web",
         "fleetbus events --since 2026-11-24T10:00:00Z --until 2026-11-24T11:00:00Z -o json",
         "fleetbus events --stream reports --watch",
+        "fleetbus events --selector env=prod --taskset web",
     ],
     "state": ["fleetbus state --cluster edge-1 --at 2026-11-24T10:00:00Z"],
     "cluster register": [

@@ -361,6 +361,11 @@ async def collect_fleet_metrics(hub: HubContext) -> None:
     metrics = hub.metrics
     metrics.clusters_registered.set(len(clusters))
     metrics.clusters_connected.set(sum(1 for c in clusters if c.connected))
+    registered = [c for c in clusters if c.registered]
+    metrics.clusters_edge_not_ready.set(sum(1 for c in registered if c.edge_ready is False))
+    metrics.clusters_controller_not_ready.set(
+        sum(1 for c in registered if c.controller is not None and not c.controller.ready)
+    )
     metrics.rollout_progress.clear()
     for rollout in rollouts:
         ratio = rollout.applied / rollout.targets if rollout.targets else 1.0

@@ -139,6 +139,20 @@ def test_cluster_ls_and_status_filter_clusters_by_selector(hub: Hub, tmp_path: P
     assert sorted(overrides_for("env")) == ["devs", "one"]
     assert overrides_for("env=qa") == []
 
+    def clusters_of_events(selector: str) -> set[str]:
+        done = hub.fleetbus("events", "--selector", selector, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        records = json.loads(done.stdout)
+        assert records, selector
+        return {str(r["event"].get("cluster")) for r in records if r["event"].get("cluster")}
+
+    assert clusters_of_events("env=prod") == {"edge-1"}
+    assert clusters_of_events("env=dev") == {"edge-2"}
+    bad = hub.fleetbus("events", "-l", "env in (", "-o", "json")
+    assert bad.returncode == 2, bad.stdout
+    assert "invalid selector" in bad.stderr
+    assert not bad.stdout
+
 
 def test_status_watch_prints_again_when_the_status_changes(hub: Hub, tmp_path: Path) -> None:
     prepared(hub, tmp_path)
