@@ -29,6 +29,7 @@ from events.catalog import (
     ClusterCapabilitiesReported,
     ClusterDeregistered,
     ClusterDrainStarted,
+    ClusterHealthChanged,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -338,6 +339,13 @@ def _describe_report(event: Report) -> str:
     return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
 
 
+def _describe_cluster_health_changed(event: ClusterHealthChanged) -> str:
+    state = "healthy again" if event.healthy else "unhealthy"
+    return (
+        f"{event.cluster} {state}: {event.reason}" if event.reason else f"{event.cluster} {state}"
+    )
+
+
 _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     TasksetPublished: _describe_taskset_published,
     OverrideSet: _describe_override_set,
@@ -348,6 +356,7 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     ClusterDeregistered: _describe_cluster_deregistered,
     ClusterDrainStarted: _describe_cluster_drain_started,
     ClusterCapabilitiesReported: _describe_cluster_capabilities_reported,
+    ClusterHealthChanged: _describe_cluster_health_changed,
     AntiEntropyRepaired: _describe_anti_entropy_repaired,
     RolloutResumed: _describe_rollout_resumed,
     ClusterTaskRefused: _describe_cluster_task_refused,

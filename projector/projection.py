@@ -24,6 +24,7 @@ from events.catalog import (
     ClusterCapabilitiesReported,
     ClusterDeregistered,
     ClusterDrainStarted,
+    ClusterHealthChanged,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -507,6 +508,9 @@ def summarize(event: Event) -> str:
             )
         case ClusterDrainStarted():
             return f"cluster {event.cluster} draining: every taskset leaves it"
+        case ClusterHealthChanged():
+            state = "healthy again" if event.healthy else "unhealthy"
+            return f"cluster {event.cluster} {state}: {event.reason}"
         case ClusterTaskScheduled():
             what = "removal" if event.removed else f"v{event.taskset_version}"
             return f"{event.taskset} {what} for {event.cluster} (generation {event.generation})"
