@@ -102,6 +102,7 @@ def _replica(beat: ReplicaHeartbeat, now: datetime) -> ControllerReplica:
         last_error_at=said.last_error_at,
         heard_at=beat.renewed_at,
         stale=stale,
+        stopped=not said.live,
     )
 
 
@@ -137,6 +138,13 @@ def controller_status(
     fresh = [r for r in seen if not r.stale]
     if not fresh:
         last = seen[0]
+        if last.stopped:
+            return verdict(
+                ready=False,
+                reason=f"the cluster controller stopped {_ago(last.heard_at, now)}: "
+                f"controller {last.name}: {last.reason}",
+                version=last.version,
+            )
         said = f" (it last said: {last.reason})" if last.reason else ""
         return verdict(
             ready=False,

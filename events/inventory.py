@@ -45,6 +45,8 @@ class ControllerReplica(msgspec.Struct, frozen=True, kw_only=True):
     """When the replica last renewed its heartbeat."""
     stale: bool = False
     """Not renewed within its lease duration: the replica stopped or cannot reach the API."""
+    stopped: bool = False
+    """Its last heartbeat said it was stopping (its `reason` says why)."""
 
 
 class ControllerStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -409,6 +409,7 @@ async def test_clusters_show_their_connectors_version_and_readiness_from_invento
                 "last_error_at": None,
                 "heard_at": None,
                 "stale": False,
+                "stopped": False,
             }
         ],
     }

@@ -81,6 +81,11 @@ def beat(
             "controller c-1: stopped: asked to stop",
         ),
         (
+            [beat("c-1", live=False, ready=False, reason="stopped: asked to stop", age_s=40)],
+            False,
+            "the cluster controller stopped 40s ago: controller c-1: stopped: asked to stop",
+        ),
+        (
             [beat("a", role="standby", reason="standby: another replica holds the leader Lease")],
             False,
             "no controller replica reconciles: 1 standing by for the leader Lease",
@@ -95,7 +100,16 @@ def beat(
             "controller a: watches synced",
         ),
     ],
-    ids=["none", "ready", "not-synced", "stale", "stopped", "standby-only", "leader-among-many"],
+    ids=[
+        "none",
+        "ready",
+        "not-synced",
+        "stale",
+        "stopped",
+        "stopped-long-ago",
+        "standby-only",
+        "leader-among-many",
+    ],
 )
 def test_the_connector_judges_the_controller_from_its_heartbeats(
     replicas: list[ReplicaHeartbeat], ready: bool, reason: str
