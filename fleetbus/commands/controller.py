@@ -62,14 +62,18 @@ def register(subparsers: Any) -> None:
         help="reconcile Tasks and Steps in this namespace only (default: every namespace)",
     )
     parser.add_argument(
-        "--workers", type=whole_number(1, 256), default=4, help="reconciles run at once"
+        "--workers",
+        type=whole_number(1, 256),
+        default=4,
+        metavar="N",
+        help="reconciles run at once (default 4)",
     )
     parser.add_argument(
         "--resync",
         type=positive_seconds,
         default=600.0,
         metavar="SECONDS",
-        help="full drift re-check interval",
+        help="full drift re-check interval in seconds (default 600)",
     )
     parser.add_argument(
         "--skip-crds",
