@@ -29,6 +29,7 @@ from events.catalog import (
     ClusterCapabilitiesReported,
     ClusterDeregistered,
     ClusterDrainStarted,
+    ClusterHealthChanged,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -357,6 +358,13 @@ def _describe_report(event: Report) -> str:
     return f"{event.cluster}: {event.taskset} v{event.taskset_version}"
 
 
+def _describe_cluster_health_changed(event: ClusterHealthChanged) -> str:
+    state = "healthy again" if event.healthy else "unhealthy"
+    return (
+        f"{event.cluster} {state}: {event.reason}" if event.reason else f"{event.cluster} {state}"
+    )
+
+
 _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     TasksetPublished: _describe_taskset_published,
     OverrideSet: _describe_override_set,
@@ -367,6 +375,7 @@ _SUMMARIES: dict[type[Event], Callable[[Any], str]] = {
     ClusterDeregistered: _describe_cluster_deregistered,
     ClusterDrainStarted: _describe_cluster_drain_started,
     ClusterCapabilitiesReported: _describe_cluster_capabilities_reported,
+    ClusterHealthChanged: _describe_cluster_health_changed,
     AntiEntropyRepaired: _describe_anti_entropy_repaired,
     RolloutResumed: _describe_rollout_resumed,
     ClusterTaskRefused: _describe_cluster_task_refused,
@@ -422,25 +431,34 @@ def narrowed(event: Event, cluster: str | None) -> Event:
     return msgspec.structs.replace(event, clusters=[part])
 
 
-def concerns(event: Event, *, cluster: str | None, taskset: str | None) -> bool:
-    """Whether `event` is about `cluster` and about `taskset` (a None filter matches all)."""
+def event_clusters(event: Event) -> frozenset[str]:
+    """The clusters an event is about: its cluster, a rollout wave's clusters, a halt's failed
+    clusters (empty for events about no cluster in particular)."""
+    match event:
+        case RolloutAdvanced() | BlueprintRolloutAdvanced():
+            return frozenset(event.clusters)
+        case RolloutHalted() | BlueprintRolloutHalted():
+            return frozenset(event.failed)
+        case ClusterTaskScheduled():
+            return frozenset(event.names())
+    cluster = getattr(event, "cluster", None)
+    return frozenset({cluster}) if isinstance(cluster, str) and cluster else frozenset()
+
+
+def concerns(
+    event: Event,
+    *,
+    cluster: str | None,
+    taskset: str | None,
+    among: frozenset[str] | None = None,
+) -> bool:
+    """Whether `event` is about `cluster`, about one of the clusters `among` (those a label
+    selector matched) and about `taskset` (a None filter matches all)."""
     if taskset is not None and getattr(event, "taskset", None) != taskset:
         return False
-    if cluster is None:
+    if cluster is None and among is None:
         return True
-    match event:
-        case RolloutAdvanced():
-            return cluster in event.clusters
-        case RolloutHalted():
-            return cluster in event.failed
-        case BlueprintRolloutAdvanced():
-            return cluster in event.clusters
-        case BlueprintRolloutHalted():
-            return cluster in event.failed
-        case OverrideSet():
-            return event.cluster == cluster
-        case AntiEntropyRepaired():
-            return event.cluster == cluster
-        case ClusterTaskScheduled():
-            return event.entry(cluster) is not None
-    return getattr(event, "cluster", None) == cluster
+    clusters = event_clusters(event)
+    if cluster is not None and cluster not in clusters:
+        return False
+    return among is None or not clusters.isdisjoint(among)

@@ -96,6 +96,18 @@ class HubMetrics:
             "Registered clusters the hub has heard from recently (reports or inventory)",
             registry=r,
         )
+        self.clusters_edge_not_ready = Gauge(
+            "fleetbus_clusters_edge_not_ready",
+            "Registered clusters whose connector said in its last inventory digest that it is "
+            "not connected to the hub or not caught up",
+            registry=r,
+        )
+        self.clusters_controller_not_ready = Gauge(
+            "fleetbus_clusters_controller_not_ready",
+            "Registered clusters whose cluster controller the connector last reported not "
+            "ready (not reporting, stopped, standby only, or watches not synced)",
+            registry=r,
+        )
         self.rollout_progress = Gauge(
             "fleetbus_rollout_progress_ratio",
             "Share of a taskset's target clusters running its newest version (0..1)",

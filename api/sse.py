@@ -63,6 +63,8 @@ class LiveFilter:
     streams: frozenset[StreamName]
     cluster: str | None = None
     taskset: str | None = None
+    among: frozenset[str] | None = None
+    """The clusters a label selector matched when the stream was opened (None: no selector)."""
 
 
 async def live_messages(
@@ -122,6 +124,7 @@ async def live_messages(
                     stored.event,
                     cluster=live_filter.cluster,
                     taskset=live_filter.taskset,
+                    among=live_filter.among,
                 ):
                     continue
                 record = event_record(name, stored, live_filter.cluster)

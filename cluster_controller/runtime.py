@@ -85,6 +85,9 @@ class Controller:
         self._object_watches: dict[tuple[str, str], Informer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconciles = 0
+        self.last_error = ""
+        """The last reconcile or watch failure ("" while there was none)."""
+        self.last_error_at: datetime | None = None
         scope = self.options.namespace
         timeout = self.options.watch_timeout
         self.tasks = Informer(
@@ -213,9 +216,14 @@ class Controller:
             log.info("%s is no longer served; its watch stops", informer.info.plural)
         except ControllerError as e:
             log.warning("watch of %s ended: %s", informer.info.plural, e)
+            self.record_error(f"watch of {informer.info.plural} ended: {e}")
         finally:
             if self._object_watches.get(key) is informer:
                 del self._object_watches[key]
+
+    def record_error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = self.clock()
 
     def watched_kinds(self) -> list[tuple[str, str]]:
         return sorted(self._object_watches)
@@ -323,6 +331,7 @@ class Controller:
                     delay,
                 )
                 self.queue.add_after(key, delay)
+                self.record_error(f"reconcile of {'/'.join(k for k in key if k)} failed: {e}")
             else:
                 self._failures.pop(key, None)
                 if outcome.retry_after is not None:

@@ -8,7 +8,8 @@ Loops share one in-memory view (`held`: the latest ClusterTask per taskset):
   backoff through the same queue;
 - the drift loop turns executor observations into DriftDetected by policy and queues the
   correction when the policy says to correct;
-- the inventory loop publishes a digest of what is held and applied, for anti-entropy.
+- the inventory loop publishes a digest of what is held and applied, for anti-entropy, with
+  the connector's own health and the cluster controller's (judged from its heartbeats).
 Every report goes through one ordered outbox writer that retries until the edge's nats-server
 has stored it; the hub sources the outbox, so reports survive any hub outage.
 
@@ -29,11 +30,16 @@ import msgspec
 
 from edge_connector import decisions
 from edge_connector.errors import ApplyFailed, ConnectorError
-from edge_connector.executor import AppliedTask, DriftObserved, Executor
-from edge_connector.health import ConnectorProgress, HubLink, HubLinkState, connector_readiness
+from edge_connector.executor import AppliedTask, DriftObserved, Executor, ExecutorInventory
+from edge_connector.health import (
+    ConnectorProgress,
+    HubLink,
+    HubLinkState,
+    connector_readiness,
+)
 from events.catalog import Report
 from events.errors import EventLogError
-from events.inventory import EdgeStatus, InventoryDigest
+from events.inventory import ControllerStatus, EdgeStatus, InventoryDigest
 from events.tasks import cancel_and_wait
 from taskset.errors import FleetbusError
 from taskset.model import ClusterTask
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 
 OUTBOX_DRAIN_S = 5.0
 """How long a stopping connector waits for its queued reports to be stored."""
+INVENTORY_WAIT_S = 5.0
+"""How long a digest waits for the executor's inventory before it goes without it."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,9 @@ class Connector:
     """Stream sequence of the last desired-state message the feed handed over."""
     feed_pending: int = 0
     """Messages the feed still had behind its last delivery."""
+    controller: ControllerStatus | None = None
+    """The cluster controller's health as last judged from its heartbeats (None: the
+    executor has no controller, or its heartbeats were not read yet)."""
     _queue: WorkQueue[str] = field(default_factory=WorkQueue)
     _failures: dict[str, FailureStreak] = field(default_factory=dict)
     _corrections: dict[str, DriftCorrection] = field(default_factory=dict)
@@ -323,33 +334,50 @@ class Connector:
             await asyncio.sleep(delay)
             delay = self.settings.inventory_interval
             try:
-                executor_inventory = await self.executor.inventory()
-                self._recheck(executor_inventory.applied)
-                caps = executor_inventory.capabilities
-                digest_of_caps = caps.digest if caps is not None else ""
-                full = decisions.send_capabilities(
-                    digest_of_caps, self._capabilities_sent, self._digests_since_capabilities
-                )
-                digest = decisions.inventory_digest(
-                    self.cluster,
-                    self.held,
-                    executor_inventory,
-                    self.clock(),
-                    with_capabilities=full,
-                )
-                if self.hub_link is not None:
-                    ready, reason, _ = await self.readiness()
-                    digest = msgspec.structs.replace(
-                        digest, edge=EdgeStatus(version=self.version, ready=ready, reason=reason)
-                    )
-                await self.inventory_sink.publish(digest)
-                if full:
-                    self._capabilities_sent = digest_of_caps
-                    self._digests_since_capabilities = 0
-                else:
-                    self._digests_since_capabilities += 1
+                await self._send_inventory()
             except FleetbusError as e:
                 log.warning("inventory digest not sent: %s", e)
+
+    async def _send_inventory(self) -> None:
+        try:
+            async with asyncio.timeout(INVENTORY_WAIT_S):
+                executor_inventory = await self.executor.inventory()
+        except (FleetbusError, TimeoutError) as e:
+            # The hub still hears the edge's health (and so the controller's, which is what
+            # an executor with no CRDs served yet most likely lacks); applied stays unknown.
+            log.warning("inventory of the cluster not read: %s", str(e) or "no answer in time")
+            executor_inventory = ExecutorInventory(applied={}, live_digest="", objects=0)
+        else:
+            self._recheck(executor_inventory.applied)
+        controller = await self.executor.controller_status()
+        if controller is not None:
+            self.controller = controller
+        caps = executor_inventory.capabilities
+        digest_of_caps = caps.digest if caps is not None else ""
+        full = decisions.send_capabilities(
+            digest_of_caps, self._capabilities_sent, self._digests_since_capabilities
+        )
+        digest = decisions.inventory_digest(
+            self.cluster,
+            self.held,
+            executor_inventory,
+            self.clock(),
+            with_capabilities=full,
+        )
+        if self.hub_link is not None:
+            ready, reason, _ = await self.readiness()
+            digest = msgspec.structs.replace(
+                digest,
+                edge=EdgeStatus(
+                    version=self.version, ready=ready, reason=reason, controller=self.controller
+                ),
+            )
+        await self.inventory_sink.publish(digest)
+        if full:
+            self._capabilities_sent = digest_of_caps
+            self._digests_since_capabilities = 0
+        else:
+            self._digests_since_capabilities += 1
 
     def _recheck(self, applied: Mapping[str, AppliedTask]) -> None:
         """Reconcile held tasks the executor no longer runs as held (its state was lost)."""

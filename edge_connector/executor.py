@@ -11,6 +11,9 @@ Contract:
 - `remove(task)` runs the taskset's preDelete phase, then deletes its objects; removing what
   is not there succeeds.
 - `inventory()` says what is applied, per taskset, and digests the live objects.
+- `controller_status()` judges the health of whatever applies for it (the cluster
+  controller's replicas, from their heartbeats), or None when nothing separate does (the
+  simulator).
 - `drift()` yields every observed divergence of a live object from what was applied (edited
   fields or deletion), forever; the connector decides whether to correct it.
 """
@@ -23,6 +26,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from events.inventory import ControllerStatus
 from taskset.capabilities import ClusterCapabilities
 from taskset.model import ClusterTask, DriftPolicy
 
@@ -78,6 +82,11 @@ class Executor(Protocol):
     async def remove(self, task: ClusterTask) -> ApplyResult: ...
 
     async def inventory(self) -> ExecutorInventory: ...
+
+    async def controller_status(self) -> ControllerStatus | None:
+        """The cluster controller's health, judged from its heartbeats now (None: this
+        executor has no separate controller)."""
+        ...
 
     def drift(self) -> AsyncIterator[DriftObserved]: ...
 

@@ -7,6 +7,10 @@
   delivery reaches the mirror's last sequence);
 - every report it made is stored in the outbox (from where the hub sources it).
 
+The cluster controller's health reaches the hub the same way: the connector reads the
+controller replicas' heartbeat Leases (`kube_contract.controller_status`), judges them here
+(`controller_status`) and sends the verdict with its own in each inventory digest.
+
 A connector cut from the hub keeps applying what it holds, but is not ready: what it holds may
 be stale and its reports wait in the outbox. The decision is pure (`connector_readiness`); the
 adapter that looks at the leaf is `edge_connector.jetstream.LeafHubLink`.
@@ -15,7 +19,14 @@ adapter that looks at the leaf is `edge_connector.jetstream.LeafHubLink`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Protocol
+
+import msgspec
+
+from events.inventory import ControllerReplica, ControllerStatus
+from kube_contract.controller_status import ReplicaHeartbeat
 
 
 @dataclass(frozen=True)
@@ -65,14 +76,145 @@ def connector_readiness(link: HubLinkState, progress: ConnectorProgress) -> tupl
     return True, f"connected to the hub ({link.detail}) and caught up"
 
 
+NO_CONTROLLER = (
+    "no cluster controller has reported its health (is `fleetbus controller` running, "
+    "with --lease-namespace set to the connector's namespace?)"
+)
+
+
+def _replica(beat: ReplicaHeartbeat, now: datetime) -> ControllerReplica:
+    stale = beat.renewed_at is None or now - beat.renewed_at > timedelta(
+        seconds=max(beat.duration_s, 1)
+    )
+    said = beat.heartbeat
+    if said is None:
+        return ControllerReplica(
+            name=beat.name, reason=beat.problem, heard_at=beat.renewed_at, stale=stale
+        )
+    return ControllerReplica(
+        name=beat.name,
+        role=said.role,
+        ready=said.ready and said.live and not stale,
+        reason=said.reason,
+        version=said.version,
+        watches=dict(said.watches),
+        last_error=said.last_error,
+        last_error_at=said.last_error_at,
+        heard_at=beat.renewed_at,
+        stale=stale,
+        stopped=not said.live,
+    )
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    return f"{max(0, int((now - moment).total_seconds()))}s ago"
+
+
+def controller_status(
+    replicas: list[ReplicaHeartbeat], now: datetime, *, error: str = ""
+) -> ControllerStatus:
+    """Judge the controller replicas' heartbeats: ready when a fresh replica reconciles (it
+    leads, or no election is held) and says its watches are synced; the reason names what is
+    wrong otherwise (no heartbeat, a stale one, a stopped replica, watches not synced)."""
+    seen = sorted(
+        (_replica(beat, now) for beat in replicas),
+        key=lambda r: r.heard_at or datetime.min.replace(tzinfo=now.tzinfo),
+        reverse=True,
+    )
+    errors = [r for r in seen if r.last_error and r.last_error_at is not None]
+    newest_error = max(errors, key=lambda r: r.last_error_at or now, default=None)
+    base = ControllerStatus(
+        replicas=seen,
+        last_error=newest_error.last_error if newest_error else "",
+        last_error_at=newest_error.last_error_at if newest_error else None,
+    )
+    verdict = partial(msgspec.structs.replace, base)
+    if error:
+        return verdict(ready=False, reason=f"cannot read the controller's heartbeat: {error}")
+    if not seen:
+        return verdict(ready=False, reason=NO_CONTROLLER)
+    fresh = [r for r in seen if not r.stale]
+    if not fresh:
+        last = seen[0]
+        if last.stopped:
+            return verdict(
+                ready=False,
+                reason=f"the cluster controller stopped {_ago(last.heard_at, now)}: "
+                f"controller {last.name}: {last.reason}",
+                version=last.version,
+            )
+        said = f" (it last said: {last.reason})" if last.reason else ""
+        return verdict(
+            ready=False,
+            reason=f"the cluster controller has not reported since {_ago(last.heard_at, now)}: "
+            f"replica {last.name} stopped or cannot reach the Kubernetes API{said}",
+            version=last.version,
+        )
+    working = [r for r in fresh if r.role in ("leader", "single")]
+    if not working:
+        return verdict(
+            ready=False,
+            reason=f"no controller replica reconciles: {len(fresh)} standing by for the "
+            "leader Lease",
+            version=fresh[0].version,
+        )
+    lead = working[0]
+    synced = all(lead.watches.values()) if lead.watches else None
+    if not lead.ready:
+        return verdict(
+            ready=False,
+            reason=f"controller {lead.name}: {lead.reason or 'not ready'}",
+            version=lead.version,
+            leader=lead.name,
+            watches_synced=synced,
+        )
+    return verdict(
+        ready=True,
+        reason=f"controller {lead.name}: {lead.reason}",
+        version=lead.version,
+        leader=lead.name,
+        watches_synced=synced,
+    )
+
+
 Sample = tuple[str, str, str, float, dict[str, str]]
 """(name, type, help, value, labels): one Prometheus sample."""
 
 
-def connector_metrics(
-    cluster: str, version: str, link: HubLinkState, progress: ConnectorProgress, ready: bool
-) -> list[Sample]:
+def controller_samples(controller: ControllerStatus) -> list[Sample]:
+    """The controller's health as the connector judged it (and as the hub hears it)."""
     return [
+        (
+            "fleetbus_edge_controller_ready",
+            "gauge",
+            "1 when a cluster controller replica reconciles with its watches synced, as its "
+            "heartbeat says.",
+            controller.ready,
+            {},
+        ),
+        (
+            "fleetbus_edge_controller_replicas",
+            "gauge",
+            "Cluster controller replicas whose heartbeat is fresh.",
+            sum(1 for r in controller.replicas if not r.stale),
+            {},
+        ),
+    ]
+
+
+def connector_metrics(
+    cluster: str,
+    version: str,
+    link: HubLinkState,
+    progress: ConnectorProgress,
+    ready: bool,
+    controller: ControllerStatus | None = None,
+) -> list[Sample]:
+    samples = controller_samples(controller) if controller is not None else []
+    return [
+        *samples,
         (
             "fleetbus_edge_info",
             "gauge",

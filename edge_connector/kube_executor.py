@@ -15,7 +15,8 @@ controller (`fleetbus controller`) reconciles and reads back what the controller
   policy `correct`, waits through `apply` for the correction: `DriftCorrected`). What was
   reported is remembered on the Step itself, so a restarted connector neither repeats nor loses
   observations.
-* `inventory` reads the Tasks' statuses: what is applied, and a digest of it.
+* `inventory` reads the Tasks' statuses: what is applied, and a digest of it; and the cluster
+  controller's heartbeat Leases, so its health reaches the hub with the connector's.
 
 The contract with the controller is the CRDs in `cluster_controller/crds/` and their types in
 `kube_contract` (resource identities, labels, the statuses read back here, decoded as typed
@@ -50,6 +51,9 @@ from tenacity import (
 
 from edge_connector.errors import ApplyFailed, ConnectorError, KubeTransient
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
+from edge_connector.health import controller_status as judge_controller
+from events.inventory import ControllerStatus
+from kube_contract.controller_status import LABEL_CONTROLLER_STATUS, read_heartbeat
 from kube_contract.errors import UnreadableResource
 from kube_contract.model import (
     API_VERSION,
@@ -62,7 +66,7 @@ from kube_contract.model import (
     read_step_view,
     read_task_view,
 )
-from kube_contract.resources import STEP, TASK
+from kube_contract.resources import LEASE, STEP, TASK
 from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
@@ -71,6 +75,7 @@ log = logging.getLogger(__name__)
 
 TaskResource = create_namespaced_resource(GROUP, VERSION, TASK.kind, TASK.plural)
 StepResource = create_namespaced_resource(GROUP, VERSION, STEP.kind, STEP.plural)
+LeaseResource = create_namespaced_resource(LEASE.group, LEASE.version, LEASE.kind, LEASE.plural)
 
 FIELD_MANAGER = "fleetbus-connector"
 DEFAULT_NAMESPACE = "fleetbus-system"
@@ -542,6 +547,30 @@ class KubernetesExecutor:
             objects=objects,
             capabilities=await self.capabilities(),
         )
+
+    async def controller_status(self) -> ControllerStatus:
+        """The cluster controller's health from its replicas' heartbeat Leases in this
+        executor's namespace (`kube_contract.controller_status`), judged by
+        `edge_connector.health.controller_status`; unreadable Leases are the reason."""
+        now = self.clock()
+        try:
+            leases = [
+                read_heartbeat(_plain(lease))
+                async for lease in self.client.list(
+                    LeaseResource,
+                    namespace=self.namespace,
+                    labels={LABEL_CONTROLLER_STATUS: "true"},
+                )
+            ]
+        except httpx.HTTPStatusError as e:
+            error = (
+                f"listing Leases in {self.namespace} answered {_status_code(e)}: "
+                f"{_error_message(e)}"
+            )
+            return judge_controller([], now, error=error)
+        except httpx.TransportError as e:
+            return judge_controller([], now, error=f"Kubernetes API unreachable: {e!r}")
+        return judge_controller(leases, now)
 
     async def capabilities(self) -> ClusterCapabilities | None:
         """The cluster's capabilities from the apiserver's discovery, reused for

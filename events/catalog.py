@@ -400,6 +400,31 @@ class ClusterCapabilitiesReported(
         return self.cluster
 
 
+class ClusterHealthChanged(Event, tag="ClusterHealthChanged", frozen=True, kw_only=True):
+    """A cluster's health as the hub hears it changed, and stayed changed for a while: it went
+    silent (no inventory digest within the liveness window) or came back, or its connector or
+    its cluster controller turned not ready or ready again. Recorded by the hub from the
+    inventory digests (which are not logged themselves), so notifications can tell someone."""
+
+    aggregate: ClassVar[str] = "cluster"
+    cluster: str
+    healthy: bool
+    connected: bool
+    edge_ready: bool | None = None
+    """The connector's readiness in its last digest (None: not told)."""
+    controller_ready: bool | None = None
+    """The cluster controller's readiness in the last digest (None: no controller, as for a
+    simulated cluster, or not told)."""
+    reason: str = ""
+    """What is wrong, in words (or what is well again)."""
+    last_seen: datetime | None = None
+    """When the hub last heard from the cluster."""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cluster
+
+
 class ClusterDeregistered(Event, tag="ClusterDeregistered", frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "cluster"
     cluster: str
@@ -682,6 +707,7 @@ HubEvent = (
     | ClusterDeregistered
     | ClusterDrainStarted
     | ClusterCapabilitiesReported
+    | ClusterHealthChanged
     | AntiEntropyRepaired
     | ClusterTaskScheduled
     | ClusterTaskRefused
@@ -718,6 +744,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClusterDeregistered,
         ClusterDrainStarted,
         ClusterCapabilitiesReported,
+        ClusterHealthChanged,
         AntiEntropyRepaired,
         ClusterTaskScheduled,
         ClusterTaskRefused,

@@ -28,6 +28,45 @@ class TasksetState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     removed: bool = False
 
 
+class ControllerReplica(msgspec.Struct, frozen=True, kw_only=True):
+    """One cluster controller replica, as the connector last read its heartbeat."""
+
+    name: str
+    role: str = ""
+    """`leader`, `standby` or `single` (no leader election)."""
+    ready: bool = False
+    reason: str = ""
+    version: str = ""
+    watches: dict[str, bool] = msgspec.field(default_factory=dict)
+    """Per followed resource (tasks, tasklets, steps, fleetnamespaces): synced."""
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    heard_at: datetime | None = None
+    """When the replica last renewed its heartbeat."""
+    stale: bool = False
+    """Not renewed within its lease duration: the replica stopped or cannot reach the API."""
+    stopped: bool = False
+    """Its last heartbeat said it was stopping (its `reason` says why)."""
+
+
+class ControllerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The cluster controller's health as the connector judged it from the heartbeats."""
+
+    ready: bool = False
+    reason: str = ""
+    """Why (not) ready: e.g. "watches synced", or "has not reported for 95s"."""
+    version: str = ""
+    """The version of the replica that reconciles (or of the freshest one)."""
+    leader: str = ""
+    """The replica that reconciles ("" when none does)."""
+    watches_synced: bool | None = None
+    """Whether that replica's watches are all synced (None: not known)."""
+    last_error: str = ""
+    """The newest reconcile or watch failure any replica reported."""
+    last_error_at: datetime | None = None
+    replicas: list[ControllerReplica] = msgspec.field(default_factory=list)
+
+
 class EdgeStatus(msgspec.Struct, frozen=True, kw_only=True):
     """The connector's own word on itself: its version and readiness when it sent the digest."""
 
@@ -35,6 +74,8 @@ class EdgeStatus(msgspec.Struct, frozen=True, kw_only=True):
     ready: bool = False
     reason: str = ""
     """What readiness waits for (or "connected to the hub and caught up")."""
+    controller: ControllerStatus | None = None
+    """The cluster controller's health (None: a simulated cluster, or an older connector)."""
 
 
 class InventoryDigest(msgspec.Struct, frozen=True, kw_only=True):

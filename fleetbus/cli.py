@@ -14,6 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from fleetbus.helptext import finish_help
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "edge": ("edge", "run a cluster's edge: leaf nats-server and connector"),
     "up": ("up", "start the embedded hub"),
@@ -71,6 +73,10 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleetbus",
         description="Run configuration across a fleet of Kubernetes clusters.",
+        epilog="Run `fleetbus COMMAND --help` for a command's options and examples. Commands "
+        "that talk to a hub use --server URL and --token T (or $FLEETBUS_SERVER and "
+        "$FLEETBUS_TOKEN); without them they find the hub `fleetbus up` runs from its data "
+        "dir (--data-dir, default ./.fleetbus).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     module = COMMANDS[chosen][0] if chosen is not None else None
@@ -79,6 +85,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
             subparsers.add_parser(name, help=help_text, description=help_text)
     if module is not None:
         importlib.import_module(f"fleetbus.commands.{module}").register(subparsers)
+    finish_help(parser)
     return parser
 
 

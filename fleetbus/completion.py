@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetbus.cli import COMMANDS
+from fleetbus.helptext import finish_help
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -61,6 +62,7 @@ def full_parser() -> argparse.ArgumentParser:
                 importlib.import_module(f"fleetbus.commands.{module}").register(subparsers)
         if name not in subparsers.choices:
             subparsers.add_parser(name, help=help_text)
+    finish_help(parser)
     return parser
 
 

@@ -60,7 +60,7 @@ from fleetbus.probes import (
 from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fleetbus.edge")  # also when run as `python -m fleetbus.edge`
 
 DEFAULT_STATE_DIR = Path(".fleetbus-edge")
 CONNECTOR_USER = "connector"
@@ -263,7 +263,12 @@ class EdgeRuntime:
         link = link or HubLinkState(connected=False, detail="unknown")
         return prometheus_text(
             connector_metrics(
-                self.cluster, self.connector.version, link, self.connector.progress(), ready
+                self.cluster,
+                self.connector.version,
+                link,
+                self.connector.progress(),
+                ready,
+                self.connector.controller,
             )
         )
 
@@ -305,11 +310,12 @@ async def run_edge(
     try:
         if probes is not None:
             await probes.start()
-        print(
-            f"fleetbus edge up: cluster {bundle.cluster}  hub {', '.join(bundle.settings.hub_urls)}"
-            f"  leaf {runtime.server.client_url if runtime.server else '-'}"
-            f"  executor {'kubernetes' if kubeconfig else 'simulator'}  (Ctrl-C to stop)",
-            flush=True,
+        log.info(
+            "fleetbus edge up: cluster %s  hub %s  leaf %s  executor %s  (Ctrl-C to stop)",
+            bundle.cluster,
+            ", ".join(bundle.settings.hub_urls),
+            runtime.server.client_url if runtime.server else "-",
+            "kubernetes" if kubeconfig else "simulator",
         )
         waiter = asyncio.create_task(stop.wait())
         running = asyncio.create_task(runtime.wait())
@@ -324,7 +330,7 @@ async def run_edge(
         await runtime.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        print("fleetbus edge stopped", flush=True)
+        log.info("fleetbus edge stopped")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

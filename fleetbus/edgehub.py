@@ -10,6 +10,8 @@
 - `scheduler.provisioning`: each cluster's durable consumer on DESIRED and REPORTS' sources,
   and the revival of stalled sources;
 - `scheduler.antientropy`: inventory digests compared with DESIRED, re-delivery on mismatch;
+- `scheduler.cluster_health`: `ClusterHealthChanged` when a cluster goes silent or its
+  connector or controller turns not ready (and when it is well again);
 - `simulator.fleet.SimFleet` for `--sim-clusters N`, whose edges `HubSimEdges` starts.
 """
 
@@ -39,6 +41,7 @@ from fleetbus.errors import ServerFailed
 from fleetbus.simworker import WORKER_COMMAND, start_client_sim
 from fleetbus.supervision import Supervisor
 from scheduler.antientropy import AntiEntropyService
+from scheduler.cluster_health import ClusterHealthWatch
 from scheduler.provisioning import ProvisioningService, SourceRevival
 from simulator.executor import SimExecutor
 from simulator.fleet import SimFleet, sim_processes_for
@@ -210,6 +213,13 @@ class EdgeServices:
             clock=self.clock,
         )
         antientropy = self.antientropy
+        self.health = ClusterHealthWatch(
+            self.store,
+            last_seen=lambda: antientropy.last_seen,
+            edge_status=lambda: antientropy.edge_status,
+            registered=lambda: self.access.clusters.keys(),
+            clock=self.clock,
+        )
         self.revival = SourceRevival(
             self.provisioning,
             last_seen=lambda: antientropy.last_seen,
@@ -236,6 +246,7 @@ class EdgeServices:
             self.supervisor.start("cluster access", lambda: self.access.run(access_ready)),
             self.supervisor.start("provisioning", self.provisioning.run),
             self.supervisor.start("anti-entropy", self.antientropy.run),
+            self.supervisor.start("cluster health", self.health.run),
             self.supervisor.start("source revival", self.revival.run),
         ]
 

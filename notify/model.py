@@ -21,6 +21,7 @@ import msgspec
 from events.catalog import (
     EVENT_TYPES,
     BlueprintRolloutHalted,
+    ClusterHealthChanged,
     ClusterTaskHeld,
     ClusterTaskScheduled,
     Event,
@@ -53,6 +54,8 @@ def severity_of(event: Event) -> Severity:
     """How much an event asks for attention: failures and halts are errors, drift a warning."""
     if isinstance(event, ClusterTaskHeld):
         return "warning" if event.hold == "Blocked" else "info"
+    if isinstance(event, ClusterHealthChanged):
+        return "info" if event.healthy else "warning"
     return _SEVERITY_BY_TYPE.get(type(event).__name__, "info")
 
 

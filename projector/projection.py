@@ -24,6 +24,7 @@ from events.catalog import (
     ClusterCapabilitiesReported,
     ClusterDeregistered,
     ClusterDrainStarted,
+    ClusterHealthChanged,
     ClusterLabelsChanged,
     ClusterRegistered,
     ClusterTaskHeld,
@@ -521,6 +522,9 @@ def summarize(event: Event) -> str:
             )
         case ClusterDrainStarted():
             return f"cluster {event.cluster} draining: every taskset leaves it"
+        case ClusterHealthChanged():
+            state = "healthy again" if event.healthy else "unhealthy"
+            return f"cluster {event.cluster} {state}: {event.reason}"
         case ClusterTaskScheduled():
             if len(event.clusters) == 1:
                 return summarize_scheduled(event, event.clusters[0])

@@ -144,6 +144,10 @@ class SimExecutor:
         self.applied.pop(task.taskset_name, None)
         return ApplyResult(objects=0, duration_s=time.monotonic() - started)
 
+    async def controller_status(self) -> None:
+        """A simulated cluster has no controller apart from this executor."""
+        return None
+
     async def inventory(self) -> ExecutorInventory:
         live = {key: obj.manifest for key, obj in sorted(self.objects.items())}
         return ExecutorInventory(

@@ -573,6 +573,7 @@ function fleetMatrix(page) {
         clusterLink(cluster.name),
         el("div", {}, labels(cluster.labels)),
         edgeLine(cluster),
+        controllerLine(cluster),
       ),
       page.tasksets.map((t) =>
         el("td", { dataset: { taskset: t.name } }, cellContent(cells.get(`${cluster.name}\u0000${t.name}`))),
@@ -632,6 +633,41 @@ function edgeLine(cluster) {
     { class: cluster.edge_ready ? "small edge" : "small edge warn", title: cluster.edge_health || state },
     `edge ${cluster.edge_version || "?"} · ${state}`,
   );
+}
+
+function controllerLine(cluster) {
+  const c = cluster.controller;
+  if (!c) return el("div", { class: "muted small controller" }, "controller: not reported");
+  const state = c.ready ? "ready" : "not ready";
+  return el(
+    "div",
+    { class: c.ready ? "small controller" : "small controller warn", title: c.reason || state },
+    `controller ${c.version || "?"} · ${state}`,
+  );
+}
+
+function controllerFacts(c) {
+  if (!c) return [];
+  const replicas = (c.replicas || []).map((r) =>
+    el(
+      "li",
+      { class: r.stale || !r.ready ? "warn" : "" },
+      el("code", {}, r.name),
+      ` ${r.role || "?"} · ${r.stale ? "stale" : r.ready ? "ready" : "not ready"} · heard `,
+      time(r.heard_at),
+      r.reason ? el("span", { class: "muted" }, ` · ${r.reason}`) : "",
+    ),
+  );
+  return [
+    el("div", { class: "muted small controller-reason" }, c.reason || ""),
+    c.leader
+      ? el("div", { class: "muted small" }, `leader ${c.leader} · watches ${c.watches_synced == null ? "?" : c.watches_synced ? "synced" : "not synced"}`)
+      : "",
+    c.last_error
+      ? el("div", { class: "small warn controller-error" }, "last error ", time(c.last_error_at), `: ${c.last_error}`)
+      : "",
+    replicas.length ? el("ul", { class: "small replicas" }, replicas) : "",
+  ];
 }
 
 function describePlacement(placement) {
@@ -780,6 +816,8 @@ function renderCluster(view, detail, drift) {
       el("dd", {}, time(c.last_seen)),
       el("dt", {}, "edge"),
       el("dd", { class: "edge-health" }, edgeLine(c), c.edge_health ? el("div", { class: "muted small" }, c.edge_health) : ""),
+      el("dt", {}, "controller"),
+      el("dd", { class: "controller-health" }, controllerLine(c), controllerFacts(c.controller)),
       el("dt", {}, "last report"),
       el("dd", {}, detail.reports.length ? [time(detail.reports[0].time), " ", detail.reports[0].summary] : "none yet"),
     ),

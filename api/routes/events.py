@@ -24,7 +24,9 @@ from api.log_readers import closing
 from api.read_cache import json_response
 from api.sse import Cursor, LiveFilter, live_messages
 from events.archive_verify import verify_trail
+from projector import queries
 from taskset.names import check_name
+from taskset.selectors import parse_selector
 
 MAX_PAGE = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,11 +55,32 @@ def _names(cluster: str | None, taskset: str | None) -> None:
         check_name("taskset", taskset)
 
 
+SelectorParam = Annotated[
+    str | None,
+    QueryParameter(
+        max_length=1024,
+        description="only events about clusters whose labels match this selector "
+        "(`env=prod,tier!=edge`), deregistered clusters included",
+    ),
+]
+
+
+async def clusters_matching(hub: HubContext, selector: str | None) -> frozenset[str] | None:
+    """The clusters whose labels match `selector` now (None without a selector)."""
+    if selector is None:
+        return None
+    wanted = parse_selector(selector)
+    async with hub.read_models() as db:
+        rows = await queries.clusters(db, include_deregistered=True)
+    return frozenset(row.name for row in rows if wanted.matches(row.labels))
+
+
 @get(
     "/api/v1/events",
     guards=[requires(Role.viewer)],
     summary="Replay the event log",
-    description="Events in stream order, filtered by time, cluster and taskset, one page at a "
+    description="Events in stream order, filtered by time, cluster (or a label selector of "
+    "clusters) and taskset, one page at a "
     "time. `stream=reports` replays what clusters reported instead of hub events. A page is "
     "read once per state of the stream, however many ask; answers carry an ETag and "
     "`If-None-Match` with it gets 304 while the stream has not grown.",
@@ -73,9 +96,11 @@ async def replay_events(
     until: FromQuery[datetime | None] = None,
     cluster: FromQuery[str | None] = None,
     taskset: FromQuery[str | None] = None,
+    selector: SelectorParam = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response[bytes]:
     _names(cluster, taskset)
+    among = await clusters_matching(hub, selector)
     since, until = as_utc(since), as_utc(until)
     if since is not None and since <= EPOCH:
         since = None  # nothing is older than the log: read from its start
@@ -86,11 +111,11 @@ async def replay_events(
 
     async def build() -> bytes:
         page = await read_page(
-            hub, stream, last_seq, from_seq, since, until, cluster, taskset, limit
+            hub, stream, last_seq, from_seq, since, until, cluster, taskset, limit, among
         )
         return msgspec.json.encode(page)
 
-    key = ("events", stream, from_seq, since, until, cluster, taskset, limit)
+    key = ("events", stream, from_seq, since, until, cluster, taskset, limit, among)
     return json_response(request, await hub.reads.answer(key, last_seq, build))
 
 
@@ -104,6 +129,7 @@ async def read_page(
     cluster: str | None,
     taskset: str | None,
     limit: int,
+    among: frozenset[str] | None = None,
 ) -> EventPage:
     """The page of at most `limit` matching events from `from_seq` (or `since`)."""
     store = hub.store if stream == "events" else hub.reports
@@ -120,7 +146,7 @@ async def read_page(
         async for stored in stored_events:
             if since is not None and stored.stored_at < since:
                 continue
-            if not concerns(stored.event, cluster=cluster, taskset=taskset):
+            if not concerns(stored.event, cluster=cluster, taskset=taskset, among=among):
                 continue
             if len(records) == limit:
                 next_from_seq = stored.seq
@@ -147,10 +173,12 @@ async def stream_events(
     reports_from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
     cluster: FromQuery[str | None] = None,
     taskset: FromQuery[str | None] = None,
+    selector: SelectorParam = None,
     ticket: FromQuery[str | None] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     _names(cluster, taskset)
+    among = await clusters_matching(hub, selector)
     cursor = Cursor.parse(last_event_id) if last_event_id else None
     if last_event_id and cursor is None:
         raise InvalidRequest(
@@ -170,7 +198,7 @@ async def stream_events(
         live_messages(
             {"events": hub.store, "reports": hub.reports},
             cursor,
-            LiveFilter(streams=selected, cluster=cluster, taskset=taskset),
+            LiveFilter(streams=selected, cluster=cluster, taskset=taskset, among=among),
             stop=hub.shutdown,
             heartbeat_s=hub.sse_heartbeat_s,
             metrics=hub.metrics,

@@ -21,7 +21,7 @@ from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable, register_status
 from api.read_cache import json_response
-from events.inventory import EdgeStatus
+from events.inventory import ControllerStatus, EdgeStatus
 from projector import queries
 from projector.db import ProjectionDb
 from projector.errors import ProjectionMissing, ProjectionUnreadable
@@ -63,6 +63,11 @@ class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
     """Whether the connector said it was connected to the hub and caught up (None: not known)."""
     edge_health: str = ""
     """The connector's readiness in words: what it waits for, or that it is caught up."""
+    controller: ControllerStatus | None = None
+    """The cluster controller's health, as the connector read it from the controller's
+    heartbeat and sent it in its last inventory digest: ready and why, version, the replica
+    that reconciles, watch sync, last error, and each replica (None: not known, or a
+    simulated cluster)."""
 
 
 class RolloutView(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,6 +167,7 @@ def edge_fields(status: EdgeStatus | None) -> dict[str, Any]:
         "edge_version": status.version,
         "edge_ready": status.ready,
         "edge_health": status.reason,
+        "controller": status.controller,
     }
 
 
@@ -374,6 +380,11 @@ async def collect_fleet_metrics(hub: HubContext) -> None:
     metrics = hub.metrics
     metrics.clusters_registered.set(len(clusters))
     metrics.clusters_connected.set(sum(1 for c in clusters if c.connected))
+    registered = [c for c in clusters if c.registered]
+    metrics.clusters_edge_not_ready.set(sum(1 for c in registered if c.edge_ready is False))
+    metrics.clusters_controller_not_ready.set(
+        sum(1 for c in registered if c.controller is not None and not c.controller.ready)
+    )
     metrics.rollout_progress.clear()
     for rollout in rollouts:
         ratio = rollout.applied / rollout.targets if rollout.targets else 1.0

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     ls.set_defaults(handler=handle_ls)
 
     show = verbs.add_parser("show", help="one version of a blueprint and its clusters' status")
-    show.add_argument("name")
+    show.add_argument("name", help="the blueprint")
     show.add_argument("--version", type=int, default=0, help="default: the latest")
     show.add_argument(
         "--behind",
@@ -54,15 +54,30 @@ def register(subparsers: Any) -> None:
     show.set_defaults(handler=handle_show)
 
     diff = verbs.add_parser("diff", help="what changes between two versions")
-    diff.add_argument("name")
-    diff.add_argument("--from", dest="from_version", type=int, default=0)
-    diff.add_argument("--to", dest="to_version", type=int, default=0)
+    diff.add_argument("name", help="the blueprint")
+    diff.add_argument(
+        "--from",
+        dest="from_version",
+        type=int,
+        default=0,
+        metavar="A",
+        help="the older version (default: the one before --to)",
+    )
+    diff.add_argument(
+        "--to",
+        dest="to_version",
+        type=int,
+        default=0,
+        metavar="B",
+        help="the newer version (default: the latest)",
+    )
+    add_output_option(diff, formats=("text", "json", "yaml"), default="text")
     add_hub_options(diff)
     diff.set_defaults(handler=handle_diff)
 
     assign = verbs.add_parser("assign", help="assign (and pin) a cluster, or force its sync")
-    assign.add_argument("name")
-    assign.add_argument("--cluster", required=True)
+    assign.add_argument("name", help="the blueprint")
+    assign.add_argument("--cluster", required=True, help="the cluster to assign")
     what = assign.add_mutually_exclusive_group()
     what.add_argument("--version", type=int, default=0, help="pin the cluster to this version")
     what.add_argument("--remove", action="store_true", help="end the assignment and pin")
@@ -150,6 +165,9 @@ def handle_diff(args: argparse.Namespace) -> int:
         blueprint_path(args.name, "diff"),
         {"from": str(args.from_version), "to": str(args.to_version)},
     )
+    if args.output in ("json", "yaml"):
+        write_document(diff, args.output)
+        return 0
     print(f"blueprint {diff['name']} v{diff['from_version']} -> v{diff['to_version']}")
     if diff["selector"]:
         print(f"  selector: {diff['selector'][0] or '-'} -> {diff['selector'][1] or '-'}")

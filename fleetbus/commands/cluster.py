@@ -11,7 +11,8 @@ cluster (which is then renewed in place); anything else is refused before the hu
 `rm` answers once the hub has revoked the cluster's access. By default what runs on the cluster
 stays there (fleetbus only stops managing it); `rm --drain` first has every taskset removed
 from the cluster (preDelete first), shows what is left until the cluster reports it empty, and
-only then deregisters it. `ls` reads the hub's read models,
+only then deregisters it. `ls` and `show` (one cluster, with its connector's and controller's
+health) read the hub's read models,
 after waiting (briefly) until they include everything on the log, so it lists what a command
 just before it did.
 """
@@ -32,7 +33,7 @@ from edge_connector.errors import BundleError
 from events.streams import EVENTS_STREAM
 from fleetbus.bundle_unpack import BundleTarget, prepare_bundle_dir, unpack_bundle
 from fleetbus.client import HubClient, add_hub_options
-from fleetbus.output import Column, add_output_option, emit
+from fleetbus.output import Column, add_output_option, emit, table_text, when, write_document
 from registry.clusters import parse_label_arguments
 from taskset.selectors import parse_selector
 
@@ -47,8 +48,14 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     add = verbs.add_parser("register", help="register a cluster")
-    add.add_argument("name")
-    add.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    add.add_argument("name", help="the cluster's name (DNS label)")
+    add.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label selectors match (repeatable)",
+    )
     add.add_argument(
         "--out",
         type=Path,
@@ -72,9 +79,27 @@ def register(subparsers: Any) -> None:
     add_hub_options(ls)
     ls.set_defaults(handler=handle_ls)
 
+    show = verbs.add_parser(
+        "show",
+        help="one cluster: connection, edge and controller health, tasksets, recent drift",
+        description="One cluster as the hub sees it: labels, whether it is connected, the "
+        "connector's version and readiness, the cluster controller's health (ready and why, "
+        "version, the replica that reconciles, watch sync, last error, every replica), each "
+        "taskset's desired and applied version, and the latest drift.",
+    )
+    show.add_argument("name", help="the cluster's name")
+    add_output_option(show)
+    add_hub_options(show)
+    show.set_defaults(handler=handle_show)
+
     label = verbs.add_parser("label", help="set (KEY=VALUE) or remove (KEY-) labels")
-    label.add_argument("name")
-    label.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    label.add_argument("name", help="the cluster to relabel")
+    label.add_argument(
+        "labels",
+        nargs="+",
+        metavar="KEY=VALUE|KEY-",
+        help="set a label (KEY=VALUE) or remove it (KEY-)",
+    )
     add_hub_options(label)
     label.set_defaults(handler=handle_label)
 
@@ -83,7 +108,7 @@ def register(subparsers: Any) -> None:
         help="deregister a cluster and revoke its access; by default what runs there stays, "
         "--drain removes every taskset first",
     )
-    rm.add_argument("name")
+    rm.add_argument("name", help="the cluster to deregister")
     rm.add_argument(
         "--drain",
         action="store_true",
@@ -241,6 +266,103 @@ CLUSTER_COLUMNS = [
     Column("CONNECTED", lambda c: "yes" if c.get("connected") else "no", wide=True),
     Column("EDGE-VERSION", lambda c: c.get("edge_version") or "-", wide=True),
     Column("EDGE-READY", lambda c: edge_ready_text(c.get("edge_ready")), wide=True),
+    Column("CONTROLLER", lambda c: controller_text(c.get("controller")), wide=True),
+    Column("CONTROLLER-VERSION", lambda c: (c.get("controller") or {}).get("version"), wide=True),
+]
+
+
+def controller_text(controller: dict[str, Any] | None) -> str:
+    """`ready` or `not ready` (`cluster show` says why); `-` when not known."""
+    if not controller:
+        return "-"
+    if controller.get("ready"):
+        return "ready"
+    return "not ready"
+
+
+def handle_show(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    wait_for_read_models(client)
+    detail: dict[str, Any] = client.get(cluster_path(args.name))
+    if args.output in ("json", "yaml"):
+        write_document(detail, args.output)
+        return 0
+    sys.stdout.write(cluster_detail_text(detail, wide=args.output == "wide"))
+    return 0
+
+
+def cluster_detail_text(detail: dict[str, Any], *, wide: bool = False) -> str:
+    c = detail["cluster"]
+    lines = [
+        f"cluster {c['name']}  ({'registered' if c.get('registered', True) else 'deregistered'}"
+        f" {registered_at_text(c.get('registered_at'))})",
+        f"  labels:      {labels_text(c['labels'])}",
+        f"  connected:   {'yes' if c.get('connected') else 'no'}"
+        f" (last heard {when(c.get('last_seen'))})",
+    ]
+    if c.get("edge_version") or c.get("edge_ready") is not None:
+        lines.append(
+            f"  edge:        {c.get('edge_version') or '?'}, "
+            f"{edge_ready_text(c.get('edge_ready'))}: {c.get('edge_health') or '-'}"
+        )
+    else:
+        lines.append("  edge:        not reported")
+    lines += controller_lines(c.get("controller"), wide=wide)
+    lines.append("tasksets:")
+    cells = detail.get("cells") or []
+    if cells:
+        lines += ["  " + line for line in table_text(cells, CELL_COLUMNS, wide=wide).splitlines()]
+    else:
+        lines.append("  none")
+    drift = detail.get("drift") or []
+    if drift:
+        lines.append("recent drift:")
+        for row in drift[:5]:
+            lines.append(f"  {when(row.get('time'))}  {row.get('type')}  {row.get('summary')}")
+    return "\n".join(lines) + "\n"
+
+
+def controller_lines(controller: dict[str, Any] | None, *, wide: bool) -> list[str]:
+    if not controller:
+        return ["  controller:  not reported (a simulated cluster, or no inventory digest yet)"]
+    lines = [
+        f"  controller:  {controller.get('version') or '?'}, "
+        f"{'ready' if controller.get('ready') else 'NOT READY'}: {controller.get('reason')}"
+    ]
+    if controller.get("leader"):
+        synced = controller.get("watches_synced")
+        watches = "-" if synced is None else ("synced" if synced else "not synced")
+        lines.append(f"    leader {controller['leader']}, watches {watches}")
+    if controller.get("last_error"):
+        lines.append(
+            f"    last error at {when(controller.get('last_error_at'))}: {controller['last_error']}"
+        )
+    for replica in controller.get("replicas") or []:
+        state = (
+            "stale" if replica.get("stale") else ("ready" if replica.get("ready") else "not ready")
+        )
+        line = (
+            f"    replica {replica['name']}: {replica.get('role') or '?'}, {state}, "
+            f"heard {when(replica.get('heard_at'))}"
+        )
+        if wide:
+            watches = ",".join(
+                f"{name}={'synced' if ok else 'pending'}"
+                for name, ok in sorted((replica.get("watches") or {}).items())
+            )
+            line += f", {replica.get('version') or '?'}, {replica.get('reason') or '-'}"
+            line += f", watches {watches or '-'}"
+        lines.append(line)
+    return lines
+
+
+CELL_COLUMNS = [
+    Column("TASKSET", lambda r: r["taskset"]),
+    Column("DESIRED", lambda r: r.get("desired_version")),
+    Column("APPLIED", lambda r: r.get("applied_version")),
+    Column("STATE", lambda r: r.get("state")),
+    Column("DRIFT", lambda r: r.get("drift_count"), wide=True),
+    Column("ERROR", lambda r: r.get("error"), wide=True),
 ]
 
 

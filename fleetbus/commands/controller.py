@@ -2,6 +2,8 @@
 
 It installs or upgrades its CRDs first (server-side apply, then waits for them to be
 Established), optionally waits to lead through a Lease, and reconciles until SIGINT/SIGTERM.
+All along it renews a heartbeat Lease with its health (`cluster_controller.heartbeat`), which
+the connector reads and passes on to the hub.
 It loads nothing of the hub: an edge install runs it with the base dependencies only.
 """
 
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from typing import Any
 
 from cluster_controller.crds import install_crds
 from cluster_controller.health import ControllerHealth
+from cluster_controller.heartbeat import Heartbeat
 from cluster_controller.kube import Kube
 from cluster_controller.leader import LeaderElection
 from cluster_controller.runtime import Controller, ControllerOptions
@@ -58,14 +62,18 @@ def register(subparsers: Any) -> None:
         help="reconcile Tasks and Steps in this namespace only (default: every namespace)",
     )
     parser.add_argument(
-        "--workers", type=whole_number(1, 256), default=4, help="reconciles run at once"
+        "--workers",
+        type=whole_number(1, 256),
+        default=4,
+        metavar="N",
+        help="reconciles run at once (default 4)",
     )
     parser.add_argument(
         "--resync",
         type=positive_seconds,
         default=600.0,
         metavar="SECONDS",
-        help="full drift re-check interval",
+        help="full drift re-check interval in seconds (default 600)",
     )
     parser.add_argument(
         "--skip-crds",
@@ -81,9 +89,23 @@ def register(subparsers: Any) -> None:
         "--lease-namespace",
         default="fleetbus-system",
         metavar="NS",
-        help="namespace of the leader-election Lease",
+        help="namespace of the leader-election Lease and of the heartbeat Lease through which "
+        "the connector tells the hub the controller's health (the connector's namespace)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often the heartbeat Lease is renewed (default 10; it expires after three "
+        "intervals, and the hub then shows the controller as not reporting)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING"),
+        help="the least severe records logged (default INFO)",
+    )
     add_health_option(parser, DEFAULT_CONTROLLER_HEALTH)
     add_log_format_option(parser)
     parser.set_defaults(handler=handle)
@@ -113,6 +135,7 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     identity = f"{socket.gethostname()}-{id(kube):x}"
+    instance = f"{socket.gethostname()}-{os.getpid()}"
     controller = Controller(
         kube,
         ControllerOptions(
@@ -140,10 +163,21 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
         if args.leader_elect
         else None
     )
+    heartbeat = Heartbeat(
+        kube,
+        health,
+        namespace=args.lease_namespace,
+        instance=instance,
+        elected=args.leader_elect,
+        clock=utc_now,
+        interval_s=args.heartbeat_interval,
+    )
     tasks: list[asyncio.Task[None]] = []
+    stop_reason = "asked to stop"
     try:
         if probes is not None:
             await probes.start()
+        tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
         if election is not None:
             health.standby = True
             acquiring = asyncio.create_task(election.acquire())
@@ -165,7 +199,11 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
         stopping.cancel()
         for task in done:
             if task is not stopping:
-                task.result()
+                try:
+                    task.result()
+                except Exception as e:
+                    stop_reason = str(e) or type(e).__name__
+                    raise
     finally:
         health.stopped = "stopping"
         if probes is not None:
@@ -175,6 +213,7 @@ async def run_until_signalled(kube: Kube, args: argparse.Namespace) -> None:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await heartbeat.stopped(stop_reason)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

@@ -24,6 +24,7 @@ from fleetbus.client import HubClient, Params, add_hub_options
 from fleetbus.errors import HubRequestFailed
 from fleetbus.options import timestamp, whole_number
 from fleetbus.output import add_output_option, write_document
+from taskset.selectors import parse_selector
 
 STREAMS = ("events", "reports", "all")
 
@@ -37,17 +38,43 @@ def register(subparsers: Any) -> None:
         default=None,
         help="verify: check the hash chain of the archive and its link to the live log",
     )
-    parser.add_argument("--from-seq", type=whole_number(1), default=None, metavar="N")
-    parser.add_argument("--since", type=timestamp, default=None, metavar="T")
-    parser.add_argument("--until", type=timestamp, default=None, metavar="T")
+    parser.add_argument(
+        "--from-seq",
+        type=whole_number(1),
+        default=None,
+        metavar="N",
+        help="start at this sequence of the stream (default: its first)",
+    )
+    parser.add_argument(
+        "--since",
+        type=timestamp,
+        default=None,
+        metavar="T",
+        help="only events stored at or after T (RFC 3339, e.g. 2026-11-24T10:00:00Z)",
+    )
+    parser.add_argument(
+        "--until",
+        type=timestamp,
+        default=None,
+        metavar="T",
+        help="only events stored before T (RFC 3339)",
+    )
     parser.add_argument("--cluster", default=None, metavar="C", help="only events about C")
+    parser.add_argument(
+        "-l",
+        "--selector",
+        default=None,
+        metavar="SELECTOR",
+        help="only events about clusters whose labels match (env=prod,tier!=edge), as their "
+        "labels are when the command starts",
+    )
     parser.add_argument("--taskset", default=None, metavar="N", help="only events about N")
     parser.add_argument(
         "--stream",
         choices=STREAMS,
         default=None,
         help="hub events, cluster reports, or all of them in time order (default: all with "
-        "--cluster, whose story includes its reports; hub events otherwise)",
+        "--cluster or --selector, whose story includes their reports; hub events otherwise)",
     )
     parser.add_argument(
         "-f",
@@ -67,11 +94,15 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return verify(args)
     if args.stream is None:
-        args.stream = "all" if args.cluster and args.from_seq is None else "events"
+        clusters = args.cluster or args.selector
+        args.stream = "all" if clusters and args.from_seq is None else "events"
+    if args.selector is not None:
+        parse_selector(args.selector)  # a bad selector is refused before the hub is asked
     client = HubClient.from_args(args)
     filters: Params = {
         "cluster": args.cluster,
         "taskset": args.taskset,
+        "selector": args.selector,
     }
     records = follow(client, args, filters) if args.follow else replay(client, args, filters)
     if args.output in ("json", "yaml") and not args.follow:

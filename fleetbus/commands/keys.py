@@ -11,13 +11,11 @@ shreds the removed cluster's keys by itself. Both are recorded as events, with i
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
-
-import orjson
 
 from api.errors import InvalidRequest
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.output import add_output_option, write_document
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +23,7 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
     listing = commands.add_parser("ls", help="key ids and scopes (never key material)")
-    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(listing)
     add_hub_options(listing)
     listing.set_defaults(handler=handle_list)
 
@@ -52,7 +50,9 @@ def register(subparsers: Any) -> None:
     shred = commands.add_parser(
         "shred", help="destroy a cluster's data keys: its sealed secrets become unreadable"
     )
-    shred.add_argument("--cluster", required=True, metavar="C")
+    shred.add_argument(
+        "--cluster", required=True, metavar="C", help="the cluster whose data keys to destroy"
+    )
     add_hub_options(shred)
     shred.set_defaults(handler=handle_shred)
 
@@ -60,8 +60,8 @@ def register(subparsers: Any) -> None:
 def handle_list(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
     keyring = client.get("/api/v1/keys")
-    if args.output == "json":
-        sys.stdout.buffer.write(orjson.dumps(keyring, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.output in ("json", "yaml"):
+        write_document(keyring, args.output)
         return 0
     print(f"key-encryption key {keyring['kek']}")
     print(f"{'DATA KEY':<48}  {'SCOPE':<30}  {'CREATED':<20}  STATE")

@@ -129,7 +129,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=handle_list)
 
     remove = commands.add_parser("rm", help="remove a subscription (admin)")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", help="the subscription to remove")
     add_hub_options(remove)
     remove.set_defaults(handler=handle_remove)
 

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     set_ = verbs.add_parser("set", help="set (or replace) an override of a taskset")
-    set_.add_argument("taskset")
+    set_.add_argument("taskset", help="the taskset the override customises")
     set_.add_argument("--name", required=True, help="the override's name")
     where = set_.add_mutually_exclusive_group(required=True)
     where.add_argument("--cluster", default="", help="one cluster")
@@ -60,13 +60,13 @@ def register(subparsers: Any) -> None:
     set_.set_defaults(handler=handle_set)
 
     rm = verbs.add_parser("rm", help="remove an override")
-    rm.add_argument("taskset")
-    rm.add_argument("--name", required=True)
+    rm.add_argument("taskset", help="the taskset the override belongs to")
+    rm.add_argument("--name", required=True, help="the override to remove")
     add_hub_options(rm)
     rm.set_defaults(handler=handle_rm)
 
     ls = verbs.add_parser("ls", help="list a taskset's overrides in the order they apply")
-    ls.add_argument("taskset")
+    ls.add_argument("taskset", help="the taskset whose overrides to list")
     ls.add_argument(
         "-l",
         "--selector",
@@ -80,8 +80,9 @@ def register(subparsers: Any) -> None:
     ls.set_defaults(handler=handle_ls)
 
     preview = verbs.add_parser("preview", help="diff what the overrides make on one cluster")
-    preview.add_argument("taskset")
-    preview.add_argument("--cluster", required=True)
+    preview.add_argument("taskset", help="the taskset to preview")
+    preview.add_argument("--cluster", required=True, help="the cluster whose rendering to compare")
+    add_output_option(preview, formats=("diff", "json", "yaml"), default="diff")
     add_hub_options(preview)
     preview.set_defaults(handler=handle_preview)
 
@@ -224,6 +225,9 @@ def handle_preview(args: argparse.Namespace) -> int:
     preview = HubClient.from_args(args).get(
         overrides_path(args.taskset, "overrides-preview"), {"cluster": args.cluster}
     )
+    if args.output in ("json", "yaml"):
+        write_document(preview, args.output)
+        return 0
     applied = ", ".join(preview["overrides"]) or "none"
     print(
         f"# {preview['taskset']} v{preview['version']} on {preview['cluster']}; "

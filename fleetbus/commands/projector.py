@@ -52,7 +52,13 @@ def register(subparsers: Any) -> None:
     )
     rebuild.set_defaults(handler=handle_rebuild)
     digest = verbs.add_parser("digest", parents=[common], help="hash every table")
-    digest.add_argument("--db", type=Path, default=None, metavar="FILE")
+    digest.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the read models file (default: projector.db in the data dir)",
+    )
     digest.set_defaults(handler=handle_digest)
 
 

@@ -36,6 +36,8 @@ from normalizer import (
     normalize,
 )
 
+DATA_DIR_HELP = "data dir of a local hub started by `fleetbus up` (default ./.fleetbus)"
+
 
 def non_negative_int(text: str) -> int:
     try:
@@ -136,7 +138,13 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "publish",
         help="publish a chart, overlay or YAML bundle as the next version of a taskset",
-        description=__doc__,
+        description="Publish a Helm chart, Kustomize overlay or YAML bundle (a PATH, or "
+        "fetched by the hub with --chart, --repo or --git) as the next immutable version of "
+        "taskset --name, placed on the clusters --cluster and --selector name and rolled out "
+        "in waves. The source is normalized before the hub is contacted, so a bad chart, "
+        "overlay or bundle fails with nothing written; the same content, placement and rollout "
+        'again prints "unchanged" and appends nothing. --wait follows the rollout and exits '
+        "non-zero if it halts.",
     )
     add_source_arguments(parser, name_required=False, path_optional=True)
     add_remote_arguments(parser, required=False)
@@ -153,7 +161,9 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="give up waiting after S seconds (default 600)",
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D", help=DATA_DIR_HELP
+    )
     add_hub_options(parser)
     parser.set_defaults(handler=handle_publish)
 
@@ -164,20 +174,24 @@ def register(subparsers: Any) -> None:
         "clusters upgrade to it (upgrade hooks run). The new version's event is caused by "
         "version N's, so the log says what it rolled back to.",
     )
-    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument("name", metavar="NAME", help="the taskset to roll back")
     rollback.add_argument(
         "--to-version", type=positive_int, required=True, metavar="N", help="the version to restore"
     )
-    rollback.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    rollback.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D", help=DATA_DIR_HELP
+    )
     add_hub_options(rollback)
     rollback.set_defaults(handler=handle_rollback)
 
     retire = subparsers.add_parser(
         "retire", help="retire a taskset: every cluster removes it (running preDelete first)"
     )
-    retire.add_argument("name", metavar="NAME")
+    retire.add_argument("name", metavar="NAME", help="the taskset to retire")
     retire.add_argument("--reason", default="", help="why, for the audit log")
-    retire.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    retire.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D", help=DATA_DIR_HELP
+    )
     add_hub_options(retire)
     retire.set_defaults(handler=handle_retire)
 

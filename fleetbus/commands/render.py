@@ -150,7 +150,13 @@ def register(subparsers: Any) -> None:
     )
     add_source_arguments(parser, name_required=False)
     add_capability_arguments(parser)
-    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="output format: yaml, json (default yaml)",
+    )
     parser.add_argument(
         "--show-secrets", action="store_true", help="print Secret values instead of masking them"
     )

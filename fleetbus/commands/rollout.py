@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
     add_hub_options(common)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     resume = verbs.add_parser("resume", parents=[common], help="resume a halted rollout")
-    resume.add_argument("taskset")
+    resume.add_argument("taskset", help="the taskset whose halted rollout to continue")
     resume.set_defaults(handler=handle_resume)
 
 

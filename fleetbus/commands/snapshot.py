@@ -9,12 +9,10 @@ now (through the hub: `POST /api/v1/snapshots`, admin), `ls` lists them
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-import orjson
-
 from fleetbus.client import HubClient, add_hub_options
+from fleetbus.output import add_output_option, write_document
 
 
 def register(subparsers: Any) -> None:
@@ -23,11 +21,11 @@ def register(subparsers: Any) -> None:
     )
     commands = parser.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     take = commands.add_parser("take", help="take a snapshot of the log now (admin)")
-    take.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(take)
     add_hub_options(take)
     take.set_defaults(handler=handle_take)
     listing = commands.add_parser("ls", help="list snapshots, newest first")
-    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(listing)
     add_hub_options(listing)
     listing.set_defaults(handler=handle_list)
 
@@ -47,15 +45,11 @@ def _row(snapshot: dict[str, Any]) -> str:
     )
 
 
-def _json(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
-
-
 def handle_take(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
     snapshot = client.post("/api/v1/snapshots")["snapshot"]
-    if args.output == "json":
-        _json(snapshot)
+    if args.output in ("json", "yaml"):
+        write_document(snapshot, args.output)
     elif snapshot is None:
         print("the log is empty: nothing to snapshot")
     else:
@@ -67,8 +61,8 @@ def handle_take(args: argparse.Namespace) -> int:
 def handle_list(args: argparse.Namespace) -> int:
     client = HubClient.from_args(args)
     snapshots = client.get("/api/v1/snapshots")["snapshots"]
-    if args.output == "json":
-        _json(snapshots)
+    if args.output in ("json", "yaml"):
+        write_document(snapshots, args.output)
         return 0
     print(HEADER)
     for snapshot in snapshots:

@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from fleetbus.client import HubClient, add_hub_options
 from fleetbus.commands.publish import add_placement_arguments, spec_parts
 from fleetbus.errors import MissingOption
+from fleetbus.output import Column, add_output_option, emit, when, write_document
 from fleetbus.source_options import add_remote_arguments, provenance_text, remote_spec
 from normalizer import load_values_file, merge_values
 
@@ -52,7 +51,7 @@ def register(subparsers: Any) -> None:
     add = commands.add_parser(
         "add", help="follow a chart or Git directory: each new version is published"
     )
-    add.add_argument("name", metavar="NAME")
+    add.add_argument("name", metavar="NAME", help="the source's name (DNS label)")
     add_remote_arguments(add, required=True)
     add.add_argument("--taskset", metavar="T", default=None, help="the taskset (default: NAME)")
     add.add_argument(
@@ -62,24 +61,38 @@ def register(subparsers: Any) -> None:
         metavar="D",
         help="how often to check (default 5m)",
     )
-    add.add_argument("-f", "--values", action="append", type=Path, default=[], metavar="FILE")
-    add.add_argument("-n", "--namespace", default="default", metavar="NS")
+    add.add_argument(
+        "-f",
+        "--values",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="Helm values file for every version it publishes; repeat to merge several",
+    )
+    add.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        metavar="NS",
+        help="namespace of the objects that have none (default: default)",
+    )
     add_placement_arguments(add, depends_on=False)
     add_hub_options(add)
     add.set_defaults(handler=handle_add)
 
     listing = commands.add_parser("ls", help="standing sources, what they published, failures")
-    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_option(listing)
     add_hub_options(listing)
     listing.set_defaults(handler=handle_ls)
 
     remove = commands.add_parser("rm", help="stop following a source (its versions stay)")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", help="the source to stop checking")
     add_hub_options(remove)
     remove.set_defaults(handler=handle_rm)
 
     sync = commands.add_parser("sync", help="check a source now and publish what is new")
-    sync.add_argument("name", metavar="NAME")
+    sync.add_argument("name", metavar="NAME", help="the source to check now")
     add_hub_options(sync)
     sync.set_defaults(handler=handle_sync)
 
@@ -88,8 +101,10 @@ def register(subparsers: Any) -> None:
         dest="credentials_command", required=True, metavar="COMMAND"
     )
     cred_set = cred_commands.add_parser("set", help="store credentials (read from stdin or a file)")
-    cred_set.add_argument("name", metavar="NAME")
-    cred_set.add_argument("--username", default="", metavar="U")
+    cred_set.add_argument("name", metavar="NAME", help="the credentials' name (DNS label)")
+    cred_set.add_argument(
+        "--username", default="", metavar="U", help="user name, with --password-stdin"
+    )
     secret = cred_set.add_mutually_exclusive_group(required=True)
     secret.add_argument(
         "--password-stdin", action="store_true", help="basic auth: the password on stdin"
@@ -107,10 +122,11 @@ def register(subparsers: Any) -> None:
     add_hub_options(cred_set)
     cred_set.set_defaults(handler=handle_credentials_set)
     cred_ls = cred_commands.add_parser("ls", help="stored credentials (names and kinds only)")
+    add_output_option(cred_ls)
     add_hub_options(cred_ls)
     cred_ls.set_defaults(handler=handle_credentials_ls)
     cred_rm = cred_commands.add_parser("rm", help="forget stored credentials")
-    cred_rm.add_argument("name", metavar="NAME")
+    cred_rm.add_argument("name", metavar="NAME", help="the credentials to forget")
     add_hub_options(cred_rm)
     cred_rm.set_defaults(handler=handle_credentials_rm)
 
@@ -140,8 +156,8 @@ def handle_add(args: argparse.Namespace) -> int:
 
 def handle_ls(args: argparse.Namespace) -> int:
     sources = HubClient.from_args(args).get("/api/v1/sources")
-    if args.output == "json":
-        sys.stdout.buffer.write(orjson.dumps(sources, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.output in ("json", "yaml"):
+        write_document(sources, args.output)
         return 0
     print(f"{'SOURCE':<20}  {'TASKSET':<20}  {'KIND':<9}  {'PUBLISHED':<9}  STATE / PROVENANCE")
     for source in sources:
@@ -151,10 +167,18 @@ def handle_ls(args: argparse.Namespace) -> int:
             else provenance_text(source["provenance"])
         )
         published = f"v{source['published_version']}" if source["published_version"] else "-"
-        print(
+        line = (
             f"{source['name']:<20}  {source['taskset']:<20}  {source['kind']:<9}  "
             f"{published:<9}  {state}"
         )
+        if args.output == "wide":
+            line += (
+                f"  url={source['url']} every={source['interval_s']:g}s"
+                f" checked={when(source.get('last_checked_at'))}"
+                f" next={when(source.get('next_check_at'))}"
+                f" credentials={source.get('credentials') or '-'}"
+            )
+        print(line)
     return 0
 
 
@@ -212,10 +236,16 @@ def _read_option_file(option: str, path: Path) -> str:
         raise MissingOption(f"{option} {path}: cannot read it ({reason})") from e
 
 
+CREDENTIAL_COLUMNS = [
+    Column("NAME", lambda c: c["name"]),
+    Column("KIND", lambda c: c["kind"]),
+    Column("USERNAME", lambda c: c.get("username")),
+]
+
+
 def handle_credentials_ls(args: argparse.Namespace) -> int:
-    for entry in HubClient.from_args(args).get("/api/v1/source-credentials"):
-        user = f" ({entry['username']})" if entry.get("username") else ""
-        print(f"{entry['name']:<24}  {entry['kind']}{user}")
+    entries = HubClient.from_args(args).get("/api/v1/source-credentials")
+    emit(entries, args.output, columns=CREDENTIAL_COLUMNS)
     return 0
 
 

@@ -26,11 +26,19 @@ from taskset.secrets import mask_secrets
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("state", help="the desired state of a cluster, as of a time")
-    parser.add_argument("--cluster", required=True)
+    parser.add_argument(
+        "--cluster", required=True, metavar="C", help="the cluster whose desired state to show"
+    )
     parser.add_argument(
         "--at", type=timestamp, default=None, metavar="T", help="as of this time (default: now)"
     )
-    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="output format: yaml, json (default yaml)",
+    )
     add_hub_options(parser)
     parser.set_defaults(handler=handle)
 

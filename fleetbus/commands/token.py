@@ -24,7 +24,13 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="token_command", required=True, metavar="ACTION")
 
     create = commands.add_parser("create", help="create a token; prints it as the last line")
-    create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument(
+        "--role",
+        choices=ROLES,
+        required=True,
+        help="what the token may do: admin (everything), publisher (publish, override, "
+        "rollout), viewer (read only)",
+    )
     create.add_argument("--name", default="", metavar="N", help="a name for it (DNS label)")
     create.add_argument(
         "--expires-in",
@@ -39,7 +45,7 @@ def register(subparsers: Any) -> None:
     rotate = commands.add_parser(
         "rotate", help="give a token a new secret; prints it as the last line"
     )
-    rotate.add_argument("target", metavar="ID_OR_NAME")
+    rotate.add_argument("target", metavar="ID_OR_NAME", help="the token's id or name")
     rotate.add_argument(
         "--grace",
         type=duration,
@@ -63,7 +69,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=handle_list)
 
     revoke = commands.add_parser("revoke", help="revoke a token by id or name")
-    revoke.add_argument("target", metavar="ID_OR_NAME")
+    revoke.add_argument("target", metavar="ID_OR_NAME", help="the token's id or name")
     add_hub_options(revoke)
     revoke.set_defaults(handler=handle_revoke)
 

@@ -30,18 +30,35 @@ from sources.references import parse_allowed_host
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("up", help="start the embedded hub")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="D",
+        help="where the hub keeps its NATS store, read models, keys and tokens "
+        "(default ./.fleetbus)",
+    )
     add_log_format_option(parser)
     parser.add_argument(
         "--http",
         type=host_port,
         default=("127.0.0.1", 8080),
         metavar="HOST:PORT",
-        help="API and dashboard address",
+        help="address of the API and dashboard (default 127.0.0.1:8080)",
     )
-    parser.add_argument("--nats-port", type=port, default=4222)
     parser.add_argument(
-        "--leaf-port", type=port, default=443, help="TLS leafnode port edges dial (443 needs root)"
+        "--nats-port",
+        type=port,
+        default=4222,
+        metavar="P",
+        help="client port of the embedded nats-server, on loopback (default 4222)",
+    )
+    parser.add_argument(
+        "--leaf-port",
+        type=port,
+        default=443,
+        metavar="P",
+        help="TLS leafnode port edges dial (default 443, which needs root or CAP_NET_BIND_SERVICE)",
     )
     parser.add_argument(
         "--leaf-ws-port",

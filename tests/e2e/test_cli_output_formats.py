@@ -90,6 +90,7 @@ def test_every_read_command_in_every_format(hub: Hub, tmp_path: Path) -> None:
     refused = hub.fleetbus("state", "--cluster", "edge-1", "-o", "table")
     assert refused.returncode == 2
     assert "invalid choice: 'table'" in refused.stderr
+    check_show_lists_and_documents(hub)
 
 
 def test_cluster_ls_and_status_filter_clusters_by_selector(hub: Hub, tmp_path: Path) -> None:
@@ -138,6 +139,20 @@ def test_cluster_ls_and_status_filter_clusters_by_selector(hub: Hub, tmp_path: P
     assert sorted(overrides_for("env")) == ["devs", "one"]
     assert overrides_for("env=qa") == []
 
+    def clusters_of_events(selector: str) -> set[str]:
+        done = hub.fleetbus("events", "--selector", selector, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        records = json.loads(done.stdout)
+        assert records, selector
+        return {str(r["event"].get("cluster")) for r in records if r["event"].get("cluster")}
+
+    assert clusters_of_events("env=prod") == {"edge-1"}
+    assert clusters_of_events("env=dev") == {"edge-2"}
+    bad = hub.fleetbus("events", "-l", "env in (", "-o", "json")
+    assert bad.returncode == 2, bad.stdout
+    assert "invalid selector" in bad.stderr
+    assert not bad.stdout
+
 
 def test_status_watch_prints_again_when_the_status_changes(hub: Hub, tmp_path: Path) -> None:
     prepared(hub, tmp_path)
@@ -160,3 +175,57 @@ def test_status_watch_prints_again_when_the_status_changes(hub: Hub, tmp_path: P
             assert watcher.poll() is None, "still watching"
         finally:
             watcher.kill()
+
+
+LISTS_IN_EVERY_FORMAT: list[tuple[str, ...]] = [
+    ("keys", "ls"),
+    ("snapshot", "ls"),
+    ("source", "ls"),
+    ("source", "credentials", "ls"),
+]
+DOCUMENTS: list[tuple[str, ...]] = [
+    ("override", "preview", "board", "--cluster", "edge-1"),
+    ("blueprint", "diff", "base"),
+]
+
+
+def check_show_lists_and_documents(hub: Hub) -> None:
+    """cluster show, keys, snapshots, sources, credentials, diffs and previews: every format."""
+    shown = {
+        output: hub.fleetbus("cluster", "show", "edge-1", "-o", output)
+        for output in ("json", "yaml", "table", "wide")
+    }
+    assert all(done.returncode == 0 for done in shown.values()), shown
+    document = json.loads(shown["json"].stdout)
+    assert yaml.safe_load(shown["yaml"].stdout) == document
+    assert document["cluster"]["name"] == "edge-1"
+    assert [cell["taskset"] for cell in document["cells"]] == ["board"]
+    table = shown["table"].stdout
+    assert table.startswith("cluster edge-1  (registered ")
+    assert "  labels:      env=prod" in table
+    assert "  controller:  not reported" in table
+    assert "TASKSET" in table
+    assert "board" in table
+    assert "DRIFT" in shown["wide"].stdout
+    assert "DRIFT" not in table
+    missing = hub.fleetbus("cluster", "show", "nowhere")
+    assert missing.returncode != 0
+    assert "nowhere" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    for command in LISTS_IN_EVERY_FORMAT:
+        outputs = {}
+        for output in ("json", "yaml", "table", "wide"):
+            done = hub.fleetbus(*command, "-o", output)
+            assert done.returncode == 0, (command, output, done.stderr)
+            outputs[output] = done.stdout
+        assert yaml.safe_load(outputs["yaml"]) == json.loads(outputs["json"]), command
+        words = header_words(outputs["table"])
+        assert words, command
+        assert words[0].isupper() or words[0] == "key-encryption", (command, words)
+    for command in DOCUMENTS:
+        as_json = hub.fleetbus(*command, "-o", "json")
+        as_yaml = hub.fleetbus(*command, "-o", "yaml")
+        assert as_json.returncode == 0, (command, as_json.stderr)
+        assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout), command
+        assert hub.fleetbus(*command).returncode == 0, command

@@ -220,6 +220,11 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
             ".map(e => e.textContent))"
         )
         assert edge_lines == [f"edge {fleetbus_version()} · ready"] * 3
+        controllers = await page.evaluate(
+            "[...document.querySelectorAll('#matrix tbody .row-head .controller')]"
+            ".map(e => e.textContent)"
+        )
+        assert controllers == ["controller: not reported"] * 3, "simulated clusters have none"
         # The fleet's event rate: the publish, its scheduling and the three reports, in bars.
         rate = await page.wait_for(
             "(c => c && Number(c.dataset.total) >= 5 && c.querySelectorAll('rect.bar').length > 0"
@@ -272,6 +277,10 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         health = await page.evaluate("document.querySelector('dd.edge-health').textContent")
         assert "connected to the hub" in health
         assert "caught up" in health
+        controller = await page.evaluate(
+            "document.querySelector('dd.controller-health').textContent"
+        )
+        assert controller == "controller: not reported"
         assert await page.wait_for("document.getElementById('chart-drift')?.dataset.points === '0'")
         # sim-2 reports drift found and corrected: the timeline shows both, live.
         await report_drift(tmp_path / "hub", "sim-2", "greeting")

@@ -24,6 +24,7 @@ from events.store import EventStore
 from events.streams import REPORTS_STREAM, reports_stream
 from taskset.codec import encode_taskset
 from taskset.model import SourceInfo, Step, Taskset
+from tests.eventually import eventually_value
 from tests.integration.api_harness import live_api
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -343,3 +344,46 @@ async def test_a_page_is_read_once_per_state_of_the_stream(
     assert [e["event"]["cluster"] for e in grown.json()["events"]] == ["east", "west", "north"]
     assert grown.json()["last_seq"] == 3
     assert [e["event"]["cluster"] for e in filtered.json()["events"]] == ["west"]
+
+
+def labelled(cluster: str, env: str) -> ClusterRegistered:
+    return ClusterRegistered(
+        id=new_event_id(), occurred_at=NOW, actor="user:test", cluster=cluster, labels={"env": env}
+    )
+
+
+async def test_replay_and_the_live_stream_filter_by_a_label_selector_of_clusters(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    await append_each(
+        event_store,
+        [labelled("east", "prod"), labelled("west", "dev"), labelled("north", "prod")],
+    )
+    await append_each(event_store, [override("web", "east"), override("web", "west")])
+    async with (
+        live_api(event_store, tmp_path / "hub", projector=True) as api,
+        api.client(Role.viewer) as client,
+    ):
+
+        async def clusters() -> list[Any]:
+            listed: list[Any] = (await client.get("/api/v1/clusters")).json()
+            return listed
+
+        await eventually_value(clusters, "the clusters projected", lambda c: len(c) == 3)
+        prod = (await client.get("/api/v1/events", params={"selector": "env=prod"})).json()
+        not_prod = (await client.get("/api/v1/events", params={"selector": "env!=prod"})).json()
+        nothing = (await client.get("/api/v1/events", params={"selector": "env=qa"})).json()
+        bad = await client.get("/api/v1/events", params={"selector": "env in (prod"})
+        params = {"from_seq": "1", "selector": "env=dev", "streams": "events"}
+        async with client.stream("GET", "/api/v1/events/stream", params=params) as response:
+            stream = sse_events(response)
+            replayed = [json.loads((await next_event(stream))["data"])["seq"] for _ in range(2)]
+            await append_each(event_store, [override("api", "north"), override("api", "west")])
+            live = json.loads((await next_event(stream))["data"])
+    assert [e["seq"] for e in prod["events"]] == [1, 3, 4]
+    assert [e["seq"] for e in not_prod["events"]] == [2, 5]
+    assert nothing["events"] == []
+    assert bad.status_code == 400
+    assert "invalid selector 'env in (prod' at position 13" in bad.json()["detail"]
+    assert replayed == [2, 5]
+    assert (live["seq"], live["event"]["cluster"]) == (7, "west")

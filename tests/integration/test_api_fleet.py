@@ -22,7 +22,7 @@ from events.catalog import (
     ScheduledCluster,
 )
 from events.ids import new_event_id
-from events.inventory import EdgeStatus
+from events.inventory import ControllerReplica, ControllerStatus, EdgeStatus
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from tests.integration.api_harness import live_api, projected
@@ -375,13 +375,58 @@ async def test_clusters_show_their_connectors_version_and_readiness_from_invento
     await append_each(event_store, fleet_history())
     async with live_api(event_store, tmp_path / "hub", projector=True) as api:
         await projected(api)
+        controller = ControllerStatus(
+            ready=False,
+            reason="controller c-1: watches not synced yet: steps",
+            version="9.8.7",
+            leader="c-1",
+            watches_synced=False,
+            last_error="watch of steps ended: forbidden",
+            last_error_at=datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
+            replicas=[ControllerReplica(name="c-1", role="single", watches={"steps": False})],
+        )
         statuses = {
-            "east": EdgeStatus(version="9.8.7", ready=False, reason="not connected to the hub: x")
+            "east": EdgeStatus(
+                version="9.8.7",
+                ready=False,
+                reason="not connected to the hub: x",
+                controller=controller,
+            )
         }
         api.hub.edge_status = lambda: statuses
         async with api.client(Role.viewer) as client:
             clusters = (await client.get("/api/v1/clusters")).json()
             status = (await client.get("/api/v1/status")).json()
+            detail = (await client.get("/api/v1/clusters/east")).json()
+            metrics = (await client.get("/metrics")).text
+    assert clusters[0]["controller"] == {
+        "ready": False,
+        "reason": "controller c-1: watches not synced yet: steps",
+        "version": "9.8.7",
+        "leader": "c-1",
+        "watches_synced": False,
+        "last_error": "watch of steps ended: forbidden",
+        "last_error_at": "2026-05-01T12:00:00Z",
+        "replicas": [
+            {
+                "name": "c-1",
+                "role": "single",
+                "ready": False,
+                "reason": "",
+                "version": "",
+                "watches": {"steps": False},
+                "last_error": "",
+                "last_error_at": None,
+                "heard_at": None,
+                "stale": False,
+                "stopped": False,
+            }
+        ],
+    }
+    assert clusters[1]["controller"] is None
+    assert detail["cluster"]["controller"]["reason"] == controller.reason
+    assert "fleetbus_clusters_edge_not_ready 1.0" in metrics
+    assert "fleetbus_clusters_controller_not_ready 1.0" in metrics
     east, west = clusters
     assert (east["edge_version"], east["edge_ready"]) == ("9.8.7", False)
     assert east["edge_health"] == "not connected to the hub: x"

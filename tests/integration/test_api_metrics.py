@@ -15,11 +15,11 @@ import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.auth import Role
-from api.metrics import HubMetrics
 from events.catalog import DriftCorrected, DriftDetected, Event, TaskFailed
 from events.ids import new_event_id
 from events.store import EventStore
 from tests.eventually import eventually_value
+from tests.exported_metrics import hub_metrics
 from tests.integration.api_harness import live_api
 from tests.integration.test_api_events import (
     NOW,
@@ -153,10 +153,7 @@ async def test_http_requests_are_counted_by_route_template(
 
 def test_every_metric_the_grafana_dashboard_uses_is_exposed_by_the_hub() -> None:
     dashboard = json.loads(GRAFANA.read_text())
-    exposed: set[str] = set()
-    for family in HubMetrics().registry.collect():
-        exposed.add(family.name)
-        exposed.update(sample_name(family.name, family.type))
+    exposed = hub_metrics()
     used: set[str] = set()
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert len(panels) >= 15
@@ -167,14 +164,6 @@ def test_every_metric_the_grafana_dashboard_uses_is_exposed_by_the_hub() -> None
     assert used, "the dashboard queries fleetbus metrics"
     assert not used - exposed, f"unknown metrics: {sorted(used - exposed)}"
     assert {"fleetbus_publish_to_applied_seconds_bucket", "fleetbus_consumer_lag"} <= used
-
-
-def sample_name(name: str, kind: str) -> set[str]:
-    if kind == "counter":
-        return {f"{name}_total", f"{name}_created"}
-    if kind == "histogram":
-        return {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
-    return {name}
 
 
 E = TypeVar("E", bound=Event)

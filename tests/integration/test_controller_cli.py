@@ -23,13 +23,13 @@ from fleetbus.probes import prometheus_text
 from kube_contract.resources import STEP, TASK
 from taskset.model import Step, Taskset
 from tests.eventually import eventually
+from tests.exported_metrics import CONTROLLER_METRICS
 from tests.integration.controller_harness import (
     ControllerEnv,
     cluster_task,
     unique,
 )
 from tests.kube_envtest import KubeAPIServer
-from tests.unit.test_edge_alert_rules import CONTROLLER_METRICS
 
 pytestmark = pytest.mark.kube
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,8 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
     async with edge_hub(tmp_path) as hub:
         bundle = await hub.register("alpha")
         health_port = free_port()
+        log_path = tmp_path / "edge.log"
+        output = log_path.open("wb")
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -109,8 +112,8 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
             str(tmp_path / "edge-state"),
             f"--health-addr=127.0.0.1:{health_port}",
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
         try:
             await eventually(lambda: "edge-alpha" in leaf_names(hub.server), what="the leaf")
@@ -146,7 +149,13 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
             process.send_signal(signal.SIGTERM)
             async with asyncio.timeout(15):
                 await process.wait()
+            output.close()
         assert process.returncode == 0
+        # Everything it wrote is one JSON log record per line, its start and stop included.
+        records = [json.loads(line) for line in log_path.read_text().splitlines()]
+        messages = [r["msg"] for r in records if r["logger"] == "fleetbus.edge"]
+        assert messages[0].startswith("fleetbus edge up: cluster alpha"), messages
+        assert messages[-1] == "fleetbus edge stopped"
 
 
 def test_the_edge_entry_point_loads_no_hub_code() -> None:

@@ -43,7 +43,7 @@ def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 BASH_CASES = [
     (("",), " ".join(COMMANDS)),
     (("cl",), "cluster"),
-    (("cluster", ""), "register ls label rm"),
+    (("cluster", ""), "register ls show label rm"),
     (("cluster", "ls", "-o", ""), "table wide json yaml"),
     (("cluster", "ls", "--output=w"), "wide"),
     (("cluster", "ls", "--output", "=", "y"), "yaml"),
@@ -125,7 +125,7 @@ def test_fish_offers_the_subcommands_options_and_choices(tmp_path: Path) -> None
         return [entry.split("\t")[0] for entry in done.stdout.splitlines()]
 
     assert offered("fleetbus cl") == ["cluster"]
-    assert offered("fleetbus cluster ") == ["label", "ls", "register", "rm"]
+    assert offered("fleetbus cluster ") == ["label", "ls", "register", "rm", "show"]
     assert offered("fleetbus cluster ls -o ") == ["json", "table", "wide", "yaml"]
     assert offered("fleetbus cluster ls --output=y") == ["--output=yaml"]
     assert "--selector" in offered("fleetbus status --se")

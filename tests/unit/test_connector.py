@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from edge_connector.connector import Connector, ConnectorSettings, Delivery
-from edge_connector.errors import EdgeUnavailable
-from edge_connector.executor import ApplyResult
+from edge_connector.errors import ApplyFailed, EdgeUnavailable
+from edge_connector.executor import ApplyResult, ExecutorInventory
+from edge_connector.health import NO_CONTROLLER, HubLinkState
 from events.catalog import DriftCorrected, DriftDetected, Report, TaskApplied, TaskFailed
 from events.errors import EventLogUnavailable
-from events.inventory import InventoryDigest
+from events.inventory import ControllerStatus, InventoryDigest
 from simulator.executor import SimExecutor
 from taskset.digest import digest_of
 from taskset.model import ClusterTask, Step, Taskset
@@ -254,3 +255,45 @@ async def test_one_taskset_is_worked_on_by_one_worker_at_a_time_and_at_most_four
         assert sim.most_per_taskset == 1
         assert 1 < sim.most_at_once <= 4
         assert sim.objects["Deployment/apps/web"].manifest["spec"]["replicas"] == 4
+
+
+class ControlledSim(SimExecutor):
+    """A simulated cluster with a separate controller whose Tasks cannot be listed yet."""
+
+    def __init__(self) -> None:
+        super().__init__(name="alpha", clock=lambda: NOW)
+        self.listing_fails = True
+
+    async def inventory(self) -> ExecutorInventory:
+        if self.listing_fails:
+            raise ApplyFailed(phase="init", object="Task", reason="cannot list Tasks")
+        return await super().inventory()
+
+    async def controller_status(self) -> ControllerStatus:  # type: ignore[override]
+        return ControllerStatus(ready=False, reason=NO_CONTROLLER)
+
+
+class Linked:
+    async def state(self) -> HubLinkState:
+        return HubLinkState(connected=True, detail="hub")
+
+
+async def test_digests_carry_the_controllers_health_even_while_the_cluster_cannot_be_listed() -> (
+    None
+):
+    async with Rig() as rig:
+        sim = ControlledSim()
+        rig.connector.executor = sim
+        rig.connector.hub_link = Linked()
+        await eventually(lambda: len(rig.inventory.sent) >= 2)
+        latest = rig.inventory.sent[-1]
+        assert latest.edge is not None
+        assert latest.edge.controller == ControllerStatus(ready=False, reason=NO_CONTROLLER)
+        assert latest.applied == {}
+        assert rig.connector.controller == latest.edge.controller
+
+        await rig.feed.queue.put(task(web()))
+        await eventually(lambda: "web" in rig.connector.held)
+        sim.listing_fails = False
+        await eventually(lambda: "web" in sim.applied)
+        await eventually(lambda: any("web" in d.applied for d in rig.inventory.sent))

@@ -7,34 +7,14 @@ from pathlib import Path
 
 import yaml
 
-from edge_connector.health import ConnectorProgress, HubLinkState, connector_metrics
+from tests.exported_metrics import CONTROLLER_METRICS, edge_metrics
 
 RULES = Path(__file__).resolve().parents[2] / "ops" / "prometheus" / "fleetbus-rules.yaml"
-CONTROLLER_METRICS = {
-    "fleetbus_controller_info",
-    "fleetbus_controller_ready",
-    "fleetbus_controller_leader",
-    "fleetbus_controller_reconciles_total",
-    "fleetbus_controller_queue_depth",
-    "fleetbus_controller_watched_kinds",
-    "fleetbus_controller_watch_synced",
-}
 
 
 def test_every_edge_rule_uses_an_exported_metric() -> None:
     groups = {g["name"]: g for g in yaml.safe_load(RULES.read_text())["groups"]}
-    connector = {
-        name
-        for name, *_ in connector_metrics(
-            "c",
-            "1",
-            HubLinkState(connected=True, detail=""),
-            ConnectorProgress(
-                delivered_seq=0, feed_pending=0, outbox_pending=0, held=0, failing=0, reported=0
-            ),
-            True,
-        )
-    }
+    connector = edge_metrics()
     rules = groups["fleetbus-edge"]["rules"]
     assert {r["alert"] for r in rules} >= {"FleetbusEdgeNotReady", "FleetbusControllerNotReady"}
     for rule in rules:

@@ -1,0 +1,125 @@
+"""The controller's heartbeat Lease on a real apiserver: what it says, its last word, pruning."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cluster_controller.health import ControllerHealth
+from cluster_controller.heartbeat import PRUNE_AFTER, Heartbeat
+from cluster_controller.kube import Kube
+from cluster_controller.runtime import Controller, ControllerOptions
+from kube_contract.controller_status import (
+    LABEL_CONTROLLER_STATUS,
+    ControllerHeartbeat,
+    ReplicaHeartbeat,
+    lease_name,
+    read_heartbeat,
+)
+from kube_contract.resources import LEASE
+from tests.kube_envtest import KubeAPIServer
+
+pytestmark = pytest.mark.kube
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def kube(kube_apiserver: KubeAPIServer) -> AsyncIterator[Kube]:
+    client = Kube.connect(kube_apiserver.kubeconfig)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def heartbeat(
+    kube: Kube, namespace: str, instance: str, clock: Clock, *, elected: bool
+) -> Heartbeat:
+    controller = Controller(kube, ControllerOptions(namespace=namespace, workers=1), clock=clock)
+    return Heartbeat(
+        kube,
+        ControllerHealth(controller, "4.5.6"),
+        namespace=namespace,
+        instance=instance,
+        elected=elected,
+        clock=clock,
+        interval_s=2.0,
+    )
+
+
+async def read(kube: Kube, namespace: str, instance: str) -> ReplicaHeartbeat:
+    lease = await kube.get(LEASE, lease_name(instance), namespace)
+    assert lease is not None
+    assert lease["metadata"]["labels"] == {LABEL_CONTROLLER_STATUS: "true"}
+    return read_heartbeat(lease)
+
+
+async def said(kube: Kube, namespace: str, instance: str) -> ControllerHeartbeat:
+    beat = (await read(kube, namespace, instance)).heartbeat
+    assert beat is not None
+    return beat
+
+
+async def test_the_heartbeat_says_what_the_probes_say_and_its_last_word_on_stopping(
+    kube: Kube, kube_namespace: str
+) -> None:
+    clock = Clock()
+    single = heartbeat(kube, kube_namespace, "node-a-17", clock, elected=False)
+    single.health.controller.record_error("reconcile of ns/web failed: boom")
+
+    await single.write()
+    beat = await read(kube, kube_namespace, "node-a-17")
+    assert beat.name == "node-a-17"
+    assert beat.duration_s == 6
+    first = await said(kube, kube_namespace, "node-a-17")
+    assert first.version == "4.5.6"
+    assert first.role == "single"
+    assert (first.live, first.ready) == (True, False)
+    assert first.reason == "watches not synced yet: fleetnamespaces, steps, tasklets, tasks"
+    assert first.watches == dict.fromkeys(("fleetnamespaces", "steps", "tasklets", "tasks"), False)
+    assert first.last_error == "reconcile of ns/web failed: boom"
+    assert first.last_error_at == clock.now
+
+    await single.stopped("asked to stop")
+    last = await said(kube, kube_namespace, "node-a-17")
+    assert (last.live, last.ready, last.reason) == (False, False, "stopped: asked to stop")
+
+    standby = heartbeat(kube, kube_namespace, "node-b-1", clock, elected=True)
+    standby.health.standby = True
+    await standby.write()
+    waiting = await said(kube, kube_namespace, "node-b-1")
+    assert (waiting.role, waiting.ready) == ("standby", True)
+    standby.health.standby = False
+    standby.health.started.set()
+    await standby.write()
+    leading = await said(kube, kube_namespace, "node-b-1")
+    assert leading.role == "leader"
+
+
+async def test_a_running_replica_removes_the_heartbeats_of_replicas_long_gone(
+    kube: Kube, kube_namespace: str
+) -> None:
+    clock = Clock()
+    gone = heartbeat(kube, kube_namespace, "old-pod-1", clock, elected=True)
+    recent = heartbeat(kube, kube_namespace, "other-pod-1", clock, elected=True)
+    await gone.write()
+    clock.now += PRUNE_AFTER - timedelta(minutes=1)
+    await recent.write()
+    clock.now += timedelta(minutes=2)
+    me = heartbeat(kube, kube_namespace, "new-pod-1", clock, elected=True)
+    await me.write()
+
+    await me.prune()
+
+    assert await kube.get(LEASE, lease_name("old-pod-1"), kube_namespace) is None
+    assert await kube.get(LEASE, lease_name("other-pod-1"), kube_namespace) is not None
+    assert await kube.get(LEASE, lease_name("new-pod-1"), kube_namespace) is not None
