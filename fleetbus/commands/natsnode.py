@@ -31,14 +31,22 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="D")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="D",
+        help="the hub's data dir, whose operator and CA the node trusts",
+    )
     parser.add_argument("--name", required=True, help="the node's server name (unique)")
     parser.add_argument(
         "--home", type=Path, required=True, metavar="DIR", help="the node's store and resolver"
     )
     parser.add_argument("--host", default="0.0.0.0", help="client and route address")
     parser.add_argument("--port", type=port_number, default=4222, help="client port")
-    parser.add_argument("--monitor-port", type=port_number, default=8222)
+    parser.add_argument(
+        "--monitor-port", type=port_number, default=8222, help="HTTP monitoring port"
+    )
     parser.add_argument("--cluster-port", type=port_number, default=6222, help="route port")
     parser.add_argument("--leaf-port", type=port_number, default=443, help="edges dial this")
     parser.add_argument(
@@ -55,7 +63,11 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the routes' shared password (one line; the same file for every node)",
     )
-    parser.add_argument("--cluster-name", default="fleetbus-hub")
+    parser.add_argument(
+        "--cluster-name",
+        default="fleetbus-hub",
+        help="the NATS cluster's name (the same on every node)",
+    )
     parser.add_argument(
         "--public-host", default=None, help="the name edges dial (in the server certificate)"
     )

@@ -110,10 +110,9 @@ def register(subparsers: Any) -> None:
         type=retention_policy,
         default=None,
         metavar="LIMITS",
-        help="keep only this window of events in the live log, e.g. age=90d, events=5000000, "
-        "bytes=20GiB or several joined by commas; older events move to hash-chained archive "
-        "segments (EVENTS_ARCHIVE) once a snapshot covers them, and every read goes on "
-        "across both (default: keep everything; needs a hub whose EVENTS was created with it)",
+        help="keep this window of events live (age=90d,events=5000000,bytes=20GiB, any of "
+        "them); older ones move to hash-chained archive segments, read as before (default: "
+        "keep all; only for a hub whose EVENTS was created with it)",
     )
     parser.add_argument(
         "--events-archive-every",
@@ -137,8 +136,7 @@ def register(subparsers: Any) -> None:
         default=(),
         metavar="URL[,URL...]",
         help="run on this external NATS cluster (every node's URL) instead of the embedded "
-        "nats-server; its nodes trust this data dir's operator and offer edges their own "
-        "leafnode listeners (render their configs with `fleetbus nats-node`); --leaf-* "
+        "nats-server; render each node's config with `fleetbus nats-node`; --leaf-* "
         "options apply to the embedded server only",
     )
     parser.add_argument(
