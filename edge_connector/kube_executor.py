@@ -88,6 +88,8 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 """Answers that say "not now" rather than "no": 429 comes, among others, from a CRD whose
 storage is still initializing right after it was created."""
 RETRYABLE = (KubeTransient,)
+REQUEST_TIMEOUT = 30.0
+"""Seconds a request (a watch: its connection) may take before it counts as failed."""
 """What list, watch and write loops retry; everything else is an answer to act on."""
 
 
@@ -442,6 +444,7 @@ class KubernetesExecutor:
         cluster: str,
         namespace: str | None = None,
         apply_timeout: float = 900.0,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> KubernetesExecutor:
         """An executor on the kubeconfig's cluster.
 
@@ -451,7 +454,9 @@ class KubernetesExecutor:
         try:
             config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
             single = config.get()
-            client = AsyncClient(config, field_manager=FIELD_MANAGER)
+            client = AsyncClient(
+                config, field_manager=FIELD_MANAGER, timeout=httpx.Timeout(request_timeout)
+            )
         except (ConfigError, OSError, ValueError) as e:
             raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
         chosen = namespace or (single.context.namespace if single is not None else None)
@@ -562,11 +567,18 @@ class KubernetesExecutor:
         self._capabilities_at = now
         return self._capabilities
 
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The HTTP client under lightkube's: the kubeconfig's server, credentials and TLS
+        settings, and one connection pool, which another component of the same process (the
+        cluster controller in `fleetbus edge`) may share instead of opening its own."""
+        http: httpx.AsyncClient = self.client._client._client
+        return http
+
     async def _discovery_get(self, path: str, accept: str) -> dict[str, Any]:
         # lightkube has no call for discovery; its HTTP client carries the kubeconfig's
         # server, credentials and TLS settings.
-        http: httpx.AsyncClient = self.client._client._client
-        response = await http.get(path, headers={"Accept": accept})
+        response = await self.http_client.get(path, headers={"Accept": accept})
         response.raise_for_status()
         document = response.json()
         if not isinstance(document, dict):

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -47,8 +48,10 @@ from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
 from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
+from fleetbus.errors import ConflictingOptions
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
+from fleetbus.options import positive_seconds, whole_number
 from fleetbus.probes import (
     DEFAULT_CONNECTOR_HEALTH,
     ProbeServer,
@@ -58,6 +61,9 @@ from fleetbus.probes import (
 )
 from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
+
+if TYPE_CHECKING:
+    from fleetbus.edge_controller import ControllerComponent
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,15 @@ class EdgeState:
         password = secrets.token_urlsafe(24)
         write_private(path, orjson.dumps({"connector_password": password}))
         return password
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """The options of the cluster controller when it runs inside `fleetbus edge`."""
+
+    workers: int = 4
+    resync_seconds: float = 600.0
+    manage_crds: bool = True
 
 
 def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
@@ -141,7 +156,11 @@ class EdgeRuntime:
     nc: NatsClient
     connector: Connector
     server: NatsServer | None = None
+    controller: ControllerComponent | None = None
+    """The cluster controller, when it runs in this process (`attach_controller`)."""
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _controller_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _controller_stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
     def cluster(self) -> str:
@@ -242,12 +261,27 @@ class EdgeRuntime:
     def start(self) -> None:
         self._task = asyncio.create_task(self.connector.run(), name=f"edge-{self.cluster}")
 
+    def attach_controller(self, component: ControllerComponent) -> None:
+        """Run the cluster controller in this process, supervised apart from the connector:
+        its health joins the connector's readiness (and so the hub's view of this edge)."""
+        self.controller = component
+        component.on_change = self.connector.send_inventory_now
+        self.connector.companions.append(component)
+        self._controller_task = asyncio.create_task(
+            component.run(self._controller_stop), name=f"controller-{self.cluster}"
+        )
+
     async def live(self) -> tuple[bool, str]:
-        """Live while the connector runs and its leaf nats-server (if any) does."""
+        """Live while the connector runs and its leaf nats-server (if any) does, and the
+        controller's supervisor (if any): a controller waiting to start again is alive."""
         if self._task is None or self._task.done():
             return False, "the connector is not running"
         if self.server is not None and not self.server.running():
             return False, "the leaf nats-server has exited"
+        if self._controller_task is not None and self._controller_task.done():
+            return False, "the controller's supervisor has stopped"
+        if self.controller is not None:
+            return True, "the connector, the controller and the leaf are running"
         return True, "the connector and its leaf are running"
 
     async def ready(self) -> tuple[bool, str]:
@@ -260,11 +294,12 @@ class EdgeRuntime:
     async def metrics(self) -> str:
         ready, _, link = await self.connector.readiness()
         link = link or HubLinkState(connected=False, detail="unknown")
-        return prometheus_text(
-            connector_metrics(
-                self.cluster, self.connector.version, link, self.connector.progress(), ready
-            )
+        samples = connector_metrics(
+            self.cluster, self.connector.version, link, self.connector.progress(), ready
         )
+        if self.controller is not None:
+            samples += self.controller.samples()
+        return prometheus_text(samples)
 
     def probe_server(self, host: str, port: int) -> ProbeServer:
         return ProbeServer(host, port, live=self.live, ready=self.ready, metrics=self.metrics)
@@ -275,6 +310,10 @@ class EdgeRuntime:
             await self._task
 
     async def stop(self) -> None:
+        if self._controller_task is not None:
+            self._controller_stop.set()
+            await cancel_and_wait([self._controller_task])
+            self._controller_task = None
         if self._task is not None:
             # The connector stores its queued reports before it ends: give it that long.
             await cancel_and_wait([self._task], every_s=OUTBOX_DRAIN_S + 1.0)
@@ -291,23 +330,40 @@ async def run_edge(
     kubeconfig: Path | None,
     stop: asyncio.Event | None = None,
     health_addr: tuple[str, int] | None = DEFAULT_CONNECTOR_HEALTH,
+    controller: ControllerSettings | None = None,
 ) -> None:
-    """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`."""
+    """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`.
+
+    With a kubeconfig and `controller` settings, the cluster controller runs in the same
+    process as a supervised component (`fleetbus.edge_controller`)."""
     bundle = read_edge_bundle(bundle_dir)
-    executor = load_executor(kubeconfig, bundle.cluster)
+    component: ControllerComponent | None = None
+    executor: Executor
+    if kubeconfig is not None and controller is not None:
+        # Imported only here: an edge without the controller never loads it.
+        from fleetbus.edge_controller import executor_with_controller
+
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        executor, component = executor_with_controller(kubeconfig, bundle.cluster, controller)
+    else:
+        executor = load_executor(kubeconfig, bundle.cluster)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor)
+    if component is not None:
+        runtime.attach_controller(component)
     probes = runtime.probe_server(*health_addr) if health_addr is not None else None
     try:
         if probes is not None:
             await probes.start()
+        layout = "connector and controller" if runtime.controller is not None else "connector"
         print(
             f"fleetbus edge up: cluster {bundle.cluster}  hub {', '.join(bundle.settings.hub_urls)}"
             f"  leaf {runtime.server.client_url if runtime.server else '-'}"
-            f"  executor {'kubernetes' if kubeconfig else 'simulator'}  (Ctrl-C to stop)",
+            f"  executor {'kubernetes' if kubeconfig else 'simulator'}  running {layout}"
+            "  (Ctrl-C to stop)",
             flush=True,
         )
         waiter = asyncio.create_task(stop.wait())
@@ -353,6 +409,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the leaf's JetStream store and config (default ./.fleetbus-edge)",
     )
     add_health_option(parser, DEFAULT_CONNECTOR_HEALTH)
+    controller = parser.add_argument_group(
+        "the cluster controller (with --kubeconfig it runs in this process by default)"
+    )
+    controller.add_argument(
+        "--without-controller",
+        action="store_true",
+        help="run the connector only: the cluster controller runs as `fleetbus controller` "
+        "elsewhere (the edge chart's split layout)",
+    )
+    controller.add_argument(
+        "--controller-workers",
+        type=whole_number(1, 256),
+        default=None,
+        metavar="N",
+        help="reconciles the controller runs at once (default 4)",
+    )
+    controller.add_argument(
+        "--resync",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the controller's full drift re-check interval (default 600)",
+    )
+    controller.add_argument(
+        "--skip-crds",
+        action="store_true",
+        help="the controller does not install or upgrade the CRDs (something else manages them)",
+    )
+
+
+def controller_settings(args: argparse.Namespace) -> ControllerSettings | None:
+    """The in-process controller's settings from `fleetbus edge`'s options; None without it."""
+    tuning = {
+        "--controller-workers": args.controller_workers is not None,
+        "--resync": args.resync is not None,
+        "--skip-crds": args.skip_crds,
+    }
+    given = [flag for flag, set_ in tuning.items() if set_]
+    if args.kubeconfig is None and (given or args.without_controller):
+        flags = ", ".join([*given, *(["--without-controller"] if args.without_controller else [])])
+        raise ConflictingOptions(
+            f"{flags}: the cluster controller runs only with --kubeconfig, not with --sim"
+        )
+    if args.without_controller:
+        if given:
+            raise ConflictingOptions(
+                f"{', '.join(given)} configure the in-process controller, which "
+                "--without-controller leaves out (give them to `fleetbus controller`)"
+            )
+        return None
+    if args.kubeconfig is None:
+        return None
+    defaults = ControllerSettings()
+    return ControllerSettings(
+        workers=args.controller_workers or defaults.workers,
+        resync_seconds=args.resync or defaults.resync_seconds,
+        manage_crds=not args.skip_crds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,8 +476,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_format)
     try:
+        controller = controller_settings(args)
         asyncio.run(
-            run_edge(args.bundle, args.state_dir, args.kubeconfig, health_addr=args.health_addr)
+            run_edge(
+                args.bundle,
+                args.state_dir,
+                args.kubeconfig,
+                health_addr=args.health_addr,
+                controller=controller,
+            )
         )
     except FleetbusError as e:
         print(f"fleetbus edge: error: {e}", file=sys.stderr)
