@@ -333,6 +333,15 @@ def _plain(resource: Any) -> dict[str, Any]:
     return dict(resource)
 
 
+def _kept(resource: Any) -> dict[str, Any]:
+    """A Task as the executor keeps it: without `metadata.managedFields` (never read here)."""
+    obj = dict(resource)
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict) and "managedFields" in metadata:
+        obj["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
+    return obj
+
+
 def _api_message(e: ApiError) -> str:
     status = e.status
     return str(getattr(status, "message", "") or e)
@@ -761,7 +770,7 @@ class KubernetesExecutor:
             )
             fresh = {}
             async for item in listing:
-                obj = _plain(item)
+                obj = _kept(item)
                 fresh[str(obj["metadata"]["name"])] = obj
             async with self._changed:
                 self._tasks = fresh
@@ -774,7 +783,7 @@ class KubernetesExecutor:
                 resource_version=listing.resourceVersion,
                 server_timeout=300,
             ):
-                obj = _plain(item)
+                obj = _kept(item)
                 name = str(obj["metadata"]["name"])
                 async with self._changed:
                     if event == "DELETED":

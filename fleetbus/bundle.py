@@ -39,6 +39,11 @@ KEY_FILE = "cluster.key"
 SETTINGS_FILE = "edge.json"
 LEAF_CONF_FILE = "leaf.conf"
 VALUES_FILE = "values.yaml"
+LEAF_MAX_FILE_STORE = 1536 << 20
+"""The leaf's JetStream file store: the outbox (at most 1 GiB, `OUTBOX_MAX_BYTES`) and the
+desired-state mirror, within the edge chart's 2 GiB volume."""
+LEAF_MAX_MEMORY_STORE = 8 << 20
+"""Both edge streams are file streams; memory storage holds consumer state only."""
 
 DESIRED_SOURCES = ("mirror", "durable")
 
@@ -102,9 +107,11 @@ def leaf_config(
     ca_file: Path | str,
     cert_file: Path | str,
     key_file: Path | str,
-    max_file_store: str = "10GB",
+    max_file_store: int = LEAF_MAX_FILE_STORE,
+    max_memory_store: int = LEAF_MAX_MEMORY_STORE,
 ) -> str:
-    """The edge's nats-server config (rendered from `infra/nats/leaf.conf.tmpl`)."""
+    """The edge's nats-server config (rendered from `infra/nats/leaf.conf.tmpl`); the JetStream
+    limits in bytes."""
     proxy = ""
     if settings.proxy_url:
         proxy = f'      proxy {{ url: "{settings.proxy_url}" }}'
@@ -116,6 +123,7 @@ def leaf_config(
         store_dir=store_dir,
         domain=f"edge-{settings.cluster}",
         max_file_store=max_file_store,
+        max_memory_store=max_memory_store,
         connector_password=connector_password,
         hub_urls=orjson.dumps(check_hub_urls(settings.hub_urls)).decode(),
         cert_file=cert_file,

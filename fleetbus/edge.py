@@ -47,11 +47,17 @@ from events import edges
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
-from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
+from fleetbus.bundle import (
+    LEAF_MAX_FILE_STORE,
+    EdgeBundle,
+    EdgeSettings,
+    leaf_config,
+    read_edge_bundle,
+)
 from fleetbus.errors import ConflictingOptions
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
-from fleetbus.options import positive_seconds, whole_number
+from fleetbus.options import leaf_file_store, leaf_memory_limit, positive_seconds, whole_number
 from fleetbus.probes import (
     DEFAULT_CONNECTOR_HEALTH,
     ProbeServer,
@@ -112,8 +118,22 @@ class ControllerSettings:
     manage_crds: bool = True
 
 
-def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
+@dataclass(frozen=True)
+class LeafLimits:
+    """How big the leaf nats-server may grow: an edge leaves its cluster's resources to the
+    cluster's own applications."""
+
+    memory_limit: str = "32MiB"
+    """Go's soft memory limit (`GOMEMLIMIT`) for the leaf; "" for none. It idles at ~20 MiB."""
+    max_file_store: int = LEAF_MAX_FILE_STORE
+    """JetStream file storage (outbox and desired-state mirror), bytes."""
+
+
+def start_leaf(
+    bundle: EdgeBundle, state: EdgeState, limits: LeafLimits | None = None
+) -> NatsServer:
     """Render the leaf config from the bundle and start the leaf nats-server (blocking)."""
+    limits = limits or LeafLimits()
     state.create()
     port, monitor_port = free_port(), free_port()
     text = leaf_config(
@@ -125,6 +145,7 @@ def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
         ca_file=bundle.ca_file.resolve(),
         cert_file=bundle.cert_file.resolve(),
         key_file=bundle.key_file.resolve(),
+        max_file_store=limits.max_file_store,
     )
     write_private(state.nats_conf, text.encode())
     server = NatsServer(
@@ -132,6 +153,7 @@ def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
         client_url=f"nats://127.0.0.1:{port}",
         monitor_port=monitor_port,
         log_path=state.nats_log,
+        memory_limit=limits.memory_limit,
     )
     server.start()
     return server
@@ -174,9 +196,10 @@ class EdgeRuntime:
         executor: Executor,
         *,
         inventory_interval: float | None = None,
+        limits: LeafLimits | None = None,
     ) -> EdgeRuntime:
         """Start the leaf nats-server and the connector on it."""
-        server = await asyncio.to_thread(start_leaf, bundle, state)
+        server = await asyncio.to_thread(start_leaf, bundle, state, limits)
         try:
             nc = await connect_local(
                 server.client_url,
@@ -331,6 +354,7 @@ async def run_edge(
     stop: asyncio.Event | None = None,
     health_addr: tuple[str, int] | None = DEFAULT_CONNECTOR_HEALTH,
     controller: ControllerSettings | None = None,
+    limits: LeafLimits | None = None,
 ) -> None:
     """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`.
 
@@ -351,7 +375,7 @@ async def run_edge(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor)
+    runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor, limits=limits)
     if component is not None:
         runtime.attach_controller(component)
     probes = runtime.probe_server(*health_addr) if health_addr is not None else None
@@ -409,6 +433,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the leaf's JetStream store and config (default ./.fleetbus-edge)",
     )
     add_health_option(parser, DEFAULT_CONNECTOR_HEALTH)
+    defaults = LeafLimits()
+    parser.add_argument(
+        "--leaf-memory-limit",
+        type=leaf_memory_limit,
+        default=defaults.memory_limit,
+        metavar="SIZE",
+        help=f"soft memory limit of the leaf nats-server (Go's GOMEMLIMIT; default "
+        f"{defaults.memory_limit}, at least 16MiB; `off` for none)",
+    )
+    parser.add_argument(
+        "--leaf-max-file-store",
+        type=leaf_file_store,
+        default=defaults.max_file_store,
+        metavar="SIZE",
+        help="the leaf's JetStream file storage for the outbox and the desired-state mirror "
+        f"(default {defaults.max_file_store >> 20}MiB; keep it below the volume's size)",
+    )
     controller = parser.add_argument_group(
         "the cluster controller (with --kubeconfig it runs in this process by default)"
     )
@@ -437,6 +478,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the controller does not install or upgrade the CRDs (something else manages them)",
     )
+
+
+def leaf_limits(args: argparse.Namespace) -> LeafLimits:
+    return LeafLimits(memory_limit=args.leaf_memory_limit, max_file_store=args.leaf_max_file_store)
 
 
 def controller_settings(args: argparse.Namespace) -> ControllerSettings | None:
@@ -484,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.kubeconfig,
                 health_addr=args.health_addr,
                 controller=controller,
+                limits=leaf_limits(args),
             )
         )
     except FleetbusError as e:

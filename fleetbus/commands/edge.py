@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fleetbus.edge import add_arguments, controller_settings, run_edge
+from fleetbus.edge import add_arguments, controller_settings, leaf_limits, run_edge
 from fleetbus.jsonlog import configure_logging
 
 
@@ -28,5 +28,6 @@ async def handle(args: argparse.Namespace) -> int:
         args.kubeconfig,
         health_addr=args.health_addr,
         controller=controller,
+        limits=leaf_limits(args),
     )
     return 0

@@ -86,6 +86,8 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     assert "--resync=600" in args
     assert "--without-controller" not in args
     assert "--skip-crds" not in args
+    assert "--leaf-memory-limit=32MiB" in args
+    assert "--leaf-max-file-store=1536MiB" in args
     assert pod["containers"][0]["resources"] == {
         "requests": {"cpu": "20m", "memory": "96Mi"},
         "limits": {"memory": "256Mi"},
