@@ -104,10 +104,14 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
             30,
         )
         # The leaf runs sized for an edge: a soft memory limit, bounded JetStream storage.
-        assert edge.server is not None and edge.server.process is not None
-        environ = Path(f"/proc/{edge.server.process.pid}/environ").read_bytes().split(b"\0")
-        assert b"GOMEMLIMIT=32MiB" in environ
-        assert f"max_file_store: {1536 << 20}" in edge.server.config_path.read_text()
+        assert edge.server is not None
+        assert edge.server.process is not None
+        environ = await asyncio.to_thread(
+            Path(f"/proc/{edge.server.process.pid}/environ").read_bytes
+        )
+        assert b"GOMEMLIMIT=32MiB" in environ.split(b"\0")
+        config = await asyncio.to_thread(edge.server.config_path.read_text)
+        assert f"max_file_store: {1536 << 20}" in config
         first_controller = controller.controller
         assert controller.restarts == 0
 
