@@ -55,7 +55,6 @@ from fleetbus.bundle import (
     read_edge_bundle,
 )
 from fleetbus.errors import ConflictingOptions
-from fleetbus.heap import keep_returning_freed_memory
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
 from fleetbus.options import leaf_file_store, leaf_memory_limit, positive_seconds, whole_number
@@ -380,7 +379,6 @@ async def run_edge(
     if component is not None:
         runtime.attach_controller(component)
     probes = runtime.probe_server(*health_addr) if health_addr is not None else None
-    trimming = asyncio.create_task(keep_returning_freed_memory(), name="edge-heap-trim")
     try:
         if probes is not None:
             await probes.start()
@@ -400,7 +398,6 @@ async def run_edge(
             running.result()
         running.cancel()
     finally:
-        await cancel_and_wait([trimming])
         if probes is not None:
             await probes.stop()
         await runtime.stop()
