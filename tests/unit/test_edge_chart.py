@@ -90,7 +90,7 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     assert "--leaf-max-file-store=1536MiB" in args
     assert pod["containers"][0]["resources"] == {
         "requests": {"cpu": "20m", "memory": "96Mi"},
-        "limits": {"memory": "256Mi"},
+        "limits": {"memory": "192Mi"},
     }
     # The pod runs the controller: its ServiceAccount holds the controller's role.
     binding = find(documents, "ClusterRoleBinding")
