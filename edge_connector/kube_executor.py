@@ -190,6 +190,18 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
     return TaskResources(task=manifest, steps=steps)
 
 
+def written_for(obj: Mapping[str, Any], task: ClusterTask) -> bool:
+    """Whether a Task resource was written for exactly this ClusterTask: the same generation
+    and digest (its Steps were written before it), and it is not being deleted."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return (
+        not metadata.get("deletionTimestamp")
+        and spec.get("generation") == task.generation
+        and spec.get("digest") == task.digest
+    )
+
+
 # --- reading the controller's answer (pure) ----------------------------------------------------
 
 Verdict = Literal["ready", "failed", "pending"]
@@ -479,15 +491,26 @@ class KubernetesExecutor:
     # --- the executor port ---------------------------------------------------------------------
 
     async def apply(self, task: ClusterTask) -> ApplyResult:
+        """Write the Steps and the Task, then wait for the controller's answer.
+
+        A Task that already stands for exactly this ClusterTask (its generation and digest, not
+        being deleted) is not written again: applying it once more (to correct a drift, which
+        the controller has already corrected, or after a failure it retries by itself) only
+        waits for the controller's answer, instead of rewriting every Step of the taskset."""
         started = time.monotonic()
-        resources = task_resources(task, self.namespace)
         await self._ensure_watch()
-        for step in resources.steps:
-            phase = str(step["spec"]["phase"])
-            await self._apply(
-                StepResource, step, phase=phase, obj=str(ObjectRef.of(step["spec"]["object"]))
-            )
-        stored = await self._apply(TaskResource, resources.task, phase="init", obj="Task")
+        stored = self._tasks.get(task.taskset_name)
+        if stored is None or not written_for(stored, task):
+            resources = task_resources(task, self.namespace)
+            for step in resources.steps:
+                phase = str(step["spec"]["phase"])
+                await self._apply(
+                    StepResource,
+                    step,
+                    phase=phase,
+                    obj=str(ObjectRef.of(step["spec"]["object"])),
+                )
+            stored = await self._apply(TaskResource, resources.task, phase="init", obj="Task")
         generation = int((stored.get("metadata") or {}).get("generation") or 0)
         taskset = task.taskset
         correct = taskset is not None and taskset.drift_policy == "correct"
