@@ -345,13 +345,28 @@ def _plain(resource: Any) -> dict[str, Any]:
     return dict(resource)
 
 
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+_KEPT_SPEC = ("taskset", "version", "generation", "digest")
+_STATUS_NOISE = frozenset({"conditions", "release"})
+
+
 def _kept(resource: Any) -> dict[str, Any]:
-    """A Task as the executor keeps it: without `metadata.managedFields` (never read here)."""
+    """A Task as the executor keeps it: what readiness, inventory and the written-for check
+    read. Left out: managedFields and the rest of the metadata, the spec's lists of Steps, the
+    status's conditions and release history (the controller keeps the whole Task)."""
     obj = dict(resource)
-    metadata = obj.get("metadata")
-    if isinstance(metadata, dict) and "managedFields" in metadata:
-        obj["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
-    return obj
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    kept: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: metadata[k] for k in _KEPT_METADATA if k in metadata},
+        "spec": {k: spec[k] for k in _KEPT_SPEC if k in spec},
+    }
+    if isinstance(status, dict):
+        kept["status"] = {k: v for k, v in status.items() if k not in _STATUS_NOISE}
+    return kept
 
 
 def _api_message(e: ApiError) -> str:

@@ -1,4 +1,5 @@
-"""`fleetbus edge`: one cluster's edge — its leaf nats-server as a child process, and the connector.
+"""`fleetbus edge`: one cluster's edge — its leaf nats-server as a child process, the connector,
+and with a kubeconfig the cluster controller in the same process (`fleetbus.edge_controller`).
 
 The leaf runs in the cluster's own JetStream domain (`edge-<cluster>`) and dials the hub with
 the cluster's certificate; it listens on loopback only (clients and monitoring). On it the
