@@ -155,7 +155,10 @@ class ControllerComponent:
             again = f"starting again in {wait:.1f}s" if wait > 0 else "starting again"
             return False, f"failed ({self.last_error}); {again}, restart {self.restarts}"
         if self._current is None:
-            return False, "starting: installing the CRDs"
+            return (
+                False,
+                "starting: installing the CRDs" if self.settings.manage_crds else "starting",
+            )
         return self._current.readiness()
 
     def samples(self) -> list[Sample]:
