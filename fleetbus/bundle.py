@@ -39,9 +39,11 @@ KEY_FILE = "cluster.key"
 SETTINGS_FILE = "edge.json"
 LEAF_CONF_FILE = "leaf.conf"
 VALUES_FILE = "values.yaml"
-LEAF_MAX_FILE_STORE = 1536 << 20
-"""The leaf's JetStream file store: the outbox (at most 1 GiB, `OUTBOX_MAX_BYTES`) and the
-desired-state mirror, within the edge chart's 2 GiB volume."""
+LEAF_MAX_FILE_STORE = 2560 << 20
+"""The leaf's JetStream file store limit (an accounting limit, not the disk in use): the outbox
+reserves its 1 GiB (`OUTBOX_MAX_BYTES`) when created, and nats-server counts that reservation
+again when an edge restarting on its store creates the stream once more, so the limit holds
+twice the outbox plus room for the desired-state mirror. The edge chart's volume is 3 GiB."""
 LEAF_MAX_MEMORY_STORE = 8 << 20
 """Both edge streams are file streams; memory storage holds consumer state only."""
 

@@ -111,7 +111,7 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         )
         assert b"GOMEMLIMIT=32MiB" in environ.split(b"\0")
         config = await asyncio.to_thread(edge.server.config_path.read_text)
-        assert f"max_file_store: {1536 << 20}" in config
+        assert f"max_file_store: {2560 << 20}" in config
         first_controller = controller.controller
         assert controller.restarts == 0
 

@@ -87,7 +87,7 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     assert "--without-controller" not in args
     assert "--skip-crds" not in args
     assert "--leaf-memory-limit=32MiB" in args
-    assert "--leaf-max-file-store=1536MiB" in args
+    assert "--leaf-max-file-store=2560MiB" in args
     assert pod["containers"][0]["resources"] == {
         "requests": {"cpu": "20m", "memory": "96Mi"},
         "limits": {"memory": "192Mi"},
@@ -99,7 +99,7 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     ]
     assert pod["serviceAccountName"] == "fleetbus-edge"
     assert edge["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {
-        "requests": {"storage": "2Gi"}
+        "requests": {"storage": "3Gi"}
     }
     values = {**bundle_values, "controller": {"manageCrds": False, "workers": 2}}
     args = find(render(values), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -147,7 +147,7 @@ def test_the_split_layout_renders_controller_connector_rbac_and_bundle(
     assert pod["containers"][0]["image"] == "ghcr.io/fleetbus/fleetbus-edge:0.1.0"
     assert pod["containers"][0]["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
     assert connector["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {
-        "requests": {"storage": "2Gi"}
+        "requests": {"storage": "3Gi"}
     }
     secret = find(documents, "Secret")
     assert secret["stringData"]["cluster.key"] == bundle_values["tls"]["key"]

@@ -22,7 +22,7 @@ def limits(*words: str) -> LeafLimits:
 
 
 def test_the_leaf_is_sized_for_an_edge_by_default_and_on_request() -> None:
-    assert limits() == LeafLimits(memory_limit="32MiB", max_file_store=1536 << 20)
+    assert limits() == LeafLimits(memory_limit="32MiB", max_file_store=2560 << 20)
     assert limits("--leaf-memory-limit", "48MiB", "--leaf-max-file-store", "1GiB") == LeafLimits(
         memory_limit="48MiB", max_file_store=1 << 30
     )
