@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx2 as httpx
 import yaml
 
+from cluster_controller.kube import Kube
 from edge_connector.health import ConnectorProgress, HubLinkState, connector_metrics
+from fleetbus.edge import ControllerSettings
+from fleetbus.edge_controller import ControllerComponent
 
 RULES = Path(__file__).resolve().parents[2] / "ops" / "prometheus" / "fleetbus-rules.yaml"
 CONTROLLER_METRICS = {
@@ -19,6 +23,8 @@ CONTROLLER_METRICS = {
     "fleetbus_controller_watched_kinds",
     "fleetbus_controller_watch_synced",
 }
+COMPONENT_METRICS = {"fleetbus_edge_component_up", "fleetbus_edge_component_restarts_total"}
+"""What the edge process adds for the controller it runs (`fleetbus.edge_controller`)."""
 
 
 def test_every_edge_rule_uses_an_exported_metric() -> None:
@@ -36,8 +42,23 @@ def test_every_edge_rule_uses_an_exported_metric() -> None:
         )
     }
     rules = groups["fleetbus-edge"]["rules"]
-    assert {r["alert"] for r in rules} >= {"FleetbusEdgeNotReady", "FleetbusControllerNotReady"}
+    assert {r["alert"] for r in rules} >= {
+        "FleetbusEdgeNotReady",
+        "FleetbusControllerNotReady",
+        "FleetbusEdgeComponentRestarting",
+    }
     for rule in rules:
         names = set(re.findall(r"fleetbus_[a-z_]+", rule["expr"]))
         assert names, rule
-        assert names <= connector | CONTROLLER_METRICS, (rule["alert"], names)
+        assert names <= connector | CONTROLLER_METRICS | COMPONENT_METRICS, (rule["alert"], names)
+
+
+async def test_the_component_metrics_named_here_are_the_ones_the_edge_exports() -> None:
+    http = httpx.AsyncClient()  # never used: metrics are read without a request
+    component = ControllerComponent(
+        kube=Kube.sharing(http), namespace="ns", settings=ControllerSettings(), version="1"
+    )
+    try:
+        assert {name for name, *_ in component.samples()} == COMPONENT_METRICS
+    finally:
+        await http.aclose()
