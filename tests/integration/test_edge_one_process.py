@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from cluster_controller.crds import install_crds
+from cluster_controller.kube import Kube
 from events.catalog import TaskApplied
 from events.inventory import EdgeStatus
 from fleetbus.edge import ControllerSettings, EdgeRuntime, EdgeState
@@ -27,7 +29,12 @@ from fleetbus.edge_controller import executor_with_controller
 from taskset.model import Step, Taskset
 from tests.eventually import eventually, eventually_value
 from tests.integration.edge_harness import EdgeHub, cluster_task, edge_hub
-from tests.kube_envtest import KubeAPIServer, create_namespace, running_kube_envtest
+from tests.kube_envtest import (
+    KubeAPIError,
+    KubeAPIServer,
+    create_namespace,
+    running_kube_envtest,
+)
 
 pytestmark = pytest.mark.kube
 
@@ -157,3 +164,58 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
             own_apiserver.request, "GET", f"/api/v1/namespaces/{namespace}/configmaps/second"
         )
         assert live["data"] == {"taskset": "second"}
+
+
+async def test_while_the_controller_keeps_failing_the_connector_keeps_taking_desired_state(
+    tmp_path: Path, own_apiserver: KubeAPIServer
+) -> None:
+    """With `--skip-crds` the controller cannot repair its CRD itself: it fails, waits, fails
+    again (with growing pauses) until someone installs the CRD again. Meanwhile the connector
+    takes new desired state and writes its Task; once the CRD is back the controller runs
+    again and that taskset is applied."""
+    namespace = "apps"
+    create_namespace(own_apiserver, namespace)
+    create_namespace(own_apiserver, "fleetbus-system")
+    kube = Kube.connect(own_apiserver.kubeconfig)
+    try:
+        await install_crds(kube)
+        async with edge_hub(tmp_path) as hub:
+            bundle = await hub.register(CLUSTER, inventory_interval=30.0)
+            executor, controller = executor_with_controller(
+                own_apiserver.kubeconfig,
+                CLUSTER,
+                ControllerSettings(workers=2, manage_crds=False),
+                namespace="fleetbus-system",
+            )
+            edge = await EdgeRuntime.leaf(bundle, EdgeState(tmp_path / "edge"), executor)
+            hub.edges.append(edge)
+            edge.attach_controller(controller)
+            await eventually(lambda: controller.health()[0], "the controller running", 60)
+
+            await asyncio.to_thread(own_apiserver.request, "DELETE", NAMESPACE_CRD)
+            await eventually(
+                lambda: controller.restarts >= 2, "the controller failing again and again", 30
+            )
+            assert not controller.health()[0]
+            await hub.write_desired(cluster_task(CLUSTER, config_map_taskset("during", namespace)))
+            await eventually(
+                lambda: "during" in edge.connector.held, "the connector taking desired state", 30
+            )
+            await eventually(
+                lambda: _task_exists(own_apiserver, "during"), "the connector writing its Task", 30
+            )
+            assert not await applied(hub, "during"), "nothing reconciles it yet"
+
+            await install_crds(kube)
+            await eventually(lambda: controller.health()[0], "the controller running again", 60)
+            await eventually(lambda: applied(hub, "during"), "the taskset applied at last", 90)
+    finally:
+        await kube.close()
+
+
+async def _task_exists(api: KubeAPIServer, name: str) -> bool:
+    path = f"/apis/fleetbus.io/v1alpha1/namespaces/fleetbus-system/tasks/{name}"
+    try:
+        return await asyncio.to_thread(exists, api, path)
+    except KubeAPIError:
+        return False
