@@ -140,7 +140,8 @@ class ControllerComponent:
 
     def _failed(self, error: Exception, delay: float) -> None:
         self.restarts += 1
-        self.last_error = str(error) or type(error).__name__
+        # One line: it is shown in /readyz and, through the inventory digest, by the hub.
+        self.last_error = " ".join(str(error).split()) or type(error).__name__
         self._failed_until = time.monotonic() + delay
         if self._current is not None:
             self._current.stopped = f"failed: {self.last_error}"

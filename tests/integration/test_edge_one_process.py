@@ -134,7 +134,8 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
             20,
         )
         assert reported is not None
-        assert "fleetnamespaces" in reported.reason or "404" in reported.reason, reported.reason
+        assert "watch fleetnamespaces: 404 page not found (HTTP 404 NotFound)" in reported.reason
+        assert "\n" not in reported.reason
         assert any(
             "controller component failed" in r.getMessage() and r.levelno >= logging.ERROR
             for r in caplog.records
