@@ -3,7 +3,8 @@
 The hub is `fleetbus up` with `fleetbus scheduler`; the edge is `fleetbus edge` (connector and
 leaf nats-server) for one cluster registered with `fleetbus cluster register`, either with the
 in-memory simulator or with the Kubernetes executor against a real kube-apiserver, in which
-case `fleetbus controller` runs beside it as on a real cluster.
+case the cluster controller runs in the edge's own process, as the edge chart deploys it
+(`split=True`: as `fleetbus controller` beside `fleetbus edge --without-controller`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ data:
   mode: "{value}"
   owner: bench
 """
+    return normalize(text.encode(), NormalizeOptions(name=name, namespace=namespace))
+
+
+def bulk_taskset(name: str, objects: int) -> NormalizedSource:
+    """A Namespace and `objects - 1` small ConfigMaps in it: `objects` managed objects."""
+    namespace = f"ns-{name}"
+    documents = [f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"]
+    for index in range(objects - 1):
+        documents.append(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+            f"  name: item-{index:04d}\n  namespace: {namespace}\n"
+            f'data:\n  index: "{index}"\n  owner: bench\n'
+        )
+    text = "---\n".join(documents)
     return normalize(text.encode(), NormalizeOptions(name=name, namespace=namespace))
 
 
@@ -111,18 +126,23 @@ class SingleEdge:
 
 
 @contextlib.asynccontextmanager
-async def single_edge(kubeconfig: Path | None = None) -> AsyncIterator[SingleEdge]:
+async def single_edge(
+    kubeconfig: Path | None = None, *, split: bool = False
+) -> AsyncIterator[SingleEdge]:
     async with running_hub() as hub:
         hub.start_scheduler()
         controller: Child | None = None
-        if kubeconfig is not None:
+        if kubeconfig is not None and split:
             controller = spawn(
                 "fleetbus controller",
                 ["controller", "--kubeconfig", str(kubeconfig), "--health-addr=127.0.0.1:0"],
                 hub.root / "controller.log",
             )
             hub.children.append(controller)
-        executor = ("--sim",) if kubeconfig is None else ("--kubeconfig", str(kubeconfig))
+        executor: tuple[str, ...] = ("--sim",)
+        if kubeconfig is not None:
+            executor = ("--kubeconfig", str(kubeconfig))
+            executor += ("--without-controller",) if split else ()
         edge = await register_leaf_edge(hub, CLUSTER, executor)
         store = await hub.store()
         try:

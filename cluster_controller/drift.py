@@ -164,6 +164,30 @@ def suspect_fields(
     return sorted(p for p in paths if not is_ignored(p, ignore_paths))
 
 
+def proven_fields(
+    desired: Mapping[str, Any],
+    live: Mapping[str, Any],
+    *,
+    manager: str,
+    ignore_paths: Sequence[str],
+) -> list[str]:
+    """Drift the managed fields prove, no dry-run needed: paths whose value differs from ours
+    *and* whose ownership our field manager lost (someone else wrote them). A value that only
+    looks different (the apiserver normalised `0.5` to `500m`) is still ours, so it is not
+    here and goes to the dry-run; a field we lost with the same value is not drift."""
+    owned = manager_fields(live, manager)
+    if owned is None:
+        return []
+    changed = set(projection_diff(desired, live))
+    lost = set(lost_ownership(desired, owned))
+    proven = {path for path in changed if any(_covers(cut, path) for cut in lost)}
+    return sorted(p for p in proven if not is_ignored(p, ignore_paths))
+
+
+def _covers(prefix: str, path: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
 def confirmed_fields(
     desired: Mapping[str, Any],
     dry_run: Mapping[str, Any],

@@ -12,8 +12,9 @@ ADDED). The loop here follows kopf's `continuous_watch`:
 Connection trouble is retried with capped exponential backoff, resuming from the last version;
 any other error from the apiserver ends `run()` with that error: fail loudly, never spin.
 
-The cache can hold whole objects (for the controller's own resources, which reconcilers read) or
-only each object's identity, labels and resourceVersion (for applied objects, watched for
+The cache can hold whole objects (for the controller's own resources, which reconcilers read;
+without their managedFields, which nothing reads there) or only each object's identity, labels
+and resourceVersion (for applied objects, watched for
 readiness and drift only: an edge controller should not keep a second copy of every object it
 manages, but a deletion noticed on a re-list must still say which Task and Step it hits).
 """
@@ -80,6 +81,16 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _trimmed(obj: dict[str, Any]) -> dict[str, Any]:
+    """A whole object as the cache keeps it: without `metadata.managedFields`, which nothing
+    reads from the cache (the drift check reads them on the applied objects' watch events)
+    and which is often the largest part of a small object."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict) and "managedFields" in metadata:
+        obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+    return obj
+
+
 def _newer_or_same(held: str, incoming: str) -> bool:
     """Whether the cached version is at least as new as `incoming`.
 
@@ -141,7 +152,7 @@ class Informer:
     def _store(self, obj: dict[str, Any]) -> None:
         key = key_of(obj)
         self._versions[key] = _version(obj)
-        self._objects[key] = obj if self.keep_objects else _slim(obj)
+        self._objects[key] = _trimmed(obj) if self.keep_objects else _slim(obj)
 
     def _forget(self, key: Key) -> None:
         self._versions.pop(key, None)

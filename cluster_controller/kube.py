@@ -138,10 +138,12 @@ class Kube:
         *,
         config: SingleConfig | None = None,
         user_agent: str = "fleetbus",
+        owns_http: bool = True,
     ) -> None:
         self._http = http
         self._config = config
         self._user_agent = user_agent
+        self._owns_http = owns_http
         self._discovery: dict[str, dict[str, ResourceInfo]] = {}
         self._discovery_lock = asyncio.Lock()
 
@@ -168,6 +170,12 @@ class Kube:
         http.headers["User-Agent"] = user_agent
         return cls(http, config=single, user_agent=user_agent)
 
+    @classmethod
+    def sharing(cls, http: httpx.AsyncClient) -> Kube:
+        """A client over the HTTP client (server, credentials, TLS, connection pool) of another
+        component in the same process; that component closes it, `close()` here does not."""
+        return cls(http, owns_http=False)
+
     def with_token(self, token: str) -> Kube:
         """A client to the same apiserver, trusting the same CA, authenticating with `token`."""
         if self._config is None:
@@ -185,7 +193,8 @@ class Kube:
         return Kube(http, config=config, user_agent=self._user_agent)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
     # --- raw requests ------------------------------------------------------------------------
 

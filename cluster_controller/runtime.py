@@ -175,8 +175,11 @@ class Controller:
                 except msgspec.ValidationError:
                     return
                 ctx = TaskReconciler.context(task)
+                seen = None if event_type == "DELETED" else obj
                 if self.runner.looks_drifted(ctx, step, info, event_type, obj):
-                    self.task_reconciler.suspect(key, str(step_name))
+                    self.task_reconciler.suspect(key, str(step_name), seen)
+                else:
+                    self.task_reconciler.saw(key, str(step_name), seen)
             self.queue.add(("task", *key))
 
         return handle

@@ -26,6 +26,7 @@ from cluster_controller.drift import (
     confirmed_fields,
     decide_step_drift,
     describe_fields,
+    proven_fields,
     record_correction,
     respect_ignored,
     suspect_fields,
@@ -629,20 +630,33 @@ class StepRunner:
             )
         )
 
-    async def check_drift(self, ctx: TaskContext, step: StepResource) -> StepResource:
-        """Confirm a suspected drift, record it, and correct it if the policy says so."""
+    async def check_drift(
+        self, ctx: TaskContext, step: StepResource, seen: dict[str, Any] | None = None
+    ) -> StepResource:
+        """Confirm a suspected drift, correct it if the policy says so, then record it.
+
+        The least work between the watch event and the correcting apply: `seen` (the object as
+        its watch just showed it) spares reading it again; drift that the managed fields prove
+        (a value of ours changed and another manager now owns it) needs no dry-run to confirm;
+        the Kubernetes Events are written after the correction, not before it.
+        """
         if not self.drift_watched(ctx, step):
             return step
         info, namespace = await self.locate(ctx, step)
         desired = self.desired(ctx, step, info, namespace)
-        live = await self.kube.get(info, step.spec.ref.name, namespace)
+        live = (
+            seen if seen is not None else await self.kube.get(info, step.spec.ref.name, namespace)
+        )
         fields: list[str] = []
         policy = drift_policy_of(ctx, step)
         ignore_paths = ignore_paths_of(ctx, step)
         manager = task_field_manager(ctx.task)
         if live is not None:
             suspects = suspect_fields(desired, live, manager=manager, ignore_paths=ignore_paths)
-            if suspects:
+            proven = proven_fields(desired, live, manager=manager, ignore_paths=ignore_paths)
+            if proven:
+                fields = proven
+            elif suspects:
                 manifest = respect_ignored(desired, live, ignore_paths)
                 would_be = await self.kube.apply(
                     manifest,
@@ -663,6 +677,16 @@ class StepRunner:
         )
         involved = self._involved(step)
         what = describe_fields(fields, live is None)
+        drift = decision.status
+        correction_failed: KubeRejected | None = None
+        if decision.correct:
+            manifest = respect_ignored(desired, live, ignore_paths)
+            try:
+                await self.kube.apply(manifest, field_manager=manager, force=True, info=info)
+            except KubeRejected as e:
+                correction_failed = e
+            else:
+                drift = record_correction(drift, stamp)
         if decision.detected:
             log.info("drift on %s (Step %s): %s", step.spec.ref, step.metadata.name, what)
             await self.recorder.record(
@@ -672,28 +696,22 @@ class StepRunner:
                 message=f"{step.spec.ref}: {what} (policy {policy})",
                 now=now,
             )
-        drift = decision.status
-        if decision.correct:
-            manifest = respect_ignored(desired, live, ignore_paths)
-            try:
-                await self.kube.apply(manifest, field_manager=manager, force=True, info=info)
-            except KubeRejected as e:
-                await self.recorder.record(
-                    involved,
-                    event_type="Warning",
-                    reason="DriftCorrectionFailed",
-                    message=f"{step.spec.ref}: {e}",
-                    now=now,
-                )
-            else:
-                drift = record_correction(drift, stamp)
-                await self.recorder.record(
-                    involved,
-                    event_type="Normal",
-                    reason="DriftCorrected",
-                    message=f"{step.spec.ref}: re-applied ({what})",
-                    now=now,
-                )
+        if correction_failed is not None:
+            await self.recorder.record(
+                involved,
+                event_type="Warning",
+                reason="DriftCorrectionFailed",
+                message=f"{step.spec.ref}: {correction_failed}",
+                now=now,
+            )
+        elif decision.correct:
+            await self.recorder.record(
+                involved,
+                event_type="Normal",
+                reason="DriftCorrected",
+                message=f"{step.spec.ref}: re-applied ({what})",
+                now=now,
+            )
         status = msgspec.structs.replace(
             step.status,
             drift=drift,

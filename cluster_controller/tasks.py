@@ -98,6 +98,9 @@ class TaskReconciler:
         self.clock = clock
         self.suspects: dict[TaskKey, set[str]] = {}
         """Steps whose objects looked drifted on a watch event, per Task, to confirm."""
+        self.sightings: dict[tuple[TaskKey, str], dict[str, Any]] = {}
+        """The live object of a suspect Step as its watch last showed it: the drift check uses
+        it instead of reading the object again (kept only until that check)."""
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -135,8 +138,27 @@ class TaskReconciler:
             upgrade=release.upgrade,
         )
 
-    def suspect(self, key: TaskKey, step: str) -> None:
+    def suspect(self, key: TaskKey, step: str, live: dict[str, Any] | None = None) -> None:
+        """Mark a Step's object for a drift check; `live`: the object its watch just showed
+        (None when it was deleted or is not at hand: the check reads it)."""
         self.suspects.setdefault(key, set()).add(step)
+        if live is None:
+            self.sightings.pop((key, step), None)
+        else:
+            self.sightings[(key, step)] = live
+
+    def saw(self, key: TaskKey, step: str, live: dict[str, Any] | None) -> None:
+        """A newer sighting of a suspect's object (one that no longer looks drifted, say)
+        replaces the one its check would use."""
+        if (key, step) in self.sightings:
+            if live is None:
+                del self.sightings[(key, step)]
+            else:
+                self.sightings[(key, step)] = live
+
+    def _forget_suspects(self, key: TaskKey) -> None:
+        for step in self.suspects.pop(key, set()):
+            self.sightings.pop((key, step), None)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -197,7 +219,7 @@ class TaskReconciler:
         namespace, name = key
         obj = self.tasks.get(namespace, name)
         if obj is None:
-            self.suspects.pop(key, None)
+            self._forget_suspects(key)
             return Outcome()
         try:
             task = decode_task(obj)
@@ -218,6 +240,9 @@ class TaskReconciler:
         release = self.release_of(task)
         ctx = self.context(task, release)
         steps = self.steps_of(*key)
+        # Drift first: a correction is re-applying one object, and nothing below is needed for
+        # it; the phases are walked after it as on every reconcile.
+        await self._check_drift(key, ctx, task, steps)
         init = await self.runner.run_phase(ctx, "init", task.spec.init, steps)
         tasklet_outcomes = self._unreached(ctx, task.spec.template.spec, steps)
         tasklet_name = ""
@@ -242,7 +267,6 @@ class TaskReconciler:
                         now=rfc3339(self.clock()),
                     ),
                 )
-        await self._check_drift(key, ctx, task, steps)
         all_complete = init.complete and all(o.complete for o in tasklet_outcomes)
         if all_complete:
             await self._prune(ctx, task, steps)
@@ -352,13 +376,14 @@ class TaskReconciler:
         steps: dict[str, StepResource],
     ) -> None:
         suspects = self.suspects.pop(key, set())
+        sightings = {name: self.sightings.pop((key, name), None) for name in suspects}
         wanted = set(task.spec.all_steps())
         for name in sorted(suspects):
             step = steps.get(name)
             if step is None or name not in wanted:
                 continue
             try:
-                steps[name] = await self.runner.check_drift(ctx, step)
+                steps[name] = await self.runner.check_drift(ctx, step, seen=sightings[name])
             except ControllerError as e:
                 log.warning("drift check of Step %s failed: %s", name, e)
                 self.suspect(key, name)
@@ -514,7 +539,7 @@ class TaskReconciler:
                 return Outcome()
         for step_name in steps:
             await self.kube.delete(STEP, step_name, namespace=namespace)
-        self.suspects.pop((namespace, name), None)
+        self._forget_suspects((namespace, name))
         await self._set_finalizer(TASK, obj, False)
         log.info("Task %s/%s removed", namespace, name)
         return Outcome()

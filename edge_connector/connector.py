@@ -32,9 +32,11 @@ from edge_connector import decisions
 from edge_connector.errors import ApplyFailed, ConnectorError
 from edge_connector.executor import AppliedTask, DriftObserved, Executor, ExecutorInventory
 from edge_connector.health import (
+    Companion,
     ConnectorProgress,
     HubLink,
     HubLinkState,
+    companions_readiness,
     connector_readiness,
 )
 from events.catalog import Report
@@ -127,6 +129,8 @@ class Connector:
     """Where readiness learns of the hub link (None: readiness is not known here)."""
     version: str = ""
     """The connector's version, told to the hub in each inventory digest."""
+    companions: list[Companion] = field(default_factory=list)
+    """Components sharing the connector's process; their health joins its readiness."""
     held: dict[str, ClusterTask] = field(default_factory=dict)
     reported: int = 0
     """Report events stored in the outbox so far."""
@@ -146,6 +150,7 @@ class Connector:
     _capabilities_sent: str = ""
     """Digest of the capabilities the last full inventory carried."""
     _digests_since_capabilities: int = 0
+    _inventory_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def cluster(self) -> str:
@@ -189,8 +194,16 @@ class Connector:
         if self.hub_link is None:
             return False, "no hub link to check", None
         link = await self.hub_link.state()
+        healthy, why = companions_readiness(self.companions)
+        if not healthy:
+            return False, why, link
         ready, reason = connector_readiness(link, self.progress())
         return ready, reason, link
+
+    def send_inventory_now(self) -> None:
+        """Send the next inventory digest at once (a companion's health changed: the hub
+        learns of it now, not an interval later)."""
+        self._inventory_now.set()
 
     def progress(self) -> ConnectorProgress:
         """Counters for readiness and metrics (`edge_connector.health`)."""
@@ -331,7 +344,9 @@ class Connector:
         # The first digest goes out soon after start: it tells the hub this edge is back.
         delay = min(self.settings.inventory_interval, 1.0)
         while True:
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._inventory_now.wait(), timeout=delay)
+            self._inventory_now.clear()
             delay = self.settings.inventory_interval
             try:
                 await self._send_inventory()

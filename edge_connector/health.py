@@ -18,6 +18,7 @@ adapter that looks at the leaf is `edge_connector.jetstream.LeafHubLink`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -43,6 +44,28 @@ class HubLinkState:
 
 class HubLink(Protocol):
     async def state(self) -> HubLinkState: ...
+
+
+class Companion(Protocol):
+    """Another component of the connector's process (the cluster controller, when the edge runs
+    it in the same process): its health joins the connector's readiness, so a failing companion
+    reaches the hub in the inventory digest instead of going unnoticed."""
+
+    @property
+    def name(self) -> str: ...
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, why): healthy once it runs and is ready; the reason names a failure."""
+        ...
+
+
+def companions_readiness(companions: Sequence[Companion]) -> tuple[bool, str]:
+    """Healthy when every companion is; otherwise the first failing one, by name."""
+    for companion in companions:
+        healthy, reason = companion.health()
+        if not healthy:
+            return False, f"{companion.name} not ready: {reason}"
+    return True, ""
 
 
 @dataclass(frozen=True)

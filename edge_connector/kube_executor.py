@@ -93,6 +93,8 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 """Answers that say "not now" rather than "no": 429 comes, among others, from a CRD whose
 storage is still initializing right after it was created."""
 RETRYABLE = (KubeTransient,)
+REQUEST_TIMEOUT = 30.0
+"""Seconds a request (a watch: its connection) may take before it counts as failed."""
 """What list, watch and write loops retry; everything else is an answer to act on."""
 
 
@@ -191,6 +193,18 @@ def task_resources(task: ClusterTask, namespace: str) -> TaskResources:
         },
     }
     return TaskResources(task=manifest, steps=steps)
+
+
+def written_for(obj: Mapping[str, Any], task: ClusterTask) -> bool:
+    """Whether a Task resource was written for exactly this ClusterTask: the same generation
+    and digest (its Steps were written before it), and it is not being deleted."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return (
+        not metadata.get("deletionTimestamp")
+        and spec.get("generation") == task.generation
+        and spec.get("digest") == task.digest
+    )
 
 
 # --- reading the controller's answer (pure) ----------------------------------------------------
@@ -336,6 +350,30 @@ def _plain(resource: Any) -> dict[str, Any]:
     return dict(resource)
 
 
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+_KEPT_SPEC = ("taskset", "version", "generation", "digest")
+_STATUS_NOISE = frozenset({"conditions", "release"})
+
+
+def _kept(resource: Any) -> dict[str, Any]:
+    """A Task as the executor keeps it: what readiness, inventory and the written-for check
+    read. Left out: managedFields and the rest of the metadata, the spec's lists of Steps, the
+    status's conditions and release history (the controller keeps the whole Task)."""
+    obj = dict(resource)
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    kept: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: metadata[k] for k in _KEPT_METADATA if k in metadata},
+        "spec": {k: spec[k] for k in _KEPT_SPEC if k in spec},
+    }
+    if isinstance(status, dict):
+        kept["status"] = {k: v for k, v in status.items() if k not in _STATUS_NOISE}
+    return kept
+
+
 def _api_message(e: ApiError) -> str:
     status = e.status
     return str(getattr(status, "message", "") or e)
@@ -447,6 +485,7 @@ class KubernetesExecutor:
         cluster: str,
         namespace: str | None = None,
         apply_timeout: float = 900.0,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> KubernetesExecutor:
         """An executor on the kubeconfig's cluster.
 
@@ -456,7 +495,9 @@ class KubernetesExecutor:
         try:
             config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
             single = config.get()
-            client = AsyncClient(config, field_manager=FIELD_MANAGER)
+            client = AsyncClient(
+                config, field_manager=FIELD_MANAGER, timeout=httpx.Timeout(request_timeout)
+            )
         except (ConfigError, OSError, ValueError) as e:
             raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
         chosen = namespace or (single.context.namespace if single is not None else None)
@@ -470,15 +511,26 @@ class KubernetesExecutor:
     # --- the executor port ---------------------------------------------------------------------
 
     async def apply(self, task: ClusterTask) -> ApplyResult:
+        """Write the Steps and the Task, then wait for the controller's answer.
+
+        A Task that already stands for exactly this ClusterTask (its generation and digest, not
+        being deleted) is not written again: applying it once more (to correct a drift, which
+        the controller has already corrected, or after a failure it retries by itself) only
+        waits for the controller's answer, instead of rewriting every Step of the taskset."""
         started = time.monotonic()
-        resources = task_resources(task, self.namespace)
         await self._ensure_watch()
-        for step in resources.steps:
-            phase = str(step["spec"]["phase"])
-            await self._apply(
-                StepResource, step, phase=phase, obj=str(ObjectRef.of(step["spec"]["object"]))
-            )
-        stored = await self._apply(TaskResource, resources.task, phase="init", obj="Task")
+        stored = self._tasks.get(task.taskset_name)
+        if stored is None or not written_for(stored, task):
+            resources = task_resources(task, self.namespace)
+            for step in resources.steps:
+                phase = str(step["spec"]["phase"])
+                await self._apply(
+                    StepResource,
+                    step,
+                    phase=phase,
+                    obj=str(ObjectRef.of(step["spec"]["object"])),
+                )
+            stored = await self._apply(TaskResource, resources.task, phase="init", obj="Task")
         generation = int((stored.get("metadata") or {}).get("generation") or 0)
         taskset = task.taskset
         correct = taskset is not None and taskset.drift_policy == "correct"
@@ -591,11 +643,18 @@ class KubernetesExecutor:
         self._capabilities_at = now
         return self._capabilities
 
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The HTTP client under lightkube's: the kubeconfig's server, credentials and TLS
+        settings, and one connection pool, which another component of the same process (the
+        cluster controller in `fleetbus edge`) may share instead of opening its own."""
+        http: httpx.AsyncClient = self.client._client._client
+        return http
+
     async def _discovery_get(self, path: str, accept: str) -> dict[str, Any]:
         # lightkube has no call for discovery; its HTTP client carries the kubeconfig's
         # server, credentials and TLS settings.
-        http: httpx.AsyncClient = self.client._client._client
-        response = await http.get(path, headers={"Accept": accept})
+        response = await self.http_client.get(path, headers={"Accept": accept})
         response.raise_for_status()
         document = response.json()
         if not isinstance(document, dict):
@@ -778,7 +837,7 @@ class KubernetesExecutor:
             )
             fresh = {}
             async for item in listing:
-                obj = _plain(item)
+                obj = _kept(item)
                 fresh[str(obj["metadata"]["name"])] = obj
             async with self._changed:
                 self._tasks = fresh
@@ -791,7 +850,7 @@ class KubernetesExecutor:
                 resource_version=listing.resourceVersion,
                 server_timeout=300,
             ):
-                obj = _plain(item)
+                obj = _kept(item)
                 name = str(obj["metadata"]["name"])
                 async with self._changed:
                     if event == "DELETED":

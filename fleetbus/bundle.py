@@ -41,6 +41,13 @@ CREDS_FILE = "cluster.creds"
 SETTINGS_FILE = "edge.json"
 LEAF_CONF_FILE = "leaf.conf"
 VALUES_FILE = "values.yaml"
+LEAF_MAX_FILE_STORE = 2560 << 20
+"""The leaf's JetStream file store limit (an accounting limit, not the disk in use): the outbox
+reserves its 1 GiB (`OUTBOX_MAX_BYTES`) when created, and nats-server counts that reservation
+again when an edge restarting on its store creates the stream once more, so the limit holds
+twice the outbox plus room for the desired-state mirror. The edge chart's volume is 3 GiB."""
+LEAF_MAX_MEMORY_STORE = 8 << 20
+"""Both edge streams are file streams; memory storage holds consumer state only."""
 
 DESIRED_SOURCES = ("mirror", "durable")
 
@@ -109,9 +116,11 @@ def leaf_config(
     cert_file: Path | str,
     key_file: Path | str,
     creds_file: Path | str,
-    max_file_store: str = "10GB",
+    max_file_store: int = LEAF_MAX_FILE_STORE,
+    max_memory_store: int = LEAF_MAX_MEMORY_STORE,
 ) -> str:
-    """The edge's nats-server config (rendered from `infra/nats/leaf.conf.tmpl`)."""
+    """The edge's nats-server config (rendered from `infra/nats/leaf.conf.tmpl`); the JetStream
+    limits in bytes."""
     proxy = ""
     if settings.proxy_url:
         proxy = f'      proxy {{ url: "{settings.proxy_url}" }}'
@@ -123,6 +132,7 @@ def leaf_config(
         store_dir=store_dir,
         domain=f"edge-{settings.cluster}",
         max_file_store=max_file_store,
+        max_memory_store=max_memory_store,
         connector_password=connector_password,
         hub_urls=orjson.dumps(check_hub_urls(settings.hub_urls)).decode(),
         cert_file=cert_file,

@@ -17,7 +17,11 @@ from collections.abc import Sequence
 from fleetbus.helptext import finish_help
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "edge": ("edge", "run a cluster's edge: leaf nats-server and connector"),
+    "edge": (
+        "edge",
+        "run a cluster's edge: leaf nats-server, connector and (with --kubeconfig) the "
+        "cluster controller",
+    ),
     "up": ("up", "start the embedded hub"),
     "events": ("events", "print the event log (audit replay)"),
     "render": ("render", "print the Taskset a chart, overlay or YAML bundle normalizes to"),

@@ -1,4 +1,5 @@
-"""`fleetbus edge`: one cluster's edge — its leaf nats-server as a child process, and the connector.
+"""`fleetbus edge`: one cluster's edge — its leaf nats-server as a child process, the connector,
+and with a kubeconfig the cluster controller in the same process (`fleetbus.edge_controller`).
 
 The leaf runs in the cluster's own JetStream domain (`edge-<cluster>`) and dials the hub with
 the cluster's certificate; it listens on loopback only (clients and monitoring). On it the
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -47,9 +49,17 @@ from events import edges
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from events.tasks import cancel_and_wait
-from fleetbus.bundle import EdgeBundle, EdgeSettings, leaf_config, read_edge_bundle
+from fleetbus.bundle import (
+    LEAF_MAX_FILE_STORE,
+    EdgeBundle,
+    EdgeSettings,
+    leaf_config,
+    read_edge_bundle,
+)
+from fleetbus.errors import ConflictingOptions
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
+from fleetbus.options import leaf_file_store, leaf_memory_limit, positive_seconds, whole_number
 from fleetbus.probes import (
     DEFAULT_CONNECTOR_HEALTH,
     ProbeServer,
@@ -59,6 +69,9 @@ from fleetbus.probes import (
 )
 from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
+
+if TYPE_CHECKING:
+    from fleetbus.edge_controller import ControllerComponent
 
 log = logging.getLogger("fleetbus.edge")  # also when run as `python -m fleetbus.edge`
 
@@ -98,8 +111,33 @@ class EdgeState:
         return password
 
 
-def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
+@dataclass(frozen=True)
+class ControllerSettings:
+    """The options of the cluster controller when it runs inside `fleetbus edge`."""
+
+    workers: int = 4
+    resync_seconds: float = 600.0
+    manage_crds: bool = True
+    heartbeat_seconds: float = 10.0
+    """How often its heartbeat Lease (read by the connector, told to the hub) is renewed."""
+
+
+@dataclass(frozen=True)
+class LeafLimits:
+    """How big the leaf nats-server may grow: an edge leaves its cluster's resources to the
+    cluster's own applications."""
+
+    memory_limit: str = "32MiB"
+    """Go's soft memory limit (`GOMEMLIMIT`) for the leaf; "" for none. It idles at ~20 MiB."""
+    max_file_store: int = LEAF_MAX_FILE_STORE
+    """JetStream file storage (outbox and desired-state mirror), bytes."""
+
+
+def start_leaf(
+    bundle: EdgeBundle, state: EdgeState, limits: LeafLimits | None = None
+) -> NatsServer:
     """Render the leaf config from the bundle and start the leaf nats-server (blocking)."""
+    limits = limits or LeafLimits()
     state.create()
     port, monitor_port = free_port(), free_port()
     text = leaf_config(
@@ -112,6 +150,7 @@ def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
         cert_file=bundle.cert_file.resolve(),
         key_file=bundle.key_file.resolve(),
         creds_file=bundle.creds_file.resolve(),
+        max_file_store=limits.max_file_store,
     )
     write_private(state.nats_conf, text.encode())
     server = NatsServer(
@@ -119,6 +158,7 @@ def start_leaf(bundle: EdgeBundle, state: EdgeState) -> NatsServer:
         client_url=f"nats://127.0.0.1:{port}",
         monitor_port=monitor_port,
         log_path=state.nats_log,
+        memory_limit=limits.memory_limit,
     )
     server.start()
     return server
@@ -143,7 +183,11 @@ class EdgeRuntime:
     nc: NatsClient
     connector: Connector
     server: NatsServer | None = None
+    controller: ControllerComponent | None = None
+    """The cluster controller, when it runs in this process (`attach_controller`)."""
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _controller_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _controller_stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
     def cluster(self) -> str:
@@ -157,9 +201,10 @@ class EdgeRuntime:
         executor: Executor,
         *,
         inventory_interval: float | None = None,
+        limits: LeafLimits | None = None,
     ) -> EdgeRuntime:
         """Start the leaf nats-server and the connector on it."""
-        server = await asyncio.to_thread(start_leaf, bundle, state)
+        server = await asyncio.to_thread(start_leaf, bundle, state, limits)
         try:
             nc = await connect_local(
                 server.client_url,
@@ -243,12 +288,27 @@ class EdgeRuntime:
     def start(self) -> None:
         self._task = asyncio.create_task(self.connector.run(), name=f"edge-{self.cluster}")
 
+    def attach_controller(self, component: ControllerComponent) -> None:
+        """Run the cluster controller in this process, supervised apart from the connector:
+        its health joins the connector's readiness (and so the hub's view of this edge)."""
+        self.controller = component
+        component.on_change = self.connector.send_inventory_now
+        self.connector.companions.append(component)
+        self._controller_task = asyncio.create_task(
+            component.run(self._controller_stop), name=f"controller-{self.cluster}"
+        )
+
     async def live(self) -> tuple[bool, str]:
-        """Live while the connector runs and its leaf nats-server (if any) does."""
+        """Live while the connector runs and its leaf nats-server (if any) does, and the
+        controller's supervisor (if any): a controller waiting to start again is alive."""
         if self._task is None or self._task.done():
             return False, "the connector is not running"
         if self.server is not None and not self.server.running():
             return False, "the leaf nats-server has exited"
+        if self._controller_task is not None and self._controller_task.done():
+            return False, "the controller's supervisor has stopped"
+        if self.controller is not None:
+            return True, "the connector, the controller and the leaf are running"
         return True, "the connector and its leaf are running"
 
     async def ready(self) -> tuple[bool, str]:
@@ -261,16 +321,17 @@ class EdgeRuntime:
     async def metrics(self) -> str:
         ready, _, link = await self.connector.readiness()
         link = link or HubLinkState(connected=False, detail="unknown")
-        return prometheus_text(
-            connector_metrics(
-                self.cluster,
-                self.connector.version,
-                link,
-                self.connector.progress(),
-                ready,
-                self.connector.controller,
-            )
+        samples = connector_metrics(
+            self.cluster,
+            self.connector.version,
+            link,
+            self.connector.progress(),
+            ready,
+            self.connector.controller,
         )
+        if self.controller is not None:
+            samples += self.controller.samples()
+        return prometheus_text(samples)
 
     def probe_server(self, host: str, port: int) -> ProbeServer:
         return ProbeServer(host, port, live=self.live, ready=self.ready, metrics=self.metrics)
@@ -281,6 +342,10 @@ class EdgeRuntime:
             await self._task
 
     async def stop(self) -> None:
+        if self._controller_task is not None:
+            self._controller_stop.set()
+            await cancel_and_wait([self._controller_task])
+            self._controller_task = None
         if self._task is not None:
             # The connector stores its queued reports before it ends: give it that long.
             await cancel_and_wait([self._task], every_s=OUTBOX_DRAIN_S + 1.0)
@@ -297,25 +362,44 @@ async def run_edge(
     kubeconfig: Path | None,
     stop: asyncio.Event | None = None,
     health_addr: tuple[str, int] | None = DEFAULT_CONNECTOR_HEALTH,
+    controller: ControllerSettings | None = None,
+    limits: LeafLimits | None = None,
 ) -> None:
-    """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`."""
+    """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`.
+
+    With a kubeconfig and `controller` settings, the cluster controller runs in the same
+    process as a supervised component (`fleetbus.edge_controller`)."""
     bundle = read_edge_bundle(bundle_dir)
-    executor = load_executor(kubeconfig, bundle.cluster)
+    component: ControllerComponent | None = None
+    executor: Executor
+    if kubeconfig is not None and controller is not None:
+        # Imported only here: an edge without the controller never loads it.
+        from fleetbus.edge_controller import executor_with_controller
+
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        executor, component = executor_with_controller(kubeconfig, bundle.cluster, controller)
+    else:
+        executor = load_executor(kubeconfig, bundle.cluster)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor)
+    runtime = await EdgeRuntime.leaf(bundle, EdgeState(state_dir), executor, limits=limits)
+    if component is not None:
+        runtime.attach_controller(component)
     probes = runtime.probe_server(*health_addr) if health_addr is not None else None
     try:
         if probes is not None:
             await probes.start()
+        layout = "connector and controller" if runtime.controller is not None else "connector"
         log.info(
-            "fleetbus edge up: cluster %s  hub %s  leaf %s  executor %s  (Ctrl-C to stop)",
+            "fleetbus edge up: cluster %s  hub %s  leaf %s  executor %s  running %s"
+            "  (Ctrl-C to stop)",
             bundle.cluster,
             ", ".join(bundle.settings.hub_urls),
             runtime.server.client_url if runtime.server else "-",
             "kubernetes" if kubeconfig else "simulator",
+            layout,
         )
         waiter = asyncio.create_task(stop.wait())
         running = asyncio.create_task(runtime.wait())
@@ -360,6 +444,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the leaf's JetStream store and config (default ./.fleetbus-edge)",
     )
     add_health_option(parser, DEFAULT_CONNECTOR_HEALTH)
+    defaults = LeafLimits()
+    parser.add_argument(
+        "--leaf-memory-limit",
+        type=leaf_memory_limit,
+        default=defaults.memory_limit,
+        metavar="SIZE",
+        help=f"soft memory limit of the leaf nats-server (Go's GOMEMLIMIT; default "
+        f"{defaults.memory_limit}, at least 16MiB; `off` for none)",
+    )
+    parser.add_argument(
+        "--leaf-max-file-store",
+        type=leaf_file_store,
+        default=defaults.max_file_store,
+        metavar="SIZE",
+        help="the leaf's JetStream file storage for the outbox and the desired-state mirror "
+        f"(default {defaults.max_file_store >> 20}MiB; keep it below the volume's size)",
+    )
+    controller = parser.add_argument_group(
+        "the cluster controller (with --kubeconfig it runs in this process by default)"
+    )
+    controller.add_argument(
+        "--without-controller",
+        action="store_true",
+        help="run the connector only: the cluster controller runs as `fleetbus controller` "
+        "elsewhere (the edge chart's split layout)",
+    )
+    controller.add_argument(
+        "--controller-workers",
+        type=whole_number(1, 256),
+        default=None,
+        metavar="N",
+        help="reconciles the controller runs at once (default 4)",
+    )
+    controller.add_argument(
+        "--resync",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the controller's full drift re-check interval (default 600)",
+    )
+    controller.add_argument(
+        "--skip-crds",
+        action="store_true",
+        help="the controller does not install or upgrade the CRDs (something else manages them)",
+    )
+
+
+def leaf_limits(args: argparse.Namespace) -> LeafLimits:
+    return LeafLimits(memory_limit=args.leaf_memory_limit, max_file_store=args.leaf_max_file_store)
+
+
+def controller_settings(args: argparse.Namespace) -> ControllerSettings | None:
+    """The in-process controller's settings from `fleetbus edge`'s options; None without it."""
+    tuning = {
+        "--controller-workers": args.controller_workers is not None,
+        "--resync": args.resync is not None,
+        "--skip-crds": args.skip_crds,
+    }
+    given = [flag for flag, set_ in tuning.items() if set_]
+    if args.kubeconfig is None and (given or args.without_controller):
+        flags = ", ".join([*given, *(["--without-controller"] if args.without_controller else [])])
+        raise ConflictingOptions(
+            f"{flags}: the cluster controller runs only with --kubeconfig, not with --sim"
+        )
+    if args.without_controller:
+        if given:
+            raise ConflictingOptions(
+                f"{', '.join(given)} configure the in-process controller, which "
+                "--without-controller leaves out (give them to `fleetbus controller`)"
+            )
+        return None
+    if args.kubeconfig is None:
+        return None
+    defaults = ControllerSettings()
+    return ControllerSettings(
+        workers=args.controller_workers or defaults.workers,
+        resync_seconds=args.resync or defaults.resync_seconds,
+        manage_crds=not args.skip_crds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -369,8 +532,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_format)
     try:
+        controller = controller_settings(args)
         asyncio.run(
-            run_edge(args.bundle, args.state_dir, args.kubeconfig, health_addr=args.health_addr)
+            run_edge(
+                args.bundle,
+                args.state_dir,
+                args.kubeconfig,
+                health_addr=args.health_addr,
+                controller=controller,
+                limits=leaf_limits(args),
+            )
         )
     except FleetbusError as e:
         print(f"fleetbus edge: error: {e}", file=sys.stderr)

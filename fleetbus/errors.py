@@ -51,3 +51,7 @@ class HubRequestFailed(HubError):
 
 class MissingOption(HubError):
     """A command needs an option it was not given."""
+
+
+class ComponentStopped(HubError):
+    """A component of a process that should run until stopped returned by itself."""

@@ -50,6 +50,43 @@ def memory_limit(text: str) -> str:
     return f"{number}{unit or 'B'}"
 
 
+MIN_LEAF_MEMORY_LIMIT = 16 << 20
+MIN_LEAF_FILE_STORE = 64 << 20
+
+
+def _size(text: str) -> tuple[str, int]:
+    match = _MEMORY_SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 32MiB or 2GiB (units B, KiB, MiB, GiB, TiB), got {text!r}"
+        )
+    number, unit = match.groups()
+    return f"{number}{unit or 'B'}", int(number) * MEMORY_UNITS[unit or "B"]
+
+
+def leaf_memory_limit(text: str) -> str:
+    """The edge leaf's soft memory limit (`GOMEMLIMIT` syntax), at least 16MiB, or `off`."""
+    if text.strip() == "off":
+        return ""
+    written, size = _size(text)
+    if size < MIN_LEAF_MEMORY_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{written} is below the smallest limit the leaf nats-server is given, 16MiB "
+            "(it needs about that much idle)"
+        )
+    return written
+
+
+def leaf_file_store(text: str) -> int:
+    """The edge leaf's JetStream file store limit in bytes (`1536MiB`, `2GiB`), at least 64MiB."""
+    written, size = _size(text)
+    if size < MIN_LEAF_FILE_STORE:
+        raise argparse.ArgumentTypeError(
+            f"{written} is below 64MiB: too small for the outbox and the desired-state mirror"
+        )
+    return size
+
+
 def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [minimum, maximum], refused before the command runs.
 

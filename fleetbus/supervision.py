@@ -51,11 +51,16 @@ class Backoff:
 RESTART_BACKOFF = Backoff()
 
 
+OnFailure = Callable[[Exception, float], None]
+"""Told of each failure and the pause before the next start (it must be quick)."""
+
+
 async def supervise(
     name: str,
     run: Callable[[], Awaitable[None]],
     stop: asyncio.Event,
     backoff: Backoff = RESTART_BACKOFF,
+    on_failure: OnFailure | None = None,
 ) -> None:
     """Run `run` until it returns or `stop` is set, starting it again after each failure."""
     pacing = _Pacing(backoff)
@@ -67,12 +72,17 @@ async def supervise(
         except EventLogError as e:
             delay = pacing.after_run_from(started)
             log.warning("%s interrupted (%s); restarting in %.1fs", name, e, delay)
+            failure: Exception = e
         except FleetbusError as e:
             delay = pacing.after_run_from(started)
             log.error("%s failed (%s); restarting in %.1fs", name, e, delay)
-        except Exception:
+            failure = e
+        except Exception as e:
             delay = pacing.after_run_from(started)
             log.exception("%s failed; restarting in %.1fs", name, delay)
+            failure = e
+        if on_failure is not None:
+            on_failure(failure, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
 

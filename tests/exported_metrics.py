@@ -30,6 +30,9 @@ CONTROLLER_METRICS = {
 }
 """What `cluster_controller.health.ControllerHealth.samples` exports."""
 
+COMPONENT_METRICS = {"fleetbus_edge_component_up", "fleetbus_edge_component_restarts_total"}
+"""What the edge process adds for the controller it runs (`fleetbus.edge_controller`)."""
+
 
 class NoDeliveries:
     def delivery_counts(self) -> list[tuple[Subscription, int, int, int]]:

@@ -250,3 +250,49 @@ async def test_a_deletion_while_the_controller_was_down_is_corrected_when_it_sta
         )
     assert again["data"] == {"mode": "fast", "level": "3"}
     assert drift["deleted"] is True
+
+
+async def test_an_edit_by_another_manager_is_corrected_by_one_apply_without_read_or_dry_run(
+    env: ControllerEnv, kube_apiserver: KubeAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The least work between the watch event and the correction: the watch's own object is
+    the live one, and the managed fields prove the drift (a value of ours, now owned by the
+    editor), so the controller neither reads the ConfigMap again nor dry-runs its apply."""
+    name = unique("proven")
+    await env.publish(cluster_task(configmap_taskset(name, env.namespace, "correct")))
+    await env.task_phase(name, "Ready")
+    calls: list[str] = []
+    real_apply, real_get = env.kube.apply, env.kube.get
+
+    async def apply(manifest: Any, **options: Any) -> dict[str, Any]:
+        if (manifest.get("metadata") or {}).get("name") == "settings":
+            calls.append("dry-run" if options.get("dry_run") else "apply")
+        return await real_apply(manifest, **options)
+
+    async def get(info: Any, object_name: str, namespace: str = "") -> dict[str, Any] | None:
+        if object_name == "settings":
+            calls.append("get")
+        return await real_get(info, object_name, namespace)
+
+    monkeypatch.setattr(env.kube, "apply", apply)
+    monkeypatch.setattr(env.kube, "get", get)
+    kube_apiserver.kubectl(
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        env.namespace,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"data": {"level": "9"}}),
+    )
+    drift = await env.wait_for(
+        "the correction in the Step's status",
+        lambda: _when(step_drift(env, name, SETTINGS), lambda d: d.get("corrected") == 1),
+    )
+    assert drift["fields"] == ["/data/level"]
+    assert calls == ["apply"], calls
+    live = await env.get("v1", "ConfigMap", "settings", env.namespace)
+    assert live is not None
+    assert live["data"] == {"mode": "fast", "level": "3"}

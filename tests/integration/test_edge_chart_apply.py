@@ -33,8 +33,15 @@ async def kube(kube_apiserver: KubeAPIServer) -> AsyncIterator[Kube]:
         await client.close()
 
 
+@pytest.mark.parametrize(
+    ("layout", "objects", "workload"),
+    [
+        ("single", 8, ("StatefulSet", "fleetbus-edge")),
+        ("split", 12, ("StatefulSet", "fleetbus-edge-connector")),
+    ],
+)
 async def test_every_object_the_chart_renders_passes_the_apiservers_validation(
-    kube: Kube, kube_namespace: str
+    kube: Kube, kube_namespace: str, layout: str, objects: int, workload: tuple[str, str]
 ) -> None:
     now = datetime.now(UTC)
     ca = CertificateAuthority.create(now)
@@ -44,15 +51,15 @@ async def test_every_object_the_chart_renders_passes_the_apiservers_validation(
         ca.issue_cluster("edge-oslo", now),
         SAMPLE_CREDENTIALS,
     )
-    documents = render(values, namespace=kube_namespace)
+    documents = render({**values, "layout": layout}, namespace=kube_namespace)
 
     accepted = []
     for document in documents:
         answer = await kube.apply(document, field_manager="helm-test", dry_run=True)
         accepted.append((answer["kind"], answer["metadata"]["name"]))
 
-    assert len(accepted) == len(documents) == 12
-    assert ("StatefulSet", "fleetbus-edge-connector") in accepted
+    assert len(accepted) == len(documents) == objects
+    assert workload in accepted
 
 
 async def test_the_metrics_services_and_scrape_rule_pass_the_apiservers_validation(
@@ -66,6 +73,7 @@ async def test_the_metrics_services_and_scrape_rule_pass_the_apiservers_validati
         ca.issue_cluster("edge-oslo", now),
         SAMPLE_CREDENTIALS,
     )
+    values["layout"] = "split"
     values["serviceMonitor"] = {
         "enabled": True,
         "scrapeNamespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},

@@ -1,8 +1,9 @@
 """The fleetbus-edge chart installs for real: a Helm release on the acting test cluster.
 
-Installed through Helm's own engine (helm_python) with the values a registration writes, its
-controller Deployment and connector StatefulSet are scheduled onto the simulated nodes and become
-Ready, Helm's own wait says the release is deployed, and an uninstall leaves nothing of it behind.
+Installed through Helm's own engine (helm_python) with the values a registration writes, its one
+edge StatefulSet (leaf, connector and controller in one pod) is scheduled onto a simulated node
+and becomes Ready, Helm's own wait says the release is deployed, and an uninstall leaves nothing
+of it behind.
 The connector runs without persistence here: the test cluster has no storage provisioner.
 """
 
@@ -68,12 +69,9 @@ def test_the_edge_chart_installs_as_a_helm_release_whose_pods_become_ready_and_u
         )
 
         assert release["status"] == "deployed"
-        assert workloads(kube_cluster, namespace) == {
-            ("Deployment", "fleetbus-edge-controller"),
-            ("StatefulSet", "fleetbus-edge-connector"),
-        }
+        assert workloads(kube_cluster, namespace) == {("StatefulSet", "fleetbus-edge")}
         pods = kube_cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
-        assert len(pods) == 2
+        assert len(pods) == 1
         for pod in pods:
             assert pod["spec"]["nodeName"].startswith("kwok-node-")
             assert (condition(pod, "Ready") or {}).get("status") == "True"

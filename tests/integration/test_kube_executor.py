@@ -85,6 +85,32 @@ async def test_apply_returns_once_the_controller_reports_the_task_ready(
     assert again.objects == 2
 
 
+async def test_applying_what_the_task_already_stands_for_writes_nothing_and_waits(
+    env: ControllerEnv, executor: KubernetesExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correction or a retry of the same ClusterTask does not rewrite every Step: the Task
+    written for this generation and digest is there, so only the controller's answer is read."""
+    name = unique("unchanged")
+    task = cluster_task(configmaps(name, env.namespace, "a", "b", "c"), generation=2)
+    await executor.apply(task)
+    writes: list[str] = []
+    real_apply = executor.client.apply
+
+    async def apply(obj: object, **options: object) -> object:
+        writes.append(type(obj).__name__)
+        return await real_apply(obj, **options)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(executor.client, "apply", apply)
+
+    again = await executor.apply(task)
+
+    assert again.objects == 3
+    assert writes == []
+    newer = cluster_task(configmaps(name, env.namespace, "a", "b", "c", "d"), generation=3)
+    assert (await executor.apply(newer)).objects == 4
+    assert len(writes) == 5, writes  # four Steps, then the Task
+
+
 async def test_a_failing_task_raises_apply_failed_naming_phase_object_and_reason(
     env: ControllerEnv, executor: KubernetesExecutor
 ) -> None:

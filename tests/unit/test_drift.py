@@ -10,6 +10,7 @@ from cluster_controller.drift import (
     lost_ownership,
     manager_fields,
     projection_diff,
+    proven_fields,
     record_correction,
     respect_ignored,
     suspect_fields,
@@ -138,6 +139,35 @@ def test_losing_ownership_of_a_field_makes_the_object_a_suspect() -> None:
 
     assert owned is not None
     assert lost_ownership(desired(), owned) == ["/spec/replicas"]
+
+
+def test_a_value_changed_by_another_manager_is_proven_drift_without_a_dry_run() -> None:
+    scaled = live()
+    scaled["spec"]["replicas"] = 7
+    del scaled["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:replicas"]
+    scaled["metadata"]["managedFields"].append(
+        {
+            "manager": "kubectl-edit",
+            "operation": "Update",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        }
+    )
+
+    assert proven_fields(desired(), scaled, manager=MANAGER, ignore_paths=[]) == ["/spec/replicas"]
+    assert proven_fields(desired(), scaled, manager=MANAGER, ignore_paths=["/spec/replicas"]) == []
+
+
+def test_a_normalised_value_or_a_field_lost_with_our_value_proves_nothing() -> None:
+    # cpu 0.5 shows as 500m, still ours: only the dry-run can clear it.
+    assert proven_fields(desired(), live(), manager=MANAGER, ignore_paths=[]) == []
+    # Someone took the replicas field, with our value: not drift.
+    taken = live()
+    del taken["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:replicas"]
+    assert proven_fields(desired(), taken, manager=MANAGER, ignore_paths=[]) == []
+    # A value changed while we still own it (someone wrote under our manager's name): dry-run.
+    edited = live()
+    edited["spec"]["replicas"] = 7
+    assert proven_fields(desired(), edited, manager=MANAGER, ignore_paths=[]) == []
 
 
 def test_a_manager_that_never_applied_owns_nothing() -> None:

@@ -59,10 +59,59 @@ def find(documents: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[s
     return matches[0]
 
 
-def test_the_chart_renders_controller_connector_rbac_and_bundle(
+def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     bundle_values: dict[str, Any],
 ) -> None:
     documents = render(bundle_values)
+
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "ConfigMap",
+            "Secret",
+            "StatefulSet",
+            "NetworkPolicy",
+        ]
+    )
+    edge = find(documents, "StatefulSet")
+    assert edge["metadata"]["name"] == "fleetbus-edge"
+    pod = edge["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[:2] == ["edge", "--bundle=/etc/fleetbus/bundle"]
+    assert "--kubeconfig=/etc/fleetbus/kube/config" in args
+    assert "--controller-workers=4" in args
+    assert "--resync=600" in args
+    assert "--without-controller" not in args
+    assert "--skip-crds" not in args
+    assert "--leaf-memory-limit=32MiB" in args
+    assert "--leaf-max-file-store=2560MiB" in args
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "20m", "memory": "96Mi"},
+        "limits": {"memory": "192Mi"},
+    }
+    # The pod runs the controller: its ServiceAccount holds the controller's role.
+    binding = find(documents, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "fleetbus-edge", "namespace": "fleetbus-system"}
+    ]
+    assert pod["serviceAccountName"] == "fleetbus-edge"
+    assert edge["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {
+        "requests": {"storage": "3Gi"}
+    }
+    values = {**bundle_values, "controller": {"manageCrds": False, "workers": 2}}
+    args = find(render(values), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--skip-crds" in args
+    assert "--controller-workers=2" in args
+
+
+def test_the_split_layout_renders_controller_connector_rbac_and_bundle(
+    bundle_values: dict[str, Any],
+) -> None:
+    documents = render({**bundle_values, "layout": "split"})
 
     kinds = sorted(d["kind"] for d in documents)
     assert kinds == sorted(
@@ -95,12 +144,19 @@ def test_the_chart_renders_controller_connector_rbac_and_bundle(
     connector = find(documents, "StatefulSet", "-connector")
     pod = connector["spec"]["template"]["spec"]
     assert pod["containers"][0]["args"][:2] == ["edge", "--bundle=/etc/fleetbus/bundle"]
+    assert "--without-controller" in pod["containers"][0]["args"]
     assert pod["containers"][0]["image"] == "ghcr.io/fleetbus/fleetbus-edge:0.1.0"
+    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
     assert connector["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {
-        "requests": {"storage": "2Gi"}
+        "requests": {"storage": "3Gi"}
     }
     secret = find(documents, "Secret")
     assert secret["stringData"]["cluster.key"] == bundle_values["tls"]["key"]
+
+
+def test_an_unknown_layout_is_refused_by_the_schema(bundle_values: dict[str, Any]) -> None:
+    with pytest.raises(HelmValuesError, match="layout"):
+        render({**bundle_values, "layout": "both"})
 
 
 def test_the_rendered_settings_are_what_the_connector_reads_from_a_bundle(
@@ -171,16 +227,31 @@ def test_the_chart_lints_clean_with_bundle_values(bundle_values: dict[str, Any])
     assert report["errors"] in ([], None)
 
 
-def test_both_pods_are_probed_on_their_own_ip_and_no_servicemonitor_is_rendered_by_default(
-    bundle_values: dict[str, Any],
+@pytest.mark.parametrize(
+    ("layout", "pods"),
+    [
+        ("single", [("StatefulSet", "fleetbus-edge", 8081)]),
+        (
+            "split",
+            [
+                ("StatefulSet", "fleetbus-edge-connector", 8081),
+                ("Deployment", "fleetbus-edge-controller", 8082),
+            ],
+        ),
+    ],
+)
+def test_every_pod_is_probed_on_its_own_ip_and_no_servicemonitor_is_rendered_by_default(
+    bundle_values: dict[str, Any], layout: str, pods: list[tuple[str, str, int]]
 ) -> None:
-    documents = render(bundle_values)
+    documents = render({**bundle_values, "layout": layout})
 
-    for kind, suffix, port in (
-        ("StatefulSet", "-connector", 8081),
-        ("Deployment", "-controller", 8082),
-    ):
-        container = find(documents, kind, suffix)["spec"]["template"]["spec"]["containers"][0]
+    assert sorted(
+        (d["kind"], d["metadata"]["name"])
+        for d in documents
+        if d["kind"] in ("StatefulSet", "Deployment")
+    ) == sorted((kind, name) for kind, name, _ in pods)
+    for kind, name, port in pods:
+        container = find(documents, kind, name)["spec"]["template"]["spec"]["containers"][0]
         assert f"--health-addr=$(POD_IP):{port}" in container["args"]
         assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
         assert container["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"}]
@@ -190,11 +261,19 @@ def test_both_pods_are_probed_on_their_own_ip_and_no_servicemonitor_is_rendered_
     assert "ingress" not in find(documents, "NetworkPolicy")["spec"], "all ingress denied"
 
 
-def test_the_servicemonitor_scrapes_both_pods_metrics_through_in_cluster_services_when_enabled(
-    bundle_values: dict[str, Any],
+@pytest.mark.parametrize(
+    ("layout", "services"),
+    [
+        ("single", ["fleetbus-edge-metrics"]),
+        ("split", ["fleetbus-edge-connector-metrics", "fleetbus-edge-controller-metrics"]),
+    ],
+)
+def test_the_servicemonitor_scrapes_every_pods_metrics_through_in_cluster_services_when_enabled(
+    bundle_values: dict[str, Any], layout: str, services: list[str]
 ) -> None:
     values = {
         **bundle_values,
+        "layout": layout,
         "serviceMonitor": {
             "enabled": True,
             "labels": {"release": "prom"},
@@ -208,12 +287,9 @@ def test_the_servicemonitor_scrapes_both_pods_metrics_through_in_cluster_service
     assert monitor["spec"]["endpoints"] == [
         {"port": "health", "path": "/metrics", "interval": "30s"}
     ]
-    services = [d for d in documents if d["kind"] == "Service"]
-    assert sorted(s["metadata"]["name"] for s in services) == [
-        "fleetbus-edge-connector-metrics",
-        "fleetbus-edge-controller-metrics",
-    ]
-    for service in services:
+    rendered = [d for d in documents if d["kind"] == "Service"]
+    assert sorted(s["metadata"]["name"] for s in rendered) == services
+    for service in rendered:
         assert service["spec"]["clusterIP"] == "None"
         assert service["metadata"]["labels"]["fleetbus.io/metrics"] == "true"
     ingress = find(documents, "NetworkPolicy")["spec"]["ingress"]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from edge_connector.health import ConnectorProgress, HubLinkState, connector_readiness
+from edge_connector.health import (
+    ConnectorProgress,
+    HubLinkState,
+    companions_readiness,
+    connector_readiness,
+)
 from fleetbus.probes import health_address, prometheus_text
 
 LINKED = HubLinkState(connected=True, detail="hub:7422", mirror_last_seq=10)
@@ -74,3 +79,29 @@ def test_the_health_address_is_host_port_or_off() -> None:
     for bad in ("8081", "host:", "host:99999"):
         with pytest.raises(Exception, match="expected HOST:PORT or off"):
             health_address(bad)
+
+
+class FixedCompanion:
+    def __init__(self, name: str, healthy: bool, reason: str) -> None:
+        self._name = name
+        self._answer = (healthy, reason)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def health(self) -> tuple[bool, str]:
+        return self._answer
+
+
+def test_a_failing_companion_is_named_in_the_readiness_reason() -> None:
+    companions = [
+        FixedCompanion("controller", True, "watches synced"),
+        FixedCompanion("other", False, "failed (watch refused); starting again in 2.0s"),
+    ]
+    assert companions_readiness(companions) == (
+        False,
+        "other not ready: failed (watch refused); starting again in 2.0s",
+    )
+    assert companions_readiness(companions[:1]) == (True, "")
+    assert companions_readiness([]) == (True, "")

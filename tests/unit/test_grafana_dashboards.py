@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.exported_metrics import CONTROLLER_METRICS, edge_metrics, hub_metrics
+from tests.exported_metrics import (
+    COMPONENT_METRICS,
+    CONTROLLER_METRICS,
+    edge_metrics,
+    hub_metrics,
+)
 
 GRAFANA = Path(__file__).resolve().parents[2] / "ops" / "grafana"
 DASHBOARDS = sorted(GRAFANA.glob("*.json"))
@@ -46,7 +51,7 @@ def test_the_hub_and_edge_dashboards_are_shipped() -> None:
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_panel_queries_only_metrics_that_exist(path: Path) -> None:
     dashboard = json.loads(path.read_text())
-    exported = hub_metrics() | edge_metrics() | CONTROLLER_METRICS
+    exported = hub_metrics() | edge_metrics() | CONTROLLER_METRICS | COMPONENT_METRICS
     assert unknown_metrics(dashboard, exported) == {}
     uids = {panel["datasource"]["uid"] for panel in panels(dashboard)}
     assert uids == {"${datasource}"}, "every panel uses the dashboard's Prometheus variable"
@@ -61,7 +66,7 @@ def test_every_panel_queries_only_metrics_that_exist(path: Path) -> None:
 def test_the_edge_dashboard_draws_every_metric_of_the_connector_and_the_controller() -> None:
     dashboard = json.loads((GRAFANA / "fleetbus-edge.json").read_text())
     used = set().union(*used_metrics(dashboard).values())
-    assert (edge_metrics() | CONTROLLER_METRICS) - used == set()
+    assert (edge_metrics() | CONTROLLER_METRICS | COMPONENT_METRICS) - used == set()
 
 
 def test_the_hub_dashboard_draws_notification_delivery() -> None:

@@ -39,6 +39,21 @@ async def test_a_service_that_fails_is_started_again_until_a_run_returns() -> No
     assert runs == 4
 
 
+async def test_each_failure_is_told_with_its_error_and_the_pause_before_the_next_start() -> None:
+    failures: list[Exception] = [FleetbusError("refused"), RuntimeError("a bug")]
+    told: list[tuple[str, float]] = []
+
+    async def run() -> None:
+        if failures:
+            raise failures.pop(0)
+
+    async with asyncio.timeout(10):
+        await supervise(
+            "flaky", run, asyncio.Event(), QUICK, on_failure=lambda e, d: told.append((str(e), d))
+        )
+    assert told == [("refused", 0.001), ("a bug", 0.002)]
+
+
 async def test_stopping_the_supervisor_cancels_log_followers_and_lets_watchers_finish() -> None:
     supervisor = Supervisor()
     finished: list[str] = []

@@ -30,3 +30,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "fleetbus-edge.bundleSecret" -}}
 {{- .Values.tls.existingSecret | default (printf "%s-bundle" (include "fleetbus-edge.fullname" .)) -}}
 {{- end -}}
+
+{{/* The StatefulSet's component: "edge" (leaf, connector and controller in one pod, the
+default layout) or "connector" (the split layout, with the controller in its own Deployment). */}}
+{{- define "fleetbus-edge.edgeComponent" -}}
+{{- if eq .Values.layout "split" -}}connector{{- else -}}edge{{- end -}}
+{{- end -}}
+
+{{/* The StatefulSet's (and its ServiceAccount's) name: the release's own in the single layout,
+`<release>-connector` in the split layout. */}}
+{{- define "fleetbus-edge.edgeName" -}}
+{{- if eq .Values.layout "split" -}}
+{{- printf "%s-connector" (include "fleetbus-edge.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- include "fleetbus-edge.fullname" . -}}
+{{- end -}}
+{{- end -}}

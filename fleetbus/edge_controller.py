@@ -1,0 +1,231 @@
+"""The cluster controller as a component of the edge process.
+
+`fleetbus edge --kubeconfig` runs the connector and the cluster controller in one process: one
+interpreter, one asyncio loop and one HTTP client (connection pool, credentials, TLS) to the
+apiserver instead of two of each. They stay two components: the controller is imported from
+its own package and composed here, and its failures are handled apart from the connector's.
+
+A controller that fails (an apiserver answer it cannot take, such as a watch refused because
+its CRD was deleted, or a bug) never takes the connector with it and is never swallowed:
+
+* the failure is logged with its reason (a bug with its traceback, see `fleetbus.supervision`);
+* the connector learns of it at once through its companion port: the edge turns not ready,
+  naming the controller's failure, and sends an inventory digest right away, so the hub shows
+  `edge_ready: false` with that reason in `edge_health` (and `/readyz` answers 503 with it);
+* it is started again after the supervisor's backoff (0.5 s doubling up to 10 s), installing
+  its CRDs again first; once its watches are synced the edge is ready again and the hub told.
+
+The connector keeps its own watches of the Tasks and Steps it writes: a controller restart
+never blinds it, and what it holds is still applied once the controller is back.
+
+`fleetbus edge --without-controller` leaves the controller out, for the split layout where
+`fleetbus controller` runs in a pod of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cluster_controller.crds import install_crds
+from cluster_controller.errors import ControllerError
+from cluster_controller.health import ControllerHealth
+from cluster_controller.heartbeat import Heartbeat
+from cluster_controller.kube import Kube
+from cluster_controller.runtime import Controller, ControllerOptions
+from edge_connector.kube_executor import KubernetesExecutor
+from fleetbus.edge import ControllerSettings
+from fleetbus.errors import ComponentStopped
+from fleetbus.probes import fleetbus_version
+from fleetbus.supervision import RESTART_BACKOFF, Backoff, supervise
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "controller"
+
+Sample = tuple[str, str, str, float, dict[str, str]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ControllerComponent:
+    """The controller, supervised: run it with `run(stop)`; read it with `health()`."""
+
+    kube: Kube
+    namespace: str
+    settings: ControllerSettings
+    version: str
+    on_change: Callable[[], None] = lambda: None
+    """Called when the component fails and when it is ready again (the connector then tells
+    the hub at once)."""
+    backoff: Backoff = RESTART_BACKOFF
+    clock: Callable[[], datetime] = utc_now
+    restarts: int = 0
+    """Failures so far, each followed by a start again."""
+    last_error: str = ""
+    _current: ControllerHealth | None = field(default=None, repr=False)
+    _failed_until: float | None = field(default=None, repr=False)
+    """While failed: when (monotonic) it starts again."""
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return COMPONENT
+
+    @property
+    def controller(self) -> Controller | None:
+        """The running controller (a new one after each restart), if any."""
+        return self._current.controller if self._current is not None else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the controller until `stop` is set, starting it again after every failure."""
+        try:
+            await supervise(
+                f"{COMPONENT} component", self._run_once, stop, self.backoff, self._failed
+            )
+        finally:
+            self._stopped = True
+
+    async def _run_once(self) -> None:
+        self._current = None
+        if self.settings.manage_crds:
+            names = await install_crds(self.kube)
+            log.info("controller: CRDs established: %s", ", ".join(names))
+        controller = Controller(
+            self.kube,
+            ControllerOptions(
+                namespace=self.namespace,
+                workers=self.settings.workers,
+                resync_seconds=self.settings.resync_seconds,
+                instance=socket.gethostname(),
+            ),
+            clock=self.clock,
+        )
+        health = ControllerHealth(controller, self.version)
+        health.started.set()
+        self._current = health
+        # The same heartbeat Lease as a controller of its own renews: the connector reads the
+        # controller's health from it whichever layout runs, and tells the hub.
+        heartbeat = Heartbeat(
+            self.kube,
+            health,
+            namespace=self.namespace,
+            instance=socket.gethostname(),
+            elected=False,
+            clock=self.clock,
+            interval_s=self.settings.heartbeat_seconds,
+        )
+        beating = asyncio.create_task(heartbeat.run(), name="controller-heartbeat")
+        announcing = asyncio.create_task(self._announce(health.ready), name="controller-ready")
+        stop_reason = "asked to stop"
+        try:
+            await controller.run(health.ready)
+        except ExceptionGroup as group:
+            # The controller's loops run in a task group: say what failed, not that a group did.
+            # An apiserver answer it cannot take is a known failure (logged without traceback).
+            errors = _leaves(group)
+            known = [e for e in errors if isinstance(e, ControllerError)]
+            stop_reason = " ".join(str(known[0] if known else errors[0]).split())
+            if known and len(known) == len(errors):
+                raise known[0] from group
+            raise
+        except Exception as e:
+            stop_reason = " ".join(str(e).split()) or type(e).__name__
+            raise
+        else:
+            stop_reason = "the controller stopped by itself"
+        finally:
+            announcing.cancel()
+            beating.cancel()
+            await asyncio.gather(announcing, beating, return_exceptions=True)
+            # Its last word, before the connector tells the hub of the failure.
+            await heartbeat.stopped(stop_reason)
+        raise ComponentStopped("the controller stopped by itself")
+
+    async def _announce(self, ready: asyncio.Event) -> None:
+        await ready.wait()
+        recovered = self._failed_until is not None
+        self._failed_until = None
+        if recovered:
+            log.info("controller: reconciling again after %d restart(s)", self.restarts)
+            self.on_change()
+        else:
+            log.info("controller: reconciling in %s", self.namespace or "every namespace")
+
+    def _failed(self, error: Exception, delay: float) -> None:
+        self.restarts += 1
+        # One line: it is shown in /readyz and, through the inventory digest, by the hub.
+        self.last_error = " ".join(str(error).split()) or type(error).__name__
+        self._failed_until = time.monotonic() + delay
+        if self._current is not None:
+            self._current.stopped = f"failed: {self.last_error}"
+        self.on_change()
+
+    def health(self) -> tuple[bool, str]:
+        """Ready once its watches are synced; not while failed or (re)starting."""
+        if self._stopped:
+            return False, "stopped"
+        if self._failed_until is not None:
+            wait = max(0.0, self._failed_until - time.monotonic())
+            again = f"starting again in {wait:.1f}s" if wait > 0 else "starting again"
+            return False, f"failed ({self.last_error}); {again}, restart {self.restarts}"
+        if self._current is None:
+            return (
+                False,
+                "starting: installing the CRDs" if self.settings.manage_crds else "starting",
+            )
+        return self._current.readiness()
+
+    def samples(self) -> list[Sample]:
+        """The controller's own metrics (while one runs) and the component's."""
+        healthy, _ = self.health()
+        samples: list[Sample] = list(self._current.samples()) if self._current else []
+        samples += [
+            (
+                "fleetbus_edge_component_up",
+                "gauge",
+                "1 while the component runs and is ready.",
+                healthy,
+                {"component": COMPONENT},
+            ),
+            (
+                "fleetbus_edge_component_restarts_total",
+                "counter",
+                "Times the component failed and was started again.",
+                self.restarts,
+                {"component": COMPONENT},
+            ),
+        ]
+        return samples
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return found
+
+
+def executor_with_controller(
+    kubeconfig: Path, cluster: str, settings: ControllerSettings, *, namespace: str | None = None
+) -> tuple[KubernetesExecutor, ControllerComponent]:
+    """The Kubernetes executor and the controller over its HTTP client, reconciling in the
+    executor's namespace (where the connector writes Tasks and Steps: `namespace`, else the
+    kubeconfig context's, else fleetbus-system)."""
+    executor = KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster, namespace=namespace)
+    component = ControllerComponent(
+        kube=Kube.sharing(executor.http_client),
+        namespace=executor.namespace,
+        settings=settings,
+        version=fleetbus_version(),
+    )
+    return executor, component

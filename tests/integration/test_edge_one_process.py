@@ -1,0 +1,222 @@
+"""The edge as one process: connector and cluster controller side by side, failing apart.
+
+A real hub (nats-server with its edge services), the edge's real leaf nats-server, and a fresh
+real kube-apiserver of the test's own (the fault below deletes one of the fleetbus CRDs, which
+no other test should see). The connector and the controller run in this one asyncio loop over
+one HTTP client, as `fleetbus edge --kubeconfig` runs them. The controller is then broken by a
+real failure: the fleetbus Namespace CRD is deleted under it, so its watch of that kind is
+refused (404). It must be logged, reported to the hub through the edge's readiness in its
+inventory digest, and started again (reinstalling its CRDs), while the connector keeps running;
+afterwards a new taskset is applied as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster_controller.crds import install_crds
+from cluster_controller.kube import Kube
+from events.catalog import TaskApplied
+from events.inventory import EdgeStatus
+from fleetbus.edge import ControllerSettings, EdgeRuntime, EdgeState
+from fleetbus.edge_controller import executor_with_controller
+from taskset.model import Step, Taskset
+from tests.eventually import eventually, eventually_value
+from tests.integration.edge_harness import EdgeHub, cluster_task, edge_hub
+from tests.kube_envtest import (
+    KubeAPIError,
+    KubeAPIServer,
+    create_namespace,
+    running_kube_envtest,
+)
+
+pytestmark = pytest.mark.kube
+
+CLUSTER = "solo"
+NAMESPACE_CRD = (
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/fleetnamespaces.fleetbus.io"
+)
+
+
+@pytest.fixture
+def own_apiserver(tmp_path: Path) -> Iterator[KubeAPIServer]:
+    with running_kube_envtest(tmp_path / "apiserver") as api:
+        yield api
+
+
+def config_map_taskset(name: str, namespace: str) -> Taskset:
+    return Taskset(
+        name=name,
+        namespace=namespace,
+        install=[
+            Step(
+                object={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "data": {"taskset": name},
+                }
+            )
+        ],
+    )
+
+
+async def applied(hub: EdgeHub, taskset: str) -> bool:
+    return any(
+        isinstance(event, TaskApplied) and event.taskset == taskset
+        for _, event, _ in await hub.reports()
+    )
+
+
+async def edge_status(hub: EdgeHub) -> EdgeStatus | None:
+    return hub.services.antientropy.edge_status.get(CLUSTER)
+
+
+def exists(api: KubeAPIServer, path: str) -> bool:
+    with api.open("GET", path) as response:
+        return int(response.status) == 200
+
+
+async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarted(
+    tmp_path: Path, own_apiserver: KubeAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetbus")
+    namespace = "apps"
+    create_namespace(own_apiserver, namespace)
+    async with edge_hub(tmp_path) as hub:
+        bundle = await hub.register(CLUSTER, inventory_interval=30.0)
+        executor, controller = executor_with_controller(
+            own_apiserver.kubeconfig,
+            CLUSTER,
+            ControllerSettings(workers=2),
+            namespace="fleetbus-system",
+        )
+        create_namespace(own_apiserver, "fleetbus-system")
+        edge = await EdgeRuntime.leaf(bundle, EdgeState(tmp_path / "edge"), executor)
+        hub.edges.append(edge)
+        edge.attach_controller(controller)
+
+        await hub.write_desired(cluster_task(CLUSTER, config_map_taskset("first", namespace)))
+        await eventually(lambda: applied(hub, "first"), "the first taskset applied", 90)
+        await eventually_value(
+            lambda: edge_status(hub),
+            "the edge ready at the hub",
+            lambda s: s is not None and s.ready,
+            30,
+        )
+        # The leaf runs sized for an edge: a soft memory limit, bounded JetStream storage.
+        assert edge.server is not None
+        assert edge.server.process is not None
+        environ = await asyncio.to_thread(
+            Path(f"/proc/{edge.server.process.pid}/environ").read_bytes
+        )
+        assert b"GOMEMLIMIT=32MiB" in environ.split(b"\0")
+        config = await asyncio.to_thread(edge.server.config_path.read_text)
+        assert f"max_file_store: {2560 << 20}" in config
+        first_controller = controller.controller
+        assert controller.restarts == 0
+
+        # The fault: the Namespace CRD is deleted; the controller's watch of it is refused.
+        await asyncio.to_thread(own_apiserver.request, "DELETE", NAMESPACE_CRD)
+
+        # Reported, not swallowed: the hub hears of it at once (the inventory interval is
+        # 30 s: only the push on failure can deliver it within the wait), with the reason.
+        reported = await eventually_value(
+            lambda: edge_status(hub),
+            "the controller's failure reported to the hub",
+            lambda s: s is not None and not s.ready and "controller not ready: failed" in s.reason,
+            20,
+        )
+        assert reported is not None
+        assert "watch fleetnamespaces: 404 page not found (HTTP 404 NotFound)" in reported.reason
+        assert "\n" not in reported.reason
+        assert any(
+            "controller component failed" in r.getMessage() and r.levelno >= logging.ERROR
+            for r in caplog.records
+        ), "the failure is logged as an error"
+        assert (await edge.live())[0], "the connector keeps running while the controller is down"
+
+        # Restarted: a new controller installs its CRDs again, syncs, and the edge is ready.
+        await eventually(lambda: controller.health()[0], "the controller running again", 60)
+        assert controller.restarts >= 1
+        assert controller.controller is not first_controller
+        assert await asyncio.to_thread(exists, own_apiserver, NAMESPACE_CRD)
+        await eventually_value(
+            lambda: edge_status(hub),
+            "the edge ready again at the hub",
+            lambda s: s is not None and s.ready,
+            30,
+        )
+        metrics = await edge.metrics()
+        assert 'fleetbus_edge_component_up{component="controller"} 1' in metrics
+        restarts = 'fleetbus_edge_component_restarts_total{component="controller"}'
+        assert f"{restarts} {controller.restarts}" in metrics
+
+        # And it reconciles: a new taskset is applied through the restarted controller.
+        await hub.write_desired(cluster_task(CLUSTER, config_map_taskset("second", namespace)))
+        await eventually(lambda: applied(hub, "second"), "the second taskset applied", 90)
+        live: Any = await asyncio.to_thread(
+            own_apiserver.request, "GET", f"/api/v1/namespaces/{namespace}/configmaps/second"
+        )
+        assert live["data"] == {"taskset": "second"}
+
+
+async def test_while_the_controller_keeps_failing_the_connector_keeps_taking_desired_state(
+    tmp_path: Path, own_apiserver: KubeAPIServer
+) -> None:
+    """With `--skip-crds` the controller cannot repair its CRD itself: it fails, waits, fails
+    again (with growing pauses) until someone installs the CRD again. Meanwhile the connector
+    takes new desired state and writes its Task; once the CRD is back the controller runs
+    again and that taskset is applied."""
+    namespace = "apps"
+    create_namespace(own_apiserver, namespace)
+    create_namespace(own_apiserver, "fleetbus-system")
+    kube = Kube.connect(own_apiserver.kubeconfig)
+    try:
+        await install_crds(kube)
+        async with edge_hub(tmp_path) as hub:
+            bundle = await hub.register(CLUSTER, inventory_interval=30.0)
+            executor, controller = executor_with_controller(
+                own_apiserver.kubeconfig,
+                CLUSTER,
+                ControllerSettings(workers=2, manage_crds=False),
+                namespace="fleetbus-system",
+            )
+            edge = await EdgeRuntime.leaf(bundle, EdgeState(tmp_path / "edge"), executor)
+            hub.edges.append(edge)
+            edge.attach_controller(controller)
+            await eventually(lambda: controller.health()[0], "the controller running", 60)
+
+            await asyncio.to_thread(own_apiserver.request, "DELETE", NAMESPACE_CRD)
+            await eventually(
+                lambda: controller.restarts >= 2, "the controller failing again and again", 30
+            )
+            assert not controller.health()[0]
+            await hub.write_desired(cluster_task(CLUSTER, config_map_taskset("during", namespace)))
+            await eventually(
+                lambda: "during" in edge.connector.held, "the connector taking desired state", 30
+            )
+            await eventually(
+                lambda: _task_exists(own_apiserver, "during"), "the connector writing its Task", 30
+            )
+            assert not await applied(hub, "during"), "nothing reconciles it yet"
+
+            await install_crds(kube)
+            await eventually(lambda: controller.health()[0], "the controller running again", 60)
+            await eventually(lambda: applied(hub, "during"), "the taskset applied at last", 90)
+    finally:
+        await kube.close()
+
+
+async def _task_exists(api: KubeAPIServer, name: str) -> bool:
+    path = f"/apis/fleetbus.io/v1alpha1/namespaces/fleetbus-system/tasks/{name}"
+    try:
+        return await asyncio.to_thread(exists, api, path)
+    except KubeAPIError:
+        return False
