@@ -46,11 +46,13 @@ from api.routes import (
     keys,
     notifications,
     overrides,
+    projects,
     rollouts,
     sources,
     system,
     tasksets,
 )
+from api.tenancy import provide_tenant
 from events.tasks import cancel_and_wait
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
@@ -180,9 +182,13 @@ def create_app(hub: HubContext) -> Litestar:
             *sources.ROUTES,
             *keys.ROUTES,
             *charts.ROUTES,
+            *projects.ROUTES,
             dashboard,
         ],
-        dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},
+        dependencies={
+            "hub": Provide(provide_hub, sync_to_thread=False),
+            "tenant": Provide(provide_tenant),
+        },
         middleware=[
             DefineMiddleware(RequestLog, metrics=hub.metrics),
             DefineMiddleware(

@@ -15,6 +15,14 @@ Roles are ordered: a viewer reads; a publisher also publishes, retires and overr
 also manages clusters and tokens. Every route needs at least a viewer's token unless it opts out
 (`/healthz`, the OpenAPI document, the dashboard's static files).
 
+A token belongs to a project (`taskset.projects`) and holds its role there only; a token with
+no project is org-level and holds its role in every project (tokens made before projects
+existed are org-level). An org-level admin is the org admin: it creates projects and alone may
+use the hub-wide routes (keys, snapshots, notifications, source credentials, `/metrics`). Each
+request acts in one project: the `X-Fleetbus-Project` header (or `project` query parameter)
+names it, else the token's own project, else `default`; a project token naming another project
+is refused. Token names are unique per project.
+
 Browsers cannot put a header on an `EventSource`, so the live event stream also accepts a
 *stream ticket* in its query string: an HMAC-signed, one-minute credential naming the token it
 was issued for, useless for any other route and dead once the token is revoked.
@@ -41,6 +49,7 @@ from access.private_files import write_private
 from api.errors import Conflict, FieldProblem, Forbidden, InvalidRequest, NotFound, Unauthorized
 from taskset.errors import InvalidName
 from taskset.names import check_name
+from taskset.projects import DEFAULT_PROJECT, check_project_name
 
 TOKEN_PREFIX = "fbt_"
 ADMIN_TOKEN_NAME = "admin"
@@ -66,6 +75,8 @@ class TokenRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
     role: Role
+    project: str | None = None
+    """The project the token acts in; None for an org-level token (its role in every project)."""
     sha256: str
     created_at: datetime
     created_by: str = ""
@@ -92,19 +103,51 @@ class TokenFile(msgspec.Struct, kw_only=True):
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """The caller of a request, as its token says."""
+    """The caller of a request, as its token (or single sign-on identity) says."""
 
     token_id: str
     name: str
     role: Role
+    """The role it holds: in every project when org-level, else in `project`."""
+    project: str | None = None
+    """The one project a project token acts in; None: org-level (or per `grants`)."""
+    grants: dict[str, Role] = msgspec.field(default_factory=dict)
+    """Roles per project beyond `role` (single sign-on users, from their groups)."""
+    org_level: bool = True
+    """Whether `role` holds in every project (False for project tokens and SSO users
+    without an org group)."""
 
     @property
     def actor(self) -> str:
         """The `actor` of the events this caller causes."""
-        return f"user:{self.name}"
+        return f"user:{self.name}" if self.project is None else f"user:{self.project}--{self.name}"
 
-    def may(self, role: Role) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+    def role_in(self, project: str) -> Role | None:
+        """The role this caller holds in `project` (None: none at all)."""
+        held = [self.role] if self.org_level else []
+        if self.project == project:
+            held.append(self.role)
+        if project in self.grants:
+            held.append(self.grants[project])
+        return max(held, key=ROLE_RANK.__getitem__) if held else None
+
+    def may(self, role: Role, project: str = DEFAULT_PROJECT) -> bool:
+        held = self.role_in(project)
+        return held is not None and ROLE_RANK[held] >= ROLE_RANK[role]
+
+    @property
+    def is_org_admin(self) -> bool:
+        return self.org_level and self.role is Role.admin
+
+
+def token_principal(record: TokenRecord) -> Principal:
+    return Principal(
+        token_id=record.id,
+        name=record.name,
+        role=record.role,
+        project=record.project,
+        org_level=record.project is None,
+    )
 
 
 def token_digest(token: str) -> str:
@@ -136,8 +179,9 @@ class TokenStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_private(self.path, msgspec.json.encode(TokenFile(tokens=self._records)))
 
-    def list(self) -> list[TokenRecord]:
-        return list(self._records)
+    def list(self, project: str | None = None) -> list[TokenRecord]:
+        """Every token, or only the tokens of `project`."""
+        return [r for r in self._records if project is None or r.project == project]
 
     def create(
         self,
@@ -146,18 +190,29 @@ class TokenStore:
         name: str = "",
         created_by: str = "",
         lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
+        project: str | None = None,
         now: datetime,
     ) -> tuple[TokenRecord, str]:
-        """A new token: its record, and the token itself (shown once, never stored)."""
+        """A new token: its record, and the token itself (shown once, never stored).
+
+        `project` None makes an org-level token; names are unique per project."""
         _check_lifetime(lifetime)
+        if project is not None:
+            try:
+                check_project_name(project)
+            except InvalidName as e:
+                raise InvalidRequest(str(e), {"project": project}) from e
         token_id = secrets.token_hex(6)
         name = name or f"{role.value}-{token_id[:6]}"
         try:
             check_name("token", name)
         except InvalidName as e:
             raise InvalidRequest(str(e), {"name": name}) from e
-        if any(record.name == name for record in self._records):
-            raise Conflict(f"a token named {name!r} exists already; revoke it or pick another name")
+        if any(r.name == name and r.project == project for r in self._records):
+            where = f"in project {project}" if project else "at org level"
+            raise Conflict(
+                f"a token named {name!r} exists already {where}; revoke it or pick another name"
+            )
         token = _new_token(token_id)
         record = TokenRecord(
             id=token_id,
@@ -167,6 +222,7 @@ class TokenStore:
             created_at=now,
             created_by=created_by,
             expires_at=now + lifetime,
+            project=project,
         )
         self._records.append(record)
         self._save()
@@ -179,15 +235,17 @@ class TokenStore:
         now: datetime,
         grace: timedelta = DEFAULT_ROTATION_GRACE,
         lifetime: timedelta | None = None,
+        project: str | None = None,
     ) -> tuple[TokenRecord, str]:
-        """A new secret for a token; the old one stays valid for `grace`, then dies."""
+        """A new secret for a token (of `project` only, when given); the old one stays valid
+        for `grace`, then dies."""
         if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
             raise InvalidRequest(
                 f"grace must be from 0 to {int(MAX_ROTATION_GRACE.total_seconds())} seconds, "
                 f"got {grace.total_seconds():g}",
                 errors=[_problem("grace_seconds", "from 0 to 86400", grace.total_seconds())],
             )
-        record = self._find_by_id_or_name(id_or_name)
+        record = self._find_by_id_or_name(id_or_name, project)
         if lifetime is None:
             previous = (
                 record.expires_at - (record.rotated_at or record.created_at)
@@ -207,18 +265,28 @@ class TokenStore:
         )
         self._records[self._records.index(record)] = rotated
         self._save()
-        if rotated.name == ADMIN_TOKEN_NAME and self.admin_token_path is not None:
+        if _is_hub_admin(rotated) and self.admin_token_path is not None:
             write_private(self.admin_token_path, (token + "\n").encode())
         return rotated, token
 
-    def _find_by_id_or_name(self, id_or_name: str) -> TokenRecord:
-        for record in self._records:
-            if id_or_name in (record.id, record.name):
+    def _find_by_id_or_name(self, id_or_name: str, project: str | None = None) -> TokenRecord:
+        """The token with this id, else the one with this name (among `project`'s, if given)."""
+        candidates = self.list(project)
+        for record in candidates:
+            if record.id == id_or_name:
                 return record
+        named = [record for record in candidates if record.name == id_or_name]
+        if len(named) > 1:
+            where = ", ".join(sorted(r.project or "org level" for r in named))
+            raise Conflict(
+                f"{len(named)} tokens are named {id_or_name!r} ({where}); name it by its id"
+            )
+        if named:
+            return named[0]
         raise NotFound(f"no token with id or name {id_or_name!r}")
 
-    def revoke(self, id_or_name: str) -> TokenRecord:
-        record = self._find_by_id_or_name(id_or_name)
+    def revoke(self, id_or_name: str, project: str | None = None) -> TokenRecord:
+        record = self._find_by_id_or_name(id_or_name, project)
         self._records.remove(record)
         self._save()
         return record
@@ -238,7 +306,7 @@ class TokenStore:
             return None
         if not record.accepts(presented, now):
             return None
-        return Principal(token_id=record.id, name=record.name, role=record.role)
+        return token_principal(record)
 
     def expired_at(self, token: str, *, now: datetime) -> datetime | None:
         """When `token` expired, if it is a known token's current secret that has expired."""
@@ -264,9 +332,9 @@ class TokenStore:
             existing = ""
         if existing:
             principal = self.authenticate(existing, now=now)
-            if principal is not None and principal.role is Role.admin:
+            if principal is not None and principal.is_org_admin:
                 return existing
-        self._records = [r for r in self._records if r.name != ADMIN_TOKEN_NAME]
+        self._records = [r for r in self._records if not _is_hub_admin(r)]
         _, token = self.create(
             role=Role.admin,
             name=ADMIN_TOKEN_NAME,
@@ -276,6 +344,11 @@ class TokenStore:
         )
         write_private(path, (token + "\n").encode())
         return token
+
+
+def _is_hub_admin(record: TokenRecord) -> bool:
+    """The token `fleetbus up` keeps in `<data-dir>/admin.token`."""
+    return record.name == ADMIN_TOKEN_NAME and record.project is None
 
 
 def _new_token(token_id: str) -> str:
@@ -331,7 +404,7 @@ class StreamTickets:
         record = tokens.find(token_id)
         if record is None or (record.expires_at is not None and now >= record.expires_at):
             return None
-        return Principal(token_id=record.id, name=record.name, role=record.role)
+        return token_principal(record)
 
 
 def _b64(data: bytes) -> str:
@@ -397,21 +470,74 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         )
 
 
-def requires(role: Role) -> Any:
-    """A route guard letting through callers whose role is at least `role`."""
+PROJECT_HEADER = "X-Fleetbus-Project"
+"""Names the project a request acts in (browsers' event streams: the `project` query)."""
+PROJECT_STATE = "fleetbus_project"
+"""Where the guard leaves the project a request acts in, for `api.tenancy`."""
+ORG_ONLY = "org_only"
+"""Route `opt` key: the route is hub-wide, for org-level callers only."""
+
+
+def requested_project(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal) -> str:
+    """The project a request acts in: as named, else the caller's own, else `default`."""
+    named = connection.headers.get(PROJECT_HEADER) or connection.query_params.get("project")
+    if named:
+        try:
+            return check_project_name(named)
+        except InvalidName as e:
+            raise InvalidRequest(str(e), {"project": named}) from e
+    if principal.project is not None:
+        return principal.project
+    if not principal.org_level and len(principal.grants) == 1:
+        return next(iter(principal.grants))
+    if not principal.org_level and principal.grants:
+        raise InvalidRequest(
+            f"{principal.name!r} holds roles in several projects "
+            f"({', '.join(sorted(principal.grants))}); name one with the {PROJECT_HEADER} "
+            "header (`--project` on the CLI)"
+        )
+    return DEFAULT_PROJECT
+
+
+def requires(role: Role, *, org: bool = False) -> Any:
+    """A route guard letting through callers whose role in the request's project is at least
+    `role`; with `org`, only org-level callers (the route is hub-wide)."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.user
         if not isinstance(principal, Principal):
             raise Unauthorized("this needs a token")
-        if not principal.may(role):
+        if org:
+            if not principal.org_level:
+                raise Forbidden(
+                    f"this is a hub-wide route for org-level tokens; {principal.name!r} "
+                    "belongs to a project",
+                    {"required": f"org {role.value}", "role": principal.role.value},
+                )
+            if not principal.may(role, DEFAULT_PROJECT):
+                raise Forbidden(
+                    f"this needs the {role.value} role; token {principal.name!r} is a "
+                    f"{principal.role.value}",
+                    {"required": role.value, "role": principal.role.value},
+                )
+            return
+        project = requested_project(connection, principal)
+        held = principal.role_in(project)
+        if held is None:
             raise Forbidden(
-                f"this needs the {role.value} role; token {principal.name!r} is a "
-                f"{principal.role.value}",
-                {"required": role.value, "role": principal.role.value},
+                f"{principal.name!r} has no role in project {project}",
+                {"required": role.value, "project": project},
             )
+        if not principal.may(role, project):
+            where = "" if project == DEFAULT_PROJECT else f" in project {project}"
+            raise Forbidden(
+                f"this needs the {role.value} role{where}; token {principal.name!r} is a "
+                f"{held.value}",
+                {"required": role.value, "role": held.value},
+            )
+        connection.scope.setdefault("state", {})[PROJECT_STATE] = project
 
-    guard.__name__ = f"requires_{role.value}"
+    guard.__name__ = f"requires_{'org_' if org else ''}{role.value}"
     return guard
 
 

@@ -33,6 +33,7 @@ from notify.model import Filters, Sink, Subscription, SubscriptionStatus
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
 from registry.overrides import PreparedRenderer
+from registry.projects import ProjectRecord
 from sealing.keyring import Keyring
 from sources.credentials import CredentialStore
 from sources.fetch import FetchPolicy
@@ -159,6 +160,8 @@ class HubContext:
     """Checks standing sources; None where the hub runs no source service."""
     source_policy: FetchPolicy = field(default_factory=lambda: FetchPolicy(HostAllowList()))
     """Which hosts sources may be fetched from, and the limits on what they bring."""
+    projects: dict[str, ProjectRecord] = field(default_factory=dict)
+    """Projects known to exist (they are never removed), by name."""
 
     @property
     def source_credentials(self) -> CredentialStore:

@@ -19,6 +19,7 @@ import msgspec
 from events import subjects
 from taskset.blueprints import BlueprintEntry
 from taskset.capabilities import ClusterCapabilities
+from taskset.projects import ProjectQuotas
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -423,6 +424,34 @@ class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired", frozen=True, kw_only
         return self.cluster
 
 
+# --- project aggregate ------------------------------------------------------------------------
+
+
+class ProjectCreated(Event, tag="ProjectCreated", frozen=True, kw_only=True):
+    """A project (tenant) was created. The `default` project exists without one."""
+
+    aggregate: ClassVar[str] = "project"
+    project: str
+    description: str = ""
+    quotas: ProjectQuotas = msgspec.field(default_factory=ProjectQuotas)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.project
+
+
+class ProjectQuotasSet(Event, tag="ProjectQuotasSet", frozen=True, kw_only=True):
+    """A project's quotas changed; they bind what is created from now on."""
+
+    aggregate: ClassVar[str] = "project"
+    project: str
+    quotas: ProjectQuotas
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.project
+
+
 # --- keys aggregate ---------------------------------------------------------------------------
 
 KEYS_AGGREGATE_ID = "hub"
@@ -645,6 +674,8 @@ HubEvent = (
     | SourceFailed
     | KeysRotated
     | DataKeysShredded
+    | ProjectCreated
+    | ProjectQuotasSet
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -680,6 +711,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SourceFailed,
         KeysRotated,
         DataKeysShredded,
+        ProjectCreated,
+        ProjectQuotasSet,
         TaskApplied,
         TaskFailed,
         DriftDetected,

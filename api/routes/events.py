@@ -7,6 +7,7 @@ the end), so paging never skips nor repeats an event even while the log grows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,8 @@ from api.event_records import EventRecord, StreamName, concerns, event_record
 from api.log_readers import closing
 from api.read_cache import json_response
 from api.sse import Cursor, LiveFilter, live_messages
-from taskset.names import check_name
+from api.tenancy import Tenant
+from events.catalog import Event
 
 MAX_PAGE = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,11 +47,14 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _names(cluster: str | None, taskset: str | None) -> None:
-    if cluster is not None:
-        check_name("cluster", cluster)
-    if taskset is not None:
-        check_name("taskset", taskset)
+def _names(
+    tenant: Tenant, cluster: str | None, taskset: str | None
+) -> tuple[str | None, str | None]:
+    """The full names of the `cluster` and `taskset` filters in the request's project."""
+    return (
+        tenant.full("cluster", cluster) if cluster is not None else None,
+        tenant.full("taskset", taskset) if taskset is not None else None,
+    )
 
 
 @get(
@@ -66,6 +71,7 @@ def _names(cluster: str | None, taskset: str | None) -> None:
 async def replay_events(
     request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     stream: FromQuery[StreamName] = "events",
     from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
     since: FromQuery[datetime | None] = None,
@@ -74,7 +80,7 @@ async def replay_events(
     taskset: FromQuery[str | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response[bytes]:
-    _names(cluster, taskset)
+    cluster, taskset = _names(tenant, cluster, taskset)
     since, until = as_utc(since), as_utc(until)
     if since is not None and since <= EPOCH:
         since = None  # nothing is older than the log: read from its start
@@ -85,11 +91,11 @@ async def replay_events(
 
     async def build() -> bytes:
         page = await read_page(
-            hub, stream, last_seq, from_seq, since, until, cluster, taskset, limit
+            hub, stream, last_seq, from_seq, since, until, cluster, taskset, limit, tenant.sees
         )
         return msgspec.json.encode(page)
 
-    key = ("events", stream, from_seq, since, until, cluster, taskset, limit)
+    key = ("events", stream, from_seq, since, until, cluster, taskset, limit, tenant.view)
     return json_response(request, await hub.reads.answer(key, last_seq, build))
 
 
@@ -103,6 +109,7 @@ async def read_page(
     cluster: str | None,
     taskset: str | None,
     limit: int,
+    visible: Callable[[Event], bool],
 ) -> EventPage:
     """The page of at most `limit` matching events from `from_seq` (or `since`)."""
     store = hub.store if stream == "events" else hub.reports
@@ -118,6 +125,8 @@ async def read_page(
     ) as stored_events:
         async for stored in stored_events:
             if since is not None and stored.stored_at < since:
+                continue
+            if not visible(stored.event):
                 continue
             if not concerns(stored.event, cluster=cluster, taskset=taskset):
                 continue
@@ -135,21 +144,24 @@ async def read_page(
     summary="Follow the event log live (Server-Sent Events)",
     description="Each message is one event record as JSON; its id is a cursor over both "
     "streams that `Last-Event-ID` resumes from. Without a cursor or `from_seq` only new "
-    "events are sent. Browsers authenticate with `ticket` (POST /api/v1/stream-tickets).",
+    "events are sent. Browsers authenticate with `ticket` (POST /api/v1/stream-tickets) and "
+    "name the project with `project`.",
     tags=["events"],
     media_type="text/event-stream",
 )
 async def stream_events(
     hub: Hub,
+    tenant: Tenant,
     streams: FromQuery[Literal["all", "events", "reports"]] = "all",
     from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
     reports_from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
     cluster: FromQuery[str | None] = None,
     taskset: FromQuery[str | None] = None,
     ticket: FromQuery[str | None] = None,
+    project: FromQuery[str | None] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
-    _names(cluster, taskset)
+    cluster, taskset = _names(tenant, cluster, taskset)
     cursor = Cursor.parse(last_event_id) if last_event_id else None
     if last_event_id and cursor is None:
         raise InvalidRequest(
@@ -169,7 +181,7 @@ async def stream_events(
         live_messages(
             {"events": hub.store, "reports": hub.reports},
             cursor,
-            LiveFilter(streams=selected, cluster=cluster, taskset=taskset),
+            LiveFilter(streams=selected, cluster=cluster, taskset=taskset, visible=tenant.sees),
             stop=hub.shutdown,
             heartbeat_s=hub.sse_heartbeat_s,
             metrics=hub.metrics,

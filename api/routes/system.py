@@ -43,7 +43,7 @@ async def healthz(hub: Hub) -> Response[Health]:
 
 @get(
     "/metrics",
-    guards=[requires(Role.viewer)],
+    guards=[requires(Role.viewer, org=True)],
     tags=["system"],
     summary="Prometheus metrics (text exposition format)",
     media_type=CONTENT_TYPE,
@@ -56,7 +56,7 @@ async def metrics(hub: Hub) -> Response[bytes]:
 
 @get(
     "/api/v1/snapshots",
-    guards=[requires(Role.viewer)],
+    guards=[requires(Role.viewer, org=True)],
     tags=["system"],
     summary="Snapshots of the scheduler's fold, newest first",
     description="Each covers EVENTS up to `eventsSequence` (stored at `eventsTime`) and "
@@ -70,7 +70,7 @@ async def list_snapshots(hub: Hub) -> dict[str, Any]:
 
 @post(
     "/api/v1/snapshots",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["system"],
     summary="Take a snapshot of the log now",
     description="Folds the log from the newest snapshot on and stores a new one; answers with "

@@ -1,0 +1,135 @@
+"""`/api/v1/projects`: the hub's tenants, their quotas and what they use.
+
+Org admins create projects and set quotas. A caller sees the projects it holds a role in (an
+org-level caller sees them all), never the names of the others.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, get, post, put
+from litestar.params import JSONBody, PathParameter
+
+from api.auth import Principal, Role, principal_of, requires
+from api.context import Hub
+from api.errors import NotFound
+from api.tenancy import ProjectUsage, project_usage
+from registry.errors import ProjectNotFound
+from registry.projects import (
+    MAX_DESCRIPTION,
+    ProjectRecord,
+    create_project,
+    existing_project,
+    list_projects,
+    set_project_quotas,
+)
+from taskset.projects import ProjectQuotas
+
+NameParam = Annotated[str, PathParameter(max_length=63)]
+
+
+class NewProject(msgspec.Struct, frozen=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(max_length=63)]
+    description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)] = ""
+    quotas: ProjectQuotas = msgspec.field(default_factory=ProjectQuotas)
+
+
+class ProjectView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str
+    quotas: ProjectQuotas
+    created_at: datetime | None = None
+    created_by: str = ""
+    usage: ProjectUsage | None = None
+    """What it holds now (in the answer about one project)."""
+
+
+def project_view(record: ProjectRecord, usage: ProjectUsage | None = None) -> ProjectView:
+    return ProjectView(
+        name=record.name,
+        description=record.description,
+        quotas=record.quotas,
+        created_at=record.created_at,
+        created_by=record.created_by,
+        usage=usage,
+    )
+
+
+def visible(principal: Principal, project: str) -> bool:
+    return principal.role_in(project) is not None
+
+
+@post(
+    "/api/v1/projects",
+    guards=[requires(Role.admin, org=True)],
+    tags=["projects"],
+    summary="Create a project (org admins)",
+    status_code=201,
+)
+async def create(
+    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[NewProject]
+) -> ProjectView:
+    record = await create_project(
+        hub.store,
+        data.name,
+        description=data.description,
+        quotas=data.quotas,
+        actor=principal_of(request).actor,
+        now=datetime.now(UTC),
+    )
+    hub.projects[record.name] = record
+    return project_view(record)
+
+
+@get(
+    "/api/v1/projects",
+    guards=[requires(Role.viewer)],
+    tags=["projects"],
+    summary="The projects the caller holds a role in (every project for org-level callers)",
+)
+async def list_(request: Request[Any, Any, Any], hub: Hub) -> list[ProjectView]:
+    principal = principal_of(request)
+    return [
+        project_view(record)
+        for record in await list_projects(hub.store)
+        if visible(principal, record.name)
+    ]
+
+
+@get(
+    "/api/v1/projects/{name:str}",
+    guards=[requires(Role.viewer)],
+    tags=["projects"],
+    summary="One project: its quotas and what it uses of them",
+)
+async def show(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> ProjectView:
+    principal = principal_of(request)
+    if not visible(principal, name):
+        raise NotFound(f"no project named {name}")
+    try:
+        record = await existing_project(hub.store, name)
+    except ProjectNotFound as e:
+        raise NotFound(str(e)) from e
+    return project_view(record, await project_usage(hub, name))
+
+
+@put(
+    "/api/v1/projects/{name:str}/quotas",
+    guards=[requires(Role.admin, org=True)],
+    tags=["projects"],
+    summary="Set a project's quotas (org admins); 0 means no limit",
+)
+async def set_quotas(
+    request: Request[Any, Any, Any], hub: Hub, name: NameParam, data: JSONBody[ProjectQuotas]
+) -> ProjectView:
+    record = await set_project_quotas(
+        hub.store, name, data, actor=principal_of(request).actor, now=datetime.now(UTC)
+    )
+    hub.projects[record.name] = record
+    return project_view(record, await project_usage(hub, name))
+
+
+ROUTES = [create, list_, show, set_quotas]
