@@ -196,6 +196,7 @@ def create_app(hub: HubContext) -> Litestar:
                 tokens=hub.tokens,
                 tickets=hub.tickets,
                 exclude=[f"^{OPENAPI_PATH}"],
+                sso=lambda: hub.sso,
             ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -34,10 +34,11 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from litestar.connection import ASGIConnection
@@ -424,6 +425,14 @@ ACCEPTS_TICKET = "accepts_stream_ticket"
 """Route `opt` key: the route also accepts a `ticket` query parameter."""
 
 
+class SingleSignOn(Protocol):
+    """Verifies bearer JWTs of an identity provider (`api.oidc.OidcVerifier`)."""
+
+    async def authenticate(self, token: str) -> Principal:
+        """The caller a JWT stands for; raises `Unauthorized` or `Forbidden` saying why not."""
+        ...
+
+
 class TokenAuthentication(AbstractAuthenticationMiddleware):
     """Resolves the caller of every request that is not marked public; 401 when it cannot."""
 
@@ -434,10 +443,13 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         tokens: TokenStore,
         tickets: StreamTickets,
         exclude: list[str] | None = None,
+        sso: Callable[[], SingleSignOn | None] = lambda: None,
     ) -> None:
         super().__init__(app, exclude=exclude, exclude_from_auth_key=PUBLIC)
         self.tokens = tokens
         self.tickets = tickets
+        self.sso = sso
+        """The hub's single sign-on, looked up per request (it may be configured later)."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -445,6 +457,10 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if header and scheme.lower() == "bearer" and credential.strip():
+            sso = self.sso()
+            if sso is not None and _looks_like_jwt(credential.strip()):
+                jwt_principal = await sso.authenticate(credential.strip())
+                return AuthenticationResult(user=jwt_principal, auth=credential)
             now = datetime.now(UTC)
             principal = self.tokens.authenticate(credential.strip(), now=now)
             if principal is None:
@@ -497,6 +513,10 @@ def requested_project(connection: ASGIConnection[Any, Any, Any, Any], principal:
             "header (`--project` on the CLI)"
         )
     return DEFAULT_PROJECT
+
+
+def _looks_like_jwt(credential: str) -> bool:
+    return credential.count(".") == 2 and not credential.startswith(TOKEN_PREFIX)
 
 
 def requires(role: Role, *, org: bool = False) -> Any:

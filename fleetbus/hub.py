@@ -24,6 +24,7 @@ from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
+from api.oidc import OidcConfig, OidcVerifier
 from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import hub_streams
@@ -94,6 +95,8 @@ class HubOptions:
     source_hosts: tuple[str, ...] = ()
     """Hosts (`host` or `host:port`) the hub may fetch sources from; none: no remote sources."""
     source_timeout_s: float = 120.0
+    oidc: OidcConfig | None = None
+    """Single sign-on: bearer JWTs of this OIDC issuer are accepted beside fleetbus tokens."""
 
 
 def hub_config_text(
@@ -298,6 +301,8 @@ async def run_hub(options: HubOptions) -> None:
         )
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.read_generation = lambda: projector.generation
+        if options.oidc is not None:
+            api_context.sso = OidcVerifier(options.oidc)
         api_context.notifications = start_notifications(store, data, supervisor)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
