@@ -29,12 +29,24 @@ from litestar.di import NamedDependency
 from api.auth import PROJECT_STATE, Principal, principal_of
 from api.context import Hub, HubContext
 from api.errors import InvalidRequest, NotFound
-from events.catalog import Event, ProjectCreated, ProjectQuotasSet, TasksetPublished
+from events.catalog import (
+    Event,
+    ProjectCreated,
+    ProjectQuotasSet,
+    ProjectSharesSet,
+    TasksetPublished,
+)
 from projector import queries
 from projector.errors import ProjectionMissing
 from registry.clusters import list_clusters
 from registry.errors import ProjectNotFound
-from registry.projects import ProjectRecord, check_quota, existing_project, load_project
+from registry.projects import (
+    ProjectRecord,
+    check_quota,
+    existing_project,
+    list_projects,
+    load_project,
+)
 from taskset.errors import InvalidName
 from taskset.names import check_name
 from taskset.projects import DEFAULT_PROJECT, SEPARATOR, full_name, project_of
@@ -43,6 +55,8 @@ NAME_FIELDS = ("cluster", "taskset", "blueprint", "source")
 """Event fields holding the full name of one object."""
 NAME_LIST_FIELDS = ("clusters", "failed", "tasksets", "depends_on", "dependencies", "removed")
 """Event fields holding full names of several objects."""
+CLUSTER_LIST_FIELDS = ("clusters", "failed")
+ProjectEvent = ProjectCreated | ProjectQuotasSet | ProjectSharesSet
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,8 @@ class TenantScope:
 
     principal: Principal
     project: ProjectRecord
+    shared: frozenset[str] = frozenset()
+    """Full names of the tasksets and blueprints other projects share read-only."""
 
     @property
     def name(self) -> str:
@@ -78,6 +94,15 @@ class TenantScope:
     def owns(self, name: str) -> bool:
         return self.whole_hub or project_of(name) == self.name
 
+    def readable(self, what: str, name: str) -> str:
+        """`own`, or the full name of a taskset or blueprint another project shares."""
+        if name in self.shared and not self.owns(name):
+            return name
+        return self.own(what, name)
+
+    def owns_or_shared(self, name: str) -> bool:
+        return self.owns(name) or name in self.shared
+
     def own(self, what: str, name: str) -> str:
         """`full`, for a name that must already be this project's (else 404, as if unknown)."""
         full = self.full(what, name)
@@ -87,23 +112,42 @@ class TenantScope:
 
     def sees(self, event: Event) -> bool:
         """Whether this request may see `event`."""
-        return self.whole_hub or event_projects(event) == {self.name}
+        if self.whole_hub:
+            return True
+        clusters, others = event_names(event)
+        if not clusters and not others:
+            return isinstance(event, ProjectEvent) and event.project == self.name
+        # Another project's shared taskset shows only in events about this project's own
+        # objects (its placements here), never in its owner's (which name the owner's clusters).
+        return (
+            all(self.owns(n) for n in clusters)
+            and all(self.owns_or_shared(n) for n in others)
+            and any(self.owns(n) for n in (*clusters, *others))
+        )
+
+
+def event_names(event: Event) -> tuple[list[str], list[str]]:
+    """The full names an event holds: (clusters, everything else)."""
+    clusters: list[str] = []
+    others: list[str] = []
+    for field in NAME_FIELDS:
+        value = getattr(event, field, None)
+        if isinstance(value, str) and value:
+            (clusters if field == "cluster" else others).append(value)
+    for field in NAME_LIST_FIELDS:
+        value = getattr(event, field, None)
+        if isinstance(value, list):
+            names = [item for item in value if isinstance(item, str)]
+            (clusters if field in CLUSTER_LIST_FIELDS else others).extend(names)
+    return clusters, others
 
 
 def event_projects(event: Event) -> set[str]:
     """The projects of the objects `event` names (empty: a hub-wide event)."""
-    if isinstance(event, ProjectCreated | ProjectQuotasSet):
+    if isinstance(event, ProjectEvent):
         return {event.project}
-    names: list[str] = []
-    for field in NAME_FIELDS:
-        value = getattr(event, field, None)
-        if isinstance(value, str) and value:
-            names.append(value)
-    for field in NAME_LIST_FIELDS:
-        value = getattr(event, field, None)
-        if isinstance(value, list):
-            names.extend(item for item in value if isinstance(item, str))
-    return {project_of(name) for name in names}
+    clusters, others = event_names(event)
+    return {project_of(name) for name in (*clusters, *others)}
 
 
 async def provide_tenant(request: Request[Any, Any, Any], hub: Hub) -> TenantScope:
@@ -117,7 +161,14 @@ async def provide_tenant(request: Request[Any, Any, Any], hub: Hub) -> TenantSco
         except ProjectNotFound as e:
             raise NotFound(str(e), {"project": project}) from e
         hub.projects[project] = record
-    return TenantScope(principal=principal, project=record)
+    if hub.shared is None:
+        hub.shared = shared_names(await list_projects(hub.store))
+    return TenantScope(principal=principal, project=record, shared=hub.shared)
+
+
+def shared_names(projects: list[ProjectRecord]) -> frozenset[str]:
+    """Every taskset and blueprint some project shares."""
+    return frozenset(name for p in projects for name in (*p.shared_tasksets, *p.shared_blueprints))
 
 
 Tenant: TypeAlias = NamedDependency[TenantScope]

@@ -452,6 +452,20 @@ class ProjectQuotasSet(Event, tag="ProjectQuotasSet", frozen=True, kw_only=True)
         return self.project
 
 
+class ProjectSharesSet(Event, tag="ProjectSharesSet", frozen=True, kw_only=True):
+    """What a project shares with every other project, read-only (full names): other projects
+    see these tasksets and blueprints and may build their blueprints on them."""
+
+    aggregate: ClassVar[str] = "project"
+    project: str
+    tasksets: list[str] = msgspec.field(default_factory=list)
+    blueprints: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.project
+
+
 # --- keys aggregate ---------------------------------------------------------------------------
 
 KEYS_AGGREGATE_ID = "hub"
@@ -676,6 +690,7 @@ HubEvent = (
     | DataKeysShredded
     | ProjectCreated
     | ProjectQuotasSet
+    | ProjectSharesSet
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -713,6 +728,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DataKeysShredded,
         ProjectCreated,
         ProjectQuotasSet,
+        ProjectSharesSet,
         TaskApplied,
         TaskFailed,
         DriftDetected,

@@ -17,13 +17,13 @@ from datetime import datetime
 
 import msgspec
 
-from events.catalog import Event, ProjectCreated, ProjectQuotasSet
+from events.catalog import Event, ProjectCreated, ProjectQuotasSet, ProjectSharesSet
 from events.ids import new_event_id
 from events.store import EventStore
 from events.subjects import EVENTS_PREFIX, event_subject
 from registry.errors import InvalidCommand, ProjectExists, ProjectNotFound, QuotaExceeded
 from taskset.errors import InvalidName
-from taskset.projects import DEFAULT_PROJECT, ProjectQuotas, check_project_name
+from taskset.projects import DEFAULT_PROJECT, ProjectQuotas, check_project_name, project_of
 
 PROJECT_AGGREGATE = "project"
 MAX_DESCRIPTION = 200
@@ -36,6 +36,9 @@ class ProjectRecord(msgspec.Struct, frozen=True, kw_only=True):
     quotas: ProjectQuotas = msgspec.field(default_factory=ProjectQuotas)
     created_at: datetime | None = None
     created_by: str = ""
+    shared_tasksets: list[str] = msgspec.field(default_factory=list)
+    """Full names of the tasksets it shares read-only with every other project."""
+    shared_blueprints: list[str] = msgspec.field(default_factory=list)
 
 
 DEFAULT_RECORD = ProjectRecord(
@@ -56,6 +59,12 @@ def evolve_project(record: ProjectRecord, event: Event) -> ProjectRecord:
             )
         case ProjectQuotasSet():
             return msgspec.structs.replace(record, quotas=event.quotas)
+        case ProjectSharesSet():
+            return msgspec.structs.replace(
+                record,
+                shared_tasksets=list(event.tasksets),
+                shared_blueprints=list(event.blueprints),
+            )
     return record
 
 
@@ -118,6 +127,35 @@ def decide_quotas(
     ]
 
 
+def decide_shares(
+    record: ProjectRecord,
+    tasksets: Iterable[str],
+    blueprints: Iterable[str],
+    *,
+    actor: str,
+    now: datetime,
+) -> list[Event]:
+    """Share exactly these (full names of the project's own) tasksets and blueprints."""
+    if not record.exists:
+        raise ProjectNotFound(f"no project named {record.name}")
+    wanted_tasksets, wanted_blueprints = sorted(set(tasksets)), sorted(set(blueprints))
+    for name in (*wanted_tasksets, *wanted_blueprints):
+        if project_of(name) != record.name:
+            raise InvalidCommand(
+                f"project {record.name} can share only its own objects, not {name}"
+            )
+    if (wanted_tasksets, wanted_blueprints) == (record.shared_tasksets, record.shared_blueprints):
+        return []
+    return [
+        ProjectSharesSet(
+            **_envelope(now, actor),  # type: ignore[arg-type]
+            project=record.name,
+            tasksets=wanted_tasksets,
+            blueprints=wanted_blueprints,
+        )
+    ]
+
+
 def check_quota(project: ProjectRecord, quota: str, used: int, adding: int = 1) -> None:
     """Refuse (`QuotaExceeded`) when `used + adding` would pass the project's `quota`."""
     limit = int(getattr(project.quotas, quota))
@@ -134,15 +172,14 @@ def project_subject(name: str) -> str:
 
 async def load_project(store: EventStore, name: str) -> tuple[ProjectRecord, int]:
     """The project as its own events say, and the sequence to expect when appending."""
-    if name == DEFAULT_PROJECT:
-        return DEFAULT_RECORD, 0
-    try:
-        check_project_name(name)
-    except InvalidName as e:
-        raise InvalidCommand(str(e)) from e
+    if name != DEFAULT_PROJECT:
+        try:
+            check_project_name(name)
+        except InvalidName as e:
+            raise InvalidCommand(str(e)) from e
     subject = project_subject(name)
     expected = await store.subject_version(subject)
-    record = ProjectRecord(name=name)
+    record = _unborn(name)
     if expected:
         async for stored in store.read(subject=subject):
             if stored.seq <= expected:
@@ -186,16 +223,36 @@ async def set_project_quotas(
     return _folded(record, events)
 
 
+async def set_project_shares(
+    store: EventStore,
+    name: str,
+    tasksets: Iterable[str],
+    blueprints: Iterable[str],
+    *,
+    actor: str,
+    now: datetime,
+) -> ProjectRecord:
+    record, expected = await load_project(store, name)
+    events = decide_shares(record, tasksets, blueprints, actor=actor, now=now)
+    if events:
+        await store.append(events, expected=expected)
+    return _folded(record, events)
+
+
 async def list_projects(store: EventStore) -> list[ProjectRecord]:
     """Every project, `default` first, then by name."""
     records: dict[str, ProjectRecord] = {}
     async for stored in store.read(subject=f"{EVENTS_PREFIX}.{PROJECT_AGGREGATE}.>"):
         name = getattr(stored.event, "project", None)
         if isinstance(name, str):
-            records[name] = evolve_project(
-                records.get(name, ProjectRecord(name=name)), stored.event
-            )
-    return [DEFAULT_RECORD, *(r for _, r in sorted(records.items()) if r.exists)]
+            records[name] = evolve_project(records.get(name, _unborn(name)), stored.event)
+    default = records.pop(DEFAULT_PROJECT, DEFAULT_RECORD)
+    return [default, *(r for _, r in sorted(records.items()) if r.exists)]
+
+
+def _unborn(name: str) -> ProjectRecord:
+    """A project before its first event (`default` exists without one)."""
+    return DEFAULT_RECORD if name == DEFAULT_PROJECT else ProjectRecord(name=name)
 
 
 def _folded(record: ProjectRecord, events: Iterable[Event]) -> ProjectRecord:

@@ -134,12 +134,12 @@ def in_project(tenant: Tenant, spec: BlueprintSpec) -> BlueprintSpec:
     """`spec` with every name it holds (its own, its base's, its entries') full in the project."""
 
     def taskset(name: str) -> str:
-        return tenant.full("taskset", name)
+        return tenant.readable("taskset", name)
 
     return msgspec.structs.replace(
         spec,
         name=tenant.full("blueprint", spec.name),
-        base=tenant.full("blueprint", spec.base) if spec.base else "",
+        base=tenant.readable("blueprint", spec.base) if spec.base else "",
         remove=[taskset(name) for name in spec.remove],
         entries=[
             msgspec.structs.replace(
@@ -186,9 +186,17 @@ async def list_(hub: Hub, tenant: Tenant) -> list[BlueprintView]:
         rows = await read_versions(db)
     latest: dict[str, BlueprintVersionRow] = {}
     for row in rows:
-        if tenant.owns(row.blueprint):
+        if tenant.owns_or_shared(row.blueprint):
             latest[row.blueprint] = row
-    return [view_of(row, row.version) for row in latest.values()]
+    return [
+        view_of(row, row.version) if tenant.owns(name) else shared_view(row)
+        for name, row in latest.items()
+    ]
+
+
+def shared_view(row: BlueprintVersionRow) -> BlueprintView:
+    """Another project's shared blueprint: what it holds, not who published it."""
+    return msgspec.structs.replace(view_of(row, row.version), published_by="")
 
 
 async def _versions(hub: Hub, name: str) -> dict[int, BlueprintVersionRow]:
@@ -215,9 +223,10 @@ def _version(versions: dict[int, BlueprintVersionRow], name: str, version: int) 
 async def show(
     hub: Hub, tenant: Tenant, name: NameParam, version: Annotated[int, QueryParameter(ge=0)] = 0
 ) -> BlueprintView:
-    name = tenant.own("blueprint", name)
+    name = tenant.readable("blueprint", name)
     versions = await _versions(hub, name)
-    return view_of(versions[_version(versions, name, version)], max(versions))
+    view = view_of(versions[_version(versions, name, version)], max(versions))
+    return view if tenant.owns(name) else msgspec.structs.replace(view, published_by="")
 
 
 @get(
@@ -233,7 +242,7 @@ async def diff(
     from_version: Annotated[int, QueryParameter(name="from", ge=0)] = 0,
     to_version: Annotated[int, QueryParameter(name="to", ge=0)] = 0,
 ) -> BlueprintDiff:
-    name = tenant.own("blueprint", name)
+    name = tenant.readable("blueprint", name)
     history, _ = await load_blueprint(hub.store, name)
     if not history.versions:
         raise NotFound(f"blueprint {name} has never been published")

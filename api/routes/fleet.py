@@ -87,6 +87,8 @@ class TasksetView(msgspec.Struct, frozen=True, kw_only=True):
     provenance: dict[str, Any] | None = None
     """Where the latest version was fetched from, for a remote source: kind, URL, chart and
     version, digest or commit."""
+    shared: bool = False
+    """Another project's, shared read-only with this one (placement and rollout not shown)."""
 
 
 class FleetStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -302,9 +304,17 @@ async def list_tasksets(hub: Hub, tenant: Tenant) -> list[TasksetView]:
         rollouts = {row.taskset: row for row in await queries.rollouts(db)}
         return [
             taskset_view(row, rollouts.get(row.name))
-            for row in await queries.tasksets(db)
             if tenant.owns(row.name)
+            else as_shared(taskset_view(row, None))
+            for row in await queries.tasksets(db)
+            if tenant.owns_or_shared(row.name)
         ]
+
+
+def as_shared(view: TasksetView) -> TasksetView:
+    """Another project's shared taskset as this one sees it: its content and versions, not
+    where its owner places it nor how its owner's rollout goes."""
+    return msgspec.structs.replace(view, placement={}, rollout=None, shared=True)
 
 
 @get(
@@ -314,7 +324,9 @@ async def list_tasksets(hub: Hub, tenant: Tenant) -> list[TasksetView]:
     summary="One taskset: versions, rollout waves and where each cluster stands",
 )
 async def taskset_detail(hub: Hub, tenant: Tenant, name: NameParam) -> TasksetDetail:
-    shown, name = name, tenant.own("taskset", name)
+    shown, name = name, tenant.readable("taskset", name)
+    if not tenant.owns(name):
+        return await shared_taskset_detail(hub, tenant, name)
     async with hub.read_models() as db:
         rows = [row for row in await queries.tasksets(db) if row.name == name]
         if not rows:
@@ -332,6 +344,28 @@ async def taskset_detail(hub: Hub, tenant: Tenant, name: NameParam) -> TasksetDe
         waves=[WaveView(wave=w, clusters=by_wave[w]) for w in sorted(by_wave)],
         published_at=latest.published_at if latest else rows[0].updated_at,
         published_by=latest.actor if latest else "",
+    )
+
+
+async def shared_taskset_detail(hub: Hub, tenant: Tenant, name: str) -> TasksetDetail:
+    """A taskset another project shares: its versions, and where it runs in this project."""
+    async with hub.read_models() as db:
+        rows = [row for row in await queries.tasksets(db) if row.name == name]
+        versions = await queries.taskset_versions(db, name)
+        cells = [
+            c
+            for c in await queries.fleet_status(db, name)
+            if c.state != "removed" and tenant.owns(c.cluster)
+        ]
+    if not rows:
+        raise NotFound(f"taskset {name} has never been published")
+    versions = [msgspec.structs.replace(v, actor="", event_id="") for v in versions]
+    return TasksetDetail(
+        taskset=as_shared(taskset_view(rows[0], None)),
+        versions=versions,
+        waves=[WaveView(wave=0, clusters=cells)] if cells else [],
+        published_at=versions[0].published_at if versions else rows[0].updated_at,
+        published_by="",
     )
 
 
@@ -355,7 +389,7 @@ async def cluster_state(
 
 
 def _owns_cell(tenant: Tenant, cell: StatusRow) -> bool:
-    return tenant.owns(cell.cluster) and tenant.owns(cell.taskset)
+    return tenant.owns(cell.cluster) and tenant.owns_or_shared(cell.taskset)
 
 
 async def collect_fleet_metrics(hub: HubContext) -> None:

@@ -15,8 +15,10 @@ from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, Role, principal_of, requires
 from api.context import Hub
-from api.errors import NotFound
-from api.tenancy import ProjectUsage, project_usage
+from api.errors import InvalidRequest, NotFound
+from api.tenancy import ProjectUsage, Tenant, project_usage, shared_names
+from projector import queries
+from projector.blueprint_sync import blueprint_versions as read_versions
 from registry.errors import ProjectNotFound
 from registry.projects import (
     MAX_DESCRIPTION,
@@ -25,6 +27,7 @@ from registry.projects import (
     existing_project,
     list_projects,
     set_project_quotas,
+    set_project_shares,
 )
 from taskset.projects import ProjectQuotas
 
@@ -45,6 +48,20 @@ class ProjectView(msgspec.Struct, frozen=True, kw_only=True):
     created_by: str = ""
     usage: ProjectUsage | None = None
     """What it holds now (in the answer about one project)."""
+    shared_tasksets: list[str] = msgspec.field(default_factory=list)
+    """Full names of its tasksets other projects may use read-only."""
+    shared_blueprints: list[str] = msgspec.field(default_factory=list)
+
+
+class Shares(msgspec.Struct, frozen=True, kw_only=True):
+    """Exactly what a project shares (names in the project); the rest stops being shared."""
+
+    tasksets: list[Annotated[str, msgspec.Meta(max_length=63)]] = msgspec.field(
+        default_factory=list
+    )
+    blueprints: list[Annotated[str, msgspec.Meta(max_length=63)]] = msgspec.field(
+        default_factory=list
+    )
 
 
 def project_view(record: ProjectRecord, usage: ProjectUsage | None = None) -> ProjectView:
@@ -55,6 +72,8 @@ def project_view(record: ProjectRecord, usage: ProjectUsage | None = None) -> Pr
         created_at=record.created_at,
         created_by=record.created_by,
         usage=usage,
+        shared_tasksets=record.shared_tasksets,
+        shared_blueprints=record.shared_blueprints,
     )
 
 
@@ -132,4 +151,45 @@ async def set_quotas(
     return project_view(record, await project_usage(hub, name))
 
 
-ROUTES = [create, list_, show, set_quotas]
+@put(
+    "/api/v1/projects/{name:str}/shares",
+    guards=[requires(Role.admin)],
+    tags=["projects"],
+    summary="Share tasksets and blueprints read-only with every other project (project admins)",
+    description="Other projects then list them, read them, and may build their blueprints on "
+    "them (as entries or as a base); they cannot change them. The body says exactly what is "
+    "shared: what it leaves out stops being shared (what already runs stays).",
+)
+async def set_shares(
+    hub: Hub, tenant: Tenant, name: NameParam, data: JSONBody[Shares]
+) -> ProjectView:
+    if name != tenant.name:
+        raise NotFound(f"no project named {name}")
+    tasksets = [tenant.own("taskset", t) for t in data.tasksets]
+    blueprints = [tenant.own("blueprint", b) for b in data.blueprints]
+    async with hub.read_models() as db:
+        published = {row.name for row in await queries.tasksets(db, include_retired=False)}
+        known_blueprints = {row.blueprint for row in await read_versions(db)}
+    unknown = [t for t in tasksets if t not in published] + [
+        b for b in blueprints if b not in known_blueprints
+    ]
+    if unknown:
+        raise InvalidRequest(
+            f"nothing published is named {', '.join(unknown)} in project {tenant.name}; "
+            "publish it first, then share it",
+            {"unknown": unknown},
+        )
+    record = await set_project_shares(
+        hub.store,
+        tenant.name,
+        tasksets,
+        blueprints,
+        actor=tenant.principal.actor,
+        now=datetime.now(UTC),
+    )
+    hub.projects[record.name] = record
+    hub.shared = shared_names(await list_projects(hub.store))
+    return project_view(record)
+
+
+ROUTES = [create, list_, show, set_quotas, set_shares]

@@ -227,6 +227,10 @@ async def a_project(api: LiveApi) -> Request:
     return Request(values={"name": request.json["name"]}, json={"clusters": 5})
 
 
+async def no_shares(api: LiveApi) -> Request:
+    return Request(json={"tasksets": [], "blueprints": []})
+
+
 V, P, A = Role.viewer, Role.publisher, Role.admin
 CASES: list[Case] = [
     Case("GET", "/healthz", None),
@@ -299,6 +303,7 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/projects/default", V),
     Case("POST", "/api/v1/projects", A, ok=201, prepare=a_new_project),
     Case("PUT", "/api/v1/projects/{name}/quotas", A, prepare=a_project),
+    Case("PUT", "/api/v1/projects/default/shares", A, prepare=no_shares),
 ]
 
 

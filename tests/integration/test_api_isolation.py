@@ -172,6 +172,7 @@ ROWS: list[Row] = [
     Row("GET", "/api/v1/projects/{project}", "target"),
     Row("POST", "/api/v1/projects", "org", json={"name": "team-c"}),
     Row("PUT", "/api/v1/projects/{project}/quotas", "org", json={"clusters": 1}),
+    Row("PUT", "/api/v1/projects/{project}/shares", "target", json={"tasksets": []}),
 ]
 
 
@@ -433,3 +434,49 @@ async def test_the_isolation_matrix_has_a_row_for_every_route(
             if not any(m == method and pattern.match(path) for m, path in calls):
                 missing.append(f"{method} {route['path']}")
     assert not missing, f"routes missing from the isolation matrix: {missing}"
+
+
+async def test_a_shared_taskset_is_readable_and_usable_but_not_writable_elsewhere(
+    tenants: Tenants,
+) -> None:
+    async with tenants.client(tenants.a_admin) as a:
+        unknown = await a.put("/api/v1/projects/team-a/shares", json={"tasksets": ["nope"]})
+        assert unknown.status_code == 400
+        assert "nothing published is named team-a--nope in project team-a" in unknown.text
+        shared = await ok(
+            a, "PUT", "/api/v1/projects/team-a/shares", json={"tasksets": ["alpha-web"]}
+        )
+        assert shared["shared_tasksets"] == ["team-a--alpha-web"]
+    async with tenants.client(tenants.b_admin) as b:
+        listed = await ok(b, "GET", "/api/v1/tasksets")
+        detail = await ok(b, "GET", "/api/v1/tasksets/team-a--alpha-web")
+        retire = await b.post("/api/v1/tasksets/team-a--alpha-web/retire", json={})
+        override = await b.put(
+            "/api/v1/tasksets/team-a--alpha-web/overrides/mine",
+            json={"cluster": "bravo-east", "patches": [PATCH]},
+        )
+        stack = {"name": "bravo-base", "entries": [{"taskset": "team-a--alpha-web"}]}
+        built = await b.post("/api/v1/blueprints", json={"blueprint": stack})
+        events = await ok(b, "GET", "/api/v1/events", params={"limit": 1000})
+    shown = {t["name"]: t for t in listed}
+    assert set(shown) == {"team-b--bravo-web", "team-a--alpha-web"}
+    assert shown["team-a--alpha-web"]["shared"] is True
+    assert shown["team-a--alpha-web"]["placement"] == {}, "not where its owner places it"
+    assert detail["published_by"] == ""
+    assert [v["actor"] for v in detail["versions"]] == [""]
+    assert not re.search("alpha-east|alpha-admin", json.dumps(detail))
+    assert retire.status_code == 400, "read-only: another project's name is not a name here"
+    assert override.status_code == 400
+    assert built.status_code == 200, built.text
+    assert [e["subject"] for e in events["events"] if "team-a" in json.dumps(e)] == [
+        "fleet.evt.blueprint.team-b--bravo-base"
+    ], "only team-b's own blueprint names it: the owner's events about it stay the owner's"
+    async with tenants.client(tenants.a_admin) as a:
+        still = await ok(a, "GET", "/api/v1/tasksets/alpha-web")
+        assert still["taskset"]["retired"] is False
+        await ok(a, "PUT", "/api/v1/projects/team-a/shares", json={})
+    async with tenants.client(tenants.b_admin) as b:
+        gone = await b.get("/api/v1/tasksets/team-a--alpha-web")
+        again = await b.post("/api/v1/blueprints", json={"blueprint": stack})
+    assert gone.status_code == 400
+    assert again.status_code == 400, "unshared: it is another project's name again"
