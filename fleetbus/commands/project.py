@@ -1,6 +1,7 @@
 """`fleetbus project`: create, list and show projects (tenants), and set their quotas.
 
-Every hub has the `default` project; `create` and `quota` are for org admins. A quota of 0 means
+Every hub has the `default` project; `create` and `quota` are for org admins, `share` for the
+project's own admins (other projects may then use what it shares, read-only). A quota of 0 means
 no limit. `show` prints a project's quotas beside what it uses of them. Every other command
 acts in the project `--project` (or `FLEETBUS_PROJECT`) names.
 """
@@ -41,6 +42,17 @@ def register(subparsers: Any) -> None:
     add_output_option(show)
     add_hub_options(show)
     show.set_defaults(handler=handle_show)
+
+    share = verbs.add_parser(
+        "share",
+        help="share tasksets and blueprints read-only with every other project (project "
+        "admins); exactly those given: the rest stops being shared",
+    )
+    share.add_argument("name")
+    share.add_argument("--taskset", action="append", default=[], metavar="T", help="repeatable")
+    share.add_argument("--blueprint", action="append", default=[], metavar="B", help="repeatable")
+    add_hub_options(share)
+    share.set_defaults(handler=handle_share)
 
     quota = verbs.add_parser(
         "quota", help="set a project's quotas (org admins); those not given stay as they are"
@@ -104,6 +116,19 @@ def handle_show(args: argparse.Namespace) -> int:
         print(
             f"{quota + ':':<12} {usage.get(quota, 0):,} of {f'{limit:,}' if limit else 'no limit'}"
         )
+    return 0
+
+
+def handle_share(args: argparse.Namespace) -> int:
+    client = HubClient.from_args(args)
+    if client.project is None:
+        client.project = args.name
+    shared = client.put(
+        f"/api/v1/projects/{args.name}/shares",
+        {"tasksets": args.taskset, "blueprints": args.blueprint},
+    )
+    names = [*shared["shared_tasksets"], *shared["shared_blueprints"]]
+    print(f"project {shared['name']} shares {', '.join(names) or 'nothing'}")
     return 0
 
 

@@ -138,6 +138,11 @@ async def test_the_cli_creates_a_project_and_acts_in_it(
     assert "clusters:    1 of 1" in shown
     assert "tasksets:    0 of no limit" in shown
 
+    assert await cli("project", "share", "team-a", "--taskset", "ghost", *args) == 2
+    assert "nothing published is named team-a--ghost" in capsys.readouterr().err
+    assert await cli("project", "share", "team-a", *as_ops) == 0
+    assert capsys.readouterr().out == "project team-a shares nothing\n"
+
     registered = [
         stored.event.cluster
         async for stored in hub.hub.store.read()
