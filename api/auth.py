@@ -373,6 +373,10 @@ def _check_lifetime(lifetime: timedelta) -> None:
         )
 
 
+SSO_PREFIX = "oidc:"
+"""How the token id of a single sign-on principal starts (`api.oidc`)."""
+
+
 class StreamTickets:
     """Short-lived, signed credentials for opening the live event stream from a browser."""
 
@@ -381,8 +385,12 @@ class StreamTickets:
         self.ttl = ttl
 
     def issue(self, principal: Principal, *, now: datetime) -> tuple[str, datetime]:
+        """A ticket for `principal`: a token's id (dead with the token), or for a single
+        sign-on user the principal itself (its JWT is not kept; the ticket lives a minute)."""
         expires = now + self.ttl
         payload = f"{principal.token_id}.{int(expires.timestamp())}".encode()
+        if principal.token_id.startswith(SSO_PREFIX):
+            payload += b"." + _b64(msgspec.json.encode(principal)).encode()
         signature = hmac.new(self._key, payload, hashlib.sha256).digest()
         ticket = _b64(payload) + "." + _b64(signature)
         return ticket, expires
@@ -399,9 +407,16 @@ class StreamTickets:
         expected = hmac.new(self._key, payload, hashlib.sha256).digest()
         if not hmac.compare_digest(signature, expected):
             return None
-        token_id, _, expires_text = payload.decode(errors="replace").partition(".")
+        token_id, _, rest = payload.decode(errors="replace").partition(".")
+        expires_text, _, carried = rest.partition(".")
         if not expires_text.isdigit() or int(expires_text) < now.timestamp():
             return None
+        if token_id.startswith(SSO_PREFIX):
+            try:
+                principal = msgspec.json.decode(_unb64(carried), type=Principal)
+            except (ValueError, msgspec.DecodeError):
+                return None
+            return principal if principal.token_id == token_id else None
         record = tokens.find(token_id)
         if record is None or (record.expires_at is not None and now >= record.expires_at):
             return None

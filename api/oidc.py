@@ -42,7 +42,7 @@ import jwt
 import msgspec
 import yaml
 
-from api.auth import ROLE_RANK, Principal, Role
+from api.auth import ROLE_RANK, SSO_PREFIX, Principal, Role
 from api.errors import ApiError, Forbidden, InvalidRequest, Unauthorized
 from taskset.errors import InvalidName
 from taskset.projects import check_project_name
@@ -237,7 +237,7 @@ class OidcVerifier:
             )
         highest = org or max(grants.values(), key=ROLE_RANK.__getitem__)
         return Principal(
-            token_id="oidc:" + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:12],
+            token_id=SSO_PREFIX + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:12],
             name=name,
             role=highest,
             grants=grants,

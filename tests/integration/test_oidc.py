@@ -187,6 +187,23 @@ async def test_a_signed_in_users_groups_decide_their_projects_and_roles(
     assert keys.status_code == 200, "an org admin by group"
 
 
+async def test_a_signed_in_user_opens_the_live_stream_with_a_ticket(
+    hub: LiveApi, issuer: Issuer
+) -> None:
+    async with as_user(hub, issuer.sign(groups=["payments-ops"])) as alice:
+        ticket = (await alice.post("/api/v1/stream-tickets")).json()["ticket"]
+    async with (
+        httpx.AsyncClient(base_url=hub.url, timeout=30.0) as browser,
+        browser.stream("GET", "/api/v1/events/stream", params={"ticket": ticket}) as response,
+    ):
+        assert response.status_code == 200
+    async with httpx.AsyncClient(base_url=hub.url, timeout=30.0) as browser:
+        elsewhere = await browser.get(
+            "/api/v1/events/stream", params={"ticket": ticket, "project": "search"}
+        )
+    assert elsewhere.status_code == 403, "the ticket carries alice's roles, no more"
+
+
 @pytest.mark.parametrize(
     ("case", "status", "message"),
     [
