@@ -164,8 +164,8 @@ class HubContext:
     """Verifies bearer JWTs of the hub's OIDC issuer (None: only fleetbus tokens)."""
     projects: dict[str, ProjectRecord] = field(default_factory=dict)
     """Projects known to exist (they are never removed), by name."""
-    shared: frozenset[str] | None = None
-    """Full names of every shared taskset and blueprint (None: not read from the log yet)."""
+    project_list: list[ProjectRecord] | None = None
+    """Every project, as last read from the log (None: read it again)."""
 
     @property
     def source_credentials(self) -> CredentialStore:

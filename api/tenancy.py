@@ -67,6 +67,8 @@ class TenantScope:
     project: ProjectRecord
     shared: frozenset[str] = frozenset()
     """Full names of the tasksets and blueprints other projects share read-only."""
+    known: frozenset[str] = frozenset({DEFAULT_PROJECT})
+    """Every project of the hub (the whole-hub view names objects of any of them)."""
 
     @property
     def name(self) -> str:
@@ -86,7 +88,10 @@ class TenantScope:
         """The full name of `name` in this project; 400 for a name that cannot be one."""
         try:
             if self.whole_hub and SEPARATOR in name:
-                return check_name(what, name)
+                check_name(what, name)
+                if project_of(name) not in self.known:
+                    raise InvalidName(what, name, f"there is no project {project_of(name)}")
+                return name
             return full_name(self.name, what, name)
         except InvalidName as e:
             raise InvalidRequest(str(e), {what: name}) from e
@@ -161,9 +166,14 @@ async def provide_tenant(request: Request[Any, Any, Any], hub: Hub) -> TenantSco
         except ProjectNotFound as e:
             raise NotFound(str(e), {"project": project}) from e
         hub.projects[project] = record
-    if hub.shared is None:
-        hub.shared = shared_names(await list_projects(hub.store))
-    return TenantScope(principal=principal, project=record, shared=hub.shared)
+    if hub.project_list is None:
+        hub.project_list = await list_projects(hub.store)
+    return TenantScope(
+        principal=principal,
+        project=record,
+        shared=shared_names(hub.project_list),
+        known=frozenset(p.name for p in hub.project_list),
+    )
 
 
 def shared_names(projects: list[ProjectRecord]) -> frozenset[str]:

@@ -16,7 +16,7 @@ from litestar.params import JSONBody, PathParameter
 from api.auth import Principal, Role, principal_of, requires
 from api.context import Hub
 from api.errors import InvalidRequest, NotFound
-from api.tenancy import ProjectUsage, Tenant, project_usage, shared_names
+from api.tenancy import ProjectUsage, Tenant, project_usage
 from projector import queries
 from projector.blueprint_sync import blueprint_versions as read_versions
 from registry.errors import ProjectNotFound
@@ -100,6 +100,7 @@ async def create(
         now=datetime.now(UTC),
     )
     hub.projects[record.name] = record
+    hub.project_list = None
     return project_view(record)
 
 
@@ -148,6 +149,7 @@ async def set_quotas(
         hub.store, name, data, actor=principal_of(request).actor, now=datetime.now(UTC)
     )
     hub.projects[record.name] = record
+    hub.project_list = None
     return project_view(record, await project_usage(hub, name))
 
 
@@ -188,7 +190,7 @@ async def set_shares(
         now=datetime.now(UTC),
     )
     hub.projects[record.name] = record
-    hub.shared = shared_names(await list_projects(hub.store))
+    hub.project_list = None
     return project_view(record)
 
 

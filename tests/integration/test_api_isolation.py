@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from access.pki import HubPki
 from api.app import OPENAPI_PATH, create_app, describe_routes
 from api.auth import PROJECT_HEADER, Role
 from api.context import HubContext
+from api.oidc import OidcConfig, OidcVerifier, RoleMapping
 from events.store import EventStore
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from notify.service import Notifier
@@ -39,6 +40,7 @@ from tests.integration.api_harness import LiveApi, live_api, projected
 from tests.integration.test_api_events import append_each, published
 from tests.integration.test_api_fleet import PATCH
 from tests.integration.test_api_tasksets import CONFIGMAP
+from tests.integration.test_oidc import AUDIENCE, Issuer, serve_issuer
 
 Kind = Literal["list", "target", "own", "org"]
 LEAKS = re.compile(r"bravo|team-b")
@@ -330,11 +332,32 @@ async def team_b_as_it_was(tenants: Tenants) -> list[str]:
     return problems
 
 
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    with serve_issuer() as state:
+        yield state
+
+
+@pytest.fixture(params=["project token", "single sign-on"])
+def a_admin(request: pytest.FixtureRequest, tenants: Tenants, issuer: Issuer) -> str:
+    """team-a's admin: a project token, or a user whose OIDC group makes them team-a's admin."""
+    if request.param == "project token":
+        return tenants.a_admin
+    tenants.api.hub.sso = OidcVerifier(
+        OidcConfig(
+            issuer=issuer.url,
+            audience=AUDIENCE,
+            roles=[RoleMapping(group="alpha-team", project="team-a", role=Role.admin)],
+        )
+    )
+    return issuer.sign(groups=["alpha-team"], name="alpha-sso")
+
+
 async def test_a_projects_admin_cannot_reach_another_project_by_any_route(
-    tenants: Tenants,
+    tenants: Tenants, a_admin: str
 ) -> None:
     mismatches: list[str] = []
-    async with tenants.client(tenants.a_admin) as a:
+    async with tenants.client(a_admin) as a:
         for row in ROWS:
             where = f"{row.method} {row.path} {row.params or ''} [{row.kind}]"
             if row.kind == "org":

@@ -3,6 +3,7 @@ JWKS served over HTTP, JWTs signed by it and verified by the hub."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -78,6 +79,13 @@ class Issuer:
 
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
+    with serve_issuer() as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serve_issuer() -> Iterator[Issuer]:
+    """An issuer with one RSA key, serving until the block ends."""
     state = Issuer(keys={"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)})
 
     class Handler(BaseHTTPRequestHandler):

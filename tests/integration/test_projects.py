@@ -217,12 +217,17 @@ async def test_projects_refuse_bad_names_and_quotas_naming_the_field(hub: LiveAp
         )
         again = await org.post("/api/v1/projects", json={"name": "default"})
         unknown = await org.get("/api/v1/projects/nothing-here")
+        nowhere = await org.post("/api/v1/clusters", json={"name": "ghost--east"})
     assert reserved.status_code == 400
     assert "'--' separates a project from a name" in reserved.json()["error"]
     assert negative.status_code == 400
     assert negative.json()["error"] == "quota clusters must be 0 (no limit) or more, got -1"
     assert again.status_code == 409
     assert unknown.status_code == 404
+    assert nowhere.status_code == 400
+    assert nowhere.json()["error"] == (
+        "invalid cluster name 'ghost--east': there is no project ghost"
+    )
     async with hub.client(Role.viewer) as viewer:
         forbidden = await viewer.post("/api/v1/projects", json={"name": "mine"})
     assert forbidden.status_code == 403
