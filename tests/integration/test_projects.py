@@ -120,8 +120,10 @@ async def test_the_cli_creates_a_project_and_acts_in_it(
     assert (principal.project, principal.role, principal.org_level) == ("team-a", Role.admin, False)
 
     as_ops = ["--server", hub.url, "--token", token]
-    assert await cli("cluster", "register", "east", *as_ops) == 0
+    bundle = tmp_path / "east-bundle"
+    assert await cli("cluster", "register", "east", "--out", str(bundle), *as_ops) == 0
     capsys.readouterr()
+    assert json.loads((bundle / "cluster.json").read_text())["name"] == "team-a--east"
     assert await cli("cluster", "register", "west", *as_ops) == 2
     err = capsys.readouterr().err
     assert "project team-a has reached its quota clusters: 1 of 1 clusters used" in err
