@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Iterator
@@ -25,6 +26,7 @@ from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
 from api.oidc import OidcConfig, OidcVerifier
+from api.tenancy import admit_publish
 from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import hub_streams
@@ -312,7 +314,12 @@ async def run_hub(options: HubOptions) -> None:
             limits=SourceLimits(timeout_s=options.source_timeout_s),
         )
         api_context.sources = start_source_service(
-            store, api_context.charts, data, supervisor, api_context.source_policy
+            store,
+            api_context.charts,
+            data,
+            supervisor,
+            api_context.source_policy,
+            admit=functools.partial(admit_publish, api_context),
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
         api_context.history = LogStateHistory(

@@ -3,6 +3,8 @@ project's quotas refuse what would pass them, with nothing written."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -14,14 +16,28 @@ import pytest
 
 from access.pki import HubPki
 from api.auth import PROJECT_HEADER, Role
-from events.catalog import ClusterRegistered, TasksetPublished
+from api.context import HubContext
+from api.tenancy import admit_publish
+from events.catalog import ClusterRegistered, SourceAdded, SourceFailed, TasksetPublished
 from events.codec import EventDecoder
+from events.ids import new_event_id
 from events.store import EventStore
+from events.streams import EVENTS_STREAM
 from fleetbus.client import PROJECT_ENV
 from fleetbus.enrollment import BundleEnrollment
-from tests.integration.api_harness import LiveApi, live_api, projected
+from registry.projects import create_project
+from sources.fetch import FetchPolicy
+from sources.references import HostAllowList
+from sources.service import SourceWatcher, add_source
+from taskset.projects import ProjectQuotas
+from tests.eventually import eventually, eventually_value
+from tests.integration.api_harness import LiveApi, live_api, projected, running_projector
 from tests.integration.test_api_cli import as_local_hub, cli
+from tests.integration.test_api_events import append_each, published
 from tests.integration.test_api_tasksets import CONFIGMAP
+from tests.source_servers import HelmRepository, helm_repository, make_chart
+
+__all__ = ["helm_repository"]
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 OLD_TOKEN = "fbt_0a1b2c3d4e5f_p2QqBLVU2cC5y8XbqzJ0m4cE9hK7sWnRrT1uV3xYzA0"
@@ -233,3 +249,65 @@ async def test_projects_refuse_bad_names_and_quotas_naming_the_field(hub: LiveAp
     async with hub.client(Role.viewer) as viewer:
         forbidden = await viewer.post("/api/v1/projects", json={"name": "mine"})
     assert forbidden.status_code == 403
+
+
+async def test_a_standing_source_is_held_to_its_projects_taskset_quota(
+    event_store: EventStore, tmp_path: Path, helm_repository: HelmRepository
+) -> None:
+    helm_repository.add(make_chart(tmp_path / "charts", "nginx", "1.0.0"))
+    await create_project(
+        event_store,
+        "small",
+        quotas=ProjectQuotas(tasksets=1),
+        actor="user:admin",
+        now=datetime.now(UTC),
+    )
+    await append_each(event_store, [published("small--web")])
+    hub = HubContext.for_store(event_store, tmp_path / "hub")
+    stop = asyncio.Event()
+    async with running_projector(hub) as projector:
+        end = await event_store.last_sequence()
+        await eventually(lambda: projector.positions.get(EVENTS_STREAM, 0) >= end, "projected")
+        watcher = SourceWatcher(
+            event_store,
+            hub.charts,
+            hub.source_credentials,
+            FetchPolicy(allowed=HostAllowList.parse(["127.0.0.1"])),
+            admit=functools.partial(admit_publish, hub),
+        )
+        now = datetime.now(UTC)
+        await add_source(
+            event_store,
+            SourceAdded(
+                id=new_event_id(),
+                occurred_at=now,
+                actor="user:small--ops",
+                source="small--nginx",
+                taskset="small--nginx",
+                kind="helm-repo",
+                url=helm_repository.url,
+                chart="nginx",
+                chart_version="^1.0",
+            ),
+        )
+        task = asyncio.create_task(watcher.run(stop))
+        try:
+
+            async def refusal() -> SourceFailed | None:
+                async for stored in event_store.read():
+                    if isinstance(stored.event, SourceFailed):
+                        return stored.event
+                return None
+
+            failed = await eventually_value(refusal, "the source's failure")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=15)
+    assert failed.stage == "publish"
+    assert failed.reason.startswith("project small has reached its quota tasksets: 1 of 1")
+    published_names = [
+        stored.event.taskset
+        async for stored in event_store.read()
+        if isinstance(stored.event, TasksetPublished)
+    ]
+    assert published_names == ["small--web"]
