@@ -79,7 +79,7 @@ class Row:
 
 
 ROWS: list[Row] = [
-    Row("GET", "/metrics", "org"),
+    Row("GET", "/metrics", "list"),
     Row("GET", "/api/v1/whoami", "own"),
     Row("GET", "/api/v1/events", "list"),
     Row("GET", "/api/v1/events", "list", params={"stream": "reports"}),
@@ -407,6 +407,20 @@ async def test_what_a_project_lists_is_its_own(tenants: Tenants) -> None:
         narrowed = await ok(org, "GET", "/api/v1/clusters", headers={PROJECT_HEADER: "team-b"})
     assert {c["name"] for c in everything} == {"team-a--alpha-east", "team-b--bravo-east"}
     assert [c["name"] for c in narrowed] == ["team-b--bravo-east"]
+
+
+async def test_a_projects_metrics_are_its_own_series(tenants: Tenants) -> None:
+    for taskset in ("team-a--alpha-web", "team-b--bravo-web"):
+        tenants.api.hub.metrics.tasks_applied.labels(taskset=taskset).inc()
+    async with tenants.client(tenants.a_admin) as a:
+        mine = (await a.get("/metrics")).text
+    async with tenants.client(tenants.api.tokens[Role.admin]) as org:
+        everything = (await org.get("/metrics")).text
+    assert 'taskset="team-b--bravo-web"' in everything
+    assert 'taskset="team-a--alpha-web"' in everything
+    assert 'taskset="team-a--alpha-web"' in mine
+    assert "team-b" not in mine
+    assert "fleetbus_http_requests_total" not in mine, "hub-wide series are the org's"
 
 
 async def test_a_project_token_cannot_act_in_another_project(tenants: Tenants) -> None:
