@@ -120,8 +120,10 @@ def openapi_config() -> OpenAPIConfig:
         version=API_VERSION,
         description="Publish tasksets, customise them per cluster, register clusters, and "
         "follow the fleet. Every route but /healthz and this document needs "
-        "`Authorization: Bearer <token>`; roles: viewer (read), publisher (publish, retire, "
-        "overrides), admin (clusters, tokens).",
+        "`Authorization: Bearer <token>` (a fleetbus token, or a JWT of the hub's OIDC issuer); "
+        "roles: viewer (read), publisher (publish, retire, overrides), admin (clusters, "
+        "tokens). A request acts in one project: `X-Fleetbus-Project`, else the token's own, "
+        "else `default`; another project's objects answer as if they did not exist.",
         path=OPENAPI_PATH,
         render_plugins=[JsonRenderPlugin(path="/")],
         components=Components(
