@@ -18,14 +18,18 @@ also manages clusters and tokens. Every route needs at least a viewer's token un
 A token belongs to a project (`taskset.projects`) and holds its role there only; a token with
 no project is org-level and holds its role in every project (tokens made before projects
 existed are org-level). An org-level admin is the org admin: it creates projects and alone may
-use the hub-wide routes (keys, snapshots, notifications, source credentials, `/metrics`). Each
+use the hub-wide routes (keys, snapshots, notifications, source credentials). Each
 request acts in one project: the `X-Fleetbus-Project` header (or `project` query parameter)
 names it, else the token's own project, else `default`; a project token naming another project
 is refused. Token names are unique per project.
 
 Browsers cannot put a header on an `EventSource`, so the live event stream also accepts a
 *stream ticket* in its query string: an HMAC-signed, one-minute credential naming the token it
-was issued for, useless for any other route and dead once the token is revoked.
+was issued for, useless for any other route and dead once the token is revoked (a single sign-on
+user's ticket carries their roles instead: there is no token to name).
+
+Beside its own tokens the hub may accept bearer JWTs of an OIDC issuer (`SingleSignOn`,
+`api.oidc`): a credential shaped like a JWT goes there.
 """
 
 from __future__ import annotations

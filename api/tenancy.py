@@ -13,7 +13,11 @@ it may name any object by its full name. Naming another project narrows it to th
 
 Events belong to the projects of the objects they name (`event_projects`): a taskset's events
 to its project, a placement to the project of both its cluster and its taskset. Hub-wide events
-(key rotation) name no project object and are shown to org-level callers only.
+(key rotation) name no project object and are shown to org-level callers only. Tasksets and
+blueprints another project shares (`TenantScope.shared`) may be read and built on, never
+changed, and show in this project's events only where they concern its own objects.
+
+Quotas are checked here too (`admit_cluster`, `admit_publish`), before anything is written.
 """
 
 from __future__ import annotations
