@@ -311,3 +311,36 @@ async def test_a_standing_source_is_held_to_its_projects_taskset_quota(
         if isinstance(stored.event, TasksetPublished)
     ]
     assert published_names == ["small--web"]
+
+
+async def test_names_in_a_publish_are_the_projects_own(hub: LiveApi) -> None:
+    async with hub.client(Role.admin) as org:
+        await org.post("/api/v1/projects", json={"name": "team-a"})
+        headers = {PROJECT_HEADER: "team-a"}
+        spec = {
+            "name": "web",
+            "namespace": "web",
+            "placement": {"clusters": ["east"], "selector": "env=prod"},
+            "depends_on": [],
+        }
+        made = await org.post(
+            "/api/v1/tasksets",
+            data={"spec": json.dumps(spec)},
+            files={"source": ("s.yaml", CONFIGMAP)},
+            headers=headers,
+        )
+        assert made.status_code == 201, made.text
+        foreign = await org.post(
+            "/api/v1/tasksets",
+            data={"spec": json.dumps({**spec, "placement": {"clusters": ["team-b--east"]}})},
+            files={"source": ("s.yaml", CONFIGMAP)},
+            headers=headers,
+        )
+    assert foreign.status_code == 400
+    assert "'--' is reserved" in foreign.json()["error"]
+    [event] = [
+        stored.event
+        async for stored in hub.hub.store.read()
+        if isinstance(stored.event, TasksetPublished)
+    ]
+    assert (event.taskset, event.placement.clusters) == ("team-a--web", ["team-a--east"])
