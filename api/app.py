@@ -46,11 +46,13 @@ from api.routes import (
     keys,
     notifications,
     overrides,
+    projects,
     rollouts,
     sources,
     system,
     tasksets,
 )
+from api.tenancy import provide_tenant
 from events.tasks import cancel_and_wait
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
@@ -118,8 +120,10 @@ def openapi_config() -> OpenAPIConfig:
         version=API_VERSION,
         description="Publish tasksets, customise them per cluster, register clusters, and "
         "follow the fleet. Every route but /healthz and this document needs "
-        "`Authorization: Bearer <token>`; roles: viewer (read), publisher (publish, retire, "
-        "overrides), admin (clusters, tokens).",
+        "`Authorization: Bearer <token>` (a fleetbus token, or a JWT of the hub's OIDC issuer); "
+        "roles: viewer (read), publisher (publish, retire, overrides), admin (clusters, "
+        "tokens). A request acts in one project: `X-Fleetbus-Project`, else the token's own, "
+        "else `default`; another project's objects answer as if they did not exist.",
         path=OPENAPI_PATH,
         render_plugins=[JsonRenderPlugin(path="/")],
         components=Components(
@@ -180,9 +184,13 @@ def create_app(hub: HubContext) -> Litestar:
             *sources.ROUTES,
             *keys.ROUTES,
             *charts.ROUTES,
+            *projects.ROUTES,
             dashboard,
         ],
-        dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},
+        dependencies={
+            "hub": Provide(provide_hub, sync_to_thread=False),
+            "tenant": Provide(provide_tenant),
+        },
         middleware=[
             DefineMiddleware(RequestLog, metrics=hub.metrics),
             DefineMiddleware(
@@ -190,6 +198,7 @@ def create_app(hub: HubContext) -> Litestar:
                 tokens=hub.tokens,
                 tickets=hub.tickets,
                 exclude=[f"^{OPENAPI_PATH}"],
+                sso=lambda: hub.sso,
             ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

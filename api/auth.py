@@ -15,9 +15,21 @@ Roles are ordered: a viewer reads; a publisher also publishes, retires and overr
 also manages clusters and tokens. Every route needs at least a viewer's token unless it opts out
 (`/healthz`, the OpenAPI document, the dashboard's static files).
 
+A token belongs to a project (`taskset.projects`) and holds its role there only; a token with
+no project is org-level and holds its role in every project (tokens made before projects
+existed are org-level). An org-level admin is the org admin: it creates projects and alone may
+use the hub-wide routes (keys, snapshots, notifications, source credentials). Each
+request acts in one project: the `X-Fleetbus-Project` header (or `project` query parameter)
+names it, else the token's own project, else `default`; a project token naming another project
+is refused. Token names are unique per project.
+
 Browsers cannot put a header on an `EventSource`, so the live event stream also accepts a
 *stream ticket* in its query string: an HMAC-signed, one-minute credential naming the token it
-was issued for, useless for any other route and dead once the token is revoked.
+was issued for, useless for any other route and dead once the token is revoked (a single sign-on
+user's ticket carries their roles instead: there is no token to name).
+
+Beside its own tokens the hub may accept bearer JWTs of an OIDC issuer (`SingleSignOn`,
+`api.oidc`): a credential shaped like a JWT goes there.
 """
 
 from __future__ import annotations
@@ -26,10 +38,11 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from litestar.connection import ASGIConnection
@@ -41,6 +54,7 @@ from access.private_files import write_private
 from api.errors import Conflict, FieldProblem, Forbidden, InvalidRequest, NotFound, Unauthorized
 from taskset.errors import InvalidName
 from taskset.names import check_name
+from taskset.projects import DEFAULT_PROJECT, check_project_name
 
 TOKEN_PREFIX = "fbt_"
 ADMIN_TOKEN_NAME = "admin"
@@ -66,6 +80,8 @@ class TokenRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
     role: Role
+    project: str | None = None
+    """The project the token acts in; None for an org-level token (its role in every project)."""
     sha256: str
     created_at: datetime
     created_by: str = ""
@@ -92,19 +108,51 @@ class TokenFile(msgspec.Struct, kw_only=True):
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """The caller of a request, as its token says."""
+    """The caller of a request, as its token (or single sign-on identity) says."""
 
     token_id: str
     name: str
     role: Role
+    """The role it holds: in every project when org-level, else in `project`."""
+    project: str | None = None
+    """The one project a project token acts in; None: org-level (or per `grants`)."""
+    grants: dict[str, Role] = msgspec.field(default_factory=dict)
+    """Roles per project beyond `role` (single sign-on users, from their groups)."""
+    org_level: bool = True
+    """Whether `role` holds in every project (False for project tokens and SSO users
+    without an org group)."""
 
     @property
     def actor(self) -> str:
         """The `actor` of the events this caller causes."""
-        return f"user:{self.name}"
+        return f"user:{self.name}" if self.project is None else f"user:{self.project}--{self.name}"
 
-    def may(self, role: Role) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+    def role_in(self, project: str) -> Role | None:
+        """The role this caller holds in `project` (None: none at all)."""
+        held = [self.role] if self.org_level else []
+        if self.project == project:
+            held.append(self.role)
+        if project in self.grants:
+            held.append(self.grants[project])
+        return max(held, key=ROLE_RANK.__getitem__) if held else None
+
+    def may(self, role: Role, project: str = DEFAULT_PROJECT) -> bool:
+        held = self.role_in(project)
+        return held is not None and ROLE_RANK[held] >= ROLE_RANK[role]
+
+    @property
+    def is_org_admin(self) -> bool:
+        return self.org_level and self.role is Role.admin
+
+
+def token_principal(record: TokenRecord) -> Principal:
+    return Principal(
+        token_id=record.id,
+        name=record.name,
+        role=record.role,
+        project=record.project,
+        org_level=record.project is None,
+    )
 
 
 def token_digest(token: str) -> str:
@@ -136,8 +184,9 @@ class TokenStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_private(self.path, msgspec.json.encode(TokenFile(tokens=self._records)))
 
-    def list(self) -> list[TokenRecord]:
-        return list(self._records)
+    def list(self, project: str | None = None) -> list[TokenRecord]:
+        """Every token, or only the tokens of `project`."""
+        return [r for r in self._records if project is None or r.project == project]
 
     def create(
         self,
@@ -146,18 +195,29 @@ class TokenStore:
         name: str = "",
         created_by: str = "",
         lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
+        project: str | None = None,
         now: datetime,
     ) -> tuple[TokenRecord, str]:
-        """A new token: its record, and the token itself (shown once, never stored)."""
+        """A new token: its record, and the token itself (shown once, never stored).
+
+        `project` None makes an org-level token; names are unique per project."""
         _check_lifetime(lifetime)
+        if project is not None:
+            try:
+                check_project_name(project)
+            except InvalidName as e:
+                raise InvalidRequest(str(e), {"project": project}) from e
         token_id = secrets.token_hex(6)
         name = name or f"{role.value}-{token_id[:6]}"
         try:
             check_name("token", name)
         except InvalidName as e:
             raise InvalidRequest(str(e), {"name": name}) from e
-        if any(record.name == name for record in self._records):
-            raise Conflict(f"a token named {name!r} exists already; revoke it or pick another name")
+        if any(r.name == name and r.project == project for r in self._records):
+            where = f"in project {project}" if project else "at org level"
+            raise Conflict(
+                f"a token named {name!r} exists already {where}; revoke it or pick another name"
+            )
         token = _new_token(token_id)
         record = TokenRecord(
             id=token_id,
@@ -167,6 +227,7 @@ class TokenStore:
             created_at=now,
             created_by=created_by,
             expires_at=now + lifetime,
+            project=project,
         )
         self._records.append(record)
         self._save()
@@ -179,15 +240,17 @@ class TokenStore:
         now: datetime,
         grace: timedelta = DEFAULT_ROTATION_GRACE,
         lifetime: timedelta | None = None,
+        project: str | None = None,
     ) -> tuple[TokenRecord, str]:
-        """A new secret for a token; the old one stays valid for `grace`, then dies."""
+        """A new secret for a token (of `project` only, when given); the old one stays valid
+        for `grace`, then dies."""
         if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
             raise InvalidRequest(
                 f"grace must be from 0 to {int(MAX_ROTATION_GRACE.total_seconds())} seconds, "
                 f"got {grace.total_seconds():g}",
                 errors=[_problem("grace_seconds", "from 0 to 86400", grace.total_seconds())],
             )
-        record = self._find_by_id_or_name(id_or_name)
+        record = self._find_by_id_or_name(id_or_name, project)
         if lifetime is None:
             previous = (
                 record.expires_at - (record.rotated_at or record.created_at)
@@ -207,18 +270,28 @@ class TokenStore:
         )
         self._records[self._records.index(record)] = rotated
         self._save()
-        if rotated.name == ADMIN_TOKEN_NAME and self.admin_token_path is not None:
+        if _is_hub_admin(rotated) and self.admin_token_path is not None:
             write_private(self.admin_token_path, (token + "\n").encode())
         return rotated, token
 
-    def _find_by_id_or_name(self, id_or_name: str) -> TokenRecord:
-        for record in self._records:
-            if id_or_name in (record.id, record.name):
+    def _find_by_id_or_name(self, id_or_name: str, project: str | None = None) -> TokenRecord:
+        """The token with this id, else the one with this name (among `project`'s, if given)."""
+        candidates = self.list(project)
+        for record in candidates:
+            if record.id == id_or_name:
                 return record
+        named = [record for record in candidates if record.name == id_or_name]
+        if len(named) > 1:
+            where = ", ".join(sorted(r.project or "org level" for r in named))
+            raise Conflict(
+                f"{len(named)} tokens are named {id_or_name!r} ({where}); name it by its id"
+            )
+        if named:
+            return named[0]
         raise NotFound(f"no token with id or name {id_or_name!r}")
 
-    def revoke(self, id_or_name: str) -> TokenRecord:
-        record = self._find_by_id_or_name(id_or_name)
+    def revoke(self, id_or_name: str, project: str | None = None) -> TokenRecord:
+        record = self._find_by_id_or_name(id_or_name, project)
         self._records.remove(record)
         self._save()
         return record
@@ -238,7 +311,7 @@ class TokenStore:
             return None
         if not record.accepts(presented, now):
             return None
-        return Principal(token_id=record.id, name=record.name, role=record.role)
+        return token_principal(record)
 
     def expired_at(self, token: str, *, now: datetime) -> datetime | None:
         """When `token` expired, if it is a known token's current secret that has expired."""
@@ -264,9 +337,9 @@ class TokenStore:
             existing = ""
         if existing:
             principal = self.authenticate(existing, now=now)
-            if principal is not None and principal.role is Role.admin:
+            if principal is not None and principal.is_org_admin:
                 return existing
-        self._records = [r for r in self._records if r.name != ADMIN_TOKEN_NAME]
+        self._records = [r for r in self._records if not _is_hub_admin(r)]
         _, token = self.create(
             role=Role.admin,
             name=ADMIN_TOKEN_NAME,
@@ -276,6 +349,11 @@ class TokenStore:
         )
         write_private(path, (token + "\n").encode())
         return token
+
+
+def _is_hub_admin(record: TokenRecord) -> bool:
+    """The token `fleetbus up` keeps in `<data-dir>/admin.token`."""
+    return record.name == ADMIN_TOKEN_NAME and record.project is None
 
 
 def _new_token(token_id: str) -> str:
@@ -299,6 +377,10 @@ def _check_lifetime(lifetime: timedelta) -> None:
         )
 
 
+SSO_PREFIX = "oidc:"
+"""How the token id of a single sign-on principal starts (`api.oidc`)."""
+
+
 class StreamTickets:
     """Short-lived, signed credentials for opening the live event stream from a browser."""
 
@@ -307,8 +389,12 @@ class StreamTickets:
         self.ttl = ttl
 
     def issue(self, principal: Principal, *, now: datetime) -> tuple[str, datetime]:
+        """A ticket for `principal`: a token's id (dead with the token), or for a single
+        sign-on user the principal itself (its JWT is not kept; the ticket lives a minute)."""
         expires = now + self.ttl
         payload = f"{principal.token_id}.{int(expires.timestamp())}".encode()
+        if principal.token_id.startswith(SSO_PREFIX):
+            payload += b"." + _b64(msgspec.json.encode(principal)).encode()
         signature = hmac.new(self._key, payload, hashlib.sha256).digest()
         ticket = _b64(payload) + "." + _b64(signature)
         return ticket, expires
@@ -325,13 +411,20 @@ class StreamTickets:
         expected = hmac.new(self._key, payload, hashlib.sha256).digest()
         if not hmac.compare_digest(signature, expected):
             return None
-        token_id, _, expires_text = payload.decode(errors="replace").partition(".")
+        token_id, _, rest = payload.decode(errors="replace").partition(".")
+        expires_text, _, carried = rest.partition(".")
         if not expires_text.isdigit() or int(expires_text) < now.timestamp():
             return None
+        if token_id.startswith(SSO_PREFIX):
+            try:
+                principal = msgspec.json.decode(_unb64(carried), type=Principal)
+            except (ValueError, msgspec.DecodeError):
+                return None
+            return principal if principal.token_id == token_id else None
         record = tokens.find(token_id)
         if record is None or (record.expires_at is not None and now >= record.expires_at):
             return None
-        return Principal(token_id=record.id, name=record.name, role=record.role)
+        return token_principal(record)
 
 
 def _b64(data: bytes) -> str:
@@ -351,6 +444,14 @@ ACCEPTS_TICKET = "accepts_stream_ticket"
 """Route `opt` key: the route also accepts a `ticket` query parameter."""
 
 
+class SingleSignOn(Protocol):
+    """Verifies bearer JWTs of an identity provider (`api.oidc.OidcVerifier`)."""
+
+    async def authenticate(self, token: str) -> Principal:
+        """The caller a JWT stands for; raises `Unauthorized` or `Forbidden` saying why not."""
+        ...
+
+
 class TokenAuthentication(AbstractAuthenticationMiddleware):
     """Resolves the caller of every request that is not marked public; 401 when it cannot."""
 
@@ -361,10 +462,13 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         tokens: TokenStore,
         tickets: StreamTickets,
         exclude: list[str] | None = None,
+        sso: Callable[[], SingleSignOn | None] = lambda: None,
     ) -> None:
         super().__init__(app, exclude=exclude, exclude_from_auth_key=PUBLIC)
         self.tokens = tokens
         self.tickets = tickets
+        self.sso = sso
+        """The hub's single sign-on, looked up per request (it may be configured later)."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -372,6 +476,10 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if header and scheme.lower() == "bearer" and credential.strip():
+            sso = self.sso()
+            if sso is not None and _looks_like_jwt(credential.strip()):
+                jwt_principal = await sso.authenticate(credential.strip())
+                return AuthenticationResult(user=jwt_principal, auth=credential)
             now = datetime.now(UTC)
             principal = self.tokens.authenticate(credential.strip(), now=now)
             if principal is None:
@@ -397,21 +505,78 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
         )
 
 
-def requires(role: Role) -> Any:
-    """A route guard letting through callers whose role is at least `role`."""
+PROJECT_HEADER = "X-Fleetbus-Project"
+"""Names the project a request acts in (browsers' event streams: the `project` query)."""
+PROJECT_STATE = "fleetbus_project"
+"""Where the guard leaves the project a request acts in, for `api.tenancy`."""
+ORG_ONLY = "org_only"
+"""Route `opt` key: the route is hub-wide, for org-level callers only."""
+
+
+def requested_project(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal) -> str:
+    """The project a request acts in: as named, else the caller's own, else `default`."""
+    named = connection.headers.get(PROJECT_HEADER) or connection.query_params.get("project")
+    if named:
+        try:
+            return check_project_name(named)
+        except InvalidName as e:
+            raise InvalidRequest(str(e), {"project": named}) from e
+    if principal.project is not None:
+        return principal.project
+    if not principal.org_level and len(principal.grants) == 1:
+        return next(iter(principal.grants))
+    if not principal.org_level and principal.grants:
+        raise InvalidRequest(
+            f"{principal.name!r} holds roles in several projects "
+            f"({', '.join(sorted(principal.grants))}); name one with the {PROJECT_HEADER} "
+            "header (`--project` on the CLI)"
+        )
+    return DEFAULT_PROJECT
+
+
+def _looks_like_jwt(credential: str) -> bool:
+    return credential.count(".") == 2 and not credential.startswith(TOKEN_PREFIX)
+
+
+def requires(role: Role, *, org: bool = False) -> Any:
+    """A route guard letting through callers whose role in the request's project is at least
+    `role`; with `org`, only org-level callers (the route is hub-wide)."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.user
         if not isinstance(principal, Principal):
             raise Unauthorized("this needs a token")
-        if not principal.may(role):
+        if org:
+            if not principal.org_level:
+                raise Forbidden(
+                    f"this is a hub-wide route for org-level tokens; {principal.name!r} "
+                    "belongs to a project",
+                    {"required": f"org {role.value}", "role": principal.role.value},
+                )
+            if not principal.may(role, DEFAULT_PROJECT):
+                raise Forbidden(
+                    f"this needs the {role.value} role; token {principal.name!r} is a "
+                    f"{principal.role.value}",
+                    {"required": role.value, "role": principal.role.value},
+                )
+            return
+        project = requested_project(connection, principal)
+        held = principal.role_in(project)
+        if held is None:
             raise Forbidden(
-                f"this needs the {role.value} role; token {principal.name!r} is a "
-                f"{principal.role.value}",
-                {"required": role.value, "role": principal.role.value},
+                f"{principal.name!r} has no role in project {project}",
+                {"required": role.value, "project": project},
             )
+        if not principal.may(role, project):
+            where = "" if project == DEFAULT_PROJECT else f" in project {project}"
+            raise Forbidden(
+                f"this needs the {role.value} role{where}; token {principal.name!r} is a "
+                f"{held.value}",
+                {"required": role.value, "role": held.value},
+            )
+        connection.scope.setdefault("state", {})[PROJECT_STATE] = project
 
-    guard.__name__ = f"requires_{role.value}"
+    guard.__name__ = f"requires_{'org_' if org else ''}{role.value}"
     return guard
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeAlias
 
 from litestar.di import NamedDependency
 
-from api.auth import StreamTickets, TokenStore
+from api.auth import SingleSignOn, StreamTickets, TokenStore
 from api.metrics import HubMetrics
 from api.read_cache import ReadCache
 from charts.store import ChartStore
@@ -33,6 +33,7 @@ from notify.model import Filters, Sink, Subscription, SubscriptionStatus
 from projector.db import ProjectionDb
 from projector.service import PROJECTION_FILE
 from registry.overrides import PreparedRenderer
+from registry.projects import ProjectRecord
 from sealing.keyring import Keyring
 from sources.credentials import CredentialStore
 from sources.fetch import FetchPolicy
@@ -159,6 +160,12 @@ class HubContext:
     """Checks standing sources; None where the hub runs no source service."""
     source_policy: FetchPolicy = field(default_factory=lambda: FetchPolicy(HostAllowList()))
     """Which hosts sources may be fetched from, and the limits on what they bring."""
+    sso: SingleSignOn | None = None
+    """Verifies bearer JWTs of the hub's OIDC issuer (None: only fleetbus tokens)."""
+    projects: dict[str, ProjectRecord] = field(default_factory=dict)
+    """Projects known to exist (they are never removed), by name."""
+    project_list: list[ProjectRecord] | None = None
+    """Every project, as last read from the log (None: read it again)."""
 
     @property
     def source_credentials(self) -> CredentialStore:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -25,6 +25,7 @@ from litestar.response import ServerSentEventMessage
 from api.event_records import StreamName, concerns, event_record
 from api.log_readers import closing
 from api.metrics import HubMetrics
+from events.catalog import Event
 from events.errors import EventLogError
 from events.store import EventStore, StoredEvent
 from events.tasks import cancel_and_wait
@@ -58,6 +59,10 @@ class Cursor:
             self.reports = max(self.reports, seq)
 
 
+def everything(_: Event) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class LiveFilter:
     streams: frozenset[StreamName]
@@ -65,6 +70,8 @@ class LiveFilter:
     taskset: str | None = None
     among: frozenset[str] | None = None
     """The clusters a label selector matched when the stream was opened (None: no selector)."""
+    visible: Callable[[Event], bool] = everything
+    """Which events the caller may see at all (its project's, `api.tenancy`)."""
 
 
 async def live_messages(
@@ -120,7 +127,7 @@ async def live_messages(
                     return
                 name, stored = item
                 cursor.advance(name, stored.seq)
-                if not concerns(
+                if not live_filter.visible(stored.event) or not concerns(
                     stored.event,
                     cluster=live_filter.cluster,
                     taskset=live_filter.taskset,

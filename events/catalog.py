@@ -19,6 +19,7 @@ import msgspec
 from events import subjects
 from taskset.blueprints import BlueprintEntry
 from taskset.capabilities import ClusterCapabilities
+from taskset.projects import ProjectQuotas
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -448,6 +449,48 @@ class AntiEntropyRepaired(Event, tag="AntiEntropyRepaired", frozen=True, kw_only
         return self.cluster
 
 
+# --- project aggregate ------------------------------------------------------------------------
+
+
+class ProjectCreated(Event, tag="ProjectCreated", frozen=True, kw_only=True):
+    """A project (tenant) was created. The `default` project exists without one."""
+
+    aggregate: ClassVar[str] = "project"
+    project: str
+    description: str = ""
+    quotas: ProjectQuotas = msgspec.field(default_factory=ProjectQuotas)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.project
+
+
+class ProjectQuotasSet(Event, tag="ProjectQuotasSet", frozen=True, kw_only=True):
+    """A project's quotas changed; they bind what is created from now on."""
+
+    aggregate: ClassVar[str] = "project"
+    project: str
+    quotas: ProjectQuotas
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.project
+
+
+class ProjectSharesSet(Event, tag="ProjectSharesSet", frozen=True, kw_only=True):
+    """What a project shares with every other project, read-only (full names): other projects
+    see these tasksets and blueprints and may build their blueprints on them."""
+
+    aggregate: ClassVar[str] = "project"
+    project: str
+    tasksets: list[str] = msgspec.field(default_factory=list)
+    blueprints: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.project
+
+
 # --- keys aggregate ---------------------------------------------------------------------------
 
 KEYS_AGGREGATE_ID = "hub"
@@ -728,6 +771,9 @@ HubEvent = (
     | KeysRotated
     | DataKeysShredded
     | EventsArchived
+    | ProjectCreated
+    | ProjectQuotasSet
+    | ProjectSharesSet
 )
 ReportEvent = TaskApplied | TaskFailed | DriftDetected | DriftCorrected
 AnyEvent = HubEvent | ReportEvent
@@ -765,6 +811,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         KeysRotated,
         DataKeysShredded,
         EventsArchived,
+        ProjectCreated,
+        ProjectQuotasSet,
+        ProjectSharesSet,
         TaskApplied,
         TaskFailed,
         DriftDetected,

@@ -41,6 +41,7 @@ from fleetbus.bundle import (
     EdgeBundle,
     read_edge_bundle,
 )
+from taskset.projects import short_name
 
 CLUSTER_FILE = "cluster.json"
 """Name and labels of the cluster, for people reading the directory."""
@@ -78,6 +79,12 @@ def bundle_cluster(directory: Path) -> str | None:
     return None
 
 
+def names_cluster(full: str, given: str) -> bool:
+    """Whether the cluster named `full` on the hub is the one the user named `given` (its
+    name in its project is enough: `east` is `payments--east` in project payments)."""
+    return full == given or short_name(full) == given
+
+
 def prepare_bundle_dir(out: Path, cluster: str) -> BundleTarget:
     """Check that `out` may take `cluster`'s bundle, and create it; before the hub is asked."""
     if out.exists() and not out.is_dir():
@@ -88,7 +95,7 @@ def prepare_bundle_dir(out: Path, cluster: str) -> BundleTarget:
         except OSError as e:
             raise BundleError(f"cannot read {out}: {e.strerror or e}") from e
         owner = bundle_cluster(out)
-        if entries and owner != cluster:
+        if entries and not (owner and names_cluster(owner, cluster)):
             holds = f"the bundle of cluster {owner}" if owner else "other files"
             raise BundleError(
                 f"{out} is not empty (it holds {holds}); write the bundle of {cluster} into a "
@@ -107,15 +114,18 @@ def archive_files(archive: bytes, cluster: str) -> dict[str, bytes]:
     """The files of a bundle archive by name, after checking every member."""
     files: dict[str, bytes] = {}
     total = 0
+    top: str | None = None
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
                     raise BundleError(f"the bundle archive has more than {MAX_MEMBERS} entries")
                 parts = PurePosixPath(member.name).parts
-                if member.isdir() and parts == (cluster,):
+                if top is None and parts and names_cluster(parts[0], cluster):
+                    top = parts[0]  # the cluster's full name in its project
+                if member.isdir() and parts == (top,):
                     continue
-                if not (member.isreg() and len(parts) == 2 and parts[0] == cluster):
+                if not (member.isreg() and len(parts) == 2 and parts[0] == top):
                     raise BundleError(
                         f"the bundle archive holds {member.name!r}; only files directly under "
                         f"{cluster}/ belong in it"
@@ -154,7 +164,7 @@ def unpack_bundle(archive: bytes, target: BundleTarget) -> EdgeBundle:
         for name, data in files.items():
             write_file(staging / name, data, 0o600 if name in PRIVATE_FILES else 0o644)
         staged = read_edge_bundle(staging)
-        if staged.cluster != target.cluster:
+        if not names_cluster(staged.cluster, target.cluster):
             raise BundleError(
                 f"the hub sent the bundle of cluster {staged.cluster}, not {target.cluster}"
             )

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "scheduler",
         "run a scheduler against a running hub (a hub service: needs the hub's data dir)",
     ),
+    "project": ("project", "create, list and show projects (tenants) and their quotas"),
     "cluster": ("cluster", "register, list, label and remove clusters"),
     "nats-node": (
         "natsnode",

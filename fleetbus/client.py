@@ -9,6 +9,10 @@ which token, in order:
 3. the data dir of a hub started by `fleetbus up` (`--data-dir`, default `./.fleetbus`): its
    `hub.json` says where the API listens and `admin.token` holds the admin token.
 
+Which project a command acts in: `--project P`, else `FLEETBUS_PROJECT`, else the token's own
+project (the `default` project for org-level tokens). It goes as the `X-Fleetbus-Project`
+header.
+
 Plain `urllib` (no HTTP library in the edge install); errors come back as one clear line.
 """
 
@@ -35,6 +39,8 @@ from fleetbus.errors import HubRequestFailed, HubUnreachable
 ADMIN_TOKEN_FILE = "admin.token"
 SERVER_ENV = "FLEETBUS_SERVER"
 TOKEN_ENV = "FLEETBUS_TOKEN"
+PROJECT_ENV = "FLEETBUS_PROJECT"
+PROJECT_HEADER = "X-Fleetbus-Project"
 CA_FILE_ENV = "FLEETBUS_CA_FILE"
 FINGERPRINT_ENV = "FLEETBUS_TLS_FINGERPRINT"
 Params = Mapping[str, str | int | float | bool | list[str] | None]
@@ -54,6 +60,13 @@ def add_hub_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="T",
         help=f"bearer token (default: ${TOKEN_ENV}, else the local hub's admin token)",
+    )
+    group.add_argument(
+        "--project",
+        default=None,
+        metavar="P",
+        help=f"the project to act in (default: ${PROJECT_ENV}, else the token's own project, "
+        "else default)",
     )
     group.add_argument(
         "--ca-file",
@@ -110,9 +123,11 @@ class HubClient:
         timeout: float = 60.0,
         ca_file: Path | None = None,
         fingerprint: str | None = None,
+        project: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.token = token
+        self.project = project
         self.timeout = timeout
         try:
             self._opener = client_opener(fingerprint=fingerprint, ca_file=ca_file)
@@ -125,6 +140,7 @@ class HubClient:
     def from_args(cls, args: argparse.Namespace) -> HubClient:
         server = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or None
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+        project = getattr(args, "project", None) or os.environ.get(PROJECT_ENV) or None
         ca_file = getattr(args, "ca_file", None) or os.environ.get(CA_FILE_ENV) or None
         fingerprint = (
             getattr(args, "tls_fingerprint", None) or os.environ.get(FINGERPRINT_ENV) or None
@@ -142,6 +158,7 @@ class HubClient:
             token,
             ca_file=Path(ca_file) if ca_file else None,
             fingerprint=fingerprint,
+            project=project,
         )
 
     # --- requests -------------------------------------------------------------------------
@@ -208,6 +225,8 @@ class HubClient:
         request.add_header("Accept", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if self.project:
+            request.add_header(PROJECT_HEADER, self.project)
         if content_type:
             request.add_header("Content-Type", content_type)
         for name, value in (headers or {}).items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Iterator
@@ -26,6 +27,8 @@ from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
 from api.context import ADMIN_TOKEN_FILE, HubContext
+from api.oidc import OidcConfig, OidcVerifier
+from api.tenancy import admit_publish
 from events.retention import RetentionPolicy
 from events.sealed import EventSealer
 from events.store import EventStore, connect
@@ -108,6 +111,8 @@ class HubOptions:
     source_hosts: tuple[str, ...] = ()
     """Hosts (`host` or `host:port`) the hub may fetch sources from; none: no remote sources."""
     source_timeout_s: float = 120.0
+    oidc: OidcConfig | None = None
+    """Single sign-on: bearer JWTs of this OIDC issuer are accepted beside fleetbus tokens."""
 
 
 def hub_config_text(
@@ -346,6 +351,8 @@ async def run_hub(options: HubOptions) -> None:
         )
         api_context = HubContext.for_store(store, options.data_dir)
         api_context.read_generation = lambda: projector.generation
+        if options.oidc is not None:
+            api_context.sso = OidcVerifier(options.oidc)
         api_context.notifications = start_notifications(store, data, supervisor)
         api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
@@ -355,7 +362,12 @@ async def run_hub(options: HubOptions) -> None:
             limits=SourceLimits(timeout_s=options.source_timeout_s),
         )
         api_context.sources = start_source_service(
-            store, api_context.charts, data, supervisor, api_context.source_policy
+            store,
+            api_context.charts,
+            data,
+            supervisor,
+            api_context.source_policy,
+            admit=functools.partial(admit_publish, api_context),
         )
         api_context.renderer = ChartArchiveRenderer(api_context.charts)
         api_context.history = LogStateHistory(

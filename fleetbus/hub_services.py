@@ -11,7 +11,10 @@ hub shares them with the projector, the API and the edge-facing services.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 from charts.store import ChartStore
+from events.catalog import Event
 from events.store import EventStore
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DataDir
@@ -74,8 +77,12 @@ def start_source_service(
     data: DataDir,
     supervisor: Supervisor,
     policy: FetchPolicy,
+    admit: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
 ) -> SourceWatcher:
-    """Start the service that checks standing sources (`fleetbus source`) under `supervisor`."""
-    watcher = SourceWatcher(store, charts, CredentialStore.in_data_dir(data.root), policy)
+    """Start the service that checks standing sources (`fleetbus source`) under `supervisor`;
+    `admit` holds what they publish to their projects' quotas."""
+    watcher = SourceWatcher(
+        store, charts, CredentialStore.in_data_dir(data.root), policy, admit=admit
+    )
     supervisor.start("sources", lambda: watcher.run(supervisor.stop_event), watches_stop=True)
     return watcher

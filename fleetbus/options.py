@@ -50,6 +50,17 @@ def memory_limit(text: str) -> str:
     return f"{number}{unit or 'B'}"
 
 
+def byte_size(text: str) -> int:
+    """A size in bytes: a whole number, or one with a unit (KiB, MiB, GiB, TiB), 0 or more."""
+    match = _MEMORY_SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 500MiB or 2GiB (units B, KiB, MiB, GiB, TiB), got {text!r}"
+        )
+    number, unit = match.groups()
+    return int(number) * MEMORY_UNITS[unit or "B"]
+
+
 MIN_LEAF_MEMORY_LIMIT = 16 << 20
 MIN_LEAF_FILE_STORE = 64 << 20
 

@@ -405,3 +405,11 @@ async def taskset_versions(db: Reader, taskset: str) -> list[VersionRow]:
         )
         for row in rows
     ]
+
+
+async def taskset_log_bytes(db: Reader) -> dict[str, int]:
+    """Taskset -> the bytes its published snapshots take on the log (every version's body)."""
+    rows = await db.fetch_all(
+        "SELECT taskset, SUM(body_size) AS size FROM taskset_versions GROUP BY taskset"
+    )
+    return {row["taskset"]: int(row["size"] or 0) for row in rows}

@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
 from events.streams import REPORTS_STREAM as REPORTS
 from projector.queries import Reader
+from taskset.projects import DEFAULT_PROJECT, SEPARATOR
 
 REPORT_OUTCOMES = ("TaskApplied", "TaskFailed")
 ROLLOUT_TYPES = ("RolloutAdvanced", "RolloutHalted")
@@ -99,14 +101,38 @@ def fill_rate(
     ]
 
 
+def _in_project(column: str, project: str) -> tuple[str, list[Any]]:
+    """SQL: `column` is empty or the full name of an object of `project` (`taskset.projects`)."""
+    if project == DEFAULT_PROJECT:
+        return f"({column} = '' OR instr({column}, ?) = 0)", [SEPARATOR]
+    return f"({column} = '' OR substr({column}, 1, ?) = ?)", [
+        len(project) + len(SEPARATOR),
+        project + SEPARATOR,
+    ]
+
+
 async def event_rate(
-    db: Reader, *, now: datetime, window: timedelta, bucket_seconds: int
+    db: Reader,
+    *,
+    now: datetime,
+    window: timedelta,
+    bucket_seconds: int,
+    project: str | None = None,
 ) -> EventRate:
+    """Events and reports per bucket; with `project`, only those about its clusters and
+    tasksets (an event naming neither is hub-wide and left out)."""
     since = now - window
+    where = "time >= ?"
+    params: list[Any] = [bucket_seconds, since.isoformat()]
+    if project is not None:
+        cluster_sql, cluster_params = _in_project("cluster", project)
+        taskset_sql, taskset_params = _in_project("taskset", project)
+        where += f" AND {cluster_sql} AND {taskset_sql} AND (cluster != '' OR taskset != '')"
+        params += cluster_params + taskset_params
     rows = await db.fetch_all(
         "SELECT CAST(unixepoch(time) / ? AS INTEGER) AS bucket, stream, count(*) AS n"
-        " FROM audit WHERE time >= ? GROUP BY bucket, stream",
-        [bucket_seconds, since.isoformat()],
+        f" FROM audit WHERE {where} GROUP BY bucket, stream",
+        params,
     )
     counts = [(int(r["bucket"]), str(r["stream"]), int(r["n"])) for r in rows]
     return EventRate(

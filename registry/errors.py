@@ -94,3 +94,28 @@ class BlueprintNotFound(UnknownAggregate):
 
 class BlueprintRefused(InvalidCommand):
     """The blueprint as written cannot be published; the message names the entry or cycle."""
+
+
+class ProjectNotFound(UnknownAggregate):
+    pass
+
+
+class ProjectExists(StateConflict):
+    pass
+
+
+class QuotaExceeded(RegistryError):
+    """Creating this would take a project past one of its quotas; nothing was written."""
+
+    def __init__(self, project: str, quota: str, limit: int, used: int, adding: int) -> None:
+        self.project = project
+        self.quota = quota
+        self.limit = limit
+        what = {"clusters": "clusters", "tasksets": "tasksets", "log_bytes": "bytes of log"}
+        flag = "--" + quota.replace("_", "-")
+        super().__init__(
+            f"project {project} has reached its quota {quota}: {used:,} of {limit:,} "
+            f"{what.get(quota, quota)} used, adding {adding:,} would exceed it; remove some, or "
+            f"ask an org admin to raise it (`fleetbus project quota {project} {flag} N`)",
+            {"project": project, "quota": quota, "limit": limit, "used": used, "adding": adding},
+        )

@@ -19,7 +19,7 @@ Nothing here knows about argparse or HTTP: the CLI and the HTTP API call the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -321,11 +321,13 @@ async def publish_taskset(
     correlation_id: str = "",
     preceding: Sequence[Event] = (),
     provenance: Provenance | None = None,
+    admit: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
 ) -> PublishOutcome:
     """Publish a normalized source as the taskset's next version, unless nothing changed.
 
     `preceding` events of the same taskset (its dependencies) are appended in the same atomic
-    batch, before the snapshot, or alone when the snapshot is unchanged."""
+    batch, before the snapshot, or alone when the snapshot is unchanged. `admit` sees the
+    decided events before anything is written and may refuse them (a project's quotas)."""
     taskset = source.taskset
     history, expected = await load_history(store, taskset.name)
     command = PublishTaskset(
@@ -343,6 +345,8 @@ async def publish_taskset(
         if preceding:
             await store.append(list(preceding), expected=expected)
         return PublishOutcome(taskset.name, history.version, history.digest, changed=False)
+    if admit is not None:
+        await admit(events)
     await _keep_chart_archive(charts, source)
     result = await store.append([*preceding, *events], expected=expected)
     published = events[0]

@@ -121,7 +121,7 @@ def decide_taskset(
         }
         targets = [
             cluster
-            for cluster in place_taskset(current.placement, state.clusters)
+            for cluster in place_taskset(current.placement, state.clusters, taskset=name)
             if cluster not in by_blueprint and cluster not in state.draining
         ]
         view = _advance_rollout(state, name, current.version, targets, now, envelope, decision)

@@ -29,6 +29,7 @@ from typing import Literal
 from scheduler.placement import place_taskset
 from scheduler.state import BlueprintRecord, SchedulerState
 from taskset.blueprints import BlueprintDriftPolicy, BlueprintEntry
+from taskset.projects import project_of
 from taskset.selectors import InvalidSelector, Selector, parse_selector
 
 
@@ -67,7 +68,11 @@ def is_member(
     labels: Mapping[str, str],
     state: SchedulerState,
 ) -> bool:
-    """Whether the cluster is in the blueprint: assigned to it, or matching its selector."""
+    """Whether the cluster is in the blueprint: assigned to it, or matching its selector.
+
+    Only clusters of the blueprint's own project can be (`taskset.projects`)."""
+    if project_of(cluster) != project_of(name):
+        return False
     if (name, cluster) in state.blueprint_assignments:
         return True
     latest = record.versions.get(record.latest)
@@ -152,7 +157,9 @@ def is_placed(state: SchedulerState, taskset: str, cluster: str) -> bool:
         return False
     if blueprint_placement(state, taskset, cluster) is not None:
         return True
-    return cluster in place_taskset(record.current.placement, {cluster: state.clusters[cluster]})
+    return cluster in place_taskset(
+        record.current.placement, {cluster: state.clusters[cluster]}, taskset=taskset
+    )
 
 
 def dependencies_of(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -116,8 +116,10 @@ async def fetch_and_publish(
     known: Provenance | None = None,
     source_name: str = "",
     preceding: Sequence[Event] = (),
+    admit: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
 ) -> SourcePublished:
-    """Fetch `ref` and publish it as the next version of `settings.name` (unless unchanged)."""
+    """Fetch `ref` and publish it as the next version of `settings.name` (unless unchanged);
+    `admit` may refuse the decided events before anything is written (a project's quotas)."""
     latest = await load_latest_snapshot(store, settings.name)
     previous = latest.snapshot.taskset if latest is not None and not latest.retired else None
     deadline = FetchDeadline(policy.limits.timeout_s)
@@ -155,6 +157,7 @@ async def fetch_and_publish(
         rollout=settings.rollout,
         provenance=provenance,
         preceding=preceding,
+        admit=admit,
     )
     return SourcePublished(
         outcome=outcome,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from events.catalog import Provenance, SourceAdded
+from events.catalog import Event, Provenance, SourceAdded
 from events.errors import EventLogError
 from events.store import EventStore
 from events.subjects import event_subject
@@ -104,8 +104,12 @@ class SourceWatcher:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tick_s: float = 1.0,
+        admit: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        self.admit = admit
+        """Sees each publish's events before they are written and may refuse them (a
+        project's quotas); a refusal is a failure of the source like any other."""
         self.charts = charts
         self.credentials = credentials
         self.policy = policy
@@ -203,6 +207,7 @@ class SourceWatcher:
                 credential=credential,
                 known=known if known is not None and known.source == definition.source else None,
                 source_name=definition.source,
+                admit=self.admit,
             )
         except FleetbusError as e:
             if isinstance(e, EventLogError):

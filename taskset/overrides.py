@@ -25,6 +25,7 @@ import yaml
 from taskset.capabilities import RenderContext
 from taskset.errors import FleetbusError
 from taskset.model import PHASES, ObjectRef, Phase, Step, Taskset
+from taskset.projects import project_of
 from taskset.selectors import parse_selector
 
 
@@ -78,6 +79,10 @@ class Override(msgspec.Struct, frozen=True, kw_only=True):
     revision: str = ""
 
     def applies_to(self, cluster: str, labels: Mapping[str, str]) -> bool:
+        """Whether it customises `cluster`: only ever one of its taskset's own project (a
+        shared taskset on another project's cluster is that project's to customise)."""
+        if project_of(cluster) != project_of(self.taskset):
+            return False
         if self.cluster:
             return self.cluster == cluster
         return bool(self.selector) and parse_selector(self.selector).matches(labels)

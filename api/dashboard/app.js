@@ -11,6 +11,10 @@ const FEED_LIMIT = 200;
 const REFRESH_EVERY_MS = 1000;
 const RATE_EVERY_MS = 5000;
 
+// `?project=P` in the page's address shows project P (as `--project` does on the CLI);
+// without it the dashboard shows the token's own project (the whole hub for org tokens).
+const PROJECT = new URLSearchParams(location.search).get("project");
+
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   source: null,
@@ -97,7 +101,12 @@ class Unauthorized extends Error {}
 async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options,
-    headers: { Accept: "application/json", Authorization: `Bearer ${state.token}`, ...(options.headers || {}) },
+    headers: {
+      Accept: "application/json",
+      Authorization: `Bearer ${state.token}`,
+      ...(PROJECT ? { "X-Fleetbus-Project": PROJECT } : {}),
+      ...(options.headers || {}),
+    },
   });
   if (response.status === 401) throw new Unauthorized((await response.json()).error);
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
@@ -116,7 +125,8 @@ async function signIn() {
     if (state.token) {
       try {
         const me = await api("/api/v1/whoami");
-        document.getElementById("who").textContent = `${me.name} (${me.role})`;
+        const where = me.project === "default" && me.org_level ? "" : ` in ${me.project}`;
+        document.getElementById("who").textContent = `${me.name} (${me.role}${where})`;
         document.getElementById("logout").hidden = false;
         if (dialog.open) dialog.close();
         return me;
@@ -163,6 +173,7 @@ async function connectLive() {
     return;
   }
   const params = new URLSearchParams({ ticket });
+  if (PROJECT) params.set("project", PROJECT);
   if (state.cursor) {
     const [events, reports] = state.cursor.split("-").map(Number);
     params.set("from_seq", String(events + 1));

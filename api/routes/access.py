@@ -1,6 +1,8 @@
 """`/api/v1/tokens`, `/api/v1/whoami`, `/api/v1/stream-tickets`: who may do what.
 
 Tokens are shown once, in the answer that creates them; lists show names, roles and ids only.
+A project's admins manage that project's tokens; org admins manage every token, and alone make
+org-level ones.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from api.auth import (
     DEFAULT_TOKEN_LIFETIME,
     MAX_ROTATION_GRACE,
     MAX_TOKEN_LIFETIME,
-    Principal,
     Role,
     TokenRecord,
     principal_of,
     requires,
 )
 from api.context import Hub
+from api.errors import Forbidden
+from api.tenancy import Tenant
+from taskset.projects import DEFAULT_PROJECT
 
 DEFAULT_LIFETIME_S = int(DEFAULT_TOKEN_LIFETIME.total_seconds())
 LIFETIME_LIMIT_S = int(MAX_TOKEN_LIFETIME.total_seconds())
@@ -39,6 +43,8 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_by: str = ""
     expires_at: datetime | None = None
     rotated_at: datetime | None = None
+    project: str | None = None
+    """The project it acts in; null for an org-level token."""
 
     @classmethod
     def of(cls, record: TokenRecord) -> TokenInfo:
@@ -46,6 +52,7 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
             id=record.id,
             name=record.name,
             role=record.role,
+            project=record.project,
             created_at=record.created_at,
             created_by=record.created_by,
             expires_at=record.expires_at,
@@ -61,6 +68,9 @@ class NewToken(msgspec.Struct, frozen=True, kw_only=True):
         DEFAULT_LIFETIME_S
     )
     """How long the token lives (default 90 days, at most a year)."""
+    org_level: bool | None = None
+    """True: an org-level token (org admins only); false: a token of the request's project;
+    unset: org-level when an org admin asks in the default project, else the project's."""
 
 
 class Rotation(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,11 +89,30 @@ class CreatedToken(msgspec.Struct, frozen=True, kw_only=True):
 class Caller(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     role: Role
+    """The role held in `project`."""
     token_id: str
+    project: str = DEFAULT_PROJECT
+    """The project this request acted in."""
+    org_level: bool = True
+    grants: dict[str, Role] = msgspec.field(default_factory=dict)
+    """Roles in further projects (single sign-on users)."""
 
     @classmethod
-    def of(cls, principal: Principal) -> Caller:
-        return cls(name=principal.name, role=principal.role, token_id=principal.token_id)
+    def of(cls, tenant: Tenant) -> Caller:
+        principal = tenant.principal
+        return cls(
+            name=principal.name,
+            role=principal.role_in(tenant.name) or principal.role,
+            token_id=principal.token_id,
+            project=tenant.name,
+            org_level=principal.org_level,
+            grants=dict(principal.grants),
+        )
+
+
+def token_scope(tenant: Tenant) -> str | None:
+    """Which tokens a request may manage: every one (None), or its project's."""
+    return None if tenant.whole_hub else tenant.name
 
 
 class StreamTicket(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,8 +126,8 @@ class StreamTicket(msgspec.Struct, frozen=True, kw_only=True):
     tags=["tokens"],
     summary="List tokens",
 )
-async def list_tokens(hub: Hub) -> list[TokenInfo]:
-    return [TokenInfo.of(record) for record in hub.tokens.list()]
+async def list_tokens(hub: Hub, tenant: Tenant) -> list[TokenInfo]:
+    return [TokenInfo.of(record) for record in hub.tokens.list(token_scope(tenant))]
 
 
 @post(
@@ -107,15 +136,21 @@ async def list_tokens(hub: Hub) -> list[TokenInfo]:
     tags=["tokens"],
     summary="Create a token",
 )
-async def create_token(
-    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[NewToken]
-) -> CreatedToken:
-    caller = principal_of(request)
+async def create_token(hub: Hub, tenant: Tenant, data: JSONBody[NewToken]) -> CreatedToken:
+    caller = tenant.principal
+    org_level = data.org_level if data.org_level is not None else tenant.whole_hub
+    if org_level and not caller.is_org_admin:
+        raise Forbidden(
+            f"only org admins make org-level tokens; {caller.name!r} may make tokens of "
+            f"project {tenant.name} (`org_level: false`)",
+            {"required": "org admin"},
+        )
     record, token = hub.tokens.create(
         role=data.role,
         name=data.name,
         created_by=caller.actor,
         lifetime=timedelta(seconds=data.expires_in_seconds),
+        project=None if org_level else tenant.name,
         now=datetime.now(UTC),
     )
     return CreatedToken(token=token, info=TokenInfo.of(record))
@@ -130,6 +165,7 @@ async def create_token(
 )
 async def rotate_token(
     hub: Hub,
+    tenant: Tenant,
     token: Annotated[str, PathParameter(max_length=200)],
     data: JSONBody[Rotation],
 ) -> CreatedToken:
@@ -137,7 +173,11 @@ async def rotate_token(
         timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds is not None else None
     )
     record, secret = hub.tokens.rotate(
-        token, now=datetime.now(UTC), grace=timedelta(seconds=data.grace_seconds), lifetime=lifetime
+        token,
+        now=datetime.now(UTC),
+        grace=timedelta(seconds=data.grace_seconds),
+        lifetime=lifetime,
+        project=token_scope(tenant),
     )
     return CreatedToken(token=secret, info=TokenInfo.of(record))
 
@@ -149,8 +189,10 @@ async def rotate_token(
     summary="Revoke a token (by id or name)",
     status_code=200,
 )
-async def revoke_token(hub: Hub, token: Annotated[str, PathParameter(max_length=200)]) -> TokenInfo:
-    return TokenInfo.of(hub.tokens.revoke(token))
+async def revoke_token(
+    hub: Hub, tenant: Tenant, token: Annotated[str, PathParameter(max_length=200)]
+) -> TokenInfo:
+    return TokenInfo.of(hub.tokens.revoke(token, token_scope(tenant)))
 
 
 @get(
@@ -159,8 +201,8 @@ async def revoke_token(hub: Hub, token: Annotated[str, PathParameter(max_length=
     tags=["tokens"],
     summary="The caller",
 )
-async def whoami(request: Request[Any, Any, Any]) -> Caller:
-    return Caller.of(principal_of(request))
+async def whoami(tenant: Tenant) -> Caller:
+    return Caller.of(tenant)
 
 
 @post(

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, delete, get, post, put
+from litestar import delete, get, post, put
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from api.auth import Role, principal_of, requires
+from api.auth import Role, requires
 from api.context import Hub
 from api.errors import NotFound
 from api.event_records import redact_values
+from api.tenancy import Tenant
 from events.catalog import RolloutStrategy
 from projector.blueprint_sync import BlueprintVersionRow, ClusterSync, behind, blueprint_status
 from projector.blueprint_sync import blueprint_versions as read_versions
@@ -32,8 +33,7 @@ from registry.blueprints import (
     publish_blueprint,
     unassign_blueprint,
 )
-from taskset.blueprints import BlueprintEntry, parse_blueprint
-from taskset.names import check_name
+from taskset.blueprints import BlueprintEntry, BlueprintSpec, parse_blueprint
 
 NameParam = Annotated[str, PathParameter(max_length=63)]
 
@@ -130,6 +130,28 @@ def view_of(row: BlueprintVersionRow, latest: int) -> BlueprintView:
     )
 
 
+def in_project(tenant: Tenant, spec: BlueprintSpec) -> BlueprintSpec:
+    """`spec` with every name it holds (its own, its base's, its entries') full in the project."""
+
+    def taskset(name: str) -> str:
+        return tenant.readable("taskset", name)
+
+    return msgspec.structs.replace(
+        spec,
+        name=tenant.full("blueprint", spec.name),
+        base=tenant.readable("blueprint", spec.base) if spec.base else "",
+        remove=[taskset(name) for name in spec.remove],
+        entries=[
+            msgspec.structs.replace(
+                entry,
+                taskset=taskset(entry.taskset),
+                depends_on=[taskset(name) for name in entry.depends_on],
+            )
+            for entry in spec.entries
+        ],
+    )
+
+
 @post(
     "/api/v1/blueprints",
     guards=[requires(Role.publisher)],
@@ -138,13 +160,13 @@ def view_of(row: BlueprintVersionRow, latest: int) -> BlueprintView:
     status_code=200,
 )
 async def publish(
-    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[PublishBlueprintBody]
+    hub: Hub, tenant: Tenant, data: JSONBody[PublishBlueprintBody]
 ) -> PublishedBlueprint:
-    spec = parse_blueprint(data.blueprint)
+    spec = in_project(tenant, parse_blueprint(data.blueprint))
     outcome = await publish_blueprint(
         hub.store,
         spec,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         now=datetime.now(UTC),
         rollout=data.rollout,
     )
@@ -159,17 +181,25 @@ async def publish(
     tags=["blueprints"],
     summary="Every blueprint at its latest version",
 )
-async def list_(hub: Hub) -> list[BlueprintView]:
+async def list_(hub: Hub, tenant: Tenant) -> list[BlueprintView]:
     async with hub.read_models() as db:
         rows = await read_versions(db)
     latest: dict[str, BlueprintVersionRow] = {}
     for row in rows:
-        latest[row.blueprint] = row
-    return [view_of(row, row.version) for row in latest.values()]
+        if tenant.owns_or_shared(row.blueprint):
+            latest[row.blueprint] = row
+    return [
+        view_of(row, row.version) if tenant.owns(name) else shared_view(row)
+        for name, row in latest.items()
+    ]
+
+
+def shared_view(row: BlueprintVersionRow) -> BlueprintView:
+    """Another project's shared blueprint: what it holds, not who published it."""
+    return msgspec.structs.replace(view_of(row, row.version), published_by="")
 
 
 async def _versions(hub: Hub, name: str) -> dict[int, BlueprintVersionRow]:
-    check_name("blueprint", name)
     async with hub.read_models() as db:
         versions = {row.version: row for row in await read_versions(db, name)}
     if not versions:
@@ -191,10 +221,12 @@ def _version(versions: dict[int, BlueprintVersionRow], name: str, version: int) 
     summary="One version of a blueprint (the latest unless `version` is given)",
 )
 async def show(
-    hub: Hub, name: NameParam, version: Annotated[int, QueryParameter(ge=0)] = 0
+    hub: Hub, tenant: Tenant, name: NameParam, version: Annotated[int, QueryParameter(ge=0)] = 0
 ) -> BlueprintView:
+    name = tenant.readable("blueprint", name)
     versions = await _versions(hub, name)
-    return view_of(versions[_version(versions, name, version)], max(versions))
+    view = view_of(versions[_version(versions, name, version)], max(versions))
+    return view if tenant.owns(name) else msgspec.structs.replace(view, published_by="")
 
 
 @get(
@@ -205,10 +237,12 @@ async def show(
 )
 async def diff(
     hub: Hub,
+    tenant: Tenant,
     name: NameParam,
     from_version: Annotated[int, QueryParameter(name="from", ge=0)] = 0,
     to_version: Annotated[int, QueryParameter(name="to", ge=0)] = 0,
 ) -> BlueprintDiff:
+    name = tenant.readable("blueprint", name)
     history, _ = await load_blueprint(hub.store, name)
     if not history.versions:
         raise NotFound(f"blueprint {name} has never been published")
@@ -238,18 +272,18 @@ async def diff(
     summary="Assign a cluster to the blueprint, optionally pinned to a version",
 )
 async def assign(
-    request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     name: NameParam,
     cluster: NameParam,
     data: JSONBody[AssignBody],
 ) -> AssignBody:
     await assign_blueprint(
         hub.store,
-        name,
-        cluster,
+        tenant.own("blueprint", name),
+        tenant.own("cluster", cluster),
         pinned_version=data.pinned_version,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         now=datetime.now(UTC),
     )
     return data
@@ -262,11 +296,13 @@ async def assign(
     summary="End a cluster's assignment (and pin); its labels alone decide again",
     status_code=204,
 )
-async def unassign(
-    request: Request[Any, Any, Any], hub: Hub, name: NameParam, cluster: NameParam
-) -> None:
+async def unassign(hub: Hub, tenant: Tenant, name: NameParam, cluster: NameParam) -> None:
     await unassign_blueprint(
-        hub.store, name, cluster, actor=principal_of(request).actor, now=datetime.now(UTC)
+        hub.store,
+        tenant.own("blueprint", name),
+        tenant.own("cluster", cluster),
+        actor=tenant.principal.actor,
+        now=datetime.now(UTC),
     )
 
 
@@ -277,11 +313,13 @@ async def unassign(
     summary="Force-sync: send every entry to the cluster again, in dependency order",
     status_code=202,
 )
-async def sync(
-    request: Request[Any, Any, Any], hub: Hub, name: NameParam, cluster: NameParam
-) -> None:
+async def sync(hub: Hub, tenant: Tenant, name: NameParam, cluster: NameParam) -> None:
     await force_sync(
-        hub.store, name, cluster, actor=principal_of(request).actor, now=datetime.now(UTC)
+        hub.store,
+        tenant.own("blueprint", name),
+        tenant.own("cluster", cluster),
+        actor=tenant.principal.actor,
+        now=datetime.now(UTC),
     )
 
 
@@ -293,9 +331,11 @@ async def sync(
 )
 async def status(
     hub: Hub,
+    tenant: Tenant,
     name: NameParam,
     behind_version: Annotated[int | None, QueryParameter(name="behind", ge=0)] = None,
 ) -> list[ClusterSync]:
+    name = tenant.own("blueprint", name)
     versions = await _versions(hub, name)
     async with hub.read_models() as db:
         rows = await blueprint_status(db, name)

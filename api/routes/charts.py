@@ -17,8 +17,8 @@ from litestar.params import PathParameter, QueryParameter
 from api.auth import Role, requires
 from api.context import Hub
 from api.errors import NotFound
+from api.tenancy import Tenant
 from projector import queries, timelines
-from taskset.names import check_name
 
 NameParam = Annotated[str, PathParameter(max_length=63)]
 
@@ -31,6 +31,7 @@ NameParam = Annotated[str, PathParameter(max_length=63)]
 )
 async def event_rate_chart(
     hub: Hub,
+    tenant: Tenant,
     minutes: Annotated[int, QueryParameter(ge=1, le=24 * 60)] = 60,
     bucket_seconds: Annotated[int, QueryParameter(ge=1, le=3600)] = 60,
 ) -> timelines.EventRate:
@@ -42,6 +43,7 @@ async def event_rate_chart(
             now=datetime.now(UTC),
             window=timedelta(minutes=minutes),
             bucket_seconds=bucket_seconds,
+            project=None if tenant.whole_hub else tenant.name,
         )
 
 
@@ -51,12 +53,12 @@ async def event_rate_chart(
     tags=["charts"],
     summary="A taskset's latest version: clusters applied and failed over time, and its waves",
 )
-async def convergence_chart(hub: Hub, name: NameParam) -> timelines.Convergence:
-    check_name("taskset", name)
+async def convergence_chart(hub: Hub, tenant: Tenant, name: NameParam) -> timelines.Convergence:
+    shown, name = name, tenant.own("taskset", name)
     async with hub.read_models() as db:
         versions = await queries.taskset_versions(db, name)
         if not versions:
-            raise NotFound(f"taskset {name} has never been published")
+            raise NotFound(f"taskset {shown} has never been published")
         since = timelines.parse_time(versions[0].published_at)
         return await timelines.convergence(db, name, since)
 
@@ -67,12 +69,12 @@ async def convergence_chart(hub: Hub, name: NameParam) -> timelines.Convergence:
     tags=["charts"],
     summary="A cluster's drift detected and corrected, oldest first (the latest 2000)",
 )
-async def drift_chart(hub: Hub, name: NameParam) -> timelines.DriftTimeline:
-    check_name("cluster", name)
+async def drift_chart(hub: Hub, tenant: Tenant, name: NameParam) -> timelines.DriftTimeline:
+    shown, name = name, tenant.own("cluster", name)
     async with hub.read_models() as db:
         known = {row.name for row in await queries.clusters(db, include_deregistered=True)}
         if name not in known:
-            raise NotFound(f"cluster {name} is not registered")
+            raise NotFound(f"cluster {shown} is not registered")
         return await timelines.drift_timeline(db, name)
 
 

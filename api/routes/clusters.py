@@ -8,16 +8,17 @@ the only copy (register again after deregistering to get a new one).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Request, Response, delete, patch, post
+from litestar import Response, delete, patch, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
-from api.auth import Role, principal_of, requires
+from api.auth import Role, requires
 from api.context import Hub
 from api.errors import ServiceUnavailable
+from api.tenancy import Tenant, admit_cluster
 from registry.clusters import (
     change_cluster_labels,
     cluster_subject,
@@ -62,20 +63,20 @@ class ClusterRecordView(msgspec.Struct, frozen=True, kw_only=True):
         )
     },
 )
-async def register(
-    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[NewCluster]
-) -> Response[bytes]:
+async def register(hub: Hub, tenant: Tenant, data: JSONBody[NewCluster]) -> Response[bytes]:
     if hub.enrollment is None:
         raise ServiceUnavailable(
             "this hub has no leafnode listener, so it cannot issue cluster certificates"
         )
+    name = tenant.full("cluster", data.name)
+    await admit_cluster(hub, name)
     now = datetime.now(UTC)
-    issued = hub.enrollment.issue(data.name, data.labels, now)
+    issued = hub.enrollment.issue(name, data.labels, now)
     record = await register_cluster(
         hub.store,
-        data.name,
+        name,
         data.labels,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         now=now,
         certificate_fingerprint=issued.fingerprint,
     )
@@ -98,14 +99,14 @@ async def register(
     summary="Set and remove labels of a cluster",
 )
 async def relabel(
-    request: Request[Any, Any, Any], hub: Hub, name: NameParam, data: JSONBody[LabelChange]
+    hub: Hub, tenant: Tenant, name: NameParam, data: JSONBody[LabelChange]
 ) -> ClusterRecordView:
     record = await change_cluster_labels(
         hub.store,
-        name,
+        tenant.own("cluster", name),
         data.set,
         data.remove,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         now=datetime.now(UTC),
     )
     return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
@@ -121,8 +122,9 @@ async def relabel(
     ),
     status_code=200,
 )
-async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> ClusterRecordView:
-    actor = principal_of(request).actor
+async def remove(hub: Hub, tenant: Tenant, name: NameParam) -> ClusterRecordView:
+    actor = tenant.principal.actor
+    name = tenant.own("cluster", name)
     record = await deregister_cluster(hub.store, name, actor=actor, now=datetime.now(UTC))
     if hub.keyring is not None:
         # Crypto-shredding: what was sealed for this cluster alone can never be read again.
@@ -147,9 +149,9 @@ async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> 
     summary="Start removing every taskset from a cluster (preDelete first), before removing it",
     status_code=200,
 )
-async def drain(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> ClusterRecordView:
+async def drain(hub: Hub, tenant: Tenant, name: NameParam) -> ClusterRecordView:
     record = await drain_cluster(
-        hub.store, name, actor=principal_of(request).actor, now=datetime.now(UTC)
+        hub.store, tenant.own("cluster", name), actor=tenant.principal.actor, now=datetime.now(UTC)
     )
     return ClusterRecordView(name=record.name, labels=record.labels, registered=record.registered)
 

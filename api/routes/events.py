@@ -7,6 +7,7 @@ the end), so paging never skips nor repeats an event even while the log grows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -23,9 +24,10 @@ from api.event_records import EventRecord, StreamName, concerns, event_record
 from api.log_readers import closing
 from api.read_cache import json_response
 from api.sse import Cursor, LiveFilter, live_messages
+from api.tenancy import Tenant
 from events.archive_verify import verify_trail
+from events.catalog import Event
 from projector import queries
-from taskset.names import check_name
 from taskset.selectors import parse_selector
 
 MAX_PAGE = 1000
@@ -48,11 +50,14 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _names(cluster: str | None, taskset: str | None) -> None:
-    if cluster is not None:
-        check_name("cluster", cluster)
-    if taskset is not None:
-        check_name("taskset", taskset)
+def _names(
+    tenant: Tenant, cluster: str | None, taskset: str | None
+) -> tuple[str | None, str | None]:
+    """The full names of the `cluster` and `taskset` filters in the request's project."""
+    return (
+        tenant.full("cluster", cluster) if cluster is not None else None,
+        tenant.full("taskset", taskset) if taskset is not None else None,
+    )
 
 
 SelectorParam = Annotated[
@@ -90,6 +95,7 @@ async def clusters_matching(hub: HubContext, selector: str | None) -> frozenset[
 async def replay_events(
     request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     stream: FromQuery[StreamName] = "events",
     from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
     since: FromQuery[datetime | None] = None,
@@ -99,7 +105,7 @@ async def replay_events(
     selector: SelectorParam = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response[bytes]:
-    _names(cluster, taskset)
+    cluster, taskset = _names(tenant, cluster, taskset)
     among = await clusters_matching(hub, selector)
     since, until = as_utc(since), as_utc(until)
     if since is not None and since <= EPOCH:
@@ -111,11 +117,21 @@ async def replay_events(
 
     async def build() -> bytes:
         page = await read_page(
-            hub, stream, last_seq, from_seq, since, until, cluster, taskset, limit, among
+            hub,
+            stream,
+            last_seq,
+            from_seq,
+            since,
+            until,
+            cluster,
+            taskset,
+            limit,
+            tenant.sees,
+            among,
         )
         return msgspec.json.encode(page)
 
-    key = ("events", stream, from_seq, since, until, cluster, taskset, limit, among)
+    key = ("events", stream, from_seq, since, until, cluster, taskset, limit, tenant.view, among)
     return json_response(request, await hub.reads.answer(key, last_seq, build))
 
 
@@ -129,6 +145,7 @@ async def read_page(
     cluster: str | None,
     taskset: str | None,
     limit: int,
+    visible: Callable[[Event], bool],
     among: frozenset[str] | None = None,
 ) -> EventPage:
     """The page of at most `limit` matching events from `from_seq` (or `since`)."""
@@ -146,6 +163,8 @@ async def read_page(
         async for stored in stored_events:
             if since is not None and stored.stored_at < since:
                 continue
+            if not visible(stored.event):
+                continue
             if not concerns(stored.event, cluster=cluster, taskset=taskset, among=among):
                 continue
             if len(records) == limit:
@@ -162,12 +181,14 @@ async def read_page(
     summary="Follow the event log live (Server-Sent Events)",
     description="Each message is one event record as JSON; its id is a cursor over both "
     "streams that `Last-Event-ID` resumes from. Without a cursor or `from_seq` only new "
-    "events are sent. Browsers authenticate with `ticket` (POST /api/v1/stream-tickets).",
+    "events are sent. Browsers authenticate with `ticket` (POST /api/v1/stream-tickets) and "
+    "name the project with `project`.",
     tags=["events"],
     media_type="text/event-stream",
 )
 async def stream_events(
     hub: Hub,
+    tenant: Tenant,
     streams: FromQuery[Literal["all", "events", "reports"]] = "all",
     from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
     reports_from_seq: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
@@ -175,9 +196,10 @@ async def stream_events(
     taskset: FromQuery[str | None] = None,
     selector: SelectorParam = None,
     ticket: FromQuery[str | None] = None,
+    project: FromQuery[str | None] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
-    _names(cluster, taskset)
+    cluster, taskset = _names(tenant, cluster, taskset)
     among = await clusters_matching(hub, selector)
     cursor = Cursor.parse(last_event_id) if last_event_id else None
     if last_event_id and cursor is None:
@@ -198,7 +220,13 @@ async def stream_events(
         live_messages(
             {"events": hub.store, "reports": hub.reports},
             cursor,
-            LiveFilter(streams=selected, cluster=cluster, taskset=taskset, among=among),
+            LiveFilter(
+                streams=selected,
+                cluster=cluster,
+                taskset=taskset,
+                among=among,
+                visible=tenant.sees,
+            ),
             stop=hub.shutdown,
             heartbeat_s=hub.sse_heartbeat_s,
             metrics=hub.metrics,

@@ -21,6 +21,7 @@ from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable, register_status
 from api.read_cache import json_response
+from api.tenancy import Tenant
 from events.inventory import ControllerStatus, EdgeStatus
 from projector import queries
 from projector.db import ProjectionDb
@@ -97,6 +98,8 @@ class TasksetView(msgspec.Struct, frozen=True, kw_only=True):
     provenance: dict[str, Any] | None = None
     """Where the latest version was fetched from, for a remote source: kind, URL, chart and
     version, digest or commit."""
+    shared: bool = False
+    """Another project's, shared read-only with this one (placement and rollout not shown)."""
 
 
 class FleetStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,16 +212,19 @@ def cluster_views(
     ]
 
 
-async def load_status(db: ProjectionDb, hub: HubContext, taskset: str | None) -> FleetStatus:
-    cells = await queries.fleet_status(db, taskset)
+async def load_status(
+    db: ProjectionDb, hub: HubContext, taskset: str | None, tenant: Tenant
+) -> FleetStatus:
+    cells = [c for c in await queries.fleet_status(db, taskset) if _owns_cell(tenant, c)]
     rollouts = {row.taskset: row for row in await queries.rollouts(db, taskset)}
     tasksets = [
         taskset_view(row, rollouts.get(row.name))
         for row in await queries.tasksets(db)
-        if taskset is None or row.name == taskset
+        if (taskset is None or row.name == taskset) and tenant.owns(row.name)
     ]
     all_cells = cells if taskset is None else await queries.fleet_status(db)
-    clusters = cluster_views(await queries.clusters(db), all_cells, hub, datetime.now(UTC))
+    rows = [row for row in await queries.clusters(db) if tenant.owns(row.name)]
+    clusters = cluster_views(rows, all_cells, hub, datetime.now(UTC))
     return FleetStatus(
         clusters=clusters,
         tasksets=tasksets,
@@ -242,19 +248,21 @@ CACHED = (
     responses={200: ResponseSpec(data_container=FleetStatus, description="The fleet matrix")},
 )
 async def fleet_status(
-    request: Request[Any, Any, Any], hub: Hub, taskset: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], hub: Hub, tenant: Tenant, taskset: FromQuery[str | None] = None
 ) -> Response[bytes]:
+    shown = taskset
     if taskset is not None:
-        check_name("taskset", taskset)
+        taskset = tenant.full("taskset", taskset)
 
     async def build() -> bytes:
         async with hub.read_models() as db:
-            status = await load_status(db, hub, taskset)
+            status = await load_status(db, hub, taskset, tenant)
         if taskset is not None and not status.tasksets:
-            raise NotFound(f"taskset {taskset} has never been published")
+            raise NotFound(f"taskset {shown} has never been published")
         return msgspec.json.encode(status)
 
-    answer = await hub.reads.answer(("status", taskset), hub.read_generation(), build)
+    key = ("status", taskset, tenant.view)
+    answer = await hub.reads.answer(key, hub.read_generation(), build)
     return json_response(request, answer)
 
 
@@ -269,6 +277,7 @@ async def fleet_status(
 async def list_clusters(
     request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     include_deregistered: Annotated[
         bool, QueryParameter(name="all", description="also list deregistered clusters")
     ] = False,
@@ -277,10 +286,11 @@ async def list_clusters(
         async with hub.read_models() as db:
             cells = await queries.fleet_status(db)
             rows = await queries.clusters(db, include_deregistered=include_deregistered)
+            rows = [row for row in rows if tenant.owns(row.name)]
             return msgspec.json.encode(cluster_views(rows, cells, hub, datetime.now(UTC)))
 
     answer = await hub.reads.answer(
-        ("clusters", include_deregistered), hub.read_generation(), build
+        ("clusters", include_deregistered, tenant.view), hub.read_generation(), build
     )
     return json_response(request, answer)
 
@@ -291,12 +301,12 @@ async def list_clusters(
     tags=["clusters"],
     summary="One cluster: its tasksets, latest reports and drift history",
 )
-async def cluster_detail(hub: Hub, name: NameParam) -> ClusterDetail:
-    check_name("cluster", name)
+async def cluster_detail(hub: Hub, tenant: Tenant, name: NameParam) -> ClusterDetail:
+    shown, name = name, tenant.own("cluster", name)
     async with hub.read_models() as db:
         rows = [row for row in await queries.clusters(db) if row.name == name]
         if not rows:
-            raise NotFound(f"cluster {name} is not registered")
+            raise NotFound(f"cluster {shown} is not registered")
         cells = [c for c in await queries.fleet_status(db) if c.cluster == name]
         trail = await queries.audit_trail(db, cluster=name, limit=500)
     newest_first = list(reversed(trail))
@@ -315,10 +325,22 @@ async def cluster_detail(hub: Hub, name: NameParam) -> ClusterDetail:
     tags=["tasksets"],
     summary="Published tasksets with their latest version and rollout",
 )
-async def list_tasksets(hub: Hub) -> list[TasksetView]:
+async def list_tasksets(hub: Hub, tenant: Tenant) -> list[TasksetView]:
     async with hub.read_models() as db:
         rollouts = {row.taskset: row for row in await queries.rollouts(db)}
-        return [taskset_view(row, rollouts.get(row.name)) for row in await queries.tasksets(db)]
+        return [
+            taskset_view(row, rollouts.get(row.name))
+            if tenant.owns(row.name)
+            else as_shared(taskset_view(row, None))
+            for row in await queries.tasksets(db)
+            if tenant.owns_or_shared(row.name)
+        ]
+
+
+def as_shared(view: TasksetView) -> TasksetView:
+    """Another project's shared taskset as this one sees it: its content and versions, not
+    where its owner places it nor how its owner's rollout goes."""
+    return msgspec.structs.replace(view, placement={}, rollout=None, shared=True)
 
 
 @get(
@@ -327,12 +349,14 @@ async def list_tasksets(hub: Hub) -> list[TasksetView]:
     tags=["tasksets"],
     summary="One taskset: versions, rollout waves and where each cluster stands",
 )
-async def taskset_detail(hub: Hub, name: NameParam) -> TasksetDetail:
-    check_name("taskset", name)
+async def taskset_detail(hub: Hub, tenant: Tenant, name: NameParam) -> TasksetDetail:
+    shown, name = name, tenant.readable("taskset", name)
+    if not tenant.owns(name):
+        return await shared_taskset_detail(hub, tenant, name)
     async with hub.read_models() as db:
         rows = [row for row in await queries.tasksets(db) if row.name == name]
         if not rows:
-            raise NotFound(f"taskset {name} has never been published")
+            raise NotFound(f"taskset {shown} has never been published")
         rollouts = await queries.rollouts(db, name)
         versions = await queries.taskset_versions(db, name)
         cells = [c for c in await queries.fleet_status(db, name) if c.state != "removed"]
@@ -349,6 +373,28 @@ async def taskset_detail(hub: Hub, name: NameParam) -> TasksetDetail:
     )
 
 
+async def shared_taskset_detail(hub: Hub, tenant: Tenant, name: str) -> TasksetDetail:
+    """A taskset another project shares: its versions, and where it runs in this project."""
+    async with hub.read_models() as db:
+        rows = [row for row in await queries.tasksets(db) if row.name == name]
+        versions = await queries.taskset_versions(db, name)
+        cells = [
+            c
+            for c in await queries.fleet_status(db, name)
+            if c.state != "removed" and tenant.owns(c.cluster)
+        ]
+    if not rows:
+        raise NotFound(f"taskset {name} has never been published")
+    versions = [msgspec.structs.replace(v, actor="", event_id="") for v in versions]
+    return TasksetDetail(
+        taskset=as_shared(taskset_view(rows[0], None)),
+        versions=versions,
+        waves=[WaveView(wave=0, clusters=cells)] if cells else [],
+        published_at=versions[0].published_at if versions else rows[0].updated_at,
+        published_by="",
+    )
+
+
 @get(
     "/api/v1/clusters/{name:str}/state",
     guards=[requires(Role.viewer)],
@@ -358,14 +404,18 @@ async def taskset_detail(hub: Hub, name: NameParam) -> TasksetDetail:
     "ClusterTask in force then, with Secret values masked.",
 )
 async def cluster_state(
-    hub: Hub, name: NameParam, at: FromQuery[datetime | None] = None
+    hub: Hub, tenant: Tenant, name: NameParam, at: FromQuery[datetime | None] = None
 ) -> dict[str, Any]:
-    check_name("cluster", name)
+    name = tenant.own("cluster", name)
     if hub.history is None:
         raise ServiceUnavailable("this hub cannot replay desired state")
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     return await hub.history.state_at(name, at)
+
+
+def _owns_cell(tenant: Tenant, cell: StatusRow) -> bool:
+    return tenant.owns(cell.cluster) and tenant.owns_or_shared(cell.taskset)
 
 
 async def collect_fleet_metrics(hub: HubContext) -> None:

@@ -77,7 +77,7 @@ def _keyring(hub: Hub) -> Keyring:
 
 @get(
     "/api/v1/keys",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["keys"],
     summary="The hub's keyring: key ids, scopes, which seal new secrets, which were shredded",
 )
@@ -95,7 +95,7 @@ async def list_(hub: Hub) -> KeyringView:
 
 @post(
     "/api/v1/keys/rotate",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["keys"],
     summary="Rotate the key-encryption key and/or data keys; old secrets stay readable",
     status_code=200,
@@ -123,7 +123,7 @@ async def rotate(
 
 @post(
     "/api/v1/keys/shred",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["keys"],
     summary="Destroy a cluster's data keys: the secrets sealed for it become unreadable",
     status_code=200,

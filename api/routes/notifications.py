@@ -91,7 +91,7 @@ def _notifier(hub: Any) -> Notifications:
 
 @get(
     "/api/v1/notifications",
-    guards=[requires(Role.viewer)],
+    guards=[requires(Role.viewer, org=True)],
     tags=["notifications"],
     summary="List notification subscriptions (receivers by host only, never URLs or keys)",
 )
@@ -101,7 +101,7 @@ async def list_subscriptions(hub: Hub) -> list[Subscription]:
 
 @post(
     "/api/v1/notifications",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["notifications"],
     summary="Subscribe a webhook to events; the HMAC key is returned once",
 )
@@ -126,7 +126,7 @@ async def add_subscription(
 
 @delete(
     "/api/v1/notifications/{name:str}",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["notifications"],
     summary="Remove a subscription (its undelivered events are dropped)",
     status_code=200,
@@ -139,7 +139,7 @@ async def remove_subscription(
 
 @get(
     "/api/v1/notifications/status",
-    guards=[requires(Role.viewer)],
+    guards=[requires(Role.viewer, org=True)],
     tags=["notifications"],
     summary="Delivery status of every subscription: pending events, failures, last error",
 )

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, delete, get, put
+from litestar import delete, get, put
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from api.auth import Role, principal_of, requires
+from api.auth import Role, requires
 from api.context import Hub
 from api.event_records import redact_patches, redact_values
+from api.tenancy import Tenant
 from events.catalog import OverrideSet
 from registry.overrides import (
     SetOverride,
@@ -91,8 +92,9 @@ class Preview(msgspec.Struct, frozen=True, kw_only=True):
     tags=["overrides"],
     summary="A taskset's overrides in force, in the order they apply",
 )
-async def list_(hub: Hub, taskset: NameParam) -> list[OverrideView]:
-    return [OverrideView.of(event) for event in await list_overrides(hub.store, taskset)]
+async def list_(hub: Hub, tenant: Tenant, taskset: NameParam) -> list[OverrideView]:
+    full = tenant.own("taskset", taskset)
+    return [OverrideView.of(event) for event in await list_overrides(hub.store, full)]
 
 
 @put(
@@ -102,8 +104,8 @@ async def list_(hub: Hub, taskset: NameParam) -> list[OverrideView]:
     summary="Set (or replace) an override",
 )
 async def set_(
-    request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     taskset: NameParam,
     name: NameParam,
     data: JSONBody[OverrideSpec],
@@ -111,14 +113,14 @@ async def set_(
     event = await set_override(
         hub.store,
         SetOverride(
-            taskset=taskset,
+            taskset=tenant.own("taskset", taskset),
             name=name,
-            cluster=data.cluster,
+            cluster=tenant.own("cluster", data.cluster) if data.cluster else "",
             selector=data.selector,
             values=data.values,
             patches=data.patches,
             sensitive=data.sensitive,
-            actor=principal_of(request).actor,
+            actor=tenant.principal.actor,
         ),
         datetime.now(UTC),
     )
@@ -135,14 +137,12 @@ async def set_(
     summary="Remove an override",
     status_code=200,
 )
-async def remove(
-    request: Request[Any, Any, Any], hub: Hub, taskset: NameParam, name: NameParam
-) -> RemovedOverride:
+async def remove(hub: Hub, tenant: Tenant, taskset: NameParam, name: NameParam) -> RemovedOverride:
     event = await remove_override(
         hub.store,
-        taskset,
+        tenant.own("taskset", taskset),
         name,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         now=datetime.now(UTC),
     )
     return RemovedOverride(taskset=event.taskset, name=event.name)
@@ -156,10 +156,13 @@ async def remove(
 )
 async def preview(
     hub: Hub,
+    tenant: Tenant,
     taskset: NameParam,
     cluster: Annotated[str, QueryParameter(max_length=63)],
 ) -> Preview:
-    result = await preview_overrides(hub.store, taskset, cluster, hub.renderer)
+    result = await preview_overrides(
+        hub.store, tenant.own("taskset", taskset), tenant.own("cluster", cluster), hub.renderer
+    )
     return Preview(
         taskset=result.taskset,
         version=result.version,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Request, post
+from litestar import post
 from litestar.params import PathParameter
 
-from api.auth import Role, principal_of, requires
+from api.auth import Role, requires
 from api.context import Hub
+from api.tenancy import Tenant
 from registry.rollouts import resume_rollout
 
 
@@ -27,12 +28,13 @@ class Resumed(msgspec.Struct, frozen=True, kw_only=True):
     status_code=200,
 )
 async def resume(
-    request: Request[Any, Any, Any],
-    hub: Hub,
-    taskset: Annotated[str, PathParameter(max_length=63)],
+    hub: Hub, tenant: Tenant, taskset: Annotated[str, PathParameter(max_length=63)]
 ) -> Resumed:
     event = await resume_rollout(
-        hub.store, taskset, actor=principal_of(request).actor, now=datetime.now(UTC)
+        hub.store,
+        tenant.own("taskset", taskset),
+        actor=tenant.principal.actor,
+        now=datetime.now(UTC),
     )
     return Resumed(taskset=event.taskset, version=event.taskset_version)
 

@@ -11,17 +11,19 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, delete, get, post, put
+from litestar import delete, get, post, put
 from litestar.params import JSONBody, PathParameter
 
-from api.auth import Role, principal_of, requires
+from api.auth import Role, requires
 from api.context import Hub
 from api.errors import InvalidRequest, ServiceUnavailable, register_status
 from api.event_records import redact_values
+from api.tenancy import Tenant, admit_publish
 from events.catalog import Placement, Provenance, RolloutStrategy, SourceAdded
 from events.ids import new_event_id
 from registry.blueprints import dependency_events
@@ -39,7 +41,6 @@ from sources.publish import PublishSettings, default_name, fetch_and_publish
 from sources.references import SourceRef, check_reference
 from sources.service import SourceWatcher, add_source, remove_source
 from sources.watch import SourceRecord
-from taskset.names import check_name
 
 for _error, _status in (
     (HostNotAllowed, 403),
@@ -161,8 +162,10 @@ class CredentialInput(msgspec.Struct, frozen=True, kw_only=True):
     known_hosts: Annotated[str, msgspec.Meta(max_length=16384)] = ""
 
 
-def _credential(hub: Hub, name: str) -> Credential | None:
-    return hub.source_credentials.get(name) if name else None
+def _credential(hub: Hub, tenant: Tenant, name: str) -> Credential | None:
+    """The stored credentials a request names: a project's are stored as `<project>--<name>`
+    by an org admin, and a project can name no other."""
+    return hub.source_credentials.get(tenant.full("credentials", name)) if name else None
 
 
 @post(
@@ -174,18 +177,23 @@ def _credential(hub: Hub, name: str) -> Credential | None:
     status_code=201,
 )
 async def publish_remote(
-    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[RemotePublish]
+    hub: Hub, tenant: Tenant, data: JSONBody[RemotePublish]
 ) -> RemotePublished:
     ref = data.source.reference()
     name = data.name or default_name(ref)
     if not name:
         raise InvalidRequest("a Git source needs a taskset name: set `name`")
-    check_name("taskset", name)
-    actor = principal_of(request).actor
+    name = tenant.full("taskset", name)
+    depends_on = (
+        [tenant.full("taskset", d) for d in data.depends_on]
+        if data.depends_on is not None
+        else None
+    )
+    actor = tenant.principal.actor
     now = datetime.now(UTC)
     preceding = (
-        await dependency_events(hub.store, name, data.depends_on, actor=actor, now=now)
-        if data.depends_on is not None
+        await dependency_events(hub.store, name, depends_on, actor=actor, now=now)
+        if depends_on is not None
         else []
     )
     published = await fetch_and_publish(
@@ -202,8 +210,9 @@ async def publish_remote(
         hub.source_policy,
         actor=actor,
         now=now,
-        credential=_credential(hub, data.source.credentials),
+        credential=_credential(hub, tenant, data.source.credentials),
         preceding=preceding,
+        admit=functools.partial(admit_publish, hub),
     )
     outcome = published.outcome
     assert outcome is not None
@@ -259,8 +268,12 @@ def _watcher(hub: Hub) -> SourceWatcher:
 @get(
     "/api/v1/sources", guards=[requires(Role.viewer)], tags=["sources"], summary="Standing sources"
 )
-async def list_sources(hub: Hub) -> list[SourceView]:
-    return [source_view(record) for record in _watcher(hub).records()]
+async def list_sources(hub: Hub, tenant: Tenant) -> list[SourceView]:
+    return [
+        source_view(record)
+        for record in _watcher(hub).records()
+        if tenant.owns(record.definition.source)
+    ]
 
 
 @post(
@@ -270,23 +283,25 @@ async def list_sources(hub: Hub) -> list[SourceView]:
     summary="Add (or redefine) a standing source: the hub publishes each new version it finds",
     status_code=201,
 )
-async def add(
-    request: Request[Any, Any, Any], hub: Hub, data: JSONBody[StandingSource]
-) -> dict[str, Any]:
+async def add(hub: Hub, tenant: Tenant, data: JSONBody[StandingSource]) -> dict[str, Any]:
     watcher = _watcher(hub)
     ref = data.source.reference()
-    if data.source.credentials:
-        hub.source_credentials.get(data.source.credentials)
+    source = tenant.full("source", data.name)
+    credentials = (
+        tenant.full("credentials", data.source.credentials) if data.source.credentials else ""
+    )
+    if credentials:
+        hub.source_credentials.get(credentials)
     now = datetime.now(UTC)
     event_id = new_event_id(int(now.timestamp() * 1000))
     definition = SourceAdded(
         id=event_id,
         occurred_at=now,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         correlation_id=event_id,
         causation_id=event_id,
-        source=data.name,
-        taskset=data.taskset or data.name,
+        source=source,
+        taskset=tenant.full("taskset", data.taskset or data.name),
         kind=ref.kind,
         url=ref.url,
         chart=ref.chart,
@@ -298,12 +313,12 @@ async def add(
         placement=data.placement,
         rollout=data.rollout,
         interval_s=data.interval_s,
-        credentials=data.source.credentials,
+        credentials=credentials,
         plain_http=ref.plain_http,
     )
     changed = await add_source(hub.store, definition)
     watcher.wake()
-    return {"source": data.name, "taskset": definition.taskset, "changed": changed}
+    return {"source": source, "taskset": definition.taskset, "changed": changed}
 
 
 @delete(
@@ -313,9 +328,9 @@ async def add(
     summary="Stop checking a source (what it published stays)",
     status_code=200,
 )
-async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> dict[str, str]:
-    check_name("source", name)
-    await remove_source(hub.store, name, actor=principal_of(request).actor, now=datetime.now(UTC))
+async def remove(hub: Hub, tenant: Tenant, name: NameParam) -> dict[str, str]:
+    name = tenant.own("source", name)
+    await remove_source(hub.store, name, actor=tenant.principal.actor, now=datetime.now(UTC))
     return {"source": name}
 
 
@@ -326,8 +341,8 @@ async def remove(request: Request[Any, Any, Any], hub: Hub, name: NameParam) -> 
     summary="Check a source now and publish what is new",
     status_code=200,
 )
-async def sync(hub: Hub, name: NameParam) -> CheckView:
-    check_name("source", name)
+async def sync(hub: Hub, tenant: Tenant, name: NameParam) -> CheckView:
+    name = tenant.own("source", name)
     result = await _watcher(hub).sync(name)
     return CheckView(
         source=result.source,
@@ -341,7 +356,7 @@ async def sync(hub: Hub, name: NameParam) -> CheckView:
 
 @get(
     "/api/v1/source-credentials",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["sources"],
     summary="Stored source credentials: names, kinds and user names, never secrets",
 )
@@ -351,7 +366,7 @@ async def list_credentials(hub: Hub) -> list[CredentialSummary]:
 
 @put(
     "/api/v1/source-credentials/{name:str}",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["sources"],
     summary="Store credentials for private repositories, registries or Git servers",
 )
@@ -365,7 +380,7 @@ async def set_credentials(
 
 @delete(
     "/api/v1/source-credentials/{name:str}",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["sources"],
     summary="Forget stored source credentials",
     status_code=200,

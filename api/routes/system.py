@@ -3,11 +3,14 @@ scheduler's fold (`GET` for viewers, `POST` to take one now for admins).
 
 `/metrics` is not public because its labels name tasksets and clusters, which say what runs
 where. Prometheus sends a token with `authorization: {credentials_file: ...}` in its scrape
-config; create one with `fleetbus token create --role viewer --name prometheus`.
+config; create one with `fleetbus token create --role viewer --name prometheus`. An org-level
+token gets every series; a project's token only the series about its own tasksets and clusters
+(`project_series`), none of the hub-wide ones.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -18,6 +21,7 @@ from api.context import Hub
 from api.errors import ServiceUnavailable
 from api.metrics import CONTENT_TYPE
 from api.routes.fleet import collect_fleet_metrics
+from api.tenancy import Tenant
 from events.errors import EventLogError
 from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM
 
@@ -45,18 +49,43 @@ async def healthz(hub: Hub) -> Response[Health]:
     "/metrics",
     guards=[requires(Role.viewer)],
     tags=["system"],
-    summary="Prometheus metrics (text exposition format)",
+    summary="Prometheus metrics (text exposition format); a project's token gets its own series",
     media_type=CONTENT_TYPE,
 )
-async def metrics(hub: Hub) -> Response[bytes]:
+async def metrics(hub: Hub, tenant: Tenant) -> Response[bytes]:
     await hub.metrics.collect_streams(hub.store, [EVENTS_STREAM, DESIRED_STREAM, REPORTS_STREAM])
     await collect_fleet_metrics(hub)
-    return Response(hub.metrics.exposition(), media_type=CONTENT_TYPE)
+    exposition = hub.metrics.exposition()
+    if not tenant.principal.org_level:
+        exposition = project_series(exposition, tenant)
+    return Response(exposition, media_type=CONTENT_TYPE)
+
+
+_NAME_LABEL = re.compile(r'\b(taskset|cluster)="((?:[^"\\]|\\.)*)"')
+
+
+def project_series(exposition: bytes, tenant: Tenant) -> bytes:
+    """Only the samples naming the project's own tasksets or clusters (and no other's), with
+    the HELP and TYPE lines of the families that keep any."""
+    kept: list[str] = []
+    header: list[str] = []
+    for line in exposition.decode().splitlines():
+        if line.startswith("#"):
+            if line.startswith("# HELP"):
+                header = []
+            header.append(line)
+            continue
+        names = [value for _, value in _NAME_LABEL.findall(line)]
+        if names and all(tenant.owns(name) for name in names):
+            kept.extend(header)
+            header = []
+            kept.append(line)
+    return ("\n".join(kept) + "\n").encode() if kept else b""
 
 
 @get(
     "/api/v1/snapshots",
-    guards=[requires(Role.viewer)],
+    guards=[requires(Role.viewer, org=True)],
     tags=["system"],
     summary="Snapshots of the scheduler's fold, newest first",
     description="Each covers EVENTS up to `eventsSequence` (stored at `eventsTime`) and "
@@ -70,7 +99,7 @@ async def list_snapshots(hub: Hub) -> dict[str, Any]:
 
 @post(
     "/api/v1/snapshots",
-    guards=[requires(Role.admin)],
+    guards=[requires(Role.admin, org=True)],
     tags=["system"],
     summary="Take a snapshot of the log now",
     description="Folds the log from the newest snapshot on and stores a new one; answers with "

@@ -10,6 +10,7 @@ in a worker thread: rendering a chart must not stall the live streams.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, post
+from litestar import post
 from litestar.datastructures import UploadFile
 from litestar.params import JSONBody, MultipartBody, PathParameter
 
@@ -28,7 +29,7 @@ from api.archives import (
     extract_archive,
     is_archive,
 )
-from api.auth import Role, principal_of, requires
+from api.auth import Role, requires
 from api.context import Hub
 from api.errors import (
     ApiError,
@@ -37,6 +38,7 @@ from api.errors import (
     RequestTooLarge,
     problems_from_msgspec,
 )
+from api.tenancy import Tenant, admit_publish
 from events.catalog import Placement, RolloutStrategy
 from normalizer import NormalizedSource, NormalizeOptions, normalize
 from normalizer.errors import RefusedReference
@@ -46,6 +48,7 @@ from registry.overrides import load_latest_snapshot
 from registry.tasksets import publish_taskset, retire_taskset, rollback_taskset
 from taskset.errors import FleetbusError
 from taskset.model import Taskset
+from taskset.projects import DEFAULT_PROJECT
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 
@@ -195,6 +198,21 @@ def source_directory(extracted: Path, path: str) -> Path:
     raise InvalidRequest(f"`path` {path!r} is not a directory of the uploaded archive")
 
 
+def in_project(tenant: Tenant, spec: PublishSpec) -> PublishSpec:
+    """`spec` with its names full in the request's project (placement, dependencies)."""
+    return msgspec.structs.replace(
+        spec,
+        name=tenant.full("taskset", spec.name) if spec.name is not None else None,
+        placement=msgspec.structs.replace(
+            spec.placement,
+            clusters=[tenant.full("cluster", c) for c in spec.placement.clusters],
+        ),
+        depends_on=[tenant.full("taskset", d) for d in spec.depends_on]
+        if spec.depends_on is not None
+        else None,
+    )
+
+
 @post(
     "/api/v1/tasksets",
     guards=[requires(Role.publisher)],
@@ -203,20 +221,23 @@ def source_directory(extracted: Path, path: str) -> Path:
     status_code=201,
 )
 async def publish(
-    request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     data: MultipartBody[PublishForm],
 ) -> Published:
-    spec = parse_spec(data.spec)
+    spec = in_project(tenant, parse_spec(data.spec))
     upload = await data.source.read()
     if len(upload) > hub.max_body_bytes:
         raise RequestTooLarge(f"the upload is over the limit of {hub.max_body_bytes:,} bytes")
+    filename = data.source.filename or ""
+    if spec.name is None and not tenant.whole_hub and tenant.name != DEFAULT_PROJECT:
+        # Named by the chart or directory: render again under its full name in the project.
+        found = await anyio.to_thread.run_sync(normalize_upload, upload, filename, spec, None)
+        spec = msgspec.structs.replace(spec, name=tenant.full("taskset", found.taskset.name))
     latest = await load_latest_snapshot(hub.store, spec.name) if spec.name else None
     previous = latest.snapshot.taskset if latest is not None and not latest.retired else None
-    source = await anyio.to_thread.run_sync(
-        normalize_upload, upload, data.source.filename or "", spec, previous
-    )
-    actor = principal_of(request).actor
+    source = await anyio.to_thread.run_sync(normalize_upload, upload, filename, spec, previous)
+    actor = tenant.principal.actor
     now = datetime.now(UTC)
     preceding = (
         await dependency_events(
@@ -234,6 +255,7 @@ async def publish(
         placement=spec.placement,
         rollout=spec.rollout,
         preceding=preceding,
+        admit=functools.partial(admit_publish, hub),
     )
     return Published(
         taskset=outcome.taskset,
@@ -254,15 +276,15 @@ async def publish(
     status_code=200,
 )
 async def retire(
-    request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     name: Annotated[str, PathParameter(max_length=63)],
     data: JSONBody[RetireRequest | None] = None,
 ) -> Retired:
     outcome = await retire_taskset(
         hub.store,
-        name,
-        actor=principal_of(request).actor,
+        tenant.own("taskset", name),
+        actor=tenant.principal.actor,
         now=datetime.now(UTC),
         reason=data.reason if data else "",
     )
@@ -277,16 +299,16 @@ async def retire(
     status_code=200,
 )
 async def rollback(
-    request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     name: Annotated[str, PathParameter(max_length=63)],
     data: JSONBody[RollbackRequest],
 ) -> Published:
     outcome = await rollback_taskset(
         hub.store,
-        name,
+        tenant.own("taskset", name),
         data.to_version,
-        actor=principal_of(request).actor,
+        actor=tenant.principal.actor,
         now=datetime.now(UTC),
     )
     return Published(

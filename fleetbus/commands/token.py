@@ -1,5 +1,8 @@
 """`fleetbus token`: create, list, rotate and revoke the hub's API tokens (admin only).
 
+A token belongs to the project the command acts in (`--project`); an org admin acting in the
+default project makes org-level tokens, which hold their role in every project.
+
 `create` and `rotate` print the token as their last line, alone, so scripts can take it with
 `tail -n1`; the hub keeps only its digest, so it cannot be shown again. Tokens expire (90 days
 unless `--expires-in` says otherwise); `rotate` gives a token a new secret and keeps the old one
@@ -120,6 +123,7 @@ TOKEN_COLUMNS = [
     Column("ID", lambda t: t["id"]),
     Column("NAME", lambda t: t["name"]),
     Column("ROLE", lambda t: t["role"]),
+    Column("PROJECT", lambda t: t.get("project") or "(org)"),
     Column("CREATED", lambda t: _when(t["created_at"])),
     Column("EXPIRES", lambda t: _when(t.get("expires_at"))),
     Column("BY", lambda t: t.get("created_by")),

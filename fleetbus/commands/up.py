@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from access.pki import HubPki
+from api.oidc import load_oidc_config
 from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DEFAULT_DATA_DIR
 from fleetbus.errors import ConflictingOptions
@@ -45,6 +46,14 @@ def register(subparsers: Any) -> None:
         default=("127.0.0.1", 8080),
         metavar="HOST:PORT",
         help="address of the API and dashboard (default 127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--oidc-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="accept single sign-on JWTs of an OIDC issuer, groups mapped to project roles "
+        "(YAML: issuer, audience, roles; see the README)",
     )
     parser.add_argument(
         "--nats-port",
@@ -256,6 +265,7 @@ async def handle(args: argparse.Namespace) -> int:
             hosts=[],
             now=datetime.now(UTC),
         )
+    oidc = load_oidc_config(args.oidc_config) if args.oidc_config else None
     configure_logging(args.log_format)
     host, port = args.http
     await run_hub(
@@ -283,6 +293,7 @@ async def handle(args: argparse.Namespace) -> int:
             tls_issue=args.tls_issue,
             source_hosts=tuple(args.source_host),
             source_timeout_s=args.source_timeout,
+            oidc=oidc,
         )
     )
     return 0

@@ -299,6 +299,29 @@ async def test_the_dashboard_shows_the_fleet_and_follows_a_publish_live(tmp_path
         )
         assert "TasksetPublished" in types
         await page.screenshot(ARTIFACTS / "dashboard-events.png")
+
+        # `?project=` shows one project: its own cluster, none of the default project's.
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
+            made = await client.post("/api/v1/projects", json={"name": "team-a"})
+            assert made.status_code == 201, made.text
+            joined = await client.post(
+                "/api/v1/clusters",
+                json={"name": "east", "labels": {}},
+                headers={"X-Fleetbus-Project": "team-a"},
+            )
+            assert joined.status_code == 201, joined.text
+        await page.goto(url + "/?project=team-a#/")
+        await page.wait_for("document.body.dataset.ready === 'true'")
+        assert await page.wait_for(
+            f"JSON.stringify({MATRIX_CLUSTERS}) === JSON.stringify(['team-a--east'])"
+        )
+        who = await page.wait_for(
+            "(t => t.endsWith('(admin in team-a)') && t)"
+            "(document.getElementById('who').textContent)"
+        )
+        assert who == "admin (admin in team-a)"
     shot = await asyncio.to_thread((ARTIFACTS / "dashboard-fleet.png").stat)
     assert shot.st_size > 10_000
 

@@ -218,6 +218,20 @@ async def stored_credentials(api: LiveApi) -> Request:
     return Request(values={"name": name})
 
 
+async def a_new_project(api: LiveApi) -> Request:
+    return Request(json={"name": fresh("proj"), "quotas": {"clusters": 3}})
+
+
+async def a_project(api: LiveApi) -> Request:
+    request = await a_new_project(api)
+    await as_admin(api, "POST", "/api/v1/projects", json=request.json)
+    return Request(values={"name": request.json["name"]}, json={"clusters": 5})
+
+
+async def no_shares(api: LiveApi) -> Request:
+    return Request(json={"tasksets": [], "blueprints": []})
+
+
 V, P, A = Role.viewer, Role.publisher, Role.admin
 CASES: list[Case] = [
     Case("GET", "/healthz", None),
@@ -288,6 +302,11 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/charts/event-rate", V),
     Case("GET", "/api/v1/charts/convergence/settings", V),
     Case("GET", "/api/v1/charts/drift/east", V),
+    Case("GET", "/api/v1/projects", V),
+    Case("GET", "/api/v1/projects/default", V),
+    Case("POST", "/api/v1/projects", A, ok=201, prepare=a_new_project),
+    Case("PUT", "/api/v1/projects/{name}/quotas", A, prepare=a_project),
+    Case("PUT", "/api/v1/projects/default/shares", A, prepare=no_shares),
 ]
 
 

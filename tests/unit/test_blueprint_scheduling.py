@@ -30,6 +30,7 @@ from tests.scheduler_fixtures import (
     envelope,
     failed,
     make_taskset,
+    patch_override,
     published,
     registered,
     relabelled,
@@ -264,3 +265,32 @@ async def test_state_as_of_a_moment_names_the_blueprint_version_and_who_publishe
     assert task.verified, task.problem
     assert task.task.taskset is not None
     assert task.task.taskset.drift_policy == "report"
+
+
+def test_a_projects_blueprint_brings_another_projects_shared_taskset_to_its_own_clusters_only() -> (
+    None
+):
+    h = Harness()
+    h.append(registered("team-a--east", env="prod"), registered("team-b--east", env="prod"))
+    h.append(published(make_taskset("team-a--monitoring", config_map("m")), 1))
+    h.append(
+        msgspec.structs.replace(
+            blueprint(1, entry("team-a--monitoring")), blueprint="team-b--platform"
+        )
+    )
+    assert live(h, "team-a--monitoring") == {"team-b--east": 1}, (
+        "team-b's blueprint places it on team-b's cluster, never on team-a's by its selector"
+    )
+    h.append(
+        patch_override(
+            "team-a--monitoring",
+            "everywhere",
+            "m",
+            {"data": {"v": "9"}},
+            selector="env=prod",
+            kind="ConfigMap",
+        )
+    )
+    task = h.task("team-b--east", "team-a--monitoring")
+    assert task is not None
+    assert task.overrides == [], "the owner's overrides do not reach another project's cluster"

@@ -113,14 +113,28 @@ def live(h: Harness, taskset: str = "web") -> dict[str, int]:
 
 def test_placement_is_explicit_names_plus_selector_matches_among_registered_clusters() -> None:
     clusters = {"a": {"env": "prod"}, "b": {"env": "dev"}, "c": {"env": "prod"}}
-    assert place_taskset(Placement(selector="env=prod"), clusters) == ["a", "c"]
-    assert place_taskset(Placement(clusters=["b", "ghost"]), clusters) == ["b"]
-    assert place_taskset(Placement(clusters=["b"], selector="env=prod"), clusters) == [
+    assert place_taskset(Placement(selector="env=prod"), clusters, taskset="web") == ["a", "c"]
+    assert place_taskset(Placement(clusters=["b", "ghost"]), clusters, taskset="web") == ["b"]
+    assert place_taskset(
+        Placement(clusters=["b"], selector="env=prod"), clusters, taskset="web"
+    ) == [
         "a",
         "b",
         "c",
     ]
-    assert place_taskset(Placement(), clusters) == []
+    assert place_taskset(Placement(), clusters, taskset="web") == []
+
+
+def test_a_taskset_is_placed_only_on_clusters_of_its_own_project() -> None:
+    clusters = {
+        "east": {"env": "prod"},
+        "team-a--east": {"env": "prod"},
+        "team-b--east": {"env": "prod"},
+    }
+    selected = Placement(selector="env=prod", clusters=["team-b--east", "east"])
+    assert place_taskset(selected, clusters, taskset="team-a--web") == ["team-a--east"]
+    assert place_taskset(selected, clusters, taskset="web") == ["east"]
+    assert place_taskset(selected, clusters, taskset="team-b--web") == ["team-b--east"]
 
 
 def test_a_label_change_adds_and_removes_clusters_with_a_tombstone() -> None:
