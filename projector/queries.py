@@ -12,6 +12,9 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
+from taskset.projects import DEFAULT_PROJECT
+from taskset.projects import SEPARATOR as PROJECT_SEPARATOR
+
 Row = dict[str, Any]
 
 
@@ -147,6 +150,9 @@ class ClusterQuery(msgspec.Struct, frozen=True, kw_only=True):
     """At least one of its placements is in this state (one of `CELL_STATES`)."""
     taskset: str = ""
     """The taskset is placed on it (with `state`: that taskset's placement is in it)."""
+    project: str | None = None
+    """Only the clusters of this project (`taskset.projects`: the default project's names carry
+    no `--` prefix, another's start with `<project>--`); None: every project's."""
 
 
 def _label_sql(test: LabelTest) -> tuple[str, list[Any]]:
@@ -172,9 +178,21 @@ def _label_sql(test: LabelTest) -> tuple[str, list[Any]]:
     raise ValueError(f"unknown label operator {test.operator!r}")
 
 
+def _project_sql(project: str) -> tuple[str, list[Any]]:
+    """SQL keeping the clusters `c` of `project` (as `taskset.projects.project_of` reads names)."""
+    if project == DEFAULT_PROJECT:
+        return "instr(c.name, ?) IN (0, 1)", [PROJECT_SEPARATOR]
+    prefix = project + PROJECT_SEPARATOR
+    return "substr(c.name, 1, ?) = ?", [len(prefix), prefix]
+
+
 def _cluster_where(query: ClusterQuery) -> tuple[str, list[Any]]:
     clauses = ["c.registered = 1"]
     params: list[Any] = []
+    if query.project is not None:
+        clause, values = _project_sql(query.project)
+        clauses.append(clause)
+        params.extend(values)
     if query.name:
         escaped = query.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         clauses.append("c.name LIKE ? ESCAPE '\\'")
@@ -238,22 +256,35 @@ async def status_of_clusters(db: Reader, names: Sequence[str]) -> list[StatusRow
     return [_status_row(row) for row in rows]
 
 
-async def state_counts(db: Reader) -> dict[str, int]:
-    """How many placements on registered clusters are in each state (removed left out)."""
+def _of_project(project: str | None) -> tuple[str, list[Any]]:
+    if project is None:
+        return "", []
+    clause, params = _project_sql(project)
+    return f" AND {clause}", params
+
+
+async def state_counts(db: Reader, project: str | None = None) -> dict[str, int]:
+    """How many placements on registered clusters (of `project`, None: of every project) are
+    in each state (removed left out)."""
+    scope, params = _of_project(project)
     rows = await db.fetch_all(
         "SELECT s.state AS state, count(*) AS n FROM cluster_status s"
         " JOIN clusters c ON c.name = s.cluster"
-        " WHERE c.registered = 1 AND s.state != 'removed' GROUP BY s.state"
+        f" WHERE c.registered = 1 AND s.state != 'removed'{scope} GROUP BY s.state",
+        params,
     )
     return {str(row["state"]): int(row["n"]) for row in rows}
 
 
-async def drift_reported(db: Reader) -> int:
-    """Placements on registered clusters that reported drift at least once."""
+async def drift_reported(db: Reader, project: str | None = None) -> int:
+    """Placements on registered clusters (of `project`, None: of every project) that reported
+    drift at least once."""
+    scope, params = _of_project(project)
     rows = await db.fetch_all(
         "SELECT count(*) AS n FROM cluster_status s JOIN clusters c ON c.name = s.cluster"
         " WHERE c.registered = 1 AND s.state != 'removed'"
-        " AND (s.state = 'drifted' OR s.drift_count > 0)"
+        f" AND (s.state = 'drifted' OR s.drift_count > 0){scope}",
+        params,
     )
     return int(rows[0]["n"])
 

@@ -32,7 +32,9 @@ from typing import Protocol
 from access.permissions import ClusterAccess
 from access.pki import CertificateAuthority, HubPki, IssuedCertificate, public_key_fingerprint
 from events import edges
+from events.appends import AppendResult
 from events.catalog import ClusterRegistered, Event
+from events.errors import EventLogUnavailable
 from events.ids import new_event_id
 from events.store import EventStore
 from simulator.errors import InvalidSimFleet, SimFleetFailed
@@ -91,6 +93,8 @@ class FleetProvisioning(Protocol):
 
 
 LEAF_SIM_LIMIT = 20
+REGISTER_ATTEMPTS = 3
+"""Tries of one batch of registrations whose commit goes unanswered."""
 SIM_LABEL = "fleetbus.io/sim"
 IN_PROCESS_SIM_LIMIT = 1000
 """Without `--sim-processes`, fleets up to this size run in the hub process."""
@@ -177,7 +181,7 @@ class SimFleet:
                 registrations.append(wanted)
         last = 0
         for start in range(0, len(registrations), 500):
-            result = await self.store.append(registrations[start : start + 500])
+            result = await self._register(registrations[start : start + 500])
             last = max(result.sequences or [last])
         budget = sim_budget(self.count)
         started = time.monotonic()
@@ -213,6 +217,20 @@ class SimFleet:
             provisioned - started,
             time.monotonic() - provisioned,
         )
+
+    async def _register(self, batch: Sequence[Event]) -> AppendResult:
+        """Append one batch of registrations, sent again whole when its commit went
+        unanswered: the events keep their ids, so a batch that was stored after all is
+        recognised, not stored twice (`events.appends`)."""
+        for attempt in range(1, REGISTER_ATTEMPTS + 1):
+            try:
+                return await self.store.append(batch)
+            except EventLogUnavailable as e:
+                if attempt == REGISTER_ATTEMPTS:
+                    raise
+                log.warning("registering simulated clusters: %s; sending the batch again", e)
+                await asyncio.sleep(0.5 * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _start_workers(self) -> None:
         for first, last in worker_slices(self.count, self.processes):

@@ -236,12 +236,13 @@ async def stream_events(
 
 @get(
     "/api/v1/events/verify",
-    guards=[requires(Role.viewer)],
+    guards=[requires(Role.viewer, org=True)],
     summary="Verify the audit trail: archive segments and live log, end to end",
     description="Reads every archive segment in order and checks its hash, its link to the "
     "segment before it, its range against its neighbours, every `EventsArchived` record, and "
     "that the live log starts where the archive ends. `ok` is false and `broken` names the "
-    "first segment (0: the live log) and sequence where the trail breaks.",
+    "first segment (0: the live log) and sequence where the trail breaks. The trail is the "
+    "whole hub's: an org-level token reads it.",
     tags=["events"],
 )
 async def verify_events(hub: Hub) -> dict[str, Any]:

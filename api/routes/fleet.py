@@ -21,7 +21,7 @@ from api.auth import Role, requires
 from api.context import CONNECTED_WITHIN, Hub, HubContext
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable, register_status
 from api.read_cache import json_response
-from api.tenancy import Tenant
+from api.tenancy import Tenant, TenantScope
 from events.inventory import ControllerStatus, EdgeStatus
 from projector import queries
 from projector.db import ProjectionDb
@@ -502,7 +502,10 @@ async def load_fleet_page(
     offset: int,
     limit: int,
     connected: bool | None,
+    tenant: TenantScope,
 ) -> FleetPage:
+    """One page of the clusters `query` selects (in `query.project`, the tenant's) and the
+    summary of what the tenant sees."""
     now = datetime.now(UTC)
     seen = dict(hub.last_seen())
     for cluster, at in (await queries.last_reports(db)).items():
@@ -514,7 +517,7 @@ async def load_fleet_page(
     def is_connected(name: str) -> bool:
         return name in seen and now - seen[name] < CONNECTED_WITHIN
 
-    everyone = await queries.cluster_names(db, ClusterQuery())
+    everyone = await queries.cluster_names(db, ClusterQuery(project=query.project))
     if connected is None:
         rows, total = await queries.cluster_page(db, query, offset, limit)
     else:
@@ -526,15 +529,19 @@ async def load_fleet_page(
         total = len(selected)
         rows = await queries.clusters_named(db, selected[offset : offset + limit])
     rollouts = {row.taskset: row for row in await queries.rollouts(db)}
-    tasksets = [taskset_view(row, rollouts.get(row.name)) for row in await queries.tasksets(db)]
+    tasksets = [
+        taskset_view(row, rollouts.get(row.name))
+        for row in await queries.tasksets(db)
+        if tenant.owns(row.name)
+    ]
     summary = FleetSummary(
         clusters=len(everyone),
         connected=sum(1 for name in everyone if is_connected(name)),
         tasksets=len(tasksets),
         rolling_out=sum(1 for t in tasksets if t.rollout and t.rollout.state == "progressing"),
         halted=sum(1 for t in tasksets if t.rollout and t.rollout.state == "halted"),
-        drifted=await queries.drift_reported(db),
-        states=await queries.state_counts(db),
+        drifted=await queries.drift_reported(db, query.project),
+        states=await queries.state_counts(db, query.project),
     )
     return FleetPage(
         summary=summary,
@@ -565,6 +572,7 @@ async def load_fleet_page(
 async def fleet_page(
     request: Request[Any, Any, Any],
     hub: Hub,
+    tenant: Tenant,
     offset: Annotated[int, QueryParameter(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
     q: Annotated[str | None, QueryParameter(max_length=63)] = None,
@@ -574,13 +582,18 @@ async def fleet_page(
     connected: FromQuery[bool | None] = None,
 ) -> Response[bytes]:
     query = cluster_query(q, selector, placement_state, taskset)
+    query = msgspec.structs.replace(
+        query,
+        taskset=tenant.readable("taskset", query.taskset) if query.taskset else "",
+        project=None if tenant.whole_hub else tenant.name,
+    )
 
     async def build() -> bytes:
         async with hub.read_models() as db:
-            page = await load_fleet_page(db, hub, query, offset, limit, connected)
+            page = await load_fleet_page(db, hub, query, offset, limit, connected, tenant)
         return msgspec.json.encode(page)
 
-    key = ("fleet", query, offset, limit, connected)
+    key = ("fleet", query, offset, limit, connected, tenant.view)
     answer = await hub.reads.answer(key, hub.read_generation(), build)
     return json_response(request, answer)
 

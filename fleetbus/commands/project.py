@@ -26,8 +26,10 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     create = verbs.add_parser("create", help="create a project (org admins)")
-    create.add_argument("name")
-    create.add_argument("--description", default="", metavar="TEXT")
+    create.add_argument(
+        "name", help="the project's name (lower case, at most 20 characters, no '--')"
+    )
+    create.add_argument("--description", default="", metavar="TEXT", help="what the project is for")
     _quota_options(create, default=0)
     add_hub_options(create)
     create.set_defaults(handler=handle_create)
@@ -38,7 +40,7 @@ def register(subparsers: Any) -> None:
     ls.set_defaults(handler=handle_ls)
 
     show = verbs.add_parser("show", help="a project's quotas and what it uses of them")
-    show.add_argument("name")
+    show.add_argument("name", help="the project")
     add_output_option(show)
     add_hub_options(show)
     show.set_defaults(handler=handle_show)
@@ -48,7 +50,7 @@ def register(subparsers: Any) -> None:
         help="share tasksets and blueprints read-only with every other project (project "
         "admins); exactly those given: the rest stops being shared",
     )
-    share.add_argument("name")
+    share.add_argument("name", help="the project whose tasksets and blueprints are shared")
     share.add_argument("--taskset", action="append", default=[], metavar="T", help="repeatable")
     share.add_argument("--blueprint", action="append", default=[], metavar="B", help="repeatable")
     add_hub_options(share)
@@ -57,7 +59,7 @@ def register(subparsers: Any) -> None:
     quota = verbs.add_parser(
         "quota", help="set a project's quotas (org admins); those not given stay as they are"
     )
-    quota.add_argument("name")
+    quota.add_argument("name", help="the project whose quotas are set")
     _quota_options(quota, default=None)
     add_hub_options(quota)
     quota.set_defaults(handler=handle_quota)

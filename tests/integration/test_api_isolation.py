@@ -89,6 +89,10 @@ ROWS: list[Row] = [
     Row("GET", "/api/v1/events/stream", "list"),  # test_the_live_stream_carries_no_other_project
     Row("POST", "/api/v1/stream-tickets", "own"),
     Row("GET", "/api/v1/status", "list"),
+    Row("GET", "/api/v1/fleet", "list"),
+    Row("GET", "/api/v1/fleet", "list", params={"state": "pending"}),
+    Row("GET", "/api/v1/fleet", "target", params={"taskset": "{taskset}"}),
+    Row("GET", "/api/v1/events/verify", "org"),
     Row("GET", "/api/v1/status", "target", params={"taskset": "{taskset}"}),
     Row("GET", "/api/v1/clusters", "list"),
     Row("GET", "/api/v1/clusters", "list", params={"all": "true"}),
