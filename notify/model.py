@@ -31,6 +31,7 @@ from events.catalog import (
 from notify.errors import InvalidSubscription
 from taskset.errors import InvalidName
 from taskset.names import check_name
+from taskset.projects import check_project_name, project_of
 
 Sink = Literal["json", "cloudevents", "slack"]
 Severity = Literal["info", "warning", "error"]
@@ -79,14 +80,29 @@ def taskset_of(event: Event) -> str:
     return taskset if isinstance(taskset, str) else ""
 
 
+def projects_of(event: Event) -> set[str]:
+    """The projects of the objects an event names (`taskset.projects`: from their full
+    names); empty for an event about the whole hub."""
+    named = [*clusters_of(event), taskset_of(event)]
+    projects = {project_of(name) for name in named if name}
+    project = getattr(event, "project", "")
+    if isinstance(project, str) and project:
+        projects.add(project)
+    return projects
+
+
 class Filters(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     event_types: list[str] = msgspec.field(default_factory=list)
+    projects: list[str] = msgspec.field(default_factory=list)
+    """Events about objects of these projects (an event about the whole hub matches none)."""
     tasksets: list[str] = msgspec.field(default_factory=list)
     clusters: list[str] = msgspec.field(default_factory=list)
     min_severity: Severity = "info"
 
     def matches(self, event: Event) -> bool:
         if self.event_types and type(event).__name__ not in self.event_types:
+            return False
+        if self.projects and not projects_of(event) & set(self.projects):
             return False
         if self.tasksets and taskset_of(event) not in self.tasksets:
             return False
@@ -138,6 +154,7 @@ def check_url(url: str) -> str:
 def check_filters(filters: Filters) -> Filters:
     for field, items in (
         ("event_types", filters.event_types),
+        ("projects", filters.projects),
         ("tasksets", filters.tasksets),
         ("clusters", filters.clusters),
     ):
@@ -149,6 +166,11 @@ def check_filters(filters: Filters) -> Filters:
                 "event_types",
                 f"unknown event type {event_type!r} (known: {', '.join(sorted(EVENT_TYPES))})",
             )
+    for project in filters.projects:
+        try:
+            check_project_name(project)
+        except InvalidName as e:
+            raise InvalidSubscription("projects", str(e)) from None
     for what, names in (("taskset", filters.tasksets), ("cluster", filters.clusters)):
         for name in names:
             try:

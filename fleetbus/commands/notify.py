@@ -31,6 +31,7 @@ SUBSCRIPTION_COLUMNS = [
     Column("SINK", lambda s: s["sink"]),
     Column("ENDPOINT", lambda s: s["endpoint"]),
     Column("EVENTS", lambda s: s["filters"].get("event_types")),
+    Column("PROJECTS", lambda s: s["filters"].get("projects")),
     Column("TASKSETS", lambda s: s["filters"].get("tasksets")),
     Column("CLUSTERS", lambda s: s["filters"].get("clusters")),
     Column("MIN-SEVERITY", lambda s: s["filters"].get("min_severity", "info")),
@@ -90,6 +91,14 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="TYPE",
         help="only this event type (e.g. TaskFailed, RolloutHalted, DriftDetected); repeatable",
+    )
+    add.add_argument(
+        "--in-project",
+        dest="projects",
+        action="append",
+        default=[],
+        metavar="P",
+        help="only events about objects of project P (not hub-wide ones); repeatable",
     )
     add.add_argument(
         "--taskset",
@@ -169,6 +178,7 @@ def handle_add(args: argparse.Namespace) -> int:
         "sink": args.sink,
         "url": url,
         "event_types": args.events,
+        "projects": args.projects,
         "tasksets": args.tasksets,
         "clusters": args.clusters,
         "min_severity": args.min_severity,
