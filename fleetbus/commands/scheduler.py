@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=DEFAULT_DATA_DIR,
         metavar="D",
-        help="the hub's data dir: its NATS address and the hub service password",
+        help="the hub's data dir: its NATS address and the hub's credentials (creds/hub.creds)",
     )
     parser.add_argument(
         "--nats-url", default=None, help="hub NATS URL (default: from the data dir)"
