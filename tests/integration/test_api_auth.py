@@ -29,6 +29,7 @@ from notify.model import Filters
 from notify.service import Notifier
 from notify.store import SubscriptionStore
 from sources.credentials import Credential
+from tests.eventually import eventually
 from tests.integration.api_harness import LiveApi, live_api, projected
 from tests.integration.test_api_events import NOW, append_each, published, registered
 from tests.integration.test_api_fleet import PATCH
@@ -197,9 +198,19 @@ async def a_new_source(api: LiveApi) -> Request:
 
 
 async def a_source(api: LiveApi) -> Request:
+    """A standing source whose first check (due at once after it is added) has been recorded:
+    the next one is a retry backoff away, so the route tried next does not race the watcher's
+    own append to the source (a conflict a user would also get, and could simply retry)."""
     request = await a_new_source(api)
+    name = request.json["name"]
     await as_admin(api, "POST", "/api/v1/sources", json=request.json)
-    return Request(values={"name": request.json["name"]})
+
+    async def checked() -> bool:
+        listed = (await as_admin(api, "GET", "/api/v1/sources")).json()
+        return any(s["name"] == name and s["last_checked_at"] for s in listed)
+
+    await eventually(checked, f"the first check of source {name} recorded")
+    return Request(values={"name": name})
 
 
 async def a_malformed_remote_publish(api: LiveApi) -> Request:

@@ -61,7 +61,8 @@ async def test_every_event_type_round_trips_through_the_log(event_store: EventSt
     by_id = {s.event.id: s.event for s in stored}
     for event in originals:
         assert by_id[event.id] == event
-    assert len({s.event.type_name for s in stored}) == len(originals)
+    # Every fixture's type comes back (an old version's fixture decodes to today's type).
+    assert {s.event.type_name for s in stored} == {e.type_name for e in originals}
 
 
 async def test_replay_starts_at_a_sequence_or_a_time(event_store: EventStore) -> None:
