@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,10 +51,75 @@ def find_nats_server() -> Path:
     )
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PORT_CLAIMS = Path(tempfile.gettempdir()) / "fleetbus-ports"
+_CLAIM_SECONDS = 600.0
+"""How long a port handed out by one process is not handed out by another."""
+_HANDED_OUT: set[int] = set()
+
+
+def _listening_range() -> range | None:
+    """Ports no outgoing connection takes as its source port: those outside the kernel's range.
+
+    A port the kernel hands out with `bind(0)` lies inside the ephemeral range, where any
+    connection opened before the server starts (a route, a leaf, a client) may take it as its
+    source port: the server then fails with "address already in use".
+    """
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    if low - 1024 >= 4096:
+        return range(max(1024, low - 16384), low)
+    if 65535 - high >= 4096:
+        return range(high + 1, 65536)
+    return None
+
+
+def _claim(port: int) -> bool:
+    """Claim `port` across processes for a while (a file per port); False when another holds it."""
+    try:
+        _PORT_CLAIMS.mkdir(exist_ok=True)
+        claim = _PORT_CLAIMS / str(port)
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            if time.time() - claim.stat().st_mtime < _CLAIM_SECONDS:
+                return False
+            os.utime(claim)
+            return True
+    except OSError:
+        return True  # no shared temp dir: the bind check below still holds
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port to listen on, free now, outside the ephemeral range, not handed out before.
+
+    Never the same port twice in one process, nor to two processes within `_CLAIM_SECONDS`.
+    """
+    ports = _listening_range()
+    if ports is not None:
+        for _ in range(256):
+            port = random.choice(ports)
+            if port in _HANDED_OUT or not _bindable(host, port) or not _claim(port):
+                continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    _HANDED_OUT.add(port)
+    return port
 
 
 def check_port_free(host: str, port: int, flag: str) -> None:
