@@ -4,18 +4,20 @@ Schemathesis generates requests for every operation the document describes (vali
 ones that break the schema) and sends them, with an admin token, to the real app on uvicorn.
 The hub is complete: the projector runs and clusters can be enrolled, so a 503 is a bug too.
 The live stream is left out (a request to it never ends by design; its own tests cover it).
-The number of examples is bounded so the run takes well under a minute.
+The number of examples per operation is bounded, and that bound is what is asserted: the run
+takes about 20 s on an idle machine but nearly 5 minutes with both cores busy elsewhere, so its
+duration is not. Its timeout is raised above the suite's default and only ends a run that hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import hypothesis
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
@@ -32,11 +34,11 @@ from tests.integration.api_harness import live_api, projected
 from tests.integration.test_api_events import append_each, override, published, registered
 
 EXAMPLES_PER_OPERATION = 30
-TIME_BUDGET_S = 60.0
 
 
-def fuzz(url: str, token: str) -> tuple[list[str], int]:
-    """Failures (operation and what went wrong) and the number of requests made."""
+def fuzz(url: str, token: str) -> tuple[list[str], int, int]:
+    """Failures (operation and what went wrong), the number of requests made and the number
+    of operations fuzzed."""
     schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
     failures: list[str] = []
     operations = []
@@ -46,10 +48,12 @@ def fuzz(url: str, token: str) -> tuple[list[str], int]:
         else:
             operations.append(result.ok())
     calls = 0
+    fuzzed = 0
     headers = {"Authorization": f"Bearer {token}"}
     for operation in operations:
         if operation.path.endswith("/events/stream"):
             continue
+        fuzzed += 1
 
         @hypothesis.settings(
             max_examples=EXAMPLES_PER_OPERATION,
@@ -70,9 +74,10 @@ def fuzz(url: str, token: str) -> tuple[list[str], int]:
             check()
         except Exception as e:  # noqa: BLE001 - every failure of any operation is collected
             failures.append(f"{operation.method.upper()} {operation.path}: {e}")
-    return failures, calls
+    return failures, calls, fuzzed
 
 
+@pytest.mark.timeout(900)
 async def test_schemathesis_finds_no_server_error_in_any_operation(
     event_store: EventStore, tmp_path: Path
 ) -> None:
@@ -91,9 +96,9 @@ async def test_schemathesis_finds_no_server_error_in_any_operation(
         )
         api.hub.snapshots = api.hub.history
         await projected(api)
-        started = time.monotonic()
-        failures, calls = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])
-        elapsed = time.monotonic() - started
+        failures, calls, fuzzed = await asyncio.to_thread(fuzz, api.url, api.tokens[Role.admin])
     assert not failures, "\n\n".join(failures)
     assert calls >= 100, f"only {calls} requests were generated"
-    assert elapsed < TIME_BUDGET_S, f"fuzzing took {elapsed:.0f}s"
+    assert calls <= EXAMPLES_PER_OPERATION * fuzzed, (
+        f"{calls} requests for {fuzzed} operations: more than {EXAMPLES_PER_OPERATION} each"
+    )
