@@ -39,7 +39,8 @@ def test_the_time_limit_kills_the_child_and_what_it_started(tmp_path: Path) -> N
         deadline.run(
             ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], what="asking the server"
         )
-    assert time.monotonic() - started < 5
+    # Far below the child's 300 s, however slow a loaded machine is to start and kill it.
+    assert time.monotonic() - started < 60
     assert not alive(grandchild_pid(pidfile)), "the grandchild was killed with its group"
 
 

@@ -187,9 +187,10 @@ def test_a_fetch_that_times_out_kills_its_download(
     started = time.monotonic()
     with pytest.raises(SourceTimedOut, match=r"pulling chart huge latest .* longer than 3s"):
         fetch_source(ref, tmp_path / "work", policy)
-    assert time.monotonic() - started < 8
+    # Far below the hours the trickle would take, however slow a loaded machine is.
+    assert time.monotonic() - started < 60
     assert trickle.stream.started.is_set(), "the download had begun"
-    assert trickle.stream.dropped.wait(5), "the download's connection was closed"
+    assert trickle.stream.dropped.wait(30), "the download's connection was closed"
     assert not helm_workers(), "no Helm worker outlives the fetch"
     sent = trickle.stream.sent
     time.sleep(0.5)
@@ -220,13 +221,13 @@ async def test_a_cancelled_publish_from_a_source_stops_its_download(
     publishing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await publishing
-    dropped = await asyncio.to_thread(trickle.stream.dropped.wait, 5)
+    dropped = await asyncio.to_thread(trickle.stream.dropped.wait, 30)
     assert dropped, "the download's connection was closed"
 
     async def no_workers() -> bool:
         return not helm_workers()
 
-    await eventually(no_workers, "no Helm worker left", 5, 0.05)
+    await eventually(no_workers, "no Helm worker left", 30, 0.05)
 
 
 def test_a_registry_chart_over_the_size_limit_is_stopped_while_it_downloads(

@@ -195,7 +195,8 @@ def test_a_server_that_never_answers_times_out_and_leaves_no_ssh_behind(
             match=rf"asking ssh://git@127.0.0.1:{port}/overlays.git for main took longer than 2s",
         ):
             fetch_source(ref, tmp_path, policy, credential=credential)
-        assert time.monotonic() - started < 6
+        # Far below forever (the server never answers), however slow a loaded machine is.
+        assert time.monotonic() - started < 60
         assert not ssh_clients_for(port), "the ssh git started was killed with it"
     finally:
         silent.close()

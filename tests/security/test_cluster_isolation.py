@@ -550,7 +550,7 @@ async def websocket_connect_as_client(port: int, context: ssl.SSLContext) -> str
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         writer.write(bytes([0x82, 0x80 | len(payload)]) + mask + masked)
         await writer.drain()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             while b"-ERR" not in answer and b"PONG" not in answer:
                 header = await reader.readexactly(2)
                 length = header[1] & 0x7F

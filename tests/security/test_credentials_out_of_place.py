@@ -265,12 +265,12 @@ async def nats_login(url: str, credentials: dict[str, str]) -> str:
     host, _, port = url.removeprefix("nats://").rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        info = await asyncio.wait_for(reader.readline(), 5)
+        info = await asyncio.wait_for(reader.readline(), 30)
         assert info.startswith(b"INFO "), info
         connect = {"verbose": True, "pedantic": False, "protocol": 1, **credentials}
         writer.write(b"CONNECT " + orjson.dumps(connect) + b"\r\nPING\r\n")
         await writer.drain()
-        return (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+        return (await asyncio.wait_for(reader.readline(), 30)).decode().strip()
     finally:
         writer.close()
         await writer.wait_closed()
