@@ -159,7 +159,7 @@ class EdgeHub:
         await self.wait_effective(seq)
 
     async def wait_effective(self, seq: int) -> None:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):
             await self.services.access.wait_applied(seq)
             await self.services.provisioning.wait_applied(seq)
 

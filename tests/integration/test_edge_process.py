@@ -147,7 +147,7 @@ async def test_the_edge_processes_listen_on_loopback_only(tmp_path: Path) -> Non
             await eventually(ready_now, what="the edge ready")
         finally:
             process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(15):
+            async with asyncio.timeout(60):
                 await process.wait()
             output.close()
         assert process.returncode == 0
