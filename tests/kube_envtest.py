@@ -71,8 +71,10 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BINARY = REPO_ROOT / ".cache" / "envtest" / "bin" / "kube-envtest"
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 240.0
 CLUSTER_READY_TIMEOUT_S = 240.0
+"""Guards against a start that hangs: an apiserver-only start takes ~4 s on an idle machine and
+took 73 s with both cores busy elsewhere."""
 FAIL_ANNOTATION = "fleetbus.test/fail"
 """On a Job's pod template: the simulated kubelet fails its pods with this message."""
 STOP_TIMEOUT_S = 30.0

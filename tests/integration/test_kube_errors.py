@@ -7,7 +7,6 @@ an address where nothing listens (unreachable apiserver).
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from cluster_controller.errors import KubeRejected, KubeUnavailable, NotFound, U
 from cluster_controller.kube import Kube
 from edge_connector.errors import ApplyFailed
 from edge_connector.kube_executor import KubernetesExecutor
+from fleetbus.natsserver import free_port
 from kube_contract.resources import ResourceInfo
 from taskset.errors import FleetbusError
 from taskset.model import Step, Taskset
@@ -30,16 +30,11 @@ CONFIGMAP = ResourceInfo(
 )
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def kubeconfig_nowhere(kube_apiserver: KubeAPIServer, tmp_path: Path) -> Path:
     config: dict[str, Any] = json.loads(kube_apiserver.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{closed_port()}"
+    # A port that stays closed: outside the range any bind(0) or outgoing connection takes
+    # from, and claimed so that no other server of the test suite listens on it.
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
     path = tmp_path / "nowhere.kubeconfig"
     path.write_text(json.dumps(config))
     return path
