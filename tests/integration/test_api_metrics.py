@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -52,8 +51,44 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 async def scrape_until(client: httpx.AsyncClient, condition: Callable[[Samples], bool]) -> Samples:
     """Scrape until `condition` holds (the observer follows the log asynchronously)."""
     return await eventually_value(
-        lambda: scrape(client), "the metrics", condition, within=15, interval=0.1
+        lambda: scrape(client), "the metrics", condition, within=60, interval=0.1
     )
+
+
+def registrations(samples: Samples) -> float:
+    return value(
+        samples, "fleetbus_events_appended_total", stream="EVENTS", type="ClusterRegistered"
+    )
+
+
+async def following(
+    client: httpx.AsyncClient, events: EventStore, reports: EventStore
+) -> tuple[int, Samples]:
+    """Wait until the hub's observer follows both streams: it starts from where each stream is
+    when it first reads it, so a probe appended to each (a registration, a failure of taskset
+    "probe") is counted once it follows. Returns the probes appended and the metrics then."""
+    probes = 0
+
+    async def probed() -> Samples:
+        nonlocal probes
+        probes += 1
+        failure = TaskFailed(
+            id=new_event_id(), occurred_at=NOW, actor="cluster:p", cluster="p", taskset="probe"
+        )
+        await append_each(events, [registered(f"probe-{probes}")])
+        await append_each(reports, [failure])
+        return await scrape(client)
+
+    samples = await eventually_value(
+        probed,
+        "the metrics observer following both streams",
+        lambda s: (
+            registrations(s) > 0 and value(s, "fleetbus_tasks_failed_total", taskset="probe") > 0
+        ),
+        within=60,
+        interval=0.2,
+    )
+    return probes, samples
 
 
 async def test_events_and_reports_are_counted_as_they_arrive(
@@ -62,8 +97,8 @@ async def test_events_and_reports_are_counted_as_they_arrive(
     reports = await reports_store(event_store)
     await append_each(event_store, [registered("before-start")])
     async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.viewer) as client:
-        await scrape(client)  # the observer is running from here on
-        await asyncio.sleep(0.5)
+        probes, base = await following(client, event_store, reports)
+        assert registrations(base) <= probes, "nothing appended before the hub started counts"
         publication = published("web")
         await append_each(event_store, [registered("east"), publication])
         first_apply = applied("east", "web")
@@ -96,10 +131,7 @@ async def test_events_and_reports_are_counted_as_they_arrive(
                 and value(s, "fleetbus_tasks_applied_total", taskset="web") == 2
             ),
         )
-    assert (
-        value(samples, "fleetbus_events_appended_total", stream="EVENTS", type="ClusterRegistered")
-        == 1
-    )
+    assert registrations(samples) == registrations(base) + 1, "east's registration"
     assert (
         value(samples, "fleetbus_events_appended_total", stream="EVENTS", type="TasksetPublished")
         == 1
@@ -113,8 +145,8 @@ async def test_events_and_reports_are_counted_as_they_arrive(
     assert value(samples, "fleetbus_apply_duration_seconds_sum") == 3.0
     assert value(samples, "fleetbus_publish_to_applied_seconds_count") == 1, "first apply only"
     assert value(samples, "fleetbus_publish_to_applied_seconds_sum") == 42.0
-    assert value(samples, "fleetbus_stream_last_sequence", stream="EVENTS") == 3
-    assert value(samples, "fleetbus_stream_last_sequence", stream="REPORTS") == 5
+    assert value(samples, "fleetbus_stream_last_sequence", stream="EVENTS") == 3 + probes
+    assert value(samples, "fleetbus_stream_last_sequence", stream="REPORTS") == 5 + probes
 
 
 async def test_durable_consumer_lag_is_reported(event_store: EventStore, tmp_path: Path) -> None:
