@@ -88,12 +88,12 @@ async def test_a_message_to_an_idle_consumer_arrives_long_before_its_request_exp
     event_store: EventStore,
 ) -> None:
     await _stream_and_durable(event_store)
-    # A batch of 100 and a request pending for a minute: holding the message until the batch
-    # fills or the request expires would take 60 s.
-    async with reading(event_store, PullSettings(batch=100, expires=60.0, heartbeat=5.0)) as r:
+    # A batch of 100 and a request pending for ten minutes: holding the message until the
+    # batch fills or the request expires would take 600 s.
+    async with reading(event_store, PullSettings(batch=100, expires=600.0, heartbeat=5.0)) as r:
         await asyncio.sleep(0.3)  # the pull request is pending, nothing to deliver yet
         await _publish(event_store, b"one")
-        await r.until(1, within=20.0)
+        await r.until(1, within=60.0)
         assert r.bodies == [b"one"]
 
 
@@ -104,7 +104,7 @@ async def test_a_backlog_comes_in_order_in_batches_no_larger_than_asked(
     bodies = [f"m{i}".encode() for i in range(250)]
     await _publish(event_store, *bodies)
     async with reading(event_store, PullSettings(batch=40, expires=10.0, heartbeat=1.0)) as r:
-        await r.until(250, within=20.0)
+        await r.until(250, within=60.0)
         assert r.bodies == bodies
         assert max(r.batch_sizes) <= 40
         assert len(r.batch_sizes) < 250, "a backlog is handed over in batches"
@@ -115,7 +115,7 @@ async def test_delivery_goes_on_after_many_requests_expired(event_store: EventSt
     async with reading(event_store, PullSettings(batch=10, expires=0.5, heartbeat=0.2)) as r:
         await asyncio.sleep(2.0)  # four expired requests, each renewed
         await _publish(event_store, b"late")
-        await r.until(1, within=10.0)
+        await r.until(1, within=60.0)
         assert r.bodies == [b"late"]
 
 
@@ -123,13 +123,13 @@ async def test_delivery_resumes_when_the_consumer_is_deleted_and_created_again(
     event_store: EventStore,
 ) -> None:
     await _stream_and_durable(event_store)
-    async with reading(event_store, PullSettings(batch=10, expires=30.0, heartbeat=1.0)) as r:
+    async with reading(event_store, PullSettings(batch=10, expires=600.0, heartbeat=1.0)) as r:
         await _publish(event_store, b"before")
-        await r.until(1, within=10.0)
+        await r.until(1, within=60.0)
         await event_store.api_request(f"CONSUMER.DELETE.{STREAM}.{DURABLE}")
         await _create_durable(event_store)
         await _publish(event_store, b"after")
-        await r.until(2, within=15.0)
+        await r.until(2, within=60.0)
         assert r.bodies[-1] == b"after"
 
 
@@ -145,21 +145,21 @@ async def test_delivery_resumes_after_the_server_restarts(hub_nats: HubNats) -> 
     try:
         await store.ensure_stream(stream_config)
         await _create_durable(store)
-        async with reading(store, PullSettings(batch=10, expires=60.0, heartbeat=0.5)) as r:
+        async with reading(store, PullSettings(batch=10, expires=600.0, heartbeat=0.5)) as r:
             await _publish(store, b"before")
-            await r.until(1, within=10.0)
+            await r.until(1, within=60.0)
             hub_nats.server.stop()
             hub_nats.server.start()
             # The request pending before the restart is gone with the server's memory.
             await _publish_when_back(store, b"after")
-            await r.until(2, within=20.0)
+            await r.until(2, within=60.0)
             assert r.bodies == [b"before", b"after"]
     finally:
         await store.close()
 
 
 async def _publish_when_back(store: EventStore, body: bytes) -> None:
-    deadline = time.monotonic() + 20.0
+    deadline = time.monotonic() + 60.0
     while True:
         try:
             await _publish(store, body)
