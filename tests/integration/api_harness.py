@@ -64,20 +64,20 @@ async def serve_api(hub: HubContext) -> AsyncIterator[str]:
         )
     )
     task = asyncio.create_task(server.serve(), name="uvicorn")
-    deadline = asyncio.get_running_loop().time() + 15
+    deadline = asyncio.get_running_loop().time() + 60
     while not server.started:
         if task.done():
             task.result()
             raise RuntimeError("uvicorn stopped before it started")
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("uvicorn did not start within 15 s")
+            raise TimeoutError("uvicorn did not start within 60 s")
         await asyncio.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         hub.shutdown.set()
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+        await asyncio.wait_for(task, timeout=60)
 
 
 def fresh_token(hub: HubContext, role: Role) -> str:
@@ -97,7 +97,7 @@ async def running_sources(hub: HubContext) -> AsyncIterator[SourceWatcher]:
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop), name="sources")
     try:
-        await asyncio.wait_for(watcher.ready.wait(), timeout=10)
+        await asyncio.wait_for(watcher.ready.wait(), timeout=60)
         yield watcher
     finally:
         stop.set()
@@ -136,7 +136,7 @@ async def running_projector(hub: HubContext) -> AsyncIterator[ProjectorService]:
         yield service
     finally:
         stop.set()
-        await asyncio.wait_for(task, timeout=15)
+        await asyncio.wait_for(task, timeout=60)
 
 
 async def projected(api: LiveApi) -> None:
@@ -145,7 +145,7 @@ async def projected(api: LiveApi) -> None:
     assert service is not None, "start the API with projector=True"
     events_end = await api.hub.store.last_sequence()
     reports_end = await api.hub.reports.last_sequence()
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         while True:
             service.progress.clear()
             if (
