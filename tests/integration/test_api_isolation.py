@@ -452,7 +452,7 @@ async def test_the_live_stream_carries_no_other_project(tenants: Tenants) -> Non
     ):
         assert response.status_code == 200
         lines = response.aiter_lines()
-        await asyncio.wait_for(anext(lines), timeout=10)  # the opening comment
+        await asyncio.wait_for(anext(lines), timeout=60)  # the opening comment
         await append_each(api.hub.store, [published("team-b--bravo-web", 3)])
         await append_each(api.hub.store, [published("team-a--alpha-web", 2)])
         async with asyncio.timeout(20):

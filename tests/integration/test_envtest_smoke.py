@@ -44,7 +44,7 @@ def _poll_until_allowed(api: KubeAPIServer, path: str, token: str) -> Any:
             return None
 
     return wait_until(
-        read, f"GET {path} to be allowed", lambda answer: answer is not None, within=10.0
+        read, f"GET {path} to be allowed", lambda answer: answer is not None, within=60.0
     )
 
 

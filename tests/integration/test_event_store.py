@@ -197,7 +197,7 @@ async def test_follow_delivers_events_appended_after_it_started(event_store: Eve
     task = asyncio.create_task(tail())
     await event_store.append([registered("after-1")])
     await event_store.append([registered("after-2")])
-    await asyncio.wait_for(task, timeout=10)
+    await asyncio.wait_for(task, timeout=60)
     assert seen == ["before", "after-1", "after-2"]
 
 

@@ -124,7 +124,7 @@ class Running:
     async def close(self) -> None:
         self.stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self.task), timeout=10)
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=60)
         finally:
             await cancel_and_wait([self.task])
 
@@ -230,7 +230,7 @@ async def test_a_receiver_down_for_a_while_gets_exactly_the_subscribed_events_la
         [status] = await restarted.status()
         assert status.health == "ok"
         assert status.state.delivered == 4
-        await eventually(lambda: pending_is_zero(restarted), within=10)
+        await eventually(lambda: pending_is_zero(restarted), within=60)
     finally:
         await again.close()
 
