@@ -1,0 +1,174 @@
+"""Each project is its own NATS account, made and kept by the hub from the project's events.
+
+A real hub nats-server in operator mode: creating a project makes its account on the server
+with the JetStream limits of its quotas, changing the quotas changes them with no config change
+and no reload, the default project keeps FLEET as it is, and a hub start reconciles every
+project's account and pushes nothing the servers already hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.client import RawCredentials
+
+from access.account_push import AccountPublisher
+from access.nats_accounts import FLEET_ACCOUNT, FLEET_LIMITS, NatsAuthority
+from access.nats_jwt import new_nkey
+from access.project_accounts import (
+    CONSUMERS_PER_CLUSTER,
+    PROJECT_STREAMS,
+    STORAGE_PER_CLUSTER,
+    ProjectAccountService,
+)
+from api.auth import Role
+from events.store import EventStore, connect
+from registry.projects import create_project, project_subject, set_project_quotas
+from taskset.projects import ProjectQuotas
+from tests.conftest import HubNats
+from tests.integration.api_harness import live_api
+from tests.integration.edge_harness import edge_hub
+
+
+async def login(url: str, authority: NatsAuthority, account: str) -> NatsClient:
+    creds = authority.user_credentials(account, new_nkey("user"), "probe")
+    return await nats.connect(url, user_credentials=RawCredentials(creds), max_reconnect_attempts=0)
+
+
+async def account_limits(url: str, authority: NatsAuthority, account: str) -> tuple[int, ...]:
+    """(storage, streams, consumers) the server applies to `account`, asked as its user."""
+    nc = await login(url, authority, account)
+    try:
+        info = await nc.jetstream().account_info()
+        return (info.limits.max_storage, info.limits.max_streams, info.limits.max_consumers)
+    finally:
+        await nc.close()
+
+
+def derived(clusters: int) -> tuple[int, ...]:
+    return (
+        clusters * STORAGE_PER_CLUSTER,
+        clusters + PROJECT_STREAMS,
+        clusters * CONSUMERS_PER_CLUSTER,
+    )
+
+
+async def test_a_new_project_is_an_account_on_the_server_with_its_quotas_limits(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        url = hub.server.client_url
+        config_before = hub.server.config_path.read_bytes()
+        pid_before = hub.server.process.pid if hub.server.process else None
+        projects = hub.services.projects
+        await create_project(
+            hub.store,
+            "team-a",
+            quotas=ProjectQuotas(clusters=3),
+            actor="admin",
+            now=datetime.now(UTC),
+        )
+        async with asyncio.timeout(20):
+            await projects.wait_applied(await hub.store.subject_version(project_subject("team-a")))
+        authority = hub.data.nats_authority()
+        assert authority.public_key("project-team-a") != authority.public_key(FLEET_ACCOUNT)
+        assert await account_limits(url, authority, "project-team-a") == derived(3)
+
+        await set_project_quotas(
+            hub.store, "team-a", ProjectQuotas(clusters=5), actor="admin", now=datetime.now(UTC)
+        )
+        async with asyncio.timeout(20):
+            await projects.wait_applied(await hub.store.subject_version(project_subject("team-a")))
+        assert await account_limits(url, authority, "project-team-a") == derived(5)
+        # Pushed, not reloaded: the same server process with the same config.
+        assert hub.server.config_path.read_bytes() == config_before
+        assert hub.server.process is not None
+        assert hub.server.process.pid == pid_before
+        # The default project keeps FLEET, with its limits, as a single-team hub always had.
+        fleet = await account_limits(url, authority, FLEET_ACCOUNT)
+        assert fleet[2] == FLEET_LIMITS.consumers
+
+
+async def test_a_hub_start_reconciles_every_project_account_once(
+    hub_nats: HubNats, event_store: EventStore
+) -> None:
+    # Projects recorded while no hub service ran: their accounts do not exist yet.
+    now = datetime.now(UTC)
+    await create_project(
+        event_store, "team-a", quotas=ProjectQuotas(clusters=2), actor="a", now=now
+    )
+    await create_project(event_store, "team-b", actor="a", now=now)
+    await set_project_quotas(event_store, "team-b", ProjectQuotas(clusters=1), actor="a", now=now)
+    publisher = AccountPublisher([hub_nats.url], hub_nats.data.system_credentials)
+    authority = hub_nats.data.nats_authority()
+    assert "project-team-a" not in authority.accounts
+
+    async def start_once() -> ProjectAccountService:
+        nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
+        service = ProjectAccountService(
+            EventStore(nc), authority=hub_nats.data.nats_authority(), publisher=publisher
+        )
+        ready = asyncio.Event()
+        task = asyncio.create_task(service.run(ready))
+        try:
+            async with asyncio.timeout(30):
+                await ready.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await nc.close()
+        return service
+
+    first = await start_once()
+    assert first.pushes == 2
+    authority = hub_nats.data.nats_authority()
+    assert await account_limits(hub_nats.url, authority, "project-team-a") == derived(2)
+    assert await account_limits(hub_nats.url, authority, "project-team-b") == derived(1)
+    keys = {name: authority.public_key(name) for name in ("project-team-a", "project-team-b")}
+
+    second = await start_once()
+    assert second.pushes == 0
+    again = hub_nats.data.nats_authority()
+    assert {name: again.public_key(name) for name in keys} == keys
+    assert await account_limits(hub_nats.url, again, "project-team-b") == derived(1)
+
+
+class RecordingWaits:
+    """The hub's project account service, noting which event each API answer waited for."""
+
+    def __init__(self, service: ProjectAccountService) -> None:
+        self.service = service
+        self.waited: list[int] = []
+
+    async def wait_applied(self, seq: int) -> None:
+        await self.service.wait_applied(seq)
+        self.waited.append(seq)
+
+
+async def test_the_api_answers_a_project_create_once_its_account_is_on_the_server(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub, live_api(hub.store, hub.data.root) as api:
+        waits = RecordingWaits(hub.services.projects)
+        api.hub.project_accounts = waits
+        headers = {"Authorization": f"Bearer {api.tokens[Role.admin]}"}
+        async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as http:
+            created = await http.post(
+                "/api/v1/projects", json={"name": "payments", "quotas": {"clusters": 2}}
+            )
+            assert created.status_code == 201, created.text
+            assert waits.waited == [await hub.store.subject_version(project_subject("payments"))]
+            # No waiting here: the answer came once the account was effective.
+            authority = hub.data.nats_authority()
+            url = hub.server.client_url
+            assert await account_limits(url, authority, "project-payments") == derived(2)
+            changed = await http.put("/api/v1/projects/payments/quotas", json={"clusters": 4})
+            assert changed.status_code == 200, changed.text
+            assert waits.waited[-1] == await hub.store.subject_version(project_subject("payments"))
+            assert len(waits.waited) == 2
+            assert await account_limits(url, authority, "project-payments") == derived(4)
