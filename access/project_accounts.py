@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from access.account_push import AccountPublisher
 from access.nats_accounts import (
@@ -97,11 +97,22 @@ class ProjectAccountService:
     """Keeps one NATS account per project, with its quotas' limits, on every server."""
 
     def __init__(
-        self, store: EventStore, *, authority: NatsAuthority, publisher: AccountPublisher
+        self,
+        store: EventStore,
+        *,
+        authority: NatsAuthority,
+        publisher: AccountPublisher,
+        sign: Callable[[str], str] | None = None,
+        pushing: asyncio.Lock | None = None,
     ) -> None:
         self.store = store
         self.authority = authority
         self.publisher = publisher
+        self.sign = sign or authority.account_jwt
+        """Signs an account's whole JWT: `ClusterAccessService.account_jwt`, so the account's
+        revocations and its clusters' links stay in it."""
+        self.pushing = pushing or asyncio.Lock()
+        """Shared with the cluster access service: one account push at a time."""
         self.limits: dict[str, ProjectLimits] = {}
         """Each project's account limits, as the log says (the default project is not here)."""
         self.pushes = 0
@@ -118,10 +129,9 @@ class ProjectAccountService:
             held = await self.publisher.lookup(self.authority.public_key(name))
             if holds_limits(held, name, limits):
                 return False
-        self.authority.ensure_project_account(project, limits)
-        # A non-default project's account has no users but its clusters, which are never
-        # revoked here: its JWT carries no revocations.
-        servers = await self.publisher.push([self.authority.account_jwt(name)])
+        async with self.pushing:
+            self.authority.ensure_project_account(project, limits)
+            servers = await self.publisher.push([self.sign(name)])
         self.pushes += 1
         log.info(
             "NATS account %s of project %s on %d servers: %s",

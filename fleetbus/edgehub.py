@@ -209,7 +209,11 @@ class EdgeServices:
             consumer_gate=self.consumer_gate,
         )
         self.projects = ProjectAccountService(
-            self.store, authority=self.authority, publisher=self.publisher
+            self.store,
+            authority=self.authority,
+            publisher=self.publisher,
+            sign=self.access.account_jwt,
+            pushing=self.access.pushing,
         )
         self.provisioning = ProvisioningService(self.store, replicas=self.replicas)
         self.antientropy = AntiEntropyService(

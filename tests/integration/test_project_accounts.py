@@ -18,8 +18,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 
 from access.account_push import AccountPublisher
-from access.nats_accounts import FLEET_ACCOUNT, FLEET_LIMITS, NatsAuthority
-from access.nats_jwt import new_nkey
+from access.nats_accounts import FLEET_ACCOUNT, FLEET_LIMITS, NatsAuthority, credentials_jwt
+from access.nats_jwt import decode, new_nkey
 from access.project_accounts import (
     CONSUMERS_PER_CLUSTER,
     PROJECT_STREAMS,
@@ -27,12 +27,21 @@ from access.project_accounts import (
     ProjectAccountService,
 )
 from api.auth import Role
+from events.catalog import TaskApplied
 from events.store import EventStore, connect
 from registry.projects import create_project, project_subject, set_project_quotas
+from simulator.executor import SimExecutor
 from taskset.projects import ProjectQuotas
 from tests.conftest import HubNats
+from tests.eventually import eventually
 from tests.integration.api_harness import live_api
-from tests.integration.edge_harness import edge_hub
+from tests.integration.edge_harness import (
+    EdgeHub,
+    cluster_task,
+    edge_hub,
+    leaf_connections,
+    sample_taskset,
+)
 
 
 async def login(url: str, authority: NatsAuthority, account: str) -> NatsClient:
@@ -172,3 +181,45 @@ async def test_the_api_answers_a_project_create_once_its_account_is_on_the_serve
             assert waits.waited[-1] == await hub.store.subject_version(project_subject("payments"))
             assert len(waits.waited) == 2
             assert await account_limits(url, authority, "project-payments") == derived(4)
+
+
+async def new_project(hub: EdgeHub, name: str, **quotas: int) -> None:
+    await create_project(
+        hub.store, name, quotas=ProjectQuotas(**quotas), actor="admin", now=datetime.now(UTC)
+    )
+    async with asyncio.timeout(20):
+        await hub.services.projects.wait_applied(
+            await hub.store.subject_version(project_subject(name))
+        )
+
+
+async def test_a_project_cluster_is_a_user_of_its_project_account_and_its_loop_runs(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        await new_project(hub, "team-a", clusters=2)
+        cluster = "team-a--east"
+        bundle = await hub.register(cluster)
+        authority = hub.data.nats_authority()
+        issuer = decode(credentials_jwt(bundle.creds_file.read_text()))["iss"]
+        assert issuer == authority.public_key("project-team-a")
+        assert issuer != authority.public_key(FLEET_ACCOUNT)
+
+        sim = SimExecutor(name=cluster)
+        await hub.start_edge(bundle, executor=sim)
+        await hub.write_desired(cluster_task(cluster, sample_taskset("web"), generation=2))
+        await eventually(lambda: "web" in sim.applied, what="the project cluster applied web")
+
+        async def reported() -> bool:
+            return any(
+                isinstance(event, TaskApplied) and origin == cluster and event.generation == 2
+                for origin, event, _ in await hub.reports()
+            )
+
+        await eventually(reported, what="its TaskApplied sourced into REPORTS")
+        await eventually(
+            lambda: cluster in hub.services.antientropy.last_seen, what="its inventory digest"
+        )
+        # The leaf connection lands in the project's account, not in FLEET.
+        leaf_accounts = {leaf.get("account") for leaf in leaf_connections(hub.server)}
+        assert leaf_accounts == {authority.public_key("project-team-a")}
