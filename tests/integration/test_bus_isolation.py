@@ -43,7 +43,13 @@ from registry.projects import create_project, project_subject
 from simulator.executor import SimExecutor
 from taskset.projects import ProjectQuotas
 from tests.eventually import eventually
-from tests.integration.edge_harness import EdgeHub, cluster_task, edge_hub, sample_taskset
+from tests.integration.edge_harness import (
+    EdgeHub,
+    cluster_task,
+    edge_hub,
+    leaf_connections,
+    sample_taskset,
+)
 
 A, B = "team-a", "team-b"
 A_CLUSTER, B_CLUSTER = "team-a--east", "team-b--west"
@@ -149,6 +155,16 @@ async def b_delivers_and_reports(world: TwoProjects, generation: int) -> None:
 async def test_project_a_has_no_route_to_project_b_clusters_subjects(tmp_path: Path) -> None:
     async with two_projects(tmp_path) as world:
         await b_delivers_and_reports(world, 1)
+        # Each cluster's own credentials put its leaf connection in its own project's account.
+        authority = world.hub.data.nats_authority()
+        accounts = {
+            str(leaf.get("name")): leaf.get("account")
+            for leaf in leaf_connections(world.hub.server)
+        }
+        assert accounts == {
+            f"edge-{A_CLUSTER}": authority.public_key(account_of_project(A)),
+            f"edge-{B_CLUSTER}": authority.public_key(account_of_project(B)),
+        }
         # Service rows: nothing listens in A's account; B's account does reach B's gate and keys.
         for row in ROWS:
             if row.kind != "service":

@@ -223,3 +223,19 @@ async def test_a_project_cluster_is_a_user_of_its_project_account_and_its_loop_r
         # The leaf connection lands in the project's account, not in FLEET.
         leaf_accounts = {leaf.get("account") for leaf in leaf_connections(hub.server)}
         assert leaf_accounts == {authority.public_key("project-team-a")}
+
+        # Removed: its key is revoked in its project's account (its leaf is dropped) and the
+        # links of its subjects are gone from both accounts.
+        user_key = decode(credentials_jwt(bundle.creds_file.read_text()))["sub"]
+        await hub.deregister(cluster)
+        await eventually(lambda: leaf_connections(hub.server) == [], what="its leaf dropped")
+        publisher = hub.services.publisher
+        held = await publisher.lookup(authority.public_key("project-team-a"))
+        assert held is not None
+        claims = decode(held)["nats"]
+        assert user_key in claims.get("revocations", {})
+        assert "imports" not in claims
+        assert "exports" not in claims
+        fleet = await publisher.lookup(authority.public_key(FLEET_ACCOUNT))
+        assert fleet is not None
+        assert "imports" not in decode(fleet)["nats"]
