@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from access.errors import AccessError
-from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, account_of_project
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, account_of_project
 from access.nats_jwt import Nkey, credentials_file, new_nkey, user_jwt
 from access.pki import CLUSTER_VALIDITY, HubPki, cluster_identity
 from access.project_links import project_reply_rights
@@ -181,11 +181,9 @@ def leaf_credentials(
         raise AccessError(f"cluster name {cluster!r} is reserved for the hub's own NATS users")
     account = account_of_project(project_of(cluster))
     if account not in authority.accounts:
-        raise AccessError(
-            f"the NATS account of project {project_of(cluster)} does not exist yet: the hub "
-            "makes it when the project is created; try again once `fleetbus project show` "
-            "lists the project"
-        )
+        # Its key is made now; the account reaches the servers with the cluster's links when
+        # the registration is made effective, and its limits with the project's quotas.
+        authority.ensure_project_account(project_of(cluster), ProjectLimits())
     permissions = leaf_permissions(cluster)
     permissions["publish"]["allow"] += project_reply_rights(cluster)
     return authority.user_credentials(
