@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from access.account_push import AccountPublisher
@@ -255,7 +256,9 @@ class EdgeServices:
             self.supervisor.start("consumer gate", lambda: self.consumer_gate.run(gate_ready)),
             self.supervisor.start("key service", lambda: self.key_service.run(keys_ready)),
             self.supervisor.start("cluster access", lambda: self.access.run(access_ready)),
-            self.supervisor.start("project accounts", lambda: self.projects.run(projects_ready)),
+            self.supervisor.start(
+                "project accounts", partial(self._run_projects, access_ready, projects_ready)
+            ),
             self.supervisor.start("provisioning", self.provisioning.run),
             self.supervisor.start("anti-entropy", self.antientropy.run),
             self.supervisor.start("cluster health", self.health.run),
@@ -300,6 +303,12 @@ class EdgeServices:
                 processes=processes,
             )
             await self.sims.start(self.clock())
+
+    async def _run_projects(self, access_ready: asyncio.Event, ready: asyncio.Event) -> None:
+        """The project accounts, once cluster access has pushed what the log says: an account
+        JWT it signs carries its clusters' links, which must be folded whole first."""
+        await access_ready.wait()
+        await self.projects.run(ready)
 
     async def stop_sims(self) -> None:
         if self.sims is not None:
