@@ -29,6 +29,7 @@ from access.project_accounts import (
 from api.auth import Role
 from events.catalog import TaskApplied
 from events.store import EventStore, connect
+from fleetbus.edgehub import EdgeServices
 from registry.projects import create_project, project_subject, set_project_quotas
 from simulator.executor import SimExecutor
 from taskset.projects import ProjectQuotas
@@ -239,3 +240,35 @@ async def test_a_project_cluster_is_a_user_of_its_project_account_and_its_loop_r
         fleet = await publisher.lookup(authority.public_key(FLEET_ACCOUNT))
         assert fleet is not None
         assert "imports" not in decode(fleet)["nats"]
+
+
+async def test_a_hub_restart_keeps_a_project_clusters_loop_and_pushes_no_project_account(
+    tmp_path: Path,
+) -> None:
+    async with edge_hub(tmp_path) as hub:
+        await new_project(hub, "team-a", clusters=2)
+        cluster = "team-a--east"
+        sim = SimExecutor(name=cluster)
+        await hub.start_edge(await hub.register(cluster), executor=sim)
+        web = sample_taskset("web")
+        await hub.write_desired(cluster_task(cluster, web, generation=1))
+        await eventually(lambda: "web" in sim.applied, what="generation 1 applied")
+
+        # The hub's services stop and start again on the same data dir and servers.
+        await hub.services.stop()
+        again = EdgeServices(
+            store=hub.store, urls=[hub.server.client_url], data=hub.data, leaf_urls=[hub.leaf_url]
+        )
+        try:
+            await again.start()
+            assert again.projects.pushes == 0
+            assert set(again.projects.limits) == {"team-a"}
+            await hub.write_desired(cluster_task(cluster, web, generation=2))
+            await eventually(
+                lambda: sim.applied["web"].generation == 2, what="generation 2 applied"
+            )
+            await eventually(
+                lambda: cluster in again.antientropy.last_seen, what="its inventory after"
+            )
+        finally:
+            await again.stop()
