@@ -25,6 +25,7 @@ import orjson
 
 from access.account_push import AccountPublisher
 from access.consumer_gate import ConsumerGate
+from access.errors import AccountTooLarge
 from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, account_of_project
 from access.permissions import (
     ClusterAccess,
@@ -39,10 +40,14 @@ from access.project_links import AccountLinks, account_links
 from events import subjects
 from events.store import EventStore, StoredEvent
 from events.tasks import cancel_and_wait
+from taskset.projects import project_of
 
 log = logging.getLogger(__name__)
 
 CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
+MAX_ACCOUNT_JWT_BYTES = 7 << 20
+"""The largest account JWT the hub pushes: every server template's `max_payload` is 8 MB, and
+the JWT travels in one message to the resolver."""
 
 
 @dataclass
@@ -145,6 +150,36 @@ class ClusterAccessService:
             exports=links.export_claims() or None,
             imports=links.import_claims() or None,
         )
+
+    def check_room(self, cluster: str) -> None:
+        """Refuse (`AccountTooLarge`, before anything is issued or written) a new cluster of a
+        project whose links would make its account's or FLEET's JWT larger than the servers
+        take; each project cluster adds about 1.1 KB to both."""
+        account = account_of_project(project_of(cluster))
+        if account == FLEET_ACCOUNT or cluster in self.clusters:
+            return
+        links = account_links([*self.clusters.keys(), cluster], self._project_key)
+        revocations = current_revocations(self.revocations, datetime.now(UTC))
+        for name in (FLEET_ACCOUNT, account):
+            size = len(
+                self.authority.account_jwt(
+                    name,
+                    revocations=revocations,
+                    exports=links[name].export_claims(),
+                    imports=links[name].import_claims(),
+                    iat=1,
+                )
+            )
+            if size > MAX_ACCOUNT_JWT_BYTES:
+                linked = sum(
+                    1 for c in self.clusters if account_of_project(project_of(c)) != FLEET_ACCOUNT
+                )
+                raise AccountTooLarge(
+                    f"cluster {cluster} cannot be registered: NATS account {name} would reach "
+                    f"{size} bytes, over the limit of {MAX_ACCOUNT_JWT_BYTES} bytes, with "
+                    f"{linked} clusters outside the default project already linked; remove "
+                    "clusters no longer in use (`fleetbus cluster rm`)"
+                )
 
     def fleet_account_jwt(self) -> str:
         """The FLEET account's JWT for the revocations still current."""

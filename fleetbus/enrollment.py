@@ -57,6 +57,8 @@ class BundleEnrollment:
     access: ClusterAccessService | None = None
 
     def issue(self, cluster: str, labels: Mapping[str, str], now: datetime) -> IssuedBundle:
+        if self.access is not None:
+            self.access.check_room(cluster)
         ca = self.pki.load_ca()
         issued = ca.issue_cluster(cluster, now)
         credentials = leaf_credentials(

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import nats
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 
+import access.service
 from access.account_push import AccountPublisher
 from access.nats_accounts import FLEET_ACCOUNT, FLEET_LIMITS, NatsAuthority, credentials_jwt
 from access.nats_jwt import decode, new_nkey
@@ -26,10 +28,12 @@ from access.project_accounts import (
     STORAGE_PER_CLUSTER,
     ProjectAccountService,
 )
-from api.auth import Role
+from api.auth import PROJECT_HEADER, Role
 from events.catalog import TaskApplied
 from events.store import EventStore, connect
 from fleetbus.edgehub import EdgeServices
+from fleetbus.enrollment import connect_api_to_edges
+from registry.clusters import cluster_subject
 from registry.projects import create_project, project_subject, set_project_quotas
 from simulator.executor import SimExecutor
 from taskset.projects import ProjectQuotas
@@ -272,3 +276,29 @@ async def test_a_hub_restart_keeps_a_project_clusters_loop_and_pushes_no_project
             )
         finally:
             await again.stop()
+
+
+async def test_a_cluster_whose_links_would_overgrow_an_account_jwt_is_refused_writing_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with edge_hub(tmp_path) as hub, live_api(hub.store, hub.data.root) as api:
+        connect_api_to_edges(api.hub, hub.services)
+        await new_project(hub, "team-a")
+        headers = {"Authorization": f"Bearer {api.tokens[Role.admin]}", PROJECT_HEADER: "team-a"}
+        async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as http:
+            first = await http.post("/api/v1/clusters", json={"name": "east"})
+            assert first.status_code == 201, first.text
+            # Room for what FLEET holds now, not for another cluster's ~1.1 KB of links.
+            held = len(hub.services.access.account_jwt(FLEET_ACCOUNT))
+            monkeypatch.setattr(access.service, "MAX_ACCOUNT_JWT_BYTES", held + 300)
+            refused = await http.post("/api/v1/clusters", json={"name": "west"})
+            assert refused.status_code == 409, refused.text
+            detail = refused.json()["detail"]
+            assert "team-a--west" in detail
+            assert f"over the limit of {held + 300} bytes" in detail
+            assert await hub.store.subject_version(cluster_subject("team-a--west")) == 0
+            # A default-project cluster needs no links, so it is not held to it.
+            plain = await http.post(
+                "/api/v1/clusters", json={"name": "alpha"}, headers={PROJECT_HEADER: "default"}
+            )
+            assert plain.status_code == 201, plain.text
