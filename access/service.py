@@ -78,7 +78,8 @@ class AccountDocument:
 
 
 class ClusterAccessService:
-    """Keeps the FLEET account's revocations equal to what the log says, on every server."""
+    """Keeps the accounts' revocations, and the links of the project clusters, equal to what
+    the log says, on every server."""
 
     def __init__(
         self,
