@@ -3,6 +3,9 @@
 Where things live:
 - `pki`: the fleetbus CA, server and cluster certificates (the leaf connection's TLS);
 - `nats_jwt`: NATS operator, account and user JWTs, signed with nkeys;
+- `project_accounts`: `ProjectAccountService`, one account per project from its events;
+- `project_links`: the exports and imports joining a project's clusters (users of its
+  account) to FLEET, exactly their own subjects;
 - `nats_accounts`: `NatsAuthority`, the hub's operator and accounts (one per project, FLEET
   for the default project) with their JetStream limits, and the credentials they sign;
 - `account_push`: account JWTs pushed to the nats-based resolver and seen on every server;

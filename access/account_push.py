@@ -144,6 +144,20 @@ class AccountPublisher:
         )
         return max(in_resolver, applied)
 
+    async def lookup(self, account: str) -> str | None:
+        """The JWT of `account` (its public key) the servers' resolvers hold: None when one
+        that answers holds another (or none)."""
+        nc = await self._connect()
+        try:
+            answers = await gather_raw(nc, f"$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP", b"")
+        finally:
+            await nc.close()
+        held = {answer.decode(errors="replace").strip() for answer in answers}
+        if len(held) != 1:
+            return None
+        token = held.pop()
+        return token or None
+
     async def servers(self) -> list[dict[str, Any]]:
         """Every server's `STATSZ` answer (name, id, connections...)."""
         nc = await self._connect()

@@ -15,3 +15,7 @@ class CertificateError(AccessError):
 
 class AccessNotEffective(AccessError):
     """The hub could not make a change of cluster access effective (reload, kick)."""
+
+
+class AccountTooLarge(AccessError):
+    """A NATS account's JWT would grow past what the servers take (too many linked clusters)."""

@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -203,11 +204,13 @@ class NatsAuthority:
         name: str,
         *,
         revocations: Mapping[str, int] | None = None,
+        exports: list[dict[str, Any]] | None = None,
+        imports: list[dict[str, Any]] | None = None,
         now: float | None = None,
         iat: int | None = None,
     ) -> str:
-        """The account's JWT with its limits and `revocations` (user key → revoked-before
-        time), issued now (or at `iat`)."""
+        """The account's JWT with its limits, `revocations` (user key → revoked-before time)
+        and links to other accounts (`access.project_links`), issued now (or at `iat`)."""
         limits = NO_JETSTREAM if name == SYSTEM_ACCOUNT else self._limits(name).jetstream()
         return account_jwt(
             self.account(name),
@@ -216,6 +219,8 @@ class NatsAuthority:
             iat=iat if iat is not None else self.next_issued_at(now),
             jetstream=limits,
             revocations=revocations,
+            exports=exports,
+            imports=imports,
         )
 
     def _limits(self, name: str) -> ProjectLimits:

@@ -178,9 +178,11 @@ def account_jwt(
     jetstream: JetStreamLimits = NO_JETSTREAM,
     revocations: Mapping[str, int] | None = None,
     exports: list[dict[str, Any]] | None = None,
+    imports: list[dict[str, Any]] | None = None,
 ) -> str:
-    """An account's JWT: limits (JetStream's among them) and revoked user keys (key → time:
-    every user JWT of that key issued at or before it is refused)."""
+    """An account's JWT: limits (JetStream's among them), revoked user keys (key → time:
+    every user JWT of that key issued at or before it is refused), and the subjects it
+    exports to and imports from other accounts."""
     nats: dict[str, Any] = {
         "limits": {
             "subs": UNLIMITED,
@@ -201,6 +203,8 @@ def account_jwt(
         nats["revocations"] = dict(sorted(revocations.items()))
     if exports:
         nats["exports"] = exports
+    if imports:
+        nats["imports"] = imports
     return encode({"iat": iat, "name": name, "sub": account.public, "nats": nats}, operator)
 
 

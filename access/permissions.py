@@ -1,6 +1,8 @@
 """Which NATS users the hub admits, and what each may do: folded from the log.
 
-Every registered cluster is one NATS user in the FLEET account, known by its user key. A leaf
+Every registered cluster is one NATS user, known by its user key, in its project's account:
+FLEET for the default project, `project-<name>` otherwise (joined to FLEET by exports and
+imports of exactly that cluster's subjects, `access.project_links`). A leaf
 cluster's key is derived from its certificate's fingerprint (`NatsAuthority.cluster_user_key`),
 and its user JWT travels in its bundle (`leaf_credentials`): the edge's leaf connection shows
 the certificate (TLS with client certificates from the fleetbus CA, `LeafListener`) and the
@@ -13,8 +15,8 @@ Large simulated fleets connect their clusters as plain clients of the hub instea
 `client`): a user per cluster with a key derived from the account's seed, on the loopback
 client port, with the same rights expressed from the client's side.
 
-Revocation: a user key admitted before a change and not after is listed in the FLEET
-account's `revocations` (`evolve_revocations`); pushing that account JWT reaches every server.
+Revocation: a user key admitted before a change and not after is listed in the accounts'
+`revocations` (`evolve_revocations`); pushing the account JWTs reaches every server.
 
 Everything here is pure: the folds `evolve_access` and `evolve_revocations`, the permission
 sets and the credentials.
@@ -32,9 +34,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from access.errors import AccessError
-from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
+from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, account_of_project
 from access.nats_jwt import Nkey, credentials_file, new_nkey, user_jwt
 from access.pki import CLUSTER_VALIDITY, HubPki, cluster_identity
+from access.project_links import project_reply_rights
 from events import edges, subjects
 from events.catalog import (
     ClusterDeregistered,
@@ -43,6 +46,7 @@ from events.catalog import (
     Event,
 )
 from events.streams import DESIRED_STREAM, HUB_DOMAIN
+from taskset.projects import project_of
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +172,25 @@ def client_credentials(account: Nkey, cluster: str, *, now: float) -> str:
 def leaf_credentials(
     authority: NatsAuthority, cluster: str, fingerprint: str, *, expires: datetime
 ) -> str:
-    """The `.creds` of a leaf cluster's certificate (in its bundle): the user key derived from
-    the certificate's fingerprint, its rights `leaf_permissions`, leaf connections only,
-    expiring with the certificate (`expires`), so its revocation can be forgotten then."""
+    """The `.creds` of a leaf cluster's certificate (in its bundle): a user of its project's
+    account (FLEET for the default project) with the key derived from the certificate's
+    fingerprint, its rights `leaf_permissions` (and `_R_.>` outside FLEET, see
+    `access.project_links`), leaf connections only, expiring with the certificate
+    (`expires`), so its revocation can be forgotten then."""
     if cluster in RESERVED_NAMES:
         raise AccessError(f"cluster name {cluster!r} is reserved for the hub's own NATS users")
+    account = account_of_project(project_of(cluster))
+    if account not in authority.accounts:
+        # Its key is made now; the account reaches the servers with the cluster's links when
+        # the registration is made effective, and its limits with the project's quotas.
+        authority.ensure_project_account(project_of(cluster), ProjectLimits())
+    permissions = leaf_permissions(cluster)
+    permissions["publish"]["allow"] += project_reply_rights(cluster)
     return authority.user_credentials(
-        FLEET_ACCOUNT,
+        account,
         authority.cluster_user_key(cluster, fingerprint.removeprefix("sha256:").lower()),
         cluster_identity(cluster, fingerprint.removeprefix("sha256:").lower()),
-        permissions=leaf_permissions(cluster),
+        permissions=permissions,
         connection_types=list(LEAF_CONNECTION_TYPES),
         expires=int(expires.timestamp()),
     )

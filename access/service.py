@@ -8,8 +8,8 @@ revocations and pushes the account JWT to the resolver (`access.account_push`): 
 the hub refuses the key from then on and closes its connections, leaf connections included,
 with no config rewritten and no reload. It deletes the consumers the revoked clusters' mirrors
 had (`access.consumer_gate`) and records the last event it has made effective, which is what the
-API's cluster registration and deregistration wait for. A registration needs no push: the
-cluster's user JWT, signed by the FLEET account, is in its bundle.
+API's cluster registration and deregistration wait for. A default-project registration needs
+no push: the cluster's user JWT, signed by the FLEET account, is in its bundle.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import orjson
 
-from access.account_push import AccountPublisher, create_project_account
+from access.account_push import AccountPublisher
 from access.consumer_gate import ConsumerGate
+from access.errors import AccountTooLarge
 from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority, ProjectLimits, account_of_project
 from access.permissions import (
     ClusterAccess,
@@ -35,13 +36,18 @@ from access.permissions import (
     user_key_of,
 )
 from access.private_files import write_private
+from access.project_links import AccountLinks, account_links
 from events import subjects
 from events.store import EventStore, StoredEvent
 from events.tasks import cancel_and_wait
+from taskset.projects import project_of
 
 log = logging.getLogger(__name__)
 
 CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
+MAX_ACCOUNT_JWT_BYTES = 7 << 20
+"""The largest account JWT the hub pushes: every server template's `max_payload` is 8 MB, and
+the JWT travels in one message to the resolver."""
 
 
 @dataclass
@@ -62,8 +68,18 @@ def access_state(root: Path) -> AccessState:
     return AccessState(root / "access.json")
 
 
+@dataclass(frozen=True)
+class AccountDocument:
+    """What the hub's clusters put into one account's JWT: the revoked keys (as folded, before
+    expired ones are dropped at signing) and the links to other accounts."""
+
+    revocations: tuple[tuple[str, int], ...]
+    links: AccountLinks
+
+
 class ClusterAccessService:
-    """Keeps the FLEET account's revocations equal to what the log says, on every server."""
+    """Keeps the accounts' revocations, and the links of the project clusters, equal to what
+    the log says, on every server."""
 
     def __init__(
         self,
@@ -83,10 +99,12 @@ class ClusterAccessService:
         self.state = access_state(state_dir)
         self.applied_seq = 0
         self._applied = asyncio.Condition()
-        self._pushed: dict[str, int] | None = None
+        self._pushed: dict[str, AccountDocument] | None = None
+        """What each account's JWT last pushed carried (None: nothing pushed yet)."""
         self._effective: dict[str, ClusterAccess] = {}
-        self._pushing = asyncio.Lock()
-        """One push of the FLEET account at a time: each carries every revocation."""
+        self.pushing = asyncio.Lock()
+        """One account push at a time (the project account service takes it too): a resolver
+        keeps the JWT it got last, so a JWT must never overtake a newer one."""
 
     def _key_of(self, access: ClusterAccess) -> str | None:
         return user_key_of(self.authority, access)
@@ -103,37 +121,98 @@ class ClusterAccessService:
                 key_of=self._key_of,
             )
 
+    def _project_key(self, project: str) -> str:
+        """The public key of `project`'s account, made now (with no limits, until the project
+        account service sets its quotas' ones) if a cluster of it is met first."""
+        name = account_of_project(project)
+        if name not in self.authority.accounts:
+            self.authority.ensure_project_account(project, ProjectLimits())
+        return self.authority.public_key(name)
+
+    def documents(self) -> dict[str, AccountDocument]:
+        """What every account the clusters touch must carry: FLEET, each project account with
+        clusters, and each that had some when it was last pushed."""
+        links = account_links(self.clusters.keys(), self._project_key)
+        revocations = tuple(sorted(self.revocations.items()))
+        names = {FLEET_ACCOUNT, *links, *(self._pushed or {})}
+        return {
+            name: AccountDocument(revocations, links.get(name, AccountLinks()))
+            for name in sorted(names)
+        }
+
+    def account_jwt(self, name: str) -> str:
+        """Account `name`'s JWT, signed now: its limits, the revocations still current and its
+        clusters' links (every revoked key is listed in every account: harmless where the key
+        never was, and a cluster's key is refused wherever it lived)."""
+        links = account_links(self.clusters.keys(), self._project_key).get(name, AccountLinks())
+        return self.authority.account_jwt(
+            name,
+            revocations=current_revocations(self.revocations, datetime.now(UTC)),
+            exports=links.export_claims() or None,
+            imports=links.import_claims() or None,
+        )
+
+    def check_room(self, cluster: str) -> None:
+        """Refuse (`AccountTooLarge`, before anything is issued or written) a new cluster of a
+        project whose links would make its account's or FLEET's JWT larger than the servers
+        take; each project cluster adds about 1.1 KB to both."""
+        account = account_of_project(project_of(cluster))
+        if account == FLEET_ACCOUNT or cluster in self.clusters:
+            return
+        links = account_links([*self.clusters.keys(), cluster], self._project_key)
+        revocations = current_revocations(self.revocations, datetime.now(UTC))
+        for name in (FLEET_ACCOUNT, account):
+            size = len(
+                self.authority.account_jwt(
+                    name,
+                    revocations=revocations,
+                    exports=links[name].export_claims(),
+                    imports=links[name].import_claims(),
+                    iat=1,
+                )
+            )
+            if size > MAX_ACCOUNT_JWT_BYTES:
+                linked = sum(
+                    1 for c in self.clusters if account_of_project(project_of(c)) != FLEET_ACCOUNT
+                )
+                raise AccountTooLarge(
+                    f"cluster {cluster} cannot be registered: NATS account {name} would reach "
+                    f"{size} bytes, over the limit of {MAX_ACCOUNT_JWT_BYTES} bytes, with "
+                    f"{linked} clusters outside the default project already linked; remove "
+                    "clusters no longer in use (`fleetbus cluster rm`)"
+                )
+
     def fleet_account_jwt(self) -> str:
         """The FLEET account's JWT for the revocations still current."""
-        revocations = current_revocations(self.revocations, datetime.now(UTC))
-        return self.authority.account_jwt(FLEET_ACCOUNT, revocations=revocations)
+        return self.account_jwt(FLEET_ACCOUNT)
 
     async def ensure_project_account(self, project: str, limits: ProjectLimits) -> str:
         """Create a project's NATS account (or change its limits) on every server; its public
-        key. The default project's account is FLEET, pushed with its current revocations."""
-        async with self._pushing:
-            revocations = current_revocations(self.revocations, datetime.now(UTC))
-            key = await create_project_account(
-                self.authority,
-                self.publisher,
-                project,
-                limits,
-                revocations=revocations if account_of_project(project) == FLEET_ACCOUNT else None,
-            )
-            if account_of_project(project) == FLEET_ACCOUNT:
-                self._pushed = dict(self.revocations)
-            return key
+        key. The account keeps its revocations and links (the default project's is FLEET)."""
+        async with self.pushing:
+            name = self.authority.ensure_project_account(project, limits)
+            await self.publisher.push([self.account_jwt(name)])
+            return self.authority.public_key(name)
 
     async def apply(self, seq: int) -> None:
-        """Push the FLEET account if its revocations changed (or at start) and wait until every
-        server holds it, forget the revoked clusters' consumers, record `seq`."""
-        if self._pushed != self.revocations:
-            async with self._pushing:
-                servers = await self.publisher.push([self.fleet_account_jwt()])
-                self._pushed = dict(self.revocations)
+        """Push every account whose revocations or links changed (all of them at start) and
+        wait until every server holds them, forget the revoked clusters' consumers, record
+        `seq`."""
+        documents = self.documents()
+        pushed = self._pushed or {}
+        changed = [
+            name
+            for name, document in documents.items()
+            if self._pushed is None or pushed.get(name) != document
+        ]
+        if changed:
+            async with self.pushing:
+                servers = await self.publisher.push([self.account_jwt(name) for name in changed])
+                self._pushed = {**pushed, **{name: documents[name] for name in changed}}
             log.info(
-                "hub access updated on %d NATS servers: %d clusters, %d revoked keys",
+                "hub access updated on %d NATS servers (%s): %d clusters, %d revoked keys",
                 servers,
+                ", ".join(changed),
                 len(self.clusters),
                 len(self.revocations),
             )

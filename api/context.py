@@ -66,6 +66,13 @@ class ClusterEnrollment(Protocol):
         """Return once the hub lets the cluster registered at `seq` connect."""
 
 
+class ProjectAccounts(Protocol):
+    """The projects' NATS accounts (`access.project_accounts.ProjectAccountService`)."""
+
+    async def wait_applied(self, seq: int) -> None:
+        """Return once the project event at `seq` is effective on every NATS server."""
+
+
 class DesiredStateHistory(Protocol):
     """The desired state of a cluster at any moment, folded from the log (secrets masked)."""
 
@@ -136,6 +143,8 @@ class HubContext:
     """Set when the hub stops: live streams end so the HTTP server can close."""
     enrollment: ClusterEnrollment | None = None
     """None on a hub without a leafnode listener: it registers clusters but issues no bundle."""
+    project_accounts: ProjectAccounts | None = None
+    """None on a hub whose edge-facing services run elsewhere: projects get no wait."""
     renderer: PreparedRenderer | None = None
     """Re-renders Helm charts with override values (for previews)."""
     history: DesiredStateHistory | None = None

@@ -30,6 +30,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from access.errors import AccountTooLarge
 from events.errors import (
     AppendRefused,
     ConcurrencyConflict,
@@ -217,6 +218,7 @@ EXTRA_STATUS: dict[type[BaseException], int] = {
     CommandTooLarge: 413,
     HistoryUnavailable: 503,
     QuotaExceeded: 403,
+    AccountTooLarge: 409,
     InvalidSubscription: 400,
     UnknownSubscription: 404,
     SubscriptionExists: 409,

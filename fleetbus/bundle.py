@@ -33,6 +33,7 @@ from edge_connector.errors import BundleError
 from events.streams import HUB_DOMAIN
 from fleetbus.natsserver import render_template
 from taskset.names import check_name
+from taskset.projects import DEFAULT_PROJECT, project_of
 
 CA_FILE = "ca.crt"
 CERT_FILE = "cluster.crt"
@@ -237,6 +238,13 @@ def read_edge_bundle(root: Path) -> EdgeBundle:
         raise BundleError(
             f"{root / SETTINGS_FILE}: desired_source must be one of {DESIRED_SOURCES}, "
             f"not {settings.desired_source!r}"
+        )
+    if settings.desired_source == "durable" and project_of(settings.cluster) != DEFAULT_PROJECT:
+        raise BundleError(
+            f"{root / SETTINGS_FILE}: desired_source 'durable' is for clusters of the default "
+            f"project; {settings.cluster} belongs to project {project_of(settings.cluster)}, "
+            "whose clusters read their desired state through their leaf's mirror (set "
+            "desired_source to 'mirror')"
         )
     try:
         named = cluster_of_certificate((root / CERT_FILE).read_bytes())

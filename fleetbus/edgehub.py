@@ -6,6 +6,8 @@
   (`--nats-url`) every node has its own, and bundles list them all (`cluster_leaf_urls`);
 - `access.service.ClusterAccessService`: the FLEET account's revocations, pushed to every
   server of the hub's NATS;
+- `access.project_accounts.ProjectAccountService`: one NATS account per project, with the
+  JetStream limits of its quotas, on every server;
 - `access.consumer_gate.ConsumerGate`: the only way an edge's mirror gets its consumer on DESIRED;
 - `scheduler.provisioning`: each cluster's durable consumer on DESIRED and REPORTS' sources,
   and the revival of stalled sources;
@@ -23,6 +25,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from access.account_push import AccountPublisher
@@ -31,6 +34,7 @@ from access.key_service import KeyService
 from access.nats_accounts import FLEET_ACCOUNT, NatsAuthority
 from access.permissions import LeafListener, leaf_credentials
 from access.pki import HubPki, IssuedCertificate
+from access.project_accounts import ProjectAccountService
 from access.service import ClusterAccessService
 from events.store import EventStore
 from events.tasks import cancel_and_wait
@@ -205,6 +209,13 @@ class EdgeServices:
             state_dir=self.data.root,
             consumer_gate=self.consumer_gate,
         )
+        self.projects = ProjectAccountService(
+            self.store,
+            authority=self.authority,
+            publisher=self.publisher,
+            sign=self.access.account_jwt,
+            pushing=self.access.pushing,
+        )
         self.provisioning = ProvisioningService(self.store, replicas=self.replicas)
         self.antientropy = AntiEntropyService(
             self.store,
@@ -240,10 +251,14 @@ class EdgeServices:
         access_ready = asyncio.Event()
         gate_ready = asyncio.Event()
         keys_ready = asyncio.Event()
+        projects_ready = asyncio.Event()
         started = [
             self.supervisor.start("consumer gate", lambda: self.consumer_gate.run(gate_ready)),
             self.supervisor.start("key service", lambda: self.key_service.run(keys_ready)),
             self.supervisor.start("cluster access", lambda: self.access.run(access_ready)),
+            self.supervisor.start(
+                "project accounts", partial(self._run_projects, access_ready, projects_ready)
+            ),
             self.supervisor.start("provisioning", self.provisioning.run),
             self.supervisor.start("anti-entropy", self.antientropy.run),
             self.supervisor.start("cluster health", self.health.run),
@@ -254,6 +269,7 @@ class EdgeServices:
             await gate_ready.wait()
             await keys_ready.wait()
             await access_ready.wait()
+            await projects_ready.wait()
             await self.provisioning.ready.wait()
 
         ready = asyncio.create_task(both_ready())
@@ -287,6 +303,12 @@ class EdgeServices:
                 processes=processes,
             )
             await self.sims.start(self.clock())
+
+    async def _run_projects(self, access_ready: asyncio.Event, ready: asyncio.Event) -> None:
+        """The project accounts, once cluster access has pushed what the log says: an account
+        JWT it signs carries its clusters' links, which must be folded whole first."""
+        await access_ready.wait()
+        await self.projects.run(ready)
 
     async def stop_sims(self) -> None:
         if self.sims is not None:

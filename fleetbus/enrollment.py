@@ -57,6 +57,8 @@ class BundleEnrollment:
     access: ClusterAccessService | None = None
 
     def issue(self, cluster: str, labels: Mapping[str, str], now: datetime) -> IssuedBundle:
+        if self.access is not None:
+            self.access.check_room(cluster)
         ca = self.pki.load_ca()
         issued = ca.issue_cluster(cluster, now)
         credentials = leaf_credentials(
@@ -92,13 +94,15 @@ def pack(directory: Path, arcname: str) -> bytes:
 
 
 def connect_api_to_edges(context: HubContext, edges: EdgeServices) -> None:
-    """Give the API what the edge side knows: how to enroll clusters, and who is connected."""
+    """Give the API what the edge side knows: how to enroll clusters, when a project's NATS
+    account is effective, and who is connected."""
     context.enrollment = BundleEnrollment(
         pki=hub_pki(edges.data),
         hub_urls=list(edges.leaf_urls),
         authority=edges.authority,
         access=edges.access,
     )
+    context.project_accounts = edges.projects
     antientropy = edges.antientropy
     context.last_seen = lambda: antientropy.last_seen
     context.edge_status = lambda: antientropy.edge_status

@@ -6,6 +6,7 @@ org-level caller sees them all), never the names of the others.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, Role, principal_of, requires
 from api.context import Hub
-from api.errors import InvalidRequest, NotFound
+from api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from api.tenancy import ProjectUsage, Tenant, project_usage
 from projector import queries
 from projector.blueprint_sync import blueprint_versions as read_versions
@@ -26,12 +27,29 @@ from registry.projects import (
     create_project,
     existing_project,
     list_projects,
+    project_subject,
     set_project_quotas,
     set_project_shares,
 )
 from taskset.projects import ProjectQuotas
 
 NameParam = Annotated[str, PathParameter(max_length=63)]
+ACCOUNT_TIMEOUT_S = 30.0
+
+
+async def wait_project_account(hub: Hub, name: str) -> None:
+    """Answer once the project's NATS account holds what its events say, on every server."""
+    if hub.project_accounts is None:
+        return
+    seq = await hub.store.subject_version(project_subject(name))
+    try:
+        async with asyncio.timeout(ACCOUNT_TIMEOUT_S):
+            await hub.project_accounts.wait_applied(seq)
+    except TimeoutError as e:
+        raise ServiceUnavailable(
+            f"project {name} is recorded, but its NATS account did not reach every NATS server "
+            f"within {ACCOUNT_TIMEOUT_S:.0f} s; the hub keeps trying (see its log)"
+        ) from e
 
 
 class NewProject(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +119,7 @@ async def create(
     )
     hub.projects[record.name] = record
     hub.project_list = None
+    await wait_project_account(hub, record.name)
     return project_view(record)
 
 
@@ -150,6 +169,7 @@ async def set_quotas(
     )
     hub.projects[record.name] = record
     hub.project_list = None
+    await wait_project_account(hub, record.name)
     return project_view(record, await project_usage(hub, name))
 
 
@@ -191,6 +211,7 @@ async def set_shares(
     )
     hub.projects[record.name] = record
     hub.project_list = None
+    await wait_project_account(hub, record.name)
     return project_view(record)
 
 

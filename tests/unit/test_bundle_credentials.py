@@ -40,3 +40,21 @@ def test_a_bundle_from_before_nats_credentials_says_how_to_get_a_new_one(tmp_pat
     (root / CREDS_FILE).unlink()
     with pytest.raises(BundleError, match="fleetbus cluster register NAME --out DIR"):
         read_edge_bundle(root)
+
+
+def test_a_project_clusters_bundle_refuses_the_durable_desired_source(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create(NOW)
+
+    def bundle(cluster: str, source: str) -> Path:
+        return write_edge_bundle(
+            tmp_path / f"{cluster}-{source}",
+            EdgeSettings(cluster=cluster, hub_urls=["tls://n1:443"], desired_source=source),
+            ca_pem=ca.cert_pem,
+            issued=ca.issue_cluster(cluster, NOW),
+            credentials=credentials_file("JWT", "SEED"),
+        )
+
+    assert read_edge_bundle(bundle("alpha", "durable")).settings.desired_source == "durable"
+    assert read_edge_bundle(bundle("team-a--east", "mirror")).cluster == "team-a--east"
+    with pytest.raises(BundleError, match=r"edge\.json: desired_source 'durable'.*team-a"):
+        read_edge_bundle(bundle("team-a--east", "durable"))
