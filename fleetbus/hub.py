@@ -26,9 +26,11 @@ from access.nats_accounts import FLEET_ACCOUNT
 from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
-from api.context import ADMIN_TOKEN_FILE, HubContext
+from api.auth import TokenStore
+from api.context import ADMIN_TOKEN_FILE, TOKENS_FILE, HubContext
 from api.oidc import OidcConfig, OidcVerifier
 from api.tenancy import admit_publish
+from api.token_stream import SharedTokenTable, migrate_token_file
 from events.retention import RetentionPolicy
 from events.sealed import EventSealer
 from events.store import EventStore, connect
@@ -349,12 +351,14 @@ async def run_hub(options: HubOptions) -> None:
             snapshot_every=options.snapshot_every,
             snapshot_keep=options.snapshot_keep,
         )
-        api_context = HubContext.for_store(store, options.data_dir)
+        tokens = await SharedTokenTable.open(store, replicas=options.replicas)
+        await migrate_token_file(options.data_dir / TOKENS_FILE, tokens)
+        api_context = HubContext.for_store(store, options.data_dir, tokens=TokenStore(tokens))
         api_context.read_generation = lambda: projector.generation
         if options.oidc is not None:
             api_context.sso = OidcVerifier(options.oidc)
         api_context.notifications = start_notifications(store, data, supervisor)
-        api_context.tokens.ensure_admin_token(
+        await api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
         api_context.source_policy = FetchPolicy(
