@@ -1,0 +1,201 @@
+"""Two API processes of one hub on a 3-node NATS cluster: `fleetbus up --nats-url ...
+--replicas 3` and `fleetbus api --nats-url ...`, each with its own data dir and read models.
+
+A token made through one works on the other at once; a cluster registered through the API
+process is listed by the hub's, and the bundle it issued lets the edge join; with the hub's
+process killed, the other keeps answering (its tokens, its clusters, new registrations), and a
+CLI given both URLs finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetbus.bundle import read_edge_bundle
+from fleetbus.datadir import DataDir
+from fleetbus.natsserver import free_port
+from simulator.executor import SimExecutor
+from tests.eventually import eventually
+from tests.faults.harness import REPO, record_figures
+from tests.faults.nats_cluster import NatsCluster
+from tests.faults.test_edges_on_cluster import ClusterHub, start_edge, start_hub
+from tests.faults.test_hub_on_cluster import FLEETBUS, hub_answers
+
+
+def start_api(hub: ClusterHub, http_port: int) -> subprocess.Popen[bytes]:
+    """`fleetbus api` beside the hub, its data dir prepared from the hub's, as a user runs it."""
+    with (hub.root / "api-b.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                *FLEETBUS,
+                "api",
+                "--data-dir",
+                str(hub.root / "api-b"),
+                "--from-data-dir",
+                str(hub.data_dir),
+                "--keys-dir",
+                str(hub.data_dir / "keys"),
+                "--http",
+                f"127.0.0.1:{http_port}",
+                "--nats-url",
+                ",".join(hub.cluster.urls),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLEETBUS, *argv], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def whoami(url: str, token: str) -> dict[str, Any] | int:
+    request = urllib.request.Request(
+        f"{url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            answer: dict[str, Any] = json.loads(reply.read())
+            return answer
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def listed(url: str, token: str) -> set[str]:
+    done = cli("cluster", "ls", "-o", "json", "--server", url, "--token", token)
+    if done.returncode != 0:
+        return set()
+    rows = json.loads(done.stdout)
+    rows = rows.get("clusters", rows) if isinstance(rows, dict) else rows
+    return {str(row["name"]) for row in rows}
+
+
+@pytest.fixture
+async def two_apis(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[ClusterHub, subprocess.Popen[bytes], str]]:
+    cluster = NatsCluster(tmp_path / "cluster", DataDir(tmp_path / "hub"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        await asyncio.to_thread(cluster.start)
+        http_port = free_port()
+        up = await asyncio.to_thread(start_hub, tmp_path, cluster, http_port)
+        processes.append(up)
+        await hub_answers(up, f"http://127.0.0.1:{http_port}/healthz", tmp_path / "hub.log")
+        hub = ClusterHub(tmp_path, cluster, up, http_port)
+        api_port = free_port()
+        api = await asyncio.to_thread(start_api, hub, api_port)
+        processes.append(api)
+        url = f"http://127.0.0.1:{api_port}"
+        await hub_answers(api, f"{url}/healthz", tmp_path / "api-b.log")
+        yield hub, api, url
+    finally:
+        for process in processes:
+            await asyncio.to_thread(stop, process)
+        await asyncio.to_thread(cluster.stop)
+
+
+async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_the_other_dies(
+    two_apis: tuple[ClusterHub, subprocess.Popen[bytes], str],
+) -> None:
+    hub, api, url_b = two_apis
+    url_a = f"http://127.0.0.1:{hub.http_port}"
+    admin_a = (hub.data_dir / "admin.token").read_text().strip()
+    admin_b = (hub.root / "api-b" / "admin.token").read_text().strip()
+    assert admin_a != admin_b, "each process keeps the admin token of its own data dir"
+    info = json.loads((hub.root / "api-b" / "hub.json").read_text())
+    assert info["role"] == "api"
+    assert info["nats_urls"] == hub.cluster.urls
+
+    # A token made through the hub's API works on the other process at once.
+    made = await asyncio.to_thread(
+        cli, "token", "create", "--role", "admin", "--name", "ops", "--server", url_a,
+        "--token", admin_a,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ops = made.stdout.splitlines()[-1]
+    assert ops not in (await asyncio.to_thread((hub.root / "api-b.log").read_text))
+    seen = await asyncio.to_thread(whoami, url_b, ops)
+    assert isinstance(seen, dict), f"the other API refused the token: {seen}"
+    assert (seen["name"], seen["role"]) == ("ops", "admin")
+    revoked = await asyncio.to_thread(
+        cli, "token", "create", "--role", "viewer", "--name", "gone", "--server", url_b,
+        "--token", admin_b,
+    )  # fmt: skip
+    gone = revoked.stdout.splitlines()[-1]
+    assert isinstance(await asyncio.to_thread(whoami, url_a, gone), dict)
+    done = await asyncio.to_thread(
+        cli, "token", "revoke", "gone", "--server", url_b, "--token", admin_b
+    )
+    assert done.returncode == 0, done.stderr
+    assert await asyncio.to_thread(whoami, url_a, gone) == 401, "revoked on one, refused on both"
+
+    # A cluster registered through the second process: the hub's lists it, its edge joins.
+    out = hub.root / "bundles" / "east"
+    registered = await asyncio.to_thread(
+        cli, "cluster", "register", "east", "--out", str(out), "--server", url_b, "--token", ops
+    )
+    assert registered.returncode == 0, registered.stderr
+    bundle = read_edge_bundle(out)
+    assert bundle.settings.hub_urls == hub.cluster.leaf_urls
+    await eventually(
+        lambda: "east" in listed(url_a, ops), what="the hub's API lists east", within=30
+    )
+    sim = SimExecutor(name="east")
+    edge = await start_edge(hub, bundle, sim)
+    try:
+        await eventually(
+            lambda: len(hub.nodes_with_leaf("edge-east")) == 1,
+            what="east's leaf, with the bundle the second process issued, on a node",
+            within=60,
+        )
+    finally:
+        await edge.stop()
+
+    # The hub's process dies: the other keeps answering, and a CLI given both finds it.
+    hub.hub.kill()
+    await asyncio.to_thread(hub.hub.wait, 10)
+    killed_at = time.monotonic()
+    seen = await asyncio.to_thread(whoami, url_b, ops)
+    assert isinstance(seen, dict)
+    assert seen["name"] == "ops"
+    both = f"{url_a},{url_b}"
+    assert "east" in await asyncio.to_thread(listed, both, ops)
+    west = await asyncio.to_thread(
+        cli, "cluster", "register", "west", "--out", str(hub.root / "bundles" / "west"),
+        "--server", both, "--token", ops,
+    )  # fmt: skip
+    assert west.returncode == 0, west.stderr
+    await eventually(
+        lambda: {"east", "west"} <= listed(url_b, ops), what="west listed by the survivor"
+    )
+    served_after = time.monotonic() - killed_at
+    assert api.poll() is None, "the second API process is still running"
+    record_figures(
+        "two API processes on a 3-node hub cluster",
+        survivor_served_registration_within_s=round(served_after, 2),
+        nodes=3,
+    )
