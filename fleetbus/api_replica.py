@@ -110,19 +110,22 @@ def prepare_replica_dir(hub: DataDir, replica: DataDir) -> list[str]:
     if replica.root.resolve() == hub.root.resolve():
         raise HubNotFound(f"{replica.root} is the hub's own data dir: give another one")
     replica.create()
+    # Not while an API process runs on it (DataDirLocked names the dir).
+    replica.lock().close()
     copied: list[str] = []
     for name in REPLICA_FILES:
         target = replica.root / name
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private(target, (hub.root / name).read_bytes())
         copied.append(name)
-    keys = replica.keys_dir
-    if keys.exists():
-        shutil.rmtree(keys)
-    shutil.copytree(hub.keys_dir, keys, ignore=shutil.ignore_patterns("*.lock", "*.tmp"))
-    keys.chmod(0o700)
-    for path in keys.iterdir():
+    fresh = replica.root / "keys.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.copytree(hub.keys_dir, fresh, ignore=shutil.ignore_patterns("*.lock", "*.tmp"))
+    fresh.chmod(0o700)
+    for path in fresh.iterdir():
         path.chmod(0o600)
+    shutil.rmtree(replica.keys_dir, ignore_errors=True)
+    fresh.rename(replica.keys_dir)
     copied.append("keys/")
     return copied
 

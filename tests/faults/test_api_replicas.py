@@ -3,8 +3,9 @@
 
 A token made through one works on the other at once; a cluster registered through the API
 process is listed by the hub's, and the bundle it issued lets the edge join; with the hub's
-process killed, the other keeps answering (its tokens, its clusters, new registrations), and a
-CLI given both URLs finds it.
+process killed, the other keeps answering (its tokens, its clusters, new registrations, a
+publish), a CLI given both URLs finds it, and a standby `fleetbus scheduler` given every node's
+URL takes the lease and schedules what was published.
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ from typing import Any
 
 import pytest
 
+from events.port import JetStreamPort
+from events.streams import DESIRED_STREAM, LEASES_STREAM
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.datadir import DataDir
+from fleetbus.local import open_local_store
 from fleetbus.natsserver import free_port
+from scheduler.bus import LEASE_SUBJECT
 from simulator.executor import SimExecutor
 from tests.eventually import eventually
 from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
-from tests.faults.test_edges_on_cluster import ClusterHub, start_edge, start_hub
+from tests.faults.test_edges_on_cluster import EXAMPLES, ClusterHub, start_edge, start_hub
 from tests.faults.test_hub_on_cluster import FLEETBUS, hub_answers
 
 
@@ -54,6 +59,46 @@ def start_api(hub: ClusterHub, http_port: int) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def start_standby_scheduler(hub: ClusterHub) -> subprocess.Popen[bytes]:
+    """`fleetbus scheduler` given every node's URL, waiting for the hub's scheduler's lease."""
+    with (hub.root / "scheduler.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                *FLEETBUS,
+                "scheduler",
+                "--data-dir",
+                str(hub.data_dir),
+                "--nats-url",
+                ",".join(hub.cluster.urls),
+                "--holder",
+                "standby",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def lease_holder(hub: ClusterHub) -> str:
+    store = await open_local_store(hub.data_dir)
+    try:
+        reply = await JetStreamPort(store.api).last_message(LEASES_STREAM, LEASE_SUBJECT)
+    finally:
+        await store.close()
+    return "" if reply is None else str(reply.json().get("holder", ""))
+
+
+async def desired_written(hub: ClusterHub, cluster: str, taskset: str) -> bool:
+    store = await open_local_store(hub.data_dir)
+    try:
+        reply = await JetStreamPort(store.api).last_message(
+            DESIRED_STREAM, f"fleet.desired.{cluster}.{taskset}"
+        )
+    finally:
+        await store.close()
+    return reply is not None
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -166,36 +211,61 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
     )
     sim = SimExecutor(name="east")
     edge = await start_edge(hub, bundle, sim)
+    standby = await asyncio.to_thread(start_standby_scheduler, hub)
     try:
         await eventually(
             lambda: len(hub.nodes_with_leaf("edge-east")) == 1,
             what="east's leaf, with the bundle the second process issued, on a node",
             within=60,
         )
+        assert await lease_holder(hub) == "hub-scheduler"
+        assert not await desired_written(hub, "east", "board")
+
+        # The hub's process dies: the other keeps answering, a CLI given both finds it, and
+        # the standby scheduler takes the lease.
+        hub.hub.kill()
+        await asyncio.to_thread(hub.hub.wait, 10)
+        killed_at = time.monotonic()
+        seen = await asyncio.to_thread(whoami, url_b, ops)
+        assert isinstance(seen, dict)
+        assert seen["name"] == "ops"
+        both = f"{url_a},{url_b}"
+        assert "east" in await asyncio.to_thread(listed, both, ops)
+        west = await asyncio.to_thread(
+            cli, "cluster", "register", "west", "--out", str(hub.root / "bundles" / "west"),
+            "--server", both, "--token", ops,
+        )  # fmt: skip
+        assert west.returncode == 0, west.stderr
+        registered_after = time.monotonic() - killed_at
+        await eventually(
+            lambda: {"east", "west"} <= listed(url_b, ops), what="west listed by the survivor"
+        )
+
+        async def standby_leads() -> bool:
+            return await lease_holder(hub) == "standby"
+
+        await eventually(standby_leads, what="the standby scheduler holds the lease", within=60)
+        took_over_after = time.monotonic() - killed_at
+        # Published through the survivor, scheduled by the standby: east's desired state.
+        published = await asyncio.to_thread(
+            cli, "publish", str(EXAMPLES / "yaml" / "status-board"), "--name", "board",
+            "--cluster", "east", "--server", both, "--token", ops,
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        await eventually(
+            lambda: desired_written(hub, "east", "board"),
+            what="the standby scheduler writes east's desired state",
+            within=60,
+        )
+        scheduled_after = time.monotonic() - killed_at
+        assert api.poll() is None, "the second API process is still running"
     finally:
         await edge.stop()
-
-    # The hub's process dies: the other keeps answering, and a CLI given both finds it.
-    hub.hub.kill()
-    await asyncio.to_thread(hub.hub.wait, 10)
-    killed_at = time.monotonic()
-    seen = await asyncio.to_thread(whoami, url_b, ops)
-    assert isinstance(seen, dict)
-    assert seen["name"] == "ops"
-    both = f"{url_a},{url_b}"
-    assert "east" in await asyncio.to_thread(listed, both, ops)
-    west = await asyncio.to_thread(
-        cli, "cluster", "register", "west", "--out", str(hub.root / "bundles" / "west"),
-        "--server", both, "--token", ops,
-    )  # fmt: skip
-    assert west.returncode == 0, west.stderr
-    await eventually(
-        lambda: {"east", "west"} <= listed(url_b, ops), what="west listed by the survivor"
-    )
-    served_after = time.monotonic() - killed_at
-    assert api.poll() is None, "the second API process is still running"
+        await asyncio.to_thread(stop, standby)
     record_figures(
         "two API processes on a 3-node hub cluster",
-        survivor_served_registration_within_s=round(served_after, 2),
+        survivor_registered_a_cluster_after_s=round(registered_after, 2),
+        standby_scheduler_took_the_lease_after_s=round(took_over_after, 2),
+        published_through_survivor_scheduled_after_s=round(scheduled_after, 2),
         nodes=3,
     )
