@@ -1,9 +1,10 @@
-"""Who may call the API: bearer tokens with a role, stored hashed in the hub's data dir.
+"""Who may call the API: bearer tokens with a role, stored hashed.
 
 A token is `fbt_<id>_<secret>`: the id names the token (in lists, in revocation, in the
 `actor` of every event it causes) and the secret is 256 random bits. Only the SHA-256 of the
-whole token is kept in `tokens.json` (mode 0600); a high-entropy secret needs no slow hash, and
-comparing digests with `hmac.compare_digest` keeps the check constant-time.
+whole token is kept, in a `TokenTable`: the hub's TOKENS stream, shared by every API process
+(`api.token_stream`), or a single hub's `tokens.json` (mode 0600); a high-entropy secret needs
+no slow hash, and comparing digests with `hmac.compare_digest` keeps the check constant-time.
 
 Tokens expire: `expires_at` is set when a token is made (90 days unless asked otherwise, at most a
 year; the hub's own admin token lives 30 days and `fleetbus up` replaces it when it has expired).
