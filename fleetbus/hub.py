@@ -48,6 +48,7 @@ from fleetbus.edgehub import (
 )
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
+from fleetbus.hub_lease import HubLease, hub_holder
 from fleetbus.hub_services import start_hub_services, start_notifications, start_source_service
 from fleetbus.natsserver import (
     NatsServer,
@@ -310,6 +311,14 @@ async def run_hub(options: HubOptions) -> None:
                 leases_stream(options.replicas),
             ]
         )
+        lease: HubLease | None = None
+        if options.nats_urls:
+            # On a NATS cluster the data dir's lock cannot keep a second hub process away.
+            lease = HubLease(store, hub_holder(str(options.data_dir.resolve())))
+            await lease.acquire()
+            stack.push_async_callback(lease.release)
+            keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
+            stack.push_async_callback(cancel_and_wait, [keeper])
         if retention is not None and retention.enabled:
             archiver = EventsArchiver(
                 store,
@@ -428,3 +437,5 @@ async def run_hub(options: HubOptions) -> None:
         if serving.done() and not stop.is_set():
             exc = serving.exception()
             raise ServerFailed(f"HTTP server stopped: {exc or 'could not serve'}")
+        if lease is not None and lease.taken_by:
+            raise ServerFailed(f"stopped: {lease.taken_by} took the hub lease")

@@ -24,6 +24,7 @@ import pytest
 
 from events.port import JetStreamPort
 from events.streams import DESIRED_STREAM, LEASES_STREAM
+from fleetbus.api_replica import prepare_replica_dir
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.datadir import DataDir
 from fleetbus.local import open_local_store
@@ -268,4 +269,57 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
         standby_scheduler_took_the_lease_after_s=round(took_over_after, 2),
         published_through_survivor_scheduled_after_s=round(scheduled_after, 2),
         nodes=3,
+    )
+
+
+def start_second_up(hub: ClusterHub, http_port: int) -> subprocess.Popen[bytes]:
+    """`fleetbus up` on the same cluster with a copy of the hub's data dir (another host)."""
+    with (hub.root / "up-b.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                *FLEETBUS,
+                "up",
+                "--data-dir",
+                str(hub.root / "up-b"),
+                "--http",
+                f"127.0.0.1:{http_port}",
+                "--nats-url",
+                ",".join(hub.cluster.urls),
+                "--replicas",
+                "3",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.mark.long
+@pytest.mark.timeout(600)
+async def test_a_second_up_on_the_cluster_is_refused_and_takes_over_once_the_first_is_killed(
+    two_apis: tuple[ClusterHub, subprocess.Popen[bytes], str],
+) -> None:
+    hub, _, _ = two_apis
+    prepare_replica_dir(DataDir(hub.data_dir), DataDir(hub.root / "up-b"))
+    port = free_port()
+    second = await asyncio.to_thread(start_second_up, hub, port)
+    try:
+        code = await asyncio.to_thread(second.wait, 60)
+        assert code != 0
+        log = (hub.root / "up-b.log").read_text()
+        assert "another `fleetbus up` runs this hub:" in log
+        assert str(hub.data_dir.resolve()) in log, "the holder is named"
+        assert "Traceback" not in log
+        assert hub.hub.poll() is None, "the first hub runs on"
+
+        hub.hub.kill()
+        await asyncio.to_thread(hub.hub.wait, 10)
+        killed_at = time.monotonic()
+        second = await asyncio.to_thread(start_second_up, hub, port)
+        await hub_answers(second, f"http://127.0.0.1:{port}/healthz", hub.root / "up-b.log")
+        took_over_after = time.monotonic() - killed_at
+    finally:
+        await asyncio.to_thread(stop, second)
+    record_figures(
+        "a second hub process on a 3-node cluster", took_over_after_s=round(took_over_after, 2)
     )
