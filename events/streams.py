@@ -19,6 +19,8 @@ SNAPSHOTS_STREAM = "SNAPSHOTS"
 ARCHIVE_STREAM = "EVENTS_ARCHIVE"
 TOKENS_STREAM = "TOKENS"
 TOKENS_PREFIX = "fleet.token"
+HUB_SECRETS_STREAM = "HUB_SECRETS"
+HUB_SECRETS_PREFIX = "fleet.hubsecret"
 
 NANOS = 1_000_000_000
 DUPLICATE_WINDOW_S = 10 * 60
@@ -136,6 +138,22 @@ def tokens_stream(replicas: int = 1) -> dict[str, Any]:
     return {
         "name": TOKENS_STREAM,
         "subjects": [f"{TOKENS_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "allow_direct": True,
+        "duplicate_window": 2 * 60 * NANOS,
+    }
+
+
+def hub_secrets_stream(replicas: int = 1) -> dict[str, Any]:
+    """What every hub process needs to sign with (the CA, the NATS operator and accounts),
+    each file sealed with the hub's data key (`fleetbus.hub_secrets`): one message per file."""
+    return {
+        "name": HUB_SECRETS_STREAM,
+        "subjects": [f"{HUB_SECRETS_PREFIX}.>"],
         "retention": "limits",
         "storage": "file",
         "discard": "old",

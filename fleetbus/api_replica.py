@@ -14,10 +14,13 @@ stay with `fleetbus up`. It follows the edges' inventory digests itself, so ever
 says which clusters are connected.
 
 Its data dir holds what cannot be in the log: the credentials it logs in to NATS with, and
-what the CA and the NATS operator sign with. `prepare_replica_dir` copies them from the hub's
-data dir (the files only, never its store, read models or tokens), each file 0600, with the
-keyring. The keyring is shared by every process that uses the same directory (`--keys-dir`,
-on one host or a shared filesystem): a copy opens what was sealed before it was made, but a
+the keyring. `prepare_replica_dir` copies them from the hub's data dir (never its store, read
+models, tokens, CA or NATS operator), each file 0600. What the CA and the NATS operator sign
+with it takes at its start from stream HUB_SECRETS, where `fleetbus up` keeps them sealed with
+the hub's data key (`fleetbus.hub_secrets`), and writes them into its data dir, 0600.
+
+The keyring is shared by every process that uses the same directory (`--keys-dir`, on one
+host or a shared filesystem): a copy opens what was sealed before it was made, but a
 rotation or shredding made elsewhere reaches it only when it is copied again.
 """
 
@@ -55,6 +58,7 @@ from fleetbus.edgehub import cluster_leaf_urls, hub_pki, server_hosts
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from fleetbus.errors import HubNotFound, ServerFailed
 from fleetbus.hub import _EmbeddedHttpServer, handle_stop_signals, stop_http
+from fleetbus.hub_secrets import HubSecrets
 from fleetbus.natsserver import check_port_free
 from fleetbus.renderer import ChartArchiveRenderer
 from fleetbus.supervision import Supervisor
@@ -64,9 +68,10 @@ from sealing.keyring import KEYRING_FILE, Keyring
 
 log = logging.getLogger(__name__)
 
-REPLICA_FILES = ("creds/hub.creds", "creds/sys.creds", "nats-auth.json", "pki/ca.crt", "pki/ca.key")
+REPLICA_FILES = ("creds/hub.creds", "creds/sys.creds")
 """What an API process needs of the hub's data dir beside the keyring (`keys/`): its NATS
-logins, the NATS operator and accounts (cluster users' credentials), the CA (certificates)."""
+logins. What it signs with (the CA, the NATS operator) it takes from JetStream, sealed
+(`fleetbus.hub_secrets`)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ async def run_api(options: ApiOptions) -> None:
         keyring = Keyring.open(options.keys_dir) if options.keys_dir else data.keyring()
         store = EventStore(nc, sealer=EventSealer(keyring))
         stack.push_async_callback(store.close)
+        restored = await HubSecrets(store, keyring).restore(data.root)
+        if restored:
+            log.info("took the hub's %s from JetStream", ", ".join(restored))
         stack.push_async_callback(supervisor.stop)
         tokens = TokenStore(await SharedTokenTable.open(store, replicas=options.replicas))
         projector = ProjectorService(

@@ -49,6 +49,7 @@ from fleetbus.edgehub import (
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
 from fleetbus.hub_lease import HubLease, hub_holder
+from fleetbus.hub_secrets import HubSecrets
 from fleetbus.hub_services import start_hub_services, start_notifications, start_source_service
 from fleetbus.natsserver import (
     NatsServer,
@@ -319,6 +320,10 @@ async def run_hub(options: HubOptions) -> None:
             stack.push_async_callback(lease.release)
             keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
             stack.push_async_callback(cancel_and_wait, [keeper])
+            # What API processes sign with, sealed, for those started without a copy.
+            hub_secrets = HubSecrets(store, data.keyring())
+            await hub_secrets.ensure_stream(options.replicas)
+            await hub_secrets.publish(data.root)
         if retention is not None and retention.enabled:
             archiver = EventsArchiver(
                 store,

@@ -4,7 +4,8 @@ Several API processes (each with its own read models) answer any request alike: 
 clusters, the log and snapshots live in JetStream. The once-per-hub services (scheduling
 under its lease, cluster access and revocation, provisioning, anti-entropy, notifications,
 sources) stay with `fleetbus up`. Prepare the process's data dir once from the hub's with
-`--from-data-dir` (it copies the NATS credentials, the NATS operator, the CA and the keyring).
+`--from-data-dir` (it copies the NATS credentials and the keyring); the CA and the NATS
+operator it takes from JetStream, where `fleetbus up` keeps them sealed.
 """
 
 from __future__ import annotations

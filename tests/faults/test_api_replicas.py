@@ -172,6 +172,17 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
     admin_a = (hub.data_dir / "admin.token").read_text().strip()
     admin_b = (hub.root / "api-b" / "admin.token").read_text().strip()
     assert admin_a != admin_b, "each process keeps the admin token of its own data dir"
+    api_log = (hub.root / "api-b.log").read_text()
+    assert "copied creds/hub.creds, creds/sys.creds, keys/ from" in api_log
+    # The CA and the NATS operator came from JetStream, sealed, not from a copy.
+    assert "took the hub's pki/ca.crt, pki/ca.key, nats-auth.json from JetStream" in api_log
+    for name in ("pki/ca.crt", "pki/ca.key"):
+        assert (hub.root / "api-b" / name).read_bytes() == (hub.data_dir / name).read_bytes()
+    authority = json.loads((hub.root / "api-b" / "nats-auth.json").read_text())
+    assert (
+        authority["operator"]
+        == json.loads((hub.data_dir / "nats-auth.json").read_text())["operator"]
+    )
     info = json.loads((hub.root / "api-b" / "hub.json").read_text())
     assert info["role"] == "api"
     assert info["nats_urls"] == hub.cluster.urls

@@ -39,7 +39,8 @@ def test_an_api_process_without_the_hubs_files_is_refused_naming_them(
     err = capsys.readouterr().err
     assert err.startswith("fleetbus: error: ")
     assert "lacks creds/hub.creds" in err
-    assert "pki/ca.key" in err
+    assert "creds/sys.creds" in err
+    assert "keys/" in err
     assert "--from-data-dir" in err
     assert "Traceback" not in err
     assert not empty.exists(), "nothing written"
@@ -57,7 +58,7 @@ def test_preparing_from_a_dir_that_is_not_a_hubs_copies_nothing(
     assert not (tmp_path / "api").exists()
 
 
-def test_preparing_copies_logins_operator_ca_and_keyring_privately_and_nothing_else(
+def test_preparing_copies_the_logins_and_keyring_privately_and_nothing_else(
     tmp_path: Path,
 ) -> None:
     hub = hub_data_dir(tmp_path / "hub")
@@ -70,7 +71,15 @@ def test_preparing_copies_logins_operator_ca_and_keyring_privately_and_nothing_e
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(replica.keys_dir.stat().st_mode) == 0o700
     assert replica.keyring().scopes() == hub.keyring().scopes()
-    for absent in ("tokens.json", "admin.token", "nats.conf", "projector.db", "hub.json"):
+    for absent in (
+        "tokens.json",
+        "admin.token",
+        "nats.conf",
+        "projector.db",
+        "hub.json",
+        "pki/ca.key",
+        "nats-auth.json",
+    ):
         assert not (replica.root / absent).exists(), absent
     assert list((replica.root / "nats").iterdir()) == [], "never the hub's store"
     # Again, to take a rotated keyring: the copy is replaced whole.
