@@ -41,7 +41,7 @@ import uvicorn
 from access.account_push import AccountPublisher
 from access.private_files import write_private
 from api.app import create_app
-from api.auth import TokenStore
+from api.auth import StreamTickets, TokenStore
 from api.context import ADMIN_TOKEN_FILE, HubContext
 from api.oidc import OidcConfig, OidcVerifier
 from api.token_stream import SharedTokenTable
@@ -180,7 +180,8 @@ async def run_api(options: ApiOptions) -> None:
         keyring = Keyring.open(options.keys_dir) if options.keys_dir else data.keyring()
         store = EventStore(nc, sealer=EventSealer(keyring))
         stack.push_async_callback(store.close)
-        restored = await HubSecrets(store, keyring).restore(data.root)
+        hub_secrets = HubSecrets(store, keyring)
+        restored = await hub_secrets.restore(data.root)
         if restored:
             log.info("took the hub's %s from JetStream", ", ".join(restored))
         stack.push_async_callback(supervisor.stop)
@@ -194,6 +195,7 @@ async def run_api(options: ApiOptions) -> None:
         inventory = InventoryWatch(store)
         supervisor.start("inventory", inventory.run)
         context = HubContext.for_store(store, options.data_dir, tokens=tokens)
+        context.tickets = StreamTickets(key=await hub_secrets.ticket_key())
         context.read_generation = lambda: projector.generation
         context.last_seen = lambda: inventory.last_seen
         context.edge_status = lambda: inventory.edge_status

@@ -26,7 +26,7 @@ from access.nats_accounts import FLEET_ACCOUNT
 from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
-from api.auth import TokenStore
+from api.auth import StreamTickets, TokenStore
 from api.context import ADMIN_TOKEN_FILE, TOKENS_FILE, HubContext
 from api.oidc import OidcConfig, OidcVerifier
 from api.tenancy import admit_publish
@@ -313,6 +313,7 @@ async def run_hub(options: HubOptions) -> None:
             ]
         )
         lease: HubLease | None = None
+        hub_secrets = HubSecrets(store, data.keyring())
         if options.nats_urls:
             # On a NATS cluster the data dir's lock cannot keep a second hub process away.
             lease = HubLease(store, hub_holder(str(options.data_dir.resolve())))
@@ -321,7 +322,6 @@ async def run_hub(options: HubOptions) -> None:
             keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
             stack.push_async_callback(cancel_and_wait, [keeper])
             # What API processes sign with, sealed, for those started without a copy.
-            hub_secrets = HubSecrets(store, data.keyring())
             await hub_secrets.ensure_stream(options.replicas)
             await hub_secrets.publish(data.root)
         if retention is not None and retention.enabled:
@@ -368,6 +368,9 @@ async def run_hub(options: HubOptions) -> None:
         tokens = await SharedTokenTable.open(store, replicas=options.replicas)
         await migrate_token_file(options.data_dir / TOKENS_FILE, tokens)
         api_context = HubContext.for_store(store, options.data_dir, tokens=TokenStore(tokens))
+        if options.nats_urls:
+            # A stream ticket from this process opens the event stream on any API process.
+            api_context.tickets = StreamTickets(key=await hub_secrets.ticket_key())
         api_context.read_generation = lambda: projector.generation
         if options.oidc is not None:
             api_context.sso = OidcVerifier(options.oidc)

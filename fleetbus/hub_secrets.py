@@ -13,6 +13,7 @@ start, written 0600, so its data dir needs only its NATS credentials and the key
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from sealing.envelope import HUB_SCOPE, DataKeys, open_bytes, seal_bytes
 log = logging.getLogger(__name__)
 
 HUB_SECRET_FILES = ("pki/ca.crt", "pki/ca.key", "nats-auth.json")
+TICKET_KEY = "stream-ticket-key"
+"""The key that signs the API's stream tickets (`api.auth.StreamTickets`): one for every API
+process, so a ticket one issued opens the event stream on any other."""
 
 
 def secret_subject(name: str) -> str:
@@ -71,6 +75,27 @@ class HubSecrets:
         if published:
             log.info("the hub's %s are in JetStream (sealed) for its other processes", published)
         return published
+
+    async def ticket_key(self) -> bytes:
+        """The hub's stream-ticket key, made (32 random bytes) by the first process to ask."""
+        subject = secret_subject(TICKET_KEY)
+        for _ in range(3):
+            stored = await self.stored(TICKET_KEY)
+            if stored is not None:
+                return stored
+            key = os.urandom(32)
+            sealed = seal_bytes(self.keys, HUB_SCOPE, key, subject.encode())
+            reply = await self.port.request_once(
+                subject, sealed, {"Nats-Expected-Last-Subject-Sequence": "0"}
+            )
+            answer = reply.json()
+            error = answer.get("error") if isinstance(answer, dict) else None
+            if reply.status is None and not error:
+                return key
+            if not error or int(error.get("err_code", 0)) not in (10071, 10164):
+                raise EventLogUnavailable(f"storing {subject} failed: {error or reply.status}")
+            # Another process made it first: read theirs.
+        raise EventLogUnavailable(f"{subject}: no stream-ticket key could be read or stored")
 
     async def restore(self, root: Path) -> list[str]:
         """Write each file `root` lacks from the stream (0600); the names written. Refused,

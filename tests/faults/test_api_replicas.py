@@ -15,6 +15,7 @@ import json
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 
 from events.port import JetStreamPort
 from events.streams import DESIRED_STREAM, LEASES_STREAM
+from events.tasks import cancel_and_wait
 from fleetbus.api_replica import prepare_replica_dir
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.datadir import DataDir
@@ -130,6 +132,27 @@ def whoami(url: str, token: str) -> dict[str, Any] | int:
         return e.code
 
 
+def stream_ticket(url: str, token: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/api/v1/stream-tickets",
+        data=b"",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return str(json.loads(reply.read())["ticket"])
+
+
+def stream_opens(url: str, ticket: str) -> int:
+    """The status of the live event stream opened with `ticket` (then closed at once)."""
+    query = urllib.parse.urlencode({"ticket": ticket})
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/events/stream?{query}", timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def listed(url: str, token: str) -> set[str]:
     done = cli("cluster", "ls", "-o", "json", "--server", url, "--token", token)
     if done.returncode != 0:
@@ -198,6 +221,10 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
     seen = await asyncio.to_thread(whoami, url_b, ops)
     assert isinstance(seen, dict), f"the other API refused the token: {seen}"
     assert (seen["name"], seen["role"]) == ("ops", "admin")
+    # A stream ticket issued by one opens the live event stream on the other.
+    ticket = await asyncio.to_thread(stream_ticket, url_a, ops)
+    assert await asyncio.to_thread(stream_opens, url_b, ticket) == 200
+    assert await asyncio.to_thread(stream_opens, url_b, ticket + "x") == 401
     revoked = await asyncio.to_thread(
         cli, "token", "create", "--role", "viewer", "--name", "gone", "--server", url_b,
         "--token", admin_b,
@@ -224,6 +251,7 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
     sim = SimExecutor(name="east")
     edge = await start_edge(hub, bundle, sim)
     standby = await asyncio.to_thread(start_standby_scheduler, hub)
+    takeover: asyncio.Task[float] | None = None
     try:
         await eventually(
             lambda: len(hub.nodes_with_leaf("edge-east")) == 1,
@@ -238,6 +266,16 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
         hub.hub.kill()
         await asyncio.to_thread(hub.hub.wait, 10)
         killed_at = time.monotonic()
+
+        async def holds() -> bool:
+            return await lease_holder(hub) == "standby"
+
+        async def standby_leads() -> float:
+            await eventually(holds, what="the standby scheduler holds the lease", within=60)
+            return time.monotonic() - killed_at
+
+        # Timed from the kill, beside the steps below.
+        takeover = asyncio.create_task(standby_leads())
         seen = await asyncio.to_thread(whoami, url_b, ops)
         assert isinstance(seen, dict)
         assert seen["name"] == "ops"
@@ -252,12 +290,7 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
         await eventually(
             lambda: {"east", "west"} <= listed(url_b, ops), what="west listed by the survivor"
         )
-
-        async def standby_leads() -> bool:
-            return await lease_holder(hub) == "standby"
-
-        await eventually(standby_leads, what="the standby scheduler holds the lease", within=60)
-        took_over_after = time.monotonic() - killed_at
+        took_over_after = await takeover
         # Published through the survivor, scheduled by the standby: east's desired state.
         published = await asyncio.to_thread(
             cli, "publish", str(EXAMPLES / "yaml" / "status-board"), "--name", "board",
@@ -272,6 +305,8 @@ async def test_two_api_processes_share_tokens_and_clusters_and_one_serves_when_t
         scheduled_after = time.monotonic() - killed_at
         assert api.poll() is None, "the second API process is still running"
     finally:
+        if takeover is not None:
+            await cancel_and_wait([takeover])
         await edge.stop()
         await asyncio.to_thread(stop, standby)
     record_figures(

@@ -77,3 +77,20 @@ async def test_a_hub_that_never_stored_them_is_a_clear_error_and_nothing_written
     with pytest.raises(HubNotFound, match=r"holds no pki/ca\.crt .*start `fleetbus up`"):
         await secrets.restore(tmp_path / "api")
     assert not (tmp_path / "api").exists()
+
+
+async def test_every_process_signs_stream_tickets_with_one_key_made_once(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    keyring = Keyring.open(tmp_path / "keys")
+    first = HubSecrets(event_store, keyring)
+    await first.ensure_stream()
+    key = await first.ticket_key()
+    assert len(key) == 32
+    assert await HubSecrets(event_store, keyring).ticket_key() == key
+    raw = await event_store.api_request(
+        f"STREAM.MSG.GET.{HUB_SECRETS_STREAM}",
+        {"last_by_subj": secret_subject("stream-ticket-key")},
+    )
+    assert raw["message"]["seq"] > 0
+    assert key.hex() not in str(raw)
