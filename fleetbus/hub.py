@@ -323,6 +323,9 @@ async def run_hub(options: HubOptions) -> None:
             stack.push_async_callback(cancel_and_wait, [keeper])
             # What API processes sign with, sealed, for those started without a copy.
             await hub_secrets.ensure_stream(options.replicas)
+            # A hub process on another host, whose data dir has only the NATS logins and the
+            # keyring, takes the rest from there before anything signs with it.
+            await hub_secrets.restore(data.root)
             await hub_secrets.publish(data.root)
         if retention is not None and retention.enabled:
             archiver = EventsArchiver(

@@ -364,6 +364,10 @@ async def test_a_second_up_on_the_cluster_is_refused_and_takes_over_once_the_fir
         second = await asyncio.to_thread(start_second_up, hub, port)
         await hub_answers(second, f"http://127.0.0.1:{port}/healthz", hub.root / "up-b.log")
         took_over_after = time.monotonic() - killed_at
+        # Its data dir had only the NATS logins and the keyring: the CA and the operator came
+        # from JetStream, the same as the first hub's.
+        for name in ("pki/ca.crt", "pki/ca.key"):
+            assert (hub.root / "up-b" / name).read_bytes() == (hub.data_dir / name).read_bytes()
     finally:
         await asyncio.to_thread(stop, second)
     record_figures(
