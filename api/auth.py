@@ -1,9 +1,10 @@
-"""Who may call the API: bearer tokens with a role, stored hashed in the hub's data dir.
+"""Who may call the API: bearer tokens with a role, stored hashed.
 
 A token is `fbt_<id>_<secret>`: the id names the token (in lists, in revocation, in the
 `actor` of every event it causes) and the secret is 256 random bits. Only the SHA-256 of the
-whole token is kept in `tokens.json` (mode 0600); a high-entropy secret needs no slow hash, and
-comparing digests with `hmac.compare_digest` keeps the check constant-time.
+whole token is kept, in a `TokenTable`: the hub's TOKENS stream, shared by every API process
+(`api.token_stream`), or a single hub's `tokens.json` (mode 0600); a high-entropy secret needs
+no slow hash, and comparing digests with `hmac.compare_digest` keeps the check constant-time.
 
 Tokens expire: `expires_at` is set when a token is made (90 days unless asked otherwise, at most a
 year; the hub's own admin token lives 30 days and `fleetbus up` replaces it when it has expired).
@@ -159,36 +160,84 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class TokenStore:
-    """The hub's tokens, in `tokens.json` next to the rest of its data."""
+class TokenTable(Protocol):
+    """Where token records are kept: one hub's `tokens.json` (`TokenFileTable`), or the
+    TOKENS stream every API replica shares (`api.token_stream.SharedTokenTable`)."""
+
+    async def records(self) -> list[TokenRecord]:
+        """Every record, as stored now."""
+        ...
+
+    async def record(self, token_id: str) -> TokenRecord | None:
+        """The record with this id as stored now (None: no such token)."""
+        ...
+
+    async def put(self, record: TokenRecord, *, replacing: TokenRecord | None) -> None:
+        """Store `record`: a new token (`replacing` None), or a new state of `replacing`;
+        `Conflict` when another writer changed or created it first."""
+        ...
+
+    async def remove(self, record: TokenRecord) -> None: ...
+
+
+class TokenFileTable:
+    """The tokens of one hub in one file (mode 0600), read once and rewritten whole."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.admin_token_path: Path | None = None
-        """Where the hub keeps its admin token; rotating the admin token rewrites it."""
-        self._records: list[TokenRecord] = []
-        self._load()
+        self._records = read_token_file(path)
 
-    def _load(self) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            self._records = []
-            return
-        try:
-            self._records = list(msgspec.json.decode(raw, type=TokenFile).tokens)
-        except msgspec.DecodeError as e:
-            raise InvalidRequest(f"{self.path} is not a valid token file: {e}") from e
+    async def records(self) -> list[TokenRecord]:
+        return list(self._records)
+
+    async def record(self, token_id: str) -> TokenRecord | None:
+        return next((r for r in self._records if r.id == token_id), None)
+
+    async def put(self, record: TokenRecord, *, replacing: TokenRecord | None) -> None:
+        if replacing is not None and replacing in self._records:
+            self._records[self._records.index(replacing)] = record
+        else:
+            self._records.append(record)
+        self._save()
+
+    async def remove(self, record: TokenRecord) -> None:
+        self._records = [r for r in self._records if r.id != record.id]
+        self._save()
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_private(self.path, msgspec.json.encode(TokenFile(tokens=self._records)))
 
-    def list(self, project: str | None = None) -> list[TokenRecord]:
-        """Every token, or only the tokens of `project`."""
-        return [r for r in self._records if project is None or r.project == project]
 
-    def create(
+def read_token_file(path: Path) -> list[TokenRecord]:
+    """The records of a `tokens.json` (none when it does not exist)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        return list(msgspec.json.decode(raw, type=TokenFile).tokens)
+    except msgspec.DecodeError as e:
+        raise InvalidRequest(f"{path} is not a valid token file: {e}") from e
+
+
+class TokenStore:
+    """The hub's tokens: decisions here, records in a `TokenTable`.
+
+    Every read goes to the table, so a token made, rotated or revoked through one API replica
+    is known at once to every other replica sharing the table."""
+
+    def __init__(self, table: TokenTable | Path) -> None:
+        self.table: TokenTable = TokenFileTable(table) if isinstance(table, Path) else table
+        self.admin_token_path: Path | None = None
+        """Where the hub keeps its admin token; rotating the admin token rewrites it."""
+
+    async def list(self, project: str | None = None) -> list[TokenRecord]:
+        """Every token, or only the tokens of `project`."""
+        records = await self.table.records()
+        return [r for r in records if project is None or r.project == project]
+
+    async def create(
         self,
         *,
         role: Role,
@@ -213,7 +262,7 @@ class TokenStore:
             check_name("token", name)
         except InvalidName as e:
             raise InvalidRequest(str(e), {"name": name}) from e
-        if any(r.name == name and r.project == project for r in self._records):
+        if any(r.name == name and r.project == project for r in await self.table.records()):
             where = f"in project {project}" if project else "at org level"
             raise Conflict(
                 f"a token named {name!r} exists already {where}; revoke it or pick another name"
@@ -229,11 +278,10 @@ class TokenStore:
             expires_at=now + lifetime,
             project=project,
         )
-        self._records.append(record)
-        self._save()
+        await self.table.put(record, replacing=None)
         return record, token
 
-    def rotate(
+    async def rotate(
         self,
         id_or_name: str,
         *,
@@ -250,7 +298,7 @@ class TokenStore:
                 f"got {grace.total_seconds():g}",
                 errors=[_problem("grace_seconds", "from 0 to 86400", grace.total_seconds())],
             )
-        record = self._find_by_id_or_name(id_or_name, project)
+        record = await self._find_by_id_or_name(id_or_name, project)
         if lifetime is None:
             previous = (
                 record.expires_at - (record.rotated_at or record.created_at)
@@ -268,15 +316,14 @@ class TokenStore:
             previous_sha256=record.sha256 if grace > timedelta(0) else "",
             previous_valid_until=now + grace if grace > timedelta(0) else None,
         )
-        self._records[self._records.index(record)] = rotated
-        self._save()
-        if _is_hub_admin(rotated) and self.admin_token_path is not None:
+        await self.table.put(rotated, replacing=record)
+        if self.admin_token_path is not None and rotated.id == self._admin_token_id():
             write_private(self.admin_token_path, (token + "\n").encode())
         return rotated, token
 
-    def _find_by_id_or_name(self, id_or_name: str, project: str | None = None) -> TokenRecord:
+    async def _find_by_id_or_name(self, id_or_name: str, project: str | None = None) -> TokenRecord:
         """The token with this id, else the one with this name (among `project`'s, if given)."""
-        candidates = self.list(project)
+        candidates = await self.list(project)
         for record in candidates:
             if record.id == id_or_name:
                 return record
@@ -290,21 +337,17 @@ class TokenStore:
             return named[0]
         raise NotFound(f"no token with id or name {id_or_name!r}")
 
-    def revoke(self, id_or_name: str, project: str | None = None) -> TokenRecord:
-        record = self._find_by_id_or_name(id_or_name, project)
-        self._records.remove(record)
-        self._save()
+    async def revoke(self, id_or_name: str, project: str | None = None) -> TokenRecord:
+        record = await self._find_by_id_or_name(id_or_name, project)
+        await self.table.remove(record)
         return record
 
-    def find(self, token_id: str) -> TokenRecord | None:
-        for record in self._records:
-            if record.id == token_id:
-                return record
-        return None
+    async def find(self, token_id: str) -> TokenRecord | None:
+        return await self.table.record(token_id)
 
-    def authenticate(self, token: str, *, now: datetime) -> Principal | None:
+    async def authenticate(self, token: str, *, now: datetime) -> Principal | None:
         """The principal a presented token stands for, or None if it is not live at `now`."""
-        record = self._record_named_by(token)
+        record = await self._record_named_by(token)
         presented = token_digest(token)
         if record is None:
             hmac.compare_digest(presented, "0" * 64)  # the same work for unknown ids
@@ -313,42 +356,70 @@ class TokenStore:
             return None
         return token_principal(record)
 
-    def expired_at(self, token: str, *, now: datetime) -> datetime | None:
+    async def expired_at(self, token: str, *, now: datetime) -> datetime | None:
         """When `token` expired, if it is a known token's current secret that has expired."""
-        record = self._record_named_by(token)
+        record = await self._record_named_by(token)
         if record is None or record.expires_at is None or now < record.expires_at:
             return None
         return (
             record.expires_at if hmac.compare_digest(token_digest(token), record.sha256) else None
         )
 
-    def _record_named_by(self, token: str) -> TokenRecord | None:
-        if not token.startswith(TOKEN_PREFIX):
-            return None
-        token_id, sep, _ = token[len(TOKEN_PREFIX) :].partition("_")
-        return self.find(token_id) if sep else None
+    async def _record_named_by(self, token: str) -> TokenRecord | None:
+        token_id = token_id_of(token)
+        return await self.find(token_id) if token_id else None
 
-    def ensure_admin_token(self, path: Path, *, now: datetime) -> str:
-        """The admin token kept in `path` (0600), created when missing, expired or not valid."""
+    def _admin_token_id(self) -> str:
+        if self.admin_token_path is None:
+            return ""
+        return token_id_of(_read_token_file_text(self.admin_token_path))
+
+    async def ensure_admin_token(self, path: Path, *, now: datetime) -> str:
+        """The admin token kept in `path` (0600), created when missing, expired or not valid.
+
+        Several hub processes may share one table, each with the admin token of its own data
+        dir: the one replaced is the token whose id `path` names, and a new one is called
+        `admin` unless another process's admin token has that name already."""
         self.admin_token_path = path
-        try:
-            existing = path.read_text().strip()
-        except FileNotFoundError:
-            existing = ""
+        existing = _read_token_file_text(path)
         if existing:
-            principal = self.authenticate(existing, now=now)
+            principal = await self.authenticate(existing, now=now)
             if principal is not None and principal.is_org_admin:
                 return existing
-        self._records = [r for r in self._records if not _is_hub_admin(r)]
-        _, token = self.create(
+        records = await self.table.records()
+        stale = token_id_of(existing)
+        for record in records:
+            # The admin token this path held (a single hub's file: any token named `admin`).
+            if record.id == stale or (
+                _is_hub_admin(record) and isinstance(self.table, TokenFileTable)
+            ):
+                await self.table.remove(record)
+        taken = {r.name for r in await self.table.records() if r.project is None}
+        _, token = await self.create(
             role=Role.admin,
-            name=ADMIN_TOKEN_NAME,
+            name=ADMIN_TOKEN_NAME if ADMIN_TOKEN_NAME not in taken else "",
             created_by="fleetbus up",
             lifetime=ADMIN_TOKEN_LIFETIME,
             now=now,
         )
         write_private(path, (token + "\n").encode())
         return token
+
+
+def _read_token_file_text(path: Path) -> str:
+    """The token kept in `path`, empty when there is none."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def token_id_of(token: str) -> str:
+    """The id a presented token names (empty when it is not shaped like a fleetbus token)."""
+    if not token.startswith(TOKEN_PREFIX):
+        return ""
+    token_id, sep, _ = token[len(TOKEN_PREFIX) :].partition("_")
+    return token_id if sep else ""
 
 
 def _is_hub_admin(record: TokenRecord) -> bool:
@@ -399,7 +470,7 @@ class StreamTickets:
         ticket = _b64(payload) + "." + _b64(signature)
         return ticket, expires
 
-    def verify(self, ticket: str, tokens: TokenStore, *, now: datetime) -> Principal | None:
+    async def verify(self, ticket: str, tokens: TokenStore, *, now: datetime) -> Principal | None:
         encoded_payload, sep, encoded_signature = ticket.partition(".")
         if not sep:
             return None
@@ -421,7 +492,7 @@ class StreamTickets:
             except (ValueError, msgspec.DecodeError):
                 return None
             return principal if principal.token_id == token_id else None
-        record = tokens.find(token_id)
+        record = await tokens.find(token_id)
         if record is None or (record.expires_at is not None and now >= record.expires_at):
             return None
         return token_principal(record)
@@ -481,9 +552,9 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
                 jwt_principal = await sso.authenticate(credential.strip())
                 return AuthenticationResult(user=jwt_principal, auth=credential)
             now = datetime.now(UTC)
-            principal = self.tokens.authenticate(credential.strip(), now=now)
+            principal = await self.tokens.authenticate(credential.strip(), now=now)
             if principal is None:
-                expired = self.tokens.expired_at(credential.strip(), now=now)
+                expired = await self.tokens.expired_at(credential.strip(), now=now)
                 if expired is not None:
                     raise Unauthorized(
                         f"the bearer token expired at {expired:%Y-%m-%dT%H:%M:%SZ}; "
@@ -495,7 +566,7 @@ class TokenAuthentication(AbstractAuthenticationMiddleware):
             return AuthenticationResult(user=principal, auth=credential)
         ticket = connection.query_params.get("ticket")
         if ticket and connection.route_handler.opt.get(ACCEPTS_TICKET):
-            principal = self.tickets.verify(ticket, self.tokens, now=datetime.now(UTC))
+            principal = await self.tickets.verify(ticket, self.tokens, now=datetime.now(UTC))
             if principal is None:
                 raise Unauthorized("the stream ticket is not valid or has expired; get a new one")
             return AuthenticationResult(user=principal, auth=ticket)

@@ -181,12 +181,15 @@ class HubContext:
         return CredentialStore.in_data_dir(self.data_dir)
 
     @classmethod
-    def for_store(cls, store: EventStore, data_dir: Path) -> HubContext:
-        """A context over a connected store, with tokens and read models in `data_dir`."""
+    def for_store(
+        cls, store: EventStore, data_dir: Path, *, tokens: TokenStore | None = None
+    ) -> HubContext:
+        """A context over a connected store, with read models in `data_dir`, and tokens in
+        `tokens` (by default the single hub's `tokens.json` there)."""
         return cls(
             store=store,
             data_dir=data_dir,
-            tokens=TokenStore(data_dir / TOKENS_FILE),
+            tokens=tokens if tokens is not None else TokenStore(data_dir / TOKENS_FILE),
             reports=store.on_stream(REPORTS_STREAM),
             charts=ChartStore.beside(store),
             projection=data_dir / PROJECTION_FILE,

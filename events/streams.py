@@ -17,6 +17,10 @@ REPORTS_STREAM = "REPORTS"
 LEASES_STREAM = "LEASES"
 SNAPSHOTS_STREAM = "SNAPSHOTS"
 ARCHIVE_STREAM = "EVENTS_ARCHIVE"
+TOKENS_STREAM = "TOKENS"
+TOKENS_PREFIX = "fleet.token"
+HUB_SECRETS_STREAM = "HUB_SECRETS"
+HUB_SECRETS_PREFIX = "fleet.hubsecret"
 
 NANOS = 1_000_000_000
 DUPLICATE_WINDOW_S = 10 * 60
@@ -125,6 +129,38 @@ def leases_stream(replicas: int = 1) -> dict[str, Any]:
         "allow_msg_ttl": True,
         "allow_direct": True,
         "duplicate_window": 5 * NANOS,
+    }
+
+
+def tokens_stream(replicas: int = 1) -> dict[str, Any]:
+    """The API's tokens (`api.token_stream`), shared by every API replica: one message per
+    token on `fleet.token.<id>` holding its record (the digest, never the token)."""
+    return {
+        "name": TOKENS_STREAM,
+        "subjects": [f"{TOKENS_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "allow_direct": True,
+        "duplicate_window": 2 * 60 * NANOS,
+    }
+
+
+def hub_secrets_stream(replicas: int = 1) -> dict[str, Any]:
+    """What every hub process needs to sign with (the CA, the NATS operator and accounts),
+    each file sealed with the hub's data key (`fleetbus.hub_secrets`): one message per file."""
+    return {
+        "name": HUB_SECRETS_STREAM,
+        "subjects": [f"{HUB_SECRETS_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "num_replicas": replicas,
+        "max_msgs_per_subject": 1,
+        "allow_direct": True,
+        "duplicate_window": 2 * 60 * NANOS,
     }
 
 

@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "standing sources: charts and Git directories the hub publishes each new version of",
     ),
     "keys": ("keys", "the keyring that seals secrets at rest (admin)"),
+    "api": (
+        "api",
+        "serve the hub's API from one more process (a hub on a NATS cluster)",
+    ),
     "scheduler": (
         "scheduler",
         "run a scheduler against a running hub (a hub service: needs the hub's data dir)",

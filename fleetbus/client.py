@@ -13,15 +13,23 @@ Which project a command acts in: `--project P`, else `FLEETBUS_PROJECT`, else th
 project (the `default` project for org-level tokens). It goes as the `X-Fleetbus-Project`
 header.
 
+A hub served by several API processes (`fleetbus api`) is given as several URLs
+(`--server URL1,URL2`, `--server` repeated, or commas in `FLEETBUS_SERVER`): a request goes to
+the one that answered last, and on to the next when it cannot be reached. A request that may
+have arrived (a write whose connection broke or timed out after it was sent) is not sent again
+elsewhere: its failure is reported, so nothing is done twice.
+
 Plain `urllib` (no HTTP library in the edge install); errors come back as one clear line.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
+import socket
 import ssl
 import time
 import urllib.error
@@ -51,9 +59,11 @@ def add_hub_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hub")
     group.add_argument(
         "--server",
+        action="append",
         default=None,
-        metavar="URL",
-        help=f"hub API, e.g. http://hub:8080 (default: ${SERVER_ENV}, else the local hub)",
+        metavar="URL[,URL...]",
+        help=f"hub API, e.g. http://hub:8080; several API processes of one hub: commas or "
+        f"--server again, tried in turn (default: ${SERVER_ENV}, else the local hub)",
     )
     group.add_argument(
         "--token",
@@ -114,10 +124,34 @@ class ServerEvent:
         return json.loads(self.data)
 
 
+UNREACHED_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Requests that may be sent to another API process after a connection broke mid-way."""
+
+
+def server_urls(given: str | list[str] | None) -> list[str]:
+    """The API URLs in `--server` values or `FLEETBUS_SERVER` (commas, repeats), in order,
+    each once."""
+    if given is None:
+        return []
+    values = [given] if isinstance(given, str) else given
+    urls = [url.strip().rstrip("/") for value in values for url in value.split(",")]
+    return list(dict.fromkeys(url for url in urls if url))
+
+
+def never_arrived(error: BaseException) -> bool:
+    """Whether a failed request certainly never reached the server (refused, no route, no
+    such host): then any request may be sent to the next API process."""
+    reason = getattr(error, "reason", error)
+    return isinstance(reason, ConnectionRefusedError | socket.gaierror) or (
+        isinstance(reason, OSError) and reason.errno in UNREACHED_ERRNOS
+    )
+
+
 class HubClient:
     def __init__(
         self,
-        server: str,
+        server: str | list[str],
         token: str | None,
         *,
         timeout: float = 60.0,
@@ -125,7 +159,10 @@ class HubClient:
         fingerprint: str | None = None,
         project: str | None = None,
     ) -> None:
-        self.server = server.rstrip("/")
+        self.servers = server_urls(server)
+        if not self.servers:
+            raise HubUnreachable("no hub API URL given (--server)")
+        self._current = 0
         self.token = token
         self.project = project
         self.timeout = timeout
@@ -136,9 +173,16 @@ class HubClient:
         except (OSError, ssl.SSLError) as e:
             raise HubUnreachable(f"--ca-file {ca_file}: not a readable PEM CA file ({e})") from e
 
+    @property
+    def server(self) -> str:
+        """The API URL requests go to first: the one that answered last."""
+        return self.servers[self._current]
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> HubClient:
-        server = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or None
+        server: str | list[str] | None = (
+            getattr(args, "server", None) or os.environ.get(SERVER_ENV) or None
+        )
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
         project = getattr(args, "project", None) or os.environ.get(PROJECT_ENV) or None
         ca_file = getattr(args, "ca_file", None) or os.environ.get(CA_FILE_ENV) or None
@@ -219,8 +263,46 @@ class HubClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """Send a request and return the open response (for streaming); raise on an error."""
-        url = self.server + path + query_string(params)
+        """Send a request and return the open response (for streaming); raise on an error.
+
+        With several API URLs, one that cannot be reached passes the request on to the next
+        (a request that may have arrived only if it is idempotent)."""
+        failures: list[str] = []
+        for step in range(len(self.servers)):
+            index = (self._current + step) % len(self.servers)
+            server = self.servers[index]
+            try:
+                response = self._open_on(
+                    server, method, path, params, body, content_type, headers, timeout
+                )
+            except HubUnreachable as e:
+                cause = e.__cause__
+                failures.append(str(e))
+                movable = cause is not None and (
+                    never_arrived(cause) or method.upper() in IDEMPOTENT_METHODS
+                )
+                tls = isinstance(getattr(cause, "reason", cause), ssl.SSLError)
+                if tls or not movable or len(self.servers) == 1:
+                    raise
+                continue
+            self._current = index
+            return response
+        raise HubUnreachable(
+            f"none of the hub's {len(self.servers)} API URLs answered: " + "; ".join(failures)
+        )
+
+    def _open_on(
+        self,
+        server: str,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: bytes | None,
+        content_type: str | None,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> Any:
+        url = server + path + query_string(params)
         request = urllib.request.Request(url, data=body, method=method)
         request.add_header("Accept", "application/json")
         if self.token:
@@ -239,11 +321,11 @@ class HubClient:
             reason = getattr(e, "reason", e)
             if isinstance(reason, ssl.SSLError):
                 raise HubUnreachable(
-                    f"the hub at {self.server} failed TLS verification: "
+                    f"the hub at {server} failed TLS verification: "
                     f"{getattr(reason, 'verify_message', None) or reason}; pass --ca-file or "
                     "--tls-fingerprint (as `fleetbus up` printed it)"
                 ) from e
-            raise HubUnreachable(f"cannot reach the hub at {self.server}: {reason}") from e
+            raise HubUnreachable(f"cannot reach the hub at {server}: {reason}") from e
 
     def _failure(self, method: str, path: str, error: urllib.error.HTTPError) -> HubRequestFailed:
         raw = error.read()

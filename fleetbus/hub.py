@@ -26,9 +26,11 @@ from access.nats_accounts import FLEET_ACCOUNT
 from access.permissions import LeafListener
 from access.private_files import write_private
 from api.app import create_app
-from api.context import ADMIN_TOKEN_FILE, HubContext
+from api.auth import StreamTickets, TokenStore
+from api.context import ADMIN_TOKEN_FILE, TOKENS_FILE, HubContext
 from api.oidc import OidcConfig, OidcVerifier
 from api.tenancy import admit_publish
+from api.token_stream import SharedTokenTable, migrate_token_file
 from events.retention import RetentionPolicy
 from events.sealed import EventSealer
 from events.store import EventStore, connect
@@ -46,6 +48,8 @@ from fleetbus.edgehub import (
 )
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
+from fleetbus.hub_lease import HubLease, hub_holder
+from fleetbus.hub_secrets import HubSecrets
 from fleetbus.hub_services import start_hub_services, start_notifications, start_source_service
 from fleetbus.natsserver import (
     NatsServer,
@@ -308,6 +312,21 @@ async def run_hub(options: HubOptions) -> None:
                 leases_stream(options.replicas),
             ]
         )
+        lease: HubLease | None = None
+        hub_secrets = HubSecrets(store, data.keyring())
+        if options.nats_urls:
+            # On a NATS cluster the data dir's lock cannot keep a second hub process away.
+            lease = HubLease(store, hub_holder(str(options.data_dir.resolve())))
+            await lease.acquire()
+            stack.push_async_callback(lease.release)
+            keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
+            stack.push_async_callback(cancel_and_wait, [keeper])
+            # What API processes sign with, sealed, for those started without a copy.
+            await hub_secrets.ensure_stream(options.replicas)
+            # A hub process on another host, whose data dir has only the NATS logins and the
+            # keyring, takes the rest from there before anything signs with it.
+            await hub_secrets.restore(data.root)
+            await hub_secrets.publish(data.root)
         if retention is not None and retention.enabled:
             archiver = EventsArchiver(
                 store,
@@ -349,12 +368,17 @@ async def run_hub(options: HubOptions) -> None:
             snapshot_every=options.snapshot_every,
             snapshot_keep=options.snapshot_keep,
         )
-        api_context = HubContext.for_store(store, options.data_dir)
+        tokens = await SharedTokenTable.open(store, replicas=options.replicas)
+        await migrate_token_file(options.data_dir / TOKENS_FILE, tokens)
+        api_context = HubContext.for_store(store, options.data_dir, tokens=TokenStore(tokens))
+        if options.nats_urls:
+            # A stream ticket from this process opens the event stream on any API process.
+            api_context.tickets = StreamTickets(key=await hub_secrets.ticket_key())
         api_context.read_generation = lambda: projector.generation
         if options.oidc is not None:
             api_context.sso = OidcVerifier(options.oidc)
         api_context.notifications = start_notifications(store, data, supervisor)
-        api_context.tokens.ensure_admin_token(
+        await api_context.tokens.ensure_admin_token(
             options.data_dir / ADMIN_TOKEN_FILE, now=datetime.now(UTC)
         )
         api_context.source_policy = FetchPolicy(
@@ -424,3 +448,5 @@ async def run_hub(options: HubOptions) -> None:
         if serving.done() and not stop.is_set():
             exc = serving.exception()
             raise ServerFailed(f"HTTP server stopped: {exc or 'could not serve'}")
+        if lease is not None and lease.taken_by:
+            raise ServerFailed(f"stopped: {lease.taken_by} took the hub lease")

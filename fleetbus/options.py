@@ -18,6 +18,22 @@ def host_port(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def nats_urls(text: str) -> tuple[str, ...]:
+    """`nats://HOST:PORT` or `tls://HOST:PORT` URLs separated by commas: the nodes of a NATS
+    cluster, tried in turn."""
+    urls = tuple(url.strip() for url in text.split(",") if url.strip())
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest:
+            raise argparse.ArgumentTypeError(
+                f"expected nats://HOST:PORT or tls://HOST:PORT URLs separated by commas, "
+                f"got {url!r}"
+            )
+    if not urls:
+        raise argparse.ArgumentTypeError("expected at least one NATS URL")
+    return urls
+
+
 def timestamp(text: str) -> datetime:
     """An RFC 3339 / ISO 8601 time; without a zone it is UTC."""
     try:

@@ -127,7 +127,7 @@ class StreamTicket(msgspec.Struct, frozen=True, kw_only=True):
     summary="List tokens",
 )
 async def list_tokens(hub: Hub, tenant: Tenant) -> list[TokenInfo]:
-    return [TokenInfo.of(record) for record in hub.tokens.list(token_scope(tenant))]
+    return [TokenInfo.of(record) for record in await hub.tokens.list(token_scope(tenant))]
 
 
 @post(
@@ -145,7 +145,7 @@ async def create_token(hub: Hub, tenant: Tenant, data: JSONBody[NewToken]) -> Cr
             f"project {tenant.name} (`org_level: false`)",
             {"required": "org admin"},
         )
-    record, token = hub.tokens.create(
+    record, token = await hub.tokens.create(
         role=data.role,
         name=data.name,
         created_by=caller.actor,
@@ -172,7 +172,7 @@ async def rotate_token(
     lifetime = (
         timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds is not None else None
     )
-    record, secret = hub.tokens.rotate(
+    record, secret = await hub.tokens.rotate(
         token,
         now=datetime.now(UTC),
         grace=timedelta(seconds=data.grace_seconds),
@@ -192,7 +192,7 @@ async def rotate_token(
 async def revoke_token(
     hub: Hub, tenant: Tenant, token: Annotated[str, PathParameter(max_length=200)]
 ) -> TokenInfo:
-    return TokenInfo.of(hub.tokens.revoke(token, token_scope(tenant)))
+    return TokenInfo.of(await hub.tokens.revoke(token, token_scope(tenant)))
 
 
 @get(

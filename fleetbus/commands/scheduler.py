@@ -22,7 +22,7 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
 from fleetbus.jsonlog import add_log_format_option, configure_logging
-from fleetbus.options import whole_number
+from fleetbus.options import nats_urls, whole_number
 from fleetbus.renderer import ChartArchiveRenderer
 from scheduler.service import SchedulerService
 from scheduler.snapshot_store import SNAPSHOT_EVERY, SNAPSHOT_KEEP
@@ -43,7 +43,12 @@ def register(subparsers: Any) -> None:
         help="the hub's data dir: its NATS address and the hub's credentials (creds/hub.creds)",
     )
     parser.add_argument(
-        "--nats-url", default=None, help="hub NATS URL (default: from the data dir)"
+        "--nats-url",
+        type=nats_urls,
+        default=None,
+        metavar="URL[,URL...]",
+        help="the hub's NATS: one URL, or every node's of a cluster, separated by commas "
+        "(default: from the data dir)",
     )
     parser.add_argument("--holder", default=None, help="name this scheduler holds the lease as")
     parser.add_argument(
@@ -72,11 +77,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
+def hub_nats_urls(info: dict[str, Any]) -> list[str]:
+    """Every NATS URL a running hub's `hub.json` names (all nodes of a cluster)."""
+    return [str(url) for url in info.get("nats_urls") or [info["nats_url"]]]
+
+
 async def handle(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
     data = DataDir(args.data_dir)
-    url = args.nats_url or str(data.read_hub_info()["nats_url"])
-    nc = await connect(url, name="fleetbus-scheduler", credentials=data.existing_hub_credentials())
+    urls = list(args.nats_url or hub_nats_urls(data.read_hub_info()))
+    nc = await connect(urls, name="fleetbus-scheduler", credentials=data.existing_hub_credentials())
     store = EventStore(nc, sealer=EventSealer(data.keyring()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

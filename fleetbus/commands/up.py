@@ -18,6 +18,7 @@ from fleetbus.options import (
     archive_interval,
     host_port,
     memory_limit,
+    nats_urls,
     port,
     retention_policy,
     whole_number,
@@ -200,20 +201,6 @@ def register(subparsers: Any) -> None:
         "fingerprint is printed; CLIs pin it with --tls-fingerprint or trust pki/ca.crt)",
     )
     parser.set_defaults(handler=handle)
-
-
-def nats_urls(text: str) -> tuple[str, ...]:
-    urls = tuple(url.strip() for url in text.split(",") if url.strip())
-    for url in urls:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("nats", "tls") or not rest:
-            raise argparse.ArgumentTypeError(
-                f"expected nats://HOST:PORT or tls://HOST:PORT URLs separated by commas, "
-                f"got {url!r}"
-            )
-    if not urls:
-        raise argparse.ArgumentTypeError("expected at least one NATS URL")
-    return urls
 
 
 def allowed_source_host(text: str) -> str:

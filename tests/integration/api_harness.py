@@ -80,12 +80,12 @@ async def serve_api(hub: HubContext) -> AsyncIterator[str]:
         await asyncio.wait_for(task, timeout=60)
 
 
-def fresh_token(hub: HubContext, role: Role) -> str:
+async def fresh_token(hub: HubContext, role: Role) -> str:
     """A token named `test-<role>` (replacing one an earlier API on this data dir made)."""
     name = f"test-{role.value}"
-    if any(record.name == name for record in hub.tokens.list()):
-        hub.tokens.revoke(name)
-    return hub.tokens.create(role=role, name=name, now=datetime.now(UTC))[1]
+    if any(record.name == name for record in await hub.tokens.list()):
+        await hub.tokens.revoke(name)
+    return (await hub.tokens.create(role=role, name=name, now=datetime.now(UTC)))[1]
 
 
 @contextlib.asynccontextmanager
@@ -113,7 +113,7 @@ async def live_api(
         # As `fleetbus up` connects it: secrets sealed with a keyring in the data dir.
         store.sealer = EventSealer(Keyring.open(data_dir / "keys"))
     hub = HubContext.for_store(store, data_dir)
-    tokens = {role: fresh_token(hub, role) for role in Role}
+    tokens = {role: await fresh_token(hub, role) for role in Role}
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(running_sources(hub))
         if projector:

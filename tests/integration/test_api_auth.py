@@ -75,7 +75,9 @@ async def as_admin(api: LiveApi, method: str, path: str, **kwargs: Any) -> httpx
 
 
 async def a_spare_token(api: LiveApi) -> Request:
-    record, _ = api.hub.tokens.create(role=Role.viewer, name=fresh("spare"), now=datetime.now(UTC))
+    record, _ = await api.hub.tokens.create(
+        role=Role.viewer, name=fresh("spare"), now=datetime.now(UTC)
+    )
     return Request(values={"token": record.id})
 
 
@@ -447,7 +449,7 @@ async def test_a_forbidden_answer_names_the_role_needed(
 
 async def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
-    record, token = store.create(role=Role.publisher, name="ci", now=datetime.now(UTC))
+    record, token = await store.create(role=Role.publisher, name="ci", now=datetime.now(UTC))
     text = (tmp_path / "tokens.json").read_text()
     assert token not in text
     secret = token.removeprefix(f"fbt_{record.id}_")
@@ -456,57 +458,59 @@ async def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> Non
     assert record.sha256 in text
     assert stat.S_IMODE((tmp_path / "tokens.json").stat().st_mode) == 0o600
     reloaded = TokenStore(tmp_path / "tokens.json")
-    principal = reloaded.authenticate(token, now=datetime.now(UTC))
+    principal = await reloaded.authenticate(token, now=datetime.now(UTC))
     assert principal is not None
     assert (principal.name, principal.role) == ("ci", Role.publisher)
-    assert reloaded.authenticate(token + "x", now=datetime.now(UTC)) is None
+    assert await reloaded.authenticate(token + "x", now=datetime.now(UTC)) is None
 
 
 async def test_token_names_are_unique_labels(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
-    store.create(role=Role.viewer, name="grafana", now=datetime.now(UTC))
+    await store.create(role=Role.viewer, name="grafana", now=datetime.now(UTC))
     with pytest.raises(Exception, match="exists already"):
-        store.create(role=Role.admin, name="grafana", now=datetime.now(UTC))
+        await store.create(role=Role.admin, name="grafana", now=datetime.now(UTC))
     with pytest.raises(Exception, match="invalid token name"):
-        store.create(role=Role.admin, name="Not A Label", now=datetime.now(UTC))
+        await store.create(role=Role.admin, name="Not A Label", now=datetime.now(UTC))
 
 
 async def test_the_admin_token_file_is_created_once_and_kept(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
     path = tmp_path / "admin.token"
-    first = store.ensure_admin_token(path, now=datetime.now(UTC))
-    again = TokenStore(tmp_path / "tokens.json").ensure_admin_token(path, now=datetime.now(UTC))
+    first = await store.ensure_admin_token(path, now=datetime.now(UTC))
+    again = await TokenStore(tmp_path / "tokens.json").ensure_admin_token(
+        path, now=datetime.now(UTC)
+    )
     assert first == again == path.read_text().strip()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    principal = store.authenticate(first, now=datetime.now(UTC))
+    principal = await store.authenticate(first, now=datetime.now(UTC))
     assert principal is not None
     assert principal.role is Role.admin
 
     path.write_text("fbt_000000000000_stale\n")
-    replaced = store.ensure_admin_token(path, now=datetime.now(UTC))
+    replaced = await store.ensure_admin_token(path, now=datetime.now(UTC))
     assert replaced != first
-    assert store.authenticate(first, now=datetime.now(UTC)) is None, (
+    assert await store.authenticate(first, now=datetime.now(UTC)) is None, (
         "the old admin token is revoked when replaced"
     )
-    assert [r.name for r in store.list()].count("admin") == 1
+    assert [r.name for r in await store.list()].count("admin") == 1
 
 
 async def test_stream_tickets_expire_and_die_with_their_token(tmp_path: Path) -> None:
     tokens = TokenStore(tmp_path / "tokens.json")
-    record, token = tokens.create(role=Role.viewer, name="browser", now=datetime.now(UTC))
-    principal = tokens.authenticate(token, now=datetime.now(UTC))
+    record, token = await tokens.create(role=Role.viewer, name="browser", now=datetime.now(UTC))
+    principal = await tokens.authenticate(token, now=datetime.now(UTC))
     assert principal is not None
     tickets = StreamTickets(ttl=timedelta(seconds=60))
     now = datetime(2026, 1, 1, tzinfo=UTC)
     ticket, expires = tickets.issue(principal, now=now)
     assert expires == now + timedelta(seconds=60)
-    assert tickets.verify(ticket, tokens, now=now + timedelta(seconds=59)) == principal
-    assert tickets.verify(ticket, tokens, now=now + timedelta(seconds=61)) is None
-    assert StreamTickets().verify(ticket, tokens, now=now) is None, "another hub's key"
+    assert await tickets.verify(ticket, tokens, now=now + timedelta(seconds=59)) == principal
+    assert await tickets.verify(ticket, tokens, now=now + timedelta(seconds=61)) is None
+    assert await StreamTickets().verify(ticket, tokens, now=now) is None, "another hub's key"
     tampered = ticket[:-2] + ("A" if ticket[-2] != "A" else "B") + ticket[-1]
-    assert tickets.verify(tampered, tokens, now=now) is None
-    tokens.revoke(record.name)
-    assert tickets.verify(ticket, tokens, now=now) is None
+    assert await tickets.verify(tampered, tokens, now=now) is None
+    await tokens.revoke(record.name)
+    assert await tickets.verify(ticket, tokens, now=now) is None
 
 
 async def test_a_stream_ticket_opens_the_live_stream_and_nothing_else(
@@ -536,41 +540,43 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 async def test_a_token_works_until_it_expires_and_not_a_second_longer(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
-    record, token = store.create(
+    record, token = await store.create(
         role=Role.viewer, name="short", lifetime=timedelta(hours=1), now=T0
     )
     assert record.expires_at == T0 + timedelta(hours=1)
-    assert store.authenticate(token, now=T0 + timedelta(minutes=59)) is not None
-    assert store.authenticate(token, now=T0 + timedelta(hours=1)) is None
-    assert store.expired_at(token, now=T0 + timedelta(hours=2)) == T0 + timedelta(hours=1)
+    assert await store.authenticate(token, now=T0 + timedelta(minutes=59)) is not None
+    assert await store.authenticate(token, now=T0 + timedelta(hours=1)) is None
+    assert await store.expired_at(token, now=T0 + timedelta(hours=2)) == T0 + timedelta(hours=1)
     with pytest.raises(Exception, match="lifetime must be from 60 to 31536000 seconds"):
-        store.create(role=Role.viewer, name="forever", lifetime=timedelta(days=400), now=T0)
+        await store.create(role=Role.viewer, name="forever", lifetime=timedelta(days=400), now=T0)
 
 
 async def test_a_rotated_token_keeps_its_old_secret_for_the_grace_period_only(
     tmp_path: Path,
 ) -> None:
     store = TokenStore(tmp_path / "tokens.json")
-    record, old = store.create(role=Role.publisher, name="ci", lifetime=timedelta(days=7), now=T0)
+    record, old = await store.create(
+        role=Role.publisher, name="ci", lifetime=timedelta(days=7), now=T0
+    )
     later = T0 + timedelta(days=3)
-    rotated, new = store.rotate("ci", now=later, grace=timedelta(minutes=5))
+    rotated, new = await store.rotate("ci", now=later, grace=timedelta(minutes=5))
     assert (rotated.id, rotated.name, rotated.role) == (record.id, "ci", Role.publisher)
     assert rotated.expires_at == later + timedelta(days=7), "the same lifetime again"
     assert new != old
-    assert store.authenticate(new, now=later) is not None
-    assert store.authenticate(old, now=later + timedelta(minutes=4)) is not None
-    assert store.authenticate(old, now=later + timedelta(minutes=5)) is None
-    _, newest = store.rotate("ci", now=later, grace=timedelta(0))
-    assert store.authenticate(new, now=later) is None, "no grace: the old secret dies at once"
-    assert store.authenticate(newest, now=later) is not None
+    assert await store.authenticate(new, now=later) is not None
+    assert await store.authenticate(old, now=later + timedelta(minutes=4)) is not None
+    assert await store.authenticate(old, now=later + timedelta(minutes=5)) is None
+    _, newest = await store.rotate("ci", now=later, grace=timedelta(0))
+    assert await store.authenticate(new, now=later) is None, "no grace: the old secret dies at once"
+    assert await store.authenticate(newest, now=later) is not None
 
 
 async def test_rotating_the_admin_token_rewrites_the_hub_admin_token_file(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
     path = tmp_path / "admin.token"
-    first = store.ensure_admin_token(path, now=T0)
-    assert store.list()[0].expires_at == T0 + timedelta(days=30)
-    _, rotated = store.rotate("admin", now=T0 + timedelta(days=1))
+    first = await store.ensure_admin_token(path, now=T0)
+    assert (await store.list())[0].expires_at == T0 + timedelta(days=30)
+    _, rotated = await store.rotate("admin", now=T0 + timedelta(days=1))
     assert path.read_text().strip() == rotated != first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -578,12 +584,12 @@ async def test_rotating_the_admin_token_rewrites_the_hub_admin_token_file(tmp_pa
 async def test_an_expired_admin_token_is_replaced_when_the_hub_starts(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
     path = tmp_path / "admin.token"
-    first = store.ensure_admin_token(path, now=T0)
-    again = store.ensure_admin_token(path, now=T0 + timedelta(days=29))
+    first = await store.ensure_admin_token(path, now=T0)
+    again = await store.ensure_admin_token(path, now=T0 + timedelta(days=29))
     assert again == first
-    replaced = store.ensure_admin_token(path, now=T0 + timedelta(days=31))
+    replaced = await store.ensure_admin_token(path, now=T0 + timedelta(days=31))
     assert replaced != first
-    assert store.authenticate(replaced, now=T0 + timedelta(days=31)) is not None
+    assert await store.authenticate(replaced, now=T0 + timedelta(days=31)) is not None
 
 
 async def test_an_expired_token_is_a_401_saying_so_and_a_rotated_one_works_over_the_api(
@@ -591,7 +597,7 @@ async def test_an_expired_token_is_a_401_saying_so_and_a_rotated_one_works_over_
 ) -> None:
     async with live_api(event_store, tmp_path / "hub") as api, api.client(Role.admin) as admin:
         past = datetime.now(UTC) - timedelta(days=2)
-        _, stale = api.hub.tokens.create(
+        _, stale = await api.hub.tokens.create(
             role=Role.viewer, name="stale", lifetime=timedelta(days=1), now=past
         )
         headers = {"Authorization": f"Bearer {stale}"}

@@ -42,7 +42,7 @@ async def test_token_create_prints_the_token_last_and_it_works(
         local = as_local_hub(api, tmp_path / "local")
         assert await cli("token", "create", "--role", "publisher", "--name", "ci", *local) == 0
         token = capsys.readouterr().out.splitlines()[-1]
-        principal = api.hub.tokens.authenticate(token, now=datetime.now(UTC))
+        principal = await api.hub.tokens.authenticate(token, now=datetime.now(UTC))
         assert principal is not None
         assert (principal.name, principal.role) == ("ci", Role.publisher)
         assert await cli("token", "ls", *local) == 0
@@ -50,7 +50,7 @@ async def test_token_create_prints_the_token_last_and_it_works(
         assert "ci" in listing
         assert token not in listing
         assert await cli("token", "revoke", "ci", *local) == 0
-        assert api.hub.tokens.authenticate(token, now=datetime.now(UTC)) is None
+        assert await api.hub.tokens.authenticate(token, now=datetime.now(UTC)) is None
         viewer = ["--server", api.url, "--token", api.tokens[Role.viewer]]
         assert await cli("token", "ls", *viewer) == 2
         assert "needs the admin role" in capsys.readouterr().err
@@ -64,7 +64,7 @@ async def test_token_rotate_prints_the_new_secret_and_the_old_one_lasts_the_grac
         argv = ["token", "create", "--role", "viewer", "--name", "dash", "--expires-in", "2h"]
         assert await cli(*argv, *local) == 0
         old = capsys.readouterr().out.splitlines()[-1]
-        record = next(r for r in api.hub.tokens.list() if r.name == "dash")
+        record = next(r for r in await api.hub.tokens.list() if r.name == "dash")
         assert record.expires_at is not None
         lifetime = record.expires_at - record.created_at
         assert lifetime == timedelta(hours=2)
@@ -73,8 +73,8 @@ async def test_token_rotate_prints_the_new_secret_and_the_old_one_lasts_the_grac
         new = printed[-1]
         assert "rotated viewer token dash" in printed[0]
         now = datetime.now(UTC)
-        assert api.hub.tokens.authenticate(new, now=now) is not None
-        assert api.hub.tokens.authenticate(old, now=now) is None
+        assert await api.hub.tokens.authenticate(new, now=now) is not None
+        assert await api.hub.tokens.authenticate(old, now=now) is None
         assert await cli("token", "ls", *local) == 0
         assert "EXPIRES" in capsys.readouterr().out
 

@@ -136,7 +136,7 @@ async def test_the_cli_creates_a_project_and_acts_in_it(
     args = ["--project", "team-a", *local]
     assert await cli("token", "create", "--role", "admin", "--name", "ops", *args) == 0
     token = capsys.readouterr().out.splitlines()[-1]
-    principal = hub.hub.tokens.authenticate(token, now=datetime.now(UTC))
+    principal = await hub.hub.tokens.authenticate(token, now=datetime.now(UTC))
     assert principal is not None
     assert (principal.project, principal.role, principal.org_level) == ("team-a", Role.admin, False)
 

@@ -97,14 +97,14 @@ def test_names_resolve_in_the_project_and_other_projects_names_are_refused() -> 
         whole.full("cluster", "ghost--east")
 
 
-def test_token_names_are_unique_per_project(tmp_path: Path) -> None:
+async def test_token_names_are_unique_per_project(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
-    store.create(role=Role.admin, name="ci", now=NOW)
-    store.create(role=Role.viewer, name="ci", project="team-a", now=NOW)
+    await store.create(role=Role.admin, name="ci", now=NOW)
+    await store.create(role=Role.viewer, name="ci", project="team-a", now=NOW)
     with pytest.raises(ApiError, match="a token named 'ci' exists already in project team-a"):
-        store.create(role=Role.viewer, name="ci", project="team-a", now=NOW)
+        await store.create(role=Role.viewer, name="ci", project="team-a", now=NOW)
     with pytest.raises(ApiError, match=r"2 tokens are named 'ci' \(org level, team-a\)"):
-        store.revoke("ci")
-    revoked = store.revoke("ci", "team-a")
+        await store.revoke("ci")
+    revoked = await store.revoke("ci", "team-a")
     assert revoked.project == "team-a"
-    assert [(r.name, r.project) for r in store.list()] == [("ci", None)]
+    assert [(r.name, r.project) for r in await store.list()] == [("ci", None)]
