@@ -67,7 +67,6 @@ from fleetbus.probes import (
     fleetbus_version,
     prometheus_text,
 )
-from simulator.executor import SimExecutor
 from taskset.errors import FleetbusError
 
 if TYPE_CHECKING:
@@ -166,9 +165,12 @@ def start_leaf(
 
 def load_executor(kubeconfig: Path | None, cluster: str) -> Executor:
     """The simulator, or the Kubernetes executor when a kubeconfig is given."""
+    # Imported only here: a simulated edge never loads the Kubernetes client, a Kubernetes
+    # edge never loads the simulator.
     if kubeconfig is None:
+        from simulator.executor import SimExecutor
+
         return SimExecutor(name=cluster)
-    # Imported only here: a simulated edge never loads the Kubernetes client.
     from edge_connector.kube_executor import KubernetesExecutor
 
     return KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster)
