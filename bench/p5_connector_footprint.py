@@ -82,6 +82,11 @@ class Step:
     leaf_rss: float
     process_cpu: float
     leaf_cpu: float
+    process_file: float = 0.0
+    """Of the process's RSS, the pages mapped from files (RssFile: the interpreter, extension
+    modules and shared libraries); the rest is its own memory (RssAnon)."""
+    leaf_file: float = 0.0
+    """Of the leaf's RSS, the pages mapped from files (the nats-server program's code)."""
 
     @property
     def rss(self) -> float:
@@ -105,6 +110,33 @@ async def measure(edge: Child, window: float) -> Step:
         leaf_rss=leaf.rss_mib,
         process_cpu=process.cpu_pct,
         leaf_cpu=leaf.cpu_pct,
+        process_file=file_rss_mib(edge.pid),
+        leaf_file=file_rss_mib(leaves[0]),
+    )
+
+
+def file_rss_mib(pid: int) -> float:
+    """RssFile of `pid`: resident pages mapped from files (program code, libraries)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def split_note(steps: dict[str, Step]) -> str:
+    """Where the resident memory of the 100-taskset step is: code mapped from files or the
+    processes' own memory."""
+    step = steps.get("tasksets")
+    if step is None or not step.leaf_file:
+        return ""
+    return (
+        f"Of the whole edge's {step.rss:.1f} MB with {TASKSETS} tasksets, "
+        f"{step.process_file + step.leaf_file:.1f} MB are code mapped from files (RssFile): "
+        f"the leaf's {step.leaf_rss:.1f} MB are {step.leaf_file:.1f} MB of nats-server program "
+        f"code and {step.leaf_rss - step.leaf_file:.1f} MB of its own memory; the fleetbus "
+        f"process's {step.process_rss:.1f} MB are {step.process_file:.1f} MB of interpreter, "
+        f"extension modules and libraries and {step.process_rss - step.process_file:.1f} MB "
+        "of its own memory (Python objects, mostly the modules' code and data)."
     )
 
 
@@ -224,6 +256,8 @@ async def run(mode: Mode) -> FigureResult:
         "read; the whole edge is their sum. Quick mode runs the simulator edge only."
     )
     notes = [import_notes(costs), *FINDINGS]
+    if split := split_note(steps):
+        notes.insert(1, split)
     if failure:
         notes.append(f"Not measured: {failure}")
     extra = {
@@ -236,6 +270,8 @@ async def run(mode: Mode) -> FigureResult:
                 "leaf_rss_mb": _mb(step.leaf_rss),
                 "process_cpu_pct": round(step.process_cpu, 3),
                 "leaf_cpu_pct": round(step.leaf_cpu, 3),
+                "process_file_rss_mb": _mb(step.process_file),
+                "leaf_file_rss_mb": _mb(step.leaf_file),
             }
             for name, step in steps.items()
         },
