@@ -21,11 +21,17 @@ from access.errors import CertificateError
 def dns_names_of_certificate_file(path: Path) -> list[str]:
     """The DNS subject alternative names of the PEM certificate in `path`."""
     try:
-        path.read_bytes()
+        pem = path.read_bytes()
     except OSError as e:
         raise CertificateError(f"cannot read it: {e.strerror or e}") from e
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
+    if decode is None:
+        # An interpreter whose ssl module lacks the decoder: read it as the hub does.
+        from access.pki import dns_names_of_certificate
+
+        return dns_names_of_certificate(pem)
     try:
-        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+        decoded = decode(str(path))
     except (ssl.SSLError, OSError) as e:
         raise CertificateError("not a PEM-encoded X.509 certificate") from e
     names = decoded.get("subjectAltName", ())

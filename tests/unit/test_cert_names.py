@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,3 +89,20 @@ def test_a_bundle_holding_another_clusters_certificate_is_refused(tmp_path: Path
     )
     with pytest.raises(BundleError, match="issued to cluster 'beta'"):
         read_edge_bundle(root)
+
+
+@pytest.mark.parametrize("decoder", ["standard library", "cryptography"])
+def test_either_reader_gives_the_same_names_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    if decoder == "cryptography":
+        monkeypatch.delattr(ssl._ssl, "_test_decode_cert")  # type: ignore[attr-defined]
+    issued = CA.issue_cluster("alpha", NOW)
+    assert cluster_of_certificate_file(write(tmp_path, issued.cert_pem)) == "alpha"
+    server = CA.issue_server(["hub.example.com", "localhost"], NOW)
+    assert set(dns_names_of_certificate_file(write(tmp_path, server.cert_pem, "s.pem"))) == {
+        "hub.example.com",
+        "localhost",
+    }
+    with pytest.raises(CertificateError, match=r"not a PEM-encoded X\.509 certificate"):
+        identity_of_certificate_file(write(tmp_path, b"garbage", "bad.pem"))
