@@ -76,6 +76,19 @@ def cluster_identity(cluster: str, fingerprint: str) -> str:
     return f"{cluster}.{fingerprint[:KEY_ID_DIGITS]}"
 
 
+def dns_names_of_certificate(cert_pem: bytes) -> list[str]:
+    """The DNS subject alternative names of a PEM certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as e:
+        raise CertificateError("not a PEM-encoded X.509 certificate") from e
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.value.get_values_for_type(x509.DNSName))
+
+
 def identity_of_certificate(cert_pem: bytes) -> str:
     """A cluster certificate's single DNS SAN: the user `verify_and_map` maps it to."""
     cert = x509.load_pem_x509_certificate(cert_pem)

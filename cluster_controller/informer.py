@@ -17,6 +17,12 @@ without their managedFields, which nothing reads there) or only each object's id
 and resourceVersion (for applied objects, watched for
 readiness and drift only: an edge controller should not keep a second copy of every object it
 manages, but a deletion noticed on a re-list must still say which Task and Step it hits).
+
+Cached objects are held as their compact JSON (`bytes`), decoded on each read: a small Kubernetes
+object as nested Python dicts takes several times its JSON size, and the cache is what grows
+with every taskset an edge holds. Every read returns a fresh copy, so no caller can change what
+the cache holds. An `index` (a function of the object) lets readers find the objects that share
+a value (the Steps of one Task) without decoding the others.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
+
+import msgspec
 
 from cluster_controller.errors import KubeUnavailable, ResourceVersionExpired
 from cluster_controller.kube import ObjectList, WatchEvent
@@ -36,6 +44,8 @@ Key = tuple[str, str]
 """(namespace, name); namespace is "" for cluster-scoped objects."""
 OnEvent = Callable[[str, dict[str, Any]], None]
 """Called with "ADDED", "MODIFIED" or "DELETED" and the object; must be quick (enqueue only)."""
+IndexOf = Callable[[dict[str, Any]], str | None]
+"""An object's index value (None: not indexed)."""
 
 MAX_BACKOFF = 30.0
 
@@ -56,6 +66,15 @@ class WatchSource(Protocol):
         label_selector: str = "",
         timeout_seconds: int = 300,
     ) -> AsyncIterator[WatchEvent]: ...
+
+
+_encode = msgspec.json.Encoder().encode
+_decoder = msgspec.json.Decoder()
+
+
+def _decode(encoded: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = _decoder.decode(encoded)
+    return decoded
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -113,6 +132,7 @@ class Informer:
         label_selector: str = "",
         namespace: str = "",
         keep_objects: bool = True,
+        index: IndexOf | None = None,
         watch_timeout: int = 300,
         backoff_base: float = 0.25,
     ) -> None:
@@ -124,8 +144,12 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.backoff_base = backoff_base
         self._on_event = on_event
-        self._objects: dict[Key, dict[str, Any]] = {}
+        self._index_of = index
+        self._objects: dict[Key, bytes] = {}
+        """Each object's compact JSON (see the module's docstring)."""
         self._versions: dict[Key, str] = {}
+        self._indexed: dict[str, set[Key]] = {}
+        self._index_values: dict[Key, str] = {}
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.relists = 0
@@ -134,10 +158,16 @@ class Informer:
     # --- cache -------------------------------------------------------------------------------
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._objects.get((namespace, name))
+        encoded = self._objects.get((namespace, name))
+        return _decode(encoded) if encoded is not None else None
 
     def items(self) -> list[dict[str, Any]]:
-        return list(self._objects.values())
+        return [_decode(encoded) for encoded in self._objects.values()]
+
+    def indexed(self, value: str) -> list[dict[str, Any]]:
+        """The objects whose index value is `value` (needs `index`)."""
+        keys = self._indexed.get(value, ())
+        return [_decode(self._objects[key]) for key in keys if key in self._objects]
 
     def keys(self) -> list[Key]:
         return list(self._versions)
@@ -152,11 +182,29 @@ class Informer:
     def _store(self, obj: dict[str, Any]) -> None:
         key = key_of(obj)
         self._versions[key] = _version(obj)
-        self._objects[key] = _trimmed(obj) if self.keep_objects else _slim(obj)
+        # msgspec's encoder returns bytes of the exact size; orjson's keep a spare capacity of
+        # up to several KiB each, which a cache of thousands of objects cannot afford.
+        self._objects[key] = _encode(_trimmed(obj) if self.keep_objects else _slim(obj))
+        if self._index_of is not None:
+            self._unindex(key)
+            value = self._index_of(obj)
+            if value is not None:
+                self._index_values[key] = value
+                self._indexed.setdefault(value, set()).add(key)
+
+    def _unindex(self, key: Key) -> None:
+        value = self._index_values.pop(key, None)
+        if value is not None:
+            keys = self._indexed.get(value)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._indexed[value]
 
     def _forget(self, key: Key) -> None:
         self._versions.pop(key, None)
         self._objects.pop(key, None)
+        self._unindex(key)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -200,7 +248,7 @@ class Informer:
             elif previous != _version(obj):
                 self._on_event("MODIFIED", obj)
         for key in [k for k in self._versions if k not in seen]:
-            gone = self._objects.get(key) or self._tombstone(key)
+            gone = self.get(*key) or self._tombstone(key)
             self._forget(key)
             self._on_event("DELETED", gone)
         self.resource_version = listing.resource_version

@@ -35,7 +35,7 @@ from cluster_controller.kube import Kube
 from cluster_controller.namespaces import WATCHED_KINDS, NamespaceReconciler
 from cluster_controller.recorder import EventRecorder
 from cluster_controller.steps import StepRunner
-from cluster_controller.tasks import Outcome, TaskReconciler
+from cluster_controller.tasks import Outcome, TaskReconciler, task_of_step
 from kube_contract.model import (
     LABEL_NAMESPACE_OWNER,
     LABEL_STEP,
@@ -101,7 +101,12 @@ class Controller:
             watch_timeout=timeout,
         )
         self.steps = Informer(
-            kube, STEP, namespace=scope, on_event=self._on_step, watch_timeout=timeout
+            kube,
+            STEP,
+            namespace=scope,
+            on_event=self._on_step,
+            index=task_of_step,
+            watch_timeout=timeout,
         )
         self.namespaces = Informer(
             kube, FLEETBUS_NAMESPACE, on_event=self._on_namespace, watch_timeout=timeout

@@ -79,6 +79,14 @@ RETRY_TRANSIENT = 5.0
 RETRY_CONFLICT = 0.5
 
 
+def task_of_step(obj: dict[str, Any]) -> str | None:
+    """The Steps informer's index: `<namespace>/<task>` of the Task a Step belongs to."""
+    task = (obj.get("spec") or {}).get("task")
+    if not task:
+        return None
+    return f"{(obj.get('metadata') or {}).get('namespace') or ''}/{task}"
+
+
 class TaskReconciler:
     def __init__(
         self,
@@ -106,12 +114,8 @@ class TaskReconciler:
 
     def steps_of(self, namespace: str, task: str) -> dict[str, StepResource]:
         found: dict[str, StepResource] = {}
-        for obj in self.steps.items():
+        for obj in self.steps.indexed(f"{namespace}/{task}"):
             metadata = obj.get("metadata") or {}
-            if metadata.get("namespace") != namespace:
-                continue
-            if (obj.get("spec") or {}).get("task") != task:
-                continue
             try:
                 found[str(metadata["name"])] = decode_step(obj)
             except msgspec.ValidationError as e:

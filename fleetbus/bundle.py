@@ -20,20 +20,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
-import yaml
 
+from access.cert_names import cluster_of_certificate_file
 from access.errors import CertificateError
-from access.pki import IssuedCertificate, cluster_of_certificate
 from access.private_files import write_private
 from edge_connector.errors import BundleError
 from events.streams import HUB_DOMAIN
 from fleetbus.natsserver import render_template
 from taskset.names import check_name
 from taskset.projects import DEFAULT_PROJECT, project_of
+
+if TYPE_CHECKING:
+    from access.pki import IssuedCertificate
 
 CA_FILE = "ca.crt"
 CERT_FILE = "cluster.crt"
@@ -205,6 +207,8 @@ def write_edge_bundle(
             creds_file=f"./{CREDS_FILE}",
         )
     )
+    import yaml  # the hub writes bundles; an edge only reads them and never needs it
+
     write_private(
         out / VALUES_FILE,
         yaml.safe_dump(
@@ -247,8 +251,8 @@ def read_edge_bundle(root: Path) -> EdgeBundle:
             "desired_source to 'mirror')"
         )
     try:
-        named = cluster_of_certificate((root / CERT_FILE).read_bytes())
-    except (CertificateError, ValueError) as e:
+        named = cluster_of_certificate_file(root / CERT_FILE)
+    except CertificateError as e:
         raise BundleError(f"{root / CERT_FILE}: {e}") from e
     if named != settings.cluster:
         raise BundleError(

@@ -1,8 +1,9 @@
 """Envelopes: one secret sealed with one data key, the key's id written in front.
 
-A value is sealed with AES-256-GCM (`cryptography`), a fresh 96-bit nonce each time, and
-associated data that binds the key id and what the value is for (a DESIRED subject, a chart
-address), so an envelope moved to another place, or altered by one bit, does not open.
+A value is sealed with AES-256-GCM (`cryptography`, imported when something is sealed; opened
+through `sealing.gcm`), a fresh 96-bit nonce each time, and associated data that binds the key
+id and what the value is for (a DESIRED subject, a chart address), so an envelope moved to
+another place, or altered by one bit, does not open.
 
 Two forms:
 - bytes (`FBSEAL1\\n`, key id length, key id, nonce, ciphertext+tag): whole payloads, such as a
@@ -24,9 +25,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sealing import gcm
 from sealing.errors import EnvelopeInvalid
 
 MAGIC = b"FBSEAL1\n"
@@ -74,12 +74,19 @@ def sealed_size(plaintext_size: int, key_id: str) -> int:
     return len(MAGIC) + 1 + len(key_id.encode()) + NONCE_SIZE + plaintext_size + TAG_SIZE
 
 
+def _encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    # Imported here: an edge only opens envelopes (`sealing.gcm`) and never loads it.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
 def seal_bytes(keys: DataKeys, scope: str, plaintext: bytes, context: bytes) -> bytes:
     key_id, key = keys.active_key(scope)
     kid = key_id.encode()
     header = MAGIC + len(kid).to_bytes(1, "big") + kid
     nonce = os.urandom(NONCE_SIZE)
-    return header + nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(header, context))
+    return header + nonce + _encrypt(key, nonce, plaintext, _aad(header, context))
 
 
 def is_sealed_bytes(data: bytes) -> bool:
@@ -106,8 +113,8 @@ def open_bytes(keys: DataKeys, data: bytes, context: bytes, what: str) -> bytes:
     header, nonce, sealed = data[:end], data[end : end + NONCE_SIZE], data[end + NONCE_SIZE :]
     key = keys.key(key_id)
     try:
-        return AESGCM(key).decrypt(nonce, sealed, _aad(header, context))
-    except InvalidTag as e:
+        return gcm.decrypt(key, nonce, sealed, _aad(header, context))
+    except gcm.TagMismatch as e:
         raise EnvelopeInvalid(
             f"{what}: the envelope sealed with data key {key_id} does not open: it was "
             "altered, or was sealed for another place"
@@ -125,7 +132,7 @@ def seal_value(keys: DataKeys, scope: str, value: Any) -> str:
     key_id, key = keys.active_key(scope)
     nonce = os.urandom(NONCE_SIZE)
     aad = _aad(key_id.encode(), VALUE_CONTEXT)
-    sealed = nonce + AESGCM(key).encrypt(nonce, msgspec.json.encode(value), aad)
+    sealed = nonce + _encrypt(key, nonce, msgspec.json.encode(value), aad)
     return f"{TEXT_PREFIX}{key_id}:{base64.urlsafe_b64encode(sealed).decode().rstrip('=')}"
 
 
@@ -150,10 +157,10 @@ def open_value(keys: DataKeys, text: str) -> Any:
         raise EnvelopeInvalid(f"a value sealed with data key {key_id} is cut short")
     key = keys.key(key_id)
     try:
-        plain = AESGCM(key).decrypt(
-            sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], _aad(key_id.encode(), VALUE_CONTEXT)
+        plain = gcm.decrypt(
+            key, sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], _aad(key_id.encode(), VALUE_CONTEXT)
         )
-    except InvalidTag as e:
+    except gcm.TagMismatch as e:
         raise EnvelopeInvalid(
             f"a value sealed with data key {key_id} does not open: it was altered"
         ) from e

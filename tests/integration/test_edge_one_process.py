@@ -123,6 +123,7 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
             Path(f"/proc/{edge.server.process.pid}/environ").read_bytes
         )
         assert b"GOMEMLIMIT=32MiB" in environ.split(b"\0")
+        assert b"GOMAXPROCS=1" in environ.split(b"\0")
         config = await asyncio.to_thread(edge.server.config_path.read_text)
         assert f"max_file_store: {2560 << 20}" in config
         first_controller = controller.controller

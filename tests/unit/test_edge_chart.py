@@ -90,8 +90,8 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     assert "--leaf-memory-limit=32MiB" in args
     assert "--leaf-max-file-store=2560MiB" in args
     assert pod["containers"][0]["resources"] == {
-        "requests": {"cpu": "20m", "memory": "96Mi"},
-        "limits": {"memory": "192Mi"},
+        "requests": {"cpu": "20m", "memory": "80Mi"},
+        "limits": {"memory": "160Mi"},
     }
     # The pod runs the controller: its ServiceAccount holds the controller's role.
     binding = find(documents, "ClusterRoleBinding")

@@ -22,10 +22,10 @@ def limits(*words: str) -> LeafLimits:
 
 
 def test_the_leaf_is_sized_for_an_edge_by_default_and_on_request() -> None:
-    assert limits() == LeafLimits(memory_limit="32MiB", max_file_store=2560 << 20)
-    assert limits("--leaf-memory-limit", "48MiB", "--leaf-max-file-store", "1GiB") == LeafLimits(
-        memory_limit="48MiB", max_file_store=1 << 30
-    )
+    assert limits() == LeafLimits(memory_limit="32MiB", max_file_store=2560 << 20, procs=1)
+    assert limits(
+        "--leaf-memory-limit", "48MiB", "--leaf-max-file-store", "1GiB", "--leaf-procs", "2"
+    ) == LeafLimits(memory_limit="48MiB", max_file_store=1 << 30, procs=2)
     assert limits("--leaf-memory-limit", "off").memory_limit == ""
     text = leaf_config(
         EdgeSettings(cluster="c1", hub_urls=["tls://hub:443"]),
@@ -87,6 +87,7 @@ def test_options_that_cannot_apply_are_one_clear_error_before_anything_starts(
         (["--leaf-memory-limit", "8MiB"], "--leaf-memory-limit: 8MiB is below the smallest limit"),
         (["--leaf-memory-limit", "lots"], "--leaf-memory-limit: expected a size like 32MiB"),
         (["--leaf-max-file-store", "1MiB"], "--leaf-max-file-store: 1MiB is below 64MiB"),
+        (["--leaf-procs", "0"], "--leaf-procs: must be a whole number from 1 to 64, got 0"),
     ],
 )
 def test_a_leaf_size_out_of_bounds_is_refused_by_the_parser(

@@ -196,3 +196,76 @@ async def test_without_an_object_cache_a_deletion_found_on_re_list_still_carries
 
     assert [d["metadata"]["labels"] for d in deleted] == [{"fleetbus.io/step": "s1"}]
     assert "data" not in deleted[0]
+
+
+def step(name: str, task: str, version: str, *, namespace: str = "ns") -> dict[str, Any]:
+    return {
+        "apiVersion": "fleetbus.io/v1alpha1",
+        "kind": "Step",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": version,
+            "managedFields": [{"manager": "fleetbus-controller", "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": {"task": task, "object": {"kind": "ConfigMap", "data": {"k": "v" * 64}}},
+    }
+
+
+def task_index(obj: dict[str, Any]) -> str | None:
+    task = (obj.get("spec") or {}).get("task")
+    return f"{obj['metadata']['namespace']}/{task}" if task else None
+
+
+async def test_the_cache_holds_compact_copies_that_readers_cannot_change() -> None:
+    api = ScriptedApiserver(
+        lists=[ObjectList(items=[step("s1", "web", "1")], resource_version="10")], watches=[]
+    )
+    watcher = Informer(api, CONFIGMAP, on_event=lambda *_: None, backoff_base=0.0)
+    with pytest.raises(EndOfScript):
+        await watcher.run()
+
+    held = watcher._objects[("ns", "s1")]
+    assert isinstance(held, bytes)
+    assert b"managedFields" not in held
+    first = watcher.get("ns", "s1")
+    assert first is not None
+    first["spec"]["object"]["data"]["k"] = "changed by a reader"
+    again = watcher.get("ns", "s1")
+    assert again is not None
+    assert again["spec"]["object"]["data"]["k"] == "v" * 64
+    assert watcher.items() == [again]
+
+
+async def test_the_index_finds_the_objects_of_one_value_through_moves_and_deletions() -> None:
+    api = ScriptedApiserver(
+        lists=[
+            ObjectList(
+                items=[
+                    step("s1", "web", "1"),
+                    step("s2", "web", "2"),
+                    step("s3", "db", "3"),
+                    step("s4", "web", "4", namespace="other"),
+                ],
+                resource_version="10",
+            )
+        ],
+        watches=[
+            [
+                WatchEvent(type="MODIFIED", object=step("s2", "db", "11")),
+                WatchEvent(type="DELETED", object=step("s1", "web", "12")),
+                WatchEvent(type="ADDED", object=step("s5", "web", "13")),
+            ]
+        ],
+    )
+    watcher = Informer(api, CONFIGMAP, on_event=lambda *_: None, index=task_index, backoff_base=0.0)
+    with pytest.raises(EndOfScript):
+        await watcher.run()
+
+    def names(value: str) -> list[str]:
+        return sorted(obj["metadata"]["name"] for obj in watcher.indexed(value))
+
+    assert names("ns/web") == ["s5"]
+    assert names("ns/db") == ["s2", "s3"]
+    assert names("other/web") == ["s4"]
+    assert names("ns/none") == []
