@@ -10,9 +10,12 @@ import pytest
 from events import edges
 from scheduler.provisioning import (
     clusters_to_ensure,
+    durable_config,
+    durables_to_rehome,
     leftover_outboxes,
     removed_clusters,
     run_bounded,
+    unavailable_peers,
 )
 
 BEFORE = {"a": edges.LEAF, "b": edges.CLIENT, "c": edges.CLIENT, "d": edges.LEAF}
@@ -79,3 +82,35 @@ async def test_the_first_failure_of_bounded_calls_surfaces_as_itself() -> None:
     with pytest.raises(LookupError, match="cluster 3 refused"):
         await run_bounded((call(i) for i in range(1000)), limit=4)
     assert len(started) < 1000
+
+
+def test_every_durable_on_desired_has_one_replica_whatever_the_stream_has() -> None:
+    config = durable_config("alpha")
+    assert config["num_replicas"] == 1
+    assert config["filter_subject"] == "fleet.desired.alpha.>"
+
+
+SECOND = 1_000_000_000
+
+
+def test_a_replica_down_behind_or_silent_is_unavailable_and_a_live_one_is_not() -> None:
+    info = {
+        "cluster": {
+            "leader": "hub-1",
+            "replicas": [
+                {"name": "hub-2", "current": True, "active": SECOND // 5},
+                {"name": "hub-3", "current": True, "active": 4 * SECOND},
+                {"name": "hub-4", "current": False, "active": 0},
+                {"name": "hub-5", "current": True, "offline": True, "active": 0},
+            ],
+        }
+    }
+    assert unavailable_peers(info, silent_ns=3 * SECOND) == {"hub-3", "hub-4", "hub-5"}
+    assert unavailable_peers({"config": {}}, silent_ns=3 * SECOND) == frozenset()
+
+
+def test_only_missing_durables_of_registered_clusters_are_rehomed() -> None:
+    provisioned = {"alpha": edges.CLIENT, "beta": edges.LEAF, "gamma": edges.CLIENT}
+    missing = [edges.desired_durable("gamma"), edges.desired_durable("alpha"), "edge-gone"]
+    assert durables_to_rehome(missing, provisioned) == ["alpha", "gamma"]
+    assert durables_to_rehome([], provisioned) == []
