@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -172,20 +173,26 @@ class Provisioner:
     async def delete_durable(self, cluster: str) -> None:
         await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
 
-    async def missing_durables(self) -> list[str]:
-        """Durables of DESIRED the server lists as missing: their node did not answer."""
-        missing: list[str] = []
+    async def durable_leaders(self) -> dict[str, str]:
+        """Every durable of DESIRED -> the node leading it; "" for those the server lists as
+        missing (their node did not answer) or without a leader."""
+        leaders: dict[str, str] = {}
         offset = 0
         while True:
             page = await self.store.api_request(
                 f"CONSUMER.LIST.{DESIRED_STREAM}", {"offset": offset}
             )
+            consumers = page.get("consumers") or []
             absent = [str(name) for name in page.get("missing") or []]
-            missing += absent
-            listed = len(page.get("consumers") or []) + len(absent)
+            for info in consumers:
+                leaders[str(info.get("name", ""))] = str(
+                    (info.get("cluster") or {}).get("leader", "")
+                )
+            leaders.update(dict.fromkeys(absent, ""))
+            listed = len(consumers) + len(absent)
             offset += listed
             if not listed or offset >= int(page.get("total", 0)):
-                return missing
+                return leaders
 
     async def delete_leftover_outboxes(self) -> list[str]:
         """Remove hub-side outbox streams; the names of those removed."""
@@ -233,21 +240,29 @@ def clusters_to_ensure(
 
 
 def unavailable_peers(info: Mapping[str, Any], *, silent_ns: int) -> frozenset[str]:
-    """Nodes holding a replica of the stream (its info says) that are down, behind, or not
-    heard from by its leader for `silent_ns` (a killed node stays `current` for about ten
-    seconds; a live follower is heard from several times a second)."""
+    """Nodes holding a replica of the stream (its info says) that are offline or that its
+    leader has not heard from for `silent_ns` (a live follower is heard from several times a
+    second; a killed node still counts as current for about ten seconds)."""
     replicas = (info.get("cluster") or {}).get("replicas") or []
     return frozenset(
         str(peer.get("name", ""))
         for peer in replicas
-        if peer.get("offline") or not peer.get("current") or int(peer.get("active", 0)) > silent_ns
+        if peer.get("offline") or int(peer.get("active", 0)) > silent_ns
     )
 
 
-def durables_to_rehome(missing: Iterable[str], provisioned: Mapping[str, str]) -> list[str]:
-    """Registered clusters whose durable is among the `missing` ones."""
+def durables_to_rehome(
+    leaders: Mapping[str, str], down: Iterable[str], provisioned: Mapping[str, str]
+) -> list[str]:
+    """Registered clusters whose durable has no leader that answers: listed as missing or
+    without a leader, or led by a node that is `down`."""
+    lost = set(down)
     by_durable = {edges.desired_durable(name): name for name in provisioned}
-    return sorted(by_durable[durable] for durable in set(missing) if durable in by_durable)
+    return sorted(
+        by_durable[durable]
+        for durable, leader in leaders.items()
+        if durable in by_durable and (not leader or leader in lost)
+    )
 
 
 def stalled_sources(info: Mapping[str, Any], *, stale_ns: int) -> list[str]:
@@ -323,15 +338,15 @@ class ProvisioningService:
         log.info("restarted REPORTS sourcing of %s", ", ".join(stalled))
         return stalled
 
-    async def rehome_durables(self) -> list[str]:
-        """Create again the durables of registered clusters that the server lists as missing
-        (their node is down): a durable created again is placed on a node that is up and
-        delivers the cluster's whole desired state. The clusters whose durable was created
-        again."""
+    async def rehome_durables(self, down: Iterable[str]) -> list[str]:
+        """Create again the durables of registered clusters that no node up leads (listed as
+        missing, or led by a node `down`): a durable created again is placed on a node that
+        is up and delivers the cluster's whole desired state. The clusters whose durable was
+        created again."""
         if not self.ready.is_set():
             return []
-        missing = await self.provisioner.missing_durables()
-        clusters = durables_to_rehome(missing, self.provisioned)
+        leaders = await self.provisioner.durable_leaders()
+        clusters = durables_to_rehome(leaders, down, self.provisioned)
         await self.provisioner.reset_durables(clusters)
         return clusters
 
@@ -392,16 +407,21 @@ class DurableRehoming:
     """Creates again, on nodes that are up, the one-replica durables of a node that is down.
 
     A check reads DESIRED's info (one request); only when a node holding a replica is down
-    or behind does it list the durables (a paged request per 256 durables) to find those the
-    server cannot reach. A listing that found none is not repeated until the set of such
-    nodes changes."""
+    (offline or silent) does it list the durables (a paged request per 256 durables) to find
+    those led by no node that is up. A listing that found none is repeated when the set of
+    such nodes changes, or after `relist_s`."""
 
     provisioning: ProvisioningService
     interval: float = 1.0
     silent_s: float = 3.0
     """A replica of DESIRED not heard from this long counts as down."""
+    relist_s: float = 30.0
+    """While a node stays down, the durables are listed again this often even when the last
+    listing found none to move (one taken during a leader election may not show them yet)."""
     settled_for: frozenset[str] = frozenset()
-    """The nodes down or behind when a listing last found no durable missing."""
+    """The nodes down when a listing last found no durable to move."""
+    settled_at: float = 0.0
+    clock: Callable[[], float] = time.monotonic
 
     async def check(self) -> list[str]:
         """One check; the clusters whose durable was created again."""
@@ -409,12 +429,12 @@ class DurableRehoming:
             return []
         info = await self.provisioning.store.stream_info(DESIRED_STREAM)
         down = unavailable_peers(info, silent_ns=int(self.silent_s * NANOS))
-        if down == self.settled_for:
-            return []
         if not down:
             self.settled_for = down
             return []
-        rehomed = await self.provisioning.rehome_durables()
+        if down == self.settled_for and self.clock() - self.settled_at < self.relist_s:
+            return []
+        rehomed = await self.provisioning.rehome_durables(down)
         if rehomed:
             log.warning(
                 "%d durables on DESIRED were on a node that is down (%s); created again on "
@@ -424,6 +444,7 @@ class DurableRehoming:
             )
         else:
             self.settled_for = down
+            self.settled_at = self.clock()
         return rehomed
 
     async def run(self) -> None:
