@@ -272,7 +272,8 @@ async def run(mode: Mode) -> FigureResult:
     )
     notes.append(
         "Raft groups per node before / after the kill: "
-        f"{groups_before} / {groups_after} (the hub's streams; no group per cluster: each "
+        f"{groups_before} / {groups_after} (the hub's streams and, once it reads, the "
+        "scheduler's own durables on EVENTS and REPORTS; no group per cluster: each cluster's "
         "durable has one replica). nats-server RSS per node before / after: "
         f"{[round(v) for v in rss_before]} / {[round(v) for v in rss_after]} MiB."
     )
