@@ -36,6 +36,7 @@ from bench import (
     p11_archive,
     p13_dashboard,
     p14_hub_memory,
+    p15_delivery_r3,
 )
 from bench.figure import FULL, QUICK, FigureResult, Mode, Target
 from bench.machine import collect
@@ -62,6 +63,7 @@ FIGURES: dict[str, tuple[str, list[Target], FigureRun]] = {
         p11_archive,
         p13_dashboard,
         p14_hub_memory,
+        p15_delivery_r3,
     )
 }
 
@@ -89,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--clusters",
         type=int,
         default=0,
-        help="run the fleet-size figures (P2, P13, P14) at this many clusters instead "
+        help="run the fleet-size figures (P2, P13, P14, P15) at this many clusters instead "
         "of 10,000 (a figure whose target names 10,000 is then reported beside it, not judged)",
     )
     parser.add_argument(

@@ -46,7 +46,7 @@ from fleetbus.simworker import WORKER_COMMAND, start_client_sim
 from fleetbus.supervision import Supervisor
 from scheduler.antientropy import AntiEntropyService
 from scheduler.cluster_health import ClusterHealthWatch
-from scheduler.provisioning import ProvisioningService, SourceRevival
+from scheduler.provisioning import DurableRehoming, ProvisioningService, SourceRevival
 from simulator.executor import SimExecutor
 from simulator.fleet import SimFleet, sim_processes_for
 
@@ -231,6 +231,7 @@ class EdgeServices:
             registered=lambda: self.access.clusters.keys(),
             clock=self.clock,
         )
+        self.rehoming = DurableRehoming(self.provisioning)
         self.revival = SourceRevival(
             self.provisioning,
             last_seen=lambda: antientropy.last_seen,
@@ -263,6 +264,7 @@ class EdgeServices:
             self.supervisor.start("anti-entropy", self.antientropy.run),
             self.supervisor.start("cluster health", self.health.run),
             self.supervisor.start("source revival", self.revival.run),
+            self.supervisor.start("durable rehoming", self.rehoming.run),
         ]
 
         async def both_ready() -> None:

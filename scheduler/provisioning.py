@@ -9,6 +9,16 @@ For every registered cluster the hub owns what an edge needs, so an edge never c
   of each copy: that is the origin. A cluster connected as a plain client needs no source: it
   publishes into REPORTS itself, on the only report subjects its user may publish on.
 
+Each durable is created with one replica (`num_replicas: 1`) whatever the replicas of DESIRED.
+On a NATS cluster a replicated consumer is a Raft group of its own, with its own elections and
+heartbeats: at R3, 10,000 clusters would be 10,000 Raft groups on every node, the scale at which
+JetStream clusters are reported to fail. A one-replica consumer on a replicated stream is plain
+state on one node, reading that node's replica of DESIRED: the number of Raft groups stays the
+number of streams, whatever the size of the fleet (measured in BENCHMARKS.md, P15). What a
+durable holds can always be rebuilt: it delivers the last message per subject, so a durable
+created again delivers the cluster's whole desired state, which the edge applies idempotently.
+When its node is lost, `DurableRehoming` creates it again on a node that is up.
+
 A source is a consumer the server keeps running (flow control, heartbeats), so the hub pays
 per leaf cluster; client clusters cost the hub one durable each. Hubs that ran before clients
 published directly may still hold hub-side outboxes (`REPORTS-<cluster>` streams capturing
@@ -23,6 +33,9 @@ Making a plan real at 10,000 clusters is 20,000 JetStream API requests. One at a
 dropped and time out). `run_bounded` keeps `API_CONCURRENCY` requests in flight: the server
 stays busy and nothing is dropped.
 
+`DurableRehoming` finds the durables whose node is down (the server lists them as missing)
+and creates them again on the nodes that are up; which ones is decided by `durables_to_rehome`.
+
 `SourceRevival` restarts the REPORTS sourcing of leaf clusters that are demonstrably connected
 (they just sent an inventory digest) but whose source has stalled; which ones is decided by
 `sources_to_revive`, a pure function of what was provisioned, seen and revived, and `now`.
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,7 +54,7 @@ from typing import Any
 
 from events import edges, subjects
 from events.catalog import ClusterDeregistered, ClusterLabelsChanged, ClusterRegistered, Event
-from events.errors import AppendRefused
+from events.errors import AppendRefused, EventLogError
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, NANOS, REPORTS_STREAM, reports_stream
 from events.tasks import cancel_and_wait
@@ -51,6 +65,8 @@ CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
 ACK_WAIT_S = 30
 CONSUMER_NOT_FOUND = 10014
 STREAM_NOT_FOUND = 10059
+DURABLE_REPLICAS = 1
+"""Replicas of each cluster's durable on DESIRED, whatever the stream's own replicas."""
 API_CONCURRENCY = 48
 """JetStream API requests one plan keeps in flight; far below the server's API queue limit."""
 
@@ -74,6 +90,8 @@ def durable_config(cluster: str) -> dict[str, Any]:
     return {
         "durable_name": edges.desired_durable(cluster),
         "description": f"desired state of cluster {cluster}",
+        # One replica on a replicated stream: no Raft group per cluster (see the docstring).
+        "num_replicas": DURABLE_REPLICAS,
         "filter_subject": subjects.desired_filter(cluster),
         "deliver_policy": "last_per_subject",
         "ack_policy": "explicit",
@@ -155,6 +173,27 @@ class Provisioner:
     async def delete_durable(self, cluster: str) -> None:
         await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
 
+    async def durable_leaders(self) -> dict[str, str]:
+        """Every durable of DESIRED -> the node leading it; "" for those the server lists as
+        missing (their node did not answer) or without a leader."""
+        leaders: dict[str, str] = {}
+        offset = 0
+        while True:
+            page = await self.store.api_request(
+                f"CONSUMER.LIST.{DESIRED_STREAM}", {"offset": offset}
+            )
+            consumers = page.get("consumers") or []
+            absent = [str(name) for name in page.get("missing") or []]
+            for info in consumers:
+                leaders[str(info.get("name", ""))] = str(
+                    (info.get("cluster") or {}).get("leader", "")
+                )
+            leaders.update(dict.fromkeys(absent, ""))
+            listed = len(consumers) + len(absent)
+            offset += listed
+            if not listed or offset >= int(page.get("total", 0)):
+                return leaders
+
     async def delete_leftover_outboxes(self) -> list[str]:
         """Remove hub-side outbox streams; the names of those removed."""
         names: list[str] = []
@@ -198,6 +237,32 @@ def clusters_to_ensure(
         for name, connection in sorted(wanted.items())
         if provisioned.get(name) != connection
     ]
+
+
+def unavailable_peers(info: Mapping[str, Any], *, silent_ns: int) -> frozenset[str]:
+    """Nodes holding a replica of the stream (its info says) that are offline or that its
+    leader has not heard from for `silent_ns` (a live follower is heard from several times a
+    second; a killed node still counts as current for about ten seconds)."""
+    replicas = (info.get("cluster") or {}).get("replicas") or []
+    return frozenset(
+        str(peer.get("name", ""))
+        for peer in replicas
+        if peer.get("offline") or int(peer.get("active", 0)) > silent_ns
+    )
+
+
+def durables_to_rehome(
+    leaders: Mapping[str, str], down: Iterable[str], provisioned: Mapping[str, str]
+) -> list[str]:
+    """Registered clusters whose durable has no leader that answers: listed as missing or
+    without a leader, or led by a node that is `down`."""
+    lost = set(down)
+    by_durable = {edges.desired_durable(name): name for name in provisioned}
+    return sorted(
+        by_durable[durable]
+        for durable, leader in leaders.items()
+        if durable in by_durable and (not leader or leader in lost)
+    )
 
 
 def stalled_sources(info: Mapping[str, Any], *, stale_ns: int) -> list[str]:
@@ -273,6 +338,18 @@ class ProvisioningService:
         log.info("restarted REPORTS sourcing of %s", ", ".join(stalled))
         return stalled
 
+    async def rehome_durables(self, down: Iterable[str]) -> list[str]:
+        """Create again the durables of registered clusters that no node up leads (listed as
+        missing, or led by a node `down`): a durable created again is placed on a node that
+        is up and delivers the cluster's whole desired state. The clusters whose durable was
+        created again."""
+        if not self.ready.is_set():
+            return []
+        leaders = await self.provisioner.durable_leaders()
+        clusters = durables_to_rehome(leaders, down, self.provisioned)
+        await self.provisioner.reset_durables(clusters)
+        return clusters
+
     async def wait_applied(self, seq: int) -> None:
         """Wait until the event at `seq` is provisioned (bound it with `asyncio.timeout`)."""
         async with self._changed:
@@ -320,6 +397,64 @@ class ProvisioningService:
                     self.applied_seq = seq
         finally:
             await cancel_and_wait([follower, *([getter] if getter is not None else [])])
+
+
+# --- durables on a lost node ---------------------------------------------------------------------
+
+
+@dataclass
+class DurableRehoming:
+    """Creates again, on nodes that are up, the one-replica durables of a node that is down.
+
+    A check reads DESIRED's info (one request); only when a node holding a replica is down
+    (offline or silent) does it list the durables (a paged request per 256 durables) to find
+    those led by no node that is up. A listing that found none is repeated when the set of
+    such nodes changes, or after `relist_s`."""
+
+    provisioning: ProvisioningService
+    interval: float = 1.0
+    silent_s: float = 3.0
+    """A replica of DESIRED not heard from this long counts as down."""
+    relist_s: float = 30.0
+    """While a node stays down, the durables are listed again this often even when the last
+    listing found none to move (one taken during a leader election may not show them yet)."""
+    settled_for: frozenset[str] = frozenset()
+    """The nodes down when a listing last found no durable to move."""
+    settled_at: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+
+    async def check(self) -> list[str]:
+        """One check; the clusters whose durable was created again."""
+        if not self.provisioning.ready.is_set():
+            return []
+        info = await self.provisioning.store.stream_info(DESIRED_STREAM)
+        down = unavailable_peers(info, silent_ns=int(self.silent_s * NANOS))
+        if not down:
+            self.settled_for = down
+            return []
+        if down == self.settled_for and self.clock() - self.settled_at < self.relist_s:
+            return []
+        rehomed = await self.provisioning.rehome_durables(down)
+        if rehomed:
+            log.warning(
+                "%d durables on DESIRED were on a node that is down (%s); created again on "
+                "the nodes that are up",
+                len(rehomed),
+                ", ".join(sorted(down)),
+            )
+        else:
+            self.settled_for = down
+            self.settled_at = self.clock()
+        return rehomed
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except EventLogError as e:
+                # A leader election in progress: the next check asks again.
+                log.info("checking the durables on DESIRED failed: %s", e)
 
 
 # --- source revival -------------------------------------------------------------------------------

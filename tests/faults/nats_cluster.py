@@ -123,3 +123,28 @@ class NatsCluster:
                 if detail.get("name") == stream:
                     return int(detail["state"]["last_seq"])
         return 0
+
+    def monitor(self, index: int, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.nodes[index].monitor_port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return orjson.loads(response.read())
+
+    def raft_groups(self, index: int) -> set[str]:
+        """The JetStream Raft groups node `index` takes part in, streams' and consumers'
+        (`S-…`, `C-…`), over every account (`/raftz`); the meta group is not counted."""
+        groups: set[str] = set()
+        for account in self.jsz(index).get("account_details", []):
+            answer = self.monitor(index, f"/raftz?acc={account['id']}")
+            for names in (answer or {}).values():
+                groups.update(name for name in names if name != "_meta_")
+        return groups
+
+    def consumers_on(self, index: int, stream: str) -> int:
+        """How many consumers of `stream` node `index` holds a replica of."""
+        answer = self.monitor(index, "/jsz?accounts=true&streams=true&consumers=true")
+        return sum(
+            len(detail.get("consumer_detail") or [])
+            for account in answer.get("account_details", [])
+            for detail in account.get("stream_detail", [])
+            if detail.get("name") == stream
+        )

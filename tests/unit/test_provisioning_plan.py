@@ -10,9 +10,12 @@ import pytest
 from events import edges
 from scheduler.provisioning import (
     clusters_to_ensure,
+    durable_config,
+    durables_to_rehome,
     leftover_outboxes,
     removed_clusters,
     run_bounded,
+    unavailable_peers,
 )
 
 BEFORE = {"a": edges.LEAF, "b": edges.CLIENT, "c": edges.CLIENT, "d": edges.LEAF}
@@ -79,3 +82,42 @@ async def test_the_first_failure_of_bounded_calls_surfaces_as_itself() -> None:
     with pytest.raises(LookupError, match="cluster 3 refused"):
         await run_bounded((call(i) for i in range(1000)), limit=4)
     assert len(started) < 1000
+
+
+def test_every_durable_on_desired_has_one_replica_whatever_the_stream_has() -> None:
+    config = durable_config("alpha")
+    assert config["num_replicas"] == 1
+    assert config["filter_subject"] == "fleet.desired.alpha.>"
+
+
+SECOND = 1_000_000_000
+
+
+def test_a_replica_offline_or_silent_is_unavailable_and_a_live_one_is_not() -> None:
+    info = {
+        "cluster": {
+            "leader": "hub-1",
+            "replicas": [
+                {"name": "hub-2", "current": True, "active": SECOND // 5},
+                {"name": "hub-3", "current": True, "active": 4 * SECOND},
+                {"name": "hub-4", "current": False, "active": SECOND // 2, "lag": 10},
+                {"name": "hub-5", "current": True, "offline": True, "active": 0},
+            ],
+        }
+    }
+    assert unavailable_peers(info, silent_ns=3 * SECOND) == {"hub-3", "hub-5"}
+    assert unavailable_peers({"config": {}}, silent_ns=3 * SECOND) == frozenset()
+
+
+def test_durables_led_by_no_node_up_are_rehomed_and_only_of_registered_clusters() -> None:
+    provisioned = {n: edges.CLIENT for n in ("alpha", "beta", "gamma", "delta")}
+    leaders = {
+        edges.desired_durable("alpha"): "",  # listed as missing
+        edges.desired_durable("beta"): "hub-2",
+        edges.desired_durable("gamma"): "hub-3",  # led by the node that is down
+        edges.desired_durable("delta"): "hub-1",
+        "edge-gone": "",
+    }
+    assert durables_to_rehome(leaders, {"hub-3"}, provisioned) == ["alpha", "gamma"]
+    assert durables_to_rehome(leaders, set(), provisioned) == ["alpha"]
+    assert durables_to_rehome({}, {"hub-3"}, provisioned) == []

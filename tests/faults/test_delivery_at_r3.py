@@ -1,0 +1,280 @@
+"""Delivery at R3: no Raft group per cluster, and a node lost mid-rollout loses nothing.
+
+Each cluster's durable consumer on DESIRED has one replica (`scheduler.provisioning`), even
+when DESIRED has three: a replicated consumer would be a Raft group of its own on every node.
+On a real 3-node cluster these tests count the Raft groups each node takes part in
+(`/raftz`) as the fleet grows, and kill a node while a rollout is under way: the durables it
+held are created again on the nodes that are up and every cluster applies the new version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from events import edges
+from events.catalog import ClusterRegistered, TaskApplied
+from events.errors import EventLogUnavailable
+from events.store import EventStore, connect
+from events.streams import DESIRED_STREAM, REPORTS_STREAM, hub_streams
+from events.tasks import cancel_and_wait
+from fleetbus.datadir import DataDir
+from fleetbus.local import open_local_store
+from fleetbus.natsserver import free_port
+from scheduler.provisioning import ProvisioningService
+from simulator.fleet import SIM_LABEL
+from tests.eventually import eventually
+from tests.faults.harness import REPO, record_figures
+from tests.faults.nats_cluster import NatsCluster
+from tests.faults.test_hub_on_cluster import FLEETBUS, hub_answers
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+EXAMPLE = REPO / "examples" / "yaml" / "status-board"
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path / "cluster", DataDir(tmp_path / "hub"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def cluster_store(nats_cluster: NatsCluster) -> AsyncIterator[EventStore]:
+    nc = await connect(nats_cluster.urls, credentials=nats_cluster.credentials)
+    store = EventStore(nc, timeout=5.0)
+    await store.ensure_streams(hub_streams(replicas=3))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def client_cluster(name: str) -> ClusterRegistered:
+    return ClusterRegistered(
+        id=f"reg-{name}",
+        occurred_at=NOW,
+        actor="test",
+        cluster=name,
+        labels={edges.CONNECTION_LABEL: edges.CLIENT},
+    )
+
+
+async def durable_placement(store: EventStore, *, allow_missing: bool = False) -> dict[str, str]:
+    """Durable on DESIRED -> the node leading it (every one of them answering, unless
+    `allow_missing`: then those not answering are left out)."""
+    placed: dict[str, str] = {}
+    while True:
+        page = await store.api_request(f"CONSUMER.LIST.{DESIRED_STREAM}", {"offset": len(placed)})
+        if page.get("missing") and not allow_missing:
+            raise AssertionError(f"durables not answering: {page['missing']}")
+        for info in page.get("consumers") or []:
+            placed[info["name"]] = info["cluster"]["leader"]
+        if not page.get("consumers") or len(placed) >= int(page["total"]):
+            return placed
+
+
+async def test_the_raft_groups_of_a_three_node_cluster_do_not_grow_with_the_fleet(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    service = ProvisioningService(cluster_store, replicas=3)
+    runner = asyncio.create_task(service.run())
+    streams = {info["name"] for info in hub_streams(replicas=3)}
+    groups_at: dict[int, list[int]] = {}
+    try:
+        registered = 0
+        for fleet in (4, 60):
+            events = [client_cluster(f"c-{i}") for i in range(registered, fleet)]
+            result = await cluster_store.append(events)
+            registered = fleet
+            await asyncio.wait_for(service.wait_applied(max(result.sequences)), 60)
+
+            async def all_durables(fleet: int = fleet) -> bool:
+                return len(await durable_placement(cluster_store, allow_missing=True)) == fleet
+
+            await eventually(all_durables, f"{fleet} durables answering", within=30)
+            await eventually(
+                lambda fleet=fleet: (
+                    sum(nats_cluster.consumers_on(i, DESIRED_STREAM) for i in range(3)) == fleet
+                ),
+                f"each of the {fleet} durables held by one node only",
+                within=30,
+            )
+            # Only the streams' groups: a durable at R3 would add one on every node.
+            await eventually(
+                lambda: all(
+                    len(nats_cluster.raft_groups(i)) == len(streams)
+                    and not any(name.startswith("C-") for name in nats_cluster.raft_groups(i))
+                    for i in range(3)
+                ),
+                f"only the {len(streams)} streams' Raft groups on every node at {fleet} clusters",
+                within=30,
+            )
+            groups_at[fleet] = [len(nats_cluster.raft_groups(i)) for i in range(3)]
+    finally:
+        await cancel_and_wait([runner])
+    assert groups_at[4] == groups_at[60]
+    record_figures(
+        "Raft groups per node at R3",
+        clusters={str(k): v for k, v in groups_at.items()},
+        streams=len(streams),
+    )
+
+
+async def published_and_applied(store: EventStore, taskset: str, version: int) -> set[str]:
+    """Clusters whose TaskApplied for `taskset` `version` is in REPORTS."""
+    applied: set[str] = set()
+    async for stored in store.on_stream(REPORTS_STREAM).read(skip_undecodable=True):
+        event = stored.event
+        if (
+            isinstance(event, TaskApplied)
+            and event.taskset == taskset
+            and event.taskset_version == version
+            and not event.removed
+        ):
+            applied.add(event.cluster)
+    return applied
+
+
+@pytest.fixture
+async def sim_hub(tmp_path: Path, nats_cluster: NatsCluster) -> AsyncIterator[Path]:
+    """`fleetbus up --nats-url … --replicas 3 --sim-clusters SIMS` on the cluster."""
+    http_port = free_port()
+    with (tmp_path / "hub.log").open("wb") as log:
+        hub = subprocess.Popen(  # noqa: ASYNC220 - the hub runs beside the test
+            [
+                *FLEETBUS,
+                "up",
+                "--data-dir",
+                str(tmp_path / "hub"),
+                "--http",
+                f"127.0.0.1:{http_port}",
+                "--nats-url",
+                ",".join(nats_cluster.urls),
+                "--replicas",
+                "3",
+                "--sim-clusters",
+                str(SIMS),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await hub_answers(hub, f"http://127.0.0.1:{http_port}/healthz", tmp_path / "hub.log")
+        yield tmp_path / "hub"
+        assert hub.poll() is None, "the hub exited"
+    finally:
+        if hub.poll() is None:
+            hub.terminate()
+            try:
+                hub.wait(20)
+            except subprocess.TimeoutExpired:
+                hub.kill()
+                hub.wait(10)
+
+
+SIMS = 24
+
+
+def fleetbus(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLEETBUS, *argv, "--data-dir", str(data_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def publish(data_dir: Path, version: int) -> None:
+    """`fleetbus publish` of the example to every simulated cluster, changed for `version`."""
+    source = data_dir.parent / f"board-{version}"
+    shutil.copytree(EXAMPLE, source)
+    board = source / "board.yaml"
+    board.write_text(board.read_text().replace("nominal", f"nominal (v{version})"))
+    # Right after a node is lost the hub's API may answer "no answer from JetStream" while
+    # leaders are elected; a user runs the same publish again (same content: one version).
+    deadline = time.monotonic() + 60
+    while True:
+        done = await asyncio.to_thread(
+            fleetbus,
+            data_dir,
+            "publish",
+            str(source),
+            "--name",
+            "board",
+            "--selector",
+            f"{SIM_LABEL}=true",
+        )
+        if done.returncode == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert done.returncode == 0, done.stderr
+
+
+async def applied_everywhere(store: EventStore, version: int, clusters: set[str]) -> bool:
+    try:
+        return await published_and_applied(store, "board", version) >= clusters
+    except EventLogUnavailable:  # REPORTS electing a leader: read again
+        return False
+
+
+async def test_a_node_killed_mid_rollout_loses_no_cluster_and_its_durables_move(
+    nats_cluster: NatsCluster, sim_hub: Path
+) -> None:
+    store = await open_local_store(sim_hub)
+    try:
+        sims = {f"sim-{i}" for i in range(1, SIMS + 1)}
+
+        async def all_provisioned() -> bool:
+            return len(await durable_placement(store)) == SIMS
+
+        await eventually(all_provisioned, "every simulated cluster's durable", within=60)
+        placement = await durable_placement(store)
+        victim, held = Counter(placement.values()).most_common(1)[0]
+        moved = {name for name, node in placement.items() if node == victim}
+        assert held >= 1
+
+        await publish(sim_hub, 1)
+        nats_cluster.nodes[nats_cluster.index_of(victim)].kill()
+        killed_at = time.monotonic()
+        await eventually(
+            lambda: applied_everywhere(store, 1, sims), f"all {SIMS} clusters applying v1", 120
+        )
+        first_s = time.monotonic() - killed_at
+        # The durables of the lost node must have moved for the next version to reach them.
+        await publish(sim_hub, 2)
+        await eventually(
+            lambda: applied_everywhere(store, 2, sims), f"all {SIMS} clusters applying v2", 120
+        )
+        converged_s = time.monotonic() - killed_at
+
+        async def moved_off_victim() -> bool:
+            after = await durable_placement(store, allow_missing=True)
+            return set(after) == set(placement) and victim not in after.values()
+
+        await eventually(moved_off_victim, f"the durables off {victim}", within=30)
+    finally:
+        await store.close()
+    record_figures(
+        "Node killed mid-rollout at R3",
+        clusters=SIMS,
+        killed=victim,
+        durables_moved=len(moved),
+        v1_all_applied_after_kill_s=round(first_s, 2),
+        v2_all_applied_after_kill_s=round(converged_s, 2),
+        clusters_lost=0,
+    )
