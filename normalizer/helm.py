@@ -398,7 +398,7 @@ def _probe_source(files: Sequence[tuple[str, bytes]]) -> _ProbeSource:
             continue
         if _VALUES_FILE.fullmatch(name):
             texts |= _values_tpl_text(data)
-        elif reads_files and b"{{" in data:
+        elif reads_files and b"{{" in data and b"\0" not in data:  # text, not binary
             texts |= tpl_text(data.decode("utf-8", errors="replace"))
     return _ProbeSource(
         templates=templates,

@@ -58,9 +58,32 @@ _ACTION = re.compile(
 )
 """One action's text; strings, raw strings, characters and comments may hold `}}`."""
 _RAW_AND_COMMENTS = re.compile("(" + _DQ + "|" + _CHAR + r")|(`)[^`]*`|/\*.*?\*/", re.DOTALL)
-"""Raw strings (emptied: `\\2\\2`) and comments (dropped), strings kept (`\\1`)."""
+"""Strings (group 1), raw strings (group 2) and comments."""
 _STRINGS = re.compile(_DQ + "|" + _CHAR + "|``")
-_NOT_A_WORD = re.compile(r"[^\w.$]+")
+_NAMES = tuple(sorted({*NONDETERMINISTIC_FUNCTIONS, *MUTATING_FUNCTIONS, "tpl"}))
+_NAME = {name: re.compile(name + r"(?![\w.$])") for name in _NAMES}
+
+
+def _kept_literal(found: re.Match[str]) -> str:
+    """`_RAW_AND_COMMENTS`' replacement: strings kept, raw strings emptied, comments dropped."""
+    return found.group(1) or ("``" if found.group(2) else "")
+
+
+def _names_called(code: str) -> set[str]:
+    """Which of `_NAMES` `code` (strings emptied) calls: found as fixed strings first, since
+    this runs over every action of a chart."""
+    called = set()
+    for name in _NAMES:
+        if name not in code:
+            continue
+        for found in _NAME[name].finditer(code):
+            before = code[found.start() - 1] if found.start() > 0 else " "
+            if not (before.isalnum() or before in "_.$"):
+                called.add(name)
+                break
+    return called
+
+
 _CALLS = tuple(
     re.compile(word + r"(?![\w.$])\s*(" + _DQ + ")?") for word in ("include", "template")
 )
@@ -219,11 +242,11 @@ def _read_code(unit: _Unit, bodies: Iterable[str]) -> None:
     """Note in `unit` what the actions `bodies` call (the name of every `include` and
     `template`: a string, or a computed one, making the unit `dynamic`)."""
     code = "\n".join(
-        _RAW_AND_COMMENTS.sub(r"\1\2\2", body) if "`" in body or "/*" in body else body
+        _RAW_AND_COMMENTS.sub(_kept_literal, body) if "`" in body or "/*" in body else body
         for body in bodies
     )
     bare = _STRINGS.sub(" ", code) if '"' in code or "'" in code else code
-    _note_words(unit, set(_NOT_A_WORD.split(bare)), bare)
+    _note_words(unit, _names_called(bare), bare)
     for pattern in _CALLS:
         for call in pattern.finditer(code):
             before = code[call.start() - 1] if call.start() > 0 else " "
