@@ -415,7 +415,10 @@ def _probe_archive(address: str, source: _ProbeSource, values: Mapping[str, Any]
     """The archive of the probe chart for a render with `values`, or None when the whole
     chart must be rendered again (`normalizer.probe`); kept by archive and by what the texts
     `tpl` renders may do."""
-    tpl = source.texts | tpl_text(orjson.dumps(dict(values)).decode())
+    try:
+        tpl = source.texts | tpl_text(orjson.dumps(dict(values)).decode())
+    except orjson.JSONEncodeError:  # not JSON's kinds of values: whatever they hold may run
+        tpl = TplText(varies=True, changes_state=True)
     key = (address, tpl)
     if key in _PROBES:
         _PROBES.move_to_end(key)
