@@ -400,10 +400,20 @@ def _probe_source(files: Sequence[tuple[str, bytes]]) -> _ProbeSource:
             texts |= _values_tpl_text(data)
         elif reads_files and b"{{" in data and b"\0" not in data:  # text, not binary
             texts |= tpl_text(data.decode("utf-8", errors="replace"))
+    # kept (in the archive index) are only the files a probe may hold, whatever the values
+    plans = [
+        templates.probe(TplText(varies, changes))
+        for varies in (False, True)
+        for changes in (False, True)
+    ]
     return _ProbeSource(
         templates=templates,
         texts=texts,
-        files=tuple(files),
+        files=tuple(
+            (name, data)
+            for name, data in files
+            if any(plan is not None and plan.keeps(name) for plan in plans)
+        ),
     )
 
 
