@@ -151,6 +151,7 @@ async def run(mode: Mode) -> FigureResult:
             *("rendered", "probe_plan", "probe_render"),
         )
     )
+    python_side = unpack + index + crds + rendered
     fleetbus = Path(sys.executable).parent / "fleetbus"
     python_s, help_s, help_ratio = [], [], []
     for _ in range(pairs):
@@ -256,10 +257,12 @@ async def run(mode: Mode) -> FigureResult:
             "What bounds the ratio: with default values this chart generates Grafana's admin "
             "password (randAlphaNum), so it is rendered a second time to name the fields that "
             "differ (`normalizer.determinism`), as a probe holding only the templates whose "
-            "output can differ (`normalizer.probe`: 20 of 266 here). The Python side (unpack, "
-            "scan, probe choice, crds/, rendered templates, checks) is more work than the "
-            "engine's render and holds the GIL; the engine runs beside it on the other core, "
-            "so the wall-time ratio depends on how free the second core is, and the CPU-time "
-            "ratio is the total work.",
+            "output can differ (`normalizer.probe`: 20 of 266 here). The Python side "
+            f"(unpack, index and probe choice, crds/, rendered templates: {python_side * 1000:.0f}"
+            f" ms before building the Taskset) is {python_side / engine:.2f}x the engine's "
+            "render and holds the GIL, so the CPU-time ratio cannot go below "
+            f"{1 + (python_side + probe_render) / engine:.2f}x; the engine runs beside it on "
+            "the other core, so with that core free the wall-time ratio is bounded by the "
+            "Python side, and on a busy machine it moves towards the CPU-time ratio.",
         ],
     )
