@@ -21,8 +21,10 @@ values key. What the install would see is followed closely:
 - `crds/` are read by the engine's own YAML reader, as Helm reads them;
 - the cluster the templates see (`.Capabilities`) is Helm's default unless the caller names
   one (`normalizer.capabilities`); a note says when templates consulted the default;
-- a chart whose templates generate values is rendered twice, and what differs is named, or,
-  given the version published before, kept (`normalizer.determinism`).
+- a chart whose templates generate values is rendered twice, the second time as a probe of
+  the templates whose output can differ where those can be told (`normalizer.probe`), and
+  what differs is named, or, given the version published before, kept
+  (`normalizer.determinism`).
 """
 
 from __future__ import annotations

@@ -4,29 +4,39 @@ A chart that generates values (`normalizer.determinism`) is rendered a second ti
 fields that differ. Rendering the whole chart again costs as much as the first render, while
 what can differ is usually one Secret: kube-prometheus-stack renders 250 templates, megabytes
 of dashboards among them, to generate Grafana's admin password in one. So the second render is
-a probe: a chart holding only the templates whose output can differ, those it needs, and what
-every render needs (Chart.yaml, values, schemas); the same templates of the full render are
-compared with it.
+a probe: a chart holding only the templates whose output can differ, those they need, and what
+Helm reads to load every chart (Chart.yaml, values, schemas); the same templates of the first
+render are compared with it.
 
 The templates are read as Go's text/template reads them, as far as it matters here: actions
 between `{{` and `}}` (strings, raw strings and comments inside them skipped), the named
-templates each file defines, and what each file and each named template calls. A template is
-in the probe, conservatively, when it or any template it includes or calls with `template`
-(transitively, through subcharts too: named templates are global to a chart):
+templates each file defines (`define`, `block`), and what each file and each named template
+calls. A template file is in the probe, conservatively, when it or any template it includes or
+calls with `template` (transitively, through subcharts too: named templates are global to a
+chart):
 
 - calls a function whose result differs between renders (`NONDETERMINISTIC_FUNCTIONS`: the
   generating ones, `now`, `lookup`, DNS, and sprig's `keys`/`values`, whose order follows
   Go's map order);
-- calls `tpl`, which renders text from the values and can call any of them;
-- changes a dictionary (`set`, `unset`, `merge`...): a template may change `.Values`, which
-  the templates rendered after it read.
+- calls `tpl` while a text it may render calls one of those or includes a template
+  (`tpl_text`: the values given, the charts' default values, their other files when a
+  template reads `.Files`, and the strings in the templates' actions are looked at);
+- changes a dictionary that is not a new `(dict ...)` (`set`, `unset`, `merge`...): Helm
+  renders the templates one after the other with the same values, so such a change is seen
+  by the templates rendered after it, and the probe must make it too.
+
+A template that does both (a generated value stored where any template may read it) gives no
+probe: the whole chart is rendered again. So does a template the probe renders that includes
+a template by a name computed otherwise than the checksum idiom below.
 
 Every file that defines a named template is kept (a later definition replaces an earlier one
 of the same name, so which files define what must not change), and so is every template file
-a kept one includes by its path (the `include (print $.Template.BasePath "/config.yaml")`
-checksum idiom). A template name the reading cannot resolve (computed otherwise) gives no
-probe: the whole chart is rendered again. `.Files` used by a kept template keeps every file;
-otherwise the charts' `crds/` (megabytes, never templates) are left out.
+a kept one includes by its path (`include (print $.Template.BasePath "/config.yaml")`, the
+checksum idiom). A chart's other files (its `crds/` among them) are kept when a kept template
+of that chart reads `.Files`, itself or through the named templates it calls.
+
+Not followed: template text assembled piece by piece from strings that do not hold a whole
+action (`print "{{ rand" "AlphaNum 4 }}"`) and then rendered by `tpl`.
 """
 
 from __future__ import annotations
