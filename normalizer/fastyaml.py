@@ -256,6 +256,19 @@ def _parse(text: str, data: bytes) -> tuple[Any, bool, int]:
     return loaded, bool(tree.is_stream(tree.root_id())), tree.size()
 
 
+def json_text_of(data: bytes) -> str | None:
+    """A YAML text as rapidyaml writes it in JSON, or None if rapidyaml cannot read it.
+
+    Not Kubernetes' meaning of its scalars: for what only needs the strings (any YAML reader
+    reads the same strings), e.g. looking for template text in a chart's values."""
+    try:
+        with _quiet_c_stderr():
+            written = ryml.emit_json(ryml.parse_in_arena(data))
+    except _RAPIDYAML_ERRORS:
+        return None
+    return written if isinstance(written, str) else bytes(written).decode("utf-8", "replace")
+
+
 def _document_lines(text: str, markers: list[tuple[int, int]]) -> list[int | None]:
     """Where each document of `text` starts (None for an empty one), as libyaml counts them.
 

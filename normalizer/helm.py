@@ -21,8 +21,10 @@ values key. What the install would see is followed closely:
 - `crds/` are read by the engine's own YAML reader, as Helm reads them;
 - the cluster the templates see (`.Capabilities`) is Helm's default unless the caller names
   one (`normalizer.capabilities`); a note says when templates consulted the default;
-- a chart whose templates generate values is rendered twice, and what differs is named, or,
-  given the version published before, kept (`normalizer.determinism`).
+- a chart whose templates generate values is rendered twice, the second time as a probe of
+  the templates whose output can differ where those can be told (`normalizer.probe`), and
+  what differs is named, or, given the version published before, kept
+  (`normalizer.determinism`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import tempfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,8 @@ from normalizer.errors import (
     UnsupportedSource,
     ValuesRejected,
 )
+from normalizer.fastyaml import json_text_of
+from normalizer.probe import ChartTemplates, TplText, is_template_file, tpl_text
 from normalizer.taskset_spec import apply_settings, has_setting_annotations
 from taskset.capabilities import RenderContext
 from taskset.digest import digest_bytes, digest_of
@@ -345,6 +349,8 @@ class ArchiveIndex:
     plain: bool
     """Every subchart is an unpacked directory whose own subcharts hold no `crds/`: which
     files Helm installs follows from which subcharts are enabled."""
+    probe: _ProbeSource | None = None
+    """For a plain archive whose templates generate values: what a probe render needs."""
 
     def installed_crds(self, chart_name: str, enabled: Sequence[str]) -> list[_CrdFile] | None:
         """The `crds/` files Helm installs with the enabled subcharts, or None if the archive
@@ -352,6 +358,112 @@ class ArchiveIndex:
         if not self.plain or self.root != chart_name or not set(enabled) <= self.subcharts:
             return None
         return [crd for crd in self.crd_files if not crd.owner or crd.owner in enabled]
+
+
+@dataclass(frozen=True)
+class _ProbeSource:
+    """An archive's templates, read, and the files a probe chart is made of
+    (`normalizer.probe`)."""
+
+    templates: ChartTemplates
+    texts: TplText
+    """What the texts of the chart that `tpl` may render do (its default values, its other
+    files when a template reads them, its templates' strings)."""
+    files: tuple[tuple[str, bytes], ...]
+
+
+_VALUES_FILE = re.compile(r"[^/]+(?:/charts/[^/]+)*/values\.yaml")
+
+
+def _values_tpl_text(data: bytes) -> TplText:
+    """What the strings of a chart's default values do rendered by `tpl` (comments, which
+    hold examples, are not values). Any YAML reader reads the same strings; rapidyaml is the
+    fast one, and a file it cannot read may do anything."""
+    if b"{{" not in data:
+        return TplText()
+    written = json_text_of(data)
+    if written is None:
+        return TplText(varies=True, changes_state=True)
+    return tpl_text(written)
+
+
+def _probe_source(files: Sequence[tuple[str, bytes]]) -> _ProbeSource:
+    templates = ChartTemplates(
+        (name, data.decode("utf-8", errors="replace"))
+        for name, data in files
+        if is_template_file(name)
+    )
+    reads_files = templates.read_files
+    texts = templates.template_text
+    for name, data in files:
+        if is_template_file(name):
+            continue
+        if _VALUES_FILE.fullmatch(name):
+            texts |= _values_tpl_text(data)
+        elif reads_files and b"{{" in data and b"\0" not in data:  # text, not binary
+            texts |= tpl_text(data.decode("utf-8", errors="replace"))
+    # kept (in the archive index) are only the files a probe may hold, whatever the values
+    plans = [
+        templates.probe(TplText(varies, changes))
+        for varies in (False, True)
+        for changes in (False, True)
+    ]
+    return _ProbeSource(
+        templates=templates,
+        texts=texts,
+        files=tuple(
+            (name, data)
+            for name, data in files
+            if any(plan is not None and plan.keeps(name) for plan in plans)
+        ),
+    )
+
+
+_PROBES: OrderedDict[tuple[str, TplText], bytes | None] = OrderedDict()
+PROBE_ARCHIVES = 16
+
+
+def _probe_archive(address: str, source: _ProbeSource, values: Mapping[str, Any]) -> bytes | None:
+    """The archive of the probe chart for a render with `values`, or None when the whole
+    chart must be rendered again (`normalizer.probe`); kept by archive and by what the texts
+    `tpl` renders may do."""
+    try:
+        tpl = source.texts | tpl_text(orjson.dumps(dict(values)).decode())
+    except orjson.JSONEncodeError:  # not JSON's kinds of values: whatever they hold may run
+        tpl = TplText(varies=True, changes_state=True)
+    key = (address, tpl)
+    if key in _PROBES:
+        _PROBES.move_to_end(key)
+        return _PROBES[key]
+    plan = source.templates.probe(tpl)
+    archive: bytes | None = None
+    if plan is not None:
+        archive = _tar_gz([(name, data) for name, data in source.files if plan.keeps(name)])
+    _PROBES[key] = archive
+    while len(_PROBES) > PROBE_ARCHIVES:
+        _PROBES.popitem(last=False)
+    return archive
+
+
+def probe_chart_archive(archive: bytes, values: Mapping[str, Any]) -> bytes | None:
+    """The probe chart of `archive` for a render with `values` (`normalizer.probe`), or None
+    when a second render must render the whole chart."""
+    return _probe_archive(digest_bytes(archive), _probe_source(archive_files(archive)), values)
+
+
+def _tar_gz(files: Sequence[tuple[str, bytes]]) -> bytes:
+    """Files as a .tgz for Helm to load (quickly: it is read once, in this process)."""
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=1) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as target,
+    ):
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            target.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
@@ -371,12 +483,14 @@ def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
         if found["nested"] is not None:
             plain = False
         crds.append(_CrdFile(found["owner"] or "", name, hashlib.sha256(data).digest()))
+    templates = _scan_templates(files)
     return ArchiveIndex(
-        templates=_scan_templates(files),
+        templates=templates,
         root=next(iter(roots)) if len(roots) == 1 else "",
         crd_files=tuple(crds),
         subcharts=frozenset(subcharts),
         plain=plain,
+        probe=_probe_source(files) if plain and templates.generate_values else None,
     )
 
 
@@ -461,6 +575,7 @@ def forget_chart_caches() -> None:
     nothing)."""
     _CRD_CACHE.clear()
     _INDEXED.clear()
+    _PROBES.clear()
 
 
 def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
@@ -538,6 +653,55 @@ def _render_and_subcharts(
     return rendered, [str(dependency.get("name")) for dependency in chart.dependencies]
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    chart: helm_python.Chart
+    """Open: the caller closes it."""
+    name: str
+    rendered: dict[str, str]
+    enabled: list[str]
+
+
+def _load_and_render(
+    archive: bytes,
+    label: str,
+    named: Future[str],
+    values: Mapping[str, Any],
+    name: str | None,
+    namespace: str,
+    capabilities: Capabilities,
+    release: ReleaseMode,
+) -> _Loaded:
+    """Load the chart, check it and its release name (given in `named` as soon as known, or
+    the error), and render it."""
+    chart: helm_python.Chart | None = None
+    try:
+        chart = _load_archive(archive, label)
+        chart_name = chart.name
+        if name is None:
+            name = taskset_name_from(chart_name, f"the chart name of {label}")
+        check_release_name(name)
+        missing = _missing_dependencies(chart)
+        if missing:
+            raise ChartNotLoadable(
+                f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies "
+                f"that are not in its charts/ directory: {', '.join(missing)}; "
+                "run `helm dependency build` first"
+            )
+        named.set_result(name)
+        with _translated_errors(chart_name):
+            rendered, enabled = _render_and_subcharts(
+                chart, values, name, namespace, capabilities, release
+            )
+    except BaseException as e:
+        if not named.done():
+            named.set_exception(e)
+        if chart is not None:
+            chart.close()
+        raise
+    return _Loaded(chart, name, rendered, enabled)
+
+
 MAX_EXTRA_RENDERS = 3
 """Renders of the same inputs compared before a generated value's frame is judged changed."""
 
@@ -586,20 +750,28 @@ def render_archive(
     `previous` version, those fields keep its values (`normalizer.determinism`).
     """
     address = digest_bytes(archive)
-    # The engine runs natively without the GIL: while it loads and renders (and, for a chart
-    # that generates values, renders a second time on its own chart handle, since a render
-    # changes the chart it is given), this thread unpacks the archive, scans its templates
-    # and reads its crds/ ahead.
+    # The engine runs natively without the GIL: while it loads and renders the chart, this
+    # thread unpacks the archive, scans its templates and reads its crds/ ahead; a chart that
+    # generates values is rendered a second time meanwhile, as a probe when it can be
+    # (`normalizer.probe`), on its own chart handle, since a render changes the chart it is
+    # given.
+    named: Future[str] = Future()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
-        loading = pool.submit(_load_archive, archive, label)
+        loading = pool.submit(
+            _load_and_render, archive, label, named, values, name, namespace, capabilities, release
+        )
         files: list[tuple[str, bytes]] = []
         index = _INDEXED.get(address)
         if index is None:
             try:
                 files = archive_files(archive)
             except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
-                loading.result().close()  # Helm's own word on an archive it cannot load first
-                raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
+                wait([loading])
+                if not isinstance(loading.exception(), ChartNotLoadable):
+                    with suppress(NormalizerError):
+                        loading.result().chart.close()
+                    raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
+                loading.result()  # Helm's own word on an archive it cannot load comes first
             index = index_archive(files)
             _INDEXED[address] = index
             while len(_INDEXED) > INDEXED_ARCHIVES:
@@ -607,48 +779,48 @@ def render_archive(
         else:
             _INDEXED.move_to_end(address)
         templates = index.templates
-        with loading.result() as chart:
+        probe_archive = (
+            _probe_archive(address, index.probe, values) if index.probe is not None else None
+        )
+
+        def render_again() -> dict[str, str]:
+            """The probe chart's render, or the whole chart's when there is no probe (or the
+            probe, against expectation, does not render)."""
+            release_name = named.result()
+            if probe_archive is not None:
+                with suppress(helm_python.HelmError):
+                    return _render_archive_again(
+                        probe_archive, values, release_name, namespace, capabilities, release
+                    )
+            return _render_archive_again(
+                archive, values, release_name, namespace, capabilities, release
+            )
+
+        probe = pool.submit(render_again) if templates.generate_values else None
+        try:
+            read_ahead = _read_crds_ahead(index, files)
+        finally:
+            wait([loading])
+        loaded = loading.result()
+        name = loaded.name
+        with loaded.chart as chart:
             chart_name, chart_version = chart.name, chart.version
-            if name is None:
-                name = taskset_name_from(chart_name, f"the chart name of {label}")
-            check_release_name(name)
-            missing = _missing_dependencies(chart)
-            if missing:
-                raise ChartNotLoadable(
-                    f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies "
-                    f"that are not in its charts/ directory: {', '.join(missing)}; "
-                    "run `helm dependency build` first"
-                )
-            probe = (
-                pool.submit(
-                    _render_archive_again, archive, values, name, namespace, capabilities, release
-                )
-                if templates.generate_values
-                else None
-            )
-            rendering = pool.submit(
-                _render_and_subcharts, chart, values, name, namespace, capabilities, release
-            )
-            try:
-                read_ahead = _read_crds_ahead(index, files)
-            finally:
-                wait([rendering])  # the chart stays open while the engine renders it
-            with _translated_errors(chart_name):
-                rendered, enabled = rendering.result()
-            installed = index.installed_crds(chart_name, enabled)
+            installed = index.installed_crds(chart_name, loaded.enabled)
             chart_crds = (
                 _indexed_crd_documents(installed, read_ahead) if installed is not None else None
             )
             if chart_crds is None:
                 chart_crds = _crd_documents(chart.crds, read_ahead)
+        rendered = loaded.rendered
         documents = _rendered_documents(rendered)
         with _translated_errors(chart_name):
-            again = probe.result() if probe is not None else rendered
+            again = probe.result() if probe is not None else None
     notes = _capabilities_note(templates, capabilities)
-    if again is not rendered:
-        changed = {template for template in rendered if rendered[template] != again.get(template)}
+    if again is not None:
+        # a probe renders only some templates: those are compared
+        changed = {template for template in again if rendered.get(template) != again[template]}
         first = [d for d in documents if d.source.removesuffix(" (rendered)") in changed]
-        second = _rendered_documents({t: again[t] for t in changed if t in again})
+        second = _rendered_documents({t: again[t] for t in changed})
         unstable = unstable_fields(
             [(d.where, d.manifest) for d in first], [(d.where, d.manifest) for d in second]
         )
@@ -660,13 +832,7 @@ def render_archive(
                 unstable,
                 _previous_objects(previous),
                 render_again=lambda: _rendered_documents(
-                    {
-                        t: text
-                        for t, text in _render_archive_again(
-                            archive, values, name, namespace, capabilities, release
-                        ).items()
-                        if t in changed
-                    }
+                    {t: text for t, text in render_again().items() if t in changed}
                 ),
                 chart_name=chart_name,
             )

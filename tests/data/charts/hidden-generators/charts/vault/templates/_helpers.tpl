@@ -1,0 +1,7 @@
+{{- define "vault.secret" -}}
+{{ include "vault.random" . }}
+{{- end }}
+
+{{- define "vault.random" -}}
+{{ randAlphaNum 12 }}
+{{- end }}
