@@ -92,16 +92,30 @@ class ClusterAccessService:
         return user_key_of(self.authority, access)
 
     def evolve(self, stored: StoredEvent) -> None:
-        before = self.clusters
-        self.clusters = evolve_access(before, stored.event)
-        if self.clusters != before:
-            self.revocations = evolve_revocations(
-                self.revocations,
-                before,
-                self.clusters,
-                at=int(stored.event.occurred_at.timestamp()) + 1,
-                key_of=self._key_of,
-            )
+        """Fold one cluster event into the registered set and the revocations.
+
+        An event changes the cluster it names and no other, and a user key is bound to its
+        cluster's name (`user_key_of`), so the revocations are evolved over that one cluster:
+        folding a fleet of N registrations derives N user keys, not N² (each derivation is an
+        Ed25519 key pair)."""
+        name = getattr(stored.event, "cluster", None)
+        if not isinstance(name, str):
+            return
+        before = {name: self.clusters[name]} if name in self.clusters else {}
+        after = evolve_access(before, stored.event)
+        if after == before:
+            return
+        self.revocations = evolve_revocations(
+            self.revocations,
+            before,
+            after,
+            at=int(stored.event.occurred_at.timestamp()) + 1,
+            key_of=self._key_of,
+        )
+        if name in after:
+            self.clusters[name] = after[name]
+        else:
+            del self.clusters[name]
 
     def fleet_account_jwt(self) -> str:
         """The FLEET account's JWT for the revocations still current."""
