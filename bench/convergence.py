@@ -139,10 +139,10 @@ async def running_fleet(
         store = await hub.store()
         try:
             names = {f"sim-{i}" for i in range(1, sims + 1)}
-            for index in range(1, leaf_edges + 1):
-                name = f"leaf-{index}"
-                await register_leaf_edge(hub, name)
-                names.add(name)
+            leaves = [f"leaf-{index}" for index in range(1, leaf_edges + 1)]
+            # Registered side by side: each is a `fleetbus cluster register` process of its own.
+            await asyncio.gather(*(register_leaf_edge(hub, name) for name in leaves))
+            names.update(leaves)
             yield Fleet(hub=hub, store=store, clusters=names)
         finally:
             await store.close()
