@@ -46,7 +46,8 @@ CLUSTER_EVENTS = f"{subjects.EVENTS_PREFIX}.cluster.>"
 
 @dataclass
 class AccessState:
-    """The last cluster event the hub's NATS accounts reflect."""
+    """The registered set the hub's NATS accounts reflect, as of the last cluster event that
+    changed it (events that change no registration leave the file alone)."""
 
     path: Path
 
@@ -85,6 +86,8 @@ class ClusterAccessService:
         self._applied = asyncio.Condition()
         self._pushed: dict[str, int] | None = None
         self._effective: dict[str, ClusterAccess] = {}
+        self._unwritten = True
+        """The registered set changed since `apply` last recorded it."""
         self._pushing = asyncio.Lock()
         """One push of the FLEET account at a time: each carries every revocation."""
 
@@ -116,6 +119,7 @@ class ClusterAccessService:
             self.clusters[name] = after[name]
         else:
             del self.clusters[name]
+        self._unwritten = True
 
     def fleet_account_jwt(self) -> str:
         """The FLEET account's JWT for the revocations still current."""
@@ -151,12 +155,16 @@ class ClusterAccessService:
                 len(self.clusters),
                 len(self.revocations),
             )
-        revoked = revoked_clusters(self._effective, self.clusters)
-        self._effective = dict(self.clusters)
-        if self.consumer_gate is not None and revoked:
-            await self.consumer_gate.forget(revoked)
+        if self._unwritten:
+            # Only a change of the registered set costs a pass over it: the other cluster
+            # events (health, capabilities, repairs) come by the thousand in a large fleet.
+            revoked = revoked_clusters(self._effective, self.clusters)
+            self._effective = dict(self.clusters)
+            if self.consumer_gate is not None and revoked:
+                await self.consumer_gate.forget(revoked)
+            self.state.write(seq, self.clusters, len(self.revocations))
+            self._unwritten = False
         self.applied_seq = seq
-        self.state.write(seq, self.clusters, len(self.revocations))
         async with self._applied:
             self._applied.notify_all()
 

@@ -8,6 +8,8 @@ still come out as the whole-set fold says (`access.permissions.evolve_revocation
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -15,9 +17,9 @@ from typing import cast
 from access.account_push import AccountPublisher
 from access.nats_accounts import NatsAuthority
 from access.permissions import ClusterAccess
-from access.service import ClusterAccessService
+from access.service import AccessState, ClusterAccessService
 from events import edges
-from events.catalog import ClusterDeregistered, ClusterRegistered, Event
+from events.catalog import ClusterDeregistered, ClusterHealthChanged, ClusterRegistered, Event
 from events.ids import new_event_id
 from events.replay import StoredEvent
 from events.store import EventStore
@@ -33,6 +35,9 @@ class CountingAccess(ClusterAccessService):
     def _key_of(self, access: ClusterAccess) -> str | None:
         self.derived += 1
         return f"U-{access.name}-{access.fingerprint or access.connection}"
+
+    def fleet_account_jwt(self) -> str:
+        return "account-jwt"
 
 
 def service(tmp_path: Path) -> CountingAccess:
@@ -86,3 +91,46 @@ def test_the_one_cluster_fold_revokes_what_the_whole_set_fold_revokes(tmp_path: 
     assert access.revocations == {"U-alpha-aa": at, "U-beta-bb": at}
     assert set(access.clusters) == {"alpha", "sim-1"}
     assert access.clusters["alpha"].fingerprint == "cc"
+
+
+class CountingState(AccessState):
+    writes = 0
+
+    def write(self, applied_seq: int, clusters: Mapping[str, ClusterAccess], revoked: int) -> None:
+        self.writes += 1
+        super().write(applied_seq, clusters, revoked)
+
+
+class NoPush:
+    async def push(self, jwts: Sequence[str], *, within: float = 15.0) -> int:
+        return 1
+
+
+async def test_cluster_events_that_change_no_registration_are_applied_without_a_rewrite(
+    tmp_path: Path,
+) -> None:
+    access = service(tmp_path)
+    access.publisher = cast(AccountPublisher, NoPush())
+    state = CountingState(tmp_path / "access.json")
+    access.state = state
+    for seq in range(1, 101):
+        access.evolve(stored(seq, registered(f"sim-{seq}", client=True)))
+    await access.apply(100)
+    assert state.writes == 1
+    for seq in range(101, 151):
+        health = ClusterHealthChanged(
+            id=new_event_id(),
+            occurred_at=NOW,
+            actor="hub",
+            cluster="sim-7",
+            healthy=seq % 2 == 0,
+            connected=seq % 2 == 0,
+        )
+        access.evolve(stored(seq, health))
+        await access.apply(seq)
+    assert access.applied_seq == 150
+    assert state.writes == 1
+    access.evolve(stored(151, registered("sim-101", client=True)))
+    await access.apply(151)
+    assert state.writes == 2
+    assert "sim-101" in json.loads((tmp_path / "access.json").read_text())["clusters"]
