@@ -243,7 +243,9 @@ async def desired_times(store: EventStore, version: int) -> dict[str, datetime]:
     try:
         while True:
             try:
-                msgs = await sub.fetch(1000, timeout=2.0)
+                # Generous: on a loaded machine the first batch of an ephemeral consumer over
+                # 10,000 subjects can take seconds; the loop ends on `num_pending` anyway.
+                msgs = await sub.fetch(1000, timeout=10.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
             for msg in msgs:

@@ -142,7 +142,7 @@ async def run(mode: Mode) -> FigureResult:
                 result = await converge(fleet, within=within)
                 runs[label] = result
                 seconds = time.monotonic() - started_at
-                if result.stages:
+                if any(result.stages.values()):
                     notes.append(f"{label} version: " + stage_note(clusters, result.stages))
                 if label == "update":
                     used = {
