@@ -52,7 +52,8 @@ the JWT travels in one message to the resolver."""
 
 @dataclass
 class AccessState:
-    """The last cluster event the hub's NATS accounts reflect."""
+    """The registered set the hub's NATS accounts reflect, as of the last cluster event that
+    changed it (events that change no registration leave the file alone)."""
 
     path: Path
 
@@ -102,6 +103,8 @@ class ClusterAccessService:
         self._pushed: dict[str, AccountDocument] | None = None
         """What each account's JWT last pushed carried (None: nothing pushed yet)."""
         self._effective: dict[str, ClusterAccess] = {}
+        self._unwritten = True
+        """The registered set changed since `apply` last recorded it."""
         self.pushing = asyncio.Lock()
         """One account push at a time (the project account service takes it too): a resolver
         keeps the JWT it got last, so a JWT must never overtake a newer one."""
@@ -110,16 +113,31 @@ class ClusterAccessService:
         return user_key_of(self.authority, access)
 
     def evolve(self, stored: StoredEvent) -> None:
-        before = self.clusters
-        self.clusters = evolve_access(before, stored.event)
-        if self.clusters != before:
-            self.revocations = evolve_revocations(
-                self.revocations,
-                before,
-                self.clusters,
-                at=int(stored.event.occurred_at.timestamp()) + 1,
-                key_of=self._key_of,
-            )
+        """Fold one cluster event into the registered set and the revocations.
+
+        An event changes the cluster it names and no other, and a user key is bound to its
+        cluster's name (`user_key_of`), so the revocations are evolved over that one cluster:
+        folding a fleet of N registrations derives N user keys, not N² (each derivation is an
+        Ed25519 key pair)."""
+        name = getattr(stored.event, "cluster", None)
+        if not isinstance(name, str):
+            return
+        before = {name: self.clusters[name]} if name in self.clusters else {}
+        after = evolve_access(before, stored.event)
+        if after == before:
+            return
+        self.revocations = evolve_revocations(
+            self.revocations,
+            before,
+            after,
+            at=int(stored.event.occurred_at.timestamp()) + 1,
+            key_of=self._key_of,
+        )
+        if name in after:
+            self.clusters[name] = after[name]
+        else:
+            del self.clusters[name]
+        self._unwritten = True
 
     def _project_key(self, project: str) -> str:
         """The public key of `project`'s account, made now (with no limits, until the project
@@ -194,10 +212,9 @@ class ClusterAccessService:
             await self.publisher.push([self.account_jwt(name)])
             return self.authority.public_key(name)
 
-    async def apply(self, seq: int) -> None:
+    async def _push_changed(self) -> None:
         """Push every account whose revocations or links changed (all of them at start) and
-        wait until every server holds them, forget the revoked clusters' consumers, record
-        `seq`."""
+        wait until every server holds them."""
         documents = self.documents()
         pushed = self._pushed or {}
         changed = [
@@ -216,12 +233,22 @@ class ClusterAccessService:
                 len(self.clusters),
                 len(self.revocations),
             )
-        revoked = revoked_clusters(self._effective, self.clusters)
-        self._effective = dict(self.clusters)
-        if self.consumer_gate is not None and revoked:
-            await self.consumer_gate.forget(revoked)
+
+    async def apply(self, seq: int) -> None:
+        """Push every account whose revocations or links changed (all of them at start) and
+        wait until every server holds them, forget the revoked clusters' consumers, record
+        `seq`."""
+        if self._unwritten or self._pushed is None:
+            # Only a change of the registered set costs a pass over it: the other cluster
+            # events (health, capabilities, repairs) come by the thousand in a large fleet.
+            await self._push_changed()
+            revoked = revoked_clusters(self._effective, self.clusters)
+            self._effective = dict(self.clusters)
+            if self.consumer_gate is not None and revoked:
+                await self.consumer_gate.forget(revoked)
+            self.state.write(seq, self.clusters, len(self.revocations))
+            self._unwritten = False
         self.applied_seq = seq
-        self.state.write(seq, self.clusters, len(self.revocations))
         async with self._applied:
             self._applied.notify_all()
 

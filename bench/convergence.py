@@ -139,10 +139,10 @@ async def running_fleet(
         store = await hub.store()
         try:
             names = {f"sim-{i}" for i in range(1, sims + 1)}
-            for index in range(1, leaf_edges + 1):
-                name = f"leaf-{index}"
-                await register_leaf_edge(hub, name)
-                names.add(name)
+            leaves = [f"leaf-{index}" for index in range(1, leaf_edges + 1)]
+            # Registered side by side: each is a `fleetbus cluster register` process of its own.
+            await asyncio.gather(*(register_leaf_edge(hub, name) for name in leaves))
+            names.update(leaves)
             yield Fleet(hub=hub, store=store, clusters=names)
         finally:
             await store.close()
@@ -243,7 +243,9 @@ async def desired_times(store: EventStore, version: int) -> dict[str, datetime]:
     try:
         while True:
             try:
-                msgs = await sub.fetch(1000, timeout=2.0)
+                # Generous: on a loaded machine the first batch of an ephemeral consumer over
+                # 10,000 subjects can take seconds; the loop ends on `num_pending` anyway.
+                msgs = await sub.fetch(1000, timeout=10.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
             for msg in msgs:

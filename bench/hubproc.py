@@ -160,6 +160,9 @@ class RunningHub:
     data: DataDir
     hub: Child
     children: list[Child] = field(default_factory=list)
+    ready_s: float = 0.0
+    """Seconds from starting `fleetbus up` until it was ready (its hub.json written): with
+    `--sim-clusters N`, every simulated cluster registered, provisioned and connected."""
 
     @property
     def nats_url(self) -> str:
@@ -233,8 +236,9 @@ async def running_hub(
             args += ["--nats-memory-limit", nats_memory_limit]
         hub = spawn("fleetbus up", args, root / "hub.log", trace_to)
         running = RunningHub(root=root, data=data, hub=hub)
+        started = time.monotonic()
         try:
-            deadline = time.monotonic() + startup_timeout
+            deadline = started + startup_timeout
             while not data.hub_json.exists():
                 hub.check()
                 if time.monotonic() > deadline:
@@ -243,6 +247,7 @@ async def running_hub(
                         + hub.last_error()
                     )
                 await asyncio.sleep(0.2)
+            running.ready_s = time.monotonic() - started
             yield running
         finally:
             for child in reversed(running.children):

@@ -7,6 +7,7 @@ Every version ever written keeps a fixture under `tests/fixtures/events/` that m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -105,8 +106,12 @@ class EventDecoder:
             raise UndecodableEvent(f"{header.type}: {e}", seq, subject) from e
 
 
+@functools.cache
 def current_version_of(cls: type[Event]) -> int:
-    """The version new events of `cls` are written at: the default of its `version` field."""
+    """The version new events of `cls` are written at: the default of its `version` field.
+
+    Cached: reading a Struct's fields evaluates its annotations, and every `EventStore` (one
+    per simulated cluster in a large fleet) builds a decoder that asks for every type."""
     for field in msgspec.structs.fields(cls):
         if field.name == "version":
             return int(field.default)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,7 +76,9 @@ def add_health_option(parser: argparse.ArgumentParser, default: tuple[str, int])
     )
 
 
+@functools.cache
 def fleetbus_version() -> str:
+    """The installed version, read once per process (thousands of simulated edges ask)."""
     try:
         return version("fleetbus")
     except PackageNotFoundError:

@@ -153,6 +153,7 @@ class SchedulerBus:
         )
         batches = self.port.durable_batches(stream, durable, PullSettings(batch=500))
         stopped = asyncio.create_task(stop.wait())
+        received: asyncio.Future[list[Received]] | None = None
         try:
             while not stop.is_set():
                 received = asyncio.ensure_future(anext(batches))
@@ -163,6 +164,12 @@ class SchedulerBus:
                 yield [self._decode(message) for message in received.result()]
         finally:
             stopped.cancel()
+            if received is not None and not received.done():
+                # Cancelled while a batch was on its way (the scheduler stopping its readers
+                # after another part failed): that read ends before the reader is closed, or
+                # closing it fails ("asynchronous generator is already running") and hides
+                # the failure that stopped the scheduler.
+                await cancel_and_wait([received])
             await batches.aclose()
 
     def _decode(self, message: Received) -> Delivered:

@@ -561,9 +561,13 @@ class SchedulerService:
         The order holds per cluster: a cluster's ClusterTask is written only once the events
         deciding it are in the log. Clusters are independent, so they go in chunks of
         up to `EXECUTE_CHUNK` (one `ClusterTaskScheduled` names up to `SCHEDULE_CHUNK` of a
-        taskset's clusters): a batch's events are appended pipelined (`append_many`, each still
-        conditional on its subject), then its ClusterTasks are written pipelined while the
-        next batch's events are appended."""
+        taskset's clusters): the batches' events are appended pipelined (`append_many`, each
+        still conditional on its subject) one batch after the other, running ahead of the
+        writes, and each batch's ClusterTasks are written pipelined as soon as its events are
+        stored and the previous batch is written. Neither waits for the other: a fleet's
+        last ClusterTaskScheduled is stored after its appends alone (not after every earlier
+        batch's writes too), and the writes follow one another without a gap. A failed
+        append stops the writes of its batch and of every later one."""
         events = decision.events
         while events and events[0].aggregate == "rollout":
             # The rollout step goes first, so the log reads in the order it was decided.
@@ -572,18 +576,36 @@ class SchedulerService:
         loose, batches = execution_batches(events, decision.writes)
         for event in loose:
             await self._append_and_fold(event)
-        writing: asyncio.Task[None] | None = None
-        try:
-            for batch_events, batch_writes in batches:
+        if not batches:
+            return
+        appended = [asyncio.Event() for _ in batches]
+
+        async def append_ahead() -> None:
+            for (batch_events, _), done in zip(batches, appended, strict=True):
                 await self._append_all(batch_events)
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(self._write_all(batch_writes))
-            if writing is not None:
-                await writing
+                done.set()
+
+        appending = asyncio.create_task(append_ahead(), name="scheduler-append-ahead")
+        try:
+            for (_, batch_writes), done in zip(batches, appended, strict=True):
+                if not done.is_set():
+                    waiting = asyncio.create_task(done.wait())
+                    try:
+                        await asyncio.wait(
+                            {waiting, appending}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        await cancel_and_wait([waiting])
+                    if not done.is_set():
+                        appending.result()  # the append failed: raise its error
+                        raise AssertionError("unreachable: appends ended before this batch")
+                await self._write_all(batch_writes)
+            await appending
         finally:
-            if writing is not None and not writing.done():
-                await cancel_and_wait([writing])
+            if not appending.done():
+                await cancel_and_wait([appending])
+            elif not appending.cancelled():
+                appending.exception()  # retrieved: a failed write is the error that goes on
 
     async def _append_all(self, events: list[Event]) -> None:
         """Append independent events pipelined, each conditional on its own subject; fold the

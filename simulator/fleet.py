@@ -170,6 +170,7 @@ class SimFleet:
         return self.root / name
 
     async def start(self, now: datetime) -> None:
+        began = time.monotonic()
         ca = self.pki.load_ca()
         # A durable provisioned for a cluster registered only now has delivered nothing yet;
         # one of an earlier start may have, and an in-memory sim needs everything again.
@@ -185,6 +186,7 @@ class SimFleet:
             last = max(result.sequences or [last])
         budget = sim_budget(self.count)
         started = time.monotonic()
+        registered = started - began
         if last:
             try:
                 async with asyncio.timeout(budget):
@@ -210,10 +212,11 @@ class SimFleet:
             ) from e
         log.info(
             "simulated fleet up: %d clusters (%s) in %s; "
-            "provisioned in %.1f s, connected in %.1f s",
+            "registered in %.1f s, provisioned in %.1f s, connected in %.1f s",
             self.count,
             "leaf" if self.leaf else "client",
             f"{self.processes} worker processes" if self.processes else "the hub process",
+            registered,
             provisioned - started,
             time.monotonic() - provisioned,
         )

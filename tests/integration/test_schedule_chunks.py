@@ -10,8 +10,10 @@ old log must find nothing to decide again.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
+from collections.abc import Awaitable
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -317,3 +319,41 @@ async def test_a_publish_to_more_clusters_than_a_chunk_writes_every_one_of_them(
     ]
     assert [len(chunk.clusters) for chunk in chunks] == [SCHEDULE_CHUNK, SCHEDULE_CHUNK, 76]
     assert [name for chunk in chunks for name in chunk.names()] == names
+
+
+async def test_every_chunk_is_scheduled_while_the_first_chunks_writes_are_still_on_their_way(
+    event_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"c{i:04d}" for i in range(2 * SCHEDULE_CHUNK + 76)]
+    await event_store.append_many([Append(events=[registered(name, env="prod")]) for name in names])
+    async with running_scheduler(event_store) as service:
+        gate = asyncio.Event()
+        write = service.bus.write_desired_many
+
+        async def held_writes(writes: Any, **options: Any) -> None:
+            await gate.wait()
+            await write(writes, **options)
+
+        monkeypatch.setattr(service.bus, "write_desired_many", held_writes)
+        await event_store.append([published(make_taskset("web"), 1, selector="env=prod")])
+
+        async def chunks_logged() -> int:
+            log = await event_store_log(event_store)
+            return sum(1 for e in log if isinstance(e.event, ClusterTaskScheduled))
+
+        # The appends run ahead: every chunk is in the log while no ClusterTask is written.
+        await eventually(
+            lambda: _at_least(chunks_logged(), 3), what="all three chunks logged", within=30
+        )
+        assert not [s for s in await service.bus.stored_generations() if s.endswith(".web")]
+        gate.set()
+
+        async def all_written() -> bool:
+            stored = await service.bus.stored_generations()
+            return sum(1 for subject in stored if subject.endswith(".web")) == len(names)
+
+        await eventually(all_written, what="every cluster's ClusterTask in DESIRED")
+
+
+async def _at_least(count_of: Awaitable[int], wanted: int) -> bool:
+    return await count_of >= wanted

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import nats.js.errors
+import pytest
+
 from events.store import EventStore
-from events.streams import DESIRED_STREAM
+from events.streams import DESIRED_STREAM, EVENTS_STREAM
 from scheduler.bus import SchedulerBus
 from scheduler.decide import DesiredWrite
 from taskset.digest import digest_of
 from taskset.model import ClusterTask
+from tests.eventually import eventually
 from tests.integration.scheduler_harness import desired
 from tests.scheduler_fixtures import make_taskset
 
@@ -50,3 +56,29 @@ async def test_writing_the_same_generations_again_stores_nothing_new(
     await bus.write_desired_many(writes, window=16)
     after = (await event_store.stream_info(DESIRED_STREAM))["state"]["last_seq"]
     assert after == before
+
+
+async def test_a_reader_cancelled_while_a_batch_is_on_its_way_ends_cancelled(
+    event_store: EventStore,
+) -> None:
+    bus = SchedulerBus(event_store)
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        async for _ in bus.deliveries(EVENTS_STREAM, "test-reader", 1, stop):
+            pass
+
+    reader = asyncio.create_task(read())
+
+    async def pull_waiting() -> bool:
+        try:
+            info = await event_store.nc.jetstream().consumer_info(EVENTS_STREAM, "test-reader")
+        except nats.js.errors.NotFoundError:
+            return False
+        return int(info.num_waiting or 0) > 0
+
+    await eventually(pull_waiting, what="the reader's pull request pending")
+    reader.cancel()
+    # The read in flight ends first; closing the reader does not fail in its place.
+    with pytest.raises(asyncio.CancelledError):
+        await reader

@@ -296,9 +296,9 @@ def test_a_figure_measured_alone_is_merged_into_the_report_keeping_the_others(
 def test_the_start_up_split_is_read_from_the_hubs_log() -> None:
     log = (
         "INFO simulator.fleet: simulated fleet up: 4996 clusters (client) in 4 worker "
-        "processes; provisioned in 41.3 s, connected in 12.5 s\n"
+        "processes; registered in 2.1 s, provisioned in 41.3 s, connected in 12.5 s\n"
     )
-    assert startup_split(log) == (41.3, 12.5)
+    assert startup_split(log) == (2.1, 41.3, 12.5)
     assert startup_split("nothing about sims here") is None
 
 

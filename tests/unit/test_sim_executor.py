@@ -136,6 +136,21 @@ async def test_edits_and_deletions_come_out_of_the_drift_stream() -> None:
     await stream.aclose()
 
 
+async def test_an_edit_changes_the_live_object_never_the_desired_state_it_came_from() -> None:
+    cluster = sim()
+    desired = task(WEB)
+    await cluster.apply(desired)
+    cluster.edit("Deployment/apps/web", "/spec/replicas", 9)
+    cluster.edit("Deployment/apps/web", "/metadata/labels/team", "ops")
+    assert desired.taskset is not None
+    assert desired.taskset.install[1].object["spec"] == {"replicas": 2}
+    assert desired.taskset.install[1].object["metadata"] == {"name": "web", "namespace": "apps"}
+    assert cluster.objects["Deployment/apps/web"].manifest["spec"] == {"replicas": 9}
+    # Re-applying the same desired state corrects the edit.
+    await cluster.apply(desired)
+    assert cluster.objects["Deployment/apps/web"].manifest["spec"] == {"replicas": 2}
+
+
 async def test_inventory_digests_the_live_objects_so_drift_changes_it() -> None:
     cluster = sim()
     await cluster.apply(task(WEB))
