@@ -39,6 +39,12 @@ class CountingAccess(ClusterAccessService):
     def fleet_account_jwt(self) -> str:
         return "account-jwt"
 
+    def _project_key(self, project: str) -> str:
+        return f"A-{project}"
+
+    def account_jwt(self, name: str) -> str:
+        return f"account-jwt-{name}"
+
 
 def service(tmp_path: Path) -> CountingAccess:
     return CountingAccess(
