@@ -384,12 +384,20 @@ class Connector:
     async def _readiness_loop(self) -> None:
         """Send a digest at once when the edge's readiness differs from what the hub was told
         last (the first digest goes out on its own soon after start)."""
+        problem = ""
         while True:
             await asyncio.sleep(self.settings.readiness_check_interval)
             if self.hub_link is None or self._told_readiness is None:
                 continue
-            ready, _, _ = await self.readiness()
-            controller = await self.executor.controller_status()
+            try:
+                ready, _, _ = await self.readiness()
+                controller = await self.executor.controller_status()
+            except FleetbusError as e:
+                if str(e) != problem:  # once per distinct reason, not every second
+                    log.warning("readiness not checked: %s", e)
+                problem = str(e)
+                continue
+            problem = ""
             if controller is not None:
                 self.controller = controller
             now = edge_readiness(ready, self.controller)

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import pytest
+
 from edge_connector.connector import Connector, ConnectorSettings, Delivery
 from edge_connector.errors import ApplyFailed, EdgeUnavailable
 from edge_connector.executor import ApplyResult, ExecutorInventory
@@ -320,8 +322,11 @@ class SwitchedControllerSim(SimExecutor):
     def __init__(self) -> None:
         super().__init__(name="alpha", clock=lambda: NOW)
         self.status = ControllerStatus(ready=False, reason=NO_CONTROLLER)
+        self.unreachable = False
 
     async def controller_status(self) -> ControllerStatus:  # type: ignore[override]
+        if self.unreachable:
+            raise EdgeUnavailable("the Kubernetes API does not answer")
         return self.status
 
 
@@ -405,3 +410,27 @@ async def test_after_a_flapping_readiness_the_hub_hears_the_state_it_settled_in(
         await eventually(lambda: told(rig)[-1:] == [(True, None)], "the last state told")
         link.connected = False
         await eventually(lambda: told(rig)[-1:] == [(False, None)], "and the next")
+
+
+async def test_a_readiness_that_cannot_be_checked_is_logged_once_and_checked_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim = SwitchedControllerSim()
+    rig = Rig()
+    hourly(rig)
+    rig.connector.executor = sim
+    link = SwitchedLink(connected=True)
+    rig.connector.hub_link = link
+    async with rig:
+        await eventually(lambda: told(rig) == [(True, False)], "the first digest")
+        sim.unreachable = True
+        looked = link.looks
+        await eventually(lambda: link.looks >= looked + 20, "readiness checked again and again")
+        warned = [r for r in caplog.records if "readiness not checked" in r.getMessage()]
+        assert len(warned) == 1
+        assert "the Kubernetes API does not answer" in warned[0].getMessage()
+        assert rig.task is not None
+        assert not rig.task.done(), "the connector keeps running"
+        sim.unreachable = False
+        sim.status = ControllerStatus(ready=True, reason="controller a: watches synced")
+        await eventually(lambda: told(rig)[-1:] == [(True, True)], "the change told once readable")
