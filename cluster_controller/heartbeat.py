@@ -6,6 +6,9 @@ is held), live, ready and why, each watch's sync state, and its last error. The 
 three intervals, so a replica that stops renewing (killed, hung, cut from the apiserver) shows
 as stale to the connector within that time. A replica that stops cleanly writes one last
 heartbeat saying so, so the hub hears "stopped" at once rather than after the Lease runs out.
+A change of what it says of its state (live, ready, role; its watches synced at start) is
+written at once too, checked every `change_check_s`, rather than at the next renewal: the
+connector watches for it and tells the hub.
 
 A running replica also removes the heartbeat Leases of replicas gone for `PRUNE_AFTER` (the
 pods a rolling update replaced), so they do not pile up; while none runs, the stale Leases stay
@@ -73,6 +76,7 @@ class Heartbeat:
         elected: bool,
         clock: Callable[[], datetime],
         interval_s: float = 10.0,
+        change_check_s: float = 1.0,
     ) -> None:
         self.kube = kube
         self.health = health
@@ -81,6 +85,7 @@ class Heartbeat:
         self.elected = elected
         self.clock = clock
         self.interval_s = interval_s
+        self.change_check_s = change_check_s
         self.duration_s = max(1, math.ceil(3 * interval_s))
         self._last_problem = ""
 
@@ -117,6 +122,7 @@ class Heartbeat:
         """Renew until cancelled; a failed renewal is logged once per distinct reason."""
         pruned_at: datetime | None = None
         while True:
+            written = self._state()
             try:
                 await self.write()
                 now = self.clock()
@@ -135,7 +141,20 @@ class Heartbeat:
                         e,
                     )
                 self._last_problem = str(e)
-            await asyncio.sleep(self.interval_s)
+            await self._until_due_or_changed(written)
+
+    def _state(self) -> tuple[bool, bool, str]:
+        said = heartbeat_of(self.health, elected=self.elected)
+        return said.live, said.ready, said.role
+
+    async def _until_due_or_changed(self, written: tuple[bool, bool, str]) -> None:
+        """Wait for the next renewal, or less when the replica's state differs from `written`."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.interval_s
+        while (left := due - loop.time()) > 0:
+            await asyncio.sleep(min(left, self.change_check_s))
+            if self._state() != written:
+                return
 
     async def stopped(self, reason: str) -> None:
         """One last heartbeat: this replica is stopping (best effort, bounded)."""

@@ -9,7 +9,12 @@ Loops share one in-memory view (`held`: the latest ClusterTask per taskset):
 - the drift loop turns executor observations into DriftDetected by policy and queues the
   correction when the policy says to correct;
 - the inventory loop publishes a digest of what is held and applied, for anti-entropy, with
-  the connector's own health and the cluster controller's (judged from its heartbeats).
+  the connector's own health and the cluster controller's (judged from its heartbeats);
+- the readiness loop checks that health every `readiness_check_interval` and sends a digest at
+  once when it changed from what the hub was last told (connected and caught up, watches
+  synced, a controller failing or back), not an inventory interval later; digests sent at once
+  are at least `min_send_gap` apart, so a flapping edge does not flood the hub, and the last
+  state is always sent.
 Every report goes through one ordered outbox writer that retries until the edge's nats-server
 has stored it; the hub sources the outbox, so reports survive any hub outage.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,10 +40,13 @@ from edge_connector.executor import AppliedTask, DriftObserved, Executor, Execut
 from edge_connector.health import (
     Companion,
     ConnectorProgress,
+    EdgeReadiness,
     HubLink,
     HubLinkState,
     companions_readiness,
     connector_readiness,
+    edge_readiness,
+    immediate_send_delay,
 )
 from events.catalog import Report
 from events.errors import EventLogError
@@ -92,6 +101,10 @@ class ConnectorSettings:
     retry_base: float = 1.0
     concurrency: int = 4
     outbox_retry_max: float = 5.0
+    readiness_check_interval: float = 1.0
+    """How often the edge's readiness is checked for a change to tell the hub at once."""
+    min_send_gap: float = 1.0
+    """Digests sent at once on a change are at least this far apart (seconds)."""
 
 
 def utc_now() -> datetime:
@@ -151,6 +164,10 @@ class Connector:
     """Digest of the capabilities the last full inventory carried."""
     _digests_since_capabilities: int = 0
     _inventory_now: asyncio.Event = field(default_factory=asyncio.Event)
+    _told_readiness: EdgeReadiness | None = None
+    """The readiness the last digest the hub received carried (None: none sent yet)."""
+    _last_sent_at: float | None = None
+    """When (monotonic) the last digest was sent or tried."""
 
     @property
     def cluster(self) -> str:
@@ -166,6 +183,7 @@ class Connector:
             asyncio.create_task(self._feed_loop(), name=f"connector-feed-{self.cluster}"),
             asyncio.create_task(self._drift_loop(), name=f"connector-drift-{self.cluster}"),
             asyncio.create_task(self._inventory_loop(), name=f"connector-inv-{self.cluster}"),
+            asyncio.create_task(self._readiness_loop(), name=f"connector-ready-{self.cluster}"),
             *workers,
         ]
         writer = asyncio.create_task(self._outbox_loop(), name=f"connector-outbox-{self.cluster}")
@@ -201,8 +219,8 @@ class Connector:
         return ready, reason, link
 
     def send_inventory_now(self) -> None:
-        """Send the next inventory digest at once (a companion's health changed: the hub
-        learns of it now, not an interval later)."""
+        """Send the next inventory digest at once (the edge's health changed: the hub learns
+        of it now, not an interval later), yet no sooner than `min_send_gap` after the last."""
         self._inventory_now.set()
 
     def progress(self) -> ConnectorProgress:
@@ -344,14 +362,51 @@ class Connector:
         # The first digest goes out soon after start: it tells the hub this edge is back.
         delay = min(self.settings.inventory_interval, 1.0)
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._inventory_now.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            else:
+                # Asked for at once: coalesce with the digest sent last.
+                await asyncio.sleep(
+                    immediate_send_delay(
+                        self._last_sent_at, time.monotonic(), self.settings.min_send_gap
+                    )
+                )
             self._inventory_now.clear()
             delay = self.settings.inventory_interval
+            self._last_sent_at = time.monotonic()
             try:
                 await self._send_inventory()
             except FleetbusError as e:
                 log.warning("inventory digest not sent: %s", e)
+
+    async def _readiness_loop(self) -> None:
+        """Send a digest at once when the edge's readiness differs from what the hub was told
+        last (the first digest goes out on its own soon after start)."""
+        problem = ""
+        while True:
+            await asyncio.sleep(self.settings.readiness_check_interval)
+            if self.hub_link is None or self._told_readiness is None:
+                continue
+            try:
+                ready, _, _ = await self.readiness()
+                controller = await self.executor.controller_status()
+            except FleetbusError as e:
+                if str(e) != problem:  # once per distinct reason, not every second
+                    log.warning("readiness not checked: %s", e)
+                problem = str(e)
+                continue
+            problem = ""
+            if controller is not None:
+                self.controller = controller
+            now = edge_readiness(ready, self.controller)
+            if now != self._told_readiness and not self._inventory_now.is_set():
+                log.info(
+                    "edge readiness changed (%s); telling the hub now",
+                    _readiness_text(now),
+                )
+                self.send_inventory_now()
 
     async def _send_inventory(self) -> None:
         try:
@@ -379,6 +434,7 @@ class Connector:
             self.clock(),
             with_capabilities=full,
         )
+        told: EdgeReadiness | None = None
         if self.hub_link is not None:
             ready, reason, _ = await self.readiness()
             digest = msgspec.structs.replace(
@@ -387,7 +443,9 @@ class Connector:
                     version=self.version, ready=ready, reason=reason, controller=self.controller
                 ),
             )
+            told = edge_readiness(ready, self.controller)
         await self.inventory_sink.publish(digest)
+        self._told_readiness = told
         if full:
             self._capabilities_sent = digest_of_caps
             self._digests_since_capabilities = 0
@@ -417,3 +475,11 @@ class Connector:
                     delay = min(delay * 2, self.settings.outbox_retry_max)
             self.reported += 1
             self._outbox.task_done()
+
+
+def _readiness_text(readiness: EdgeReadiness) -> str:
+    ready, controller = readiness
+    said = f"connector {'ready' if ready else 'not ready'}"
+    if controller is not None:
+        said += f", cluster controller {'ready' if controller else 'not ready'}"
+    return said

@@ -99,6 +99,26 @@ def connector_readiness(link: HubLinkState, progress: ConnectorProgress) -> tupl
     return True, f"connected to the hub ({link.detail}) and caught up"
 
 
+EdgeReadiness = tuple[bool, bool | None]
+"""What the hub's view of an edge's health turns on: (the connector ready, the cluster controller
+ready or None when there is none). A change of either is told to the hub at once; a change of
+wording alone (a lag counting down) waits for the regular digest."""
+
+
+def edge_readiness(ready: bool, controller: ControllerStatus | None) -> EdgeReadiness:
+    return ready, controller.ready if controller is not None else None
+
+
+def immediate_send_delay(last_sent: float | None, now: float, min_gap: float) -> float:
+    """How long a digest asked for at once must still wait so that two digests are at least
+    `min_gap` apart (monotonic seconds; `last_sent` None: none sent yet). A readiness that
+    flaps thus reaches the hub at most once per gap, and the digest sent at the end of the gap
+    carries the state of that moment: the last state is always told."""
+    if last_sent is None:
+        return 0.0
+    return max(0.0, last_sent + min_gap - now)
+
+
 NO_CONTROLLER = (
     "no cluster controller has reported its health (is `fleetbus controller` running, "
     "with --lease-namespace set to the connector's namespace?)"

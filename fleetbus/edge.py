@@ -75,6 +75,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetbus.edge")  # also when run as `python -m fleetbus.edge`
 
 DEFAULT_STATE_DIR = Path(".fleetbus-edge")
+CLIENT_READINESS_CHECK_S = 5.0
+"""How often a cluster connected as a plain client (a simulated fleet's, thousands per
+process) checks its readiness for a change to tell the hub at once; a leaf edge checks every
+second."""
 CONNECTOR_USER = "connector"
 
 
@@ -263,7 +267,16 @@ class EdgeRuntime:
         # No outbox: its reports go straight into the hub's REPORTS (on its own subjects only).
         reports = EventStore(nc, stream=REPORTS_STREAM)
         feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)
-        runtime = cls._assemble(settings, executor, nc, reports, feed, inventory_interval, None)
+        runtime = cls._assemble(
+            settings,
+            executor,
+            nc,
+            reports,
+            feed,
+            inventory_interval,
+            None,
+            readiness_check_interval=CLIENT_READINESS_CHECK_S,
+        )
         runtime.connector.hub_link = ClientHubLink(nc)
         runtime.start()
         return runtime
@@ -278,11 +291,14 @@ class EdgeRuntime:
         feed: DesiredFeed,
         inventory_interval: float | None,
         server: NatsServer | None,
+        *,
+        readiness_check_interval: float = ConnectorSettings.readiness_check_interval,
     ) -> EdgeRuntime:
         connector = Connector(
             settings=ConnectorSettings(
                 cluster=settings.cluster,
                 inventory_interval=inventory_interval or settings.inventory_interval,
+                readiness_check_interval=readiness_check_interval,
             ),
             feed=feed,
             executor=executor,

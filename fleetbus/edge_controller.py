@@ -15,6 +15,9 @@ its CRD was deleted, or a bug) never takes the connector with it and is never sw
 * it is started again after the supervisor's backoff (0.5 s doubling up to 10 s), installing
   its CRDs again first; once its watches are synced the edge is ready again and the hub told.
 
+Its first start is told the same way: once its watches are synced the connector sends a digest
+at once, so the hub does not show a starting edge for an inventory interval after it is ready.
+
 The connector keeps its own watches of the Tasks and Steps it writes: a controller restart
 never blinds it, and what it holds is still applied once the controller is back.
 
@@ -65,8 +68,8 @@ class ControllerComponent:
     settings: ControllerSettings
     version: str
     on_change: Callable[[], None] = lambda: None
-    """Called when the component fails and when it is ready again (the connector then tells
-    the hub at once)."""
+    """Called when the component fails and each time it turns ready, at start and after a
+    restart (the connector then tells the hub at once)."""
     backoff: Backoff = RESTART_BACKOFF
     clock: Callable[[], datetime] = utc_now
     restarts: int = 0
@@ -157,9 +160,9 @@ class ControllerComponent:
         self._failed_until = None
         if recovered:
             log.info("controller: reconciling again after %d restart(s)", self.restarts)
-            self.on_change()
         else:
             log.info("controller: reconciling in %s", self.namespace or "every namespace")
+        self.on_change()
 
     def _failed(self, error: Exception, delay: float) -> None:
         self.restarts += 1

@@ -98,7 +98,8 @@ def register(subparsers: Any) -> None:
         default=10.0,
         metavar="SECONDS",
         help="how often the heartbeat Lease is renewed (default 10; it expires after three "
-        "intervals, and the hub then shows the controller as not reporting)",
+        "intervals, and the hub then shows the controller as not reporting); a change of "
+        "readiness is written at once",
     )
     parser.add_argument(
         "--log-level",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from kube_contract.controller_status import (
     read_heartbeat,
 )
 from kube_contract.resources import LEASE
+from tests.eventually import eventually, eventually_value
 from tests.kube_envtest import KubeAPIServer
 
 pytestmark = pytest.mark.kube
@@ -123,3 +125,33 @@ async def test_a_running_replica_removes_the_heartbeats_of_replicas_long_gone(
     assert await kube.get(LEASE, lease_name("old-pod-1"), kube_namespace) is None
     assert await kube.get(LEASE, lease_name("other-pod-1"), kube_namespace) is not None
     assert await kube.get(LEASE, lease_name("new-pod-1"), kube_namespace) is not None
+
+
+async def test_a_change_of_readiness_is_written_at_once_not_at_the_next_renewal(
+    kube: Kube, kube_namespace: str
+) -> None:
+    beat = heartbeat(kube, kube_namespace, "node-c-3", Clock(), elected=False)
+    beat.interval_s = 3600.0
+    beat.change_check_s = 0.05
+    renewing = asyncio.create_task(beat.run())
+    try:
+        await eventually(lambda: _lease_exists(kube, kube_namespace, "node-c-3"), "first write")
+        first = await said(kube, kube_namespace, "node-c-3")
+        assert (first.live, first.ready) == (True, False)
+
+        # Renewed only once an hour: only the change itself can write it now.
+        beat.health.standby = True
+        ready = await eventually_value(
+            lambda: said(kube, kube_namespace, "node-c-3"),
+            "the readiness change in the Lease",
+            lambda s: s.ready,
+            30,
+        )
+        assert ready.reason == "standby: another replica holds the leader Lease"
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+
+
+async def _lease_exists(kube: Kube, namespace: str, instance: str) -> bool:
+    return await kube.get(LEASE, lease_name(instance), namespace) is not None

@@ -110,7 +110,6 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         # The first digest, a second after the start, may have found the edge still starting;
         # the next would come an hour later: once the edge is ready, it tells the hub now.
         await eventually(lambda: _ready(edge), "the edge ready", 60)
-        edge.connector.send_inventory_now()
         await eventually_value(
             lambda: edge_status(hub),
             "the edge ready at the hub",

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import pytest
+
 from edge_connector.connector import Connector, ConnectorSettings, Delivery
 from edge_connector.errors import ApplyFailed, EdgeUnavailable
 from edge_connector.executor import ApplyResult, ExecutorInventory
@@ -297,3 +299,138 @@ async def test_digests_carry_the_controllers_health_even_while_the_cluster_canno
         sim.listing_fails = False
         await eventually(lambda: "web" in sim.applied)
         await eventually(lambda: any("web" in d.applied for d in rig.inventory.sent))
+
+
+class SwitchedLink:
+    """A hub link the test connects and cuts; counts how often readiness looked at it."""
+
+    def __init__(self, connected: bool = False, *, flapping: bool = False) -> None:
+        self.connected = connected
+        self.flapping = flapping
+        self.looks = 0
+
+    async def state(self) -> HubLinkState:
+        self.looks += 1
+        if self.flapping:
+            self.connected = not self.connected
+        return HubLinkState(connected=self.connected, detail="hub")
+
+
+class SwitchedControllerSim(SimExecutor):
+    """A simulated cluster whose separate controller the test starts."""
+
+    def __init__(self) -> None:
+        super().__init__(name="alpha", clock=lambda: NOW)
+        self.status = ControllerStatus(ready=False, reason=NO_CONTROLLER)
+        self.unreachable = False
+
+    async def controller_status(self) -> ControllerStatus:  # type: ignore[override]
+        if self.unreachable:
+            raise EdgeUnavailable("the Kubernetes API does not answer")
+        return self.status
+
+
+def hourly(rig: Rig, *, min_send_gap: float = 0.01) -> None:
+    """Regular digests only once an hour: any other digest was sent on a change."""
+    rig.connector.settings = ConnectorSettings(
+        cluster="alpha",
+        inventory_interval=3600.0,
+        retry_base=0.01,
+        outbox_retry_max=0.02,
+        readiness_check_interval=0.01,
+        min_send_gap=min_send_gap,
+    )
+
+
+def told(rig: Rig) -> list[tuple[bool, bool | None]]:
+    said = []
+    for digest in rig.inventory.sent:
+        assert digest.edge is not None
+        controller = digest.edge.controller
+        said.append((digest.edge.ready, controller.ready if controller is not None else None))
+    return said
+
+
+async def test_the_hub_is_told_at_once_when_the_connector_turns_ready_and_not_ready() -> None:
+    link = SwitchedLink(connected=False)
+    rig = Rig()
+    hourly(rig)
+    rig.connector.hub_link = link
+    async with rig:
+        await eventually(lambda: told(rig) == [(False, None)], "the first digest: not ready")
+        link.connected = True
+        await eventually(lambda: told(rig)[-1:] == [(True, None)], "ready told at once")
+        link.connected = False
+        await eventually(lambda: told(rig)[-1:] == [(False, None)], "not ready told at once")
+        assert told(rig) == [(False, None), (True, None), (False, None)]
+        # No change, no digest: readiness keeps being checked, nothing more is sent.
+        looked = link.looks
+        await eventually(lambda: link.looks >= looked + 20, "readiness checked again")
+        assert len(rig.inventory.sent) == 3
+
+
+async def test_the_hub_is_told_at_once_when_a_separate_controller_turns_ready() -> None:
+    sim = SwitchedControllerSim()
+    rig = Rig()
+    hourly(rig)
+    rig.connector.executor = sim
+    rig.connector.hub_link = SwitchedLink(connected=True)
+    async with rig:
+        await eventually(lambda: told(rig) == [(True, False)], "the first digest")
+        sim.status = ControllerStatus(ready=True, reason="controller a: watches synced")
+        await eventually(lambda: told(rig)[-1:] == [(True, True)], "the controller ready told")
+        assert rig.connector.controller == sim.status
+
+
+async def test_a_flapping_readiness_is_sent_no_more_than_once_per_gap() -> None:
+    link = SwitchedLink(connected=False)
+    rig = Rig()
+    hourly(rig, min_send_gap=3600.0)
+    rig.connector.hub_link = link
+    async with rig:
+        await eventually(lambda: len(rig.inventory.sent) == 1, "the first digest")
+        link.flapping = True
+        looked = link.looks
+        await eventually(lambda: link.looks >= looked + 40, "readiness changing many times")
+        assert len(rig.inventory.sent) == 1, "nothing more within the gap"
+
+
+async def test_after_a_flapping_readiness_the_hub_hears_the_state_it_settled_in() -> None:
+    link = SwitchedLink(connected=False)
+    rig = Rig()
+    hourly(rig, min_send_gap=0.2)
+    rig.connector.hub_link = link
+    async with rig:
+        await eventually(lambda: len(rig.inventory.sent) == 1, "the first digest")
+        link.flapping = True
+        looked = link.looks
+        await eventually(lambda: link.looks >= looked + 40, "readiness changing many times")
+        link.flapping = False
+        link.connected = True
+        await eventually(lambda: told(rig)[-1:] == [(True, None)], "the last state told")
+        link.connected = False
+        await eventually(lambda: told(rig)[-1:] == [(False, None)], "and the next")
+
+
+async def test_a_readiness_that_cannot_be_checked_is_logged_once_and_checked_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim = SwitchedControllerSim()
+    rig = Rig()
+    hourly(rig)
+    rig.connector.executor = sim
+    link = SwitchedLink(connected=True)
+    rig.connector.hub_link = link
+    async with rig:
+        await eventually(lambda: told(rig) == [(True, False)], "the first digest")
+        sim.unreachable = True
+        looked = link.looks
+        await eventually(lambda: link.looks >= looked + 20, "readiness checked again and again")
+        warned = [r for r in caplog.records if "readiness not checked" in r.getMessage()]
+        assert len(warned) == 1
+        assert "the Kubernetes API does not answer" in warned[0].getMessage()
+        assert rig.task is not None
+        assert not rig.task.done(), "the connector keeps running"
+        sim.unreachable = False
+        sim.status = ControllerStatus(ready=True, reason="controller a: watches synced")
+        await eventually(lambda: told(rig)[-1:] == [(True, True)], "the change told once readable")

@@ -9,7 +9,10 @@ from edge_connector.health import (
     HubLinkState,
     companions_readiness,
     connector_readiness,
+    edge_readiness,
+    immediate_send_delay,
 )
+from events.inventory import ControllerStatus
 from fleetbus.probes import health_address, prometheus_text
 
 LINKED = HubLinkState(connected=True, detail="hub:7422", mirror_last_seq=10)
@@ -105,3 +108,31 @@ def test_a_failing_companion_is_named_in_the_readiness_reason() -> None:
     )
     assert companions_readiness(companions[:1]) == (True, "")
     assert companions_readiness([]) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("last_sent", "now", "gap", "delay"),
+    [
+        (None, 100.0, 1.0, 0.0),
+        (99.0, 100.0, 1.0, 0.0),
+        (95.0, 100.0, 1.0, 0.0),
+        (99.25, 100.0, 1.0, 0.25),
+        (100.0, 100.0, 1.0, 1.0),
+        (100.0, 100.0, 0.0, 0.0),
+    ],
+)
+def test_a_digest_asked_for_at_once_waits_out_the_gap_since_the_last(
+    last_sent: float | None, now: float, gap: float, delay: float
+) -> None:
+    assert immediate_send_delay(last_sent, now, gap) == delay
+
+
+def test_edge_readiness_is_the_connectors_and_the_controllers_not_their_wording() -> None:
+    waiting = ControllerStatus(ready=False, reason="watches not synced yet: tasks")
+    synced = ControllerStatus(ready=True, reason="controller a: watches synced")
+    assert edge_readiness(True, None) == (True, None)
+    assert edge_readiness(True, waiting) == (True, False)
+    assert edge_readiness(True, synced) != edge_readiness(True, waiting)
+    assert edge_readiness(False, synced) != edge_readiness(True, synced)
+    reworded = ControllerStatus(ready=True, reason="controller b: watches synced")
+    assert edge_readiness(True, reworded) == edge_readiness(True, synced)
