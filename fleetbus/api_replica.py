@@ -36,11 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import uvicorn
 
 from access.account_push import AccountPublisher
 from access.private_files import write_private
-from api.app import create_app
 from api.auth import StreamTickets, TokenStore
 from api.context import ADMIN_TOKEN_FILE, HubContext
 from api.oidc import OidcConfig, OidcVerifier
@@ -52,12 +50,11 @@ from events.store import EventStore, connect
 from events.streams import REPORTS_STREAM
 from events.subjects import INVENTORY_PREFIX
 from events.tasks import cancel_and_wait
-from fleetbus.api_tls import api_tls
 from fleetbus.datadir import DataDir
-from fleetbus.edgehub import cluster_leaf_urls, hub_pki, server_hosts
+from fleetbus.edgehub import cluster_leaf_urls, hub_pki
 from fleetbus.enrollment import BundleEnrollment, LogStateHistory
 from fleetbus.errors import HubNotFound, ServerFailed
-from fleetbus.hub import _EmbeddedHttpServer, handle_stop_signals, stop_http
+from fleetbus.hub import handle_stop_signals, serve_api
 from fleetbus.hub_secrets import HubSecrets
 from fleetbus.natsserver import check_port_free
 from fleetbus.renderer import ChartArchiveRenderer
@@ -213,32 +210,12 @@ async def run_api(options: ApiOptions) -> None:
             hub_urls=await cluster_leaf_urls(publisher, options.public_host),
             authority=data.nats_authority(),
         )
-        tls = api_tls(
-            cert=options.tls_cert,
-            key=options.tls_key,
-            issue=options.tls_issue,
-            pki=hub_pki(data),
-            hosts=server_hosts(options.public_host),
-            now=datetime.now(UTC),
-        )
-        http = _EmbeddedHttpServer(
-            uvicorn.Config(
-                create_app(context),
-                host=options.http_host,
-                port=options.http_port,
-                log_level="warning",
-                lifespan="on",
-                ssl_certfile=str(tls.cert_file) if tls else None,
-                ssl_keyfile=str(tls.key_file) if tls else None,
-            )
-        )
-        serving = asyncio.create_task(http.serve(), name="http")
-        stack.push_async_callback(stop_http, http, serving)
-        stack.callback(context.shutdown.set)
+        api = serve_api(stack, context, options, hub_pki(data))
+        tls, serving = api.tls, api.task
         info: dict[str, Any] = {
             "nats_url": nats_urls[0],
             "nats_urls": nats_urls,
-            "http_url": f"{'https' if tls else 'http'}://{options.http_host}:{options.http_port}",
+            "http_url": api.url,
             "data_dir": str(options.data_dir.resolve()),
             "role": "api",
         }

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
 from access.account_push import AccountPublisher
 from access.nats_accounts import FLEET_ACCOUNT
 from access.permissions import LeafListener
+from access.pki import HubPki
 from access.private_files import write_private
 from api.app import create_app
 from api.auth import StreamTickets, TokenStore
@@ -36,7 +37,7 @@ from events.sealed import EventSealer
 from events.store import EventStore, connect
 from events.streams import hub_streams, leases_stream
 from events.tasks import cancel_and_wait
-from fleetbus.api_tls import api_tls
+from fleetbus.api_tls import ApiTls, api_tls
 from fleetbus.datadir import DataDir
 from fleetbus.edgehub import (
     EdgeServices,
@@ -253,6 +254,63 @@ async def stop_http(http: _EmbeddedHttpServer, serving: asyncio.Task[None]) -> N
         await asyncio.wait_for(serving, timeout=5)
 
 
+class ServesApi(Protocol):
+    """What a hub process's options say about its API's listener."""
+
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_port(self) -> int: ...
+    @property
+    def public_host(self) -> str | None: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
+    @property
+    def tls_key(self) -> Path | None: ...
+    @property
+    def tls_issue(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ApiServing:
+    """The API's HTTP server, started: the TLS it serves with, its URL and its task."""
+
+    tls: ApiTls | None
+    url: str
+    task: asyncio.Task[None]
+
+
+def serve_api(
+    stack: contextlib.AsyncExitStack, context: HubContext, options: ServesApi, pki: HubPki
+) -> ApiServing:
+    """Start the API's HTTP server (with TLS when asked) and enter its stop into `stack`."""
+    tls = api_tls(
+        cert=options.tls_cert,
+        key=options.tls_key,
+        issue=options.tls_issue,
+        pki=pki,
+        hosts=server_hosts(options.public_host),
+        now=datetime.now(UTC),
+    )
+    http = _EmbeddedHttpServer(
+        uvicorn.Config(
+            create_app(context),
+            host=options.http_host,
+            port=options.http_port,
+            log_level="warning",
+            lifespan="on",
+            ssl_certfile=str(tls.cert_file) if tls else None,
+            ssl_keyfile=str(tls.key_file) if tls else None,
+        )
+    )
+    serving = asyncio.create_task(http.serve(), name="http")
+    stack.push_async_callback(stop_http, http, serving)
+    # Ends the API's event streams first, so the HTTP server can stop at once.
+    stack.callback(context.shutdown.set)
+    url = f"{'https' if tls else 'http'}://{options.http_host}:{options.http_port}"
+    return ApiServing(tls, url, serving)
+
+
 async def run_hub(options: HubOptions) -> None:
     """Run the hub until SIGINT/SIGTERM; everything started is stopped in reverse order.
 
@@ -399,33 +457,12 @@ async def run_hub(options: HubOptions) -> None:
         )
         api_context.snapshots = api_context.history
         connect_api_to_edges(api_context, edge_services)
-        tls = api_tls(
-            cert=options.tls_cert,
-            key=options.tls_key,
-            issue=options.tls_issue,
-            pki=hub_pki(data),
-            hosts=server_hosts(options.public_host),
-            now=datetime.now(UTC),
-        )
-        http = _EmbeddedHttpServer(
-            uvicorn.Config(
-                create_app(api_context),
-                host=options.http_host,
-                port=options.http_port,
-                log_level="warning",
-                lifespan="on",
-                ssl_certfile=str(tls.cert_file) if tls else None,
-                ssl_keyfile=str(tls.key_file) if tls else None,
-            )
-        )
-        serving = asyncio.create_task(http.serve(), name="http")
-        stack.push_async_callback(stop_http, http, serving)
-        # Ends the API's event streams first, so the HTTP server can stop at once.
-        stack.callback(api_context.shutdown.set)
+        api = serve_api(stack, api_context, options, hub_pki(data))
+        tls, serving = api.tls, api.task
         info: dict[str, Any] = {
             "nats_url": nats_urls[0],
             "nats_urls": nats_urls,
-            "http_url": f"{'https' if tls else 'http'}://{options.http_host}:{options.http_port}",
+            "http_url": api.url,
             "data_dir": str(options.data_dir.resolve()),
         }
         if tls is not None:

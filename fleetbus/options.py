@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from events.retention import RetentionInvalid, RetentionPolicy
 
@@ -183,3 +184,25 @@ def archive_interval(text: str) -> float:
     if not 1 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be 1 to 86400 seconds, got {text}")
     return value
+
+
+def add_api_tls_options(parser: argparse.ArgumentParser) -> None:
+    """`--tls-cert`/`--tls-key`/`--tls`: how a hub process serves its API over HTTPS."""
+    tls = parser.add_argument_group("API TLS")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve the API over HTTPS only, with this PEM certificate",
+    )
+    tls.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="its PEM private key"
+    )
+    tls.add_argument(
+        "--tls",
+        dest="tls_issue",
+        action="store_true",
+        help="serve the API over HTTPS only, with a certificate from the hub CA (its SHA-256 "
+        "fingerprint is printed; CLIs pin it with --tls-fingerprint or trust pki/ca.crt)",
+    )

@@ -19,7 +19,7 @@ from fleetbus.api_replica import ApiOptions, prepare_replica_dir, run_api
 from fleetbus.commands.up import stream_replicas
 from fleetbus.datadir import DataDir
 from fleetbus.jsonlog import add_log_format_option, configure_logging
-from fleetbus.options import host_port, nats_urls
+from fleetbus.options import add_api_tls_options, host_port, nats_urls
 
 
 def register(subparsers: Any) -> None:
@@ -86,23 +86,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="accept single sign-on JWTs of an OIDC issuer (as `fleetbus up`)",
     )
-    tls = parser.add_argument_group("API TLS")
-    tls.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="serve the API over HTTPS only, with this PEM certificate",
-    )
-    tls.add_argument(
-        "--tls-key", type=Path, default=None, metavar="FILE", help="its PEM private key"
-    )
-    tls.add_argument(
-        "--tls",
-        dest="tls_issue",
-        action="store_true",
-        help="serve HTTPS with a certificate from the hub CA",
-    )
+    add_api_tls_options(parser)
     add_log_format_option(parser)
     parser.set_defaults(handler=handle)
 

@@ -15,6 +15,7 @@ from fleetbus.errors import ConflictingOptions
 from fleetbus.hub import HubOptions, run_hub
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import (
+    add_api_tls_options,
     archive_interval,
     host_port,
     memory_limit,
@@ -182,24 +183,7 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="seconds one fetch may take (default 120)",
     )
-    tls = parser.add_argument_group("API TLS")
-    tls.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="serve the API over HTTPS only, with this PEM certificate",
-    )
-    tls.add_argument(
-        "--tls-key", type=Path, default=None, metavar="FILE", help="its PEM private key"
-    )
-    tls.add_argument(
-        "--tls",
-        dest="tls_issue",
-        action="store_true",
-        help="serve the API over HTTPS only, with a certificate from the hub CA (its SHA-256 "
-        "fingerprint is printed; CLIs pin it with --tls-fingerprint or trust pki/ca.crt)",
-    )
+    add_api_tls_options(parser)
     parser.set_defaults(handler=handle)
 
 
