@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -98,11 +98,25 @@ def add_log_format_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Records to the process's stderr as it is when each one is written, not as it was when
+    logging was configured: a caller that replaces `sys.stderr` later still gets the lines, and
+    a closed stream left behind is never written to."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """The stream is always the current `sys.stderr`: nothing to set."""
+
+
 def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
     """Send every logger's records to stderr in `log_format` (replacing earlier handlers), and
     make it the format of the worker processes this one starts."""
     os.environ[LOG_FORMAT_ENV] = log_format
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -8,6 +8,8 @@ Integration tests run against real processes started here: a nats-server from th
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from events.store import EventStore, connect
 from events.streams import hub_streams
 from fleetbus.datadir import DataDir
 from fleetbus.hub import start_hub_nats
+from fleetbus.jsonlog import LOG_FORMAT_ENV, StderrHandler
 from fleetbus.natsserver import NatsServer, free_port
 
 if TYPE_CHECKING:
@@ -116,3 +119,31 @@ def _is_client_internal(task: asyncio.Task[object]) -> bool:
     coro = task.get_coro()
     qualname = getattr(coro, "__qualname__", "")
     return qualname.startswith(("Client.", "Subscription."))
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A command run in-process (`main([...])`) configures logging for the whole process: its
+    stderr handler, the root level, the uvicorn loggers and `$FLEETBUS_LOG_FORMAT` are put back
+    after the test, so its log lines never reach a later test's output."""
+    root = logging.getLogger()
+    level = root.level
+    uvicorn = {
+        name: (list(logger.handlers), logger.level, logger.propagate)
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        for logger in [logging.getLogger(name)]
+    }
+    log_format = os.environ.get(LOG_FORMAT_ENV)
+    yield
+    for handler in [h for h in root.handlers if isinstance(h, StderrHandler)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, (handlers, logger_level, propagate) in uvicorn.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(logger_level)
+        logger.propagate = propagate
+    if log_format is None:
+        os.environ.pop(LOG_FORMAT_ENV, None)
+    else:
+        os.environ[LOG_FORMAT_ENV] = log_format
