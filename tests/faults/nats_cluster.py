@@ -9,8 +9,10 @@ on the cluster as the hub, and edges of that hub can dial any node.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 
 from access.private_files import write_private
+from events.connection import connect
 from fleetbus.datadir import DataDir
 from fleetbus.hubcluster import ClusterNode, cluster_node_config
 from fleetbus.natsserver import NatsServer, free_port
@@ -100,6 +103,35 @@ class NatsCluster:
         with ThreadPoolExecutor(self.size) as pool:
             for future in [pool.submit(node.start, 60.0) for node in starting]:
                 future.result()
+            # In its own thread: a caller may be inside a running event loop.
+            pool.submit(asyncio.run, self._fleet_jetstream_ready(starting)).result()
+
+    async def _fleet_jetstream_ready(self, nodes: list[NatsServer], within: float = 60.0) -> None:
+        """Wait until each node answers the FLEET account's JetStream requests: a node reports
+        healthy before the account's JetStream is enabled on it, and a request in between gets
+        "JetStream not enabled for account" or no responder."""
+        for node in nodes:
+            deadline = time.monotonic() + within
+            while True:
+                try:
+                    nc = await connect(
+                        node.client_url,
+                        credentials=self.credentials,
+                        max_reconnect_attempts=0,
+                        connect_timeout=2.0,
+                    )
+                    try:
+                        await nc.jetstream().account_info()
+                        break
+                    finally:
+                        await nc.close()
+                except Exception as e:  # any failure: not ready yet
+                    if time.monotonic() > deadline:
+                        raise AssertionError(
+                            f"JetStream of the FLEET account not ready on {node.client_url} "
+                            f"within {within:.0f} s: {e!r}"
+                        ) from e
+                    await asyncio.sleep(0.2)
 
     def stop(self) -> None:
         for node in self.nodes:
