@@ -17,6 +17,7 @@ has made effective, which is what `project create` and `project quotas` wait for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
@@ -165,10 +166,12 @@ class ProjectAccountService:
         await self._applied_up_to(last)
         if ready is not None:
             ready.set()
-        async for stored in self.store.follow(
+        following = self.store.follow(
             from_seq=last + 1, subject=PROJECT_EVENTS, skip_undecodable=True
-        ):
-            await self._apply(stored)
+        )
+        async with contextlib.aclosing(following) as events:
+            async for stored in events:
+                await self._apply(stored)
 
     async def _apply(self, stored: StoredEvent) -> None:
         before = self.limits

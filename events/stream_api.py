@@ -134,6 +134,7 @@ class StreamApi:
         while True:
             try:
                 await self.ensure_stream(config, keep=keep)
+                await self._answered_by_a_leader(config["name"])
                 return
             except (ClusterSettling, EventLogUnavailable) as e:
                 if time.monotonic() + pause > deadline:
@@ -144,6 +145,19 @@ class StreamApi:
                 log.warning("%s; asking again in %.1f s", e, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+    async def _answered_by_a_leader(self, name: str) -> None:
+        """Raise `ClusterSettling` until the stream has a leader that answers its info request.
+
+        A replicated stream exists as soon as the meta leader has placed it, but nothing it
+        holds can be read or written until its own group has elected a leader."""
+        try:
+            info = await self.stream_info(name)
+        except AppendRefused as e:
+            raise ClusterSettling(f"stream {name} not answering yet: {e}") from e
+        cluster = info.get("cluster") or {}
+        if cluster and not cluster.get("leader"):
+            raise ClusterSettling(f"stream {name} has no leader yet")
 
     async def stream_info(self, stream: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = await self.api_request(f"STREAM.INFO.{stream or self.stream}")

@@ -134,8 +134,11 @@ class ProjectorService:
         self, stream: str, store: EventStore, queue: asyncio.Queue[tuple[str, StoredEvent]]
     ) -> None:
         start = self.positions.get(stream, 0) + 1
-        async for stored in store.follow(from_seq=start, skip_undecodable=True):
-            await queue.put((stream, stored))
+        async with contextlib.aclosing(
+            store.follow(from_seq=start, skip_undecodable=True)
+        ) as events:
+            async for stored in events:
+                await queue.put((stream, stored))
 
 
 async def rebuild_projection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -189,10 +190,11 @@ async def test_follow_delivers_events_appended_after_it_started(event_store: Eve
     seen: list[str] = []
 
     async def tail() -> None:
-        async for stored in event_store.follow():
-            seen.append(stored.event.cluster)  # type: ignore[attr-defined]
-            if len(seen) == 3:
-                return
+        async with contextlib.aclosing(event_store.follow()) as events:
+            async for stored in events:
+                seen.append(stored.event.cluster)  # type: ignore[attr-defined]
+                if len(seen) == 3:
+                    return
 
     task = asyncio.create_task(tail())
     await event_store.append([registered("after-1")])

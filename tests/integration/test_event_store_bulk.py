@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from datetime import UTC, datetime
 
@@ -100,10 +101,11 @@ async def test_follow_goes_on_after_replaying_many_batches(event_store: EventSto
     seen: list[str] = []
 
     async def tail() -> None:
-        async for stored in event_store.follow():
-            seen.append(stored.event.id)
-            if len(seen) == MANY + len(later):
-                return
+        async with contextlib.aclosing(event_store.follow()) as events:
+            async for stored in events:
+                seen.append(stored.event.id)
+                if len(seen) == MANY + len(later):
+                    return
 
     task = asyncio.create_task(tail())
     for event in later:
