@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -155,10 +156,11 @@ async def test_snapshot_take_and_ls_through_the_hub_and_state_reads_from_them(
 async def published_version(store: EventStore, taskset: str) -> int:
     async with asyncio.timeout(30):
         while True:
-            async for stored in store.read(skip_undecodable=True):
-                event = stored.event
-                if isinstance(event, TasksetPublished) and event.taskset == taskset:
-                    return event.taskset_version
+            async with contextlib.aclosing(store.read(skip_undecodable=True)) as events:
+                async for stored in events:
+                    event = stored.event
+                    if isinstance(event, TasksetPublished) and event.taskset == taskset:
+                        return event.taskset_version
             await asyncio.sleep(0.1)
 
 

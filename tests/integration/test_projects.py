@@ -4,6 +4,7 @@ project's quotas refuse what would pass them, with nothing written."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import shutil
@@ -299,9 +300,10 @@ async def test_a_standing_source_is_held_to_its_projects_taskset_quota(
         try:
 
             async def refusal() -> SourceFailed | None:
-                async for stored in event_store.read():
-                    if isinstance(stored.event, SourceFailed):
-                        return stored.event
+                async with contextlib.aclosing(event_store.read()) as events:
+                    async for stored in events:
+                        if isinstance(stored.event, SourceFailed):
+                            return stored.event
                 return None
 
             failed = await eventually_value(refusal, "the source's failure")
