@@ -370,12 +370,12 @@ async def run_hub(options: HubOptions) -> None:
         stack.push_async_callback(supervisor.stop)
         retention = options.events_retention
         # LEASES too: a scheduler's lease must outlive the node it was written on.
-        await store.ensure_streams(
-            [
-                *hub_streams(options.replicas, retention=retention is not None),
-                leases_stream(options.replicas),
-            ]
-        )
+        streams = [
+            *hub_streams(options.replicas, retention=retention is not None),
+            leases_stream(options.replicas),
+        ]
+        if not options.standby:
+            await store.ensure_streams(streams)
         lease: HubLease | None = None
         hub_secrets = HubSecrets(store, data.keyring())
         if options.nats_urls:
@@ -384,6 +384,10 @@ async def run_hub(options: HubOptions) -> None:
                 store, hub_holder(str(options.data_dir.resolve())), ttl_s=options.lease_ttl_s
             )
             if options.standby:
+                # Waiting, it changes no stream (other --replicas or --events-retain than the
+                # active hub's would reconfigure its streams): only LEASES, if missing.
+                if not await lease.stream_exists():
+                    await store.ensure_streams([leases_stream(options.replicas)])
                 log.info(
                     "fleetbus hub standby (%s): waiting for the hub lease (Ctrl-C to stop)",
                     lease.holder,
@@ -391,6 +395,8 @@ async def run_hub(options: HubOptions) -> None:
             # Ctrl-C while a standby waits: stop now.
             if not await until_stopped(lease.acquire(standby=options.standby), stop):
                 return
+            if options.standby:
+                await store.ensure_streams(streams)
             stack.push_async_callback(lease.release)
             keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
             stack.push_async_callback(cancel_and_wait, [keeper])

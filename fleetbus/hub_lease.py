@@ -66,6 +66,10 @@ class HubLease:
     def __post_init__(self) -> None:
         self.port = JetStreamPort(self.store.api)
 
+    async def stream_exists(self) -> bool:
+        """Whether stream LEASES exists (it is not created or changed here)."""
+        return await self.port.stream_info(LEASES_STREAM) is not None
+
     async def current(self) -> tuple[int, str]:
         """(sequence, holder) of the lease, (0, "") when nobody holds it."""
         reply = await self.port.last_message(LEASES_STREAM, HUB_LEASE_SUBJECT)

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from events.port import JetStreamPort
-from events.streams import LEASES_STREAM
+from events.streams import EVENTS_STREAM, LEASES_STREAM
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.datadir import DataDir
 from fleetbus.hub_lease import HUB_LEASE_SUBJECT
@@ -107,6 +107,17 @@ async def hub_lease_holder(data_dir: Path) -> str:
     finally:
         await store.close()
     return "" if reply is None else str(reply.json().get("holder", ""))
+
+
+async def stream_replicas(data_dir: Path) -> dict[str, int]:
+    store = await open_local_store(data_dir)
+    try:
+        return {
+            name: int((await store.stream_info(name))["config"]["num_replicas"])
+            for name in (EVENTS_STREAM, LEASES_STREAM)
+        }
+    finally:
+        await store.close()
 
 
 def applied(data_dir: Path, taskset: str) -> set[str]:
@@ -253,9 +264,10 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_serves_old_and_new
 
         # A standby of the new holder takes over at once when it stops and releases the lease.
         new_holder = await hub_lease_holder(hub.data_dir)
+        # (with other --replicas: waiting, it changes no stream)
         third = await asyncio.to_thread(
             start_up, root, hub.cluster, "third", free_port(), "--standby",
-            "--from-data-dir", str(hub.data_dir),
+            "--from-data-dir", str(hub.data_dir), "--replicas", "1",
         )  # fmt: skip
         spares.append(third)
         await eventually(
@@ -263,6 +275,7 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_serves_old_and_new
             what="the third process waiting for the new holder's lease",
             within=60,
         )
+        assert await stream_replicas(hub.data_dir) == {"EVENTS": 3, "LEASES": 3}
         await asyncio.to_thread(stop, standby)
         assert standby.returncode == 0, standby_log.read_text()[-3000:]
         stopped_at = time.monotonic()
