@@ -173,6 +173,8 @@ class HubLease:
                 await self.port.delete_message(LEASES_STREAM, self.seq)
             except EventLogUnavailable as e:
                 log.warning("the hub lease was not released (it lapses by itself): %s", e)
+            else:
+                log.info("%s released the hub lease (a standby takes it at once)", self.holder)
             self.seq = 0
 
     async def _write(self, expected: int) -> bool:

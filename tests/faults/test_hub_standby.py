@@ -276,6 +276,22 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_serves_old_and_new
             within=60,
         )
         assert await stream_replicas(hub.data_dir) == {"EVENTS": 3, "LEASES": 3}
+        # A waiting standby stopped (SIGTERM, as Ctrl-C) exits at once, having started nothing.
+        fourth = await asyncio.to_thread(
+            start_up, root, hub.cluster, "fourth", free_port(), "--standby",
+            "--from-data-dir", str(hub.data_dir),
+        )  # fmt: skip
+        spares.append(fourth)
+        await eventually(
+            lambda: f"the hub lease is held by {new_holder}" in (root / "fourth.log").read_text(),
+            what="the fourth process waiting",
+            within=60,
+        )
+        await asyncio.to_thread(fourth.terminate)
+        assert await asyncio.to_thread(fourth.wait, 15) == 0
+        assert "Traceback" not in (root / "fourth.log").read_text()
+        assert not (root / "fourth" / "hub.json").exists()
+        assert await hub_lease_holder(hub.data_dir) == new_holder
         await asyncio.to_thread(stop, standby)
         assert standby.returncode == 0, standby_log.read_text()[-3000:]
         stopped_at = time.monotonic()
