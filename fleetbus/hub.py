@@ -122,8 +122,8 @@ class HubOptions:
     """On a NATS cluster: wait for the hub lease as long as it takes (a hot standby), not one
     TTL; nothing that runs once per hub starts, and the API is not served, until it is held."""
     lease_ttl_s: int = HUB_LEASE_TTL_S
-    """How long the hub lease outlives its holder's last renewal: the longest a standby waits
-    after the holder dies."""
+    """How long the hub lease (and the scheduler lease of the hub's scheduler) outlives its
+    holder's last renewal: the longest a standby waits after the holder dies."""
 
 
 def hub_config_text(
@@ -323,7 +323,9 @@ async def run_hub(options: HubOptions) -> None:
     Each part is entered into one `AsyncExitStack`: the data dir's lock, the signal handlers,
     the embedded nats-server, the one `Supervisor` of every long-running service (nats-server
     watchdog, cluster access, provisioning, anti-entropy, source revival, scheduler,
-    projector), the event store connection, the simulated fleet and the HTTP server.
+    projector), the event store connection, the simulated fleet and the HTTP server. On a NATS
+    cluster everything after the store waits for the hub lease (`fleetbus.hub_lease`): a
+    standby (`options.standby`) waits for it as long as it takes, changing no stream meanwhile.
     """
     data = DataDir(options.data_dir)
     data.create()
