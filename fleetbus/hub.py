@@ -397,11 +397,11 @@ async def run_hub(options: HubOptions) -> None:
             # Ctrl-C while a standby waits: stop now.
             if not await until_stopped(lease.acquire(standby=options.standby), stop):
                 return
-            if options.standby:
-                await store.ensure_streams(streams)
             stack.push_async_callback(lease.release)
             keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
             stack.push_async_callback(cancel_and_wait, [keeper])
+            if options.standby:
+                await store.ensure_streams(streams)
             # What API processes sign with, sealed, for those started without a copy.
             await hub_secrets.ensure_stream(options.replicas)
             # A hub process on another host, whose data dir has only the NATS logins and the

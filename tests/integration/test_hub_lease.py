@@ -114,7 +114,7 @@ async def test_a_standby_waits_past_the_ttl_and_takes_over_within_one_ttl_of_the
     finally:
         stop.set()
         await cancel_and_wait([keeper, waiting])
-    assert took_after <= TTL_S + 1.5, f"taken over {took_after:.1f} s after the holder died"
+    assert took_after <= TTL_S + 2.5, f"taken over {took_after:.1f} s after the holder died"
     assert (await standby.current())[1] == "host-b:2:/srv/b"
     assert standby.took_over_from == "host-a:1:/srv/a"
     assert standby.acquired_at is not None
