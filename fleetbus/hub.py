@@ -49,7 +49,7 @@ from fleetbus.edgehub import (
 )
 from fleetbus.enrollment import LogStateHistory, connect_api_to_edges
 from fleetbus.errors import ServerFailed
-from fleetbus.hub_lease import HubLease, hub_holder
+from fleetbus.hub_lease import HUB_LEASE_TTL_S, HubLease, hub_holder
 from fleetbus.hub_secrets import HubSecrets
 from fleetbus.hub_services import start_hub_services, start_notifications, start_source_service
 from fleetbus.natsserver import (
@@ -118,6 +118,12 @@ class HubOptions:
     source_timeout_s: float = 120.0
     oidc: OidcConfig | None = None
     """Single sign-on: bearer JWTs of this OIDC issuer are accepted beside fleetbus tokens."""
+    standby: bool = False
+    """On a NATS cluster: wait for the hub lease as long as it takes (a hot standby), not one
+    TTL; nothing that runs once per hub starts, and the API is not served, until it is held."""
+    lease_ttl_s: int = HUB_LEASE_TTL_S
+    """How long the hub lease (and the scheduler lease of the hub's scheduler) outlives its
+    holder's last renewal: the longest a standby waits after the holder dies."""
 
 
 def hub_config_text(
@@ -317,7 +323,9 @@ async def run_hub(options: HubOptions) -> None:
     Each part is entered into one `AsyncExitStack`: the data dir's lock, the signal handlers,
     the embedded nats-server, the one `Supervisor` of every long-running service (nats-server
     watchdog, cluster access, provisioning, anti-entropy, source revival, scheduler,
-    projector), the event store connection, the simulated fleet and the HTTP server.
+    projector), the event store connection, the simulated fleet and the HTTP server. On a NATS
+    cluster everything after the store waits for the hub lease (`fleetbus.hub_lease`): a
+    standby (`options.standby`) waits for it as long as it takes, changing no stream meanwhile.
     """
     data = DataDir(options.data_dir)
     data.create()
@@ -364,21 +372,36 @@ async def run_hub(options: HubOptions) -> None:
         stack.push_async_callback(supervisor.stop)
         retention = options.events_retention
         # LEASES too: a scheduler's lease must outlive the node it was written on.
-        await store.ensure_streams(
-            [
-                *hub_streams(options.replicas, retention=retention is not None),
-                leases_stream(options.replicas),
-            ]
-        )
+        streams = [
+            *hub_streams(options.replicas, retention=retention is not None),
+            leases_stream(options.replicas),
+        ]
+        if not options.standby:
+            await store.ensure_streams(streams)
         lease: HubLease | None = None
         hub_secrets = HubSecrets(store, data.keyring())
         if options.nats_urls:
             # On a NATS cluster the data dir's lock cannot keep a second hub process away.
-            lease = HubLease(store, hub_holder(str(options.data_dir.resolve())))
-            await lease.acquire()
+            lease = HubLease(
+                store, hub_holder(str(options.data_dir.resolve())), ttl_s=options.lease_ttl_s
+            )
+            if options.standby:
+                # Waiting, it changes no stream (other --replicas or --events-retain than the
+                # active hub's would reconfigure its streams): only LEASES, if missing.
+                if not await lease.stream_exists():
+                    await store.ensure_streams([leases_stream(options.replicas)])
+                log.info(
+                    "fleetbus hub standby (%s): waiting for the hub lease (Ctrl-C to stop)",
+                    lease.holder,
+                )
+            # Ctrl-C while a standby waits: stop now.
+            if not await until_stopped(lease.acquire(standby=options.standby), stop):
+                return
             stack.push_async_callback(lease.release)
             keeper = asyncio.create_task(lease.keep(stop), name="hub lease")
             stack.push_async_callback(cancel_and_wait, [keeper])
+            if options.standby:
+                await store.ensure_streams(streams)
             # What API processes sign with, sealed, for those started without a copy.
             await hub_secrets.ensure_stream(options.replicas)
             # A hub process on another host, whose data dir has only the NATS logins and the
@@ -423,6 +446,10 @@ async def run_hub(options: HubOptions) -> None:
             data,
             supervisor,
             scheduler=options.scheduler,
+            # Per process on a NATS cluster: a hub process that lost the hub lease can never
+            # take its successor's scheduler lease as its own.
+            scheduler_holder="hub-scheduler" if lease is None else f"hub-scheduler {lease.holder}",
+            scheduler_lease_ttl_s=options.lease_ttl_s,
             snapshot_every=options.snapshot_every,
             snapshot_keep=options.snapshot_keep,
         )
@@ -470,6 +497,12 @@ async def run_hub(options: HubOptions) -> None:
             if tls.ca_file is not None:
                 info["api_ca_file"] = str(tls.ca_file.resolve())
         info.update(hub_leaf_urls)
+        if lease is not None:
+            info["hub_lease_holder"] = lease.holder
+            if lease.acquired_at is not None:
+                info["hub_lease_since"] = lease.acquired_at.isoformat(timespec="seconds")
+            if lease.took_over_from:
+                info["took_over_from"] = lease.took_over_from
         data.write_hub_info(info)
         log.info(
             "fleetbus hub up: api %s  nats %s  data %s  (Ctrl-C to stop)",

@@ -11,6 +11,11 @@ inside it. A second `fleetbus up` waits at most one TTL for it (time enough for 
 killed process to lapse, so a restart after `kill -9` takes over) and is then refused, naming
 the holder; more API processes are `fleetbus api`. A holder whose lease another process took
 stops the hub.
+
+A hot standby (`fleetbus up --standby`) waits for the lease as long as it takes instead: it
+runs none of the once-per-hub services until it holds the lease, and takes it within one TTL of
+the holder's death (at once when the holder stops and releases it). Who took over from whom,
+and when, is logged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
 
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 
 HUB_LEASE_SUBJECT = "fleet.lease.hub"
 HUB_LEASE_TTL_S = 15
+HUB_LEASE_TTL_RANGE_S = (3, 300)
+"""The TTLs `fleetbus up --lease-ttl` accepts: renewals every third of it must fit."""
 
 
 def hub_holder(data_dir: str) -> str:
@@ -49,9 +57,18 @@ class HubLease:
     seq: int = field(default=0, init=False)
     taken_by: str = field(default="", init=False)
     """Who took the lease from this process ("" while it holds it)."""
+    waiting_for: str = field(default="", init=False)
+    """The holder this process waits for while it does ("" when none)."""
+    took_over_from: str = field(default="", init=False)
+    """The holder this process waited for before it took the lease ("" if none was seen)."""
+    acquired_at: datetime | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.port = JetStreamPort(self.store.api)
+
+    async def stream_exists(self) -> bool:
+        """Whether stream LEASES exists (it is not created or changed here)."""
+        return await self.port.stream_info(LEASES_STREAM) is not None
 
     async def current(self) -> tuple[int, str]:
         """(sequence, holder) of the lease, (0, "") when nobody holds it."""
@@ -62,32 +79,67 @@ class HubLease:
         holder = str(body.get("holder", "")) if isinstance(body, dict) else ""
         return int(reply.headers.get("Nats-Sequence", "0")), holder
 
-    async def acquire(self, *, wait_s: float | None = None) -> None:
+    async def acquire(self, *, wait_s: float | None = None, standby: bool = False) -> None:
         """Hold the lease, waiting up to `wait_s` (the TTL by default) for another holder's to
-        lapse; `DataDirLocked` naming the holder when it does not."""
+        lapse; `DataDirLocked` naming the holder when it does not. A `standby` waits as long
+        as it takes, riding out NATS being unreachable meanwhile."""
         deadline = time.monotonic() + (self.ttl_s + 2 if wait_s is None else wait_s)
-        announced = ""
+        self.waiting_for = ""
+        unreachable = False
         while True:
-            seq, holder = await self.current()
-            if seq == 0 or holder == self.holder:
-                if await self._write(seq):
-                    log.info("this process holds the hub lease (%s)", self.holder)
-                    return
-                continue  # someone wrote between our read and write: read again
-            if time.monotonic() >= deadline:
+            try:
+                seq, holder = await self.current()
+                if seq == 0 or holder == self.holder:
+                    if await self._write(seq):
+                        self._took(self.waiting_for)
+                        return
+                    continue  # someone wrote between our read and write: read again
+            except EventLogUnavailable as e:
+                if not standby:
+                    raise
+                if not unreachable:
+                    log.warning("standby: cannot read the hub lease now (%s); trying again", e)
+                    unreachable = True
+                await asyncio.sleep(1.0)
+                continue
+            unreachable = False
+            if not standby and time.monotonic() >= deadline:
                 raise DataDirLocked(
                     f"another `fleetbus up` runs this hub: {holder} holds its lease "
                     f"({HUB_LEASE_SUBJECT}, renewed every {self.ttl_s // 3} s); stop it first, "
-                    "or serve more API processes with `fleetbus api`"
+                    "serve more API processes with `fleetbus api`, or wait for the lease as a "
+                    "hot standby with `fleetbus up --standby`"
                 )
-            if holder != announced:
-                log.warning(
-                    "the hub lease is held by %s; waiting up to %d s for it to lapse",
-                    holder,
-                    self.ttl_s,
-                )
-                announced = holder
+            if holder != self.waiting_for:
+                if standby:
+                    log.info(
+                        "standby: the hub lease is held by %s; taking over once it stops or "
+                        "its lease lapses",
+                        holder,
+                    )
+                else:
+                    log.warning(
+                        "the hub lease is held by %s; waiting up to %d s for it to lapse",
+                        holder,
+                        self.ttl_s,
+                    )
+                self.waiting_for = holder
             await asyncio.sleep(0.5)
+
+    def _took(self, previous: str) -> None:
+        self.waiting_for = ""
+        self.acquired_at = datetime.now(UTC)
+        self.took_over_from = previous
+        when = self.acquired_at.isoformat(timespec="milliseconds")
+        if previous:
+            log.warning(
+                "%s took over the hub from %s at %s (its lease was released or lapsed)",
+                self.holder,
+                previous,
+                when,
+            )
+        else:
+            log.info("this process holds the hub lease (%s) since %s", self.holder, when)
 
     async def keep(self, stop: asyncio.Event) -> None:
         """Renew the lease until `stop` is set; set `stop` if another process took it."""
@@ -121,6 +173,8 @@ class HubLease:
                 await self.port.delete_message(LEASES_STREAM, self.seq)
             except EventLogUnavailable as e:
                 log.warning("the hub lease was not released (it lapses by itself): %s", e)
+            else:
+                log.info("%s released the hub lease (a standby takes it at once)", self.holder)
             self.seq = 0
 
     async def _write(self, expected: int) -> bool:

@@ -37,6 +37,8 @@ def start_hub_services(
     supervisor: Supervisor,
     *,
     scheduler: bool = True,
+    scheduler_holder: str = "hub-scheduler",
+    scheduler_lease_ttl_s: int = 15,
     snapshot_every: int = SNAPSHOT_EVERY,
     snapshot_keep: int = SNAPSHOT_KEEP,
 ) -> ProjectorService:
@@ -48,7 +50,8 @@ def start_hub_services(
             store,
             reports,
             ChartArchiveRenderer(ChartStore.beside(store)),
-            holder="hub-scheduler",
+            holder=scheduler_holder,
+            lease_ttl_s=scheduler_lease_ttl_s,
             snapshot_every=snapshot_every,
             snapshot_keep=snapshot_keep,
         )

@@ -9,10 +9,12 @@ from typing import Any
 
 from access.pki import HubPki
 from api.oidc import load_oidc_config
+from fleetbus.api_replica import missing_replica_files, prepare_replica_dir
 from fleetbus.api_tls import api_tls
-from fleetbus.datadir import DEFAULT_DATA_DIR
-from fleetbus.errors import ConflictingOptions
+from fleetbus.datadir import DEFAULT_DATA_DIR, DataDir
+from fleetbus.errors import ConflictingOptions, HubNotFound
 from fleetbus.hub import HubOptions, run_hub
+from fleetbus.hub_lease import HUB_LEASE_TTL_RANGE_S, HUB_LEASE_TTL_S
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.options import (
     add_api_tls_options,
@@ -166,6 +168,32 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="replicas of every hub stream (3 on a 3-node cluster survives losing a node)",
     )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="with --nats-url: a hot standby, on another host with the hub's NATS logins and "
+        "keyring; it waits for the hub lease as long as it takes and takes over, services "
+        "and API, within one lease TTL of the active hub process dying or stopping (without "
+        "it a second `fleetbus up` is refused after one TTL)",
+    )
+    parser.add_argument(
+        "--from-data-dir",
+        type=Path,
+        default=None,
+        metavar="HUB_D",
+        help="with --nats-url: first copy the hub's NATS logins and keyring from its data dir "
+        "HUB_D into --data-dir (what a standby on another host needs; the CA and the NATS "
+        "operator come from JetStream)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=whole_number(*HUB_LEASE_TTL_RANGE_S),
+        default=HUB_LEASE_TTL_S,
+        metavar="S",
+        help="with --nats-url: how long the hub's leases (the hub's and its scheduler's) "
+        "outlive a process that died without releasing them; renewed every third of it "
+        f"(default {HUB_LEASE_TTL_S})",
+    )
     sources = parser.add_argument_group("sources (charts and overlays the hub fetches)")
     sources.add_argument(
         "--source-host",
@@ -219,6 +247,18 @@ async def handle(args: argparse.Namespace) -> int:
             "--nats-memory-limit applies to the embedded nats-server; with --nats-url the "
             "NATS cluster is yours to configure (set GOMEMLIMIT in its nodes' environment)"
         )
+    if not args.nats_url and (args.standby or args.lease_ttl != HUB_LEASE_TTL_S):
+        raise ConflictingOptions(
+            f"{'--standby' if args.standby else '--lease-ttl'} needs --nats-url: a hub on its "
+            "embedded nats-server is kept alone by its data dir's lock and has no lease; a "
+            "standby hub runs on a NATS cluster (`fleetbus up --nats-url URL[,URL...] "
+            "--standby`)"
+        )
+    if args.from_data_dir is not None and not args.nats_url:
+        raise ConflictingOptions(
+            "--from-data-dir needs --nats-url: only a hub on a NATS cluster takes the rest "
+            "of its data dir from JetStream"
+        )
     if args.events_retain is not None and args.scheduler and args.snapshot_every == 0:
         raise ConflictingOptions(
             "--events-retain: events leave the live log only once a snapshot covers them, "
@@ -237,6 +277,19 @@ async def handle(args: argparse.Namespace) -> int:
             now=datetime.now(UTC),
         )
     oidc = load_oidc_config(args.oidc_config) if args.oidc_config else None
+    if args.from_data_dir is not None:
+        # Last: nothing is copied for a command refused for its other options.
+        copied = prepare_replica_dir(DataDir(args.from_data_dir), DataDir(args.data_dir))
+        print(f"copied {', '.join(copied)} from {args.from_data_dir} into {args.data_dir}")
+    if args.standby:
+        missing = missing_replica_files(DataDir(args.data_dir))
+        if missing:
+            raise HubNotFound(
+                f"{args.data_dir} lacks {', '.join(missing)}: a standby logs in to the hub's "
+                "NATS with the hub's credentials and opens its secrets with its keyring; "
+                "prepare it with `fleetbus up --standby --data-dir "
+                f"{args.data_dir} --from-data-dir HUB_DATA_DIR ...` (or copy those files)"
+            )
     configure_logging(args.log_format)
     host, port = args.http
     await run_hub(
@@ -265,6 +318,8 @@ async def handle(args: argparse.Namespace) -> int:
             source_hosts=tuple(args.source_host),
             source_timeout_s=args.source_timeout,
             oidc=oidc,
+            standby=args.standby,
+            lease_ttl_s=args.lease_ttl,
         )
     )
     return 0

@@ -8,6 +8,7 @@ lost the lease.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ from events.tasks import cancel_and_wait
 from fleetbus.errors import DataDirLocked
 from fleetbus.hub_lease import HubLease
 from tests.conftest import HubNats
+from tests.eventually import eventually
 
 TTL_S = 2
 
@@ -84,3 +86,59 @@ async def test_the_same_process_takes_its_own_lease_again(event_store: EventStor
     again = HubLease(event_store, "host-a:1:/srv/a", ttl_s=TTL_S)
     await again.acquire(wait_s=0)
     assert (await again.current())[0] == again.seq > lease.seq
+
+
+async def test_a_standby_waits_past_the_ttl_and_takes_over_within_one_ttl_of_the_holders_death(
+    event_store: EventStore, other_store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetbus.hub_lease")
+    first = HubLease(event_store, "host-a:1:/srv/a", ttl_s=TTL_S)
+    await first.acquire()
+    stop = asyncio.Event()
+    keeper = asyncio.create_task(first.keep(stop))
+    standby = HubLease(other_store, "host-b:2:/srv/b", ttl_s=TTL_S)
+    waiting = asyncio.create_task(standby.acquire(standby=True))
+    try:
+        # Well past the TTL: renewals keep the holder's lease, and the standby keeps waiting
+        # (without --standby it would have been refused by now).
+        done, _ = await asyncio.wait({waiting}, timeout=TTL_S * 2.5)
+        assert not done, "the standby took the lease while its holder renewed it"
+        assert await first.current() == (first.seq, "host-a:1:/srv/a")
+        assert "standby: the hub lease is held by host-a:1:/srv/a" in caplog.text
+        # The holder dies: no renewal, no release.
+        stop.set()
+        await keeper
+        died_at = time.monotonic()
+        await asyncio.wait_for(waiting, timeout=TTL_S * 5)
+        took_after = time.monotonic() - died_at
+    finally:
+        stop.set()
+        await cancel_and_wait([keeper, waiting])
+    assert took_after <= TTL_S + 2.5, f"taken over {took_after:.1f} s after the holder died"
+    assert (await standby.current())[1] == "host-b:2:/srv/b"
+    assert standby.took_over_from == "host-a:1:/srv/a"
+    assert standby.acquired_at is not None
+    assert "host-b:2:/srv/b took over the hub from host-a:1:/srv/a at " in caplog.text
+
+
+async def test_a_standby_takes_over_at_once_when_the_holder_stops_and_releases(
+    event_store: EventStore, other_store: EventStore
+) -> None:
+    first = HubLease(event_store, "host-a:1:/srv/a", ttl_s=30)
+    await first.acquire()
+    standby = HubLease(other_store, "host-b:2:/srv/b", ttl_s=30)
+    waiting = asyncio.create_task(standby.acquire(standby=True))
+    try:
+        await eventually(lambda: standby_announced(standby), what="the standby waits")
+        await first.release()
+        released_at = time.monotonic()
+        await asyncio.wait_for(waiting, timeout=10)
+    finally:
+        await cancel_and_wait([waiting])
+    # Far inside the 30 s TTL: the released lease is taken at once.
+    assert time.monotonic() - released_at < 5
+    assert (await standby.current())[1] == "host-b:2:/srv/b"
+
+
+def standby_announced(lease: HubLease) -> bool:
+    return lease.waiting_for == "host-a:1:/srv/a"
