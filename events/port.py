@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from events.connection import request
-from events.errors import EventLogError, EventLogUnavailable
+from events.errors import AppendRefused, EventLogUnavailable
 from events.pull import ContinuousPull, PullSettings
 from events.replies import PendingReplies
 from events.stream_api import StreamApi
@@ -268,8 +268,9 @@ class JetStreamPort:
         await self.api.api_request(f"STREAM.PURGE.{stream}", {"filter": subject_filter})
 
     async def delete_message(self, stream: str, seq: int) -> None:
-        """Remove message `seq` of `stream`; a message already gone is not an error."""
-        with contextlib.suppress(EventLogError):
+        """Remove message `seq` of `stream`; a message already gone is not an error, a stream
+        that does not answer is (`EventLogUnavailable`)."""
+        with contextlib.suppress(AppendRefused):
             await self.api.api_request(f"STREAM.MSG.DELETE.{stream}", {"seq": seq})
 
     # --- durable consumers -------------------------------------------------------------------

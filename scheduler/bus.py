@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from events.catalog import Event
-from events.errors import UndecodableEvent
+from events.errors import EventLogUnavailable, UndecodableEvent
 from events.port import JetStreamPort, Outgoing, Received, Reply
 from events.pull import PullSettings
 from events.store import EventStore
@@ -225,7 +225,10 @@ class SchedulerBus:
         return int(ack["seq"])
 
     async def release_lease(self, seq: int) -> None:
-        await self.port.delete_message(LEASES_STREAM, seq)
+        try:
+            await self.port.delete_message(LEASES_STREAM, seq)
+        except EventLogUnavailable as e:
+            log.warning("the scheduler lease was not released (it lapses by itself): %s", e)
 
 
 def _desired_headers(write: DesiredWrite) -> dict[str, str]:

@@ -171,10 +171,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--standby",
         action="store_true",
-        help="with --nats-url: a hot standby, on another host with the hub's NATS logins and "
-        "keyring; it waits for the hub lease as long as it takes and takes over, services "
-        "and API, within one lease TTL of the active hub process dying or stopping (without "
-        "it a second `fleetbus up` is refused after one TTL)",
+        help="with --nats-url: wait as a hot standby for the hub lease, however long, and take "
+        "over within one lease TTL of the active hub dying or stopping",
     )
     parser.add_argument(
         "--from-data-dir",
