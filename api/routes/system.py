@@ -1,5 +1,6 @@
-"""`/healthz` (public), `/metrics` (Prometheus; needs a viewer token) and the snapshots of the
-scheduler's fold (`GET` for viewers, `POST` to take one now for admins).
+"""`/healthz` (public), `/metrics` (Prometheus; needs a viewer token), the snapshots of the
+scheduler's fold (`GET` for viewers, `POST` to take one now for admins) and the hub's leases
+(which process runs the once-per-hub services, which the scheduler).
 
 `/metrics` is not public because its labels name tasksets and clusters, which say what runs
 where. Prometheus sends a token with `authorization: {credentials_file: ...}` in its scrape
@@ -17,13 +18,14 @@ import msgspec
 from litestar import Response, get, post
 
 from api.auth import PUBLIC, Role, requires
-from api.context import Hub
+from api.context import Hub, HubContext
 from api.errors import ServiceUnavailable
 from api.metrics import CONTENT_TYPE
 from api.routes.fleet import collect_fleet_metrics
 from api.tenancy import Tenant
-from events.errors import EventLogError
-from events.streams import DESIRED_STREAM, EVENTS_STREAM, REPORTS_STREAM
+from events.errors import AppendRefused, EventLogError
+from events.port import JetStreamPort
+from events.streams import DESIRED_STREAM, EVENTS_STREAM, LEASES_STREAM, REPORTS_STREAM
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,4 +115,58 @@ async def take_snapshot(hub: Hub) -> dict[str, Any]:
     return {"snapshot": await hub.snapshots.take()}
 
 
-ROUTES = [healthz, metrics, list_snapshots, take_snapshot]
+class Lease(msgspec.Struct, frozen=True, kw_only=True):
+    lease: str
+    holder: str
+    renewedAt: str
+    """When the holder last wrote it: a lease not renewed within its TTL lapses."""
+
+
+LEASE_SUBJECTS = "fleet.lease.>"
+MAX_LEASES = 64
+
+
+@get(
+    "/api/v1/leases",
+    guards=[requires(Role.viewer, org=True)],
+    tags=["system"],
+    summary="Which process holds each of the hub's leases",
+    description="`hub`: the `fleetbus up` process running the once-per-hub services (on a "
+    "NATS cluster; a standby takes it over when it lapses); `scheduler`: the scheduler "
+    "deciding placements. A lease not listed is held by nobody.",
+)
+async def list_leases(hub: Hub) -> dict[str, list[Lease]]:
+    try:
+        replies = await JetStreamPort(hub.store.api).last_per_subject(
+            LEASES_STREAM, LEASE_SUBJECTS, MAX_LEASES
+        )
+    except EventLogError as e:
+        if not await _stream_exists(hub, LEASES_STREAM):
+            return {"leases": []}  # a hub that never held a lease
+        raise ServiceUnavailable(f"the hub's leases cannot be read: {e}") from e
+    leases = []
+    for reply in replies:
+        body = reply.json()
+        leases.append(
+            Lease(
+                lease=reply.headers.get("Nats-Subject", "").removeprefix("fleet.lease."),
+                holder=str(body.get("holder", "")) if isinstance(body, dict) else "",
+                renewedAt=reply.headers.get("Nats-Time-Stamp", ""),
+            )
+        )
+    return {"leases": sorted(leases, key=lambda lease: lease.lease)}
+
+
+async def _stream_exists(hub: HubContext, stream: str) -> bool:
+    try:
+        await hub.store.stream_info(stream)
+    except AppendRefused as e:
+        if "(code 10059)" in str(e):  # stream not found
+            return False
+        raise ServiceUnavailable(f"stream {stream} cannot be read: {e}") from e
+    except EventLogError as e:
+        raise ServiceUnavailable(f"stream {stream} cannot be read: {e}") from e
+    return True
+
+
+ROUTES = [healthz, metrics, list_snapshots, take_snapshot, list_leases]

@@ -309,6 +309,7 @@ CASES: list[Case] = [
     Case("DELETE", "/api/v1/notifications/{name}", A, prepare=a_subscription),
     Case("GET", "/api/v1/snapshots", V),
     Case("POST", "/api/v1/snapshots", A),
+    Case("GET", "/api/v1/leases", V),
     Case("GET", "/api/v1/keys", A),
     Case("POST", "/api/v1/keys/rotate", A, prepare=a_data_key_rotation),
     Case("POST", "/api/v1/keys/shred", A, prepare=a_cluster_to_shred),

@@ -169,6 +169,7 @@ ROWS: list[Row] = [
     Row("DELETE", "/api/v1/notifications/x", "org"),
     Row("GET", "/api/v1/snapshots", "org"),
     Row("POST", "/api/v1/snapshots", "org"),
+    Row("GET", "/api/v1/leases", "org"),
     Row("GET", "/api/v1/keys", "org"),
     Row("POST", "/api/v1/keys/rotate", "org", json={"kek": False, "data_keys": True}),
     Row("POST", "/api/v1/keys/shred", "org", json={"cluster": "{cluster}"}),

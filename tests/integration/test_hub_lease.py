@@ -11,9 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import pytest
 
+from api.auth import Role
 from events.store import EventStore, connect
 from events.streams import leases_stream
 from events.tasks import cancel_and_wait
@@ -21,6 +25,7 @@ from fleetbus.errors import DataDirLocked
 from fleetbus.hub_lease import HubLease
 from tests.conftest import HubNats
 from tests.eventually import eventually
+from tests.integration.api_harness import live_api
 
 TTL_S = 2
 
@@ -142,3 +147,31 @@ async def test_a_standby_takes_over_at_once_when_the_holder_stops_and_releases(
 
 def standby_announced(lease: HubLease) -> bool:
     return lease.waiting_for == "host-a:1:/srv/a"
+
+
+async def test_the_api_names_who_holds_each_lease_and_only_for_the_whole_hub(
+    event_store: EventStore, other_store: EventStore, tmp_path: Path
+) -> None:
+    async with live_api(event_store, tmp_path / "hub") as api:
+        async with api.client(Role.viewer) as client:
+            nobody = await client.get("/api/v1/leases")
+            assert nobody.status_code == 200, nobody.text
+            assert nobody.json() == {"leases": []}
+            first = HubLease(other_store, "host-a:1:/srv/a", ttl_s=TTL_S)
+            await first.acquire()
+            held = (await client.get("/api/v1/leases")).json()["leases"]
+            assert [(lease["lease"], lease["holder"]) for lease in held] == [
+                ("hub", "host-a:1:/srv/a")
+            ]
+            assert held[0]["renewedAt"].startswith(str(datetime.now(UTC).year))
+            await first.release()
+            assert (await client.get("/api/v1/leases")).json() == {"leases": []}
+        project_viewer = await api.hub.tokens.create(
+            role=Role.viewer, name="team-viewer", now=datetime.now(UTC), project="team-a"
+        )
+        async with httpx.AsyncClient(
+            base_url=api.url, headers={"Authorization": f"Bearer {project_viewer[1]}"}
+        ) as client:
+            refused = await client.get("/api/v1/leases")
+            assert refused.status_code == 403, refused.text
+            assert "host-a" not in refused.text
