@@ -227,18 +227,22 @@ MAX_UNPACKED_ARCHIVE = 128 * 1024 * 1024
 
 
 def _unpacked(archive: bytes) -> bytes:
-    """A .tgz's tar bytes, refusing to grow beyond `MAX_UNPACKED_ARCHIVE`."""
-    unpacked = bytearray()
+    """A .tgz's tar bytes, refusing to grow beyond `MAX_UNPACKED_ARCHIVE`.
+
+    The usual archive is one gzip member: its bytes are returned as they come, not copied."""
+    members: list[bytes] = []
+    size = 0
     rest = archive
     while rest.strip(b"\0"):  # gzip members, then perhaps zero padding
         member = zlib.decompressobj(wbits=31)
-        unpacked += member.decompress(rest, MAX_UNPACKED_ARCHIVE + 1 - len(unpacked))
-        if len(unpacked) > MAX_UNPACKED_ARCHIVE or member.unconsumed_tail:
+        members.append(member.decompress(rest, MAX_UNPACKED_ARCHIVE + 1 - size))
+        size += len(members[-1])
+        if size > MAX_UNPACKED_ARCHIVE or member.unconsumed_tail:
             raise ValueError(f"it unpacks to more than {MAX_UNPACKED_ARCHIVE // 2**20} MiB")
         if not member.eof:
             raise EOFError("the archive is cut short")
         rest = member.unused_data
-    return bytes(unpacked)
+    return members[0] if len(members) == 1 else b"".join(members)
 
 
 def archive_files(archive: bytes) -> list[tuple[str, bytes]]:
