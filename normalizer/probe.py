@@ -277,14 +277,8 @@ def _read_code(unit: _Unit, bodies: Iterable[str]) -> None:
         _RAW_AND_COMMENTS.sub(_kept_literal, body) if "`" in body or "/*" in body else body
         for body in bodies
     )
-    # what is called outside strings is called in the whole code too, so the strings are
-    # emptied only where the whole code calls something or reads `.Files`
-    called = _names_called(code)
-    bare = code
-    if (called or ".Files" in code) and ('"' in code or "'" in code):
-        bare = _STRINGS.sub(" ", code)
-        called = _names_called(bare)
-    _note_words(unit, called, bare)
+    bare = _STRINGS.sub(" ", code) if '"' in code or "'" in code else code
+    _note_words(unit, _names_called(bare), bare)
     for pattern in _CALLS:
         for call in pattern.finditer(code):
             before = code[call.start() - 1] if call.start() > 0 else " "
