@@ -52,15 +52,17 @@ _CONTENT = re.compile(r"^[ \t]*[^ \t\n#]", re.MULTILINE)
 _BEFORE_A_TAG = frozenset("\n-:?,[{")
 _REFUSED_BYTES = bytes((*range(0x00, 0x0A), *range(0x0B, 0x20), 0x7F))
 _ALLOWED_BYTES = bytes(set(range(256)) - set(_REFUSED_BYTES))
-_REFUSED_SEQUENCES = (
-    b"\xc2\x85",  # NEL, a line break to libyaml
-    b"\xe2\x80\xa8",  # LINE SEPARATOR
-    b"\xe2\x80\xa9",  # PARAGRAPH SEPARATOR
-    b"\xef\xbb\xbf",  # a byte order mark inside the text
-    b"\xef\xbf\xbe",
-    b"\xef\xbf\xbf",
+_ASCII_BYTES = bytes(range(0x80))
+_REFUSED_CHARACTERS = frozenset(
+    (
+        *map(chr, range(0x80, 0xA0)),  # C1 controls, NEL (a line break to libyaml) among them
+        "\u2028",  # LINE SEPARATOR
+        "\u2029",  # PARAGRAPH SEPARATOR
+        "\ufeff",  # a byte order mark inside the text
+        "\ufffe",
+        "\uffff",
+    )
 )
-_C1_CONTROL = re.compile(rb"\xc2[\x80-\x9f]")
 _PLAIN_WORDS = frozenset(
     (
         *("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE"),
@@ -201,6 +203,17 @@ def _quiet_c_stderr() -> Iterator[None]:
             _C_STDERR.value = saved
 
 
+def _starts_a_line(text: str, character: str) -> bool:
+    """Whether a line of `text` starts with `character`, a rare one: each of its places is
+    looked at, not each line."""
+    position = text.find(character)
+    while position > 0:
+        if text[position - 1] == "\n":
+            return True
+        position = text.find(character, position + 1)
+    return position == 0
+
+
 def _provable_text(text: str, data: bytes) -> bool:
     """Whether `text` (encoded as `data`) uses only what both readers read alike (see above).
 
@@ -210,12 +223,13 @@ def _provable_text(text: str, data: bytes) -> bool:
         return False
     if data.translate(None, _ALLOWED_BYTES):
         return False
-    if not data.isascii() and (
-        any(sequence in data for sequence in _REFUSED_SEQUENCES)
-        or (b"\xc2" in data and _C1_CONTROL.search(data))
-    ):
-        return False
-    if "\n%" in text or "\n..." in text:
+    if not data.isascii():
+        # UTF-8 writes each character as an unbroken run of non-ASCII bytes: what is left
+        # without the ASCII bytes is the text's other characters, in one short pass
+        others = data.translate(None, _ASCII_BYTES).decode()
+        if not _REFUSED_CHARACTERS.isdisjoint(others):
+            return False
+    if _starts_a_line(text, "%") or "\n..." in text:
         return False
     position = text.find("!")
     while position >= 0:  # a tag starts a node: at a line's start, or after an indicator

@@ -36,19 +36,19 @@ import json
 import re
 import tarfile
 import tempfile
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import helm_python
 import msgspec
 import orjson
 from helm_python import _native as helm_native
+from isal import igzip, isal_zlib
 
 from normalizer.builder import BuiltTaskset, build_taskset, taskset_name_from
 from normalizer.capabilities import (
@@ -222,23 +222,30 @@ class _Templates:
         ]
 
 
+_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
+"""What ISA-L's inflate raises for bytes that are not gzip (its stub calls it an instance)."""
+
 MAX_UNPACKED_ARCHIVE = 128 * 1024 * 1024
 """More than Helm loads (100 MiB unpacked): a larger archive is not unpacked here."""
 
 
 def _unpacked(archive: bytes) -> bytes:
-    """A .tgz's tar bytes, refusing to grow beyond `MAX_UNPACKED_ARCHIVE`."""
-    unpacked = bytearray()
+    """A .tgz's tar bytes, refusing to grow beyond `MAX_UNPACKED_ARCHIVE`.
+
+    The usual archive is one gzip member: its bytes are returned as they come, not copied."""
+    members: list[bytes] = []
+    size = 0
     rest = archive
     while rest.strip(b"\0"):  # gzip members, then perhaps zero padding
-        member = zlib.decompressobj(wbits=31)
-        unpacked += member.decompress(rest, MAX_UNPACKED_ARCHIVE + 1 - len(unpacked))
-        if len(unpacked) > MAX_UNPACKED_ARCHIVE or member.unconsumed_tail:
+        member = isal_zlib.decompressobj(wbits=31)
+        members.append(member.decompress(rest, MAX_UNPACKED_ARCHIVE + 1 - size))
+        size += len(members[-1])
+        if size > MAX_UNPACKED_ARCHIVE or member.unconsumed_tail:
             raise ValueError(f"it unpacks to more than {MAX_UNPACKED_ARCHIVE // 2**20} MiB")
         if not member.eof:
             raise EOFError("the archive is cut short")
         rest = member.unused_data
-    return bytes(unpacked)
+    return members[0] if len(members) == 1 else b"".join(members)
 
 
 def archive_files(archive: bytes) -> list[tuple[str, bytes]]:
@@ -454,16 +461,13 @@ def probe_chart_archive(archive: bytes, values: Mapping[str, Any]) -> bytes | No
 def _tar_gz(files: Sequence[tuple[str, bytes]]) -> bytes:
     """Files as a .tgz for Helm to load (quickly: it is read once, in this process)."""
     buffer = io.BytesIO()
-    with (
-        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=1) as zipped,
-        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as target,
-    ):
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as target:
         for name, data in files:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             target.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return igzip.compress(buffer.getvalue(), compresslevel=1, mtime=0)
 
 
 def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
@@ -765,7 +769,7 @@ def render_archive(
         if index is None:
             try:
                 files = archive_files(archive)
-            except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
+            except (tarfile.TarError, OSError, EOFError, _INFLATE_ERROR, ValueError) as e:
                 wait([loading])
                 if not isinstance(loading.exception(), ChartNotLoadable):
                     with suppress(NormalizerError):

@@ -79,19 +79,41 @@ def _kept_literal(found: re.Match[str]) -> str:
     return found.group(1) or ("``" if found.group(2) else "")
 
 
+_SHARED_PARTS = ("rand", "gen", "erge", "set")
+
+
+def _shared_part(name: str) -> str:
+    return next((part for part in _SHARED_PARTS if part in name), name)
+
+
+_NAMES_BY_PART = {
+    part: [name for name in _NAMES if _shared_part(name) == part]
+    for part in dict.fromkeys(map(_shared_part, _NAMES))
+}
+"""`_NAMES` by a part several of them share (`rand` for `randAlpha`, `randInt`...): a code
+without that part calls none of them."""
+
+
 def _names_called(code: str) -> set[str]:
     """Which of `_NAMES` `code` (strings emptied) calls: found as fixed strings first, since
     this runs over every action of a chart."""
     called = set()
-    for name in _NAMES:
-        if name not in code:
+    for part, names in _NAMES_BY_PART.items():
+        if part not in code:
             continue
-        for found in _NAME[name].finditer(code):
-            before = code[found.start() - 1] if found.start() > 0 else " "
-            if not (before.isalnum() or before in "_.$"):
-                called.add(name)
-                break
+        for name in names:
+            if name in code:
+                called |= _whole_name_called(name, code)
     return called
+
+
+def _whole_name_called(name: str, code: str) -> set[str]:
+    """{name} if `code` calls `name` (not a longer name, a field or a variable), or {}."""
+    for found in _NAME[name].finditer(code):
+        before = code[found.start() - 1] if found.start() > 0 else " "
+        if not (before.isalnum() or before in "_.$"):
+            return {name}
+    return set()
 
 
 _CALLS = tuple(

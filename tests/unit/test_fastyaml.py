@@ -219,6 +219,12 @@ def test_an_ordinary_manifest_is_read_by_the_fast_reader_with_kubernetes_meaning
         ("%YAML 1.1\n---\na: 1\n", "a directive"),
         ("a: 1\n...\n", "a document end marker"),
         ("a: x\x85y\n", "a NEL line break"),
+        ("a: x\u2028y\n", "a line separator"),
+        ("a: x\u2029y\n", "a paragraph separator"),
+        ("a: x\ufeffy\n", "a byte order mark inside the text"),
+        ("a: x\ufffey\n", "a noncharacter"),
+        ("a: \u00e9x\x9by\n", "a C1 control character after another non-ASCII one"),
+        ("a: 1\n%YAML 1.1\n---\nb: 2\n", "a directive after a document"),
         ("a: \x01\n", "a control character"),
         ("a: [1, 2\n", "text that is not YAML"),
         ("- a\n- b\n", "a document that is not a mapping"),
@@ -235,6 +241,13 @@ def test_what_the_fast_reader_cannot_prove_is_left_to_libyaml(text: str, why: st
         assert str(raised.value) == str(expected)
     else:
         assert [(d.line, d.manifest) for d in parse_documents(text, "t.yaml")] == expected
+
+
+def test_percent_signs_and_other_characters_inside_scalars_stay_on_the_fast_path() -> None:
+    text = "a: 50%\nb: caf\u00e9 \u2014 \u65e5\u672c\nc: x...y\n"
+    assert fast_documents(text) == [
+        (1, {"a": "50%", "b": "caf\u00e9 \u2014 \u65e5\u672c", "c": "x...y"})
+    ]
 
 
 def test_an_exclamation_mark_inside_a_scalar_is_no_tag() -> None:
