@@ -13,6 +13,8 @@ everything is delivered, the key asked for no more.
 from __future__ import annotations
 
 import asyncio
+import base64
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -163,6 +165,45 @@ async def test_a_desired_state_whose_key_is_late_is_nakked_and_delivered_once_th
         assert info["num_ack_pending"] == 0
     finally:
         await cancel_and_wait([reading] if serving is None else [reading, serving])
+
+
+async def test_the_key_service_answers_while_the_hubs_event_loop_is_busy(
+    hub_nats: HubNats,
+) -> None:
+    keys = hub_nats.data.keyring()
+    key_id, key = keys.active_key(cluster_scope(CLUSTER))
+    service = KeyService(
+        url=hub_nats.url,
+        credentials=hub_nats.credentials,
+        keys=hub_nats.data.keyring(),
+        registered=lambda: {CLUSTER},
+    )
+    ready = asyncio.Event()
+    serving = asyncio.create_task(service.run(ready))
+    answers: list[dict[str, str]] = []
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+
+        def ask() -> None:
+            """An edge asking, on a loop and connection of its own."""
+
+            async def once() -> bytes:
+                nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
+                try:
+                    reply = await nc.request(f"fleet.keys.{CLUSTER}", key_id.encode(), timeout=5)
+                    return bytes(reply.data)
+                finally:
+                    await nc.close()
+
+            answers.append(orjson.loads(asyncio.run(once())))
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        asker.join(timeout=15)  # the hub's loop (this test's) does nothing else meanwhile
+        assert [answer.get("id") for answer in answers] == [key_id]
+        assert base64.b64decode(answers[0]["key"]) == key
+    finally:
+        await cancel_and_wait([serving])
 
 
 @pytest.mark.parametrize(
