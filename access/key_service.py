@@ -55,9 +55,9 @@ class KeyService:
     The service runs on a thread of its own, with its own event loop and connection: at fleet
     scale every cluster asks for its key when its first sealed ClusterTask arrives, all at
     once, while the hub's main loop is busy with the same delivery (projecting thousands of
-    events, provisioning). On the main loop the answers waited behind that work for seconds
-    (measured at 5,000 clusters: gaps of 7 s without one answer); on its own thread an answer
-    waits at most for the interpreter's thread switch. `keys` and `registered` are read from
+    events, provisioning). On the main loop each answer waited for every callback queued
+    before it; on its own thread it no longer does, though it still shares the process's CPU
+    and interpreter lock with the rest of the hub. `keys` and `registered` are read from
     that thread: give it a keyring of its own (`DataDir.keyring()` opens a new one)."""
 
     def __init__(

@@ -131,12 +131,11 @@ class KeyFetchSettings:
     A fetch asks up to `attempts` times, each answer awaited `reply_within` seconds, with
     jittered exponential pauses (from `pause` up to `pause_max`) between: at most about 20 s,
     inside the durable consumer's 30 s `ack_wait`. Each answer is awaited as long as a single
-    request used to be: a key service that is slow (not gone) still answers every request,
-    so a shorter wait only adds retries to its queue (measured at 5,000 clusters: with 3 s,
-    a fifth of the clusters asked two or three times). When every attempt fails, the message
-    is NAKed with a delay growing with its delivery count (`redeliver_base` doubling up to
-    `redeliver_max`), and for `redeliver_base` seconds other messages needing a key are
-    NAKed at once rather than asking a hub that just failed to answer."""
+    request used to be (5 s): a key service that is slow, not gone, still answers every
+    request it received, so a shorter wait only adds retries to its queue. When every attempt
+    fails, the message is NAKed with a delay growing with its delivery count (`redeliver_base`
+    doubling up to `redeliver_max`), and for `redeliver_base` seconds other messages needing a
+    key are NAKed at once rather than asking a hub that just failed to answer."""
 
     reply_within: float = 5.0
     attempts: int = 3
