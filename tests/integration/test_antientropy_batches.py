@@ -23,6 +23,7 @@ from events.inventory import (
 )
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM
+from events.tasks import cancel_and_wait
 from scheduler.antientropy import AntiEntropyService, DesiredReader
 from tests.conftest import HubNats
 from tests.eventually import eventually
@@ -142,3 +143,33 @@ async def test_anti_entropy_compares_a_batch_of_digests_with_one_read_and_repair
     assert await service.check_many(digests()) == []
     await settled(direct_gets, 3)
     assert direct_gets.requests[2] == 99
+
+
+async def test_the_running_service_takes_the_digests_waiting_together(
+    event_store: EventStore, direct_gets: DirectGets
+) -> None:
+    clusters = [f"burst-{n:03d}" for n in range(200)]
+    await write_fleet(event_store, clusters, 1)
+    service = AntiEntropyService(event_store, settle=timedelta(0), per_read=256)
+    running = asyncio.create_task(service.run())
+    held = {"app0": STATE}
+    try:
+
+        async def listening() -> bool:
+            if "probe" in service.last_seen:
+                return True
+            await event_store.nc.publish(*inventory("probe", {}))
+            return False
+
+        await eventually(listening, "the service listening", within=10)
+        compared, reads = service.compared, service.reads
+        for cluster in clusters:  # a burst: all sent before the service reads one
+            await event_store.nc.publish(*inventory(cluster, held))
+        await event_store.nc.flush()
+        await eventually(
+            lambda: service.compared - compared == len(clusters), "every digest compared"
+        )
+        assert service.reads - reads < len(clusters) // 4
+        assert set(clusters) <= set(service.last_seen)
+    finally:
+        await cancel_and_wait([running])
