@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,12 +28,6 @@ import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api as js_api
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from edge_connector.connector import Delivery
 from edge_connector.errors import EdgeUnavailable, KeysUnreachable
@@ -41,7 +36,7 @@ from events import edges, subjects
 from events.catalog import Report
 from events.errors import EventLogUnavailable
 from events.inventory import InventoryDigest, encode_inventory
-from events.pull import ContinuousPull, PullSettings
+from events.pull import ContinuousPull, PullSettings, status_of
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, DUPLICATE_WINDOW_S, HUB_DOMAIN, MAX_PAYLOAD, NANOS
 from sealing.envelope import (
@@ -149,15 +144,6 @@ class KeyFetchSettings:
         return float(min(self.redeliver_base * 2 ** max(0, delivered - 1), self.redeliver_max))
 
 
-KEY_FETCH_ERRORS: tuple[type[BaseException], ...] = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    asyncio.TimeoutError,
-)
-"""A key service that is busy, restarting, or not reachable for a moment: worth asking again."""
-
-
 class EdgeKeys:
     """Opens the ClusterTasks the hub sealed for this cluster (`access.key_service`).
 
@@ -220,31 +206,11 @@ class EdgeKeys:
                 f"the hub's key service did not hand over data key {key_id} a moment ago; "
                 f"asking again in {wait:.1f}s"
             )
-        subject = subjects.keys_subject(self.cluster)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(KEY_FETCH_ERRORS),
-            stop=stop_after_attempt(settings.attempts),
-            wait=wait_exponential_jitter(
-                multiplier=settings.pause, max=settings.pause_max, jitter=settings.pause
-            ),
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    self.requests += 1
-                    reply = await self.nc.request(
-                        subject, key_id.encode(), timeout=settings.reply_within
-                    )
-        except KEY_FETCH_ERRORS as e:
+            reply = await self._ask(key_id)
+        except KeysUnreachable:
             self._quiet_until = self.clock() + settings.redeliver_base
-            raise KeysUnreachable(
-                f"the hub's key service did not hand over data key {key_id} "
-                f"({settings.attempts} attempts): {e!r}"
-            ) from e
-        except nats.errors.Error as e:
-            self._quiet_until = self.clock() + settings.redeliver_base
-            raise KeysUnreachable(f"cannot ask the hub for data key {key_id}: {e}") from e
+            raise
         try:
             answer = orjson.loads(reply.data)
         except orjson.JSONDecodeError as e:
@@ -257,6 +223,66 @@ class EdgeKeys:
         except ValueError as e:
             raise KeyUnavailable(key_id, "the hub's answer holds no base64 key") from e
         self.cache.add(key_id, key)
+
+    async def _ask(self, key_id: str) -> Msg:
+        """The key service's answer for `key_id`, asked up to `attempts` times.
+
+        Every attempt is sent with one reply inbox, kept open until an answer comes: a busy
+        service answers the requests it received late, and the late answer to an earlier
+        attempt is as good as one to the latest (with a new inbox per attempt it would be
+        thrown away, and each attempt would have to wait in the service's queue again)."""
+        settings = self.settings
+        subject = subjects.keys_subject(self.cluster)
+        answers: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def receive(msg: Msg) -> None:
+            answers.put_nowait(msg)
+
+        inbox = self.nc.new_inbox()
+        try:
+            sub = await self.nc.subscribe(inbox, cb=receive)
+        except nats.errors.Error as e:
+            raise KeysUnreachable(f"cannot ask the hub for data key {key_id}: {e}") from e
+        trouble = "no answer"
+        try:
+            for attempt in range(settings.attempts):
+                if attempt:
+                    pause = min(settings.pause * 2 ** (attempt - 1), settings.pause_max)
+                    answer = await _next_answer(answers, pause + random.uniform(0, settings.pause))
+                    if answer is not None and status_of(answer) is None:
+                        return answer
+                self.requests += 1
+                try:
+                    await self.nc.publish(subject, key_id.encode(), reply=inbox)
+                except nats.errors.Error as e:
+                    trouble = f"cannot send: {e}"
+                    continue
+                answer = await _next_answer(answers, settings.reply_within)
+                while answer is not None and status_of(answer) not in (None, NO_RESPONDERS):
+                    answer = await _next_answer(answers, settings.reply_within)
+                if answer is None:
+                    trouble = f"no answer within {settings.reply_within:g}s"
+                elif status_of(answer) == NO_RESPONDERS:
+                    trouble = "no key service is listening"
+                else:
+                    return answer
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        raise KeysUnreachable(
+            f"the hub's key service did not hand over data key {key_id} "
+            f"({settings.attempts} attempts; last: {trouble})"
+        )
+
+
+NO_RESPONDERS = "503"
+
+
+async def _next_answer(answers: asyncio.Queue[Msg], within: float) -> Msg | None:
+    try:
+        return await asyncio.wait_for(answers.get(), within)
+    except TimeoutError:
+        return None
 
 
 def _position(msg: Msg) -> dict[str, int]:

@@ -23,7 +23,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from access.key_service import KeyService
+from access.key_service import KeyService, key_reply
 from edge_connector.errors import EdgeUnavailable
 from edge_connector.jetstream import DurableFeed, KeyFetchSettings
 from events import edges
@@ -204,6 +204,48 @@ async def test_the_key_service_answers_while_the_hubs_event_loop_is_busy(
         assert base64.b64decode(answers[0]["key"]) == key
     finally:
         await cancel_and_wait([serving])
+
+
+async def test_a_late_answer_to_an_earlier_ask_opens_the_message(
+    hub_nats: HubNats, event_store: EventStore, edge_nc: NatsClient
+) -> None:
+    config = durable_config(CLUSTER)
+    await event_store.api_request(
+        f"CONSUMER.CREATE.{DESIRED_STREAM}.{config['durable_name']}",
+        {"stream_name": DESIRED_STREAM, "config": config, "action": ""},
+    )
+    keys = hub_nats.data.keyring()
+    keys.ensure({cluster_scope(CLUSTER)})
+    asked: list[str] = []
+
+    async def slow_service(msg: Msg) -> None:
+        """Answers each ask (one at a time) 1.5 s late: after the edge's first wait ended."""
+        asked.append(msg.data.decode())
+        await asyncio.sleep(1.5)
+        reply = key_reply(keys, CLUSTER, msg.data.decode(), {CLUSTER})
+        await event_store.nc.publish(msg.reply, orjson.dumps(reply))
+
+    await event_store.nc.subscribe("fleet.keys.*", cb=slow_service)
+    await event_store.nc.flush()
+    feed = DurableFeed(
+        edge_nc,
+        CLUSTER,
+        hub_domain=HUB_DOMAIN,
+        settings=PullSettings(batch=10, expires=5.0, heartbeat=1.0),
+        key_settings=KeyFetchSettings(
+            reply_within=1.0, attempts=2, pause=0.05, pause_max=0.1, redeliver_base=30.0
+        ),
+    )
+    reader = FeedReader(feed)
+    reading = asyncio.create_task(reader.run())
+    try:
+        await _write_sealed(event_store, keys, "web", 1)
+        await eventually(lambda: reader.generations("web") == [1], "delivered", within=20)
+        # The first ask's answer came during the second ask's wait, and was taken.
+        assert feed.held_back == 0
+        assert len(asked) == 2
+    finally:
+        await cancel_and_wait([reading])
 
 
 @pytest.mark.parametrize(
