@@ -185,7 +185,8 @@ class DesiredReader:
         """The slices of DESIRED of `clusters`: one batched direct get per group of at most
         `per_read` of them whose last known sizes add up to what the server answers at once
         (a group that matches more all the same is read in halves; one cluster alone as
-        `cluster_entries` reads it)."""
+        `cluster_entries` reads it). A cluster whose slice alone is more than the server
+        answers at once is left out (logged)."""
         found: dict[str, dict[str, DesiredEntry]] = {cluster: {} for cluster in clusters}
         for group in self._groups(list(found), max(1, per_read)):
             await self._read_group(group, found)
@@ -210,7 +211,12 @@ class DesiredReader:
         self, group: Sequence[str], found: dict[str, dict[str, DesiredEntry]]
     ) -> None:
         if len(group) == 1:
-            found[group[0]] = await self.cluster_entries(group[0])
+            cluster = group[0]
+            try:
+                found[cluster] = await self.cluster_entries(cluster)
+            except TooManyResults as e:  # this cluster only: the others are compared
+                log.warning("anti-entropy cannot read the desired state of %s: %s", cluster, e)
+                found.pop(cluster, None)
             return
         try:
             replies = await self.port.last_per_subject(
@@ -358,8 +364,11 @@ class AntiEntropyService:
         )
         repaired = []
         for cluster, inventory in accepted:
+            entries = slices.get(cluster)
+            if entries is None:
+                continue  # its slice could not be read (logged)
             try:
-                event = await self._compare(cluster, inventory, slices[cluster])
+                event = await self._compare(cluster, inventory, entries)
             except EventLogError as e:  # this cluster's repair only: the others go on
                 log.warning("anti-entropy repair of %s skipped: %s", cluster, e)
                 continue

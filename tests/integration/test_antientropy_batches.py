@@ -173,3 +173,19 @@ async def test_the_running_service_takes_the_digests_waiting_together(
         assert set(clusters) <= set(service.last_seen)
     finally:
         await cancel_and_wait([running])
+
+
+async def test_a_cluster_too_large_to_read_at_once_does_not_hold_up_the_others(
+    event_store: EventStore,
+) -> None:
+    await write_fleet(event_store, ["big"], 1025)  # over the 1,024 one reply may hold
+    await write_fleet(event_store, ["small"], 1)
+    reader = DesiredReader(event_store)
+    slices = await reader.entries_of(["big", "small"])
+    assert sorted(slices) == ["small"]
+    assert sorted(slices["small"]) == ["app0"]
+
+    service = AntiEntropyService(event_store, settle=timedelta(0))
+    assert await service.check_many([inventory("big", {}), inventory("small", {})]) == []
+    assert service.compared == 1
+    assert {"big", "small"} <= set(service.last_seen)
