@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -48,7 +50,15 @@ def key_reply(
 
 
 class KeyService:
-    """Serves `fleet.keys.*` (see the module docstring)."""
+    """Serves `fleet.keys.*` (see the module docstring).
+
+    The service runs on a thread of its own, with its own event loop and connection: at fleet
+    scale every cluster asks for its key when its first sealed ClusterTask arrives, all at
+    once, while the hub's main loop is busy with the same delivery (projecting thousands of
+    events, provisioning). On the main loop each answer waited for every callback queued
+    before it; on its own thread it no longer does, though it still shares the process's CPU
+    and interpreter lock with the rest of the hub. `keys` and `registered` are read from
+    that thread: give it a keyring of its own (`DataDir.keyring()` opens a new one)."""
 
     def __init__(
         self,
@@ -66,13 +76,56 @@ class KeyService:
         self._nc: NatsClient | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled (or until the service fails, with its error); `ready` is set
+        once the service is subscribed."""
+        caller = asyncio.get_running_loop()
+        ended: asyncio.Future[BaseException | None] = caller.create_future()
+        running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]] = []
+        handed = threading.Event()
+
+        def subscribed() -> None:
+            if ready is not None:
+                caller.call_soon_threadsafe(ready.set)
+
+        async def serve() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            running.append((asyncio.get_running_loop(), task))
+            handed.set()
+            await self._serve_forever(subscribed)
+
+        def main() -> None:
+            error: BaseException | None = None
+            try:
+                asyncio.run(serve())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's loop, raised there
+                error = e
+            finally:
+                handed.set()
+                with contextlib.suppress(RuntimeError):  # the caller's loop already closed
+                    caller.call_soon_threadsafe(_settle, ended, error)
+
+        thread = threading.Thread(target=main, name="fleetbus-key-service", daemon=True)
+        thread.start()
+        try:
+            error = await asyncio.shield(ended)
+        finally:
+            if not ended.done():
+                await asyncio.to_thread(handed.wait)
+                for loop, task in running:
+                    with contextlib.suppress(RuntimeError):  # its loop already stopped
+                        loop.call_soon_threadsafe(task.cancel)
+                await asyncio.to_thread(thread.join)
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            raise error
+
+    async def _serve_forever(self, subscribed: Callable[[], None]) -> None:
         nc = await connect(self.url, name="fleetbus-key-service", credentials=self.credentials)
         self._nc = nc
         try:
             await nc.subscribe(f"{subjects.KEYS_PREFIX}.*", cb=self._serve)
             await nc.flush()
-            if ready is not None:
-                ready.set()
+            subscribed()
             await asyncio.Event().wait()
         finally:
             self._nc = None
@@ -89,5 +142,10 @@ class KeyService:
             self.refusals += 1
             log.warning("refused data key %s to cluster %s: %s", key_id, cluster, reply["error"])
         else:
-            log.info("delivered data key %s to cluster %s", key_id, cluster)
+            log.debug("delivered data key %s to cluster %s", key_id, cluster)
         await nc.publish(msg.reply, orjson.dumps(reply))
+
+
+def _settle(ended: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    if not ended.done():
+        ended.set_result(error)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 class HubFailed(RuntimeError):
     """A hub process exited or never came up; carries the tail of its output."""
+
+
+KEEP_LOGS_ENV = "FLEETBUS_BENCH_LOGS"
+"""A directory to copy a run's process logs into before its temporary data dir goes."""
+
+
+def keep_logs(root: Path) -> None:
+    """Copy the `*.log` files of a run under `root` into `$FLEETBUS_BENCH_LOGS/<root name>/`."""
+    target = os.environ.get(KEEP_LOGS_ENV)
+    if not target:
+        return
+    into = Path(target) / root.name
+    for log_file in root.rglob("*.log"):
+        destination = into / log_file.relative_to(root)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(log_file, destination)
 
 
 @dataclass
@@ -253,3 +271,4 @@ async def running_hub(
             for child in reversed(running.children):
                 child.stop()
             hub.stop()
+            keep_logs(root)

@@ -27,6 +27,11 @@ class EdgeUnavailable(ConnectorError):
     """The edge's own nats-server could not be reached."""
 
 
+class KeysUnreachable(EdgeUnavailable):
+    """The hub's key service did not hand over a data key the desired state needs, after
+    bounded retries (or it failed a moment ago and is given time before the next ask)."""
+
+
 class KubeTransient(ConnectorError):
     """The apiserver was briefly unable to answer: 429 (e.g. a new CRD's storage still
     initializing), 5xx, or a connection refused or reset. Worth retrying with backoff."""

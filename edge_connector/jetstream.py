@@ -16,7 +16,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
@@ -27,13 +30,13 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from edge_connector.connector import Delivery
-from edge_connector.errors import EdgeUnavailable
+from edge_connector.errors import EdgeUnavailable, KeysUnreachable
 from edge_connector.health import HubLinkState
 from events import edges, subjects
 from events.catalog import Report
 from events.errors import EventLogUnavailable
 from events.inventory import InventoryDigest, encode_inventory
-from events.pull import ContinuousPull, PullSettings
+from events.pull import ContinuousPull, PullSettings, status_of
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, DUPLICATE_WINDOW_S, HUB_DOMAIN, MAX_PAYLOAD, NANOS
 from sealing.envelope import (
@@ -116,23 +119,61 @@ async def connect_local(url: str, *, cluster: str, user: str, password: str) -> 
     )
 
 
-KEY_REQUEST_TIMEOUT_S = 5.0
+@dataclass(frozen=True)
+class KeyFetchSettings:
+    """How hard an edge tries to get a data key before it lets the message come back later.
+
+    A fetch asks up to `attempts` times, each answer awaited `reply_within` seconds, with
+    jittered exponential pauses (from `pause` up to `pause_max`) between: at most about 20 s,
+    inside the durable consumer's 30 s `ack_wait`. Each answer is awaited as long as a single
+    request used to be (5 s): a key service that is slow, not gone, still answers every
+    request it received, so a shorter wait only adds retries to its queue. When every attempt
+    fails, the message is NAKed with a delay growing with its delivery count (`redeliver_base`
+    doubling up to `redeliver_max`), and for `redeliver_base` seconds other messages needing a
+    key are NAKed at once rather than asking a hub that just failed to answer."""
+
+    reply_within: float = 5.0
+    attempts: int = 3
+    pause: float = 0.5
+    pause_max: float = 2.0
+    redeliver_base: float = 1.0
+    redeliver_max: float = 15.0
+
+    def redelivery_delay(self, delivered: int) -> float:
+        """The NAK delay for a message delivered `delivered` times (1 on its first delivery)."""
+        return float(min(self.redeliver_base * 2 ** max(0, delivered - 1), self.redeliver_max))
 
 
 class EdgeKeys:
     """Opens the ClusterTasks the hub sealed for this cluster (`access.key_service`).
 
     A key id the edge does not hold is asked from the hub on `fleet.keys.<cluster>`, over the
-    cluster's own authenticated link; keys are kept in memory only. A hub that does not answer
-    interrupts the feed (it resumes, and the message comes again); a refusal (a shredded key,
-    a key of another cluster) skips the message with an error naming the key."""
+    cluster's own authenticated link; a key once received is kept (in memory only) and never
+    asked for again. A hub that does not answer after bounded retries raises `KeysUnreachable`:
+    the durable feed NAKs the message with a delay, so it comes again soon and nothing behind
+    it waits; the mirror feed starts again from the last message per subject. A refusal (a
+    shredded key, a key of another cluster) skips the message with an error naming the key."""
 
-    def __init__(self, nc: NatsClient, cluster: str) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        cluster: str,
+        *,
+        settings: KeyFetchSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.nc = nc
         self.cluster = cluster
         self.cache = KeyCache(cluster_scope(cluster))
+        self.settings = settings or KeyFetchSettings()
+        self.clock = clock
+        self.requests = 0
+        """Key requests sent to the hub (each retry counts)."""
+        self._quiet_until = 0.0
 
     async def decode(self, msg: Msg) -> ClusterTask | None:
+        """The ClusterTask in `msg`; None when it cannot be opened or decoded (logged).
+        Raises `KeysUnreachable` when its key is needed and the hub does not hand it over."""
         data = bytes(msg.data)
         if is_sealed_bytes(data):
             try:
@@ -158,13 +199,18 @@ class EdgeKeys:
             return None
 
     async def _fetch(self, key_id: str) -> None:
-        subject = subjects.keys_subject(self.cluster)
+        settings = self.settings
+        wait = self._quiet_until - self.clock()
+        if wait > 0:
+            raise KeysUnreachable(
+                f"the hub's key service did not hand over data key {key_id} a moment ago; "
+                f"asking again in {wait:.1f}s"
+            )
         try:
-            reply = await self.nc.request(subject, key_id.encode(), timeout=KEY_REQUEST_TIMEOUT_S)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise EdgeUnavailable(f"the hub did not answer for data key {key_id}: {e!r}") from e
-        except nats.errors.Error as e:
-            raise EdgeUnavailable(f"cannot ask the hub for data key {key_id}: {e}") from e
+            reply = await self._ask(key_id)
+        except KeysUnreachable:
+            self._quiet_until = self.clock() + settings.redeliver_base
+            raise
         try:
             answer = orjson.loads(reply.data)
         except orjson.JSONDecodeError as e:
@@ -177,6 +223,66 @@ class EdgeKeys:
         except ValueError as e:
             raise KeyUnavailable(key_id, "the hub's answer holds no base64 key") from e
         self.cache.add(key_id, key)
+
+    async def _ask(self, key_id: str) -> Msg:
+        """The key service's answer for `key_id`, asked up to `attempts` times.
+
+        Every attempt is sent with one reply inbox, kept open until an answer comes: a busy
+        service answers the requests it received late, and the late answer to an earlier
+        attempt is as good as one to the latest (with a new inbox per attempt it would be
+        thrown away, and each attempt would have to wait in the service's queue again)."""
+        settings = self.settings
+        subject = subjects.keys_subject(self.cluster)
+        answers: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def receive(msg: Msg) -> None:
+            answers.put_nowait(msg)
+
+        inbox = self.nc.new_inbox()
+        try:
+            sub = await self.nc.subscribe(inbox, cb=receive)
+        except nats.errors.Error as e:
+            raise KeysUnreachable(f"cannot ask the hub for data key {key_id}: {e}") from e
+        trouble = "no answer"
+        try:
+            for attempt in range(settings.attempts):
+                if attempt:
+                    pause = min(settings.pause * 2 ** (attempt - 1), settings.pause_max)
+                    answer = await _next_answer(answers, pause + random.uniform(0, settings.pause))
+                    if answer is not None and status_of(answer) is None:
+                        return answer
+                self.requests += 1
+                try:
+                    await self.nc.publish(subject, key_id.encode(), reply=inbox)
+                except nats.errors.Error as e:
+                    trouble = f"cannot send: {e}"
+                    continue
+                answer = await _next_answer(answers, settings.reply_within)
+                while answer is not None and status_of(answer) not in (None, NO_RESPONDERS):
+                    answer = await _next_answer(answers, settings.reply_within)
+                if answer is None:
+                    trouble = f"no answer within {settings.reply_within:g}s"
+                elif status_of(answer) == NO_RESPONDERS:
+                    trouble = "no key service is listening"
+                else:
+                    return answer
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        raise KeysUnreachable(
+            f"the hub's key service did not hand over data key {key_id} "
+            f"({settings.attempts} attempts; last: {trouble})"
+        )
+
+
+NO_RESPONDERS = "503"
+
+
+async def _next_answer(answers: asyncio.Queue[Msg], within: float) -> Msg | None:
+    try:
+        return await asyncio.wait_for(answers.get(), within)
+    except TimeoutError:
+        return None
 
 
 def _position(msg: Msg) -> dict[str, int]:
@@ -195,10 +301,12 @@ async def _no_ack() -> None:
 class MirrorFeed:
     """The cluster's desired state from the leaf's local mirror stream."""
 
-    def __init__(self, nc: NatsClient, cluster: str) -> None:
+    def __init__(
+        self, nc: NatsClient, cluster: str, *, key_settings: KeyFetchSettings | None = None
+    ) -> None:
         self.nc = nc
         self.cluster = cluster
-        self.keys = EdgeKeys(nc, cluster)
+        self.keys = EdgeKeys(nc, cluster, settings=key_settings)
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -243,12 +351,15 @@ class DurableFeed:
         *,
         hub_domain: str = HUB_DOMAIN,
         settings: PullSettings | None = None,
+        key_settings: KeyFetchSettings | None = None,
     ) -> None:
         self.nc = nc
         self.cluster = cluster
         self.hub_domain = hub_domain
         self.settings = settings or PullSettings(batch=100, expires=60.0, heartbeat=10.0)
-        self.keys = EdgeKeys(nc, cluster)
+        self.keys = EdgeKeys(nc, cluster, settings=key_settings)
+        self.held_back = 0
+        """Messages NAKed because their data key could not be fetched (they come again)."""
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         pull = ContinuousPull(
@@ -261,12 +372,36 @@ class DurableFeed:
         try:
             async for msgs in pull.batches():
                 for msg in msgs:
-                    task = await self.keys.decode(msg)
+                    try:
+                        task = await self.keys.decode(msg)
+                    except KeysUnreachable as e:
+                        await self._redeliver_later(msg, e)
+                        continue
                     yield Delivery(
                         subject=msg.subject, task=task, ack=_acker(msg), **_position(msg)
                     )
         except EventLogUnavailable as e:
             raise EdgeUnavailable(f"cannot pull the desired state of {self.cluster}: {e}") from e
+
+    async def _redeliver_later(self, msg: Msg, why: KeysUnreachable) -> None:
+        """NAK `msg` with a delay: the consumer delivers it again then, and the messages
+        behind it flow meanwhile. (Left unacknowledged it would come back only after the
+        consumer's whole `ack_wait`.)"""
+        try:
+            delivered = int(msg.metadata.num_delivered)
+        except (nats.errors.Error, nats.js.errors.Error, ValueError, IndexError):
+            delivered = 1
+        delay = self.keys.settings.redelivery_delay(delivered)
+        self.held_back += 1
+        log.warning(
+            "desired state on %s held back (delivery %d): %s; it comes again in %.1fs",
+            msg.subject,
+            delivered,
+            why,
+            delay,
+        )
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            await msg.nak(delay=delay)
 
 
 def _acker(msg: Msg) -> Any:

@@ -38,6 +38,11 @@ class EventLogUnavailable(EventLogError):
     """The log could not be reached (after bounded retries)."""
 
 
+class TooManyResults(EventLogUnavailable):
+    """A batched direct get matched more messages than the server answers in one reply
+    (status 413): ask again for fewer subjects."""
+
+
 class AppendRefused(EventLogError):
     """The server refused an append for a reason other than a concurrency conflict."""
 

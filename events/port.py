@@ -24,13 +24,17 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from events.connection import request
-from events.errors import AppendRefused, EventLogUnavailable
+from events.errors import AppendRefused, EventLogUnavailable, TooManyResults
 from events.pull import ContinuousPull, PullSettings
 from events.replies import PendingReplies
 from events.stream_api import StreamApi
 
 SCAN_BATCH = 1000
 """Messages one fetch of a headers-only scan asks for."""
+MAX_DIRECT_RESULTS = 1024
+"""The most messages nats-server answers to one batched direct get: more matches are refused
+whole with status 413 (`TOO_MANY_RESULTS`), whatever `batch` says (checked on 2.15.1)."""
+TOO_MANY_RESULTS = "413"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +170,8 @@ class JetStreamPort:
         one batched direct get of at most `batch` messages), each with its `Nats-Subject`,
         `Nats-Sequence` and `Nats-Time-Stamp` headers."""
         filters = [subject_filter] if isinstance(subject_filter, str) else list(subject_filter)
-        return await self._direct_batch(
-            stream, {"multi_last": filters, "batch": batch}, str(subject_filter)
-        )
+        what = filters[0] if len(filters) == 1 else f"{len(filters)} subject filters"
+        return await self._direct_batch(stream, {"multi_last": filters, "batch": batch}, what)
 
     async def messages_from(
         self, stream: str, subject_filter: str, from_seq: int, batch: int
@@ -196,6 +199,11 @@ class JetStreamPort:
                     reply = _reply(await asyncio.wait_for(queue.get(), self.timeout))
                     if reply.status in ("204", "404"):
                         break  # end of the batch / nothing under the filter
+                    if reply.status == TOO_MANY_RESULTS:
+                        raise TooManyResults(
+                            f"direct get of {what} in {stream} matches more than "
+                            f"{MAX_DIRECT_RESULTS} messages"
+                        )
                     if reply.status is not None:
                         raise EventLogUnavailable(
                             f"direct get of {what} in {stream}: status "
@@ -321,6 +329,31 @@ class JetStreamPort:
             await batches.aclose()
 
     # --- core subscriptions ------------------------------------------------------------------
+
+    async def message_batches(
+        self, subject: str, *, backlog: int, most: int
+    ) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """Like `messages`, but each time everything already waiting, up to `most` at once
+        (never empty): a reader that works in bulk catches up with one step per batch."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=backlog)
+
+        async def deliver(msg: Msg) -> None:
+            if not queue.full():
+                queue.put_nowait(msg)
+
+        try:
+            sub = await self.api.nc.subscribe(subject, cb=deliver)
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot subscribe to {subject}: {e}") from e
+        try:
+            while True:
+                received = [await queue.get()]
+                while len(received) < most and not queue.empty():
+                    received.append(queue.get_nowait())
+                yield [(msg.subject, msg.data) for msg in received]
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def messages(self, subject: str, *, backlog: int) -> AsyncIterator[tuple[str, bytes]]:
         """(subject, payload) of every message on `subject` (a core subscription), forever;
