@@ -67,6 +67,7 @@ from kube_contract.model import (
     read_task_view,
 )
 from kube_contract.resources import LEASE, STEP, TASK
+from kube_http.connections import close_interrupted_handshakes
 from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
@@ -501,12 +502,16 @@ class KubernetesExecutor:
         except (ConfigError, OSError, ValueError) as e:
             raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
         chosen = namespace or (single.context.namespace if single is not None else None)
-        return cls(
+        executor = cls(
             client,
             cluster=cluster,
             namespace=chosen or DEFAULT_NAMESPACE,
             apply_timeout=apply_timeout,
         )
+        # Its HTTP client is also the cluster controller's in `fleetbus edge`: a request of
+        # either component cancelled in its TLS handshake must not leave the connection open.
+        close_interrupted_handshakes(executor.http_client)
+        return executor
 
     # --- the executor port ---------------------------------------------------------------------
 

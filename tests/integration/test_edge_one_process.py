@@ -35,6 +35,7 @@ from tests.kube_envtest import (
     create_namespace,
     running_kube_envtest,
 )
+from tests.leaks import unclosed_sockets
 
 pytestmark = pytest.mark.kube
 
@@ -171,14 +172,16 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         assert live["data"] == {"taskset": "second"}
 
 
-@pytest.mark.long  # failed inside loaded full runs (passes alone): kept out of `make test`
 async def test_while_the_controller_keeps_failing_the_connector_keeps_taking_desired_state(
     tmp_path: Path, own_apiserver: KubeAPIServer
 ) -> None:
     """With `--skip-crds` the controller cannot repair its CRD itself: it fails, waits, fails
     again (with growing pauses) until someone installs the CRD again. Meanwhile the connector
     takes new desired state and writes its Task; once the CRD is back the controller runs
-    again and that taskset is applied."""
+    again and that taskset is applied.
+
+    Each failure cancels the controller's list and watch requests at once, some of them in
+    their TLS handshake with the apiserver: none of their connections may be left open."""
     namespace = "apps"
     create_namespace(own_apiserver, namespace)
     create_namespace(own_apiserver, "fleetbus-system")
@@ -217,6 +220,7 @@ async def test_while_the_controller_keeps_failing_the_connector_keeps_taking_des
             await eventually(lambda: applied(hub, "during"), "the taskset applied at last", 90)
     finally:
         await kube.close()
+    assert unclosed_sockets() == [], "every connection of the stopped edge is closed"
 
 
 async def _ready(edge: EdgeRuntime) -> bool:
