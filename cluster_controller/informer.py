@@ -135,7 +135,10 @@ class Informer:
         index: IndexOf | None = None,
         watch_timeout: int = 300,
         backoff_base: float = 0.25,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        """`on_change`: called whenever what the cache holds changes, also by `remember`
+        (whose object's watch event is then not passed on): for readers of a shared cache."""
         self.kube = kube
         self.info = info
         self.label_selector = label_selector
@@ -144,6 +147,7 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.backoff_base = backoff_base
         self._on_event = on_event
+        self._on_change = on_change
         self._index_of = index
         self._objects: dict[Key, bytes] = {}
         """Each object's compact JSON (see the module's docstring)."""
@@ -151,6 +155,10 @@ class Informer:
         self._indexed: dict[str, set[Key]] = {}
         self._index_values: dict[Key, str] = {}
         self.synced = asyncio.Event()
+        """Set once the informer has listed: its cache holds every object (kept set after that,
+        also while a new `run()` lists again, so readers of a shared cache are not held up)."""
+        self.listed = asyncio.Event()
+        """Set once the current `run()` has listed: its cache is current again."""
         self.resource_version = ""
         self.relists = 0
         """How many times the informer listed again after its version expired."""
@@ -191,6 +199,8 @@ class Informer:
             if value is not None:
                 self._index_values[key] = value
                 self._indexed.setdefault(value, set()).add(key)
+        if self._on_change is not None:
+            self._on_change()
 
     def _unindex(self, key: Key) -> None:
         value = self._index_values.pop(key, None)
@@ -205,6 +215,8 @@ class Informer:
         self._versions.pop(key, None)
         self._objects.pop(key, None)
         self._unindex(key)
+        if self._on_change is not None:
+            self._on_change()
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -212,6 +224,7 @@ class Informer:
         """List, then watch for ever; returns only by cancellation or a non-transient error."""
         failures = 0
         need_list = True
+        self.listed.clear()
         while True:
             try:
                 if need_list:
@@ -253,6 +266,7 @@ class Informer:
             self._on_event("DELETED", gone)
         self.resource_version = listing.resource_version
         self.synced.set()
+        self.listed.set()
 
     def _tombstone(self, key: Key) -> dict[str, Any]:
         namespace, name = key
