@@ -34,7 +34,7 @@ class ControllerHealth:
     def informers_synced(self) -> dict[str, bool]:
         c = self.controller
         return {
-            i.info.plural: i.synced.is_set() for i in (c.tasks, c.tasklets, c.steps, c.namespaces)
+            i.info.plural: i.listed.is_set() for i in (c.tasks, c.tasklets, c.steps, c.namespaces)
         }
 
     def live(self) -> tuple[bool, str]:

@@ -52,6 +52,7 @@ from cluster_controller.errors import (
     UnknownKind,
 )
 from kube_contract.resources import ResourceInfo
+from kube_http.connections import close_interrupted_handshakes
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class Kube:
             raise KubeConfigError(f"cannot use kubeconfig: {e}") from e
         except (OSError, ValueError) as e:
             raise KubeConfigError(f"cannot set up TLS from the kubeconfig: {e}") from e
+        close_interrupted_handshakes(http)
         http.headers["User-Agent"] = user_agent
         return cls(http, config=single, user_agent=user_agent)
 
@@ -189,6 +191,7 @@ class Kube:
         http = lightkube_http_client(
             config, ConnectionParams(timeout=httpx.Timeout(REQUEST_TIMEOUT))
         )
+        close_interrupted_handshakes(http)
         http.headers["User-Agent"] = self._user_agent
         return Kube(http, config=config, user_agent=self._user_agent)
 

@@ -76,7 +76,12 @@ class Controller:
         options: ControllerOptions | None = None,
         *,
         clock: Callable[[], datetime] = utc_now,
+        tasks: Informer | None = None,
     ) -> None:
+        """`tasks`: an informer of the Tasks in `options.namespace` that outlives this
+        controller, its cache shared with another component of the process (see
+        `shared_task_informer`); its events must reach `on_task_event`. It still runs (and
+        fails) with this controller; without it the controller makes its own."""
         self.kube = kube
         self.options = options or ControllerOptions()
         self.clock = clock
@@ -90,7 +95,7 @@ class Controller:
         self.last_error_at: datetime | None = None
         scope = self.options.namespace
         timeout = self.options.watch_timeout
-        self.tasks = Informer(
+        self.tasks = tasks or Informer(
             kube, TASK, namespace=scope, on_event=self._on_task, watch_timeout=timeout
         )
         self.tasklets = Informer(
@@ -132,6 +137,10 @@ class Controller:
         )
 
     # --- watch callbacks (enqueue only) --------------------------------------------------------
+
+    def on_task_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        """A Task event of a shared Task informer (see `__init__`)."""
+        self._on_task(event_type, obj)
 
     def _on_task(self, event_type: str, obj: dict[str, Any]) -> None:
         metadata = obj.get("metadata") or {}
@@ -271,7 +280,8 @@ class Controller:
             async with asyncio.TaskGroup() as group:
                 for informer in [*core, *fixed]:
                     group.create_task(informer.run(), name=f"informer-{informer.info.plural}")
-                await asyncio.gather(*(informer.synced.wait() for informer in core))
+                # `listed`, not `synced`: a shared Task informer synced before this run.
+                await asyncio.gather(*(informer.listed.wait() for informer in core))
                 await self._watch_applied_kinds()
                 self.resync()
                 for index in range(max(1, self.options.workers)):

@@ -1,6 +1,8 @@
 """The connector service: desired state in, executor calls out, report events into the outbox.
 
-Loops share one in-memory view (`held`: the latest ClusterTask per taskset):
+Loops share one in-memory view (`held`: the latest ClusterTask per taskset, compact: what
+deciding needs, with the taskset's steps and objects kept apart as their compressed JSON and
+decoded only for an apply, see `HeldTasks`):
 - the feed loop records each delivered ClusterTask and queues its taskset;
 - a bounded pool of workers takes tasksets from the shared keyed `WorkQueue` (one worker per
   taskset at a time; a taskset whose desired state changes while it is worked on comes back
@@ -52,8 +54,9 @@ from events.catalog import Report
 from events.errors import EventLogError
 from events.inventory import ControllerStatus, EdgeStatus, InventoryDigest
 from events.tasks import cancel_and_wait
+from taskset.codec import decode_taskset, encode_taskset
 from taskset.errors import FleetbusError
-from taskset.model import ClusterTask
+from taskset.model import ClusterTask, Taskset
 from workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -130,6 +133,46 @@ class DriftCorrection:
     detected_id: str
 
 
+def _without_steps(taskset: Taskset) -> Taskset:
+    return msgspec.structs.replace(
+        taskset, init=[], install=[], post_install=[], pre_delete=[], source=None, settings={}
+    )
+
+
+class HeldTasks(dict[str, ClusterTask]):
+    """The latest ClusterTask per taskset, compact: each as deciding needs it (identity,
+    generation, digest, drift policy and ignore paths), its taskset's steps, objects, source
+    and settings kept apart as compressed JSON (`taskset.codec`), a few times smaller than
+    the decoded objects; `whole()` gives the full ClusterTask back for an apply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bodies: dict[str, bytes] = {}
+
+    def hold(self, task: ClusterTask) -> ClusterTask:
+        """Keep `task` (replacing what was held for its taskset); the compact task held."""
+        name = task.taskset_name
+        if task.taskset is None:
+            self._bodies.pop(name, None)
+            compact = task
+        else:
+            self._bodies[name] = encode_taskset(task.taskset)
+            compact = msgspec.structs.replace(task, taskset=_without_steps(task.taskset))
+        self[name] = compact
+        return compact
+
+    def whole(self, task: ClusterTask) -> ClusterTask:
+        """The full ClusterTask of `task`, which must be what is held for its taskset (take it
+        before any await: a newer delivery replaces it)."""
+        name = task.taskset_name
+        if self.get(name) is not task:
+            raise ConnectorError(f"{name}: not the ClusterTask held for it")
+        body = self._bodies.get(name)
+        if body is None:
+            return task
+        return msgspec.structs.replace(task, taskset=decode_taskset(body))
+
+
 @dataclass
 class Connector:
     settings: ConnectorSettings
@@ -144,7 +187,7 @@ class Connector:
     """The connector's version, told to the hub in each inventory digest."""
     companions: list[Companion] = field(default_factory=list)
     """Components sharing the connector's process; their health joins its readiness."""
-    held: dict[str, ClusterTask] = field(default_factory=dict)
+    held: HeldTasks = field(default_factory=lambda: HeldTasks())
     reported: int = 0
     """Report events stored in the outbox so far."""
     made: int = 0
@@ -267,7 +310,7 @@ class Connector:
         else:
             # Even an unchanged task is reconciled: a re-delivery (anti-entropy) means the hub
             # saw this cluster lacking it, and reconciling what is applied is a no-op.
-            self.held[task.taskset_name] = task
+            self.held.hold(task)
             self._schedule(task.taskset_name)
         await delivery.ack()
 
@@ -301,6 +344,7 @@ class Connector:
 
     async def _reconcile(self, name: str) -> None:
         task = self.held[name]
+        whole = self.held.whole(task)
         applied = (await self.executor.inventory()).applied.get(name)
         action = decisions.plan_task(task, applied)
         if action == "none":
@@ -308,9 +352,9 @@ class Connector:
             return
         try:
             if action == "remove":
-                result = await self.executor.remove(task)
+                result = await self.executor.remove(whole)
             else:
-                result = await self.executor.apply(task)
+                result = await self.executor.apply(whole)
         except ApplyFailed as failure:
             streak = self._failures.setdefault(name, FailureStreak())
             streak.attempts += 1
@@ -345,8 +389,9 @@ class Connector:
 
     async def _correct(self, correction: DriftCorrection) -> None:
         task = correction.task
+        whole = self.held.whole(task)
         try:
-            await self.executor.apply(task)
+            await self.executor.apply(whole)
         except ApplyFailed as failure:
             self.report(decisions.failed_event(task, failure, self.clock()))
             self._schedule(task.taskset_name, decisions.retry_delay(1, self.settings.retry_base))

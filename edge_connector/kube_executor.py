@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx2 as httpx
 import msgspec
@@ -67,6 +67,7 @@ from kube_contract.model import (
     read_task_view,
 )
 from kube_contract.resources import LEASE, STEP, TASK
+from kube_http.connections import close_interrupted_handshakes
 from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
@@ -452,6 +453,22 @@ def write_retrying() -> AsyncRetrying:
     )
 
 
+class SharedTasks(Protocol):
+    """The Tasks of the executor's namespace as another component of the same process keeps
+    them: in `fleetbus edge`, the cluster controller's Task informer, which outlives the
+    controller's restarts. Reads return fresh copies; whoever feeds it calls the executor's
+    `tasks_changed()` on every change."""
+
+    @property
+    def synced(self) -> asyncio.Event:
+        """Set once every Task has been listed."""
+        ...
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def items(self) -> list[dict[str, Any]]: ...
+
+
 class KubernetesExecutor:
     """Writes Task and Step resources; reads their status. See the module docstring."""
 
@@ -469,8 +486,13 @@ class KubernetesExecutor:
         self.namespace = namespace
         self.apply_timeout = apply_timeout
         self.clock = clock
+        self.shared_tasks: SharedTasks | None = None
+        """Set (before the first call) to read the Tasks from a cache shared with the cluster
+        controller instead of watching them here: one watch and one copy of them per process."""
         self._tasks: dict[str, dict[str, Any]] = {}
-        self._changed = asyncio.Condition()
+        """This executor's own cache of its Tasks (`_kept`), without `shared_tasks`."""
+        self._change = asyncio.Event()
+        """Set (and replaced by a fresh one) on every change of the Tasks."""
         self._synced = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._watch_error = ""
@@ -501,12 +523,16 @@ class KubernetesExecutor:
         except (ConfigError, OSError, ValueError) as e:
             raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
         chosen = namespace or (single.context.namespace if single is not None else None)
-        return cls(
+        executor = cls(
             client,
             cluster=cluster,
             namespace=chosen or DEFAULT_NAMESPACE,
             apply_timeout=apply_timeout,
         )
+        # Its HTTP client is also the cluster controller's in `fleetbus edge`: a request of
+        # either component cancelled in its TLS handshake must not leave the connection open.
+        close_interrupted_handshakes(executor.http_client)
+        return executor
 
     # --- the executor port ---------------------------------------------------------------------
 
@@ -519,7 +545,7 @@ class KubernetesExecutor:
         waits for the controller's answer, instead of rewriting every Step of the taskset."""
         started = time.monotonic()
         await self._ensure_watch()
-        stored = self._tasks.get(task.taskset_name)
+        stored = self._task(task.taskset_name)
         if stored is None or not written_for(stored, task):
             resources = task_resources(task, self.namespace)
             for step in resources.steps:
@@ -536,7 +562,7 @@ class KubernetesExecutor:
         correct = taskset is not None and taskset.drift_policy == "correct"
 
         def reading() -> TaskReading:
-            current = self._newer(self._tasks.get(task.taskset_name), stored)
+            current = self._newer(self._task(task.taskset_name), stored)
             return read_task(
                 current, generation=generation, digest=task.digest, wait_for_correction=correct
             )
@@ -568,9 +594,9 @@ class KubernetesExecutor:
             raise ApplyFailed(
                 phase="preDelete", object="Task", reason=f"Kubernetes API unreachable: {e!r}"
             ) from e
-        gone = await self._wait(lambda: name not in self._tasks)
+        gone = await self._wait(lambda: self._task(name) is None)
         if not gone:
-            status = (self._tasks.get(name) or {}).get("status") or {}
+            status = (self._task(name) or {}).get("status") or {}
             raise ApplyFailed(
                 phase="preDelete",
                 object=str(status.get("failedObject") or "-"),
@@ -582,7 +608,7 @@ class KubernetesExecutor:
 
     async def inventory(self) -> ExecutorInventory:
         await self._ensure_watch()
-        tasks = [self._tasks[name] for name in sorted(self._tasks)]
+        tasks = self._all_tasks()
         applied = applied_tasks(tasks)
         live = {
             str((t.get("spec") or {}).get("taskset")): {
@@ -794,17 +820,53 @@ class KubernetesExecutor:
 
         return a if a is not None and version(a) >= version(b) else b
 
+    def _ours(self, obj: dict[str, Any] | None) -> bool:
+        labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+        return bool(labels.get(LABEL_CLUSTER) == self.cluster)
+
+    def _task(self, name: str) -> dict[str, Any] | None:
+        """This executor's Task `name` as last seen, if any."""
+        if self.shared_tasks is None:
+            return self._tasks.get(name)
+        obj = self.shared_tasks.get(self.namespace, name)
+        return obj if self._ours(obj) else None
+
+    def _all_tasks(self) -> list[dict[str, Any]]:
+        """This executor's Tasks as last seen, by name."""
+        if self.shared_tasks is None:
+            return [self._tasks[name] for name in sorted(self._tasks)]
+        found = [obj for obj in self.shared_tasks.items() if self._ours(obj)]
+        return sorted(found, key=lambda obj: str((obj.get("metadata") or {}).get("name")))
+
+    def tasks_changed(self) -> None:
+        """Wake whoever waits for a Task to change (called for every watch event)."""
+        changed, self._change = self._change, asyncio.Event()
+        changed.set()
+
     async def _wait(self, done: Callable[[], bool]) -> bool:
         """Wait until `done()` holds after some Task change; False on the apply timeout."""
         try:
-            async with asyncio.timeout(self.apply_timeout), self._changed:
-                await self._changed.wait_for(done)
+            async with asyncio.timeout(self.apply_timeout):
+                while not done():
+                    await self._change.wait()
         except TimeoutError:
             return False
         return True
 
     async def _ensure_watch(self) -> None:
         """Start following this executor's Tasks; fail if they cannot be listed in time."""
+        if self.shared_tasks is not None:
+            try:
+                async with asyncio.timeout(self.apply_timeout):
+                    await self.shared_tasks.synced.wait()
+            except TimeoutError as e:
+                raise ApplyFailed(
+                    phase="init",
+                    object="Task",
+                    reason=f"the cluster controller of this process has not listed the Tasks in "
+                    f"{self.namespace} within {self.apply_timeout:.0f}s (see its readiness)",
+                ) from e
+            return
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_tasks(), name="kube-executor-tasks")
         try:
@@ -839,10 +901,9 @@ class KubernetesExecutor:
             async for item in listing:
                 obj = _kept(item)
                 fresh[str(obj["metadata"]["name"])] = obj
-            async with self._changed:
-                self._tasks = fresh
-                self._synced.set()
-                self._changed.notify_all()
+            self._tasks = fresh
+            self._synced.set()
+            self.tasks_changed()
             async for event, item in self.client.watch(
                 TaskResource,
                 namespace=self.namespace,
@@ -852,12 +913,11 @@ class KubernetesExecutor:
             ):
                 obj = _kept(item)
                 name = str(obj["metadata"]["name"])
-                async with self._changed:
-                    if event == "DELETED":
-                        self._tasks.pop(name, None)
-                    else:
-                        self._tasks[name] = obj
-                    self._changed.notify_all()
+                if event == "DELETED":
+                    self._tasks.pop(name, None)
+                else:
+                    self._tasks[name] = obj
+                self.tasks_changed()
         except httpx.HTTPStatusError as e:
             if _status_code(e) == 410:
                 return

@@ -18,8 +18,15 @@ its CRD was deleted, or a bug) never takes the connector with it and is never sw
 Its first start is told the same way: once its watches are synced the connector sends a digest
 at once, so the hub does not show a starting edge for an inventory interval after it is ready.
 
-The connector keeps its own watches of the Tasks and Steps it writes: a controller restart
-never blinds it, and what it holds is still applied once the controller is back.
+The connector and the controller share one watch and one cache of the Tasks: the component
+owns the Task informer, which outlives the controller's restarts. It runs with each controller
+(a failure of it is the controller's failure, and is restarted with it); its cache stays while
+the controller is down, so the connector still reads the Tasks it wrote (their status changes
+only through the controller anyway), and the next start lists them again, telling both
+components what changed meanwhile. The cache holds each Task once, as compact JSON without its
+managedFields. The connector keeps its own watch of the Steps (for the drift it reports), which
+holds no copy of them: a controller restart never blinds it, and what it holds is still
+applied once the controller is back.
 
 `fleetbus edge --without-controller` leaves the controller out, for the split layout where
 `fleetbus controller` runs in a pod of its own.
@@ -35,11 +42,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cluster_controller.crds import install_crds
 from cluster_controller.errors import ControllerError
 from cluster_controller.health import ControllerHealth
 from cluster_controller.heartbeat import Heartbeat
+from cluster_controller.informer import Informer
 from cluster_controller.kube import Kube
 from cluster_controller.runtime import Controller, ControllerOptions
 from edge_connector.kube_executor import KubernetesExecutor
@@ -47,6 +56,7 @@ from fleetbus.edge import ControllerSettings
 from fleetbus.errors import ComponentStopped
 from fleetbus.probes import fleetbus_version
 from fleetbus.supervision import RESTART_BACKOFF, Backoff, supervise
+from kube_contract.resources import TASK
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +89,30 @@ class ControllerComponent:
     _failed_until: float | None = field(default=None, repr=False)
     """While failed: when (monotonic) it starts again."""
     _stopped: bool = field(default=False, repr=False)
+    tasks: Informer = field(init=False, repr=False)
+    """The Task informer every controller of this component runs, shared with the connector."""
+    task_listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    """Called on every change of the shared Task cache (the connector's executor waits on
+    them), also for the controller's own writes it takes in at once."""
+    _running: Controller | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tasks = Informer(
+            self.kube,
+            TASK,
+            namespace=self.namespace,
+            on_event=self._on_task_event,
+            watch_timeout=ControllerOptions().watch_timeout,
+            on_change=self._tasks_changed,
+        )
+
+    def _on_task_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        if self._running is not None:
+            self._running.on_task_event(event_type, obj)
+
+    def _tasks_changed(self) -> None:
+        for listener in self.task_listeners:
+            listener()
 
     @property
     def name(self) -> str:
@@ -112,7 +146,9 @@ class ControllerComponent:
                 instance=socket.gethostname(),
             ),
             clock=self.clock,
+            tasks=self.tasks,
         )
+        self._running = controller
         health = ControllerHealth(controller, self.version)
         health.started.set()
         self._current = health
@@ -147,6 +183,7 @@ class ControllerComponent:
         else:
             stop_reason = "the controller stopped by itself"
         finally:
+            self._running = None
             announcing.cancel()
             beating.cancel()
             await asyncio.gather(announcing, beating, return_exceptions=True)
@@ -223,7 +260,8 @@ def executor_with_controller(
 ) -> tuple[KubernetesExecutor, ControllerComponent]:
     """The Kubernetes executor and the controller over its HTTP client, reconciling in the
     executor's namespace (where the connector writes Tasks and Steps: `namespace`, else the
-    kubeconfig context's, else fleetbus-system)."""
+    kubeconfig context's, else fleetbus-system), and reading the Tasks from the controller's
+    Task informer."""
     executor = KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster, namespace=namespace)
     component = ControllerComponent(
         kube=Kube.sharing(executor.http_client),
@@ -231,4 +269,7 @@ def executor_with_controller(
         settings=settings,
         version=fleetbus_version(),
     )
+    # One watch and one cache of the Tasks for both components.
+    executor.shared_tasks = component.tasks
+    component.task_listeners.append(executor.tasks_changed)
     return executor, component

@@ -35,6 +35,7 @@ from tests.kube_envtest import (
     create_namespace,
     running_kube_envtest,
 )
+from tests.leaks import unclosed_sockets
 
 pytestmark = pytest.mark.kube
 
@@ -127,6 +128,9 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         assert f"max_file_store: {2560 << 20}" in config
         first_controller = controller.controller
         assert controller.restarts == 0
+        # One watch and one cache of the Tasks for the connector and the controller.
+        assert await asyncio.to_thread(task_watches, own_apiserver) == 1
+        assert executor.shared_tasks is controller.tasks
 
         # The fault: the Namespace CRD is deleted; the controller's watch of it is refused.
         await asyncio.to_thread(own_apiserver.request, "DELETE", NAMESPACE_CRD)
@@ -146,6 +150,9 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
             for r in caplog.records
         ), "the failure is logged as an error"
         assert (await edge.live())[0], "the connector keeps running while the controller is down"
+        # The shared Task cache outlives the controller: the connector still reads its Tasks.
+        held = await executor.inventory()
+        assert "first" in held.applied
 
         # Restarted: a new controller installs its CRDs again, syncs, and the edge is ready.
         await eventually(lambda: controller.health()[0], "the controller running again", 60)
@@ -171,14 +178,16 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         assert live["data"] == {"taskset": "second"}
 
 
-@pytest.mark.long  # failed inside loaded full runs (passes alone): kept out of `make test`
 async def test_while_the_controller_keeps_failing_the_connector_keeps_taking_desired_state(
     tmp_path: Path, own_apiserver: KubeAPIServer
 ) -> None:
     """With `--skip-crds` the controller cannot repair its CRD itself: it fails, waits, fails
     again (with growing pauses) until someone installs the CRD again. Meanwhile the connector
     takes new desired state and writes its Task; once the CRD is back the controller runs
-    again and that taskset is applied."""
+    again and that taskset is applied.
+
+    Each failure cancels the controller's list and watch requests at once, some of them in
+    their TLS handshake with the apiserver: none of their connections may be left open."""
     namespace = "apps"
     create_namespace(own_apiserver, namespace)
     create_namespace(own_apiserver, "fleetbus-system")
@@ -217,6 +226,20 @@ async def test_while_the_controller_keeps_failing_the_connector_keeps_taking_des
             await eventually(lambda: applied(hub, "during"), "the taskset applied at last", 90)
     finally:
         await kube.close()
+    assert unclosed_sockets() == [], "every connection of the stopped edge is closed"
+
+
+def task_watches(api: KubeAPIServer) -> int:
+    """How many watches of Tasks the apiserver serves now."""
+    with api.open("GET", "/metrics") as response:
+        text = response.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("apiserver_longrunning_requests{")
+        and 'resource="tasks"' in line
+        and 'verb="WATCH"' in line
+    )
 
 
 async def _ready(edge: EdgeRuntime) -> bool:

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
-from edge_connector.connector import Connector, ConnectorSettings, Delivery
-from edge_connector.errors import ApplyFailed, EdgeUnavailable
+from edge_connector.connector import Connector, ConnectorSettings, Delivery, HeldTasks
+from edge_connector.errors import ApplyFailed, ConnectorError, EdgeUnavailable
 from edge_connector.executor import ApplyResult, ExecutorInventory
 from edge_connector.health import NO_CONTROLLER, HubLinkState
 from events.catalog import DriftCorrected, DriftDetected, Report, TaskApplied, TaskFailed
@@ -434,3 +435,30 @@ async def test_a_readiness_that_cannot_be_checked_is_logged_once_and_checked_aga
         sim.unreachable = False
         sim.status = ControllerStatus(ready=True, reason="controller a: watches synced")
         await eventually(lambda: told(rig)[-1:] == [(True, True)], "the change told once readable")
+
+
+def test_held_tasks_keep_what_deciding_needs_and_give_the_whole_task_back() -> None:
+    held = HeldTasks()
+    whole = task(web(3, drift_policy="report", ignore_paths=["/spec/replicas"]), generation=4)
+    compact = held.hold(whole)
+    assert held["web"] is compact
+    assert compact.taskset is not None
+    assert compact.taskset.install == []
+    assert (compact.taskset.drift_policy, compact.taskset.ignore_paths) == (
+        "report",
+        ["/spec/replicas"],
+    )
+    assert (compact.generation, compact.digest) == (whole.generation, whole.digest)
+    assert held.whole(compact) == whole
+    assert len(msgspec.json.encode(compact)) < len(msgspec.json.encode(whole))
+
+
+def test_held_tasks_refuse_the_whole_task_of_one_no_longer_held() -> None:
+    held = HeldTasks()
+    first = held.hold(task(web(1)))
+    second = held.hold(task(web(2), generation=2))
+    assert held.whole(second).generation == 2
+    with pytest.raises(ConnectorError, match="web: not the ClusterTask held"):
+        held.whole(first)
+    tombstone = held.hold(task(web(2), generation=3, removed=True))
+    assert held.whole(tombstone).removed
