@@ -332,7 +332,7 @@ class JetStreamPort:
 
     async def message_batches(
         self, subject: str, *, backlog: int, most: int
-    ) -> AsyncIterator[list[tuple[str, bytes]]]:
+    ) -> AsyncGenerator[list[tuple[str, bytes]], None]:
         """Like `messages`, but each time everything already waiting, up to `most` at once
         (never empty): a reader that works in bulk catches up with one step per batch."""
         queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=backlog)
@@ -358,23 +358,12 @@ class JetStreamPort:
     async def messages(self, subject: str, *, backlog: int) -> AsyncIterator[tuple[str, bytes]]:
         """(subject, payload) of every message on `subject` (a core subscription), forever;
         beyond `backlog` waiting messages new ones are dropped."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=backlog)
-
-        async def deliver(msg: Msg) -> None:
-            if not queue.full():
-                queue.put_nowait(msg)
-
-        try:
-            sub = await self.api.nc.subscribe(subject, cb=deliver)
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"cannot subscribe to {subject}: {e}") from e
-        try:
-            while True:
-                msg = await queue.get()
-                yield msg.subject, msg.data
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+        async with contextlib.aclosing(
+            self.message_batches(subject, backlog=backlog, most=1)
+        ) as batches:
+            async for batch in batches:
+                for message in batch:
+                    yield message
 
 
 def _received(stream: str, msg: Msg) -> Received:

@@ -37,7 +37,7 @@ from tests.eventually import eventually
 from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.test_edges_on_cluster import EXAMPLES, ClusterHub, start_edge, start_hub
-from tests.faults.test_hub_on_cluster import FLEETBUS, hub_answers
+from tests.faults.test_hub_on_cluster import FLEETBUS, hub_answers, stop
 
 
 def start_api(hub: ClusterHub, http_port: int) -> subprocess.Popen[bytes]:
@@ -102,16 +102,6 @@ async def desired_written(hub: ClusterHub, cluster: str, taskset: str) -> bool:
     finally:
         await store.close()
     return reply is not None
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess[str]:

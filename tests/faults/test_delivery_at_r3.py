@@ -34,7 +34,7 @@ from simulator.fleet import SIM_LABEL
 from tests.eventually import eventually
 from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
-from tests.faults.test_hub_on_cluster import FLEETBUS, hub_answers
+from tests.faults.test_hub_on_cluster import FLEETBUS, fleetbus, hub_answers
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EXAMPLE = REPO / "examples" / "yaml" / "status-board"
@@ -186,17 +186,6 @@ async def sim_hub(tmp_path: Path, nats_cluster: NatsCluster) -> AsyncIterator[Pa
 
 
 SIMS = 24
-
-
-def fleetbus(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FLEETBUS, *argv, "--data-dir", str(data_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def publish(data_dir: Path, version: int) -> None:

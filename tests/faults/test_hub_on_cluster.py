@@ -36,6 +36,29 @@ from tests.faults.nats_cluster import NatsCluster
 FLEETBUS = [sys.executable, "-m", "fleetbus.cli"]
 
 
+def fleetbus(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The CLI, finding the hub process (and its admin token) from `data_dir`."""
+    return subprocess.run(
+        [*FLEETBUS, *argv, "--data-dir", str(data_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a hub process as an operator would (SIGTERM), killing it if it does not stop."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:

@@ -39,7 +39,7 @@ from tests.eventually import eventually
 from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.test_edges_on_cluster import EXAMPLES, ClusterHub, start_edge
-from tests.faults.test_hub_on_cluster import FLEETBUS, healthy, hub_answers
+from tests.faults.test_hub_on_cluster import FLEETBUS, fleetbus, healthy, hub_answers, stop
 from tests.processes import nats_servers_under
 
 LEASE_TTL_S = 6
@@ -71,18 +71,6 @@ def start_up(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-def fleetbus(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """The CLI, finding the hub process (and its admin token) from `data_dir`."""
-    return subprocess.run(
-        [*FLEETBUS, *argv, "--data-dir", str(data_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def connections_named(cluster: NatsCluster, name: str) -> int:
@@ -144,16 +132,6 @@ def publish(data_dir: Path, name: str, *clusters: str) -> None:
         data_dir, "publish", str(EXAMPLES / "yaml" / "status-board"), "--name", name, *targets
     )
     assert done.returncode == 0, done.stderr
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture
