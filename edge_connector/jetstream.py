@@ -436,10 +436,21 @@ class InventoryPublisher:
             raise EdgeUnavailable(f"cannot send inventory digest: {e}") from e
 
 
+MIRROR_POSITIONS_EVERY_S = 15.0
+"""How often a leaf edge asks its mirror's stream info while nothing suggests a change."""
+
+
 class LeafHubLink:
     """The leaf's link to the hub, seen from the edge: the leaf's `/leafz` (its monitoring port,
     loopback only) says whether it is connected; the mirror's stream info says how far behind
-    the hub's desired state it is."""
+    the hub's desired state it is.
+
+    Readiness asks every second, so each ask is kept cheap for both processes: `/leafz` goes
+    over one kept-alive HTTP connection (opened again only when the leaf closed it), and the
+    mirror's stream info is asked only when something may have changed it: the link came up
+    or moved, the connector read something since (`progress`, its delivered sequence and
+    pending count), the last answer said the mirror or the connector was behind, or
+    `positions_every` seconds passed since the last answer."""
 
     def __init__(
         self,
@@ -449,6 +460,9 @@ class LeafHubLink:
         monitor_port: int,
         mirror_positions: bool = True,
         timeout: float = 2.0,
+        progress: Callable[[], tuple[int, int]] | None = None,
+        positions_every: float = MIRROR_POSITIONS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.nc = nc
         self.cluster = cluster
@@ -457,21 +471,62 @@ class LeafHubLink:
         """False when the connector reads the hub's durable consumer instead of the mirror:
         then the mirror's sequences say nothing about what the connector has read."""
         self.timeout = timeout
+        self.progress = progress
+        """The connector's (delivered stream sequence, messages pending behind it); None:
+        not known, the stream info is asked on every check."""
+        self.positions_every = positions_every
+        self.clock = clock
+        self.stream_info_asked = 0
+        """Stream info requests sent so far."""
+        self._monitor_link: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._monitor_lock = asyncio.Lock()
+        """One request at a time on the kept connection (readiness, probes and metrics ask)."""
+        self._positions: HubLinkState | None = None
+        self._positions_key: tuple[str, tuple[int, int] | None] | None = None
+        self._positions_at = 0.0
 
     async def state(self) -> HubLinkState:
         try:
-            leafz = await asyncio.wait_for(self._monitor("/leafz"), self.timeout)
-        except (OSError, TimeoutError, ValueError) as e:
+            async with self._monitor_lock:
+                try:
+                    leafz = await asyncio.wait_for(self._monitor("/leafz"), self.timeout)
+                except BaseException:
+                    # Whatever came halfway (a timeout, a cancellation) would be read as the
+                    # next answer: that connection is done.
+                    await self._drop_monitor_link()
+                    raise
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
+            self._positions = None
             return HubLinkState(
                 connected=False, detail=f"the leaf nats-server does not answer: {e}"
             )
         links = leafz.get("leafs") or []
         if not links:
+            self._positions = None
             return HubLinkState(connected=False, detail="the leaf has no link to the hub")
         first = links[0]
         detail = f"{first.get('ip', '?')}:{first.get('port', '?')}"
         if not self.mirror_positions:
             return HubLinkState(connected=True, detail=detail)
+        key = (detail, self.progress() if self.progress is not None else None)
+        now = self.clock()
+        cached = self._positions
+        if (
+            cached is not None
+            and key[1] is not None
+            and key == self._positions_key
+            and now - self._positions_at < self.positions_every
+            and cached.mirror_lag == 0
+            and key[1][0] >= cached.mirror_last_seq
+            and key[1][1] == 0
+        ):
+            return cached
+        positions = await self._mirror_positions(detail)
+        self._positions, self._positions_key, self._positions_at = positions, key, now
+        return positions
+
+    async def _mirror_positions(self, detail: str) -> HubLinkState:
+        self.stream_info_asked += 1
         try:
             info = await self.nc.jetstream().stream_info(edges.mirror_stream(self.cluster))
         except (nats.errors.Error, nats.js.errors.Error) as e:
@@ -486,24 +541,73 @@ class LeafHubLink:
             mirror_lag=int(mirror.lag or 0) if mirror is not None else 0,
         )
 
-    async def _monitor(self, path: str) -> dict[str, Any]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.monitor_port)
-        try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-            await writer.drain()
-            response = await reader.read()
-        finally:
-            writer.close()
+    async def close(self) -> None:
+        await self._drop_monitor_link()
+
+    async def _drop_monitor_link(self) -> None:
+        link, self._monitor_link = self._monitor_link, None
+        if link is not None:
+            link[1].close()
             with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        head, _, body = response.partition(b"\r\n\r\n")
-        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        if status_line.split()[1:2] != ["200"]:
-            raise ValueError(f"{path} answered {status_line!r}")
-        answer = orjson.loads(body)
-        if not isinstance(answer, dict):
-            raise ValueError(f"{path} answered no object")
-        return answer
+                await link[1].wait_closed()
+
+    async def _monitor(self, path: str) -> dict[str, Any]:
+        """GET `path` from the leaf's monitoring port over the kept connection; a connection
+        the leaf closed meanwhile is opened again once."""
+        for attempt in (1, 2):
+            fresh = self._monitor_link is None
+            if self._monitor_link is None:
+                self._monitor_link = await asyncio.open_connection("127.0.0.1", self.monitor_port)
+            reader, writer = self._monitor_link
+            try:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                await writer.drain()
+                status_line, headers = await _read_head(reader)
+            except (OSError, asyncio.IncompleteReadError):
+                await self._drop_monitor_link()
+                if fresh or attempt == 2:
+                    raise
+                continue
+            body = await _read_body(reader, headers)
+            if body is None:  # no length given: the body ends with the connection
+                body = await reader.read()
+                await self._drop_monitor_link()
+            elif headers.get("connection", "").lower() == "close":
+                await self._drop_monitor_link()
+            if status_line.split()[1:2] != ["200"]:
+                raise ValueError(f"{path} answered {status_line!r}")
+            answer = orjson.loads(body)
+            if not isinstance(answer, dict):
+                raise ValueError(f"{path} answered no object")
+            return answer
+        raise ValueError(f"{path}: no answer")  # not reached: the second attempt raises
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0], headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes | None:
+    """The body of an HTTP/1.1 answer; None when it ends with the connection (no length)."""
+    if "content-length" in headers:
+        return await reader.readexactly(int(headers["content-length"]))
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                return b"".join(chunks)
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    return None
 
 
 class ClientHubLink:

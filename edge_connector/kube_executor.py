@@ -53,7 +53,11 @@ from edge_connector.errors import ApplyFailed, ConnectorError, KubeTransient
 from edge_connector.executor import AppliedTask, ApplyResult, DriftObserved, ExecutorInventory
 from edge_connector.health import controller_status as judge_controller
 from events.inventory import ControllerStatus
-from kube_contract.controller_status import LABEL_CONTROLLER_STATUS, read_heartbeat
+from kube_contract.controller_status import (
+    LABEL_CONTROLLER_STATUS,
+    ReplicaHeartbeat,
+    read_heartbeat,
+)
 from kube_contract.errors import UnreadableResource
 from kube_contract.model import (
     API_VERSION,
@@ -67,7 +71,7 @@ from kube_contract.model import (
     read_task_view,
 )
 from kube_contract.resources import LEASE, STEP, TASK
-from kube_http.connections import close_interrupted_handshakes
+from kube_http.connections import close_interrupted_handshakes, keep_idle_connections
 from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
@@ -97,6 +101,9 @@ RETRYABLE = (KubeTransient,)
 REQUEST_TIMEOUT = 30.0
 """Seconds a request (a watch: its connection) may take before it counts as failed."""
 """What list, watch and write loops retry; everything else is an answer to act on."""
+IDLE_CONNECTION_S = 60.0
+"""How long an idle connection to the apiserver is kept for the next request (the apiserver
+keeps it 90 s)."""
 
 
 # --- the resources written for a ClusterTask (pure) ---------------------------------------------
@@ -489,6 +496,10 @@ class KubernetesExecutor:
         self.shared_tasks: SharedTasks | None = None
         """Set (before the first call) to read the Tasks from a cache shared with the cluster
         controller instead of watching them here: one watch and one copy of them per process."""
+        self.local_heartbeats: Callable[[datetime], list[ReplicaHeartbeat]] | None = None
+        """Set when the cluster controller runs in this process (`fleetbus edge`): its
+        heartbeat as its Lease would say it at that moment, read in the process instead of
+        listing the heartbeat Leases from the apiserver every time readiness is checked."""
         self._tasks: dict[str, dict[str, Any]] = {}
         """This executor's own cache of its Tasks (`_kept`), without `shared_tasks`."""
         self._change = asyncio.Event()
@@ -532,6 +543,7 @@ class KubernetesExecutor:
         # Its HTTP client is also the cluster controller's in `fleetbus edge`: a request of
         # either component cancelled in its TLS handshake must not leave the connection open.
         close_interrupted_handshakes(executor.http_client)
+        keep_idle_connections(executor.http_client, IDLE_CONNECTION_S)
         return executor
 
     # --- the executor port ---------------------------------------------------------------------
@@ -629,8 +641,13 @@ class KubernetesExecutor:
     async def controller_status(self) -> ControllerStatus:
         """The cluster controller's health from its replicas' heartbeat Leases in this
         executor's namespace (`kube_contract.controller_status`), judged by
-        `edge_connector.health.controller_status`; unreadable Leases are the reason."""
+        `edge_connector.health.controller_status`; unreadable Leases are the reason.
+
+        With `local_heartbeats` (the controller in this process), judged from those instead,
+        without a request."""
         now = self.clock()
+        if self.local_heartbeats is not None:
+            return judge_controller(self.local_heartbeats(now), now)
         try:
             leases = [
                 read_heartbeat(_plain(lease))

@@ -196,6 +196,8 @@ class EdgeRuntime:
     server: NatsServer | None = None
     controller: ControllerComponent | None = None
     """The cluster controller, when it runs in this process (`attach_controller`)."""
+    hub_link: LeafHubLink | None = None
+    """The leaf's link to the hub, as readiness reads it (leaf edges only)."""
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _controller_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _controller_stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -238,12 +240,15 @@ class EdgeRuntime:
             runtime = cls._assemble(
                 bundle.settings, executor, nc, local, feed, inventory_interval, server
             )
-            runtime.connector.hub_link = LeafHubLink(
+            connector = runtime.connector
+            runtime.hub_link = LeafHubLink(
                 nc,
                 bundle.cluster,
                 monitor_port=server.monitor_port,
                 mirror_positions=bundle.settings.desired_source != "durable",
+                progress=lambda: (connector.delivered_seq, connector.feed_pending),
             )
+            connector.hub_link = runtime.hub_link
         except BaseException:
             await nc.close()
             server.stop()
@@ -373,6 +378,8 @@ class EdgeRuntime:
             # The connector stores its queued reports before it ends: give it that long.
             await cancel_and_wait([self._task], every_s=OUTBOX_DRAIN_S + 1.0)
             self._task = None
+        if self.hub_link is not None:
+            await self.hub_link.close()
         await self.nc.close()
         await self.executor.close()
         if self.server is not None:

@@ -15,6 +15,9 @@ its CRD was deleted, or a bug) never takes the connector with it and is never sw
 * it is started again after the supervisor's backoff (0.5 s doubling up to 10 s), installing
   its CRDs again first; once its watches are synced the edge is ready again and the hub told.
 
+The connector judges the controller's health from the controller itself (`heartbeats`), not
+by listing its heartbeat Lease each second; the Lease is still renewed, for whoever reads it.
+
 Its first start is told the same way: once its watches are synced the connector sends a digest
 at once, so the hub does not show a starting edge for an inventory interval after it is ready.
 
@@ -47,7 +50,7 @@ from typing import Any
 from cluster_controller.crds import install_crds
 from cluster_controller.errors import ControllerError
 from cluster_controller.health import ControllerHealth
-from cluster_controller.heartbeat import Heartbeat
+from cluster_controller.heartbeat import Heartbeat, heartbeat_of
 from cluster_controller.informer import Informer
 from cluster_controller.kube import Kube
 from cluster_controller.runtime import Controller, ControllerOptions
@@ -56,6 +59,7 @@ from fleetbus.edge import ControllerSettings
 from fleetbus.errors import ComponentStopped
 from fleetbus.probes import fleetbus_version
 from fleetbus.supervision import RESTART_BACKOFF, Backoff, supervise
+from kube_contract.controller_status import ControllerHeartbeat, ReplicaHeartbeat
 from kube_contract.resources import TASK
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,7 @@ class ControllerComponent:
     restarts: int = 0
     """Failures so far, each followed by a start again."""
     last_error: str = ""
+    last_error_at: datetime | None = None
     _current: ControllerHealth | None = field(default=None, repr=False)
     _failed_until: float | None = field(default=None, repr=False)
     """While failed: when (monotonic) it starts again."""
@@ -95,6 +100,7 @@ class ControllerComponent:
     """Called on every change of the shared Task cache (the connector's executor waits on
     them), also for the controller's own writes it takes in at once."""
     _running: Controller | None = field(default=None, repr=False)
+    _instance: str = field(default_factory=socket.gethostname, repr=False)
 
     def __post_init__(self) -> None:
         self.tasks = Informer(
@@ -143,7 +149,7 @@ class ControllerComponent:
                 namespace=self.namespace,
                 workers=self.settings.workers,
                 resync_seconds=self.settings.resync_seconds,
-                instance=socket.gethostname(),
+                instance=self._instance,
             ),
             clock=self.clock,
             tasks=self.tasks,
@@ -158,7 +164,7 @@ class ControllerComponent:
             self.kube,
             health,
             namespace=self.namespace,
-            instance=socket.gethostname(),
+            instance=self._instance,
             elected=False,
             clock=self.clock,
             interval_s=self.settings.heartbeat_seconds,
@@ -205,6 +211,7 @@ class ControllerComponent:
         self.restarts += 1
         # One line: it is shown in /readyz and, through the inventory digest, by the hub.
         self.last_error = " ".join(str(error).split()) or type(error).__name__
+        self.last_error_at = self.clock()
         self._failed_until = time.monotonic() + delay
         if self._current is not None:
             self._current.stopped = f"failed: {self.last_error}"
@@ -224,6 +231,47 @@ class ControllerComponent:
                 "starting: installing the CRDs" if self.settings.manage_crds else "starting",
             )
         return self._current.readiness()
+
+    def heartbeats(self, now: datetime) -> list[ReplicaHeartbeat]:
+        """This process's controller as its heartbeat Lease would say it at `now`, for the
+        connector's readiness (`KubernetesExecutor.local_heartbeats`): what the Lease says,
+        without a request to the apiserver, and a failure or a start seen at once rather than
+        at the next write. Starting or failed, it is live only once it runs again and says why
+        it is not ready as `health()` does."""
+        current = self._current
+        said = (
+            heartbeat_of(current, elected=False)
+            if current is not None
+            else ControllerHeartbeat(version=self.version)
+        )
+        ready, reason = self.health()
+        live = said.live and not self._stopped and self._failed_until is None
+        last_error, last_error_at = said.last_error, said.last_error_at
+        if self.last_error_at is not None and (
+            last_error_at is None or self.last_error_at >= last_error_at
+        ):
+            last_error, last_error_at = self.last_error, self.last_error_at
+        heartbeat = ControllerHeartbeat(
+            version=said.version,
+            role=said.role,
+            live=live,
+            ready=ready and live,
+            reason=reason,
+            watches=said.watches,
+            last_error=last_error,
+            last_error_at=last_error_at,
+            reconciles=said.reconciles,
+            queue_depth=said.queue_depth,
+        )
+        interval = self.settings.heartbeat_seconds
+        return [
+            ReplicaHeartbeat(
+                name=self._instance,
+                renewed_at=now,
+                duration_s=max(1, int(3 * interval)),
+                heartbeat=heartbeat,
+            )
+        ]
 
     def samples(self) -> list[Sample]:
         """The controller's own metrics (while one runs) and the component's."""
@@ -272,4 +320,6 @@ def executor_with_controller(
     # One watch and one cache of the Tasks for both components.
     executor.shared_tasks = component.tasks
     component.task_listeners.append(executor.tasks_changed)
+    # Its health read in the process, not from its heartbeat Lease every readiness check.
+    executor.local_heartbeats = component.heartbeats
     return executor, component

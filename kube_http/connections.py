@@ -124,6 +124,21 @@ def close_interrupted_handshakes(client: object) -> None:
             pool._network_backend = HandshakeClosingBackend()
 
 
+def keep_idle_connections(client: object, seconds: float) -> None:
+    """Keep the idle connections of `client`'s pools open `seconds` (httpx2's default is 5 s)
+    instead of opening a new TLS connection for a request every few seconds, such as the
+    cluster controller's heartbeat every 10 s: a handshake costs both sides far more CPU
+    than the request. A connection the apiserver closed meanwhile is noticed and replaced
+    before reuse. Call it before the first request (connections take it when made)."""
+    pools = _pools(client)
+    if not pools:
+        raise UnsupportedClient(f"{type(client).__name__} has no httpx2 transport")
+    for pool in pools:
+        if not isinstance(pool, httpcore2.AsyncConnectionPool):
+            raise UnsupportedClient(f"{type(pool).__name__} is not an httpcore2 connection pool")
+        pool._keepalive_expiry = seconds
+
+
 def closes_interrupted_handshakes(client: object) -> bool:
     """Whether `close_interrupted_handshakes` has been applied to every pool of `client`."""
     pools = _pools(client)

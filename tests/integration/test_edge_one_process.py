@@ -80,6 +80,18 @@ async def edge_status(hub: EdgeHub) -> EdgeStatus | None:
     return hub.services.antientropy.edge_status.get(CLUSTER)
 
 
+def delete_heartbeat_leases(api: KubeAPIServer, namespace: str) -> None:
+    listing: Any = api.request(
+        "GET",
+        f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        "?labelSelector=fleetbus.io%2Fcontroller-status%3Dtrue",
+    )
+    assert listing["items"], "the controller's heartbeat Lease is written"
+    for lease in listing["items"]:
+        name = lease["metadata"]["name"]
+        api.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+
+
 def exists(api: KubeAPIServer, path: str) -> bool:
     with api.open("GET", path) as response:
         return int(response.status) == 200
@@ -128,6 +140,14 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         assert f"max_file_store: {2560 << 20}" in config
         first_controller = controller.controller
         assert controller.restarts == 0
+        # The connector reads the controller's health in the process, not from its heartbeat
+        # Lease: without the Lease (deleted here, written again at the next renewal) the
+        # controller is still judged ready, naming this replica.
+        await asyncio.to_thread(delete_heartbeat_leases, own_apiserver, "fleetbus-system")
+        in_process = await executor.controller_status()
+        assert in_process.ready, in_process.reason
+        assert in_process.leader
+        assert [r.name for r in in_process.replicas] == [in_process.leader]
         # One watch and one cache of the Tasks for the connector and the controller.
         assert await asyncio.to_thread(task_watches, own_apiserver) == 1
         assert executor.shared_tasks is controller.tasks
@@ -145,6 +165,10 @@ async def test_a_controller_failing_in_the_edge_process_is_reported_and_restarte
         assert reported is not None
         assert "watch fleetnamespaces: 404 page not found (HTTP 404 NotFound)" in reported.reason
         assert "\n" not in reported.reason
+        failing = await executor.controller_status()
+        assert not failing.ready
+        assert "failed (" in failing.reason, failing.reason
+        assert failing.last_error
         assert any(
             "controller component failed" in r.getMessage() and r.levelno >= logging.ERROR
             for r in caplog.records

@@ -18,11 +18,15 @@ from pathlib import Path
 import httpx2
 
 from cluster_controller.kube import Kube
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import IDLE_CONNECTION_S, KubernetesExecutor
 from events.tasks import cancel_and_wait
 from fleetbus.edge import ControllerSettings
 from fleetbus.edge_controller import executor_with_controller
-from kube_http.connections import close_interrupted_handshakes, closes_interrupted_handshakes
+from kube_http.connections import (
+    close_interrupted_handshakes,
+    closes_interrupted_handshakes,
+    keep_idle_connections,
+)
 from tests.eventually import eventually
 from tests.leaks import unclosed_sockets
 
@@ -161,3 +165,64 @@ async def test_an_edge_controller_stopped_in_its_tls_handshakes_leaves_no_connec
             await cancel_and_wait([running])
             await executor.close()
     assert unclosed_sockets() == []
+
+
+class CountingHttpServer:
+    """Answers every HTTP/1.1 request with a small JSON body; counts its connections."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.append(writer)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 2\r\n\r\n{}"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _connections_for_two_requests(idle_s: float) -> int:
+    server = CountingHttpServer()
+    listening = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    server.port = listening.sockets[0].getsockname()[1]
+    client = httpx2.AsyncClient()
+    keep_idle_connections(client, idle_s)
+    try:
+        for _ in range(2):
+            response = await client.get(f"http://127.0.0.1:{server.port}/version")
+            assert response.status_code == 200
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+        listening.close()
+        for writer in server.writers:
+            writer.close()
+        await listening.wait_closed()
+    return server.accepted
+
+
+async def test_idle_apiserver_connections_are_kept_for_the_next_request(tmp_path: Path) -> None:
+    """The edge's requests every few seconds (the heartbeat every 10 s) reuse one connection
+    instead of a TLS handshake each: its pools keep idle connections for a minute."""
+    # The setting takes: kept for less than the pause, each request connects anew.
+    assert await _connections_for_two_requests(0.05) == 2
+    assert await _connections_for_two_requests(IDLE_CONNECTION_S) == 1
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG % 6443)
+    executor = KubernetesExecutor.from_kubeconfig(kubeconfig, cluster="c")
+    try:
+        pool = executor.http_client._transport._pool  # type: ignore[attr-defined]
+        assert pool._keepalive_expiry == IDLE_CONNECTION_S
+        assert IDLE_CONNECTION_S > 10.0, "longer than the heartbeat's interval"
+    finally:
+        await executor.close()
