@@ -101,7 +101,18 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     chosen = words[0] if words and words[0] in COMMANDS else None
-    args = build_parser(chosen).parse_args(words)
+    if chosen == "edge":
+        # The edge runs lean (`fleetbus.edge_process`): started again with its interpreter
+        # and allocator settings, its modules imported without `importlib.metadata`.
+        from fleetbus.edge_process import become_lean, distribution_versions_without_metadata
+
+        if argv is None:
+            become_lean(words)
+        with distribution_versions_without_metadata():
+            parser = build_parser(chosen)
+    else:
+        parser = build_parser(chosen)
+    args = parser.parse_args(words)
     if chosen is None or not hasattr(args, "handler"):
         build_parser().error(f"choose a command: {', '.join(COMMANDS)}")
     import asyncio

@@ -56,6 +56,7 @@ from fleetbus.bundle import (
     leaf_config,
     read_edge_bundle,
 )
+from fleetbus.edge_process import distribution_versions_without_metadata
 from fleetbus.errors import ConflictingOptions
 from fleetbus.jsonlog import add_log_format_option, configure_logging
 from fleetbus.natsserver import NatsServer, free_port
@@ -180,7 +181,8 @@ def load_executor(kubeconfig: Path | None, cluster: str) -> Executor:
         from simulator.executor import SimExecutor
 
         return SimExecutor(name=cluster)
-    from edge_connector.kube_executor import KubernetesExecutor
+    with distribution_versions_without_metadata():
+        from edge_connector.kube_executor import KubernetesExecutor
 
     return KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster)
 
@@ -404,7 +406,8 @@ async def run_edge(
     executor: Executor
     if kubeconfig is not None and controller is not None:
         # Imported only here: an edge without the controller never loads it.
-        from fleetbus.edge_controller import executor_with_controller
+        with distribution_versions_without_metadata():
+            from fleetbus.edge_controller import executor_with_controller
 
         logging.getLogger("httpx2").setLevel(logging.WARNING)
         executor, component = executor_with_controller(kubeconfig, bundle.cluster, controller)
