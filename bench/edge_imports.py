@@ -4,16 +4,21 @@ The modules are imported one after another, in the order the edge process (`flee
 --kubeconfig`, connector and controller) brings them in, so each row is what that module and
 whatever it pulls in first add on top of the rows before it. Two fresh interpreters: one reads
 the resident memory (VmRSS) after each import, the other the Python heap that tracemalloc sees
-(so its own bookkeeping does not inflate the RSS figures).
+(so its own bookkeeping does not inflate the RSS figures). Both run as `fleetbus edge` runs
+(`fleetbus.edge_process`): under its interpreter flags and allocator settings, with its
+modules imported without `importlib.metadata`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
 import msgspec
+
+from fleetbus.edge_process import INTERPRETER_FLAGS, lean_environment
 
 EDGE_MODULES: tuple[tuple[str, str], ...] = (
     ("msgspec, orjson", "msgspec, orjson"),
@@ -38,9 +43,11 @@ def rss():
 if trace:
     tracemalloc.start()
 rows = [["interpreter", rss(), 0.0]]
+from fleetbus.edge_process import distribution_versions_without_metadata
 for label, names in json.loads(sys.argv[2]):
-    for name in names.split(","):
-        __import__(name.strip())
+    with distribution_versions_without_metadata():
+        for name in names.split(","):
+            __import__(name.strip())
     heap = tracemalloc.get_traced_memory()[0] / 1048576.0 if trace else 0.0
     rows.append([label, rss(), heap])
 print(json.dumps(rows))
@@ -60,12 +67,14 @@ async def _probe(mode: str) -> list[tuple[str, float, float]]:
     rows = msgspec.json.encode([list(row) for row in EDGE_MODULES]).decode()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
+        *INTERPRETER_FLAGS,
         "-c",
         _PROBE,
         mode,
         rows,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=lean_environment(dict(os.environ)),
     )
     out, err = await process.communicate()
     if process.returncode != 0:
