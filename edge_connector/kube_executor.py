@@ -509,6 +509,11 @@ class KubernetesExecutor:
         self._watch_error = ""
         self._capabilities: ClusterCapabilities | None = None
         self._capabilities_at = 0.0
+        self._leases: dict[str, dict[str, Any]] = {}
+        """The controller's heartbeat Leases as last listed and watched (split layout)."""
+        self._leases_synced = asyncio.Event()
+        """Set while the Lease watch runs on a complete listing; cleared when it fails."""
+        self._lease_watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_kubeconfig(
@@ -644,10 +649,19 @@ class KubernetesExecutor:
         `edge_connector.health.controller_status`; unreadable Leases are the reason.
 
         With `local_heartbeats` (the controller in this process), judged from those instead,
-        without a request."""
+        without a request. Otherwise the Leases are watched, so each check judges what the
+        watch holds (against the time now: a Lease not renewed turns stale by itself); until
+        the watch has listed them, or while it fails, they are listed for the check, whose
+        answer is then the reason."""
         now = self.clock()
         if self.local_heartbeats is not None:
             return judge_controller(self.local_heartbeats(now), now)
+        if self._lease_watcher is None or self._lease_watcher.done():
+            self._lease_watcher = asyncio.create_task(
+                self._watch_leases(), name="kube-executor-leases"
+            )
+        if self._leases_synced.is_set():
+            return judge_controller([read_heartbeat(lease) for lease in self._leases.values()], now)
         try:
             leases = [
                 read_heartbeat(_plain(lease))
@@ -764,11 +778,56 @@ class KubernetesExecutor:
         except httpx.TransportError as e:
             raise as_transient(e, "watching Steps") from e
 
+    async def _watch_leases(self) -> None:
+        """List-then-watch the controller's heartbeat Leases for ever; re-list on 410 or
+        when a watch ends; retry failures with bounded backoff (meanwhile checks list)."""
+        while True:
+            async for attempt in watch_retrying():
+                with attempt:
+                    await self._watch_leases_once()
+
+    async def _watch_leases_once(self) -> None:
+        try:
+            listing = self.client.list(
+                LeaseResource, namespace=self.namespace, labels={LABEL_CONTROLLER_STATUS: "true"}
+            )
+            fresh = {}
+            async for item in listing:
+                lease = _plain(item)
+                fresh[str((lease.get("metadata") or {}).get("name"))] = lease
+            self._leases = fresh
+            self._leases_synced.set()
+            async for event, item in self.client.watch(
+                LeaseResource,
+                namespace=self.namespace,
+                labels={LABEL_CONTROLLER_STATUS: "true"},
+                resource_version=listing.resourceVersion,
+                server_timeout=300,
+            ):
+                lease = _plain(item)
+                name = str((lease.get("metadata") or {}).get("name"))
+                if event == "DELETED":
+                    self._leases.pop(name, None)
+                else:
+                    self._leases[name] = lease
+        except httpx.HTTPStatusError as e:
+            self._leases_synced.clear()
+            if _status_code(e) == 410:
+                return
+            raise as_transient(e, "watching the controller's heartbeat Leases") from e
+        except httpx.TransportError as e:
+            self._leases_synced.clear()
+            raise as_transient(e, "watching the controller's heartbeat Leases") from e
+        except BaseException:
+            self._leases_synced.clear()
+            raise
+
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-            self._watcher = None
+        for watcher in (self._watcher, self._lease_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        self._watcher = self._lease_watcher = None
         await self.client.close()
 
     # --- internals -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from cluster_controller.health import ControllerHealth
 from cluster_controller.heartbeat import PRUNE_AFTER, Heartbeat
 from cluster_controller.kube import Kube
 from cluster_controller.runtime import Controller, ControllerOptions
+from edge_connector.kube_executor import KubernetesExecutor
 from kube_contract.controller_status import (
     LABEL_CONTROLLER_STATUS,
     ControllerHeartbeat,
@@ -155,3 +157,48 @@ async def test_a_change_of_readiness_is_written_at_once_not_at_the_next_renewal(
 
 async def _lease_exists(kube: Kube, namespace: str, instance: str) -> bool:
     return await kube.get(LEASE, lease_name(instance), namespace) is not None
+
+
+async def test_the_connector_watches_the_heartbeat_leases_instead_of_listing_them_each_check(
+    kube: Kube, kube_namespace: str, kube_apiserver: KubeAPIServer
+) -> None:
+    """The split layout: the connector's readiness check every second judges the Leases its
+    watch holds; a Lease written or deleted reaches it through the watch, with no LIST."""
+    executor = KubernetesExecutor.from_kubeconfig(
+        kube_apiserver.kubeconfig, cluster="c", namespace=kube_namespace
+    )
+    lists: list[str] = []
+    listing = executor.client.list
+
+    def counted(resource: Any, **options: Any) -> Any:
+        lists.append(resource.__name__)
+        return listing(resource, **options)
+
+    executor.client.list = counted  # type: ignore[method-assign,assignment]
+    clock = Clock()
+    first = heartbeat(kube, kube_namespace, "node-w-1", clock, elected=False)
+    try:
+        await first.write()
+        status = await executor.controller_status()
+        assert len(status.replicas) == 1, "the first check lists: the watch has not yet"
+        await eventually(lambda: executor._leases_synced.is_set(), "the Lease watch listed")
+        listed = len(lists)
+        for _ in range(5):
+            status = await executor.controller_status()
+            assert len(status.replicas) == 1
+        second = heartbeat(kube, kube_namespace, "node-w-2", clock, elected=False)
+        await second.write()
+        await eventually_value(
+            executor.controller_status,
+            "the second replica seen through the watch",
+            lambda s: len(s.replicas) == 2,
+        )
+        await kube.delete(LEASE, lease_name("node-w-1"), namespace=kube_namespace)
+        await eventually_value(
+            executor.controller_status,
+            "the deleted Lease gone through the watch",
+            lambda s: len(s.replicas) == 1,
+        )
+        assert len(lists) == listed, f"no LIST once the watch runs: {lists}"
+    finally:
+        await executor.close()
