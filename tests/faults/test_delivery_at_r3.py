@@ -35,8 +35,8 @@ from events.tasks import cancel_and_wait
 from fleetbus.datadir import DataDir
 from fleetbus.local import open_local_store
 from fleetbus.natsserver import free_port
-from scheduler.provisioning import DurableRehoming, ProvisioningService
-from simulator.fleet import SIM_LABEL
+from scheduler.provisioning import CLUSTER_EVENTS, DurableRehoming, ProvisioningService
+from simulator.fleet import SIM_LABEL, register_clusters
 from tests.eventually import eventually, eventually_value
 from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
@@ -239,6 +239,49 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
         on_lost_node=len(lost),
         all_read_after_kill_s=round(recovered_s, 2),
     )
+
+
+REGISTERED = 2000
+
+
+async def test_registrations_sent_while_the_log_s_leader_is_killed_are_each_stored_once(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    names = [f"c-{i}" for i in range(REGISTERED)]
+
+    async def electable() -> bool:
+        try:
+            await cluster_store.last_sequence()
+            return True
+        except EventLogUnavailable:
+            return False
+
+    await eventually(electable, "the log answering", within=30)
+    info = await cluster_store.stream_info()
+    leader = info["cluster"]["leader"]
+    registering = asyncio.create_task(
+        register_clusters(cluster_store, [client_cluster(name) for name in names])
+    )
+    try:
+
+        async def under_way() -> bool:
+            try:
+                return await cluster_store.last_sequence() >= REGISTERED // 10
+            except EventLogUnavailable:
+                return False
+
+        await eventually(under_way, "registrations being stored", within=30)
+        nats_cluster.nodes[nats_cluster.index_of(leader)].kill()
+        last = await asyncio.wait_for(registering, 180)
+    finally:
+        await cancel_and_wait([registering])
+    stored: Counter[str] = Counter()
+    async for event in cluster_store.read(subject=CLUSTER_EVENTS, skip_undecodable=True):
+        if isinstance(event.event, ClusterRegistered):
+            stored[event.event.cluster] += 1
+    assert set(stored) == set(names)
+    assert set(stored.values()) == {1}, [n for n, c in stored.items() if c > 1][:5]
+    assert last == await cluster_store.last_sequence()
 
 
 async def published_and_applied(store: EventStore, taskset: str, version: int) -> set[str]:
