@@ -220,24 +220,39 @@ class Provisioner:
 
     async def durable_leaders(self) -> dict[str, str]:
         """Every durable of DESIRED -> the node leading it; "" for those the server lists as
-        missing (their node did not answer) or without a leader."""
+        missing (their node did not answer) or without a leader.
+
+        The server lists `LIST_PAGE` durables per request (sorted by name) and, for each
+        page holding durables of a node that does not answer, waits 4 s for them: the pages
+        after the first are asked for all at once, so a lost node costs those 4 s once, not
+        once per page (8 times at 2,000 clusters)."""
         leaders: dict[str, str] = {}
-        offset = 0
-        while True:
-            page = await self.store.api_request(
-                f"CONSUMER.LIST.{DESIRED_STREAM}", {"offset": offset}
+        first, listed = await self._durables_page(0, leaders)
+        total = int(first.get("total", 0))
+        if listed:
+            await run_bounded(
+                partial(self._add_durables_page, offset, leaders)
+                for offset in range(listed, total, listed)
             )
-            consumers = page.get("consumers") or []
-            absent = [str(name) for name in page.get("missing") or []]
-            for info in consumers:
-                leaders[str(info.get("name", ""))] = str(
-                    (info.get("cluster") or {}).get("leader", "")
-                )
-            leaders.update(dict.fromkeys(absent, ""))
-            listed = len(consumers) + len(absent)
-            offset += listed
-            if not listed or offset >= int(page.get("total", 0)):
-                return leaders
+        return leaders
+
+    async def _add_durables_page(self, offset: int, leaders: dict[str, str]) -> None:
+        await self._durables_page(offset, leaders)
+
+    async def _durables_page(self, offset: int, leaders: dict[str, str]) -> tuple[Any, int]:
+        """Add one page of `CONSUMER.LIST` to `leaders`; the page and how many it listed."""
+        page = await self.store.api_request(f"CONSUMER.LIST.{DESIRED_STREAM}", {"offset": offset})
+        consumers = page.get("consumers") or []
+        absent = {str(name) for name in page.get("missing") or []}
+        for info in consumers:
+            name = str(info.get("name", ""))
+            leaders[name] = (
+                "" if name in absent else str((info.get("cluster") or {}).get("leader", ""))
+            )
+        leaders.update(dict.fromkeys(absent, ""))
+        # A durable the meta leader knows to be offline is listed twice: with its config
+        # among the consumers and by name among the missing.
+        return page, len({str(info.get("name", "")) for info in consumers} | absent)
 
     async def delete_leftover_outboxes(self) -> list[str]:
         """Remove hub-side outbox streams; the names of those removed."""
