@@ -230,6 +230,19 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
             return set(after) == set(placement) and victim not in after.values()
 
         await eventually(moved_off_victim, f"the durables off {victim}", within=30)
+
+        # Back, the lost node drops the copies it held (the meta layer deleted them): every
+        # durable answers once, from where it was moved.
+        lost_index = nats_cluster.index_of(victim)
+        await asyncio.to_thread(nats_cluster.nodes[lost_index].start, 60.0)
+        await eventually(
+            lambda: nats_cluster.consumers_on(lost_index, DESIRED_STREAM) == 0,
+            f"{victim} back without its old copies",
+            within=30,
+        )
+        after = await durable_placement(cluster_store)
+        assert set(after) == set(placement)
+        assert victim not in after.values()
     finally:
         await cancel_and_wait([provisioning, *pullers, *([rehomer] if rehomer else [])])
         await pulls.close()
