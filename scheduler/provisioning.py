@@ -77,6 +77,8 @@ OLD_PLACEMENT_CODES = (CONSUMER_OFFLINE, CONSUMER_EXISTS)
 DELETE_ANSWER_S = 0.25
 """How long a durable's replacement waits for the answer to deleting the lost copy."""
 REPLACE_ATTEMPTS = 8
+LIST_CONCURRENCY = 8
+"""Pages of DESIRED's durables asked for at once while looking for those of a lost node."""
 API_CONCURRENCY = 48
 """JetStream API requests one plan keeps in flight; far below the server's API queue limit."""
 
@@ -222,17 +224,21 @@ class Provisioner:
         """Every durable of DESIRED -> the node leading it; "" for those the server lists as
         missing (their node did not answer) or without a leader.
 
-        The server lists `LIST_PAGE` durables per request (sorted by name) and, for each
-        page holding durables of a node that does not answer, waits 4 s for them: the pages
-        after the first are asked for all at once, so a lost node costs those 4 s once, not
-        once per page (8 times at 2,000 clusters)."""
+        The server lists 256 durables per request (sorted by name) and, for each page
+        holding durables of a node that does not answer, waits 4 s for them: the pages after
+        the first are asked for `LIST_CONCURRENCY` at a time, so a lost node costs those 4 s
+        once per 8 pages, not once per page (4 s instead of 32 s at 2,000 clusters). Each
+        page makes the server ask 256 consumers for their info, so not all at once."""
         leaders: dict[str, str] = {}
         first, listed = await self._durables_page(0, leaders)
         total = int(first.get("total", 0))
         if listed:
             await run_bounded(
-                partial(self._add_durables_page, offset, leaders)
-                for offset in range(listed, total, listed)
+                (
+                    partial(self._add_durables_page, offset, leaders)
+                    for offset in range(listed, total, listed)
+                ),
+                limit=LIST_CONCURRENCY,
             )
         return leaders
 
