@@ -214,6 +214,7 @@ async def run(mode: Mode) -> FigureResult:
                 )
                 after, missing = await durable_placement(store)
                 groups_after, rss_after = node_figures(cluster)
+                hub_rss = rss_mib(hub.process.pid)
             finally:
                 await store.close()
         finally:
@@ -266,6 +267,14 @@ async def run(mode: Mode) -> FigureResult:
             value=max(rss_after),
         ),
     ]
+    metrics.append(
+        Metric(
+            key="hub_rss_mib",
+            label="hub process RSS after the rollouts (`fleetbus up`, its scheduler and services)",
+            unit="MiB",
+            value=hub_rss,
+        )
+    )
     size = "the target" if clusters == FULL_CLUSTERS else "the size run on this machine"
     notes.append(
         f"Run at {clusters:,} clusters ({size}); hub start-up with them {startup_s:.0f} s."

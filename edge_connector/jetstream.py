@@ -39,6 +39,7 @@ from events.inventory import InventoryDigest, encode_inventory
 from events.pull import ContinuousPull, PullSettings, status_of
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, DUPLICATE_WINDOW_S, HUB_DOMAIN, MAX_PAYLOAD, NANOS
+from events.tasks import cancel_and_wait
 from sealing.envelope import (
     cluster_scope,
     is_sealed_bytes,
@@ -56,6 +57,11 @@ log = logging.getLogger(__name__)
 OUTBOX_MAX_AGE_S = 7 * 24 * 3600
 """How long an edge keeps reports the hub has not sourced (a week of hub outage)."""
 OUTBOX_MAX_BYTES = 1024 * 1024 * 1024
+IN_PROGRESS_EVERY_S = 3.0
+"""While a desired state's data key is fetched, the hub hears this often that it is in hand."""
+DURABLE_HEARTBEAT_S = 2.0
+"""The hub's idle heartbeat on a pending pull of the cluster's durable: two missed (5 s of
+silence) and the pull is sent again."""
 
 
 def outbox_config(cluster: str) -> dict[str, Any]:
@@ -125,12 +131,13 @@ class KeyFetchSettings:
 
     A fetch asks up to `attempts` times, each answer awaited `reply_within` seconds, with
     jittered exponential pauses (from `pause` up to `pause_max`) between: at most about 20 s,
-    inside the durable consumer's 30 s `ack_wait`. Each answer is awaited as long as a single
-    request used to be (5 s): a key service that is slow, not gone, still answers every
-    request it received, so a shorter wait only adds retries to its queue. When every attempt
-    fails, the message is NAKed with a delay growing with its delivery count (`redeliver_base`
-    doubling up to `redeliver_max`), and for `redeliver_base` seconds other messages needing a
-    key are NAKed at once rather than asking a hub that just failed to answer."""
+    during which the message is reported in progress (the durable's `ack_wait` is 10 s).
+    Each answer is awaited as long as a single request used to be (5 s): a key service that
+    is slow, not gone, still answers every request it received, so a shorter wait only adds
+    retries to its queue. When every attempt fails, the message is NAKed with a delay growing
+    with its delivery count (`redeliver_base` doubling up to `redeliver_max`), and for
+    `redeliver_base` seconds other messages needing a key are NAKed at once rather than asking
+    a hub that just failed to answer."""
 
     reply_within: float = 5.0
     attempts: int = 3
@@ -341,8 +348,10 @@ class DurableFeed:
     """The cluster's desired state pulled from its durable consumer on the hub.
 
     A ClusterTask reaches it one network round trip after it is stored. An idle cluster costs
-    the hub one pull request a minute and a heartbeat every 10 s (1,000 messages a second for
-    10,000 idle clusters); a request lost with a restarting hub is noticed within 21 s."""
+    the hub one pull request a minute and a heartbeat every 2 s (5,000 small messages a second
+    for 10,000 idle clusters); a request lost with a restarting hub, or with the node holding
+    the durable (the hub creates it again on a node that is up), is noticed within 5 s and
+    sent again."""
 
     def __init__(
         self,
@@ -356,7 +365,9 @@ class DurableFeed:
         self.nc = nc
         self.cluster = cluster
         self.hub_domain = hub_domain
-        self.settings = settings or PullSettings(batch=100, expires=60.0, heartbeat=10.0)
+        self.settings = settings or PullSettings(
+            batch=100, expires=60.0, heartbeat=DURABLE_HEARTBEAT_S
+        )
         self.keys = EdgeKeys(nc, cluster, settings=key_settings)
         self.held_back = 0
         """Messages NAKed because their data key could not be fetched (they come again)."""
@@ -373,7 +384,7 @@ class DurableFeed:
             async for msgs in pull.batches():
                 for msg in msgs:
                     try:
-                        task = await self.keys.decode(msg)
+                        task = await self._decode_in_progress(msg)
                     except KeysUnreachable as e:
                         await self._redeliver_later(msg, e)
                         continue
@@ -382,6 +393,22 @@ class DurableFeed:
                     )
         except EventLogUnavailable as e:
             raise EdgeUnavailable(f"cannot pull the desired state of {self.cluster}: {e}") from e
+
+    async def _decode_in_progress(self, msg: Msg) -> ClusterTask | None:
+        """Decode `msg`, telling the hub every `IN_PROGRESS_EVERY_S` that it is being worked
+        on while its data key is fetched: a fetch may take longer than the durable's short
+        `ack_wait`, which is short so that a message lost on its way (the edge's server went
+        down as it was delivered) comes again within seconds."""
+        decoding = asyncio.ensure_future(self.keys.decode(msg))
+        try:
+            while True:
+                done, _ = await asyncio.wait({decoding}, timeout=IN_PROGRESS_EVERY_S)
+                if done:
+                    return decoding.result()
+                with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                    await msg.in_progress()
+        finally:
+            await cancel_and_wait([decoding])
 
     async def _redeliver_later(self, msg: Msg, why: KeysUnreachable) -> None:
         """NAK `msg` with a delay: the consumer delivers it again then, and the messages

@@ -88,6 +88,13 @@ class EventStore(Appender, Reader):
         """One JetStream API request; errors come back as `AppendRefused`/`EventLogUnavailable`."""
         return await self.api.api_request(subject, body)
 
+    async def api_send(
+        self, subject: str, body: dict[str, Any] | None = None, *, answer_within: float
+    ) -> Any | None:
+        """One JetStream API request sent once without blocking on its answer: the answer if
+        it came within `answer_within` seconds, else None (the server may still act on it)."""
+        return await self.api.api_send(subject, body, answer_within=answer_within)
+
     async def ensure_stream(self, config: dict[str, Any], *, keep: Sequence[str] = ()) -> None:
         """Create the stream, or bring an existing one to `config` (keeping the fields in
         `keep`). Idempotent."""

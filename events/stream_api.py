@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -81,6 +82,30 @@ class StreamApi:
         payload = orjson.dumps(body) if body is not None else b""
         reply = await self.request(f"{self.prefix}.{subject}", payload, None)
         answer = orjson.loads(reply.data)
+        if isinstance(answer, dict) and answer.get("error"):
+            err = answer["error"]
+            raise AppendRefused(
+                f"JetStream API {subject}: {err.get('description')} (code {err.get('err_code')})"
+            )
+        return answer
+
+    async def api_send(
+        self, subject: str, body: dict[str, Any] | None = None, *, answer_within: float
+    ) -> Any | None:
+        """One JetStream API request, sent once, its answer awaited at most `answer_within`
+        seconds: the answer, or None when none came in time (the server may still act on
+        the request). Refusals come back as `AppendRefused`, a failure to send as
+        `EventLogUnavailable`."""
+        payload = orjson.dumps(body) if body is not None else b""
+        try:
+            reply = await self.nc.request(
+                f"{self.prefix}.{subject}", payload, timeout=answer_within
+            )
+        except nats.errors.TimeoutError:
+            return None
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"request on {subject} not sent: {e}") from e
+        answer = orjson.loads(reply.data) if reply.data else None
         if isinstance(answer, dict) and answer.get("error"):
             err = answer["error"]
             raise AppendRefused(

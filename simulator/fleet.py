@@ -32,9 +32,9 @@ from typing import Protocol
 from access.permissions import ClusterAccess
 from access.pki import CertificateAuthority, HubPki, IssuedCertificate, public_key_fingerprint
 from events import edges
-from events.appends import AppendResult
+from events.appends import Append, AppendResult
 from events.catalog import ClusterRegistered, Event
-from events.errors import EventLogUnavailable
+from events.errors import EventLogError, EventLogUnavailable
 from events.ids import new_event_id
 from events.store import EventStore
 from simulator.errors import InvalidSimFleet, SimFleetFailed
@@ -94,7 +94,10 @@ class FleetProvisioning(Protocol):
 
 LEAF_SIM_LIMIT = 20
 REGISTER_ATTEMPTS = 3
-"""Tries of one batch of registrations whose commit goes unanswered."""
+"""Rounds of sending again the registrations left unanswered (each is retried within a round
+too, `events.appends`)."""
+REGISTER_WINDOW = 256
+"""Registrations in flight at once: the next are sent when these are answered."""
 SIM_LABEL = "fleetbus.io/sim"
 IN_PROCESS_SIM_LIMIT = 1000
 """Without `--sim-processes`, fleets up to this size run in the hub process."""
@@ -139,6 +142,48 @@ def sim_labels(index: int, leaf: bool) -> dict[str, str]:
     return labels
 
 
+async def register_clusters(store: EventStore, registrations: Sequence[Event]) -> int:
+    """Append the registrations, each its own command, pipelined `REGISTER_WINDOW` at a
+    time; the sequence of the last one stored (0 for none).
+
+    A registration needs no other in the same write: one atomic batch of hundreds of them
+    is one large write that a 3-node cluster under load answered too late, and a batch
+    sent again is all of it again. Each registration alone is a small write the server
+    answers as soon as it is stored, a window of them in flight at a time (the next
+    waits for their answers), and one left unanswered is sent again alone, up to
+    `REGISTER_ATTEMPTS` times: its event keeps its id, so one that was stored after all
+    is recognised (`Nats-Msg-Id`), not stored twice."""
+    pending = list(registrations)
+    last = 0
+    for attempt in range(1, REGISTER_ATTEMPTS + 1):
+        outcomes = await store.append_many(
+            [Append([event]) for event in pending], window=REGISTER_WINDOW
+        )
+        failed: list[Event] = []
+        trouble: EventLogError | None = None
+        for event, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, AppendResult):
+                last = max([last, *outcome.sequences])
+            elif isinstance(outcome, EventLogUnavailable):
+                failed.append(event)
+                trouble = outcome
+            else:
+                raise outcome
+        if not failed:
+            return last
+        if attempt == REGISTER_ATTEMPTS:
+            raise trouble or EventLogUnavailable("registrations not stored")
+        log.warning(
+            "registering simulated clusters: %d of %d not stored (%s); sending them again",
+            len(failed),
+            len(pending),
+            trouble,
+        )
+        pending = failed
+        await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 @dataclass
 class SimFleet:
     """Simulated clusters sim-1..sim-N behind real connectors."""
@@ -180,10 +225,7 @@ class SimFleet:
             wanted = self._registration(ca, index, name, now)
             if wanted is not None:
                 registrations.append(wanted)
-        last = 0
-        for start in range(0, len(registrations), 500):
-            result = await self._register(registrations[start : start + 500])
-            last = max(result.sequences or [last])
+        last = await register_clusters(self.store, registrations)
         budget = sim_budget(self.count)
         started = time.monotonic()
         registered = started - began
@@ -220,20 +262,6 @@ class SimFleet:
             provisioned - started,
             time.monotonic() - provisioned,
         )
-
-    async def _register(self, batch: Sequence[Event]) -> AppendResult:
-        """Append one batch of registrations, sent again whole when its commit went
-        unanswered: the events keep their ids, so a batch that was stored after all is
-        recognised, not stored twice (`events.appends`)."""
-        for attempt in range(1, REGISTER_ATTEMPTS + 1):
-            try:
-                return await self.store.append(batch)
-            except EventLogUnavailable as e:
-                if attempt == REGISTER_ATTEMPTS:
-                    raise
-                log.warning("registering simulated clusters: %s; sending the batch again", e)
-                await asyncio.sleep(0.5 * attempt)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _start_workers(self) -> None:
         for first, last in worker_slices(self.count, self.processes):

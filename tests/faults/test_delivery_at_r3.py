@@ -10,6 +10,7 @@ held are created again on the nodes that are up and every cluster applies the ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import time
@@ -18,20 +19,25 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
 import pytest
 
-from events import edges
+from edge_connector.jetstream import DurableFeed
+from events import edges, subjects
+from events.appends import AppendResult
 from events.catalog import ClusterRegistered, TaskApplied
 from events.errors import EventLogUnavailable
+from events.pull import ContinuousPull
 from events.store import EventStore, connect
 from events.streams import DESIRED_STREAM, REPORTS_STREAM, hub_streams
 from events.tasks import cancel_and_wait
 from fleetbus.datadir import DataDir
 from fleetbus.local import open_local_store
 from fleetbus.natsserver import free_port
-from scheduler.provisioning import ProvisioningService
-from simulator.fleet import SIM_LABEL
-from tests.eventually import eventually
+from scheduler.provisioning import CLUSTER_EVENTS, DurableRehoming, ProvisioningService
+from simulator.fleet import SIM_LABEL, register_clusters
+from tests.eventually import eventually, eventually_value
 from tests.faults.harness import REPO, record_figures
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.test_hub_on_cluster import FLEETBUS, fleetbus, hub_answers
@@ -130,6 +136,165 @@ async def test_the_raft_groups_of_a_three_node_cluster_do_not_grow_with_the_flee
         clusters={str(k): v for k, v in groups_at.items()},
         streams=len(streams),
     )
+
+
+REHOMED_CLUSTERS = 12
+RECOVERED_WITHIN_S = 18.0
+"""A lost node's clusters must read new desired state this soon after the kill (measured here:
+8-13 s, bounded by the durable's 10 s `ack_wait` for a message lost on its way). A pull
+request whose silence is noticed after 21 s (heartbeats every 10 s) cannot make it, nor a
+rehoming that misses the node a newly elected leader of DESIRED never heard from."""
+
+
+async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    service = ProvisioningService(cluster_store, replicas=3)
+    provisioning = asyncio.create_task(service.run())
+    names = [f"c-{i}" for i in range(REHOMED_CLUSTERS)]
+    received: dict[str, set[bytes]] = {name: set() for name in names}
+    pullers: list[asyncio.Task[None]] = []
+    rehomer: asyncio.Task[None] | None = None
+    pulls = await connect(nats_cluster.urls, credentials=nats_cluster.credentials)
+    try:
+
+        async def register() -> AppendResult | None:
+            try:  # a cluster just formed may still be electing the log's leader
+                return await cluster_store.append([client_cluster(name) for name in names])
+            except EventLogUnavailable:
+                return None
+
+        result = await eventually_value(register, "the clusters registered", within=30)
+        await asyncio.wait_for(service.wait_applied(max(result.sequences)), 60)
+
+        async def all_durables() -> bool:
+            return len(await durable_placement(cluster_store, allow_missing=True)) == len(names)
+
+        await eventually(all_durables, "every cluster's durable answering", within=30)
+        placement = await durable_placement(cluster_store)
+        victim, held = Counter(placement.values()).most_common(1)[0]
+        lost = sorted(name for name in names if placement[edges.desired_durable(name)] == victim)
+
+        async def pull(name: str) -> None:
+            # The edge's own pull settings (heartbeat, expiry) on the cluster's durable.
+            feed = DurableFeed(pulls, name)
+            pull = ContinuousPull(
+                pulls,
+                api_prefix="$JS.API",
+                stream=DESIRED_STREAM,
+                durable=edges.desired_durable(name),
+                settings=feed.settings,
+            )
+            async for msgs in pull.batches():
+                for msg in msgs:
+                    received[name].add(msg.data)
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.ack()
+
+        pullers = [asyncio.create_task(pull(name)) for name in names]
+        js = cluster_store.nc.jetstream()
+
+        async def desire(version: bytes) -> None:
+            for name in names:
+                subject = f"{subjects.desired_filter(name)[:-1]}board"
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        await js.publish(subject, version, stream=DESIRED_STREAM, timeout=2)
+                        break
+                    except (nats.errors.Error, nats.js.errors.Error):
+                        # DESIRED electing a leader after the kill: the writer asks again.
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.2)
+
+        def everyone_read(version: bytes) -> bool:
+            return all(version in seen for seen in received.values())
+
+        await desire(b"v1")
+        await eventually(lambda: everyone_read(b"v1"), "every cluster reading v1", within=30)
+
+        nats_cluster.nodes[nats_cluster.index_of(victim)].kill()
+        killed_at = time.monotonic()
+        rehomer = asyncio.create_task(DurableRehoming(service).run())
+        await desire(b"v2")
+        await eventually(
+            lambda: everyone_read(b"v2"),
+            f"every cluster, the {held} of {victim} too, reading v2 (read: {received})",
+            within=RECOVERED_WITHIN_S - (time.monotonic() - killed_at),
+        )
+        recovered_s = time.monotonic() - killed_at
+
+        async def moved_off_victim() -> bool:
+            after = await durable_placement(cluster_store, allow_missing=True)
+            return set(after) == set(placement) and victim not in after.values()
+
+        await eventually(moved_off_victim, f"the durables off {victim}", within=30)
+
+        # Back, the lost node drops the copies it held (the meta layer deleted them): every
+        # durable answers once, from where it was moved.
+        lost_index = nats_cluster.index_of(victim)
+        await asyncio.to_thread(nats_cluster.nodes[lost_index].start, 60.0)
+        await eventually(
+            lambda: nats_cluster.consumers_on(lost_index, DESIRED_STREAM) == 0,
+            f"{victim} back without its old copies",
+            within=30,
+        )
+        after = await durable_placement(cluster_store)
+        assert set(after) == set(placement)
+        assert victim not in after.values()
+    finally:
+        await cancel_and_wait([provisioning, *pullers, *([rehomer] if rehomer else [])])
+        await pulls.close()
+    record_figures(
+        "Clusters of a lost node reading again",
+        clusters=len(names),
+        on_lost_node=len(lost),
+        all_read_after_kill_s=round(recovered_s, 2),
+    )
+
+
+REGISTERED = 2000
+
+
+async def test_registrations_sent_while_the_log_s_leader_is_killed_are_each_stored_once(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    names = [f"c-{i}" for i in range(REGISTERED)]
+
+    async def electable() -> bool:
+        try:
+            await cluster_store.last_sequence()
+            return True
+        except EventLogUnavailable:
+            return False
+
+    await eventually(electable, "the log answering", within=30)
+    info = await cluster_store.stream_info()
+    leader = info["cluster"]["leader"]
+    registering = asyncio.create_task(
+        register_clusters(cluster_store, [client_cluster(name) for name in names])
+    )
+    try:
+
+        async def under_way() -> bool:
+            try:
+                return await cluster_store.last_sequence() >= REGISTERED // 10
+            except EventLogUnavailable:
+                return False
+
+        await eventually(under_way, "registrations being stored", within=30)
+        nats_cluster.nodes[nats_cluster.index_of(leader)].kill()
+        last = await asyncio.wait_for(registering, 180)
+    finally:
+        await cancel_and_wait([registering])
+    stored: Counter[str] = Counter()
+    async for event in cluster_store.read(subject=CLUSTER_EVENTS, skip_undecodable=True):
+        if isinstance(event.event, ClusterRegistered):
+            stored[event.event.cluster] += 1
+    assert set(stored) == set(names)
+    assert set(stored.values()) == {1}, [n for n, c in stored.items() if c > 1][:5]
+    assert last == await cluster_store.last_sequence()
 
 
 async def published_and_applied(store: EventStore, taskset: str, version: int) -> set[str]:

@@ -67,6 +67,8 @@ async def test_every_one_of_hundreds_of_registered_clusters_is_provisioned(
             await service.wait_applied(last)
         durables = await names(event_store, f"CONSUMER.NAMES.{DESIRED_STREAM}", "consumers")
         assert {edges.desired_durable(name) for name in clusters} <= durables
+        # The listing rehoming reads, its pages asked for several at a time, names each one.
+        assert set(await service.provisioner.durable_leaders()) == durables
         info = await event_store.stream_info(REPORTS_STREAM)
         sourced = {source["name"] for source in info["config"]["sources"]}
         # Leaf clusters are sourced; client clusters publish into REPORTS themselves.
@@ -152,3 +154,28 @@ async def test_a_hub_ensuring_its_streams_at_start_keeps_the_leaf_clusters_sourc
     info = await event_store.stream_info(REPORTS_STREAM)
     assert info["config"]["description"] == "every cluster report"
     assert {source["name"] for source in info["config"]["sources"]} == sourced
+
+
+async def test_a_replaced_durable_answers_again_and_delivers_the_whole_desired_state(
+    event_store: EventStore,
+) -> None:
+    provisioner = ProvisioningService(event_store).provisioner
+    await provisioner.ensure_durable("alpha")
+    js = event_store.nc.jetstream()
+    for taskset in ("db", "web"):
+        await js.publish(f"fleet.desired.alpha.{taskset}", taskset.encode(), stream=DESIRED_STREAM)
+    durable = edges.desired_durable("alpha")
+    pull = await js.pull_subscribe_bind(durable, DESIRED_STREAM)
+    for msg in await pull.fetch(2, timeout=5):
+        await msg.ack_sync()
+    await pull.unsubscribe()
+
+    await provisioner.replace_durable("alpha")
+    # Replaced twice over: a durable that no longer exists is created all the same.
+    await provisioner.delete_durable("alpha")
+    await provisioner.replace_durable("alpha")
+
+    pull = await js.pull_subscribe_bind(durable, DESIRED_STREAM)
+    again = await pull.fetch(2, timeout=5)
+    assert sorted(msg.data for msg in again) == [b"db", b"web"]
+    await pull.unsubscribe()

@@ -109,6 +109,21 @@ def test_a_replica_offline_or_silent_is_unavailable_and_a_live_one_is_not() -> N
     assert unavailable_peers({"config": {}}, silent_ns=3 * SECOND) == frozenset()
 
 
+def test_a_replica_a_new_leader_never_heard_from_is_unavailable() -> None:
+    # What a leader elected after the old leader was killed says of it, for as long as it
+    # stays down (nats-server 2.15.1).
+    info = {
+        "cluster": {
+            "leader": "hub-2",
+            "replicas": [
+                {"name": "hub-1", "current": False, "active": 0, "lag": 26},
+                {"name": "hub-3", "current": True, "active": SECOND // 2},
+            ],
+        }
+    }
+    assert unavailable_peers(info, silent_ns=3 * SECOND) == {"hub-1"}
+
+
 def test_durables_led_by_no_node_up_are_rehomed_and_only_of_registered_clusters() -> None:
     provisioned = {n: edges.CLIENT for n in ("alpha", "beta", "gamma", "delta")}
     leaders = {
