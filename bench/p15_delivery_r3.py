@@ -232,7 +232,7 @@ async def run(mode: Mode) -> FigureResult:
         ),
         Metric(
             key="killed_all_applied_s",
-            label=f"publish → all {clusters:,} applied, a node killed right after the publish",
+            label=f"publish → all {FULL_CLUSTERS:,} applied, a node killed right after the publish",
             unit="s",
             value=killed_s if clusters == FULL_CLUSTERS else None,
             missing=""
