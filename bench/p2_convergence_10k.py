@@ -58,7 +58,7 @@ BOUNDS = (
     "of the clusters written before it: about N²/2 message visits per update, serialized "
     "with the writes. So a cluster waits for its ClusterTask to be stored (the stage above) "
     "while the scheduler is idle, and the cost per cluster grows with the fleet; the "
-    "JetStream floor below (the same stream and consumers with nothing of fleetbus around "
+    "JetStream floor above (the same stream and consumers with nothing of fleetbus around "
     "them) shows the server's own share, beside its variant with literal filters. A "
     "nats-server CPU profile of such an update at 10,000 clusters (pprof, 15 s windows, "
     "taken apart from this run) spent 40 to 57 % of the server's CPU in "
