@@ -146,7 +146,7 @@ class Fanout:
         if len(self.received) == self.count:
             self.done.set()
 
-    async def write_all(self, writer: Client) -> float:
+    async def write_all(self, writer: Client, settle: float) -> float:
         """Write one message per cluster, `WINDOW` in flight; seconds until all acknowledged."""
         started = time.monotonic()
         acked = 0
@@ -167,7 +167,7 @@ class Fanout:
         for index in range(self.count):
             await window.acquire()
             await writer.publish(self.subject(index), self.payload, reply=f"{inbox}.{index}")
-        await asyncio.wait_for(all_acked.wait(), SETTLE_S)
+        await asyncio.wait_for(all_acked.wait(), settle)
         await sub.unsubscribe()
         return time.monotonic() - started
 
@@ -205,9 +205,15 @@ async def wait_listening(url: str, within: float = 20.0) -> None:
 
 
 async def measure(
-    count: int, payload: bytes, *, shards: int = 1, literal: bool = False
+    count: int,
+    payload: bytes,
+    *,
+    shards: int = 1,
+    literal: bool = False,
+    settle: float = SETTLE_S,
 ) -> list[dict[str, Any]]:
-    """Both rounds (first, update) at `count` consumers; one row each."""
+    """Both rounds (first, update) at `count` consumers; one row each. Raises TimeoutError
+    when a round's writes or deliveries take longer than `settle` seconds."""
     directory = Path(tempfile.mkdtemp(prefix="fanout-"))
     process, url = start_server(directory)
     rows: list[dict[str, Any]] = []
@@ -221,8 +227,8 @@ async def measure(
             fanout.done.clear()
             ticks = cpu_ticks(process.pid)
             started = time.monotonic()
-            writes_s = await fanout.write_all(writer)
-            await asyncio.wait_for(fanout.done.wait(), SETTLE_S)
+            writes_s = await fanout.write_all(writer, settle)
+            await asyncio.wait_for(fanout.done.wait(), settle)
             seconds = time.monotonic() - started
             latencies = sorted(t - started for t in fanout.received.values())
             rows.append(

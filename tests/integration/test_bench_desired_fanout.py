@@ -28,7 +28,7 @@ def test_the_floor_uses_the_settings_of_desired_and_of_the_hubs_durables() -> No
 
 @pytest.mark.parametrize("literal", [False, True])
 async def test_every_consumer_gets_its_message_in_both_rounds(literal: bool) -> None:
-    rows = await measure(40, b"x" * 600, literal=literal)
+    rows = await measure(40, b"x" * 600, literal=literal, settle=30.0)
     assert [row["round"] for row in rows] == ["first", "update"]
     for row in rows:
         assert row["clusters"] == 40
