@@ -13,6 +13,8 @@ has received its message is reported with the time until every write was acknowl
 Variants, to tell the cause apart:
 - `--filter literal`: each consumer filtered on its one subject (`fleet.desired.c<i>.app`)
   instead of the cluster's wildcard;
+- `--filter subjects`: each consumer filtered on a list of two literal subjects (its
+  `.app` and another), as a durable following the tasksets placed on its cluster would be;
 - `--shards K`: the N clusters spread over K streams (`DESIRED_<k>`), each holding N/K.
 
 The server's CPU time for each round comes from /proc. Prints one JSON line per round.
@@ -48,6 +50,7 @@ CONNECTIONS = 8
 PULL_BATCH = 100
 WINDOW = 512
 SETTLE_S = 600.0
+FILTERINGS = ("wildcard", "literal", "subjects")
 
 
 def stream_config(name: str, prefix: str, count: int) -> dict[str, Any]:
@@ -66,10 +69,10 @@ def consumer_config(cluster: str, filter_subject: str) -> dict[str, Any]:
 
 
 class Fanout:
-    def __init__(self, count: int, shards: int, literal: bool, payload: bytes) -> None:
+    def __init__(self, count: int, shards: int, filtering: str, payload: bytes) -> None:
         self.count = count
         self.shards = shards
-        self.literal = literal
+        self.filtering = filtering
         self.payload = payload
         self.received: dict[int, float] = {}
         self.done = asyncio.Event()
@@ -81,10 +84,14 @@ class Fanout:
     def subject(self, index: int) -> str:
         return f"fleet.desired.s{self.shard_of(index)}.c{index}.app"
 
-    def filter_subject(self, index: int) -> str:
-        if self.literal:
-            return self.subject(index)
-        return f"fleet.desired.s{self.shard_of(index)}.c{index}.>"
+    def consumer(self, index: int) -> dict[str, Any]:
+        config = consumer_config(f"c{index}", f"fleet.desired.s{self.shard_of(index)}.c{index}.>")
+        if self.filtering == "literal":
+            config["filter_subject"] = self.subject(index)
+        elif self.filtering == "subjects":
+            del config["filter_subject"]
+            config["filter_subjects"] = [self.subject(index), f"{self.subject(index)}-other"]
+        return config
 
     def stream(self, index: int) -> str:
         return f"DESIRED_{self.shard_of(index)}"
@@ -101,11 +108,10 @@ class Fanout:
 
         async def create(index: int) -> None:
             async with gate:
-                config = consumer_config(f"c{index}", self.filter_subject(index))
+                config = self.consumer(index)
                 await self._api(
                     admin,
-                    f"$JS.API.CONSUMER.CREATE.{self.stream(index)}.{config['durable_name']}."
-                    f"{config['filter_subject']}",
+                    f"$JS.API.CONSUMER.CREATE.{self.stream(index)}.{config['durable_name']}",
                     {"stream_name": self.stream(index), "config": config},
                 )
 
@@ -209,7 +215,7 @@ async def measure(
     payload: bytes,
     *,
     shards: int = 1,
-    literal: bool = False,
+    filtering: str = "wildcard",
     settle: float = SETTLE_S,
 ) -> list[dict[str, Any]]:
     """Both rounds (first, update) at `count` consumers; one row each. Raises TimeoutError
@@ -220,7 +226,7 @@ async def measure(
     try:
         await wait_listening(url)
         writer = await nats.connect(url, name="fanout-writer")
-        fanout = Fanout(count, shards, literal, payload)
+        fanout = Fanout(count, shards, filtering, payload)
         admin = await fanout.setup(url)
         for label in ("first", "update"):
             fanout.received.clear()
@@ -235,7 +241,7 @@ async def measure(
                 {
                     "clusters": count,
                     "shards": shards,
-                    "filter": "literal" if literal else "wildcard",
+                    "filter": filtering,
                     "size": len(payload),
                     "round": label,
                     "all_written_s": round(writes_s, 3),
@@ -261,14 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.desired_fanout", description=__doc__)
     parser.add_argument("--clusters", default="1000,3000,10000", help="comma-separated sizes")
     parser.add_argument("--shards", type=int, default=1)
-    parser.add_argument("--filter", choices=("wildcard", "literal"), default="wildcard")
+    parser.add_argument("--filter", choices=FILTERINGS, default="wildcard")
     parser.add_argument("--size", type=int, default=1500, help="bytes per message")
     args = parser.parse_args(argv)
     payload = os.urandom(args.size)
     for count in (int(n) for n in args.clusters.split(",")):
-        rows = asyncio.run(
-            measure(count, payload, shards=args.shards, literal=args.filter == "literal")
-        )
+        rows = asyncio.run(measure(count, payload, shards=args.shards, filtering=args.filter))
         for row in rows:
             print(orjson.dumps(row).decode(), flush=True)
     return 0

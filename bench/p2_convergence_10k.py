@@ -240,8 +240,8 @@ async def run(mode: Mode) -> FigureResult:
 
     floors: dict[str, dict[str, Any]] = {}
     if payload:
-        for variant, literal in (("wildcard", False), ("literal", True)):
-            rows = await desired_fanout.measure(clusters, payload, literal=literal)
+        for variant in ("wildcard", "literal"):
+            rows = await desired_fanout.measure(clusters, payload, filtering=variant)
             floors[variant] = next(row for row in rows if row["round"] == "update")
 
     def finished(label: str) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.desired_fanout import consumer_config, measure, stream_config
+from bench.desired_fanout import FILTERINGS, consumer_config, measure, stream_config
 from bench.p2_convergence_10k import floor_metrics
 from events.streams import desired_stream
 from scheduler.provisioning import durable_config
@@ -26,13 +26,13 @@ def test_the_floor_uses_the_settings_of_desired_and_of_the_hubs_durables() -> No
     assert consumer["filter_subject"] == "fleet.desired.s0.c1.>"
 
 
-@pytest.mark.parametrize("literal", [False, True])
-async def test_every_consumer_gets_its_message_in_both_rounds(literal: bool) -> None:
-    rows = await measure(40, b"x" * 600, literal=literal, settle=30.0)
+@pytest.mark.parametrize("filtering", FILTERINGS)
+async def test_every_consumer_gets_its_message_in_both_rounds(filtering: str) -> None:
+    rows = await measure(40, b"x" * 600, filtering=filtering, settle=30.0)
     assert [row["round"] for row in rows] == ["first", "update"]
     for row in rows:
         assert row["clusters"] == 40
-        assert row["filter"] == ("literal" if literal else "wildcard")
+        assert row["filter"] == filtering
         assert row["size"] == 600
         assert 0 < row["all_written_s"] <= row["all_delivered_s"] + 1.0
         assert row["p50_s"] <= row["all_delivered_s"]
