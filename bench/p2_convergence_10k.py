@@ -16,8 +16,17 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
-from bench.convergence import LEAF_EDGES, Convergence, Fleet, converge, running_fleet
+from bench import desired_fanout
+from bench.convergence import (
+    LEAF_EDGES,
+    Convergence,
+    Fleet,
+    cluster_task_bytes,
+    converge,
+    running_fleet,
+)
 from bench.figure import FigureResult, Metric, Mode, Target
 from bench.hubproc import HubFailed
 from bench.p1_convergence import stage_note
@@ -39,16 +48,34 @@ CAPS = {"first": FIRST_S, "update": UPDATE_S}
 
 
 BOUNDS = (
-    "What bounds the rest: the two cores. Every process of the method above is busy for the "
-    "whole update (the CPU line above says how much each used); the simulated clusters' worker "
-    "processes and nats-server (serving 10,000 connections and pull consumers, the "
-    "scheduler's pipelined writes and every cluster's report and acknowledgement) use most "
-    "of it. The stage figures show where a cluster waits: its ClusterTaskScheduled is stored "
-    "early (a decision's appends run ahead of its writes), then its ClusterTask waits to be "
-    "written while the DESIRED writes share the cores with the deliveries, applies and "
-    "reports of the clusters written before it; once stored it applies and reports in a few "
-    "seconds at the median. The scheduler on its own decides 10,000 clusters in about 0.2 s "
-    "and has DESIRED written for all of them in about 2 s when no fleet is answering (P6)."
+    "What bounds the rest: delivery through one wildcard-filtered durable per cluster on one "
+    "DESIRED stream. nats-server 2.15 finds a filtered consumer's next message by walking the "
+    "stream's messages one by one from the consumer's position (a cached message block is "
+    "scanned linearly whenever the filter is a wildcard such as `fleet.desired.<cluster>.>`; "
+    "a literal filter jumps straight to its subject through the block's subject index), "
+    "holding the block's lock, which the writes into that block need too. When an update "
+    "rewrites every cluster's ClusterTask, the k-th cluster's lookup walks over the messages "
+    "of the clusters written before it: about N²/2 message visits per update, serialized "
+    "with the writes. So a cluster waits for its ClusterTask to be stored (the stage above) "
+    "while the scheduler is idle, and the cost per cluster grows with the fleet; the "
+    "JetStream floor above (the same stream and consumers with nothing of fleetbus around "
+    "them) shows the server's own share, beside its variant with literal filters. A "
+    "nats-server CPU profile of such an update at 10,000 clusters (pprof, 15 s windows, "
+    "taken apart from this run) spent 40 to 57 % of the server's CPU in "
+    "`consumer.getNextMsg` → `fileStore.LoadNextMsg` → `msgBlock.firstMatching`. The paths "
+    "left: fewer clusters per stream (DESIRED in shards), delivery that needs no filtered "
+    "consumer per cluster on the hub's stream, or a server that consults its subject index "
+    "for wildcard filters too. The simulated clusters' worker processes and the other "
+    "processes of the method share the same two cores (the CPU line above)."
+)
+
+FLOOR_NOTE = (
+    "JetStream floor at this size (`bench.desired_fanout`, run after the fleet was stopped): "
+    "a nats-server of its own, one stream with DESIRED's settings, one durable per cluster "
+    "configured as the hub provisions them, each with a pull request pending, read and "
+    "acknowledged by 8 connections in one process; one message per cluster (this run's "
+    "ClusterTask, {size:,} bytes) written pipelined, 512 in flight, then rewritten (the "
+    "update). {rows}"
 )
 
 
@@ -108,6 +135,53 @@ def startup_split(hub_log: str) -> tuple[float, float, float] | None:
     return float(found["registered"]), float(found["provisioned"]), float(found["connected"])
 
 
+def floor_metrics(
+    clusters: int, floors: dict[str, dict[str, Any]], update_s: float | None
+) -> list[Metric]:
+    """The JetStream floor's update at this size, and the update's ratio to it."""
+    wildcard = float(floors["wildcard"]["all_delivered_s"])
+    metrics = [
+        Metric(
+            key="floor_update_s",
+            label=f"JetStream floor: update delivered to all {clusters:,} consumers "
+            "(filtered on each cluster's subjects, as DESIRED's durables)",
+            unit="s",
+            value=wildcard,
+        ),
+        Metric(
+            key="floor_literal_update_s",
+            label=f"JetStream floor, each of the {clusters:,} consumers filtered on its one "
+            "subject",
+            unit="s",
+            value=float(floors["literal"]["all_delivered_s"]),
+        ),
+    ]
+    if update_s is not None and wildcard > 0:
+        metrics.append(
+            Metric(
+                key="floor_ratio",
+                label="update → all applied ÷ the JetStream floor's update",
+                unit="x",
+                value=update_s / wildcard,
+            )
+        )
+    return metrics
+
+
+def floor_rows(clusters: int, floors: dict[str, dict[str, Any]]) -> str:
+    described = {
+        "wildcard": "each consumer filtered on its cluster's subjects (`fleet.desired.c<i>.>`, "
+        "as the hub's durables are)",
+        "literal": "each filtered on its one subject",
+    }
+    return " ".join(
+        f"{described[variant].capitalize()}: every write acknowledged in "
+        f"{row['all_written_s']:.1f} s, every consumer served in {row['all_delivered_s']:.1f} s "
+        f"(p50 {row['p50_s']:.1f} s), nats-server CPU {row['server_cpu_s']:.1f} s."
+        for variant, row in floors.items()
+    )
+
+
 def _status(run: Convergence, within: float) -> str:
     return f"{len(run.latencies):,} of {run.expected:,} clusters applied within {within:.0f} s"
 
@@ -124,6 +198,7 @@ async def run(mode: Mode) -> FigureResult:
     runs: dict[str, Convergence] = {}
     failure = ""
     startup_s: float | None = None
+    payload = b""
     try:
         async with running_fleet(clusters, sim_processes=processes) as fleet:
             startup_s = fleet.hub.ready_s
@@ -143,6 +218,7 @@ async def run(mode: Mode) -> FigureResult:
                 before, started_at = process_ticks(fleet), time.monotonic()
                 result = await converge(fleet, within=within)
                 runs[label] = result
+                payload = cluster_task_bytes(fleet.source, "sim-1", fleet.versions)
                 seconds = time.monotonic() - started_at
                 if any(result.stages.values()):
                     notes.append(f"{label} version: " + stage_note(clusters, result.stages))
@@ -161,6 +237,12 @@ async def run(mode: Mode) -> FigureResult:
                     break
     except HubFailed as e:
         failure = str(e).splitlines()[0]
+
+    floors: dict[str, dict[str, Any]] = {}
+    if payload:
+        for variant in ("wildcard", "literal"):
+            rows = await desired_fanout.measure(clusters, payload, filtering=variant)
+            floors[variant] = next(row for row in rows if row["round"] == "update")
 
     def finished(label: str) -> float | None:
         result = runs.get(label)
@@ -202,6 +284,9 @@ async def run(mode: Mode) -> FigureResult:
                 samples=pooled,
             )
         )
+    if floors:
+        metrics.extend(floor_metrics(clusters, floors, finished("update")))
+        notes.append(FLOOR_NOTE.format(size=len(payload), rows=floor_rows(clusters, floors)))
     if startup_s is not None:
         metrics.append(
             Metric(
