@@ -129,7 +129,7 @@ async def run(mode: Mode) -> FigureResult:
     package_s = time.perf_counter() - started
     helm_render_seconds(archive)  # the engine's first load (its native library) is not timed
     helm_s, cold_s, warm_s, cold_ratio, warm_ratio = [], [], [], [], []
-    cold_cpu_ratio, warm_cpu_ratio = [], []
+    cold_cpu_ratio, warm_cpu_ratio, cold_overlap = [], [], []
     stages: dict[str, list[float]] = {}
     for _ in range(pairs):
         helm, helm_cpu = helm_render_seconds(archive)
@@ -141,6 +141,7 @@ async def run(mode: Mode) -> FigureResult:
         cold_ratio.append(cold / helm)
         warm_ratio.append(warm / helm)
         cold_cpu_ratio.append(cold_cpu / helm_cpu)
+        cold_overlap.append(cold_cpu / cold)
         warm_cpu_ratio.append(warm_cpu / helm_cpu)
         for stage, seconds in stage_seconds(archive).items():
             stages.setdefault(stage, []).append(seconds)
@@ -188,6 +189,13 @@ async def run(mode: Mode) -> FigureResult:
             unit="x",
             value=median(warm_cpu_ratio),
             runs=warm_cpu_ratio,
+        ),
+        Metric(
+            key="render_cold_overlap",
+            label="cold render: CPU time of all its threads ÷ its wall time",
+            unit="x",
+            value=median(cold_overlap),
+            runs=cold_overlap,
         ),
         Metric(
             key="helm_render_s",
