@@ -269,8 +269,11 @@ async def run(mode: Mode) -> FigureResult:
             f"(unpack, index and probe choice, crds/, rendered templates: {python_side * 1000:.0f}"
             f" ms before building the Taskset) is {python_side / engine:.2f}x the engine's "
             "render and holds the GIL, so the CPU-time ratio cannot go below "
-            f"{1 + (python_side + probe_render) / engine:.2f}x; the engine runs beside it on "
-            "the other core, so with that core free the wall-time ratio is bounded by the "
-            "Python side, and on a busy machine it moves towards the CPU-time ratio.",
+            f"{1 + (python_side + probe_render) / engine:.2f}x. The engine's render, the "
+            "probe's and the Python side run side by side (the cold render's CPU time of all "
+            "threads ÷ its wall time, above), three threads on the machine's two cores: with "
+            "both free, the wall time is about the CPU time over two cores, plus the reading "
+            f"of the rendered templates ({rendered * 1000:.0f} ms), which can only start when "
+            "the engine returns; on a busy machine it moves towards the CPU-time ratio.",
         ],
     )
