@@ -116,16 +116,19 @@ def parse_rendered_template(text: str, source: str) -> list[SourceDocument]:
     return documents
 
 
-def parse_documents(text: str, source: str, *, first_line: int = 1) -> list[SourceDocument]:
+def parse_documents(
+    text: str, source: str, *, first_line: int = 1, encoded: bytes | None = None
+) -> list[SourceDocument]:
     """Every non-empty document of a multi-document YAML stream, in order.
 
     Raises `InvalidYaml` (with the line) for text that is not YAML, and for a document that is
-    not a mapping. `first_line` is the line of `source` that `text` starts on.
+    not a mapping. `first_line` is the line of `source` that `text` starts on; `encoded`, when
+    given, is `text` in UTF-8.
 
     Text the fast reader can prove it reads right is read by it (`normalizer.fastyaml`), the
     rest by libyaml's nodes (`normalizer.kubeyaml`); both give the same documents.
     """
-    fast = fast_documents(text)
+    fast = fast_documents(text, encoded)
     if fast is None:
         return parse_documents_by_libyaml(text, source, first_line=first_line)
     documents: list[SourceDocument] = []

@@ -219,9 +219,9 @@ def _provable_text(text: str, data: bytes) -> bool:
 
     Searches for fixed strings, not a regular expression over every position: this runs over
     megabytes."""
-    if not text.endswith("\n") or "\t" in text or "\r" in text or text.startswith(("%", "...")):
+    if not text.endswith("\n") or text.startswith(("%", "...")):
         return False
-    if data.translate(None, _ALLOWED_BYTES):
+    if data.translate(None, _ALLOWED_BYTES):  # tabs and carriage returns among them
         return False
     if not data.isascii():
         # UTF-8 writes each character as an unbroken run of non-ASCII bytes: what is left
@@ -264,10 +264,16 @@ def _parse(text: str, data: bytes) -> tuple[Any, bool, int]:
         except _RAPIDYAML_ERRORS as e:
             raise _NotProven from e
     try:
-        loaded = orjson.loads(ryml.emit_json(tree))
-    except (orjson.JSONDecodeError, *_RAPIDYAML_ERRORS) as e:
+        loaded = orjson.loads(_json_bytes(tree))
+    except (orjson.JSONDecodeError, IndexError, *_RAPIDYAML_ERRORS) as e:
         raise _NotProven from e
     return loaded, bool(tree.is_stream(tree.root_id())), tree.size()
+
+
+def _json_bytes(tree: Any) -> memoryview:
+    """The tree as rapidyaml writes it in JSON, as bytes: `ryml.emit_json` makes a `str` of
+    them first, which for megabytes of `crds/` costs more than measuring them."""
+    return memoryview(ryml.emit_json_in_place(tree, bytearray(ryml.compute_json_length(tree))))
 
 
 def json_text_of(data: bytes) -> str | None:
@@ -301,16 +307,23 @@ def _document_lines(text: str, markers: list[tuple[int, int]]) -> list[int | Non
     return lines
 
 
-def fast_documents(text: str) -> list[tuple[int, dict[str, Any]]] | None:
+def fast_documents(
+    text: str, encoded: bytes | None = None
+) -> list[tuple[int, dict[str, Any]]] | None:
     """The non-empty documents of `text` as (first line, mapping), read as `kubeyaml` reads
     them, or None when this reader cannot prove it (see the module docstring).
 
-    A document that is not a mapping is not proven either: the full reader names the error.
+    `encoded` is `text` in UTF-8 when the caller has it (a file's bytes it decoded), so the
+    megabytes of a chart's `crds/` are not encoded again. A document that is not a mapping
+    is not proven either: the full reader names the error.
     """
-    try:
-        data = text.encode()
-    except UnicodeEncodeError:
-        return None
+    if encoded is not None:
+        data = encoded
+    else:
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:
+            return None
     if not _provable_text(text, data):
         return None
     markers = _document_markers(text)

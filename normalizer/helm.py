@@ -78,6 +78,7 @@ from normalizer.errors import (
 )
 from normalizer.fastyaml import json_text_of
 from normalizer.probe import ChartTemplates, TplText, is_template_file, tpl_text
+from normalizer.tar_reading import tar_files
 from normalizer.taskset_spec import apply_settings, has_setting_annotations
 from taskset.capabilities import RenderContext
 from taskset.digest import digest_bytes, digest_of
@@ -187,8 +188,11 @@ def check_release_name(name: str) -> str:
     return name
 
 
-def _missing_dependencies(chart: helm_python.Chart) -> list[str]:
-    declared = chart.metadata.get("dependencies") or []
+def _missing_dependencies(metadata: Mapping[str, Any], chart: helm_python.Chart) -> list[str]:
+    """The dependencies Chart.yaml (`metadata`) declares that `chart` did not load."""
+    declared = metadata.get("dependencies") or []
+    if not declared:
+        return []
     loaded = {str(dependency.get("name")) for dependency in chart.dependencies}
     return sorted(
         str(dependency.get("name"))
@@ -207,6 +211,8 @@ class _Templates:
 
     consult_capabilities: tuple[str, ...]
     generate_values: tuple[str, ...]
+    """The first template found calling a generating function, if one does: the scan stops
+    there, since one is enough for the chart to be rendered twice."""
     consult_release: tuple[str, ...] = ()
 
     @property
@@ -250,8 +256,12 @@ def _unpacked(archive: bytes) -> bytes:
 
 def archive_files(archive: bytes) -> list[tuple[str, bytes]]:
     """Every regular file of a chart archive as (path, bytes), unpacked once in memory."""
+    stream = _unpacked(archive)
+    read = tar_files(stream)
+    if read is not None:
+        return read
     files: list[tuple[str, bytes]] = []
-    with tarfile.open(fileobj=io.BytesIO(_unpacked(archive)), mode="r:") as source:
+    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as source:
         for member in source.getmembers():
             handle = source.extractfile(member) if member.isfile() else None
             if handle is not None:
@@ -269,7 +279,7 @@ def _scan_templates(files: Sequence[tuple[str, bytes]]) -> _Templates:
         text = data.decode("utf-8", errors="replace")
         if CAPABILITIES_TEMPLATE.search(text):
             capabilities.append(name)
-        if calls_a_generating_function(text):
+        if not generating and calls_a_generating_function(text):
             generating.append(name)
         if RELEASE_TEMPLATE.search(text):
             release.append(name)
@@ -511,10 +521,11 @@ def _cached_crd_file(key: bytes) -> list[tuple[int, dict[str, Any]]] | None:
 
 
 def _parse_crd_file(key: bytes, filename: str, data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    parsed = [
-        (d.line, d.manifest)
-        for d in parse_documents(data.decode("utf-8", errors="replace"), filename)
-    ]
+    try:
+        text, encoded = data.decode(), data
+    except UnicodeDecodeError:
+        text, encoded = data.decode("utf-8", errors="replace"), None
+    parsed = [(d.line, d.manifest) for d in parse_documents(text, filename, encoded=encoded)]
     _CRD_CACHE[key] = orjson.dumps(parsed)
     while len(_CRD_CACHE) > CRD_CACHE_FILES:
         _CRD_CACHE.popitem(last=False)
@@ -657,11 +668,19 @@ def _render_and_subcharts(
     return rendered, [str(dependency.get("name")) for dependency in chart.dependencies]
 
 
+def _metadata_text(metadata: Mapping[str, Any], key: str) -> str:
+    """A Chart.yaml field as `helm_python.Chart.name` and `.version` give it."""
+    value = metadata.get(key)
+    return str(value) if value is not None else ""
+
+
 @dataclass(frozen=True)
 class _Loaded:
     chart: helm_python.Chart
     """Open: the caller closes it."""
     name: str
+    chart_name: str
+    chart_version: str
     rendered: dict[str, str]
     enabled: list[str]
 
@@ -681,11 +700,14 @@ def _load_and_render(
     chart: helm_python.Chart | None = None
     try:
         chart = _load_archive(archive, label)
-        chart_name = chart.name
+        # each native call hands the GIL back and waits to take it again, while the caller's
+        # thread reads the archive: Chart.yaml is asked for once
+        metadata = chart.metadata
+        chart_name = _metadata_text(metadata, "name")
         if name is None:
             name = taskset_name_from(chart_name, f"the chart name of {label}")
         check_release_name(name)
-        missing = _missing_dependencies(chart)
+        missing = _missing_dependencies(metadata, chart)
         if missing:
             raise ChartNotLoadable(
                 f"{label}: Chart.yaml of Helm chart {chart_name} declares dependencies "
@@ -703,7 +725,7 @@ def _load_and_render(
         if chart is not None:
             chart.close()
         raise
-    return _Loaded(chart, name, rendered, enabled)
+    return _Loaded(chart, name, chart_name, _metadata_text(metadata, "version"), rendered, enabled)
 
 
 MAX_EXTRA_RENDERS = 3
@@ -736,6 +758,37 @@ def _keep_previous_values(
                 others.append(render_again())
 
 
+def _close_when_loaded(loading: Future[_Loaded]) -> None:
+    """Wait for the engine's load and render, and close the chart it loaded, if it did: the
+    render is given up (the error that stops it is on its way)."""
+    wait([loading])
+    if loading.exception() is None:
+        loading.result().chart.close()
+
+
+def _indexed_archive(
+    archive: bytes, address: str, label: str, loading: Future[_Loaded]
+) -> tuple[list[tuple[str, bytes]], ArchiveIndex]:
+    """The archive's files (none when its index is kept from an earlier render) and its
+    index, read while the engine loads it."""
+    index = _INDEXED.get(address)
+    if index is not None:
+        _INDEXED.move_to_end(address)
+        return [], index
+    try:
+        files = archive_files(archive)
+    except (tarfile.TarError, OSError, EOFError, _INFLATE_ERROR, ValueError) as e:
+        wait([loading])
+        if isinstance(loading.exception(), ChartNotLoadable):
+            loading.result()  # Helm's own word on an archive it cannot load comes first
+        raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
+    index = index_archive(files)
+    _INDEXED[address] = index
+    while len(_INDEXED) > INDEXED_ARCHIVES:
+        _INDEXED.popitem(last=False)
+    return files, index
+
+
 def render_archive(
     archive: bytes,
     values: Mapping[str, Any],
@@ -764,28 +817,15 @@ def render_archive(
         loading = pool.submit(
             _load_and_render, archive, label, named, values, name, namespace, capabilities, release
         )
-        files: list[tuple[str, bytes]] = []
-        index = _INDEXED.get(address)
-        if index is None:
-            try:
-                files = archive_files(archive)
-            except (tarfile.TarError, OSError, EOFError, _INFLATE_ERROR, ValueError) as e:
-                wait([loading])
-                if not isinstance(loading.exception(), ChartNotLoadable):
-                    with suppress(NormalizerError):
-                        loading.result().chart.close()
-                    raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
-                loading.result()  # Helm's own word on an archive it cannot load comes first
-            index = index_archive(files)
-            _INDEXED[address] = index
-            while len(_INDEXED) > INDEXED_ARCHIVES:
-                _INDEXED.popitem(last=False)
-        else:
-            _INDEXED.move_to_end(address)
+        try:
+            files, index = _indexed_archive(archive, address, label, loading)
+            probe_archive = (
+                _probe_archive(address, index.probe, values) if index.probe is not None else None
+            )
+        except BaseException:
+            _close_when_loaded(loading)
+            raise
         templates = index.templates
-        probe_archive = (
-            _probe_archive(address, index.probe, values) if index.probe is not None else None
-        )
 
         def render_again() -> dict[str, str]:
             """The probe chart's render, or the whole chart's when there is no probe (or the
@@ -803,12 +843,13 @@ def render_archive(
         probe = pool.submit(render_again) if templates.generate_values else None
         try:
             read_ahead = _read_crds_ahead(index, files)
-        finally:
-            wait([loading])
+        except BaseException:
+            _close_when_loaded(loading)
+            raise
         loaded = loading.result()
         name = loaded.name
         with loaded.chart as chart:
-            chart_name, chart_version = chart.name, chart.version
+            chart_name, chart_version = loaded.chart_name, loaded.chart_version
             installed = index.installed_crds(chart_name, loaded.enabled)
             chart_crds = (
                 _indexed_crd_documents(installed, read_ahead) if installed is not None else None
