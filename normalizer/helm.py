@@ -78,7 +78,7 @@ from normalizer.errors import (
 )
 from normalizer.fastyaml import json_text_of
 from normalizer.probe import ChartTemplates, TplText, is_template_file, tpl_text
-from normalizer.tar_reading import tar_files
+from normalizer.tar_reading import tar_files, tarfile_files
 from normalizer.taskset_spec import apply_settings, has_setting_annotations
 from taskset.capabilities import RenderContext
 from taskset.digest import digest_bytes, digest_of
@@ -258,15 +258,7 @@ def archive_files(archive: bytes) -> list[tuple[str, bytes]]:
     """Every regular file of a chart archive as (path, bytes), unpacked once in memory."""
     stream = _unpacked(archive)
     read = tar_files(stream)
-    if read is not None:
-        return read
-    files: list[tuple[str, bytes]] = []
-    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as source:
-        for member in source.getmembers():
-            handle = source.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                files.append((member.name, handle.read()))
-    return files
+    return read if read is not None else tarfile_files(stream)
 
 
 def _scan_templates(files: Sequence[tuple[str, bytes]]) -> _Templates:

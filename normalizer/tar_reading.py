@@ -15,6 +15,9 @@ included), each with its bytes. `tests/unit/test_tar_reading.py` compares the tw
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 BLOCK = 512
 _REGULAR = (b"0", b"\0")
 _DIRECTORY = b"5"
@@ -135,3 +138,15 @@ def tar_files(stream: bytes) -> list[tuple[str, bytes]] | None:
                 files.append((name, bytes(view[data_start:data_end])))
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def tarfile_files(stream: bytes) -> list[tuple[str, bytes]]:
+    """Every regular file of an uncompressed tar stream as (name, bytes), read by `tarfile`:
+    what `tar_files` leaves to it, and the reference `tar_files` is compared with."""
+    files: list[tuple[str, bytes]] = []
+    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as source:
+        for member in source.getmembers():
+            handle = source.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                files.append((member.name, handle.read()))
+    return files

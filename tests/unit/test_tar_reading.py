@@ -7,17 +7,7 @@ import tarfile
 
 import pytest
 
-from normalizer.tar_reading import BLOCK, tar_files
-
-
-def tarfile_files(stream: bytes) -> list[tuple[str, bytes]]:
-    files: list[tuple[str, bytes]] = []
-    with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as source:
-        for member in source.getmembers():
-            handle = source.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                files.append((member.name, handle.read()))
-    return files
+from normalizer.tar_reading import BLOCK, tar_files, tarfile_files
 
 
 def tar_stream(
