@@ -288,13 +288,29 @@ async def test_registrations_sent_while_the_log_s_leader_is_killed_are_each_stor
         last = await asyncio.wait_for(registering, 180)
     finally:
         await cancel_and_wait([registering])
-    stored: Counter[str] = Counter()
-    async for event in cluster_store.read(subject=CLUSTER_EVENTS, skip_undecodable=True):
-        if isinstance(event.event, ClusterRegistered):
-            stored[event.event.cluster] += 1
+
+    async def registered() -> Counter[str] | None:
+        """How often each cluster's registration is stored, once the log answers reads again
+        (right after the kill a read's consumer can go unanswered while the stream settles)."""
+        counted: Counter[str] = Counter()
+        try:
+            async for event in cluster_store.read(subject=CLUSTER_EVENTS, skip_undecodable=True):
+                if isinstance(event.event, ClusterRegistered):
+                    counted[event.event.cluster] += 1
+        except EventLogUnavailable:
+            return None
+        return counted
+
+    async def last_sequence() -> int | None:
+        try:
+            return await cluster_store.last_sequence()
+        except EventLogUnavailable:
+            return None
+
+    stored = await eventually_value(registered, "the registrations read back", within=60)
     assert set(stored) == set(names)
     assert set(stored.values()) == {1}, [n for n, c in stored.items() if c > 1][:5]
-    assert last == await cluster_store.last_sequence()
+    assert last == await eventually_value(last_sequence, "the log's last sequence", within=60)
 
 
 async def published_and_applied(store: EventStore, taskset: str, version: int) -> set[str]:
