@@ -35,6 +35,9 @@ stays busy and nothing is dropped.
 
 `DurableRehoming` finds the durables whose node is down (the server lists them as missing)
 and creates them again on the nodes that are up; which ones is decided by `durables_to_rehome`.
+When that node comes back it may still hold its old copies (see `DurableRehoming`): once it
+has been back for a few seconds, the durables moved off it are announced again, and it drops
+them.
 
 `SourceRevival` restarts the REPORTS sourcing of leaf clusters that are demonstrably connected
 (they just sent an inventory digest) but whose source has stalled; which ones is decided by
@@ -217,6 +220,24 @@ class Provisioner:
         """`replace_durable` for many clusters, a bounded number at a time."""
         await run_bounded(partial(self.replace_durable, name) for name in clusters)
 
+    async def reannounce_durable(self, cluster: str) -> None:
+        """Have the meta layer send the cluster's durable assignment to every node again.
+
+        The same create-or-update request as `ensure_durable`: its config is unchanged, so
+        the node holding the durable keeps its position, but the server proposes the
+        assignment again, and a node that is not its member and holds a copy under that name
+        removes the copy as it applies it. A durable whose node is down is left as it is (it
+        will be created again elsewhere, which announces it too)."""
+        try:
+            await self.ensure_durable(cluster)
+        except AppendRefused as e:
+            if not any(f"code {code}" in str(e) for code in OLD_PLACEMENT_CODES):
+                raise
+
+    async def reannounce_durables(self, clusters: Iterable[str]) -> None:
+        """`reannounce_durable` for many clusters, a bounded number at a time."""
+        await run_bounded(partial(self.reannounce_durable, name) for name in clusters)
+
     async def delete_durable(self, cluster: str) -> None:
         await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
 
@@ -336,6 +357,18 @@ def durables_to_rehome(
     )
 
 
+def nodes_back(
+    info: Mapping[str, Any], nodes: Iterable[str], down: Iterable[str]
+) -> frozenset[str]:
+    """Of `nodes`, those the stream's info shows up again: its leader, or a replica that is
+    current and not `down`."""
+    cluster = info.get("cluster") or {}
+    current = {str(cluster.get("leader") or "")} | {
+        str(peer.get("name", "")) for peer in cluster.get("replicas") or [] if peer.get("current")
+    }
+    return frozenset(set(nodes) & current - set(down))
+
+
 def stalled_sources(info: Mapping[str, Any], *, stale_ns: int) -> list[str]:
     """Clusters whose REPORTS source has never connected or has been silent for `stale_ns`.
 
@@ -421,6 +454,13 @@ class ProvisioningService:
         await self.provisioner.replace_durables(clusters)
         return clusters
 
+    async def reannounce_durables(self, clusters: Iterable[str]) -> list[str]:
+        """Announce again the durables of those `clusters` still registered (see
+        `Provisioner.reannounce_durable`); the clusters whose durable was announced."""
+        registered = sorted(name for name in set(clusters) if name in self.provisioned)
+        await self.provisioner.reannounce_durables(registered)
+        return registered
+
     async def wait_applied(self, seq: int) -> None:
         """Wait until the event at `seq` is provisioned (bound it with `asyncio.timeout`)."""
         async with self._changed:
@@ -480,7 +520,19 @@ class DurableRehoming:
     A check reads DESIRED's info (one request); only when a node holding a replica is down
     (offline or silent) does it list the durables (a paged request per 256 durables) to find
     those led by no node that is up. A listing that found none is repeated when the set of
-    such nodes changes, or after `relist_s`."""
+    such nodes changes, or after `relist_s`.
+
+    A durable is created again under the same name, so the node it was moved off still has
+    its old copy on disk. nats-server 2.15 drops such a copy when, coming back, it applies
+    the durable's removal or its new assignment after loading the copy from disk; but it
+    loads a stream's consumers after the stream, while its meta layer may already be
+    applying assignments, and an assignment applied before the copy is loaded leaves the
+    copy in place for good (its orphan check only looks for names no assignment has).
+    Measured under load on the 3-node test cluster: the node came back still holding its
+    old copies. So the durables moved off a node are remembered, and once that node has
+    been back (current on DESIRED) for `settle_s`, they are announced again: the node, its
+    copies loaded by then, drops them. What is remembered lives in this process: a hub
+    restarted while a node is down does not announce the durables moved off it before."""
 
     provisioning: ProvisioningService
     interval: float = 1.0
@@ -489,9 +541,16 @@ class DurableRehoming:
     relist_s: float = 30.0
     """While a node stays down, the durables are listed again this often even when the last
     listing found none to move (one taken during a leader election may not show them yet)."""
+    settle_s: float = 5.0
+    """A node back this long has loaded its old copies: the durables moved off it are
+    announced again."""
     settled_for: frozenset[str] = frozenset()
     """The nodes down when a listing last found no durable to move."""
     settled_at: float = 0.0
+    moved_off: dict[str, set[str]] = field(default_factory=dict)
+    """Node -> the clusters whose durables were moved while it was down."""
+    back_since: dict[str, float] = field(default_factory=dict)
+    """Node with durables moved off it -> when it was first seen back."""
     clock: Callable[[], float] = time.monotonic
 
     async def check(self) -> list[str]:
@@ -500,12 +559,16 @@ class DurableRehoming:
             return []
         info = await self.provisioning.store.stream_info(DESIRED_STREAM)
         down = unavailable_peers(info, silent_ns=int(self.silent_s * NANOS))
+        await self.reclaim_from_returned(info, down)
         if not down:
             self.settled_for = down
             return []
         if down == self.settled_for and self.clock() - self.settled_at < self.relist_s:
             return []
         rehomed = await self.provisioning.rehome_durables(down)
+        for node in down:
+            self.moved_off.setdefault(node, set()).update(rehomed)
+            self.back_since.pop(node, None)
         if rehomed:
             log.warning(
                 "%d durables on DESIRED were on a node that is down (%s); created again on "
@@ -517,6 +580,28 @@ class DurableRehoming:
             self.settled_for = down
             self.settled_at = self.clock()
         return rehomed
+
+    async def reclaim_from_returned(self, info: Mapping[str, Any], down: frozenset[str]) -> None:
+        """Announce again the durables moved off each node back for `settle_s` (see the
+        class docstring), so it drops the copies it still holds."""
+        now = self.clock()
+        back = nodes_back(info, self.moved_off, down)
+        for node in list(self.back_since):
+            if node not in back:
+                del self.back_since[node]
+        for node in sorted(back):
+            since = self.back_since.setdefault(node, now)
+            if now - since < self.settle_s:
+                continue
+            announced = await self.provisioning.reannounce_durables(self.moved_off[node])
+            del self.moved_off[node], self.back_since[node]
+            if announced:
+                log.warning(
+                    "%s is back: announced the %d durables moved off it again so that it drops "
+                    "its old copies",
+                    node,
+                    len(announced),
+                )
 
     async def run(self) -> None:
         while True:

@@ -91,6 +91,18 @@ async def durable_placement(store: EventStore, *, allow_missing: bool = False) -
             return placed
 
 
+def durables_held(nats_cluster: NatsCluster, index: int) -> set[str]:
+    """The consumers of DESIRED node `index` holds a copy of, by its own account (`/jsz`)."""
+    answer = nats_cluster.monitor(index, "/jsz?accounts=true&streams=true&consumers=true")
+    return {
+        str(consumer["name"])
+        for account in answer.get("account_details", [])
+        for detail in account.get("stream_detail", [])
+        if detail.get("name") == DESIRED_STREAM
+        for consumer in detail.get("consumer_detail") or []
+    }
+
+
 async def test_the_raft_groups_of_a_three_node_cluster_do_not_grow_with_the_fleet(
     nats_cluster: NatsCluster, cluster_store: EventStore
 ) -> None:
@@ -231,8 +243,9 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
 
         await eventually(moved_off_victim, f"the durables off {victim}", within=30)
 
-        # Back, the lost node drops the copies it held (the meta layer deleted them): every
-        # durable answers once, from where it was moved.
+        # Back, the lost node drops the copies it held (it may load them from disk after
+        # applying their new assignments: the hub announces those again once it is back):
+        # every durable is held once, by the node the meta layer assigns it to.
         lost_index = nats_cluster.index_of(victim)
         await asyncio.to_thread(nats_cluster.nodes[lost_index].start, 60.0)
         await eventually(
@@ -243,6 +256,20 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
         after = await durable_placement(cluster_store)
         assert set(after) == set(placement)
         assert victim not in after.values()
+        copies = {nats_cluster.names[i]: durables_held(nats_cluster, i) for i in range(3)}
+        assert {
+            durable: [node for node, names in copies.items() if durable in names]
+            for durable in after
+        } == {durable: [node] for durable, node in after.items()}
+
+        # And every cluster reads the next desired state, from those durables.
+        await desire(b"v3")
+        await eventually(lambda: everyone_read(b"v3"), "every cluster reading v3", within=30)
+        copies = {nats_cluster.names[i]: durables_held(nats_cluster, i) for i in range(3)}
+        assert {
+            durable: [node for node, names in copies.items() if durable in names]
+            for durable in await durable_placement(cluster_store)
+        } == {durable: [node] for durable, node in after.items()}
     finally:
         await cancel_and_wait([provisioning, *pullers, *([rehomer] if rehomer else [])])
         await pulls.close()

@@ -13,6 +13,7 @@ from scheduler.provisioning import (
     durable_config,
     durables_to_rehome,
     leftover_outboxes,
+    nodes_back,
     removed_clusters,
     run_bounded,
     unavailable_peers,
@@ -136,3 +137,20 @@ def test_durables_led_by_no_node_up_are_rehomed_and_only_of_registered_clusters(
     assert durables_to_rehome(leaders, {"hub-3"}, provisioned) == ["alpha", "gamma"]
     assert durables_to_rehome(leaders, set(), provisioned) == ["alpha"]
     assert durables_to_rehome({}, {"hub-3"}, provisioned) == []
+
+
+def test_a_node_is_back_when_it_leads_the_stream_or_is_a_current_replica_not_down() -> None:
+    info = {
+        "cluster": {
+            "leader": "hub-1",
+            "replicas": [
+                {"name": "hub-2", "current": True, "active": SECOND // 5},
+                {"name": "hub-3", "current": False, "active": 0, "lag": 26},
+                {"name": "hub-4", "current": True, "active": 4 * SECOND},
+            ],
+        }
+    }
+    watched = {"hub-1", "hub-2", "hub-3", "hub-4", "hub-5"}
+    assert nodes_back(info, watched, down={"hub-4"}) == {"hub-1", "hub-2"}
+    assert nodes_back(info, {"hub-3"}, down=set()) == frozenset()
+    assert nodes_back({"config": {}}, watched, down=set()) == frozenset()
