@@ -42,6 +42,10 @@ REPLAY_BATCH = 5000
 """Messages per pull request of a replay."""
 REPLAY_BATCH_BYTES = 16 * 1024 * 1024
 """Bytes per pull request of a replay (twice the largest message): bounds a replay's memory."""
+FIRST_PULL_WITHIN_S = 30.0
+"""How long a replay asks again when its first pull request finds no consumer answering."""
+FIRST_PULL_PAUSE_S = 0.1
+FIRST_PULL_MAX_PAUSE_S = 1.0
 REPLAY_IDLE_S = 300
 """A replay's consumer outlives a reader that stops pulling by this long (it is deleted when the
 read ends; this only cleans up after a reader that died)."""
@@ -254,10 +258,13 @@ class Reader:
         the next batch is requested as soon as one is complete, so the server sends it while
         this one is decoded. Stream sequence and storage time come from each message's reply
         subject, so only the message's own headers are parsed.
+
+        Right after a node is lost the consumer may not answer yet (its stream's leader being
+        elected): a first pull request answered 503 or not at all is asked again of a new
+        consumer (nothing was read, so nothing is skipped or read twice) for up to
+        `FIRST_PULL_WITHIN_S`; then the read fails naming the stream.
         """
-        name = f"replay-{uuid.uuid4().hex[:20]}"
         config: dict[str, Any] = {
-            "name": name,
             "ack_policy": "none",
             "inactive_threshold": REPLAY_IDLE_S * NANOS_PER_SECOND,
             "mem_storage": True,
@@ -273,57 +280,14 @@ class Reader:
             config["opt_start_time"] = _rfc3339(since)
         else:
             config["deliver_policy"] = "all"
-        create = f"{self.api.prefix}.CONSUMER.CREATE.{self.api.stream}.{name}"
-        if subject:
-            create += f".{subject}"
-        answer = orjson.loads(
-            (
-                await self.api.request(
-                    create, orjson.dumps({"stream_name": self.api.stream, "config": config}), None
-                )
-            ).data
-        )
-        if isinstance(answer, dict) and answer.get("error"):
-            error = answer["error"]
-            raise EventLogUnavailable(
-                f"cannot read {self.api.stream}: {error.get('description')} "
-                f"(code {error.get('err_code')})"
-            )
-        inbox = self.api.nc.new_inbox()
-        # One pull request is outstanding at a time, so whatever arrives on the inbox (the
-        # messages keep their own subjects) belongs to the newest batch.
-        receiving = _PulledBatch(REPLAY_BATCH)
-
-        async def collect(msg: Msg) -> None:
-            receiving.add(msg)
-
-        async def pull() -> _PulledBatch:
-            nonlocal receiving
-            receiving = _PulledBatch(REPLAY_BATCH)
-            body = {"batch": REPLAY_BATCH, "max_bytes": REPLAY_BATCH_BYTES, "no_wait": True}
-            try:
-                await self.api.nc.publish(
-                    f"{self.api.prefix}.CONSUMER.MSG.NEXT.{self.api.stream}.{name}",
-                    orjson.dumps(body),
-                    reply=inbox,
-                )
-            except nats.errors.Error as e:
-                raise EventLogUnavailable(f"cannot read {self.api.stream}: {e}") from e
-            return receiving
-
+        idle_timeout = self.api.timeout * 2
+        consumer, first = await self._first_pull(config, subject, idle_timeout)
+        pending: _PulledBatch | None = first
         try:
-            sub = await self.api.nc.subscribe(
-                inbox, cb=collect, pending_msgs_limit=0, pending_bytes_limit=0
-            )
-        except nats.errors.Error as e:
-            raise EventLogUnavailable(f"cannot read {self.api.stream}: {e}") from e
-        try:
-            pending: _PulledBatch | None = await pull()
             while pending is not None:
-                await pending.wait(self.api.timeout * 2, self.api.stream)
                 current, pending = pending, None
                 if current.messages and current.last_seq < end_seq and current.more:
-                    pending = await pull()
+                    pending = await consumer.pull()
                 batch: list[_RawStored] = []
                 for msg in current.messages:
                     seq, nanos = _ack_position(msg.reply)
@@ -334,16 +298,39 @@ class Reader:
                     yield batch
                 if len(batch) < len(current.messages):
                     return
+                if pending is not None:
+                    await pending.wait(idle_timeout, self.api.stream)
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
-            with contextlib.suppress(EventLogError):
-                await self.api.request(
-                    f"{self.api.prefix}.CONSUMER.DELETE.{self.api.stream}.{name}",
-                    b"",
-                    None,
-                    retry=False,
-                )
+            await consumer.close()
+
+    async def _first_pull(
+        self, config: dict[str, Any], subject: str | None, idle_timeout: float
+    ) -> tuple[_ReplayConsumer, _PulledBatch]:
+        """A replay consumer and its first batch, complete (see `_replay_pulled`)."""
+        stream = self.api.stream
+        deadline = asyncio.get_running_loop().time() + FIRST_PULL_WITHIN_S
+        pause = FIRST_PULL_PAUSE_S
+        while True:
+            consumer = _ReplayConsumer(self.api, config, subject)
+            try:
+                await consumer.open()
+                first = await consumer.pull()
+                await first.wait(idle_timeout, stream)
+                return consumer, first
+            except _NotAnswered as e:
+                await consumer.close()
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise EventLogUnavailable(
+                        f"cannot read {stream}: still no consumer answering after "
+                        f"{FIRST_PULL_WITHIN_S:.0f} s ({e}); is a majority of the NATS "
+                        "cluster up?"
+                    ) from e
+                log.info("reading %s: %s; asking again", stream, e)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, FIRST_PULL_MAX_PAUSE_S)
+            except BaseException:
+                await consumer.close()
+                raise
 
     async def _consume_ordered(
         self,
@@ -446,6 +433,79 @@ def _stored_at(msg: Msg) -> datetime:
     return _from_nanos(_ack_position(msg.reply)[1])
 
 
+class _NotAnswered(EventLogUnavailable):
+    """A pull request nobody answered: no responders (503), nothing for a while, or a
+    consumer create the server could not serve yet (503)."""
+
+
+class _ReplayConsumer:
+    """One replay consumer and the inbox its batches arrive on."""
+
+    def __init__(self, api: StreamApi, config: dict[str, Any], subject: str | None) -> None:
+        self.api = api
+        self.name = f"replay-{uuid.uuid4().hex[:20]}"
+        self.config = {"name": self.name, **config}
+        self.subject = subject
+        self.inbox = api.nc.new_inbox()
+        self.sub: Any = None
+        self.created = False
+        # One pull request is outstanding at a time, so whatever arrives on the inbox (the
+        # messages keep their own subjects) belongs to the newest batch.
+        self.receiving = _PulledBatch(REPLAY_BATCH)
+
+    async def open(self) -> None:
+        stream = self.api.stream
+        create = f"{self.api.prefix}.CONSUMER.CREATE.{stream}.{self.name}"
+        if self.subject:
+            create += f".{self.subject}"
+        body = orjson.dumps({"stream_name": stream, "config": self.config})
+        answer = orjson.loads((await self.api.request(create, body, None)).data)
+        if isinstance(answer, dict) and answer.get("error"):
+            error = answer["error"]
+            unavailable = _NotAnswered if error.get("code") == 503 else EventLogUnavailable
+            raise unavailable(
+                f"cannot read {stream}: {error.get('description')} (code {error.get('err_code')})"
+            )
+        self.created = True
+        try:
+            self.sub = await self.api.nc.subscribe(
+                self.inbox, cb=self._collect, pending_msgs_limit=0, pending_bytes_limit=0
+            )
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot read {stream}: {e}") from e
+
+    async def _collect(self, msg: Msg) -> None:
+        self.receiving.add(msg)
+
+    async def pull(self) -> _PulledBatch:
+        self.receiving = _PulledBatch(REPLAY_BATCH)
+        body = {"batch": REPLAY_BATCH, "max_bytes": REPLAY_BATCH_BYTES, "no_wait": True}
+        try:
+            await self.api.nc.publish(
+                f"{self.api.prefix}.CONSUMER.MSG.NEXT.{self.api.stream}.{self.name}",
+                orjson.dumps(body),
+                reply=self.inbox,
+            )
+        except nats.errors.Error as e:
+            raise EventLogUnavailable(f"cannot read {self.api.stream}: {e}") from e
+        return self.receiving
+
+    async def close(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.sub.unsubscribe()
+            self.sub = None
+        if self.created:
+            self.created = False
+            with contextlib.suppress(EventLogError):
+                await self.api.request(
+                    f"{self.api.prefix}.CONSUMER.DELETE.{self.api.stream}.{self.name}",
+                    b"",
+                    None,
+                    retry=False,
+                )
+
+
 class _PulledBatch:
     """The answer to one pull request of a replay, filled by the subscription callback."""
 
@@ -484,12 +544,14 @@ class _PulledBatch:
                 await asyncio.wait_for(self.done.wait(), idle_timeout)
             except TimeoutError:
                 if self.received == seen:
-                    raise EventLogUnavailable(
+                    raise _NotAnswered(
                         f"reading {stream}: no answer for {idle_timeout:.0f} s"
                     ) from None
                 continue
             if self.status in ("", "404", "408") or (self.status == "409" and self.messages):
                 return
+            if self.status == "503" and not self.messages:
+                raise _NotAnswered(f"reading {stream}: pull request answered 503 (no responders)")
             raise EventLogUnavailable(f"reading {stream}: pull request answered {self.status}")
 
 
