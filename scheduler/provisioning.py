@@ -36,8 +36,8 @@ stays busy and nothing is dropped.
 `DurableRehoming` finds the durables whose node is down (the server lists them as missing)
 and creates them again on the nodes that are up; which ones is decided by `durables_to_rehome`.
 When that node comes back it may still hold its old copies (see `DurableRehoming`): once it
-has been back for a few seconds, the durables moved off it are announced again, and it drops
-them.
+has been back for a few seconds, the durables moved off it are deleted and created once more,
+and it drops them.
 
 `SourceRevival` restarts the REPORTS sourcing of leaf clusters that are demonstrably connected
 (they just sent an inventory digest) but whose source has stalled; which ones is decided by
@@ -219,24 +219,6 @@ class Provisioner:
     async def replace_durables(self, clusters: Iterable[str]) -> None:
         """`replace_durable` for many clusters, a bounded number at a time."""
         await run_bounded(partial(self.replace_durable, name) for name in clusters)
-
-    async def reannounce_durable(self, cluster: str) -> None:
-        """Have the meta layer send the cluster's durable assignment to every node again.
-
-        The same create-or-update request as `ensure_durable`: its config is unchanged, so
-        the node holding the durable keeps its position, but the server proposes the
-        assignment again, and a node that is not its member and holds a copy under that name
-        removes the copy as it applies it. A durable whose node is down is left as it is (it
-        will be created again elsewhere, which announces it too)."""
-        try:
-            await self.ensure_durable(cluster)
-        except AppendRefused as e:
-            if not any(f"code {code}" in str(e) for code in OLD_PLACEMENT_CODES):
-                raise
-
-    async def reannounce_durables(self, clusters: Iterable[str]) -> None:
-        """`reannounce_durable` for many clusters, a bounded number at a time."""
-        await run_bounded(partial(self.reannounce_durable, name) for name in clusters)
 
     async def delete_durable(self, cluster: str) -> None:
         await self._delete(f"CONSUMER.DELETE.{DESIRED_STREAM}.{edges.desired_durable(cluster)}")
@@ -454,11 +436,11 @@ class ProvisioningService:
         await self.provisioner.replace_durables(clusters)
         return clusters
 
-    async def reannounce_durables(self, clusters: Iterable[str]) -> list[str]:
-        """Announce again the durables of those `clusters` still registered (see
-        `Provisioner.reannounce_durable`); the clusters whose durable was announced."""
+    async def reset_moved_durables(self, clusters: Iterable[str]) -> list[str]:
+        """Delete and create again the durables of those `clusters` still registered, so that
+        no node keeps a copy of one (see `DurableRehoming`); the clusters reset."""
         registered = sorted(name for name in set(clusters) if name in self.provisioned)
-        await self.provisioner.reannounce_durables(registered)
+        await self.provisioner.reset_durables(registered)
         return registered
 
     async def wait_applied(self, seq: int) -> None:
@@ -523,16 +505,18 @@ class DurableRehoming:
     such nodes changes, or after `relist_s`.
 
     A durable is created again under the same name, so the node it was moved off still has
-    its old copy on disk. nats-server 2.15 drops such a copy when, coming back, it applies
-    the durable's removal or its new assignment after loading the copy from disk; but it
-    loads a stream's consumers after the stream, while its meta layer may already be
-    applying assignments, and an assignment applied before the copy is loaded leaves the
-    copy in place for good (its orphan check only looks for names no assignment has).
-    Measured under load on the 3-node test cluster: the node came back still holding its
-    old copies. So the durables moved off a node are remembered, and once that node has
-    been back (current on DESIRED) for `settle_s`, they are announced again: the node, its
-    copies loaded by then, drops them. What is remembered lives in this process: a hub
-    restarted while a node is down does not announce the durables moved off it before."""
+    its old copy on disk, and nats-server 2.15 does not always drop it when it comes back: it
+    loads a stream's consumers from disk while its meta layer may already be applying
+    assignments, and its orphan check only looks for names no assignment has. Measured
+    under load on the 3-node test cluster: a node restarted 13 s after it was killed kept
+    the copies of the 2 durables moved last, and announcing their assignment again (an
+    update with the same config) only made it log itself as their leader. A deletion,
+    though, removes a copy of that name on every node (one older than the deleted durable
+    too). So the durables moved off a node are remembered, and once that node has been back
+    (current on DESIRED) for `settle_s`, its copies loaded by then, they are deleted and
+    created once more: each delivers its cluster's whole desired state again, which the edge
+    applies idempotently. What is remembered lives in this process: a hub restarted while a
+    node is down does not reset the durables moved off it before."""
 
     provisioning: ProvisioningService
     interval: float = 1.0
@@ -542,8 +526,7 @@ class DurableRehoming:
     """While a node stays down, the durables are listed again this often even when the last
     listing found none to move (one taken during a leader election may not show them yet)."""
     settle_s: float = 5.0
-    """A node back this long has loaded its old copies: the durables moved off it are
-    announced again."""
+    """A node back this long has loaded its old copies: the durables moved off it are reset."""
     settled_for: frozenset[str] = frozenset()
     """The nodes down when a listing last found no durable to move."""
     settled_at: float = 0.0
@@ -582,8 +565,8 @@ class DurableRehoming:
         return rehomed
 
     async def reclaim_from_returned(self, info: Mapping[str, Any], down: frozenset[str]) -> None:
-        """Announce again the durables moved off each node back for `settle_s` (see the
-        class docstring), so it drops the copies it still holds."""
+        """Reset the durables moved off each node back for `settle_s` (see the class
+        docstring), so that it drops the copies it still holds."""
         now = self.clock()
         back = nodes_back(info, self.moved_off, down)
         for node in list(self.back_since):
@@ -593,14 +576,14 @@ class DurableRehoming:
             since = self.back_since.setdefault(node, now)
             if now - since < self.settle_s:
                 continue
-            announced = await self.provisioning.reannounce_durables(self.moved_off[node])
+            reset = await self.provisioning.reset_moved_durables(self.moved_off[node])
             del self.moved_off[node], self.back_since[node]
-            if announced:
+            if reset:
                 log.warning(
-                    "%s is back: announced the %d durables moved off it again so that it drops "
-                    "its old copies",
+                    "%s is back: deleted and created again the %d durables moved off it, so "
+                    "that it keeps no copy of them",
                     node,
-                    len(announced),
+                    len(reset),
                 )
 
     async def run(self) -> None:
