@@ -27,8 +27,9 @@ from bench.hubproc import Child, HubFailed, spawn
 from bench.procstat import rss_mib
 from bench.workload import TASKSET, example_source, variant
 from charts.store import ChartStore
+from events import edges
 from events.catalog import Placement, TaskApplied
-from events.errors import EventLogError
+from events.errors import EventLogError, EventLogUnavailable
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, REPORTS_STREAM
 from fleetbus.datadir import DataDir
@@ -52,15 +53,19 @@ TARGETS = [
 FULL_CLUSTERS = 10_000
 QUICK_CLUSTERS = 60
 STARTUP_S = 900.0
+PUBLISH_WITHIN_S = 60.0
+"""A publish answered "unavailable" (JetStream electing a leader) is sent again this long."""
 ROLLOUT_S = 300.0
 KILL_AFTER_S = 0.0
 """The node is killed this long after the publish is acknowledged: before the scheduler has
 written most of DESIRED, so the rollout runs through the loss."""
 
 
-async def durable_placement(store: EventStore) -> tuple[dict[str, str], int]:
-    """Durable on DESIRED -> the node leading it, and how many durables did not answer."""
+async def durable_placement(store: EventStore) -> tuple[dict[str, str], int, list[str]]:
+    """Clusters' durable on DESIRED -> the node leading it, how many consumers did not
+    answer, and the names of DESIRED's other consumers (none is expected)."""
     placed: dict[str, str] = {}
+    others: list[str] = []
     missing = 0
     offset = 0
     while True:
@@ -68,11 +73,15 @@ async def durable_placement(store: EventStore) -> tuple[dict[str, str], int]:
         consumers = page.get("consumers") or []
         absent = page.get("missing") or []
         for info in consumers:
-            placed[info["name"]] = (info.get("cluster") or {}).get("leader", "")
+            name = str(info["name"])
+            if name.startswith(edges.DURABLE_PREFIX):
+                placed[name] = (info.get("cluster") or {}).get("leader", "")
+            else:
+                others.append(name)
         missing += len(absent)
         offset += len(consumers) + len(absent)
         if (not consumers and not absent) or offset >= int(page["total"]):
-            return placed, missing
+            return placed, missing, others
 
 
 async def applied_times(store: EventStore, from_seq: int, version: int) -> dict[str, datetime]:
@@ -107,14 +116,24 @@ async def rollout(
     publish)."""
     start_seq = await store.on_stream(REPORTS_STREAM).last_sequence() + 1
     published_at = datetime.now(UTC)
-    outcome = await publish_taskset(
-        store,
-        ChartStore.beside(store),
-        variant(example_source(), version),
-        actor="user:bench",
-        now=published_at,
-        placement=Placement(selector=f"{SIM_LABEL}=true"),
-    )
+    deadline = time.monotonic() + PUBLISH_WITHIN_S
+    while True:
+        try:
+            outcome = await publish_taskset(
+                store,
+                ChartStore.beside(store),
+                variant(example_source(), version),
+                actor="user:bench",
+                now=published_at,
+                placement=Placement(selector=f"{SIM_LABEL}=true"),
+            )
+            break
+        except EventLogUnavailable:
+            # A leader being elected after a node was lost: published again, the same
+            # content is the same version.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
     if outcome.version != version:
         raise RuntimeError(f"published version {outcome.version}, expected {version}")
     at_fault = 0
@@ -201,7 +220,7 @@ async def run(mode: Mode) -> FigureResult:
             try:
                 groups_before, rss_before = node_figures(cluster)
                 first_s, first_applied, _ = await rollout(store, hub, 1, clusters)
-                placement, _ = await durable_placement(store)
+                placement, _, _ = await durable_placement(store)
                 victim, held = Counter(placement.values()).most_common(1)[0]
                 index = cluster.index_of(victim)
                 killed_s, killed_applied, before_kill = await rollout(
@@ -212,7 +231,7 @@ async def run(mode: Mode) -> FigureResult:
                     during=KILL_AFTER_S,
                     fault=NodeKill(cluster, index),
                 )
-                after, missing = await durable_placement(store)
+                after, missing, other_consumers = await durable_placement(store)
                 groups_after, rss_after = node_figures(cluster)
                 hub_rss = rss_mib(hub.process.pid)
             finally:
@@ -291,7 +310,8 @@ async def run(mode: Mode) -> FigureResult:
         f"second publish was acknowledged, when {before_kill:,} clusters had applied it; "
         f"afterwards {len(after):,} answer from the "
         f"nodes that are up ({missing} not answering). Clusters applied the second version: "
-        f"{killed_applied:,} of {clusters:,}."
+        f"{killed_applied:,} of {clusters:,}. Other consumers on DESIRED: "
+        f"{', '.join(other_consumers) if other_consumers else 'none'}."
     )
     method = (
         f"3 nats-server processes (R3 streams) and `fleetbus up --nats-url … --replicas 3 "
@@ -318,7 +338,7 @@ async def _ready_store(data: DataDir, clusters: int) -> EventStore | None:
         return None
     store = await open_local_store(data.root)
     try:
-        placed, _ = await durable_placement(store)
+        placed, _, _ = await durable_placement(store)
     except EventLogError:
         placed = {}
     if len(placed) >= clusters:

@@ -255,6 +255,10 @@ class JetStreamPort:
         finally:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await sub.unsubscribe()
+            # Unsubscribing leaves the consumer on the server until its inactive threshold:
+            # delete it, so it is not listed beside the stream's durables in the meantime.
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await self.api.js.delete_consumer(stream, str(config.name))
         return found
 
     async def stream_info(self, stream: str) -> dict[str, Any] | None:

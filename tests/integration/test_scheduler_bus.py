@@ -82,3 +82,18 @@ async def test_a_reader_cancelled_while_a_batch_is_on_its_way_ends_cancelled(
     # The read in flight ends first; closing the reader does not fail in its place.
     with pytest.raises(asyncio.CancelledError):
         await reader
+
+
+async def test_reading_the_stored_generations_leaves_no_consumer_on_desired(
+    event_store: EventStore,
+) -> None:
+    """Only the clusters' durables are listed on DESIRED: the scan's consumer is gone once
+    it has read (not only after its inactive threshold)."""
+    bus = SchedulerBus(event_store)
+    writes = [write_for(f"c-{i}", generation=1) for i in range(10)]
+    await bus.write_desired_many(writes, window=16)
+
+    assert len(await bus.stored_generations()) == len(writes)
+
+    names = await event_store.api_request(f"CONSUMER.NAMES.{DESIRED_STREAM}", {})
+    assert (names.get("consumers") or []) == []
