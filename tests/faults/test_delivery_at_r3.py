@@ -344,6 +344,36 @@ async def test_registrations_sent_while_the_log_s_leader_is_killed_are_each_stor
     assert last == await eventually_value(last_sequence, "the log's last sequence", within=60)
 
 
+LOGGED = 500
+READERS = 8
+
+
+async def test_the_log_reads_back_in_full_right_after_the_node_leading_it_is_killed(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    """Reads started the moment the leader of EVENTS is lost each return the whole log: a
+    first pull request nobody answers yet (503, or silence while a leader is elected) is
+    asked again instead of failing the read."""
+
+    async def appended() -> AppendResult | None:
+        try:  # a cluster just formed may still be electing the log's leader
+            return await cluster_store.append([client_cluster(f"c-{i}") for i in range(LOGGED)])
+        except EventLogUnavailable:
+            return None
+
+    await eventually_value(appended, f"{LOGGED} events appended", within=30)
+    leader = (await cluster_store.stream_info())["cluster"]["leader"]
+    nats_cluster.nodes[nats_cluster.index_of(leader)].kill()
+
+    async def read_all() -> int:
+        return len([stored async for stored in cluster_store.read(subject=CLUSTER_EVENTS)])
+
+    for _ in range(3):  # a burst of reads at once, three times in a row
+        async with asyncio.TaskGroup() as readers:
+            reads = [readers.create_task(read_all()) for _ in range(READERS)]
+        assert [read.result() for read in reads] == [LOGGED] * READERS
+
+
 async def published_and_applied(store: EventStore, taskset: str, version: int) -> set[str]:
     """Clusters whose TaskApplied for `taskset` `version` is in REPORTS."""
     applied: set[str] = set()
