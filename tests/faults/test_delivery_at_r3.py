@@ -228,7 +228,8 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
 
         nats_cluster.nodes[nats_cluster.index_of(victim)].kill()
         killed_at = time.monotonic()
-        rehomer = asyncio.create_task(DurableRehoming(service).run())
+        rehoming = DurableRehoming(service)
+        rehomer = asyncio.create_task(rehoming.run())
         await desire(b"v2")
         await eventually(
             lambda: everyone_read(b"v2"),
@@ -264,6 +265,11 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
                 durable: [node] for durable, node in assigned.items()
             }
 
+        await eventually(
+            lambda: not rehoming.moved_off,
+            f"the durables moved off {victim} reset once it was back",
+            within=30,
+        )
         await eventually(
             settled, f"{victim} back, every durable held once, where assigned", within=30
         )
