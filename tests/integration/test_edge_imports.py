@@ -39,11 +39,18 @@ MUST_NOT_LOAD = {
     "helm_python": "the Helm engine, a hub concern",
     "aiosqlite": "the hub's read models",
     "litestar": "the hub's API",
+    "lightkube": "the kubeconfig is read and the apiserver spoken to by kube_http and plain "
+    "REST; the library's models alone cost megabytes",
     "nkeys": "the edge authenticates with its certificate and a credentials file read by "
     "the leaf nats-server, not by the Python client",
 }
 
-MUST_LOAD = ("cluster_controller.runtime", "edge_connector.kube_executor", "sealing.gcm")
+MUST_LOAD = (
+    "cluster_controller.runtime",
+    "edge_connector.kube_executor",
+    "kube_http.kubeconfig",
+    "sealing.gcm",
+)
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ import msgspec
 import pytest
 import yaml
 from helm_python import Chart, HelmValuesError, lint
-from lightkube import KubeConfig
 
 from access.nats_jwt import credentials_file
 from access.pki import CertificateAuthority
 from cluster_controller.crds import CRD_FILES
 from fleetbus.bundle import EdgeSettings, helm_values
+from kube_http.kubeconfig import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "ops" / "charts" / "fleetbus-edge"
@@ -179,13 +179,11 @@ def test_the_pods_kubeconfig_uses_their_service_account_and_the_release_namespac
     path = tmp_path / "config"
     path.write_text(kubeconfig["data"]["config"])
 
-    single = KubeConfig.from_file(path).get()
+    config = load_config(path)
 
-    assert single is not None
-    assert single.context.namespace == "edge"
-    assert single.user is not None
-    assert single.user.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    assert single.cluster.server == "https://kubernetes.default.svc"
+    assert config.namespace == "edge"
+    assert config.token_file == Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    assert config.server == "https://kubernetes.default.svc"
 
 
 def test_the_controller_may_be_confined_to_listed_rules(bundle_values: dict[str, Any]) -> None:
