@@ -608,4 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from fleetbus.edge_process import keep_out_unused_modules
+
+    keep_out_unused_modules()
     sys.exit(main())

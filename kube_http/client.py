@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
@@ -77,6 +76,8 @@ def _reason(e: BaseException) -> str:
 def _load_inline_cert_chain(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
     """`ssl` loads a certificate chain from files only: write both to one private file, load
     it, and remove it at once."""
+    import tempfile  # only here: with shutil, bz2 and lzma behind it, about 1 MiB
+
     descriptor, name = tempfile.mkstemp(prefix="fleetbus-client-", suffix=".pem")
     try:
         with os.fdopen(descriptor, "wb") as out:
@@ -220,6 +221,12 @@ class _StaticToken:
         return self._token
 
 
+class CredentialUnavailable(httpx2.TransportError, KubeconfigError):
+    """A request's credential could not be had now (its token file unreadable, its exec
+    plugin failing): to the adapters a transport failure, retried with backoff like an
+    unreachable apiserver, since a mounted file or a plugin's login may come back."""
+
+
 class BearerAuth(httpx2.Auth):
     """`Authorization: Bearer` from a token source; on a 401, the source is read again once
     (a rotated file, a fresh exec credential) and the request repeated."""
@@ -230,13 +237,19 @@ class BearerAuth(httpx2.Auth):
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        request.headers["Authorization"] = f"Bearer {await self._source.token()}"
+        request.headers["Authorization"] = f"Bearer {await self._token(request)}"
         response = yield request
         if response.status_code == 401 and not isinstance(self._source, _StaticToken):
             self._source.invalidate()
             await response.aread()
-            request.headers["Authorization"] = f"Bearer {await self._source.token()}"
+            request.headers["Authorization"] = f"Bearer {await self._token(request)}"
             yield request
+
+    async def _token(self, request: httpx2.Request) -> str:
+        try:
+            return await self._source.token()
+        except KubeconfigError as e:
+            raise CredentialUnavailable(str(e), request=request) from e
 
 
 def auth_of(config: ClusterConfig) -> httpx2.Auth | None:

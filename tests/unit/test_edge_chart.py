@@ -6,6 +6,7 @@ rendered settings are read back the way the connector reads its bundle.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,13 @@ def test_the_servicemonitor_scrapes_every_pods_metrics_through_in_cluster_servic
             "ports": [{"port": "health", "protocol": "TCP"}],
         }
     ]
+
+
+def test_the_pods_kubeconfig_is_json_so_the_edge_reads_it_without_a_yaml_parser(
+    bundle_values: dict[str, Any],
+) -> None:
+    kubeconfig = find(render(bundle_values, namespace="edge"), "ConfigMap", "-kubeconfig")
+
+    document = json.loads(kubeconfig["data"]["config"])
+
+    assert document["contexts"][0]["context"]["namespace"] == "edge"

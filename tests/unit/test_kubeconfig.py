@@ -160,8 +160,11 @@ async def test_a_token_file_is_read_again_once_a_minute(
 async def test_a_missing_token_file_is_named_when_a_request_needs_it(tmp_path: Path) -> None:
     auth = auth_of(load_config(kubeconfig(tmp_path, user={"tokenFile": "gone"})))
 
-    with pytest.raises(KubeconfigError, match=r"token file .*gone"):
+    with pytest.raises(KubeconfigError, match=r"token file .*gone") as raised:
         await first_header(auth)
+
+    # To the adapters a transport failure: retried with backoff, as the file may come.
+    assert isinstance(raised.value, httpx2.TransportError)
 
 
 async def test_basic_auth_is_used_when_the_user_has_a_username_and_password(
