@@ -133,18 +133,33 @@ FINDINGS = [
     "2, which is kept for the helper threads), `PYTHONMALLOC=malloc` (+4.2 MiB), "
     "`gc.freeze()` (moves objects, frees none), GOGC 25 or 50 for the leaf and an outbox of"
     " 64 MiB instead of 1 GiB (a leaf given 100 desired-state messages and 300 reports "
-    "standalone grew by 2.6 to 4.3 MiB whichever), PyYAML loaded lazily (3.5 MiB, but the "
-    "controller reads its CRDs from YAML at every start and lightkube the kubeconfig).",
+    "standalone grew by 2.6 to 4.3 MiB whichever).",
+    "Without lightkube, PyYAML and HTTP/2 in the edge process (the kubeconfig read by "
+    "`kube_http.kubeconfig`, JSON read with the standard library; the executor's requests "
+    "plain REST over the controller's httpx2 client; the CRDs installed from their compiled "
+    "JSON; h2, hpack and hyperframe kept out, the edge speaking HTTP/1.1): the edge's modules"
+    " in a fresh interpreter under the edge's flags 40.0 to 40.6 → 36.2 to 36.3 MiB (without "
+    "lightkube alone 38.3 to 38.9). P5 run back to back on the same loaded machine "
+    "(2026-12-07 22:47 to 22:58 UTC, load average 7 to 8), main's code against this build's:"
+    " the whole edge started / 100 tasksets / 1,000 objects 62.9 / 65.4 / 70.0 MB against "
+    "61.1 / 63.6 / 67.7 and 61.2 / 63.6 / 67.7 MB in two runs, the edge process 43.7 / 44.4"
+    " / 47.8 against 41.9 / 42.8 / 45.6 MB; idle CPU in those runs was 1.03 to 1.10 % for "
+    "main's code and 1.03 to 1.60 % for this build's (the machine's load: both above the "
+    "0.70 % of the quieter run of 20:10 with main's code), the leaf's share rising with the "
+    "edge process's.",
     "What bounds the rest: code and the interpreter's own memory, not state. The leaf's "
     "nats-server program code mapped from its binary (about 15 MiB) plus its own memory (5 "
     "to 7 MiB, growing by about 2 MB with the first 100 tasksets' mirror and outbox "
-    "messages) is a floor no Go setting lowered; the edge process's imports cost 40 MiB "
-    "before any state, of which lightkube with its models is about 5 MiB (the largest "
-    "library the edge could do without: the controller already speaks to the apiserver "
-    "through httpx2 alone). The whole edge is at 62.9 MB before the first taskset and grows"
-    " by 25 to 29 KiB per small taskset, so 100 tasksets (65.3 MB) and 1,000 objects (69.8 "
-    "MB) stay above 64 MB; meeting it needs the executor without lightkube or a smaller "
-    "runtime than one CPython process with these clients beside a stock nats-server.",
+    "messages) is a floor no Go setting lowered; the edge process's imports cost 36 MiB "
+    "before any state (the interpreter, asyncio and ssl, nats-py, httpx2 with httpcore2, "
+    "anyio, h11, idna and truststore, msgspec and orjson, the edge's own code). The whole "
+    "edge is at 61 MB before the first taskset and grows by 24 to 26 KiB per small taskset "
+    "and by 5.2 to 5.3 KiB per managed object (of which the edge process about 3.6 KiB: the "
+    "controller's compressed Step cache and its slim copies of the applied objects, and the "
+    "allocator's high-water mark of applying them; the leaf about 1.5 KiB: the mirror's and"
+    " the outbox's messages), so 100 tasksets (63.6 MB) fit in 64 MB and 1,000 objects (67.7"
+    " MB) do not: that needs about 4.6 KiB less per object, or a smaller runtime than one "
+    "CPython process beside a stock nats-server.",
 ]
 
 

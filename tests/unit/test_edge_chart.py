@@ -91,7 +91,7 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     assert "--leaf-memory-limit=32MiB" in args
     assert "--leaf-max-file-store=2560MiB" in args
     assert pod["containers"][0]["resources"] == {
-        "requests": {"cpu": "20m", "memory": "80Mi"},
+        "requests": {"cpu": "20m", "memory": "72Mi"},
         "limits": {"memory": "160Mi"},
     }
     # The pod runs the controller: its ServiceAccount holds the controller's role.
