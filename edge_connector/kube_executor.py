@@ -493,7 +493,15 @@ class ApiClient:
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue
-                    event = orjson.loads(line)
+                    try:
+                        event = orjson.loads(line)
+                    except orjson.JSONDecodeError as e:
+                        # A broken stream, to the callers like a cut connection: watch again.
+                        raise httpx.ReadError(
+                            f"undecodable watch event: {line[:100]!r}", request=response.request
+                        ) from e
+                    if not isinstance(event, dict):
+                        continue
                     kind = event.get("type")
                     obj = event.get("object") or {}
                     if kind == "ERROR":

@@ -130,3 +130,53 @@ def test_an_unusable_kubeconfig_is_a_connector_error_naming_it(tmp_path: Path) -
 
     with pytest.raises(ConnectorError, match=rf"kubeconfig {path}: current-context 'gone'"):
         KubernetesExecutor.from_kubeconfig(path, cluster="c")
+
+
+async def test_an_idle_watch_holds_one_request_and_renews_from_the_last_version(
+    apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """The executor's watch costs nothing while nothing changes: one request held open (the
+    apiserver ends it after `server_timeout`; then it is renewed from the last version seen,
+    without a list)."""
+    import asyncio
+
+    from edge_connector.kube_executor import ApiClient
+    from kube_contract.resources import ResourceInfo
+
+    configmaps = ResourceInfo(
+        group="", version="v1", kind="ConfigMap", plural="configmaps", namespaced=True
+    )
+    client = ApiClient.from_kubeconfig(apiserver.kubeconfig)
+    requests: list[str] = []
+
+    async def count(request: httpx2.Request) -> None:
+        requests.append(str(request.url.params.get("watch", "list")))
+
+    client.http.event_hooks["request"] = [count]
+    try:
+        listing = client.list(configmaps, namespace="default")
+        _ = [item async for item in listing]
+        seen: list[tuple[str, dict[str, Any]]] = []
+
+        async def follow() -> None:
+            async for event in client.watch(
+                configmaps,
+                namespace="default",
+                resource_version=listing.resourceVersion,
+                server_timeout=1,
+            ):
+                seen.append(event)
+
+        watching = asyncio.create_task(follow())
+        await asyncio.sleep(3.5)
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+    finally:
+        await client.close()
+
+    assert requests[0] == "list"
+    watches = requests[1:]
+    assert watches
+    assert all(w == "true" for w in watches)
+    assert 2 <= len(watches) <= 5, f"renewed once a second, not in a loop: {len(watches)}"
+    assert seen == []
