@@ -26,7 +26,7 @@ EDGE_MODULES: tuple[tuple[str, str], ...] = (
     ("the event log adapter (events.store)", "events.store"),
     ("the connector (edge_connector.connector, .jetstream)", "edge_connector.jetstream"),
     ("the edge entry (fleetbus.edge: bundle, leaf, probes)", "fleetbus.edge"),
-    ("lightkube, httpx", "lightkube"),
+    ("httpx2 and the kubeconfig reader (kube_http)", "httpx2, kube_http.client"),
     ("the Kubernetes executor (edge_connector.kube_executor)", "edge_connector.kube_executor"),
     ("the cluster controller (cluster_controller.runtime, crds)", "cluster_controller.runtime"),
     ("the controller component (fleetbus.edge_controller)", "fleetbus.edge_controller"),

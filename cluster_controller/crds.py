@@ -4,15 +4,20 @@
 exactly the fields this version defines and leaves others' alone) and waits for each to be
 Established before it lists or watches anything of that kind. The same files are the Helm
 chart's `crds/` folder.
+
+The controller reads them from `crds/compiled.json`, the same manifests as JSON (written by
+`python -m cluster_controller.crds`; a unit test fails when it differs from the YAML): the
+edge process then needs no YAML parser at all (PyYAML costs about 4 MiB resident there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any
-
-import yaml
 
 from cluster_controller.errors import ControllerError, CrdInstallFailed
 from cluster_controller.kstatus import condition
@@ -26,16 +31,29 @@ CRD_FILES = (
     "tasklets.fleetbus.io.yaml",
     "tasks.fleetbus.io.yaml",
 )
+COMPILED = "compiled.json"
 
 
 def crd_manifests() -> list[dict[str, Any]]:
-    """The CRDs this version of the controller serves, parsed from the package's YAML."""
-    folder = resources.files("cluster_controller").joinpath("crds")
-    manifests = []
-    for name in CRD_FILES:
-        document = yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8"))
-        manifests.append(document)
+    """The CRDs this version of the controller serves, in `CRD_FILES` order."""
+    compiled = resources.files("cluster_controller").joinpath("crds", COMPILED)
+    manifests: list[dict[str, Any]] = json.loads(compiled.read_text(encoding="utf-8"))
     return manifests
+
+
+def crd_manifests_from_yaml() -> list[dict[str, Any]]:
+    """The CRDs parsed from their YAML sources (what `compiled.json` must hold)."""
+    import yaml  # only to compile and to check: the controller reads the JSON
+
+    folder = resources.files("cluster_controller").joinpath("crds")
+    return [yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8")) for name in CRD_FILES]
+
+
+def write_compiled(folder: Path) -> Path:
+    """Write `COMPILED` from the YAML sources into `folder` (the package's `crds/`)."""
+    target = folder / COMPILED
+    target.write_text(json.dumps(crd_manifests_from_yaml(), indent=1, sort_keys=True) + "\n")
+    return target
 
 
 async def install_crds(kube: Kube, *, wait_seconds: float = 60.0, poll: float = 0.2) -> list[str]:
@@ -66,3 +84,7 @@ async def install_crds(kube: Kube, *, wait_seconds: float = 60.0, poll: float = 
             )
         await asyncio.sleep(poll)
     return names
+
+
+if __name__ == "__main__":
+    print(write_compiled(Path(__file__).resolve().parent / "crds"), file=sys.stderr)

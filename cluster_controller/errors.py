@@ -1,7 +1,7 @@
 """Errors of the cluster controller and its Kubernetes adapter.
 
 `ControllerError` is the root. `cluster_controller.kube` translates every HTTP and client error
-into one of these, so nothing from lightkube or the HTTP stack leaks past the adapter; the
+into one of these, so nothing from the HTTP stack or the kubeconfig reader leaks past it; the
 reconcilers decide from the type alone whether to retry (`KubeUnavailable`), re-list
 (`ResourceVersionExpired`) or report a failure in status (`KubeRejected` and its kin).
 """

@@ -1,8 +1,8 @@
 """The Kubernetes adapter: the only module of the controller that speaks HTTP to the apiserver.
 
-lightkube supplies what is tedious and easy to get wrong: reading a kubeconfig (or the in-cluster
-ServiceAccount), TLS, and every auth flavour (tokens, client certificates, exec plugins). The
-requests themselves are plain REST on plain dicts, because the controller applies objects of any
+`kube_http` reads the kubeconfig (or the in-cluster ServiceAccount) and sets up TLS and the
+credentials (tokens, token files, client certificates, exec plugins). The requests themselves
+are plain REST on plain dicts, because the controller applies objects of any
 kind, including kinds whose CRD it created a second ago, and owns its list-then-watch loop (the
 clients' own 410 handling either gives up or restarts from scratch; see `informer`).
 
@@ -28,11 +28,6 @@ from typing import Any, Literal
 import httpx2 as httpx
 import msgspec
 import orjson
-from lightkube.config.client_adapter import AsyncClient as lightkube_http_client
-from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.config.models import User
-from lightkube.core.exceptions import ConfigError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -52,7 +47,9 @@ from cluster_controller.errors import (
     UnknownKind,
 )
 from kube_contract.resources import ResourceInfo
+from kube_http.client import connect as connect_http
 from kube_http.connections import close_interrupted_handshakes
+from kube_http.kubeconfig import ClusterConfig, KubeconfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +114,12 @@ def _status_error(code: int, body: bytes, what: str) -> KubeApiError | KubeUnava
     return KubeApiError(code, reason or "Error", message, what)
 
 
-def load_kubeconfig(path: Path | None = None, context: str | None = None) -> KubeConfig:
+def load_kubeconfig(path: Path | None = None, context: str | None = None) -> ClusterConfig:
     """A kubeconfig from `path`, else in-cluster ServiceAccount, else $KUBECONFIG/~/.kube/config."""
     try:
-        config = KubeConfig.from_file(path) if path is not None else KubeConfig.from_env()
-        config.get(context)
-    except ConfigError as e:
-        where = f" {path}" if path is not None else ""
-        raise KubeConfigError(f"cannot use kubeconfig{where}: {e}") from e
-    except (OSError, KeyError, TypeError, ValueError) as e:
-        raise KubeConfigError(f"cannot read kubeconfig {path}: {e}") from e
-    return config
+        return load_config(path, context)
+    except KubeconfigError as e:
+        raise KubeConfigError(str(e)) from e
 
 
 class Kube:
@@ -137,7 +129,7 @@ class Kube:
         self,
         http: httpx.AsyncClient,
         *,
-        config: SingleConfig | None = None,
+        config: ClusterConfig | None = None,
         user_agent: str = "fleetbus",
         owns_http: bool = True,
     ) -> None:
@@ -156,21 +148,17 @@ class Kube:
         context: str | None = None,
         user_agent: str = "fleetbus",
     ) -> Kube:
-        config = load_kubeconfig(kubeconfig, context)
+        return cls.from_config(load_kubeconfig(kubeconfig, context), user_agent=user_agent)
+
+    @classmethod
+    def from_config(cls, config: ClusterConfig, *, user_agent: str = "fleetbus") -> Kube:
         try:
-            single = config.get(context)
-            if single is None:
-                raise KubeConfigError("the kubeconfig has no usable context")
-            http = lightkube_http_client(
-                single, ConnectionParams(timeout=httpx.Timeout(REQUEST_TIMEOUT))
-            )
-        except ConfigError as e:
-            raise KubeConfigError(f"cannot use kubeconfig: {e}") from e
-        except (OSError, ValueError) as e:
-            raise KubeConfigError(f"cannot set up TLS from the kubeconfig: {e}") from e
+            http = connect_http(config, timeout=httpx.Timeout(REQUEST_TIMEOUT))
+        except KubeconfigError as e:
+            raise KubeConfigError(str(e)) from e
         close_interrupted_handshakes(http)
         http.headers["User-Agent"] = user_agent
-        return cls(http, config=single, user_agent=user_agent)
+        return cls(http, config=config, user_agent=user_agent)
 
     @classmethod
     def sharing(cls, http: httpx.AsyncClient) -> Kube:
@@ -182,18 +170,7 @@ class Kube:
         """A client to the same apiserver, trusting the same CA, authenticating with `token`."""
         if self._config is None:
             raise KubeConfigError("this client was not made from a kubeconfig")
-        config = KubeConfig.from_one(
-            cluster=self._config.cluster,
-            user=User(token=token),
-            fname=self._config.fname,
-        ).get()
-        assert config is not None
-        http = lightkube_http_client(
-            config, ConnectionParams(timeout=httpx.Timeout(REQUEST_TIMEOUT))
-        )
-        close_interrupted_handshakes(http)
-        http.headers["User-Agent"] = self._user_agent
-        return Kube(http, config=config, user_agent=self._user_agent)
+        return Kube.from_config(self._config.with_token(token), user_agent=self._user_agent)
 
     async def close(self) -> None:
         if self._owns_http:

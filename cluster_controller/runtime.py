@@ -1,9 +1,9 @@
 """The controller process: informers, one work queue, workers, resync, and drift watches.
 
-Why a hand-written asyncio reconciler on lightkube instead of kopf: the controller runs at the
-edge next to the connector, where memory is the budget. kopf alone imports ~41 MiB (≈92 MiB
-when both Kubernetes clients are installed) and is not a client (server-side apply of arbitrary
-kinds would still need one), while lightkube's configuration and HTTP layer cost ~31 MiB. What
+Why a hand-written asyncio reconciler on plain REST (`kube`, over `kube_http`) instead of kopf:
+the controller runs at the edge next to the connector, where memory is the budget. kopf alone
+imports ~41 MiB (≈92 MiB when both Kubernetes clients are installed) and is not a client
+(server-side apply of arbitrary kinds would still need one). What
 kopf would provide is small when written for exactly these four CRDs: a list-then-watch loop
 that survives 410 Gone (`informer`), a work queue serialising per key (the `workqueue` package,
 shared with the connector), finalizers, status through the status subresource, a periodic

@@ -21,7 +21,8 @@ controller (`fleetbus controller`) reconciles and reads back what the controller
 The contract with the controller is the CRDs in `cluster_controller/crds/` and their types in
 `kube_contract` (resource identities, labels, the statuses read back here, decoded as typed
 Structs); this module does not import the controller (components never import each other).
-It is the connector's only module that speaks to the apiserver, through lightkube.
+It is the connector's only module that speaks to the apiserver: plain REST on plain dicts
+(`ApiClient`), over the HTTP client `kube_http` makes from the kubeconfig.
 """
 
 from __future__ import annotations
@@ -30,17 +31,14 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx2 as httpx
 import msgspec
-from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.core.exceptions import ConfigError
-from lightkube.generic_resource import create_namespaced_resource
-from lightkube.types import PatchType
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -61,28 +59,32 @@ from kube_contract.controller_status import (
 from kube_contract.errors import UnreadableResource
 from kube_contract.model import (
     API_VERSION,
-    GROUP,
     LABEL_GENERATION,
     LABEL_MANAGED_BY,
     LABEL_TASK,
     MANAGED_BY,
-    VERSION,
     read_step_view,
     read_task_view,
 )
-from kube_contract.resources import LEASE, STEP, TASK
+from kube_contract.resources import LEASE, STEP, TASK, ResourceInfo
+from kube_http.client import connect as connect_http
 from kube_http.connections import close_interrupted_handshakes, keep_idle_connections
+from kube_http.kubeconfig import KubeconfigError, load_config
 from taskset.capabilities import ApiResource, ClusterCapabilities, capabilities_of
 from taskset.digest import digest_of
 from taskset.model import PHASES, ClusterTask, ObjectRef, Phase, Step
 
 log = logging.getLogger(__name__)
 
-TaskResource = create_namespaced_resource(GROUP, VERSION, TASK.kind, TASK.plural)
-StepResource = create_namespaced_resource(GROUP, VERSION, STEP.kind, STEP.plural)
-LeaseResource = create_namespaced_resource(LEASE.group, LEASE.version, LEASE.kind, LEASE.plural)
+TaskResource = TASK
+StepResource = STEP
+LeaseResource = LEASE
 
 FIELD_MANAGER = "fleetbus-connector"
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+WATCH_TIMEOUT_S = 300
+"""How long one watch request runs before the apiserver ends it and it is renewed."""
 DEFAULT_NAMESPACE = "fleetbus-system"
 LABEL_CLUSTER = "fleetbus.io/cluster"
 DRIFT_REPORTED = "fleetbus.io/drift-reported"
@@ -353,8 +355,199 @@ def resources_from_discovery(document: Mapping[str, Any]) -> list[ApiResource]:
 # --- the executor ------------------------------------------------------------------------------
 
 
+class Listing:
+    """The objects of one list call (every page), then the list's resourceVersion to watch
+    from, set once they have all been read."""
+
+    def __init__(self, pages: AsyncIterator[dict[str, Any]]) -> None:
+        self._pages = pages
+        self.resourceVersion = ""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[dict[str, Any]]:
+        async for page in self._pages:
+            for item in page.get("items") or []:
+                yield item
+            self.resourceVersion = self.resourceVersion or str(
+                (page.get("metadata") or {}).get("resourceVersion") or ""
+            )
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """The answer's error as `httpx.HTTPStatusError` (its body read, for the message)."""
+    if response.status_code >= 400:
+        raise httpx.HTTPStatusError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}",
+            request=response.request,
+            response=response,
+        )
+
+
+class ApiClient:
+    """Plain REST on plain dicts for the few kinds the executor reads and writes; every
+    refusal is an `httpx.HTTPStatusError` (the apiserver's Status in its body), every
+    connection failure an `httpx.TransportError`."""
+
+    def __init__(self, http: httpx.AsyncClient, *, namespace: str | None = None) -> None:
+        self.http = http
+        self.namespace = namespace
+        """The kubeconfig context's namespace, if it names one."""
+
+    @classmethod
+    def from_kubeconfig(
+        cls,
+        kubeconfig: Path | None,
+        *,
+        context: str | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> ApiClient:
+        try:
+            config = load_config(kubeconfig, context)
+            http = connect_http(config, timeout=httpx.Timeout(request_timeout))
+        except KubeconfigError as e:
+            raise ConnectorError(str(e)) from e
+        return cls(http, namespace=config.namespace)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        content = None
+        if body is not None:
+            content = orjson.dumps(body)
+            headers["Content-Type"] = content_type
+        response = await self.http.request(
+            method, path, params=dict(params or {}), content=content, headers=headers
+        )
+        _raise_for_status(response)
+        document = orjson.loads(response.content) if response.content else {}
+        return document if isinstance(document, dict) else {}
+
+    @staticmethod
+    def _selector(labels: Mapping[str, str] | None) -> dict[str, str]:
+        if not labels:
+            return {}
+        return {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())}
+
+    def list(
+        self,
+        resource: ResourceInfo,
+        *,
+        namespace: str = "",
+        labels: Mapping[str, str] | None = None,
+        limit: int = 500,
+    ) -> Listing:
+        async def pages() -> AsyncIterator[dict[str, Any]]:
+            params = {"limit": str(limit), **self._selector(labels)}
+            while True:
+                page = await self._send("GET", resource.path(namespace), params=params)
+                yield page
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    return
+                params["continue"] = str(token)
+
+        return Listing(pages())
+
+    async def watch(
+        self,
+        resource: ResourceInfo,
+        *,
+        namespace: str = "",
+        labels: Mapping[str, str] | None = None,
+        resource_version: str,
+        server_timeout: int = WATCH_TIMEOUT_S,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every change from `resource_version` on, as (ADDED|MODIFIED|DELETED, object), for
+        ever: a watch the apiserver ends is renewed from the last version seen (bookmarks
+        included). An expired version (410) is raised as an `HTTPStatusError`: list again."""
+        version = resource_version
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, read=server_timeout + REQUEST_TIMEOUT)
+        while True:
+            params = {
+                "watch": "true",
+                "allowWatchBookmarks": "true",
+                "resourceVersion": version,
+                "timeoutSeconds": str(server_timeout),
+                **self._selector(labels),
+            }
+            async with self.http.stream(
+                "GET",
+                resource.path(namespace),
+                params=params,
+                headers={"Accept": "application/json"},
+                timeout=timeout,
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for_status(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = orjson.loads(line)
+                    except orjson.JSONDecodeError as e:
+                        # A broken stream, to the callers like a cut connection: watch again.
+                        raise httpx.ReadError(
+                            f"undecodable watch event: {line[:100]!r}", request=response.request
+                        ) from e
+                    if not isinstance(event, dict):
+                        continue
+                    kind = event.get("type")
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        code = int(obj.get("code") or 500)
+                        _raise_for_status(
+                            httpx.Response(
+                                code, content=orjson.dumps(obj), request=response.request
+                            )
+                        )
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        yield kind, obj
+
+    async def apply(
+        self,
+        manifest: Mapping[str, Any],
+        *,
+        info: ResourceInfo,
+        field_manager: str,
+        force: bool = True,
+    ) -> dict[str, Any]:
+        metadata = manifest.get("metadata") or {}
+        params = {"fieldManager": field_manager}
+        if force:
+            params["force"] = "true"
+        path = info.path(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+        return await self._send(
+            "PATCH", path, params=params, body=dict(manifest), content_type=APPLY_PATCH
+        )
+
+    async def patch(
+        self, resource: ResourceInfo, name: str, patch: Any, *, namespace: str = ""
+    ) -> dict[str, Any]:
+        return await self._send(
+            "PATCH", resource.path(namespace, name), body=patch, content_type=MERGE_PATCH
+        )
+
+    async def delete(self, resource: ResourceInfo, name: str, *, namespace: str = "") -> None:
+        await self._send("DELETE", resource.path(namespace, name))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
 def _plain(resource: Any) -> dict[str, Any]:
-    """A generic lightkube resource (a dict subclass) as the plain dict the apiserver sent."""
+    """An object as the plain dict the apiserver sent."""
     return dict(resource)
 
 
@@ -382,25 +575,21 @@ def _kept(resource: Any) -> dict[str, Any]:
     return kept
 
 
-def _api_message(e: ApiError) -> str:
-    status = e.status
-    return str(getattr(status, "message", "") or e)
-
-
-def _code(e: ApiError) -> int:
-    return int(getattr(e.status, "code", 0) or 0)
+def _status(e: httpx.HTTPStatusError) -> dict[str, Any] | None:
+    """The apiserver's Status in an error answer, if the body is one."""
+    try:
+        body = orjson.loads(e.response.content)
+    except (orjson.JSONDecodeError, httpx.ResponseNotRead):
+        return None
+    return body if isinstance(body, dict) and body.get("kind") == "Status" else None
 
 
 def _status_code(e: httpx.HTTPStatusError) -> int:
-    return _code(e) if isinstance(e, ApiError) else e.response.status_code
+    return e.response.status_code
 
 
 def is_transient(e: BaseException) -> bool:
-    """Whether a lightkube or HTTP error is a passing condition of the apiserver.
-
-    lightkube raises `ApiError` for answers with a JSON Status and the plain
-    `HTTPStatusError` for others (a proxy's 503, the apiserver's "404 page not found").
-    """
+    """Whether an HTTP error is a passing condition of the apiserver."""
     if isinstance(e, httpx.HTTPStatusError):
         return _status_code(e) in TRANSIENT_STATUS
     return isinstance(e, httpx.TransportError)
@@ -413,15 +602,21 @@ def is_kind_not_served(e: httpx.HTTPStatusError) -> bool:
     the object in its details."""
     if _status_code(e) != 404:
         return False
-    if not isinstance(e, ApiError):
+    status = _status(e)
+    if status is None:
         return True
-    return not getattr(getattr(e.status, "details", None), "name", None)
+    return not (status.get("details") or {}).get("name")
 
 
 def _error_message(e: httpx.HTTPStatusError) -> str:
-    if isinstance(e, ApiError):
-        return _api_message(e)
-    return e.response.text.strip()[:200] or e.response.reason_phrase
+    status = _status(e)
+    if status is not None and status.get("message"):
+        return str(status["message"])
+    try:
+        text = e.response.text.strip()[:200]
+    except httpx.ResponseNotRead:
+        text = ""
+    return text or e.response.reason_phrase
 
 
 def as_transient(e: httpx.HTTPStatusError | httpx.TransportError, what: str) -> KubeTransient:
@@ -481,7 +676,7 @@ class KubernetesExecutor:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: ApiClient,
         *,
         cluster: str,
         namespace: str = DEFAULT_NAMESPACE,
@@ -524,21 +719,17 @@ class KubernetesExecutor:
         namespace: str | None = None,
         apply_timeout: float = 900.0,
         request_timeout: float = REQUEST_TIMEOUT,
+        context: str | None = None,
     ) -> KubernetesExecutor:
         """An executor on the kubeconfig's cluster.
 
         Tasks and Steps go to `namespace`, else to the kubeconfig context's namespace (the edge
         Helm chart sets its release namespace there), else to `fleetbus-system`.
         """
-        try:
-            config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-            single = config.get()
-            client = AsyncClient(
-                config, field_manager=FIELD_MANAGER, timeout=httpx.Timeout(request_timeout)
-            )
-        except (ConfigError, OSError, ValueError) as e:
-            raise ConnectorError(f"cannot use kubeconfig {kubeconfig or ''}: {e}") from e
-        chosen = namespace or (single.context.namespace if single is not None else None)
+        client = ApiClient.from_kubeconfig(
+            kubeconfig, context=context, request_timeout=request_timeout
+        )
+        chosen = namespace or client.namespace
         executor = cls(
             client,
             cluster=cluster,
@@ -604,9 +795,9 @@ class KubernetesExecutor:
         name = task.taskset_name
         try:
             await self.client.delete(TaskResource, name, namespace=self.namespace)
-        except ApiError as e:
-            if _code(e) != 404:
-                raise ApplyFailed(phase="preDelete", object="Task", reason=_api_message(e)) from e
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) != 404:
+                raise ApplyFailed(phase="preDelete", object="Task", reason=_error_message(e)) from e
         except httpx.TransportError as e:
             raise ApplyFailed(
                 phase="preDelete", object="Task", reason=f"Kubernetes API unreachable: {e!r}"
@@ -702,15 +893,12 @@ class KubernetesExecutor:
 
     @property
     def http_client(self) -> httpx.AsyncClient:
-        """The HTTP client under lightkube's: the kubeconfig's server, credentials and TLS
+        """The HTTP client of this executor: the kubeconfig's server, credentials and TLS
         settings, and one connection pool, which another component of the same process (the
         cluster controller in `fleetbus edge`) may share instead of opening its own."""
-        http: httpx.AsyncClient = self.client._client._client
-        return http
+        return self.client.http
 
     async def _discovery_get(self, path: str, accept: str) -> dict[str, Any]:
-        # lightkube has no call for discovery; its HTTP client carries the kubeconfig's
-        # server, credentials and TLS settings.
         response = await self.http_client.get(path, headers={"Accept": accept})
         response.raise_for_status()
         document = response.json()
@@ -833,14 +1021,14 @@ class KubernetesExecutor:
     # --- internals -----------------------------------------------------------------------------
 
     async def _apply(
-        self, resource: Any, manifest: dict[str, Any], *, phase: str, obj: str
+        self, resource: ResourceInfo, manifest: dict[str, Any], *, phase: str, obj: str
     ) -> dict[str, Any]:
         try:
             async for attempt in write_retrying():
                 with attempt:
                     try:
                         stored = await self.client.apply(
-                            resource.from_dict(manifest), field_manager=FIELD_MANAGER, force=True
+                            manifest, info=resource, field_manager=FIELD_MANAGER, force=True
                         )
                     except (httpx.HTTPStatusError, httpx.TransportError) as e:
                         if is_transient(e) or (
@@ -866,12 +1054,13 @@ class KubernetesExecutor:
                 name,
                 {"metadata": {"annotations": {DRIFT_REPORTED: str(detected)}}},
                 namespace=self.namespace,
-                patch_type=PatchType.MERGE,
             )
-        except ApiError as e:
-            if _code(e) == 404:
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) == 404:
                 return None
-            raise ConnectorError(f"cannot mark drift of Step {name} reported: {e}") from e
+            raise ConnectorError(
+                f"cannot mark drift of Step {name} reported: {_error_message(e)}"
+            ) from e
         return observed
 
     async def _delete_leftover_steps(self, task: str) -> None:
@@ -879,12 +1068,12 @@ class KubernetesExecutor:
             async for step in self.client.list(
                 StepResource, namespace=self.namespace, labels={LABEL_TASK: task}
             ):
-                name = step.metadata.name if step.metadata is not None else None
+                name = (step.get("metadata") or {}).get("name")
                 if name:
-                    await self.client.delete(StepResource, name, namespace=self.namespace)
-        except ApiError as e:
-            if _code(e) != 404:
-                raise ApplyFailed(phase="preDelete", object="Step", reason=_api_message(e)) from e
+                    await self.client.delete(StepResource, str(name), namespace=self.namespace)
+        except httpx.HTTPStatusError as e:
+            if _status_code(e) != 404:
+                raise ApplyFailed(phase="preDelete", object="Step", reason=_error_message(e)) from e
 
     @staticmethod
     def _newer(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:

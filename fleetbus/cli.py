@@ -104,10 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if chosen == "edge":
         # The edge runs lean (`fleetbus.edge_process`): started again with its interpreter
         # and allocator settings, its modules imported without `importlib.metadata`.
-        from fleetbus.edge_process import become_lean, distribution_versions_without_metadata
+        from fleetbus.edge_process import (
+            become_lean,
+            distribution_versions_without_metadata,
+            keep_out_unused_modules,
+        )
 
         if argv is None:
             become_lean(words)
+            keep_out_unused_modules()
         with distribution_versions_without_metadata():
             parser = build_parser(chosen)
     else:

@@ -173,7 +173,7 @@ def start_leaf(
     return server
 
 
-def load_executor(kubeconfig: Path | None, cluster: str) -> Executor:
+def load_executor(kubeconfig: Path | None, cluster: str, context: str | None = None) -> Executor:
     """The simulator, or the Kubernetes executor when a kubeconfig is given."""
     # Imported only here: a simulated edge never loads the Kubernetes client, a Kubernetes
     # edge never loads the simulator.
@@ -184,7 +184,7 @@ def load_executor(kubeconfig: Path | None, cluster: str) -> Executor:
     with distribution_versions_without_metadata():
         from edge_connector.kube_executor import KubernetesExecutor
 
-    return KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster)
+    return KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster, context=context)
 
 
 @dataclass
@@ -396,6 +396,7 @@ async def run_edge(
     health_addr: tuple[str, int] | None = DEFAULT_CONNECTOR_HEALTH,
     controller: ControllerSettings | None = None,
     limits: LeafLimits | None = None,
+    context: str | None = None,
 ) -> None:
     """Run one edge until SIGINT/SIGTERM (or `stop`), serving its probes on `health_addr`.
 
@@ -410,9 +411,11 @@ async def run_edge(
             from fleetbus.edge_controller import executor_with_controller
 
         logging.getLogger("httpx2").setLevel(logging.WARNING)
-        executor, component = executor_with_controller(kubeconfig, bundle.cluster, controller)
+        executor, component = executor_with_controller(
+            kubeconfig, bundle.cluster, controller, context=context
+        )
     else:
-        executor = load_executor(kubeconfig, bundle.cluster)
+        executor = load_executor(kubeconfig, bundle.cluster, context)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -468,6 +471,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument(
         "--sim", action="store_true", help="apply to an in-memory simulated cluster"
+    )
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        help="the kubeconfig's context to use (default: its current-context)",
     )
     parser.add_argument(
         "--state-dir",
@@ -548,6 +556,8 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings | None:
         "--skip-crds": args.skip_crds,
     }
     given = [flag for flag, set_ in tuning.items() if set_]
+    if args.kubeconfig is None and getattr(args, "context", None):
+        raise ConflictingOptions("--context names a context of --kubeconfig: not with --sim")
     if args.kubeconfig is None and (given or args.without_controller):
         flags = ", ".join([*given, *(["--without-controller"] if args.without_controller else [])])
         raise ConflictingOptions(
@@ -586,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 health_addr=args.health_addr,
                 controller=controller,
                 limits=leaf_limits(args),
+                context=args.context,
             )
         )
     except FleetbusError as e:
@@ -597,4 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from fleetbus.edge_process import keep_out_unused_modules
+
+    keep_out_unused_modules()
     sys.exit(main())

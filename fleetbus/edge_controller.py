@@ -304,13 +304,20 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def executor_with_controller(
-    kubeconfig: Path, cluster: str, settings: ControllerSettings, *, namespace: str | None = None
+    kubeconfig: Path,
+    cluster: str,
+    settings: ControllerSettings,
+    *,
+    namespace: str | None = None,
+    context: str | None = None,
 ) -> tuple[KubernetesExecutor, ControllerComponent]:
     """The Kubernetes executor and the controller over its HTTP client, reconciling in the
     executor's namespace (where the connector writes Tasks and Steps: `namespace`, else the
     kubeconfig context's, else fleetbus-system), and reading the Tasks from the controller's
     Task informer."""
-    executor = KubernetesExecutor.from_kubeconfig(kubeconfig, cluster=cluster, namespace=namespace)
+    executor = KubernetesExecutor.from_kubeconfig(
+        kubeconfig, cluster=cluster, namespace=namespace, context=context
+    )
     component = ControllerComponent(
         kube=Kube.sharing(executor.http_client),
         namespace=executor.namespace,

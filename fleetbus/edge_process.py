@@ -15,6 +15,8 @@ a shell, `python -m fleetbus.cli edge`):
   ask for their own version at import, and the real module (with zipfile, email parsing, csv,
   lzma and bz2 behind it, and its caches of every installed distribution) costs about 3 MiB.
   The stand-in is removed once the imports are done, so any later import gets the real one.
+* Optional libraries its libraries would import but the edge never uses (h2: HTTP/2) are kept
+  out (`keep_out_unused_modules`).
 
 `FLEETBUS_EDGE_LEAN=0` turns all of it off (the process then runs as started). Memory figures
 of each part: BENCHMARKS.md, P5.
@@ -68,6 +70,24 @@ def become_lean(argv: Sequence[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, lean_command(argv), lean_environment(dict(os.environ)))
+
+
+UNUSED_OPTIONAL_MODULES = ("h2",)
+"""Optional libraries the edge's own libraries import when installed but the edge never uses:
+h2 (with hpack and hyperframe, about 5 MiB resident) is httpcore2's HTTP/2, and the edge
+speaks HTTP/1.1 to the apiserver (`kube_http.client` never asks for HTTP/2); without it
+httpcore2 puts in a stand-in that refuses HTTP/2."""
+
+
+def keep_out_unused_modules() -> None:
+    """Mark `UNUSED_OPTIONAL_MODULES` as absent in this process (an import of one raises
+    ImportError, which their importers expect), unless one is loaded already or the edge
+    runs as started (`FLEETBUS_EDGE_LEAN=0`)."""
+    if os.environ.get(LEAN_ENV) == "0":
+        return
+    for name in UNUSED_OPTIONAL_MODULES:
+        if not any(m == name or m.startswith(f"{name}.") for m in sys.modules):
+            sys.modules[name] = None  # type: ignore[assignment]
 
 
 class PackageNotFoundError(ModuleNotFoundError):

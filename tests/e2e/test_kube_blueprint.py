@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from lightkube import AsyncClient, KubeConfig
 
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime, EdgeState
 from tests.e2e.test_hub_process import Hub, hub
@@ -148,7 +147,7 @@ async def test_dependents_of_a_crd_appear_only_after_the_crd_is_ready_on_a_new_c
     )
     assert registered.returncode == 0, registered.stderr
     executor = KubernetesExecutor(
-        AsyncClient(KubeConfig.from_file(kube_apiserver.kubeconfig)),
+        ApiClient.from_kubeconfig(kube_apiserver.kubeconfig),
         cluster=CLUSTER,
         namespace=kube_namespace,
         apply_timeout=60,

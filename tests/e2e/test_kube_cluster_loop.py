@@ -27,9 +27,8 @@ from typing import Any
 
 import pytest
 import yaml
-from lightkube import AsyncClient, KubeConfig
 
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime, EdgeState
 from tests.e2e.test_hub_process import Hub, hub
@@ -130,7 +129,7 @@ async def loop_on_cluster(
     assert registered.returncode == 0, registered.stderr
     async with running_controller(kube.kubeconfig, namespace) as controller:
         executor = KubernetesExecutor(
-            AsyncClient(KubeConfig.from_file(kube.kubeconfig)),
+            ApiClient.from_kubeconfig(kube.kubeconfig),
             cluster=CLUSTER,
             namespace=namespace,
             apply_timeout=CHART_READY_TIMEOUT_S,

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
 
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime, EdgeState
 from fleetbus.probes import fleetbus_version
@@ -133,7 +132,7 @@ async def test_the_hub_shows_the_controllers_health_and_why_it_is_not_ready_once
     )
     assert registered.returncode == 0, registered.stderr
     executor = KubernetesExecutor(
-        AsyncClient(KubeConfig.from_file(kube_apiserver.kubeconfig)),
+        ApiClient.from_kubeconfig(kube_apiserver.kubeconfig),
         cluster=CLUSTER,
         namespace=kube_namespace,
         apply_timeout=60,

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
 
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from fleetbus.bundle import read_edge_bundle
 from fleetbus.edge import EdgeRuntime, EdgeState
 from tests.e2e.test_hub_process import Hub, hub
@@ -100,7 +99,7 @@ async def test_publish_reaches_the_apiserver_and_drift_comes_back_corrected(
     )
     assert registered.returncode == 0, registered.stderr
     executor = KubernetesExecutor(
-        AsyncClient(KubeConfig.from_file(kube_apiserver.kubeconfig)),
+        ApiClient.from_kubeconfig(kube_apiserver.kubeconfig),
         cluster=CLUSTER,
         namespace=kube_namespace,
         apply_timeout=60,

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
 
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from events.catalog import ClusterCapabilitiesReported, Placement, TasksetPublished
 from events.store import EventStore
 from normalizer import NormalizeOptions, normalize
@@ -216,7 +215,7 @@ async def test_an_edge_reads_its_clusters_capabilities_from_discovery(
     kube_apiserver: KubeAPIServer,
 ) -> None:
     executor = KubernetesExecutor(
-        AsyncClient(KubeConfig.from_file(kube_apiserver.kubeconfig)), cluster="edge-1"
+        ApiClient.from_kubeconfig(kube_apiserver.kubeconfig), cluster="edge-1"
     )
     try:
         found = await executor.capabilities()

@@ -166,7 +166,7 @@ def test_an_unusable_kubeconfig_is_one_clear_line_and_exit_code_2(tmp_path: Path
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"fleetbus: error: cannot use kubeconfig {missing}: Configuration file {missing} not found"
+        f"fleetbus: error: cannot read kubeconfig {missing}: No such file or directory"
     ]
 
 

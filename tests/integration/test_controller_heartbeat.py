@@ -171,10 +171,10 @@ async def test_the_connector_watches_the_heartbeat_leases_instead_of_listing_the
     listing = executor.client.list
 
     def counted(resource: Any, **options: Any) -> Any:
-        lists.append(resource.__name__)
+        lists.append(resource.kind)
         return listing(resource, **options)
 
-    executor.client.list = counted  # type: ignore[method-assign,assignment]
+    executor.client.list = counted  # type: ignore[method-assign]
     clock = Clock()
     first = heartbeat(kube, kube_namespace, "node-w-1", clock, elected=False)
     try:

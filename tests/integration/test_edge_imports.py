@@ -39,11 +39,21 @@ MUST_NOT_LOAD = {
     "helm_python": "the Helm engine, a hub concern",
     "aiosqlite": "the hub's read models",
     "litestar": "the hub's API",
+    "lightkube": "the kubeconfig is read and the apiserver spoken to by kube_http and plain "
+    "REST; the library's models alone cost megabytes",
+    "yaml": "the controller installs its CRDs from their compiled JSON and the kubeconfig here "
+    "is JSON, as the edge chart writes it",
+    "h2": "HTTP/2: the edge speaks HTTP/1.1 to the apiserver",
     "nkeys": "the edge authenticates with its certificate and a credentials file read by "
     "the leaf nats-server, not by the Python client",
 }
 
-MUST_LOAD = ("cluster_controller.runtime", "edge_connector.kube_executor", "sealing.gcm")
+MUST_LOAD = (
+    "cluster_controller.runtime",
+    "edge_connector.kube_executor",
+    "kube_http.kubeconfig",
+    "sealing.gcm",
+)
 
 
 @pytest.fixture
@@ -64,6 +74,11 @@ def imported_modules(importtime_log: str) -> set[str]:
 
 
 def loaded(modules: set[str], package: str) -> list[str]:
+    """`package`'s modules the process imported. A package that was imported is listed
+    itself; a submodule without it is an import that failed (the package kept out,
+    `fleetbus.edge_process.keep_out_unused_modules`), which loaded nothing."""
+    if package not in modules:
+        return []
     return sorted(m for m in modules if m == package or m.startswith(package + "."))
 
 

@@ -17,10 +17,9 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
 
 from edge_connector.executor import DriftObserved
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import cluster_task, running_controller, unique
 from tests.kube_envtest import KubeAPIServer, create_namespace, running_kube_envtest
@@ -50,7 +49,7 @@ async def test_an_edge_started_with_the_controller_on_a_fresh_apiserver_waits_th
     namespace = unique("edge")
     create_namespace(fresh_apiserver, namespace)
     executor = KubernetesExecutor(
-        AsyncClient(KubeConfig.from_file(fresh_apiserver.kubeconfig)),
+        ApiClient.from_kubeconfig(fresh_apiserver.kubeconfig),
         cluster="edge-test",
         namespace=namespace,
         apply_timeout=120,

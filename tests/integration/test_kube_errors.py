@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
 
 from cluster_controller.errors import KubeRejected, KubeUnavailable, NotFound, UnknownKind
 from cluster_controller.kube import Kube
 from edge_connector.errors import ApplyFailed
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from fleetbus.natsserver import free_port
 from kube_contract.resources import ResourceInfo
 from taskset.errors import FleetbusError
@@ -88,7 +87,7 @@ async def test_missing_objects_unknown_kinds_and_refused_objects_are_fleetbus_er
 async def test_the_executor_turns_an_unreachable_apiserver_into_apply_failed(
     kube_apiserver: KubeAPIServer, tmp_path: Path
 ) -> None:
-    client = AsyncClient(KubeConfig.from_file(kubeconfig_nowhere(kube_apiserver, tmp_path)))
+    client = ApiClient.from_kubeconfig(kubeconfig_nowhere(kube_apiserver, tmp_path))
     executor = KubernetesExecutor(client, cluster="c", namespace="ns", apply_timeout=1.0)
     taskset = Taskset(
         name="t",

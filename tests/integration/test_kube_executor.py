@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
 
 from cluster_controller.crds import install_crds
 from cluster_controller.kube import Kube
 from edge_connector.errors import ApplyFailed
 from edge_connector.executor import DriftObserved
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from kube_contract.resources import STEP
 from taskset.model import Step, Taskset
 from tests.integration.controller_harness import (
@@ -32,7 +31,7 @@ pytestmark = pytest.mark.kube
 
 
 def executor_for(kubeconfig: Path, namespace: str, timeout: float = 60.0) -> KubernetesExecutor:
-    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    client = ApiClient.from_kubeconfig(kubeconfig)
     return KubernetesExecutor(
         client, cluster="edge-test", namespace=namespace, apply_timeout=timeout
     )
@@ -98,7 +97,7 @@ async def test_applying_what_the_task_already_stands_for_writes_nothing_and_wait
 
     async def apply(obj: object, **options: object) -> object:
         writes.append(type(obj).__name__)
-        return await real_apply(obj, **options)  # type: ignore[call-overload]
+        return await real_apply(obj, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(executor.client, "apply", apply)
 

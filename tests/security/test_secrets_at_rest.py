@@ -37,10 +37,9 @@ from typing import Any
 
 import orjson
 import pytest
-from lightkube import AsyncClient, KubeConfig
 from nats.aio.client import Client as NatsClient
 
-from edge_connector.kube_executor import KubernetesExecutor
+from edge_connector.kube_executor import ApiClient, KubernetesExecutor
 from events.codec import EventDecoder
 from events.store import connect
 from fleetbus.bundle import read_edge_bundle
@@ -254,7 +253,7 @@ async def edge_for(
     )
     assert registered.returncode == 0, registered.stderr.decode()
     executor = KubernetesExecutor(
-        AsyncClient(KubeConfig.from_file(kube_apiserver.kubeconfig)),
+        ApiClient.from_kubeconfig(kube_apiserver.kubeconfig),
         cluster="east",
         namespace=env.namespace,
         apply_timeout=60,

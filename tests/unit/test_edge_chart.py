@@ -6,6 +6,7 @@ rendered settings are read back the way the connector reads its bundle.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,12 @@ import msgspec
 import pytest
 import yaml
 from helm_python import Chart, HelmValuesError, lint
-from lightkube import KubeConfig
 
 from access.nats_jwt import credentials_file
 from access.pki import CertificateAuthority
 from cluster_controller.crds import CRD_FILES
 from fleetbus.bundle import EdgeSettings, helm_values
+from kube_http.kubeconfig import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "ops" / "charts" / "fleetbus-edge"
@@ -90,7 +91,7 @@ def test_by_default_one_pod_runs_the_leaf_the_connector_and_the_controller(
     assert "--leaf-memory-limit=32MiB" in args
     assert "--leaf-max-file-store=2560MiB" in args
     assert pod["containers"][0]["resources"] == {
-        "requests": {"cpu": "20m", "memory": "80Mi"},
+        "requests": {"cpu": "20m", "memory": "72Mi"},
         "limits": {"memory": "160Mi"},
     }
     # The pod runs the controller: its ServiceAccount holds the controller's role.
@@ -179,13 +180,11 @@ def test_the_pods_kubeconfig_uses_their_service_account_and_the_release_namespac
     path = tmp_path / "config"
     path.write_text(kubeconfig["data"]["config"])
 
-    single = KubeConfig.from_file(path).get()
+    config = load_config(path)
 
-    assert single is not None
-    assert single.context.namespace == "edge"
-    assert single.user is not None
-    assert single.user.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    assert single.cluster.server == "https://kubernetes.default.svc"
+    assert config.namespace == "edge"
+    assert config.token_file == Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    assert config.server == "https://kubernetes.default.svc"
 
 
 def test_the_controller_may_be_confined_to_listed_rules(bundle_values: dict[str, Any]) -> None:
@@ -299,3 +298,13 @@ def test_the_servicemonitor_scrapes_every_pods_metrics_through_in_cluster_servic
             "ports": [{"port": "health", "protocol": "TCP"}],
         }
     ]
+
+
+def test_the_pods_kubeconfig_is_json_so_the_edge_reads_it_without_a_yaml_parser(
+    bundle_values: dict[str, Any],
+) -> None:
+    kubeconfig = find(render(bundle_values, namespace="edge"), "ConfigMap", "-kubeconfig")
+
+    document = json.loads(kubeconfig["data"]["config"])
+
+    assert document["contexts"][0]["context"]["namespace"] == "edge"

@@ -63,6 +63,7 @@ def test_without_controller_or_with_the_simulator_no_controller_runs() -> None:
             "--skip-crds: the cluster controller runs only with --kubeconfig",
         ),
         (["--sim", "--without-controller"], "--without-controller: the cluster controller runs"),
+        (["--sim", "--context", "prod"], "--context names a context of --kubeconfig"),
         (
             ["--kubeconfig", "kc", "--without-controller", "--controller-workers", "2"],
             "--controller-workers configure the in-process controller",
@@ -99,3 +100,27 @@ def test_a_leaf_size_out_of_bounds_is_refused_by_the_parser(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+async def test_the_kubernetes_executor_takes_the_context_named_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    from edge_connector.errors import ConnectorError
+    from fleetbus.edge import load_executor
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        '{"clusters": [{"name": "c", "cluster": {"server": "https://api:6443"}}],'
+        ' "users": [{"name": "u", "user": {"token": "t"}}],'
+        ' "contexts": [{"name": "dev", "context": {"cluster": "c", "user": "u",'
+        ' "namespace": "team-a"}}]}'
+    )
+    words = ["edge", "--bundle", "b", "--kubeconfig", "kc", "--context", "dev"]
+    assert build_parser("edge").parse_args(words).context == "dev"
+    executor = load_executor(kubeconfig, "c1", "dev")
+    try:
+        assert getattr(executor, "namespace", None) == "team-a"
+    finally:
+        await executor.close()
+    with pytest.raises(ConnectorError, match=r"--context 'prod' is not among its contexts \(dev\)"):
+        load_executor(kubeconfig, "c1", "prod")

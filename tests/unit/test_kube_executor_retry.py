@@ -1,8 +1,9 @@
 """What the Kubernetes executor retries: the apiserver's passing answers, and nothing else.
 
-A scripted stand-in for the lightkube client answers list, watch and apply with exactly the
-sequence a starting or restarting apiserver gives (429 while a new CRD's storage initializes,
-503, a 404 for a kind not served yet, a reset connection, 410 for an expired resourceVersion).
+A scripted stand-in for the executor's apiserver client (`ApiClient`) answers list, watch and
+apply with exactly the sequence a starting or restarting apiserver gives (429 while a new CRD's
+storage initializes, 503, a 404 for a kind not served yet, a reset connection, 410 for an
+expired resourceVersion).
 The real-apiserver counterpart is `tests/integration/test_edge_kube_startup.py`.
 """
 
@@ -15,7 +16,6 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from lightkube import ApiError
 
 from edge_connector import kube_executor
 from edge_connector.errors import ApplyFailed, ConnectorError
@@ -30,9 +30,13 @@ from edge_connector.kube_executor import (
 REQUEST = httpx.Request("GET", "https://apiserver.test/apis/fleetbus.io/v1alpha1/steps")
 
 
-def api_error(code: int, message: str, details: dict[str, Any] | None = None) -> ApiError:
+def api_error(
+    code: int, message: str, details: dict[str, Any] | None = None
+) -> httpx.HTTPStatusError:
+    """An answer with the apiserver's JSON Status, as `ApiClient` raises it."""
     body = {"kind": "Status", "code": code, "message": message, "details": details or {}}
-    return ApiError(request=REQUEST, response=httpx.Response(code, json=body, request=REQUEST))
+    response = httpx.Response(code, json=body, request=REQUEST)
+    return httpx.HTTPStatusError(f"{code}", request=REQUEST, response=response)
 
 
 def page_not_found() -> httpx.HTTPStatusError:
