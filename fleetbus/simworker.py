@@ -36,6 +36,7 @@ from fleetbus.bundle import EdgeSettings
 from fleetbus.edge import EdgeRuntime
 from fleetbus.jsonlog import configure_json_logging
 from simulator.executor import SimExecutor
+from simulator.heap import settle_heap
 from simulator.workers import READY, sim_name, start_bounded
 from taskset.errors import FleetbusError
 
@@ -103,12 +104,16 @@ async def run_worker(args: argparse.Namespace) -> int:
         return 0
     runtimes = starting.result()
     try:
+        settled = settle_heap()
         log.info(
-            "%d simulated clusters %s..%s connected in %.1f s",
+            "%d simulated clusters %s..%s connected in %.1f s; %d objects frozen, "
+            "collector thresholds %s",
             len(runtimes),
             names[0],
             names[-1],
             time.monotonic() - started,
+            settled.frozen,
+            settled.thresholds,
         )
         sys.stdout.buffer.write(READY + f" {len(runtimes)}\n".encode())
         sys.stdout.flush()

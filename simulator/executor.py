@@ -32,6 +32,10 @@ from taskset.model import ClusterTask, ObjectRef, Phase, Step
 
 TASKSET_LABEL = "fleetbus.io/taskset"
 APPLY_PHASES: tuple[Phase, ...] = ("init", "install", "postInstall")
+HISTORY_LIMIT = 1_000
+"""Step records a simulated cluster keeps. Each apply adds one per step: unbounded, a worker of
+2,500 sims gained 20,000 records per update for as long as the hub ran, and every full garbage
+collection walked them all."""
 
 
 @dataclass
@@ -106,6 +110,8 @@ class SimExecutor:
     objects: dict[str, LiveObject] = field(default_factory=dict)
     applied: dict[str, AppliedTask] = field(default_factory=dict)
     history: list[StepRecord] = field(default_factory=list)
+    history_limit: int = HISTORY_LIMIT
+    """The most records `history` keeps: past it, the older half is dropped."""
     _failures: list[FailureRule] = field(default_factory=list)
     _drift: asyncio.Queue[DriftObserved] = field(default_factory=asyncio.Queue)
     _version: int = 0
@@ -138,7 +144,7 @@ class SimExecutor:
             for step in task.taskset.pre_delete:
                 self._check_failure(task.taskset_name, "preDelete", step)
                 await self._pause()
-                self.history.append(
+                self._record(
                     StepRecord(
                         task.taskset_name, task.generation, "preDelete", str(step.ref), "run"
                     )
@@ -232,6 +238,11 @@ class SimExecutor:
                 f"no live object {object} on simulated cluster {self.name}"
             ) from e
 
+    def _record(self, record: StepRecord) -> None:
+        self.history.append(record)
+        if len(self.history) > self.history_limit:
+            del self.history[: len(self.history) - self.history_limit // 2]
+
     def _next_version(self) -> int:
         self._version += 1
         return self._version
@@ -264,12 +275,12 @@ class SimExecutor:
             or existing.taskset != task.taskset_name
         ):
             self.objects[key] = LiveObject(manifest, task.taskset_name, self._next_version())
-        self.history.append(StepRecord(task.taskset_name, task.generation, phase, key, "apply"))
+        self._record(StepRecord(task.taskset_name, task.generation, phase, key, "apply"))
         if step.job is not None:
-            self.history.append(
+            self._record(
                 StepRecord(task.taskset_name, task.generation, phase, _key(step.job), "job")
             )
 
     def _delete(self, task: ClusterTask, phase: str, key: str) -> None:
         self.objects.pop(key, None)
-        self.history.append(StepRecord(task.taskset_name, task.generation, phase, key, "delete"))
+        self._record(StepRecord(task.taskset_name, task.generation, phase, key, "delete"))

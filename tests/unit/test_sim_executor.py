@@ -165,3 +165,17 @@ async def test_inventory_digests_the_live_objects_so_drift_changes_it() -> None:
 def test_editing_an_unknown_object_is_a_clear_error() -> None:
     with pytest.raises(SimulationError, match="no live object"):
         sim().edit("Deployment/apps/nope", "/spec/replicas", 1)
+
+
+async def test_a_cluster_keeps_only_its_latest_step_records() -> None:
+    cluster = SimExecutor(name="sim", clock=lambda: NOW, history_limit=10)
+    for generation in range(1, 8):
+        await cluster.apply(task(WEB, generation=generation))
+    assert 5 <= len(cluster.history) <= 10
+    assert [(r.generation, r.phase, r.action) for r in cluster.history[-5:]] == [
+        (7, "init", "apply"),
+        (7, "install", "apply"),
+        (7, "install", "apply"),
+        (7, "postInstall", "apply"),
+        (7, "postInstall", "job"),
+    ]
