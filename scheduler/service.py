@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from events.catalog import SCHEDULE_CHUNK, ClusterDeregistered, ClusterTaskScheduled, Event
-from events.errors import ConcurrencyConflict, EventLogError
+from events.errors import ConcurrencyConflict, EventLogError, EventLogUnavailable
 from events.ids import new_event_id
 from events.store import Append, EventStore
 from events.streams import EVENTS_STREAM, REPORTS_STREAM
@@ -153,21 +153,36 @@ class Lease:
         self.seq = 0
 
     async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait until this process holds the lease (True), or `stop` is set (False)."""
-        await self.bus.ensure_lease_stream()
+        """Wait until this process holds the lease (True), or `stop` is set (False).
+
+        A hub whose JetStream does not answer yet (still starting, electing leaders, or too
+        busy to answer within the request's time) is waited for, with one warning, rather
+        than ending the scheduler: nothing is decided before the lease is held."""
+        stream_ensured = False
         announced = False
+        unreachable = False
         while not stop.is_set():
-            seq, holder = await self.bus.lease_holder()
-            if seq == 0 or holder == self.holder:
-                try:
-                    self.seq = await self.bus.write_lease(self.holder, seq, self.ttl_s)
-                    log.info("scheduler %s holds the lease", self.holder)
-                    return True
-                except LeaseLost:
-                    pass
-            elif not announced:
-                log.info("scheduler %s waits: %s holds the lease", self.holder, holder)
-                announced = True
+            try:
+                if not stream_ensured:
+                    await self.bus.ensure_lease_stream()
+                    stream_ensured = True
+                seq, holder = await self.bus.lease_holder()
+                if seq == 0 or holder == self.holder:
+                    try:
+                        self.seq = await self.bus.write_lease(self.holder, seq, self.ttl_s)
+                        log.info("scheduler %s holds the lease", self.holder)
+                        return True
+                    except LeaseLost:
+                        pass
+                elif not announced:
+                    log.info("scheduler %s waits: %s holds the lease", self.holder, holder)
+                    announced = True
+            except EventLogUnavailable as e:
+                if not unreachable:
+                    log.warning(
+                        "scheduler %s cannot reach the lease yet, asking again: %s", self.holder, e
+                    )
+                    unreachable = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.ttl_s / 4))
         return False
@@ -181,6 +196,10 @@ class Lease:
                 return
             try:
                 self.seq = await self.bus.write_lease(self.holder, self.seq, self.ttl_s)
+            except EventLogUnavailable as e:
+                # Asked again at the next renewal: a lease that lapsed meanwhile and was taken
+                # by another scheduler is refused then (LeaseLost below), never written over.
+                log.warning("scheduler %s could not renew its lease yet: %s", self.holder, e)
             except LeaseLost:
                 # Expired while this process was busy: take it back only if nobody else has.
                 # Even then nothing is decided twice: every append is conditional.

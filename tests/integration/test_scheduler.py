@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 from typing import Any
+
+import pytest
 
 from events.catalog import (
     ClusterTaskRefused,
@@ -15,6 +18,7 @@ from events.catalog import (
 )
 from events.store import EventStore
 from scheduler.service import SchedulerService
+from tests.conftest import HubNats
 from tests.eventually import eventually
 from tests.integration.scheduler_harness import (
     desired,
@@ -227,3 +231,31 @@ async def test_only_one_scheduler_decides_and_a_second_takes_over_when_it_stops(
         await asyncio.wait_for(task, timeout=20)
     generations = [e.generation for e in await scheduled_of(event_store)]
     assert generations == [1, 2]
+
+
+async def test_a_scheduler_started_while_jetstream_does_not_answer_waits_for_it(
+    event_store: EventStore, hub_nats: HubNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under a stalled or restarting hub the lease cannot be read: the scheduler says so once
+    and asks again, then schedules once JetStream answers, instead of ending."""
+    await event_store.append([registered("a")])
+    reports = await reports_store(event_store)
+    hub_nats.server.stop()
+    scheduler = SchedulerService(event_store, reports, None, holder="patient", lease_ttl_s=3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        with caplog.at_level(logging.WARNING, logger="scheduler.service"):
+            await eventually(
+                lambda: "cannot reach the lease yet" in caplog.text,
+                what="the scheduler saying it cannot reach the lease",
+                within=60,
+            )
+        assert not task.done(), "the scheduler ended while JetStream did not answer"
+        await asyncio.to_thread(hub_nats.server.start)
+        await eventually(lambda: scheduler.ready.is_set(), what="the scheduler ready", within=60)
+        await event_store.append([published(make_taskset("web"), 1, clusters=["a"])])
+        await eventually(lambda: _is(event_store, ["a"], {"a": 1}), what="the taskset scheduled")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
