@@ -490,10 +490,11 @@ class Connector:
             told = edge_readiness(ready, self.controller)
         await self.inventory_sink.publish(digest)
         if told is not None and told != self._told_readiness:
-            why = [reason] if reason else []
-            if self.controller is not None and not self.controller.ready:
-                why.append(f"cluster controller: {self.controller.reason}")
-            log.info("edge readiness told to the hub: %s", _readiness_said(told, "; ".join(why)))
+            controller_reason = self.controller.reason if self.controller is not None else ""
+            log.info(
+                "edge readiness told to the hub: %s",
+                _readiness_said(told, reason, controller_reason),
+            )
         self._told_readiness = told
         if full:
             self._capabilities_sent = digest_of_caps
@@ -526,10 +527,14 @@ class Connector:
             self._outbox.task_done()
 
 
-def _readiness_said(readiness: EdgeReadiness, reason: str) -> str:
-    """The readiness told to the hub, with the reason the connector gave for it."""
+def _readiness_said(readiness: EdgeReadiness, reason: str, controller_reason: str) -> str:
+    """The readiness told to the hub, each verdict with the reason given for it."""
     ready, controller = readiness
     said = f"connector {'ready' if ready else 'not ready'}"
+    if reason:
+        said += f" ({reason})"
     if controller is not None:
         said += f", cluster controller {'ready' if controller else 'not ready'}"
-    return f"{said} ({reason})" if reason else said
+        if controller_reason:
+            said += f" ({controller_reason})"
+    return said
