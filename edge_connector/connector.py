@@ -447,10 +447,8 @@ class Connector:
                 self.controller = controller
             now = edge_readiness(ready, self.controller)
             if now != self._told_readiness and not self._inventory_now.is_set():
-                log.info(
-                    "edge readiness changed (%s); telling the hub now",
-                    _readiness_text(now),
-                )
+                # Logged once the digest is sent (`_send_inventory`), with the state it
+                # carries: by then the edge may be back where the hub was last told.
                 self.send_inventory_now()
 
     async def _send_inventory(self) -> None:
@@ -480,6 +478,7 @@ class Connector:
             with_capabilities=full,
         )
         told: EdgeReadiness | None = None
+        reason = ""
         if self.hub_link is not None:
             ready, reason, _ = await self.readiness()
             digest = msgspec.structs.replace(
@@ -490,6 +489,12 @@ class Connector:
             )
             told = edge_readiness(ready, self.controller)
         await self.inventory_sink.publish(digest)
+        if told is not None and told != self._told_readiness:
+            controller_reason = self.controller.reason if self.controller is not None else ""
+            log.info(
+                "edge readiness told to the hub: %s",
+                _readiness_said(told, reason, controller_reason),
+            )
         self._told_readiness = told
         if full:
             self._capabilities_sent = digest_of_caps
@@ -522,9 +527,14 @@ class Connector:
             self._outbox.task_done()
 
 
-def _readiness_text(readiness: EdgeReadiness) -> str:
+def _readiness_said(readiness: EdgeReadiness, reason: str, controller_reason: str) -> str:
+    """The readiness told to the hub, each verdict with the reason given for it."""
     ready, controller = readiness
     said = f"connector {'ready' if ready else 'not ready'}"
+    if reason:
+        said += f" ({reason})"
     if controller is not None:
         said += f", cluster controller {'ready' if controller else 'not ready'}"
+        if controller_reason:
+            said += f" ({controller_reason})"
     return said

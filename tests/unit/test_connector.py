@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -462,3 +463,39 @@ def test_held_tasks_refuse_the_whole_task_of_one_no_longer_held() -> None:
         held.whole(first)
     tombstone = held.hold(task(web(2), generation=3, removed=True))
     assert held.whole(tombstone).removed
+
+
+async def test_the_log_follows_the_readiness_the_hub_is_told_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = SwitchedLink(connected=False)
+    rig = Rig()
+    hourly(rig, min_send_gap=0.2)
+    rig.connector.hub_link = link
+    caplog.set_level(logging.INFO, logger="edge_connector.connector")
+
+    def lines() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith("edge readiness told to the hub")
+        ]
+
+    async with rig:
+        await eventually(lambda: len(rig.inventory.sent) == 1, "the first digest")
+        assert lines() == [
+            "edge readiness told to the hub: connector not ready (not connected to the hub: hub)"
+        ]
+        link.flapping = True
+        looked = link.looks
+        await eventually(lambda: link.looks >= looked + 40, "readiness changing many times")
+        link.flapping = False
+        link.connected = True
+        await eventually(lambda: told(rig)[-1:] == [(True, None)], "the last state told")
+        said = told(rig)
+        changes = [now for before, now in zip([None, *said], said, strict=False) if now != before]
+        assert len(lines()) == len(changes), "one line per change the hub heard, no more"
+        assert lines()[-1] == (
+            "edge readiness told to the hub: connector ready "
+            "(connected to the hub (hub) and caught up)"
+        )
