@@ -139,6 +139,14 @@ def coalesced(
     return batch
 
 
+def first_cause(error: BaseException) -> BaseException:
+    """The first error that is not a group: what the log names when a task group of the
+    scheduler ends (its own groups nest, and "unhandled errors in a TaskGroup" says nothing)."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -270,13 +278,13 @@ class SchedulerService:
                     await cancel_and_wait([keeper])
             except* (LeaseLost, ConcurrencyConflict) as group_error:
                 log.warning(
-                    "scheduler %s stops deciding: %s", self.holder, group_error.exceptions[0]
+                    "scheduler %s stops deciding: %s", self.holder, first_cause(group_error)
                 )
             except* EventLogError as group_error:
                 log.warning(
                     "scheduler %s lost the log, starting over: %s",
                     self.holder,
-                    group_error.exceptions[0],
+                    first_cause(group_error),
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
