@@ -29,6 +29,7 @@ values key. What the install would see is followed closely:
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -77,7 +78,13 @@ from normalizer.errors import (
     ValuesRejected,
 )
 from normalizer.fastyaml import json_text_of
-from normalizer.probe import ChartTemplates, TplText, is_template_file, tpl_text
+from normalizer.probe import (
+    ChartTemplates,
+    TplText,
+    copy_name,
+    is_template_file,
+    tpl_text,
+)
 from normalizer.tar_reading import tar_files, tarfile_files
 from normalizer.taskset_spec import apply_settings, has_setting_annotations
 from taskset.capabilities import RenderContext
@@ -384,6 +391,10 @@ class _ProbeSource:
 _VALUES_FILE = re.compile(r"[^/]+(?:/charts/[^/]+)*/values\.yaml")
 
 
+_ANY_TEXT = TplText(varies=True, changes_state=True, names_template=True)
+"""What a text that cannot be read may do."""
+
+
 def _values_tpl_text(data: bytes) -> TplText:
     """What the strings of a chart's default values do rendered by `tpl` (comments, which
     hold examples, are not values). Any YAML reader reads the same strings; rapidyaml is the
@@ -392,7 +403,7 @@ def _values_tpl_text(data: bytes) -> TplText:
         return TplText()
     written = json_text_of(data)
     if written is None:
-        return TplText(varies=True, changes_state=True)
+        return _ANY_TEXT
     return tpl_text(written)
 
 
@@ -432,14 +443,19 @@ _PROBES: OrderedDict[tuple[str, TplText], bytes | None] = OrderedDict()
 PROBE_ARCHIVES = 16
 
 
+def _tpl_texts(source: _ProbeSource, values: Mapping[str, Any]) -> TplText:
+    """What the texts `tpl` may render do: the chart's, and the values given."""
+    try:
+        return source.texts | tpl_text(orjson.dumps(dict(values)).decode())
+    except orjson.JSONEncodeError:  # not JSON's kinds of values: whatever they hold may run
+        return _ANY_TEXT
+
+
 def _probe_archive(address: str, source: _ProbeSource, values: Mapping[str, Any]) -> bytes | None:
     """The archive of the probe chart for a render with `values`, or None when the whole
     chart must be rendered again (`normalizer.probe`); kept by archive and by what the texts
     `tpl` renders may do."""
-    try:
-        tpl = source.texts | tpl_text(orjson.dumps(dict(values)).decode())
-    except orjson.JSONEncodeError:  # not JSON's kinds of values: whatever they hold may run
-        tpl = TplText(varies=True, changes_state=True)
+    tpl = _tpl_texts(source, values)
     key = (address, tpl)
     if key in _PROBES:
         _PROBES.move_to_end(key)
@@ -460,6 +476,77 @@ def probe_chart_archive(archive: bytes, values: Mapping[str, Any]) -> bytes | No
     return _probe_archive(digest_bytes(archive), _probe_source(archive_files(archive)), values)
 
 
+@dataclass(frozen=True)
+class _WithCopies:
+    """The chart with a copy of each template whose output can differ beside it
+    (`ChartTemplates.copies`): rendered instead of the chart, one engine call gives what the
+    chart renders and a second render of those templates."""
+
+    archive: bytes
+    copies: Mapping[str, str]
+    """The original template of each copy, by the copy's name."""
+
+
+_WITH_COPIES: OrderedDict[tuple[str, TplText], _WithCopies | None] = OrderedDict()
+
+
+def _archive_with_copies(
+    address: str, archive: bytes, source: _ProbeSource, values: Mapping[str, Any]
+) -> _WithCopies | None:
+    """The chart `archive` with copies for a render with `values`, or None when the copies
+    could change what a template renders (the probe is then rendered on its own); kept like
+    the probe's archive."""
+    tpl = _tpl_texts(source, values)
+    key = (address, tpl)
+    if key in _WITH_COPIES:
+        _WITH_COPIES.move_to_end(key)
+        return _WITH_COPIES[key]
+    copied = source.templates.copies(tpl)
+    found: _WithCopies | None = None
+    data = dict(source.files)
+    if copied is not None and copied <= data.keys():
+        names = {copy_name(name): name for name in sorted(copied)}
+        found = _WithCopies(
+            _archive_ahead(archive, [(copy, data[name]) for copy, name in names.items()]),
+            names,
+        )
+    _WITH_COPIES[key] = found
+    while len(_WITH_COPIES) > PROBE_ARCHIVES:
+        _WITH_COPIES.popitem(last=False)
+    return found
+
+
+def _archive_ahead(archive: bytes, files: Sequence[tuple[str, bytes]]) -> bytes:
+    """`archive` with `files` before its own: a gzip member holding their tar entries (with
+    no end-of-archive blocks), then the archive's bytes as they are. A gzip reader reads
+    members one after the other as one stream, and a tar reader reads entries until those
+    blocks, so the chart is neither unpacked nor packed again."""
+    if not files:
+        return archive
+    entries: list[bytes] = []
+    for name, data in files:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        entries.append(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        entries.append(data + bytes(-len(data) % tarfile.BLOCKSIZE))
+    return igzip.compress(b"".join(entries), compresslevel=1, mtime=0) + archive
+
+
+def _split_copies(
+    rendered: Mapping[str, str], copies: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]] | None:
+    """What the chart renders, and what the copies render by their originals' names; None
+    when a copy rendered without its original or the other way round."""
+    again: dict[str, str] = {}
+    for copy, original in copies.items():
+        if (copy in rendered) != (original in rendered):
+            return None
+        if copy in rendered:
+            again[original] = rendered[copy]
+    return {t: text for t, text in rendered.items() if t not in copies}, again
+
+
 def _tar_gz(files: Sequence[tuple[str, bytes]]) -> bytes:
     """Files as a .tgz for Helm to load (quickly: it is read once, in this process)."""
     buffer = io.BytesIO()
@@ -472,7 +559,10 @@ def _tar_gz(files: Sequence[tuple[str, bytes]]) -> bytes:
     return igzip.compress(buffer.getvalue(), compresslevel=1, mtime=0)
 
 
-def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
+def index_archive(
+    files: Sequence[tuple[str, bytes]], templates: _Templates | None = None
+) -> ArchiveIndex:
+    """What a render keeps of an archive's files (`templates`: their scan, if made)."""
     roots = {name.split("/", 1)[0] for name, _ in files}
     crds: list[_CrdFile] = []
     plain = len(roots) == 1
@@ -489,7 +579,8 @@ def index_archive(files: Sequence[tuple[str, bytes]]) -> ArchiveIndex:
         if found["nested"] is not None:
             plain = False
         crds.append(_CrdFile(found["owner"] or "", name, hashlib.sha256(data).digest()))
-    templates = _scan_templates(files)
+    if templates is None:
+        templates = _scan_templates(files)
     return ArchiveIndex(
         templates=templates,
         root=next(iter(roots)) if len(roots) == 1 else "",
@@ -583,6 +674,7 @@ def forget_chart_caches() -> None:
     _CRD_CACHE.clear()
     _INDEXED.clear()
     _PROBES.clear()
+    _WITH_COPIES.clear()
 
 
 def _capabilities_note(templates: _Templates, capabilities: Capabilities) -> list[str]:
@@ -750,35 +842,30 @@ def _keep_previous_values(
                 others.append(render_again())
 
 
-def _close_when_loaded(loading: Future[_Loaded]) -> None:
+_FirstRender = tuple[_Loaded, dict[str, str] | None]
+"""The chart's render, and the second render of the templates whose output can differ when
+it came from the same engine call (`_WithCopies`)."""
+
+
+def _close_when_loaded(loading: Future[_FirstRender]) -> None:
     """Wait for the engine's load and render, and close the chart it loaded, if it did: the
     render is given up (the error that stops it is on its way)."""
     wait([loading])
     if loading.exception() is None:
-        loading.result().chart.close()
+        loading.result()[0].chart.close()
 
 
-def _indexed_archive(
-    archive: bytes, address: str, label: str, loading: Future[_Loaded]
-) -> tuple[list[tuple[str, bytes]], ArchiveIndex]:
-    """The archive's files (none when its index is kept from an earlier render) and its
-    index, read while the engine loads it."""
+def _indexed(address: str) -> ArchiveIndex | None:
     index = _INDEXED.get(address)
     if index is not None:
         _INDEXED.move_to_end(address)
-        return [], index
-    try:
-        files = archive_files(archive)
-    except (tarfile.TarError, OSError, EOFError, _INFLATE_ERROR, ValueError) as e:
-        wait([loading])
-        if isinstance(loading.exception(), ChartNotLoadable):
-            loading.result()  # Helm's own word on an archive it cannot load comes first
-        raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
-    index = index_archive(files)
+    return index
+
+
+def _keep_index(address: str, index: ArchiveIndex) -> None:
     _INDEXED[address] = index
     while len(_INDEXED) > INDEXED_ARCHIVES:
         _INDEXED.popitem(last=False)
-    return files, index
 
 
 def render_archive(
@@ -800,29 +887,86 @@ def render_archive(
     """
     address = digest_bytes(archive)
     # The engine runs natively without the GIL: while it loads and renders the chart, this
-    # thread unpacks the archive, scans its templates and reads its crds/ ahead; a chart that
-    # generates values is rendered a second time meanwhile, as a probe when it can be
-    # (`normalizer.probe`), on its own chart handle, since a render changes the chart it is
-    # given.
+    # thread reads the archive's crds/ ahead (and, the first time, unpacks and indexes it). A
+    # chart that generates values is rendered a second time: in the same engine call, with
+    # copies of the templates whose output can differ (`_WithCopies`), once its templates are
+    # read; or else meanwhile, as a probe when it can be (`normalizer.probe`), on its own chart
+    # handle, since a render changes the chart it is given.
     named: Future[str] = Future()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
-        loading = pool.submit(
-            _load_and_render, archive, label, named, values, name, namespace, capabilities, release
-        )
-        try:
-            files, index = _indexed_archive(archive, address, label, loading)
-            probe_archive = (
-                _probe_archive(address, index.probe, values) if index.probe is not None else None
+
+    def first_render(with_copies: _WithCopies | None) -> _FirstRender:
+        """The chart's render; with copies, the copies' too. Where the copies do not render
+        as their originals would (a copy, rendered first, failing, or only one of the two
+        rendering), the chart is rendered alone: it says what is wrong with it."""
+        if with_copies is not None and with_copies.archive is archive:
+            loaded = _load_and_render(
+                archive, label, named, values, name, namespace, capabilities, release
             )
+            return loaded, {}
+        if with_copies is not None:
+            attempt: Future[str] = Future()
+            try:
+                loaded = _load_and_render(
+                    with_copies.archive,
+                    label,
+                    attempt,
+                    values,
+                    name,
+                    namespace,
+                    capabilities,
+                    release,
+                )
+            except (NormalizerError, InvalidName):
+                pass
+            else:
+                split = _split_copies(loaded.rendered, with_copies.copies)
+                if split is not None:
+                    named.set_result(loaded.name)
+                    return dataclasses.replace(loaded, rendered=split[0]), split[1]
+                loaded.chart.close()
+        loaded = _load_and_render(
+            archive, label, named, values, name, namespace, capabilities, release
+        )
+        return loaded, None
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="helm") as pool:
+        loading: Future[_FirstRender] | None = None
+        files: list[tuple[str, bytes]] = []
+        try:
+            index = _indexed(address)
+            if index is None:
+                try:
+                    files = archive_files(archive)
+                except (tarfile.TarError, OSError, EOFError, _INFLATE_ERROR, ValueError) as e:
+                    loading = pool.submit(first_render, None)
+                    wait([loading])
+                    if isinstance(loading.exception(), ChartNotLoadable):
+                        loading.result()  # Helm's own word on an archive it cannot load first
+                    raise ChartNotLoadable(f"{label} is not a readable chart archive: {e}") from e
+                scanned = _scan_templates(files)
+                if not scanned.generate_values:  # the engine need not wait for the index
+                    loading = pool.submit(first_render, None)
+                index = index_archive(files, scanned)
+                _keep_index(address, index)
+            with_copies = None
+            if index.probe is not None and index.templates.generate_values:
+                with_copies = _archive_with_copies(address, archive, index.probe, values)
+            if loading is None:
+                loading = pool.submit(first_render, with_copies)
         except BaseException:
-            _close_when_loaded(loading)
+            if loading is not None:
+                _close_when_loaded(loading)
             raise
         templates = index.templates
+        probe_source = index.probe
 
         def render_again() -> dict[str, str]:
             """The probe chart's render, or the whole chart's when there is no probe (or the
             probe, against expectation, does not render)."""
             release_name = named.result()
+            probe_archive = (
+                _probe_archive(address, probe_source, values) if probe_source is not None else None
+            )
             if probe_archive is not None:
                 with suppress(helm_python.HelmError):
                     return _render_archive_again(
@@ -832,13 +976,15 @@ def render_archive(
                 archive, values, release_name, namespace, capabilities, release
             )
 
-        probe = pool.submit(render_again) if templates.generate_values else None
+        probe = (
+            pool.submit(render_again) if templates.generate_values and with_copies is None else None
+        )
         try:
             read_ahead = _read_crds_ahead(index, files)
         except BaseException:
             _close_when_loaded(loading)
             raise
-        loaded = loading.result()
+        loaded, again = loading.result()
         name = loaded.name
         with loaded.chart as chart:
             chart_name, chart_version = loaded.chart_name, loaded.chart_version
@@ -851,7 +997,10 @@ def render_archive(
         rendered = loaded.rendered
         documents = _rendered_documents(rendered)
         with _translated_errors(chart_name):
-            again = probe.result() if probe is not None else None
+            if probe is not None:
+                again = probe.result()
+            elif templates.generate_values and again is None:
+                again = render_again()
     notes = _capabilities_note(templates, capabilities)
     if again is not None:
         # a probe renders only some templates: those are compared

@@ -160,6 +160,9 @@ class _Unit:
     """It calls `tpl`."""
     dynamic: bool = False
     """It calls a template by a name computed while rendering: any template at all."""
+    names_template: bool = False
+    """It reads `.Template` otherwise than as `.Template.BasePath` (its `.Name` above all),
+    or names something `Template`: what differs between a template and a copy of it."""
 
 
 @dataclass
@@ -228,6 +231,14 @@ def _changes_state(code: str, words: set[str]) -> bool:
     return False
 
 
+_TEMPLATE_OBJECT = re.compile(r"(?<![\w$])Template(?!\.BasePath(?!\w))")
+"""`.Template`, `$.Template.Name`, a key "Template"... anything but `.Template.BasePath`."""
+
+
+def _names_template(code: str) -> bool:
+    return "Template" in code and _TEMPLATE_OBJECT.search(code) is not None
+
+
 def _note_words(unit: _Unit, words: set[str], code: str) -> None:
     if not words.isdisjoint(NONDETERMINISTIC_FUNCTIONS):
         unit.varies = True
@@ -237,6 +248,8 @@ def _note_words(unit: _Unit, words: set[str], code: str) -> None:
         unit.uses_files = True
     if "tpl" in words:
         unit.renders_text = True
+    if _names_template(code):
+        unit.names_template = True
 
 
 @dataclass(frozen=True)
@@ -245,22 +258,29 @@ class TplText:
 
     varies: bool = False
     changes_state: bool = False
+    names_template: bool = False
+    """It reads `.Template` (see `_Unit.names_template`)."""
 
     def __or__(self, other: TplText) -> TplText:
-        return TplText(self.varies or other.varies, self.changes_state or other.changes_state)
+        return TplText(
+            self.varies or other.varies,
+            self.changes_state or other.changes_state,
+            self.names_template or other.names_template,
+        )
 
 
 def tpl_text(text: str) -> TplText:
     """What `text`, rendered by `tpl`, may do (calling another template: anything)."""
-    varies = changes = False
+    varies = changes = names = False
     start = text.find("{{")
-    while start >= 0 and not (varies and changes):
+    while start >= 0 and not (varies and changes and names):
         end = text.find("}}", start + 2)
         end = len(text) if end < 0 else end
         varies = varies or _NESTED_VARYING.search(text, start + 2, end) is not None
         changes = changes or _NESTED_CHANGING.search(text, start + 2, end) is not None
+        names = names or _names_template(text[start + 2 : end])
         start = text.find("{{", start + 2)
-    return TplText(varies, changes)
+    return TplText(varies, changes, names)
 
 
 def _unescaped(quoted: str) -> str:
@@ -279,6 +299,8 @@ def _read_code(unit: _Unit, bodies: Iterable[str]) -> None:
     )
     bare = _STRINGS.sub(" ", code) if '"' in code or "'" in code else code
     _note_words(unit, _names_called(bare), bare)
+    if _names_template(code):
+        unit.names_template = True
     for pattern in _CALLS:
         for call in pattern.finditer(code):
             before = code[call.start() - 1] if call.start() > 0 else " "
@@ -393,14 +415,58 @@ class ProbePlan:
         return found.group(2) in CHART_DEFINITION or found.group(1) in self.reads_files_of
 
 
-def _closure(units: Mapping[str, list[_Unit]], marked: Callable[[_Unit], bool]) -> set[str]:
-    """The names (files and named templates) with a `marked` unit, or calling one."""
-    found = {name for name, named in units.items() if any(marked(unit) for unit in named)}
+COPY_SUFFIX = ".fleetbus-probe"
+"""A template's copy is rendered beside it, under its name with this suffix (`copies`): at
+the same depth, so Helm renders it next to its original."""
+
+
+def copy_name(template: str) -> str:
+    """The name of a template file's copy (`ChartTemplates.copies`)."""
+    return template + COPY_SUFFIX
+
+
+def render_order(template: str) -> tuple[int, str]:
+    """Helm renders a chart's template files by this key, highest first: deepest paths first
+    (subcharts' before their parent's), then names in reverse order."""
+    return template.count("/"), template
+
+
+def _varies(unit: _Unit, tpl: TplText) -> bool:
+    """Whether what `unit` renders may differ between renders (`tpl`: what texts `tpl`
+    renders may do)."""
+    return unit.varies or unit.dynamic or (tpl.varies and unit.renders_text)
+
+
+def _mutates(unit: _Unit, tpl: TplText) -> bool:
+    """Whether `unit` may change a dictionary other templates see."""
+    return unit.mutates or unit.dynamic or (tpl.changes_state and unit.renders_text)
+
+
+def _rendered_alone(template: str) -> bool:
+    """Whether Helm renders a template file into its output: not a partial (`_*`), not
+    NOTES.txt (which is no object)."""
+    base = template.rsplit("/", 1)[-1]
+    return not base.startswith("_") and base != "NOTES.txt"
+
+
+def _callers(units: Mapping[str, list[_Unit]]) -> dict[str, set[str]]:
+    """The names (files and named templates) calling each name."""
     callers: dict[str, set[str]] = {}
     for name, named in units.items():
         for unit in named:
             for called in unit.calls:
                 callers.setdefault(called, set()).add(name)
+    return callers
+
+
+def _closure(
+    units: Mapping[str, list[_Unit]],
+    marked: Callable[[_Unit], bool],
+    callers: Mapping[str, set[str]],
+) -> set[str]:
+    """The names (files and named templates) with a `marked` unit, or calling one (`callers`:
+    `_callers(units)`)."""
+    found = {name for name, named in units.items() if any(marked(unit) for unit in named)}
     pending = list(found)
     while pending:
         for caller in callers.get(pending.pop(), ()):
@@ -419,6 +485,7 @@ class ChartTemplates:
         for read in self.files.values():
             for defined, unit in read.defines.items():
                 self.units.setdefault(defined, []).append(unit)
+        self._callers = _callers(self.units)
 
     @property
     def read_files(self) -> bool:
@@ -438,15 +505,9 @@ class ChartTemplates:
         files or the templates' strings: `tpl_text_varies`) may vary; None when a template
         the probe renders calls one by a name this reading cannot resolve."""
 
-        def varies(unit: _Unit) -> bool:
-            return unit.varies or unit.dynamic or (tpl.varies and unit.renders_text)
-
-        def mutates(unit: _Unit) -> bool:
-            return unit.mutates or unit.dynamic or (tpl.changes_state and unit.renders_text)
-
         files = self.files
-        varying = _closure(self.units, varies)
-        changing = _closure(self.units, mutates)
+        varying = _closure(self.units, lambda unit: _varies(unit, tpl), self._callers)
+        changing = _closure(self.units, lambda unit: _mutates(unit, tpl), self._callers)
         if varying & changing & self._reachable():
             return None  # what varies may be stored where any template reads it
         kept = {name for name, read in files.items() if read.defines}
@@ -470,6 +531,66 @@ class ChartTemplates:
             templates=frozenset(kept),
             reads_files_of=frozenset(reading),
         )
+
+    def copies(self, tpl: TplText) -> frozenset[str] | None:
+        """The template files to render twice in one render, each beside a copy of itself
+        (`copy_name`), or None when the copies could change
+        what a template renders (then the probe is rendered on its own: `probe`).
+
+        One render then gives both renders of every template whose output can differ: the
+        chart is loaded and its values merged once. Helm renders a chart's templates one after
+        the other, deepest paths first and names in reverse order at each depth, all with the
+        same values; a copy renders the same text with the same values, so it renders as its
+        original does, with its own random draws, unless:
+
+        - it reads `.Template` (other than `.Template.BasePath`, which a copy shares), whose
+          `Name` is the copy's own (a `tpl` text may read it too);
+        - it, or a template it calls, changes a dictionary: every template rendered after it
+          would see the change twice;
+        - a template that changes a dictionary renders between the copy and its original, so
+          that they see different values;
+        - it defines named templates (a later definition replaces an earlier one), or calls
+          one by a computed name.
+
+        Partials (`_*`) and NOTES.txt render no object and are not copied."""
+        if self.probe(tpl) is None:
+            return None
+        copied = frozenset(
+            name
+            for name in _closure(self.units, lambda unit: _varies(unit, tpl), self._callers)
+            & self.files.keys()
+            if _rendered_alone(name)
+        )
+        return copied if self._copies_hold(copied, tpl) else None
+
+    def copies_hold(self, copied: frozenset[str], tpl: TplText) -> bool:
+        """Whether rendering the template files `copied` each beside a copy of itself gives a
+        second render of every template whose output can differ, without changing what any
+        template renders (see `copies`)."""
+        needed = self.copies(tpl)
+        return needed is not None and needed <= copied and self._copies_hold(copied, tpl)
+
+    def _copies_hold(self, copied: frozenset[str], tpl: TplText) -> bool:
+        files = self.files
+        if not copied <= files.keys() or any(name.endswith(COPY_SUFFIX) for name in files):
+            return False
+        changing = (
+            _closure(self.units, lambda unit: _mutates(unit, tpl), self._callers) & files.keys()
+        )
+        for name in copied:
+            if name in changing or files[name].defines or not _rendered_alone(name):
+                return False
+            for unit in self._rendered_by(name):
+                if (
+                    unit.dynamic
+                    or unit.names_template
+                    or (tpl.names_template and unit.renders_text)
+                ):
+                    return False
+            low, high = sorted((render_order(name), render_order(copy_name(name))))
+            if any(low < render_order(other) < high for other in changing):
+                return False
+        return True
 
     def _reachable(self) -> set[str]:
         """The names of the templates a full render renders: every file, and what they call."""

@@ -14,6 +14,7 @@ from helm_python import _native as helm_native
 
 from normalizer import helm as helm_adapter
 from normalizer.errors import ChartNotLoadable, ChartRenderFailed, InvalidYaml
+from normalizer.probe import ChartTemplates
 
 GENERATING_TEMPLATE = (
     "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {{ .Release.Name }}-password\n"
@@ -107,10 +108,11 @@ def test_a_render_interrupted_while_the_engine_renders_closes_its_chart(
 ) -> None:
     archive = chart_archive(tmp_path, {"secret.yaml": GENERATING_TEMPLATE})
 
-    def interrupted(files: object) -> object:
+    def interrupted(*read: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(helm_adapter, "index_archive", interrupted)
+    # the crds/ are read while the engine renders
+    monkeypatch.setattr(helm_adapter, "_read_crds_ahead", interrupted)
     handles = helm_native.open_handles_count()
     with pytest.raises(KeyboardInterrupt) as caught:
         helm_adapter.render_archive(archive, {}, name="rel", namespace="team")
@@ -123,9 +125,11 @@ def test_a_render_interrupted_while_the_engine_renders_closes_its_chart(
 def test_a_failing_second_render_surfaces_with_the_engines_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The second render runs on its own thread; what stops it is reported as a render
-    error of the chart, as the first render's would be."""
+    """The second render, when the chart cannot be rendered with copies of its generating
+    templates, runs on its own thread; what stops it is reported as a render error of the
+    chart, as the first render's would be."""
     archive = chart_archive(tmp_path, {"secret.yaml": GENERATING_TEMPLATE})
+    monkeypatch.setattr(ChartTemplates, "copies", lambda self, tpl: None)
     calls = 0
 
     def render_again(*args: object, **kwargs: object) -> dict[str, str]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from normalizer.probe import ChartTemplates, ProbePlan, TplText, tpl_text
+from normalizer.probe import (
+    ChartTemplates,
+    ProbePlan,
+    TplText,
+    copy_name,
+    render_order,
+    tpl_text,
+)
 
 NOTHING = TplText()
 
@@ -166,3 +173,103 @@ def test_files_read_by_a_kept_template_are_kept_for_its_own_chart_only() -> None
     assert not found.keeps("app/charts/crds/templates/job.yaml")
     assert found.keeps("app/charts/crds/values.yaml")
     assert found.keeps("app/charts/crds/Chart.yaml")
+
+
+def copies(templates: dict[str, str], tpl: TplText = NOTHING) -> set[str] | None:
+    found = ChartTemplates(templates.items()).copies(tpl)
+    return set(found) if found is not None else None
+
+
+SECRET = "kind: Secret\nstringData:\n  password: {{ randAlphaNum 8 }}\n"
+
+
+def test_the_templates_whose_output_can_differ_are_copied_and_no_others() -> None:
+    templates = {
+        "app/templates/_helpers.tpl": '{{ define "app.token" }}{{ uuidv4 }}{{ end }}',
+        "app/templates/secret.yaml": SECRET,
+        "app/templates/token.yaml": 'token: {{ include "app.token" . }}',
+        "app/templates/deployment.yaml": "checksum: "
+        '{{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}',
+        "app/templates/static.yaml": STATIC,
+        "app/templates/NOTES.txt": "Your password: {{ randAlphaNum 8 }}",
+        "app/charts/db/templates/secret.yaml": SECRET,
+    }
+    assert copies(templates) == {
+        "app/templates/secret.yaml",
+        "app/templates/token.yaml",
+        "app/templates/deployment.yaml",
+        "app/charts/db/templates/secret.yaml",
+    }
+
+
+def test_a_copy_sorts_next_to_its_original_at_the_same_depth() -> None:
+    original = "app/charts/db/templates/secret.yaml"
+    between = sorted(
+        [
+            render_order("app/charts/db/templates/service.yaml"),
+            render_order("app/charts/web/templates/a.yaml"),
+            render_order("app/templates/secret.yaml"),
+        ]
+    )
+    low, high = sorted([render_order(original), render_order(copy_name(original))])
+    assert not [key for key in between if low < key < high]
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [
+        "source: {{ .Template.Name }}",
+        'source: {{ include "app.source" . }}',
+        "source: {{ $.Template | toJson }}",
+        'source: {{ tpl "{{ .Template.Name }}" . }}',
+    ],
+)
+def test_a_template_reading_its_own_name_is_not_copied(reader: str) -> None:
+    templates = {
+        "app/templates/_helpers.tpl": '{{ define "app.source" }}{{ .Template.Name }}{{ end }}',
+        "app/templates/secret.yaml": SECRET + reader,
+    }
+    assert copies(templates) is None
+
+
+def test_a_template_reading_its_base_path_is_copied() -> None:
+    templates = {"app/templates/secret.yaml": SECRET + "dir: {{ .Template.BasePath }}"}
+    assert copies(templates) == {"app/templates/secret.yaml"}
+
+
+def test_tpl_with_a_text_reading_the_template_name_is_not_copied() -> None:
+    templates = {"app/templates/secret.yaml": SECRET + "note: {{ tpl .Values.note . }}"}
+    assert copies(templates) == {"app/templates/secret.yaml"}
+    assert copies(templates, TplText(names_template=True)) is None
+    assert tpl_text("{{ .Template.Name }}").names_template
+    assert not tpl_text("{{ .Template.BasePath }}").names_template
+
+
+def test_a_copied_template_changing_values_is_not_copied() -> None:
+    templates = {
+        "app/templates/secret.yaml": '{{- $_ := set .Values "count" 1 }}\n' + SECRET,
+    }
+    assert copies(templates) is None
+
+
+def test_a_template_changing_values_elsewhere_does_not_stop_the_copies() -> None:
+    templates = {
+        "app/templates/secret.yaml": SECRET,
+        "app/charts/z/templates/defaults.yaml": '{{- $_ := set .Values "tier" "web" }}',
+    }
+    assert copies(templates) == {"app/templates/secret.yaml"}
+
+
+def test_a_template_changing_values_between_a_copy_and_its_original_stops_the_copies() -> None:
+    templates = {
+        "app/templates/secret.yaml": SECRET,
+        "app/templates/secret.yaml.changes": '{{- $_ := set .Values "tier" "web" }}',
+    }
+    assert copies(templates) is None
+
+
+def test_a_template_defining_names_is_not_copied() -> None:
+    templates = {
+        "app/templates/banner.yaml": '{{ block "app.banner" . }}{{ uuidv4 }}{{ end }}',
+    }
+    assert copies(templates) is None
