@@ -37,6 +37,10 @@ of that chart reads `.Files`, itself or through the named templates it calls.
 
 Not followed: template text assembled piece by piece from strings that do not hold a whole
 action (`print "{{ rand" "AlphaNum 4 }}"`) and then rendered by `tpl`.
+
+Where it can be shown to change nothing Helm renders, the probe is no second engine call:
+the template files whose output can differ are rendered beside a copy of each in the chart's
+own render (`ChartTemplates.copies`, which says when it cannot be shown).
 """
 
 from __future__ import annotations
