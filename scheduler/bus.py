@@ -152,7 +152,7 @@ class SchedulerBus:
                     f"{len(writes) - 1} other DESIRED write(s) within {self.patience:.0f} s"
                 )
             rounds += 1
-            if rounds == 2:
+            if rounds == 1:
                 log.warning(
                     "DESIRED is slow to answer: %d write(s) (%s, …) sent again, "
                     "waiting up to %.0f s more",

@@ -119,7 +119,7 @@ def stalled(hub_nats: HubNats) -> Iterator[None]:
 
 
 async def test_writes_a_stalled_server_answers_late_are_stored_once_without_an_error(
-    event_store: EventStore, hub_nats: HubNats
+    event_store: EventStore, hub_nats: HubNats, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Answers awaited 0.5 s: a stall of 6 s is more than every retry of one request.
     bus = SchedulerBus(event_store, timeout=0.5, patience=60.0)
@@ -134,6 +134,7 @@ async def test_writes_a_stalled_server_answers_late_are_stored_once_without_an_e
     state = (await event_store.stream_info(DESIRED_STREAM))["state"]
     assert state["messages"] == 40
     assert state["last_seq"] == 40, "a write sent again was stored a second time"
+    assert "DESIRED is slow to answer" in caplog.text
 
 
 async def test_writes_never_answered_end_after_the_patience(
