@@ -12,6 +12,16 @@ The request is renewed when its batch is used up or it ends (408 expired, 409 th
 up on it). Idle heartbeats prove it is still pending; when they stop (the hub restarted, the
 connection was re-established) the request is re-sent, so a lost request costs at most
 two heartbeats, not the rest of `expires`.
+
+Heartbeats also stop when they are only late (a hub busy for a few seconds): the request is
+then still pending on the server. So a request sent again after a silence goes with a new
+reply subject, and the old one is unsubscribed first: the server drops a waiting request
+whose reply subject nobody listens to any more, and each consumer keeps one request pending.
+Sent again on the same reply subject, the late requests piled up (a dozen per consumer at
+10,000 consumers, each with its own heartbeats), and the heartbeats of the pile kept the hub
+too busy to answer anything: a silence that feeds itself. A message the server delivered to
+an abandoned request is not lost: unacknowledged, it comes again after the consumer's
+`ack_wait`.
 """
 
 from __future__ import annotations
@@ -19,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from events.errors import EventLogUnavailable
 
@@ -91,28 +102,30 @@ class ContinuousPull:
         Runs until the consumer of the generator stops iterating; control messages are
         consumed here. Fails with `EventLogUnavailable` only if it cannot subscribe at all."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
-        inbox = self.nc.new_inbox()
 
         async def receive(msg: Msg) -> None:
             queue.put_nowait(msg)
 
-        try:
-            sub = await self.nc.subscribe(
-                inbox, cb=receive, pending_msgs_limit=0, pending_bytes_limit=0
+        async def listen() -> Subscription:
+            return await self.nc.subscribe(
+                self.nc.new_inbox(), cb=receive, pending_msgs_limit=0, pending_bytes_limit=0
             )
+
+        try:
+            sub = await listen()
         except nats.errors.Error as e:
             raise EventLogUnavailable(f"cannot pull {self.stream}/{self.durable}: {e}") from e
         settings = self.settings
         silence = 2 * settings.heartbeat + 1.0
         last_trouble = ""
         try:
-            credit = await self._request(inbox)
+            credit = await self._request(sub.subject)
             while True:
                 try:
                     first = await asyncio.wait_for(queue.get(), timeout=silence)
                 except TimeoutError:
                     log.debug("pull request on %s/%s went silent; re-sending", *self._names())
-                    credit = await self._request(inbox)
+                    sub, credit = await self._request_anew(sub, listen)
                     continue
                 received = [first]
                 while len(received) < settings.batch and not queue.empty():
@@ -124,8 +137,8 @@ class ContinuousPull:
                     if status is None:
                         data.append(msg)
                         credit -= 1
-                    elif status != HEARTBEAT_STATUS:
-                        ended = status
+                    elif status != HEARTBEAT_STATUS and msg.subject == sub.subject:
+                        ended = status  # (an abandoned request's end changes nothing)
                 if data:
                     yield data
                 if ended and ended != EXPIRED_STATUS:
@@ -142,13 +155,28 @@ class ContinuousPull:
                 elif ended:
                     last_trouble = ended
                 if ended or credit <= 0:
-                    credit = await self._request(inbox)
+                    credit = await self._request(sub.subject)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
     def _names(self) -> tuple[str, str]:
         return self.stream, self.durable
+
+    async def _request_anew(
+        self, sub: Subscription, listen: Callable[[], Awaitable[Subscription]]
+    ) -> tuple[Subscription, int]:
+        """After a silence: the old reply subject dropped, the request sent on a new one (the
+        subscription now listened to, and the request's credit)."""
+        try:
+            fresh = await listen()
+        except nats.errors.Error as e:
+            # Disconnected: keep the old one; the next silence comes back here.
+            log.info("pull request on %s/%s not sent (%s)", *self._names(), e)
+            return sub, 0
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+        return fresh, await self._request(fresh.subject)
 
     async def _request(self, inbox: str) -> int:
         """Send one pull request; the number of messages it may bring (0 if it was not sent)."""

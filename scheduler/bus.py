@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ import orjson
 
 from events.catalog import Event
 from events.errors import EventLogUnavailable, UndecodableEvent
-from events.port import JetStreamPort, Outgoing, Received, Reply
+from events.port import MAX_DIRECT_RESULTS, JetStreamPort, Outgoing, Pipeline, Received, Reply
 from events.pull import PullSettings
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, LEASES_STREAM, leases_stream
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 LEASE_SUBJECT = "fleet.lease.scheduler"
 DESIRED_WINDOW = 512
 """DESIRED writes one pipelined batch keeps in flight."""
+DESIRED_PATIENCE_S = 90.0
+"""How long writes without an answer are checked and sent again before the scheduler gives
+up on the log: far above a transient stall, inside DESIRED's 2-minute duplicate window (so
+a write sent again is stored once)."""
+DESIRED_WAIT_MAX_S = 20.0
+"""The longest one round of writes sent again waits for its answers."""
 
 
 async def _nothing_to_ack() -> None:
@@ -68,10 +75,14 @@ class Delivered:
 class SchedulerBus:
     """The scheduler's operations on the log, each one named operation of `JetStreamPort`."""
 
-    def __init__(self, store: EventStore, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, store: EventStore, *, timeout: float = 5.0, patience: float = DESIRED_PATIENCE_S
+    ) -> None:
         self.store = store
         self.port = JetStreamPort(store.api, timeout=timeout)
         self.timeout = timeout
+        self.patience = patience
+        """Seconds DESIRED writes left unanswered are checked and sent again (`_settle`)."""
         self.keys = store.sealer.keys if store.sealer is not None else None
 
     def _payload(self, write: DesiredWrite) -> bytes:
@@ -98,9 +109,9 @@ class SchedulerBus:
 
         One round trip per write is what a decision over thousands of clusters cannot afford;
         here the writes go out back to back and their acknowledgements come back on one
-        subscription. A write without a good answer in time is written again alone through
-        `write_desired` (its message id makes a repeat harmless), before the next window goes
-        out; a refusal raises there."""
+        subscription. Writes without an answer in time are not taken for lost: a busy
+        JetStream may have stored them and answered late (see `_settle`). A refusal raises
+        `DesiredWriteFailed` with its reason."""
         if not writes:
             return
         if isinstance(self.keys, KeyProvisioning):
@@ -110,24 +121,74 @@ class SchedulerBus:
             for start in range(0, len(writes), window):
                 chunk = writes[start : start + window]
                 answers = await pipeline.send(
-                    [
-                        Outgoing(
-                            write.subject,
-                            self._payload(write),
-                            _desired_headers(write),
-                        )
-                        for write in chunk
-                    ],
-                    within=self.timeout,
+                    [self._outgoing(write) for write in chunk], within=self.timeout
                 )
-                for write, answer in zip(chunk, answers, strict=True):
-                    if answer is not None:
-                        try:
-                            _check_ack(answer, write.subject)
-                            continue
-                        except DesiredWriteFailed:
-                            pass  # written again alone: a refusal raises there, with its reason
-                    await self.write_desired(write)
+                unanswered = _unanswered(chunk, answers)
+                if unanswered:
+                    await self._settle(pipeline, unanswered)
+
+    def _outgoing(self, write: DesiredWrite) -> Outgoing:
+        return Outgoing(write.subject, self._payload(write), _desired_headers(write))
+
+    async def _settle(self, pipeline: Pipeline, writes: list[DesiredWrite]) -> None:
+        """Make sure `writes`, sent once without an answer in time, are stored: each round
+        reads what DESIRED holds on their subjects (a write found there is done) and sends
+        the others again with the same `Nats-Msg-Id` (stored once however often it is
+        sent), waiting longer each round, for up to `patience` seconds in all. A slow
+        JetStream (a stall of a few seconds, a burst of other work) costs time here, never
+        the decision being written; only a DESIRED silent for all that time ends it
+        (`EventLogUnavailable`, and the scheduler starts over)."""
+        deadline = time.monotonic() + self.patience
+        wait = self.timeout
+        rounds = 0
+        while True:
+            writes = await self._not_stored(writes)
+            if not writes:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EventLogUnavailable(
+                    f"no answer from JetStream for {writes[0].subject} and "
+                    f"{len(writes) - 1} other DESIRED write(s) within {self.patience:.0f} s"
+                )
+            rounds += 1
+            if rounds == 1:
+                log.warning(
+                    "DESIRED is slow to answer: %d write(s) (%s, …) sent again, "
+                    "waiting up to %.0f s more",
+                    len(writes),
+                    writes[0].subject,
+                    left,
+                )
+            within = min(wait, left)
+            answers = await pipeline.send([self._outgoing(w) for w in writes], within=within)
+            writes = _unanswered(writes, answers)
+            if not writes:
+                return
+            wait = min(wait * 2, DESIRED_WAIT_MAX_S)
+
+    async def _not_stored(self, writes: list[DesiredWrite]) -> list[DesiredWrite]:
+        """The writes DESIRED does not hold yet (all of them when it does not answer)."""
+        held: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(writes), MAX_DIRECT_RESULTS):
+            group = writes[start : start + MAX_DIRECT_RESULTS]
+            try:
+                replies = await self.port.last_per_subject(
+                    DESIRED_STREAM, [write.subject for write in group], MAX_DIRECT_RESULTS
+                )
+            except EventLogUnavailable:
+                return writes
+            for reply in replies:
+                headers = reply.headers
+                held[headers.get("Nats-Subject", "")] = (
+                    headers.get("Fleetbus-Generation", ""),
+                    headers.get("Fleetbus-Digest", ""),
+                )
+        return [
+            write
+            for write in writes
+            if held.get(write.subject) != (str(write.task.generation), write.task.digest)
+        ]
 
     async def stored_generations(self) -> dict[str, int]:
         """DESIRED subject -> generation of the ClusterTask it holds (headers only)."""
@@ -220,6 +281,11 @@ class SchedulerBus:
         error = ack.get("error") if isinstance(ack, dict) else None
         if error:
             if int(error.get("err_code", 0)) in (10071, 10164):
+                seq, current = await self.lease_holder()
+                if current == holder and seq > expected:
+                    # An earlier attempt of this very write was stored and its answer lost
+                    # (a retry after a slow answer finds its own renewal): still ours.
+                    return seq
                 raise LeaseLost(f"the scheduler lease changed hands ({error.get('description')})")
             raise SchedulerError(f"lease write refused: {error.get('description')}")
         return int(ack["seq"])
@@ -240,6 +306,20 @@ def _desired_headers(write: DesiredWrite) -> dict[str, str]:
         "Fleetbus-Digest": task.digest,
         "Fleetbus-Removed": "true" if task.removed else "false",
     }
+
+
+def _unanswered(
+    writes: Sequence[DesiredWrite], answers: Sequence[Reply | None]
+) -> list[DesiredWrite]:
+    """The writes without an answer, or answered that no stream serves them yet (503, as
+    during a leader election); a refusal among the answers raises."""
+    missing: list[DesiredWrite] = []
+    for write, answer in zip(writes, answers, strict=True):
+        if answer is None or answer.status == "503":
+            missing.append(write)
+        else:
+            _check_ack(answer, write.subject)
+    return missing
 
 
 def _check_ack(reply: Reply, subject: str) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -168,3 +171,45 @@ async def _publish_when_back(store: EventStore, body: bytes) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def test_a_pull_sent_again_after_a_stall_leaves_one_request_pending(
+    hub_nats: HubNats,
+) -> None:
+    """Heartbeats late because the server stalled: the request sent again replaces the old
+    one instead of piling up beside it (each pending request sends heartbeats of its own)."""
+    nc = await connect(hub_nats.url, credentials=hub_nats.credentials)
+    store = EventStore(nc)
+    try:
+        await store.ensure_stream(
+            {"name": STREAM, "subjects": ["pulltest.>"], "storage": "memory", "num_replicas": 1}
+        )
+        await _create_durable(store)
+        async with reading(store, PullSettings(batch=10, expires=600.0, heartbeat=0.5)) as r:
+            await eventually(lambda: _waiting(store, 1), "the first request pending", within=30.0)
+            for _ in range(2):  # two stalls, each longer than the 2 s of silence allowed
+                os.kill(hub_nats.server.pid, signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(3.0)
+                finally:
+                    os.kill(hub_nats.server.pid, signal.SIGCONT)
+                await asyncio.sleep(1.0)
+            await eventually(
+                lambda: _waiting(store, 1), "one request pending after the stalls", within=30.0
+            )
+            await asyncio.sleep(2.0)  # and it stays one
+            assert (await _consumer(store))["num_waiting"] == 1
+            await _publish(store, b"after")
+            await r.until(1, within=60.0)
+            assert r.bodies == [b"after"]
+    finally:
+        await store.close()
+
+
+async def _consumer(store: EventStore) -> dict[str, Any]:
+    info: dict[str, Any] = await store.api_request(f"CONSUMER.INFO.{STREAM}.{DURABLE}")
+    return info
+
+
+async def _waiting(store: EventStore, count: int) -> bool:
+    return int((await _consumer(store)).get("num_waiting", 0)) == count
