@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -116,7 +116,6 @@ async def cluster_leaf_urls(
 class HubSimEdges:
     """`simulator.fleet.SimEdges` for the hub: sims run the real edge runtime."""
 
-    hub_client_url: str
     hub_secret: str
     authority: NatsAuthority
     leaf_url: str
@@ -159,10 +158,8 @@ class HubSimEdges:
             inventory_interval=self.inventory_interval,
         )
 
-    async def start_client(self, cluster: str) -> EdgeRuntime:
-        return await start_client_sim(
-            cluster, self.hub_client_url, self.hub_secret, self.inventory_interval
-        )
+    async def start_client(self, cluster: str, hub_urls: Sequence[str]) -> EdgeRuntime:
+        return await start_client_sim(cluster, hub_urls, self.hub_secret, self.inventory_interval)
 
 
 @dataclass
@@ -292,14 +289,13 @@ class EdgeServices:
                 access=self.access,
                 provisioning=self.provisioning,
                 edges=HubSimEdges(
-                    hub_client_url=self.urls[0],
                     hub_secret=hub_secret,
                     authority=self.authority,
                     leaf_url=self.sim_leaf_url or self.leaf_urls[0],
                     inventory_interval=sim_inventory_interval,
                 ),
                 count=sim_clusters,
-                hub_client_url=self.urls[0],
+                hub_client_urls=self.urls,
                 hub_secret=hub_secret,
                 inventory_interval=sim_inventory_interval,
                 processes=processes,

@@ -39,7 +39,14 @@ from events.ids import new_event_id
 from events.store import EventStore
 from simulator.errors import InvalidSimFleet, SimFleetFailed
 from simulator.heap import settle_heap
-from simulator.workers import RunningEdge, SimWorker, start_bounded, worker_slices
+from simulator.workers import (
+    RunningEdge,
+    SimWorker,
+    hub_urls_for,
+    sim_index,
+    start_bounded,
+    worker_slices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +74,9 @@ class SimEdges(Protocol):
         """Start a leaf nats-server and connector from `directory/bundle/`, keeping its
         JetStream state in `directory/state/`."""
 
-    async def start_client(self, cluster: str) -> RunningEdge:
-        """Start a connector that connects to the hub as a plain client."""
+    async def start_client(self, cluster: str, hub_urls: Sequence[str]) -> RunningEdge:
+        """Start a connector that connects to the hub as a plain client, to the first of
+        `hub_urls` while it answers, then the next."""
 
 
 class FleetAccess(Protocol):
@@ -197,7 +205,9 @@ class SimFleet:
     provisioning: FleetProvisioning
     edges: SimEdges
     count: int
-    hub_client_url: str
+    hub_client_urls: Sequence[str]
+    """The hub's client URLs (one per node): the clusters are spread over them
+    (`simulator.workers.hub_urls_for`)."""
     hub_secret: str
     inventory_interval: float = 30.0
     processes: int = 0
@@ -275,7 +285,7 @@ class SimFleet:
                     first,
                     last,
                     command=self.edges.worker_command,
-                    hub_url=self.hub_client_url,
+                    hub_urls=self.hub_client_urls,
                     hub_secret=self.hub_secret,
                     inventory_interval=self.inventory_interval,
                 )
@@ -317,7 +327,9 @@ class SimFleet:
     async def _start_one(self, name: str) -> RunningEdge:
         if self.leaf:
             return await self.edges.start_leaf(name, self.sim_dir(name))
-        return await self.edges.start_client(name)
+        return await self.edges.start_client(
+            name, hub_urls_for(sim_index(name), self.hub_client_urls)
+        )
 
     async def stop(self) -> None:
         await asyncio.gather(*(worker.stop() for worker in self.workers))

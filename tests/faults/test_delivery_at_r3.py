@@ -396,8 +396,12 @@ async def published_and_applied(store: EventStore, taskset: str, version: int) -
 
 
 @pytest.fixture
-async def sim_hub(tmp_path: Path, nats_cluster: NatsCluster) -> AsyncIterator[Path]:
-    """`fleetbus up --nats-url … --replicas 3 --sim-clusters SIMS` on the cluster."""
+async def sim_hub(
+    tmp_path: Path, nats_cluster: NatsCluster, request: pytest.FixtureRequest
+) -> AsyncIterator[Path]:
+    """`fleetbus up --nats-url … --replicas 3 --sim-clusters SIMS` on the cluster (and the
+    options a test passes as the fixture's parameter)."""
+    extra: tuple[str, ...] = getattr(request, "param", ())
     http_port = free_port()
     with (tmp_path / "hub.log").open("wb") as log:
         hub = subprocess.Popen(  # noqa: ASYNC220 - the hub runs beside the test
@@ -414,6 +418,7 @@ async def sim_hub(tmp_path: Path, nats_cluster: NatsCluster) -> AsyncIterator[Pa
                 "3",
                 "--sim-clusters",
                 str(SIMS),
+                *extra,
             ],
             cwd=REPO,
             stdout=log,
@@ -516,4 +521,57 @@ async def test_a_node_killed_mid_rollout_loses_no_cluster_and_its_durables_move(
         v1_all_applied_after_kill_s=round(first_s, 2),
         v2_all_applied_after_kill_s=round(converged_s, 2),
         clusters_lost=0,
+    )
+
+
+SIM_CONNECTION = "fleetbus-edge-sim-"
+
+
+def sims_connected(nats_cluster: NatsCluster, index: int) -> set[str]:
+    """The simulated clusters connected to node `index`, by name."""
+    return {
+        name.removeprefix("fleetbus-edge-")
+        for name in nats_cluster.client_names(index, SIM_CONNECTION)
+    }
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "sim_hub", [(), ("--sim-processes", "2")], ids=["in-process", "workers"], indirect=True
+)
+async def test_simulated_clusters_spread_over_every_node_and_fail_over_to_the_others(
+    nats_cluster: NatsCluster, sim_hub: Path
+) -> None:
+    sims = {f"sim-{i}" for i in range(1, SIMS + 1)}
+    # sim-1 on the first node of `--nats-url`, sim-2 on the second, ..., round and round.
+    expected = [{f"sim-{i}" for i in range(k + 1, SIMS + 1, 3)} for k in range(3)]
+    await eventually(
+        lambda: [sims_connected(nats_cluster, k) for k in range(3)] == expected,
+        "each node holding the connections of its third of the simulated clusters",
+        within=60,
+    )
+    lost = 0
+    nats_cluster.nodes[lost].kill()
+    survivors = [k for k in range(3) if k != lost]
+    await eventually(
+        lambda: set().union(*(sims_connected(nats_cluster, k) for k in survivors)) == sims,
+        f"the clusters of {nats_cluster.names[lost]} connected to the other nodes",
+        within=60,
+    )
+    moved = [sims_connected(nats_cluster, k) & expected[lost] for k in survivors]
+    store = await open_local_store(sim_hub)
+    try:
+        await publish(sim_hub, 1)
+        await eventually(
+            lambda: applied_everywhere(store, 1, sims),
+            f"all {SIMS} clusters, those of {nats_cluster.names[lost]} too, applying v1",
+            within=120,
+        )
+    finally:
+        await store.close()
+    record_figures(
+        "Simulated clusters spread over the nodes",
+        clusters=SIMS,
+        per_node=[len(names) for names in expected],
+        failed_over_to=[len(names) for names in moved],
     )
