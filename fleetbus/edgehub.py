@@ -46,6 +46,7 @@ from fleetbus.simworker import WORKER_COMMAND, start_client_sim
 from fleetbus.supervision import Supervisor
 from scheduler.antientropy import AntiEntropyService
 from scheduler.cluster_health import ClusterHealthWatch
+from scheduler.durable_moves import DurableMoves
 from scheduler.provisioning import DurableRehoming, ProvisioningService, SourceRevival
 from simulator.executor import SimExecutor
 from simulator.fleet import SimFleet, sim_processes_for
@@ -228,7 +229,12 @@ class EdgeServices:
             registered=lambda: self.access.clusters.keys(),
             clock=self.clock,
         )
-        self.rehoming = DurableRehoming(self.provisioning)
+        # Durables are moved only off a node holding a replica of DESIRED: with one replica
+        # there is nothing to move, and no record of moves to keep.
+        self.rehoming = DurableRehoming(
+            self.provisioning,
+            moves=DurableMoves(self.store, replicas=self.replicas) if self.replicas > 1 else None,
+        )
         self.revival = SourceRevival(
             self.provisioning,
             last_seen=lambda: antientropy.last_seen,

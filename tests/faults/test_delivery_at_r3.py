@@ -35,6 +35,7 @@ from events.tasks import cancel_and_wait
 from fleetbus.datadir import DataDir
 from fleetbus.local import open_local_store
 from fleetbus.natsserver import free_port
+from scheduler.durable_moves import DurableMoves
 from scheduler.provisioning import CLUSTER_EVENTS, DurableRehoming, ProvisioningService
 from simulator.fleet import SIM_LABEL, register_clusters
 from tests.eventually import eventually, eventually_value
@@ -289,6 +290,131 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
         on_lost_node=len(lost),
         all_read_after_kill_s=round(recovered_s, 2),
     )
+
+
+async def test_a_hub_restarted_while_a_node_is_down_still_resets_the_durables_moved_off_it(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    """What was moved off a lost node is kept in JetStream: a hub started again while the
+    node is down still resets those durables once it is back, so it keeps no copy of them."""
+    names = [f"c-{i}" for i in range(REHOMED_CLUSTERS)]
+    received: dict[str, set[bytes]] = {name: set() for name in names}
+    running: list[asyncio.Task[None]] = []
+    pulls = await connect(nats_cluster.urls, credentials=nats_cluster.credentials)
+
+    def start_hub() -> tuple[ProvisioningService, DurableRehoming, list[asyncio.Task[None]]]:
+        service = ProvisioningService(cluster_store, replicas=3)
+        rehoming = DurableRehoming(service, moves=DurableMoves(cluster_store, replicas=3))
+        return (
+            service,
+            rehoming,
+            [asyncio.create_task(service.run()), asyncio.create_task(rehoming.run())],
+        )
+
+    try:
+        service, rehoming, first_hub = start_hub()
+        running += first_hub
+
+        async def register() -> AppendResult | None:
+            try:  # a cluster just formed may still be electing the log's leader
+                return await cluster_store.append([client_cluster(name) for name in names])
+            except EventLogUnavailable:
+                return None
+
+        result = await eventually_value(register, "the clusters registered", within=30)
+        await asyncio.wait_for(service.wait_applied(max(result.sequences)), 60)
+
+        async def all_durables() -> bool:
+            return len(await durable_placement(cluster_store, allow_missing=True)) == len(names)
+
+        await eventually(all_durables, "every cluster's durable answering", within=30)
+        await eventually(lambda: rehoming.restored, "the record of moves read", within=30)
+        placement = await durable_placement(cluster_store)
+        victim, _ = Counter(placement.values()).most_common(1)[0]
+        on_victim = {name for name in names if placement[edges.desired_durable(name)] == victim}
+
+        async def pull(name: str) -> None:
+            feed = DurableFeed(pulls, name)
+            pull = ContinuousPull(
+                pulls,
+                api_prefix="$JS.API",
+                stream=DESIRED_STREAM,
+                durable=edges.desired_durable(name),
+                settings=feed.settings,
+            )
+            async for msgs in pull.batches():
+                for msg in msgs:
+                    received[name].add(msg.data)
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.ack()
+
+        running += [asyncio.create_task(pull(name)) for name in names]
+        js = cluster_store.nc.jetstream()
+
+        async def desire(version: bytes) -> None:
+            for name in names:
+                subject = f"{subjects.desired_filter(name)[:-1]}board"
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        await js.publish(subject, version, stream=DESIRED_STREAM, timeout=2)
+                        break
+                    except (nats.errors.Error, nats.js.errors.Error):
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.2)
+
+        await desire(b"v1")
+        await eventually(
+            lambda: all(b"v1" in seen for seen in received.values()), "every cluster at v1", 30
+        )
+        lost_index = nats_cluster.index_of(victim)
+        nats_cluster.nodes[lost_index].kill()
+        await eventually(
+            lambda: rehoming.moved_off.get(victim) == on_victim,
+            f"the durables of {victim} moved off it",
+            within=30,
+        )
+
+        # The hub goes, and what it remembered in memory with it; another starts while
+        # the node is still down.
+        await cancel_and_wait(first_hub)
+        service, rehoming, second_hub = start_hub()
+        running += second_hub
+        await eventually(lambda: rehoming.restored, "the restarted hub reading its record", 30)
+        assert rehoming.moved_off == {victim: on_victim}
+
+        await asyncio.to_thread(nats_cluster.nodes[lost_index].start, 60.0)
+        await eventually(
+            lambda: not rehoming.moved_off,
+            f"the durables moved off {victim} reset once it was back",
+            within=30,
+        )
+        assert await DurableMoves(cluster_store).load() == {}
+
+        async def held_once_where_assigned() -> bool:
+            assigned = await durable_placement(cluster_store, allow_missing=True)
+            holders = {nats_cluster.names[i]: durables_held(nats_cluster, i) for i in range(3)}
+            copies = {
+                durable: sorted(node for node, held in holders.items() if durable in held)
+                for durable in set(placement) | set().union(*holders.values())
+            }
+            return set(assigned) == set(placement) and copies == {
+                durable: [node] for durable, node in assigned.items()
+            }
+
+        await eventually(
+            held_once_where_assigned, f"{victim} back, every durable held once", within=30
+        )
+        await desire(b"v2")
+        await eventually(
+            lambda: all(b"v2" in seen for seen in received.values()),
+            f"every cluster, the {len(on_victim)} moved off {victim} too, reading v2",
+            within=30,
+        )
+    finally:
+        await cancel_and_wait(running)
+        await pulls.close()
 
 
 REGISTERED = 2000
