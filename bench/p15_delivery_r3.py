@@ -53,7 +53,8 @@ TARGETS = [
 ]
 FULL_CLUSTERS = 10_000
 QUICK_CLUSTERS = 60
-STARTUP_S = 900.0
+STARTUP_S = 1500.0
+"""Longer than `fleetbus up` gives its simulated fleet to start (`simulator.fleet.sim_budget`)."""
 PUBLISH_WITHIN_S = 60.0
 """A publish answered "unavailable" (JetStream electing a leader) is sent again this long."""
 ROLLOUT_S = 300.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -38,7 +39,7 @@ from fleetbus.bundle import EdgeSettings
 from fleetbus.edge import EdgeRuntime
 from fleetbus.jsonlog import configure_json_logging
 from simulator.executor import SimExecutor
-from simulator.heap import settle_heap
+from simulator.heap import COLLECTOR_THRESHOLDS, settle_heap
 from simulator.workers import READY, hub_urls_for, sim_index, sim_name, start_bounded
 from taskset.errors import FleetbusError
 
@@ -91,6 +92,9 @@ async def run_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     names = [sim_name(index) for index in range(args.first, args.last + 1)]
+    # Connecting thousands of clusters only adds long-lived objects: the collector's default
+    # thresholds would walk them again and again while they are made (`simulator.heap`).
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     started = time.monotonic()
     starting = asyncio.create_task(
         start_bounded(
