@@ -53,7 +53,8 @@ TARGETS = [
 ]
 FULL_CLUSTERS = 10_000
 QUICK_CLUSTERS = 60
-STARTUP_S = 900.0
+STARTUP_S = 1500.0
+"""Longer than `fleetbus up` gives its simulated fleet to start (`simulator.fleet.sim_budget`)."""
 PUBLISH_WITHIN_S = 60.0
 """A publish answered "unavailable" (JetStream electing a leader) is sent again this long."""
 ROLLOUT_S = 300.0
@@ -168,6 +169,20 @@ class NodeKill(contextlib.AbstractContextManager[None]):
         return None
 
 
+SIM_CONNECTION = "fleetbus-edge-sim-"
+REHOMED_LINE = "durables on DESIRED were on a node that is down"
+RESET_LINE = "is back: deleted and created again the"
+
+
+def sims_per_node(cluster: NatsCluster) -> list[int]:
+    """Simulated clusters connected to each node that is up (`/connz`)."""
+    return [
+        len(cluster.client_names(index, SIM_CONNECTION))
+        for index, node in enumerate(cluster.nodes)
+        if node.running()
+    ]
+
+
 def node_figures(cluster: NatsCluster) -> tuple[list[int], list[float]]:
     """Raft groups and resident MiB of each node that is up."""
     groups: list[int] = []
@@ -219,8 +234,10 @@ async def run(mode: Mode) -> FigureResult:
                 await asyncio.sleep(2.0)
             startup_s = time.monotonic() - started
             split = startup_split((root / "hub.log").read_text(errors="replace"))
+            log_text = ""
             try:
                 groups_before, rss_before = node_figures(cluster)
+                connected_before = sims_per_node(cluster)
                 first_s, first_applied, _ = await rollout(store, hub, 1, clusters)
                 placement, _, _ = await durable_placement(store)
                 victim, held = Counter(placement.values()).most_common(1)[0]
@@ -235,14 +252,18 @@ async def run(mode: Mode) -> FigureResult:
                 )
                 after, missing, other_consumers = await durable_placement(store)
                 groups_after, rss_after = node_figures(cluster)
+                connected_after = sims_per_node(cluster)
                 hub_rss = rss_mib(hub.process.pid)
             finally:
                 await store.close()
         finally:
             if hub is not None:
                 hub.stop()
+                log_text = (root / "hub.log").read_text(errors="replace")
             await asyncio.to_thread(cluster.stop)
     lost = clusters - killed_applied
+    rehoming_passes = log_text.count(REHOMED_LINE)
+    resets = log_text.count(RESET_LINE)
     metrics += [
         Metric(
             key="all_applied_s",
@@ -312,10 +333,17 @@ async def run(mode: Mode) -> FigureResult:
         )
     notes.append(
         "Raft groups per node before / after the kill: "
-        f"{groups_before} / {groups_after} (the hub's streams and, once it reads, the "
-        "scheduler's own durables on EVENTS and REPORTS; no group per cluster: each cluster's "
-        "durable has one replica). nats-server RSS per node before / after: "
+        f"{groups_before} / {groups_after} (the hub's streams, `DURABLE_MOVES` among them, "
+        "and, once it reads, the scheduler's own durables on EVENTS and REPORTS; no group per "
+        "cluster: each cluster's durable has one replica). "
+        "nats-server RSS per node before / after: "
         f"{[round(v) for v in rss_before]} / {[round(v) for v in rss_after]} MiB."
+    )
+    notes.append(
+        "Simulated clusters connected to each node (`/connz`), spread over the nodes in the "
+        f"order of `--nats-url`: {connected_before} before the kill, {connected_after} on the "
+        f"nodes up after it. Rehoming passes that moved durables: {rehoming_passes}; resets "
+        f"of the durables moved off a node once it was back: {resets}."
     )
     notes.append(
         f"{held:,} of {len(placement):,} durables were on {victim}, killed as soon as the "
@@ -340,7 +368,12 @@ async def run(mode: Mode) -> FigureResult:
         targets=TARGETS,
         method=method,
         notes=notes,
-        extra={"clusters": clusters},
+        extra={
+            "clusters": clusters,
+            "sims_per_node_before_kill": connected_before,
+            "sims_per_node_after_kill": connected_after,
+            "rehoming_passes": rehoming_passes,
+        },
     )
 
 

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +106,17 @@ def mirror_config(cluster: str) -> dict[str, Any]:
     }
 
 
-async def connect_hub_as_client(url: str, *, cluster: str, credentials: str) -> NatsClient:
-    """Connect a `client` cluster to the hub with its user's `.creds` text."""
+async def connect_hub_as_client(
+    urls: Sequence[str], *, cluster: str, credentials: str
+) -> NatsClient:
+    """Connect a `client` cluster to the hub with its user's `.creds` text: to the first of
+    the hub's `urls` while it answers, to the next ones in order when it does not."""
     return await connect(
-        url,
+        list(urls),
         name=f"fleetbus-edge-{cluster}",
         credentials=credentials,
         inbox_prefix=edges.inbox_prefix(cluster),
+        in_order=True,
     )
 
 

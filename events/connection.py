@@ -142,11 +142,15 @@ async def connect(
     inbox_prefix: str | None = None,
     max_reconnect_attempts: int = -1,
     connect_timeout: float = 5.0,
+    in_order: bool = False,
 ) -> NatsClient:
     """Connect to NATS for a long-lived fleetbus process (reconnects forever by default).
 
     `credentials` is a `.creds` file (a user JWT and its nkey seed: how every fleetbus user
-    logs in to a hub in operator mode), as a path or as its text."""
+    logs in to a hub in operator mode), as a path or as its text. Of several URLs one is
+    picked at random, and again at each reconnect; `in_order` tries them in the order given
+    instead (the first while it answers, then the next), so a caller decides which node a
+    connection lands on and where it goes when that node is lost."""
     options: dict[str, Any] = {
         "servers": url if isinstance(url, list) else [url],
         "name": name,
@@ -155,6 +159,7 @@ async def connect(
         "connect_timeout": connect_timeout,
         "allow_reconnect": True,
         "error_cb": _connection_trouble,
+        "dont_randomize": in_order,
     }
     if user is not None:
         options["user"] = user

@@ -262,15 +262,17 @@ class EdgeRuntime:
     async def client(
         cls,
         settings: EdgeSettings,
-        hub_url: str,
+        hub_urls: Sequence[str],
         credentials: str,
         executor: Executor,
         *,
         inventory_interval: float | None = None,
     ) -> EdgeRuntime:
         """A cluster connected to the hub as a plain client (large simulated fleets), with its
-        user's `.creds` text."""
-        nc = await connect_hub_as_client(hub_url, cluster=settings.cluster, credentials=credentials)
+        user's `.creds` text: to the first of `hub_urls` while it answers, then the next."""
+        nc = await connect_hub_as_client(
+            hub_urls, cluster=settings.cluster, credentials=credentials
+        )
         # No outbox: its reports go straight into the hub's REPORTS (on its own subjects only).
         reports = EventStore(nc, stream=REPORTS_STREAM)
         feed = DurableFeed(nc, settings.cluster, hub_domain=settings.hub_domain)

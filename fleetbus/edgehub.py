@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -46,6 +46,7 @@ from fleetbus.simworker import WORKER_COMMAND, start_client_sim
 from fleetbus.supervision import Supervisor
 from scheduler.antientropy import AntiEntropyService
 from scheduler.cluster_health import ClusterHealthWatch
+from scheduler.durable_moves import DurableMoves
 from scheduler.provisioning import DurableRehoming, ProvisioningService, SourceRevival
 from simulator.executor import SimExecutor
 from simulator.fleet import SimFleet, sim_processes_for
@@ -116,7 +117,6 @@ async def cluster_leaf_urls(
 class HubSimEdges:
     """`simulator.fleet.SimEdges` for the hub: sims run the real edge runtime."""
 
-    hub_client_url: str
     hub_secret: str
     authority: NatsAuthority
     leaf_url: str
@@ -159,10 +159,8 @@ class HubSimEdges:
             inventory_interval=self.inventory_interval,
         )
 
-    async def start_client(self, cluster: str) -> EdgeRuntime:
-        return await start_client_sim(
-            cluster, self.hub_client_url, self.hub_secret, self.inventory_interval
-        )
+    async def start_client(self, cluster: str, hub_urls: Sequence[str]) -> EdgeRuntime:
+        return await start_client_sim(cluster, hub_urls, self.hub_secret, self.inventory_interval)
 
 
 @dataclass
@@ -231,7 +229,12 @@ class EdgeServices:
             registered=lambda: self.access.clusters.keys(),
             clock=self.clock,
         )
-        self.rehoming = DurableRehoming(self.provisioning)
+        # Durables are moved only off a node holding a replica of DESIRED: with one replica
+        # there is nothing to move, and no record of moves to keep.
+        self.rehoming = DurableRehoming(
+            self.provisioning,
+            moves=DurableMoves(self.store, replicas=self.replicas) if self.replicas > 1 else None,
+        )
         self.revival = SourceRevival(
             self.provisioning,
             last_seen=lambda: antientropy.last_seen,
@@ -292,14 +295,13 @@ class EdgeServices:
                 access=self.access,
                 provisioning=self.provisioning,
                 edges=HubSimEdges(
-                    hub_client_url=self.urls[0],
                     hub_secret=hub_secret,
                     authority=self.authority,
                     leaf_url=self.sim_leaf_url or self.leaf_urls[0],
                     inventory_interval=sim_inventory_interval,
                 ),
                 count=sim_clusters,
-                hub_client_url=self.urls[0],
+                hub_client_urls=self.urls,
                 hub_secret=hub_secret,
                 inventory_interval=sim_inventory_interval,
                 processes=processes,

@@ -5,7 +5,9 @@ pull loop, and one event loop on one core becomes the bottleneck long before the
 `fleetbus up` therefore registers and provisions the whole simulated fleet itself, then hands
 contiguous slices of it (sim-<first>..sim-<last>) to K child processes running this module
 (`simulator.workers.SimWorker` is the hub's side of one).
-Each worker connects its clusters to the hub's nats-server as plain clients, exactly like
+Each worker connects its clusters to the hub's nats-servers as plain clients, spread over
+the hub's nodes (`simulator.workers.hub_urls_for`: sim-1 on the first, sim-2 on the second...,
+each failing over to the others), exactly like
 in-process sims: per-cluster user whose JWT the worker signs with the FLEET account's key
 (`access.permissions.client_credentials`), in-memory `SimExecutor` behind the real connector.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -36,8 +39,8 @@ from fleetbus.bundle import EdgeSettings
 from fleetbus.edge import EdgeRuntime
 from fleetbus.jsonlog import configure_json_logging
 from simulator.executor import SimExecutor
-from simulator.heap import settle_heap
-from simulator.workers import READY, sim_name, start_bounded
+from simulator.heap import COLLECTOR_THRESHOLDS, settle_heap
+from simulator.workers import READY, hub_urls_for, sim_index, sim_name, start_bounded
 from taskset.errors import FleetbusError
 
 log = logging.getLogger("fleetbus.simworker")
@@ -48,14 +51,15 @@ WORKER_COMMAND = (sys.executable, "-m", "fleetbus.simworker")
 
 
 async def start_client_sim(
-    name: str, hub_url: str, hub_secret: str, inventory_interval: float
+    name: str, hub_urls: Sequence[str], hub_secret: str, inventory_interval: float
 ) -> EdgeRuntime:
-    """One simulated cluster connected to the hub as a plain client with its own credentials."""
+    """One simulated cluster connected to the hub as a plain client with its own credentials,
+    to the first of `hub_urls` while it answers, then the next."""
     settings = EdgeSettings(
         cluster=name, hub_urls=["tls://unused:0"], inventory_interval=inventory_interval
     )
     credentials = client_credentials(Nkey(hub_secret), name, now=time.time())
-    return await EdgeRuntime.client(settings, hub_url, credentials, SimExecutor(name=name))
+    return await EdgeRuntime.client(settings, hub_urls, credentials, SimExecutor(name=name))
 
 
 # --- the worker's side ------------------------------------------------------------------------
@@ -88,11 +92,19 @@ async def run_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     names = [sim_name(index) for index in range(args.first, args.last + 1)]
+    # Connecting thousands of clusters only adds long-lived objects: the collector's default
+    # thresholds would walk them again and again while they are made (`simulator.heap`).
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     started = time.monotonic()
     starting = asyncio.create_task(
         start_bounded(
             names,
-            lambda name: start_client_sim(name, args.hub_url, secret, args.inventory_interval),
+            lambda name: start_client_sim(
+                name,
+                hub_urls_for(sim_index(name), args.hub_url),
+                secret,
+                args.inventory_interval,
+            ),
         )
     )
     stopped = asyncio.create_task(stop.wait())
@@ -137,7 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run a slice of `fleetbus up`'s simulated clusters (started by the hub; "
         "reads the hub secret from stdin).",
     )
-    parser.add_argument("--hub-url", required=True, metavar="URL")
+    parser.add_argument(
+        "--hub-url",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="a client URL of the hub, one per node (repeat it); the clusters are spread over them",
+    )
     parser.add_argument("--first", type=int, required=True, metavar="N")
     parser.add_argument("--last", type=int, required=True, metavar="N")
     parser.add_argument("--inventory-interval", type=float, default=30.0, metavar="S")

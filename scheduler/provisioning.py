@@ -61,6 +61,7 @@ from events.errors import AppendRefused, EventLogError
 from events.store import EventStore
 from events.streams import DESIRED_STREAM, NANOS, REPORTS_STREAM, reports_stream
 from events.tasks import cancel_and_wait
+from scheduler.durable_moves import MOVES_STREAM, DurableMoves
 
 log = logging.getLogger(__name__)
 
@@ -424,15 +425,22 @@ class ProvisioningService:
         log.info("restarted REPORTS sourcing of %s", ", ".join(stalled))
         return stalled
 
-    async def rehome_durables(self, down: Iterable[str]) -> list[str]:
+    async def rehome_durables(
+        self,
+        down: Iterable[str],
+        *,
+        before_moving: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> list[str]:
         """Create again the durables of registered clusters that no node up leads (listed as
         missing, or led by a node `down`): a durable created again is placed on a node that
         is up and delivers the cluster's whole desired state. The clusters whose durable was
-        created again."""
+        created again; `before_moving` is told them first (when there are any)."""
         if not self.ready.is_set():
             return []
         leaders = await self.provisioner.durable_leaders()
         clusters = durables_to_rehome(leaders, down, self.provisioned)
+        if clusters and before_moving is not None:
+            await before_moving(clusters)
         await self.provisioner.replace_durables(clusters)
         return clusters
 
@@ -515,8 +523,10 @@ class DurableRehoming:
     too). So the durables moved off a node are remembered, and once that node has been back
     (current on DESIRED) for `settle_s`, its copies loaded by then, they are deleted and
     created once more: each delivers its cluster's whole desired state again, which the edge
-    applies idempotently. What is remembered lives in this process: a hub restarted while a
-    node is down does not reset the durables moved off it before."""
+    applies idempotently. What is remembered is also kept in JetStream (`moves`,
+    `scheduler.durable_moves`): written before the durables are moved, removed once they are
+    reset, read back at the first check, so a hub restarted while a node is down still resets
+    the durables an earlier hub moved off it once it is back."""
 
     provisioning: ProvisioningService
     interval: float = 1.0
@@ -535,11 +545,57 @@ class DurableRehoming:
     back_since: dict[str, float] = field(default_factory=dict)
     """Node with durables moved off it -> when it was first seen back."""
     clock: Callable[[], float] = time.monotonic
+    moves: DurableMoves | None = None
+    """Where `moved_off` is kept beside this process's memory (None: in memory only)."""
+    restored: bool = False
+    """Whether what an earlier hub moved has been read back from `moves`."""
+
+    async def restore(self) -> None:
+        """Once: create the stream `moves` keeps its records in, and take back what an
+        earlier hub moved off nodes and did not reset yet."""
+        if self.moves is None or self.restored:
+            return
+        try:
+            await self.moves.ensure()
+        except EventLogError as e:
+            log.warning(
+                "cannot create stream %s yet (%s): durables moved off a node are remembered "
+                "by this process only until it can",
+                MOVES_STREAM,
+                e,
+            )
+        loaded = await self.moves.load()
+        for node, clusters in loaded.items():
+            self.moved_off.setdefault(node, set()).update(clusters)
+        self.restored = True
+        if loaded:
+            log.warning(
+                "durables moved off %s by an earlier hub are not reset yet: they will be once "
+                "the node is back",
+                ", ".join(f"{node} ({len(clusters)})" for node, clusters in sorted(loaded.items())),
+            )
+
+    async def remember(self, down: frozenset[str], clusters: Iterable[str]) -> None:
+        """Add `clusters` to the durables moved off each node `down`, in memory and in
+        `moves` (a record that cannot be written is logged: moving the durables goes first)."""
+        for node in down:
+            self.moved_off.setdefault(node, set()).update(clusters)
+            self.back_since.pop(node, None)
+        if self.moves is None:
+            return
+        for node in sorted(down):
+            try:
+                await self.moves.record(node, self.moved_off[node])
+            except EventLogError as e:
+                log.warning(
+                    "the durables moved off %s are remembered by this process only: %s", node, e
+                )
 
     async def check(self) -> list[str]:
         """One check; the clusters whose durable was created again."""
         if not self.provisioning.ready.is_set():
             return []
+        await self.restore()
         info = await self.provisioning.store.stream_info(DESIRED_STREAM)
         down = unavailable_peers(info, silent_ns=int(self.silent_s * NANOS))
         await self.reclaim_from_returned(info, down)
@@ -548,10 +604,9 @@ class DurableRehoming:
             return []
         if down == self.settled_for and self.clock() - self.settled_at < self.relist_s:
             return []
-        rehomed = await self.provisioning.rehome_durables(down)
-        for node in down:
-            self.moved_off.setdefault(node, set()).update(rehomed)
-            self.back_since.pop(node, None)
+        rehomed = await self.provisioning.rehome_durables(
+            down, before_moving=partial(self.remember, down)
+        )
         if rehomed:
             log.warning(
                 "%d durables on DESIRED were on a node that is down (%s); created again on "
@@ -577,6 +632,8 @@ class DurableRehoming:
             if now - since < self.settle_s:
                 continue
             reset = await self.provisioning.reset_moved_durables(self.moved_off[node])
+            if self.moves is not None:
+                await self.moves.forget(node)
             del self.moved_off[node], self.back_since[node]
             if reset:
                 log.warning(

@@ -39,7 +39,14 @@ from events.ids import new_event_id
 from events.store import EventStore
 from simulator.errors import InvalidSimFleet, SimFleetFailed
 from simulator.heap import settle_heap
-from simulator.workers import RunningEdge, SimWorker, start_bounded, worker_slices
+from simulator.workers import (
+    RunningEdge,
+    SimWorker,
+    hub_urls_for,
+    sim_index,
+    start_bounded,
+    worker_slices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +74,9 @@ class SimEdges(Protocol):
         """Start a leaf nats-server and connector from `directory/bundle/`, keeping its
         JetStream state in `directory/state/`."""
 
-    async def start_client(self, cluster: str) -> RunningEdge:
-        """Start a connector that connects to the hub as a plain client."""
+    async def start_client(self, cluster: str, hub_urls: Sequence[str]) -> RunningEdge:
+        """Start a connector that connects to the hub as a plain client, to the first of
+        `hub_urls` while it answers, then the next."""
 
 
 class FleetAccess(Protocol):
@@ -105,9 +113,12 @@ IN_PROCESS_SIM_LIMIT = 1000
 SIMS_PER_PROCESS = 2500
 """Without `--sim-processes`, a larger fleet gets one worker process per this many sims."""
 SIM_BUDGET_BASE_S = 60.0
-SIM_BUDGET_PER_CLUSTER_S = 0.03
+SIM_BUDGET_PER_CLUSTER_S = 0.1
 """Each wait of a sim fleet's start (access and provisioning; connecting) may take the base
-plus this per cluster: 60 s for a few, 6 minutes for 10,000."""
+plus this per cluster: 60 s for a few, about 18 minutes for 10,000. Measured on 2 cores shared
+with other work (load average near 9), 5,000 client sims spread over a 3-node cluster had not
+all connected after 210 s (4,600 had), so the earlier 0.03 s per cluster stopped fleets that
+were still making progress."""
 
 
 def sim_processes_for(clusters: int, requested: int | None) -> int:
@@ -197,7 +208,9 @@ class SimFleet:
     provisioning: FleetProvisioning
     edges: SimEdges
     count: int
-    hub_client_url: str
+    hub_client_urls: Sequence[str]
+    """The hub's client URLs (one per node): the clusters are spread over them
+    (`simulator.workers.hub_urls_for`)."""
     hub_secret: str
     inventory_interval: float = 30.0
     processes: int = 0
@@ -275,7 +288,7 @@ class SimFleet:
                     first,
                     last,
                     command=self.edges.worker_command,
-                    hub_url=self.hub_client_url,
+                    hub_urls=self.hub_client_urls,
                     hub_secret=self.hub_secret,
                     inventory_interval=self.inventory_interval,
                 )
@@ -317,7 +330,9 @@ class SimFleet:
     async def _start_one(self, name: str) -> RunningEdge:
         if self.leaf:
             return await self.edges.start_leaf(name, self.sim_dir(name))
-        return await self.edges.start_client(name)
+        return await self.edges.start_client(
+            name, hub_urls_for(sim_index(name), self.hub_client_urls)
+        )
 
     async def stop(self) -> None:
         await asyncio.gather(*(worker.stop() for worker in self.workers))

@@ -42,6 +42,32 @@ def sim_name(index: int) -> str:
     return f"sim-{index}"
 
 
+def sim_index(name: str) -> int:
+    """The number of simulated cluster `name` (`sim-<index>`)."""
+    prefix, _, number = name.partition("-")
+    if prefix != "sim" or not number.isdecimal():
+        raise ValueError(f"not a simulated cluster's name: {name!r}")
+    return int(number)
+
+
+def hub_urls_for(index: int, urls: Sequence[str]) -> list[str]:
+    """The hub URLs sim-`index` tries, in order: the clusters are spread over the hub's nodes
+    (sim-1 on the first URL, sim-2 on the second, ..., round and round), and those of one
+    node fail over to the others in turn (on three nodes, half of the first node's clusters
+    go to the second and half to the third when it is lost), as a real edge given several
+    hub URLs does. Deterministic: a hub started again spreads its fleet the same way."""
+    if not urls:
+        raise ValueError("a simulated cluster needs at least one hub URL")
+    if index < 1:
+        raise ValueError(f"simulated clusters are numbered from 1, not {index}")
+    position = (index - 1) % len(urls)
+    others = [*urls[position + 1 :], *urls[:position]]
+    if others:
+        turn = ((index - 1) // len(urls)) % len(others)
+        others = [*others[turn:], *others[:turn]]
+    return [urls[position], *others]
+
+
 def worker_slices(count: int, processes: int) -> list[tuple[int, int]]:
     """Split sim-1..sim-`count` into `processes` contiguous, near-equal (first, last) ranges."""
     if not 1 <= processes <= count:
@@ -101,14 +127,13 @@ class SimWorker:
         last: int,
         *,
         command: Sequence[str],
-        hub_url: str,
+        hub_urls: Sequence[str],
         hub_secret: str,
         inventory_interval: float,
     ) -> SimWorker:
         process = await asyncio.create_subprocess_exec(
             *command,
-            "--hub-url",
-            hub_url,
+            *(option for url in hub_urls for option in ("--hub-url", url)),
             "--first",
             str(first),
             "--last",

@@ -161,6 +161,23 @@ class NatsCluster:
         with urllib.request.urlopen(url, timeout=10) as response:
             return orjson.loads(response.read())
 
+    def client_names(self, index: int, prefix: str = "") -> set[str]:
+        """The names of the client connections node `index` holds (`/connz`), those starting
+        with `prefix`."""
+        names: set[str] = set()
+        offset = 0
+        while True:
+            page = self.monitor(index, f"/connz?limit=1024&offset={offset}")
+            connections = page.get("connections") or []
+            names.update(
+                str(c.get("name", ""))
+                for c in connections
+                if str(c.get("name", "")).startswith(prefix)
+            )
+            offset += len(connections)
+            if not connections or offset >= int(page.get("total", 0)):
+                return names
+
     def raft_groups(self, index: int) -> set[str]:
         """The JetStream Raft groups node `index` takes part in, streams' and consumers'
         (`S-…`, `C-…`), over every account (`/raftz`); the meta group is not counted."""

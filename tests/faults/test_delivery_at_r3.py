@@ -35,6 +35,7 @@ from events.tasks import cancel_and_wait
 from fleetbus.datadir import DataDir
 from fleetbus.local import open_local_store
 from fleetbus.natsserver import free_port
+from scheduler.durable_moves import DurableMoves
 from scheduler.provisioning import CLUSTER_EVENTS, DurableRehoming, ProvisioningService
 from simulator.fleet import SIM_LABEL, register_clusters
 from tests.eventually import eventually, eventually_value
@@ -291,6 +292,147 @@ async def test_clusters_of_a_lost_node_read_new_desired_state_within_seconds(
     )
 
 
+async def test_a_hub_restarted_while_a_node_is_down_still_resets_the_durables_moved_off_it(
+    nats_cluster: NatsCluster, cluster_store: EventStore
+) -> None:
+    """What was moved off a lost node is kept in JetStream: a hub started again while the
+    node is down still resets those durables once it is back, so it keeps no copy of them."""
+    names = [f"c-{i}" for i in range(REHOMED_CLUSTERS)]
+    received: dict[str, set[bytes]] = {name: set() for name in names}
+    running: list[asyncio.Task[None]] = []
+    pulls = await connect(nats_cluster.urls, credentials=nats_cluster.credentials)
+
+    hub_stores: list[EventStore] = []
+
+    async def start_hub() -> tuple[ProvisioningService, DurableRehoming, list[asyncio.Task[None]]]:
+        # Each hub on its own connection, closed when it goes (with nats-py's tasks on it).
+        store = EventStore(await connect(nats_cluster.urls, credentials=nats_cluster.credentials))
+        hub_stores.append(store)
+        service = ProvisioningService(store, replicas=3)
+        rehoming = DurableRehoming(service, moves=DurableMoves(store, replicas=3))
+        return (
+            service,
+            rehoming,
+            [asyncio.create_task(service.run()), asyncio.create_task(rehoming.run())],
+        )
+
+    try:
+        service, rehoming, first_hub = await start_hub()
+        running += first_hub
+
+        async def register() -> AppendResult | None:
+            try:  # a cluster just formed may still be electing the log's leader
+                return await cluster_store.append([client_cluster(name) for name in names])
+            except EventLogUnavailable:
+                return None
+
+        result = await eventually_value(register, "the clusters registered", within=30)
+        await asyncio.wait_for(service.wait_applied(max(result.sequences)), 60)
+
+        async def all_durables() -> bool:
+            return len(await durable_placement(cluster_store, allow_missing=True)) == len(names)
+
+        await eventually(all_durables, "every cluster's durable answering", within=30)
+        await eventually(lambda: rehoming.restored, "the record of moves read", within=30)
+        placement = await durable_placement(cluster_store)
+        victim, _ = Counter(placement.values()).most_common(1)[0]
+        on_victim = {name for name in names if placement[edges.desired_durable(name)] == victim}
+
+        async def pull(name: str) -> None:
+            feed = DurableFeed(pulls, name)
+            pull = ContinuousPull(
+                pulls,
+                api_prefix="$JS.API",
+                stream=DESIRED_STREAM,
+                durable=edges.desired_durable(name),
+                settings=feed.settings,
+            )
+            async for msgs in pull.batches():
+                for msg in msgs:
+                    received[name].add(msg.data)
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.ack()
+
+        running += [asyncio.create_task(pull(name)) for name in names]
+        js = cluster_store.nc.jetstream()
+
+        async def desire(version: bytes) -> None:
+            for name in names:
+                subject = f"{subjects.desired_filter(name)[:-1]}board"
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        await js.publish(subject, version, stream=DESIRED_STREAM, timeout=2)
+                        break
+                    except (nats.errors.Error, nats.js.errors.Error):
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.2)
+
+        await desire(b"v1")
+        await eventually(
+            lambda: all(b"v1" in seen for seen in received.values()), "every cluster at v1", 30
+        )
+        lost_index = nats_cluster.index_of(victim)
+        nats_cluster.nodes[lost_index].kill()
+
+        async def moved_off_victim() -> bool:
+            try:
+                after = await durable_placement(cluster_store, allow_missing=True)
+            except EventLogUnavailable:  # DESIRED electing a leader: ask again
+                return False
+            return (
+                set(after) == set(placement)
+                and victim not in after.values()
+                and rehoming.moved_off.get(victim) == on_victim
+            )
+
+        await eventually(moved_off_victim, f"the durables of {victim} moved off it", within=30)
+
+        # The hub goes, and what it remembered in memory with it; another starts while
+        # the node is still down.
+        await cancel_and_wait(first_hub)
+        await hub_stores[0].close()
+        service, rehoming, second_hub = await start_hub()
+        running += second_hub
+        await eventually(lambda: rehoming.restored, "the restarted hub reading its record", 30)
+        assert rehoming.moved_off == {victim: on_victim}
+
+        await asyncio.to_thread(nats_cluster.nodes[lost_index].start, 60.0)
+        await eventually(
+            lambda: not rehoming.moved_off,
+            f"the durables moved off {victim} reset once it was back",
+            within=30,
+        )
+        assert await DurableMoves(cluster_store).load() == {}
+
+        async def held_once_where_assigned() -> bool:
+            assigned = await durable_placement(cluster_store, allow_missing=True)
+            holders = {nats_cluster.names[i]: durables_held(nats_cluster, i) for i in range(3)}
+            copies = {
+                durable: sorted(node for node, held in holders.items() if durable in held)
+                for durable in set(placement) | set().union(*holders.values())
+            }
+            return set(assigned) == set(placement) and copies == {
+                durable: [node] for durable, node in assigned.items()
+            }
+
+        await eventually(
+            held_once_where_assigned, f"{victim} back, every durable held once", within=30
+        )
+        await desire(b"v2")
+        await eventually(
+            lambda: all(b"v2" in seen for seen in received.values()),
+            f"every cluster, the {len(on_victim)} moved off {victim} too, reading v2",
+            within=30,
+        )
+    finally:
+        await cancel_and_wait(running)
+        await pulls.close()
+        for store in hub_stores:
+            await store.close()
+
+
 REGISTERED = 2000
 
 
@@ -396,8 +538,12 @@ async def published_and_applied(store: EventStore, taskset: str, version: int) -
 
 
 @pytest.fixture
-async def sim_hub(tmp_path: Path, nats_cluster: NatsCluster) -> AsyncIterator[Path]:
-    """`fleetbus up --nats-url … --replicas 3 --sim-clusters SIMS` on the cluster."""
+async def sim_hub(
+    tmp_path: Path, nats_cluster: NatsCluster, request: pytest.FixtureRequest
+) -> AsyncIterator[Path]:
+    """`fleetbus up --nats-url … --replicas 3 --sim-clusters SIMS` on the cluster (and the
+    options a test passes as the fixture's parameter)."""
+    extra: tuple[str, ...] = getattr(request, "param", ())
     http_port = free_port()
     with (tmp_path / "hub.log").open("wb") as log:
         hub = subprocess.Popen(  # noqa: ASYNC220 - the hub runs beside the test
@@ -414,6 +560,7 @@ async def sim_hub(tmp_path: Path, nats_cluster: NatsCluster) -> AsyncIterator[Pa
                 "3",
                 "--sim-clusters",
                 str(SIMS),
+                *extra,
             ],
             cwd=REPO,
             stdout=log,
@@ -516,4 +663,57 @@ async def test_a_node_killed_mid_rollout_loses_no_cluster_and_its_durables_move(
         v1_all_applied_after_kill_s=round(first_s, 2),
         v2_all_applied_after_kill_s=round(converged_s, 2),
         clusters_lost=0,
+    )
+
+
+SIM_CONNECTION = "fleetbus-edge-sim-"
+
+
+def sims_connected(nats_cluster: NatsCluster, index: int) -> set[str]:
+    """The simulated clusters connected to node `index`, by name."""
+    return {
+        name.removeprefix("fleetbus-edge-")
+        for name in nats_cluster.client_names(index, SIM_CONNECTION)
+    }
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "sim_hub", [(), ("--sim-processes", "2")], ids=["in-process", "workers"], indirect=True
+)
+async def test_simulated_clusters_spread_over_every_node_and_fail_over_to_the_others(
+    nats_cluster: NatsCluster, sim_hub: Path
+) -> None:
+    sims = {f"sim-{i}" for i in range(1, SIMS + 1)}
+    # sim-1 on the first node of `--nats-url`, sim-2 on the second, ..., round and round.
+    expected = [{f"sim-{i}" for i in range(k + 1, SIMS + 1, 3)} for k in range(3)]
+    await eventually(
+        lambda: [sims_connected(nats_cluster, k) for k in range(3)] == expected,
+        "each node holding the connections of its third of the simulated clusters",
+        within=60,
+    )
+    lost = 0
+    nats_cluster.nodes[lost].kill()
+    survivors = [k for k in range(3) if k != lost]
+    await eventually(
+        lambda: set().union(*(sims_connected(nats_cluster, k) for k in survivors)) == sims,
+        f"the clusters of {nats_cluster.names[lost]} connected to the other nodes",
+        within=60,
+    )
+    moved = [sims_connected(nats_cluster, k) & expected[lost] for k in survivors]
+    store = await open_local_store(sim_hub)
+    try:
+        await publish(sim_hub, 1)
+        await eventually(
+            lambda: applied_everywhere(store, 1, sims),
+            f"all {SIMS} clusters, those of {nats_cluster.names[lost]} too, applying v1",
+            within=120,
+        )
+    finally:
+        await store.close()
+    record_figures(
+        "Simulated clusters spread over the nodes",
+        clusters=SIMS,
+        per_node=[len(names) for names in expected],
+        failed_over_to=[len(names) for names in moved],
     )
