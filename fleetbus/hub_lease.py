@@ -150,22 +150,33 @@ class HubLease:
             except TimeoutError:
                 pass
             try:
-                renewed = await self._write(self.seq)
+                taken_by = "" if await self._write(self.seq) else await self._write_again()
             except EventLogUnavailable as e:
                 log.warning("cannot renew the hub lease now: %s", e)
                 continue
-            if not renewed:
-                _, holder = await self.current()
-                if not holder or holder == self.holder:
-                    # Our own lease lapsed (NATS unreachable longer than the TTL): take it
-                    # again, unless another process is quicker.
-                    if await self._write(0):
-                        continue
-                    _, holder = await self.current()
-                self.taken_by = holder or "another process"
+            if taken_by:
+                self.taken_by = taken_by
                 log.error("the hub lease was taken by %s: this hub process stops", self.taken_by)
                 stop.set()
                 return
+
+    async def _write_again(self) -> str:
+        """After a refused renewal: the other process holding the lease, or "" once this one
+        holds it again.
+
+        A renewal is refused when the lease is not at the sequence this process last wrote:
+        it lapsed (NATS unreachable longer than the TTL), a renewal was stored but its answer
+        lost (the lease is this process's own, at a later sequence), or another process took
+        it. In the first two cases the lease is written again on what is there, unless another
+        process is quicker.
+        """
+        seq, holder = await self.current()
+        if holder and holder != self.holder:
+            return holder
+        if await self._write(seq):
+            return ""
+        _, holder = await self.current()
+        return "" if holder == self.holder else holder or "another process"
 
     async def release(self) -> None:
         if self.seq:

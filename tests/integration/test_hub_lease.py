@@ -84,6 +84,30 @@ async def test_a_killed_holders_lease_lapses_and_it_learns_it_lost_the_hub(
     assert (await second.current())[1] == "host-b:2:/srv/b", "the loser wrote nothing"
 
 
+async def test_a_renewal_stored_whose_answer_was_lost_keeps_the_hub(
+    event_store: EventStore,
+) -> None:
+    await event_store.ensure_stream(leases_stream())
+    lease = HubLease(event_store, "host-a:1:/srv/a", ttl_s=TTL_S)
+    await lease.acquire()
+    written = lease.seq
+    # A renewal the server stored but whose answer never came back: the lease is this
+    # process's own at a later sequence than the one it knows.
+    stored = HubLease(event_store, "host-a:1:/srv/a", ttl_s=TTL_S)
+    await stored.acquire(wait_s=0)
+    assert stored.seq > written
+    stop = asyncio.Event()
+    keeper = asyncio.create_task(lease.keep(stop))
+    try:
+        await eventually(lambda: lease.seq > stored.seq, "a renewal", within=TTL_S * 3)
+        assert not stop.is_set(), "a lost answer is not another holder"
+    finally:
+        stop.set()
+        await cancel_and_wait([keeper])
+    assert lease.taken_by == ""
+    assert await lease.current() == (lease.seq, "host-a:1:/srv/a")
+
+
 async def test_the_same_process_takes_its_own_lease_again(event_store: EventStore) -> None:
     await event_store.ensure_stream(leases_stream())
     lease = HubLease(event_store, "host-a:1:/srv/a", ttl_s=TTL_S)
